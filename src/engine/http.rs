@@ -1,0 +1,169 @@
+//! HTTP plumbing shared by the engine and the providers.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// Builds the one HTTP client of a run: a keep-alive pool sized to the concurrency.
+pub fn client(concurrency: usize) -> reqwest::Client {
+    reqwest::Client::builder()
+        .user_agent(concat!("upload/", env!("CARGO_PKG_VERSION")))
+        .pool_max_idle_per_host(concurrency.max(1) * 2)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(15))
+        .read_timeout(Duration::from_secs(120))
+        .build()
+        .expect("the TLS backend initialises")
+}
+
+/// True for loopback hosts (127.0.0.0/8, ::1, localhost).
+pub fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    }
+}
+
+/// Parses a URL and refuses plain http anywhere but loopback: tokens and data must not
+/// cross a network in clear text.
+pub fn checked_url(text: &str, what: &str) -> Result<url::Url> {
+    let url = url::Url::parse(text).map_err(|e| {
+        Error::usage(
+            format!("{what} '{}' is not a valid URL: {e}", crate::redact::safe_url(text)),
+            "give an absolute URL such as https://host",
+        )
+    })?;
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if is_loopback(&url) => Ok(url),
+        "http" => Err(Error::usage(
+            format!("{what} {} uses plain http to a non-loopback host", crate::redact::safe_url(text)),
+            "use https (plain http is only accepted for 127.0.0.1, ::1 and localhost)",
+        )),
+        other => Err(Error::usage(format!("{what} has unsupported scheme '{other}'"), "use an https:// URL")),
+    }
+}
+
+/// One line out of a server's error body: FastAPI `detail`, `{message}`, S3 XML
+/// `<Code>`/`<Message>`, or the first line of text. Secrets are scrubbed by the caller.
+pub fn summarize_body(body: &[u8]) -> (Option<String>, String) {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    if text.is_empty() {
+        return (None, "(empty body)".into());
+    }
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(text) {
+        let code =
+            v.get("code").and_then(|c| c.as_str().map(String::from).or_else(|| c.as_i64().map(|n| n.to_string())));
+        if let Some(detail) = v.get("detail") {
+            let msg = match detail {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Array(items) => items
+                    .iter()
+                    .map(|it| {
+                        let loc = it
+                            .get("loc")
+                            .and_then(|l| l.as_array())
+                            .map(|l| {
+                                l.iter()
+                                    .map(|p| p.as_str().map(String::from).unwrap_or_else(|| p.to_string()))
+                                    .collect::<Vec<_>>()
+                                    .join(".")
+                            })
+                            .unwrap_or_default();
+                        let msg = it.get("msg").and_then(|m| m.as_str()).unwrap_or("invalid");
+                        if loc.is_empty() { msg.to_string() } else { format!("{loc}: {msg}") }
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                other => other.to_string(),
+            };
+            return (code, one_line(&msg));
+        }
+        for key in ["message", "error", "failureReason", "msg"] {
+            if let Some(m) = v.get(key).and_then(|m| m.as_str()) {
+                return (code, one_line(m));
+            }
+        }
+        return (code, one_line(text));
+    }
+    if text.starts_with('<') {
+        let tag = |name: &str| {
+            let open = format!("<{name}>");
+            let start = text.find(&open)? + open.len();
+            let end = text[start..].find("</")? + start;
+            Some(text[start..end].to_string())
+        };
+        let code = tag("Code");
+        let msg = match (&code, tag("Message")) {
+            (Some(c), Some(m)) => format!("{c}: {m}"),
+            (Some(c), None) => c.clone(),
+            (None, Some(m)) => m,
+            (None, None) => one_line(text),
+        };
+        return (code, one_line(&msg));
+    }
+    (None, one_line(text))
+}
+
+fn one_line(s: &str) -> String {
+    let line = s.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ");
+    if line.chars().count() > 300 { format!("{}…", line.chars().take(300).collect::<String>()) } else { line }
+}
+
+/// A short, secret-free description of a transport error, walking the `source()` chain.
+pub fn describe_transport(err: &reqwest::Error) -> String {
+    use std::error::Error as _;
+    let mut parts = vec![];
+    if err.is_timeout() {
+        parts.push("timed out".to_string());
+    } else if err.is_connect() {
+        parts.push("could not connect".to_string());
+    }
+    let mut src = err.source();
+    while let Some(s) = src {
+        let t = s.to_string();
+        if !parts.contains(&t) {
+            parts.push(t);
+        }
+        src = s.source();
+    }
+    if parts.is_empty() {
+        parts.push("request failed".into());
+    }
+    crate::redact::scrub(&parts.join(": "), &[])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_only_for_http() {
+        assert!(checked_url("http://127.0.0.1:8080", "endpoint").is_ok());
+        assert!(checked_url("http://localhost", "endpoint").is_ok());
+        assert!(checked_url("http://[::1]:9", "endpoint").is_ok());
+        assert!(checked_url("https://teleport.varjo.com", "endpoint").is_ok());
+        let e = checked_url("http://example.com", "endpoint").unwrap_err();
+        assert!(e.to_string().contains("plain http"));
+        assert!(checked_url("ftp://x", "endpoint").is_err());
+    }
+
+    #[test]
+    fn bodies_summarized() {
+        let (_, m) =
+            summarize_body(br#"{"detail":[{"loc":["body","bytesize"],"msg":"Field required","type":"missing"}]}"#);
+        assert_eq!(m, "body.bytesize: Field required");
+        let (c, m) = summarize_body(
+            b"<?xml version=\"1.0\"?><Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>",
+        );
+        assert_eq!(c.as_deref(), Some("AccessDenied"));
+        assert_eq!(m, "AccessDenied: Request has expired");
+        let (c, m) = summarize_body(br#"{"message":"Session not found","code":"NOT_FOUND"}"#);
+        assert_eq!((c.as_deref(), m.as_str()), (Some("NOT_FOUND"), "Session not found"));
+    }
+}

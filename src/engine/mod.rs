@@ -1,0 +1,9 @@
+//! Provider-agnostic transfer machinery: part plan, file source, concurrent part uploader,
+//! retry policy, progress reporting.
+
+pub mod http;
+pub mod plan;
+pub mod progress;
+pub mod retry;
+pub mod source;
+pub mod uploader;

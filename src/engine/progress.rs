@@ -1,0 +1,64 @@
+//! Progress reporting behind a small trait, so the engine knows nothing of terminals.
+
+use std::time::Duration;
+
+/// Something that happened during a transfer.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// A file's transfer begins.
+    Started {
+        /// The file's name.
+        file: String,
+        /// Total bytes to send.
+        total_bytes: u64,
+        /// Number of parts.
+        parts: u32,
+        /// Bytes already on the server (resumed parts).
+        done_bytes: u64,
+        /// Parts already on the server.
+        done_parts: u32,
+    },
+    /// Bytes of a part were handed to the connection (negative when an attempt is rolled back).
+    Bytes {
+        /// Part number.
+        part: u32,
+        /// Change in bytes sent.
+        delta: i64,
+    },
+    /// A part attempt failed and will be retried after `delay`.
+    Retry {
+        /// Part number (0 for a control-plane call).
+        part: u32,
+        /// Attempt that failed (1-based).
+        attempt: u32,
+        /// Why (redacted).
+        reason: String,
+        /// Wait before the next attempt.
+        delay: Duration,
+    },
+    /// A part was stored by the server.
+    PartDone {
+        /// Part number.
+        part: u32,
+    },
+    /// A phase or state change worth showing ("completing", "PROCESSING", ...).
+    Phase {
+        /// Short text.
+        message: String,
+    },
+    /// The file's transfer ended (successfully or not).
+    Finished,
+}
+
+/// Receives progress events. Implementations must be cheap: `Bytes` comes once per read chunk.
+pub trait Progress: Send + Sync {
+    /// Handles one event.
+    fn event(&self, event: Event);
+}
+
+/// Ignores everything.
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn event(&self, _event: Event) {}
+}

@@ -1,0 +1,125 @@
+//! The file being uploaded: positional reads of byte ranges, streamed as request bodies so
+//! memory stays at a few read buffers per part in flight, whatever the part size.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::{Bytes, BytesMut};
+use futures::Stream;
+
+use crate::error::{Error, Result};
+
+/// Size of one positional read while streaming a part.
+pub const READ_CHUNK: usize = 1 << 20;
+
+/// An open file with its identity at open time.
+#[derive(Clone, Debug)]
+pub struct FileSource {
+    path: PathBuf,
+    file: Arc<File>,
+    size: u64,
+    mtime: Option<SystemTime>,
+}
+
+impl FileSource {
+    /// Opens a regular file for reading.
+    pub fn open(path: &Path) -> Result<Self> {
+        let file_err = |source| Error::File { path: path.to_path_buf(), source };
+        let file = File::open(path).map_err(file_err)?;
+        let meta = file.metadata().map_err(file_err)?;
+        if !meta.is_file() {
+            return Err(Error::usage(format!("{} is not a regular file", path.display()), "give the path of a file"));
+        }
+        Ok(FileSource { path: path.to_path_buf(), file: Arc::new(file), size: meta.len(), mtime: meta.modified().ok() })
+    }
+
+    /// The path as given.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    /// Size in bytes at open time.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+    /// Modification time at open time.
+    pub fn mtime(&self) -> Option<SystemTime> {
+        self.mtime
+    }
+    /// The file name (last path component), lossily as UTF-8.
+    pub fn file_name(&self) -> String {
+        self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    }
+
+    /// Reads `len` bytes at `offset` (blocking; call from a blocking context).
+    pub fn read_exact_at(&self, offset: u64, len: usize) -> std::io::Result<Bytes> {
+        let mut buf = BytesMut::zeroed(len);
+        self.file.read_exact_at(&mut buf, offset)?;
+        Ok(buf.freeze())
+    }
+
+    /// Reads a range on the blocking pool.
+    pub async fn read_range(&self, offset: u64, len: usize) -> std::io::Result<Bytes> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.read_exact_at(offset, len)).await.map_err(std::io::Error::other)?
+    }
+
+    /// A stream of the bytes `[offset, offset + len)`, read in [`READ_CHUNK`] pieces on the
+    /// blocking pool. `on_chunk` is told the size of each piece as it is handed to the body.
+    pub fn stream_range(
+        &self,
+        offset: u64,
+        len: u64,
+        on_chunk: impl Fn(u64) + Send + Sync + 'static,
+    ) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+        let this = self.clone();
+        let on_chunk = Arc::new(on_chunk);
+        futures::stream::try_unfold(0u64, move |done| {
+            let this = this.clone();
+            let on_chunk = on_chunk.clone();
+            async move {
+                if done >= len {
+                    return Ok(None);
+                }
+                let n = (len - done).min(READ_CHUNK as u64);
+                let bytes = this.read_range(offset + done, n as usize).await?;
+                on_chunk(n);
+                Ok(Some((bytes, done + n)))
+            }
+        })
+    }
+
+    /// MD5 of a range, streamed (for `Content-MD5` when asked).
+    pub async fn md5_range(&self, offset: u64, len: u64) -> std::io::Result<[u8; 16]> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            use md5::Digest;
+            let mut h = md5::Md5::new();
+            let mut buf = vec![0u8; READ_CHUNK];
+            let mut done = 0;
+            while done < len {
+                let n = (len - done).min(READ_CHUNK as u64) as usize;
+                this.file.read_exact_at(&mut buf[..n], offset + done)?;
+                h.update(&buf[..n]);
+                done += n as u64;
+            }
+            Ok(h.finalize().into())
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+
+    /// Fails when the file changed size or modification time since it was opened.
+    pub fn check_unchanged(&self) -> Result<()> {
+        let meta = std::fs::metadata(&self.path).map_err(|source| Error::File { path: self.path.clone(), source })?;
+        if meta.len() != self.size || meta.modified().ok() != self.mtime {
+            return Err(Error::usage(
+                format!("{} changed while it was being uploaded", self.path.display()),
+                "wait until the file is complete, then run the command again",
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,427 @@
+//! The concurrent part uploader: bounded, retrying, streaming each part from the file.
+//!
+//! Contract:
+//! - parts are 1-based and may finish in any order; the result is sorted by part number and
+//!   checked to cover the plan exactly before it is handed back for completion;
+//! - a permit is taken before a part is read, so at most `concurrency` parts are in flight and
+//!   memory stays at a few [`READ_CHUNK`](super::source::READ_CHUNK) buffers per part;
+//! - URLs are asked ahead of need by a small pipeline (`url_prefetch`), so a free connection
+//!   rarely waits for one, and asked again (`stale = true`) when S3 refuses one (403);
+//! - a retry re-sends the part from its first byte; ETags are kept verbatim;
+//! - on cancellation no new part starts, parts in flight get `drain` time to finish, and
+//!   [`Error::Interrupted`] is returned; every finished part was reported to `on_part_done`
+//!   (the resume journal) before that.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::plan::PartPlan;
+use super::progress::{Event, Progress};
+use super::retry::{Backoff, Class, Outcome, RetryPolicy, classify_part, retry_after};
+use super::source::FileSource;
+use crate::error::{Error, Result};
+use crate::redact::safe_url;
+
+/// A part the server stored.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CompletedPart {
+    /// 1-based part number.
+    pub number: u32,
+    /// The ETag header of the PUT response, verbatim (quotes included).
+    pub etag: String,
+    /// Bytes in the part.
+    pub size: u64,
+}
+
+/// Where parts go: a provider hands out one presigned PUT URL per part.
+#[async_trait]
+pub trait PartUrls: Send + Sync {
+    /// The URL for `part`. `stale` is true when S3 refused the previous URL (expired or
+    /// rejected), so a cached one must not be returned again.
+    async fn url(&self, part: u32, stale: bool) -> Result<String>;
+}
+
+/// Knobs of the part uploader.
+#[derive(Clone, Debug)]
+pub struct UploaderOptions {
+    /// Parts in flight at once.
+    pub concurrency: usize,
+    /// URLs asked ahead of need.
+    pub url_prefetch: usize,
+    /// Retry policy for part PUTs.
+    pub retry: RetryPolicy,
+    /// `Content-Type` sent with each part (TruVideo asks for the file's MIME type).
+    pub content_type: Option<String>,
+    /// Send `Content-MD5` with each part (`--checksum md5`).
+    pub content_md5: bool,
+    /// Time parts in flight get to finish after cancellation.
+    pub drain: Duration,
+    /// Seed for the backoff jitter (tests); `None` = from the OS.
+    pub seed: Option<u64>,
+}
+
+impl Default for UploaderOptions {
+    fn default() -> Self {
+        UploaderOptions {
+            concurrency: 8,
+            url_prefetch: 4,
+            retry: RetryPolicy::default(),
+            content_type: None,
+            content_md5: false,
+            drain: Duration::from_secs(5),
+            seed: None,
+        }
+    }
+}
+
+/// Callback told about every part as soon as the server stored it (the resume journal).
+pub type PartDone = Arc<dyn Fn(&CompletedPart) -> Result<()> + Send + Sync>;
+
+/// Uploads the parts of `plan` not in `done`, concurrently, and returns all parts sorted.
+#[allow(clippy::too_many_arguments)]
+pub async fn upload_parts(
+    http: &reqwest::Client,
+    provider: &'static str,
+    source: &FileSource,
+    plan: &PartPlan,
+    urls: Arc<dyn PartUrls>,
+    done: Vec<CompletedPart>,
+    on_part_done: PartDone,
+    options: &UploaderOptions,
+    progress: Arc<dyn Progress>,
+    cancel: &CancellationToken,
+) -> Result<Vec<CompletedPart>> {
+    let mut finished: BTreeMap<u32, CompletedPart> =
+        done.into_iter().filter(|p| p.number >= 1 && p.number <= plan.num_parts).map(|p| (p.number, p)).collect();
+    let pending: Vec<u32> = plan.numbers().filter(|n| !finished.contains_key(n)).collect();
+    progress.event(Event::Started {
+        file: source.file_name(),
+        total_bytes: plan.file_size,
+        parts: plan.num_parts,
+        done_bytes: finished.values().map(|p| p.size).sum(),
+        done_parts: finished.len() as u32,
+    });
+
+    // Stage 1: URLs, asked a few at a time ahead of the uploads.
+    let (url_tx, mut url_rx) = mpsc::channel::<(u32, Result<String>)>(options.url_prefetch.max(1));
+    let producer = {
+        let urls = urls.clone();
+        let prefetch = options.url_prefetch.max(1);
+        tokio::spawn(async move {
+            let mut stream = futures::stream::iter(pending)
+                .map(|n| {
+                    let urls = urls.clone();
+                    async move { (n, urls.url(n, false).await) }
+                })
+                .buffered(prefetch);
+            while let Some(item) = stream.next().await {
+                let failed = item.1.is_err();
+                if url_tx.send(item).await.is_err() || failed {
+                    break;
+                }
+            }
+        })
+    };
+    let _stop_producer = AbortOnDrop(producer);
+
+    // Stage 2: bounded part uploads.
+    let semaphore = Arc::new(Semaphore::new(options.concurrency.max(1)));
+    let mut tasks: JoinSet<Result<CompletedPart>> = JoinSet::new();
+    let mut part_seed = options.seed;
+    let mut interrupted = false;
+    let mut failure: Option<Error> = None;
+
+    let absorb = |res: std::result::Result<Result<CompletedPart>, tokio::task::JoinError>,
+                  finished: &mut BTreeMap<u32, CompletedPart>|
+     -> Option<Error> {
+        match res {
+            Ok(Ok(part)) => {
+                let number = part.number;
+                if let Err(e) = on_part_done(&part) {
+                    return Some(e);
+                }
+                progress.event(Event::PartDone { part: number });
+                finished.insert(number, part);
+                None
+            }
+            Ok(Err(e)) => Some(e),
+            Err(join) if join.is_cancelled() => None,
+            Err(join) => {
+                Some(Error::Protocol { provider, what: "part upload".into(), message: format!("task failed: {join}") })
+            }
+        }
+    };
+
+    'feed: loop {
+        while let Some(res) = tasks.try_join_next() {
+            if let Some(e) = absorb(res, &mut finished) {
+                failure = Some(e);
+                break 'feed;
+            }
+        }
+        let permit = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => { interrupted = true; break 'feed; }
+            Some(res) = tasks.join_next(), if !tasks.is_empty() && semaphore.available_permits() == 0 => {
+                if let Some(e) = absorb(res, &mut finished) { failure = Some(e); break 'feed; }
+                continue 'feed;
+            }
+            p = semaphore.clone().acquire_owned() => p.expect("semaphore is never closed"),
+        };
+        let next = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => { interrupted = true; break 'feed; }
+            n = url_rx.recv() => n,
+        };
+        let Some((number, url)) = next else { break 'feed };
+        let url = match url {
+            Ok(u) => u,
+            Err(e) => {
+                failure = Some(e);
+                break 'feed;
+            }
+        };
+        let job = PartJob {
+            http: http.clone(),
+            provider,
+            source: source.clone(),
+            plan: *plan,
+            urls: urls.clone(),
+            options: options.clone(),
+            progress: progress.clone(),
+            cancel: cancel.clone(),
+            seed: part_seed.map(|s| s.wrapping_add(number as u64)),
+        };
+        part_seed = part_seed.map(|s| s.wrapping_add(1));
+        let span = tracing::debug_span!("part", part_number = number);
+        tasks.spawn(
+            async move {
+                let _permit = permit;
+                job.run(number, url).await
+            }
+            .instrument(span),
+        );
+    }
+
+    if failure.is_some() {
+        tasks.abort_all();
+    } else if interrupted {
+        let deadline = tokio::time::sleep(options.drain);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = &mut deadline => { tasks.abort_all(); }
+                res = tasks.join_next() => match res {
+                    Some(res) => { let _ = absorb(res, &mut finished); }
+                    None => break,
+                }
+            }
+        }
+    }
+    while let Some(res) = tasks.join_next().await {
+        if let Some(e) = absorb(res, &mut finished) {
+            failure.get_or_insert(e);
+        }
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    if interrupted || cancel.is_cancelled() {
+        return Err(Error::Interrupted {
+            hint: "run the same command again to resume; finished parts are not sent again".into(),
+        });
+    }
+    let parts: Vec<CompletedPart> = finished.into_values().collect();
+    check_complete(provider, plan, &parts)?;
+    Ok(parts)
+}
+
+/// Checks that `parts` are exactly 1..=num_parts with the plan's sizes.
+pub fn check_complete(provider: &'static str, plan: &PartPlan, parts: &[CompletedPart]) -> Result<()> {
+    let total: u64 = parts.iter().map(|p| p.size).sum();
+    let numbers_ok = parts.len() == plan.num_parts as usize
+        && parts.iter().enumerate().all(|(i, p)| p.number as usize == i + 1 && p.size == plan.range(p.number).1);
+    if !numbers_ok || total != plan.file_size {
+        return Err(Error::Protocol {
+            provider,
+            what: "complete".into(),
+            message: format!(
+                "have {} parts with {} bytes; the plan needs {} parts with {} bytes",
+                parts.len(),
+                total,
+                plan.num_parts,
+                plan.file_size
+            ),
+        });
+    }
+    Ok(())
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+struct PartJob {
+    http: reqwest::Client,
+    provider: &'static str,
+    source: FileSource,
+    plan: PartPlan,
+    urls: Arc<dyn PartUrls>,
+    options: UploaderOptions,
+    progress: Arc<dyn Progress>,
+    cancel: CancellationToken,
+    seed: Option<u64>,
+}
+
+impl PartJob {
+    async fn run(self, number: u32, mut url: String) -> Result<CompletedPart> {
+        use rand::SeedableRng;
+        let (offset, len) = self.plan.range(number);
+        let rng = match self.seed {
+            Some(s) => rand::rngs::StdRng::seed_from_u64(s),
+            None => rand::rngs::StdRng::from_entropy(),
+        };
+        let mut backoff = Backoff::with_rng(self.options.retry.clone(), rng);
+        let mut refreshes = 0;
+        let started = Instant::now();
+        let what = || format!("PUT part {number}");
+        let md5 = if self.options.content_md5 {
+            let digest = self
+                .source
+                .md5_range(offset, len)
+                .await
+                .map_err(|source| Error::File { path: self.source.path().to_path_buf(), source })?;
+            use base64::Engine;
+            Some(base64::engine::general_purpose::STANDARD.encode(digest))
+        } else {
+            None
+        };
+        loop {
+            let sent = Arc::new(AtomicU64::new(0));
+            let body = {
+                let sent = sent.clone();
+                let progress = self.progress.clone();
+                reqwest::Body::wrap_stream(self.source.stream_range(offset, len, move |n| {
+                    sent.fetch_add(n, Ordering::Relaxed);
+                    progress.event(Event::Bytes { part: number, delta: n as i64 });
+                }))
+            };
+            // A generous per-attempt timeout: 60 s plus the part at 64 KiB/s.
+            let timeout = Duration::from_secs(60) + Duration::from_secs(len / (64 * 1024));
+            let mut req = self.http.put(&url).header(reqwest::header::CONTENT_LENGTH, len).timeout(timeout).body(body);
+            if let Some(ct) = &self.options.content_type {
+                req = req.header(reqwest::header::CONTENT_TYPE, ct);
+            }
+            if let Some(m) = &md5 {
+                req = req.header("Content-MD5", m);
+            }
+            let t0 = Instant::now();
+            let result = req.send().await;
+            let (outcome, message, wait_hint) = match result {
+                Ok(resp) if resp.status().is_success() => {
+                    let etag =
+                        resp.headers().get(reqwest::header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_string);
+                    // Drain the (empty) body so the connection goes back to the pool.
+                    let _ = resp.bytes().await;
+                    let Some(etag) = etag else {
+                        return Err(Error::Protocol {
+                            provider: self.provider,
+                            what: what(),
+                            message: "the response has no ETag header".into(),
+                        });
+                    };
+                    tracing::debug!(part = number, status = 200, elapsed_ms = t0.elapsed().as_millis() as u64, url = %safe_url(&url), "part stored");
+                    return Ok(CompletedPart { number, etag, size: len });
+                }
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    let ra = retry_after(resp.headers());
+                    let body = resp.bytes().await.unwrap_or_default();
+                    let (code, msg) = super::http::summarize_body(&body);
+                    tracing::debug!(part = number, status, url = %safe_url(&url), "part refused: {msg}");
+                    (
+                        Outcome::Status { status, code },
+                        format!("HTTP {status}: {}", crate::redact::scrub(&msg, &[])),
+                        ra,
+                    )
+                }
+                Err(e) => {
+                    let m = super::http::describe_transport(&e);
+                    tracing::debug!(part = number, url = %safe_url(&url), "part attempt failed: {m}");
+                    (Outcome::Transport, m, None)
+                }
+            };
+            self.progress.event(Event::Bytes { part: number, delta: -(sent.load(Ordering::Relaxed) as i64) });
+            let class = classify_part(&outcome);
+            let status = match &outcome {
+                Outcome::Status { status, .. } => Some(*status),
+                Outcome::Transport => None,
+            };
+            match class {
+                Class::Fatal => {
+                    return Err(Error::Rejected {
+                        provider: self.provider,
+                        what: what(),
+                        status: status.unwrap_or(0),
+                        message,
+                    });
+                }
+                Class::RefreshUrl => {
+                    refreshes += 1;
+                    if refreshes > self.options.retry.max_url_refreshes {
+                        return Err(Error::Rejected {
+                            provider: self.provider,
+                            what: what(),
+                            status: status.unwrap_or(403),
+                            message: format!(
+                                "{message} (still refused after {} fresh URLs)",
+                                self.options.retry.max_url_refreshes
+                            ),
+                        });
+                    }
+                    self.progress.event(Event::Retry {
+                        part: number,
+                        attempt: refreshes,
+                        reason: format!("{message}; asking for a fresh URL"),
+                        delay: Duration::ZERO,
+                    });
+                    url = self.urls.url(number, true).await?;
+                }
+                Class::Retry => {
+                    let over_deadline = started.elapsed() >= self.options.retry.deadline;
+                    let delay = if over_deadline { None } else { backoff.next_delay(wait_hint) };
+                    let Some(delay) = delay else {
+                        let tries = backoff.attempts() + 1;
+                        return Err(Error::Network {
+                            provider: self.provider,
+                            what: what(),
+                            message: format!("{message} (gave up after {tries} attempts)"),
+                        });
+                    };
+                    self.progress.event(Event::Retry {
+                        part: number,
+                        attempt: backoff.attempts(),
+                        reason: message,
+                        delay,
+                    });
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = self.cancel.cancelled() => return Err(Error::Interrupted { hint: String::new() }),
+                    }
+                }
+            }
+        }
+    }
+}

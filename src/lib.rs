@@ -1,0 +1,95 @@
+//! `upload`: uploads large media files to Varjo Teleport, TruVideo, Uplift and Apertur
+//! through the presigned S3 URLs they hand out.
+//!
+//! The binary is a thin layer over [`run`]; the transfer machinery lives in [`engine`] and
+//! one module per vendor in [`providers`].
+
+pub mod cli;
+pub mod engine;
+pub mod error;
+pub mod providers;
+pub mod redact;
+pub mod settings;
+pub mod size;
+pub mod ui;
+
+use std::io::Write;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+pub use error::{Error, Result};
+
+/// Runs a parsed command line. Returns the exit code of a run whose failures were already
+/// reported per file; an `Err` is a failure of the whole run, for the caller to print.
+pub async fn run(cli: cli::Cli) -> Result<i32> {
+    if let Some(cmd) = cli.command {
+        return run_command(cmd).await;
+    }
+    let cancel = CancellationToken::new();
+    install_ctrl_c(cancel.clone());
+    let settings = settings::UploadSettings::from_args(&cli.upload, &cli.output)?;
+    let mut stdout = std::io::stdout().lock();
+    let mut worst = error::exit::OK;
+    for path in &cli.upload.files {
+        let file = engine::source::FileSource::open(path)?;
+        let provider = settings.provider()?;
+        if cli.upload.dry_run {
+            let plan = provider.dry_run(&file)?;
+            ignore_broken_pipe(ui::print_dry_run(&mut stdout, &plan, cli.output.json))?;
+            continue;
+        }
+        let progress = Arc::new(ui::FileProgress::new(ui::Mode::detect(cli.output.quiet, cli.output.json)));
+        let ctx = settings.context(progress, cancel.clone())?;
+        let outcome = provider.upload(&ctx, file).await?;
+        ignore_broken_pipe(ui::print_outcome(&mut stdout, &outcome, cli.output.json))?;
+        worst = worst.max(error::exit::OK);
+    }
+    Ok(worst)
+}
+
+async fn run_command(cmd: cli::Command) -> Result<i32> {
+    match cmd {
+        cli::Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut c = cli::Cli::command();
+            clap_complete::generate(shell, &mut c, "upload", &mut std::io::stdout());
+            Ok(0)
+        }
+    }
+}
+
+/// First Ctrl-C cancels (parts in flight get a few seconds, the journal is kept); a second
+/// one exits at once.
+fn install_ctrl_c(cancel: CancellationToken) {
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("upload: interrupted: finishing parts in flight (press Ctrl-C again to quit now)");
+            cancel.cancel();
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("upload: interrupted: run the same command again to resume");
+                std::process::exit(error::exit::INTERRUPTED);
+            }
+        }
+    });
+}
+
+/// A closed stdout (`| head`) is not an error.
+fn ignore_broken_pipe(r: std::io::Result<()>) -> Result<()> {
+    match r {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Error::File { path: "<stdout>".into(), source: e }),
+        Ok(()) => Ok(()),
+    }
+}
+
+/// Writes `upload: error: ...` and the hint to stderr.
+pub fn report_error(err: &Error) {
+    let mut stderr = std::io::stderr().lock();
+    let _ = writeln!(stderr, "upload: error: {err}");
+    if let Some(h) = err.hint() {
+        if !h.is_empty() {
+            let _ = writeln!(stderr, "  hint: {h}");
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! Varjo Teleport: create a capture, ask a presigned URL per part, PUT the parts, complete.
+//!
+//! Limits: the SERVER picks the part size (`chunk_size`) and count (`num_parts`); part i
+//! covers `[(i-1)·chunk_size, min(i·chunk_size, bytesize))`. URLs are asked per part, lazily
+//! (a few ahead of need), and again when S3 refuses one. Create and complete are not
+//! idempotent; asking a URL is.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use reqwest::Method;
+use serde::{Deserialize, Serialize};
+
+use super::api::{Api, Retry};
+use super::{Context, DryRun, Provider, UploadOutcome};
+use crate::engine::plan::PartPlan;
+use crate::engine::source::FileSource;
+use crate::engine::uploader::{CompletedPart, PartUrls, upload_parts};
+use crate::error::{Error, Result};
+
+/// Documented origin.
+pub const DEFAULT_ENDPOINT: &str = "https://teleport.varjo.com";
+/// Token environment variable.
+pub const TOKEN_ENV: &str = "TELEPORT_TOKEN";
+
+/// `input_data_format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Format {
+    /// A .zip of images.
+    BulkImages,
+    /// An .mp4 video.
+    Video,
+}
+
+impl Format {
+    /// The API's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::BulkImages => "bulk-images",
+            Format::Video => "video",
+        }
+    }
+
+    /// Parses `bulk-images` or `video`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "bulk-images" => Ok(Format::BulkImages),
+            "video" => Ok(Format::Video),
+            other => Err(Error::usage(
+                format!("unknown Teleport format '{other}'"),
+                "use --format bulk-images (a .zip of images) or --format video (an .mp4)",
+            )),
+        }
+    }
+
+    /// From the file's extension: `.zip` → bulk-images, `.mp4` → video.
+    pub fn infer(file: &FileSource) -> Result<Self> {
+        let ext = file.path().extension().map(|e| e.to_string_lossy().to_ascii_lowercase());
+        match ext.as_deref() {
+            Some("zip") => Ok(Format::BulkImages),
+            Some("mp4") => Ok(Format::Video),
+            _ => Err(Error::usage(
+                format!(
+                    "cannot tell the Teleport format of {}: Teleport takes a .zip of images (bulk-images) or an .mp4 video",
+                    file.path().display()
+                ),
+                "rename the file to .zip or .mp4, or pass --format bulk-images|video",
+            )),
+        }
+    }
+}
+
+/// Teleport upload settings.
+#[derive(Clone, Debug, Default)]
+pub struct TeleportOptions {
+    /// Capture name (default: the file name).
+    pub name: Option<String>,
+    /// Input format (default: from the extension).
+    pub format: Option<Format>,
+}
+
+/// The Teleport provider.
+pub struct Teleport {
+    options: TeleportOptions,
+}
+
+#[derive(Serialize)]
+struct NewCaptureInput<'a> {
+    name: &'a str,
+    bytesize: u64,
+    input_data_format: &'static str,
+}
+
+/// `NewCaptureOutput`.
+#[derive(Deserialize, Debug)]
+pub struct NewCaptureOutput {
+    /// External id.
+    pub eid: String,
+    /// Part count the server asks for.
+    pub num_parts: u64,
+    /// Part size the server asks for.
+    pub chunk_size: u64,
+}
+
+#[derive(Serialize)]
+struct UploadUrlInput<'a> {
+    eid: &'a str,
+    bytesize: u64,
+}
+
+#[derive(Deserialize)]
+struct UploadUrlOutput {
+    upload_url: String,
+}
+
+#[derive(Serialize)]
+struct UploadedPart<'a> {
+    number: u32,
+    etag: &'a str,
+}
+
+#[derive(Serialize)]
+struct CaptureUploadedInput<'a> {
+    eid: &'a str,
+    parts: Vec<UploadedPart<'a>>,
+}
+
+impl Teleport {
+    /// A provider with these settings.
+    pub fn new(options: TeleportOptions) -> Self {
+        Teleport { options }
+    }
+
+    fn format_and_name(&self, file: &FileSource) -> Result<(Format, String)> {
+        let format = match self.options.format {
+            Some(f) => f,
+            None => Format::infer(file)?,
+        };
+        if file.size() == 0 {
+            return Err(Error::usage(
+                format!("{} is empty", file.path().display()),
+                "Teleport needs a non-empty .zip or .mp4 (S3 multipart uploads hold at least one byte)",
+            ));
+        }
+        let name = self.options.name.clone().unwrap_or_else(|| file.file_name());
+        if name.trim().is_empty() {
+            return Err(Error::usage("the capture name is empty", "pass --name"));
+        }
+        Ok((format, name))
+    }
+}
+
+/// Asks `create-upload-url` for each part. Stateless: a stale URL is simply asked again.
+struct TeleportUrls {
+    api: Api,
+    eid: String,
+    bytesize: u64,
+}
+
+#[async_trait]
+impl PartUrls for TeleportUrls {
+    async fn url(&self, part: u32, _stale: bool) -> Result<String> {
+        let out: UploadUrlOutput = self
+            .api
+            .json(
+                &format!("create upload URL for part {part}"),
+                Method::POST,
+                &format!("/api/v1/captures/{}/create-upload-url/{part}", self.eid),
+                &[],
+                Some(&UploadUrlInput { eid: &self.eid, bytesize: self.bytesize }),
+                Retry::Idempotent,
+            )
+            .await?;
+        crate::engine::http::checked_url(&out.upload_url, "upload_url")?;
+        Ok(out.upload_url)
+    }
+}
+
+#[async_trait]
+impl Provider for Teleport {
+    fn name(&self) -> &'static str {
+        "teleport"
+    }
+
+    fn dry_run(&self, file: &FileSource) -> Result<DryRun> {
+        let (format, name) = self.format_and_name(file)?;
+        let mut fields = serde_json::Map::new();
+        fields.insert("format".into(), format.as_str().into());
+        fields.insert("name".into(), name.into());
+        Ok(DryRun {
+            provider: "teleport",
+            file: file.path().display().to_string(),
+            bytes: file.size(),
+            part_size: None,
+            parts: None,
+            requests: vec![
+                "POST /api/v1/captures (the server answers num_parts and chunk_size)".into(),
+                "POST /api/v1/captures/{eid}/create-upload-url/{n} for each part".into(),
+                "PUT each part to its presigned URL".into(),
+                "POST /api/v1/captures/{eid}/uploaded".into(),
+            ],
+            fields,
+        })
+    }
+
+    async fn upload(&self, ctx: &Context, file: FileSource) -> Result<UploadOutcome> {
+        let started = Instant::now();
+        let (format, name) = self.format_and_name(&file)?;
+        let api = &ctx.api;
+        let created: NewCaptureOutput = api
+            .json(
+                "create capture",
+                Method::POST,
+                "/api/v1/captures",
+                &[],
+                Some(&NewCaptureInput { name: &name, bytesize: file.size(), input_data_format: format.as_str() }),
+                Retry::Once,
+            )
+            .await?;
+        tracing::info!(eid = %created.eid, num_parts = created.num_parts, chunk_size = created.chunk_size, "capture created");
+        let plan = PartPlan::from_server("teleport", file.size(), created.chunk_size, created.num_parts)?;
+        let urls = Arc::new(TeleportUrls { api: api.clone(), eid: created.eid.clone(), bytesize: file.size() });
+        let parts = upload_parts(
+            &api.http,
+            "teleport",
+            &file,
+            &plan,
+            urls,
+            Vec::new(),
+            Arc::new(|_: &CompletedPart| Ok(())),
+            &ctx.uploader,
+            ctx.progress.clone(),
+            &ctx.cancel,
+        )
+        .await?;
+        file.check_unchanged()?;
+        ctx.progress.event(crate::engine::progress::Event::Phase { message: "completing".into() });
+        let body = CaptureUploadedInput {
+            eid: &created.eid,
+            parts: parts.iter().map(|p| UploadedPart { number: p.number, etag: &p.etag }).collect(),
+        };
+        let capture: serde_json::Value = api
+            .json(
+                "complete upload",
+                Method::POST,
+                &format!("/api/v1/captures/{}/uploaded", created.eid),
+                &[],
+                Some(&body),
+                Retry::Once,
+            )
+            .await?;
+        ctx.progress.event(crate::engine::progress::Event::Finished);
+        Ok(outcome(&file, &capture, &created.eid, plan.num_parts, started))
+    }
+}
+
+fn outcome(file: &FileSource, capture: &serde_json::Value, eid: &str, parts: u32, started: Instant) -> UploadOutcome {
+    let mut fields = serde_json::Map::new();
+    fields.insert("eid".into(), eid.into());
+    for key in ["name", "sid", "state", "created", "uploaded", "viewer_url", "share_url"] {
+        if let Some(v) = capture.get(key) {
+            fields.insert(key.into(), v.clone());
+        }
+    }
+    UploadOutcome {
+        provider: "teleport",
+        file: file.path().display().to_string(),
+        bytes: file.size(),
+        id: eid.to_string(),
+        status: capture.get("state").and_then(|s| s.as_str()).unwrap_or("UPLOADED").to_string(),
+        parts,
+        elapsed_s: started.elapsed().as_secs_f64(),
+        fields,
+    }
+}

@@ -1,0 +1,158 @@
+//! The second stage of argument handling: clap's raw values become validated settings.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{OutputArgs, ProviderName, UploadArgs};
+use crate::engine::progress::Progress;
+use crate::engine::retry::RetryPolicy;
+use crate::engine::uploader::UploaderOptions;
+use crate::error::{Error, Result};
+use crate::providers::{Api, Context, Provider, TokenSource, teleport};
+use crate::redact::Secret;
+
+/// Validated settings for an upload run.
+pub struct UploadSettings {
+    /// Which provider.
+    pub provider: ProviderName,
+    /// API base URL.
+    pub endpoint: url::Url,
+    /// Token source.
+    pub token: Arc<TokenSource>,
+    /// Part uploader options.
+    pub uploader: UploaderOptions,
+    /// State directory.
+    pub state_dir: Option<PathBuf>,
+    /// Resume.
+    pub resume: bool,
+    args: UploadArgs,
+    http: reqwest::Client,
+}
+
+impl ProviderName {
+    /// The name on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderName::Teleport => "teleport",
+            ProviderName::Truvideo => "truvideo",
+            ProviderName::Uplift => "uplift",
+            ProviderName::Apertur => "apertur",
+        }
+    }
+    /// The provider's token environment variable.
+    pub fn token_env(self) -> &'static str {
+        match self {
+            ProviderName::Teleport => "TELEPORT_TOKEN",
+            ProviderName::Truvideo => "TRUVIDEO_TOKEN",
+            ProviderName::Uplift => "UPLIFT_TOKEN",
+            ProviderName::Apertur => "APERTUR_TOKEN",
+        }
+    }
+    /// The documented origin.
+    pub fn default_endpoint(self) -> &'static str {
+        match self {
+            ProviderName::Teleport => teleport::DEFAULT_ENDPOINT,
+            ProviderName::Truvideo => "https://upload-api.truvideo.com",
+            ProviderName::Uplift => "https://api.uplift.ai",
+            ProviderName::Apertur => "https://api.apertur.ca",
+        }
+    }
+}
+
+/// `--token`, else the provider's env var, else `UPLOAD_TOKEN`.
+pub fn resolve_token(flag: Option<&str>, provider: ProviderName) -> Option<Secret> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    flag.map(String::from).or_else(|| env(provider.token_env())).or_else(|| env("UPLOAD_TOKEN")).map(Secret::new)
+}
+
+impl UploadSettings {
+    /// Validates the arguments.
+    pub fn from_args(args: &UploadArgs, _output: &OutputArgs) -> Result<Self> {
+        let provider = args.provider.ok_or_else(|| {
+            Error::usage(
+                "no provider given",
+                "pass --provider teleport|truvideo|uplift|apertur (or set UPLOAD_PROVIDER)",
+            )
+        })?;
+        let endpoint_text = args.endpoint.clone().unwrap_or_else(|| provider.default_endpoint().to_string());
+        let endpoint = crate::engine::http::checked_url(&endpoint_text, "--endpoint")?;
+        let token = Arc::new(TokenSource::new(
+            provider.as_str_static(),
+            provider.token_env(),
+            resolve_token(args.token.as_deref(), provider),
+            args.token_command.clone(),
+        ));
+        let concurrency = args.concurrency as usize;
+        let uploader = UploaderOptions {
+            concurrency,
+            url_prefetch: concurrency.clamp(2, 8),
+            retry: RetryPolicy { max_retries: args.retries, ..RetryPolicy::default() },
+            content_type: None,
+            content_md5: args.checksum.is_some(),
+            drain: Duration::from_secs(5),
+            seed: None,
+        };
+        Ok(UploadSettings {
+            provider,
+            endpoint,
+            token,
+            uploader,
+            state_dir: args.state_dir.clone().or_else(default_state_dir),
+            resume: !args.no_resume,
+            args: args.clone(),
+            http: crate::engine::http::client(concurrency),
+        })
+    }
+
+    /// The provider with its settings.
+    pub fn provider(&self) -> Result<Box<dyn Provider>> {
+        match self.provider {
+            ProviderName::Teleport => {
+                let format = self.args.teleport.format.as_deref().map(teleport::Format::parse).transpose()?;
+                Ok(Box::new(teleport::Teleport::new(teleport::TeleportOptions {
+                    name: self.args.teleport.name.clone(),
+                    format,
+                })))
+            }
+            other => Err(Error::usage(
+                format!("provider {} is not available in this build yet", other.as_str()),
+                "use --provider teleport",
+            )),
+        }
+    }
+
+    /// The run context for one file.
+    pub fn context(&self, progress: Arc<dyn Progress>, cancel: CancellationToken) -> Result<Context> {
+        Ok(Context {
+            api: Api {
+                http: self.http.clone(),
+                base: self.endpoint.clone(),
+                provider: self.provider.as_str_static(),
+                token: self.token.clone(),
+                retry: self.uploader.retry.clone(),
+            },
+            uploader: self.uploader.clone(),
+            progress,
+            cancel,
+            state_dir: self.state_dir.clone(),
+            resume: self.resume,
+        })
+    }
+}
+
+impl ProviderName {
+    fn as_str_static(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+/// `$XDG_STATE_HOME/upload`, else `~/.local/state/upload`.
+pub fn default_state_dir() -> Option<PathBuf> {
+    if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(x).join("upload"));
+    }
+    std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".local/state/upload"))
+}

@@ -1,0 +1,262 @@
+//! What people see: progress bars on a terminal, plain log lines elsewhere, results.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::engine::progress::{Event, Progress};
+use crate::providers::{DryRun, UploadOutcome};
+
+/// How progress is shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Bars on stderr.
+    Bars,
+    /// A log line every few seconds or each 10 %.
+    Lines,
+    /// Nothing.
+    Hidden,
+}
+
+impl Mode {
+    /// Bars on a terminal (or when `UPLOAD_FORCE_TTY=1`), lines elsewhere, nothing with `--quiet`.
+    pub fn detect(quiet: bool, json: bool) -> Mode {
+        let tty = std::io::stderr().is_terminal() || std::env::var("UPLOAD_FORCE_TTY").is_ok_and(|v| v == "1");
+        match (quiet, tty, json) {
+            (true, _, _) => Mode::Hidden,
+            (false, true, false) => Mode::Bars,
+            _ => Mode::Lines,
+        }
+    }
+}
+
+/// Progress of one file.
+pub struct FileProgress {
+    mode: Mode,
+    bar: ProgressBar,
+    total: AtomicU64,
+    sent: AtomicU64,
+    parts: AtomicU32,
+    parts_done: AtomicU32,
+    name: Mutex<String>,
+    last_line: Mutex<(Instant, u64)>,
+}
+
+impl FileProgress {
+    /// A progress display in the given mode.
+    pub fn new(mode: Mode) -> Self {
+        let bar = match mode {
+            Mode::Bars => {
+                let target = if std::io::stderr().is_terminal() {
+                    ProgressDrawTarget::stderr()
+                } else {
+                    ProgressDrawTarget::term_like(Box::new(ForcedTerm))
+                };
+                let b = ProgressBar::with_draw_target(Some(0), target);
+                b.set_style(
+                    ProgressStyle::with_template(
+                        "{msg:24!} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {prefix}",
+                    )
+                    .expect("template is valid")
+                    .progress_chars("=> "),
+                );
+                b.enable_steady_tick(Duration::from_millis(200));
+                b
+            }
+            _ => ProgressBar::hidden(),
+        };
+        FileProgress {
+            mode,
+            bar,
+            total: 0.into(),
+            sent: 0.into(),
+            parts: 0.into(),
+            parts_done: 0.into(),
+            name: Mutex::new(String::new()),
+            last_line: Mutex::new((Instant::now(), 0)),
+        }
+    }
+
+    fn line(&self, force: bool) {
+        if self.mode != Mode::Lines {
+            return;
+        }
+        let sent = self.sent.load(Ordering::Relaxed);
+        let total = self.total.load(Ordering::Relaxed).max(1);
+        let mut last = self.last_line.lock().expect("lock");
+        let decile = sent * 10 / total;
+        let last_decile = last.1 * 10 / total;
+        if force || decile > last_decile || last.0.elapsed() >= Duration::from_secs(5) {
+            let pct = sent as f64 * 100.0 / total as f64;
+            eprintln!(
+                "upload: {}: {:.0}% ({} of {}), parts {}/{}",
+                self.name.lock().expect("lock"),
+                pct,
+                crate::size::human(sent),
+                crate::size::human(total),
+                self.parts_done.load(Ordering::Relaxed),
+                self.parts.load(Ordering::Relaxed)
+            );
+            *last = (Instant::now(), sent);
+        }
+    }
+
+    fn prefix(&self) {
+        self.bar.set_prefix(format!(
+            "parts {}/{}",
+            self.parts_done.load(Ordering::Relaxed),
+            self.parts.load(Ordering::Relaxed)
+        ));
+    }
+}
+
+impl Progress for FileProgress {
+    fn event(&self, event: Event) {
+        match event {
+            Event::Started { file, total_bytes, parts, done_bytes, done_parts } => {
+                self.total.store(total_bytes, Ordering::Relaxed);
+                self.sent.store(done_bytes, Ordering::Relaxed);
+                self.parts.store(parts, Ordering::Relaxed);
+                self.parts_done.store(done_parts, Ordering::Relaxed);
+                *self.name.lock().expect("lock") = file.clone();
+                self.bar.set_length(total_bytes);
+                self.bar.set_position(done_bytes);
+                self.bar.set_message(file);
+                self.prefix();
+                self.line(true);
+            }
+            Event::Bytes { delta, .. } => {
+                if delta >= 0 {
+                    self.sent.fetch_add(delta as u64, Ordering::Relaxed);
+                    self.bar.inc(delta as u64);
+                } else {
+                    self.sent.fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
+                    self.bar.set_position(self.bar.position().saturating_sub(delta.unsigned_abs()));
+                }
+                self.line(false);
+            }
+            Event::PartDone { .. } => {
+                self.parts_done.fetch_add(1, Ordering::Relaxed);
+                self.prefix();
+            }
+            Event::Retry { part, attempt, reason, delay } => {
+                let what = if part == 0 { "request".to_string() } else { format!("part {part}") };
+                let msg = format!(
+                    "upload: {what}: attempt {attempt} failed: {reason}; retrying in {:.1} s",
+                    delay.as_secs_f64()
+                );
+                match self.mode {
+                    Mode::Bars => self.bar.println(msg),
+                    Mode::Lines => eprintln!("{msg}"),
+                    Mode::Hidden => {}
+                }
+            }
+            Event::Phase { message } => match self.mode {
+                Mode::Bars => self.bar.set_prefix(message),
+                Mode::Lines => eprintln!("upload: {}: {message}", self.name.lock().expect("lock")),
+                Mode::Hidden => {}
+            },
+            Event::Finished => {
+                self.line(true);
+                self.bar.finish_and_clear();
+            }
+        }
+    }
+}
+
+impl Drop for FileProgress {
+    fn drop(&mut self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+/// A terminal stand-in for `UPLOAD_FORCE_TTY=1` (tests check that bars are drawn).
+#[derive(Debug)]
+struct ForcedTerm;
+
+impl indicatif::TermLike for ForcedTerm {
+    fn width(&self) -> u16 {
+        100
+    }
+    fn move_cursor_up(&self, n: usize) -> std::io::Result<()> {
+        if n > 0 { self.write_str(&format!("\x1b[{n}A")) } else { Ok(()) }
+    }
+    fn move_cursor_down(&self, n: usize) -> std::io::Result<()> {
+        if n > 0 { self.write_str(&format!("\x1b[{n}B")) } else { Ok(()) }
+    }
+    fn move_cursor_right(&self, n: usize) -> std::io::Result<()> {
+        if n > 0 { self.write_str(&format!("\x1b[{n}C")) } else { Ok(()) }
+    }
+    fn move_cursor_left(&self, n: usize) -> std::io::Result<()> {
+        if n > 0 { self.write_str(&format!("\x1b[{n}D")) } else { Ok(()) }
+    }
+    fn write_line(&self, s: &str) -> std::io::Result<()> {
+        self.write_str(&format!("{s}\n"))
+    }
+    fn write_str(&self, s: &str) -> std::io::Result<()> {
+        std::io::stderr().write_all(s.as_bytes())
+    }
+    fn clear_line(&self) -> std::io::Result<()> {
+        self.write_str("\r\x1b[2K")
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+/// Prints one result: a JSON line, or a few human lines.
+pub fn print_outcome(out: &mut dyn Write, outcome: &UploadOutcome, json: bool) -> std::io::Result<()> {
+    if json {
+        serde_json::to_writer(&mut *out, outcome)?;
+        writeln!(out)?;
+    } else {
+        writeln!(
+            out,
+            "{} → {}: {} ({}, {} parts, {:.1} s)",
+            outcome.file,
+            outcome.provider,
+            outcome.status,
+            crate::size::human(outcome.bytes),
+            outcome.parts,
+            outcome.elapsed_s
+        )?;
+        writeln!(out, "  id: {}", outcome.id)?;
+        for (k, v) in &outcome.fields {
+            if v.is_null() {
+                continue;
+            }
+            let v = v.as_str().map(String::from).unwrap_or_else(|| v.to_string());
+            writeln!(out, "  {k}: {v}")?;
+        }
+    }
+    out.flush()
+}
+
+/// Prints a dry-run plan.
+pub fn print_dry_run(out: &mut dyn Write, plan: &DryRun, json: bool) -> std::io::Result<()> {
+    if json {
+        let mut v = serde_json::to_value(plan).map_err(std::io::Error::other)?;
+        v["dry_run"] = true.into();
+        serde_json::to_writer(&mut *out, &v)?;
+        writeln!(out)?;
+    } else {
+        writeln!(out, "dry run: {} → {} ({})", plan.file, plan.provider, crate::size::human(plan.bytes))?;
+        match (plan.part_size, plan.parts) {
+            (Some(size), Some(n)) => writeln!(out, "  parts: {n} × {} (last part smaller)", crate::size::human(size))?,
+            _ => writeln!(out, "  parts: chosen by the server")?,
+        }
+        for (k, v) in &plan.fields {
+            let v = v.as_str().map(String::from).unwrap_or_else(|| v.to_string());
+            writeln!(out, "  {k}: {v}")?;
+        }
+        writeln!(out, "  requests:")?;
+        for r in &plan.requests {
+            writeln!(out, "    {r}")?;
+        }
+        writeln!(out, "  (no request made)")?;
+    }
+    out.flush()
+}
