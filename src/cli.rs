@@ -123,9 +123,41 @@ pub struct UploadArgs {
     #[arg(long)]
     pub dry_run: bool,
 
+    /// After the upload, follow processing/delivery until it ends (Teleport, Uplift, Apertur).
+    #[arg(long, conflicts_with = "no_wait")]
+    pub wait: bool,
+
+    /// Stop once the upload is accepted; do not poll for processing (TruVideo waits by default).
+    #[arg(long)]
+    pub no_wait: bool,
+
+    /// Longest time to wait for processing or delivery: 90s, 30m, 2h.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration_arg)]
+    pub wait_timeout: std::time::Duration,
+
+    /// First interval between status polls (grows with backoff): 2s, 500ms.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration_arg)]
+    pub poll_interval: std::time::Duration,
+
+    /// Tags: `K=V` for TruVideo (media.tags), free text such as `order:456` for Apertur. Repeatable.
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+
     /// Teleport options.
     #[command(flatten)]
     pub teleport: TeleportArgs,
+
+    /// TruVideo options.
+    #[command(flatten)]
+    pub truvideo: TruvideoArgs,
+
+    /// Uplift options.
+    #[command(flatten)]
+    pub uplift: UpliftArgs,
+
+    /// Apertur options.
+    #[command(flatten)]
+    pub apertur: AperturArgs,
 }
 
 /// `--checksum`.
@@ -145,6 +177,134 @@ pub struct TeleportArgs {
     /// Input format (default: .zip → bulk-images, .mp4 → video).
     #[arg(long, value_parser = ["bulk-images", "video"])]
     pub format: Option<String>,
+}
+
+/// TruVideo settings.
+#[derive(Args, Debug, Clone, Default)]
+#[command(next_help_heading = "TruVideo")]
+pub struct TruvideoArgs {
+    /// Use the release-candidate API (https://upload-api-rc.truvideo.com).
+    #[arg(long)]
+    pub rc: bool,
+    /// media.title.
+    #[arg(long)]
+    pub title: Option<String>,
+    /// media.creator (0 to 255 characters).
+    #[arg(long)]
+    pub creator: Option<String>,
+    /// media.duration in milliseconds.
+    #[arg(long, value_name = "MS")]
+    pub duration_ms: Option<u64>,
+    /// media.resolution.
+    #[arg(long, value_parser = ["LOW", "NORMAL", "HIGH"], ignore_case = true)]
+    pub resolution: Option<String>,
+    /// media.fileType (default: from the extension, e.g. MP4, MOV, JPG, PDF).
+    #[arg(long, value_name = "TYPE")]
+    pub file_type: Option<String>,
+    /// Add the media to the permanent library (insights.isLibrary = true).
+    #[arg(long)]
+    pub library: bool,
+    /// Keep the media out of reports (insights.includeInReport = false).
+    #[arg(long)]
+    pub no_report: bool,
+    /// metadata entry K=V (V is parsed as JSON when it is valid JSON, else kept as text). Repeatable.
+    #[arg(long = "metadata", value_name = "K=V")]
+    pub metadata: Vec<String>,
+    /// metadata as a JSON object, merged under the --metadata entries.
+    #[arg(long, value_name = "JSON")]
+    pub metadata_json: Option<String>,
+}
+
+/// Uplift settings.
+#[derive(Args, Debug, Clone, Default)]
+#[command(next_help_heading = "Uplift")]
+pub struct UpliftArgs {
+    /// Athlete UUID.
+    #[arg(long, env = "UPLIFT_ATHLETE_ID", value_name = "UUID")]
+    pub athlete_id: Option<String>,
+    /// Session group UUID (default: a new random one, printed in the result).
+    #[arg(long, value_name = "UUID")]
+    pub session_group_id: Option<String>,
+    /// movement_attributes.activity, e.g. golf.
+    #[arg(long)]
+    pub activity: Option<String>,
+    /// movement_attributes.movement, e.g. full_swing.
+    #[arg(long)]
+    pub movement: Option<String>,
+    /// camera_configuration.camera_setup_selection, e.g. single.down_the_line.
+    #[arg(long, value_name = "SETUP")]
+    pub camera_setup: Option<String>,
+    /// camera_configuration.camera_orientation: portrait or landscape.
+    #[arg(long)]
+    pub orientation: Option<String>,
+    /// Extra camera_configuration key K=V. Repeatable.
+    #[arg(long = "camera-config", value_name = "K=V")]
+    pub camera_config: Vec<String>,
+    /// Extra movement_attributes key K=V. Repeatable.
+    #[arg(long = "movement-attr", value_name = "K=V")]
+    pub movement_attr: Vec<String>,
+    /// file_name sent to Uplift (default: the file's name; must end in .mov).
+    #[arg(long, value_name = "NAME")]
+    pub file_name: Option<String>,
+    /// capture_time: RFC 3339, or `mtime` for the file's modification time (default: server time).
+    #[arg(long, value_name = "TIME")]
+    pub capture_time: Option<String>,
+}
+
+/// Apertur settings.
+#[derive(Args, Debug, Clone, Default)]
+#[command(next_help_heading = "Apertur")]
+pub struct AperturArgs {
+    /// Upload into this existing session instead of creating one.
+    #[arg(long, value_name = "UUID")]
+    pub session: Option<String>,
+    /// Destination UUID for the new session. Repeatable.
+    #[arg(long = "destination", value_name = "UUID")]
+    pub destinations: Vec<String>,
+    /// Session lifetime in hours (1 to 168).
+    #[arg(long, value_name = "HOURS", conflicts_with = "expires_at")]
+    pub expires_in_hours: Option<u32>,
+    /// Session expiry as an ISO 8601 time.
+    #[arg(long, value_name = "TIME")]
+    pub expires_at: Option<String>,
+    /// Maximum number of images in the session.
+    #[arg(long, value_name = "N")]
+    pub max_images: Option<u32>,
+    /// Accepted MIME type (image/jpeg, image/png, image/webp, image/heic). Repeatable.
+    #[arg(long = "allowed-mime-type", value_name = "MIME")]
+    pub allowed_mime_types: Vec<String>,
+    /// Maximum width or height in pixels.
+    #[arg(long, value_name = "PIXELS")]
+    pub max_image_dimension: Option<u32>,
+    /// Session password (4 to 128 characters); sent as x-session-password when uploading.
+    #[arg(long, env = "APERTUR_SESSION_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// Enable long polling (pull-based delivery) on the new session.
+    #[arg(long)]
+    pub long_polling: bool,
+    /// Secret for request signing (X-Aptr-Timestamp / X-Aptr-Signature headers).
+    #[arg(long, env = "APERTUR_SIGNING_SECRET", hide_env_values = true)]
+    pub signing_secret: Option<String>,
+}
+
+fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
+    parse_duration(s)
+}
+
+/// Parses `500ms`, `90s`, `90`, `30m`, `2h`.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let v: f64 = num.parse().map_err(|_| format!("invalid duration '{s}': use e.g. 500ms, 90s, 30m, 2h"))?;
+    let secs = match unit {
+        "ms" => v / 1000.0,
+        "" | "s" => v,
+        "m" => v * 60.0,
+        "h" => v * 3600.0,
+        _ => return Err(format!("invalid duration unit in '{s}': use ms, s, m or h")),
+    };
+    Ok(std::time::Duration::from_secs_f64(secs))
 }
 
 fn parse_size_arg(s: &str) -> Result<u64, String> {

@@ -1,0 +1,61 @@
+//! Shared test helpers: the emulator, test files, running the real binary.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use sha2::{Digest, Sha256};
+pub use upload_emulator::{Config, Emulator, Faults};
+
+pub const MIB: u64 = 1024 * 1024;
+
+/// Starts the emulator with `config` on ephemeral loopback ports.
+pub async fn emulator(config: Config) -> Emulator {
+    Emulator::start(config).await.expect("emulator starts")
+}
+
+/// Writes `size` bytes of deterministic pseudo-random data and returns the path and SHA-256.
+pub fn make_file(dir: &Path, name: &str, size: u64) -> (PathBuf, String) {
+    let path = dir.join(name);
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15 ^ size;
+    let mut data = Vec::with_capacity(size as usize);
+    while (data.len() as u64) < size {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        data.extend_from_slice(&state.to_le_bytes());
+    }
+    data.truncate(size as usize);
+    std::fs::write(&path, &data).unwrap();
+    (path, hex::encode(Sha256::digest(&data)))
+}
+
+/// Runs the `upload` binary with args and extra env, off the async runtime (the emulator
+/// keeps serving on it). Provider token env vars from the outer environment are cleared.
+pub async fn run_upload(args: Vec<String>, envs: Vec<(String, String)>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("upload"));
+        for k in ["TELEPORT_TOKEN", "TRUVIDEO_TOKEN", "UPLIFT_TOKEN", "APERTUR_TOKEN", "UPLOAD_TOKEN", "UPLOAD_TOKEN_COMMAND", "UPLOAD_PROVIDER", "UPLOAD_ENDPOINT", "UPLOAD_FORCE_TTY"] {
+            cmd.env_remove(k);
+        }
+        cmd.env("XDG_STATE_HOME", std::env::temp_dir().join("upload-test-state"));
+        cmd.args(&args).envs(envs);
+        cmd.output().expect("the binary runs")
+    })
+    .await
+    .unwrap()
+}
+
+/// Shorthand: `Vec<String>` from string slices.
+pub fn args(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}

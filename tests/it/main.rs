@@ -1,0 +1,4 @@
+//! One integration-test binary: each module starts the emulator in-process on loopback.
+
+mod common;
+mod teleport;
