@@ -1,0 +1,71 @@
+//! The admin API on the API port, without auth:
+//!
+//! * `GET /_emulator/uploads` → every completed object ([`crate::ObjectInfo`] list; computes
+//!   missing SHA-256 sums first);
+//! * `GET /_emulator/faults` → the faults in force; `PUT /_emulator/faults` with a
+//!   [`crate::Faults`] JSON (missing fields take their defaults) replaces them;
+//! * `GET /_emulator/requests` → the request log ([`crate::RequestRecord`] list);
+//! * `GET /_emulator/part-counts` → `[{upload_id, part, puts}]`, successful PUTs per part;
+//! * `GET /_emulator/teleport/captures` → every capture with its internal fields.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::Response;
+use axum::routing::get;
+use serde_json::json;
+
+use crate::Faults;
+use crate::fastapi::{detail, json_response};
+use crate::state::Shared;
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/_emulator/uploads", get(uploads))
+        .route("/_emulator/faults", get(get_faults).put(put_faults))
+        .route("/_emulator/requests", get(requests))
+        .route("/_emulator/part-counts", get(part_counts))
+        .route("/_emulator/teleport/captures", get(captures))
+        .with_state(shared)
+}
+
+async fn uploads(State(shared): State<Arc<Shared>>) -> Response {
+    let objects = tokio::task::spawn_blocking(move || shared.store.objects()).await.unwrap_or_default();
+    json_response(200, &json!(objects))
+}
+
+async fn get_faults(State(shared): State<Arc<Shared>>) -> Response {
+    let f = shared.faults.lock().unwrap().faults().clone();
+    json_response(200, &json!(f))
+}
+
+async fn put_faults(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    match serde_json::from_slice::<Faults>(&body) {
+        Ok(f) => {
+            shared.faults.lock().unwrap().set(f.clone());
+            json_response(200, &json!(f))
+        }
+        Err(e) => detail(400, &format!("invalid faults: {e}")),
+    }
+}
+
+async fn requests(State(shared): State<Arc<Shared>>) -> Response {
+    let log = shared.log.lock().unwrap().clone();
+    json_response(200, &json!(log))
+}
+
+async fn part_counts(State(shared): State<Arc<Shared>>) -> Response {
+    let counts: Vec<_> = shared
+        .store
+        .part_put_counts()
+        .into_iter()
+        .map(|((u, p), n)| json!({ "upload_id": u, "part": p, "puts": n }))
+        .collect();
+    json_response(200, &json!(counts))
+}
+
+async fn captures(State(shared): State<Arc<Shared>>) -> Response {
+    json_response(200, &crate::teleport::captures_summary(&shared))
+}

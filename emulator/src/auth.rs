@@ -1,0 +1,43 @@
+//! Bearer-token check of the provider APIs, with the `unauthorized_api_call_nth` fault.
+
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::Response;
+
+use crate::state::Shared;
+
+/// Why a call is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthError {
+    /// No `Authorization: Bearer ...` header.
+    Missing,
+    /// A token that is not accepted (or the 401 fault).
+    Invalid,
+}
+
+/// Counts a provider API call and checks its Bearer token.
+pub fn check(shared: &Shared, headers: &HeaderMap) -> Result<(), AuthError> {
+    let forced = shared.faults.lock().unwrap().on_api_call();
+    let token = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| {
+        let (scheme, rest) = v.trim().split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+    });
+    let Some(token) = token.filter(|t| !t.is_empty()) else {
+        return Err(AuthError::Missing);
+    };
+    if forced || !shared.config.tokens.iter().any(|t| t == token) {
+        return Err(AuthError::Invalid);
+    }
+    Ok(())
+}
+
+/// FastAPI's answer: 401 `{"detail": "Not authenticated"}` (no or malformed header) or
+/// `{"detail": "Invalid authentication credentials"}`, with `WWW-Authenticate: Bearer`.
+pub fn fastapi_401(e: AuthError) -> Response {
+    let msg = match e {
+        AuthError::Missing => "Not authenticated",
+        AuthError::Invalid => "Invalid authentication credentials",
+    };
+    let mut resp = crate::fastapi::detail(401, msg);
+    resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    resp
+}

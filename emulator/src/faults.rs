@@ -1,0 +1,131 @@
+//! Fault decisions: which request fails and how. Pure state behind one mutex
+//! ([`crate::state::Shared::faults`]); the servers ask it at the right moments.
+
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::Faults;
+
+/// What to do with an object PUT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutFault {
+    /// Store the part normally.
+    None,
+    /// Read the whole body, then answer this status (500 `InternalError`, 503 `SlowDown`...).
+    Fail(u16),
+    /// Read half the body, then drop the connection without answering.
+    Reset,
+}
+
+/// The faults in force, their RNG and their counters.
+#[derive(Debug)]
+pub struct FaultState {
+    faults: Faults,
+    rng: StdRng,
+    puts: u64,
+    api_calls: u64,
+    completions: u32,
+}
+
+impl FaultState {
+    pub fn new(faults: Faults) -> Self {
+        FaultState { rng: StdRng::seed_from_u64(faults.seed), faults, puts: 0, api_calls: 0, completions: 0 }
+    }
+
+    /// Replaces the faults: counters restart, the RNG is reseeded.
+    pub fn set(&mut self, faults: Faults) {
+        *self = FaultState::new(faults);
+    }
+
+    pub fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
+    /// Counts an object PUT and decides its fate. Both ratios draw from the RNG on every PUT
+    /// (when non-zero), so a seed gives the same sequence whatever the outcomes.
+    pub fn on_put(&mut self) -> PutFault {
+        self.puts += 1;
+        let n = self.puts;
+        let fail_draw =
+            self.faults.fail_put_ratio > 0.0 && self.rng.gen_bool(self.faults.fail_put_ratio.clamp(0.0, 1.0));
+        let reset_draw = self.faults.reset_ratio > 0.0 && self.rng.gen_bool(self.faults.reset_ratio.clamp(0.0, 1.0));
+        if self.faults.fail_put_nth.contains(&n) || fail_draw {
+            PutFault::Fail(self.fail_status())
+        } else if reset_draw {
+            PutFault::Reset
+        } else {
+            PutFault::None
+        }
+    }
+
+    /// The status of a failed PUT (`fail_status`, 0 meaning 500).
+    pub fn fail_status(&self) -> u16 {
+        match self.faults.fail_status {
+            0 => 500,
+            s => s,
+        }
+    }
+
+    /// Counts a provider API call; `true` when it must answer 401 whatever its token.
+    pub fn on_api_call(&mut self) -> bool {
+        self.api_calls += 1;
+        self.faults.unauthorized_api_call_nth.contains(&self.api_calls)
+    }
+
+    /// Counts a completion call; `true` when it must answer 500.
+    pub fn on_complete(&mut self) -> bool {
+        self.completions += 1;
+        self.completions <= self.faults.complete_fail_times
+    }
+
+    pub fn latency(&self) -> Duration {
+        Duration::from_millis(self.faults.latency_ms)
+    }
+
+    pub fn bandwidth_bps(&self) -> u64 {
+        self.faults.bandwidth_bps
+    }
+
+    pub fn expire_urls_after_ms(&self) -> Option<u64> {
+        self.faults.expire_urls_after_ms
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nth_put_and_status() {
+        let mut f = FaultState::new(Faults { fail_put_nth: vec![2, 4], fail_status: 503, ..Default::default() });
+        let got: Vec<_> = (0..5).map(|_| f.on_put()).collect();
+        assert_eq!(got, [PutFault::None, PutFault::Fail(503), PutFault::None, PutFault::Fail(503), PutFault::None]);
+    }
+
+    #[test]
+    fn ratios_are_seeded() {
+        let faults = Faults { fail_put_ratio: 0.3, reset_ratio: 0.2, seed: 7, ..Default::default() };
+        let mut a = FaultState::new(faults.clone());
+        let mut b = FaultState::new(faults);
+        let xa: Vec<_> = (0..200).map(|_| a.on_put()).collect();
+        let xb: Vec<_> = (0..200).map(|_| b.on_put()).collect();
+        assert_eq!(xa, xb);
+        let fails = xa.iter().filter(|x| **x == PutFault::Fail(500)).count();
+        let resets = xa.iter().filter(|x| **x == PutFault::Reset).count();
+        assert!((30..90).contains(&fails), "{fails}");
+        assert!((10..60).contains(&resets), "{resets}");
+    }
+
+    #[test]
+    fn api_and_complete_counters() {
+        let mut f = FaultState::new(Faults {
+            unauthorized_api_call_nth: vec![1, 3],
+            complete_fail_times: 2,
+            ..Default::default()
+        });
+        assert_eq!((0..4).map(|_| f.on_api_call()).collect::<Vec<_>>(), [true, false, true, false]);
+        assert_eq!((0..3).map(|_| f.on_complete()).collect::<Vec<_>>(), [true, true, false]);
+    }
+}

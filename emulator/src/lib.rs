@@ -1,0 +1,271 @@
+//! A local emulator of the upload APIs the `upload` client talks to, with an S3-compatible
+//! object store behind them.
+//!
+//! [`Emulator::start`] binds two loopback HTTP servers:
+//!
+//! * the **provider API** ([`Emulator::api_url`]): Varjo Teleport under `/api/v1` (see
+//!   [`teleport`]), plus an unauthenticated admin API under `/_emulator` (see [`admin`]);
+//! * an **S3-compatible store** ([`Emulator::s3_url`]), path-style `/{bucket}/{key}`, bucket
+//!   `uploads`, that accepts presigned `PUT`s (SigV4 query authentication, checked exactly as
+//!   AWS does; see [`s3`] and [`s3::sigv4`]).
+//!
+//! Faults ([`Faults`]) can be injected at start or at run time ([`Emulator::set_faults`]):
+//! failing or dropped part uploads, latency, bandwidth limits, spurious 401s, failing
+//! completions, early URL expiry.
+//!
+//! Objects are kept in memory, or as part files under [`Config::state_dir`]; an object's
+//! SHA-256 is computed on first request and cached ([`Emulator::objects`]).
+
+// Handlers return `Result<_, Response>` so that `?` ends a request with its error response;
+// a `Response` is large, but these are error paths, taken once per request at most.
+#![allow(clippy::result_large_err)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub mod admin;
+pub mod auth;
+pub mod fastapi;
+pub mod faults;
+pub mod s3;
+mod server;
+pub mod state;
+pub mod teleport;
+
+pub use s3::sigv4;
+pub use s3::{CompleteError, Store};
+
+/// Access key id the S3 store signs its presigned URLs with.
+pub const ACCESS_KEY_ID: &str = "EMULATORKEY";
+/// Secret of [`ACCESS_KEY_ID`].
+pub const SECRET_ACCESS_KEY: &str = "emulator/secret/KEY0123456789abcdefghij";
+/// Region of the S3 store.
+pub const REGION: &str = "us-east-1";
+/// The bucket every provider stores its uploads in.
+pub const BUCKET: &str = "uploads";
+/// S3's minimum size of every part but the last.
+pub const S3_MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+/// S3's maximum part size.
+pub const S3_MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+/// S3's maximum part number.
+pub const S3_MAX_PARTS: u32 = 10_000;
+
+/// How the emulator behaves. Build with `Config { field: value, ..Default::default() }`.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Accepted Bearer tokens (default `["emulator-token"]`).
+    pub tokens: Vec<String>,
+    /// `chunk_size` Teleport hands out (default 8 MiB).
+    pub teleport_chunk_size: u64,
+    /// Presigned URL lifetime, `X-Amz-Expires` (default 3600 s; rounded up to whole seconds).
+    pub url_ttl: Duration,
+    /// `None`: objects in memory; `Some(dir)`: part files written under `dir` as they arrive.
+    pub state_dir: Option<PathBuf>,
+    /// Injected faults (changeable at run time with [`Emulator::set_faults`]).
+    pub faults: Faults,
+    /// How captures progress after completion.
+    pub processing: Processing,
+    /// Smallest size of every part but the last at completion (`EntityTooSmall` below it).
+    /// Default 5 MiB, as S3; lower it to test with small files.
+    pub min_part_size: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            tokens: vec!["emulator-token".into()],
+            teleport_chunk_size: 8 * 1024 * 1024,
+            url_ttl: Duration::from_secs(3600),
+            state_dir: None,
+            faults: Faults::default(),
+            processing: Processing::default(),
+            min_part_size: S3_MIN_PART_SIZE,
+        }
+    }
+}
+
+/// Faults to inject. All default to "off".
+///
+/// Counters (`fail_put_nth`, `unauthorized_api_call_nth`, `complete_fail_times`) count from
+/// the start of the emulator, and again from zero after each [`Emulator::set_faults`], which
+/// also reseeds the random generator.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Faults {
+    /// 1-based numbers, in a global counter of object PUTs received by the store, of the PUTs
+    /// that answer `fail_status` (after their body has been read).
+    pub fail_put_nth: Vec<u64>,
+    /// Fraction (0..=1) of PUTs answering `fail_status` (seeded RNG, `seed`).
+    pub fail_put_ratio: f64,
+    /// Status of a failed PUT: 0 means 500 (`InternalError`); 503 answers `SlowDown`.
+    pub fail_status: u16,
+    /// Fraction of PUTs whose connection is dropped (reset) after half the body was read,
+    /// without a response.
+    pub reset_ratio: f64,
+    /// Seed of the RNG behind the ratios.
+    pub seed: u64,
+    /// Added before every response (API and S3).
+    pub latency_ms: u64,
+    /// Throttle of each S3 PUT/POST body read, bytes per second (0 = unlimited).
+    pub bandwidth_bps: u64,
+    /// 1-based numbers, in a counter of provider API calls, of the calls answering 401 even
+    /// with a good token.
+    pub unauthorized_api_call_nth: Vec<u64>,
+    /// The first N completion calls answer 500, then completion works.
+    pub complete_fail_times: u32,
+    /// Presigned URLs are refused as expired this long after they were signed (on top of
+    /// their own `X-Amz-Expires`).
+    pub expire_urls_after_ms: Option<u64>,
+}
+
+/// How a capture progresses after completion: UPLOADED, then PROCESSING, then READY (or
+/// ERROR when `fail_reason` is set), spread over `delay_ms`. See [`teleport`] for the exact
+/// timeline.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Processing {
+    pub delay_ms: u64,
+    /// `None`: processing succeeds; `Some(reason)`: ends in ERROR with this `error_reason`
+    /// (e.g. `NOT_ENOUGH_FRAMES`).
+    pub fail_reason: Option<String>,
+}
+
+/// A completed object in the store.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Object key in the bucket; Teleport stores `teleport/{eid}/{name}`.
+    pub key: String,
+    pub size: u64,
+    /// Hex, lower-case SHA-256 of the object's bytes.
+    pub sha256: String,
+    /// Number of parts (1 for a single PUT).
+    pub parts: u32,
+    /// S3 ETag, quotes included: `"<md5>"` for a single PUT, `"<md5 of md5s>-<parts>"` for a
+    /// multipart upload.
+    pub etag: String,
+    /// `teleport`, ...
+    pub provider: String,
+    /// The provider's id of the upload (Teleport: the capture eid).
+    pub id: String,
+}
+
+/// One request received by either server.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RequestRecord {
+    /// `api` or `s3`.
+    pub server: String,
+    pub method: String,
+    /// Path as received, without the query.
+    pub path: String,
+    /// Status answered; 0 when the connection was dropped without a response.
+    pub status: u16,
+}
+
+/// A running emulator. Dropping it (or [`Emulator::shutdown`]) stops both servers.
+pub struct Emulator {
+    shared: Arc<state::Shared>,
+    api_addr: SocketAddr,
+    s3_addr: SocketAddr,
+    cancel: CancellationToken,
+}
+
+impl Emulator {
+    /// Starts both servers on free loopback ports.
+    pub async fn start(config: Config) -> std::io::Result<Emulator> {
+        Self::start_on(config, 0, 0).await
+    }
+
+    /// Starts both servers on `127.0.0.1:api_port` and `127.0.0.1:s3_port` (0 = any free port).
+    pub async fn start_on(config: Config, api_port: u16, s3_port: u16) -> std::io::Result<Emulator> {
+        let api = TcpListener::bind(("127.0.0.1", api_port)).await?;
+        let s3l = TcpListener::bind(("127.0.0.1", s3_port)).await?;
+        let api_addr = api.local_addr()?;
+        let s3_addr = s3l.local_addr()?;
+        if let Some(dir) = &config.state_dir {
+            std::fs::create_dir_all(dir)?;
+        }
+        let shared = Arc::new(state::Shared::new(config, format!("http://{s3_addr}")));
+        let cancel = CancellationToken::new();
+        let api_router = teleport::router(shared.clone()).merge(admin::router(shared.clone()));
+        let api_router = server::with_common_layers(api_router, shared.clone(), "api");
+        let s3_router = server::with_common_layers(s3::router(shared.clone()), shared.clone(), "s3");
+        tokio::spawn(server::serve(api, api_router, cancel.clone()));
+        tokio::spawn(server::serve(s3l, s3_router, cancel.clone()));
+        tracing::info!(%api_addr, %s3_addr, "emulator started");
+        Ok(Emulator { shared, api_addr, s3_addr, cancel })
+    }
+
+    /// `http://127.0.0.1:PORT` of the provider API (no trailing slash).
+    pub fn api_url(&self) -> String {
+        format!("http://{}", self.api_addr)
+    }
+
+    /// `http://127.0.0.1:PORT` of the S3 store (no trailing slash).
+    pub fn s3_url(&self) -> String {
+        format!("http://{}", self.s3_addr)
+    }
+
+    /// The first accepted token.
+    pub fn token(&self) -> String {
+        self.shared.config.tokens.first().cloned().unwrap_or_default()
+    }
+
+    /// The emulator's shared state (store, captures, faults), for in-process extensions.
+    pub fn shared(&self) -> &Arc<state::Shared> {
+        &self.shared
+    }
+
+    /// Every completed object, by key. Computes (and caches) missing SHA-256 sums: this reads
+    /// every new object once.
+    pub fn objects(&self) -> Vec<ObjectInfo> {
+        self.shared.store.objects()
+    }
+
+    /// The completed object at `key`.
+    pub fn object(&self, key: &str) -> Option<ObjectInfo> {
+        self.shared.store.object(key)
+    }
+
+    /// The bytes of the completed object at `key` (a copy: for tests with small objects).
+    pub fn object_bytes(&self, key: &str) -> Option<Vec<u8>> {
+        self.shared.store.object_bytes(key)
+    }
+
+    /// Replaces the faults; counters restart from zero and the RNG is reseeded.
+    pub fn set_faults(&self, faults: Faults) {
+        self.shared.faults.lock().unwrap().set(faults);
+    }
+
+    /// The faults in force.
+    pub fn faults(&self) -> Faults {
+        self.shared.faults.lock().unwrap().faults().clone()
+    }
+
+    /// `(upload id, part number)` → number of successful (200) PUTs of that part.
+    pub fn part_put_counts(&self) -> BTreeMap<(String, u32), u64> {
+        self.shared.store.part_put_counts()
+    }
+
+    /// Every request received by both servers, oldest first.
+    pub fn request_log(&self) -> Vec<RequestRecord> {
+        self.shared.log.lock().unwrap().clone()
+    }
+
+    /// Stops both servers (open connections are closed).
+    pub fn shutdown(self) {
+        drop(self)
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}

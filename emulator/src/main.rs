@@ -1,0 +1,122 @@
+//! `upload-emulator`: runs the emulator until Ctrl-C.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use upload_emulator::{Config, Emulator, Faults, Processing};
+
+/// Local emulator of the Teleport upload API with an S3-compatible store.
+///
+/// Prints the API base URL, the S3 base URL and the accepted token(s), then serves until
+/// Ctrl-C. Admin API (no auth) on the API port: GET /_emulator/uploads, GET|PUT
+/// /_emulator/faults, GET /_emulator/requests.
+#[derive(Parser, Debug)]
+#[command(name = "upload-emulator", version)]
+struct Cli {
+    /// Port of the provider API (0 = any free port).
+    #[arg(long, default_value_t = 0, env = "EMULATOR_PORT")]
+    port: u16,
+    /// Port of the S3 store (0 = any free port).
+    #[arg(long = "s3-port", default_value_t = 0, env = "EMULATOR_S3_PORT")]
+    s3_port: u16,
+    /// Accepted Bearer token (repeatable; default "emulator-token").
+    #[arg(long = "token")]
+    tokens: Vec<String>,
+    /// chunk_size handed out by Teleport, in bytes.
+    #[arg(long = "chunk-size", default_value_t = 8 * 1024 * 1024)]
+    chunk_size: u64,
+    /// Presigned URL lifetime, in seconds.
+    #[arg(long = "url-ttl", default_value_t = 3600)]
+    url_ttl: u64,
+    /// Keep part files in this directory instead of memory.
+    #[arg(long = "state-dir")]
+    state_dir: Option<PathBuf>,
+    /// Smallest size of every part but the last, in bytes (S3: 5 MiB).
+    #[arg(long = "min-part-size", default_value_t = upload_emulator::S3_MIN_PART_SIZE)]
+    min_part_size: u64,
+    /// Latency added before every response, in milliseconds.
+    #[arg(long = "latency-ms", default_value_t = 0)]
+    latency_ms: u64,
+    /// Body read throttle of each PUT, bytes per second (0 = unlimited).
+    #[arg(long = "bandwidth", default_value_t = 0)]
+    bandwidth: u64,
+    /// Fraction (0..1) of part PUTs answering 500.
+    #[arg(long = "fail-put-ratio", default_value_t = 0.0)]
+    fail_put_ratio: f64,
+    /// 1-based number of a part PUT that answers 500 (repeatable).
+    #[arg(long = "fail-put-nth")]
+    fail_put_nth: Vec<u64>,
+    /// Status of failed PUTs (500, or 503 for SlowDown).
+    #[arg(long = "fail-status", default_value_t = 500)]
+    fail_status: u16,
+    /// Fraction (0..1) of part PUTs whose connection is dropped mid-body.
+    #[arg(long = "reset-ratio", default_value_t = 0.0)]
+    reset_ratio: f64,
+    /// Seed of the fault RNG.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Processing time of a capture after completion, in milliseconds.
+    #[arg(long = "processing-ms", default_value_t = 0)]
+    processing_ms: u64,
+    /// Make processing end in ERROR with this reason (e.g. NOT_ENOUGH_FRAMES).
+    #[arg(long = "processing-fail")]
+    processing_fail: Option<String>,
+}
+
+impl Cli {
+    fn into_config(self) -> Config {
+        let defaults = Config::default();
+        Config {
+            tokens: if self.tokens.is_empty() { defaults.tokens } else { self.tokens },
+            teleport_chunk_size: self.chunk_size,
+            url_ttl: Duration::from_secs(self.url_ttl),
+            state_dir: self.state_dir,
+            min_part_size: self.min_part_size,
+            faults: Faults {
+                fail_put_nth: self.fail_put_nth,
+                fail_put_ratio: self.fail_put_ratio,
+                fail_status: self.fail_status,
+                reset_ratio: self.reset_ratio,
+                seed: self.seed,
+                latency_ms: self.latency_ms,
+                bandwidth_bps: self.bandwidth,
+                ..Faults::default()
+            },
+            processing: Processing { delay_ms: self.processing_ms, fail_reason: self.processing_fail },
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let (port, s3_port) = (cli.port, cli.s3_port);
+    let config = cli.into_config();
+    let tokens = config.tokens.clone();
+    let emu = match Emulator::start_on(config, port, s3_port).await {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("upload-emulator: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("api: {}", emu.api_url());
+    println!("s3: {}", emu.s3_url());
+    for t in &tokens {
+        println!("token: {t}");
+    }
+    println!("try: upload teleport --endpoint {} --token {} FILE", emu.api_url(), emu.token());
+    let _ = tokio::signal::ctrl_c().await;
+    eprintln!("upload-emulator: stopping");
+    emu.shutdown();
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,825 @@
+//! The S3-compatible store: the objects, the multipart uploads, and the HTTP server that
+//! receives presigned `PUT`s.
+//!
+//! Providers use the [`Store`] through Rust calls ([`Store::create_multipart_upload`],
+//! [`Store::presign_part`], [`Store::complete`], [`Store::presign_put_object`]...); clients
+//! only see the presigned URLs.
+//!
+//! HTTP (path-style `/{bucket}/{key}`, bucket [`crate::BUCKET`]):
+//! * `PUT ?partNumber=N&uploadId=U&X-Amz-…` — UploadPart; 200 with `ETag: "<md5>"`. A part sent
+//!   again replaces the earlier one.
+//! * `PUT ?X-Amz-…` — PutObject (single PUT).
+//!
+//! Checks, in order: `Content-Length` (411 `MissingContentLength`, chunked bodies refused),
+//! the SigV4 query signature (403 `SignatureDoesNotMatch`, 403 `AccessDenied` "Request has
+//! expired", 400 `AuthorizationQueryParametersError`), the bucket (404 `NoSuchBucket`), the part
+//! number (400 `InvalidArgument`), the upload (404 `NoSuchUpload`), the size (400
+//! `EntityTooLarge` above 5 GiB). Then the PUT faults apply.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, header};
+use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
+use chrono::{DateTime, Utc};
+use http_body_util::BodyExt;
+use md5::{Digest as _, Md5};
+use sha2::Sha256;
+use tokio::io::AsyncWriteExt;
+
+use crate::faults::PutFault;
+use crate::server::ConnHandle;
+use crate::state::Shared;
+use crate::{ACCESS_KEY_ID, BUCKET, ObjectInfo, REGION, S3_MAX_PART_SIZE, S3_MAX_PARTS, SECRET_ACCESS_KEY};
+
+pub mod sigv4;
+pub mod xml;
+
+/// Where a part's bytes are.
+#[derive(Clone, Debug)]
+enum PartData {
+    Mem(Bytes),
+    File(Arc<PathBuf>),
+}
+
+impl PartData {
+    fn remove(&self) {
+        if let PartData::File(p) = self {
+            let _ = std::fs::remove_file(p.as_path());
+        }
+    }
+
+    /// Feeds the bytes to `f`, in order.
+    fn read_all(&self, f: &mut dyn FnMut(&[u8])) -> std::io::Result<()> {
+        match self {
+            PartData::Mem(b) => {
+                f(b);
+                Ok(())
+            }
+            PartData::File(p) => {
+                let mut file = std::fs::File::open(p.as_path())?;
+                let mut buf = vec![0u8; 1 << 20];
+                loop {
+                    let n = file.read(&mut buf)?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    f(&buf[..n]);
+                }
+            }
+        }
+    }
+}
+
+/// A received part.
+#[derive(Clone, Debug)]
+struct Part {
+    data: PartData,
+    size: u64,
+    md5: [u8; 16],
+    /// `"<hex md5>"`, quotes included.
+    etag: String,
+}
+
+/// A multipart upload in progress.
+#[derive(Debug)]
+struct Upload {
+    key: String,
+    provider: String,
+    id: String,
+    parts: BTreeMap<u32, Part>,
+}
+
+/// A completed object; its SHA-256 is computed on first request.
+#[derive(Debug)]
+struct StoredObject {
+    info: ObjectInfo,
+    parts: Vec<PartData>,
+    sha256: OnceLock<String>,
+}
+
+impl StoredObject {
+    fn info(&self) -> ObjectInfo {
+        let sha = self.sha256.get_or_init(|| {
+            let mut h = Sha256::new();
+            for p in &self.parts {
+                if let Err(e) = p.read_all(&mut |b| h.update(b)) {
+                    tracing::error!(key = %self.info.key, "cannot read object: {e}");
+                    return String::new();
+                }
+            }
+            hex::encode(h.finalize())
+        });
+        ObjectInfo { sha256: sha.clone(), ..self.info.clone() }
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    uploads: HashMap<String, Upload>,
+    objects: BTreeMap<String, Arc<StoredObject>>,
+    put_counts: BTreeMap<(String, u32), u64>,
+    /// Exact signing time of each URL handed out, by signature (X-Amz-Date has whole seconds
+    /// only; the `expire_urls_after_ms` fault needs better).
+    issued: HashMap<String, DateTime<Utc>>,
+    /// Provider and provider id of keys presigned for a single PUT.
+    owners: HashMap<String, (String, String)>,
+}
+
+/// Why a completion was refused. Each variant names the S3 error code it stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CompleteError {
+    /// `NoSuchUpload`: unknown, aborted or already completed upload.
+    NoSuchUpload,
+    /// `MalformedXML`: no parts listed.
+    NoParts,
+    /// `InvalidPartOrder`: part numbers not strictly ascending.
+    InvalidPartOrder { part: u32 },
+    /// `InvalidPart`: a listed part was never uploaded.
+    MissingPart { part: u32 },
+    /// `InvalidPart`: a listed ETag is not the uploaded part's.
+    WrongEtag { part: u32, expected: String, got: String },
+    /// `EntityTooSmall`: a part other than the last is under the minimum size.
+    EntityTooSmall { part: u32, size: u64, min: u64 },
+    /// The parts do not add up to the size the provider was told (not an S3 check).
+    SizeMismatch { expected: u64, actual: u64 },
+}
+
+impl CompleteError {
+    /// The S3 error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            CompleteError::NoSuchUpload => "NoSuchUpload",
+            CompleteError::NoParts => "MalformedXML",
+            CompleteError::InvalidPartOrder { .. } => "InvalidPartOrder",
+            CompleteError::MissingPart { .. } | CompleteError::WrongEtag { .. } => "InvalidPart",
+            CompleteError::EntityTooSmall { .. } => "EntityTooSmall",
+            CompleteError::SizeMismatch { .. } => "InvalidRequest",
+        }
+    }
+
+    /// The part concerned, if any.
+    pub fn part(&self) -> Option<u32> {
+        match self {
+            CompleteError::InvalidPartOrder { part }
+            | CompleteError::MissingPart { part }
+            | CompleteError::WrongEtag { part, .. }
+            | CompleteError::EntityTooSmall { part, .. } => Some(*part),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for CompleteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CompleteError::NoSuchUpload => write!(
+                f,
+                "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed."
+            ),
+            CompleteError::NoParts => write!(f, "The list of parts is empty."),
+            CompleteError::InvalidPartOrder { part } => write!(
+                f,
+                "The list of parts was not in ascending order. Parts must be ordered by part number (part {part})."
+            ),
+            CompleteError::MissingPart { part } => {
+                write!(f, "Part {part} was not uploaded: one or more of the specified parts could not be found.")
+            }
+            CompleteError::WrongEtag { part, expected, got } => {
+                write!(f, "The ETag of part {part} does not match: expected {expected}, got {got}.")
+            }
+            CompleteError::EntityTooSmall { part, size, min } => write!(
+                f,
+                "Your proposed upload is smaller than the minimum allowed object size: part {part} has {size} bytes, every part but the last needs at least {min}."
+            ),
+            CompleteError::SizeMismatch { expected, actual } => write!(
+                f,
+                "The uploaded parts add up to {actual} bytes, but the upload was declared with {expected} bytes."
+            ),
+        }
+    }
+}
+
+impl std::error::Error for CompleteError {}
+
+/// A part as listed by [`Store::list_parts`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartInfo {
+    pub number: u32,
+    pub size: u64,
+    pub etag: String,
+}
+
+/// The object store.
+pub struct Store {
+    base_url: String,
+    state_dir: Option<PathBuf>,
+    url_ttl: Duration,
+    min_part_size: u64,
+    inner: Mutex<Inner>,
+}
+
+fn random_id(bytes: usize) -> String {
+    use base64::Engine;
+    use rand::RngCore;
+    let mut b = vec![0u8; bytes];
+    rand::thread_rng().fill_bytes(&mut b);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+fn hex_md5_etag(md5: &[u8]) -> String {
+    format!("\"{}\"", hex::encode(md5))
+}
+
+impl Store {
+    pub fn new(base_url: String, state_dir: Option<PathBuf>, url_ttl: Duration, min_part_size: u64) -> Self {
+        Store { base_url, state_dir, url_ttl, min_part_size, inner: Mutex::new(Inner::default()) }
+    }
+
+    /// `http://127.0.0.1:PORT` of the S3 server.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// Starts a multipart upload of `key` on behalf of `provider` (`id`: the provider's own id
+    /// of the upload, reported in [`ObjectInfo::id`]). Returns the upload id.
+    pub fn create_multipart_upload(&self, key: &str, provider: &str, id: &str) -> String {
+        let upload_id = random_id(48);
+        self.inner.lock().unwrap().uploads.insert(
+            upload_id.clone(),
+            Upload { key: key.to_string(), provider: provider.to_string(), id: id.to_string(), parts: BTreeMap::new() },
+        );
+        upload_id
+    }
+
+    /// Whether `upload_id` is in progress.
+    pub fn upload_exists(&self, upload_id: &str) -> bool {
+        self.inner.lock().unwrap().uploads.contains_key(upload_id)
+    }
+
+    fn url_ttl_secs(&self) -> u64 {
+        let ms = self.url_ttl.as_millis() as u64;
+        ms.div_ceil(1000).clamp(1, sigv4::MAX_EXPIRES)
+    }
+
+    /// Presigns `method` on `key` with extra query parameters.
+    pub fn presign(&self, method: &str, key: &str, query: &[(&str, &str)]) -> String {
+        let mut url = format!("{}/{}/{}", self.base_url, BUCKET, sigv4::uri_encode(key, true));
+        for (i, (k, v)) in query.iter().enumerate() {
+            url.push(if i == 0 { '?' } else { '&' });
+            url.push_str(&sigv4::uri_encode(k, false));
+            url.push('=');
+            url.push_str(&sigv4::uri_encode(v, false));
+        }
+        let now = Utc::now();
+        let signed =
+            sigv4::presign_url(method, &url, ACCESS_KEY_ID, SECRET_ACCESS_KEY, REGION, now, self.url_ttl_secs());
+        if let Some((_, sig)) = signed.rsplit_once("X-Amz-Signature=") {
+            self.inner.lock().unwrap().issued.insert(sig.to_string(), now);
+        }
+        signed
+    }
+
+    /// A presigned UploadPart URL, `None` for an unknown upload.
+    pub fn presign_part(&self, upload_id: &str, part: u32) -> Option<String> {
+        let key = self.inner.lock().unwrap().uploads.get(upload_id)?.key.clone();
+        let n = part.to_string();
+        Some(self.presign("PUT", &key, &[("partNumber", n.as_str()), ("uploadId", upload_id)]))
+    }
+
+    /// A presigned PutObject URL for `key` (single PUT), on behalf of `provider` (`id`: the
+    /// provider's id of the upload, reported in [`ObjectInfo::id`]).
+    pub fn presign_put_object(&self, key: &str, provider: &str, id: &str) -> String {
+        self.inner.lock().unwrap().owners.insert(key.to_string(), (provider.to_string(), id.to_string()));
+        self.presign("PUT", key, &[])
+    }
+
+    /// The parts received so far, `None` for an unknown upload.
+    pub fn list_parts(&self, upload_id: &str) -> Option<Vec<PartInfo>> {
+        let inner = self.inner.lock().unwrap();
+        let up = inner.uploads.get(upload_id)?;
+        Some(up.parts.iter().map(|(n, p)| PartInfo { number: *n, size: p.size, etag: p.etag.clone() }).collect())
+    }
+
+    /// Drops an upload and its parts; `false` when unknown.
+    pub fn abort(&self, upload_id: &str) -> bool {
+        let up = self.inner.lock().unwrap().uploads.remove(upload_id);
+        match up {
+            Some(up) => {
+                up.parts.values().for_each(|p| p.data.remove());
+                if let Some(dir) = &self.state_dir {
+                    let _ = std::fs::remove_dir(dir.join("parts").join(upload_id));
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Completes a multipart upload with `parts` (number, ETag as the client saw it; quoted or
+    /// not). The returned info has an empty `sha256` (computed lazily: see [`Store::object`]).
+    pub fn complete(&self, upload_id: &str, parts: &[(u32, String)]) -> Result<ObjectInfo, CompleteError> {
+        self.complete_checked(upload_id, parts, None)
+    }
+
+    /// [`Store::complete`], also refusing ([`CompleteError::SizeMismatch`]) an object whose
+    /// size is not `expected_size` (providers that were told the size up front).
+    pub fn complete_checked(
+        &self,
+        upload_id: &str,
+        parts: &[(u32, String)],
+        expected_size: Option<u64>,
+    ) -> Result<ObjectInfo, CompleteError> {
+        let mut inner = self.inner.lock().unwrap();
+        let up = inner.uploads.get(upload_id).ok_or(CompleteError::NoSuchUpload)?;
+        if parts.is_empty() {
+            return Err(CompleteError::NoParts);
+        }
+        let mut prev = 0;
+        for (n, _) in parts {
+            if *n <= prev {
+                return Err(CompleteError::InvalidPartOrder { part: *n });
+            }
+            prev = *n;
+        }
+        let mut chosen = Vec::with_capacity(parts.len());
+        for (n, etag) in parts {
+            let p = up.parts.get(n).ok_or(CompleteError::MissingPart { part: *n })?;
+            let given = etag.trim();
+            let unquoted = p.etag.trim_matches('"');
+            if given != p.etag && given != unquoted {
+                return Err(CompleteError::WrongEtag { part: *n, expected: p.etag.clone(), got: etag.clone() });
+            }
+            chosen.push((*n, p));
+        }
+        for (i, (n, p)) in chosen.iter().enumerate() {
+            if i + 1 < chosen.len() && p.size < self.min_part_size {
+                return Err(CompleteError::EntityTooSmall { part: *n, size: p.size, min: self.min_part_size });
+            }
+        }
+        let mut md5s = Md5::new();
+        let mut size = 0;
+        for (_, p) in &chosen {
+            md5s.update(p.md5);
+            size += p.size;
+        }
+        if let Some(expected) = expected_size
+            && expected != size
+        {
+            return Err(CompleteError::SizeMismatch { expected, actual: size });
+        }
+        let etag = format!("\"{}-{}\"", hex::encode(md5s.finalize()), chosen.len());
+        let datas: Vec<PartData> = chosen.iter().map(|(_, p)| p.data.clone()).collect();
+        let up = inner.uploads.remove(upload_id).expect("checked above");
+        // Parts uploaded but not listed are discarded, as S3 does.
+        for (n, p) in &up.parts {
+            if !parts.iter().any(|(m, _)| m == n) {
+                p.data.remove();
+            }
+        }
+        let info = ObjectInfo {
+            key: up.key.clone(),
+            size,
+            sha256: String::new(),
+            parts: datas.len() as u32,
+            etag,
+            provider: up.provider,
+            id: up.id,
+        };
+        Self::insert_object(&mut inner, info.clone(), datas);
+        Ok(info)
+    }
+
+    fn insert_object(inner: &mut Inner, info: ObjectInfo, parts: Vec<PartData>) {
+        let obj = Arc::new(StoredObject { info, parts, sha256: OnceLock::new() });
+        if let Some(old) = inner.objects.insert(obj.info.key.clone(), obj) {
+            old.parts.iter().for_each(PartData::remove);
+        }
+    }
+
+    /// Deletes a completed object; `false` when unknown.
+    pub fn delete_object(&self, key: &str) -> bool {
+        let old = self.inner.lock().unwrap().objects.remove(key);
+        match old {
+            Some(o) => {
+                o.parts.iter().for_each(PartData::remove);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Every completed object (SHA-256 computed now if not yet).
+    pub fn objects(&self) -> Vec<ObjectInfo> {
+        let objs: Vec<Arc<StoredObject>> = self.inner.lock().unwrap().objects.values().cloned().collect();
+        objs.iter().map(|o| o.info()).collect()
+    }
+
+    /// The completed object at `key` (SHA-256 computed now if not yet).
+    pub fn object(&self, key: &str) -> Option<ObjectInfo> {
+        let obj = self.inner.lock().unwrap().objects.get(key).cloned()?;
+        Some(obj.info())
+    }
+
+    /// A copy of the bytes of the object at `key`.
+    pub fn object_bytes(&self, key: &str) -> Option<Vec<u8>> {
+        let obj = self.inner.lock().unwrap().objects.get(key).cloned()?;
+        let mut out = Vec::with_capacity(obj.info.size as usize);
+        for p in &obj.parts {
+            p.read_all(&mut |b| out.extend_from_slice(b)).ok()?;
+        }
+        Some(out)
+    }
+
+    /// `(upload id, part)` → successful PUTs.
+    pub fn part_put_counts(&self) -> BTreeMap<(String, u32), u64> {
+        self.inner.lock().unwrap().put_counts.clone()
+    }
+
+    fn issued_at(&self, signature: &str) -> Option<DateTime<Utc>> {
+        self.inner.lock().unwrap().issued.get(signature).copied()
+    }
+
+    fn new_part_path(&self, upload_id: Option<&str>, part: u32) -> Option<PathBuf> {
+        let dir = self.state_dir.as_ref()?;
+        let name = format!("{part}-{}", uuid::Uuid::new_v4().simple());
+        Some(match upload_id {
+            Some(u) => dir.join("parts").join(u).join(name),
+            None => dir.join("objects").join(name),
+        })
+    }
+}
+
+/// The S3 server's router.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new().fallback(handle).with_state(shared)
+}
+
+async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+    let mut resp = match *req.method() {
+        Method::PUT => put(&shared, req).await,
+        _ => xml::error(
+            405,
+            "MethodNotAllowed",
+            "The specified method is not allowed against this resource.",
+            &[("Method", req.method().to_string())],
+        ),
+    };
+    resp.headers_mut().entry(header::SERVER).or_insert(HeaderValue::from_static("AmazonS3"));
+    resp
+}
+
+/// What the URL addressed.
+struct Target {
+    key: String,
+    /// `(upload id, part number)` for UploadPart.
+    part: Option<(String, u32)>,
+}
+
+async fn put(shared: &Arc<Shared>, req: Request) -> Response {
+    let conn = req.extensions().get::<ConnHandle>().cloned();
+    let headers = req.headers();
+    let chunked = headers
+        .get(header::TRANSFER_ENCODING)
+        .is_some_and(|v| v.to_str().unwrap_or("").to_ascii_lowercase().contains("chunked"));
+    let len = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let len = match (len, chunked) {
+        (Some(l), false) => l,
+        _ => {
+            return xml::error(411, "MissingContentLength", "You must provide the Content-Length HTTP header.", &[]);
+        }
+    };
+
+    let raw_path = req.uri().path().to_string();
+    let raw_query = req.uri().query().unwrap_or("").to_string();
+    if let Err(resp) = check_signature(shared, "PUT", &raw_path, &raw_query, headers) {
+        return resp;
+    }
+
+    let target = match parse_target(shared, &raw_path, &raw_query) {
+        Ok(t) => t,
+        Err(resp) => return resp,
+    };
+    if len > S3_MAX_PART_SIZE {
+        return xml::error(
+            400,
+            "EntityTooLarge",
+            "Your proposed upload exceeds the maximum allowed size",
+            &[("ProposedSize", len.to_string()), ("MaxSizeAllowed", S3_MAX_PART_SIZE.to_string())],
+        );
+    }
+
+    let (fault, bps) = {
+        let mut f = shared.faults.lock().unwrap();
+        (f.on_put(), f.bandwidth_bps())
+    };
+    let body = req.into_body();
+    match fault {
+        PutFault::Reset => {
+            let _ = read_body(body, bps, Some(len / 2)).await;
+            shared.record("s3", "PUT", &raw_path, 0);
+            tracing::debug!(path = %raw_path, "fault: dropping the connection");
+            if let Some(conn) = conn {
+                conn.abort();
+                std::future::pending::<()>().await;
+            }
+            xml::error(500, "InternalError", "connection reset", &[])
+        }
+        PutFault::Fail(status) => {
+            let _ = read_body(body, bps, None).await;
+            fail_response(status)
+        }
+        PutFault::None => receive(shared, body, len, bps, target).await,
+    }
+}
+
+/// The response of an injected PUT failure.
+fn fail_response(status: u16) -> Response {
+    match status {
+        503 => xml::error(503, "SlowDown", "Please reduce your request rate.", &[]),
+        500 => xml::error(500, "InternalError", "We encountered an internal error. Please try again.", &[]),
+        s => xml::error(s, "InjectedFault", "Fault injected by the emulator.", &[]),
+    }
+}
+
+/// Checks the presigned signature; the error response when it does not hold.
+fn check_signature(
+    shared: &Shared,
+    method: &str,
+    raw_path: &str,
+    raw_query: &str,
+    headers: &axum::http::HeaderMap,
+) -> Result<(), Response> {
+    if !raw_query.contains("X-Amz-") {
+        return Err(xml::error(403, "AccessDenied", "Access Denied", &[]));
+    }
+    let host = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let secret = |ak: &str| (ak == ACCESS_KEY_ID).then(|| SECRET_ACCESS_KEY.to_string());
+    let now = Utc::now();
+    let fault_ms = shared.faults.lock().unwrap().expire_urls_after_ms();
+    // The fault counts from the exact signing time when we handed the URL out.
+    let fault_ms = fault_ms.map(|ms| {
+        let sig = sigv4::parse_query(raw_query).into_iter().find(|(k, _)| k == "X-Amz-Signature").map(|(_, v)| v);
+        let amz_date = sigv4::parse_query(raw_query)
+            .into_iter()
+            .find(|(k, _)| k == "X-Amz-Date")
+            .and_then(|(_, v)| chrono::NaiveDateTime::parse_from_str(&v, "%Y%m%dT%H%M%SZ").ok());
+        match (sig.and_then(|s| shared.store.issued_at(&s)), amz_date) {
+            (Some(exact), Some(d)) => {
+                let extra = (exact - d.and_utc()).num_milliseconds().max(0) as u64;
+                ms + extra
+            }
+            _ => ms,
+        }
+    });
+    match sigv4::verify_presigned(method, raw_path, raw_query, &host, &secret, REGION, now, fault_ms) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(sig_error_response(e, raw_query)),
+    }
+}
+
+fn sig_error_response(e: sigv4::SigError, raw_query: &str) -> Response {
+    use sigv4::SigError;
+    match e {
+        SigError::BadParameters(msg) => xml::error(400, "AuthorizationQueryParametersError", &msg, &[]),
+        SigError::UnknownAccessKey(ak) => xml::error(
+            403,
+            "InvalidAccessKeyId",
+            "The AWS Access Key Id you provided does not exist in our records.",
+            &[("AWSAccessKeyId", ak)],
+        ),
+        SigError::SignatureDoesNotMatch { string_to_sign_hint } => {
+            let provided = sigv4::parse_query(raw_query)
+                .into_iter()
+                .find(|(k, _)| k == "X-Amz-Signature")
+                .map(|(_, v)| v)
+                .unwrap_or_default();
+            xml::error(
+                403,
+                "SignatureDoesNotMatch",
+                "The request signature we calculated does not match the signature you provided. Check your key and signing method.",
+                &[
+                    ("AWSAccessKeyId", ACCESS_KEY_ID.to_string()),
+                    ("StringToSign", string_to_sign_hint),
+                    ("SignatureProvided", provided),
+                ],
+            )
+        }
+        SigError::Expired { expires, expired_at, now } => xml::error(
+            403,
+            "AccessDenied",
+            "Request has expired",
+            &[
+                ("X-Amz-Expires", expires.to_string()),
+                ("Expires", expired_at.format("%Y-%m-%dT%H:%M:%SZ").to_string()),
+                ("ServerTime", now.format("%Y-%m-%dT%H:%M:%SZ").to_string()),
+            ],
+        ),
+        SigError::NotYetValid => xml::error(403, "AccessDenied", "Request is not valid yet", &[]),
+    }
+}
+
+/// Bucket, key and, for UploadPart, upload id and part number; the error response otherwise.
+fn parse_target(shared: &Shared, raw_path: &str, raw_query: &str) -> Result<Target, Response> {
+    let path = raw_path.strip_prefix('/').unwrap_or(raw_path);
+    let (bucket, key) = path.split_once('/').unwrap_or((path, ""));
+    let bucket = sigv4::uri_decode(bucket);
+    let key = sigv4::uri_decode(key);
+    if bucket != BUCKET {
+        return Err(xml::error(404, "NoSuchBucket", "The specified bucket does not exist", &[("BucketName", bucket)]));
+    }
+    if key.is_empty() {
+        return Err(xml::error(400, "InvalidRequest", "A key is required", &[]));
+    }
+    let q = sigv4::parse_query(raw_query);
+    let get = |n: &str| q.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+    let Some(upload_id) = get("uploadId") else {
+        return Ok(Target { key, part: None });
+    };
+    let part = get("partNumber").and_then(|p| p.parse::<u32>().ok()).filter(|p| (1..=S3_MAX_PARTS).contains(p));
+    let Some(part) = part else {
+        return Err(xml::error(
+            400,
+            "InvalidArgument",
+            "Part number must be an integer between 1 and 10000, inclusive",
+            &[("ArgumentName", "partNumber".into()), ("ArgumentValue", get("partNumber").unwrap_or_default())],
+        ));
+    };
+    let known = shared.store.inner.lock().unwrap().uploads.get(&upload_id).is_some_and(|u| u.key == key);
+    if !known {
+        return Err(no_such_upload(&upload_id));
+    }
+    Ok(Target { key, part: Some((upload_id, part)) })
+}
+
+fn no_such_upload(upload_id: &str) -> Response {
+    xml::error(
+        404,
+        "NoSuchUpload",
+        "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.",
+        &[("UploadId", upload_id.to_string())],
+    )
+}
+
+/// Where received bytes go.
+enum Sink {
+    Mem(BytesMut),
+    File(tokio::io::BufWriter<tokio::fs::File>, PathBuf),
+}
+
+/// Reads and discards `body`, throttled to `bps` (0 = unlimited), stopping after `limit` bytes
+/// if given. Returns the number of bytes read.
+async fn read_body(body: Body, bps: u64, limit: Option<u64>) -> Result<u64, axum::Error> {
+    let mut body = body;
+    let start = Instant::now();
+    let mut n = 0u64;
+    while let Some(frame) = body.frame().await {
+        let frame = frame?;
+        if let Ok(data) = frame.into_data() {
+            n += data.len() as u64;
+            throttle(start, n, bps).await;
+            if limit.is_some_and(|l| n >= l) {
+                break;
+            }
+        }
+    }
+    Ok(n)
+}
+
+async fn throttle(start: Instant, bytes: u64, bps: u64) {
+    if bps == 0 {
+        return;
+    }
+    let due = Duration::from_secs_f64(bytes as f64 / bps as f64);
+    let elapsed = start.elapsed();
+    if due > elapsed {
+        tokio::time::sleep(due - elapsed).await;
+    }
+}
+
+/// Streams an accepted PUT into the store: MD5 on the fly, part file written as it arrives.
+async fn receive(shared: &Shared, body: Body, len: u64, bps: u64, target: Target) -> Response {
+    let store = &shared.store;
+    let part_no = target.part.as_ref().map_or(1, |(_, n)| *n);
+    let path = store.new_part_path(target.part.as_ref().map(|(u, _)| u.as_str()), part_no);
+    let mut sink = match path {
+        Some(p) => {
+            if let Some(dir) = p.parent()
+                && let Err(e) = tokio::fs::create_dir_all(dir).await
+            {
+                return internal(&format!("cannot create {}: {e}", dir.display()));
+            }
+            match tokio::fs::File::create(&p).await {
+                Ok(f) => Sink::File(tokio::io::BufWriter::with_capacity(1 << 20, f), p),
+                Err(e) => return internal(&format!("cannot create {}: {e}", p.display())),
+            }
+        }
+        None => Sink::Mem(BytesMut::with_capacity(len.min(1 << 30) as usize)),
+    };
+    let mut md5 = Md5::new();
+    let mut body = body;
+    let start = Instant::now();
+    let mut n = 0u64;
+    let mut failure = None;
+    while let Some(frame) = body.frame().await {
+        let data = match frame {
+            Ok(f) => match f.into_data() {
+                Ok(d) => d,
+                Err(_) => continue,
+            },
+            Err(e) => {
+                failure = Some(format!("body: {e}"));
+                break;
+            }
+        };
+        md5.update(&data);
+        n += data.len() as u64;
+        match &mut sink {
+            Sink::Mem(b) => b.extend_from_slice(&data),
+            Sink::File(w, p) => {
+                if let Err(e) = w.write_all(&data).await {
+                    failure = Some(format!("write {}: {e}", p.display()));
+                    break;
+                }
+            }
+        }
+        throttle(start, n, bps).await;
+    }
+    let data = match sink {
+        Sink::Mem(b) => PartData::Mem(b.freeze()),
+        Sink::File(mut w, p) => {
+            if failure.is_none()
+                && let Err(e) = w.flush().await
+            {
+                failure = Some(format!("write {}: {e}", p.display()));
+            }
+            PartData::File(Arc::new(p))
+        }
+    };
+    if failure.is_none() && n != len {
+        failure = Some(format!("received {n} bytes of {len}"));
+    }
+    if let Some(msg) = failure {
+        data.remove();
+        tracing::debug!("PUT failed: {msg}");
+        return xml::error(
+            400,
+            "IncompleteBody",
+            "You did not provide the number of bytes specified by the Content-Length HTTP header",
+            &[],
+        );
+    }
+    let md5: [u8; 16] = md5.finalize().into();
+    let etag = hex_md5_etag(&md5);
+    let part = Part { data, size: n, md5, etag: etag.clone() };
+    {
+        let mut inner = store.inner.lock().unwrap();
+        match &target.part {
+            Some((upload_id, number)) => {
+                let Some(up) = inner.uploads.get_mut(upload_id) else {
+                    drop(inner);
+                    part.data.remove();
+                    return no_such_upload(upload_id);
+                };
+                if let Some(old) = up.parts.insert(*number, part) {
+                    old.data.remove();
+                }
+                *inner.put_counts.entry((upload_id.clone(), *number)).or_default() += 1;
+            }
+            None => {
+                let (provider, id) =
+                    inner.owners.get(&target.key).cloned().unwrap_or_else(|| ("s3".into(), target.key.clone()));
+                let info = ObjectInfo {
+                    key: target.key.clone(),
+                    size: n,
+                    sha256: String::new(),
+                    parts: 1,
+                    etag: etag.clone(),
+                    provider,
+                    id,
+                };
+                Store::insert_object(&mut inner, info, vec![part.data]);
+            }
+        }
+    }
+    let mut resp = ().into_response();
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&xml::request_id()) {
+        resp.headers_mut().insert("x-amz-request-id", v);
+    }
+    resp
+}
+
+fn internal(msg: &str) -> Response {
+    tracing::error!("{msg}");
+    xml::error(500, "InternalError", msg, &[])
+}

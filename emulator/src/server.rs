@@ -1,0 +1,146 @@
+//! The HTTP/1.1 accept loop shared by both servers.
+//!
+//! Our own loop (rather than `axum::serve`) so that a handler can drop its connection without
+//! answering, as a network failure would ([`ConnHandle::abort`]): the connection task then drops
+//! the socket with `SO_LINGER` 0, which sends a TCP RST.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+use crate::state::Shared;
+
+/// Lets a handler abort the connection its request came on. Present in every request's
+/// extensions.
+#[derive(Clone, Default)]
+pub struct ConnHandle {
+    aborted: Arc<AtomicBool>,
+    notify: Arc<Notify>,
+}
+
+impl ConnHandle {
+    /// Drops the connection without a response. The caller should then wait forever
+    /// (`std::future::pending`): its future is dropped with the connection.
+    pub fn abort(&self) {
+        self.aborted.store(true, Ordering::SeqCst);
+        self.notify.notify_one();
+    }
+}
+
+/// The socket, reset instead of closed on drop when its connection was aborted.
+struct AbortableIo {
+    inner: TcpStream,
+    aborted: Arc<AtomicBool>,
+}
+
+impl Drop for AbortableIo {
+    fn drop(&mut self) {
+        if self.aborted.load(Ordering::SeqCst) {
+            let _ = self.inner.set_zero_linger();
+        }
+    }
+}
+
+impl AsyncRead for AbortableIo {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for AbortableIo {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// Serves `router` on `listener` until `cancel` fires.
+pub async fn serve(listener: TcpListener, router: Router, cancel: CancellationToken) {
+    loop {
+        let stream = tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = ConnHandle::default();
+        let io = TokioIo::new(AbortableIo { inner: stream, aborted: conn.aborted.clone() });
+        let router = router.clone();
+        let handle = conn.clone();
+        let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            req.extensions_mut().insert(handle.clone());
+            router.clone().oneshot(req.map(axum::body::Body::new))
+        });
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            let connection = hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(io, svc);
+            tokio::select! {
+                r = connection => {
+                    if let Err(e) = r {
+                        tracing::debug!("connection ended: {e}");
+                    }
+                }
+                _ = conn.notify.notified() => tracing::debug!("connection aborted"),
+                _ = cancel.cancelled() => {}
+            }
+        });
+    }
+}
+
+/// Adds the layers every server has: the request log and the latency fault.
+pub fn with_common_layers(router: Router, shared: Arc<Shared>, server: &'static str) -> Router {
+    router.layer(middleware::from_fn_with_state((shared, server), log_and_delay))
+}
+
+async fn log_and_delay(
+    State((shared, server)): State<(Arc<Shared>, &'static str)>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let method = req.method().to_string();
+    let path = req.uri().path().to_string();
+    let resp = next.run(req).await;
+    let latency = shared.faults.lock().unwrap().latency();
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let status = resp.status().as_u16();
+    tracing::debug!(server, %method, %path, status);
+    shared.record(server, &method, &path, status);
+    resp
+}

@@ -1,0 +1,43 @@
+//! State shared by both servers and every provider module.
+
+use std::sync::Mutex;
+
+use crate::faults::FaultState;
+use crate::s3::Store;
+use crate::{Config, RequestRecord};
+
+/// Everything the handlers share, behind an `Arc`.
+pub struct Shared {
+    /// The configuration the emulator started with (`faults` there is the initial value; the
+    /// faults in force are in [`Shared::faults`]).
+    pub config: Config,
+    pub faults: Mutex<FaultState>,
+    /// Every request, oldest first.
+    pub log: Mutex<Vec<RequestRecord>>,
+    /// The S3-compatible object store.
+    pub store: Store,
+    /// Teleport's captures.
+    pub teleport: crate::teleport::TeleportState,
+}
+
+impl Shared {
+    pub fn new(config: Config, s3_base_url: String) -> Self {
+        Shared {
+            faults: Mutex::new(FaultState::new(config.faults.clone())),
+            log: Mutex::new(Vec::new()),
+            store: Store::new(s3_base_url, config.state_dir.clone(), config.url_ttl, config.min_part_size),
+            teleport: Default::default(),
+            config,
+        }
+    }
+
+    /// Appends a request to the log.
+    pub fn record(&self, server: &str, method: &str, path: &str, status: u16) {
+        self.log.lock().unwrap().push(RequestRecord {
+            server: server.to_string(),
+            method: method.to_string(),
+            path: path.to_string(),
+            status,
+        });
+    }
+}
