@@ -20,7 +20,9 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "t" | "tib" => 1 << 40,
         "tb" => 1_000_000_000_000,
         other => {
-            return Err(format!("invalid size unit '{other}' in '{text}': use B, KiB, MiB, GiB, TiB, kB, MB, GB or TB"));
+            return Err(format!(
+                "invalid size unit '{other}' in '{text}': use B, KiB, MiB, GiB, TiB, kB, MB, GB or TB"
+            ));
         }
     };
     let value: f64 = num.parse().map_err(|_| format!("invalid size '{text}'"))?;

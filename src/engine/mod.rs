@@ -2,6 +2,7 @@
 //! retry policy, progress reporting.
 
 pub mod http;
+pub mod journal;
 pub mod plan;
 pub mod progress;
 pub mod retry;

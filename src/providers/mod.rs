@@ -41,6 +41,15 @@ pub struct Context {
     pub resume: bool,
 }
 
+impl Context {
+    /// The resume journal slot for `file`, or `None` when there is no state directory.
+    pub fn journal(&self, file: &FileSource) -> Result<Option<crate::engine::journal::Journal>> {
+        let Some(dir) = &self.state_dir else { return Ok(None) };
+        let endpoint = self.api.base.as_str().trim_end_matches('/');
+        crate::engine::journal::Journal::open(dir, self.api.provider, endpoint, file, self.resume).map(Some)
+    }
+}
+
 /// What a dry run prints: the plan, and the requests it would make.
 #[derive(Clone, Debug, Serialize)]
 pub struct DryRun {

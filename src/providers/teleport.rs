@@ -15,8 +15,9 @@ use serde::{Deserialize, Serialize};
 use super::api::{Api, Retry};
 use super::{Context, DryRun, Provider, UploadOutcome};
 use crate::engine::plan::PartPlan;
+use crate::engine::progress::Event;
 use crate::engine::source::FileSource;
-use crate::engine::uploader::{CompletedPart, PartUrls, upload_parts};
+use crate::engine::uploader::{CompletedPart, PartDone, PartUrls, upload_parts};
 use crate::error::{Error, Result};
 
 /// Documented origin.
@@ -209,50 +210,75 @@ impl Provider for Teleport {
         let started = Instant::now();
         let (format, name) = self.format_and_name(&file)?;
         let api = &ctx.api;
-        let created: NewCaptureOutput = api
-            .json(
-                "create capture",
-                Method::POST,
-                "/api/v1/captures",
-                &[],
-                Some(&NewCaptureInput { name: &name, bytesize: file.size(), input_data_format: format.as_str() }),
-                Retry::Once,
-            )
-            .await?;
-        tracing::info!(eid = %created.eid, num_parts = created.num_parts, chunk_size = created.chunk_size, "capture created");
-        let plan = PartPlan::from_server("teleport", file.size(), created.chunk_size, created.num_parts)?;
-        let urls = Arc::new(TeleportUrls { api: api.clone(), eid: created.eid.clone(), bytesize: file.size() });
+        let journal = ctx.journal(&file)?;
+        let resumed = journal.as_ref().and_then(|j| j.resume_point());
+        let (eid, plan, done) = match resumed {
+            Some(r) => {
+                ctx.progress.event(Event::Phase {
+                    message: format!(
+                        "resuming capture {}: {} of {} parts already sent",
+                        r.upload_id,
+                        r.parts.len(),
+                        r.plan.num_parts
+                    ),
+                });
+                (r.upload_id, r.plan, r.parts)
+            }
+            None => {
+                let body = NewCaptureInput { name: &name, bytesize: file.size(), input_data_format: format.as_str() };
+                let created: NewCaptureOutput =
+                    api.json("create capture", Method::POST, "/api/v1/captures", &[], Some(&body), Retry::Once).await?;
+                tracing::info!(eid = %created.eid, num_parts = created.num_parts, chunk_size = created.chunk_size, "capture created");
+                let plan = PartPlan::from_server("teleport", file.size(), created.chunk_size, created.num_parts)?;
+                if let Some(j) = &journal {
+                    j.start(
+                        "teleport",
+                        api.base.as_str().trim_end_matches('/'),
+                        &created.eid,
+                        serde_json::Value::Null,
+                        plan,
+                    )?;
+                }
+                (created.eid, plan, Vec::new())
+            }
+        };
+        let urls = Arc::new(TeleportUrls { api: api.clone(), eid: eid.clone(), bytesize: file.size() });
+        let recorder =
+            journal.as_ref().map_or_else(|| -> PartDone { Arc::new(|_: &CompletedPart| Ok(())) }, |j| j.recorder());
         let parts = upload_parts(
             &api.http,
             "teleport",
             &file,
             &plan,
             urls,
-            Vec::new(),
-            Arc::new(|_: &CompletedPart| Ok(())),
+            done,
+            recorder,
             &ctx.uploader,
             ctx.progress.clone(),
             &ctx.cancel,
         )
         .await?;
         file.check_unchanged()?;
-        ctx.progress.event(crate::engine::progress::Event::Phase { message: "completing".into() });
+        ctx.progress.event(Event::Phase { message: "completing".into() });
         let body = CaptureUploadedInput {
-            eid: &created.eid,
+            eid: &eid,
             parts: parts.iter().map(|p| UploadedPart { number: p.number, etag: &p.etag }).collect(),
         };
         let capture: serde_json::Value = api
             .json(
                 "complete upload",
                 Method::POST,
-                &format!("/api/v1/captures/{}/uploaded", created.eid),
+                &format!("/api/v1/captures/{eid}/uploaded"),
                 &[],
                 Some(&body),
                 Retry::Once,
             )
             .await?;
-        ctx.progress.event(crate::engine::progress::Event::Finished);
-        Ok(outcome(&file, &capture, &created.eid, plan.num_parts, started))
+        if let Some(j) = &journal {
+            j.finish();
+        }
+        ctx.progress.event(Event::Finished);
+        Ok(outcome(&file, &capture, &eid, plan.num_parts, started))
     }
 }
 

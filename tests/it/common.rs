@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use sha2::{Digest, Sha256};
+#[allow(unused_imports)]
 pub use upload_emulator::{Config, Emulator, Faults};
 
 pub const MIB: u64 = 1024 * 1024;
@@ -36,7 +37,17 @@ pub fn make_file(dir: &Path, name: &str, size: u64) -> (PathBuf, String) {
 pub async fn run_upload(args: Vec<String>, envs: Vec<(String, String)>) -> Output {
     tokio::task::spawn_blocking(move || {
         let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("upload"));
-        for k in ["TELEPORT_TOKEN", "TRUVIDEO_TOKEN", "UPLIFT_TOKEN", "APERTUR_TOKEN", "UPLOAD_TOKEN", "UPLOAD_TOKEN_COMMAND", "UPLOAD_PROVIDER", "UPLOAD_ENDPOINT", "UPLOAD_FORCE_TTY"] {
+        for k in [
+            "TELEPORT_TOKEN",
+            "TRUVIDEO_TOKEN",
+            "UPLIFT_TOKEN",
+            "APERTUR_TOKEN",
+            "UPLOAD_TOKEN",
+            "UPLOAD_TOKEN_COMMAND",
+            "UPLOAD_PROVIDER",
+            "UPLOAD_ENDPOINT",
+            "UPLOAD_FORCE_TTY",
+        ] {
             cmd.env_remove(k);
         }
         cmd.env("XDG_STATE_HOME", std::env::temp_dir().join("upload-test-state"));

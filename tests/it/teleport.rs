@@ -86,7 +86,8 @@ async fn wrong_token_names_the_token() {
     let emu = emulator(Config::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let (path, _) = make_file(dir.path(), "scan.zip", 1000);
-    let out = run_upload(teleport_args(&emu, &path, &[]), vec![("TELEPORT_TOKEN".into(), "wrong-token-value".into())]).await;
+    let out =
+        run_upload(teleport_args(&emu, &path, &[]), vec![("TELEPORT_TOKEN".into(), "wrong-token-value".into())]).await;
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains("authentication failed") && err.contains("TELEPORT_TOKEN"), "{err}");
@@ -125,7 +126,8 @@ async fn unknown_extension_is_refused_without_a_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_file_is_a_clear_error() {
     let emu = emulator(Config::default()).await;
-    let out = run_upload(teleport_args(&emu, std::path::Path::new("/nonexistent/scan.zip"), &[]), token_env(&emu)).await;
+    let out =
+        run_upload(teleport_args(&emu, std::path::Path::new("/nonexistent/scan.zip"), &[]), token_env(&emu)).await;
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("upload: error: cannot read /nonexistent/scan.zip"), "{}", stderr(&out));
     assert!(emu.request_log().is_empty());
@@ -135,7 +137,11 @@ async fn missing_file_is_a_clear_error() {
 async fn plain_http_to_a_remote_host_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (path, _) = make_file(dir.path(), "scan.zip", 10);
-    let out = run_upload(args(&[path.to_str().unwrap(), "--provider", "teleport", "--endpoint", "http://example.com"]), vec![("TELEPORT_TOKEN".into(), "t".into())]).await;
+    let out = run_upload(
+        args(&[path.to_str().unwrap(), "--provider", "teleport", "--endpoint", "http://example.com"]),
+        vec![("TELEPORT_TOKEN".into(), "t".into())],
+    )
+    .await;
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("plain http"), "{}", stderr(&out));
 }
