@@ -14,6 +14,24 @@ pub fn json_response(status: u16, body: &Value) -> Response {
     resp
 }
 
+/// Makes any response JSON: a non-JSON body (an extractor's plain-text rejection) becomes
+/// `{"detail": "<text>"}`; an empty 204 keeps no body but gets the JSON content type.
+pub async fn ensure_json(resp: Response) -> Response {
+    let is_json =
+        resp.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json {
+        return resp;
+    }
+    let status = resp.status().as_u16();
+    if status == 204 {
+        let mut resp = resp;
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        return resp;
+    }
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap_or_default();
+    detail(status, String::from_utf8_lossy(&bytes).trim())
+}
+
 /// FastAPI's `HTTPException(status, detail)`: `{"detail": "..."}`.
 pub fn detail(status: u16, msg: &str) -> Response {
     json_response(status, &json!({ "detail": msg }))

@@ -99,8 +99,9 @@ impl Default for Config {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Faults {
-    /// 1-based numbers, in a global counter of object PUTs received by the store, of the PUTs
-    /// that answer `fail_status` (after their body has been read).
+    /// 1-based numbers, in a global counter of object PUTs received by the store (those that
+    /// pass the length, signature and upload checks), of the PUTs that answer `fail_status`
+    /// (after their body has been read).
     pub fail_put_nth: Vec<u64>,
     /// Fraction (0..=1) of PUTs answering `fail_status` (seeded RNG, `seed`).
     pub fail_put_ratio: f64,

@@ -158,6 +158,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/captures/{eid}/uploaded", post(uploaded))
         .fallback(|| async { fastapi::detail(404, "Not Found") })
         .method_not_allowed_fallback(|| async { fastapi::detail(405, "Method Not Allowed") })
+        .layer(axum::middleware::map_response(fastapi::ensure_json))
         .with_state(shared)
 }
 

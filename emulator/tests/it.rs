@@ -586,3 +586,41 @@ async fn store_single_put_object() {
     assert_eq!((o.size, o.parts, o.provider.as_str(), o.id.as_str()), (5, 1, "test", "id1"));
     assert_eq!(o.etag, "\"5d41402abc4b2a76b9719d911017c592\"");
 }
+
+#[tokio::test]
+async fn errors_on_big_bodies_are_answered_not_reset() {
+    let emu = Emulator::start(Config::default()).await.unwrap();
+    let (api, _, url) = one_url(&emu, 8 * MIB).await;
+    emu.set_faults(Faults { expire_urls_after_ms: Some(0), ..Default::default() });
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    for _ in 0..3 {
+        let r = api.http.put(&url).body(data(8 * MIB, 5)).send().await.unwrap();
+        assert_eq!(r.status(), 403);
+        assert!(r.text().await.unwrap().contains("Request has expired"));
+    }
+    let r = api.http.put(url.replace("partNumber=1", "partNumber=9")).body(data(8 * MIB, 5)).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+}
+
+#[tokio::test]
+async fn presigned_get_returns_the_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(Config { state_dir: Some(dir.path().into()), ..Default::default() }).await.unwrap();
+    let store = &emu.shared().store;
+    let body = data(3 * MIB + 7, 8);
+    let r = reqwest::Client::new()
+        .put(store.presign_put_object("x/y.bin", "t", "1"))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = reqwest::Client::new().get(store.presign_get_object("x/y.bin")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap().to_vec(), body);
+    let r = reqwest::Client::new().get(store.presign_get_object("nope")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    // A GET URL does not allow a PUT.
+    let r = reqwest::Client::new().put(store.presign_get_object("x/y.bin")).body("z").send().await.unwrap();
+    assert_eq!(r.status(), 403);
+}

@@ -9,6 +9,8 @@
 //! * `PUT ?partNumber=N&uploadId=U&X-Amz-…` — UploadPart; 200 with `ETag: "<md5>"`. A part sent
 //!   again replaces the earlier one.
 //! * `PUT ?X-Amz-…` — PutObject (single PUT).
+//! * `GET` / `HEAD ?X-Amz-…` — GetObject / HeadObject of a completed object
+//!   ([`Store::presign_get_object`]).
 //!
 //! Checks, in order: `Content-Length` (411 `MissingContentLength`, chunked bodies refused),
 //! the SigV4 query signature (403 `SignatureDoesNotMatch`, 403 `AccessDenied` "Request has
@@ -294,6 +296,11 @@ impl Store {
         Some(self.presign("PUT", &key, &[("partNumber", n.as_str()), ("uploadId", upload_id)]))
     }
 
+    /// A presigned GetObject URL for `key`.
+    pub fn presign_get_object(&self, key: &str) -> String {
+        self.presign("GET", key, &[])
+    }
+
     /// A presigned PutObject URL for `key` (single PUT), on behalf of `provider` (`id`: the
     /// provider's id of the upload, reported in [`ObjectInfo::id`]).
     pub fn presign_put_object(&self, key: &str, provider: &str, id: &str) -> String {
@@ -465,6 +472,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
 async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let mut resp = match *req.method() {
         Method::PUT => put(&shared, req).await,
+        Method::GET | Method::HEAD => get(&shared, req).await,
         _ => xml::error(
             405,
             "MethodNotAllowed",
@@ -485,42 +493,23 @@ struct Target {
 
 async fn put(shared: &Arc<Shared>, req: Request) -> Response {
     let conn = req.extensions().get::<ConnHandle>().cloned();
-    let headers = req.headers();
-    let chunked = headers
-        .get(header::TRANSFER_ENCODING)
-        .is_some_and(|v| v.to_str().unwrap_or("").to_ascii_lowercase().contains("chunked"));
-    let len = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    let len = match (len, chunked) {
-        (Some(l), false) => l,
-        _ => {
-            return xml::error(411, "MissingContentLength", "You must provide the Content-Length HTTP header.", &[]);
+    let (parts, body) = req.into_parts();
+    let raw_path = parts.uri.path().to_string();
+    let (target, len) = match check_put(shared, &parts) {
+        Ok(t) => t,
+        // Read the body before answering, as S3 does: a client still sending would otherwise
+        // see a reset connection instead of the error.
+        Err((resp, drain)) => {
+            if drain {
+                let _ = read_body(body, 0, None).await;
+            }
+            return resp;
         }
     };
-
-    let raw_path = req.uri().path().to_string();
-    let raw_query = req.uri().query().unwrap_or("").to_string();
-    if let Err(resp) = check_signature(shared, "PUT", &raw_path, &raw_query, headers) {
-        return resp;
-    }
-
-    let target = match parse_target(shared, &raw_path, &raw_query) {
-        Ok(t) => t,
-        Err(resp) => return resp,
-    };
-    if len > S3_MAX_PART_SIZE {
-        return xml::error(
-            400,
-            "EntityTooLarge",
-            "Your proposed upload exceeds the maximum allowed size",
-            &[("ProposedSize", len.to_string()), ("MaxSizeAllowed", S3_MAX_PART_SIZE.to_string())],
-        );
-    }
-
     let (fault, bps) = {
         let mut f = shared.faults.lock().unwrap();
         (f.on_put(), f.bandwidth_bps())
     };
-    let body = req.into_body();
     match fault {
         PutFault::Reset => {
             let _ = read_body(body, bps, Some(len / 2)).await;
@@ -538,6 +527,84 @@ async fn put(shared: &Arc<Shared>, req: Request) -> Response {
         }
         PutFault::None => receive(shared, body, len, bps, target).await,
     }
+}
+
+/// The checks of a PUT before its body is read: the target and the body length, or the error
+/// response and whether to drain the body first.
+fn check_put(shared: &Shared, parts: &axum::http::request::Parts) -> Result<(Target, u64), (Response, bool)> {
+    let headers = &parts.headers;
+    let chunked = headers
+        .get(header::TRANSFER_ENCODING)
+        .is_some_and(|v| v.to_str().unwrap_or("").to_ascii_lowercase().contains("chunked"));
+    let len = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let len = match (len, chunked) {
+        (Some(l), false) => l,
+        _ => {
+            let resp = xml::error(411, "MissingContentLength", "You must provide the Content-Length HTTP header.", &[]);
+            return Err((resp, true));
+        }
+    };
+    if len > S3_MAX_PART_SIZE {
+        let resp = xml::error(
+            400,
+            "EntityTooLarge",
+            "Your proposed upload exceeds the maximum allowed size",
+            &[("ProposedSize", len.to_string()), ("MaxSizeAllowed", S3_MAX_PART_SIZE.to_string())],
+        );
+        return Err((resp, false));
+    }
+    let raw_path = parts.uri.path();
+    let raw_query = parts.uri.query().unwrap_or("");
+    check_signature(shared, "PUT", raw_path, raw_query, headers).map_err(|r| (r, true))?;
+    let target = parse_target(shared, raw_path, raw_query).map_err(|r| (r, true))?;
+    Ok((target, len))
+}
+
+/// GetObject / HeadObject of a completed object, with a presigned URL.
+async fn get(shared: &Arc<Shared>, req: Request) -> Response {
+    let method = req.method().as_str().to_string();
+    let raw_path = req.uri().path();
+    let raw_query = req.uri().query().unwrap_or("");
+    if let Err(resp) = check_signature(shared, &method, raw_path, raw_query, req.headers()) {
+        return resp;
+    }
+    let target = match parse_target(shared, raw_path, raw_query) {
+        Ok(t) => t,
+        Err(resp) => return resp,
+    };
+    let obj = shared.store.inner.lock().unwrap().objects.get(&target.key).cloned();
+    let Some(obj) = obj else {
+        return xml::error(404, "NoSuchKey", "The specified key does not exist.", &[("Key", target.key)]);
+    };
+    let body = if method == "HEAD" {
+        Body::empty()
+    } else {
+        use futures::StreamExt;
+        let parts = obj.parts.clone();
+        let stream = futures::stream::iter(parts)
+            .map(|p| match p {
+                PartData::Mem(b) => futures::stream::once(async move { Ok::<_, std::io::Error>(b) }).boxed(),
+                PartData::File(path) => {
+                    futures::stream::once(async move { tokio::fs::File::open(path.as_path()).await })
+                        .map(|r| match r {
+                            Ok(f) => tokio_util::io::ReaderStream::with_capacity(f, 1 << 20).boxed(),
+                            Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
+                        })
+                        .flatten()
+                        .boxed()
+                }
+            })
+            .flatten();
+        Body::from_stream(stream)
+    };
+    let mut resp = Response::new(body);
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(obj.info.size));
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("binary/octet-stream"));
+    if let Ok(v) = HeaderValue::from_str(&obj.info.etag) {
+        h.insert(header::ETAG, v);
+    }
+    resp
 }
 
 /// The response of an injected PUT failure.
