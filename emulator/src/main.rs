@@ -97,6 +97,7 @@ async fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let (port, s3_port) = (cli.port, cli.s3_port);
@@ -114,7 +115,7 @@ async fn main() -> ExitCode {
     for t in &tokens {
         println!("token: {t}");
     }
-    println!("try: upload teleport --endpoint {} --token {} FILE", emu.api_url(), emu.token());
+    println!("try: upload FILE --provider teleport --endpoint {} --token {}", emu.api_url(), emu.token());
     let _ = tokio::signal::ctrl_c().await;
     eprintln!("upload-emulator: stopping");
     emu.shutdown();

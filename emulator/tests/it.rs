@@ -624,3 +624,36 @@ async fn presigned_get_returns_the_object() {
     let r = reqwest::Client::new().put(store.presign_get_object("x/y.bin")).body("z").send().await.unwrap();
     assert_eq!(r.status(), 403);
 }
+
+#[tokio::test]
+async fn binary_prints_urls_and_serves() {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_upload-emulator"))
+        .args(["--token", "tok-1", "--token", "tok-2", "--chunk-size", "6000000"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let lines: Vec<String> = tokio::task::spawn_blocking(move || {
+        std::io::BufReader::new(stdout).lines().take(4).map(Result::unwrap).collect()
+    })
+    .await
+    .unwrap();
+    let api = lines[0].strip_prefix("api: ").expect("api line").to_string();
+    assert!(lines[1].starts_with("s3: http://127.0.0.1:"), "{lines:?}");
+    assert_eq!(lines[2..], ["token: tok-1", "token: tok-2"]);
+    let r = reqwest::Client::new()
+        .post(format!("{api}/api/v1/captures"))
+        .bearer_auth("tok-2")
+        .json(&json!({"name": "a.zip", "bytesize": 12_000_001}))
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!((v["chunk_size"].as_u64(), v["num_parts"].as_u64()), (Some(6_000_000), Some(3)));
+    let killed = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    assert!(status.success(), "{status:?}");
+}
