@@ -87,9 +87,9 @@ fn ignore_broken_pipe(r: std::io::Result<()>) -> Result<()> {
 pub fn report_error(err: &Error) {
     let mut stderr = std::io::stderr().lock();
     let _ = writeln!(stderr, "upload: error: {err}");
-    if let Some(h) = err.hint() {
-        if !h.is_empty() {
-            let _ = writeln!(stderr, "  hint: {h}");
-        }
+    if let Some(h) = err.hint()
+        && !h.is_empty()
+    {
+        let _ = writeln!(stderr, "  hint: {h}");
     }
 }

@@ -146,7 +146,7 @@ mod tests {
         let lim = PartLimits { min_part: 5 * MIB, max_part: 600 * MIB, max_parts: 120 };
         // Grows past the preferred size to fit in 120 parts.
         let p = PartPlan::choose(10_000 * MIB, 16 * MIB, None, lim).unwrap();
-        assert!(p.num_parts <= 120 && p.part_size % MIB == 0 && p.part_size >= 16 * MIB);
+        assert!(p.num_parts <= 120 && p.part_size.is_multiple_of(MIB) && p.part_size >= 16 * MIB);
         assert!(PartPlan::choose(120 * 600 * MIB + 1, 16 * MIB, None, lim).is_err());
         assert!(PartPlan::choose(100 * MIB, 16 * MIB, Some(4 * MIB), lim).is_err());
         assert!(PartPlan::choose(100 * MIB, 16 * MIB, Some(601 * MIB), lim).is_err());

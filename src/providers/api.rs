@@ -36,11 +36,11 @@ impl TokenSource {
     /// The current token and its generation (to be handed back to [`renew`](Self::renew)).
     pub async fn current(&self) -> Result<(Secret, u64)> {
         let mut state = self.state.lock().await;
-        if state.0.is_none() {
-            if let Some(cmd) = &self.command {
-                state.0 = Some(run_token_command(self.provider, cmd).await?);
-                state.1 += 1;
-            }
+        if state.0.is_none()
+            && let Some(cmd) = &self.command
+        {
+            state.0 = Some(run_token_command(self.provider, cmd).await?);
+            state.1 += 1;
         }
         match &state.0 {
             Some(t) => Ok((t.clone(), state.1)),
@@ -222,11 +222,11 @@ impl Api {
                         Ok(b) => b,
                         Err(e) => {
                             let m = describe_transport(&e);
-                            if retry == Retry::Idempotent {
-                                if let Some(d) = backoff.next_delay(None) {
-                                    tokio::time::sleep(d).await;
-                                    continue;
-                                }
+                            if retry == Retry::Idempotent
+                                && let Some(d) = backoff.next_delay(None)
+                            {
+                                tokio::time::sleep(d).await;
+                                continue;
                             }
                             return Err(Error::Network { provider: self.provider, what: what.into(), message: m });
                         }
@@ -254,22 +254,23 @@ impl Api {
                     let m = describe_transport(&e);
                     tracing::debug!(provider = self.provider, method = %method, url = %safe_url(url.as_str()), "{what}: {m}");
                     // A refused connection never reached the server: safe to repeat any call.
-                    if e.is_connect() || retry == Retry::Idempotent {
-                        if let Some(d) = backoff.next_delay(None) {
-                            tokio::time::sleep(d).await;
-                            continue;
-                        }
+                    if (e.is_connect() || retry == Retry::Idempotent)
+                        && let Some(d) = backoff.next_delay(None)
+                    {
+                        tokio::time::sleep(d).await;
+                        continue;
                     }
                     return Err(Error::Network { provider: self.provider, what: what.into(), message: m });
                 }
             };
             let Outcome::Status { status, .. } = outcome else { unreachable!("transport errors returned above") };
-            if classify_api(&outcome) == Class::Retry && retry == Retry::Idempotent {
-                if let Some(d) = backoff.next_delay(wait) {
-                    tracing::info!(provider = self.provider, status, "{what}: retrying in {d:?}");
-                    tokio::time::sleep(d).await;
-                    continue;
-                }
+            if classify_api(&outcome) == Class::Retry
+                && retry == Retry::Idempotent
+                && let Some(d) = backoff.next_delay(wait)
+            {
+                tracing::info!(provider = self.provider, status, "{what}: retrying in {d:?}");
+                tokio::time::sleep(d).await;
+                continue;
             }
             if status >= 500 || status == 429 || status == 408 {
                 return Err(Error::Network {

@@ -16,6 +16,7 @@ use super::api::{Api, Retry};
 use super::{Context, DryRun, Provider, UploadOutcome};
 use crate::engine::plan::PartPlan;
 use crate::engine::progress::Event;
+use crate::engine::retry::Backoff;
 use crate::engine::source::FileSource;
 use crate::engine::uploader::{CompletedPart, PartDone, PartUrls, upload_parts};
 use crate::error::{Error, Result};
@@ -114,6 +115,11 @@ struct UploadUrlInput<'a> {
 #[derive(Deserialize)]
 struct UploadUrlOutput {
     upload_url: String,
+}
+
+#[derive(Deserialize)]
+struct UploadUrlResponse {
+    chunk_size: u64,
 }
 
 #[derive(Serialize)]
@@ -226,8 +232,7 @@ impl Provider for Teleport {
             }
             None => {
                 let body = NewCaptureInput { name: &name, bytesize: file.size(), input_data_format: format.as_str() };
-                let created: NewCaptureOutput =
-                    api.json("create capture", Method::POST, "/api/v1/captures", &[], Some(&body), Retry::Once).await?;
+                let created = create_capture(api, &body).await?;
                 tracing::info!(eid = %created.eid, num_parts = created.num_parts, chunk_size = created.chunk_size, "capture created");
                 let plan = PartPlan::from_server("teleport", file.size(), created.chunk_size, created.num_parts)?;
                 if let Some(j) = &journal {
@@ -264,22 +269,109 @@ impl Provider for Teleport {
             eid: &eid,
             parts: parts.iter().map(|p| UploadedPart { number: p.number, etag: &p.etag }).collect(),
         };
-        let capture: serde_json::Value = api
-            .json(
-                "complete upload",
-                Method::POST,
-                &format!("/api/v1/captures/{eid}/uploaded"),
-                &[],
-                Some(&body),
-                Retry::Once,
-            )
-            .await?;
+        let capture = complete_capture(api, &eid, &body).await?;
         if let Some(j) = &journal {
             j.finish();
         }
         ctx.progress.event(Event::Finished);
         Ok(outcome(&file, &capture, &eid, plan.num_parts, started))
     }
+}
+
+/// Creates a capture. Creation is not idempotent: after an ambiguous failure (5xx, timeout,
+/// reset) the list is searched for a capture of that name created moments ago, still
+/// CREATED, and that one is adopted (its `chunk_size` comes from asking a URL for part 1);
+/// only if none is found is the creation sent again.
+async fn create_capture(api: &Api, body: &NewCaptureInput<'_>) -> Result<NewCaptureOutput> {
+    let mut backoff = Backoff::new(api.retry.clone());
+    let asked_at = chrono::Utc::now();
+    loop {
+        let err = match api.json("create capture", Method::POST, "/api/v1/captures", &[], Some(body), Retry::Once).await
+        {
+            Ok(created) => return Ok(created),
+            Err(e @ Error::Network { .. }) => e,
+            Err(e) => return Err(e),
+        };
+        let recent = |c: &serde_json::Value| {
+            let created = c.get("created").and_then(|v| v.as_str()).and_then(parse_time);
+            c.get("name").and_then(|v| v.as_str()) == Some(body.name)
+                && c.get("state").and_then(|v| v.as_str()) == Some("CREATED")
+                && created.is_some_and(|t| t >= asked_at - chrono::Duration::minutes(2))
+        };
+        if let Ok(Some(found)) = find_capture(api, recent, 4).await {
+            let eid = found["eid"].as_str().unwrap_or_default().to_string();
+            let out: UploadUrlResponse = api
+                .json(
+                    "create upload URL for part 1",
+                    Method::POST,
+                    &format!("/api/v1/captures/{eid}/create-upload-url/1"),
+                    &[],
+                    Some(&UploadUrlInput { eid: &eid, bytesize: body.bytesize }),
+                    Retry::Idempotent,
+                )
+                .await?;
+            tracing::info!(%eid, "create capture: adopted the capture the failed request created");
+            let num_parts = body.bytesize.div_ceil(out.chunk_size.max(1));
+            return Ok(NewCaptureOutput { eid, num_parts, chunk_size: out.chunk_size });
+        }
+        let Some(delay) = backoff.next_delay(None) else { return Err(err) };
+        tracing::info!("create capture failed ({err}); no capture was created; retrying in {delay:?}");
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// Completes the upload. After an ambiguous failure the capture is looked up first: if it
+/// left CREATED the completion arrived, otherwise it is sent again (bounded).
+async fn complete_capture(api: &Api, eid: &str, body: &CaptureUploadedInput<'_>) -> Result<serde_json::Value> {
+    let mut backoff = Backoff::new(api.retry.clone());
+    let path = format!("/api/v1/captures/{eid}/uploaded");
+    loop {
+        let err = match api.json("complete upload", Method::POST, &path, &[], Some(body), Retry::Once).await {
+            Ok(capture) => return Ok(capture),
+            Err(e @ Error::Network { .. }) => e,
+            Err(e) => return Err(e),
+        };
+        let this = |c: &serde_json::Value| c.get("eid").and_then(|v| v.as_str()) == Some(eid);
+        if let Ok(Some(found)) = find_capture(api, this, 40).await
+            && found.get("state").and_then(|v| v.as_str()).is_some_and(|s| s != "CREATED")
+        {
+            tracing::info!(%eid, "complete upload: the capture was completed by the failed request");
+            return Ok(found);
+        }
+        let Some(delay) = backoff.next_delay(None) else { return Err(err) };
+        tracing::info!("complete upload failed ({err}); the capture is not completed yet; retrying in {delay:?}");
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// Pages `GET /api/v1/captures` (newest first) for the first capture matching `pred`, reading
+/// at most `max_pages` pages of 100. There is no documented GET of one capture.
+pub async fn find_capture(
+    api: &Api,
+    pred: impl Fn(&serde_json::Value) -> bool,
+    max_pages: u32,
+) -> Result<Option<serde_json::Value>> {
+    const PAGE: usize = 100;
+    for page in 0..max_pages {
+        let query = [("limit", PAGE.to_string()), ("offset", (page as usize * PAGE).to_string())];
+        let list: Vec<serde_json::Value> =
+            api.json("list captures", Method::GET, "/api/v1/captures", &query, None::<&()>, Retry::Idempotent).await?;
+        if let Some(c) = list.iter().find(|c| pred(c)) {
+            return Ok(Some(c.clone()));
+        }
+        if list.len() < PAGE {
+            break;
+        }
+    }
+    Ok(None)
+}
+
+/// Teleport timestamps come without a timezone (`2025-10-06T18:55:42.733421`): they are UTC.
+pub fn parse_time(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&chrono::Utc));
+    }
+    chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f").ok().map(|n| n.and_utc())
 }
 
 fn outcome(file: &FileSource, capture: &serde_json::Value, eid: &str, parts: u32, started: Instant) -> UploadOutcome {

@@ -70,3 +70,35 @@ pub fn stderr(o: &Output) -> String {
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
+
+/// Starts the `upload` binary in the background (same environment rules as [`run_upload`]).
+pub fn spawn_upload(args: &[String], envs: &[(String, String)]) -> std::process::Child {
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("upload"));
+    for k in [
+        "TELEPORT_TOKEN",
+        "TRUVIDEO_TOKEN",
+        "UPLIFT_TOKEN",
+        "APERTUR_TOKEN",
+        "UPLOAD_TOKEN",
+        "UPLOAD_TOKEN_COMMAND",
+        "UPLOAD_PROVIDER",
+        "UPLOAD_ENDPOINT",
+        "UPLOAD_FORCE_TTY",
+    ] {
+        cmd.env_remove(k);
+    }
+    cmd.env("XDG_STATE_HOME", std::env::temp_dir().join("upload-test-state"));
+    cmd.args(args).envs(envs.iter().cloned()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    cmd.spawn().expect("the binary starts")
+}
+
+/// The resume journals under a state home (`$XDG_STATE_HOME/upload/journals`).
+pub fn journals(state_home: &Path) -> Vec<serde_json::Value> {
+    let dir = state_home.join("upload/journals");
+    let Ok(entries) = std::fs::read_dir(dir) else { return vec![] };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .filter_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
+        .collect()
+}

@@ -1,4 +1,5 @@
 //! One integration-test binary: each module starts the emulator in-process on loopback.
 
 mod common;
+mod reliability;
 mod teleport;
