@@ -3,6 +3,7 @@
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
 
+use crate::faults::ApiFault;
 use crate::state::Shared;
 
 /// Why a call is refused.
@@ -14,9 +15,20 @@ pub enum AuthError {
     Invalid,
 }
 
-/// Counts a provider API call and checks its Bearer token.
-pub fn check(shared: &Shared, headers: &HeaderMap) -> Result<(), AuthError> {
-    let forced = shared.faults.lock().unwrap().on_api_call();
+/// Counts a provider API call and checks its Bearer token: the FastAPI-style error response
+/// (401, or 429 for the throttle fault) when it does not pass.
+pub fn gate_fastapi(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
+    let fault = shared.faults.lock().unwrap().on_api_call();
+    if fault == ApiFault::Throttle {
+        let mut resp = crate::fastapi::detail(429, "Too Many Requests");
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return Err(resp);
+    }
+    check_token(shared, headers, fault == ApiFault::Unauthorized).map_err(fastapi_401)
+}
+
+/// Checks the Bearer token of a call; `forced` refuses even a good token.
+pub fn check_token(shared: &Shared, headers: &HeaderMap, forced: bool) -> Result<(), AuthError> {
     let token = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| {
         let (scheme, rest) = v.trim().split_once(' ')?;
         scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())

@@ -19,6 +19,16 @@ pub enum PutFault {
     Reset,
 }
 
+/// What to do with a provider API call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiFault {
+    None,
+    /// 401 whatever the token.
+    Unauthorized,
+    /// 429 with `Retry-After`.
+    Throttle,
+}
+
 /// The faults in force, their RNG and their counters.
 #[derive(Debug)]
 pub struct FaultState {
@@ -68,10 +78,17 @@ impl FaultState {
         }
     }
 
-    /// Counts a provider API call; `true` when it must answer 401 whatever its token.
-    pub fn on_api_call(&mut self) -> bool {
+    /// Counts a provider API call and decides its fate.
+    pub fn on_api_call(&mut self) -> ApiFault {
         self.api_calls += 1;
-        self.faults.unauthorized_api_call_nth.contains(&self.api_calls)
+        let n = self.api_calls;
+        if self.faults.throttle_api_call_nth.contains(&n) {
+            ApiFault::Throttle
+        } else if self.faults.unauthorized_api_call_nth.contains(&n) {
+            ApiFault::Unauthorized
+        } else {
+            ApiFault::None
+        }
     }
 
     /// Counts a completion call; `true` when it must answer 500.
@@ -125,7 +142,8 @@ mod tests {
             complete_fail_times: 2,
             ..Default::default()
         });
-        assert_eq!((0..4).map(|_| f.on_api_call()).collect::<Vec<_>>(), [true, false, true, false]);
+        use ApiFault::*;
+        assert_eq!((0..4).map(|_| f.on_api_call()).collect::<Vec<_>>(), [Unauthorized, None, Unauthorized, None]);
         assert_eq!((0..3).map(|_| f.on_complete()).collect::<Vec<_>>(), [true, true, false]);
     }
 }

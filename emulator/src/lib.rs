@@ -119,6 +119,9 @@ pub struct Faults {
     /// 1-based numbers, in a counter of provider API calls, of the calls answering 401 even
     /// with a good token.
     pub unauthorized_api_call_nth: Vec<u64>,
+    /// 1-based numbers, in the same counter of provider API calls, of the calls answering
+    /// 429 with `Retry-After: 1` (checked before the token).
+    pub throttle_api_call_nth: Vec<u64>,
     /// The first N completion calls answer 500, then completion works.
     pub complete_fail_times: u32,
     /// Presigned URLs are refused as expired this long after they were signed (on top of

@@ -10,7 +10,7 @@ use upload_emulator::{Config, Emulator, Faults, Processing};
 /// Local emulator of the Teleport upload API with an S3-compatible store.
 ///
 /// Prints the API base URL, the S3 base URL and the accepted token(s), then serves until
-/// Ctrl-C. Admin API (no auth) on the API port: GET /_emulator/uploads, GET|PUT
+/// Ctrl-C (SIGINT) or SIGTERM. Admin API (no auth) on the API port: GET /_emulator/uploads, GET|PUT
 /// /_emulator/faults, GET /_emulator/requests.
 #[derive(Parser, Debug)]
 #[command(name = "upload-emulator", version)]
@@ -110,14 +110,53 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    println!("api: {}", emu.api_url());
-    println!("s3: {}", emu.s3_url());
-    for t in &tokens {
-        println!("token: {t}");
-    }
-    println!("try: upload FILE --provider teleport --endpoint {} --token {}", emu.api_url(), emu.token());
-    let _ = tokio::signal::ctrl_c().await;
+    // Listen before announcing the URLs: a script may signal right after reading them.
+    let stop = stop_signal();
+    announce(&emu, &tokens);
+    stop.await;
     eprintln!("upload-emulator: stopping");
     emu.shutdown();
     ExitCode::SUCCESS
+}
+
+/// Prints the URLs and tokens on stdout. Write errors (a reader that went away) are ignored:
+/// the emulator keeps serving.
+fn announce(emu: &Emulator, tokens: &[String]) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "api: {}", emu.api_url());
+    let _ = writeln!(out, "s3: {}", emu.s3_url());
+    for t in tokens {
+        let _ = writeln!(out, "token: {t}");
+    }
+    let _ = writeln!(out, "try: upload FILE --provider teleport --endpoint {} --token {}", emu.api_url(), emu.token());
+    let _ = out.flush();
+}
+
+/// Resolves on SIGINT or SIGTERM (Ctrl-C elsewhere); the handlers are installed on the call.
+#[cfg(unix)]
+fn stop_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let int = signal(SignalKind::interrupt());
+    let term = signal(SignalKind::terminate());
+    async move {
+        match (int, term) {
+            (Ok(mut i), Ok(mut t)) => {
+                tokio::select! {
+                    _ = i.recv() => {}
+                    _ = t.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn stop_signal() -> impl std::future::Future<Output = ()> {
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

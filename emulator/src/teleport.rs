@@ -167,7 +167,7 @@ fn not_found() -> Response {
 }
 
 fn check_auth(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
-    auth::check(shared, headers).map_err(auth::fastapi_401)
+    auth::gate_fastapi(shared, headers)
 }
 
 /// `Ok(response)` and `Err(response)` both answer; `?` makes the early returns read well.
@@ -330,10 +330,9 @@ fn uploaded_inner(shared: &Shared, eid: &str, headers: &HeaderMap, body: &[u8]) 
         return Err(fastapi::detail(500, "Internal Server Error"));
     }
 
-    let cap = {
-        let caps = shared.teleport.captures.lock().unwrap();
-        caps.iter().find(|c| c.eid == eid).cloned().ok_or_else(not_found)?
-    };
+    // The lock is held to the end: two concurrent completions of one capture see each other.
+    let mut caps = shared.teleport.captures.lock().unwrap();
+    let cap = caps.iter_mut().find(|c| c.eid == eid).ok_or_else(not_found)?;
     let unquoted: Vec<(u32, String)> =
         parts.iter().map(|(n, e)| (*n, e.trim().trim_matches('"').to_string())).collect();
     if let Some(up) = &cap.uploaded {
@@ -394,13 +393,9 @@ fn uploaded_inner(shared: &Shared, eid: &str, headers: &HeaderMap, body: &[u8]) 
             return Err(fastapi::value_error(loc, &msg, input));
         }
     };
-    let now = Utc::now().naive_utc();
-    let mut caps = shared.teleport.captures.lock().unwrap();
-    let Some(c) = caps.iter_mut().find(|c| c.eid == eid) else {
-        return Err(not_found());
-    };
+    let c = cap;
     c.uploaded = Some(Uploaded {
-        at: now,
+        at: Utc::now().naive_utc(),
         instant: Instant::now(),
         parts: unquoted,
         processing: shared.config.processing.clone(),

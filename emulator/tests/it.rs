@@ -657,3 +657,35 @@ async fn binary_prints_urls_and_serves() {
     let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test]
+async fn throttle_fault_answers_429() {
+    let emu = Emulator::start(Config {
+        faults: Faults { throttle_api_call_nth: vec![1], ..Default::default() },
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    let url = format!("{}/api/v1/captures", emu.api_url());
+    let r = http.get(&url).bearer_auth(emu.token()).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let r = http.get(&url).bearer_auth(emu.token()).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_completions_both_succeed() {
+    let emu = Emulator::start(Config::default()).await.unwrap();
+    let api = Api::new(&emu);
+    let file = data(1000, 6);
+    let c = api.create("x.zip", file.len()).await;
+    let eid = c["eid"].as_str().unwrap();
+    let etags = api.upload_all(eid, &file, MIB).await;
+    let path = format!("/api/v1/captures/{eid}/uploaded");
+    let body = json!({"eid": eid, "parts": parts_json(&etags)});
+    let (a, b) = tokio::join!(api.post(&path, body.clone()), api.post(&path, body.clone()));
+    assert_eq!((a.0.as_u16(), b.0.as_u16()), (200, 200));
+    assert_eq!(emu.objects().len(), 1);
+}
