@@ -689,3 +689,20 @@ async fn concurrent_completions_both_succeed() {
     assert_eq!((a.0.as_u16(), b.0.as_u16()), (200, 200));
     assert_eq!(emu.objects().len(), 1);
 }
+
+#[tokio::test]
+async fn content_md5_is_checked() {
+    use base64::Engine;
+    let emu = Emulator::start(Config::default()).await.unwrap();
+    let (api, _, url) = one_url(&emu, 5).await;
+    let good = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(b"hello"));
+    let r = api.http.put(&url).header("content-md5", &good).body("hello").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = api.http.put(&url).header("content-md5", &good).body("hellO").send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("<Code>BadDigest</Code>"));
+    let r = api.http.put(&url).header("content-md5", "nope").body("hello").send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("<Code>InvalidDigest</Code>"));
+    assert_eq!(emu.part_put_counts().values().copied().collect::<Vec<_>>(), [1]);
+}

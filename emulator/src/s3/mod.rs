@@ -487,6 +487,8 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
 /// What the URL addressed.
 struct Target {
     key: String,
+    /// The decoded `Content-MD5` header, checked against the body.
+    content_md5: Option<Vec<u8>>,
     /// `(upload id, part number)` for UploadPart.
     part: Option<(String, u32)>,
 }
@@ -556,7 +558,22 @@ fn check_put(shared: &Shared, parts: &axum::http::request::Parts) -> Result<(Tar
     let raw_path = parts.uri.path();
     let raw_query = parts.uri.query().unwrap_or("");
     check_signature(shared, "PUT", raw_path, raw_query, headers).map_err(|r| (r, true))?;
-    let target = parse_target(shared, raw_path, raw_query).map_err(|r| (r, true))?;
+    let mut target = parse_target(shared, raw_path, raw_query).map_err(|r| (r, true))?;
+    if let Some(v) = headers.get("content-md5") {
+        use base64::Engine;
+        let decoded = v
+            .to_str()
+            .ok()
+            .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v.trim()).ok())
+            .filter(|d| d.len() == 16);
+        match decoded {
+            Some(d) => target.content_md5 = Some(d),
+            None => {
+                let resp = xml::error(400, "InvalidDigest", "The Content-MD5 you specified was invalid.", &[]);
+                return Err((resp, true));
+            }
+        }
+    }
     Ok((target, len))
 }
 
@@ -708,7 +725,7 @@ fn parse_target(shared: &Shared, raw_path: &str, raw_query: &str) -> Result<Targ
     let q = sigv4::parse_query(raw_query);
     let get = |n: &str| q.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
     let Some(upload_id) = get("uploadId") else {
-        return Ok(Target { key, part: None });
+        return Ok(Target { key, content_md5: None, part: None });
     };
     let part = get("partNumber").and_then(|p| p.parse::<u32>().ok()).filter(|p| (1..=S3_MAX_PARTS).contains(p));
     let Some(part) = part else {
@@ -723,7 +740,7 @@ fn parse_target(shared: &Shared, raw_path: &str, raw_query: &str) -> Result<Targ
     if !known {
         return Err(no_such_upload(&upload_id));
     }
-    Ok(Target { key, part: Some((upload_id, part)) })
+    Ok(Target { key, content_md5: None, part: Some((upload_id, part)) })
 }
 
 fn no_such_upload(upload_id: &str) -> Response {
@@ -844,6 +861,10 @@ async fn receive(shared: &Shared, body: Body, len: u64, bps: u64, target: Target
         );
     }
     let md5: [u8; 16] = md5.finalize().into();
+    if target.content_md5.as_ref().is_some_and(|want| want[..] != md5[..]) {
+        data.remove();
+        return xml::error(400, "BadDigest", "The Content-MD5 you specified did not match what we received.", &[]);
+    }
     let etag = hex_md5_etag(&md5);
     let part = Part { data, size: n, md5, etag: etag.clone() };
     {
