@@ -38,11 +38,26 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Show the configuration file's path or its content (secrets redacted).
+    Config {
+        /// What to show.
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Print a shell completion script.
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
     },
+}
+
+/// `upload config ...`.
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Print where the configuration file is read from.
+    Path,
+    /// Print the configuration as read, secrets redacted.
+    Show,
 }
 
 /// Which vendor.

@@ -5,6 +5,7 @@
 //! one module per vendor in [`providers`].
 
 pub mod cli;
+pub mod config;
 pub mod engine;
 pub mod error;
 pub mod providers;
@@ -29,31 +30,80 @@ pub async fn run(cli: cli::Cli) -> Result<i32> {
     let cancel = CancellationToken::new();
     install_ctrl_c(cancel.clone());
     let settings = settings::UploadSettings::from_args(&cli.upload, &cli.output)?;
+    let provider = settings.provider()?;
+    let json = cli.output.json;
     let mut stdout = std::io::stdout().lock();
-    let mut worst = error::exit::OK;
+    let mut summary = ui::Summary::default();
+    let started = std::time::Instant::now();
     for path in &cli.upload.files {
-        let file = engine::source::FileSource::open(path)?;
-        let provider = settings.provider()?;
-        if cli.upload.dry_run {
-            let plan = provider.dry_run(&file)?;
-            ignore_broken_pipe(ui::print_dry_run(&mut stdout, &plan, cli.output.json))?;
-            continue;
+        let file_started = std::time::Instant::now();
+        let result = async {
+            let file = engine::source::FileSource::open(path)?;
+            if cli.upload.dry_run {
+                let plan = provider.dry_run(&file)?;
+                ignore_broken_pipe(ui::print_dry_run(&mut stdout, &plan, json))?;
+                return Ok(None);
+            }
+            let progress = Arc::new(ui::FileProgress::new(ui::Mode::detect(cli.output.quiet, json)));
+            let ctx = settings.context(progress, cancel.clone())?;
+            provider.upload(&ctx, file).await.map(Some)
         }
-        let progress = Arc::new(ui::FileProgress::new(ui::Mode::detect(cli.output.quiet, cli.output.json)));
-        let ctx = settings.context(progress, cancel.clone())?;
-        let outcome = provider.upload(&ctx, file).await?;
-        ignore_broken_pipe(ui::print_outcome(&mut stdout, &outcome, cli.output.json))?;
-        worst = worst.max(error::exit::OK);
+        .await;
+        match result {
+            Ok(Some(outcome)) => {
+                summary.uploaded(outcome.bytes);
+                ignore_broken_pipe(ui::print_outcome(&mut stdout, &outcome, json))?;
+            }
+            Ok(None) => {}
+            Err(err) => {
+                summary.failed(err.exit_code());
+                if json {
+                    let line = ui::failure_json(provider.name(), path, &err, file_started.elapsed());
+                    ignore_broken_pipe(ui::print_json_line(&mut stdout, &line))?;
+                }
+                report_error(&err);
+                if matches!(err, Error::Interrupted { .. }) {
+                    break;
+                }
+            }
+        }
     }
-    Ok(worst)
+    if cli.upload.files.len() > 1 && !cli.upload.dry_run {
+        summary.print(started.elapsed(), cli.output.quiet);
+    }
+    Ok(summary.exit_code())
 }
 
 async fn run_command(cmd: cli::Command) -> Result<i32> {
     match cmd {
+        cli::Command::Config { command } => {
+            let path = config::ConfigFile::path();
+            match command {
+                cli::ConfigCommand::Path => match path {
+                    Some(p) => println!("{}", p.display()),
+                    None => {
+                        return Err(Error::usage(
+                            "no configuration path: HOME is not set",
+                            "set XDG_CONFIG_HOME or UPLOAD_CONFIG",
+                        ));
+                    }
+                },
+                cli::ConfigCommand::Show => {
+                    let file = config::ConfigFile::load()?;
+                    let shown = path.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+                    let exists = path.as_ref().is_some_and(|p| p.exists());
+                    println!("# {shown}{}", if exists { "" } else { " (not found: defaults)" });
+                    print!("{}", file.redacted_toml());
+                }
+            }
+            Ok(0)
+        }
         cli::Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut c = cli::Cli::command();
-            clap_complete::generate(shell, &mut c, "upload", &mut std::io::stdout());
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut c, "upload", &mut script);
+            ignore_broken_pipe(std::io::stdout().lock().write_all(&script))?;
             Ok(0)
         }
     }

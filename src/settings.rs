@@ -71,6 +71,10 @@ pub fn resolve_token(flag: Option<&str>, provider: ProviderName) -> Option<Secre
 impl UploadSettings {
     /// Validates the arguments.
     pub fn from_args(args: &UploadArgs, _output: &OutputArgs) -> Result<Self> {
+        let config = crate::config::ConfigFile::load()?;
+        let mut args = args.clone();
+        config.apply(&mut args)?;
+        let args = &args;
         let provider = args.provider.ok_or_else(|| {
             Error::usage(
                 "no provider given",
@@ -82,7 +86,8 @@ impl UploadSettings {
         let token = Arc::new(TokenSource::new(
             provider.as_str_static(),
             provider.token_env(),
-            resolve_token(args.token.as_deref(), provider),
+            resolve_token(args.token.as_deref(), provider)
+                .or_else(|| config.section(provider).token.clone().map(Secret::new)),
             args.token_command.clone(),
         ));
         let concurrency = args.concurrency as usize;

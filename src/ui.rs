@@ -260,3 +260,76 @@ pub fn print_dry_run(out: &mut dyn Write, plan: &DryRun, json: bool) -> std::io:
     }
     out.flush()
 }
+
+/// Totals of a run over several files.
+#[derive(Default, Debug)]
+pub struct Summary {
+    uploaded: u32,
+    failed: u32,
+    skipped: u32,
+    bytes: u64,
+    worst: i32,
+}
+
+impl Summary {
+    /// A file was uploaded.
+    pub fn uploaded(&mut self, bytes: u64) {
+        self.uploaded += 1;
+        self.bytes += bytes;
+    }
+    /// A file was skipped (already uploaded).
+    pub fn skipped(&mut self) {
+        self.skipped += 1;
+    }
+    /// A file failed with this exit code.
+    pub fn failed(&mut self, code: i32) {
+        self.failed += 1;
+        self.worst = self.worst.max(code);
+    }
+    /// The exit code of the run: the worst outcome.
+    pub fn exit_code(&self) -> i32 {
+        self.worst
+    }
+    /// One line on stderr.
+    pub fn print(&self, elapsed: Duration, quiet: bool) {
+        if quiet && self.failed == 0 {
+            return;
+        }
+        eprintln!(
+            "upload: {} uploaded, {} skipped, {} failed; {} in {:.1} s",
+            self.uploaded,
+            self.skipped,
+            self.failed,
+            crate::size::human(self.bytes),
+            elapsed.as_secs_f64()
+        );
+    }
+}
+
+/// The JSON line of a file that failed.
+pub fn failure_json(
+    provider: &str,
+    file: &std::path::Path,
+    err: &crate::Error,
+    elapsed: Duration,
+) -> serde_json::Value {
+    let bytes = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+    serde_json::json!({
+        "provider": provider,
+        "file": file.display().to_string(),
+        "bytes": bytes,
+        "id": null,
+        "status": "failed",
+        "parts": 0,
+        "elapsed_s": elapsed.as_secs_f64(),
+        "error": err.to_string(),
+        "exit_code": err.exit_code(),
+    })
+}
+
+/// Writes one JSON value on one line.
+pub fn print_json_line(out: &mut dyn Write, value: &serde_json::Value) -> std::io::Result<()> {
+    serde_json::to_writer(&mut *out, value)?;
+    writeln!(out)?;
+    out.flush()
+}

@@ -51,6 +51,7 @@ pub async fn run_upload(args: Vec<String>, envs: Vec<(String, String)>) -> Outpu
             cmd.env_remove(k);
         }
         cmd.env("XDG_STATE_HOME", std::env::temp_dir().join("upload-test-state"));
+        cmd.env("UPLOAD_CONFIG", "/nonexistent/upload-test-config.toml");
         cmd.args(&args).envs(envs);
         cmd.output().expect("the binary runs")
     })
@@ -88,6 +89,7 @@ pub fn spawn_upload(args: &[String], envs: &[(String, String)]) -> std::process:
         cmd.env_remove(k);
     }
     cmd.env("XDG_STATE_HOME", std::env::temp_dir().join("upload-test-state"));
+    cmd.env("UPLOAD_CONFIG", "/nonexistent/upload-test-config.toml");
     cmd.args(args).envs(envs.iter().cloned()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
     cmd.spawn().expect("the binary starts")
 }

@@ -1,0 +1,244 @@
+//! The configuration file: `$XDG_CONFIG_HOME/upload/config.toml` (else
+//! `~/.config/upload/config.toml`; `UPLOAD_CONFIG` names another file).
+//!
+//! Precedence: command-line flags > environment variables > this file. Example:
+//!
+//! ```toml
+//! [defaults]
+//! provider = "teleport"
+//!
+//! [teleport]
+//! endpoint = "https://teleport.varjo.com"
+//! token_command = "pass show varjo/token"
+//!
+//! [uplift]
+//! athlete_id = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+//!
+//! [apertur]
+//! destinations = ["d290f1ee-6c54-4b01-90e6-d701748f0851"]
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::cli::{ProviderName, UploadArgs};
+use crate::error::{Error, Result};
+
+/// The whole file.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Settings for every provider.
+    #[serde(default)]
+    pub defaults: Defaults,
+    /// Varjo Teleport.
+    #[serde(default)]
+    pub teleport: Section,
+    /// TruVideo.
+    #[serde(default)]
+    pub truvideo: Section,
+    /// Uplift.
+    #[serde(default)]
+    pub uplift: Section,
+    /// Apertur.
+    #[serde(default)]
+    pub apertur: Section,
+}
+
+/// `[defaults]`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    /// Provider used when `--provider` is not given.
+    pub provider: Option<String>,
+    /// State directory.
+    pub state_dir: Option<PathBuf>,
+}
+
+/// A provider's section. Only the keys that make sense for the provider are used.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Section {
+    /// API origin.
+    pub endpoint: Option<String>,
+    /// Token (prefer `token_command` or the environment: this file is plain text).
+    pub token: Option<String>,
+    /// Command printing a fresh token.
+    pub token_command: Option<String>,
+    /// Teleport client id (built-in sign-in).
+    pub client_id: Option<String>,
+    /// Teleport client secret.
+    pub client_secret: Option<String>,
+    /// TruVideo API key.
+    pub api_key: Option<String>,
+    /// TruVideo secret key.
+    pub secret_key: Option<String>,
+    /// TruVideo external id.
+    pub external_id: Option<String>,
+    /// TruVideo: use the release-candidate API.
+    pub rc: Option<bool>,
+    /// TruVideo media.creator.
+    pub creator: Option<String>,
+    /// Uplift athlete.
+    pub athlete_id: Option<String>,
+    /// Uplift activity.
+    pub activity: Option<String>,
+    /// Uplift movement.
+    pub movement: Option<String>,
+    /// Uplift camera setup.
+    pub camera_setup: Option<String>,
+    /// Uplift orientation.
+    pub orientation: Option<String>,
+    /// Apertur destinations for new sessions.
+    #[serde(default)]
+    pub destinations: Vec<String>,
+}
+
+const SECRET_KEYS: [&str; 4] = ["token", "client_secret", "secret_key", "api_key"];
+
+impl ConfigFile {
+    /// Where the file is looked for.
+    pub fn path() -> Option<PathBuf> {
+        if let Some(p) = std::env::var_os("UPLOAD_CONFIG").filter(|v| !v.is_empty()) {
+            return Some(PathBuf::from(p));
+        }
+        if let Some(x) = std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
+            return Some(PathBuf::from(x).join("upload/config.toml"));
+        }
+        std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".config/upload/config.toml"))
+    }
+
+    /// Loads the file; a missing file is an empty configuration.
+    pub fn load() -> Result<Self> {
+        match Self::path() {
+            Some(p) if p.exists() => Self::load_from(&p),
+            _ => Ok(Self::default()),
+        }
+    }
+
+    /// Loads a given file.
+    pub fn load_from(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::File { path: path.into(), source: e })?;
+        toml::from_str(&text).map_err(|e| {
+            let msg = e.message().to_string();
+            Error::usage(
+                format!("config file {} is invalid: {msg}", path.display()),
+                "fix or remove the file; `upload config show` prints what is read",
+            )
+        })
+    }
+
+    /// The section of a provider.
+    pub fn section(&self, provider: ProviderName) -> &Section {
+        match provider {
+            ProviderName::Teleport => &self.teleport,
+            ProviderName::Truvideo => &self.truvideo,
+            ProviderName::Uplift => &self.uplift,
+            ProviderName::Apertur => &self.apertur,
+        }
+    }
+
+    /// The default provider, if the file names one.
+    pub fn default_provider(&self) -> Result<Option<ProviderName>> {
+        use clap::ValueEnum;
+        self.defaults
+            .provider
+            .as_deref()
+            .map(|p| {
+                ProviderName::from_str(p, true).map_err(|_| {
+                    Error::usage(
+                        format!("config file: unknown provider '{p}'"),
+                        "use teleport, truvideo, uplift or apertur",
+                    )
+                })
+            })
+            .transpose()
+    }
+
+    /// Fills what the command line and the environment left unset.
+    pub fn apply(&self, args: &mut UploadArgs) -> Result<()> {
+        if args.provider.is_none() {
+            args.provider = self.default_provider()?;
+        }
+        if args.state_dir.is_none() {
+            args.state_dir = self.defaults.state_dir.clone();
+        }
+        let Some(provider) = args.provider else { return Ok(()) };
+        let s = self.section(provider).clone();
+        fill(&mut args.endpoint, s.endpoint);
+        fill(&mut args.token_command, s.token_command);
+        match provider {
+            ProviderName::Truvideo => {
+                fill(&mut args.truvideo.creator, s.creator);
+                args.truvideo.rc |= s.rc.unwrap_or(false);
+            }
+            ProviderName::Uplift => {
+                fill(&mut args.uplift.athlete_id, s.athlete_id);
+                fill(&mut args.uplift.activity, s.activity);
+                fill(&mut args.uplift.movement, s.movement);
+                fill(&mut args.uplift.camera_setup, s.camera_setup);
+                fill(&mut args.uplift.orientation, s.orientation);
+            }
+            ProviderName::Apertur => {
+                if args.apertur.destinations.is_empty() {
+                    args.apertur.destinations = s.destinations;
+                }
+            }
+            ProviderName::Teleport => {}
+        }
+        Ok(())
+    }
+
+    /// The file as TOML with secrets replaced by `***`.
+    pub fn redacted_toml(&self) -> String {
+        let mut value = toml::Value::try_from(self).expect("the configuration serializes");
+        if let Some(table) = value.as_table_mut() {
+            for (_, section) in table.iter_mut() {
+                if let Some(section) = section.as_table_mut() {
+                    for key in SECRET_KEYS {
+                        if let Some(v) = section.get_mut(key) {
+                            *v = toml::Value::String("***".into());
+                        }
+                    }
+                }
+            }
+        }
+        toml::to_string_pretty(&value).expect("TOML serializes")
+    }
+}
+
+fn fill<T>(slot: &mut Option<T>, value: Option<T>) {
+    if slot.is_none() {
+        *slot = value;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_apply_and_redact() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.toml");
+        std::fs::write(
+            &p,
+            "[defaults]\nprovider = \"uplift\"\n[uplift]\ntoken = \"sekret-token\"\nathlete_id = \"a\"\nendpoint = \"http://127.0.0.1:1\"\n",
+        )
+        .unwrap();
+        let c = ConfigFile::load_from(&p).unwrap();
+        let mut args = <crate::cli::Cli as clap::Parser>::parse_from(["upload", "x.mov", "--activity", "golf"]).upload;
+        c.apply(&mut args).unwrap();
+        assert_eq!(args.provider, Some(ProviderName::Uplift));
+        assert_eq!(args.uplift.athlete_id.as_deref(), Some("a"));
+        assert_eq!(args.uplift.activity.as_deref(), Some("golf"));
+        assert_eq!(args.endpoint.as_deref(), Some("http://127.0.0.1:1"));
+        let shown = c.redacted_toml();
+        assert!(shown.contains("***") && !shown.contains("sekret-token"), "{shown}");
+
+        std::fs::write(&p, "[uplift]\nathelete_id = \"a\"\n").unwrap();
+        let e = ConfigFile::load_from(&p).unwrap_err();
+        assert!(e.to_string().contains("athelete_id"), "{e}");
+    }
+}
