@@ -646,23 +646,19 @@ fn check_signature(
     }
     let host = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
     let secret = |ak: &str| (ak == ACCESS_KEY_ID).then(|| SECRET_ACCESS_KEY.to_string());
-    let now = Utc::now();
+    // X-Amz-Date has whole seconds. For URLs we handed out, lifetimes (X-Amz-Expires and the
+    // expire_urls_after_ms fault) count from the exact signing time instead, so that a 1 s URL
+    // lives 1 s rather than 0 to 1 s: the clock is moved back by the truncated fraction.
+    let q = sigv4::parse_query(raw_query);
+    let find = |name: &str| q.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let amz_date = find("X-Amz-Date").and_then(|v| chrono::NaiveDateTime::parse_from_str(v, "%Y%m%dT%H%M%SZ").ok());
+    let exact = find("X-Amz-Signature").and_then(|s| shared.store.issued_at(s));
+    let fraction = match (exact, amz_date) {
+        (Some(exact), Some(d)) => (exact - d.and_utc()).max(chrono::Duration::zero()),
+        _ => chrono::Duration::zero(),
+    };
+    let now = Utc::now() - fraction;
     let fault_ms = shared.faults.lock().unwrap().expire_urls_after_ms();
-    // The fault counts from the exact signing time when we handed the URL out.
-    let fault_ms = fault_ms.map(|ms| {
-        let sig = sigv4::parse_query(raw_query).into_iter().find(|(k, _)| k == "X-Amz-Signature").map(|(_, v)| v);
-        let amz_date = sigv4::parse_query(raw_query)
-            .into_iter()
-            .find(|(k, _)| k == "X-Amz-Date")
-            .and_then(|(_, v)| chrono::NaiveDateTime::parse_from_str(&v, "%Y%m%dT%H%M%SZ").ok());
-        match (sig.and_then(|s| shared.store.issued_at(&s)), amz_date) {
-            (Some(exact), Some(d)) => {
-                let extra = (exact - d.and_utc()).num_milliseconds().max(0) as u64;
-                ms + extra
-            }
-            _ => ms,
-        }
-    });
     match sigv4::verify_presigned(method, raw_path, raw_query, &host, &secret, REGION, now, fault_ms) {
         Ok(_) => Ok(()),
         Err(e) => Err(sig_error_response(e, raw_query)),
