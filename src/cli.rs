@@ -138,6 +138,34 @@ pub struct UploadArgs {
     #[arg(long)]
     pub dry_run: bool,
 
+    /// Walk directories given as FILE into their subdirectories too.
+    #[arg(long, short = 'r')]
+    pub recursive: bool,
+
+    /// Only files (found in directories) whose path matches this glob, e.g. '*.mp4'. Repeatable.
+    #[arg(long, value_name = "GLOB")]
+    pub include: Vec<String>,
+
+    /// Leave out files (found in directories) whose path matches this glob. Repeatable.
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+
+    /// Include hidden files and directories (names starting with '.') when walking directories.
+    #[arg(long)]
+    pub hidden: bool,
+
+    /// Files uploaded at once; they share the --concurrency part budget.
+    #[arg(long = "files", value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub files_at_once: u16,
+
+    /// Stop at the first file that fails (the default carries on with the others).
+    #[arg(long)]
+    pub fail_fast: bool,
+
+    /// Upload files again even when the state directory records them as already uploaded.
+    #[arg(long)]
+    pub force: bool,
+
     /// After the upload, follow processing/delivery until it ends (Teleport, Uplift, Apertur).
     #[arg(long, conflicts_with = "no_wait")]
     pub wait: bool,

@@ -4,6 +4,7 @@
 //! The binary is a thin layer over [`run`]; the transfer machinery lives in [`engine`] and
 //! one module per vendor in [`providers`].
 
+pub mod batch;
 pub mod cli;
 pub mod config;
 pub mod engine;
@@ -15,7 +16,6 @@ pub mod size;
 pub mod ui;
 
 use std::io::Write;
-use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
@@ -31,47 +31,7 @@ pub async fn run(cli: cli::Cli) -> Result<i32> {
     install_ctrl_c(cancel.clone());
     let settings = settings::UploadSettings::from_args(&cli.upload, &cli.output)?;
     let provider = settings.provider()?;
-    let json = cli.output.json;
-    let mut stdout = std::io::stdout().lock();
-    let mut summary = ui::Summary::default();
-    let started = std::time::Instant::now();
-    for path in &cli.upload.files {
-        let file_started = std::time::Instant::now();
-        let result = async {
-            let file = engine::source::FileSource::open(path)?;
-            if cli.upload.dry_run {
-                let plan = provider.dry_run(&file)?;
-                ignore_broken_pipe(ui::print_dry_run(&mut stdout, &plan, json))?;
-                return Ok(None);
-            }
-            let progress = Arc::new(ui::FileProgress::new(ui::Mode::detect(cli.output.quiet, json)));
-            let ctx = settings.context(progress, cancel.clone())?;
-            provider.upload(&ctx, file).await.map(Some)
-        }
-        .await;
-        match result {
-            Ok(Some(outcome)) => {
-                summary.uploaded(outcome.bytes);
-                ignore_broken_pipe(ui::print_outcome(&mut stdout, &outcome, json))?;
-            }
-            Ok(None) => {}
-            Err(err) => {
-                summary.failed(err.exit_code());
-                if json {
-                    let line = ui::failure_json(provider.name(), path, &err, file_started.elapsed());
-                    ignore_broken_pipe(ui::print_json_line(&mut stdout, &line))?;
-                }
-                report_error(&err);
-                if matches!(err, Error::Interrupted { .. }) {
-                    break;
-                }
-            }
-        }
-    }
-    if cli.upload.files.len() > 1 && !cli.upload.dry_run {
-        summary.print(started.elapsed(), cli.output.quiet);
-    }
-    Ok(summary.exit_code())
+    batch::run(&cli, &settings, provider.as_ref(), cancel).await
 }
 
 async fn run_command(cmd: cli::Command) -> Result<i32> {
@@ -125,7 +85,7 @@ fn install_ctrl_c(cancel: CancellationToken) {
 }
 
 /// A closed stdout (`| head`) is not an error.
-fn ignore_broken_pipe(r: std::io::Result<()>) -> Result<()> {
+pub(crate) fn ignore_broken_pipe(r: std::io::Result<()>) -> Result<()> {
     match r {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         Err(e) => Err(Error::File { path: "<stdout>".into(), source: e }),

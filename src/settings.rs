@@ -99,6 +99,7 @@ impl UploadSettings {
             content_md5: args.checksum.is_some(),
             drain: Duration::from_secs(5),
             seed: None,
+            shared_permits: None,
         };
         Ok(UploadSettings {
             provider,

@@ -37,6 +37,7 @@ impl Mode {
 pub struct FileProgress {
     mode: Mode,
     bar: ProgressBar,
+    total_bar: Option<ProgressBar>,
     total: AtomicU64,
     sent: AtomicU64,
     parts: AtomicU32,
@@ -46,38 +47,9 @@ pub struct FileProgress {
 }
 
 impl FileProgress {
-    /// A progress display in the given mode.
+    /// A progress display in the given mode, alone on the screen.
     pub fn new(mode: Mode) -> Self {
-        let bar = match mode {
-            Mode::Bars => {
-                let target = if std::io::stderr().is_terminal() {
-                    ProgressDrawTarget::stderr()
-                } else {
-                    ProgressDrawTarget::term_like(Box::new(ForcedTerm))
-                };
-                let b = ProgressBar::with_draw_target(Some(0), target);
-                b.set_style(
-                    ProgressStyle::with_template(
-                        "{msg:24!} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {prefix}",
-                    )
-                    .expect("template is valid")
-                    .progress_chars("=> "),
-                );
-                b.enable_steady_tick(Duration::from_millis(200));
-                b
-            }
-            _ => ProgressBar::hidden(),
-        };
-        FileProgress {
-            mode,
-            bar,
-            total: 0.into(),
-            sent: 0.into(),
-            parts: 0.into(),
-            parts_done: 0.into(),
-            name: Mutex::new(String::new()),
-            last_line: Mutex::new((Instant::now(), 0)),
-        }
+        Board::new(mode).file()
     }
 
     fn line(&self, force: bool) {
@@ -129,12 +101,17 @@ impl Progress for FileProgress {
                 self.line(true);
             }
             Event::Bytes { delta, .. } => {
+                for bar in std::iter::once(&self.bar).chain(self.total_bar.as_ref()) {
+                    if delta >= 0 {
+                        bar.inc(delta as u64);
+                    } else {
+                        bar.set_position(bar.position().saturating_sub(delta.unsigned_abs()));
+                    }
+                }
                 if delta >= 0 {
                     self.sent.fetch_add(delta as u64, Ordering::Relaxed);
-                    self.bar.inc(delta as u64);
                 } else {
                     self.sent.fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
-                    self.bar.set_position(self.bar.position().saturating_sub(delta.unsigned_abs()));
                 }
                 self.line(false);
             }
@@ -170,6 +147,90 @@ impl Progress for FileProgress {
 impl Drop for FileProgress {
     fn drop(&mut self) {
         self.bar.finish_and_clear();
+    }
+}
+
+/// All the bars of a run: one per file in flight, and a total bar when several files go.
+pub struct Board {
+    mode: Mode,
+    multi: Option<indicatif::MultiProgress>,
+    total: Option<ProgressBar>,
+}
+
+fn bar_style() -> ProgressStyle {
+    ProgressStyle::with_template("{msg:24!} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {prefix}")
+        .expect("template is valid")
+        .progress_chars("=> ")
+}
+
+impl Board {
+    /// A board in the given mode.
+    pub fn new(mode: Mode) -> Self {
+        let multi = (mode == Mode::Bars).then(|| {
+            let target = if std::io::stderr().is_terminal() {
+                ProgressDrawTarget::stderr()
+            } else {
+                ProgressDrawTarget::term_like(Box::new(ForcedTerm))
+            };
+            indicatif::MultiProgress::with_draw_target(target)
+        });
+        Board { mode, multi, total: None }
+    }
+
+    /// Adds a total bar for `files` files of `bytes` bytes (only when there are several).
+    pub fn with_total(mut self, files: usize, bytes: u64) -> Self {
+        if let (Some(multi), true) = (&self.multi, files > 1) {
+            let bar = multi.add(ProgressBar::new(bytes));
+            bar.set_style(bar_style());
+            bar.set_message(format!("total ({files} files)"));
+            self.total = Some(bar);
+        }
+        self
+    }
+
+    /// A bar for one more file.
+    pub fn file(&self) -> FileProgress {
+        let bar = match &self.multi {
+            Some(multi) => {
+                let b = match &self.total {
+                    Some(total) => multi.insert_before(total, ProgressBar::new(0)),
+                    None => multi.add(ProgressBar::new(0)),
+                };
+                b.set_style(bar_style());
+                b.enable_steady_tick(Duration::from_millis(200));
+                b
+            }
+            None => ProgressBar::hidden(),
+        };
+        FileProgress {
+            mode: self.mode,
+            bar,
+            total_bar: self.total.clone(),
+            total: 0.into(),
+            sent: 0.into(),
+            parts: 0.into(),
+            parts_done: 0.into(),
+            name: Mutex::new(String::new()),
+            last_line: Mutex::new((Instant::now(), 0)),
+        }
+    }
+
+    /// Prints a line above the bars (or plainly).
+    pub fn println(&self, line: &str) {
+        match &self.multi {
+            Some(m) => {
+                let _ = m.println(line);
+            }
+            None => eprintln!("{line}"),
+        }
+    }
+}
+
+impl Drop for Board {
+    fn drop(&mut self) {
+        if let Some(t) = &self.total {
+            t.finish_and_clear();
+        }
     }
 }
 

@@ -67,6 +67,9 @@ pub struct UploaderOptions {
     pub drain: Duration,
     /// Seed for the backoff jitter (tests); `None` = from the OS.
     pub seed: Option<u64>,
+    /// A part budget shared with other files uploading at the same time (`--files N`), so
+    /// the bytes in flight stay bounded for the whole run; `None` = `concurrency` for this file.
+    pub shared_permits: Option<Arc<Semaphore>>,
 }
 
 impl Default for UploaderOptions {
@@ -79,6 +82,7 @@ impl Default for UploaderOptions {
             content_md5: false,
             drain: Duration::from_secs(5),
             seed: None,
+            shared_permits: None,
         }
     }
 }
@@ -134,7 +138,8 @@ pub async fn upload_parts(
     let _stop_producer = AbortOnDrop(producer);
 
     // Stage 2: bounded part uploads.
-    let semaphore = Arc::new(Semaphore::new(options.concurrency.max(1)));
+    let semaphore =
+        options.shared_permits.clone().unwrap_or_else(|| Arc::new(Semaphore::new(options.concurrency.max(1))));
     let mut tasks: JoinSet<Result<CompletedPart>> = JoinSet::new();
     let mut part_seed = options.seed;
     let mut interrupted = false;

@@ -50,7 +50,7 @@ pub async fn run_upload(args: Vec<String>, envs: Vec<(String, String)>) -> Outpu
         ] {
             cmd.env_remove(k);
         }
-        cmd.env("XDG_STATE_HOME", std::env::temp_dir().join("upload-test-state"));
+        cmd.env("XDG_STATE_HOME", fresh_state_home());
         cmd.env("UPLOAD_CONFIG", "/nonexistent/upload-test-config.toml");
         cmd.args(&args).envs(envs);
         cmd.output().expect("the binary runs")
@@ -88,7 +88,7 @@ pub fn spawn_upload(args: &[String], envs: &[(String, String)]) -> std::process:
     ] {
         cmd.env_remove(k);
     }
-    cmd.env("XDG_STATE_HOME", std::env::temp_dir().join("upload-test-state"));
+    cmd.env("XDG_STATE_HOME", fresh_state_home());
     cmd.env("UPLOAD_CONFIG", "/nonexistent/upload-test-config.toml");
     cmd.args(args).envs(envs.iter().cloned()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
     cmd.spawn().expect("the binary starts")
@@ -103,4 +103,12 @@ pub fn journals(state_home: &Path) -> Vec<serde_json::Value> {
         .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
         .filter_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
         .collect()
+}
+
+/// A state home of its own for each run that does not name one: runs do not see each
+/// other's journals and done records unless a test says so.
+pub fn fresh_state_home() -> PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    std::env::temp_dir().join(format!("upload-test-state-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)))
 }

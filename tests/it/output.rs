@@ -38,9 +38,11 @@ async fn json_lines_match_the_schema_for_success_and_failure() {
     let text = stdout(&out);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2, "one line per file: {lines:?}");
-    let ok = assert_valid(lines[0]);
+    let ok_line = lines.iter().find(|l| l.contains("a.zip")).unwrap();
+    let failed_line = lines.iter().find(|l| l.contains("b.txt")).unwrap();
+    let ok = assert_valid(ok_line);
     assert_eq!((ok["status"].as_str(), ok["bytes"].as_u64()), (Some("UPLOADED"), Some(1234)));
-    let failed = assert_valid(lines[1]);
+    let failed = assert_valid(failed_line);
     assert_eq!(failed["status"], "failed");
     assert_eq!(failed["exit_code"], 2);
     assert!(failed["error"].as_str().unwrap().contains("cannot tell the Teleport format"));

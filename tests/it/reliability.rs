@@ -154,7 +154,7 @@ async fn a_failed_run_resumes_without_resending_parts_and_refuses_a_changed_file
 
     // Interrupt another run, change the file: the journal is refused; --no-resume starts over.
     s.emu.set_faults(Faults { fail_put_nth: vec![3], ..Faults::default() });
-    let out = run_upload(s.args(&["--retries", "0", "--concurrency", "1"]), s.env()).await;
+    let out = run_upload(s.args(&["--retries", "0", "--concurrency", "1", "--force"]), s.env()).await;
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
     make_file(s.dir.path(), "scan.zip", 5 * 5 * MIB + 1);
     let out = run_upload(s.args(&[]), s.env()).await;

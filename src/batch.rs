@@ -1,0 +1,411 @@
+//! Many files in one run: directories and globs expanded, files uploaded concurrently under
+//! one part budget, what was already uploaded skipped, one summary.
+//!
+//! A directory given to Teleport with `--format bulk-images` becomes one capture: its images
+//! are put in a zip (stored, not recompressed: JPEG/PNG/HEIC are already compressed) built
+//! deterministically in the state directory (sorted names, the images' own timestamps, the
+//! zip's mtime set to the newest image's), so a rerun builds the very same bytes and can
+//! resume or skip it. The zip is written to disk first rather than streamed: the API needs
+//! the capture's `bytesize` before the first part and parts are re-read for retries and
+//! resume, which a one-pass stream cannot give.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::StreamExt;
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{Cli, ProviderName};
+use crate::engine::journal::FileIdentity;
+use crate::engine::source::FileSource;
+use crate::error::{Error, Result};
+use crate::providers::{Provider, UploadOutcome};
+use crate::settings::UploadSettings;
+use crate::ui;
+
+/// Image extensions Teleport's bulk-images zips keep.
+pub const IMAGE_EXTENSIONS: [&str; 12] =
+    ["jpg", "jpeg", "png", "heic", "heif", "tif", "tiff", "webp", "bmp", "dng", "exr", "jxl"];
+
+/// One unit of work: a file as given or found, or a directory to zip.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Item {
+    /// A file.
+    File(PathBuf),
+    /// A directory of images to zip into one bulk-images capture.
+    ZipDir(PathBuf),
+}
+
+impl Item {
+    /// The path as given.
+    pub fn path(&self) -> &Path {
+        match self {
+            Item::File(p) | Item::ZipDir(p) => p,
+        }
+    }
+}
+
+/// Which files a directory contributes.
+pub struct Selection {
+    recursive: bool,
+    hidden: bool,
+    include: Option<GlobSet>,
+    exclude: Option<GlobSet>,
+}
+
+fn globs(patterns: &[String], flag: &str) -> Result<Option<GlobSet>> {
+    if patterns.is_empty() {
+        return Ok(None);
+    }
+    let mut b = GlobSetBuilder::new();
+    for p in patterns {
+        let glob = Glob::new(p).map_err(|e| {
+            Error::usage(
+                format!("{flag} '{p}' is not a valid glob: {e}"),
+                "use *, ?, [abc] and ** in globs, e.g. '*.mp4' or 'day1/**'",
+            )
+        })?;
+        b.add(glob);
+        // A pattern without a slash also matches the file name anywhere below the directory.
+        if !p.contains('/') {
+            b.add(Glob::new(&format!("**/{p}")).expect("a valid glob stays valid under **/"));
+        }
+    }
+    b.build().map(Some).map_err(|e| Error::usage(format!("invalid {flag}: {e}"), "check the glob syntax"))
+}
+
+impl Selection {
+    /// From the command line.
+    pub fn new(recursive: bool, hidden: bool, include: &[String], exclude: &[String]) -> Result<Self> {
+        Ok(Selection {
+            recursive,
+            hidden,
+            include: globs(include, "--include")?,
+            exclude: globs(exclude, "--exclude")?,
+        })
+    }
+
+    fn keeps(&self, relative: &Path) -> bool {
+        self.include.as_ref().is_none_or(|g| g.is_match(relative))
+            && !self.exclude.as_ref().is_some_and(|g| g.is_match(relative))
+    }
+
+    /// Files below `dir` (relative paths, sorted), walking subdirectories with `recursive`.
+    pub fn walk(&self, dir: &Path, recursive: bool) -> Result<Vec<PathBuf>> {
+        let mut out = vec![];
+        let mut stack = vec![PathBuf::new()];
+        while let Some(rel) = stack.pop() {
+            let here = dir.join(&rel);
+            let entries = std::fs::read_dir(&here).map_err(|e| Error::File { path: here.clone(), source: e })?;
+            for entry in entries {
+                let entry = entry.map_err(|e| Error::File { path: here.clone(), source: e })?;
+                let name = entry.file_name();
+                if !self.hidden && name.to_string_lossy().starts_with('.') {
+                    continue;
+                }
+                let rel_path = rel.join(&name);
+                let meta =
+                    std::fs::metadata(entry.path()).map_err(|e| Error::File { path: entry.path(), source: e })?;
+                if meta.is_dir() {
+                    if recursive {
+                        stack.push(rel_path);
+                    }
+                } else if meta.is_file() && self.keeps(&rel_path) {
+                    out.push(rel_path);
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Expands the command line's paths into items.
+    pub fn expand(&self, paths: &[PathBuf], zip_dirs: bool) -> Result<Vec<Item>> {
+        let mut items = vec![];
+        for p in paths {
+            if p.is_dir() {
+                if zip_dirs {
+                    items.push(Item::ZipDir(p.clone()));
+                } else {
+                    items.extend(self.walk(p, self.recursive)?.into_iter().map(|rel| Item::File(p.join(rel))));
+                }
+            } else {
+                items.push(Item::File(p.clone()));
+            }
+        }
+        Ok(items)
+    }
+}
+
+/// Builds the bulk-images zip of a directory (images only, stored) under `work_dir`, and
+/// returns its path. The same images give the same bytes.
+pub fn zip_images(dir: &Path, selection: &Selection, work_dir: &Path) -> Result<PathBuf> {
+    use std::io::Write;
+    use zip::write::SimpleFileOptions;
+    let canonical = std::fs::canonicalize(dir).map_err(|e| Error::File { path: dir.into(), source: e })?;
+    let mut images: Vec<PathBuf> = selection
+        .walk(dir, true)?
+        .into_iter()
+        .filter(|rel| {
+            rel.extension()
+                .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_string_lossy().to_ascii_lowercase().as_str()))
+        })
+        .collect();
+    images.sort();
+    if images.is_empty() {
+        return Err(Error::usage(
+            format!("{} holds no images to zip", dir.display()),
+            format!("bulk-images zips take {}", IMAGE_EXTENSIONS.join(", ")),
+        ));
+    }
+    let name = canonical.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "images".into());
+    let key = hex::encode(&Sha256::digest(canonical.to_string_lossy().as_bytes())[..8]);
+    std::fs::create_dir_all(work_dir).map_err(|e| Error::File { path: work_dir.into(), source: e })?;
+    let final_path = work_dir.join(format!("{name}-{key}.zip"));
+    let tmp = work_dir.join(format!("{name}-{key}.zip.tmp{}", std::process::id()));
+    let werr = |e: std::io::Error| Error::File { path: tmp.clone(), source: e };
+    let zerr = |e: zip::result::ZipError| Error::File { path: tmp.clone(), source: std::io::Error::other(e) };
+    let mut newest = std::time::UNIX_EPOCH;
+    {
+        let file = std::fs::File::create(&tmp).map_err(werr)?;
+        let mut zip = zip::ZipWriter::new(std::io::BufWriter::with_capacity(1 << 20, file));
+        for rel in &images {
+            let path = dir.join(rel);
+            let meta = std::fs::metadata(&path).map_err(|e| Error::File { path: path.clone(), source: e })?;
+            let mtime = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+            newest = newest.max(mtime);
+            let when = chrono::DateTime::<chrono::Utc>::from(mtime).naive_utc();
+            let stamp = {
+                use chrono::{Datelike, Timelike};
+                zip::DateTime::from_date_and_time(
+                    when.year().clamp(1980, 2107) as u16,
+                    when.month() as u8,
+                    when.day() as u8,
+                    when.hour() as u8,
+                    when.minute() as u8,
+                    when.second() as u8,
+                )
+                .unwrap_or_default()
+            };
+            let options = SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Stored)
+                .last_modified_time(stamp)
+                .large_file(meta.len() >= u32::MAX as u64);
+            let entry_name = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
+            zip.start_file(entry_name, options).map_err(zerr)?;
+            let mut src = std::fs::File::open(&path).map_err(|e| Error::File { path: path.clone(), source: e })?;
+            std::io::copy(&mut src, &mut zip).map_err(werr)?;
+        }
+        let mut inner = zip.finish().map_err(zerr)?;
+        inner.flush().map_err(werr)?;
+        let file = inner.into_inner().map_err(|e| werr(e.into_error()))?;
+        file.sync_all().map_err(werr)?;
+        file.set_modified(newest).map_err(werr)?;
+    }
+    std::fs::rename(&tmp, &final_path).map_err(werr)?;
+    Ok(final_path)
+}
+
+/// What the state directory remembers of a finished upload.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DoneRecord {
+    /// The file when it was uploaded.
+    pub file: FileIdentity,
+    /// Provider name.
+    pub provider: String,
+    /// Endpoint.
+    pub endpoint: String,
+    /// The provider's id.
+    pub id: String,
+    /// Final status.
+    pub status: String,
+    /// When (RFC 3339).
+    pub uploaded_at: String,
+}
+
+fn done_path(state_dir: &Path, provider: &str, endpoint: &str, identity: &FileIdentity) -> PathBuf {
+    let key = hex::encode(Sha256::digest(format!("{provider}\n{endpoint}\n{}", identity.path.display())));
+    state_dir.join("done").join(format!("{provider}-{}.json", &key[..24]))
+}
+
+/// The record of an earlier upload of this very file (same path, size, mtime, fingerprint).
+pub fn find_done(state_dir: &Path, provider: &str, endpoint: &str, identity: &FileIdentity) -> Option<DoneRecord> {
+    let text = std::fs::read(done_path(state_dir, provider, endpoint, identity)).ok()?;
+    let rec: DoneRecord = serde_json::from_slice(&text).ok()?;
+    (rec.file == *identity).then_some(rec)
+}
+
+/// Remembers a finished upload.
+pub fn record_done(state_dir: &Path, endpoint: &str, identity: &FileIdentity, outcome: &UploadOutcome) -> Result<()> {
+    let path = done_path(state_dir, outcome.provider, endpoint, identity);
+    let rec = DoneRecord {
+        file: identity.clone(),
+        provider: outcome.provider.into(),
+        endpoint: endpoint.into(),
+        id: outcome.id.clone(),
+        status: outcome.status.clone(),
+        uploaded_at: chrono::Utc::now().to_rfc3339(),
+    };
+    let dir = path.parent().expect("has a parent");
+    std::fs::create_dir_all(dir).map_err(|e| Error::File { path: dir.into(), source: e })?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec(&rec).expect("serializes"))
+        .map_err(|e| Error::File { path: tmp.clone(), source: e })?;
+    std::fs::rename(&tmp, &path).map_err(|e| Error::File { path: path.clone(), source: e })
+}
+
+enum FileResult {
+    Uploaded(UploadOutcome),
+    Skipped(DoneRecord, u64),
+    Planned,
+}
+
+/// Uploads every item of the command line; prints one result per file; returns the exit
+/// code of the worst outcome.
+pub async fn run(
+    cli: &Cli,
+    settings: &UploadSettings,
+    provider: &dyn Provider,
+    cancel: CancellationToken,
+) -> Result<i32> {
+    let args = &cli.upload;
+    let json = cli.output.json;
+    let selection = Selection::new(args.recursive, args.hidden, &args.include, &args.exclude)?;
+    let zip_dirs =
+        settings.provider == ProviderName::Teleport && args.teleport.format.as_deref() == Some("bulk-images");
+    let items = selection.expand(&args.files, zip_dirs)?;
+    if items.is_empty() {
+        return Err(Error::usage(
+            "no files to upload: the directories hold no matching files",
+            "check the paths, --include/--exclude, and --recursive",
+        ));
+    }
+    let total_bytes: u64 =
+        items.iter().filter_map(|i| std::fs::metadata(i.path()).ok()).filter(|m| m.is_file()).map(|m| m.len()).sum();
+    let board = ui::Board::new(ui::Mode::detect(cli.output.quiet, json)).with_total(items.len(), total_bytes);
+    let several = items.len() > 1;
+    let files_at_once = if several { args.files_at_once as usize } else { 1 };
+    let mut settings_uploader = settings.uploader.clone();
+    if files_at_once > 1 {
+        settings_uploader.shared_permits = Some(Arc::new(tokio::sync::Semaphore::new(settings.uploader.concurrency)));
+    }
+    let endpoint = settings.endpoint.as_str().trim_end_matches('/').to_string();
+    let run_cancel = cancel.child_token();
+    let started = Instant::now();
+    let mut summary = ui::Summary::default();
+    let stdout = std::io::stdout();
+
+    let one = |item: Item| {
+        let board = &board;
+        let uploader = settings_uploader.clone();
+        let endpoint = endpoint.clone();
+        let run_cancel = run_cancel.clone();
+        let selection = &selection;
+        async move {
+            let t0 = Instant::now();
+            let res: Result<FileResult> = async {
+                let path = match &item {
+                    Item::File(p) => p.clone(),
+                    Item::ZipDir(dir) => {
+                        let work = settings.state_dir.clone().unwrap_or_else(std::env::temp_dir).join("zips");
+                        let dir = dir.clone();
+                        let sel = Selection {
+                            recursive: true,
+                            hidden: selection.hidden,
+                            include: selection.include.clone(),
+                            exclude: selection.exclude.clone(),
+                        };
+                        tokio::task::spawn_blocking(move || zip_images(&dir, &sel, &work))
+                            .await
+                            .map_err(|e| Error::File { path: "zip".into(), source: std::io::Error::other(e) })??
+                    }
+                };
+                let file = FileSource::open(&path)?;
+                if args.dry_run {
+                    let plan = provider.dry_run(&file)?;
+                    return Ok((FileResult::Planned, Some(plan)));
+                }
+                let state_dir = settings.state_dir.clone();
+                let identity = match &state_dir {
+                    Some(_) => Some(FileIdentity::of(&file)?),
+                    None => None,
+                };
+                if let (Some(dir), Some(id), false) = (&state_dir, &identity, args.force) {
+                    if let Some(rec) = find_done(dir, provider.name(), &endpoint, id) {
+                        return Ok((FileResult::Skipped(rec, file.size()), None));
+                    }
+                }
+                let progress = Arc::new(board.file());
+                let mut ctx = settings.context(progress, run_cancel.clone())?;
+                ctx.uploader = uploader;
+                let outcome = provider.upload(&ctx, file).await?;
+                if let (Some(dir), Some(id)) = (&state_dir, &identity) {
+                    if let Err(e) = record_done(dir, &endpoint, id, &outcome) {
+                        tracing::warn!("cannot record the finished upload: {e}");
+                    }
+                }
+                if matches!(item, Item::ZipDir(_)) {
+                    let _ = std::fs::remove_file(&path);
+                }
+                Ok((FileResult::Uploaded(outcome), None))
+            }
+            .await
+            .map(|(r, plan)| {
+                if let Some(plan) = plan {
+                    let mut out = std::io::stdout().lock();
+                    let _ = ui::print_dry_run(&mut out, &plan, json);
+                }
+                r
+            });
+            (item, res, t0.elapsed())
+        }
+    };
+
+    let mut results = futures::stream::iter(items).map(one).buffer_unordered(files_at_once);
+    while let Some((item, res, elapsed)) = results.next().await {
+        match res {
+            Ok(FileResult::Uploaded(outcome)) => {
+                summary.uploaded(outcome.bytes);
+                crate::ignore_broken_pipe(ui::print_outcome(&mut stdout.lock(), &outcome, json))?;
+            }
+            Ok(FileResult::Skipped(rec, bytes)) => {
+                summary.skipped();
+                let line = serde_json::json!({
+                    "provider": rec.provider, "file": item.path().display().to_string(), "bytes": bytes,
+                    "id": rec.id, "status": "skipped", "parts": 0, "elapsed_s": elapsed.as_secs_f64(),
+                    "uploaded_at": rec.uploaded_at,
+                });
+                if json {
+                    crate::ignore_broken_pipe(ui::print_json_line(&mut stdout.lock(), &line))?;
+                } else if !cli.output.quiet {
+                    board.println(&format!(
+                        "upload: {}: already uploaded ({} {}); --force uploads it again",
+                        item.path().display(),
+                        rec.provider,
+                        rec.id
+                    ));
+                }
+            }
+            Ok(FileResult::Planned) => {}
+            Err(err) => {
+                summary.failed(err.exit_code());
+                if json {
+                    let line = ui::failure_json(provider.name(), item.path(), &err, elapsed);
+                    crate::ignore_broken_pipe(ui::print_json_line(&mut stdout.lock(), &line))?;
+                }
+                crate::report_error(&err);
+                if args.fail_fast || matches!(err, Error::Interrupted { .. }) {
+                    run_cancel.cancel();
+                }
+            }
+        }
+    }
+    if several && !args.dry_run {
+        summary.print(started.elapsed(), cli.output.quiet);
+    }
+    Ok(summary.exit_code())
+}
