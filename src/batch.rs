@@ -334,19 +334,19 @@ pub async fn run(
                     Some(_) => Some(FileIdentity::of(&file)?),
                     None => None,
                 };
-                if let (Some(dir), Some(id), false) = (&state_dir, &identity, args.force) {
-                    if let Some(rec) = find_done(dir, provider.name(), &endpoint, id) {
-                        return Ok((FileResult::Skipped(rec, file.size()), None));
-                    }
+                if let (Some(dir), Some(id), false) = (&state_dir, &identity, args.force)
+                    && let Some(rec) = find_done(dir, provider.name(), &endpoint, id)
+                {
+                    return Ok((FileResult::Skipped(rec, file.size()), None));
                 }
                 let progress = Arc::new(board.file());
                 let mut ctx = settings.context(progress, run_cancel.clone())?;
                 ctx.uploader = uploader;
                 let outcome = provider.upload(&ctx, file).await?;
-                if let (Some(dir), Some(id)) = (&state_dir, &identity) {
-                    if let Err(e) = record_done(dir, &endpoint, id, &outcome) {
-                        tracing::warn!("cannot record the finished upload: {e}");
-                    }
+                if let (Some(dir), Some(id)) = (&state_dir, &identity)
+                    && let Err(e) = record_done(dir, &endpoint, id, &outcome)
+                {
+                    tracing::warn!("cannot record the finished upload: {e}");
                 }
                 if matches!(item, Item::ZipDir(_)) {
                     let _ = std::fs::remove_file(&path);
