@@ -1,5 +1,6 @@
 //! One integration-test binary: each module starts the emulator in-process on loopback.
 
+mod batch;
 mod common;
 mod output;
 mod reliability;
