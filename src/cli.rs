@@ -38,6 +38,15 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Upload a generated sample file to the in-process emulator and show what happened.
+    Demo {
+        /// The provider flow to show.
+        #[arg(long, short = 'p', value_enum, default_value = "teleport")]
+        provider: ProviderName,
+        /// Size of the sample file.
+        #[arg(long, default_value = "20MiB", value_parser = parse_size_arg)]
+        size: u64,
+    },
     /// Show the configuration file's path or its content (secrets redacted).
     Config {
         /// What to show.
@@ -137,6 +146,11 @@ pub struct UploadArgs {
     /// Validate everything locally and print the plan; make no request.
     #[arg(long)]
     pub dry_run: bool,
+
+    /// Start the local emulator in-process and upload there instead (no account needed);
+    /// then show the requests made and what the emulator stored.
+    #[arg(long)]
+    pub emulate: bool,
 
     /// Walk directories given as FILE into their subdirectories too.
     #[arg(long, short = 'r')]

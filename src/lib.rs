@@ -7,6 +7,7 @@
 pub mod batch;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod engine;
 pub mod error;
 pub mod providers;
@@ -25,7 +26,10 @@ pub use error::{Error, Result};
 /// reported per file; an `Err` is a failure of the whole run, for the caller to print.
 pub async fn run(cli: cli::Cli) -> Result<i32> {
     if let Some(cmd) = cli.command {
-        return run_command(cmd).await;
+        return run_command(cmd, cli.output).await;
+    }
+    if cli.upload.emulate {
+        return demo::run_emulated(cli).await;
     }
     let cancel = CancellationToken::new();
     install_ctrl_c(cancel.clone());
@@ -34,8 +38,9 @@ pub async fn run(cli: cli::Cli) -> Result<i32> {
     batch::run(&cli, &settings, provider.as_ref(), cancel).await
 }
 
-async fn run_command(cmd: cli::Command) -> Result<i32> {
+async fn run_command(cmd: cli::Command, output: cli::OutputArgs) -> Result<i32> {
     match cmd {
+        cli::Command::Demo { provider, size } => demo::demo(provider, size, output).await,
         cli::Command::Config { command } => {
             let path = config::ConfigFile::path();
             match command {

@@ -39,8 +39,11 @@ struct Cli {
     /// Latency added before every response, in milliseconds.
     #[arg(long = "latency-ms", default_value_t = 0)]
     latency_ms: u64,
-    /// Body read throttle of each PUT, bytes per second (0 = unlimited).
-    #[arg(long = "bandwidth", default_value_t = 0)]
+    /// Latency added before every response, as a duration: 30ms, 0.2s (overrides --latency-ms).
+    #[arg(long = "latency", value_parser = parse_duration_ms)]
+    latency: Option<u64>,
+    /// Body read throttle of each PUT/POST connection, bytes per second: 20MiB, 5000000 (0 = unlimited).
+    #[arg(long = "bandwidth", default_value = "0", value_parser = parse_rate)]
     bandwidth: u64,
     /// Fraction (0..1) of part PUTs answering 500.
     #[arg(long = "fail-put-ratio", default_value_t = 0.0)]
@@ -80,7 +83,7 @@ impl Cli {
                 fail_status: self.fail_status,
                 reset_ratio: self.reset_ratio,
                 seed: self.seed,
-                latency_ms: self.latency_ms,
+                latency_ms: self.latency.unwrap_or(self.latency_ms),
                 bandwidth_bps: self.bandwidth,
                 ..Faults::default()
             },
@@ -159,4 +162,38 @@ fn stop_signal() -> impl std::future::Future<Output = ()> {
     async {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// `30ms`, `0.2s`, `2s`, `1m`; a plain number is milliseconds.
+fn parse_duration_ms(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let v: f64 = num.parse().map_err(|_| format!("invalid duration '{s}': use e.g. 30ms or 0.5s"))?;
+    let ms = match unit {
+        "" | "ms" => v,
+        "s" => v * 1000.0,
+        "m" => v * 60_000.0,
+        _ => return Err(format!("invalid duration unit in '{s}': use ms, s or m")),
+    };
+    Ok(ms.round() as u64)
+}
+
+/// `20MiB`, `5MB`, `1048576` (per second; a trailing `/s` is allowed).
+fn parse_rate(s: &str) -> Result<u64, String> {
+    let t = s.trim().trim_end_matches("/s");
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let v: f64 = num.parse().map_err(|_| format!("invalid rate '{s}': use e.g. 20MiB or 5000000"))?;
+    let mult = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kib" => 1024.0,
+        "kb" => 1e3,
+        "m" | "mib" => 1048576.0,
+        "mb" => 1e6,
+        "g" | "gib" => 1073741824.0,
+        "gb" => 1e9,
+        other => return Err(format!("invalid rate unit '{other}' in '{s}'")),
+    };
+    Ok((v * mult) as u64)
 }

@@ -2,6 +2,7 @@
 
 mod batch;
 mod common;
+mod demo;
 mod output;
 mod reliability;
 mod teleport;

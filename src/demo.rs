@@ -1,0 +1,191 @@
+//! `upload --emulate` and `upload demo`: the whole flow against the emulator started
+//! in-process on loopback, then a report of the requests made and what arrived.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::cli::{Cli, ProviderName};
+use crate::error::{Error, Result};
+
+/// Runs the upload of `cli` against an in-process emulator.
+pub async fn run_emulated(mut cli: Cli) -> Result<i32> {
+    let provider = cli
+        .upload
+        .provider
+        .ok_or_else(|| Error::usage("no provider given", "pass --provider teleport|truvideo|uplift|apertur"))?;
+    let emu = upload_emulator::Emulator::start(upload_emulator::Config::default()).await.map_err(|e| {
+        Error::Network { provider: provider.as_str(), what: "starting the emulator".into(), message: e.to_string() }
+    })?;
+    let state = tempfile_dir()?;
+    let quiet = cli.output.quiet;
+    if !quiet {
+        eprintln!(
+            "emulator: {} API at {} (S3 store at {}), in-process on loopback",
+            provider.as_str(),
+            emu.api_url(),
+            emu.s3_url()
+        );
+    }
+    let up = &mut cli.upload;
+    up.emulate = false;
+    up.endpoint = Some(emu.api_url());
+    up.token = Some(emu.token());
+    up.token_command = None;
+    up.state_dir = Some(state.clone());
+    if provider == ProviderName::Uplift {
+        let u = &mut up.uplift;
+        u.athlete_id.get_or_insert_with(|| uuid::Uuid::new_v4().to_string());
+        u.activity.get_or_insert_with(|| "golf".into());
+        u.movement.get_or_insert_with(|| "full_swing".into());
+        u.camera_setup.get_or_insert_with(|| "single.down_the_line".into());
+        u.orientation.get_or_insert_with(|| "landscape".into());
+    }
+    let files = cli.upload.files.clone();
+    let code = Box::pin(crate::run(cli)).await;
+    report(&emu, &files, quiet);
+    let _ = std::fs::remove_dir_all(&state);
+    code
+}
+
+/// `upload demo`: a generated sample through the whole flow of `provider`.
+pub async fn demo(provider: ProviderName, size: u64, output: crate::cli::OutputArgs) -> Result<i32> {
+    let dir = tempfile_dir()?;
+    let name = match provider {
+        ProviderName::Teleport | ProviderName::Truvideo => "sample.mp4",
+        ProviderName::Uplift => "sample.mov",
+        ProviderName::Apertur => "sample.jpg",
+    };
+    let path = dir.join(name);
+    write_sample(&path, size)?;
+    if !output.quiet {
+        eprintln!("demo: generated {} ({})", path.display(), crate::size::human(size));
+    }
+    let mut args = vec![
+        "upload".to_string(),
+        path.display().to_string(),
+        "--provider".into(),
+        provider.as_str().into(),
+        "--emulate".into(),
+    ];
+    if output.json {
+        args.push("--json".into());
+    }
+    if output.quiet {
+        args.push("--quiet".into());
+    }
+    let cli = <Cli as clap::Parser>::try_parse_from(args)
+        .map_err(|e| Error::usage(e.to_string(), "this is a bug in `upload demo`"))?;
+    let code = run_emulated(cli).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    code
+}
+
+fn tempfile_dir() -> Result<PathBuf> {
+    let dir =
+        std::env::temp_dir().join(format!("upload-emulate-{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).map_err(|e| Error::File { path: dir.clone(), source: e })?;
+    Ok(dir)
+}
+
+fn write_sample(path: &Path, size: u64) -> Result<()> {
+    let mut f =
+        std::io::BufWriter::new(std::fs::File::create(path).map_err(|e| Error::File { path: path.into(), source: e })?);
+    let mut state: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut left = size;
+    let mut block = vec![0u8; 1 << 16];
+    while left > 0 {
+        for chunk in block.chunks_mut(8) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+        }
+        let n = left.min(block.len() as u64) as usize;
+        f.write_all(&block[..n]).map_err(|e| Error::File { path: path.into(), source: e })?;
+        left -= n as u64;
+    }
+    f.flush().map_err(|e| Error::File { path: path.into(), source: e })
+}
+
+/// An API path with its ids folded: `/api/v1/captures/{id}/create-upload-url/{n}`.
+fn path_shape(path: &str) -> String {
+    path.split('/')
+        .map(|seg| {
+            if !seg.is_empty() && seg.chars().all(|c| c.is_ascii_digit()) {
+                "{n}".to_string()
+            } else if seg.len() >= 8 && seg.chars().any(|c| c.is_ascii_digit()) {
+                "{id}".to_string()
+            } else {
+                seg.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn report(emu: &upload_emulator::Emulator, files: &[PathBuf], quiet: bool) {
+    if quiet {
+        return;
+    }
+    let mut groups: BTreeMap<(usize, String, String), (usize, BTreeMap<u16, usize>)> = BTreeMap::new();
+    let mut order = 0;
+    for r in emu.request_log() {
+        let shape = if r.server == "s3" { "S3 store (presigned)".to_string() } else { path_shape(&r.path) };
+        let key_prefix = groups.keys().find(|(_, m, p)| *m == r.method && *p == shape).map(|k| k.0);
+        let idx = key_prefix.unwrap_or_else(|| {
+            order += 1;
+            order
+        });
+        let entry = groups.entry((idx, r.method.clone(), shape)).or_default();
+        entry.0 += 1;
+        *entry.1.entry(r.status).or_default() += 1;
+    }
+    let mut err = std::io::stderr().lock();
+    let total: usize = groups.values().map(|g| g.0).sum();
+    let _ = writeln!(err, "emulator: {total} requests");
+    for ((_, method, shape), (count, statuses)) in &groups {
+        let st = statuses
+            .iter()
+            .map(|(s, n)| if *n > 1 { format!("{s} ×{n}") } else { s.to_string() })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let _ = writeln!(err, "  {method:6} {shape}  ×{count}  → {st}");
+    }
+    let local: BTreeMap<String, String> = files
+        .iter()
+        .filter(|p| p.is_file())
+        .filter_map(|p| {
+            let bytes = std::fs::read(p).ok()?;
+            Some((hex::encode(Sha256::digest(&bytes)), p.display().to_string()))
+        })
+        .collect();
+    for o in emu.objects() {
+        let verdict = match local.get(&o.sha256) {
+            Some(f) => format!("byte-exact copy of {f}"),
+            None => "stored".to_string(),
+        };
+        let _ = writeln!(
+            err,
+            "emulator: stored {} ({}, {} parts, sha256 {}…): {verdict}",
+            o.key,
+            crate::size::human(o.size),
+            o.parts,
+            &o.sha256[..16]
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ids_are_folded() {
+        assert_eq!(
+            super::path_shape("/api/v1/captures/hd72kkw82ksa/create-upload-url/3"),
+            "/api/v1/captures/{id}/create-upload-url/{n}"
+        );
+        assert_eq!(super::path_shape("/api/v1/captures"), "/api/v1/captures");
+    }
+}
