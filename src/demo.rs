@@ -130,29 +130,37 @@ fn report(emu: &upload_emulator::Emulator, files: &[PathBuf], quiet: bool) {
     if quiet {
         return;
     }
-    let mut groups: BTreeMap<(usize, String, String), (usize, BTreeMap<u16, usize>)> = BTreeMap::new();
-    let mut order = 0;
+    // Request kinds in order of first appearance, with their count and statuses.
+    struct Group {
+        method: String,
+        shape: String,
+        count: usize,
+        statuses: BTreeMap<u16, usize>,
+    }
+    let mut groups: Vec<Group> = vec![];
     for r in emu.request_log() {
         let shape = if r.server == "s3" { "S3 store (presigned)".to_string() } else { path_shape(&r.path) };
-        let key_prefix = groups.keys().find(|(_, m, p)| *m == r.method && *p == shape).map(|k| k.0);
-        let idx = key_prefix.unwrap_or_else(|| {
-            order += 1;
-            order
-        });
-        let entry = groups.entry((idx, r.method.clone(), shape)).or_default();
-        entry.0 += 1;
-        *entry.1.entry(r.status).or_default() += 1;
+        let i = match groups.iter().position(|g| g.method == r.method && g.shape == shape) {
+            Some(i) => i,
+            None => {
+                groups.push(Group { method: r.method.clone(), shape, count: 0, statuses: BTreeMap::new() });
+                groups.len() - 1
+            }
+        };
+        groups[i].count += 1;
+        *groups[i].statuses.entry(r.status).or_default() += 1;
     }
     let mut err = std::io::stderr().lock();
-    let total: usize = groups.values().map(|g| g.0).sum();
+    let total: usize = groups.iter().map(|g| g.count).sum();
     let _ = writeln!(err, "emulator: {total} requests");
-    for ((_, method, shape), (count, statuses)) in &groups {
-        let st = statuses
+    for g in &groups {
+        let st = g
+            .statuses
             .iter()
             .map(|(s, n)| if *n > 1 { format!("{s} ×{n}") } else { s.to_string() })
             .collect::<Vec<_>>()
             .join(", ");
-        let _ = writeln!(err, "  {method:6} {shape}  ×{count}  → {st}");
+        let _ = writeln!(err, "  {:6} {}  ×{}  → {st}", g.method, g.shape, g.count);
     }
     let local: BTreeMap<String, String> = files
         .iter()
