@@ -15,12 +15,16 @@ pub mod redact;
 pub mod settings;
 pub mod size;
 pub mod ui;
+pub mod uploader;
 
 use std::io::Write;
 
 use tokio_util::sync::CancellationToken;
 
+pub use engine::progress::{Event, Progress};
 pub use error::{Error, Result};
+pub use providers::{Provider, UploadOutcome};
+pub use uploader::Uploader;
 
 /// Runs a parsed command line. Returns the exit code of a run whose failures were already
 /// reported per file; an `Err` is a failure of the whole run, for the caller to print.

@@ -3,6 +3,7 @@
 mod batch;
 mod common;
 mod demo;
+mod library;
 mod output;
 mod reliability;
 mod teleport;
