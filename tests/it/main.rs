@@ -5,5 +5,6 @@ mod common;
 mod demo;
 mod library;
 mod output;
+mod real_s3;
 mod reliability;
 mod teleport;
