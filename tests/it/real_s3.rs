@@ -19,7 +19,8 @@ use crate::common::*;
 const AK: &str = "upload-test-ak";
 const SK: &str = "upload-test-secret-key/0123456789";
 
-struct Weed(std::process::Child, tempfile::TempDir);
+/// The server process and its data directory, both gone on drop.
+struct Weed(std::process::Child, #[allow(dead_code)] tempfile::TempDir);
 
 impl Drop for Weed {
     fn drop(&mut self) {
@@ -76,10 +77,10 @@ async fn start_weed() -> Option<(Weed, String)> {
     let http = reqwest::Client::new();
     for _ in 0..300 {
         let url = presign("PUT", &format!("{base}/upload-test"), chrono::Utc::now(), 300);
-        if let Ok(r) = http.put(&url).send().await {
-            if r.status().is_success() || r.status().as_u16() == 409 {
-                return Some((weed, base));
-            }
+        if let Ok(r) = http.put(&url).send().await
+            && (r.status().is_success() || r.status().as_u16() == 409)
+        {
+            return Some((weed, base));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
