@@ -66,6 +66,15 @@ struct Cli {
     /// Make processing end in ERROR with this reason (e.g. NOT_ENOUGH_FRAMES).
     #[arg(long = "processing-fail")]
     processing_fail: Option<String>,
+    /// Refuse presigned URLs as expired this long after signing, in milliseconds.
+    #[arg(long = "expire-urls-after-ms")]
+    expire_urls_after_ms: Option<u64>,
+    /// Answer 401 to the Nth provider API call (1-based; repeatable) even with a good token.
+    #[arg(long = "unauthorized-call-nth")]
+    unauthorized_call_nth: Vec<u64>,
+    /// The first N completion calls answer 500.
+    #[arg(long = "complete-fail-times", default_value_t = 0)]
+    complete_fail_times: u32,
 }
 
 impl Cli {
@@ -85,6 +94,9 @@ impl Cli {
                 seed: self.seed,
                 latency_ms: self.latency.unwrap_or(self.latency_ms),
                 bandwidth_bps: self.bandwidth,
+                expire_urls_after_ms: self.expire_urls_after_ms,
+                unauthorized_api_call_nth: self.unauthorized_call_nth,
+                complete_fail_times: self.complete_fail_times,
                 ..Faults::default()
             },
             processing: Processing { delay_ms: self.processing_ms, fail_reason: self.processing_fail },
