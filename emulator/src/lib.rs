@@ -38,6 +38,7 @@ pub mod s3;
 mod server;
 pub mod state;
 pub mod teleport;
+pub mod uplift;
 
 pub use s3::sigv4;
 pub use s3::{CompleteError, Store};
@@ -75,6 +76,8 @@ pub struct Config {
     /// Smallest size of every part but the last at completion (`EntityTooSmall` below it).
     /// Default 5 MiB, as S3; lower it to test with small files.
     pub min_part_size: u64,
+    /// Uplift's knobs: upload form lifetime, expired reservations or policies, bad signatures.
+    pub uplift: uplift::UpliftConfig,
 }
 
 impl Default for Config {
@@ -87,6 +90,7 @@ impl Default for Config {
             faults: Faults::default(),
             processing: Processing::default(),
             min_part_size: S3_MIN_PART_SIZE,
+            uplift: uplift::UpliftConfig::default(),
         }
     }
 }
@@ -197,7 +201,8 @@ impl Emulator {
         }
         let shared = Arc::new(state::Shared::new(config, format!("http://{s3_addr}")));
         let cancel = CancellationToken::new();
-        let api_router = teleport::router(shared.clone()).merge(admin::router(shared.clone()));
+        let api_router =
+            teleport::router(shared.clone()).merge(admin::router(shared.clone())).merge(uplift::router(shared.clone()));
         let api_router = server::with_common_layers(api_router, shared.clone(), "api");
         let s3_router = server::with_common_layers(s3::router(shared.clone()), shared.clone(), "s3");
         tokio::spawn(server::serve(api, api_router, cancel.clone()));

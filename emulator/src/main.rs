@@ -75,6 +75,9 @@ struct Cli {
     /// The first N completion calls answer 500.
     #[arg(long = "complete-fail-times", default_value_t = 0)]
     complete_fail_times: u32,
+    /// Lifetime of an Uplift upload form (upload_expires_at), in seconds.
+    #[arg(long = "uplift-upload-ttl", default_value_t = 1800)]
+    uplift_upload_ttl: u64,
 }
 
 impl Cli {
@@ -100,6 +103,10 @@ impl Cli {
                 ..Faults::default()
             },
             processing: Processing { delay_ms: self.processing_ms, fail_reason: self.processing_fail },
+            uplift: upload_emulator::uplift::UpliftConfig {
+                upload_ttl: Duration::from_secs(self.uplift_upload_ttl),
+                ..Default::default()
+            },
         }
     }
 }

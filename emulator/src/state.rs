@@ -18,6 +18,8 @@ pub struct Shared {
     pub store: Store,
     /// Teleport's captures.
     pub teleport: crate::teleport::TeleportState,
+    /// Uplift's reservations.
+    pub uplift: crate::uplift::UpliftState,
 }
 
 impl Shared {
@@ -27,6 +29,7 @@ impl Shared {
             log: Mutex::new(Vec::new()),
             store: Store::new(s3_base_url, config.state_dir.clone(), config.url_ttl, config.min_part_size),
             teleport: Default::default(),
+            uplift: Default::default(),
             config,
         }
     }

@@ -41,6 +41,7 @@ use crate::server::ConnHandle;
 use crate::state::Shared;
 use crate::{ACCESS_KEY_ID, BUCKET, ObjectInfo, REGION, S3_MAX_PART_SIZE, S3_MAX_PARTS, SECRET_ACCESS_KEY};
 
+pub mod post;
 pub mod sigv4;
 pub mod xml;
 
@@ -473,6 +474,7 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let mut resp = match *req.method() {
         Method::PUT => put(&shared, req).await,
         Method::GET | Method::HEAD => get(&shared, req).await,
+        Method::POST => post::post_object(&shared, req).await,
         _ => xml::error(
             405,
             "MethodNotAllowed",
