@@ -11,7 +11,7 @@ use crate::engine::progress::Progress;
 use crate::engine::retry::RetryPolicy;
 use crate::engine::uploader::UploaderOptions;
 use crate::error::{Error, Result};
-use crate::providers::{Api, Context, Provider, TokenSource, teleport};
+use crate::providers::{Api, Context, Provider, TokenSource, teleport, uplift};
 use crate::redact::Secret;
 
 /// Validated settings for an upload run.
@@ -30,6 +30,8 @@ pub struct UploadSettings {
     pub resume: bool,
     args: UploadArgs,
     http: reqwest::Client,
+    /// Uplift's session group when none is given: one per run, shared by its files.
+    uplift_group: uuid::Uuid,
 }
 
 impl ProviderName {
@@ -56,7 +58,7 @@ impl ProviderName {
         match self {
             ProviderName::Teleport => teleport::DEFAULT_ENDPOINT,
             ProviderName::Truvideo => "https://upload-api.truvideo.com",
-            ProviderName::Uplift => "https://api.uplift.ai",
+            ProviderName::Uplift => uplift::DEFAULT_ENDPOINT,
             ProviderName::Apertur => "https://api.apertur.ca",
         }
     }
@@ -110,6 +112,7 @@ impl UploadSettings {
             resume: !args.no_resume,
             args: args.clone(),
             http: crate::engine::http::client(concurrency),
+            uplift_group: uuid::Uuid::new_v4(),
         })
     }
 
@@ -123,6 +126,11 @@ impl UploadSettings {
                     format,
                 })))
             }
+            ProviderName::Uplift => Ok(Box::new(uplift::Uplift::new(uplift::UpliftOptions::from_args(
+                &self.args.uplift,
+                self.args.wait,
+                self.uplift_group,
+            )?))),
             other => Err(Error::usage(
                 format!("provider {} is not available in this build yet", other.as_str()),
                 "use --provider teleport",

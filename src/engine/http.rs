@@ -96,7 +96,7 @@ pub fn summarize_body(body: &[u8]) -> (Option<String>, String) {
             let open = format!("<{name}>");
             let start = text.find(&open)? + open.len();
             let end = text[start..].find("</")? + start;
-            Some(text[start..end].to_string())
+            Some(unescape_xml(&text[start..end]))
         };
         let code = tag("Code");
         let msg = match (&code, tag("Message")) {
@@ -108,6 +108,11 @@ pub fn summarize_body(body: &[u8]) -> (Option<String>, String) {
         return (code, one_line(&msg));
     }
     (None, one_line(text))
+}
+
+/// The five predefined XML entities back to characters (S3 messages quote policy conditions).
+fn unescape_xml(s: &str) -> String {
+    s.replace("&quot;", "\"").replace("&apos;", "'").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 }
 
 fn one_line(s: &str) -> String {
@@ -163,6 +168,13 @@ mod tests {
         );
         assert_eq!(c.as_deref(), Some("AccessDenied"));
         assert_eq!(m, "AccessDenied: Request has expired");
+        let (_, m) = summarize_body(
+            b"<Error><Code>AccessDenied</Code><Message>Invalid according to Policy: Policy Condition failed: [&quot;eq&quot;, &quot;$key&quot;, &quot;a&amp;b&quot;]</Message></Error>",
+        );
+        assert_eq!(
+            m,
+            "AccessDenied: Invalid according to Policy: Policy Condition failed: [\"eq\", \"$key\", \"a&b\"]"
+        );
         let (c, m) = summarize_body(br#"{"message":"Session not found","code":"NOT_FOUND"}"#);
         assert_eq!((c.as_deref(), m.as_str()), (Some("NOT_FOUND"), "Session not found"));
     }

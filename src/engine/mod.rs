@@ -4,6 +4,7 @@
 pub mod http;
 pub mod journal;
 pub mod plan;
+pub mod post;
 pub mod progress;
 pub mod retry;
 pub mod source;

@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod teleport;
+pub mod uplift;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -8,3 +8,4 @@ mod output;
 mod real_s3;
 mod reliability;
 mod teleport;
+mod uplift;

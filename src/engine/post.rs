@@ -1,0 +1,370 @@
+//! Presigned S3 POST form upload: one `multipart/form-data` request carrying the form fields a
+//! provider handed out (exactly as received, in order) and then the file.
+//!
+//! Contract:
+//! - the body is streamed from the file ([`FileSource::stream_range`]) between a small head
+//!   (the fields and the file part's headers) and tail (the closing boundary), framed by hand,
+//!   with an exact `Content-Length` computed in advance: memory stays at a few read buffers
+//!   whatever the file size;
+//! - S3 takes at most [`S3_POST_MAX`] bytes in a POST; larger files are refused before any
+//!   request;
+//! - the file is the last part: S3 ignores fields that come after it;
+//! - progress is reported as for a one-part upload (part 1);
+//! - 5xx, 408, 429 and transport failures are retried with the same form (a POST of the same
+//!   key replaces the object) while the form is valid; a form that expired, or a 403 whose
+//!   message says it expired, is handed back as [`PostResult::Expired`] for the provider to
+//!   ask for a new one; any other refusal is an [`Error::Rejected`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::progress::{Event, Progress};
+use super::retry::{Backoff, Class, Outcome, RetryPolicy, classify_part, retry_after};
+use super::source::FileSource;
+use crate::error::{Error, Result};
+use crate::redact::safe_url;
+
+/// S3's largest POST upload: 5 GB (5 GiB, as S3's single PUT).
+pub const S3_POST_MAX: u64 = 5 * 1024 * 1024 * 1024;
+
+/// A presigned POST form as a provider hands it out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PostForm {
+    /// Where to POST (the bucket's URL).
+    pub url: String,
+    /// Fields to send before the file, exactly as received and in order.
+    pub fields: Vec<(String, String)>,
+    /// Until when the form is valid, when the provider says.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Form fields read from a JSON object, in the order of the text (a `serde_json::Map` would
+/// sort them). Strings are kept as they are; numbers and booleans become their JSON text;
+/// `null` drops the field.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FormFields(pub Vec<(String, String)>);
+
+impl<'de> serde::Deserialize<'de> for FormFields {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = FormFields;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object of form fields")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<FormFields, A::Error> {
+                let mut out = Vec::new();
+                while let Some((k, v)) = map.next_entry::<String, serde_json::Value>()? {
+                    let v = match v {
+                        serde_json::Value::Null => continue,
+                        serde_json::Value::String(s) => s,
+                        serde_json::Value::Bool(_) | serde_json::Value::Number(_) => v.to_string(),
+                        other => {
+                            return Err(serde::de::Error::custom(format!("form field {k} is not a string: {other}")));
+                        }
+                    };
+                    out.push((k, v));
+                }
+                Ok(FormFields(out))
+            }
+        }
+        d.deserialize_map(Visitor)
+    }
+}
+
+/// The file part of the form.
+#[derive(Clone, Debug)]
+pub struct FilePart {
+    /// The form field name (S3: `file`).
+    pub field: String,
+    /// `filename` in its `Content-Disposition`.
+    pub file_name: String,
+    /// Its `Content-Type` header.
+    pub content_type: String,
+}
+
+/// What S3 answered to an accepted upload.
+#[derive(Clone, Debug)]
+pub struct Stored {
+    /// 200, 201 or 204 (`success_action_status`).
+    pub status: u16,
+    /// `ETag`, verbatim.
+    pub etag: Option<String>,
+    /// `Location`, without its query.
+    pub location: Option<String>,
+    /// Attempts made (1 = no retry).
+    pub attempts: u32,
+}
+
+/// How a POST ended, when it did not fail outright.
+#[derive(Clone, Debug)]
+pub enum PostResult {
+    /// The object is stored.
+    Stored(Stored),
+    /// The form expired (before the upload started, or S3 said so): ask for a new one.
+    Expired(String),
+}
+
+/// The hand-built multipart framing around the file's bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Framing {
+    /// The boundary (without the leading `--`).
+    pub boundary: String,
+    /// Every field, then the file part's headers.
+    pub head: Bytes,
+    /// `\r\n--boundary--\r\n`.
+    pub tail: Bytes,
+    /// head + file + tail.
+    pub content_length: u64,
+}
+
+impl Framing {
+    /// The `Content-Type` header of the request.
+    pub fn content_type(&self) -> String {
+        format!("multipart/form-data; boundary={}", self.boundary)
+    }
+}
+
+/// A name in a `Content-Disposition` parameter, escaped as browsers do (WHATWG): `"` → `%22`,
+/// CR → `%0D`, LF → `%0A`.
+fn quote_param(s: &str) -> String {
+    s.replace('"', "%22").replace('\r', "%0D").replace('\n', "%0A")
+}
+
+/// Frames `fields` and the file part around a file of `file_size` bytes with `boundary`.
+pub fn framing(fields: &[(String, String)], file: &FilePart, file_size: u64, boundary: &str) -> Framing {
+    let mut head = String::new();
+    for (name, value) in fields {
+        head.push_str(&format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{}\"\r\n\r\n{value}\r\n",
+            quote_param(name)
+        ));
+    }
+    head.push_str(&format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"{}\"; filename=\"{}\"\r\nContent-Type: {}\r\n\r\n",
+        quote_param(&file.field),
+        quote_param(&file.file_name),
+        file.content_type.replace(['\r', '\n'], " ")
+    ));
+    let tail = format!("\r\n--{boundary}--\r\n");
+    let content_length = head.len() as u64 + file_size + tail.len() as u64;
+    Framing { boundary: boundary.to_string(), head: Bytes::from(head), tail: Bytes::from(tail), content_length }
+}
+
+/// A random boundary that occurs in no field.
+fn boundary_for(fields: &[(String, String)]) -> String {
+    use rand::Rng;
+    loop {
+        let b = format!("----upload-{:032x}", rand::thread_rng().r#gen::<u128>());
+        if !fields.iter().any(|(k, v)| k.contains(&b) || v.contains(&b)) {
+            return b;
+        }
+    }
+}
+
+/// Whether an S3 refusal means "this form expired".
+fn says_expired(status: u16, code: Option<&str>, message: &str) -> bool {
+    (status == 403 && message.to_ascii_lowercase().contains("expired")) || code == Some("ExpiredToken")
+}
+
+/// Uploads `source` with one POST of `form`. See the module documentation for the contract.
+#[allow(clippy::too_many_arguments)]
+pub async fn post_form(
+    http: &reqwest::Client,
+    provider: &'static str,
+    source: &FileSource,
+    form: &PostForm,
+    file: &FilePart,
+    retry: &RetryPolicy,
+    progress: Arc<dyn Progress>,
+    cancel: &CancellationToken,
+) -> Result<PostResult> {
+    let size = source.size();
+    if size > S3_POST_MAX {
+        return Err(Error::usage(
+            format!(
+                "{} is {size} bytes ({}): an S3 POST upload takes at most {S3_POST_MAX} bytes (5 GiB)",
+                source.path().display(),
+                crate::size::human(size),
+            ),
+            "split or compress the file below 5 GiB",
+        ));
+    }
+    let what = "POST upload";
+    let framing = framing(&form.fields, file, size, &boundary_for(&form.fields));
+    let mut backoff = Backoff::new(retry.clone());
+    let started = Instant::now();
+    let mut attempts = 0u32;
+    progress.event(Event::Started {
+        file: source.file_name(),
+        total_bytes: size,
+        parts: 1,
+        done_bytes: 0,
+        done_parts: 0,
+    });
+    loop {
+        if let Some(at) = form.expires_at
+            && Utc::now() >= at
+        {
+            return Ok(PostResult::Expired(format!("the upload form expired at {}", at.to_rfc3339())));
+        }
+        attempts += 1;
+        let sent = Arc::new(AtomicU64::new(0));
+        let body = {
+            let sent = sent.clone();
+            let progress = progress.clone();
+            let file_bytes = source.stream_range(0, size, move |n| {
+                sent.fetch_add(n, Ordering::Relaxed);
+                progress.event(Event::Bytes { part: 1, delta: n as i64 });
+            });
+            let head = futures::stream::once(futures::future::ready(Ok::<_, std::io::Error>(framing.head.clone())));
+            let tail = futures::stream::once(futures::future::ready(Ok::<_, std::io::Error>(framing.tail.clone())));
+            reqwest::Body::wrap_stream(head.chain(file_bytes).chain(tail))
+        };
+        // A generous timeout: 60 s plus the file at 64 KiB/s.
+        let timeout = Duration::from_secs(60) + Duration::from_secs(size / (64 * 1024));
+        let req = http
+            .post(&form.url)
+            .header(reqwest::header::CONTENT_TYPE, framing.content_type())
+            .header(reqwest::header::CONTENT_LENGTH, framing.content_length)
+            .timeout(timeout)
+            .body(body);
+        let t0 = Instant::now();
+        let result = tokio::select! {
+            r = req.send() => r,
+            _ = cancel.cancelled() => {
+                return Err(Error::Interrupted {
+                    hint: "run the same command again: the upload starts over (it is one request)".into(),
+                });
+            }
+        };
+        let (outcome, message, wait_hint) = match result {
+            Ok(resp) if resp.status().is_success() => {
+                let status = resp.status().as_u16();
+                let header = |h| resp.headers().get(h).and_then(|v| v.to_str().ok()).map(str::to_string);
+                let etag = header(reqwest::header::ETAG);
+                let location = header(reqwest::header::LOCATION).map(|l| safe_url(&l));
+                let _ = resp.bytes().await;
+                tracing::debug!(provider, status, elapsed_ms = t0.elapsed().as_millis() as u64, url = %safe_url(&form.url), "form upload stored");
+                progress.event(Event::PartDone { part: 1 });
+                return Ok(PostResult::Stored(Stored { status, etag, location, attempts }));
+            }
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let ra = retry_after(resp.headers());
+                let body = resp.bytes().await.unwrap_or_default();
+                let (code, msg) = super::http::summarize_body(&body);
+                let msg = crate::redact::scrub(&msg, &[]);
+                tracing::debug!(provider, status, url = %safe_url(&form.url), "form upload refused: {msg}");
+                if says_expired(status, code.as_deref(), &msg) {
+                    progress.event(Event::Bytes { part: 1, delta: -(sent.load(Ordering::Relaxed) as i64) });
+                    return Ok(PostResult::Expired(format!("HTTP {status}: {msg}")));
+                }
+                (Outcome::Status { status, code }, msg, ra)
+            }
+            Err(e) => {
+                let m = super::http::describe_transport(&e);
+                tracing::debug!(provider, url = %safe_url(&form.url), "form upload failed: {m}");
+                (Outcome::Transport, m, None)
+            }
+        };
+        progress.event(Event::Bytes { part: 1, delta: -(sent.load(Ordering::Relaxed) as i64) });
+        let status = match &outcome {
+            Outcome::Status { status, .. } => Some(*status),
+            Outcome::Transport => None,
+        };
+        match classify_part(&outcome) {
+            Class::Retry => {
+                let over_deadline = started.elapsed() >= retry.deadline;
+                let message = match status {
+                    Some(status) => format!("HTTP {status}: {message}"),
+                    None => message,
+                };
+                let Some(delay) = (if over_deadline { None } else { backoff.next_delay(wait_hint) }) else {
+                    return Err(Error::Network {
+                        provider,
+                        what: what.into(),
+                        message: format!("{message} (gave up after {attempts} attempts)"),
+                    });
+                };
+                progress.event(Event::Retry { part: 1, attempt: attempts, reason: message, delay });
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = cancel.cancelled() => {
+                        return Err(Error::Interrupted {
+                            hint: "run the same command again: the upload starts over (it is one request)".into(),
+                        });
+                    }
+                }
+            }
+            // A 403 that is not an expiry: the form itself is refused (tampered, wrong
+            // signature, a policy condition the file does not meet). A new copy of the same
+            // form would not fare better.
+            Class::RefreshUrl | Class::Fatal => {
+                return Err(Error::Rejected { provider, what: what.into(), status: status.unwrap_or(0), message });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn framing_is_exact() {
+        let fields =
+            vec![("key".to_string(), "a/b.mov".to_string()), ("x\"y".to_string(), "line1\r\nline2".to_string())];
+        let file = FilePart {
+            field: "file".into(),
+            file_name: "swing \"1\".mov".into(),
+            content_type: "video/quicktime".into(),
+        };
+        let f = framing(&fields, &file, 5, "BOUND");
+        let mut body = f.head.to_vec();
+        body.extend_from_slice(b"HELLO");
+        body.extend_from_slice(&f.tail);
+        assert_eq!(
+            String::from_utf8(body.clone()).unwrap(),
+            "--BOUND\r\nContent-Disposition: form-data; name=\"key\"\r\n\r\na/b.mov\r\n\
+             --BOUND\r\nContent-Disposition: form-data; name=\"x%22y\"\r\n\r\nline1\r\nline2\r\n\
+             --BOUND\r\nContent-Disposition: form-data; name=\"file\"; filename=\"swing %221%22.mov\"\r\nContent-Type: video/quicktime\r\n\r\n\
+             HELLO\r\n--BOUND--\r\n"
+        );
+        assert_eq!(f.content_length, body.len() as u64);
+        assert_eq!(f.content_type(), "multipart/form-data; boundary=BOUND");
+    }
+
+    #[test]
+    fn form_fields_keep_their_order() {
+        let f: FormFields =
+            serde_json::from_str(r#"{"key":"k","policy":"p","Content-Type":"video/quicktime","n":3,"gone":null}"#)
+                .unwrap();
+        let names: Vec<&str> = f.0.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["key", "policy", "Content-Type", "n"]);
+        assert_eq!(f.0[3].1, "3");
+        assert!(serde_json::from_str::<FormFields>(r#"{"a":{"b":1}}"#).is_err());
+    }
+
+    #[test]
+    fn boundary_avoids_field_values() {
+        let b = boundary_for(&[("k".into(), "v".into())]);
+        assert!(b.starts_with("----upload-") && b.len() == 11 + 32, "{b}");
+        assert_ne!(b, boundary_for(&[]));
+    }
+
+    #[test]
+    fn expiry_is_recognised() {
+        assert!(says_expired(403, Some("AccessDenied"), "AccessDenied: Invalid according to Policy: Policy expired."));
+        assert!(says_expired(403, Some("AccessDenied"), "AccessDenied: Request has expired"));
+        assert!(says_expired(400, Some("ExpiredToken"), "ExpiredToken: The provided token has expired."));
+        assert!(!says_expired(403, Some("SignatureDoesNotMatch"), "SignatureDoesNotMatch: The request signature..."));
+        assert!(!says_expired(400, Some("EntityTooLarge"), "EntityTooLarge: ..."));
+    }
+}
