@@ -30,8 +30,6 @@ pub struct UploadSettings {
     pub resume: bool,
     args: UploadArgs,
     http: reqwest::Client,
-    /// Uplift's session group when none is given: one per run, shared by its files.
-    uplift_group: uuid::Uuid,
 }
 
 impl ProviderName {
@@ -112,7 +110,6 @@ impl UploadSettings {
             resume: !args.no_resume,
             args: args.clone(),
             http: crate::engine::http::client(concurrency),
-            uplift_group: uuid::Uuid::new_v4(),
         })
     }
 
@@ -129,7 +126,8 @@ impl UploadSettings {
             ProviderName::Uplift => Ok(Box::new(uplift::Uplift::new(uplift::UpliftOptions::from_args(
                 &self.args.uplift,
                 self.args.wait,
-                self.uplift_group,
+                // One new session group per run (the provider is built once), shared by its files.
+                uuid::Uuid::new_v4(),
             )?))),
             other => Err(Error::usage(
                 format!("provider {} is not available in this build yet", other.as_str()),

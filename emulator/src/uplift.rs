@@ -22,7 +22,8 @@
 //! present and not blank after trimming, contains no `/` or `\`, ends in `.mov`
 //! (case-insensitive) and has at most 255 characters; `capture_time`, when present, is an ISO
 //! 8601 / RFC 3339 time not in the future; a session group already used by another athlete is
-//! refused. A missing or wrong token is a 401 `{"message": "Unauthorized"}`.
+//! refused. A missing or wrong token is a 401 `{"message": "Unauthorized"}`; the API faults
+//! (`unauthorized_api_call_nth`, the 429 throttle) apply as to every provider API call.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -38,6 +39,7 @@ use serde::Serialize;
 use serde::ser::SerializeMap;
 use serde_json::{Map, Value, json};
 
+use crate::faults::ApiFault;
 use crate::s3::post::{MAX_POST_SIZE, PostPolicy, policy_time};
 use crate::state::Shared;
 use crate::{BUCKET, auth};
@@ -193,7 +195,13 @@ fn object_field(obj: &Map<String, Value>, field: &str, required: &[&str]) -> Res
 }
 
 fn reserve_inner(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Response, Response> {
-    auth::check(shared, headers).map_err(|_| {
+    let fault = shared.faults.lock().unwrap().on_api_call();
+    if fault == ApiFault::Throttle {
+        let mut r = json(429, &json!({ "message": "Too Many Requests" }));
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return Err(r);
+    }
+    auth::check_token(shared, headers, fault == ApiFault::Unauthorized).map_err(|_| {
         let mut r = json(401, &json!({ "message": "Unauthorized" }));
         r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         r

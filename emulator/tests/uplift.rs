@@ -93,7 +93,7 @@ const BOUNDARY: &str = "----emulator-test-boundary-7d1f";
 /// A multipart/form-data body: `fields`, then the file (if any), then `after`.
 fn form(fields: &[(String, String)], file: Option<(&str, &[u8])>, after: &[(&str, &str)]) -> Vec<u8> {
     let mut b = Vec::new();
-    let mut text = |name: &str, value: &str, b: &mut Vec<u8>| {
+    let text = |name: &str, value: &str, b: &mut Vec<u8>| {
         b.extend_from_slice(
             format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").as_bytes(),
         );
@@ -208,7 +208,8 @@ async fn tampered_forms_are_refused_like_s3() {
     let file = b"not really a movie".to_vec();
     let key = field(&f, "key");
 
-    let cases: Vec<(Vec<(String, String)>, u16, &str)> = vec![
+    type Case<'a> = (Vec<(String, String)>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         (
             with(&f, "key", &key.replace("swing-001", "other")),
             403,

@@ -73,6 +73,9 @@ async fn uplift_upload_is_byte_exact() {
     assert_eq!(group.get_version_num(), 4, "a generated group id is a random UUID v4");
     assert!(result["upload_expires_at"].as_str().unwrap().ends_with('Z'));
     assert!(result.get("wait").is_none());
+    let schema = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema/result.schema.json")).unwrap();
+    let schema = jsonschema::validator_for(&serde_json::from_str(&schema).unwrap()).unwrap();
+    assert!(schema.is_valid(&result), "{result} does not match the schema");
 
     let objects = emu.objects();
     assert_eq!(objects.len(), 1);
