@@ -58,6 +58,124 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Manage Varjo Teleport captures: list, status, rename, delete, metadata, download.
+    Teleport {
+        /// What to do.
+        #[command(subcommand)]
+        command: TeleportCommand,
+    },
+}
+
+/// How a management subcommand reaches the provider's API: the same flags, environment
+/// variables and token resolution as an upload.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ApiArgs {
+    /// API token (else the provider's env var, e.g. TELEPORT_TOKEN, else UPLOAD_TOKEN).
+    #[arg(long, value_name = "TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// Command that prints a fresh token on stdout; run when no token is given and after a 401.
+    #[arg(long, env = "UPLOAD_TOKEN_COMMAND", value_name = "CMD")]
+    pub token_command: Option<String>,
+
+    /// API origin replacing the documented one (paths are kept below it).
+    #[arg(long, env = "UPLOAD_ENDPOINT", value_name = "URL")]
+    pub endpoint: Option<String>,
+
+    /// Retries of a failed idempotent request or download.
+    #[arg(long, env = "UPLOAD_RETRIES", default_value_t = 10)]
+    pub retries: u32,
+}
+
+/// `upload teleport ...`.
+#[derive(Subcommand, Debug)]
+pub enum TeleportCommand {
+    /// List captures: a table (eid, name, state, created, uploaded, viewer_url), JSON lines with --json.
+    List {
+        /// Captures per page (the API's `limit`).
+        #[arg(long, default_value_t = 25, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+        /// Captures to skip (the API's `offset`).
+        #[arg(long, default_value_t = 0)]
+        offset: u32,
+        /// Every capture from --offset on: pages of --limit until a short page.
+        #[arg(long)]
+        all: bool,
+        /// API access.
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Show one capture (found by paging the list).
+    Status {
+        /// The capture's eid.
+        eid: String,
+        /// API access.
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Rename a capture.
+    Rename {
+        /// The capture's eid.
+        eid: String,
+        /// The new name.
+        name: String,
+        /// API access.
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Delete a capture (asks for confirmation on a terminal unless --yes).
+    Delete {
+        /// The capture's eid.
+        eid: String,
+        /// Delete without asking (required when stdin is not a terminal).
+        #[arg(long, short = 'y')]
+        yes: bool,
+        /// API access.
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Print the metadata (camera poses, model URLs and sizes) of a READY capture, as JSON.
+    Metadata {
+        /// The capture's share id (`sid`, set once the capture is READY).
+        sid: String,
+        /// What to select.
+        #[command(flatten)]
+        model: ModelArgs,
+        /// API access.
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Download the model file(s) of a READY capture: resumable, size-checked.
+    Download {
+        /// The capture's share id (`sid`, set once the capture is READY).
+        sid: String,
+        /// What to download.
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Directory the files are written to (created when missing).
+        #[arg(long, short = 'o', value_name = "DIR", default_value = ".")]
+        output: PathBuf,
+        /// API access.
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+/// Which model of a capture (`GET /share/{sid}/metadata` parameters).
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Model profile: ply (the uncompressed .ply) or sogs-sh0 (a .zip of 6 compressed files).
+    #[arg(long, default_value = "ply", value_parser = ["ply", "sogs-sh0"])]
+    pub profile: String,
+    /// Model quality.
+    #[arg(long, default_value = "hd", value_parser = ["sd", "hd"])]
+    pub quality: String,
+    /// Ask for the level-of-detail hierarchy (several model files).
+    #[arg(long)]
+    pub lod: bool,
+    /// Model URLs from the origin instead of the CDN (use_cdn=false).
+    #[arg(long)]
+    pub no_cdn: bool,
 }
 
 /// `upload config ...`.

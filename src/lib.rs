@@ -6,6 +6,7 @@
 
 pub mod batch;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod demo;
 pub mod engine;
@@ -75,12 +76,13 @@ async fn run_command(cmd: cli::Command, output: cli::OutputArgs) -> Result<i32> 
             ignore_broken_pipe(std::io::stdout().lock().write_all(&script))?;
             Ok(0)
         }
+        cli::Command::Teleport { command } => commands::teleport::run(command, &output).await,
     }
 }
 
 /// First Ctrl-C cancels (parts in flight get a few seconds, the journal is kept); a second
 /// one exits at once.
-fn install_ctrl_c(cancel: CancellationToken) {
+pub(crate) fn install_ctrl_c(cancel: CancellationToken) {
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
             eprintln!("upload: interrupted: finishing parts in flight (press Ctrl-C again to quit now)");

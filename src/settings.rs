@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{OutputArgs, ProviderName, UploadArgs};
+use crate::cli::{ApiArgs, OutputArgs, ProviderName, UploadArgs};
 use crate::engine::progress::Progress;
 use crate::engine::retry::RetryPolicy;
 use crate::engine::uploader::UploaderOptions;
@@ -68,6 +68,27 @@ pub fn resolve_token(flag: Option<&str>, provider: ProviderName) -> Option<Secre
     flag.map(String::from).or_else(|| env(provider.token_env())).or_else(|| env("UPLOAD_TOKEN")).map(Secret::new)
 }
 
+/// The API client of a management subcommand (`upload teleport list`, ...): endpoint and token
+/// resolved exactly as for an upload (`--endpoint`/`UPLOAD_ENDPOINT`, `--token`, the provider's
+/// env var, `UPLOAD_TOKEN`, `--token-command`).
+pub fn api_from_args(provider: ProviderName, args: &ApiArgs) -> Result<Api> {
+    let endpoint_text = args.endpoint.clone().unwrap_or_else(|| provider.default_endpoint().to_string());
+    let base = crate::engine::http::checked_url(&endpoint_text, "--endpoint")?;
+    let token = Arc::new(TokenSource::new(
+        provider.as_str_static(),
+        provider.token_env(),
+        resolve_token(args.token.as_deref(), provider),
+        args.token_command.clone(),
+    ));
+    Ok(Api {
+        http: crate::engine::http::client(4),
+        base,
+        provider: provider.as_str_static(),
+        token,
+        retry: RetryPolicy { max_retries: args.retries, ..RetryPolicy::default() },
+    })
+}
+
 impl UploadSettings {
     /// Validates the arguments.
     pub fn from_args(args: &UploadArgs, _output: &OutputArgs) -> Result<Self> {
@@ -121,6 +142,10 @@ impl UploadSettings {
                 Ok(Box::new(teleport::Teleport::new(teleport::TeleportOptions {
                     name: self.args.teleport.name.clone(),
                     format,
+                    wait: self.args.wait.then_some(crate::providers::teleport_admin::WaitOptions {
+                        poll_interval: self.args.poll_interval,
+                        timeout: self.args.wait_timeout,
+                    }),
                 })))
             }
             ProviderName::Uplift => Ok(Box::new(uplift::Uplift::new(uplift::UpliftOptions::from_args(

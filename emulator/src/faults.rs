@@ -37,11 +37,12 @@ pub struct FaultState {
     puts: u64,
     api_calls: u64,
     completions: u32,
+    model_downloads: u32,
 }
 
 impl FaultState {
     pub fn new(faults: Faults) -> Self {
-        FaultState { rng: StdRng::seed_from_u64(faults.seed), faults, puts: 0, api_calls: 0, completions: 0 }
+        FaultState { rng: StdRng::seed_from_u64(faults.seed), faults, puts: 0, api_calls: 0, completions: 0, model_downloads: 0 }
     }
 
     /// Replaces the faults: counters restart, the RNG is reseeded.
@@ -95,6 +96,12 @@ impl FaultState {
     pub fn on_complete(&mut self) -> bool {
         self.completions += 1;
         self.completions <= self.faults.complete_fail_times
+    }
+
+    /// Counts a model download; `Some(n)` when its body must be cut after `n` bytes.
+    pub fn on_model_download(&mut self) -> Option<u64> {
+        self.model_downloads += 1;
+        (self.model_downloads <= self.faults.model_cut_times).then_some(self.faults.model_cut_after)
     }
 
     pub fn latency(&self) -> Duration {

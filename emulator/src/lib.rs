@@ -78,6 +78,9 @@ pub struct Config {
     pub min_part_size: u64,
     /// Uplift's knobs: upload form lifetime, expired reservations or policies, bad signatures.
     pub uplift: uplift::UpliftConfig,
+    /// Size of a READY Teleport capture's hd `.ply` model (other profiles and qualities are
+    /// smaller; see [`teleport::model_files`]). Default 3 MiB + 12,345 bytes.
+    pub teleport_model_size: u64,
 }
 
 impl Default for Config {
@@ -91,6 +94,7 @@ impl Default for Config {
             processing: Processing::default(),
             min_part_size: S3_MIN_PART_SIZE,
             uplift: uplift::UpliftConfig::default(),
+            teleport_model_size: 3 * 1024 * 1024 + 12_345,
         }
     }
 }
@@ -131,6 +135,12 @@ pub struct Faults {
     /// Presigned URLs are refused as expired this long after they were signed (on top of
     /// their own `X-Amz-Expires`).
     pub expire_urls_after_ms: Option<u64>,
+    /// Teleport model downloads (`GET` of a model file, counted from 1) number 1 to
+    /// `model_cut_times` send only `model_cut_after` bytes of their body, then drop the
+    /// connection.
+    pub model_cut_times: u32,
+    /// See `model_cut_times`.
+    pub model_cut_after: u64,
 }
 
 /// How a capture progresses after completion: UPLOADED, then PROCESSING, then READY (or

@@ -78,6 +78,9 @@ struct Cli {
     /// Lifetime of an Uplift upload form (upload_expires_at), in seconds.
     #[arg(long = "uplift-upload-ttl", default_value_t = 1800)]
     uplift_upload_ttl: u64,
+    /// Size of a READY capture's hd .ply model file, in bytes.
+    #[arg(long = "model-size", default_value_t = 3 * 1024 * 1024 + 12_345)]
+    model_size: u64,
 }
 
 impl Cli {
@@ -89,6 +92,7 @@ impl Cli {
             url_ttl: Duration::from_secs(self.url_ttl),
             state_dir: self.state_dir,
             min_part_size: self.min_part_size,
+            teleport_model_size: self.model_size,
             faults: Faults {
                 fail_put_nth: self.fail_put_nth,
                 fail_put_ratio: self.fail_put_ratio,

@@ -11,6 +11,7 @@
 pub mod api;
 pub mod teleport;
 pub mod uplift;
+pub mod teleport_admin;
 
 use std::path::PathBuf;
 use std::sync::Arc;

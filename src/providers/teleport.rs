@@ -81,6 +81,8 @@ pub struct TeleportOptions {
     pub name: Option<String>,
     /// Input format (default: from the extension).
     pub format: Option<Format>,
+    /// `--wait`: follow processing after the upload until READY, ERROR or the deadline.
+    pub wait: Option<super::teleport_admin::WaitOptions>,
 }
 
 /// The Teleport provider.
@@ -207,7 +209,12 @@ impl Provider for Teleport {
                 "POST /api/v1/captures/{eid}/create-upload-url/{n} for each part".into(),
                 "PUT each part to its presigned URL".into(),
                 "POST /api/v1/captures/{eid}/uploaded".into(),
-            ],
+            ]
+            .into_iter()
+            .chain(self.options.wait.map(|_| {
+                "GET /api/v1/captures?limit=25&offset=N (paged until the eid is found), until READY or ERROR".into()
+            }))
+            .collect(),
             fields,
         })
     }
@@ -273,6 +280,14 @@ impl Provider for Teleport {
         if let Some(j) = &journal {
             j.finish();
         }
+        let capture = match self.options.wait {
+            Some(wait) => {
+                ctx.progress.event(Event::Phase { message: "uploaded; waiting for processing".into() });
+                let c = super::teleport_admin::wait_processed(api, &eid, wait, &*ctx.progress, &ctx.cancel).await?;
+                c.to_json()
+            }
+            None => capture,
+        };
         ctx.progress.event(Event::Finished);
         Ok(outcome(&file, &capture, &eid, plan.num_parts, started))
     }

@@ -1,0 +1,3 @@
+//! Subcommands other than an upload (`upload teleport list`, ...).
+
+pub mod teleport;

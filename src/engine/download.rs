@@ -1,0 +1,338 @@
+//! Resumable downloads of one file of known size over HTTP `Range` requests.
+//!
+//! Bytes go to `NAME.part` next to the destination; a `.part` left by an interrupted run (or an
+//! attempt cut mid-body) is continued with `Range: bytes=N-`. A server that answers 200 to a
+//! range gets the file again from the start. The file is renamed into place only once it has
+//! exactly the expected size. No credentials are sent: model URLs are public or presigned.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::http::describe_transport;
+use crate::engine::progress::{Event, Progress};
+use crate::engine::retry::{Backoff, RetryPolicy, retry_after};
+use crate::error::{Error, Result};
+use crate::redact::safe_url;
+
+/// What to fetch and where.
+pub struct DownloadRequest<'a> {
+    /// Provider name, for messages.
+    pub provider: &'static str,
+    /// The URL (shown without its query string).
+    pub url: &'a str,
+    /// Final path.
+    pub dest: &'a Path,
+    /// Size the file must have.
+    pub size: u64,
+    /// Retry policy (attempts that brought bytes reset it).
+    pub retry: RetryPolicy,
+}
+
+/// A finished download.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Downloaded {
+    /// Final path.
+    pub path: PathBuf,
+    /// Its size.
+    pub bytes: u64,
+    /// Bytes already on disk when this run started (a `.part` continued).
+    pub resumed_from: u64,
+    /// The file was complete already; nothing was fetched.
+    pub skipped: bool,
+    /// Hex SHA-256 of the file.
+    pub sha256: String,
+}
+
+/// `dest` + `.part`.
+pub fn part_path(dest: &Path) -> PathBuf {
+    let mut name = dest.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".part");
+    dest.with_file_name(name)
+}
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |source| Error::File { path: path.to_path_buf(), source }
+}
+
+/// Downloads `req.url` to `req.dest`, resuming a `.part` file, verifying the size.
+pub async fn download(
+    http: &reqwest::Client,
+    req: &DownloadRequest<'_>,
+    progress: &dyn Progress,
+    cancel: &CancellationToken,
+) -> Result<Downloaded> {
+    let label = req.dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let what = format!("download {label}");
+    let protocol = |message: String| Error::Protocol { provider: req.provider, what: what.clone(), message };
+    if let Ok(m) = tokio::fs::metadata(req.dest).await
+        && m.is_file()
+        && m.len() == req.size
+    {
+        return Ok(Downloaded {
+            path: req.dest.to_path_buf(),
+            bytes: req.size,
+            resumed_from: req.size,
+            skipped: true,
+            sha256: sha256_file(req.dest).await?,
+        });
+    }
+    let part = part_path(req.dest);
+    let mut file = tokio::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&part)
+        .await
+        .map_err(io_err(&part))?;
+    let mut offset = file.metadata().await.map_err(io_err(&part))?.len();
+    if offset > req.size {
+        file.set_len(0).await.map_err(io_err(&part))?;
+        offset = 0;
+    }
+    let resumed_from = offset;
+    progress.event(Event::Started { file: label.clone(), total_bytes: req.size, parts: 1, done_bytes: offset, done_parts: 0 });
+    let mut backoff = Backoff::new(req.retry.clone());
+    let mut restarts = 0;
+    while offset < req.size {
+        let mut rq = http.get(req.url);
+        if offset > 0 {
+            rq = rq.header(reqwest::header::RANGE, format!("bytes={offset}-"));
+        }
+        let interrupted = || Error::Interrupted {
+            hint: format!("run the same command again: the download continues from {}", part.display()),
+        };
+        let sent = tokio::select! {
+            _ = cancel.cancelled() => return Err(interrupted()),
+            r = rq.send() => r,
+        };
+        let at_start = offset;
+        // `Err(reason)`: worth another attempt.
+        let attempt: std::result::Result<(), (String, Option<Duration>)> = match sent {
+            Err(e) => Err((describe_transport(&e), None)),
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                tracing::debug!(url = %safe_url(req.url), status, offset, "{what}");
+                match status {
+                    206 => {
+                        let range = resp.headers().get(reqwest::header::CONTENT_RANGE).and_then(|v| v.to_str().ok());
+                        match range.and_then(parse_content_range) {
+                            Some((start, total)) if start == offset && total.is_none_or(|t| t == req.size) => {
+                                stream_body(resp, &mut file, &part, &mut offset, req.size, progress, cancel, &interrupted)
+                                    .await?
+                            }
+                            Some((_, Some(total))) if total != req.size => {
+                                return Err(protocol(format!(
+                                    "the server has {total} bytes, the metadata says {}",
+                                    req.size
+                                )));
+                            }
+                            _ => {
+                                restart(&mut file, &part, &mut offset, progress, &mut restarts, &protocol).await?;
+                                Err((format!("unexpected Content-Range {range:?}"), None))
+                            }
+                        }
+                    }
+                    200 => {
+                        if let Some(len) = resp.content_length()
+                            && len != req.size
+                        {
+                            return Err(protocol(format!(
+                                "the server sends {len} bytes, the metadata says {}",
+                                req.size
+                            )));
+                        }
+                        if offset > 0 {
+                            // The range was ignored: the whole file comes again.
+                            restart(&mut file, &part, &mut offset, progress, &mut restarts, &protocol).await?;
+                        }
+                        stream_body(resp, &mut file, &part, &mut offset, req.size, progress, cancel, &interrupted).await?
+                    }
+                    416 => {
+                        let total = resp
+                            .headers()
+                            .get(reqwest::header::CONTENT_RANGE)
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.trim().strip_prefix("bytes */"))
+                            .and_then(|v| v.parse::<u64>().ok());
+                        if total.is_some_and(|t| t != req.size) {
+                            return Err(protocol(format!(
+                                "the server has {} bytes, the metadata says {}",
+                                total.unwrap_or_default(),
+                                req.size
+                            )));
+                        }
+                        restart(&mut file, &part, &mut offset, progress, &mut restarts, &protocol).await?;
+                        Err(("HTTP 416 for the rest of the .part file".into(), None))
+                    }
+                    408 | 429 | 500..=599 => {
+                        let wait = retry_after(resp.headers());
+                        Err((format!("HTTP {status}"), wait))
+                    }
+                    _ => {
+                        let body = resp.bytes().await.unwrap_or_default();
+                        let (_, message) = crate::engine::http::summarize_body(&body);
+                        return Err(Error::Rejected {
+                            provider: req.provider,
+                            what: format!("{what} from {}", safe_url(req.url)),
+                            status,
+                            message: crate::redact::scrub(&message, &[]),
+                        });
+                    }
+                }
+            }
+        };
+        if offset > req.size {
+            drop(file);
+            let _ = tokio::fs::remove_file(&part).await;
+            return Err(protocol(format!("the server sent more than the {} bytes the metadata announces", req.size)));
+        }
+        let reason = match attempt {
+            Ok(()) if offset == req.size => break,
+            Ok(()) => (format!("the body ended after {} of {} bytes", offset, req.size), None),
+            Err(r) => r,
+        };
+        if offset > at_start {
+            // Progress was made: only failures in a row count against the retries.
+            backoff = Backoff::new(req.retry.clone());
+        }
+        let Some(delay) = backoff.next_delay(reason.1) else {
+            return Err(Error::Network {
+                provider: req.provider,
+                what: what.clone(),
+                message: format!("{} (kept {} for a later run)", reason.0, part.display()),
+            });
+        };
+        progress.event(Event::Retry { part: 1, attempt: backoff.attempts(), reason: reason.0, delay });
+        tokio::select! {
+            _ = cancel.cancelled() => return Err(interrupted()),
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+    file.flush().await.map_err(io_err(&part))?;
+    file.sync_all().await.map_err(io_err(&part))?;
+    let len = file.metadata().await.map_err(io_err(&part))?.len();
+    drop(file);
+    if len != req.size {
+        return Err(protocol(format!("{} has {len} bytes, the metadata says {}", part.display(), req.size)));
+    }
+    tokio::fs::rename(&part, req.dest).await.map_err(io_err(req.dest))?;
+    progress.event(Event::PartDone { part: 1 });
+    progress.event(Event::Finished);
+    Ok(Downloaded {
+        path: req.dest.to_path_buf(),
+        bytes: req.size,
+        resumed_from,
+        skipped: false,
+        sha256: sha256_file(req.dest).await?,
+    })
+}
+
+/// Empties the `.part` file to start over; at most twice per download.
+async fn restart(
+    file: &mut tokio::fs::File,
+    part: &Path,
+    offset: &mut u64,
+    progress: &dyn Progress,
+    restarts: &mut u32,
+    protocol: &dyn Fn(String) -> Error,
+) -> Result<()> {
+    *restarts += 1;
+    if *restarts > 2 {
+        return Err(protocol("the server does not answer range requests consistently".into()));
+    }
+    file.set_len(0).await.map_err(io_err(part))?;
+    if *offset > 0 {
+        progress.event(Event::Bytes { part: 1, delta: -(*offset as i64) });
+    }
+    *offset = 0;
+    Ok(())
+}
+
+/// Appends the body at `offset`. `Ok(Err(reason))` when the body broke off (retry).
+#[allow(clippy::too_many_arguments)]
+async fn stream_body(
+    mut resp: reqwest::Response,
+    file: &mut tokio::fs::File,
+    part: &Path,
+    offset: &mut u64,
+    size: u64,
+    progress: &dyn Progress,
+    cancel: &CancellationToken,
+    interrupted: &dyn Fn() -> Error,
+) -> Result<std::result::Result<(), (String, Option<Duration>)>> {
+    file.seek(std::io::SeekFrom::Start(*offset)).await.map_err(io_err(part))?;
+    loop {
+        let chunk = tokio::select! {
+            _ = cancel.cancelled() => {
+                file.flush().await.map_err(io_err(part))?;
+                return Err(interrupted());
+            }
+            c = resp.chunk() => c,
+        };
+        match chunk {
+            Ok(Some(bytes)) => {
+                file.write_all(&bytes).await.map_err(io_err(part))?;
+                *offset += bytes.len() as u64;
+                progress.event(Event::Bytes { part: 1, delta: bytes.len() as i64 });
+                if *offset > size {
+                    return Ok(Ok(()));
+                }
+            }
+            Ok(None) => {
+                file.flush().await.map_err(io_err(part))?;
+                return Ok(Ok(()));
+            }
+            Err(e) => {
+                file.flush().await.map_err(io_err(part))?;
+                return Ok(Err((format!("the body broke off: {}", describe_transport(&e)), None)));
+            }
+        }
+    }
+}
+
+/// `bytes START-END/TOTAL` → (START, TOTAL unless `*`).
+pub fn parse_content_range(v: &str) -> Option<(u64, Option<u64>)> {
+    let rest = v.trim().strip_prefix("bytes ")?;
+    let (range, total) = rest.split_once('/')?;
+    let (start, _end) = range.split_once('-')?;
+    let total = if total.trim() == "*" { None } else { Some(total.trim().parse().ok()?) };
+    Some((start.trim().parse().ok()?, total))
+}
+
+async fn sha256_file(path: &Path) -> Result<String> {
+    let p = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut f = std::fs::File::open(&p).map_err(io_err(&p))?;
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf).map_err(io_err(&p))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        Ok(hex::encode(h.finalize()))
+    })
+    .await
+    .map_err(|e| Error::File { path: path.to_path_buf(), source: std::io::Error::other(e) })?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_ranges() {
+        assert_eq!(parse_content_range("bytes 100-199/1000"), Some((100, Some(1000))));
+        assert_eq!(parse_content_range("bytes 0-0/*"), Some((0, None)));
+        assert_eq!(parse_content_range("items 0-1/2"), None);
+        assert_eq!(part_path(Path::new("/d/model.ply")), Path::new("/d/model.ply.part"));
+    }
+}

@@ -1,0 +1,448 @@
+//! Varjo Teleport beyond the upload: the capture list, one capture's state (found by paging
+//! the list: the API has no GET for one capture), rename, delete, waiting for processing, and
+//! the share metadata that lists the model files.
+//!
+//! States (PROVIDERS.md): `READY` is success, `ERROR` or `FAILED` failure, anything else
+//! (CREATED, UPLOADED, PROCESSING, ...) in progress. Timestamps without a timezone are UTC.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
+use reqwest::Method;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::progress::{Event, Progress};
+use crate::error::{Error, Result};
+use crate::providers::api::{Api, Retry};
+
+/// The API's default page size (`limit`), used when paging to find one capture.
+pub const PAGE: u32 = 25;
+
+/// A capture as listed (`CaptureOutput`). Only `eid` and `state` are required here; every other
+/// field is kept as received, so that a new or differently typed field never breaks a listing.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Capture {
+    /// External id.
+    pub eid: String,
+    /// `CREATED`, `UPLOADED`, `PROCESSING`, `READY`, `ERROR`, ...
+    pub state: String,
+    /// Everything else (`name`, `sid`, `created`, `viewer_url`, ...).
+    #[serde(flatten)]
+    pub fields: Map<String, Value>,
+}
+
+/// Where a capture stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// `READY`.
+    Ready,
+    /// `ERROR` or `FAILED`.
+    Failed,
+    /// Anything else.
+    InProgress,
+}
+
+impl Capture {
+    /// A string field, `None` when absent, null or not a string.
+    pub fn str(&self, key: &str) -> Option<&str> {
+        self.fields.get(key).and_then(|v| v.as_str())
+    }
+
+    /// Success, failure or still going.
+    pub fn phase(&self) -> Phase {
+        phase(&self.state)
+    }
+
+    /// `PROCESSING: Training the 3D model`, or the bare state.
+    pub fn state_line(&self) -> String {
+        match self.str("state_description").filter(|d| !d.trim().is_empty()) {
+            Some(d) => format!("{}: {d}", self.state),
+            None => self.state.clone(),
+        }
+    }
+
+    /// `ERROR: NOT_ENOUGH_FRAMES (not-enough-frames): Processing failed: ...`.
+    pub fn failure_reason(&self) -> String {
+        let mut s = self.state.clone();
+        if let Some(r) = self.fields.get("error_reason").filter(|v| !v.is_null()) {
+            s.push_str(": ");
+            s.push_str(&r.as_str().map(String::from).unwrap_or_else(|| r.to_string()));
+        }
+        if let Some(slug) = self.str("error_reason_slug") {
+            s.push_str(&format!(" ({slug})"));
+        }
+        if let Some(d) = self.str("state_description") {
+            s.push_str(": ");
+            s.push_str(d);
+        }
+        s
+    }
+
+    /// The capture as one JSON object, `created` and `uploaded` as RFC 3339 UTC times.
+    pub fn to_json(&self) -> Value {
+        let mut m = Map::new();
+        m.insert("eid".into(), self.eid.clone().into());
+        m.insert("state".into(), self.state.clone().into());
+        for (k, v) in &self.fields {
+            let v = match (k.as_str(), v.as_str()) {
+                ("created" | "uploaded", Some(t)) => Value::String(rfc3339(t)),
+                _ => v.clone(),
+            };
+            m.insert(k.clone(), v);
+        }
+        Value::Object(m)
+    }
+}
+
+/// READY is success, ERROR or FAILED failure, anything else in progress.
+pub fn phase(state: &str) -> Phase {
+    match state.trim().to_ascii_uppercase().as_str() {
+        "READY" => Phase::Ready,
+        "ERROR" | "FAILED" => Phase::Failed,
+        _ => Phase::InProgress,
+    }
+}
+
+/// Parses a Teleport timestamp: RFC 3339 with an offset, or without a timezone (then UTC).
+pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    let s = s.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&Utc));
+    }
+    ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M"]
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
+        .map(|t| t.and_utc())
+}
+
+/// RFC 3339 in UTC (`2025-10-06T18:55:42.733421Z`); the text unchanged when it is not a time.
+pub fn rfc3339(s: &str) -> String {
+    parse_time(s).map_or_else(|| s.to_string(), |t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+}
+
+/// Refuses ids that cannot be a Teleport eid or sid, before any request (they go into paths).
+pub fn check_id(kind: &str, id: &str) -> Result<()> {
+    if !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        return Ok(());
+    }
+    Err(Error::usage(
+        format!("'{id}' is not a Teleport {kind}"),
+        format!("a {kind} is made of letters, digits, '-' and '_'; see `upload teleport list`"),
+    ))
+}
+
+/// One page of the capture list.
+pub async fn list_page(api: &Api, limit: u32, offset: u64) -> Result<Vec<Capture>> {
+    api.json(
+        "list captures",
+        Method::GET,
+        "/api/v1/captures",
+        &[("limit", limit.to_string()), ("offset", offset.to_string())],
+        None::<&()>,
+        Retry::Idempotent,
+    )
+    .await
+}
+
+/// Pages of `limit` from `offset` until a short page; `on_page` sees each page as it comes.
+pub async fn list_all(api: &Api, limit: u32, offset: u64, mut on_page: impl FnMut(&[Capture]) -> Result<()>) -> Result<u64> {
+    let mut offset = offset;
+    let mut seen = 0u64;
+    let mut previous_first: Option<String> = None;
+    loop {
+        let page = list_page(api, limit, offset).await?;
+        guard_offset_ignored(api, &page, &mut previous_first)?;
+        on_page(&page)?;
+        seen += page.len() as u64;
+        if (page.len() as u64) < limit as u64 {
+            return Ok(seen);
+        }
+        offset += page.len() as u64;
+    }
+}
+
+/// A server that ignored `offset` would hand the same page forever.
+fn guard_offset_ignored(api: &Api, page: &[Capture], previous_first: &mut Option<String>) -> Result<()> {
+    let first = page.first().map(|c| c.eid.clone());
+    if first.is_some() && *previous_first == first {
+        return Err(Error::Protocol {
+            provider: api.provider,
+            what: "list captures".into(),
+            message: "the next page starts with the same capture: the server ignores `offset`".into(),
+        });
+    }
+    *previous_first = first;
+    Ok(())
+}
+
+/// Finds a capture by paging the list. `hint` is the offset where it was last seen (captures
+/// only move down the newest-first list): the search starts on that page, then goes back to
+/// the start. Updated when found.
+pub async fn find_capture(api: &Api, eid: &str, hint: &mut u64) -> Result<Option<Capture>> {
+    let start = *hint / PAGE as u64 * PAGE as u64;
+    if let Some((c, at)) = scan(api, eid, start, None).await? {
+        *hint = at;
+        return Ok(Some(c));
+    }
+    if start > 0
+        && let Some((c, at)) = scan(api, eid, 0, Some(start)).await?
+    {
+        *hint = at;
+        return Ok(Some(c));
+    }
+    Ok(None)
+}
+
+async fn scan(api: &Api, eid: &str, from: u64, until: Option<u64>) -> Result<Option<(Capture, u64)>> {
+    let mut offset = from;
+    let mut previous_first = None;
+    loop {
+        if until.is_some_and(|u| offset >= u) {
+            return Ok(None);
+        }
+        let page = list_page(api, PAGE, offset).await?;
+        guard_offset_ignored(api, &page, &mut previous_first)?;
+        let n = page.len() as u64;
+        if let Some(i) = page.iter().position(|c| c.eid == eid) {
+            let c = page.into_iter().nth(i).expect("index from position");
+            return Ok(Some((c, offset + i as u64)));
+        }
+        if n < PAGE as u64 {
+            return Ok(None);
+        }
+        offset += n;
+    }
+}
+
+/// The capture, or a 404-like rejection naming it.
+pub async fn status(api: &Api, eid: &str) -> Result<Capture> {
+    check_id("capture eid", eid)?;
+    find_capture(api, eid, &mut 0).await?.ok_or_else(|| not_listed(api, eid))
+}
+
+fn not_listed(api: &Api, eid: &str) -> Error {
+    Error::Rejected {
+        provider: api.provider,
+        what: format!("looking up capture {eid}"),
+        status: 404,
+        message: "no such capture in the list of captures of this account".into(),
+    }
+}
+
+/// `PUT /api/v1/captures/{eid}` {name}.
+pub async fn rename(api: &Api, eid: &str, name: &str) -> Result<Capture> {
+    check_id("capture eid", eid)?;
+    if name.trim().is_empty() {
+        return Err(Error::usage("the new capture name is empty", "give a name, e.g. `upload teleport rename EID \"Lobby\"`"));
+    }
+    api.json(
+        "rename capture",
+        Method::PUT,
+        &format!("/api/v1/captures/{eid}"),
+        &[],
+        Some(&serde_json::json!({ "name": name })),
+        Retry::Idempotent,
+    )
+    .await
+}
+
+/// `DELETE /api/v1/captures/{eid}` → 204.
+pub async fn delete(api: &Api, eid: &str) -> Result<()> {
+    check_id("capture eid", eid)?;
+    api.send("delete capture", Method::DELETE, &format!("/api/v1/captures/{eid}"), &[], None::<&()>, Retry::Idempotent)
+        .await?;
+    Ok(())
+}
+
+/// How `--wait` polls.
+#[derive(Clone, Copy, Debug)]
+pub struct WaitOptions {
+    /// First interval between polls; grows by half each time, up to 30 s (or this, if larger).
+    pub poll_interval: Duration,
+    /// Deadline from the start of the wait.
+    pub timeout: Duration,
+}
+
+/// Follows a capture until READY (returned), ERROR/FAILED ([`Error::ProcessingFailed`]) or the
+/// deadline ([`Error::Timeout`]), showing each new state through `progress`.
+pub async fn wait_processed(
+    api: &Api,
+    eid: &str,
+    opts: WaitOptions,
+    progress: &dyn Progress,
+    cancel: &CancellationToken,
+) -> Result<Capture> {
+    let started = Instant::now();
+    let deadline = started + opts.timeout;
+    let max_interval = opts.poll_interval.max(Duration::from_secs(30));
+    let mut interval = opts.poll_interval.max(Duration::from_millis(50));
+    let mut hint = 0u64;
+    let mut shown = String::new();
+    let mut last_state = "UPLOADED".to_string();
+    let mut misses = 0;
+    let timeout = |last: &str| Error::Timeout {
+        what: format!("waiting for capture {eid} to be processed (last state {last})"),
+        seconds: opts.timeout.as_secs_f64().ceil() as u64,
+    };
+    let interrupted = || Error::Interrupted {
+        hint: format!("the upload is complete; follow it with `upload teleport status {eid}`"),
+    };
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let found = tokio::select! {
+            _ = cancel.cancelled() => return Err(interrupted()),
+            r = tokio::time::timeout(remaining + Duration::from_millis(100), find_capture(api, eid, &mut hint)) => match r {
+                Ok(r) => r?,
+                Err(_) => return Err(timeout(&last_state)),
+            },
+        };
+        match found {
+            Some(c) => {
+                misses = 0;
+                let line = c.state_line();
+                if line != shown {
+                    tracing::info!(%eid, state = %c.state, "capture state");
+                    progress.event(Event::Phase { message: line.clone() });
+                    shown = line;
+                }
+                last_state = c.state.clone();
+                match c.phase() {
+                    Phase::Ready => return Ok(c),
+                    Phase::Failed => {
+                        return Err(Error::ProcessingFailed {
+                            provider: api.provider,
+                            id: eid.to_string(),
+                            reason: c.failure_reason(),
+                        });
+                    }
+                    Phase::InProgress => {}
+                }
+            }
+            None => {
+                misses += 1;
+                if misses >= 3 {
+                    return Err(Error::Rejected {
+                        provider: api.provider,
+                        what: format!("waiting for capture {eid}"),
+                        status: 404,
+                        message: "the capture is no longer in the list of captures (deleted?)".into(),
+                    });
+                }
+            }
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(timeout(&last_state));
+        }
+        let nap = interval.min(deadline - now);
+        tokio::select! {
+            _ = cancel.cancelled() => return Err(interrupted()),
+            _ = tokio::time::sleep(nap) => {}
+        }
+        interval = interval.mul_f64(1.5).min(max_interval);
+    }
+}
+
+/// `GET /share/{sid}/metadata` parameters.
+#[derive(Clone, Debug)]
+pub struct MetadataQuery {
+    /// `ply` or `sogs-sh0` (the API also knows `fragment-chunk1`, `fragment-float16`).
+    pub profile: String,
+    /// `sd` or `hd`.
+    pub quality: String,
+    /// The level-of-detail hierarchy.
+    pub lod: bool,
+    /// Model URLs on the CDN (the API's default) or not.
+    pub use_cdn: bool,
+}
+
+/// One entry of `models` (`SegmentModel`).
+#[derive(Clone, Debug, Deserialize)]
+pub struct SegmentModel {
+    /// Where the file is.
+    pub url: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Other fields (`id`, `parent`, `aabb`, `resolution_range`).
+    #[serde(flatten)]
+    pub fields: Map<String, Value>,
+}
+
+/// The metadata as received (`CaptureMetadata`); a 404 means "not READY (yet)".
+pub async fn metadata(api: &Api, sid: &str, q: &MetadataQuery) -> Result<Value> {
+    check_id("share id (sid)", sid)?;
+    let mut query = vec![("profiles", q.profile.clone()), ("quality", q.quality.clone())];
+    if q.lod {
+        query.push(("lod", "true".into()));
+    }
+    if !q.use_cdn {
+        query.push(("use_cdn", "false".into()));
+    }
+    let r = api.json("get metadata", Method::GET, &format!("/share/{sid}/metadata"), &query, None::<&()>, Retry::Idempotent).await;
+    match r {
+        Err(Error::Rejected { provider, what, status: 404, message }) => Err(Error::Rejected {
+            provider,
+            what,
+            status: 404,
+            message: format!(
+                "{message}: no READY capture is shared as {sid} (the metadata exists once processing is READY; `upload teleport status EID` shows the state and sid)"
+            ),
+        }),
+        other => other,
+    }
+}
+
+/// The `models` of a metadata answer.
+pub fn models(api: &Api, metadata: &Value) -> Result<Vec<SegmentModel>> {
+    let models = metadata.get("models").cloned().unwrap_or(Value::Null);
+    serde_json::from_value(models).map_err(|e| Error::Protocol {
+        provider: api.provider,
+        what: "get metadata".into(),
+        message: format!("cannot read `models`: {e}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases() {
+        assert_eq!(phase("READY"), Phase::Ready);
+        assert_eq!(phase("ERROR"), Phase::Failed);
+        assert_eq!(phase("FAILED"), Phase::Failed);
+        for s in ["CREATED", "UPLOADED", "PROCESSING", "QUEUED", ""] {
+            assert_eq!(phase(s), Phase::InProgress, "{s}");
+        }
+    }
+
+    #[test]
+    fn times_without_timezone_are_utc() {
+        assert_eq!(rfc3339("2025-10-06T18:55:42.733421"), "2025-10-06T18:55:42.733421Z");
+        assert_eq!(rfc3339("2025-10-06T18:55:42"), "2025-10-06T18:55:42Z");
+        assert_eq!(rfc3339("2025-10-06T20:55:42.5+02:00"), "2025-10-06T18:55:42.500Z");
+        assert_eq!(rfc3339("2022-04-13T15:42:05.901Z"), "2022-04-13T15:42:05.901Z");
+        assert_eq!(rfc3339("yesterday"), "yesterday");
+    }
+
+    #[test]
+    fn failure_reason_names_everything() {
+        let c: Capture = serde_json::from_value(serde_json::json!({
+            "eid": "e1", "state": "ERROR", "error_reason": "NOT_ENOUGH_FRAMES",
+            "error_reason_slug": "not-enough-frames", "state_description": "Too few frames"
+        }))
+        .unwrap();
+        assert_eq!(c.failure_reason(), "ERROR: NOT_ENOUGH_FRAMES (not-enough-frames): Too few frames");
+        assert_eq!(c.phase(), Phase::Failed);
+    }
+
+    #[test]
+    fn ids_are_checked() {
+        assert!(check_id("eid", "hd72kkw82ksa").is_ok());
+        assert!(check_id("eid", "").is_err());
+        assert!(check_id("eid", "../x").is_err());
+        assert!(check_id("eid", "a b").is_err());
+    }
+}
