@@ -42,7 +42,14 @@ pub struct FaultState {
 
 impl FaultState {
     pub fn new(faults: Faults) -> Self {
-        FaultState { rng: StdRng::seed_from_u64(faults.seed), faults, puts: 0, api_calls: 0, completions: 0, model_downloads: 0 }
+        FaultState {
+            rng: StdRng::seed_from_u64(faults.seed),
+            faults,
+            puts: 0,
+            api_calls: 0,
+            completions: 0,
+            model_downloads: 0,
+        }
     }
 
     /// Replaces the faults: counters restart, the RNG is reseeded.

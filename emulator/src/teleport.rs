@@ -31,9 +31,9 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use futures::StreamExt;
 use axum::routing::{get, post, put};
 use chrono::{NaiveDateTime, Utc};
+use futures::StreamExt;
 use rand::Rng;
 use serde_json::{Value, json};
 
@@ -180,7 +180,9 @@ impl Capture {
         let o = &view.origin;
         let url = |path: &str| sid.as_ref().map(|sid| format!("{o}{}", path.replace("{sid}", sid)));
         let preview_urls = match &sid {
-            Some(sid) => json!({ "sd": format!("{o}/share/{sid}/preview-sd.jpg"), "hd": format!("{o}/share/{sid}/preview-hd.jpg") }),
+            Some(sid) => {
+                json!({ "sd": format!("{o}/share/{sid}/preview-sd.jpg"), "hd": format!("{o}/share/{sid}/preview-hd.jpg") })
+            }
             None => json!({}),
         };
         json!({
@@ -669,7 +671,11 @@ pub fn model_files(base: u64, profile: &str, quality: &str, lod: bool) -> Vec<Mo
     [size / 4, size / 2, size]
         .iter()
         .enumerate()
-        .map(|(i, s)| ModelFile { name: format!("{profile}-{quality}-lod{i}.{ext}"), size: (*s).max(1), level: Some(i as u32) })
+        .map(|(i, s)| ModelFile {
+            name: format!("{profile}-{quality}-lod{i}.{ext}"),
+            size: (*s).max(1),
+            level: Some(i as u32),
+        })
         .collect()
 }
 
@@ -696,7 +702,8 @@ pub fn model_bytes(sid: &str, name: &str, size: u64) -> Vec<u8> {
 /// The model file `name` of the capture shared as `sid`, whatever its state (for tests: the
 /// bytes a download must end with). `None` for an unknown sid or file name.
 pub fn model_file(shared: &Shared, sid: &str, name: &str) -> Option<Vec<u8>> {
-    let known = shared.teleport.captures.lock().unwrap().iter().any(|c| c.uploaded.as_ref().is_some_and(|u| u.sid == sid));
+    let known =
+        shared.teleport.captures.lock().unwrap().iter().any(|c| c.uploaded.as_ref().is_some_and(|u| u.sid == sid));
     if !known {
         return None;
     }
@@ -706,7 +713,9 @@ pub fn model_file(shared: &Shared, sid: &str, name: &str) -> Option<Vec<u8>> {
 fn find_model(base: u64, name: &str) -> Option<ModelFile> {
     PROFILES
         .iter()
-        .flat_map(|p| QUALITIES.iter().flat_map(move |q| [false, true].into_iter().flat_map(move |l| model_files(base, p, q, l))))
+        .flat_map(|p| {
+            QUALITIES.iter().flat_map(move |q| [false, true].into_iter().flat_map(move |l| model_files(base, p, q, l)))
+        })
         .find(|f| f.name == name)
 }
 
@@ -737,8 +746,12 @@ async fn metadata(
 fn metadata_inner(shared: &Shared, sid: &str, query: Option<&str>, headers: &HeaderMap) -> Answer {
     check_auth(shared, headers)?;
     let mut q = QueryParams::new(query);
-    let mut profiles: Vec<String> =
-        q.all("profiles").iter().flat_map(|p| p.split(',').map(|s| s.trim().to_string())).filter(|p| !p.is_empty()).collect();
+    let mut profiles: Vec<String> = q
+        .all("profiles")
+        .iter()
+        .flat_map(|p| p.split(',').map(|s| s.trim().to_string()))
+        .filter(|p| !p.is_empty())
+        .collect();
     if profiles.is_empty() {
         profiles.push("ply".into());
     }
@@ -753,7 +766,8 @@ fn metadata_inner(shared: &Shared, sid: &str, query: Option<&str>, headers: &Hea
     let mut models = Vec::new();
     for p in &profiles {
         for f in model_files(shared.config.teleport_model_size, p, &quality, lod) {
-            let url = if use_cdn { format!("{o}/cdn/{sid}/{}", f.name) } else { format!("{o}/share/{sid}/files/{}", f.name) };
+            let url =
+                if use_cdn { format!("{o}/cdn/{sid}/{}", f.name) } else { format!("{o}/share/{sid}/files/{}", f.name) };
             let (id, parent, aabb, range) = match f.level {
                 None => (Value::Null, Value::Null, Value::Null, Value::Null),
                 Some(l) => (
@@ -836,10 +850,11 @@ async fn model_download(
         Some(n) if n < len => {
             tracing::debug!(%sid, %name, n, "fault: model download cut");
             let head = body.slice(..n as usize);
-            let stream = futures::stream::iter([Ok::<Bytes, std::io::Error>(head)]).chain(futures::stream::once(async {
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "fault: model download cut"))
-            }));
+            let stream =
+                futures::stream::iter([Ok::<Bytes, std::io::Error>(head)]).chain(futures::stream::once(async {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "fault: model download cut"))
+                }));
             axum::body::Body::from_stream(stream)
         }
         _ => axum::body::Body::from(body),
@@ -852,10 +867,7 @@ async fn model_download(
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(header::ETAG, HeaderValue::from_str(&etag).unwrap());
     if status == StatusCode::PARTIAL_CONTENT {
-        h.insert(
-            header::CONTENT_RANGE,
-            HeaderValue::from_str(&format!("bytes {start}-{}/{size}", end - 1)).unwrap(),
-        );
+        h.insert(header::CONTENT_RANGE, HeaderValue::from_str(&format!("bytes {start}-{}/{size}", end - 1)).unwrap());
     }
     r
 }

@@ -145,8 +145,13 @@ async fn download_models(
     for (m, name) in plan {
         let dest = dir.join(&name);
         let progress = ui::FileProgress::new(ui::Mode::detect(output.quiet, output.json));
-        let req =
-            DownloadRequest { provider: api.provider, url: &m.url, dest: &dest, size: m.size, retry: api.retry.clone() };
+        let req = DownloadRequest {
+            provider: api.provider,
+            url: &m.url,
+            dest: &dest,
+            size: m.size,
+            retry: api.retry.clone(),
+        };
         let done = download(&http, &req, &progress, cancel).await?;
         drop(progress);
         if output.json {

@@ -95,7 +95,13 @@ pub async fn download(
         offset = 0;
     }
     let resumed_from = offset;
-    progress.event(Event::Started { file: label.clone(), total_bytes: req.size, parts: 1, done_bytes: offset, done_parts: 0 });
+    progress.event(Event::Started {
+        file: label.clone(),
+        total_bytes: req.size,
+        parts: 1,
+        done_bytes: offset,
+        done_parts: 0,
+    });
     let mut backoff = Backoff::new(req.retry.clone());
     let mut restarts = 0;
     while offset < req.size {
@@ -122,8 +128,17 @@ pub async fn download(
                         let range = resp.headers().get(reqwest::header::CONTENT_RANGE).and_then(|v| v.to_str().ok());
                         match range.and_then(parse_content_range) {
                             Some((start, total)) if start == offset && total.is_none_or(|t| t == req.size) => {
-                                stream_body(resp, &mut file, &part, &mut offset, req.size, progress, cancel, &interrupted)
-                                    .await?
+                                stream_body(
+                                    resp,
+                                    &mut file,
+                                    &part,
+                                    &mut offset,
+                                    req.size,
+                                    progress,
+                                    cancel,
+                                    &interrupted,
+                                )
+                                .await?
                             }
                             Some((_, Some(total))) if total != req.size => {
                                 return Err(protocol(format!(
@@ -150,7 +165,8 @@ pub async fn download(
                             // The range was ignored: the whole file comes again.
                             restart(&mut file, &part, &mut offset, progress, &mut restarts, &protocol).await?;
                         }
-                        stream_body(resp, &mut file, &part, &mut offset, req.size, progress, cancel, &interrupted).await?
+                        stream_body(resp, &mut file, &part, &mut offset, req.size, progress, cancel, &interrupted)
+                            .await?
                     }
                     416 => {
                         let total = resp

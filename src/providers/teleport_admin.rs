@@ -147,7 +147,12 @@ pub async fn list_page(api: &Api, limit: u32, offset: u64) -> Result<Vec<Capture
 }
 
 /// Pages of `limit` from `offset` until a short page; `on_page` sees each page as it comes.
-pub async fn list_all(api: &Api, limit: u32, offset: u64, mut on_page: impl FnMut(&[Capture]) -> Result<()>) -> Result<u64> {
+pub async fn list_all(
+    api: &Api,
+    limit: u32,
+    offset: u64,
+    mut on_page: impl FnMut(&[Capture]) -> Result<()>,
+) -> Result<u64> {
     let mut offset = offset;
     let mut seen = 0u64;
     let mut previous_first: Option<String> = None;
@@ -235,7 +240,10 @@ fn not_listed(api: &Api, eid: &str) -> Error {
 pub async fn rename(api: &Api, eid: &str, name: &str) -> Result<Capture> {
     check_id("capture eid", eid)?;
     if name.trim().is_empty() {
-        return Err(Error::usage("the new capture name is empty", "give a name, e.g. `upload teleport rename EID \"Lobby\"`"));
+        return Err(Error::usage(
+            "the new capture name is empty",
+            "give a name, e.g. `upload teleport rename EID \"Lobby\"`",
+        ));
     }
     api.json(
         "rename capture",
@@ -380,7 +388,9 @@ pub async fn metadata(api: &Api, sid: &str, q: &MetadataQuery) -> Result<Value> 
     if !q.use_cdn {
         query.push(("use_cdn", "false".into()));
     }
-    let r = api.json("get metadata", Method::GET, &format!("/share/{sid}/metadata"), &query, None::<&()>, Retry::Idempotent).await;
+    let r = api
+        .json("get metadata", Method::GET, &format!("/share/{sid}/metadata"), &query, None::<&()>, Retry::Idempotent)
+        .await;
     match r {
         Err(Error::Rejected { provider, what, status: 404, message }) => Err(Error::Rejected {
             provider,

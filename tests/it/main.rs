@@ -8,4 +8,5 @@ mod output;
 mod real_s3;
 mod reliability;
 mod teleport;
+mod teleport_mgmt;
 mod uplift;
