@@ -70,15 +70,21 @@ pub fn resolve_token(flag: Option<&str>, provider: ProviderName) -> Option<Secre
 
 /// The API client of a management subcommand (`upload teleport list`, ...): endpoint and token
 /// resolved exactly as for an upload (`--endpoint`/`UPLOAD_ENDPOINT`, `--token`, the provider's
-/// env var, `UPLOAD_TOKEN`, `--token-command`).
+/// env var, `UPLOAD_TOKEN`, `--token-command`, then the config file's section).
 pub fn api_from_args(provider: ProviderName, args: &ApiArgs) -> Result<Api> {
-    let endpoint_text = args.endpoint.clone().unwrap_or_else(|| provider.default_endpoint().to_string());
+    let config = crate::config::ConfigFile::load()?;
+    let section = config.section(provider);
+    let endpoint_text = args
+        .endpoint
+        .clone()
+        .or_else(|| section.endpoint.clone())
+        .unwrap_or_else(|| provider.default_endpoint().to_string());
     let base = crate::engine::http::checked_url(&endpoint_text, "--endpoint")?;
     let token = Arc::new(TokenSource::new(
         provider.as_str_static(),
         provider.token_env(),
-        resolve_token(args.token.as_deref(), provider),
-        args.token_command.clone(),
+        resolve_token(args.token.as_deref(), provider).or_else(|| section.token.clone().map(Secret::new)),
+        args.token_command.clone().or_else(|| section.token_command.clone()),
     ));
     Ok(Api {
         http: crate::engine::http::client(4),

@@ -240,6 +240,7 @@ async fn run_with_stdin(a: Vec<String>, envs: Vec<(String, String)>, input: &'st
         for k in ["TELEPORT_TOKEN", "UPLOAD_TOKEN", "UPLOAD_TOKEN_COMMAND", "UPLOAD_ENDPOINT", "UPLOAD_FORCE_TTY"] {
             c.env_remove(k);
         }
+        c.env("UPLOAD_CONFIG", "/nonexistent/upload-test-config.toml");
         c.args(&a).envs(envs).stdin(std::process::Stdio::piped());
         c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
         let mut child = c.spawn().unwrap();
@@ -457,4 +458,14 @@ async fn subcommands_resolve_tokens_like_uploads() {
     let out = run_upload(cmd(&emu, "list", &[]), vec![("TELEPORT_TOKEN".into(), "wrong-token-value".into())]).await;
     assert_eq!(out.status.code(), Some(3));
     assert!(!stderr(&out).contains("wrong-token-value"));
+    // The config file's [teleport] section: token and endpoint.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(&cfg, format!("[teleport]\ntoken = \"{}\"\nendpoint = \"{}\"\n", emu.token(), emu.api_url()))
+        .unwrap();
+    let out =
+        run_upload(args(&["teleport", "list", "--json"]), vec![("UPLOAD_CONFIG".into(), cfg.display().to_string())])
+            .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json_lines(&stdout(&out)).len(), 2);
 }
