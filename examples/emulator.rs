@@ -20,12 +20,13 @@ async fn main() -> anyhow::Result<()> {
     let data: Vec<u8> = (0..12u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
     std::fs::write(&path, &data)?;
 
-    let outcome = Uploader::new(Teleport::new(TeleportOptions { name: Some("Walkthrough".into()), format: None }))
-        .endpoint(emulator.api_url())
-        .token(emulator.token())
-        .concurrency(4)
-        .upload(&path)
-        .await?;
+    let outcome =
+        Uploader::new(Teleport::new(TeleportOptions { name: Some("Walkthrough".into()), format: None, wait: None }))
+            .endpoint(emulator.api_url())
+            .token(emulator.token())
+            .concurrency(4)
+            .upload(&path)
+            .await?;
     let stored = emulator.objects().into_iter().find(|o| o.id == outcome.id).expect("the capture is stored");
     let local = hex::encode(Sha256::digest(&data));
     println!(
