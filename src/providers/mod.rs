@@ -10,8 +10,8 @@
 
 pub mod api;
 pub mod teleport;
-pub mod uplift;
 pub mod teleport_admin;
+pub mod uplift;
 
 use std::path::PathBuf;
 use std::sync::Arc;
