@@ -202,6 +202,7 @@ pub enum ProviderName {
 
 /// Output settings, valid everywhere.
 #[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Output")]
 pub struct OutputArgs {
     /// Print results as JSON, one object per line on stdout (progress and logs stay on stderr).
     #[arg(long, global = true)]

@@ -104,6 +104,9 @@ async fn wait_follows_processing_past_the_first_page() {
     let sid = v["sid"].as_str().expect("a READY capture has a sid");
     assert!(v["viewer_url"].as_str().is_some_and(|u| u.ends_with(sid)), "{v}");
     assert!(emu_teleport::list_queries(emu.shared()).contains(&(25, 25)), "the client never looked at page 2");
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema/result.schema.json")).unwrap();
+    let schema = jsonschema::validator_for(&serde_json::from_str(&text).unwrap()).unwrap();
+    assert!(schema.is_valid(&v), "{v}");
     let err = stderr(&out);
     assert!(err.contains("PROCESSING: Training the 3D model"), "{err}");
     assert_eq!(emu.objects()[0].sha256, file_sha);
@@ -127,12 +130,16 @@ async fn wait_reports_failed_processing() {
         "--wait",
         "--poll-interval",
         "100ms",
+        "--json",
     ]);
     let out = run_upload(a, token_env(&emu)).await;
     assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains("upload: error: teleport: processing of"), "{err}");
     assert!(err.contains("ERROR: NOT_ENOUGH_FRAMES (not-enough-frames)"), "{err}");
+    let line: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(line["exit_code"], 6, "{line}");
+    assert!(line["error"].as_str().unwrap().contains("NOT_ENOUGH_FRAMES"), "{line}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -468,4 +475,44 @@ async fn subcommands_resolve_tokens_like_uploads() {
             .await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(json_lines(&stdout(&out)).len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_on_a_terminal_and_off() {
+    let emu =
+        emulator(Config { processing: Processing { delay_ms: 1500, fail_reason: None }, ..Config::default() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = make_file(dir.path(), "scan.zip", 1000);
+    let mut tty = token_env(&emu);
+    tty.push(("UPLOAD_FORCE_TTY".into(), "1".into()));
+    // --wait on a terminal: the state is drawn on the progress line while processing.
+    let a = args(&[
+        path.to_str().unwrap(),
+        "--provider",
+        "teleport",
+        "--endpoint",
+        &emu.api_url(),
+        "--wait",
+        "--poll-interval",
+        "100ms",
+    ]);
+    let out = run_upload(a, tty.clone()).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("\x1b[") && err.contains("PROCESSING: Training the 3D model"), "{err:?}");
+    assert!(stdout(&out).contains("READY"), "{}", stdout(&out));
+    let sid = emu_teleport::captures_summary(emu.shared())[0]["share_id"].as_str().unwrap().to_string();
+
+    // The download: a bar on a terminal, plain lines elsewhere, nothing with --quiet.
+    let out = run_upload(cmd(&emu, "download", &[&sid, "-o", dir.path().join("a").to_str().unwrap()]), tty).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("\x1b[") && stderr(&out).contains("ply-hd.ply"), "no bar drawn: {:?}", stderr(&out));
+    let out =
+        run_upload(cmd(&emu, "download", &[&sid, "-o", dir.path().join("b").to_str().unwrap()]), token_env(&emu)).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("\x1b[") && stderr(&out).contains("upload: ply-hd.ply: 100%"), "{:?}", stderr(&out));
+    let out =
+        run_upload(cmd(&emu, "download", &[&sid, "-q", "-o", dir.path().join("c").to_str().unwrap()]), token_env(&emu))
+            .await;
+    assert!(out.status.success() && stderr(&out).is_empty(), "{}", stderr(&out));
 }
