@@ -383,10 +383,7 @@ pub async fn find_capture(
 
 /// Teleport timestamps come without a timezone (`2025-10-06T18:55:42.733421`): they are UTC.
 pub fn parse_time(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
-        return Some(t.with_timezone(&chrono::Utc));
-    }
-    chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f").ok().map(|n| n.and_utc())
+    super::teleport_admin::parse_time(s)
 }
 
 fn outcome(file: &FileSource, capture: &serde_json::Value, eid: &str, parts: u32, started: Instant) -> UploadOutcome {

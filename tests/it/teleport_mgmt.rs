@@ -516,3 +516,46 @@ async fn progress_on_a_terminal_and_off() {
             .await;
     assert!(out.status.success() && stderr(&out).is_empty(), "{}", stderr(&out));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_ends_when_the_capture_is_deleted() {
+    let emu =
+        emulator(Config { processing: Processing { delay_ms: 600_000, fail_reason: None }, ..Config::default() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = make_file(dir.path(), "scan.zip", 1000);
+    let a = args(&[
+        path.to_str().unwrap(),
+        "--provider",
+        "teleport",
+        "--endpoint",
+        &emu.api_url(),
+        "--wait",
+        "--poll-interval",
+        "100ms",
+        "--wait-timeout",
+        "2m",
+    ]);
+    let upload = tokio::spawn(run_upload(a, token_env(&emu)));
+    let t0 = std::time::Instant::now();
+    let eid = loop {
+        let caps = emu_teleport::captures_summary(emu.shared());
+        if let Some(c) = caps.as_array().unwrap().first()
+            && !c["uploaded"].is_null()
+        {
+            break c["eid"].as_str().unwrap().to_string();
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "never uploaded");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let status = reqwest::Client::new()
+        .delete(format!("{}/api/v1/captures/{eid}", emu.api_url()))
+        .bearer_auth(emu.token())
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 204);
+    let out = upload.await.unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no longer in the list of captures"), "{}", stderr(&out));
+}
