@@ -11,7 +11,7 @@ use crate::engine::progress::Progress;
 use crate::engine::retry::RetryPolicy;
 use crate::engine::uploader::UploaderOptions;
 use crate::error::{Error, Result};
-use crate::providers::{Api, Context, Provider, TokenSource, teleport, uplift};
+use crate::providers::{Api, Context, Provider, TokenSource, teleport, truvideo, uplift};
 use crate::redact::Secret;
 
 /// Validated settings for an upload run.
@@ -55,7 +55,7 @@ impl ProviderName {
     pub fn default_endpoint(self) -> &'static str {
         match self {
             ProviderName::Teleport => teleport::DEFAULT_ENDPOINT,
-            ProviderName::Truvideo => "https://upload-api.truvideo.com",
+            ProviderName::Truvideo => truvideo::DEFAULT_ENDPOINT,
             ProviderName::Uplift => uplift::DEFAULT_ENDPOINT,
             ProviderName::Apertur => "https://api.apertur.ca",
         }
@@ -108,7 +108,10 @@ impl UploadSettings {
                 "pass --provider teleport|truvideo|uplift|apertur (or set UPLOAD_PROVIDER)",
             )
         })?;
-        let endpoint_text = args.endpoint.clone().unwrap_or_else(|| provider.default_endpoint().to_string());
+        let endpoint_text = args.endpoint.clone().unwrap_or_else(|| match provider {
+            ProviderName::Truvideo if args.truvideo.rc => truvideo::RC_ENDPOINT.to_string(),
+            _ => provider.default_endpoint().to_string(),
+        });
         let endpoint = crate::engine::http::checked_url(&endpoint_text, "--endpoint")?;
         let token = Arc::new(TokenSource::new(
             provider.as_str_static(),
@@ -160,6 +163,25 @@ impl UploadSettings {
                 // One new session group per run (the provider is built once), shared by its files.
                 uuid::Uuid::new_v4(),
             )?))),
+            ProviderName::Truvideo => {
+                let t = &self.args.truvideo;
+                Ok(Box::new(truvideo::Truvideo::new(truvideo::TruvideoOptions {
+                    title: t.title.clone(),
+                    creator: t.creator.clone(),
+                    duration_ms: t.duration_ms,
+                    resolution: t.resolution.clone(),
+                    file_type: t.file_type.clone(),
+                    tags: self.args.tags.clone(),
+                    library: t.library,
+                    no_report: t.no_report,
+                    metadata: t.metadata.clone(),
+                    metadata_json: t.metadata_json.clone(),
+                    part_size: self.args.part_size,
+                    wait: !self.args.no_wait,
+                    wait_timeout: self.args.wait_timeout,
+                    poll_interval: self.args.poll_interval,
+                })?))
+            }
             other => Err(Error::usage(
                 format!("provider {} is not available in this build yet", other.as_str()),
                 "use --provider teleport",

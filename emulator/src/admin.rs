@@ -6,7 +6,8 @@
 //!   [`crate::Faults`] JSON (missing fields take their defaults) replaces them;
 //! * `GET /_emulator/requests` → the request log ([`crate::RequestRecord`] list);
 //! * `GET /_emulator/part-counts` → `[{upload_id, part, puts}]`, successful PUTs per part;
-//! * `GET /_emulator/teleport/captures` → every capture with its internal fields.
+//! * `GET /_emulator/teleport/captures` → every capture with its internal fields;
+//! * `GET /_emulator/truvideo/uploads` → every TruVideo upload with its internal fields.
 
 use std::sync::Arc;
 
@@ -28,6 +29,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/_emulator/requests", get(requests))
         .route("/_emulator/part-counts", get(part_counts))
         .route("/_emulator/teleport/captures", get(captures))
+        .route("/_emulator/truvideo/uploads", get(truvideo_uploads))
         .with_state(shared)
 }
 
@@ -68,4 +70,8 @@ async fn part_counts(State(shared): State<Arc<Shared>>) -> Response {
 
 async fn captures(State(shared): State<Arc<Shared>>) -> Response {
     json_response(200, &crate::teleport::captures_summary(&shared))
+}
+
+async fn truvideo_uploads(State(shared): State<Arc<Shared>>) -> Response {
+    json_response(200, &crate::truvideo::uploads_summary(&shared))
 }

@@ -4,7 +4,8 @@
 //! [`Emulator::start`] binds two loopback HTTP servers:
 //!
 //! * the **provider API** ([`Emulator::api_url`]): Varjo Teleport under `/api/v1` (see
-//!   [`teleport`]), plus an unauthenticated admin API under `/_emulator` (see [`admin`]);
+//!   [`teleport`]), TruVideo Upload V3 under `/upload` (see [`truvideo`]), plus an
+//!   unauthenticated admin API under `/_emulator` (see [`admin`]);
 //! * an **S3-compatible store** ([`Emulator::s3_url`]), path-style `/{bucket}/{key}`, bucket
 //!   `uploads`, that accepts presigned `PUT`s (SigV4 query authentication, checked exactly as
 //!   AWS does; see [`s3`] and [`s3::sigv4`]).
@@ -38,6 +39,7 @@ pub mod s3;
 mod server;
 pub mod state;
 pub mod teleport;
+pub mod truvideo;
 pub mod uplift;
 
 pub use s3::sigv4;
@@ -81,6 +83,9 @@ pub struct Config {
     /// Size of a READY Teleport capture's hd `.ply` model (other profiles and qualities are
     /// smaller; see [`teleport::model_files`]). Default 3 MiB + 12,345 bytes.
     pub teleport_model_size: u64,
+    /// How many presigned URLs TruVideo's `POST /upload/start` hands out (for parts 1..=N);
+    /// the client asks the rest from `GET /upload/{uploadId}/parts` (default 10).
+    pub truvideo_initial_urls: u32,
 }
 
 impl Default for Config {
@@ -95,6 +100,7 @@ impl Default for Config {
             min_part_size: S3_MIN_PART_SIZE,
             uplift: uplift::UpliftConfig::default(),
             teleport_model_size: 3 * 1024 * 1024 + 12_345,
+            truvideo_initial_urls: 10,
         }
     }
 }
@@ -143,22 +149,24 @@ pub struct Faults {
     pub model_cut_after: u64,
 }
 
-/// How a capture progresses after completion: UPLOADED, then PROCESSING, then READY (or
-/// ERROR when `fail_reason` is set), spread over `delay_ms`. See [`teleport`] for the exact
-/// timeline.
+/// How an upload progresses after completion, spread over `delay_ms`: a Teleport capture goes
+/// UPLOADED, PROCESSING, then READY (or ERROR when `fail_reason` is set; see [`teleport`]); a
+/// TruVideo upload stays PENDING_COMPLETE, then becomes COMPLETED (or FAILED with
+/// `failureReason` = `fail_reason`; see [`truvideo`]).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Processing {
     pub delay_ms: u64,
     /// `None`: processing succeeds; `Some(reason)`: ends in ERROR with this `error_reason`
-    /// (e.g. `NOT_ENOUGH_FRAMES`).
+    /// (e.g. `NOT_ENOUGH_FRAMES`), or FAILED with this `failureReason` for TruVideo.
     pub fail_reason: Option<String>,
 }
 
 /// A completed object in the store.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct ObjectInfo {
-    /// Object key in the bucket; Teleport stores `teleport/{eid}/{name}`.
+    /// Object key in the bucket; Teleport stores `teleport/{eid}/{name}`, TruVideo
+    /// `truvideo/{uploadId}/{mediaId}.{ext}`.
     pub key: String,
     pub size: u64,
     /// Hex, lower-case SHA-256 of the object's bytes.
@@ -170,7 +178,7 @@ pub struct ObjectInfo {
     pub etag: String,
     /// `teleport`, ...
     pub provider: String,
-    /// The provider's id of the upload (Teleport: the capture eid).
+    /// The provider's id of the upload (Teleport: the capture eid; TruVideo: the uploadId).
     pub id: String,
 }
 
@@ -211,8 +219,10 @@ impl Emulator {
         }
         let shared = Arc::new(state::Shared::new(config, format!("http://{s3_addr}")));
         let cancel = CancellationToken::new();
-        let api_router =
-            teleport::router(shared.clone()).merge(admin::router(shared.clone())).merge(uplift::router(shared.clone()));
+        let api_router = teleport::router(shared.clone())
+            .merge(truvideo::router(shared.clone()))
+            .merge(uplift::router(shared.clone()))
+            .merge(admin::router(shared.clone()));
         let api_router = server::with_common_layers(api_router, shared.clone(), "api");
         let s3_router = server::with_common_layers(s3::router(shared.clone()), shared.clone(), "s3");
         tokio::spawn(server::serve(api, api_router, cancel.clone()));

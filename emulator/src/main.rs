@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 use upload_emulator::{Config, Emulator, Faults, Processing};
 
-/// Local emulator of the Teleport upload API with an S3-compatible store.
+/// Local emulator of the Teleport and TruVideo upload APIs with an S3-compatible store.
 ///
 /// Prints the API base URL, the S3 base URL and the accepted token(s), then serves until
 /// Ctrl-C (SIGINT) or SIGTERM. Admin API (no auth) on the API port: GET /_emulator/uploads, GET|PUT
@@ -60,10 +60,10 @@ struct Cli {
     /// Seed of the fault RNG.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Processing time of a capture after completion, in milliseconds.
+    /// Processing time of a capture (TruVideo: an upload) after completion, in milliseconds.
     #[arg(long = "processing-ms", default_value_t = 0)]
     processing_ms: u64,
-    /// Make processing end in ERROR with this reason (e.g. NOT_ENOUGH_FRAMES).
+    /// Make processing end in ERROR (TruVideo: FAILED) with this reason (e.g. NOT_ENOUGH_FRAMES).
     #[arg(long = "processing-fail")]
     processing_fail: Option<String>,
     /// Refuse presigned URLs as expired this long after signing, in milliseconds.
@@ -81,6 +81,9 @@ struct Cli {
     /// Size of a READY capture's hd .ply model file, in bytes.
     #[arg(long = "model-size", default_value_t = 3 * 1024 * 1024 + 12_345)]
     model_size: u64,
+    /// Presigned URLs TruVideo's start hands out; the rest are asked from /upload/{id}/parts.
+    #[arg(long = "truvideo-initial-urls", default_value_t = 10)]
+    truvideo_initial_urls: u32,
 }
 
 impl Cli {
@@ -111,6 +114,7 @@ impl Cli {
                 upload_ttl: Duration::from_secs(self.uplift_upload_ttl),
                 ..Default::default()
             },
+            truvideo_initial_urls: self.truvideo_initial_urls,
         }
     }
 }
@@ -156,6 +160,8 @@ fn announce(emu: &Emulator, tokens: &[String]) {
         let _ = writeln!(out, "token: {t}");
     }
     let _ = writeln!(out, "try: upload FILE --provider teleport --endpoint {} --token {}", emu.api_url(), emu.token());
+    let _ =
+        writeln!(out, "try: upload FILE.mp4 --provider truvideo --endpoint {} --token {}", emu.api_url(), emu.token());
     let _ = out.flush();
 }
 

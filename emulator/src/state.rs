@@ -20,6 +20,8 @@ pub struct Shared {
     pub teleport: crate::teleport::TeleportState,
     /// Uplift's reservations.
     pub uplift: crate::uplift::UpliftState,
+    /// TruVideo's uploads.
+    pub truvideo: crate::truvideo::TruvideoState,
 }
 
 impl Shared {
@@ -30,6 +32,7 @@ impl Shared {
             store: Store::new(s3_base_url, config.state_dir.clone(), config.url_ttl, config.min_part_size),
             teleport: Default::default(),
             uplift: Default::default(),
+            truvideo: Default::default(),
             config,
         }
     }

@@ -69,6 +69,11 @@ impl TokenSource {
         Ok(true)
     }
 
+    /// The generation of the current token: it grows each time the token is renewed.
+    pub async fn generation(&self) -> u64 {
+        self.state.lock().await.1
+    }
+
     /// The hint printed when a token is refused.
     pub fn renew_hint(&self) -> String {
         if self.command.is_some() {
@@ -124,8 +129,14 @@ pub enum Retry {
     /// GET, PUT, DELETE, asking a presigned URL: safe to repeat.
     Idempotent,
     /// Create/start/reserve/complete: repeated only when the request surely never arrived
-    /// (connection refused); otherwise the caller looks the state up first.
+    /// (connection refused); otherwise the caller looks the state up first. After a 401 the
+    /// token is renewed and the request repeated once (a refused request did nothing).
     Once,
+    /// Like [`Retry::Once`], but not repeated after a 401 either: the token is renewed (when
+    /// `--token-command` allows) and the [`Error::Auth`] returned, for the caller to look the
+    /// state up before sending again (TruVideo's complete). [`TokenSource::generation`] tells
+    /// whether a new token is there.
+    Never,
 }
 
 /// A provider's API client.
@@ -240,7 +251,9 @@ impl Api {
                     if status == 401 {
                         if !renewed && self.token.renew(generation).await? {
                             renewed = true;
-                            continue;
+                            if retry != Retry::Never {
+                                continue;
+                            }
                         }
                         return Err(Error::Auth {
                             provider: self.provider,

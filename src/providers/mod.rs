@@ -11,6 +11,7 @@
 pub mod api;
 pub mod teleport;
 pub mod teleport_admin;
+pub mod truvideo;
 pub mod uplift;
 
 use std::path::PathBuf;

@@ -9,4 +9,5 @@ mod real_s3;
 mod reliability;
 mod teleport;
 mod teleport_mgmt;
+mod truvideo;
 mod uplift;

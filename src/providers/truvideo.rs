@@ -1,0 +1,837 @@
+//! TruVideo Upload V3: start with a part count, PUT the parts to presigned URLs (asking more
+//! when the initial set runs out), complete (202), then poll until COMPLETED or FAILED.
+//!
+//! Limits: the CLIENT picks the part size: every part ≥ 5 MiB but the last, ≤ 600 MiB, at
+//! most 120 parts; the default follows the doc's recommendation by file size (16 MiB under
+//! 100 MB, 32 MiB up to 1 GB, 64 MiB above, grown to fit in 120 parts). URLs live about 20
+//! minutes. Start and complete are not idempotent: start is repeated only after a 401 (a
+//! refused request did nothing), never after an ambiguous failure (there is no way to find the
+//! session it may have created); after a 401 or an ambiguous failure of complete, the upload
+//! is looked up first and completed again only when it is not already PENDING_COMPLETE or
+//! COMPLETED. Asking URLs and reading the upload are idempotent.
+//!
+//! The resume journal keeps `uploadId` and `mediaId` (in `extra`) until processing ends, so
+//! running the same command again after an interruption or a `--wait-timeout` carries on:
+//! missing parts are sent, or the status is polled again.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use reqwest::Method;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::api::{Api, Retry};
+use super::{Context, DryRun, Provider, UploadOutcome};
+use crate::engine::plan::{PartLimits, PartPlan};
+use crate::engine::progress::Event;
+use crate::engine::retry::Backoff;
+use crate::engine::source::FileSource;
+use crate::engine::uploader::{CompletedPart, PartDone, PartUrls, upload_parts};
+use crate::error::{Error, Result};
+
+/// Production origin.
+pub const DEFAULT_ENDPOINT: &str = "https://upload-api.truvideo.com";
+/// Release-candidate origin (`--rc`).
+pub const RC_ENDPOINT: &str = "https://upload-api-rc.truvideo.com";
+/// Token environment variable.
+pub const TOKEN_ENV: &str = "TRUVIDEO_TOKEN";
+
+const MIB: u64 = 1024 * 1024;
+/// The documented limits: ≥ 5 MB but the last part (S3's 5 MiB), ≤ 600 MB, ≤ 120 parts.
+pub const LIMITS: PartLimits = PartLimits { min_part: 5 * MIB, max_part: 600 * MIB, max_parts: 120 };
+/// Metadata keys TruVideo keeps for itself.
+pub const RESERVED_METADATA: [&str; 2] = ["failureReason", "failureTimestamp"];
+/// URLs asked at once from `GET /upload/{uploadId}/parts` when the initial set runs out.
+const URL_BATCH: u32 = 10;
+/// A cached URL this close to its `expiresAt` is asked again instead of used.
+const URL_MARGIN: Duration = Duration::from_secs(60);
+/// Longest pause between two status polls.
+const MAX_POLL_INTERVAL: Duration = Duration::from_secs(30);
+
+/// The documented `media.fileType` values and the MIME type a part is sent with.
+const FILE_TYPES: [(&str, &str); 18] = [
+    ("MP4", "video/mp4"),
+    ("MOV", "video/quicktime"),
+    ("AVI", "video/x-msvideo"),
+    ("MKV", "video/x-matroska"),
+    ("FLV", "video/x-flv"),
+    ("WMV", "video/x-ms-wmv"),
+    ("3GPP", "video/3gpp"),
+    ("WEBM", "video/webm"),
+    ("JPG", "image/jpeg"),
+    ("JPEG", "image/jpeg"),
+    ("PNG", "image/png"),
+    ("SVG", "image/svg+xml"),
+    ("MP3", "audio/mpeg"),
+    ("WAV", "audio/wav"),
+    ("AAC", "audio/aac"),
+    ("FLAC", "audio/flac"),
+    ("PDF", "application/pdf"),
+    // `.3gp` is the usual spelling of a 3GPP file's extension.
+    ("3GP", "video/3gpp"),
+];
+
+/// A documented file type: `(fileType as sent, MIME type)`.
+pub fn file_type(name: &str) -> Option<(&'static str, &'static str)> {
+    let upper = name.trim().trim_start_matches('.').to_ascii_uppercase();
+    FILE_TYPES
+        .iter()
+        .find(|(t, _)| *t == upper)
+        .map(|(t, mime)| if *t == "3GP" { ("3GPP", *mime) } else { (*t, *mime) })
+}
+
+fn file_types_list() -> String {
+    FILE_TYPES.iter().filter(|(t, _)| *t != "3GP").map(|(t, _)| *t).collect::<Vec<_>>().join(", ")
+}
+
+/// The doc's recommended part size for a file of `size` bytes (10–20 MB under 100 MB,
+/// 20–50 MB up to 1 GB, 50–600 MB above).
+pub fn recommended_part_size(size: u64) -> u64 {
+    if size < 100_000_000 {
+        16 * MIB
+    } else if size <= 1_000_000_000 {
+        32 * MIB
+    } else {
+        64 * MIB
+    }
+}
+
+/// TruVideo settings, as given on the command line (validated by [`Truvideo::new`]).
+#[derive(Clone, Debug, Default)]
+pub struct TruvideoOptions {
+    /// media.title.
+    pub title: Option<String>,
+    /// media.creator.
+    pub creator: Option<String>,
+    /// media.duration, milliseconds.
+    pub duration_ms: Option<u64>,
+    /// media.resolution.
+    pub resolution: Option<String>,
+    /// media.fileType override.
+    pub file_type: Option<String>,
+    /// `K=V` tags.
+    pub tags: Vec<String>,
+    /// insights.isLibrary.
+    pub library: bool,
+    /// insights.includeInReport = false.
+    pub no_report: bool,
+    /// `K=V` metadata entries.
+    pub metadata: Vec<String>,
+    /// metadata as a JSON object.
+    pub metadata_json: Option<String>,
+    /// `--part-size`.
+    pub part_size: Option<u64>,
+    /// Poll until processing ends (false with `--no-wait`).
+    pub wait: bool,
+    /// Deadline of the polling.
+    pub wait_timeout: Duration,
+    /// First interval between polls.
+    pub poll_interval: Duration,
+}
+
+/// The TruVideo provider.
+pub struct Truvideo {
+    options: TruvideoOptions,
+    tags: Map<String, Value>,
+    metadata: Map<String, Value>,
+    resolution: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StartInput<'a> {
+    amount_of_parts: u32,
+    media: Media<'a>,
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    metadata: &'a Map<String, Value>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Media<'a> {
+    file_type: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    creator: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    title: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duration: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resolution: Option<&'a str>,
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    tags: &'a Map<String, Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    insights: Option<Insights>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Insights {
+    is_library: bool,
+    include_in_report: bool,
+}
+
+/// One presigned URL as the API hands it out.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(rename_all = "camelCase")]
+struct PartUrlEntry {
+    part_number: Option<u32>,
+    presigned_url: String,
+    expires_at: Option<String>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(rename_all = "camelCase")]
+struct StartOutput {
+    upload_id: String,
+    media_id: Option<Value>,
+    #[serde(default)]
+    parts: Vec<PartUrlEntry>,
+}
+
+#[derive(Deserialize, Debug)]
+struct PartsOutput {
+    #[serde(default)]
+    parts: Vec<PartUrlEntry>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CompletePart<'a> {
+    part_number: u32,
+    e_tag: &'a str,
+}
+
+#[derive(Serialize)]
+struct CompleteInput<'a> {
+    parts: Vec<CompletePart<'a>>,
+}
+
+/// Parses `K=V` items into a map; `json_values` parses V as JSON when it is valid JSON.
+fn parse_pairs(items: &[String], flag: &str, json_values: bool) -> Result<Map<String, Value>> {
+    let mut map = Map::new();
+    for item in items {
+        let Some((k, v)) = item.split_once('=').filter(|(k, _)| !k.trim().is_empty()) else {
+            return Err(Error::usage(
+                format!("{flag} '{item}' is not of the form K=V"),
+                format!("write {flag} key=value, e.g. {flag} brand=Jeep"),
+            ));
+        };
+        let value = if json_values {
+            serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_string()))
+        } else {
+            Value::String(v.to_string())
+        };
+        map.insert(k.trim().to_string(), value);
+    }
+    Ok(map)
+}
+
+/// The TruVideo `sanitizedTitle`: every character other than ASCII letters, digits, `.`, `-`
+/// and `_` becomes `_`.
+pub fn sanitize_title(title: &str) -> String {
+    title.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') { c } else { '_' }).collect()
+}
+
+/// What [`Truvideo::prepare`] works out for one file.
+struct Prepared {
+    file_type: &'static str,
+    mime: &'static str,
+    plan: PartPlan,
+}
+
+impl Truvideo {
+    /// Validates the settings that do not depend on the file: tags, metadata (no reserved
+    /// key), creator length, resolution.
+    pub fn new(options: TruvideoOptions) -> Result<Self> {
+        let tags = parse_pairs(&options.tags, "--tag", false)?;
+        let mut metadata = match &options.metadata_json {
+            None => Map::new(),
+            Some(text) => match serde_json::from_str::<Value>(text) {
+                Ok(Value::Object(m)) => m,
+                Ok(_) => {
+                    return Err(Error::usage(
+                        "--metadata-json is not a JSON object",
+                        "give an object, e.g. --metadata-json '{\"retentionDays\":365}'",
+                    ));
+                }
+                Err(e) => {
+                    return Err(Error::usage(
+                        format!("--metadata-json is not valid JSON: {e}"),
+                        "give an object, e.g. --metadata-json '{\"retentionDays\":365}'",
+                    ));
+                }
+            },
+        };
+        metadata.extend(parse_pairs(&options.metadata, "--metadata", true)?);
+        if let Some(key) = metadata.keys().find(|k| RESERVED_METADATA.contains(&k.as_str())) {
+            return Err(Error::usage(
+                format!("metadata key '{key}' is reserved by TruVideo"),
+                "failureReason and failureTimestamp are kept for TruVideo's own lifecycle tracking: rename the key",
+            ));
+        }
+        if let Some(c) = &options.creator {
+            let n = c.chars().count();
+            if n > 255 {
+                return Err(Error::usage(
+                    format!("--creator has {n} characters; TruVideo takes at most 255"),
+                    "shorten --creator",
+                ));
+            }
+        }
+        let resolution = options.resolution.as_ref().map(|r| r.trim().to_ascii_uppercase());
+        if let Some(r) = &resolution
+            && !["LOW", "NORMAL", "HIGH"].contains(&r.as_str())
+        {
+            return Err(Error::usage(format!("unknown --resolution '{r}'"), "use LOW, NORMAL or HIGH"));
+        }
+        Ok(Truvideo { options, tags, metadata, resolution })
+    }
+
+    /// Validates what depends on the file: its type, its size, the part plan.
+    fn prepare(&self, file: &FileSource) -> Result<Prepared> {
+        let (file_type, mime) = match &self.options.file_type {
+            Some(t) => file_type(t).ok_or_else(|| {
+                Error::usage(
+                    format!("unknown TruVideo file type '{t}'"),
+                    format!("--file-type takes one of {}", file_types_list()),
+                )
+            })?,
+            None => {
+                let ext = file.path().extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
+                file_type(&ext).ok_or_else(|| {
+                    Error::usage(
+                        format!(
+                            "cannot tell the TruVideo file type of {}: the extension '{ext}' is not one TruVideo takes",
+                            file.path().display()
+                        ),
+                        format!("TruVideo takes {}; pass --file-type to say which one the file is", file_types_list()),
+                    )
+                })?
+            }
+        };
+        if file.size() == 0 {
+            return Err(Error::usage(
+                format!("{} is empty", file.path().display()),
+                "TruVideo needs a non-empty file (S3 multipart uploads hold at least one byte)",
+            ));
+        }
+        let plan = PartPlan::choose(file.size(), recommended_part_size(file.size()), self.options.part_size, LIMITS)?;
+        Ok(Prepared { file_type, mime, plan })
+    }
+
+    fn start_body<'a>(&'a self, file_type: &'a str, parts: u32) -> StartInput<'a> {
+        let insights = (self.options.library || self.options.no_report)
+            .then_some(Insights { is_library: self.options.library, include_in_report: !self.options.no_report });
+        StartInput {
+            amount_of_parts: parts,
+            media: Media {
+                file_type,
+                creator: self.options.creator.as_deref(),
+                title: self.options.title.as_deref(),
+                duration: self.options.duration_ms,
+                resolution: self.resolution.as_deref(),
+                tags: &self.tags,
+                insights,
+            },
+            metadata: &self.metadata,
+        }
+    }
+}
+
+/// What to ask `GET /upload/{uploadId}/parts` for.
+enum Ask {
+    /// The next `n` part numbers not handed out yet, expected to be `first..first+n`.
+    Next { first: u32, n: u32 },
+    /// URLs for these parts again (expired, refused, or a resumed upload).
+    Parts(Vec<u32>),
+}
+
+/// Asks more presigned URLs. The one place that knows the additional-URLs contract
+/// (PROVIDERS.md: `?count=N` hands out the next N part numbers, `?partNumbers=3,7` re-issues
+/// given ones; entries without `partNumber` map in order to the numbers asked): change it
+/// here when the real contract is known.
+async fn request_urls(api: &Api, upload_id: &str, ask: &Ask) -> Result<Vec<(u32, PartUrlEntry)>> {
+    let (query, expected): (Vec<(&str, String)>, Vec<u32>) = match ask {
+        Ask::Next { first, n } => (vec![("count", n.to_string())], (*first..first + n).collect()),
+        Ask::Parts(numbers) => {
+            (vec![("partNumbers", numbers.iter().map(u32::to_string).collect::<Vec<_>>().join(","))], numbers.clone())
+        }
+    };
+    let out: PartsOutput = api
+        .json(
+            "request more presigned URLs",
+            Method::GET,
+            &format!("/upload/{upload_id}/parts"),
+            &query,
+            None::<&()>,
+            Retry::Idempotent,
+        )
+        .await?;
+    Ok(number_entries(out.parts, &expected))
+}
+
+/// Pairs each entry with its part number: its own `partNumber`, else the next expected one.
+fn number_entries(entries: Vec<PartUrlEntry>, expected: &[u32]) -> Vec<(u32, PartUrlEntry)> {
+    let mut unnamed = expected.iter().copied();
+    entries.into_iter().filter_map(|e| Some((e.part_number.or_else(|| unnamed.next())?, e))).collect()
+}
+
+/// A URL handed out and not used yet.
+struct CachedUrl {
+    url: String,
+    expires_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+struct UrlState {
+    cache: BTreeMap<u32, CachedUrl>,
+    /// The next part number the server has not handed out; `None` when unknown (a resumed
+    /// upload): then URLs are asked by part number.
+    next_unissued: Option<u32>,
+}
+
+/// The initial URLs from start, then `GET /upload/{uploadId}/parts` for more.
+struct TruvideoUrls {
+    api: Api,
+    upload_id: String,
+    num_parts: u32,
+    /// Parts to send in this run (to batch re-issues of a resumed upload).
+    pending: BTreeSet<u32>,
+    state: tokio::sync::Mutex<UrlState>,
+}
+
+impl TruvideoUrls {
+    fn new(
+        api: Api,
+        upload_id: String,
+        plan: &PartPlan,
+        done: &[CompletedPart],
+        initial: Option<Vec<PartUrlEntry>>,
+    ) -> Self {
+        let pending: BTreeSet<u32> = plan.numbers().filter(|n| !done.iter().any(|p| p.number == *n)).collect();
+        let mut cache = BTreeMap::new();
+        let next_unissued = initial.map(|entries| {
+            let expected: Vec<u32> = plan.numbers().collect();
+            let mut next = 1;
+            for (n, e) in number_entries(entries, &expected) {
+                if (1..=plan.num_parts).contains(&n) {
+                    next = next.max(n + 1);
+                    cache.insert(n, cached(e));
+                }
+            }
+            next
+        });
+        TruvideoUrls {
+            api,
+            upload_id,
+            num_parts: plan.num_parts,
+            pending,
+            state: tokio::sync::Mutex::new(UrlState { cache, next_unissued }),
+        }
+    }
+}
+
+fn cached(e: PartUrlEntry) -> CachedUrl {
+    let expires_at = e
+        .expires_at
+        .as_deref()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&chrono::Utc));
+    CachedUrl { url: e.presigned_url, expires_at }
+}
+
+#[async_trait]
+impl PartUrls for TruvideoUrls {
+    async fn url(&self, part: u32, stale: bool) -> Result<String> {
+        let mut state = self.state.lock().await;
+        if let Some(c) = state.cache.remove(&part) {
+            let fresh = c.expires_at.is_none_or(|t| t > chrono::Utc::now() + URL_MARGIN);
+            if !stale && fresh {
+                return Ok(c.url);
+            }
+        }
+        let ask = match state.next_unissued {
+            Some(next) if !stale && part >= next => {
+                let n = (part - next + 1).max(URL_BATCH).min(self.num_parts + 1 - next);
+                Ask::Next { first: next, n }
+            }
+            Some(_) => Ask::Parts(vec![part]),
+            // A resumed upload: ask this part and the next few pending ones by number.
+            None if stale => Ask::Parts(vec![part]),
+            None => Ask::Parts(
+                std::iter::once(part)
+                    .chain(self.pending.range(part + 1..).copied().filter(|n| !state.cache.contains_key(n)))
+                    .take(URL_BATCH as usize)
+                    .collect(),
+            ),
+        };
+        let got = request_urls(&self.api, &self.upload_id, &ask).await?;
+        if let Ask::Next { first, n } = ask {
+            let top = got.iter().map(|(n, _)| n + 1).max().unwrap_or(first);
+            state.next_unissued = Some(top.max(first + n));
+        }
+        let mut mine = None;
+        for (n, e) in got {
+            if n == part {
+                mine = Some(e.presigned_url);
+            } else if (1..=self.num_parts).contains(&n) {
+                state.cache.insert(n, cached(e));
+            }
+        }
+        let url = mine.ok_or_else(|| Error::Protocol {
+            provider: "truvideo",
+            what: "request more presigned URLs".into(),
+            message: format!("the answer has no URL for part {part}"),
+        })?;
+        crate::engine::http::checked_url(&url, "presignedUrl")?;
+        Ok(url)
+    }
+}
+
+/// `GET /upload/{uploadId}`.
+async fn get_upload(api: &Api, upload_id: &str) -> Result<Value> {
+    api.json("get upload status", Method::GET, &format!("/upload/{upload_id}"), &[], None::<&()>, Retry::Idempotent)
+        .await
+}
+
+fn status_of(v: &Value) -> String {
+    v.get("status").and_then(Value::as_str).unwrap_or("").to_string()
+}
+
+fn id_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl Provider for Truvideo {
+    fn name(&self) -> &'static str {
+        "truvideo"
+    }
+
+    fn dry_run(&self, file: &FileSource) -> Result<DryRun> {
+        let p = self.prepare(file)?;
+        let mut fields = Map::new();
+        fields.insert("fileType".into(), p.file_type.into());
+        fields.insert("contentType".into(), p.mime.into());
+        fields.insert("amountOfParts".into(), p.plan.num_parts.into());
+        if let Some(t) = &self.options.title {
+            fields.insert("title".into(), t.clone().into());
+            fields.insert("sanitizedTitle".into(), sanitize_title(t).into());
+        }
+        if !self.tags.is_empty() {
+            fields.insert("tags".into(), Value::Object(self.tags.clone()));
+        }
+        if !self.metadata.is_empty() {
+            fields.insert("metadata".into(), Value::Object(self.metadata.clone()));
+        }
+        let mut requests = vec![
+            format!("POST /upload/start (amountOfParts {}, fileType {})", p.plan.num_parts, p.file_type),
+            format!("PUT {} parts to their presigned URLs (Content-Type {})", p.plan.num_parts, p.mime),
+            "GET /upload/{uploadId}/parts?count=N when the initial URLs run out".into(),
+            "POST /upload/{uploadId}/complete".into(),
+        ];
+        if self.options.wait {
+            requests.push(format!(
+                "GET /upload/{{uploadId}} until COMPLETED or FAILED (at most {} s)",
+                self.options.wait_timeout.as_secs()
+            ));
+        }
+        Ok(DryRun {
+            provider: "truvideo",
+            file: file.path().display().to_string(),
+            bytes: file.size(),
+            part_size: Some(p.plan.part_size),
+            parts: Some(p.plan.num_parts),
+            requests,
+            fields,
+        })
+    }
+
+    async fn upload(&self, ctx: &Context, file: FileSource) -> Result<UploadOutcome> {
+        let started = Instant::now();
+        let prepared = self.prepare(&file)?;
+        let api = &ctx.api;
+        let journal = ctx.journal(&file)?;
+        let endpoint = api.base.as_str().trim_end_matches('/').to_string();
+
+        // A journal: carry on with that upload, unless the server no longer knows it.
+        let mut resumed = None;
+        if let Some(r) = journal.as_ref().and_then(|j| j.resume_point()) {
+            match get_upload(api, &r.upload_id).await {
+                Ok(details) => resumed = Some((r, details)),
+                Err(Error::Rejected { status, message, .. }) => {
+                    tracing::info!(upload_id = %r.upload_id, status, "the journal's upload is gone ({message}); starting over");
+                    if let Some(j) = &journal {
+                        j.finish();
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+
+        let (upload_id, media_id, plan, done, initial, status) = match resumed {
+            Some((r, details)) => {
+                let status = status_of(&details);
+                ctx.progress.event(Event::Phase {
+                    message: format!(
+                        "resuming upload {} ({status}): {} of {} parts already sent",
+                        r.upload_id,
+                        r.parts.len(),
+                        r.plan.num_parts
+                    ),
+                });
+                let media_id = r.extra.get("mediaId").cloned().or_else(|| details.get("mediaId").cloned());
+                (r.upload_id, media_id, r.plan, r.parts, None, status)
+            }
+            None => {
+                let plan = prepared.plan;
+                let body = self.start_body(prepared.file_type, plan.num_parts);
+                let out: StartOutput =
+                    api.json("start upload", Method::POST, "/upload/start", &[], Some(&body), Retry::Once).await?;
+                tracing::info!(upload_id = %out.upload_id, urls = out.parts.len(), parts = plan.num_parts, "upload started");
+                if let Some(j) = &journal {
+                    let extra = serde_json::json!({ "mediaId": out.media_id });
+                    j.start("truvideo", &endpoint, &out.upload_id, extra, plan)?;
+                }
+                (out.upload_id, out.media_id, plan, Vec::new(), Some(out.parts), "INITIALIZED".to_string())
+            }
+        };
+
+        let mut completion = None;
+        if !matches!(status.as_str(), "PENDING_COMPLETE" | "COMPLETED" | "FAILED") {
+            let urls = Arc::new(TruvideoUrls::new(api.clone(), upload_id.clone(), &plan, &done, initial));
+            let recorder =
+                journal.as_ref().map_or_else(|| -> PartDone { Arc::new(|_: &CompletedPart| Ok(())) }, |j| j.recorder());
+            let mut options = ctx.uploader.clone();
+            options.content_type = Some(prepared.mime.to_string());
+            let parts = upload_parts(
+                &api.http,
+                "truvideo",
+                &file,
+                &plan,
+                urls,
+                done,
+                recorder,
+                &options,
+                ctx.progress.clone(),
+                &ctx.cancel,
+            )
+            .await?;
+            file.check_unchanged()?;
+            ctx.progress.event(Event::Phase { message: "completing".into() });
+            completion = complete(api, &upload_id, &parts).await?;
+        }
+
+        if !self.options.wait {
+            if let Some(j) = &journal {
+                j.finish();
+            }
+            ctx.progress.event(Event::Finished);
+            let details = completion.unwrap_or(Value::Null);
+            let status = Some(status_of(&details)).filter(|s| !s.is_empty()).unwrap_or_else(|| {
+                if status == "INITIALIZED" || status == "PARTIAL" { "PENDING_COMPLETE".into() } else { status }
+            });
+            return Ok(outcome(&file, &upload_id, media_id, &details, status, plan.num_parts, started));
+        }
+
+        let details = self.poll(ctx, &upload_id).await;
+        // The journal stays while processing may still end well, so that running the same
+        // command again goes on polling.
+        if let (Some(j), Ok(_) | Err(Error::ProcessingFailed { .. })) = (&journal, &details) {
+            j.finish();
+        }
+        let details = details?;
+        ctx.progress.event(Event::Finished);
+        let status = status_of(&details);
+        Ok(outcome(&file, &upload_id, media_id, &details, status, plan.num_parts, started))
+    }
+}
+
+/// `POST /upload/{uploadId}/complete` with every part; the answer's JSON when there is one.
+/// Complete is not idempotent: after an ambiguous failure (5xx, timeout, reset) or a 401 that
+/// renewed the token, the upload is looked up first and completed again only when it is not
+/// already PENDING_COMPLETE, COMPLETED or FAILED (bounded by the retry policy). A 401 without
+/// a new token ends the run (exit 3).
+async fn complete(api: &Api, upload_id: &str, parts: &[CompletedPart]) -> Result<Option<Value>> {
+    let body =
+        CompleteInput { parts: parts.iter().map(|p| CompletePart { part_number: p.number, e_tag: &p.etag }).collect() };
+    let path = format!("/upload/{upload_id}/complete");
+    let mut backoff = Backoff::new(api.retry.clone());
+    let mut renewed_once = false;
+    loop {
+        let generation = api.token.generation().await;
+        let err = match api.send("complete upload", Method::POST, &path, &[], Some(&body), Retry::Never).await {
+            Ok(answer) => return Ok(serde_json::from_slice::<Value>(&answer.body).ok().filter(Value::is_object)),
+            Err(e @ Error::Network { .. }) => e,
+            Err(e @ Error::Auth { .. }) if !renewed_once && api.token.generation().await != generation => {
+                renewed_once = true;
+                e
+            }
+            Err(e) => return Err(e),
+        };
+        let details = get_upload(api, upload_id).await?;
+        let status = status_of(&details);
+        if matches!(status.as_str(), "PENDING_COMPLETE" | "COMPLETED" | "FAILED") {
+            tracing::info!(%upload_id, %status, "complete upload: the upload is already {status}");
+            return Ok(Some(details));
+        }
+        let delay = match &err {
+            Error::Auth { .. } => Some(Duration::ZERO),
+            _ => backoff.next_delay(None),
+        };
+        let Some(delay) = delay else { return Err(err) };
+        tracing::info!("complete upload failed ({err}); the upload is still {status}; completing again in {delay:?}");
+        tokio::time::sleep(delay).await;
+    }
+}
+
+impl Truvideo {
+    /// Polls `GET /upload/{uploadId}` with backoff until COMPLETED (the details), FAILED
+    /// ([`Error::ProcessingFailed`]) or the deadline ([`Error::Timeout`]).
+    async fn poll(&self, ctx: &Context, upload_id: &str) -> Result<Value> {
+        let deadline = Instant::now() + self.options.wait_timeout;
+        let mut interval = self.options.poll_interval.max(Duration::from_millis(50));
+        let mut last = String::new();
+        loop {
+            let details = get_upload(&ctx.api, upload_id).await?;
+            let status = status_of(&details);
+            if status != last {
+                ctx.progress.event(Event::Phase { message: format!("processing: {status}") });
+                last = status.clone();
+            }
+            match status.as_str() {
+                "COMPLETED" => return Ok(details),
+                "FAILED" => {
+                    let reason = details
+                        .get("failureReason")
+                        .and_then(Value::as_str)
+                        .filter(|r| !r.is_empty())
+                        .unwrap_or("no failureReason given")
+                        .to_string();
+                    return Err(Error::ProcessingFailed { provider: "truvideo", id: upload_id.to_string(), reason });
+                }
+                _ => {}
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::Timeout {
+                    what: format!(
+                        "truvideo: waiting for upload {upload_id} to finish processing (last status {status})"
+                    ),
+                    seconds: self.options.wait_timeout.as_secs(),
+                });
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(interval.min(deadline - now)) => {}
+                _ = ctx.cancel.cancelled() => {
+                    return Err(Error::Interrupted {
+                        hint: format!("upload {upload_id} is complete and processing on the server; run the same command again to follow it"),
+                    });
+                }
+            }
+            interval = interval.mul_f64(1.5).min(MAX_POLL_INTERVAL.max(self.options.poll_interval));
+        }
+    }
+}
+
+fn outcome(
+    file: &FileSource,
+    upload_id: &str,
+    media_id: Option<Value>,
+    details: &Value,
+    status: String,
+    parts: u32,
+    started: Instant,
+) -> UploadOutcome {
+    let mut fields = Map::new();
+    fields.insert("uploadId".into(), upload_id.into());
+    let media_id = details.get("mediaId").and_then(id_text).or_else(|| media_id.as_ref().and_then(id_text));
+    if let Some(m) = media_id {
+        fields.insert("mediaId".into(), m.into());
+    }
+    for key in ["sanitizedTitle", "fileUrl"] {
+        if let Some(v) = details.get(key).filter(|v| !v.is_null()) {
+            fields.insert(key.into(), v.clone());
+        }
+    }
+    UploadOutcome {
+        provider: "truvideo",
+        file: file.path().display().to_string(),
+        bytes: file.size(),
+        id: upload_id.to_string(),
+        status,
+        parts,
+        elapsed_s: started.elapsed().as_secs_f64(),
+        fields,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sanitized_titles_match_the_doc() {
+        assert_eq!(sanitize_title("Hello: World!"), "Hello__World_");
+        assert_eq!(sanitize_title("Product Lunch Video"), "Product_Lunch_Video");
+        assert_eq!(sanitize_title("Product %%#@^&"), "Product_______");
+        assert_eq!(sanitize_title("a.b-c_d é"), "a.b-c_d__");
+    }
+
+    #[test]
+    fn file_types_from_extensions() {
+        assert_eq!(file_type("mp4"), Some(("MP4", "video/mp4")));
+        assert_eq!(file_type(".MoV"), Some(("MOV", "video/quicktime")));
+        assert_eq!(file_type("3gp"), Some(("3GPP", "video/3gpp")));
+        assert_eq!(file_type("jpeg"), Some(("JPEG", "image/jpeg")));
+        assert_eq!(file_type("zip"), None);
+        assert_eq!(file_type(""), None);
+    }
+
+    #[test]
+    fn recommended_sizes_follow_the_doc() {
+        assert_eq!(recommended_part_size(50_000_000), 16 * MIB);
+        assert_eq!(recommended_part_size(500_000_000), 32 * MIB);
+        assert_eq!(recommended_part_size(5_000_000_000), 64 * MIB);
+        // 10 GB needs bigger parts to fit in 120.
+        let p = PartPlan::choose(10_000_000_000, recommended_part_size(10_000_000_000), None, LIMITS).unwrap();
+        assert!(p.num_parts <= 120 && p.part_size >= 64 * MIB);
+    }
+
+    #[test]
+    fn entries_without_numbers_take_the_expected_ones() {
+        let e = |n: Option<u32>, u: &str| PartUrlEntry { part_number: n, presigned_url: u.into(), expires_at: None };
+        let got = number_entries(vec![e(None, "a"), e(Some(9), "b"), e(None, "c")], &[4, 5, 6]);
+        let got: Vec<(u32, String)> = got.into_iter().map(|(n, e)| (n, e.presigned_url)).collect();
+        assert_eq!(got, [(4, "a".to_string()), (9, "b".to_string()), (5, "c".to_string())]);
+    }
+
+    #[test]
+    fn reserved_metadata_and_bad_pairs_are_refused() {
+        let opts = |f: fn(&mut TruvideoOptions)| {
+            let mut o = TruvideoOptions::default();
+            f(&mut o);
+            Truvideo::new(o)
+        };
+        assert!(opts(|o| o.metadata = vec!["failureReason=x".into()]).is_err());
+        assert!(opts(|o| o.metadata_json = Some(r#"{"failureTimestamp": 1}"#.into())).is_err());
+        assert!(opts(|o| o.metadata_json = Some("[1]".into())).is_err());
+        assert!(opts(|o| o.tags = vec!["novalue".into()]).is_err());
+        assert!(opts(|o| o.creator = Some("x".repeat(256))).is_err());
+        let t = opts(|o| {
+            o.metadata = vec!["retentionDays=365".into(), "note=hello".into()];
+            o.metadata_json = Some(r#"{"retentionDays": 1, "priority": "NORMAL"}"#.into());
+        })
+        .unwrap();
+        assert_eq!(t.metadata["retentionDays"], 365);
+        assert_eq!(t.metadata["note"], "hello");
+        assert_eq!(t.metadata["priority"], "NORMAL");
+    }
+}
