@@ -282,6 +282,11 @@ impl Emulator {
         self.shared.store.part_put_counts()
     }
 
+    /// `(upload id, part number)` → `Content-Type` of that part's last successful PUT.
+    pub fn part_content_types(&self) -> BTreeMap<(String, u32), String> {
+        self.shared.store.part_content_types()
+    }
+
     /// Every request received by both servers, oldest first.
     pub fn request_log(&self) -> Vec<RequestRecord> {
         self.shared.log.lock().unwrap().clone()

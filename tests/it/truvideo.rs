@@ -132,6 +132,10 @@ async fn several_parts_of_the_real_5_mib_minimum() {
     assert_eq!(r["status"], "COMPLETED");
     assert_stored(&emu, &r, size, &sha, 4);
     assert_eq!(uploads(&emu)[0]["amountOfParts"], 4);
+    // Every part went with the file's MIME type.
+    let types = emu.part_content_types();
+    assert_eq!(types.len(), 4, "{types:?}");
+    assert!(types.values().all(|t| t == "video/quicktime"), "{types:?}");
     // The 10 initial URLs covered every part: no more were asked.
     assert!(!api_calls(&emu).iter().any(|c| c.contains("/parts")), "{:?}", api_calls(&emu));
 }
@@ -335,6 +339,7 @@ async fn file_type_override_and_content() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_stored(&emu, &result(&out), 4096, &sha, 1);
     assert_eq!(uploads(&emu)[0]["media"]["fileType"], "WAV");
+    assert_eq!(emu.part_content_types().values().collect::<Vec<_>>(), ["audio/wav"]);
 }
 
 /// Runs `extra` on `path` and expects exit 2 with `needle` in stderr and no request at all.

@@ -129,6 +129,8 @@ struct Inner {
     uploads: HashMap<String, Upload>,
     objects: BTreeMap<String, Arc<StoredObject>>,
     put_counts: BTreeMap<(String, u32), u64>,
+    /// `Content-Type` of the last successful PUT of each part (when it had one).
+    part_content_types: BTreeMap<(String, u32), String>,
     /// Exact signing time of each URL handed out, by signature (X-Amz-Date has whole seconds
     /// only; the `expire_urls_after_ms` fault needs better).
     issued: HashMap<String, DateTime<Utc>>,
@@ -451,6 +453,12 @@ impl Store {
         self.inner.lock().unwrap().put_counts.clone()
     }
 
+    /// `(upload id, part)` → `Content-Type` of its last successful PUT (parts sent without one
+    /// are absent).
+    pub fn part_content_types(&self) -> BTreeMap<(String, u32), String> {
+        self.inner.lock().unwrap().part_content_types.clone()
+    }
+
     fn issued_at(&self, signature: &str) -> Option<DateTime<Utc>> {
         self.inner.lock().unwrap().issued.get(signature).copied()
     }
@@ -491,6 +499,8 @@ struct Target {
     key: String,
     /// The decoded `Content-MD5` header, checked against the body.
     content_md5: Option<Vec<u8>>,
+    /// The `Content-Type` header, recorded for parts.
+    content_type: Option<String>,
     /// `(upload id, part number)` for UploadPart.
     part: Option<(String, u32)>,
 }
@@ -561,6 +571,7 @@ fn check_put(shared: &Shared, parts: &axum::http::request::Parts) -> Result<(Tar
     let raw_query = parts.uri.query().unwrap_or("");
     check_signature(shared, "PUT", raw_path, raw_query, headers).map_err(|r| (r, true))?;
     let mut target = parse_target(shared, raw_path, raw_query).map_err(|r| (r, true))?;
+    target.content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
     if let Some(v) = headers.get("content-md5") {
         use base64::Engine;
         let decoded = v
@@ -723,7 +734,7 @@ fn parse_target(shared: &Shared, raw_path: &str, raw_query: &str) -> Result<Targ
     let q = sigv4::parse_query(raw_query);
     let get = |n: &str| q.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
     let Some(upload_id) = get("uploadId") else {
-        return Ok(Target { key, content_md5: None, part: None });
+        return Ok(Target { key, content_md5: None, content_type: None, part: None });
     };
     let part = get("partNumber").and_then(|p| p.parse::<u32>().ok()).filter(|p| (1..=S3_MAX_PARTS).contains(p));
     let Some(part) = part else {
@@ -738,7 +749,7 @@ fn parse_target(shared: &Shared, raw_path: &str, raw_query: &str) -> Result<Targ
     if !known {
         return Err(no_such_upload(&upload_id));
     }
-    Ok(Target { key, content_md5: None, part: Some((upload_id, part)) })
+    Ok(Target { key, content_md5: None, content_type: None, part: Some((upload_id, part)) })
 }
 
 fn no_such_upload(upload_id: &str) -> Response {
@@ -878,6 +889,10 @@ async fn receive(shared: &Shared, body: Body, len: u64, bps: u64, target: Target
                     old.data.remove();
                 }
                 *inner.put_counts.entry((upload_id.clone(), *number)).or_default() += 1;
+                match &target.content_type {
+                    Some(ct) => inner.part_content_types.insert((upload_id.clone(), *number), ct.clone()),
+                    None => inner.part_content_types.remove(&(upload_id.clone(), *number)),
+                };
             }
             None => {
                 let (provider, id) =
