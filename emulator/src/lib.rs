@@ -4,8 +4,9 @@
 //! [`Emulator::start`] binds two loopback HTTP servers:
 //!
 //! * the **provider API** ([`Emulator::api_url`]): Varjo Teleport under `/api/v1` (see
-//!   [`teleport`]), TruVideo Upload V3 under `/upload` (see [`truvideo`]), plus an
-//!   unauthenticated admin API under `/_emulator` (see [`admin`]);
+//!   [`teleport`]), TruVideo Upload V3 under `/upload` (see [`truvideo`]), Apertur under
+//!   `/api/v1` (see [`apertur`]), plus an unauthenticated admin API under `/_emulator` (see
+//!   [`admin`]);
 //! * an **S3-compatible store** ([`Emulator::s3_url`]), path-style `/{bucket}/{key}`, bucket
 //!   `uploads`, that accepts presigned `PUT`s (SigV4 query authentication, checked exactly as
 //!   AWS does; see [`s3`] and [`s3::sigv4`]).
@@ -32,6 +33,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub mod admin;
+pub mod apertur;
 pub mod auth;
 pub mod fastapi;
 pub mod faults;
@@ -86,6 +88,8 @@ pub struct Config {
     /// How many presigned URLs TruVideo's `POST /upload/start` hands out (for parts 1..=N);
     /// the client asks the rest from `GET /upload/{uploadId}/parts` (default 10).
     pub truvideo_initial_urls: u32,
+    /// Apertur's knobs (failing destinations, delivery steps, throttling, signing secret...).
+    pub apertur: apertur::AperturConfig,
 }
 
 impl Default for Config {
@@ -101,6 +105,7 @@ impl Default for Config {
             uplift: uplift::UpliftConfig::default(),
             teleport_model_size: 3 * 1024 * 1024 + 12_345,
             truvideo_initial_urls: 10,
+            apertur: apertur::AperturConfig::default(),
         }
     }
 }
@@ -222,6 +227,7 @@ impl Emulator {
         let api_router = teleport::router(shared.clone())
             .merge(truvideo::router(shared.clone()))
             .merge(uplift::router(shared.clone()))
+            .merge(apertur::router(shared.clone()))
             .merge(admin::router(shared.clone()));
         let api_router = server::with_common_layers(api_router, shared.clone(), "api");
         let s3_router = server::with_common_layers(s3::router(shared.clone()), shared.clone(), "s3");

@@ -84,6 +84,15 @@ struct Cli {
     /// Presigned URLs TruVideo's start hands out; the rest are asked from /upload/{id}/parts.
     #[arg(long = "truvideo-initial-urls", default_value_t = 10)]
     truvideo_initial_urls: u32,
+    /// Apertur: a destination id whose deliveries fail. Repeatable.
+    #[arg(long = "apertur-failing-destination", value_name = "ID")]
+    apertur_failing_destinations: Vec<String>,
+    /// Apertur: time between delivery steps (attempts), in milliseconds.
+    #[arg(long = "apertur-delivery-step-ms", default_value_t = 100)]
+    apertur_delivery_step_ms: u64,
+    /// Apertur: require request signatures made with this secret.
+    #[arg(long = "apertur-signing-secret", value_name = "SECRET")]
+    apertur_signing_secret: Option<String>,
 }
 
 impl Cli {
@@ -115,6 +124,12 @@ impl Cli {
                 ..Default::default()
             },
             truvideo_initial_urls: self.truvideo_initial_urls,
+            apertur: upload_emulator::apertur::AperturConfig {
+                failing_destinations: self.apertur_failing_destinations,
+                delivery_step_ms: self.apertur_delivery_step_ms,
+                signing_secret: self.apertur_signing_secret,
+                ..defaults.apertur
+            },
         }
     }
 }

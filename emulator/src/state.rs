@@ -22,6 +22,8 @@ pub struct Shared {
     pub uplift: crate::uplift::UpliftState,
     /// TruVideo's uploads.
     pub truvideo: crate::truvideo::TruvideoState,
+    /// Apertur's sessions, destinations and counters.
+    pub apertur: crate::apertur::AperturState,
 }
 
 impl Shared {
@@ -33,6 +35,7 @@ impl Shared {
             teleport: Default::default(),
             uplift: Default::default(),
             truvideo: Default::default(),
+            apertur: Default::default(),
             config,
         }
     }

@@ -414,6 +414,37 @@ impl Store {
         }
     }
 
+    /// Stores `bytes` as a completed single-part object at `key` on behalf of `provider` (`id`:
+    /// the provider's id of the upload), for providers that receive files themselves (Apertur's
+    /// image uploads). Written to a file under the state directory when there is one.
+    pub fn put_object(&self, key: &str, bytes: Bytes, provider: &str, id: &str) -> ObjectInfo {
+        let md5 = Md5::digest(&bytes);
+        let data = match self.new_part_path(None, 1) {
+            Some(path) => {
+                let written = path.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|_| std::fs::write(&path, &bytes));
+                match written {
+                    Ok(()) => PartData::File(Arc::new(path)),
+                    Err(e) => {
+                        tracing::warn!(key, "cannot write object file, keeping it in memory: {e}");
+                        PartData::Mem(bytes.clone())
+                    }
+                }
+            }
+            None => PartData::Mem(bytes.clone()),
+        };
+        let info = ObjectInfo {
+            key: key.to_string(),
+            size: bytes.len() as u64,
+            sha256: String::new(),
+            parts: 1,
+            etag: hex_md5_etag(&md5),
+            provider: provider.to_string(),
+            id: id.to_string(),
+        };
+        Self::insert_object(&mut self.inner.lock().unwrap(), info.clone(), vec![data]);
+        info
+    }
+
     /// Deletes a completed object; `false` when unknown.
     pub fn delete_object(&self, key: &str) -> bool {
         let old = self.inner.lock().unwrap().objects.remove(key);
