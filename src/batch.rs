@@ -288,7 +288,8 @@ pub async fn run(
         items.iter().filter_map(|i| std::fs::metadata(i.path()).ok()).filter(|m| m.is_file()).map(|m| m.len()).sum();
     let board = ui::Board::new(ui::Mode::detect(cli.output.quiet, json)).with_total(items.len(), total_bytes);
     let several = items.len() > 1;
-    let files_at_once = if several { args.files_at_once as usize } else { 1 };
+    // Apertur sends each image in one request: its images go --concurrency at a time.
+    let files_at_once = if several { (args.files_at_once as usize).max(provider.concurrent_files()) } else { 1 };
     let mut settings_uploader = settings.uploader.clone();
     if files_at_once > 1 {
         settings_uploader.shared_permits = Some(Arc::new(tokio::sync::Semaphore::new(settings.uploader.concurrency)));
@@ -298,6 +299,30 @@ pub async fn run(
     let started = Instant::now();
     let mut summary = ui::Summary::default();
     let stdout = std::io::stdout();
+
+    // The provider sees the whole run first: Apertur refuses here, without a request, the
+    // files its session will not take (type, image limit).
+    let run_ctx = settings.context(Arc::new(crate::engine::progress::NoProgress), run_cancel.clone())?;
+    let mut items = items;
+    if !args.dry_run {
+        let paths: Vec<PathBuf> = items.iter().map(|i| i.path().to_path_buf()).collect();
+        let verdicts = provider.prepare(&run_ctx, &paths).await?;
+        let mut kept = Vec::with_capacity(items.len());
+        for (item, verdict) in items.into_iter().zip(verdicts) {
+            match verdict {
+                None => kept.push(item),
+                Some(err) => {
+                    summary.failed(err.exit_code());
+                    if json {
+                        let line = ui::failure_json(provider.name(), item.path(), &err, std::time::Duration::ZERO);
+                        crate::ignore_broken_pipe(ui::print_json_line(&mut stdout.lock(), &line))?;
+                    }
+                    crate::report_error(&err);
+                }
+            }
+        }
+        items = kept;
+    }
 
     let one = |item: Item| {
         let board = &board;
@@ -404,8 +429,18 @@ pub async fn run(
             }
         }
     }
+    drop(results);
+    // After the uploads: Apertur's --wait follows the deliveries of the run's session.
+    let mut code = crate::error::exit::OK;
+    if !args.dry_run
+        && !run_cancel.is_cancelled()
+        && let Err(err) = provider.finish(&run_ctx).await
+    {
+        crate::report_error(&err);
+        code = err.exit_code();
+    }
     if several && !args.dry_run {
         summary.print(started.elapsed(), cli.output.quiet);
     }
-    Ok(summary.exit_code())
+    Ok(summary.exit_code().max(code))
 }

@@ -64,6 +64,8 @@ pub enum Command {
         #[command(subcommand)]
         command: TeleportCommand,
     },
+    /// Apertur: delivery status, long-polling download, sessions and destinations.
+    Apertur(Box<AperturCommandArgs>),
 }
 
 /// How a management subcommand reaches the provider's API: the same flags, environment
@@ -176,6 +178,178 @@ pub struct ModelArgs {
     /// Model URLs from the origin instead of the CDN (use_cdn=false).
     #[arg(long)]
     pub no_cdn: bool,
+}
+
+/// `upload apertur ...`.
+#[derive(Args, Debug, Clone)]
+pub struct AperturCommandArgs {
+    /// Connection settings.
+    #[command(flatten)]
+    pub conn: AperturConnArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: AperturCommand,
+}
+
+/// How `upload apertur ...` reaches the API.
+#[derive(Args, Debug, Clone)]
+pub struct AperturConnArgs {
+    /// API token (else APERTUR_TOKEN, else UPLOAD_TOKEN).
+    #[arg(long, global = true, value_name = "TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Command that prints a fresh token on stdout; run when no token is given and after a 401.
+    #[arg(long, global = true, env = "UPLOAD_TOKEN_COMMAND", value_name = "CMD")]
+    pub token_command: Option<String>,
+    /// API origin (default https://api.apertur.ca; the SDK's https://api.aptr.ca works too).
+    #[arg(long, global = true, env = "UPLOAD_ENDPOINT", value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// Secret for request signing (X-Aptr-Timestamp / X-Aptr-Signature headers).
+    #[arg(long, global = true, env = "APERTUR_SIGNING_SECRET", hide_env_values = true)]
+    pub signing_secret: Option<String>,
+    /// Retries of a failed idempotent request.
+    #[arg(long, global = true, env = "UPLOAD_RETRIES", default_value_t = 10)]
+    pub retries: u32,
+}
+
+/// Apertur subcommands.
+#[derive(Subcommand, Debug, Clone)]
+pub enum AperturCommand {
+    /// Per-image, per-destination delivery status of a session.
+    Status {
+        /// The session id.
+        session: String,
+    },
+    /// Download the images of a long-polling session into a directory; each image is
+    /// acknowledged only once it is safely on disk (written, fsynced, renamed).
+    Poll {
+        /// The session id.
+        session: String,
+        /// Where to write the images.
+        #[arg(long = "output-dir", short = 'o', value_name = "DIR")]
+        output_dir: PathBuf,
+        /// Stop once the queue is empty instead of waiting for more images.
+        #[arg(long)]
+        once: bool,
+        /// Time between polls of an empty queue: 3s, 500ms.
+        #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = parse_duration_arg)]
+        interval: std::time::Duration,
+        /// Stop after this long (default: run until Ctrl-C, or until the queue is empty with --once).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+        timeout: Option<std::time::Duration>,
+    },
+    /// Show or change a session.
+    Session {
+        /// What to do.
+        #[command(subcommand)]
+        command: AperturSessionCommand,
+    },
+    /// List, create, update, delete or test a project's destinations.
+    Destinations {
+        /// What to do.
+        #[command(subcommand)]
+        command: AperturDestinationsCommand,
+    },
+}
+
+/// `upload apertur session ...`.
+#[derive(Subcommand, Debug, Clone)]
+pub enum AperturSessionCommand {
+    /// Show a session's settings and limits.
+    Get {
+        /// The session id.
+        session: String,
+    },
+    /// Change a session's settings.
+    Update {
+        /// The session id.
+        session: String,
+        /// New expiry, ISO 8601.
+        #[arg(long, value_name = "TIME")]
+        expires_at: Option<String>,
+        /// New image limit.
+        #[arg(long, value_name = "N")]
+        max_images: Option<u32>,
+        /// Accepted MIME type (image/jpeg, image/png, image/webp, image/heic). Repeatable.
+        #[arg(long = "allowed-mime-type", value_name = "MIME")]
+        allowed_mime_types: Vec<String>,
+        /// Maximum width or height in pixels.
+        #[arg(long, value_name = "PIXELS")]
+        max_image_dimension: Option<u32>,
+        /// Maximum image size in MB.
+        #[arg(long, value_name = "MB")]
+        max_image_size_mb: Option<u32>,
+        /// New session password (4 to 128 characters).
+        #[arg(long, conflicts_with = "remove_password")]
+        password: Option<String>,
+        /// Remove the session's password.
+        #[arg(long)]
+        remove_password: bool,
+    },
+}
+
+/// `upload apertur destinations ...`.
+#[derive(Subcommand, Debug, Clone)]
+pub enum AperturDestinationsCommand {
+    /// List the project's destinations.
+    List {
+        /// Project id.
+        #[arg(long, env = "APERTUR_PROJECT")]
+        project: String,
+    },
+    /// Create a destination (s3, azure_blob, ftp, webdav, webhook; OAuth types are created in the dashboard).
+    Create {
+        /// Project id.
+        #[arg(long, env = "APERTUR_PROJECT")]
+        project: String,
+        /// Destination type.
+        #[arg(long = "type", value_name = "TYPE")]
+        kind: String,
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// `config` as a JSON object.
+        #[arg(long, value_name = "JSON")]
+        config: Option<String>,
+        /// One `config` entry K=V (V is parsed as JSON when valid, else kept as text). Repeatable.
+        #[arg(long = "config-entry", value_name = "K=V")]
+        config_entries: Vec<String>,
+    },
+    /// Update a destination.
+    Update {
+        /// Project id.
+        #[arg(long, env = "APERTUR_PROJECT")]
+        project: String,
+        /// Destination id.
+        destination: String,
+        /// New display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// New `config` as a JSON object.
+        #[arg(long, value_name = "JSON")]
+        config: Option<String>,
+        /// One `config` entry K=V. Repeatable.
+        #[arg(long = "config-entry", value_name = "K=V")]
+        config_entries: Vec<String>,
+        /// Activate (true) or deactivate (false).
+        #[arg(long, value_name = "BOOL")]
+        active: Option<bool>,
+    },
+    /// Delete a destination.
+    Delete {
+        /// Project id.
+        #[arg(long, env = "APERTUR_PROJECT")]
+        project: String,
+        /// Destination id.
+        destination: String,
+    },
+    /// Send a test delivery to a destination (exit 6 when it fails).
+    Test {
+        /// Project id.
+        #[arg(long, env = "APERTUR_PROJECT")]
+        project: String,
+        /// Destination id.
+        destination: String,
+    },
 }
 
 /// `upload config ...`.

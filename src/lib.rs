@@ -77,6 +77,11 @@ async fn run_command(cmd: cli::Command, output: cli::OutputArgs) -> Result<i32> 
             Ok(0)
         }
         cli::Command::Teleport { command } => commands::teleport::run(command, &output).await,
+        cli::Command::Apertur(args) => {
+            let cancel = CancellationToken::new();
+            install_ctrl_c(cancel.clone());
+            providers::apertur_cmd::run(*args, &output, cancel).await
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use crate::engine::progress::Progress;
 use crate::engine::retry::RetryPolicy;
 use crate::engine::uploader::UploaderOptions;
 use crate::error::{Error, Result};
-use crate::providers::{Api, Context, Provider, TokenSource, teleport, truvideo, uplift};
+use crate::providers::{Api, Context, Provider, TokenSource, apertur, teleport, truvideo, uplift};
 use crate::redact::Secret;
 
 /// Validated settings for an upload run.
@@ -29,6 +29,7 @@ pub struct UploadSettings {
     /// Resume.
     pub resume: bool,
     args: UploadArgs,
+    quiet: bool,
     http: reqwest::Client,
 }
 
@@ -57,7 +58,7 @@ impl ProviderName {
             ProviderName::Teleport => teleport::DEFAULT_ENDPOINT,
             ProviderName::Truvideo => truvideo::DEFAULT_ENDPOINT,
             ProviderName::Uplift => uplift::DEFAULT_ENDPOINT,
-            ProviderName::Apertur => "https://api.apertur.ca",
+            ProviderName::Apertur => apertur::DEFAULT_ENDPOINT,
         }
     }
 }
@@ -86,18 +87,18 @@ pub fn api_from_args(provider: ProviderName, args: &ApiArgs) -> Result<Api> {
         resolve_token(args.token.as_deref(), provider).or_else(|| section.token.clone().map(Secret::new)),
         args.token_command.clone().or_else(|| section.token_command.clone()),
     ));
-    Ok(Api {
-        http: crate::engine::http::client(4),
+    Ok(Api::new(
+        crate::engine::http::client(4),
         base,
-        provider: provider.as_str_static(),
+        provider.as_str_static(),
         token,
-        retry: RetryPolicy { max_retries: args.retries, ..RetryPolicy::default() },
-    })
+        RetryPolicy { max_retries: args.retries, ..RetryPolicy::default() },
+    ))
 }
 
 impl UploadSettings {
     /// Validates the arguments.
-    pub fn from_args(args: &UploadArgs, _output: &OutputArgs) -> Result<Self> {
+    pub fn from_args(args: &UploadArgs, output: &OutputArgs) -> Result<Self> {
         let config = crate::config::ConfigFile::load()?;
         let mut args = args.clone();
         config.apply(&mut args)?;
@@ -139,6 +140,7 @@ impl UploadSettings {
             state_dir: args.state_dir.clone().or_else(default_state_dir),
             resume: !args.no_resume,
             args: args.clone(),
+            quiet: output.quiet,
             http: crate::engine::http::client(concurrency),
         })
     }
@@ -182,10 +184,17 @@ impl UploadSettings {
                     poll_interval: self.args.poll_interval,
                 })?))
             }
-            other => Err(Error::usage(
-                format!("provider {} is not available in this build yet", other.as_str()),
-                "use --provider teleport",
-            )),
+            ProviderName::Apertur => {
+                Ok(Box::new(apertur::Apertur::new(apertur::AperturOptions::from_args(&self.args, self.quiet)?)))
+            }
+        }
+    }
+
+    /// The request signer of the provider, when one is configured (Apertur `--signing-secret`).
+    fn signer(&self) -> Option<Arc<dyn crate::providers::api::RequestSigner>> {
+        match self.provider {
+            ProviderName::Apertur => apertur::signer(self.args.apertur.signing_secret.as_deref()),
+            _ => None,
         }
     }
 
@@ -198,6 +207,8 @@ impl UploadSettings {
                 provider: self.provider.as_str_static(),
                 token: self.token.clone(),
                 retry: self.uploader.retry.clone(),
+                signer: self.signer(),
+                timeout: crate::providers::api::DEFAULT_TIMEOUT,
             },
             uploader: self.uploader.clone(),
             progress,

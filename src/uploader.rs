@@ -117,7 +117,7 @@ impl Uploader {
         let tokens = Arc::new(TokenSource::new(name.as_str(), name.token_env(), token, self.token_command.clone()));
         let http = crate::engine::http::client(self.options.concurrency);
         Ok(Context {
-            api: Api { http, base, provider: name.as_str(), token: tokens, retry: self.options.retry.clone() },
+            api: Api::new(http, base, name.as_str(), tokens, self.options.retry.clone()),
             uploader: self.options.clone(),
             progress,
             cancel: self.cancel.clone(),

@@ -90,7 +90,8 @@ pub const DEFAULT_DESTINATIONS: [(&str, &str, &str); 2] = [
 pub const DESTINATION_TYPES: [&str; 9] =
     ["s3", "azure_blob", "google_drive", "dropbox", "onedrive", "box", "ftp", "webdav", "webhook"];
 const OAUTH_TYPES: [&str; 4] = ["google_drive", "dropbox", "onedrive", "box"];
-const SECRET_CONFIG_KEYS: [&str; 6] = ["secretKey", "password", "secret", "connectionString", "privateKey", "accessKey"];
+const SECRET_CONFIG_KEYS: [&str; 6] =
+    ["secretKey", "password", "secret", "connectionString", "privateKey", "accessKey"];
 
 /// Which delivery-status shape to serve without `pollFrom`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -217,7 +218,7 @@ impl AperturState {
                         "allowed_mime_types": s.allowed_mime_types,
                         "max_image_dimension": s.max_image_dimension,
                         "expires_at": iso(&s.expires_at),
-                        "destination_ids": s.destinations,
+                        "destination_ids": s.destinations.iter().map(|(id, _, _)| id).collect::<Vec<_>>(),
                         "images": s.images.iter().map(|i| json!({
                             "id": i.id, "filename": i.filename, "key": i.key,
                             "mime_type": i.mime_type, "source": i.source, "size_bytes": i.size,
@@ -331,8 +332,16 @@ fn answer(a: Answer) -> Response {
     a.unwrap_or_else(|r| r)
 }
 
+/// Counts the call and checks its token: 401 `{message, code}`, or 429 with `Retry-After` for
+/// the generic `throttle_api_call_nth` fault.
 fn check_auth(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
-    auth::check(shared, headers).map_err(|e| {
+    let fault = shared.faults.lock().unwrap().on_api_call();
+    if fault == crate::faults::ApiFault::Throttle {
+        let mut resp = error(429, "RATE_LIMIT", "Rate limit exceeded");
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return Err(resp);
+    }
+    auth::check_token(shared, headers, fault == crate::faults::ApiFault::Unauthorized).map_err(|e| {
         let msg = match e {
             auth::AuthError::Missing => "Missing API key",
             auth::AuthError::Invalid => "Invalid API key",
@@ -359,7 +368,13 @@ impl Session {
                     last_error: None,
                 }
             } else {
-                DeliveryState { status: "pending", attempts: 0, delivered_at: None, next_retry_at: None, last_error: None }
+                DeliveryState {
+                    status: "pending",
+                    attempts: 0,
+                    delivered_at: None,
+                    next_retry_at: None,
+                    last_error: None,
+                }
             };
         }
         let max_attempts = cfg.delivery_retries + 1;
@@ -386,7 +401,8 @@ impl Session {
         for img in &self.images {
             last = last.max(img.uploaded);
             for (dest, _, _) in &self.destinations {
-                let steps = if cfg.failing_destinations.iter().any(|d| d == dest) { cfg.delivery_retries + 1 } else { 1 };
+                let steps =
+                    if cfg.failing_destinations.iter().any(|d| d == dest) { cfg.delivery_retries + 1 } else { 1 };
                 for k in 1..=steps {
                     let t = img.uploaded + s * k as i32;
                     if t <= now && t > last {
@@ -541,7 +557,8 @@ fn is_multipart(headers: &HeaderMap) -> bool {
 
 /// The expected `X-Aptr-Signature` value.
 pub fn signature(secret: &str, timestamp: &str, method: &str, path_and_query: &str, body: &[u8]) -> String {
-    let base = format!("{timestamp}.{}.{path_and_query}.{}", method.to_ascii_uppercase(), hex::encode(Sha256::digest(body)));
+    let base =
+        format!("{timestamp}.{}.{path_and_query}.{}", method.to_ascii_uppercase(), hex::encode(Sha256::digest(body)));
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
     mac.update(base.as_bytes());
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
@@ -602,7 +619,9 @@ fn opt_string_list(obj: &Map<String, Value>, field: &str) -> Result<Option<Vec<S
         None | Some(Value::Null) => Ok(None),
         Some(Value::Array(a)) => a
             .iter()
-            .map(|v| v.as_str().map(String::from).ok_or_else(|| bad_request(&format!("{field} must be an array of strings"))))
+            .map(|v| {
+                v.as_str().map(String::from).ok_or_else(|| bad_request(&format!("{field} must be an array of strings")))
+            })
             .collect::<Result<Vec<_>, _>>()
             .map(Some),
         Some(_) => Err(bad_request(&format!("{field} must be an array of strings"))),
@@ -667,7 +686,8 @@ fn create_session_inner(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> An
         }
         (None, None) => now + chrono::Duration::hours(24),
     };
-    let max_images = opt_positive(&obj, "max_images")?.map_or(cfg.plan_max_images, |m| m.min(cfg.plan_max_images as u64) as u32);
+    let max_images =
+        opt_positive(&obj, "max_images")?.map_or(cfg.plan_max_images, |m| m.min(cfg.plan_max_images as u64) as u32);
     let allowed = match opt_string_list(&obj, "allowed_mime_types")? {
         Some(list) => {
             check_mime_list(&list)?;
@@ -680,11 +700,18 @@ fn create_session_inner(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> An
     let destinations = {
         let all = shared.apertur.destinations.lock().unwrap();
         match dest_ids {
-            None => all.iter().filter(|d| d.default && d.active).map(|d| (d.id.clone(), d.kind.clone(), d.name.clone())).collect(),
+            None => all
+                .iter()
+                .filter(|d| d.default && d.active)
+                .map(|d| (d.id.clone(), d.kind.clone(), d.name.clone()))
+                .collect(),
             Some(ids) => {
                 let mut out = Vec::new();
                 for id in ids {
-                    let d = all.iter().find(|d| d.id == id).ok_or_else(|| bad_request(&format!("Unknown destination id {id}")))?;
+                    let d = all
+                        .iter()
+                        .find(|d| d.id == id)
+                        .ok_or_else(|| bad_request(&format!("Unknown destination id {id}")))?;
                     if !d.active {
                         return Err(bad_request(&format!("Destination {id} is not active")));
                     }
@@ -744,7 +771,8 @@ async fn update_session(
         check_auth(&shared, &headers)?;
         let obj = parse_object(&body)?;
         let cfg = &shared.config.apertur;
-        let expires_at = obj.get("expires_at").filter(|v| !v.is_null()).map(|v| parse_time("expires_at", v)).transpose()?;
+        let expires_at =
+            obj.get("expires_at").filter(|v| !v.is_null()).map(|v| parse_time("expires_at", v)).transpose()?;
         let max_images = opt_positive(&obj, "max_images")?;
         let allowed = opt_string_list(&obj, "allowed_mime_types")?;
         if let Some(list) = &allowed {
@@ -848,12 +876,13 @@ async fn upload_image_inner(shared: &Shared, uuid: &str, headers: &HeaderMap, bo
         resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(cfg.retry_after_s));
         return Err(resp);
     }
-    let (filename, mime, bytes) = file.ok_or_else(|| error(400, "FILE_REQUIRED", "The image must be in the field 'file'"))?;
+    let (filename, mime, bytes) =
+        file.ok_or_else(|| error(400, "FILE_REQUIRED", "The image must be in the field 'file'"))?;
     let mime = mime.unwrap_or_else(|| "application/octet-stream".into());
     let image_id = random_id("img_");
     let mut sessions = shared.apertur.sessions.lock().unwrap();
     let s = sessions.get_mut(uuid).ok_or_else(session_not_found)?;
-    if !s.allowed_mime_types.iter().any(|m| *m == mime) {
+    if !s.allowed_mime_types.contains(&mime) {
         return Err(error(
             400,
             "MIME_TYPE_NOT_ALLOWED",
@@ -899,12 +928,8 @@ async fn delivery_status_inner(shared: Arc<Shared>, uuid: String, query: Option<
     check_auth(&shared, &headers)?;
     let cfg = &shared.config.apertur;
     let q = crate::sigv4::parse_query(query.as_deref().unwrap_or(""));
-    let poll_from = q
-        .iter()
-        .rev()
-        .find(|(k, _)| k == "pollFrom")
-        .map(|(_, v)| parse_time("pollFrom", &json!(v)))
-        .transpose()?;
+    let poll_from =
+        q.iter().rev().find(|(k, _)| k == "pollFrom").map(|(_, v)| parse_time("pollFrom", &json!(v))).transpose()?;
     let exists = shared.apertur.sessions.lock().unwrap().contains_key(&uuid);
     if !exists {
         return Err(session_not_found());
@@ -967,7 +992,8 @@ async fn download(
         let (key, mime) = {
             let sessions = shared.apertur.sessions.lock().unwrap();
             let s = sessions.get(&uuid).ok_or_else(session_not_found)?;
-            let i = s.images.iter().find(|i| i.id == image).ok_or_else(|| error(404, "NOT_FOUND", "Image not found"))?;
+            let i =
+                s.images.iter().find(|i| i.id == image).ok_or_else(|| error(404, "NOT_FOUND", "Image not found"))?;
             (i.key.clone(), i.mime_type.clone())
         };
         let bytes = shared.store.object_bytes(&key).ok_or_else(|| error(404, "NOT_FOUND", "Image not found"))?;
@@ -990,7 +1016,8 @@ async fn ack(
         let n = shared.apertur.acks_seen.fetch_add(1, Ordering::SeqCst) + 1;
         let mut sessions = shared.apertur.sessions.lock().unwrap();
         let s = sessions.get_mut(&uuid).ok_or_else(session_not_found)?;
-        let i = s.images.iter_mut().find(|i| i.id == image).ok_or_else(|| error(404, "NOT_FOUND", "Image not found"))?;
+        let i =
+            s.images.iter_mut().find(|i| i.id == image).ok_or_else(|| error(404, "NOT_FOUND", "Image not found"))?;
         if shared.config.apertur.fail_ack_nth.contains(&n) {
             return Err(error(500, "INTERNAL_ERROR", "Internal server error"));
         }
@@ -1031,7 +1058,9 @@ async fn create_destination(
             return Err(bad_request(&format!("type must be one of {}", DESTINATION_TYPES.join(", "))));
         }
         if OAUTH_TYPES.contains(&kind) {
-            return Err(bad_request(&format!("{kind} destinations are created through the OAuth flow in the dashboard")));
+            return Err(bad_request(&format!(
+                "{kind} destinations are created through the OAuth flow in the dashboard"
+            )));
         }
         let name = obj.get("name").and_then(|v| v.as_str()).filter(|n| !n.trim().is_empty());
         let name = name.ok_or_else(|| bad_request("name is required"))?.to_string();

@@ -7,13 +7,18 @@ use crate::error::{Error, Result};
 
 /// Builds the one HTTP client of a run: a keep-alive pool sized to the concurrency.
 pub fn client(concurrency: usize) -> reqwest::Client {
+    client_with_read_timeout(concurrency, Duration::from_secs(120))
+}
+
+/// [`client`] with another read timeout (long polls hold an answer for minutes).
+pub fn client_with_read_timeout(concurrency: usize, read_timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
         .user_agent(concat!("upload/", env!("CARGO_PKG_VERSION")))
         .pool_max_idle_per_host(concurrency.max(1) * 2)
         .pool_idle_timeout(Duration::from_secs(60))
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(15))
-        .read_timeout(Duration::from_secs(120))
+        .read_timeout(read_timeout)
         .build()
         .expect("the TLS backend initialises")
 }

@@ -152,7 +152,26 @@ pub struct Api {
     pub token: Arc<TokenSource>,
     /// Retry policy for idempotent calls.
     pub retry: RetryPolicy,
+    /// Adds headers computed from each JSON request (Apertur's optional HMAC signature).
+    pub signer: Option<Arc<dyn RequestSigner>>,
+    /// Time limit of one request (default [`DEFAULT_TIMEOUT`]; raised for long polls).
+    pub timeout: Duration,
 }
+
+/// Time limit of one API request.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Computes extra headers for a request from what goes on the wire: the method, the path with
+/// its query as sent (`/api/v1/x?a=b`), and the exact body bytes (empty without a body).
+/// Called anew on each attempt, so a timestamp in the headers stays fresh. Applied to JSON
+/// requests ([`Api::send`], [`Api::json`]), not to streamed bodies.
+pub trait RequestSigner: Send + Sync {
+    /// The headers to add.
+    fn headers(&self, method: &Method, path_and_query: &str, body: &[u8]) -> Vec<(String, String)>;
+}
+
+/// Adds the body (and its headers) to a request; called once per attempt.
+pub type AttachBody<'a> = &'a (dyn Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder + Send + Sync);
 
 /// A raw successful answer.
 pub struct Answer {
@@ -163,6 +182,17 @@ pub struct Answer {
 }
 
 impl Api {
+    /// A client without request signer and with the default time limit.
+    pub fn new(
+        http: reqwest::Client,
+        base: url::Url,
+        provider: &'static str,
+        token: Arc<TokenSource>,
+        retry: RetryPolicy,
+    ) -> Self {
+        Api { http, base, provider, token, retry, signer: None, timeout: DEFAULT_TIMEOUT }
+    }
+
     /// `base` joined with an absolute path such as `/api/v1/captures`.
     pub fn url(&self, path: &str) -> url::Url {
         let mut u = self.base.clone();
@@ -199,15 +229,46 @@ impl Api {
         body: Option<&B>,
         retry: Retry,
     ) -> Result<Answer> {
-        let mut url = self.url(path);
-        if !query.is_empty() {
-            url.query_pairs_mut().extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
-        }
+        let url = self.url_with_query(path, query);
         let body = body.map(serde_json::to_vec).transpose().map_err(|e| Error::Protocol {
             provider: self.provider,
             what: what.into(),
             message: e.to_string(),
         })?;
+        let attach = |req: reqwest::RequestBuilder| match &body {
+            Some(b) => req.header(reqwest::header::CONTENT_TYPE, "application/json").body(b.clone()),
+            None => req,
+        };
+        self.execute(what, method, url, retry, Some(body.as_deref().unwrap_or_default()), &attach).await
+    }
+
+    /// `base` joined with `path`, plus the query pairs.
+    pub fn url_with_query(&self, path: &str, query: &[(&str, String)]) -> url::Url {
+        let mut url = self.url(path);
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
+        }
+        url
+    }
+
+    /// Sends a request with bearer auth, renewal on 401 and retries; `attach` adds the body on
+    /// each attempt (a streamed body is built anew). `signed_body`: the exact body bytes for
+    /// the [`RequestSigner`], `None` to send the request unsigned (multipart uploads). A 429
+    /// is retried after its `Retry-After` even for a [`Retry::Once`] call: the server refused
+    /// it without acting on it.
+    pub async fn execute(
+        &self,
+        what: &str,
+        method: Method,
+        url: url::Url,
+        retry: Retry,
+        signed_body: Option<&[u8]>,
+        attach: AttachBody<'_>,
+    ) -> Result<Answer> {
+        let path_and_query = match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_string(),
+        };
         let mut backoff = Backoff::new(self.retry.clone());
         let mut renewed = false;
         loop {
@@ -217,10 +278,13 @@ impl Api {
                 .request(method.clone(), url.clone())
                 .bearer_auth(token.expose())
                 .header(reqwest::header::ACCEPT, "application/json")
-                .timeout(Duration::from_secs(120));
-            if let Some(b) = &body {
-                req = req.header(reqwest::header::CONTENT_TYPE, "application/json").body(b.clone());
+                .timeout(self.timeout);
+            if let (Some(signer), Some(body)) = (&self.signer, signed_body) {
+                for (k, v) in signer.headers(&method, &path_and_query, body) {
+                    req = req.header(k, v);
+                }
             }
+            req = attach(req);
             let t0 = std::time::Instant::now();
             let res = req.send().await;
             let (outcome, message, wait) = match res {
@@ -248,6 +312,19 @@ impl Api {
                     let secret = token.expose().to_string();
                     let (code, msg) = summarize_body(&bytes);
                     let msg = scrub(&msg, &[&secret]);
+                    // A refused request signature is not about the token: no renewal.
+                    let bad_signature = code.as_deref().is_some_and(|c| c.to_ascii_uppercase().contains("SIGNATURE"));
+                    if status == 401 && bad_signature {
+                        return Err(Error::Auth {
+                            provider: self.provider,
+                            message: format!("{what}: HTTP 401: {msg}"),
+                            hint: Some(if self.signer.is_some() {
+                                "the request signature was refused: check the signing secret (--signing-secret, env APERTUR_SIGNING_SECRET)".into()
+                            } else {
+                                "the server wants signed requests: give the signing secret (--signing-secret, env APERTUR_SIGNING_SECRET)".into()
+                            }),
+                        });
+                    }
                     if status == 401 {
                         if !renewed && self.token.renew(generation).await? {
                             renewed = true;
@@ -278,7 +355,7 @@ impl Api {
             };
             let Outcome::Status { status, .. } = outcome else { unreachable!("transport errors returned above") };
             if classify_api(&outcome) == Class::Retry
-                && retry == Retry::Idempotent
+                && (retry == Retry::Idempotent || status == 429)
                 && let Some(d) = backoff.next_delay(wait)
             {
                 tracing::info!(provider = self.provider, status, "{what}: retrying in {d:?}");

@@ -8,6 +8,8 @@
 //!   picks it (≥ 5 MiB but the last, ≤ 600 MiB, ≤ 120 parts); Uplift is one S3 POST form
 //!   upload (≤ 5 GB); Apertur takes one image per multipart request.
 
+pub mod apertur;
+pub mod apertur_cmd;
 pub mod api;
 pub mod teleport;
 pub mod teleport_admin;
@@ -24,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::engine::progress::Progress;
 use crate::engine::source::FileSource;
 use crate::engine::uploader::UploaderOptions;
-use crate::error::Result;
+use crate::error::{Error, Result};
 pub use api::{Api, TokenSource};
 
 /// Everything a provider needs from the run.
@@ -105,4 +107,24 @@ pub trait Provider: Send + Sync {
     fn dry_run(&self, file: &FileSource) -> Result<DryRun>;
     /// Uploads one file.
     async fn upload(&self, ctx: &Context, file: FileSource) -> Result<UploadOutcome>;
+
+    /// How many files of a run may upload at once. Default 1: parts are the unit of
+    /// concurrency; Apertur, whose images go in one request each, uploads several images at once.
+    fn concurrent_files(&self) -> usize {
+        1
+    }
+
+    /// Called once per run, before any upload, with every file of the run. A provider that puts
+    /// the files of a run together (Apertur: one session) checks them as a whole here and
+    /// answers, per file, why it refuses it (`Some(error)`: reported, skipped, no request made
+    /// for it). A file it cannot read is left to [`Provider::upload`] to report. Default:
+    /// accepts every file.
+    async fn prepare(&self, _ctx: &Context, files: &[PathBuf]) -> Result<Vec<Option<Error>>> {
+        Ok(files.iter().map(|_| None).collect())
+    }
+
+    /// Called once after every upload of the run ended (Apertur `--wait`: follows deliveries).
+    async fn finish(&self, _ctx: &Context) -> Result<()> {
+        Ok(())
+    }
 }

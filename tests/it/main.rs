@@ -1,5 +1,6 @@
 //! One integration-test binary: each module starts the emulator in-process on loopback.
 
+mod apertur;
 mod batch;
 mod common;
 mod demo;

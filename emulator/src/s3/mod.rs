@@ -421,7 +421,8 @@ impl Store {
         let md5 = Md5::digest(&bytes);
         let data = match self.new_part_path(None, 1) {
             Some(path) => {
-                let written = path.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|_| std::fs::write(&path, &bytes));
+                let written =
+                    path.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|_| std::fs::write(&path, &bytes));
                 match written {
                     Ok(()) => PartData::File(Arc::new(path)),
                     Err(e) => {

@@ -1,0 +1,819 @@
+//! Apertur: one upload session per run, each image posted into it as a streamed multipart
+//! body, then (with `--wait`) delivery followed per image and per destination.
+//!
+//! Endpoints (the seed, plus Apertur's Python SDK 0.2.0; see PROVIDERS.md):
+//! `POST /api/v1/upload-sessions` creates the session (not idempotent: never repeated blindly);
+//! `GET /api/v1/upload/{uuid}/session` reads an existing session's limits;
+//! `POST /api/v1/upload/{uuid}/images` takes one image per request, field `file` (not
+//! idempotent: repeated only after a 429, which the server answers without storing anything);
+//! `GET /api/v1/upload-sessions/{uuid}/delivery-status` (idempotent) in either of its two
+//! documented shapes, long-polled with `pollFrom` when the answer carries `lastChanged`.
+//!
+//! Local checks, before any request: the options (expiry 1..168 h XOR an ISO 8601 time in the
+//! future, password 4..128 characters, MIME types among the four Apertur takes, positive
+//! limits), then every file: its type from the extension, the session's accepted types and the
+//! image limit. A file refused is reported and skipped; when every file is refused no session
+//! is created.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use hmac::{Hmac, Mac};
+use reqwest::Method;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::sync::OnceCell;
+
+use super::api::{Api, RequestSigner, Retry};
+use super::{Context, DryRun, Provider, UploadOutcome};
+use crate::cli::UploadArgs;
+use crate::engine::progress::Event;
+use crate::engine::source::FileSource;
+use crate::error::{Error, Result};
+use crate::redact::Secret;
+
+/// Documented origin (the seed's; the SDK uses `https://api.aptr.ca`).
+pub const DEFAULT_ENDPOINT: &str = "https://api.apertur.ca";
+/// The image types Apertur accepts.
+pub const MIME_TYPES: [&str; 4] = ["image/jpeg", "image/png", "image/webp", "image/heic"];
+const PROVIDER: &str = "apertur";
+
+/// The MIME type of an image file from its extension (jpeg/jpg, png, webp, heic).
+pub fn mime_for(path: &std::path::Path) -> Option<&'static str> {
+    let ext = path.extension()?.to_string_lossy().to_ascii_lowercase();
+    match ext.as_str() {
+        "jpg" | "jpeg" => Some("image/jpeg"),
+        "png" => Some("image/png"),
+        "webp" => Some("image/webp"),
+        "heic" => Some("image/heic"),
+        _ => None,
+    }
+}
+
+/// Signs JSON requests: `X-Aptr-Timestamp: <unix s>` and `X-Aptr-Signature: sha256=<hex
+/// HMAC-SHA256(secret, "{ts}.{METHOD}.{path+query}.{sha256hex(body)}")>` (the SDK's
+/// `sign_request`).
+pub struct AperturSigner {
+    secret: Secret,
+}
+
+impl AperturSigner {
+    /// A signer with this secret.
+    pub fn new(secret: Secret) -> Self {
+        AperturSigner { secret }
+    }
+
+    /// The signature header value for a request at `timestamp`.
+    pub fn signature(&self, timestamp: i64, method: &str, path_and_query: &str, body: &[u8]) -> String {
+        let base = format!(
+            "{timestamp}.{}.{path_and_query}.{}",
+            method.to_ascii_uppercase(),
+            hex::encode(Sha256::digest(body))
+        );
+        let mut mac = Hmac::<Sha256>::new_from_slice(self.secret.expose().as_bytes()).expect("any key length");
+        mac.update(base.as_bytes());
+        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    }
+}
+
+impl RequestSigner for AperturSigner {
+    fn headers(&self, method: &Method, path_and_query: &str, body: &[u8]) -> Vec<(String, String)> {
+        let ts = chrono::Utc::now().timestamp();
+        vec![
+            ("X-Aptr-Timestamp".into(), ts.to_string()),
+            ("X-Aptr-Signature".into(), self.signature(ts, method.as_str(), path_and_query, body)),
+        ]
+    }
+}
+
+/// The signer for `--signing-secret`, when one is given.
+pub fn signer(secret: Option<&str>) -> Option<Arc<dyn RequestSigner>> {
+    let secret = Secret::new(secret?);
+    if secret.is_empty() {
+        return None;
+    }
+    Some(Arc::new(AperturSigner::new(secret)))
+}
+
+/// Checks an id that goes into a URL path (session, destination, project).
+pub fn check_id(what: &str, id: &str) -> Result<()> {
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
+        return Err(Error::usage(
+            format!("{what} '{id}' is not a valid id"),
+            "ids are made of letters, digits, '-', '_' and '.', e.g. sess_01HX4ABCDEFGHIJKLMN",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks `--allowed-mime-type` values; returns them lower-cased, without duplicates.
+pub fn check_mime_types(list: &[String]) -> Result<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    for m in list {
+        let m = m.trim().to_ascii_lowercase();
+        if !MIME_TYPES.contains(&m.as_str()) {
+            return Err(Error::usage(
+                format!("--allowed-mime-type '{m}' is not a type Apertur accepts"),
+                format!("use one or more of {}", MIME_TYPES.join(", ")),
+            ));
+        }
+        if !out.contains(&m) {
+            out.push(m);
+        }
+    }
+    Ok(out)
+}
+
+/// Checks a session password (4 to 128 characters).
+pub fn check_password(p: &str) -> Result<()> {
+    let n = p.chars().count();
+    if !(4..=128).contains(&n) {
+        return Err(Error::usage(
+            format!("the session password has {n} characters; Apertur takes 4 to 128"),
+            "choose a password of 4 to 128 characters",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks an ISO 8601 expiry in the future; returns it as given.
+pub fn check_expires_at(t: &str) -> Result<String> {
+    let parsed = chrono::DateTime::parse_from_rfc3339(t.trim()).map_err(|_| {
+        Error::usage(
+            format!("--expires-at '{t}' is not an ISO 8601 date-time"),
+            "give a time with its offset, e.g. 2026-03-29T10:00:00Z",
+        )
+    })?;
+    if parsed <= chrono::Utc::now() {
+        return Err(Error::usage(format!("--expires-at {t} is in the past"), "give a time in the future"));
+    }
+    Ok(t.trim().to_string())
+}
+
+/// Validated Apertur settings of an upload run.
+#[derive(Clone, Debug)]
+pub struct AperturOptions {
+    /// An existing session to upload into.
+    pub session: Option<String>,
+    /// The create-session body (when no `--session`).
+    pub create: serde_json::Map<String, Value>,
+    /// Limits known before asking the server: accepted types and image count.
+    pub allowed: Vec<String>,
+    /// `--max-images`.
+    pub max_images: Option<u32>,
+    /// `x-session-password`.
+    pub password: Option<Secret>,
+    /// Images in flight at once.
+    pub concurrency: usize,
+    /// Follow deliveries after the uploads.
+    pub wait: bool,
+    /// Longest wait.
+    pub wait_timeout: Duration,
+    /// First interval between status polls.
+    pub poll_interval: Duration,
+    /// No progress lines.
+    pub quiet: bool,
+}
+
+impl AperturOptions {
+    /// Validates the arguments (no request).
+    pub fn from_args(args: &UploadArgs, quiet: bool) -> Result<Self> {
+        let a = &args.apertur;
+        if let Some(s) = &a.session {
+            check_id("--session", s)?;
+            let mut given = Vec::new();
+            if !a.destinations.is_empty() {
+                given.push("--destination");
+            }
+            if !args.tags.is_empty() {
+                given.push("--tag");
+            }
+            if a.expires_in_hours.is_some() {
+                given.push("--expires-in-hours");
+            }
+            if a.expires_at.is_some() {
+                given.push("--expires-at");
+            }
+            if a.max_images.is_some() {
+                given.push("--max-images");
+            }
+            if !a.allowed_mime_types.is_empty() {
+                given.push("--allowed-mime-type");
+            }
+            if a.max_image_dimension.is_some() {
+                given.push("--max-image-dimension");
+            }
+            if a.long_polling {
+                given.push("--long-polling");
+            }
+            if !given.is_empty() {
+                return Err(Error::usage(
+                    format!("{} set up a new session and cannot be used with --session", given.join(", ")),
+                    "drop --session to create a new session with these options, or change the existing one with `upload apertur session update`",
+                ));
+            }
+        }
+        let mut create = serde_json::Map::new();
+        if !a.destinations.is_empty() {
+            for d in &a.destinations {
+                check_id("--destination", d)?;
+            }
+            create.insert("destination_ids".into(), json!(a.destinations));
+        }
+        if a.long_polling {
+            create.insert("long_polling".into(), json!(true));
+        }
+        if !args.tags.is_empty() {
+            if args.tags.iter().any(|t| t.trim().is_empty()) {
+                return Err(Error::usage("an empty --tag", "give tags such as --tag order:456"));
+            }
+            create.insert("tags".into(), json!(args.tags));
+        }
+        match (a.expires_in_hours, &a.expires_at) {
+            (Some(_), Some(_)) => {
+                return Err(Error::usage(
+                    "--expires-in-hours and --expires-at are mutually exclusive",
+                    "give one of them",
+                ));
+            }
+            (Some(h), None) => {
+                if !(1..=168).contains(&h) {
+                    return Err(Error::usage(
+                        format!("--expires-in-hours {h} is out of range"),
+                        "a session lives 1 to 168 hours",
+                    ));
+                }
+                create.insert("expires_in_hours".into(), json!(h));
+            }
+            (None, Some(t)) => {
+                create.insert("expires_at".into(), json!(check_expires_at(t)?));
+            }
+            (None, None) => {}
+        }
+        if let Some(m) = a.max_images {
+            if m == 0 {
+                return Err(Error::usage("--max-images must be at least 1", "give a positive number"));
+            }
+            create.insert("max_images".into(), json!(m));
+        }
+        let allowed = check_mime_types(&a.allowed_mime_types)?;
+        if !allowed.is_empty() {
+            create.insert("allowed_mime_types".into(), json!(allowed));
+        }
+        if let Some(d) = a.max_image_dimension {
+            if d == 0 {
+                return Err(Error::usage("--max-image-dimension must be at least 1", "give a size in pixels"));
+            }
+            create.insert("max_image_dimension".into(), json!(d));
+        }
+        let password = a.password.as_deref().map(Secret::new);
+        if let Some(p) = &password {
+            check_password(p.expose())?;
+            if a.session.is_none() {
+                create.insert("password".into(), json!(p.expose()));
+            }
+        }
+        Ok(AperturOptions {
+            session: a.session.clone(),
+            create,
+            allowed: if allowed.is_empty() { MIME_TYPES.iter().map(|s| s.to_string()).collect() } else { allowed },
+            max_images: a.max_images,
+            password,
+            concurrency: args.concurrency as usize,
+            wait: args.wait,
+            wait_timeout: args.wait_timeout,
+            poll_interval: args.poll_interval,
+            quiet,
+        })
+    }
+}
+
+/// The session of a run.
+#[derive(Clone, Debug)]
+struct SessionInfo {
+    id: String,
+    long_polling: Option<bool>,
+}
+
+/// The Apertur provider: one session per run, created on first need and shared by every file.
+pub struct Apertur {
+    options: AperturOptions,
+    session: OnceCell<std::result::Result<SessionInfo, Arc<Error>>>,
+    /// Image ids uploaded by this run.
+    uploaded: Mutex<Vec<String>>,
+}
+
+impl Apertur {
+    /// A provider with these settings.
+    pub fn new(options: AperturOptions) -> Self {
+        Apertur { options, session: OnceCell::new(), uploaded: Mutex::new(Vec::new()) }
+    }
+
+    /// The session of the run: `--session`, else one created on the first upload, once, for
+    /// every file of the run (concurrent uploads wait for it). A failed creation is not tried
+    /// again by the other files: they fail with the same error.
+    async fn session(&self, api: &Api) -> Result<&SessionInfo> {
+        let created = self.session.get_or_init(|| async { self.create_session(api).await.map_err(Arc::new) }).await;
+        created.as_ref().map_err(|e| replay(e))
+    }
+
+    async fn create_session(&self, api: &Api) -> Result<SessionInfo> {
+        if let Some(id) = &self.options.session {
+            return Ok(SessionInfo { id: id.clone(), long_polling: None });
+        }
+        let created: Value = api
+            .json(
+                "create session",
+                Method::POST,
+                "/api/v1/upload-sessions",
+                &[],
+                Some(&self.options.create),
+                Retry::Once,
+            )
+            .await?;
+        let id = created
+            .get("id")
+            .or_else(|| created.get("uuid"))
+            .and_then(Value::as_str)
+            .ok_or_else(|| protocol("create session", "the answer has no session id (`id` or `uuid`)"))?;
+        check_id("the session id", id).map_err(|_| protocol("create session", "the session id is not usable"))?;
+        tracing::info!(session = id, "apertur: session created");
+        Ok(SessionInfo { id: id.to_string(), long_polling: created.get("long_polling").and_then(Value::as_bool) })
+    }
+
+    /// The MIME type of a path, or why Apertur cannot take it (`size`: the file's, when known).
+    fn path_type(&self, path: &std::path::Path, size: Option<u64>) -> Result<&'static str> {
+        let mime = mime_for(path).ok_or_else(|| {
+            Error::usage(
+                format!(
+                    "{}: Apertur takes JPEG, PNG, WebP and HEIC images (.jpg, .jpeg, .png, .webp, .heic)",
+                    path.display()
+                ),
+                "convert the file to one of these formats, or leave it out",
+            )
+        })?;
+        if size == Some(0) {
+            return Err(Error::usage(format!("{} is empty", path.display()), "leave the empty file out"));
+        }
+        Ok(mime)
+    }
+
+    /// The file's MIME type, or why Apertur cannot take it.
+    fn image_type(&self, file: &FileSource) -> Result<&'static str> {
+        self.path_type(file.path(), Some(file.size()))
+    }
+
+    async fn upload_image(&self, ctx: &Context, file: &FileSource, mime: &'static str) -> Result<Value> {
+        let session = self.session(&ctx.api).await?;
+        let filename = file.file_name().replace(['"', '\r', '\n', '\\'], "_");
+        let boundary = format!("upload-{}", uuid::Uuid::new_v4().simple());
+        let head = Bytes::from(format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\nContent-Type: {mime}\r\n\r\n"
+        ));
+        let tail = Bytes::from(format!("\r\n--{boundary}--\r\n"));
+        let length = head.len() as u64 + file.size() + tail.len() as u64;
+        let content_type = format!("multipart/form-data; boundary={boundary}");
+        let password = self.options.password.clone();
+        let source = file.clone();
+        let attach = move |req: reqwest::RequestBuilder| {
+            let body = futures::stream::once(futures::future::ready(Ok::<Bytes, std::io::Error>(head.clone())))
+                .chain(source.stream_range(0, source.size(), |_| {}))
+                .chain(futures::stream::once(futures::future::ready(Ok(tail.clone()))));
+            let mut req = req
+                .header(reqwest::header::CONTENT_TYPE, content_type.as_str())
+                .header(reqwest::header::CONTENT_LENGTH, length)
+                .body(reqwest::Body::wrap_stream(body));
+            if let Some(p) = &password {
+                req = req.header("x-session-password", p.expose());
+            }
+            req
+        };
+        // One image per request: a generous time limit, 60 s plus the image at 64 KiB/s.
+        let api =
+            Api { timeout: Duration::from_secs(60) + Duration::from_secs(length / (64 * 1024)), ..ctx.api.clone() };
+        let url = api.url(&format!("/api/v1/upload/{}/images", session.id));
+        let what = format!("upload {}", file.file_name());
+        let answer = api.execute(&what, Method::POST, url, Retry::Once, None, &attach).await?;
+        serde_json::from_slice(&answer.body).map_err(|e| protocol(&what, &format!("cannot read the answer: {e}")))
+    }
+}
+
+/// The same error again, for every file that needed the session whose creation failed.
+fn replay(e: &Error) -> Error {
+    match e {
+        Error::Usage { message, hint } => Error::Usage { message: message.clone(), hint: hint.clone() },
+        Error::Auth { provider, message, hint } => {
+            Error::Auth { provider, message: message.clone(), hint: hint.clone() }
+        }
+        Error::Rejected { provider, what, status, message } => {
+            Error::Rejected { provider, what: what.clone(), status: *status, message: message.clone() }
+        }
+        Error::Network { provider, what, message } => {
+            Error::Network { provider, what: what.clone(), message: message.clone() }
+        }
+        Error::Interrupted { hint } => Error::Interrupted { hint: hint.clone() },
+        other => protocol("create session", &other.to_string()),
+    }
+}
+
+fn protocol(what: &str, message: &str) -> Error {
+    Error::Protocol { provider: PROVIDER, what: what.into(), message: message.into() }
+}
+
+#[async_trait]
+impl Provider for Apertur {
+    fn name(&self) -> &'static str {
+        PROVIDER
+    }
+
+    fn dry_run(&self, file: &FileSource) -> Result<DryRun> {
+        let mime = self.image_type(file)?;
+        if !self.options.allowed.iter().any(|m| m == mime) {
+            return Err(not_allowed(file.path(), mime, &self.options.allowed));
+        }
+        let mut fields = serde_json::Map::new();
+        fields.insert("mime_type".into(), mime.into());
+        let mut requests = Vec::new();
+        match &self.options.session {
+            Some(s) => {
+                fields.insert("session_id".into(), s.clone().into());
+                requests.push(format!("GET /api/v1/upload/{s}/session (limits of the session)"));
+            }
+            None => requests.push("POST /api/v1/upload-sessions (once for the run)".into()),
+        }
+        requests.push(format!("POST /api/v1/upload/{{uuid}}/images (multipart/form-data, field file, {mime})"));
+        if self.options.wait {
+            requests.push("GET /api/v1/upload-sessions/{uuid}/delivery-status until every delivery ends".into());
+        }
+        Ok(DryRun {
+            provider: PROVIDER,
+            file: file.path().display().to_string(),
+            bytes: file.size(),
+            part_size: None,
+            parts: Some(1),
+            requests,
+            fields,
+        })
+    }
+
+    fn concurrent_files(&self) -> usize {
+        self.options.concurrency.max(1)
+    }
+
+    async fn prepare(&self, ctx: &Context, files: &[PathBuf]) -> Result<Vec<Option<Error>>> {
+        let mut out: Vec<Option<Error>> = files
+            .iter()
+            .map(|p| {
+                let size = std::fs::metadata(p).ok().filter(|m| m.is_file()).map(|m| m.len());
+                self.path_type(p, size).err()
+            })
+            .collect();
+        if out.iter().all(Option::is_some) {
+            return Ok(out);
+        }
+        // Limits: those of the options for a new session, the server's for an existing one.
+        let (allowed, limit, room) = match &self.options.session {
+            None => {
+                let max = self.options.max_images.map(u64::from);
+                (self.options.allowed.clone(), max, max)
+            }
+            Some(id) => {
+                let s: Value = ctx
+                    .api
+                    .json(
+                        "get session",
+                        Method::GET,
+                        &format!("/api/v1/upload/{id}/session"),
+                        &[],
+                        None::<&()>,
+                        Retry::Idempotent,
+                    )
+                    .await?;
+                let allowed = s
+                    .get("effectiveAllowedMimeTypes")
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().filter_map(|m| m.as_str().map(str::to_ascii_lowercase)).collect::<Vec<_>>())
+                    .filter(|a| !a.is_empty())
+                    .unwrap_or_else(|| MIME_TYPES.iter().map(|s| s.to_string()).collect());
+                let max = s.get("effectiveMaxImages").and_then(Value::as_u64);
+                let count = s.get("imagesCount").and_then(Value::as_u64).unwrap_or(0);
+                (allowed, max, max.map(|m| m.saturating_sub(count)))
+            }
+        };
+        let mut taken = 0u64;
+        for (path, slot) in files.iter().zip(out.iter_mut()) {
+            if slot.is_some() {
+                continue;
+            }
+            let mime = mime_for(path).expect("checked above");
+            if !allowed.iter().any(|m| m == mime) {
+                *slot = Some(not_allowed(path, mime, &allowed));
+            } else if room.is_some_and(|r| taken >= r) {
+                *slot = Some(Error::usage(
+                    format!("{}: over the session's limit of {} images", path.display(), limit.unwrap_or_default()),
+                    "raise --max-images, or upload the other files into another session",
+                ));
+            } else {
+                taken += 1;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn upload(&self, ctx: &Context, file: FileSource) -> Result<UploadOutcome> {
+        let started = Instant::now();
+        let mime = self.image_type(&file)?;
+        ctx.progress.event(Event::Started {
+            file: file.file_name(),
+            total_bytes: file.size(),
+            parts: 1,
+            done_bytes: 0,
+            done_parts: 0,
+        });
+        let answer = self.upload_image(ctx, &file, mime).await?;
+        file.check_unchanged()?;
+        ctx.progress.event(Event::PartDone { part: 1 });
+        ctx.progress.event(Event::Bytes { part: 1, delta: file.size() as i64 });
+        ctx.progress.event(Event::Finished);
+        let session = self.session(&ctx.api).await?;
+        let image_id = answer
+            .get("id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| protocol("upload image", "the answer has no image `id`"))?
+            .to_string();
+        self.uploaded.lock().expect("lock").push(image_id.clone());
+        let mut fields = serde_json::Map::new();
+        fields.insert("session_id".into(), session.id.clone().into());
+        fields.insert("image_id".into(), image_id.clone().into());
+        fields.insert("mime_type".into(), mime.into());
+        for key in ["filename", "size_bytes", "destinations", "long_polling"] {
+            if let Some(v) = answer.get(key) {
+                fields.insert(key.into(), v.clone());
+            }
+        }
+        if !fields.contains_key("long_polling")
+            && let Some(lp) = session.long_polling
+        {
+            fields.insert("long_polling".into(), lp.into());
+        }
+        Ok(UploadOutcome {
+            provider: PROVIDER,
+            file: file.path().display().to_string(),
+            bytes: file.size(),
+            id: image_id,
+            status: "uploaded".into(),
+            parts: 1,
+            elapsed_s: started.elapsed().as_secs_f64(),
+            fields,
+        })
+    }
+
+    async fn finish(&self, ctx: &Context) -> Result<()> {
+        if !self.options.wait {
+            return Ok(());
+        }
+        let Some(Ok(session)) = self.session.get() else { return Ok(()) };
+        let expected = self.uploaded.lock().expect("lock").len();
+        if expected == 0 {
+            return Ok(());
+        }
+        let follow = Follow {
+            api: ctx.api.clone(),
+            session: session.id.clone(),
+            expected_images: expected,
+            timeout: self.options.wait_timeout,
+            interval: self.options.poll_interval,
+            quiet: self.options.quiet,
+        };
+        follow.run(&ctx.cancel).await
+    }
+}
+
+fn not_allowed(path: &std::path::Path, mime: &str, allowed: &[String]) -> Error {
+    Error::usage(
+        format!("{}: the session accepts only {}, not {mime}", path.display(), allowed.join(", ")),
+        "leave the file out, or allow its type with --allowed-mime-type",
+    )
+}
+
+/// One delivery of one image to one destination, from either delivery-status shape.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// The image (`image_id` or `record_id`).
+    pub image_id: String,
+    /// The image's file name or index, for people.
+    pub image_label: String,
+    /// Destination id.
+    pub destination_id: String,
+    /// Destination name.
+    pub destination_name: String,
+    /// Destination type.
+    pub destination_type: String,
+    /// `delivered`, `pending`, `failed`, ...
+    pub status: String,
+    /// Attempts so far, when given.
+    pub attempts: Option<u64>,
+    /// The last error, when given.
+    pub last_error: Option<String>,
+}
+
+impl Delivery {
+    /// `Some(true)` delivered, `Some(false)` failed, `None` still in progress.
+    pub fn outcome(&self) -> Option<bool> {
+        match self.status.to_ascii_lowercase().as_str() {
+            "delivered" | "success" | "succeeded" => Some(true),
+            "failed" | "error" => Some(false),
+            _ => None,
+        }
+    }
+}
+
+/// A delivery-status answer, normalised.
+#[derive(Clone, Debug, Default)]
+pub struct DeliveryReport {
+    /// Images listed.
+    pub images: usize,
+    /// Every delivery.
+    pub deliveries: Vec<Delivery>,
+    /// The session's status (SDK shape only).
+    pub session_status: Option<String>,
+    /// `lastChanged` (SDK shape only): the `pollFrom` of the next long poll.
+    pub last_changed: Option<String>,
+}
+
+fn text(v: &Value, keys: &[&str]) -> Option<String> {
+    keys.iter().find_map(|k| match v.get(*k) {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    })
+}
+
+/// Reads both documented shapes: the seed's `{session_id, images[{image_id, image_index,
+/// deliveries[{destination_id, destination_name, destination_type, status, ...}]}]}` and the
+/// SDK's `{status, files[{record_id, filename, destinations[{destination_id, type, name,
+/// status, attempts, last_error}]}], lastChanged}`.
+pub fn parse_delivery_status(v: &Value) -> Result<DeliveryReport> {
+    let (list, inner) = if let Some(images) = v.get("images").and_then(Value::as_array) {
+        (images, "deliveries")
+    } else if let Some(files) = v.get("files").and_then(Value::as_array) {
+        (files, "destinations")
+    } else {
+        return Err(protocol("delivery status", "the answer has neither `images` nor `files`"));
+    };
+    let mut report = DeliveryReport {
+        images: list.len(),
+        deliveries: Vec::new(),
+        session_status: text(v, &["status"]),
+        last_changed: text(v, &["lastChanged", "last_changed"]),
+    };
+    for (i, img) in list.iter().enumerate() {
+        let image_id = text(img, &["image_id", "record_id", "id"]).unwrap_or_else(|| format!("#{i}"));
+        let image_label = text(img, &["filename"])
+            .or_else(|| text(img, &["image_index"]).map(|n| format!("image {n}")))
+            .unwrap_or_else(|| image_id.clone());
+        for d in img.get(inner).and_then(Value::as_array).into_iter().flatten() {
+            report.deliveries.push(Delivery {
+                image_id: image_id.clone(),
+                image_label: image_label.clone(),
+                destination_id: text(d, &["destination_id", "id"]).unwrap_or_default(),
+                destination_name: text(d, &["destination_name", "name"]).unwrap_or_default(),
+                destination_type: text(d, &["destination_type", "type"]).unwrap_or_default(),
+                status: text(d, &["status"]).unwrap_or_else(|| "unknown".into()),
+                attempts: d.get("attempts").and_then(Value::as_u64),
+                last_error: text(d, &["last_error", "error"]),
+            });
+        }
+    }
+    Ok(report)
+}
+
+/// One summary line per destination: `Production S3 (s3, d290f1ee-…): 5 delivered, 0 failed, 0 pending`.
+pub fn destination_lines(report: &DeliveryReport) -> Vec<(String, bool)> {
+    let mut order: Vec<String> = Vec::new();
+    for d in &report.deliveries {
+        if !order.contains(&d.destination_id) {
+            order.push(d.destination_id.clone());
+        }
+    }
+    order
+        .iter()
+        .map(|id| {
+            let ds: Vec<&Delivery> = report.deliveries.iter().filter(|d| &d.destination_id == id).collect();
+            let delivered = ds.iter().filter(|d| d.outcome() == Some(true)).count();
+            let failed = ds.iter().filter(|d| d.outcome() == Some(false)).count();
+            let pending = ds.len() - delivered - failed;
+            let first = ds[0];
+            let mut line = format!(
+                "{} ({}, {}): {delivered} delivered, {failed} failed, {pending} pending",
+                first.destination_name, first.destination_type, id
+            );
+            if let Some(err) = ds.iter().filter(|d| d.outcome() == Some(false)).find_map(|d| d.last_error.clone()) {
+                line.push_str(&format!(" (last error: {err})"));
+            }
+            (line, failed > 0)
+        })
+        .collect()
+}
+
+/// Follows a session's deliveries until every one has ended.
+pub struct Follow {
+    /// The API.
+    pub api: Api,
+    /// Session id.
+    pub session: String,
+    /// Images the session must list before it can be done.
+    pub expected_images: usize,
+    /// Longest wait (`--wait-timeout`).
+    pub timeout: Duration,
+    /// First polling interval (`--poll-interval`), grows ×1.5 up to 30 s.
+    pub interval: Duration,
+    /// No per-destination lines.
+    pub quiet: bool,
+}
+
+impl Follow {
+    /// Long-polls with `pollFrom` when the server gives `lastChanged`, else polls with backoff.
+    /// Ends with `Ok` when every delivery succeeded, [`Error::ProcessingFailed`] when one
+    /// failed, [`Error::Timeout`] at the deadline.
+    pub async fn run(&self, cancel: &tokio_util::sync::CancellationToken) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        // A long poll is held up to 5 minutes by the server: its own client and time limit.
+        let long_api = Api {
+            http: crate::engine::http::client_with_read_timeout(2, Duration::from_secs(400)),
+            timeout: Duration::from_secs(400),
+            ..self.api.clone()
+        };
+        let path = format!("/api/v1/upload-sessions/{}/delivery-status", self.session);
+        let mut poll_from: Option<String> = None;
+        let mut interval = self.interval.max(Duration::from_millis(10));
+        let mut seen: std::collections::HashMap<(String, String), String> = Default::default();
+        let timeout_err = || Error::Timeout {
+            what: format!("apertur: delivery of session {}", self.session),
+            seconds: self.timeout.as_secs(),
+        };
+        loop {
+            let query: Vec<(&str, String)> = poll_from.iter().map(|p| ("pollFrom", p.clone())).collect();
+            let api = if poll_from.is_some() { &long_api } else { &self.api };
+            let call = api.json::<(), Value>("delivery status", Method::GET, &path, &query, None, Retry::Idempotent);
+            let v = tokio::select! {
+                r = tokio::time::timeout_at(deadline, call) => r.map_err(|_| timeout_err())??,
+                _ = cancel.cancelled() => return Err(interrupted()),
+            };
+            let report = parse_delivery_status(&v)?;
+            for d in &report.deliveries {
+                let key = (d.image_id.clone(), d.destination_id.clone());
+                if seen.get(&key) != Some(&d.status) {
+                    tracing::info!(image = %d.image_label, destination = %d.destination_name, status = %d.status, attempts = ?d.attempts, "apertur: delivery");
+                    seen.insert(key, d.status.clone());
+                }
+            }
+            let done = report.images >= self.expected_images && report.deliveries.iter().all(|d| d.outcome().is_some());
+            if done {
+                let lines = destination_lines(&report);
+                if !self.quiet {
+                    for (line, _) in &lines {
+                        eprintln!("upload: apertur: {line}");
+                    }
+                }
+                let failed: Vec<&Delivery> = report.deliveries.iter().filter(|d| d.outcome() == Some(false)).collect();
+                if failed.is_empty() {
+                    return Ok(());
+                }
+                let mut names: Vec<&str> = failed.iter().map(|d| d.destination_name.as_str()).collect();
+                names.dedup();
+                return Err(Error::ProcessingFailed {
+                    provider: PROVIDER,
+                    id: self.session.clone(),
+                    reason: format!(
+                        "{} of {} deliveries failed (destinations: {})",
+                        failed.len(),
+                        report.deliveries.len(),
+                        names.join(", ")
+                    ),
+                });
+            }
+            match report.last_changed {
+                Some(lc) if poll_from.as_deref() != Some(lc.as_str()) => poll_from = Some(lc),
+                _ => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until((tokio::time::Instant::now() + interval).min(deadline)) => {}
+                        _ = cancel.cancelled() => return Err(interrupted()),
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(timeout_err());
+                    }
+                    interval = (interval * 3 / 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+}
+
+fn interrupted() -> Error {
+    Error::Interrupted { hint: "run `upload apertur status SESSION` to see where the deliveries are".into() }
+}
