@@ -1,7 +1,10 @@
 //! The admin API on the API port, without auth:
 //!
 //! * `GET /_emulator/uploads` → every completed object ([`crate::ObjectInfo`] list; computes
-//!   missing SHA-256 sums first);
+//!   missing SHA-256 sums first); `DELETE /_emulator/uploads` drops them all (frees memory
+//!   between benchmark runs);
+//! * `POST /_emulator/presign-put?key=K` → `{"url": …}`, a presigned PutObject URL for key
+//!   `K` in the bucket (a single `PUT` of a whole file, e.g. with `curl -T`);
 //! * `GET /_emulator/faults` → the faults in force; `PUT /_emulator/faults` with a
 //!   [`crate::Faults`] JSON (missing fields take their defaults) replaces them;
 //! * `GET /_emulator/requests` → the request log ([`crate::RequestRecord`] list);
@@ -24,7 +27,8 @@ use crate::state::Shared;
 
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
-        .route("/_emulator/uploads", get(uploads))
+        .route("/_emulator/uploads", get(uploads).delete(delete_uploads))
+        .route("/_emulator/presign-put", axum::routing::post(presign_put))
         .route("/_emulator/faults", get(get_faults).put(put_faults))
         .route("/_emulator/requests", get(requests))
         .route("/_emulator/part-counts", get(part_counts))
@@ -36,6 +40,24 @@ pub fn router(shared: Arc<Shared>) -> Router {
 async fn uploads(State(shared): State<Arc<Shared>>) -> Response {
     let objects = tokio::task::spawn_blocking(move || shared.store.objects()).await.unwrap_or_default();
     json_response(200, &json!(objects))
+}
+
+async fn delete_uploads(State(shared): State<Arc<Shared>>) -> Response {
+    let keys: Vec<String> = shared.store.objects_keys();
+    for k in &keys {
+        shared.store.delete_object(k);
+    }
+    json_response(200, &json!({ "deleted": keys.len() }))
+}
+
+async fn presign_put(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    match q.get("key").filter(|k| !k.is_empty()) {
+        Some(key) => json_response(200, &json!({ "url": shared.store.presign_put_object(key, "s3", key) })),
+        None => detail(422, "query parameter 'key' is required"),
+    }
 }
 
 async fn get_faults(State(shared): State<Arc<Shared>>) -> Response {

@@ -42,6 +42,7 @@ use crate::state::Shared;
 use crate::{ACCESS_KEY_ID, BUCKET, ObjectInfo, REGION, S3_MAX_PART_SIZE, S3_MAX_PARTS, SECRET_ACCESS_KEY};
 
 pub mod post;
+pub mod rest;
 pub mod sigv4;
 pub mod xml;
 
@@ -106,6 +107,8 @@ struct StoredObject {
     info: ObjectInfo,
     parts: Vec<PartData>,
     sha256: OnceLock<String>,
+    /// When it was stored (`Last-Modified`).
+    modified: DateTime<Utc>,
 }
 
 impl StoredObject {
@@ -408,7 +411,7 @@ impl Store {
     }
 
     fn insert_object(inner: &mut Inner, info: ObjectInfo, parts: Vec<PartData>) {
-        let obj = Arc::new(StoredObject { info, parts, sha256: OnceLock::new() });
+        let obj = Arc::new(StoredObject { info, parts, sha256: OnceLock::new(), modified: Utc::now() });
         if let Some(old) = inner.objects.insert(obj.info.key.clone(), obj) {
             old.parts.iter().for_each(PartData::remove);
         }
@@ -456,6 +459,11 @@ impl Store {
             }
             None => false,
         }
+    }
+
+    /// The keys of every completed object (cheap: no SHA-256 computed).
+    pub fn objects_keys(&self) -> Vec<String> {
+        self.inner.lock().unwrap().objects.keys().cloned().collect()
     }
 
     /// Every completed object (SHA-256 computed now if not yet).
@@ -511,19 +519,28 @@ pub fn router(shared: Arc<Shared>) -> Router {
 }
 
 async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
-    let mut resp = match *req.method() {
-        Method::PUT => put(&shared, req).await,
-        Method::GET | Method::HEAD => get(&shared, req).await,
-        Method::POST => post::post_object(&shared, req).await,
+    let mut resp = if rest::is_header_auth(req.headers()) {
+        rest::handle(&shared, req).await
+    } else {
+        presigned(&shared, req).await
+    };
+    resp.headers_mut().entry(header::SERVER).or_insert(HeaderValue::from_static("AmazonS3"));
+    resp
+}
+
+/// A request authenticated by its presigned query (or, for POST, by its form's policy).
+async fn presigned(shared: &Arc<Shared>, req: Request) -> Response {
+    match *req.method() {
+        Method::PUT => put(shared, req).await,
+        Method::GET | Method::HEAD => get(shared, req).await,
+        Method::POST => post::post_object(shared, req).await,
         _ => xml::error(
             405,
             "MethodNotAllowed",
             "The specified method is not allowed against this resource.",
             &[("Method", req.method().to_string())],
         ),
-    };
-    resp.headers_mut().entry(header::SERVER).or_insert(HeaderValue::from_static("AmazonS3"));
-    resp
+    }
 }
 
 /// What the URL addressed.
@@ -552,6 +569,18 @@ async fn put(shared: &Arc<Shared>, req: Request) -> Response {
             return resp;
         }
     };
+    accept_put(shared, conn, &raw_path, body, len, target).await
+}
+
+/// The faults of an accepted PUT, then its body into the store.
+async fn accept_put(
+    shared: &Arc<Shared>,
+    conn: Option<ConnHandle>,
+    raw_path: &str,
+    body: Body,
+    len: u64,
+    target: Target,
+) -> Response {
     let (fault, bps) = {
         let mut f = shared.faults.lock().unwrap();
         (f.on_put(), f.bandwidth_bps())
@@ -559,7 +588,7 @@ async fn put(shared: &Arc<Shared>, req: Request) -> Response {
     match fault {
         PutFault::Reset => {
             let _ = read_body(body, bps, Some(len / 2)).await;
-            shared.record("s3", "PUT", &raw_path, 0);
+            shared.record("s3", "PUT", raw_path, 0);
             tracing::debug!(path = %raw_path, "fault: dropping the connection");
             if let Some(conn) = conn {
                 conn.abort();
@@ -604,22 +633,20 @@ fn check_put(shared: &Shared, parts: &axum::http::request::Parts) -> Result<(Tar
     check_signature(shared, "PUT", raw_path, raw_query, headers).map_err(|r| (r, true))?;
     let mut target = parse_target(shared, raw_path, raw_query).map_err(|r| (r, true))?;
     target.content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
-    if let Some(v) = headers.get("content-md5") {
-        use base64::Engine;
-        let decoded = v
-            .to_str()
-            .ok()
-            .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v.trim()).ok())
-            .filter(|d| d.len() == 16);
-        match decoded {
-            Some(d) => target.content_md5 = Some(d),
-            None => {
-                let resp = xml::error(400, "InvalidDigest", "The Content-MD5 you specified was invalid.", &[]);
-                return Err((resp, true));
-            }
-        }
-    }
+    target.content_md5 = content_md5(headers).map_err(|r| (r, true))?;
     Ok((target, len))
+}
+
+/// The decoded `Content-MD5` header; 400 `InvalidDigest` when it is not 16 bytes of base64.
+fn content_md5(headers: &axum::http::HeaderMap) -> Result<Option<Vec<u8>>, Response> {
+    let Some(v) = headers.get("content-md5") else { return Ok(None) };
+    use base64::Engine;
+    v.to_str()
+        .ok()
+        .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v.trim()).ok())
+        .filter(|d| d.len() == 16)
+        .map(Some)
+        .ok_or_else(|| xml::error(400, "InvalidDigest", "The Content-MD5 you specified was invalid.", &[]))
 }
 
 /// GetObject / HeadObject of a completed object, with a presigned URL.
@@ -634,9 +661,14 @@ async fn get(shared: &Arc<Shared>, req: Request) -> Response {
         Ok(t) => t,
         Err(resp) => return resp,
     };
-    let obj = shared.store.inner.lock().unwrap().objects.get(&target.key).cloned();
+    serve_object(shared, &method, target.key)
+}
+
+/// GetObject / HeadObject of the completed object at `key`.
+fn serve_object(shared: &Shared, method: &str, key: String) -> Response {
+    let obj = shared.store.inner.lock().unwrap().objects.get(&key).cloned();
     let Some(obj) = obj else {
-        return xml::error(404, "NoSuchKey", "The specified key does not exist.", &[("Key", target.key)]);
+        return xml::error(404, "NoSuchKey", "The specified key does not exist.", &[("Key", key)]);
     };
     let body = if method == "HEAD" {
         Body::empty()
@@ -663,6 +695,9 @@ async fn get(shared: &Arc<Shared>, req: Request) -> Response {
     let h = resp.headers_mut();
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(obj.info.size));
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("binary/octet-stream"));
+    if let Ok(v) = HeaderValue::from_str(&obj.modified.format("%a, %d %b %Y %H:%M:%S GMT").to_string()) {
+        h.insert(header::LAST_MODIFIED, v);
+    }
     if let Ok(v) = HeaderValue::from_str(&obj.info.etag) {
         h.insert(header::ETAG, v);
     }
@@ -748,6 +783,20 @@ fn sig_error_response(e: sigv4::SigError, raw_query: &str) -> Response {
             ],
         ),
         SigError::NotYetValid => xml::error(403, "AccessDenied", "Request is not valid yet", &[]),
+        SigError::MalformedAuthorization(msg) => xml::error(400, "AuthorizationHeaderMalformed", &msg, &[]),
+        SigError::AccessDenied(msg) => xml::error(403, "AccessDenied", &msg, &[]),
+        SigError::InvalidRequest(msg) => xml::error(400, "InvalidRequest", &msg, &[]),
+        SigError::InvalidArgument(msg) => xml::error(400, "InvalidArgument", &msg, &[]),
+        SigError::TimeSkewed { request_time, now } => xml::error(
+            403,
+            "RequestTimeTooSkewed",
+            "The difference between the request time and the current time is too large.",
+            &[
+                ("RequestTime", request_time.format("%Y%m%dT%H%M%SZ").to_string()),
+                ("ServerTime", now.format("%Y-%m-%dT%H:%M:%SZ").to_string()),
+                ("MaxAllowedSkewMilliseconds", "900000".into()),
+            ],
+        ),
     }
 }
 
@@ -846,7 +895,7 @@ async fn receive(shared: &Shared, body: Body, len: u64, bps: u64, target: Target
                 Err(e) => return internal(&format!("cannot create {}: {e}", p.display())),
             }
         }
-        None => Sink::Mem(BytesMut::with_capacity(len.min(1 << 30) as usize)),
+        None => Sink::Mem(BytesMut::with_capacity(len as usize)),
     };
     let mut md5 = Md5::new();
     let mut body = body;

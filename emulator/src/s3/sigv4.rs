@@ -6,7 +6,10 @@
 //! that sends `/` for `%2F` in the path or `~` for `%7E` still matches, while any change to a
 //! signed value (a parameter, the host, the method, the key) does not.
 //!
-//! Only `UNSIGNED-PAYLOAD` is supported, which is what presigned URLs use.
+//! Presigned URLs always use `UNSIGNED-PAYLOAD`. Header authentication
+//! (`Authorization: AWS4-HMAC-SHA256 ...`, what aws-cli and rclone send) is checked by
+//! [`verify_header_auth`]; its payload is a hex SHA-256, `UNSIGNED-PAYLOAD`, or an
+//! `aws-chunked` stream whose chunk signatures [`ChunkSigner`] checks.
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use hmac::{Hmac, Mac};
@@ -88,6 +91,8 @@ struct Canonical<'a> {
     headers: &'a [(String, String)],
     amz_date: &'a str,
     scope: &'a str,
+    /// The payload hash line: a hex SHA-256, `UNSIGNED-PAYLOAD`, or a `STREAMING-…` marker.
+    payload: &'a str,
 }
 
 impl Canonical<'_> {
@@ -102,7 +107,7 @@ impl Canonical<'_> {
         let signed_headers = self.headers.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(";");
         let creq = format!(
             "{}\n{}\n{}\n{}\n{}\n{}",
-            self.method, self.path, self.query, canonical_headers, signed_headers, UNSIGNED_PAYLOAD
+            self.method, self.path, self.query, canonical_headers, signed_headers, self.payload
         );
         let sts =
             format!("{ALGORITHM}\n{}\n{}\n{}", self.amz_date, self.scope, hex::encode(Sha256::digest(creq.as_bytes())));
@@ -165,8 +170,16 @@ pub fn presign_url(
     pairs.push(("X-Amz-SignedHeaders".into(), "host".into()));
     let cq = canonical_query(&pairs);
     let headers = vec![("host".to_string(), host_header(scheme, authority))];
-    let sig = Canonical { method, path: &enc_path, query: &cq, headers: &headers, amz_date: &amz_date, scope: &scope }
-        .signature(secret, date, region, "s3");
+    let sig = Canonical {
+        method,
+        path: &enc_path,
+        query: &cq,
+        headers: &headers,
+        amz_date: &amz_date,
+        scope: &scope,
+        payload: UNSIGNED_PAYLOAD,
+    }
+    .signature(secret, date, region, "s3");
     format!("{scheme}://{authority}{enc_path}?{cq}&X-Amz-Signature={sig}")
 }
 
@@ -183,6 +196,16 @@ pub enum SigError {
     Expired { expires: u64, expired_at: DateTime<Utc>, now: DateTime<Utc> },
     /// 403 `AccessDenied` / "Request is not valid yet" (X-Amz-Date in the future).
     NotYetValid,
+    /// 400 `AuthorizationHeaderMalformed`.
+    MalformedAuthorization(String),
+    /// 403 `AccessDenied` with this message.
+    AccessDenied(String),
+    /// 400 `InvalidRequest` with this message.
+    InvalidRequest(String),
+    /// 400 `InvalidArgument` with this message.
+    InvalidArgument(String),
+    /// 403 `RequestTimeTooSkewed`: `x-amz-date` more than 15 minutes from the server's clock.
+    TimeSkewed { request_time: DateTime<Utc>, now: DateTime<Utc> },
 }
 
 /// What a valid presigned request was signed with.
@@ -279,9 +302,16 @@ pub fn verify_presigned(
     let path = if raw_path.is_empty() { "/" } else { raw_path };
     let enc_path = uri_encode(&uri_decode(path), true);
     let scope = format!("{date}/{region}/s3/aws4_request");
-    let expected =
-        Canonical { method, path: &enc_path, query: &cq, headers: &headers, amz_date: &amz_date, scope: &scope }
-            .signature(&secret, date, region, "s3");
+    let expected = Canonical {
+        method,
+        path: &enc_path,
+        query: &cq,
+        headers: &headers,
+        amz_date: &amz_date,
+        scope: &scope,
+        payload: UNSIGNED_PAYLOAD,
+    }
+    .signature(&secret, date, region, "s3");
     if !constant_time_eq(expected.as_bytes(), signature.to_ascii_lowercase().as_bytes()) {
         return Err(SigError::SignatureDoesNotMatch {
             string_to_sign_hint: format!("{ALGORITHM}\n{amz_date}\n{scope}"),
@@ -304,6 +334,247 @@ pub fn verify_presigned(
         return Err(SigError::NotYetValid);
     }
     Ok(Verified { access_key: access_key.to_string(), signed_at, expires })
+}
+
+/// What `x-amz-content-sha256` declares about the body of a header-signed request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload {
+    /// The hex SHA-256 of the body, which must match what arrives.
+    Sha256(String),
+    /// `UNSIGNED-PAYLOAD`: the body is not covered.
+    Unsigned,
+    /// `STREAMING-UNSIGNED-PAYLOAD-TRAILER`: `aws-chunked` body, chunks unsigned, trailing checksum.
+    StreamingUnsignedTrailer,
+    /// `STREAMING-AWS4-HMAC-SHA256-PAYLOAD`: `aws-chunked` body, each chunk signed.
+    StreamingSigned,
+    /// `STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER`: signed chunks and a trailer.
+    StreamingSignedTrailer,
+}
+
+impl Payload {
+    /// Parses the header value; `None` for anything S3 would refuse.
+    pub fn parse(v: &str) -> Option<Payload> {
+        Some(match v {
+            UNSIGNED_PAYLOAD => Payload::Unsigned,
+            "STREAMING-UNSIGNED-PAYLOAD-TRAILER" => Payload::StreamingUnsignedTrailer,
+            "STREAMING-AWS4-HMAC-SHA256-PAYLOAD" => Payload::StreamingSigned,
+            "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER" => Payload::StreamingSignedTrailer,
+            h if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => Payload::Sha256(h.to_ascii_lowercase()),
+            _ => return None,
+        })
+    }
+
+    /// Whether the body is `aws-chunked`.
+    pub fn is_chunked(&self) -> bool {
+        matches!(self, Payload::StreamingUnsignedTrailer | Payload::StreamingSigned | Payload::StreamingSignedTrailer)
+    }
+
+    /// Whether each chunk carries a signature.
+    pub fn signed_chunks(&self) -> bool {
+        matches!(self, Payload::StreamingSigned | Payload::StreamingSignedTrailer)
+    }
+}
+
+/// A valid header-signed request.
+#[derive(Debug, Clone)]
+pub struct HeaderAuth {
+    pub access_key: String,
+    pub payload: Payload,
+    /// Verifies the chunk signatures of a `STREAMING-AWS4-HMAC-SHA256-PAYLOAD` body, seeded
+    /// with the request's signature.
+    pub chunks: ChunkSigner,
+}
+
+/// Chains the signatures of `aws-chunked` chunks: each covers the previous one.
+#[derive(Debug, Clone)]
+pub struct ChunkSigner {
+    key: Vec<u8>,
+    amz_date: String,
+    scope: String,
+    previous: String,
+}
+
+/// Hex SHA-256 of the empty string.
+const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+impl ChunkSigner {
+    /// The signature of the next chunk, whose SHA-256 is `chunk_sha256`; it becomes the
+    /// previous signature of the chunk after.
+    pub fn next(&mut self, chunk_sha256: &[u8]) -> String {
+        let sts = format!(
+            "AWS4-HMAC-SHA256-PAYLOAD\n{}\n{}\n{}\n{EMPTY_SHA256}\n{}",
+            self.amz_date,
+            self.scope,
+            self.previous,
+            hex::encode(chunk_sha256)
+        );
+        let sig = hex::encode(hmac(&self.key, sts.as_bytes()));
+        self.previous = sig.clone();
+        sig
+    }
+
+    /// Checks `given` against the signature of the next chunk.
+    pub fn verify(&mut self, chunk_sha256: &[u8], given: &str) -> bool {
+        let expected = self.next(chunk_sha256);
+        constant_time_eq(expected.as_bytes(), given.to_ascii_lowercase().as_bytes())
+    }
+}
+
+/// The pieces of an `Authorization: AWS4-HMAC-SHA256 Credential=…, SignedHeaders=…,
+/// Signature=…` header.
+fn parse_authorization(value: &str) -> Result<(String, Vec<String>, String), SigError> {
+    let malformed = || SigError::MalformedAuthorization(format!("The authorization header is malformed; {value}"));
+    let rest = value.strip_prefix(ALGORITHM).ok_or_else(malformed)?.trim();
+    let (mut credential, mut signed, mut signature) = (None, None, None);
+    for item in rest.split(',') {
+        let (k, v) = item.trim().split_once('=').ok_or_else(malformed)?;
+        match k.trim() {
+            "Credential" => credential = Some(v.trim().to_string()),
+            "SignedHeaders" => signed = Some(v.trim().split(';').map(|s| s.to_ascii_lowercase()).collect::<Vec<_>>()),
+            "Signature" => signature = Some(v.trim().to_string()),
+            _ => return Err(malformed()),
+        }
+    }
+    match (credential, signed, signature) {
+        (Some(c), Some(h), Some(s)) => Ok((c, h, s)),
+        _ => Err(malformed()),
+    }
+}
+
+/// Checks a request signed in its `Authorization` header (SigV4, service `s3`).
+///
+/// The canonical request is rebuilt from `method`, the raw path and query (decoded and
+/// re-encoded as in [`verify_presigned`]; every query parameter is signed), the headers named
+/// in `SignedHeaders` (`host` required) and `x-amz-content-sha256`, which must be present. The
+/// request time is `x-amz-date` and must be within 15 minutes of `now`
+/// ([`SigError::TimeSkewed`]). The body itself is checked later by the caller against
+/// [`HeaderAuth::payload`].
+#[allow(clippy::too_many_arguments)]
+pub fn verify_header_auth(
+    method: &str,
+    raw_path: &str,
+    raw_query: &str,
+    authorization: &str,
+    header: &dyn Fn(&str) -> Option<String>,
+    secret_for: &dyn Fn(&str) -> Option<String>,
+    region: &str,
+    now: DateTime<Utc>,
+) -> Result<HeaderAuth, SigError> {
+    let (credential, names, signature) = parse_authorization(authorization)?;
+    let parts: Vec<&str> = credential.split('/').collect();
+    if parts.len() != 5 || parts[4] != "aws4_request" || parts[3] != "s3" {
+        return Err(SigError::MalformedAuthorization(format!(
+            "The authorization header is malformed; the Credential is mal-formed; expecting \"<YOUR-AKID>/YYYYMMDD/REGION/SERVICE/aws4_request\". ({credential})"
+        )));
+    }
+    let (access_key, date, cred_region) = (parts[0], parts[1], parts[2]);
+    if cred_region != region {
+        return Err(SigError::MalformedAuthorization(format!(
+            "The authorization header is malformed; the region '{cred_region}' is wrong; expecting '{region}'"
+        )));
+    }
+    let amz_date = header("x-amz-date").ok_or_else(|| {
+        SigError::AccessDenied("AWS authentication requires a valid Date or x-amz-date header".into())
+    })?;
+    let signed_at = NaiveDateTime::parse_from_str(&amz_date, AMZ_DATE_FORMAT)
+        .map_err(|_| SigError::AccessDenied("AWS authentication requires a valid Date or x-amz-date header".into()))?
+        .and_utc();
+    if date != &amz_date[..8] {
+        return Err(SigError::MalformedAuthorization(format!(
+            "The authorization header is malformed; Invalid credential date \"{date}\". This date is not the same as X-Amz-Date: \"{}\".",
+            &amz_date[..8]
+        )));
+    }
+    let payload_text = header("x-amz-content-sha256").ok_or_else(|| {
+        SigError::InvalidRequest("Missing required header for this request: x-amz-content-sha256".into())
+    })?;
+    let payload = Payload::parse(payload_text.trim()).ok_or_else(|| {
+        SigError::InvalidArgument(format!("x-amz-content-sha256 must be UNSIGNED-PAYLOAD, a STREAMING- value, or a valid sha256 value ({payload_text})"))
+    })?;
+    let secret = secret_for(access_key).ok_or_else(|| SigError::UnknownAccessKey(access_key.to_string()))?;
+    if !names.iter().any(|n| n == "host") {
+        return Err(SigError::AccessDenied("SignedHeaders must include the host header".into()));
+    }
+    let mut headers = Vec::with_capacity(names.len());
+    for n in &names {
+        let v = header(n).unwrap_or_default();
+        headers.push((n.clone(), v.split_whitespace().collect::<Vec<_>>().join(" ")));
+    }
+    let cq = canonical_query(&parse_query(raw_query));
+    let path = if raw_path.is_empty() { "/" } else { raw_path };
+    let enc_path = uri_encode(&uri_decode(path), true);
+    let scope = format!("{date}/{region}/s3/aws4_request");
+    let key = signing_key(&secret, date, region, "s3");
+    let expected = Canonical {
+        method,
+        path: &enc_path,
+        query: &cq,
+        headers: &headers,
+        amz_date: &amz_date,
+        scope: &scope,
+        payload: payload_text.trim(),
+    }
+    .signature(&secret, date, region, "s3");
+    if !constant_time_eq(expected.as_bytes(), signature.to_ascii_lowercase().as_bytes()) {
+        return Err(SigError::SignatureDoesNotMatch {
+            string_to_sign_hint: format!("{ALGORITHM}\n{amz_date}\n{scope}"),
+        });
+    }
+    if (signed_at - now).abs() > chrono::Duration::minutes(15) {
+        return Err(SigError::TimeSkewed { request_time: signed_at, now });
+    }
+    let chunks = ChunkSigner { key, amz_date, scope, previous: signature.to_ascii_lowercase() };
+    Ok(HeaderAuth { access_key: access_key.to_string(), payload, chunks })
+}
+
+/// Signs a request in its headers as the AWS SDKs do (for tests and tools): returns the
+/// `Authorization` value. `headers` are `(lower-case name, value)` and must include `host`,
+/// `x-amz-date` and `x-amz-content-sha256` (whose value is the payload line); all are signed.
+pub fn sign_headers(
+    method: &str,
+    raw_path: &str,
+    raw_query: &str,
+    headers: &[(&str, &str)],
+    access_key: &str,
+    secret: &str,
+    region: &str,
+) -> String {
+    let mut hs: Vec<(String, String)> = headers
+        .iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.split_whitespace().collect::<Vec<_>>().join(" ")))
+        .collect();
+    hs.sort();
+    let get = |n: &str| hs.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone()).unwrap_or_default();
+    let amz_date = get("x-amz-date");
+    let payload = get("x-amz-content-sha256");
+    let date = &amz_date[..8.min(amz_date.len())];
+    let scope = format!("{date}/{region}/s3/aws4_request");
+    let cq = canonical_query(&parse_query(raw_query));
+    let enc_path = uri_encode(&uri_decode(if raw_path.is_empty() { "/" } else { raw_path }), true);
+    let sig = Canonical {
+        method,
+        path: &enc_path,
+        query: &cq,
+        headers: &hs,
+        amz_date: &amz_date,
+        scope: &scope,
+        payload: &payload,
+    }
+    .signature(secret, date, region, "s3");
+    let names = hs.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(";");
+    format!("{ALGORITHM} Credential={access_key}/{scope}, SignedHeaders={names}, Signature={sig}")
+}
+
+/// A [`ChunkSigner`] for a client that signed its request with `seed_signature` (tests and
+/// tools that build `aws-chunked` bodies).
+pub fn chunk_signer(secret: &str, amz_date: &str, region: &str, seed_signature: &str) -> ChunkSigner {
+    let date = &amz_date[..8];
+    ChunkSigner {
+        key: signing_key(secret, date, region, "s3"),
+        amz_date: amz_date.to_string(),
+        scope: format!("{date}/{region}/s3/aws4_request"),
+        previous: seed_signature.to_string(),
+    }
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -1,0 +1,262 @@
+#!/usr/bin/env bash
+# Benchmark: `upload` against `aws s3 cp`, `rclone copyto` and `curl -T`, on loopback, against
+# the emulator's S3 store. Not part of CI (.ci/run): run it by hand. See bench/README.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+SIZES=${BENCH_SIZES:-"1G 4G"}
+RUNS=${BENCH_RUNS:-3}
+C=${BENCH_CONCURRENCY:-8}
+CHUNK=${BENCH_CHUNK:-8M}
+TOOLS=${BENCH_TOOLS:-"upload aws aws-c rclone curl"}
+SCENARIOS=${BENCH_SCENARIOS:-"fast throttled"}
+THROTTLE_BPS=${BENCH_THROTTLE_BPS:-20971520}
+THROTTLE_LATENCY_MS=${BENCH_THROTTLE_LATENCY_MS:-30}
+THROTTLE_SIZE=${BENCH_THROTTLE_SIZE:-1G}
+THROTTLE_RUNS=${BENCH_THROTTLE_RUNS:-2}
+VERIFY=${BENCH_VERIFY:-first}          # first | all | none
+DIR=${BENCH_DIR:-/tmp/upload-bench}
+STATE_DIR=${BENCH_STATE_DIR:-}          # empty: the emulator keeps objects in memory
+OUT=${BENCH_OUT:-$DIR/results-$(date +%Y%m%d-%H%M%S)}
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+bytes() { # 1G, 512M, 100K, 12345 -> bytes (binary units)
+  local s=$1 n u
+  n=${s%[KMGkmg]}; u=${s#"$n"}
+  case $u in
+    K|k) echo $((n * 1024)) ;; M|m) echo $((n * 1024 * 1024)) ;; G|g) echo $((n * 1024 * 1024 * 1024)) ;;
+    '') echo "$n" ;; *) die "bad size $s" ;;
+  esac
+}
+
+# --- tools -------------------------------------------------------------------------------
+ensure_tools() {
+  local need_apt=()
+  [ -x /usr/bin/time ] || need_apt+=(time)
+  command -v rclone >/dev/null || need_apt+=(rclone)
+  command -v curl >/dev/null || need_apt+=(curl)
+  command -v python3 >/dev/null || need_apt+=(python3)
+  if [ ${#need_apt[@]} -gt 0 ]; then
+    log "installing ${need_apt[*]} (apt)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  fi
+  if ! command -v aws >/dev/null; then
+    log "installing awscli (pip)"
+    python3 -m pip install -q awscli
+  fi
+}
+
+# --- emulator ----------------------------------------------------------------------------
+EMU_PID=
+stop_emulator() {
+  if [ -n "$EMU_PID" ]; then
+    kill "$EMU_PID" 2>/dev/null || true
+    wait "$EMU_PID" 2>/dev/null || true
+    EMU_PID=
+  fi
+}
+trap stop_emulator EXIT
+
+start_emulator() { # extra flags...
+  stop_emulator
+  local out=$DIR/emulator.out
+  local args=(--chunk-size "$(bytes "$CHUNK")")
+  [ -n "$STATE_DIR" ] && { rm -rf "$STATE_DIR"; args+=(--state-dir "$STATE_DIR"); }
+  RUST_LOG=warn "$ROOT/target/release/upload-emulator" "${args[@]}" "$@" >"$out" 2>"$DIR/emulator.err" &
+  EMU_PID=$!
+  for _ in $(seq 100); do
+    grep -q '^s3: ' "$out" 2>/dev/null && break
+    sleep 0.1
+  done
+  API=$(sed -n 's/^api: //p' "$out")
+  S3=$(sed -n 's/^s3: //p' "$out")
+  [ -n "$API" ] && [ -n "$S3" ] || die "emulator did not start: $(cat "$DIR/emulator.err")"
+  log "emulator $API (API), $S3 (S3) $*"
+}
+
+clear_store() { curl -sf -X DELETE "$API/_emulator/uploads" >/dev/null; }
+
+# Checks that exactly one object is stored, with the file's size and SHA-256.
+verify_upload() { # file label
+  local file=$1 label=$2 want_size want_sha
+  want_size=$(stat -c %s "$file")
+  want_sha=$(cat "$file.sha256")
+  curl -sf "$API/_emulator/uploads" | python3 -c '
+import json, sys
+objs = json.load(sys.stdin)
+size, sha, label = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+if len(objs) != 1:
+    sys.exit(f"{label}: expected 1 stored object, found {len(objs)}")
+o = objs[0]
+if o["size"] != size or o["sha256"] != sha:
+    sys.exit(f"{label}: stored {o[\"key\"]} has {o[\"size\"]} bytes sha256 {o[\"sha256\"]}, want {size} {sha}")
+print(f"{label}: verified {o[\"key\"]} ({o[\"size\"]} bytes, {o[\"parts\"]} parts, sha256 ok)", file=sys.stderr)
+' "$want_size" "$want_sha" "$label"
+}
+
+# --- test files ----------------------------------------------------------------------------
+make_file() { # size -> path
+  local size=$1 n path
+  n=$(bytes "$size")
+  path=$DIR/data-$size.bin
+  if [ ! -f "$path" ] || [ "$(stat -c %s "$path")" != "$n" ] || [ ! -f "$path.sha256" ]; then
+    log "creating $path ($n bytes, random)"
+    if command -v openssl >/dev/null; then
+      openssl enc -aes-128-ctr -nosalt -pass "pass:bench-$size" </dev/zero 2>/dev/null | head -c "$n" >"$path"
+    else
+      head -c "$n" /dev/urandom >"$path"
+    fi
+    sha256sum "$path" | cut -d' ' -f1 >"$path.sha256"
+  fi
+  echo "$path"
+}
+
+# --- one measured upload -------------------------------------------------------------------
+# Prints "tool size run wall_s user_s sys_s maxrss_kib" to the results file.
+AWS_ENV=(AWS_ACCESS_KEY_ID=EMULATORKEY AWS_SECRET_ACCESS_KEY=emulator/secret/KEY0123456789abcdefghij
+         AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true)
+measure() { # scenario tool size run file
+  local scenario=$1 tool=$2 size=$3 run=$4 file=$5 key cmd=() env=() tf t0 t1
+  key="bench/$tool-$size-$run.bin"
+  case $tool in
+    upload)
+      env=(TELEPORT_TOKEN=emulator-token)
+      cmd=("$ROOT/target/release/upload" "$file" --provider teleport --format video --endpoint "$API"
+           --concurrency "$C" --state-dir "$DIR/upload-state" --force --no-resume -q) ;;
+    aws)
+      env=("${AWS_ENV[@]}" AWS_CONFIG_FILE=/dev/null)
+      cmd=(aws --endpoint-url "$S3" s3 cp "$file" "s3://uploads/$key" --only-show-errors) ;;
+    aws-c)
+      env=("${AWS_ENV[@]}" AWS_CONFIG_FILE="$DIR/aws-c.cfg")
+      cmd=(aws --endpoint-url "$S3" s3 cp "$file" "s3://uploads/$key" --only-show-errors) ;;
+    rclone)
+      # AWS_CA_BUNDLE (set on some machines) makes rclone refuse its own HTTP transport.
+      env=(-u AWS_CA_BUNDLE RCLONE_CONFIG_BENCH_TYPE=s3 RCLONE_CONFIG_BENCH_PROVIDER=Other RCLONE_CONFIG_BENCH_ENV_AUTH=false
+           RCLONE_CONFIG_BENCH_ACCESS_KEY_ID=EMULATORKEY
+           RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY=emulator/secret/KEY0123456789abcdefghij
+           RCLONE_CONFIG_BENCH_ENDPOINT="$S3" RCLONE_CONFIG_BENCH_REGION=us-east-1
+           RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE=true)
+      cmd=(rclone --config /dev/null copyto "$file" "bench:uploads/$key" -q
+           --s3-chunk-size "$CHUNK" --s3-upload-concurrency "$C" --s3-no-check-bucket) ;;
+    curl)
+      local url
+      url=$(curl -sf -X POST "$API/_emulator/presign-put?key=$key" | python3 -c 'import json,sys; print(json.load(sys.stdin)["url"])')
+      cmd=(curl -sS -f -o /dev/null -T "$file" "$url") ;;
+    *) die "unknown tool $tool" ;;
+  esac
+  tf=$DIR/time.txt
+  t0=$(date +%s.%N)
+  if ! env "${env[@]}" /usr/bin/time -v -o "$tf" "${cmd[@]}" >"$DIR/tool.out" 2>"$DIR/tool.err"; then
+    cat "$DIR/tool.err" >&2
+    die "$tool failed on $file"
+  fi
+  t1=$(date +%s.%N)
+  local user sys rss
+  user=$(sed -n 's/^\s*User time (seconds): //p' "$tf")
+  sys=$(sed -n 's/^\s*System time (seconds): //p' "$tf")
+  rss=$(sed -n 's/^\s*Maximum resident set size (kbytes): //p' "$tf")
+  local wall
+  wall=$(python3 -c "print(f'{$t1 - $t0:.3f}')")
+  log "$scenario $tool $size run $run: ${wall}s wall, ${user}+${sys}s CPU, $((rss / 1024)) MiB RSS"
+  if [ "$VERIFY" = all ] || { [ "$VERIFY" = first ] && [ "$run" = 1 ]; }; then
+    verify_upload "$file" "$tool $size"
+  fi
+  clear_store
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scenario" "$tool" "$size" "$run" "$wall" "$user" "$sys" "$rss" >>"$OUT.tsv"
+}
+
+# --- report --------------------------------------------------------------------------------
+report() {
+  python3 - "$OUT.tsv" "$C" "$THROTTLE_BPS" <<'EOF'
+import statistics, sys
+from collections import defaultdict
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
+conc, cap = int(sys.argv[2]), int(sys.argv[3])
+def nbytes(s):
+    m = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    return int(s[:-1]) * m[s[-1].upper()] if s[-1].upper() in m else int(s)
+data = defaultdict(list)
+for sc, tool, size, run, wall, user, sys_, rss in rows:
+    data[(sc, size, tool)].append((float(wall), float(user) + float(sys_), int(rss)))
+order = ["upload", "aws", "aws-c", "rclone", "curl"]
+names = {"upload": "upload (teleport)", "aws": "aws s3 cp (defaults)", "aws-c": f"aws s3 cp (max_concurrent_requests={conc})",
+         "rclone": "rclone copyto", "curl": "curl -T (single PUT)"}
+for sc in sorted({k[0] for k in data}, key=lambda s: s != "fast"):
+    print(f"\n### Scenario: {sc}\n")
+    if sc == "fast":
+        print("| file | tool | runs | median wall s | MiB/s | client CPU s/GiB | client peak RSS MiB | wall / upload |")
+        print("|---|---|---|---|---|---|---|---|")
+    else:
+        print("| file | tool | runs | median wall s | MiB/s | theoretical MiB/s (conns × cap) | reached | client CPU s/GiB | client peak RSS MiB |")
+        print("|---|---|---|---|---|---|---|---|---|")
+    sizes = sorted({k[1] for k in data if k[0] == sc}, key=nbytes)
+    for size in sizes:
+        n = nbytes(size)
+        ours = data.get((sc, size, "upload"))
+        ours_wall = statistics.median(r[0] for r in ours) if ours else None
+        for tool in sorted({k[2] for k in data if k[0] == sc and k[1] == size}, key=order.index):
+            rs = data[(sc, size, tool)]
+            wall = statistics.median(r[0] for r in rs)
+            cpu = statistics.median(r[1] for r in rs) / (n / (1 << 30))
+            rss = max(r[2] for r in rs) / 1024
+            mibs = n / (1 << 20) / wall
+            if sc == "fast":
+                ratio = f"{wall / ours_wall:.2f}" if ours_wall else "-"
+                print(f"| {size} | {names[tool]} | {len(rs)} | {wall:.2f} | {mibs:.0f} | {cpu:.2f} | {rss:.0f} | {ratio} |")
+            else:
+                theo = conc * cap / (1 << 20)
+                print(f"| {size} | {names[tool]} | {len(rs)} | {wall:.2f} | {mibs:.0f} | {theo:.0f} | {100 * mibs / theo:.0f} % | {cpu:.2f} | {rss:.0f} |")
+EOF
+}
+
+# --- main ----------------------------------------------------------------------------------
+mkdir -p "$DIR"
+: >"$OUT.tsv"
+ensure_tools
+log "building release binaries"
+cargo build --release --workspace -q
+cat >"$DIR/aws-c.cfg" <<EOF
+[default]
+s3 =
+  max_concurrent_requests = $C
+  multipart_chunksize = $CHUNK
+  multipart_threshold = $CHUNK
+EOF
+
+log "load: $(uptime)"
+for scenario in $SCENARIOS; do
+  case $scenario in
+    fast)
+      start_emulator
+      files=()
+      for s in $SIZES; do files+=("$(make_file "$s")"); done
+      for run in $(seq "$RUNS"); do
+        i=0
+        for s in $SIZES; do
+          for tool in $TOOLS; do measure fast "$tool" "$s" "$run" "${files[$i]}"; done
+          i=$((i + 1))
+        done
+      done ;;
+    throttled)
+      start_emulator --bandwidth "$THROTTLE_BPS" --latency-ms "$THROTTLE_LATENCY_MS"
+      f=$(make_file "$THROTTLE_SIZE")
+      for run in $(seq "$THROTTLE_RUNS"); do
+        for tool in ${BENCH_THROTTLED_TOOLS:-upload}; do measure throttled "$tool" "$THROTTLE_SIZE" "$run" "$f"; done
+      done ;;
+    *) die "unknown scenario $scenario" ;;
+  esac
+done
+stop_emulator
+
+{
+  echo "# upload benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo
+  echo "- machine: $(nproc) cores, $(uname -sr); load before: $(uptime | sed 's/.*load average: //')"
+  echo "- upload $("$ROOT/target/release/upload" --version | cut -d' ' -f2), $(aws --version 2>&1 | cut -d' ' -f1,2), $(rclone version | head -1), $(curl --version | head -1 | cut -d' ' -f1,2)"
+  echo "- concurrency $C, part size $CHUNK; throttled: $((THROTTLE_BPS / 1048576)) MiB/s per connection, ${THROTTLE_LATENCY_MS} ms per request"
+  report
+} | tee "$OUT.md"
+log "raw results: $OUT.tsv, table: $OUT.md"
