@@ -569,7 +569,7 @@ pub(super) async fn post_object(shared: &Arc<Shared>, req: Request) -> Response 
         let (provider, id) = inner.owners.get(&key).cloned().unwrap_or_else(|| ("s3".into(), key.clone()));
         let info =
             ObjectInfo { key: key.clone(), size: n, sha256: String::new(), parts: 1, etag: etag.clone(), provider, id };
-        let obj = Arc::new(StoredObject { info, parts: vec![data], sha256: OnceLock::new() });
+        let obj = Arc::new(StoredObject { info, parts: vec![data], sha256: OnceLock::new(), modified: Utc::now() });
         if let Some(old) = inner.objects.insert(key.clone(), obj) {
             old.parts.iter().for_each(PartData::remove);
         }
