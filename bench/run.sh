@@ -92,8 +92,8 @@ if len(objs) != 1:
     sys.exit(f"{label}: expected 1 stored object, found {len(objs)}")
 o = objs[0]
 if o["size"] != size or o["sha256"] != sha:
-    sys.exit(f"{label}: stored {o[\"key\"]} has {o[\"size\"]} bytes sha256 {o[\"sha256\"]}, want {size} {sha}")
-print(f"{label}: verified {o[\"key\"]} ({o[\"size\"]} bytes, {o[\"parts\"]} parts, sha256 ok)", file=sys.stderr)
+    sys.exit("%s: stored %s has %d bytes sha256 %s, want %d %s" % (label, o["key"], o["size"], o["sha256"], size, sha))
+print("%s: verified %s (%d bytes, %d parts, sha256 ok)" % (label, o["key"], o["size"], o["parts"]), file=sys.stderr)
 ' "$want_size" "$want_sha" "$label"
 }
 
@@ -122,9 +122,12 @@ measure() { # scenario tool size run file
   local scenario=$1 tool=$2 size=$3 run=$4 file=$5 key cmd=() env=() tf t0 t1
   key="bench/$tool-$size-$run.bin"
   case $tool in
-    upload)
+    upload|upload-base)
+      # upload-base: another build of upload (BENCH_BASELINE=path), to compare engine changes.
+      local bin=$ROOT/target/release/upload
+      [ "$tool" = upload-base ] && bin=${BENCH_BASELINE:?BENCH_BASELINE must name an upload binary}
       env=(TELEPORT_TOKEN=emulator-token)
-      cmd=("$ROOT/target/release/upload" "$file" --provider teleport --format video --endpoint "$API"
+      cmd=("$bin" "$file" --provider teleport --format video --endpoint "$API"
            --concurrency "$C" --state-dir "$DIR/upload-state" --force --no-resume -q) ;;
     aws)
       env=("${AWS_ENV[@]}" AWS_CONFIG_FILE=/dev/null)
@@ -181,8 +184,8 @@ def nbytes(s):
 data = defaultdict(list)
 for sc, tool, size, run, wall, user, sys_, rss in rows:
     data[(sc, size, tool)].append((float(wall), float(user) + float(sys_), int(rss)))
-order = ["upload", "aws", "aws-c", "rclone", "curl"]
-names = {"upload": "upload (teleport)", "aws": "aws s3 cp (defaults)", "aws-c": f"aws s3 cp (max_concurrent_requests={conc})",
+order = ["upload", "upload-base", "aws", "aws-c", "rclone", "curl"]
+names = {"upload": "upload (teleport)", "upload-base": "upload, baseline build", "aws": "aws s3 cp (defaults)", "aws-c": f"aws s3 cp (max_concurrent_requests={conc})",
          "rclone": "rclone copyto", "curl": "curl -T (single PUT)"}
 for sc in sorted({k[0] for k in data}, key=lambda s: s != "fast"):
     print(f"\n### Scenario: {sc}\n")
@@ -216,8 +219,10 @@ EOF
 mkdir -p "$DIR"
 : >"$OUT.tsv"
 ensure_tools
-log "building release binaries"
-cargo build --release --workspace -q
+if [ "${BENCH_BUILD:-1}" = 1 ]; then
+  log "building release binaries"
+  cargo build --release --workspace -q
+fi
 cat >"$DIR/aws-c.cfg" <<EOF
 [default]
 s3 =
