@@ -940,7 +940,7 @@ async fn delivery_status_inner(shared: Arc<Shared>, uuid: String, query: Option<
             let changed = {
                 let sessions = shared.apertur.sessions.lock().unwrap();
                 let s = sessions.get(&uuid).ok_or_else(session_not_found)?;
-                s.last_changed(cfg, Utc::now()) > from
+                s.last_changed(cfg, Utc::now()).timestamp_millis() > from.timestamp_millis()
             };
             if changed || tokio::time::Instant::now() >= deadline {
                 break;
