@@ -227,8 +227,8 @@ cat >"$DIR/aws-c.cfg" <<EOF
 [default]
 s3 =
   max_concurrent_requests = $C
-  multipart_chunksize = $CHUNK
-  multipart_threshold = $CHUNK
+  multipart_chunksize = $(bytes "$CHUNK")
+  multipart_threshold = $(bytes "$CHUNK")
 EOF
 
 log "load: $(uptime)"
