@@ -16,7 +16,10 @@ Examples:
   upload scan.zip --provider teleport --dry-run            # validate and print the plan only
 
 Tokens: --token, else TELEPORT_TOKEN / TRUVIDEO_TOKEN / UPLIFT_TOKEN / APERTUR_TOKEN, else UPLOAD_TOKEN;
---token-command CMD (env UPLOAD_TOKEN_COMMAND) prints a fresh one and is run again after a 401.
+else the built-in sign-in (Teleport --client-id/--client-secret, TruVideo --api-key/--secret-key/
+--external-id: the token is cached and renewed before it expires); else --token-command CMD (env
+UPLOAD_TOKEN_COMMAND), which prints a fresh one and is run again after a 401.
+  upload auth check --provider teleport                    # sign in and make one read-only call
 Exit codes: 0 ok, 2 bad input, 3 authentication, 4 rejected by the provider, 5 network/server,
 6 processing failed, 7 timed out waiting, 130 interrupted (run the same command again to resume).";
 
@@ -53,6 +56,12 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Check credentials: sign in (or take the given token) and make one read-only call.
+    Auth {
+        /// What to do.
+        #[command(subcommand)]
+        command: AuthCommand,
+    },
     /// Print a shell completion script.
     Completions {
         /// The shell.
@@ -87,6 +96,14 @@ pub struct ApiArgs {
     /// Retries of a failed idempotent request or download.
     #[arg(long, env = "UPLOAD_RETRIES", default_value_t = 10)]
     pub retries: u32,
+
+    /// Where the sign-in token cache is kept (default $XDG_STATE_HOME/upload).
+    #[arg(long, env = "UPLOAD_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Built-in sign-in.
+    #[command(flatten)]
+    pub sign_in: SignInArgs,
 }
 
 /// `upload teleport ...`.
@@ -361,6 +378,65 @@ pub enum ConfigCommand {
     Show,
 }
 
+/// `upload auth ...`.
+#[derive(Subcommand, Debug)]
+pub enum AuthCommand {
+    /// Sign in (or take the given token), make one cheap read-only call and say who the token
+    /// is for when the API tells. Exit 0 when the API accepts the token, 3 when not.
+    Check(Box<AuthCheckArgs>),
+}
+
+/// `upload auth check`.
+#[derive(Args, Debug, Clone)]
+pub struct AuthCheckArgs {
+    /// The vendor.
+    #[arg(long, short = 'p', env = "UPLOAD_PROVIDER", value_enum)]
+    pub provider: Option<ProviderName>,
+    /// API token to check instead of signing in.
+    #[arg(long, value_name = "TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Command that prints a token on stdout.
+    #[arg(long, env = "UPLOAD_TOKEN_COMMAND", value_name = "CMD")]
+    pub token_command: Option<String>,
+    /// API origin replacing the documented one.
+    #[arg(long, env = "UPLOAD_ENDPOINT", value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// Where the token cache is kept (default $XDG_STATE_HOME/upload).
+    #[arg(long, env = "UPLOAD_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// TruVideo: the release-candidate environment.
+    #[arg(long)]
+    pub rc: bool,
+    /// Sign-in credentials.
+    #[command(flatten)]
+    pub sign_in: SignInArgs,
+}
+
+/// Built-in sign-in: the tool fetches (and renews) its own token.
+#[derive(Args, Debug, Clone, Default)]
+#[command(next_help_heading = "Sign-in")]
+pub struct SignInArgs {
+    /// Teleport API key client id (client-credentials sign-in).
+    #[arg(long, env = "TELEPORT_CLIENT_ID", value_name = "ID")]
+    pub client_id: Option<String>,
+    /// Teleport API key client secret.
+    #[arg(long, env = "TELEPORT_CLIENT_SECRET", value_name = "SECRET", hide_env_values = true)]
+    pub client_secret: Option<String>,
+    /// TruVideo api key (signed login).
+    #[arg(long, env = "TRUVIDEO_API_KEY", value_name = "KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// TruVideo secret key (signs the login; never sent).
+    #[arg(long, env = "TRUVIDEO_SECRET_KEY", value_name = "KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
+    /// TruVideo external id (the tenant).
+    #[arg(long, env = "TRUVIDEO_EXTERNAL_ID", value_name = "ID")]
+    pub external_id: Option<String>,
+    /// Sign-in origin replacing the documented one (Teleport https://signin.teleport.varjo.com,
+    /// TruVideo https://sdk-mobile-api.truvideo.com).
+    #[arg(long, env = "UPLOAD_AUTH_ENDPOINT", value_name = "URL")]
+    pub auth_endpoint: Option<String>,
+}
+
 /// Which vendor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ProviderName {
@@ -508,6 +584,10 @@ pub struct UploadArgs {
     /// Apertur options.
     #[command(flatten)]
     pub apertur: AperturArgs,
+
+    /// Built-in sign-in.
+    #[command(flatten)]
+    pub sign_in: SignInArgs,
 }
 
 /// `--checksum`.

@@ -9,7 +9,13 @@
 //!
 //! [teleport]
 //! endpoint = "https://teleport.varjo.com"
-//! token_command = "pass show varjo/token"
+//! client_id = "..."            # built-in sign-in (client_secret too; or token_command)
+//! client_secret = "..."
+//!
+//! [truvideo]
+//! api_key = "..."              # signed login: api_key, secret_key, external_id
+//! secret_key = "..."
+//! external_id = "..."
 //!
 //! [uplift]
 //! athlete_id = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
@@ -166,6 +172,7 @@ impl ConfigFile {
         }
         let Some(provider) = args.provider else { return Ok(()) };
         let s = self.section(provider).clone();
+        self.apply_sign_in(provider, &mut args.sign_in);
         fill(&mut args.endpoint, s.endpoint);
         fill(&mut args.token_command, s.token_command);
         match provider {
@@ -186,6 +193,36 @@ impl ConfigFile {
                 }
             }
             ProviderName::Teleport => {}
+        }
+        Ok(())
+    }
+
+    /// Fills the sign-in credentials the command line and the environment left unset from the
+    /// provider's section (`client_id`/`client_secret`, `api_key`/`secret_key`/`external_id`).
+    pub fn apply_sign_in(&self, provider: ProviderName, a: &mut crate::cli::SignInArgs) {
+        let s = self.section(provider).clone();
+        fill(&mut a.client_id, s.client_id);
+        fill(&mut a.client_secret, s.client_secret);
+        fill(&mut a.api_key, s.api_key);
+        fill(&mut a.secret_key, s.secret_key);
+        fill(&mut a.external_id, s.external_id);
+    }
+
+    /// Fills what `upload auth check`'s command line and environment left unset.
+    pub fn apply_auth_check(&self, a: &mut crate::cli::AuthCheckArgs) -> Result<()> {
+        if a.provider.is_none() {
+            a.provider = self.default_provider()?;
+        }
+        if a.state_dir.is_none() {
+            a.state_dir = self.defaults.state_dir.clone();
+        }
+        let Some(provider) = a.provider else { return Ok(()) };
+        let s = self.section(provider).clone();
+        self.apply_sign_in(provider, &mut a.sign_in);
+        fill(&mut a.endpoint, s.endpoint);
+        fill(&mut a.token_command, s.token_command);
+        if provider == ProviderName::Truvideo {
+            a.rc |= s.rc.unwrap_or(false);
         }
         Ok(())
     }

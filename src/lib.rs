@@ -4,6 +4,7 @@
 //! The binary is a thin layer over [`run`]; the transfer machinery lives in [`engine`] and
 //! one module per vendor in [`providers`].
 
+pub mod auth;
 pub mod batch;
 pub mod cli;
 pub mod commands;
@@ -46,6 +47,7 @@ pub async fn run(cli: cli::Cli) -> Result<i32> {
 async fn run_command(cmd: cli::Command, output: cli::OutputArgs) -> Result<i32> {
     match cmd {
         cli::Command::Demo { provider, size } => demo::demo(provider, size, output).await,
+        cli::Command::Auth { command: cli::AuthCommand::Check(args) } => auth::check(&args, &output).await,
         cli::Command::Config { command } => {
             let path = config::ConfigFile::path();
             match command {

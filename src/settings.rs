@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{ApiArgs, OutputArgs, ProviderName, UploadArgs};
+use crate::cli::{ApiArgs, OutputArgs, ProviderName, SignInArgs, UploadArgs};
 use crate::engine::progress::Progress;
 use crate::engine::retry::RetryPolicy;
 use crate::engine::uploader::UploaderOptions;
 use crate::error::{Error, Result};
+use crate::providers::signin::{self, Credentials, SignIn};
 use crate::providers::{Api, Context, Provider, TokenSource, apertur, teleport, truvideo, uplift};
 use crate::redact::Secret;
 
@@ -71,7 +72,8 @@ pub fn resolve_token(flag: Option<&str>, provider: ProviderName) -> Option<Secre
 
 /// The API client of a management subcommand (`upload teleport list`, ...): endpoint and token
 /// resolved exactly as for an upload (`--endpoint`/`UPLOAD_ENDPOINT`, `--token`, the provider's
-/// env var, `UPLOAD_TOKEN`, `--token-command`, then the config file's section).
+/// env var, `UPLOAD_TOKEN`, the built-in sign-in, `--token-command`, then the config file's
+/// section).
 pub fn api_from_args(provider: ProviderName, args: &ApiArgs) -> Result<Api> {
     let config = crate::config::ConfigFile::load()?;
     let section = config.section(provider);
@@ -81,19 +83,104 @@ pub fn api_from_args(provider: ProviderName, args: &ApiArgs) -> Result<Api> {
         .or_else(|| section.endpoint.clone())
         .unwrap_or_else(|| provider.default_endpoint().to_string());
     let base = crate::engine::http::checked_url(&endpoint_text, "--endpoint")?;
-    let token = Arc::new(TokenSource::new(
-        provider.as_str_static(),
-        provider.token_env(),
+    let mut sign_in = args.sign_in.clone();
+    config.apply_sign_in(provider, &mut sign_in);
+    let state_dir = args.state_dir.clone().or_else(|| config.defaults.state_dir.clone()).or_else(default_state_dir);
+    let http = crate::engine::http::client(4);
+    let token = Arc::new(token_source(
+        provider,
         resolve_token(args.token.as_deref(), provider).or_else(|| section.token.clone().map(Secret::new)),
         args.token_command.clone().or_else(|| section.token_command.clone()),
-    ));
+        &sign_in,
+        section.rc.unwrap_or(false),
+        state_dir.as_deref(),
+        &http,
+    )?);
     Ok(Api::new(
-        crate::engine::http::client(4),
+        http,
         base,
         provider.as_str_static(),
         token,
         RetryPolicy { max_retries: args.retries, ..RetryPolicy::default() },
     ))
+}
+
+/// The token source of a run: `token` (already resolved from `--token`, the env vars and the
+/// config file) > the built-in sign-in from `sign_in` > `command`.
+pub fn token_source(
+    provider: ProviderName,
+    token: Option<Secret>,
+    command: Option<String>,
+    sign_in: &SignInArgs,
+    rc: bool,
+    state_dir: Option<&std::path::Path>,
+    http: &reqwest::Client,
+) -> Result<TokenSource> {
+    let given = token.as_ref().is_some_and(|t| !t.is_empty());
+    let sign_in = match sign_in_credentials(provider, sign_in, given)? {
+        None => None,
+        Some(credentials) => {
+            let text = sign_in.auth_endpoint.clone().unwrap_or_else(|| default_auth_endpoint(provider, rc).to_string());
+            let endpoint = crate::engine::http::checked_url(&text, "--auth-endpoint")?;
+            Some(SignIn::new(provider.as_str_static(), endpoint, credentials, http.clone(), state_dir))
+        }
+    };
+    Ok(TokenSource::with_sign_in(provider.as_str_static(), provider.token_env(), token, sign_in, command))
+}
+
+/// The documented sign-in origin of a provider.
+pub fn default_auth_endpoint(provider: ProviderName, rc: bool) -> &'static str {
+    match provider {
+        ProviderName::Truvideo if rc => signin::TRUVIDEO_RC_AUTH_ENDPOINT,
+        ProviderName::Truvideo => signin::TRUVIDEO_AUTH_ENDPOINT,
+        _ => signin::TELEPORT_AUTH_ENDPOINT,
+    }
+}
+
+/// The provider's sign-in credentials, when all of them are given. Some but not all is a usage
+/// error, unless a given token makes the sign-in unnecessary at start (it then only renews).
+fn sign_in_credentials(provider: ProviderName, a: &SignInArgs, token_given: bool) -> Result<Option<Credentials>> {
+    let val = |v: &Option<String>| v.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(String::from);
+    let missing = |names: Vec<&str>| {
+        Error::usage(
+            format!("incomplete {} sign-in credentials: {} missing", provider.as_str(), names.join(" and ")),
+            match provider {
+                ProviderName::Teleport => {
+                    "give both --client-id and --client-secret (env TELEPORT_CLIENT_ID, TELEPORT_CLIENT_SECRET)"
+                }
+                _ => {
+                    "give --api-key, --secret-key and --external-id (env TRUVIDEO_API_KEY, TRUVIDEO_SECRET_KEY, TRUVIDEO_EXTERNAL_ID)"
+                }
+            },
+        )
+    };
+    match provider {
+        ProviderName::Teleport => match (val(&a.client_id), val(&a.client_secret)) {
+            (Some(client_id), Some(secret)) => {
+                Ok(Some(Credentials::Teleport { client_id, client_secret: Secret::new(secret) }))
+            }
+            (None, None) => Ok(None),
+            _ if token_given => Ok(None),
+            (None, _) => Err(missing(vec!["--client-id"])),
+            (_, None) => Err(missing(vec!["--client-secret"])),
+        },
+        ProviderName::Truvideo => {
+            let (k, s, e) = (val(&a.api_key), val(&a.secret_key), val(&a.external_id));
+            match (k, s, e) {
+                (Some(api_key), Some(secret), Some(external_id)) => {
+                    Ok(Some(Credentials::Truvideo { api_key, secret_key: Secret::new(secret), external_id }))
+                }
+                (None, None, None) => Ok(None),
+                _ if token_given => Ok(None),
+                (k, s, e) => {
+                    let names =
+                        [("--api-key", k.is_none()), ("--secret-key", s.is_none()), ("--external-id", e.is_none())];
+                    Err(missing(names.iter().filter(|(_, m)| *m).map(|(n, _)| *n).collect()))
+                }
+            }
+        }
+        _ => Ok(None),
+    }
 }
 
 impl UploadSettings {
@@ -114,14 +201,19 @@ impl UploadSettings {
             _ => provider.default_endpoint().to_string(),
         });
         let endpoint = crate::engine::http::checked_url(&endpoint_text, "--endpoint")?;
-        let token = Arc::new(TokenSource::new(
-            provider.as_str_static(),
-            provider.token_env(),
+        let concurrency = args.concurrency as usize;
+        let http = crate::engine::http::client(concurrency);
+        let state_dir = args.state_dir.clone().or_else(default_state_dir);
+        let token = Arc::new(token_source(
+            provider,
             resolve_token(args.token.as_deref(), provider)
                 .or_else(|| config.section(provider).token.clone().map(Secret::new)),
             args.token_command.clone(),
-        ));
-        let concurrency = args.concurrency as usize;
+            &args.sign_in,
+            args.truvideo.rc,
+            state_dir.as_deref(),
+            &http,
+        )?);
         let uploader = UploaderOptions {
             concurrency,
             url_prefetch: concurrency.clamp(2, 8),
@@ -137,11 +229,11 @@ impl UploadSettings {
             endpoint,
             token,
             uploader,
-            state_dir: args.state_dir.clone().or_else(default_state_dir),
+            state_dir,
             resume: !args.no_resume,
             args: args.clone(),
             quiet: output.quiet,
-            http: crate::engine::http::client(concurrency),
+            http,
         })
     }
 

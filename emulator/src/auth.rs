@@ -1,4 +1,6 @@
-//! Bearer-token check of the provider APIs, with the `unauthorized_api_call_nth` fault.
+//! Bearer-token check of the provider APIs, with the `unauthorized_api_call_nth` fault. Accepted:
+//! the configured tokens ([`crate::Config::tokens`]) and the unexpired tokens handed out by the
+//! sign-in endpoints ([`crate::signin`]).
 
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
@@ -36,10 +38,14 @@ pub fn check_token(shared: &Shared, headers: &HeaderMap, forced: bool) -> Result
     let Some(token) = token.filter(|t| !t.is_empty()) else {
         return Err(AuthError::Missing);
     };
-    if forced || !shared.config.tokens.iter().any(|t| t == token) {
+    if forced {
         return Err(AuthError::Invalid);
     }
-    Ok(())
+    // A configured token, or one the sign-in endpoints handed out and that has not expired.
+    if shared.config.tokens.iter().any(|t| t == token) || shared.signin.valid(token) == Some(true) {
+        return Ok(());
+    }
+    Err(AuthError::Invalid)
 }
 
 /// FastAPI's answer: 401 `{"detail": "Not authenticated"}` (no or malformed header) or

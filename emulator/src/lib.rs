@@ -5,8 +5,9 @@
 //!
 //! * the **provider API** ([`Emulator::api_url`]): Varjo Teleport under `/api/v1` (see
 //!   [`teleport`]), TruVideo Upload V3 under `/upload` (see [`truvideo`]), Apertur under
-//!   `/api/v1` (see [`apertur`]), plus an unauthenticated admin API under `/_emulator` (see
-//!   [`admin`]);
+//!   `/api/v1` (see [`apertur`]), the vendors' sign-in endpoints `/oauth2/token` and
+//!   `/api/login` handing out short-lived tokens (see [`signin`]), plus an unauthenticated
+//!   admin API under `/_emulator` (see [`admin`]);
 //! * an **S3-compatible store** ([`Emulator::s3_url`]), path-style `/{bucket}/{key}`, bucket
 //!   `uploads`, that accepts presigned `PUT`s (SigV4 query authentication, checked exactly as
 //!   AWS does; see [`s3`] and [`s3::sigv4`]).
@@ -39,6 +40,7 @@ pub mod fastapi;
 pub mod faults;
 pub mod s3;
 mod server;
+pub mod signin;
 pub mod state;
 pub mod teleport;
 pub mod truvideo;
@@ -90,6 +92,19 @@ pub struct Config {
     pub truvideo_initial_urls: u32,
     /// Apertur's knobs (failing destinations, delivery steps, throttling, signing secret...).
     pub apertur: apertur::AperturConfig,
+    /// Teleport sign-in `client_id` (default `emulator-client`; see [`signin`]).
+    pub teleport_client_id: String,
+    /// Teleport sign-in `client_secret` (default `emulator-client-secret`).
+    pub teleport_client_secret: String,
+    /// TruVideo login `x-authentication-api-key` (default `emulator-api-key`).
+    pub truvideo_api_key: String,
+    /// TruVideo login secret key, the HMAC key of the signature (default `emulator-secret-key`).
+    pub truvideo_secret_key: String,
+    /// TruVideo login `x-multitenant-external-id` (default `emulator-tenant`).
+    pub truvideo_external_id: String,
+    /// Lifetime of the tokens the sign-in endpoints hand out (default 3600 s); they are
+    /// refused with 401 once expired.
+    pub token_lifetime: Duration,
 }
 
 impl Default for Config {
@@ -106,6 +121,12 @@ impl Default for Config {
             teleport_model_size: 3 * 1024 * 1024 + 12_345,
             truvideo_initial_urls: 10,
             apertur: apertur::AperturConfig::default(),
+            teleport_client_id: "emulator-client".into(),
+            teleport_client_secret: "emulator-client-secret".into(),
+            truvideo_api_key: "emulator-api-key".into(),
+            truvideo_secret_key: "emulator-secret-key".into(),
+            truvideo_external_id: "emulator-tenant".into(),
+            token_lifetime: Duration::from_secs(3600),
         }
     }
 }
@@ -225,6 +246,7 @@ impl Emulator {
         let shared = Arc::new(state::Shared::new(config, format!("http://{s3_addr}")));
         let cancel = CancellationToken::new();
         let api_router = teleport::router(shared.clone())
+            .merge(signin::router(shared.clone()))
             .merge(truvideo::router(shared.clone()))
             .merge(uplift::router(shared.clone()))
             .merge(apertur::router(shared.clone()))

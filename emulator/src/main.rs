@@ -9,7 +9,8 @@ use upload_emulator::{Config, Emulator, Faults, Processing};
 
 /// Local emulator of the Teleport and TruVideo upload APIs with an S3-compatible store.
 ///
-/// Prints the API base URL, the S3 base URL and the accepted token(s), then serves until
+/// Prints the API base URL, the S3 base URL, the accepted token(s) and the sign-in
+/// credentials (Teleport `/oauth2/token`, TruVideo `/api/login`), then serves until
 /// Ctrl-C (SIGINT) or SIGTERM. Admin API (no auth) on the API port: GET /_emulator/uploads, GET|PUT
 /// /_emulator/faults, GET /_emulator/requests.
 #[derive(Parser, Debug)]
@@ -93,6 +94,24 @@ struct Cli {
     /// Apertur: require request signatures made with this secret.
     #[arg(long = "apertur-signing-secret", value_name = "SECRET")]
     apertur_signing_secret: Option<String>,
+    /// Teleport sign-in client_id (POST /oauth2/token).
+    #[arg(long = "client-id", default_value = "emulator-client")]
+    client_id: String,
+    /// Teleport sign-in client_secret.
+    #[arg(long = "client-secret", default_value = "emulator-client-secret")]
+    client_secret: String,
+    /// TruVideo login api key (POST /api/login).
+    #[arg(long = "api-key", default_value = "emulator-api-key")]
+    api_key: String,
+    /// TruVideo login secret key (HMAC key of the signature).
+    #[arg(long = "secret-key", default_value = "emulator-secret-key")]
+    secret_key: String,
+    /// TruVideo login external id.
+    #[arg(long = "external-id", default_value = "emulator-tenant")]
+    external_id: String,
+    /// Lifetime of the tokens handed out by the sign-in endpoints, in seconds.
+    #[arg(long = "token-lifetime", default_value_t = 3600)]
+    token_lifetime: u64,
 }
 
 impl Cli {
@@ -130,6 +149,12 @@ impl Cli {
                 signing_secret: self.apertur_signing_secret,
                 ..defaults.apertur
             },
+            teleport_client_id: self.client_id,
+            teleport_client_secret: self.client_secret,
+            truvideo_api_key: self.api_key,
+            truvideo_secret_key: self.secret_key,
+            truvideo_external_id: self.external_id,
+            token_lifetime: Duration::from_secs(self.token_lifetime.max(1)),
         }
     }
 }
@@ -148,6 +173,14 @@ async fn main() -> ExitCode {
     let (port, s3_port) = (cli.port, cli.s3_port);
     let config = cli.into_config();
     let tokens = config.tokens.clone();
+    let sign_in = SignInInfo {
+        client_id: config.teleport_client_id.clone(),
+        client_secret: config.teleport_client_secret.clone(),
+        api_key: config.truvideo_api_key.clone(),
+        secret_key: config.truvideo_secret_key.clone(),
+        external_id: config.truvideo_external_id.clone(),
+        lifetime_s: config.token_lifetime.as_secs(),
+    };
     let emu = match Emulator::start_on(config, port, s3_port).await {
         Ok(e) => e,
         Err(e) => {
@@ -157,7 +190,7 @@ async fn main() -> ExitCode {
     };
     // Listen before announcing the URLs: a script may signal right after reading them.
     let stop = stop_signal();
-    announce(&emu, &tokens);
+    announce(&emu, &tokens, &sign_in);
     stop.await;
     eprintln!("upload-emulator: stopping");
     emu.shutdown();
@@ -166,7 +199,17 @@ async fn main() -> ExitCode {
 
 /// Prints the URLs and tokens on stdout. Write errors (a reader that went away) are ignored:
 /// the emulator keeps serving.
-fn announce(emu: &Emulator, tokens: &[String]) {
+/// The sign-in credentials the emulator accepts (printed: they are test values).
+struct SignInInfo {
+    client_id: String,
+    client_secret: String,
+    api_key: String,
+    secret_key: String,
+    external_id: String,
+    lifetime_s: u64,
+}
+
+fn announce(emu: &Emulator, tokens: &[String], s: &SignInInfo) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "api: {}", emu.api_url());
@@ -174,9 +217,27 @@ fn announce(emu: &Emulator, tokens: &[String]) {
     for t in tokens {
         let _ = writeln!(out, "token: {t}");
     }
+    let _ = writeln!(
+        out,
+        "teleport sign-in: POST /oauth2/token client_id={} client_secret={}",
+        s.client_id, s.client_secret
+    );
+    let _ = writeln!(
+        out,
+        "truvideo sign-in: POST /api/login api_key={} secret_key={} external_id={}",
+        s.api_key, s.secret_key, s.external_id
+    );
+    let _ = writeln!(out, "sign-in token lifetime: {} s", s.lifetime_s);
     let _ = writeln!(out, "try: upload FILE --provider teleport --endpoint {} --token {}", emu.api_url(), emu.token());
     let _ =
         writeln!(out, "try: upload FILE.mp4 --provider truvideo --endpoint {} --token {}", emu.api_url(), emu.token());
+    let _ = writeln!(
+        out,
+        "try: upload FILE --provider teleport --endpoint {0} --auth-endpoint {0} --client-id {1} --client-secret {2}",
+        emu.api_url(),
+        s.client_id,
+        s.client_secret
+    );
     let _ = out.flush();
 }
 

@@ -24,6 +24,8 @@ pub struct Shared {
     pub truvideo: crate::truvideo::TruvideoState,
     /// Apertur's sessions, destinations and counters.
     pub apertur: crate::apertur::AperturState,
+    /// Tokens handed out by the sign-in endpoints.
+    pub signin: crate::signin::SignInState,
 }
 
 impl Shared {
@@ -36,6 +38,7 @@ impl Shared {
             uplift: Default::default(),
             truvideo: Default::default(),
             apertur: Default::default(),
+            signin: Default::default(),
             config,
         }
     }

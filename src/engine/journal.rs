@@ -182,8 +182,14 @@ impl Journal {
 }
 
 fn write_atomic(path: &Path, data: &JournalData) -> Result<()> {
+    write_private_atomic(path, &serde_json::to_vec(data).expect("journal serializes"))
+}
+
+/// Writes `bytes` to `path` atomically (temp file + fsync + rename), readable by the owner
+/// only (mode 0600). Used for journals and the token cache.
+pub(crate) fn write_private_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let err = |e| Error::File { path: path.to_path_buf(), source: e };
-    let dir = path.parent().expect("journal path has a parent");
+    let dir = path.parent().expect("state file path has a parent");
     std::fs::create_dir_all(dir).map_err(err)?;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     {
@@ -192,7 +198,7 @@ fn write_atomic(path: &Path, data: &JournalData) -> Result<()> {
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
         let mut f = opts.open(&tmp).map_err(err)?;
-        f.write_all(&serde_json::to_vec(data).expect("journal serializes")).map_err(err)?;
+        f.write_all(bytes).map_err(err)?;
         f.sync_data().map_err(err)?;
     }
     std::fs::rename(&tmp, path).map_err(err)

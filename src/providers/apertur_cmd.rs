@@ -50,6 +50,7 @@ fn api(conn: &AperturConnArgs) -> Result<Api> {
         token_command: conn.token_command.clone(),
         endpoint: conn.endpoint.clone(),
         retries: conn.retries,
+        ..Default::default()
     };
     let mut api = crate::settings::api_from_args(ProviderName::Apertur, &args)?;
     api.signer = apertur::signer(conn.signing_secret.as_deref());

@@ -13,19 +13,110 @@ use crate::engine::retry::{Backoff, Class, Outcome, RetryPolicy, classify_api, r
 use crate::error::{Error, Result};
 use crate::redact::{Secret, safe_url, scrub};
 
+use super::signin::SignIn;
+
 /// Where a provider's token comes from, and how it is renewed.
+///
+/// Precedence: a token given explicitly (`--token`, then the provider's env var, then
+/// `UPLOAD_TOKEN`, then the config file) > the built-in sign-in ([`SignIn`]: cached token,
+/// else a new sign-in) > `--token-command`. A given token is kept until a 401; then the
+/// sign-in, else the command, renews it. A signed-in token is also renewed shortly before it
+/// expires. Concurrent callers share one renewal through a generation counter.
 pub struct TokenSource {
     provider: &'static str,
     env_var: &'static str,
+    given: bool,
+    sign_in: Option<SignIn>,
     command: Option<String>,
-    state: tokio::sync::Mutex<(Option<Secret>, u64)>,
+    state: tokio::sync::Mutex<TokenState>,
+}
+
+/// Where the token in use came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenOrigin {
+    /// `--token`, an env var or the config file.
+    Given,
+    /// The sign-in cache (no request made).
+    Cache,
+    /// A sign-in made by this run.
+    SignIn,
+    /// `--token-command`.
+    Command,
+    /// No token yet.
+    None,
+}
+
+impl TokenOrigin {
+    /// For messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenOrigin::Given => "given",
+            TokenOrigin::Cache => "sign-in cache",
+            TokenOrigin::SignIn => "sign-in",
+            TokenOrigin::Command => "--token-command",
+            TokenOrigin::None => "none",
+        }
+    }
+}
+
+struct TokenState {
+    token: Option<Secret>,
+    /// For a signed-in token: when to renew it (expiry minus the margin) and its expiry.
+    renew_at: Option<(std::time::SystemTime, std::time::SystemTime)>,
+    origin: TokenOrigin,
+    generation: u64,
+    /// A sign-in refused in this run (message, hint): not asked again, so a batch of files
+    /// fails fast instead of sending the wrong credentials once per file.
+    refused: Option<(String, Option<String>)>,
+}
+
+impl TokenState {
+    fn set_signed_in(&mut self, t: super::signin::Token) {
+        self.renew_at = Some((t.expires_at - t.margin(), t.expires_at));
+        self.origin = if t.from_cache { TokenOrigin::Cache } else { TokenOrigin::SignIn };
+        self.token = Some(t.secret);
+        self.generation += 1;
+    }
+    fn set_other(&mut self, t: Secret, origin: TokenOrigin) {
+        self.token = Some(t);
+        self.renew_at = None;
+        self.origin = origin;
+        self.generation += 1;
+    }
 }
 
 impl TokenSource {
     /// `token`: the token found on the command line, in the environment or the config file.
     /// `command`: `--token-command`, run when there is no token and again after a 401.
     pub fn new(provider: &'static str, env_var: &'static str, token: Option<Secret>, command: Option<String>) -> Self {
-        TokenSource { provider, env_var, command, state: tokio::sync::Mutex::new((token.filter(|t| !t.is_empty()), 0)) }
+        Self::with_sign_in(provider, env_var, token, None, command)
+    }
+
+    /// Like [`new`](Self::new), with a built-in sign-in ranked between the given token and
+    /// the command.
+    pub fn with_sign_in(
+        provider: &'static str,
+        env_var: &'static str,
+        token: Option<Secret>,
+        sign_in: Option<SignIn>,
+        command: Option<String>,
+    ) -> Self {
+        let token = token.filter(|t| !t.is_empty());
+        let given = token.is_some();
+        TokenSource {
+            provider,
+            env_var,
+            given,
+            sign_in,
+            command,
+            state: tokio::sync::Mutex::new(TokenState {
+                token,
+                renew_at: None,
+                origin: if given { TokenOrigin::Given } else { TokenOrigin::None },
+                generation: 0,
+                refused: None,
+            }),
+        }
     }
 
     /// The provider's name.
@@ -33,54 +124,120 @@ impl TokenSource {
         self.provider
     }
 
+    /// The built-in sign-in, when credentials were given.
+    pub fn sign_in(&self) -> Option<&SignIn> {
+        self.sign_in.as_ref()
+    }
+
+    /// True when a token was given explicitly (it outranks the sign-in).
+    pub fn is_given(&self) -> bool {
+        self.given
+    }
+
     /// The current token and its generation (to be handed back to [`renew`](Self::renew)).
+    /// Obtains one first when there is none, and renews a signed-in token about to expire.
     pub async fn current(&self) -> Result<(Secret, u64)> {
         let mut state = self.state.lock().await;
-        if state.0.is_none()
-            && let Some(cmd) = &self.command
-        {
-            state.0 = Some(run_token_command(self.provider, cmd).await?);
-            state.1 += 1;
+        let stale = state.renew_at.is_some_and(|(at, _)| std::time::SystemTime::now() >= at);
+        if state.token.is_none() || stale {
+            if let Some(s) = &self.sign_in {
+                let t = match s.cached().filter(|c| Some(&c.secret) != state.token.as_ref()) {
+                    Some(c) => Ok(c),
+                    None => self.sign_in_once(s, &mut state).await,
+                };
+                match t {
+                    Ok(t) => state.set_signed_in(t),
+                    // Renewing early failed, but the token still has a little time left.
+                    Err(e) if state.renew_at.is_some_and(|(_, exp)| std::time::SystemTime::now() < exp) => {
+                        tracing::warn!(provider = self.provider, "cannot renew the token before it expires: {e}");
+                    }
+                    Err(e) => return Err(e),
+                }
+            } else if let Some(cmd) = &self.command {
+                let t = run_token_command(self.provider, cmd).await?;
+                state.set_other(t, TokenOrigin::Command);
+            }
         }
-        match &state.0 {
-            Some(t) => Ok((t.clone(), state.1)),
+        match &state.token {
+            Some(t) => Ok((t.clone(), state.generation)),
             None => Err(Error::Auth {
                 provider: self.provider,
                 message: "no token given".into(),
                 hint: Some(format!(
-                    "set {} (or UPLOAD_TOKEN), pass --token, or give --token-command to fetch one",
+                    "set {} (or UPLOAD_TOKEN), pass --token, give the provider's sign-in credentials, or --token-command to fetch one",
                     self.env_var
                 )),
             }),
         }
     }
 
+    /// Signs in, unless this run's credentials were already refused.
+    async fn sign_in_once(&self, s: &SignIn, state: &mut TokenState) -> Result<super::signin::Token> {
+        if let Some((message, hint)) = &state.refused {
+            return Err(Error::Auth { provider: self.provider, message: message.clone(), hint: hint.clone() });
+        }
+        let r = s.sign_in().await;
+        if let Err(Error::Auth { message, hint, .. }) = &r {
+            state.refused = Some((message.clone(), hint.clone()));
+        }
+        r
+    }
+
+    /// Signs in now, whatever the cache holds (`upload auth check`). `None` when there is no
+    /// sign-in, or a given token outranks it.
+    pub async fn sign_in_now(&self) -> Result<Option<super::signin::Token>> {
+        let Some(s) = self.sign_in.as_ref().filter(|_| !self.given) else { return Ok(None) };
+        let mut state = self.state.lock().await;
+        let t = self.sign_in_once(s, &mut state).await?;
+        state.set_signed_in(t.clone());
+        Ok(Some(t))
+    }
+
+    /// Where the current token came from, and its expiry when known.
+    pub async fn origin(&self) -> (TokenOrigin, Option<std::time::SystemTime>) {
+        let state = self.state.lock().await;
+        (state.origin, state.renew_at.map(|(_, exp)| exp))
+    }
+
     /// Called after a 401 with the generation of the refused token. Returns true when a new
     /// token is available (renewed now, or by a concurrent caller since).
     pub async fn renew(&self, refused_generation: u64) -> Result<bool> {
         let mut state = self.state.lock().await;
-        if state.1 != refused_generation && state.0.is_some() {
+        if state.generation != refused_generation && state.token.is_some() {
+            return Ok(true);
+        }
+        if let Some(s) = &self.sign_in {
+            if let Some(refused) = &state.token {
+                s.forget(refused);
+            }
+            tracing::info!(provider = self.provider, "token refused (401): signing in again");
+            let t = self.sign_in_once(s, &mut state).await?;
+            state.set_signed_in(t);
             return Ok(true);
         }
         let Some(cmd) = &self.command else { return Ok(false) };
         let token = run_token_command(self.provider, cmd).await?;
-        state.0 = Some(token);
-        state.1 += 1;
+        state.set_other(token, TokenOrigin::Command);
         Ok(true)
     }
 
     /// The generation of the current token: it grows each time the token is renewed.
     pub async fn generation(&self) -> u64 {
-        self.state.lock().await.1
+        self.state.lock().await.generation
     }
 
     /// The hint printed when a token is refused.
     pub fn renew_hint(&self) -> String {
-        if self.command.is_some() {
+        if let Some(s) = &self.sign_in {
+            format!(
+                "the API refused a token just obtained by signing in ({}): check that these credentials belong to this account and endpoint",
+                s.credentials().who()
+            )
+        } else if self.command.is_some() {
             "the token from --token-command was refused too: check what the command prints".into()
         } else {
             format!(
-                "the token is wrong or expired: set {} to a fresh one, or give --token-command (env UPLOAD_TOKEN_COMMAND) to renew it automatically",
+                "the token is wrong or expired: set {} to a fresh one, give the provider's sign-in credentials, or give --token-command (env UPLOAD_TOKEN_COMMAND) to renew it automatically",
                 self.env_var
             )
         }
@@ -88,7 +245,7 @@ impl TokenSource {
 
     /// The token itself for scrubbing echoes out of messages.
     pub async fn known_secret(&self) -> Option<Secret> {
-        self.state.lock().await.0.clone()
+        self.state.lock().await.token.clone()
     }
 }
 

@@ -11,6 +11,7 @@
 pub mod apertur;
 pub mod apertur_cmd;
 pub mod api;
+pub mod signin;
 pub mod teleport;
 pub mod teleport_admin;
 pub mod truvideo;
@@ -27,7 +28,7 @@ use crate::engine::progress::Progress;
 use crate::engine::source::FileSource;
 use crate::engine::uploader::UploaderOptions;
 use crate::error::{Error, Result};
-pub use api::{Api, TokenSource};
+pub use api::{Api, TokenOrigin, TokenSource};
 
 /// Everything a provider needs from the run.
 #[derive(Clone)]

@@ -47,6 +47,12 @@ pub async fn run_upload(args: Vec<String>, envs: Vec<(String, String)>) -> Outpu
             "UPLOAD_PROVIDER",
             "UPLOAD_ENDPOINT",
             "UPLOAD_FORCE_TTY",
+            "UPLOAD_AUTH_ENDPOINT",
+            "TELEPORT_CLIENT_ID",
+            "TELEPORT_CLIENT_SECRET",
+            "TRUVIDEO_API_KEY",
+            "TRUVIDEO_SECRET_KEY",
+            "TRUVIDEO_EXTERNAL_ID",
         ] {
             cmd.env_remove(k);
         }
@@ -85,6 +91,12 @@ pub fn spawn_upload(args: &[String], envs: &[(String, String)]) -> std::process:
         "UPLOAD_PROVIDER",
         "UPLOAD_ENDPOINT",
         "UPLOAD_FORCE_TTY",
+        "UPLOAD_AUTH_ENDPOINT",
+        "TELEPORT_CLIENT_ID",
+        "TELEPORT_CLIENT_SECRET",
+        "TRUVIDEO_API_KEY",
+        "TRUVIDEO_SECRET_KEY",
+        "TRUVIDEO_EXTERNAL_ID",
     ] {
         cmd.env_remove(k);
     }

@@ -8,6 +8,7 @@ mod library;
 mod output;
 mod real_s3;
 mod reliability;
+mod signin;
 mod teleport;
 mod teleport_mgmt;
 mod truvideo;

@@ -1,0 +1,150 @@
+//! `upload auth check --provider P`: obtains a token the way an upload would (given token >
+//! built-in sign-in > `--token-command`; a sign-in is made anew, not taken from the cache),
+//! makes one cheap read-only call and says who the token is for when anyone tells.
+//!
+//! The read-only calls:
+//! - Teleport: `GET /api/v1/captures?limit=1` (lists at most one capture);
+//! - TruVideo: the Upload V3 API has no documented GET without an id, so the check asks
+//!   `GET /upload/00000000-0000-0000-0000-000000000000`, the details of an upload that cannot
+//!   exist: 400 (the documented "Invalid uploadId") means the token passed authentication, 401
+//!   that it did not (a 404 means the endpoint is not TruVideo's Upload API).
+//!
+//! The API tells nothing about the caller; when the token is a JWT, its identity claims
+//! (`sub`, `client_id`, `email`, ...) are shown (read locally, never the token itself).
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use reqwest::Method;
+
+use crate::cli::{AuthCheckArgs, OutputArgs, ProviderName};
+use crate::error::{Error, Result};
+use crate::providers::api::{Api, Retry};
+use crate::providers::{TokenOrigin, signin};
+
+/// Claims shown as "who the token is for".
+const IDENTITY_CLAIMS: [&str; 9] =
+    ["sub", "client_id", "azp", "email", "name", "org", "organization", "tenant", "externalId"];
+
+/// Runs the check; returns the exit code (0) or the error (exit 3 when the token is refused).
+pub async fn check(args: &AuthCheckArgs, output: &OutputArgs) -> Result<i32> {
+    let config = crate::config::ConfigFile::load()?;
+    let mut args = args.clone();
+    config.apply_auth_check(&mut args)?;
+    let args = &args;
+    let provider = args.provider.ok_or_else(|| {
+        Error::usage("no provider given", "pass --provider teleport|truvideo (or set UPLOAD_PROVIDER)")
+    })?;
+    let (path, accepted): (&str, &[u16]) = match provider {
+        ProviderName::Teleport => ("/api/v1/captures", &[]),
+        ProviderName::Truvideo => ("/upload/00000000-0000-0000-0000-000000000000", &[400]),
+        other => {
+            return Err(Error::usage(
+                format!("upload auth check does not know a read-only call of {} yet", other.as_str()),
+                "use --provider teleport or --provider truvideo",
+            ));
+        }
+    };
+    let query: Vec<(&str, String)> =
+        if provider == ProviderName::Teleport { vec![("limit", "1".into())] } else { vec![] };
+    let endpoint_text = args.endpoint.clone().unwrap_or_else(|| match provider {
+        ProviderName::Truvideo if args.rc => crate::providers::truvideo::RC_ENDPOINT.to_string(),
+        _ => provider.default_endpoint().to_string(),
+    });
+    let endpoint = crate::engine::http::checked_url(&endpoint_text, "--endpoint")?;
+    let http = crate::engine::http::client(1);
+    let state_dir = args.state_dir.clone().or_else(crate::settings::default_state_dir);
+    let token = Arc::new(crate::settings::token_source(
+        provider,
+        crate::settings::resolve_token(args.token.as_deref(), provider)
+            .or_else(|| config.section(provider).token.clone().map(crate::redact::Secret::new)),
+        args.token_command.clone(),
+        &args.sign_in,
+        args.rc,
+        state_dir.as_deref(),
+        &http,
+    )?);
+    token.sign_in_now().await?;
+    let api = Api::new(
+        http,
+        endpoint,
+        provider.as_str(),
+        token.clone(),
+        crate::engine::retry::RetryPolicy { max_retries: 2, ..Default::default() },
+    );
+    let what = format!("GET {path}{}", if query.is_empty() { "" } else { "?limit=1" });
+    let status = match api.send::<()>("auth check", Method::GET, path, &query, None, Retry::Idempotent).await {
+        Ok(a) => a.status,
+        Err(Error::Rejected { status, .. }) if accepted.contains(&status) => status,
+        Err(Error::Rejected { status: 403, message, .. }) => {
+            return Err(Error::Auth {
+                provider: provider.as_str(),
+                message: format!("{what}: HTTP 403: {message}"),
+                hint: Some("the token is valid but not allowed to read this API: check the account's access".into()),
+            });
+        }
+        Err(e) => return Err(e),
+    };
+    let (origin, expires) = token.origin().await;
+    let secret = token.known_secret().await.unwrap_or_default();
+    let claims = signin::jwt_claims(secret.expose()).unwrap_or_default();
+    let who: Vec<(String, String)> = IDENTITY_CLAIMS
+        .iter()
+        .filter_map(|k| {
+            let v = claims.get(*k)?;
+            let s = v.as_str().map(String::from).unwrap_or_else(|| v.to_string());
+            Some((k.to_string(), s))
+        })
+        .collect();
+    let by = token.sign_in().filter(|_| matches!(origin, TokenOrigin::SignIn | TokenOrigin::Cache));
+    let valid_s = expires.and_then(|e| e.duration_since(SystemTime::now()).ok()).map(|d| d.as_secs());
+
+    let mut out = std::io::stdout().lock();
+    let res = if output.json {
+        let mut v = serde_json::json!({
+            "provider": provider.as_str(),
+            "ok": true,
+            "token_source": origin.as_str(),
+            "check": what,
+            "status": status,
+        });
+        if let Some(s) = by {
+            v["signed_in_as"] = s.credentials().who().into();
+            v["auth_endpoint"] = crate::redact::safe_url(s.endpoint().as_str()).into();
+        }
+        if let Some(t) = valid_s {
+            v["expires_in_s"] = t.into();
+        }
+        if !who.is_empty() {
+            v["token_for"] = who.iter().map(|(k, s)| (k.clone(), serde_json::Value::from(s.clone()))).collect();
+        }
+        writeln!(out, "{v}")
+    } else {
+        let mut text = format!("{}: credentials accepted\n", provider.as_str());
+        match by {
+            Some(s) => text.push_str(&format!(
+                "  token: signed in as {} at {}",
+                s.credentials().who(),
+                crate::redact::safe_url(s.endpoint().as_str()).trim_end_matches('/')
+            )),
+            None => text.push_str(&format!("  token: {}", origin.as_str())),
+        }
+        if let Some(t) = valid_s {
+            text.push_str(&format!(", valid for {t} s"));
+        }
+        text.push('\n');
+        text.push_str(&format!("  check: {what} answered {status}\n"));
+        if !who.is_empty() {
+            let list: Vec<String> = who.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            text.push_str(&format!("  token for: {}\n", list.join(", ")));
+        } else {
+            text.push_str("  token for: the API does not say\n");
+        }
+        out.write_all(text.as_bytes())
+    };
+    match res {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::File { path: "<stdout>".into(), source: e }),
+        _ => Ok(crate::error::exit::OK),
+    }
+}
