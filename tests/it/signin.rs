@@ -169,7 +169,9 @@ async fn a_given_token_outranks_the_sign_in_which_outranks_the_command() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(sign_ins(&emu), 0);
     assert!(!counter.exists(), "the token command must not run");
-    // Credentials + command: the sign-in is used, the command is not run.
+    // Credentials + command: the sign-in is used, the command is not run (another file: one
+    // already uploaded would be skipped).
+    let (path, _) = make_file(dir.path(), "b.zip", MIB);
     let out =
         run_upload(upload_args(&emu, &path, &["--token-command", &cmd]), creds_env(CLIENT_SECRET, dir.path())).await;
     assert!(out.status.success(), "{}", stderr(&out));
