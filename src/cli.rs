@@ -97,13 +97,21 @@ pub struct ApiArgs {
     #[arg(long, env = "UPLOAD_RETRIES", default_value_t = 10)]
     pub retries: u32,
 
+    /// Built-in sign-in and its token cache (boxed: keeps the subcommand enums small).
+    #[command(flatten)]
+    pub sign_in: Box<ApiSignInArgs>,
+}
+
+/// The built-in sign-in of a management subcommand.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ApiSignInArgs {
     /// Where the sign-in token cache is kept (default $XDG_STATE_HOME/upload).
     #[arg(long, env = "UPLOAD_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 
-    /// Built-in sign-in.
+    /// Sign-in credentials.
     #[command(flatten)]
-    pub sign_in: SignInArgs,
+    pub credentials: SignInArgs,
 }
 
 /// `upload teleport ...`.

@@ -83,9 +83,10 @@ pub fn api_from_args(provider: ProviderName, args: &ApiArgs) -> Result<Api> {
         .or_else(|| section.endpoint.clone())
         .unwrap_or_else(|| provider.default_endpoint().to_string());
     let base = crate::engine::http::checked_url(&endpoint_text, "--endpoint")?;
-    let mut sign_in = args.sign_in.clone();
+    let mut sign_in = args.sign_in.credentials.clone();
     config.apply_sign_in(provider, &mut sign_in);
-    let state_dir = args.state_dir.clone().or_else(|| config.defaults.state_dir.clone()).or_else(default_state_dir);
+    let state_dir =
+        args.sign_in.state_dir.clone().or_else(|| config.defaults.state_dir.clone()).or_else(default_state_dir);
     let http = crate::engine::http::client(4);
     let token = Arc::new(token_source(
         provider,

@@ -362,3 +362,19 @@ async fn truvideo_auth_check_and_a_wrong_secret_key() {
     assert_eq!(emu.request_log().len(), before + 1, "only the login was tried");
     assert_no_secrets(&emu, &out, &["not-the-key-77", TV_SECRET_KEY]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn management_subcommands_sign_in_too() {
+    let emu = emulator(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = args(&["teleport", "list", "--endpoint", &emu.api_url(), "--auth-endpoint", &emu.api_url()]);
+    let out = run_upload(a.clone(), creds_env(CLIENT_SECRET, dir.path())).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(sign_ins(&emu), 1);
+    // A wrong secret with a fresh cache: exit 3 before any API call.
+    let other = tempfile::tempdir().unwrap();
+    let out = run_upload(a, creds_env("wrong-secret-123", other.path())).await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("client_secret refused"), "{}", stderr(&out));
+    assert_no_secrets(&emu, &out, &["wrong-secret-123", CLIENT_SECRET]);
+}
