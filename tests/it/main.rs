@@ -9,6 +9,7 @@ mod output;
 mod real_s3;
 mod reliability;
 mod signin;
+mod snapshots;
 mod teleport;
 mod teleport_mgmt;
 mod truvideo;
