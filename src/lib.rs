@@ -4,6 +4,8 @@
 //! The binary is a thin layer over [`run`]; the transfer machinery lives in [`engine`] and
 //! one module per vendor in [`providers`].
 
+#![warn(missing_docs)]
+
 pub mod auth;
 pub mod batch;
 pub mod cli;
