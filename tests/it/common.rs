@@ -32,54 +32,9 @@ pub fn make_file(dir: &Path, name: &str, size: u64) -> (PathBuf, String) {
     (path, hex::encode(Sha256::digest(&data)))
 }
 
-/// Runs the `upload` binary with args and extra env, off the async runtime (the emulator
-/// keeps serving on it). Provider token env vars from the outer environment are cleared.
-pub async fn run_upload(args: Vec<String>, envs: Vec<(String, String)>) -> Output {
-    tokio::task::spawn_blocking(move || {
-        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("upload"));
-        for k in [
-            "TELEPORT_TOKEN",
-            "TRUVIDEO_TOKEN",
-            "UPLIFT_TOKEN",
-            "APERTUR_TOKEN",
-            "UPLOAD_TOKEN",
-            "UPLOAD_TOKEN_COMMAND",
-            "UPLOAD_PROVIDER",
-            "UPLOAD_ENDPOINT",
-            "UPLOAD_FORCE_TTY",
-            "UPLOAD_AUTH_ENDPOINT",
-            "TELEPORT_CLIENT_ID",
-            "TELEPORT_CLIENT_SECRET",
-            "TRUVIDEO_API_KEY",
-            "TRUVIDEO_SECRET_KEY",
-            "TRUVIDEO_EXTERNAL_ID",
-        ] {
-            cmd.env_remove(k);
-        }
-        cmd.env("XDG_STATE_HOME", fresh_state_home());
-        cmd.env("UPLOAD_CONFIG", "/nonexistent/upload-test-config.toml");
-        cmd.args(&args).envs(envs);
-        cmd.output().expect("the binary runs")
-    })
-    .await
-    .unwrap()
-}
-
-/// Shorthand: `Vec<String>` from string slices.
-pub fn args(items: &[&str]) -> Vec<String> {
-    items.iter().map(|s| s.to_string()).collect()
-}
-
-pub fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-pub fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// Starts the `upload` binary in the background (same environment rules as [`run_upload`]).
-pub fn spawn_upload(args: &[String], envs: &[(String, String)]) -> std::process::Child {
+/// The `upload` binary with a clean environment: credentials and settings from the outer
+/// environment removed, a state home of its own, no config file; then `args` and `envs`.
+pub fn upload_command(args: &[String], envs: &[(String, String)]) -> std::process::Command {
     let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("upload"));
     for k in [
         "TELEPORT_TOKEN",
@@ -102,7 +57,33 @@ pub fn spawn_upload(args: &[String], envs: &[(String, String)]) -> std::process:
     }
     cmd.env("XDG_STATE_HOME", fresh_state_home());
     cmd.env("UPLOAD_CONFIG", "/nonexistent/upload-test-config.toml");
-    cmd.args(args).envs(envs.iter().cloned()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    cmd.args(args).envs(envs.iter().cloned());
+    cmd
+}
+
+/// Runs the `upload` binary with args and extra env, off the async runtime (the emulator
+/// keeps serving on it).
+pub async fn run_upload(args: Vec<String>, envs: Vec<(String, String)>) -> Output {
+    tokio::task::spawn_blocking(move || upload_command(&args, &envs).output().expect("the binary runs")).await.unwrap()
+}
+
+/// Shorthand: `Vec<String>` from string slices.
+pub fn args(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Starts the `upload` binary in the background (same environment rules as [`run_upload`]).
+pub fn spawn_upload(args: &[String], envs: &[(String, String)]) -> std::process::Child {
+    let mut cmd = upload_command(args, envs);
+    cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
     cmd.spawn().expect("the binary starts")
 }
 
