@@ -144,7 +144,6 @@ impl Selection {
 /// Builds the bulk-images zip of a directory (images only, stored) under `work_dir`, and
 /// returns its path. The same images give the same bytes.
 pub fn zip_images(dir: &Path, selection: &Selection, work_dir: &Path) -> Result<PathBuf> {
-    use std::io::Write;
     use zip::write::SimpleFileOptions;
     let canonical = std::fs::canonicalize(dir).map_err(|e| Error::File { path: dir.into(), source: e })?;
     let mut images: Vec<PathBuf> = selection
@@ -164,15 +163,14 @@ pub fn zip_images(dir: &Path, selection: &Selection, work_dir: &Path) -> Result<
     }
     let name = canonical.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "images".into());
     let key = hex::encode(&Sha256::digest(canonical.to_string_lossy().as_bytes())[..8]);
-    std::fs::create_dir_all(work_dir).map_err(|e| Error::File { path: work_dir.into(), source: e })?;
     let final_path = work_dir.join(format!("{name}-{key}.zip"));
-    let tmp = work_dir.join(format!("{name}-{key}.zip.tmp{}", std::process::id()));
-    let werr = |e: std::io::Error| Error::File { path: tmp.clone(), source: e };
-    let zerr = |e: zip::result::ZipError| Error::File { path: tmp.clone(), source: std::io::Error::other(e) };
+    let werr = |e: std::io::Error| Error::File { path: final_path.clone(), source: e };
+    let zerr = |e: zip::result::ZipError| Error::File { path: final_path.clone(), source: std::io::Error::other(e) };
     let mut newest = std::time::UNIX_EPOCH;
     {
-        let file = std::fs::File::create(&tmp).map_err(werr)?;
-        let mut zip = zip::ZipWriter::new(std::io::BufWriter::with_capacity(1 << 20, file));
+        let file =
+            crate::engine::durable::AtomicFile::create(&final_path, crate::engine::durable::FILE_MODE).map_err(werr)?;
+        let mut zip = zip::ZipWriter::new(file);
         for rel in &images {
             let path = dir.join(rel);
             let meta = std::fs::metadata(&path).map_err(|e| Error::File { path: path.clone(), source: e })?;
@@ -200,13 +198,10 @@ pub fn zip_images(dir: &Path, selection: &Selection, work_dir: &Path) -> Result<
             let mut src = std::fs::File::open(&path).map_err(|e| Error::File { path: path.clone(), source: e })?;
             std::io::copy(&mut src, &mut zip).map_err(werr)?;
         }
-        let mut inner = zip.finish().map_err(zerr)?;
-        inner.flush().map_err(werr)?;
-        let file = inner.into_inner().map_err(|e| werr(e.into_error()))?;
-        file.sync_all().map_err(werr)?;
-        file.set_modified(newest).map_err(werr)?;
+        let mut file = zip.finish().map_err(zerr)?;
+        file.file().map_err(werr)?.set_modified(newest).map_err(werr)?;
+        file.commit().map_err(werr)?;
     }
-    std::fs::rename(&tmp, &final_path).map_err(werr)?;
     Ok(final_path)
 }
 
@@ -250,12 +245,7 @@ pub fn record_done(state_dir: &Path, endpoint: &str, identity: &FileIdentity, ou
         status: outcome.status.clone(),
         uploaded_at: chrono::Utc::now().to_rfc3339(),
     };
-    let dir = path.parent().expect("has a parent");
-    std::fs::create_dir_all(dir).map_err(|e| Error::File { path: dir.into(), source: e })?;
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_vec(&rec).expect("serializes"))
-        .map_err(|e| Error::File { path: tmp.clone(), source: e })?;
-    std::fs::rename(&tmp, &path).map_err(|e| Error::File { path: path.clone(), source: e })
+    crate::engine::durable::write_atomic(&path, &serde_json::to_vec(&rec).expect("serializes"))
 }
 
 enum FileResult {

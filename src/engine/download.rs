@@ -236,7 +236,14 @@ pub async fn download(
     if len != req.size {
         return Err(protocol(format!("{} has {len} bytes, the metadata says {}", part.display(), req.size)));
     }
-    tokio::fs::rename(&part, req.dest).await.map_err(io_err(req.dest))?;
+    {
+        let (part, dest) = (part.clone(), req.dest.to_path_buf());
+        tokio::task::spawn_blocking(move || super::durable::rename_durable(&part, &dest))
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r)
+            .map_err(io_err(req.dest))?;
+    }
     progress.event(Event::PartDone { part: 1 });
     progress.event(Event::Finished);
     Ok(Downloaded {

@@ -7,7 +7,6 @@
 //! the first and last MiB), the part plan and each finished part's number and ETag; never a
 //! token or a presigned URL. A journal whose file identity no longer matches is refused.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -182,26 +181,7 @@ impl Journal {
 }
 
 fn write_atomic(path: &Path, data: &JournalData) -> Result<()> {
-    write_private_atomic(path, &serde_json::to_vec(data).expect("journal serializes"))
-}
-
-/// Writes `bytes` to `path` atomically (temp file + fsync + rename), readable by the owner
-/// only (mode 0600). Used for journals and the token cache.
-pub(crate) fn write_private_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let err = |e| Error::File { path: path.to_path_buf(), source: e };
-    let dir = path.parent().expect("state file path has a parent");
-    std::fs::create_dir_all(dir).map_err(err)?;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    {
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let mut f = opts.open(&tmp).map_err(err)?;
-        f.write_all(bytes).map_err(err)?;
-        f.sync_data().map_err(err)?;
-    }
-    std::fs::rename(&tmp, path).map_err(err)
+    super::durable::write_atomic(path, &serde_json::to_vec(data).expect("journal serializes"))
 }
 
 #[cfg(test)]

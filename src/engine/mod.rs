@@ -2,6 +2,7 @@
 //! retry policy, progress reporting.
 
 pub mod download;
+pub mod durable;
 pub mod http;
 pub mod journal;
 pub mod plan;

@@ -261,14 +261,8 @@ fn save(dir: &Path, name: &str, id: &str, bytes: &[u8]) -> std::io::Result<PathB
             Err(e) => return Err(e),
         }
     }
-    let tmp = dir.join(format!(".{id}.part"));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, &target)?;
-    std::fs::File::open(dir)?.sync_all()?;
+    // The images are the user's output, not state: the usual mode, narrowed by the umask.
+    crate::engine::durable::write_atomic_mode(&target, bytes, 0o666)?;
     Ok(target)
 }
 

@@ -223,7 +223,7 @@ impl SignIn {
             expires_at_ms: ms(token.expires_at),
         };
         let bytes = serde_json::to_vec_pretty(&file).expect("the token cache serializes");
-        if let Err(e) = crate::engine::journal::write_private_atomic(path, &bytes) {
+        if let Err(e) = crate::engine::durable::write_atomic(path, &bytes) {
             // The token still works for this run; only the next run signs in again.
             tracing::warn!(provider = self.provider, "cannot write the token cache: {e}");
         }

@@ -1,0 +1,275 @@
+//! The durable-state layer: writing a file so that a crash at any moment leaves either the old
+//! or the new version, never a mix, never an empty file.
+//!
+//! The recipe, written once: a temporary file with a unique name in the target's directory
+//! (unique per process *and* per call, so concurrent writers in one process never share one),
+//! the bytes, `fsync` of the file, `rename` over the target, `fsync` of the directory (so the
+//! rename itself survives a power cut). State files are readable by the owner only (0600) and
+//! the directories created for them are 0700.
+//!
+//! Every state file goes through here: the resume journal's snapshots
+//! ([`super::journal`]), the sign-in token cache, the done records, the bulk-images zip
+//! ([`AtomicFile`], streamed), downloads ([`rename_durable`] of the `.part` file) and Apertur's
+//! poll output.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::{Error, Result};
+
+/// Mode of state files.
+pub const FILE_MODE: u32 = 0o600;
+/// Mode of the directories created for state files.
+pub const DIR_MODE: u32 = 0o700;
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Writes `bytes` to `path` so that a crash leaves the old or the new content: unique temp
+/// file, fsync, rename, directory fsync; mode 0600, missing parent directories created 0700.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let err = |e| Error::File { path: path.to_path_buf(), source: e };
+    let mut f = AtomicFile::create(path, FILE_MODE).map_err(err)?;
+    f.write_all(bytes).map_err(err)?;
+    f.commit().map_err(err)
+}
+
+/// [`write_atomic`] with another mode for the file (user-facing output such as downloaded
+/// images: `0o666`, narrowed by the umask as usual).
+pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let mut f = AtomicFile::create(path, mode)?;
+    f.write_all(bytes)?;
+    f.commit()
+}
+
+/// Creates `dir` and its missing parents with mode 0700 (existing directories are left as
+/// they are).
+pub fn create_private_dir_all(dir: &Path) -> io::Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, DIR_MODE);
+    b.create(dir)
+}
+
+/// Fsyncs a directory, so that renames and creations in it are durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        File::open(dir)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
+    }
+}
+
+/// Renames `from` over `to` and fsyncs `to`'s directory. `from` must already be synced.
+pub fn rename_durable(from: &Path, to: &Path) -> io::Result<()> {
+    std::fs::rename(from, to)?;
+    sync_dir(parent_of(to))
+}
+
+fn parent_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// A unique temporary name next to `target`: `.{name}.{pid}.{n}.{random}.tmp`.
+pub fn temp_path(target: &Path) -> PathBuf {
+    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "state".into());
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let r: u32 = rand::random();
+    parent_of(target).join(format!(".{name}.{}.{n}.{r:08x}.tmp", std::process::id()))
+}
+
+/// A file being written in place of `target`: the bytes go to a unique temporary file, and
+/// [`AtomicFile::commit`] makes them the target's (fsync, rename, directory fsync). Dropped
+/// without a commit, the temporary file is removed and the target is untouched.
+pub struct AtomicFile {
+    tmp: PathBuf,
+    target: PathBuf,
+    file: Option<io::BufWriter<File>>,
+}
+
+impl AtomicFile {
+    /// Starts writing a new version of `target` (file mode `mode`; missing parent
+    /// directories are created 0700).
+    pub fn create(target: &Path, mode: u32) -> io::Result<Self> {
+        create_private_dir_all(parent_of(target))?;
+        let tmp = temp_path(target);
+        let mut opts = OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, mode);
+        #[cfg(not(unix))]
+        let _ = mode;
+        let file = opts.open(&tmp)?;
+        Ok(AtomicFile { tmp, target: target.to_path_buf(), file: Some(io::BufWriter::with_capacity(1 << 20, file)) })
+    }
+
+    /// The temporary file being written.
+    pub fn temp_path(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// The open temporary file (to set its times before the commit, say).
+    pub fn file(&mut self) -> io::Result<&File> {
+        let w = self.file.as_mut().expect("not committed");
+        w.flush()?;
+        Ok(w.get_ref())
+    }
+
+    /// Flushes, fsyncs, renames over the target and fsyncs the directory.
+    pub fn commit(mut self) -> io::Result<()> {
+        let w = self.file.take().expect("not committed");
+        let file = w.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        drop(file);
+        rename_durable(&self.tmp, &self.target)
+    }
+}
+
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file.as_mut().expect("not committed").write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.as_mut().expect("not committed").flush()
+    }
+}
+
+impl io::Seek for AtomicFile {
+    fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
+        self.file.as_mut().expect("not committed").seek(pos)
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const CHILD_ENV: &str = "UPLOAD_DURABLE_CRASH_CHILD";
+
+    /// The two versions the crash child alternates between: large enough that a write takes
+    /// several system calls, each line-checkable.
+    fn version(v: u8) -> Vec<u8> {
+        let mut out = Vec::new();
+        for i in 0..20_000u32 {
+            out.extend_from_slice(format!("v{v} line {i:06}\n").as_bytes());
+        }
+        out
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn mode_and_parents() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a/b/state.json");
+        write_atomic(&path, b"one").unwrap();
+        write_atomic(&path, b"two").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::metadata(dir.path().join("a")).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(std::fs::metadata(dir.path().join("a/b")).unwrap().permissions().mode() & 0o777, 0o700);
+        // No temporary file is left behind.
+        assert_eq!(std::fs::read_dir(dir.path().join("a/b")).unwrap().count(), 1);
+        // An uncommitted writer leaves the target alone and removes its temp file.
+        {
+            let mut f = AtomicFile::create(&path, FILE_MODE).unwrap();
+            f.write_all(b"three").unwrap();
+        }
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        assert_eq!(std::fs::read_dir(dir.path().join("a/b")).unwrap().count(), 1);
+        // Unusable places are errors, not panics.
+        assert!(write_atomic(Path::new("/dev/null/x/state.json"), b"x").is_err());
+    }
+
+    #[test]
+    fn concurrent_writers_in_one_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let versions = [version(1), version(2)];
+        std::thread::scope(|s| {
+            for t in 0..8 {
+                let (path, versions) = (&path, &versions);
+                s.spawn(move || {
+                    for _ in 0..20 {
+                        write_atomic(path, &versions[t % 2]).unwrap();
+                    }
+                });
+            }
+        });
+        let got = std::fs::read(&path).unwrap();
+        assert!(got == versions[0] || got == versions[1]);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    /// Not a test on its own: the child process of `a_kill_leaves_the_old_or_the_new_version`.
+    #[test]
+    fn crash_child() {
+        let Some(path) = std::env::var_os(CHILD_ENV) else { return };
+        let path = PathBuf::from(path);
+        let versions = [version(1), version(2)];
+        std::fs::write(path.with_extension("ready"), b"").unwrap();
+        for i in 0.. {
+            write_atomic(&path, &versions[i % 2]).unwrap();
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_kill_leaves_the_old_or_the_new_version() {
+        use rand::Rng;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let versions = [version(1), version(2)];
+        write_atomic(&path, &versions[0]).unwrap();
+        let exe = std::env::current_exe().unwrap();
+        let mut rng = rand::thread_rng();
+        let mut seen = [false, false];
+        for round in 0..40 {
+            let ready = path.with_extension("ready");
+            let _ = std::fs::remove_file(&ready);
+            let mut child = std::process::Command::new(&exe)
+                .args(["--exact", "engine::durable::tests::crash_child", "--test-threads=1", "--nocapture"])
+                .env(CHILD_ENV, &path)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            let t0 = std::time::Instant::now();
+            while !ready.exists() {
+                assert!(t0.elapsed() < Duration::from_secs(120), "the crash child did not start");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            std::thread::sleep(Duration::from_micros(rng.gen_range(0..30_000)));
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            let got = std::fs::read(&path).unwrap();
+            let which = versions.iter().position(|v| *v == got);
+            assert!(which.is_some(), "round {round}: the file is neither version ({} bytes)", got.len());
+            seen[which.unwrap()] = true;
+        }
+        // Leftover temp files from the kills are all that may remain besides the file.
+        for e in std::fs::read_dir(dir.path()).unwrap() {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            assert!(name == "state.json" || name == "state.ready" || name.ends_with(".tmp"), "{name}");
+        }
+        assert!(seen[0] || seen[1]);
+    }
+}
