@@ -220,23 +220,144 @@ pub struct DoneRecord {
     pub status: String,
     /// When (RFC 3339).
     pub uploaded_at: String,
+    /// The options that decided where the file went (`--name`, `--destination`, ...), as
+    /// given; part of the record's key: another destination is another upload.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub destination: Vec<(String, String)>,
+    /// The `--force` run that uploaded the file, when one did (see [`ForceRun`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force_run: Option<String>,
 }
 
-fn done_path(state_dir: &Path, provider: &str, endpoint: &str, identity: &FileIdentity) -> PathBuf {
-    let key = hex::encode(Sha256::digest(format!("{provider}\n{endpoint}\n{}", identity.path.display())));
+/// The options of a run that decide where a file goes, per provider, as `(flag, value)`.
+/// Options left out do not count: a file uploaded without `--name` and again with it is two
+/// uploads, a rerun of the same command is one.
+pub fn destination(args: &crate::cli::UploadArgs, provider: ProviderName) -> Vec<(String, String)> {
+    let mut d: Vec<(String, String)> = vec![];
+    let mut put = |flag: &str, v: &Option<String>| {
+        if let Some(v) = v {
+            d.push((flag.into(), v.clone()));
+        }
+    };
+    match provider {
+        ProviderName::Teleport => {
+            put("--name", &args.teleport.name);
+            put("--format", &args.teleport.format);
+        }
+        ProviderName::Truvideo => {
+            put("--title", &args.truvideo.title);
+            put("--creator", &args.truvideo.creator);
+            put("--file-type", &args.truvideo.file_type);
+            if args.truvideo.library {
+                put("--library", &Some("true".into()));
+            }
+        }
+        ProviderName::Uplift => {
+            put("--athlete-id", &args.uplift.athlete_id);
+            put("--session-group-id", &args.uplift.session_group_id);
+            put("--file-name", &args.uplift.file_name);
+            put("--activity", &args.uplift.activity);
+            put("--movement", &args.uplift.movement);
+        }
+        ProviderName::Apertur => {
+            put("--session", &args.apertur.session);
+            let mut dests = args.apertur.destinations.clone();
+            dests.sort();
+            dests.dedup();
+            for v in dests {
+                d.push(("--destination".into(), v));
+            }
+        }
+    }
+    d
+}
+
+/// What a skip says matched: `same file (...), provider, endpoint[, --name X]`.
+fn matched(rec: &DoneRecord) -> String {
+    let mut s = format!("same file (path, size, mtime, content fingerprint), provider {}, endpoint", rec.provider);
+    for (flag, value) in &rec.destination {
+        s.push_str(&format!(", {flag} {value}"));
+    }
+    s
+}
+
+/// A `--force` run in progress: `<state dir>/force/<key>.json` names it while it runs and is
+/// removed when it ends without an interruption. Running the same `--force` command again
+/// after a Ctrl-C carries on that run: files it already uploaded are not sent again.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ForceRun {
+    /// The run's id, written into the done records of the files it uploads.
+    pub id: String,
+    /// When it started (RFC 3339).
+    pub started_at: String,
+    #[serde(skip)]
+    path: PathBuf,
+}
+
+impl ForceRun {
+    /// The interrupted `--force` run of the same command (same provider, endpoint, files and
+    /// destination), or a new one.
+    pub fn begin(state_dir: &Path, key: &str) -> Result<ForceRun> {
+        let name = hex::encode(&Sha256::digest(key.as_bytes())[..12]);
+        let path = state_dir.join("force").join(format!("{name}.json"));
+        if let Ok(text) = std::fs::read(&path)
+            && let Ok(mut run) = serde_json::from_slice::<ForceRun>(&text)
+        {
+            run.path = path;
+            return Ok(run);
+        }
+        let run = ForceRun { id: uuid::Uuid::new_v4().to_string(), started_at: chrono::Utc::now().to_rfc3339(), path };
+        crate::engine::journal::write_private_atomic(&run.path, &serde_json::to_vec(&run).expect("serializes"))?;
+        Ok(run)
+    }
+
+    /// The run ended without an interruption: the next `--force` run is a new one.
+    pub fn end(&self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn done_path(
+    state_dir: &Path,
+    provider: &str,
+    endpoint: &str,
+    identity: &FileIdentity,
+    destination: &[(String, String)],
+) -> PathBuf {
+    let mut h = Sha256::new();
+    h.update(format!("{provider}\n{endpoint}\n").as_bytes());
+    h.update(identity.path.as_os_str().as_encoded_bytes());
+    for (flag, value) in destination {
+        h.update(format!("\n{flag}={value}").as_bytes());
+    }
+    let key = hex::encode(h.finalize());
     state_dir.join("done").join(format!("{provider}-{}.json", &key[..24]))
 }
 
-/// The record of an earlier upload of this very file (same path, size, mtime, fingerprint).
-pub fn find_done(state_dir: &Path, provider: &str, endpoint: &str, identity: &FileIdentity) -> Option<DoneRecord> {
-    let text = std::fs::read(done_path(state_dir, provider, endpoint, identity)).ok()?;
+/// The record of an earlier upload of this very file (same path, size, mtime, fingerprint)
+/// to the same destination.
+pub fn find_done(
+    state_dir: &Path,
+    provider: &str,
+    endpoint: &str,
+    identity: &FileIdentity,
+    destination: &[(String, String)],
+) -> Option<DoneRecord> {
+    let text = std::fs::read(done_path(state_dir, provider, endpoint, identity, destination)).ok()?;
     let rec: DoneRecord = serde_json::from_slice(&text).ok()?;
-    (rec.file == *identity).then_some(rec)
+    (rec.file == *identity && rec.destination == destination).then_some(rec)
 }
 
 /// Remembers a finished upload.
-pub fn record_done(state_dir: &Path, endpoint: &str, identity: &FileIdentity, outcome: &UploadOutcome) -> Result<()> {
-    let path = done_path(state_dir, outcome.provider, endpoint, identity);
+pub fn record_done(
+    state_dir: &Path,
+    endpoint: &str,
+    identity: &FileIdentity,
+    outcome: &UploadOutcome,
+    destination: &[(String, String)],
+    force_run: Option<&ForceRun>,
+) -> Result<()> {
+    let path = done_path(state_dir, outcome.provider, endpoint, identity, destination);
     let rec = DoneRecord {
         file: identity.clone(),
         provider: outcome.provider.into(),
@@ -244,6 +365,8 @@ pub fn record_done(state_dir: &Path, endpoint: &str, identity: &FileIdentity, ou
         id: outcome.id.clone(),
         status: outcome.status.clone(),
         uploaded_at: chrono::Utc::now().to_rfc3339(),
+        destination: destination.to_vec(),
+        force_run: force_run.map(|r| r.id.clone()),
     };
     crate::engine::durable::write_atomic(&path, &serde_json::to_vec(&rec).expect("serializes"))
 }
@@ -290,30 +413,77 @@ pub async fn run(
     let mut summary = ui::Summary::default();
     let stdout = std::io::stdout();
 
+    // A file the provider cannot take is refused here, before the first request: a file
+    // named on the command line fails the run, one found in a walked directory is skipped
+    // (a stray .txt must not fail a cron job forever).
+    let named: std::collections::HashSet<&Path> = args.files.iter().map(PathBuf::as_path).collect();
+    let refused = |item: &Item, err: Error, summary: &mut ui::Summary| -> Result<()> {
+        if !named.contains(item.path()) && err.exit_code() == crate::error::exit::USAGE {
+            summary.skipped();
+            let reason = err.to_string();
+            if json {
+                let line = ui::skipped_json(provider.name(), item.path(), &reason);
+                crate::ignore_broken_pipe(ui::print_json_line(&mut stdout.lock(), &line))?;
+            } else if !cli.output.quiet {
+                board.println(&format!("upload: {}: skipped: {reason}", item.path().display()));
+            }
+        } else {
+            summary.failed(err.exit_code());
+            if json {
+                let line = ui::failure_json(provider.name(), item.path(), &err, std::time::Duration::ZERO);
+                crate::ignore_broken_pipe(ui::print_json_line(&mut stdout.lock(), &line))?;
+            }
+            crate::report_error(&err);
+        }
+        Ok(())
+    };
+    let mut kept = Vec::with_capacity(items.len());
+    for item in items {
+        let checked = match &item {
+            Item::File(p) => FileSource::open(p).and_then(|f| provider.dry_run(&f)).map(drop),
+            Item::ZipDir(_) => Ok(()),
+        };
+        match checked {
+            Ok(()) => kept.push(item),
+            Err(err) => refused(&item, err, &mut summary)?,
+        }
+    }
+    let mut items = kept;
+
     // The provider sees the whole run first: Apertur refuses here, without a request, the
     // files its session will not take (type, image limit).
     let run_ctx = settings.context(Arc::new(crate::engine::progress::NoProgress), run_cancel.clone())?;
-    let mut items = items;
-    if !args.dry_run {
+    if !args.dry_run && !items.is_empty() {
         let paths: Vec<PathBuf> = items.iter().map(|i| i.path().to_path_buf()).collect();
         let verdicts = provider.prepare(&run_ctx, &paths).await?;
         let mut kept = Vec::with_capacity(items.len());
         for (item, verdict) in items.into_iter().zip(verdicts) {
             match verdict {
                 None => kept.push(item),
-                Some(err) => {
-                    summary.failed(err.exit_code());
-                    if json {
-                        let line = ui::failure_json(provider.name(), item.path(), &err, std::time::Duration::ZERO);
-                        crate::ignore_broken_pipe(ui::print_json_line(&mut stdout.lock(), &line))?;
-                    }
-                    crate::report_error(&err);
-                }
+                Some(err) => refused(&item, err, &mut summary)?,
             }
         }
         items = kept;
     }
 
+    let destination = &destination(args, settings.provider);
+    // `--force` re-sends what earlier runs uploaded, but not what this same run (carried on
+    // after a Ctrl-C) already did.
+    let force_run = match (&settings.state_dir, args.force && !args.dry_run) {
+        (Some(dir), true) => {
+            let mut key = format!("{}\n{endpoint}", provider.name());
+            for f in &args.files {
+                key.push('\n');
+                key.push_str(&String::from_utf8_lossy(f.as_os_str().as_encoded_bytes()));
+            }
+            for (flag, value) in destination {
+                key.push_str(&format!("\n{flag}={value}"));
+            }
+            Some(ForceRun::begin(dir, &key)?)
+        }
+        _ => None,
+    };
+    let force_run = force_run.as_ref();
     let one = |item: Item| {
         let board = &board;
         let uploader = settings_uploader.clone();
@@ -349,8 +519,9 @@ pub async fn run(
                     Some(_) => Some(FileIdentity::of(&file)?),
                     None => None,
                 };
-                if let (Some(dir), Some(id), false) = (&state_dir, &identity, args.force)
-                    && let Some(rec) = find_done(dir, provider.name(), &endpoint, id)
+                if let (Some(dir), Some(id)) = (&state_dir, &identity)
+                    && let Some(rec) = find_done(dir, provider.name(), &endpoint, id, destination)
+                    && (!args.force || force_run.is_some_and(|r| rec.force_run.as_deref() == Some(r.id.as_str())))
                 {
                     return Ok((FileResult::Skipped(rec, file.size()), None));
                 }
@@ -359,7 +530,7 @@ pub async fn run(
                 ctx.uploader = uploader;
                 let outcome = provider.upload(&ctx, file).await?;
                 if let (Some(dir), Some(id)) = (&state_dir, &identity)
-                    && let Err(e) = record_done(dir, &endpoint, id, &outcome)
+                    && let Err(e) = record_done(dir, &endpoint, id, &outcome, destination, force_run)
                 {
                     tracing::warn!("cannot record the finished upload: {e}");
                 }
@@ -389,20 +560,25 @@ pub async fn run(
             }
             Ok(FileResult::Skipped(rec, bytes)) => {
                 summary.skipped();
+                let by_this_run = rec.force_run.is_some() && args.force;
+                let reason = format!(
+                    "already uploaded ({} {}, {}{}): {}",
+                    rec.provider,
+                    rec.id,
+                    rec.uploaded_at,
+                    if by_this_run { ", by this --force run before it was interrupted" } else { "" },
+                    matched(&rec)
+                );
                 let line = serde_json::json!({
                     "provider": rec.provider, "file": item.path().display().to_string(), "bytes": bytes,
                     "id": rec.id, "status": "skipped", "parts": 0, "elapsed_s": elapsed.as_secs_f64(),
-                    "uploaded_at": rec.uploaded_at,
+                    "uploaded_at": rec.uploaded_at, "reason": reason,
                 });
                 if json {
                     crate::ignore_broken_pipe(ui::print_json_line(&mut stdout.lock(), &line))?;
                 } else if !cli.output.quiet {
-                    board.println(&format!(
-                        "upload: {}: already uploaded ({} {}); --force uploads it again",
-                        item.path().display(),
-                        rec.provider,
-                        rec.id
-                    ));
+                    let again = if by_this_run { "" } else { "; --force uploads it again" };
+                    board.println(&format!("upload: {}: skipped: {reason}{again}", item.path().display()));
                 }
             }
             Ok(FileResult::Planned) => {}
@@ -420,6 +596,13 @@ pub async fn run(
         }
     }
     drop(results);
+    // A --force run that failed or was interrupted stays open: running it again carries it on.
+    if let Some(run) = force_run
+        && !cancel.is_cancelled()
+        && summary.exit_code() == crate::error::exit::OK
+    {
+        run.end();
+    }
     // After the uploads: Apertur's --wait follows the deliveries of the run's session.
     let mut code = crate::error::exit::OK;
     if !args.dry_run

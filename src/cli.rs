@@ -742,8 +742,15 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         "h" => v * 3600.0,
         _ => return Err(format!("invalid duration unit in '{s}': use ms, s, m or h")),
     };
-    Ok(std::time::Duration::from_secs_f64(secs))
+    // A deadline is `now + duration`: beyond a year it overflows some clocks and is a typo anyway.
+    if !secs.is_finite() || secs > MAX_DURATION_SECS {
+        return Err(format!("duration '{s}' is too long: at most 8760h (one year)"));
+    }
+    std::time::Duration::try_from_secs_f64(secs).map_err(|_| format!("invalid duration '{s}'"))
 }
+
+/// The longest duration the command line takes (one year).
+pub const MAX_DURATION_SECS: f64 = 365.0 * 24.0 * 3600.0;
 
 fn parse_size_arg(s: &str) -> Result<u64, String> {
     crate::size::parse_size(s)

@@ -115,8 +115,17 @@ impl ConfigFile {
         std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".config/upload/config.toml"))
     }
 
-    /// Loads the file; a missing file is an empty configuration.
+    /// Loads the file; a missing file at the default place is an empty configuration, a
+    /// missing file named by `UPLOAD_CONFIG` is an error.
     pub fn load() -> Result<Self> {
+        if let Some(p) = std::env::var_os("UPLOAD_CONFIG").filter(|v| !v.is_empty()).map(PathBuf::from)
+            && !p.exists()
+        {
+            return Err(Error::usage(
+                format!("config file {} (named by UPLOAD_CONFIG) does not exist", p.display()),
+                "create it, or unset UPLOAD_CONFIG to use the default place (`upload config path`)",
+            ));
+        }
         match Self::path() {
             Some(p) if p.exists() => Self::load_from(&p),
             _ => Ok(Self::default()),

@@ -388,6 +388,22 @@ pub fn failure_json(
     })
 }
 
+/// The JSON line of a file skipped because the provider cannot take it (found in a walked
+/// directory) or because it was already uploaded: `reason` says why.
+pub fn skipped_json(provider: &str, file: &std::path::Path, reason: &str) -> serde_json::Value {
+    let bytes = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+    serde_json::json!({
+        "provider": provider,
+        "file": file.display().to_string(),
+        "bytes": bytes,
+        "id": null,
+        "status": "skipped",
+        "parts": 0,
+        "elapsed_s": 0.0,
+        "reason": reason,
+    })
+}
+
 /// Writes one JSON value on one line.
 pub fn print_json_line(out: &mut dyn Write, value: &serde_json::Value) -> std::io::Result<()> {
     serde_json::to_writer(&mut *out, value)?;

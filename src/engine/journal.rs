@@ -24,7 +24,8 @@ const FINGERPRINT_SPAN: u64 = 1 << 20;
 /// Who the file is, as far as resuming goes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileIdentity {
-    /// Canonical path.
+    /// Canonical path (any bytes: see [`super::os_path`]).
+    #[serde(with = "super::os_path")]
     pub path: PathBuf,
     /// Size in bytes.
     pub size: u64,

@@ -5,6 +5,7 @@ pub mod download;
 pub mod durable;
 pub mod http;
 pub mod journal;
+pub mod os_path;
 pub mod plan;
 pub mod post;
 pub mod progress;

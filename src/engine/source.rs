@@ -15,6 +15,33 @@ use crate::error::{Error, Result};
 /// Size of one positional read while streaming a part.
 pub const READ_CHUNK: usize = 1 << 20;
 
+/// Fails, without opening it, when `path` is not a regular file (a directory, a FIFO, a
+/// socket, a device): opening a FIFO blocks until a writer comes, which may be never.
+pub fn check_regular(path: &Path) -> Result<()> {
+    let meta = std::fs::metadata(path).map_err(|source| Error::File { path: path.to_path_buf(), source })?;
+    if meta.is_file() { Ok(()) } else { Err(not_regular(path, &meta)) }
+}
+
+fn not_regular(path: &Path, meta: &std::fs::Metadata) -> Error {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    let kind = if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() || t.is_block_device() {
+        "a device"
+    } else {
+        "not a regular file"
+    };
+    Error::usage(
+        format!("{} is {kind}, not a regular file", path.display()),
+        "give the path of a regular file (copy a stream to a file first)",
+    )
+}
+
 /// An open file with its identity at open time.
 #[derive(Clone, Debug)]
 pub struct FileSource {
@@ -28,10 +55,12 @@ impl FileSource {
     /// Opens a regular file for reading.
     pub fn open(path: &Path) -> Result<Self> {
         let file_err = |source| Error::File { path: path.to_path_buf(), source };
+        // Stat before open: opening a FIFO (or a device) can block forever.
+        check_regular(path)?;
         let file = File::open(path).map_err(file_err)?;
         let meta = file.metadata().map_err(file_err)?;
         if !meta.is_file() {
-            return Err(Error::usage(format!("{} is not a regular file", path.display()), "give the path of a file"));
+            return Err(not_regular(path, &meta));
         }
         Ok(FileSource { path: path.to_path_buf(), file: Arc::new(file), size: meta.len(), mtime: meta.modified().ok() })
     }

@@ -249,12 +249,8 @@ impl Uplift {
         let o = &self.options;
         let name = match &o.file_name {
             Some(n) => n.clone(),
-            None => file.path().file_name().and_then(|n| n.to_str()).map(String::from).ok_or_else(|| {
-                Error::usage(
-                    format!("the name of {} is not valid UTF-8", file.path().display()),
-                    "pass --file-name NAME.mov",
-                )
-            })?,
+            // A name that is not valid UTF-8 goes with U+FFFD for its invalid bytes (README).
+            None => file.file_name(),
         };
         check_file_name(&name)?;
         let name = name.trim().to_string();

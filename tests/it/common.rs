@@ -56,7 +56,8 @@ pub fn upload_command(args: &[String], envs: &[(String, String)]) -> std::proces
         cmd.env_remove(k);
     }
     cmd.env("XDG_STATE_HOME", fresh_state_home());
-    cmd.env("UPLOAD_CONFIG", "/nonexistent/upload-test-config.toml");
+    // No config file: the default place, in a directory that does not exist.
+    cmd.env_remove("UPLOAD_CONFIG").env("XDG_CONFIG_HOME", "/nonexistent/upload-test-config-home");
     cmd.args(args).envs(envs.iter().cloned());
     cmd
 }

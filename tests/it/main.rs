@@ -8,6 +8,7 @@ mod library;
 mod output;
 mod real_s3;
 mod reliability;
+mod shell;
 mod signin;
 mod snapshots;
 mod teleport;

@@ -11,7 +11,9 @@ async fn run_in(dir: &std::path::Path, a: &[&str]) -> std::process::Output {
     tokio::task::spawn_blocking(move || {
         let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("upload"));
         cmd.env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default()).env("HOME", &dir);
-        cmd.env("UPLOAD_CONFIG", "/nonexistent/upload-test-config.toml").env("COLUMNS", "100");
+        cmd.env_remove("UPLOAD_CONFIG")
+            .env("XDG_CONFIG_HOME", "/nonexistent/upload-test-config-home")
+            .env("COLUMNS", "100");
         cmd.current_dir(&dir).args(&a).output().unwrap()
     })
     .await

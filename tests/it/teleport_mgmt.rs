@@ -247,7 +247,7 @@ async fn run_with_stdin(a: Vec<String>, envs: Vec<(String, String)>, input: &'st
         for k in ["TELEPORT_TOKEN", "UPLOAD_TOKEN", "UPLOAD_TOKEN_COMMAND", "UPLOAD_ENDPOINT", "UPLOAD_FORCE_TTY"] {
             c.env_remove(k);
         }
-        c.env("UPLOAD_CONFIG", "/nonexistent/upload-test-config.toml");
+        c.env_remove("UPLOAD_CONFIG").env("XDG_CONFIG_HOME", "/nonexistent/upload-test-config-home");
         c.args(&a).envs(envs).stdin(std::process::Stdio::piped());
         c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
         let mut child = c.spawn().unwrap();
