@@ -1,28 +1,50 @@
 //! `upload`: uploads large media files to Varjo Teleport, TruVideo, Uplift and Apertur
 //! through the presigned S3 URLs they hand out.
 //!
-//! The binary is a thin layer over [`run`]; the transfer machinery lives in [`engine`] and
-//! one module per vendor in [`providers`].
+//! The library is [`Uploader`] over the transfer machinery in [`engine`] and one module per
+//! vendor in [`providers`]. Depend on it with `default-features = false` to leave out the
+//! command line: the `cli` feature (on by default) adds the modules of the `upload` binary
+//! (argument parsing, terminal output, the configuration file; not public API), and `emulate`
+//! adds `upload demo` and `--emulate` (the emulator in-process).
 
 #![warn(missing_docs)]
 
+// The command line (the `cli` feature): used by the `upload` binary, not library API.
+#[cfg(feature = "cli")]
+#[doc(hidden)]
 pub mod auth;
+#[cfg(feature = "cli")]
+#[doc(hidden)]
 pub mod batch;
+#[cfg(feature = "cli")]
+#[doc(hidden)]
 pub mod cli;
+#[cfg(feature = "cli")]
+#[doc(hidden)]
 pub mod commands;
+#[cfg(feature = "cli")]
+#[doc(hidden)]
 pub mod config;
+#[cfg(feature = "emulate")]
+#[doc(hidden)]
 pub mod demo;
 pub mod engine;
 pub mod error;
 pub mod providers;
 pub mod redact;
+#[cfg(feature = "cli")]
+#[doc(hidden)]
 pub mod settings;
 pub mod size;
+#[cfg(feature = "cli")]
+#[doc(hidden)]
 pub mod ui;
 pub mod uploader;
 
+#[cfg(feature = "cli")]
 use std::io::Write;
 
+#[cfg(feature = "cli")]
 use tokio_util::sync::CancellationToken;
 
 pub use engine::progress::{Event, Progress};
@@ -30,6 +52,8 @@ pub use error::{Error, Result};
 pub use providers::{Provider, UploadOutcome};
 pub use uploader::Uploader;
 
+#[cfg(feature = "cli")]
+#[doc(hidden)]
 /// Runs a parsed command line. Returns the exit code of a run whose failures were already
 /// reported per file; an `Err` is a failure of the whole run, for the caller to print.
 pub async fn run(cli: cli::Cli) -> Result<i32> {
@@ -37,7 +61,10 @@ pub async fn run(cli: cli::Cli) -> Result<i32> {
         return run_command(cmd, cli.output).await;
     }
     if cli.upload.emulate {
+        #[cfg(feature = "emulate")]
         return demo::run_emulated(cli).await;
+        #[cfg(not(feature = "emulate"))]
+        return Err(no_emulator());
     }
     let cancel = CancellationToken::new();
     install_ctrl_c(cancel.clone());
@@ -46,9 +73,13 @@ pub async fn run(cli: cli::Cli) -> Result<i32> {
     batch::run(&cli, &settings, provider.as_ref(), cancel).await
 }
 
+#[cfg(feature = "cli")]
 async fn run_command(cmd: cli::Command, output: cli::OutputArgs) -> Result<i32> {
     match cmd {
+        #[cfg(feature = "emulate")]
         cli::Command::Demo { provider, size } => demo::demo(provider, size, output).await,
+        #[cfg(not(feature = "emulate"))]
+        cli::Command::Demo { .. } => Err(no_emulator()),
         cli::Command::Auth { command: cli::AuthCommand::Check(args) } => auth::check(&args, &output).await,
         cli::Command::Config { command } => {
             let path = config::ConfigFile::path();
@@ -89,6 +120,15 @@ async fn run_command(cmd: cli::Command, output: cli::OutputArgs) -> Result<i32> 
     }
 }
 
+#[cfg(all(feature = "cli", not(feature = "emulate")))]
+fn no_emulator() -> Error {
+    Error::usage(
+        "this upload was built without the emulator",
+        "build it with the default features (or `--features emulate`) for `upload demo` and --emulate",
+    )
+}
+
+#[cfg(feature = "cli")]
 /// First Ctrl-C cancels (parts in flight get a few seconds, the journal is kept); a second
 /// one exits at once.
 pub(crate) fn install_ctrl_c(cancel: CancellationToken) {
@@ -104,6 +144,7 @@ pub(crate) fn install_ctrl_c(cancel: CancellationToken) {
     });
 }
 
+#[cfg(feature = "cli")]
 /// A closed stdout (`| head`) is not an error.
 pub(crate) fn ignore_broken_pipe(r: std::io::Result<()>) -> Result<()> {
     match r {
@@ -113,6 +154,8 @@ pub(crate) fn ignore_broken_pipe(r: std::io::Result<()>) -> Result<()> {
     }
 }
 
+#[cfg(feature = "cli")]
+#[doc(hidden)]
 /// Writes `upload: error: ...` and the hint to stderr.
 pub fn report_error(err: &Error) {
     let mut stderr = std::io::stderr().lock();

@@ -252,8 +252,8 @@ impl UploadSettings {
                     }),
                 })))
             }
-            ProviderName::Uplift => Ok(Box::new(uplift::Uplift::new(uplift::UpliftOptions::from_args(
-                &self.args.uplift,
+            ProviderName::Uplift => Ok(Box::new(uplift::Uplift::new(uplift::UpliftOptions::from_input(
+                &uplift_input(&self.args.uplift),
                 self.args.wait,
                 // One new session group per run (the provider is built once), shared by its files.
                 uuid::Uuid::new_v4(),
@@ -277,9 +277,10 @@ impl UploadSettings {
                     poll_interval: self.args.poll_interval,
                 })?))
             }
-            ProviderName::Apertur => {
-                Ok(Box::new(apertur::Apertur::new(apertur::AperturOptions::from_args(&self.args, self.quiet)?)))
-            }
+            ProviderName::Apertur => Ok(Box::new(apertur::Apertur::new(apertur::AperturOptions::from_input(
+                &apertur_input(&self.args),
+                self.quiet,
+            )?))),
         }
     }
 
@@ -309,6 +310,44 @@ impl UploadSettings {
             state_dir: self.state_dir.clone(),
             resume: self.resume,
         })
+    }
+}
+
+/// The Uplift flags as the provider's plain settings.
+pub fn uplift_input(a: &crate::cli::UpliftArgs) -> uplift::UpliftInput {
+    uplift::UpliftInput {
+        athlete_id: a.athlete_id.clone(),
+        session_group_id: a.session_group_id.clone(),
+        activity: a.activity.clone(),
+        movement: a.movement.clone(),
+        camera_setup: a.camera_setup.clone(),
+        orientation: a.orientation.clone(),
+        camera_config: a.camera_config.clone(),
+        movement_attr: a.movement_attr.clone(),
+        file_name: a.file_name.clone(),
+        capture_time: a.capture_time.clone(),
+    }
+}
+
+/// The Apertur flags (and the shared `--tag`, `--concurrency`, `--wait` ones) as the
+/// provider's plain settings.
+pub fn apertur_input(args: &UploadArgs) -> apertur::AperturInput {
+    let a = &args.apertur;
+    apertur::AperturInput {
+        session: a.session.clone(),
+        destinations: a.destinations.clone(),
+        tags: args.tags.clone(),
+        expires_in_hours: a.expires_in_hours,
+        expires_at: a.expires_at.clone(),
+        max_images: a.max_images,
+        allowed_mime_types: a.allowed_mime_types.clone(),
+        max_image_dimension: a.max_image_dimension,
+        password: a.password.as_deref().map(Secret::new),
+        long_polling: a.long_polling,
+        concurrency: args.concurrency as usize,
+        wait: args.wait,
+        wait_timeout: args.wait_timeout,
+        poll_interval: args.poll_interval,
     }
 }
 

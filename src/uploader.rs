@@ -19,12 +19,11 @@ use std::sync::Arc;
 use futures::Stream;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::ProviderName;
 use crate::engine::progress::{Event, NoProgress, Progress};
 use crate::engine::retry::RetryPolicy;
 use crate::engine::source::FileSource;
 use crate::engine::uploader::UploaderOptions;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::providers::{Api, Context, Provider, TokenSource, UploadOutcome};
 use crate::redact::Secret;
 
@@ -42,9 +41,10 @@ pub struct Uploader {
 }
 
 impl Uploader {
-    /// An uploader for `provider` (e.g. [`crate::providers::teleport::Teleport`]) with the
-    /// documented endpoint, the provider's token environment variable, 8 parts at once, 10
-    /// retries, no resume journal and no progress reporting.
+    /// An uploader for `provider` (e.g. [`crate::providers::teleport::Teleport`], or a
+    /// provider of your own) with the endpoint and token environment variable its
+    /// [`Descriptor`](crate::providers::Descriptor) documents, 8 parts at once, 10 retries, no
+    /// resume journal and no progress reporting.
     pub fn new(provider: impl Provider + 'static) -> Self {
         Uploader {
             provider: Arc::new(provider),
@@ -102,22 +102,20 @@ impl Uploader {
     }
 
     /// Cancelled: no new part starts, parts in flight get a few seconds, and the upload ends
-    /// with [`Error::Interrupted`] (resumable with a state directory).
+    /// with [`Error::Interrupted`](crate::Error::Interrupted) (resumable with a state directory).
     pub fn cancel_token(&self) -> CancellationToken {
         self.cancel.clone()
     }
 
     fn context(&self, progress: Arc<dyn Progress>) -> Result<Context> {
-        use clap::ValueEnum;
-        let name = ProviderName::from_str(self.provider.name(), true)
-            .map_err(|e| Error::usage(e, "use one of the four providers"))?;
-        let endpoint = self.endpoint.clone().unwrap_or_else(|| name.default_endpoint().to_string());
+        let d = self.provider.descriptor();
+        let endpoint = self.endpoint.clone().unwrap_or_else(|| d.endpoint.to_string());
         let base = crate::engine::http::checked_url(&endpoint, "endpoint")?;
-        let token = self.token.clone().or_else(|| crate::settings::resolve_token(None, name));
-        let tokens = Arc::new(TokenSource::new(name.as_str(), name.token_env(), token, self.token_command.clone()));
+        let token = self.token.clone().or_else(|| d.env_token());
+        let tokens = Arc::new(TokenSource::new(d.name, d.token_env, token, self.token_command.clone()));
         let http = crate::engine::http::client(self.options.concurrency);
         Ok(Context {
-            api: Api::new(http, base, name.as_str(), tokens, self.options.retry.clone()),
+            api: Api::new(http, base, d.name, tokens, self.options.retry.clone()),
             uploader: self.options.clone(),
             progress,
             cancel: self.cancel.clone(),

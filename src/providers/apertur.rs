@@ -30,7 +30,6 @@ use tokio::sync::OnceCell;
 
 use super::api::{Api, RequestSigner, Retry};
 use super::{Context, DryRun, Provider, UploadOutcome};
-use crate::cli::UploadArgs;
 use crate::engine::progress::Event;
 use crate::engine::source::FileSource;
 use crate::error::{Error, Result};
@@ -41,6 +40,20 @@ pub const DEFAULT_ENDPOINT: &str = "https://api.apertur.ca";
 /// The image types Apertur accepts.
 pub const MIME_TYPES: [&str; 4] = ["image/jpeg", "image/png", "image/webp", "image/heic"];
 const PROVIDER: &str = "apertur";
+/// Token environment variable.
+pub const TOKEN_ENV: &str = "APERTUR_TOKEN";
+/// What Apertur tells about itself.
+pub static DESCRIPTOR: super::Descriptor = super::Descriptor {
+    name: PROVIDER,
+    title: "Apertur",
+    endpoint: DEFAULT_ENDPOINT,
+    rc_endpoint: None,
+    token_env: TOKEN_ENV,
+    sign_in: super::SignInKind::None,
+    auth_endpoint: None,
+    rc_auth_endpoint: None,
+    config_section: PROVIDER,
+};
 
 /// The MIME type of an image file from its extension (jpeg/jpg, png, webp, heic).
 pub fn mime_for(path: &std::path::Path) -> Option<&'static str> {
@@ -154,6 +167,61 @@ pub fn check_expires_at(t: &str) -> Result<String> {
     Ok(t.trim().to_string())
 }
 
+/// Apertur settings as a user gives them (the command line's flags, the configuration file, or
+/// a library caller), before [`AperturOptions::from_input`] validates them.
+#[derive(Clone, Debug)]
+pub struct AperturInput {
+    /// Upload into this existing session instead of creating one.
+    pub session: Option<String>,
+    /// Destination ids of the new session.
+    pub destinations: Vec<String>,
+    /// Free-text tags of the new session (`order:456`).
+    pub tags: Vec<String>,
+    /// Session lifetime in hours (1 to 168).
+    pub expires_in_hours: Option<u32>,
+    /// Session expiry as an ISO 8601 time.
+    pub expires_at: Option<String>,
+    /// Maximum number of images in the session.
+    pub max_images: Option<u32>,
+    /// Accepted MIME types (image/jpeg, image/png, image/webp, image/heic).
+    pub allowed_mime_types: Vec<String>,
+    /// Maximum width or height in pixels.
+    pub max_image_dimension: Option<u32>,
+    /// Session password (4 to 128 characters).
+    pub password: Option<Secret>,
+    /// Enable long polling (pull-based delivery) on the new session.
+    pub long_polling: bool,
+    /// Images in flight at once (default 8).
+    pub concurrency: usize,
+    /// Follow deliveries after the uploads.
+    pub wait: bool,
+    /// Longest wait for deliveries (default 1 h).
+    pub wait_timeout: Duration,
+    /// First interval between status polls (default 2 s).
+    pub poll_interval: Duration,
+}
+
+impl Default for AperturInput {
+    fn default() -> Self {
+        AperturInput {
+            session: None,
+            destinations: Vec::new(),
+            tags: Vec::new(),
+            expires_in_hours: None,
+            expires_at: None,
+            max_images: None,
+            allowed_mime_types: Vec::new(),
+            max_image_dimension: None,
+            password: None,
+            long_polling: false,
+            concurrency: 8,
+            wait: false,
+            wait_timeout: Duration::from_secs(3600),
+            poll_interval: Duration::from_secs(2),
+        }
+    }
+}
+
 /// Validated Apertur settings of an upload run.
 #[derive(Clone, Debug)]
 pub struct AperturOptions {
@@ -180,16 +248,15 @@ pub struct AperturOptions {
 }
 
 impl AperturOptions {
-    /// Validates the arguments (no request).
-    pub fn from_args(args: &UploadArgs, quiet: bool) -> Result<Self> {
-        let a = &args.apertur;
+    /// Validates the settings (no request). `quiet`: no progress lines.
+    pub fn from_input(a: &AperturInput, quiet: bool) -> Result<Self> {
         if let Some(s) = &a.session {
             check_id("--session", s)?;
             let mut given = Vec::new();
             if !a.destinations.is_empty() {
                 given.push("--destination");
             }
-            if !args.tags.is_empty() {
+            if !a.tags.is_empty() {
                 given.push("--tag");
             }
             if a.expires_in_hours.is_some() {
@@ -227,11 +294,11 @@ impl AperturOptions {
         if a.long_polling {
             create.insert("long_polling".into(), json!(true));
         }
-        if !args.tags.is_empty() {
-            if args.tags.iter().any(|t| t.trim().is_empty()) {
+        if !a.tags.is_empty() {
+            if a.tags.iter().any(|t| t.trim().is_empty()) {
                 return Err(Error::usage("an empty --tag", "give tags such as --tag order:456"));
             }
-            create.insert("tags".into(), json!(args.tags));
+            create.insert("tags".into(), json!(a.tags));
         }
         match (a.expires_in_hours, &a.expires_at) {
             (Some(_), Some(_)) => {
@@ -270,7 +337,7 @@ impl AperturOptions {
             }
             create.insert("max_image_dimension".into(), json!(d));
         }
-        let password = a.password.as_deref().map(Secret::new);
+        let password = a.password.clone();
         if let Some(p) = &password {
             check_password(p.expose())?;
             if a.session.is_none() {
@@ -283,10 +350,10 @@ impl AperturOptions {
             allowed: if allowed.is_empty() { MIME_TYPES.iter().map(|s| s.to_string()).collect() } else { allowed },
             max_images: a.max_images,
             password,
-            concurrency: args.concurrency as usize,
-            wait: args.wait,
-            wait_timeout: args.wait_timeout,
-            poll_interval: args.poll_interval,
+            concurrency: a.concurrency.max(1),
+            wait: a.wait,
+            wait_timeout: a.wait_timeout,
+            poll_interval: a.poll_interval,
             quiet,
         })
     }
@@ -426,8 +493,8 @@ fn protocol(what: &str, message: &str) -> Error {
 
 #[async_trait]
 impl Provider for Apertur {
-    fn name(&self) -> &'static str {
-        PROVIDER
+    fn descriptor(&self) -> &'static super::Descriptor {
+        &DESCRIPTOR
     }
 
     fn dry_run(&self, file: &FileSource) -> Result<DryRun> {

@@ -9,6 +9,8 @@
 //!   upload (≤ 5 GB); Apertur takes one image per multipart request.
 
 pub mod apertur;
+#[cfg(feature = "cli")]
+#[doc(hidden)]
 pub mod apertur_cmd;
 pub mod api;
 pub mod signin;
@@ -29,6 +31,71 @@ use crate::engine::source::FileSource;
 use crate::engine::uploader::UploaderOptions;
 use crate::error::{Error, Result};
 pub use api::{Api, TokenOrigin, TokenSource};
+
+/// Every provider of this crate, in the order the command line lists them. Adding a vendor:
+/// its module (a [`Provider`] and its [`Descriptor`]) and one line here.
+pub static PROVIDERS: [&Descriptor; 4] =
+    [&teleport::DESCRIPTOR, &truvideo::DESCRIPTOR, &uplift::DESCRIPTOR, &apertur::DESCRIPTOR];
+
+/// The descriptor of one of this crate's providers, by [`Descriptor::name`] (any case).
+pub fn descriptor(name: &str) -> Option<&'static Descriptor> {
+    PROVIDERS.iter().copied().find(|d| d.name.eq_ignore_ascii_case(name))
+}
+
+/// How a provider's built-in sign-in obtains a token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignInKind {
+    /// None: a token, or a command that prints one.
+    None,
+    /// OAuth2 client credentials: a client id and its secret (Teleport).
+    ClientCredentials,
+    /// A login signed with a secret key: api key, secret key and external id (TruVideo).
+    SignedLogin,
+}
+
+/// What a provider tells about itself: its name, documented origins, token variable, sign-in
+/// and configuration section. The command line, the configuration file and [`crate::Uploader`]
+/// read these; none of them matches on the provider.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Descriptor {
+    /// The name on the command line, in results and logs (`teleport`).
+    pub name: &'static str,
+    /// The vendor's name for people (`Varjo Teleport`).
+    pub title: &'static str,
+    /// The documented API origin.
+    pub endpoint: &'static str,
+    /// The documented release-candidate origin (TruVideo `--rc`), when there is one.
+    pub rc_endpoint: Option<&'static str>,
+    /// The provider's token environment variable (`UPLOAD_TOKEN` is read after it).
+    pub token_env: &'static str,
+    /// The built-in sign-in.
+    pub sign_in: SignInKind,
+    /// The documented sign-in origin, when there is a built-in sign-in.
+    pub auth_endpoint: Option<&'static str>,
+    /// The sign-in origin of the release-candidate environment.
+    pub rc_auth_endpoint: Option<&'static str>,
+    /// The provider's section of the configuration file (`[teleport]`).
+    pub config_section: &'static str,
+}
+
+impl Descriptor {
+    /// The documented API origin; with `rc`, the release-candidate one when there is one.
+    pub fn endpoint(&self, rc: bool) -> &'static str {
+        self.rc_endpoint.filter(|_| rc).unwrap_or(self.endpoint)
+    }
+
+    /// The documented sign-in origin; with `rc`, the release-candidate one when there is one.
+    pub fn auth_endpoint(&self, rc: bool) -> Option<&'static str> {
+        self.rc_auth_endpoint.filter(|_| rc).or(self.auth_endpoint)
+    }
+
+    /// The token in the environment: the provider's variable, else `UPLOAD_TOKEN` (blank
+    /// values are ignored).
+    pub fn env_token(&self) -> Option<crate::redact::Secret> {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        env(self.token_env).or_else(|| env("UPLOAD_TOKEN")).map(crate::redact::Secret::new)
+    }
+}
 
 /// Everything a provider needs from the run.
 #[derive(Clone)]
@@ -101,8 +168,12 @@ pub struct UploadOutcome {
 /// One vendor's upload flow.
 #[async_trait]
 pub trait Provider: Send + Sync {
+    /// What the provider tells about itself (name, documented origin, token variable, ...).
+    fn descriptor(&self) -> &'static Descriptor;
     /// Provider name as on the command line.
-    fn name(&self) -> &'static str;
+    fn name(&self) -> &'static str {
+        self.descriptor().name
+    }
     /// Validates everything that can be checked locally and describes what an upload would
     /// do. Makes no request.
     fn dry_run(&self, file: &FileSource) -> Result<DryRun>;
@@ -127,5 +198,29 @@ pub trait Provider: Send + Sync {
     /// Called once after every upload of the run ended (Apertur `--wait`: follows deliveries).
     async fn finish(&self, _ctx: &Context) -> Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_names_are_unique_and_found() {
+        for d in PROVIDERS {
+            assert_eq!(descriptor(d.name), Some(d));
+            assert_eq!(descriptor(&d.name.to_ascii_uppercase()), Some(d));
+            assert_eq!(PROVIDERS.iter().filter(|o| o.name == d.name || o.token_env == d.token_env).count(), 1);
+            assert!(d.endpoint.starts_with("https://") && d.token_env.ends_with("_TOKEN"), "{d:?}");
+            assert_eq!(d.sign_in == SignInKind::None, d.auth_endpoint.is_none(), "{d:?}");
+        }
+        assert_eq!(descriptor("nope"), None);
+        let t = descriptor("truvideo").unwrap();
+        assert_eq!(t.endpoint(true), "https://upload-api-rc.truvideo.com");
+        assert_eq!(t.endpoint(false), "https://upload-api.truvideo.com");
+        assert_eq!(t.auth_endpoint(true), Some("https://sdk-mobile-api-rc.truvideo.com"));
+        let tp = descriptor("teleport").unwrap();
+        assert_eq!(tp.endpoint(true), tp.endpoint, "no RC origin: --rc changes nothing");
+        assert_eq!(tp.auth_endpoint(true), Some("https://signin.teleport.varjo.com"));
     }
 }

@@ -25,6 +25,18 @@ use crate::error::{Error, Result};
 pub const DEFAULT_ENDPOINT: &str = "https://teleport.varjo.com";
 /// Token environment variable.
 pub const TOKEN_ENV: &str = "TELEPORT_TOKEN";
+/// What Teleport tells about itself.
+pub static DESCRIPTOR: super::Descriptor = super::Descriptor {
+    name: "teleport",
+    title: "Varjo Teleport",
+    endpoint: DEFAULT_ENDPOINT,
+    rc_endpoint: None,
+    token_env: TOKEN_ENV,
+    sign_in: super::SignInKind::ClientCredentials,
+    auth_endpoint: Some(super::signin::TELEPORT_AUTH_ENDPOINT),
+    rc_auth_endpoint: None,
+    config_section: "teleport",
+};
 
 /// `input_data_format`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -189,8 +201,8 @@ impl PartUrls for TeleportUrls {
 
 #[async_trait]
 impl Provider for Teleport {
-    fn name(&self) -> &'static str {
-        "teleport"
+    fn descriptor(&self) -> &'static super::Descriptor {
+        &DESCRIPTOR
     }
 
     fn dry_run(&self, file: &FileSource) -> Result<DryRun> {

@@ -38,6 +38,18 @@ pub const DEFAULT_ENDPOINT: &str = "https://upload-api.truvideo.com";
 pub const RC_ENDPOINT: &str = "https://upload-api-rc.truvideo.com";
 /// Token environment variable.
 pub const TOKEN_ENV: &str = "TRUVIDEO_TOKEN";
+/// What TruVideo tells about itself.
+pub static DESCRIPTOR: super::Descriptor = super::Descriptor {
+    name: "truvideo",
+    title: "TruVideo Upload V3",
+    endpoint: DEFAULT_ENDPOINT,
+    rc_endpoint: Some(RC_ENDPOINT),
+    token_env: TOKEN_ENV,
+    sign_in: super::SignInKind::SignedLogin,
+    auth_endpoint: Some(super::signin::TRUVIDEO_AUTH_ENDPOINT),
+    rc_auth_endpoint: Some(super::signin::TRUVIDEO_RC_AUTH_ENDPOINT),
+    config_section: "truvideo",
+};
 
 const MIB: u64 = 1024 * 1024;
 /// The documented limits: ≥ 5 MB but the last part (S3's 5 MiB), ≤ 600 MB, ≤ 120 parts.
@@ -511,8 +523,8 @@ fn id_text(v: &Value) -> Option<String> {
 
 #[async_trait]
 impl Provider for Truvideo {
-    fn name(&self) -> &'static str {
-        "truvideo"
+    fn descriptor(&self) -> &'static super::Descriptor {
+        &DESCRIPTOR
     }
 
     fn dry_run(&self, file: &FileSource) -> Result<DryRun> {

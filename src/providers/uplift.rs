@@ -29,7 +29,6 @@ use serde_json::{Map, Value, json};
 
 use super::api::Retry;
 use super::{Context, DryRun, Provider, UploadOutcome};
-use crate::cli::UpliftArgs;
 use crate::engine::post::{FilePart, FormFields, PostForm, PostResult, S3_POST_MAX, post_form};
 use crate::engine::progress::Event;
 use crate::engine::source::FileSource;
@@ -41,6 +40,18 @@ pub const DEFAULT_ENDPOINT: &str = "https://api.uplift.ai";
 pub const RESERVE_PATH: &str = "/v1/captures";
 /// Token environment variable.
 pub const TOKEN_ENV: &str = "UPLIFT_TOKEN";
+/// What Uplift tells about itself.
+pub static DESCRIPTOR: super::Descriptor = super::Descriptor {
+    name: "uplift",
+    title: "Uplift",
+    endpoint: DEFAULT_ENDPOINT,
+    rc_endpoint: None,
+    token_env: TOKEN_ENV,
+    sign_in: super::SignInKind::None,
+    auth_endpoint: None,
+    rc_auth_endpoint: None,
+    config_section: "uplift",
+};
 /// Most reservations made for one file when forms keep expiring.
 pub const MAX_RESERVATIONS: u32 = 3;
 /// Longest `file_name` Uplift takes.
@@ -60,6 +71,33 @@ pub enum CaptureTime {
     Mtime,
     /// A given time.
     At(DateTime<Utc>),
+}
+
+/// Uplift settings as a user gives them (the command line's flags, the configuration file,
+/// or a library caller), before [`UpliftOptions::from_input`] validates them. Blank values
+/// count as missing.
+#[derive(Clone, Debug, Default)]
+pub struct UpliftInput {
+    /// Athlete UUID.
+    pub athlete_id: Option<String>,
+    /// Session group UUID (default: the run's new one).
+    pub session_group_id: Option<String>,
+    /// `movement_attributes.activity`, e.g. golf.
+    pub activity: Option<String>,
+    /// `movement_attributes.movement`, e.g. full_swing.
+    pub movement: Option<String>,
+    /// `camera_configuration.camera_setup_selection`, e.g. single.down_the_line.
+    pub camera_setup: Option<String>,
+    /// `camera_configuration.camera_orientation`: portrait or landscape.
+    pub orientation: Option<String>,
+    /// Extra `camera_configuration` entries `K=V`.
+    pub camera_config: Vec<String>,
+    /// Extra `movement_attributes` entries `K=V`.
+    pub movement_attr: Vec<String>,
+    /// `file_name` sent to Uplift (default: the file's name; must end in .mov).
+    pub file_name: Option<String>,
+    /// `capture_time`: RFC 3339, or `mtime` (default: the server's time).
+    pub capture_time: Option<String>,
 }
 
 /// Validated Uplift settings.
@@ -119,9 +157,9 @@ fn parse_pairs(items: &[String], flag: &str, reserved: &[(&str, &str)]) -> Resul
 }
 
 impl UpliftOptions {
-    /// Validates the Uplift flags. `default_group` is the session group used when none is
-    /// given (one per run, so the files of a run share it).
-    pub fn from_args(args: &UpliftArgs, wait: bool, default_group: uuid::Uuid) -> Result<Self> {
+    /// Validates the Uplift settings (no request). `default_group` is the session group used
+    /// when none is given (one per run, so the files of a run share it).
+    pub fn from_input(args: &UpliftInput, wait: bool, default_group: uuid::Uuid) -> Result<Self> {
         let given = |v: &Option<String>| v.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(String::from);
         let missing: Vec<&str> = [
             ("--athlete-id", &args.athlete_id),
@@ -356,8 +394,8 @@ impl Uplift {
 
 #[async_trait]
 impl Provider for Uplift {
-    fn name(&self) -> &'static str {
-        "uplift"
+    fn descriptor(&self) -> &'static super::Descriptor {
+        &DESCRIPTOR
     }
 
     fn dry_run(&self, file: &FileSource) -> Result<DryRun> {
@@ -470,8 +508,8 @@ impl Provider for Uplift {
 mod tests {
     use super::*;
 
-    fn args() -> UpliftArgs {
-        UpliftArgs {
+    fn args() -> UpliftInput {
+        UpliftInput {
             athlete_id: Some("AAAAAAAA-bbbb-cccc-dddd-eeeeeeeeeeee".into()),
             activity: Some("golf".into()),
             movement: Some("full_swing".into()),
@@ -484,29 +522,32 @@ mod tests {
     #[test]
     fn options_are_validated() {
         let g = uuid::Uuid::new_v4();
-        let o = UpliftOptions::from_args(&args(), false, g).unwrap();
+        let o = UpliftOptions::from_input(&args(), false, g).unwrap();
         assert_eq!(o.athlete_id, "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee");
         assert_eq!((o.session_group_id.as_str(), o.session_group_generated), (g.to_string().as_str(), true));
         assert_eq!(o.capture_time, CaptureTime::Server);
 
-        let e =
-            UpliftOptions::from_args(&UpliftArgs { activity: None, orientation: Some(" ".into()), ..args() }, false, g)
-                .unwrap_err();
+        let e = UpliftOptions::from_input(
+            &UpliftInput { activity: None, orientation: Some(" ".into()), ..args() },
+            false,
+            g,
+        )
+        .unwrap_err();
         assert_eq!(e.to_string(), "Uplift needs --activity, --orientation");
         let e =
-            UpliftOptions::from_args(&UpliftArgs { athlete_id: Some("42".into()), ..args() }, false, g).unwrap_err();
+            UpliftOptions::from_input(&UpliftInput { athlete_id: Some("42".into()), ..args() }, false, g).unwrap_err();
         assert!(e.to_string().contains("--athlete-id '42' is not a UUID"));
-        let simple = UpliftArgs { session_group_id: Some("11111111222233334444555555555555".into()), ..args() };
-        assert!(UpliftOptions::from_args(&simple, false, g).is_err(), "only the hyphenated form");
-        let e = UpliftOptions::from_args(&UpliftArgs { camera_config: vec!["fps".into()], ..args() }, false, g)
+        let simple = UpliftInput { session_group_id: Some("11111111222233334444555555555555".into()), ..args() };
+        assert!(UpliftOptions::from_input(&simple, false, g).is_err(), "only the hyphenated form");
+        let e = UpliftOptions::from_input(&UpliftInput { camera_config: vec!["fps".into()], ..args() }, false, g)
             .unwrap_err();
         assert!(e.to_string().contains("is not KEY=VALUE"));
         let e =
-            UpliftOptions::from_args(&UpliftArgs { movement_attr: vec!["movement=putt".into()], ..args() }, false, g)
+            UpliftOptions::from_input(&UpliftInput { movement_attr: vec!["movement=putt".into()], ..args() }, false, g)
                 .unwrap_err();
         assert_eq!(e.hint().as_deref(), Some("use --movement"));
-        let o = UpliftOptions::from_args(
-            &UpliftArgs {
+        let o = UpliftOptions::from_input(
+            &UpliftInput {
                 camera_config: vec!["fps=240".into(), "lens=a=b".into(), "fps=120".into()],
                 capture_time: Some("2026-05-13T14:00:00+02:00".into()),
                 ..args()
@@ -517,7 +558,7 @@ mod tests {
         .unwrap();
         assert_eq!(o.camera_config, [("lens".to_string(), "a=b".to_string()), ("fps".into(), "120".into())]);
         assert_eq!(o.capture_time, CaptureTime::At("2026-05-13T12:00:00Z".parse().unwrap()));
-        let e = UpliftOptions::from_args(&UpliftArgs { capture_time: Some("yesterday".into()), ..args() }, false, g)
+        let e = UpliftOptions::from_input(&UpliftInput { capture_time: Some("yesterday".into()), ..args() }, false, g)
             .unwrap_err();
         assert!(e.to_string().contains("not an RFC 3339 time"));
     }
