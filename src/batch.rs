@@ -307,7 +307,7 @@ impl ForceRun {
             return Ok(run);
         }
         let run = ForceRun { id: uuid::Uuid::new_v4().to_string(), started_at: chrono::Utc::now().to_rfc3339(), path };
-        crate::engine::journal::write_private_atomic(&run.path, &serde_json::to_vec(&run).expect("serializes"))?;
+        crate::engine::durable::write_atomic(&run.path, &serde_json::to_vec(&run).expect("serializes"))?;
         Ok(run)
     }
 
