@@ -13,7 +13,6 @@
 //! (`sub`, `client_id`, `email`, ...) are shown (read locally, never the token itself).
 
 use std::io::Write;
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use reqwest::Method;
@@ -48,23 +47,19 @@ pub async fn check(args: &AuthCheckArgs, output: &OutputArgs) -> Result<i32> {
     };
     let query: Vec<(&str, String)> =
         if provider == ProviderName::Teleport { vec![("limit", "1".into())] } else { vec![] };
-    let endpoint_text = args.endpoint.clone().unwrap_or_else(|| match provider {
-        ProviderName::Truvideo if args.rc => crate::providers::truvideo::RC_ENDPOINT.to_string(),
-        _ => provider.default_endpoint().to_string(),
-    });
-    let endpoint = crate::engine::http::checked_url(&endpoint_text, "--endpoint")?;
-    let http = crate::engine::http::client(1);
-    let state_dir = args.state_dir.clone().or_else(crate::settings::default_state_dir);
-    let token = Arc::new(crate::settings::token_source(
+    let crate::settings::Connection { endpoint, token, http, .. } = crate::settings::connect(
         provider,
-        crate::settings::resolve_token(args.token.as_deref(), provider)
-            .or_else(|| config.section(provider).token.clone().map(crate::redact::Secret::new)),
-        args.token_command.clone(),
-        &args.sign_in,
-        args.rc,
-        state_dir.as_deref(),
-        &http,
-    )?);
+        &config,
+        crate::settings::ConnectionArgs {
+            endpoint: args.endpoint.clone(),
+            token: args.token.as_deref(),
+            token_command: args.token_command.clone(),
+            sign_in: &args.sign_in,
+            rc: args.rc,
+            state_dir: args.state_dir.clone(),
+            concurrency: 1,
+        },
+    )?;
     token.sign_in_now().await?;
     let api = Api::new(
         http,

@@ -24,6 +24,7 @@
 //! destinations = ["d290f1ee-6c54-4b01-90e6-d701748f0851"]
 //! ```
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -31,25 +32,15 @@ use serde::{Deserialize, Serialize};
 use crate::cli::{ProviderName, UploadArgs};
 use crate::error::{Error, Result};
 
-/// The whole file.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+/// The whole file: `[defaults]` and one section per provider, named by its descriptor's
+/// [`config_section`](crate::providers::Descriptor::config_section).
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct ConfigFile {
     /// Settings for every provider.
-    #[serde(default)]
     pub defaults: Defaults,
-    /// Varjo Teleport.
-    #[serde(default)]
-    pub teleport: Section,
-    /// TruVideo.
-    #[serde(default)]
-    pub truvideo: Section,
-    /// Uplift.
-    #[serde(default)]
-    pub uplift: Section,
-    /// Apertur.
-    #[serde(default)]
-    pub apertur: Section,
+    /// The providers' sections that the file has, by section name.
+    #[serde(flatten)]
+    pub sections: BTreeMap<String, Section>,
 }
 
 /// `[defaults]`.
@@ -135,23 +126,34 @@ impl ConfigFile {
     /// Loads a given file.
     pub fn load_from(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::File { path: path.into(), source: e })?;
-        toml::from_str(&text).map_err(|e| {
-            let msg = e.message().to_string();
+        let invalid = |msg: String| {
             Error::usage(
                 format!("config file {} is invalid: {msg}", path.display()),
                 "fix or remove the file; `upload config show` prints what is read",
             )
-        })
+        };
+        let table: toml::Table = toml::from_str(&text).map_err(|e| invalid(e.message().to_string()))?;
+        let mut file = ConfigFile::default();
+        for (key, value) in table {
+            let in_section = |e: toml::de::Error| invalid(format!("[{key}]: {}", e.message().trim()));
+            if key == "defaults" {
+                file.defaults = value.try_into().map_err(in_section)?;
+            } else if crate::providers::PROVIDERS.iter().any(|d| d.config_section == key) {
+                let section: Section = value.clone().try_into().map_err(in_section)?;
+                file.sections.insert(key, section);
+            } else {
+                let known: Vec<String> = std::iter::once("[defaults]".to_string())
+                    .chain(crate::providers::PROVIDERS.iter().map(|d| format!("[{}]", d.config_section)))
+                    .collect();
+                return Err(invalid(format!("unknown section [{key}]: the sections are {}", known.join(", "))));
+            }
+        }
+        Ok(file)
     }
 
-    /// The section of a provider.
-    pub fn section(&self, provider: ProviderName) -> &Section {
-        match provider {
-            ProviderName::Teleport => &self.teleport,
-            ProviderName::Truvideo => &self.truvideo,
-            ProviderName::Uplift => &self.uplift,
-            ProviderName::Apertur => &self.apertur,
-        }
+    /// The section of a provider (empty when the file has none).
+    pub fn section(&self, provider: ProviderName) -> Section {
+        self.sections.get(provider.descriptor().config_section).cloned().unwrap_or_default()
     }
 
     /// The default provider, if the file names one.
@@ -180,28 +182,18 @@ impl ConfigFile {
             args.state_dir = self.defaults.state_dir.clone();
         }
         let Some(provider) = args.provider else { return Ok(()) };
-        let s = self.section(provider).clone();
-        self.apply_sign_in(provider, &mut args.sign_in);
-        fill(&mut args.endpoint, s.endpoint);
-        fill(&mut args.token_command, s.token_command);
-        match provider {
-            ProviderName::Truvideo => {
-                fill(&mut args.truvideo.creator, s.creator);
-                args.truvideo.rc |= s.rc.unwrap_or(false);
-            }
-            ProviderName::Uplift => {
-                fill(&mut args.uplift.athlete_id, s.athlete_id);
-                fill(&mut args.uplift.activity, s.activity);
-                fill(&mut args.uplift.movement, s.movement);
-                fill(&mut args.uplift.camera_setup, s.camera_setup);
-                fill(&mut args.uplift.orientation, s.orientation);
-            }
-            ProviderName::Apertur => {
-                if args.apertur.destinations.is_empty() {
-                    args.apertur.destinations = s.destinations;
-                }
-            }
-            ProviderName::Teleport => {}
+        // The connection keys (endpoint, token, sign-in, rc) are merged by
+        // `settings::connect`; these are the upload's own. A key of another provider's flags
+        // (say `creator` in `[uplift]`) fills a flag this provider does not read.
+        let s = self.section(provider);
+        fill(&mut args.truvideo.creator, s.creator);
+        fill(&mut args.uplift.athlete_id, s.athlete_id);
+        fill(&mut args.uplift.activity, s.activity);
+        fill(&mut args.uplift.movement, s.movement);
+        fill(&mut args.uplift.camera_setup, s.camera_setup);
+        fill(&mut args.uplift.orientation, s.orientation);
+        if args.apertur.destinations.is_empty() {
+            args.apertur.destinations = s.destinations;
         }
         Ok(())
     }
@@ -209,29 +201,19 @@ impl ConfigFile {
     /// Fills the sign-in credentials the command line and the environment left unset from the
     /// provider's section (`client_id`/`client_secret`, `api_key`/`secret_key`/`external_id`).
     pub fn apply_sign_in(&self, provider: ProviderName, a: &mut crate::cli::SignInArgs) {
-        let s = self.section(provider).clone();
+        let s = self.section(provider);
         fill(&mut a.client_id, s.client_id);
         fill(&mut a.client_secret, s.client_secret);
         fill(&mut a.api_key, s.api_key);
-        fill(&mut a.secret_key, s.secret_key);
         fill(&mut a.external_id, s.external_id);
+        fill(&mut a.secret_key, s.secret_key);
     }
 
-    /// Fills what `upload auth check`'s command line and environment left unset.
+    /// Fills what `upload auth check`'s command line and environment left unset (the
+    /// provider; the connection keys are merged by `settings::connect`).
     pub fn apply_auth_check(&self, a: &mut crate::cli::AuthCheckArgs) -> Result<()> {
         if a.provider.is_none() {
             a.provider = self.default_provider()?;
-        }
-        if a.state_dir.is_none() {
-            a.state_dir = self.defaults.state_dir.clone();
-        }
-        let Some(provider) = a.provider else { return Ok(()) };
-        let s = self.section(provider).clone();
-        self.apply_sign_in(provider, &mut a.sign_in);
-        fill(&mut a.endpoint, s.endpoint);
-        fill(&mut a.token_command, s.token_command);
-        if provider == ProviderName::Truvideo {
-            a.rc |= s.rc.unwrap_or(false);
         }
         Ok(())
     }
@@ -279,12 +261,16 @@ mod tests {
         assert_eq!(args.provider, Some(ProviderName::Uplift));
         assert_eq!(args.uplift.athlete_id.as_deref(), Some("a"));
         assert_eq!(args.uplift.activity.as_deref(), Some("golf"));
-        assert_eq!(args.endpoint.as_deref(), Some("http://127.0.0.1:1"));
+        assert_eq!(c.section(ProviderName::Uplift).endpoint.as_deref(), Some("http://127.0.0.1:1"));
+        assert_eq!(c.section(ProviderName::Teleport).endpoint, None);
         let shown = c.redacted_toml();
         assert!(shown.contains("***") && !shown.contains("sekret-token"), "{shown}");
 
         std::fs::write(&p, "[uplift]\nathelete_id = \"a\"\n").unwrap();
         let e = ConfigFile::load_from(&p).unwrap_err();
-        assert!(e.to_string().contains("athelete_id"), "{e}");
+        assert!(e.to_string().contains("athelete_id") && e.to_string().contains("[uplift]"), "{e}");
+        std::fs::write(&p, "[teleprot]\ntoken = \"t\"\n").unwrap();
+        let e = ConfigFile::load_from(&p).unwrap_err().to_string();
+        assert!(e.contains("unknown section [teleprot]") && e.contains("[teleport]"), "{e}");
     }
 }

@@ -7,12 +7,15 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{ApiArgs, OutputArgs, ProviderName, SignInArgs, UploadArgs};
+use crate::config::ConfigFile;
 use crate::engine::progress::Progress;
 use crate::engine::retry::RetryPolicy;
 use crate::engine::uploader::UploaderOptions;
 use crate::error::{Error, Result};
-use crate::providers::signin::{self, Credentials, SignIn};
-use crate::providers::{Api, Context, Provider, TokenSource, apertur, teleport, truvideo, uplift};
+use crate::providers::signin::{Credentials, SignIn};
+use crate::providers::{
+    Api, Context, Descriptor, Provider, SignInKind, TokenSource, apertur, teleport, truvideo, uplift,
+};
 use crate::redact::Secret;
 
 /// Validated settings for an upload run.
@@ -35,73 +38,102 @@ pub struct UploadSettings {
 }
 
 impl ProviderName {
+    /// What the provider tells about itself: the one place where the command line's provider
+    /// names meet the registry ([`crate::providers::PROVIDERS`]).
+    pub fn descriptor(self) -> &'static Descriptor {
+        use clap::ValueEnum;
+        let value = self.to_possible_value().expect("no --provider value is skipped");
+        crate::providers::descriptor(value.get_name()).expect("every --provider value is registered")
+    }
     /// The name on the command line.
     pub fn as_str(self) -> &'static str {
-        match self {
-            ProviderName::Teleport => "teleport",
-            ProviderName::Truvideo => "truvideo",
-            ProviderName::Uplift => "uplift",
-            ProviderName::Apertur => "apertur",
-        }
-    }
-    /// The provider's token environment variable.
-    pub fn token_env(self) -> &'static str {
-        match self {
-            ProviderName::Teleport => "TELEPORT_TOKEN",
-            ProviderName::Truvideo => "TRUVIDEO_TOKEN",
-            ProviderName::Uplift => "UPLIFT_TOKEN",
-            ProviderName::Apertur => "APERTUR_TOKEN",
-        }
-    }
-    /// The documented origin.
-    pub fn default_endpoint(self) -> &'static str {
-        match self {
-            ProviderName::Teleport => teleport::DEFAULT_ENDPOINT,
-            ProviderName::Truvideo => truvideo::DEFAULT_ENDPOINT,
-            ProviderName::Uplift => uplift::DEFAULT_ENDPOINT,
-            ProviderName::Apertur => apertur::DEFAULT_ENDPOINT,
-        }
+        self.descriptor().name
     }
 }
 
 /// `--token`, else the provider's env var, else `UPLOAD_TOKEN`.
 pub fn resolve_token(flag: Option<&str>, provider: ProviderName) -> Option<Secret> {
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
-    flag.map(String::from).or_else(|| env(provider.token_env())).or_else(|| env("UPLOAD_TOKEN")).map(Secret::new)
+    flag.map(Secret::new).or_else(|| provider.descriptor().env_token())
 }
 
-/// The API client of a management subcommand (`upload teleport list`, ...): endpoint and token
-/// resolved exactly as for an upload (`--endpoint`/`UPLOAD_ENDPOINT`, `--token`, the provider's
-/// env var, `UPLOAD_TOKEN`, the built-in sign-in, `--token-command`, then the config file's
-/// section).
-pub fn api_from_args(provider: ProviderName, args: &ApiArgs) -> Result<Api> {
-    let config = crate::config::ConfigFile::load()?;
+/// How a command reaches a provider's API, as given on the command line or in the
+/// environment (clap has merged those two already).
+pub struct ConnectionArgs<'a> {
+    /// `--endpoint` / `UPLOAD_ENDPOINT`.
+    pub endpoint: Option<String>,
+    /// `--token`.
+    pub token: Option<&'a str>,
+    /// `--token-command` / `UPLOAD_TOKEN_COMMAND`.
+    pub token_command: Option<String>,
+    /// Built-in sign-in flags.
+    pub sign_in: &'a SignInArgs,
+    /// `--rc` (TruVideo's release-candidate environment).
+    pub rc: bool,
+    /// `--state-dir` / `UPLOAD_STATE_DIR`.
+    pub state_dir: Option<PathBuf>,
+    /// Connections of the HTTP pool.
+    pub concurrency: usize,
+}
+
+/// A command's resolved connection to a provider's API.
+pub struct Connection {
+    /// API base URL.
+    pub endpoint: url::Url,
+    /// Token source (given token > built-in sign-in > token command).
+    pub token: Arc<TokenSource>,
+    /// State directory.
+    pub state_dir: Option<PathBuf>,
+    /// The HTTP pool.
+    pub http: reqwest::Client,
+}
+
+/// The one merge of the connection settings of every command (uploads, `auth check`, the
+/// management subcommands): flags > environment > the configuration file (the provider's
+/// section, `[defaults]`) > what the provider's descriptor documents.
+pub fn connect(provider: ProviderName, config: &ConfigFile, a: ConnectionArgs<'_>) -> Result<Connection> {
+    let d = provider.descriptor();
     let section = config.section(provider);
-    let endpoint_text = args
-        .endpoint
-        .clone()
-        .or_else(|| section.endpoint.clone())
-        .unwrap_or_else(|| provider.default_endpoint().to_string());
-    let base = crate::engine::http::checked_url(&endpoint_text, "--endpoint")?;
-    let mut sign_in = args.sign_in.credentials.clone();
+    let rc = a.rc || section.rc.unwrap_or(false);
+    let endpoint_text = a.endpoint.or(section.endpoint.clone()).unwrap_or_else(|| d.endpoint(rc).to_string());
+    let endpoint = crate::engine::http::checked_url(&endpoint_text, "--endpoint")?;
+    let mut sign_in = a.sign_in.clone();
     config.apply_sign_in(provider, &mut sign_in);
-    let state_dir =
-        args.sign_in.state_dir.clone().or_else(|| config.defaults.state_dir.clone()).or_else(default_state_dir);
-    let http = crate::engine::http::client(4);
+    let state_dir = a.state_dir.or_else(|| config.defaults.state_dir.clone()).or_else(default_state_dir);
+    let http = crate::engine::http::client(a.concurrency);
     let token = Arc::new(token_source(
         provider,
-        resolve_token(args.token.as_deref(), provider).or_else(|| section.token.clone().map(Secret::new)),
-        args.token_command.clone().or_else(|| section.token_command.clone()),
+        resolve_token(a.token, provider).or_else(|| section.token.clone().map(Secret::new)),
+        a.token_command.or(section.token_command.clone()),
         &sign_in,
-        section.rc.unwrap_or(false),
+        rc,
         state_dir.as_deref(),
         &http,
     )?);
+    Ok(Connection { endpoint, token, state_dir, http })
+}
+
+/// The API client of a management subcommand (`upload teleport list`, ...): endpoint and token
+/// resolved exactly as for an upload ([`connect`]).
+pub fn api_from_args(provider: ProviderName, args: &ApiArgs) -> Result<Api> {
+    let config = ConfigFile::load()?;
+    let c = connect(
+        provider,
+        &config,
+        ConnectionArgs {
+            endpoint: args.endpoint.clone(),
+            token: args.token.as_deref(),
+            token_command: args.token_command.clone(),
+            sign_in: &args.sign_in.credentials,
+            rc: false,
+            state_dir: args.sign_in.state_dir.clone(),
+            concurrency: 4,
+        },
+    )?;
     Ok(Api::new(
-        http,
-        base,
-        provider.as_str_static(),
-        token,
+        c.http,
+        c.endpoint,
+        provider.as_str(),
+        c.token,
         RetryPolicy { max_retries: args.retries, ..RetryPolicy::default() },
     ))
 }
@@ -117,55 +149,39 @@ pub fn token_source(
     state_dir: Option<&std::path::Path>,
     http: &reqwest::Client,
 ) -> Result<TokenSource> {
+    let d = provider.descriptor();
     let given = token.as_ref().is_some_and(|t| !t.is_empty());
-    let sign_in = match sign_in_credentials(provider, sign_in, given)? {
+    let sign_in = match sign_in_credentials(d, sign_in, given)? {
         None => None,
         Some(credentials) => {
-            let text = sign_in.auth_endpoint.clone().unwrap_or_else(|| default_auth_endpoint(provider, rc).to_string());
-            let endpoint = crate::engine::http::checked_url(&text, "--auth-endpoint")?;
-            Some(SignIn::new(provider.as_str_static(), endpoint, credentials, http.clone(), state_dir))
+            let text = sign_in.auth_endpoint.as_deref().or(d.auth_endpoint(rc)).unwrap_or_default();
+            let endpoint = crate::engine::http::checked_url(text, "--auth-endpoint")?;
+            Some(SignIn::new(d.name, endpoint, credentials, http.clone(), state_dir))
         }
     };
-    Ok(TokenSource::with_sign_in(provider.as_str_static(), provider.token_env(), token, sign_in, command))
-}
-
-/// The documented sign-in origin of a provider.
-pub fn default_auth_endpoint(provider: ProviderName, rc: bool) -> &'static str {
-    match provider {
-        ProviderName::Truvideo if rc => signin::TRUVIDEO_RC_AUTH_ENDPOINT,
-        ProviderName::Truvideo => signin::TRUVIDEO_AUTH_ENDPOINT,
-        _ => signin::TELEPORT_AUTH_ENDPOINT,
-    }
+    Ok(TokenSource::with_sign_in(d.name, d.token_env, token, sign_in, command))
 }
 
 /// The provider's sign-in credentials, when all of them are given. Some but not all is a usage
 /// error, unless a given token makes the sign-in unnecessary at start (it then only renews).
-fn sign_in_credentials(provider: ProviderName, a: &SignInArgs, token_given: bool) -> Result<Option<Credentials>> {
+fn sign_in_credentials(d: &Descriptor, a: &SignInArgs, token_given: bool) -> Result<Option<Credentials>> {
     let val = |v: &Option<String>| v.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(String::from);
-    let missing = |names: Vec<&str>| {
-        Error::usage(
-            format!("incomplete {} sign-in credentials: {} missing", provider.as_str(), names.join(" and ")),
-            match provider {
-                ProviderName::Teleport => {
-                    "give both --client-id and --client-secret (env TELEPORT_CLIENT_ID, TELEPORT_CLIENT_SECRET)"
-                }
-                _ => {
-                    "give --api-key, --secret-key and --external-id (env TRUVIDEO_API_KEY, TRUVIDEO_SECRET_KEY, TRUVIDEO_EXTERNAL_ID)"
-                }
-            },
-        )
+    let missing = |names: Vec<&str>, hint: &str| {
+        Error::usage(format!("incomplete {} sign-in credentials: {} missing", d.name, names.join(" and ")), hint)
     };
-    match provider {
-        ProviderName::Teleport => match (val(&a.client_id), val(&a.client_secret)) {
+    match d.sign_in {
+        SignInKind::ClientCredentials => match (val(&a.client_id), val(&a.client_secret)) {
             (Some(client_id), Some(secret)) => {
                 Ok(Some(Credentials::Teleport { client_id, client_secret: Secret::new(secret) }))
             }
             (None, None) => Ok(None),
             _ if token_given => Ok(None),
-            (None, _) => Err(missing(vec!["--client-id"])),
-            (_, None) => Err(missing(vec!["--client-secret"])),
+            (c, _) => Err(missing(
+                vec![if c.is_none() { "--client-id" } else { "--client-secret" }],
+                "give both --client-id and --client-secret (env TELEPORT_CLIENT_ID, TELEPORT_CLIENT_SECRET)",
+            )),
         },
-        ProviderName::Truvideo => {
+        SignInKind::SignedLogin => {
             let (k, s, e) = (val(&a.api_key), val(&a.secret_key), val(&a.external_id));
             match (k, s, e) {
                 (Some(api_key), Some(secret), Some(external_id)) => {
@@ -176,18 +192,21 @@ fn sign_in_credentials(provider: ProviderName, a: &SignInArgs, token_given: bool
                 (k, s, e) => {
                     let names =
                         [("--api-key", k.is_none()), ("--secret-key", s.is_none()), ("--external-id", e.is_none())];
-                    Err(missing(names.iter().filter(|(_, m)| *m).map(|(n, _)| *n).collect()))
+                    Err(missing(
+                        names.iter().filter(|(_, m)| *m).map(|(n, _)| *n).collect(),
+                        "give --api-key, --secret-key and --external-id (env TRUVIDEO_API_KEY, TRUVIDEO_SECRET_KEY, TRUVIDEO_EXTERNAL_ID)",
+                    ))
                 }
             }
         }
-        _ => Ok(None),
+        SignInKind::None => Ok(None),
     }
 }
 
 impl UploadSettings {
     /// Validates the arguments.
     pub fn from_args(args: &UploadArgs, output: &OutputArgs) -> Result<Self> {
-        let config = crate::config::ConfigFile::load()?;
+        let config = ConfigFile::load()?;
         let mut args = args.clone();
         config.apply(&mut args)?;
         let args = &args;
@@ -197,24 +216,20 @@ impl UploadSettings {
                 "pass --provider teleport|truvideo|uplift|apertur (or set UPLOAD_PROVIDER)",
             )
         })?;
-        let endpoint_text = args.endpoint.clone().unwrap_or_else(|| match provider {
-            ProviderName::Truvideo if args.truvideo.rc => truvideo::RC_ENDPOINT.to_string(),
-            _ => provider.default_endpoint().to_string(),
-        });
-        let endpoint = crate::engine::http::checked_url(&endpoint_text, "--endpoint")?;
         let concurrency = args.concurrency as usize;
-        let http = crate::engine::http::client(concurrency);
-        let state_dir = args.state_dir.clone().or_else(default_state_dir);
-        let token = Arc::new(token_source(
+        let Connection { endpoint, token, state_dir, http } = connect(
             provider,
-            resolve_token(args.token.as_deref(), provider)
-                .or_else(|| config.section(provider).token.clone().map(Secret::new)),
-            args.token_command.clone(),
-            &args.sign_in,
-            args.truvideo.rc,
-            state_dir.as_deref(),
-            &http,
-        )?);
+            &config,
+            ConnectionArgs {
+                endpoint: args.endpoint.clone(),
+                token: args.token.as_deref(),
+                token_command: args.token_command.clone(),
+                sign_in: &args.sign_in,
+                rc: args.truvideo.rc,
+                state_dir: args.state_dir.clone(),
+                concurrency,
+            },
+        )?;
         let uploader = UploaderOptions {
             concurrency,
             url_prefetch: concurrency.clamp(2, 8),
@@ -298,7 +313,7 @@ impl UploadSettings {
             api: Api {
                 http: self.http.clone(),
                 base: self.endpoint.clone(),
-                provider: self.provider.as_str_static(),
+                provider: self.provider.as_str(),
                 token: self.token.clone(),
                 retry: self.uploader.retry.clone(),
                 signer: self.signer(),
@@ -351,16 +366,26 @@ pub fn apertur_input(args: &UploadArgs) -> apertur::AperturInput {
     }
 }
 
-impl ProviderName {
-    fn as_str_static(self) -> &'static str {
-        self.as_str()
-    }
-}
-
 /// `$XDG_STATE_HOME/upload`, else `~/.local/state/upload`.
 pub fn default_state_dir() -> Option<PathBuf> {
     if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
         return Some(PathBuf::from(x).join("upload"));
     }
     std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".local/state/upload"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_provider_flag_value_is_registered_and_back() {
+        use clap::ValueEnum;
+        assert_eq!(ProviderName::value_variants().len(), crate::providers::PROVIDERS.len());
+        for d in crate::providers::PROVIDERS {
+            let name = ProviderName::from_str(d.name, false).unwrap();
+            assert_eq!(name.descriptor(), d);
+            assert_eq!(name.as_str(), d.name);
+        }
+    }
 }
