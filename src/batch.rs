@@ -345,7 +345,7 @@ pub fn find_done(
 ) -> Option<DoneRecord> {
     let text = std::fs::read(done_path(state_dir, provider, endpoint, identity, destination)).ok()?;
     let rec: DoneRecord = serde_json::from_slice(&text).ok()?;
-    (rec.file == *identity && rec.destination == destination).then_some(rec)
+    (rec.file.same_file(identity) && rec.destination == destination).then_some(rec)
 }
 
 /// Remembers a finished upload.

@@ -18,6 +18,8 @@ pub mod exit {
     pub const PROCESSING_FAILED: i32 = 6;
     /// A deadline passed while waiting (for processing, delivery, ...).
     pub const TIMEOUT: i32 = 7;
+    /// Another run is uploading the same file (its journal is locked); nothing was sent.
+    pub const BUSY: i32 = 8;
     /// Interrupted by Ctrl-C; the upload can be resumed by running the same command again.
     pub const INTERRUPTED: i32 = 130;
 }
@@ -101,6 +103,14 @@ pub enum Error {
         /// The deadline in seconds.
         seconds: u64,
     },
+    /// Another run holds the lock of this upload's journal; nothing was sent.
+    #[error("{message}")]
+    Busy {
+        /// Which file, and which process holds it.
+        message: String,
+        /// What to do.
+        hint: String,
+    },
     /// Interrupted by the user; resumable.
     #[error("interrupted")]
     Interrupted {
@@ -124,6 +134,7 @@ impl Error {
             Error::Network { .. } | Error::Protocol { .. } => exit::NETWORK,
             Error::ProcessingFailed { .. } => exit::PROCESSING_FAILED,
             Error::Timeout { .. } => exit::TIMEOUT,
+            Error::Busy { .. } => exit::BUSY,
             Error::Interrupted { .. } => exit::INTERRUPTED,
         }
     }
@@ -132,7 +143,7 @@ impl Error {
     pub fn hint(&self) -> Option<String> {
         match self {
             Error::Usage { hint, .. } | Error::Auth { hint, .. } => hint.clone(),
-            Error::Interrupted { hint } => Some(hint.clone()),
+            Error::Interrupted { hint } | Error::Busy { hint, .. } => Some(hint.clone()),
             Error::File { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 Some("check the path; relative paths are taken from the current directory".into())
             }

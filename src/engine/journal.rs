@@ -1,24 +1,45 @@
 //! The resume journal: what an interrupted upload needs to carry on without re-sending
-//! finished parts.
+//! finished parts, and what a rerun needs to know about an upload the provider already has.
 //!
-//! One JSON file per (provider, endpoint, file) in `<state dir>/journals/`, rewritten
-//! atomically (temp file + fsync + rename, mode 0600) each time a part finishes. It holds the
-//! provider's upload id, the file's identity (canonical path, size, mtime, a fingerprint of
-//! the first and last MiB), the part plan and each finished part's number and ETag; never a
-//! token or a presigned URL. A journal whose file identity no longer matches is refused.
+//! One file per (provider, endpoint, file) in `<state dir>/journals/`, append-only JSON lines
+//! (format version 2):
+//! - line 1, the header: version, provider, endpoint, the upload's state (`intent`: create is
+//!   about to be sent; `started`: the provider's upload id is known; `completed`: the provider
+//!   accepted the completion), upload id, file identity, part plan, provider facts (`extra`),
+//!   the upload's options (`options`: free-form, never a secret) and times. The header is
+//!   rewritten whole with [`write_atomic`](super::durable::write_atomic) at each change of state.
+//! - one line per finished part (`{"number":N,"etag":"...","size":S}`), appended and fsynced
+//!   before the part counts as journaled. A 10,000-part upload writes O(parts) bytes.
+//! - on completion the journal is compacted to its header (state `completed`, the provider's
+//!   answer), and removed once the run has recorded the upload as done.
+//!
+//! A truncated last line (a crash mid-append) is ignored on load. It never holds a token or a
+//! presigned URL. A journal whose file identity no longer matches is refused, and so is one
+//! written by an older version (`--no-resume` starts over).
+//!
+//! Each journal has an advisory lock (`flock`, `<state dir>/locks/`), held while the upload
+//! runs, so that a second run of the same upload stops before sending anything.
 
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
 
+use super::durable;
 use super::plan::PartPlan;
-use super::source::FileSource;
+use super::source::{FileSource, Stamp};
 use super::uploader::{CompletedPart, PartDone};
 use crate::error::{Error, Result};
 
-const VERSION: u32 = 1;
+/// Format version of the journal.
+pub const VERSION: u32 = 2;
 const FINGERPRINT_SPAN: u64 = 1 << 20;
 
 /// Who the file is, as far as resuming goes.
@@ -31,6 +52,12 @@ pub struct FileIdentity {
     pub size: u64,
     /// Modification time, nanoseconds since the epoch.
     pub mtime_ns: u128,
+    /// Inode change time, nanoseconds since the epoch (0 = unknown: a record from an older version).
+    #[serde(default)]
+    pub ctime_ns: i128,
+    /// Inode number (0 = unknown).
+    #[serde(default)]
+    pub inode: u64,
     /// SHA-256 (hex) of the first and last MiB and the size.
     pub fingerprint: String,
 }
@@ -54,11 +81,36 @@ impl FileIdentity {
             h.update(read(size - tail, tail)?);
         }
         h.update(size.to_le_bytes());
-        Ok(FileIdentity { path, size, mtime_ns, fingerprint: hex::encode(h.finalize()) })
+        let Stamp { ctime_ns, ino, .. } = source.stamp();
+        Ok(FileIdentity { path, size, mtime_ns, ctime_ns, inode: ino, fingerprint: hex::encode(h.finalize()) })
+    }
+
+    /// The same file, unchanged: path, size, mtime, fingerprint, and the inode change time and
+    /// inode when both sides know them (records of older versions do not).
+    pub fn same_file(&self, other: &FileIdentity) -> bool {
+        let known = |a: i128, b: i128| a == 0 || b == 0 || a == b;
+        self.path == other.path
+            && self.size == other.size
+            && self.mtime_ns == other.mtime_ns
+            && self.fingerprint == other.fingerprint
+            && known(self.ctime_ns, other.ctime_ns)
+            && known(self.inode as i128, other.inode as i128)
     }
 }
 
-/// The journal's content.
+/// Where an upload stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JournalState {
+    /// The create/start request is about to be sent (or was sent and its answer lost).
+    Intent,
+    /// The provider's upload exists; parts are being sent.
+    Started,
+    /// The provider accepted the completion.
+    Completed,
+}
+
+/// The journal's content: the header, and the finished parts.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct JournalData {
     /// Format version.
@@ -67,19 +119,250 @@ pub struct JournalData {
     pub provider: String,
     /// API origin the upload was started against.
     pub endpoint: String,
-    /// The provider's id of the upload (Teleport eid, TruVideo uploadId).
+    /// Where the upload stands.
+    pub state: JournalState,
+    /// The provider's id of the upload (Teleport eid, TruVideo uploadId); empty in `intent`.
+    #[serde(default)]
     pub upload_id: String,
     /// Provider-specific facts needed to carry on (mediaId, ...).
     #[serde(default)]
     pub extra: serde_json::Value,
+    /// The upload's options as given (name, format, metadata; never a secret), free-form, for
+    /// `upload pending` and a resume that needs them.
+    #[serde(default)]
+    pub options: serde_json::Value,
     /// The file.
     pub file: FileIdentity,
-    /// How the file is cut.
+    /// How the file is cut (in `intent`, the client's plan, or zero parts when the server decides).
     pub plan: PartPlan,
-    /// Finished parts.
+    /// Finished parts (not part of the header line: one line each).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub parts: Vec<CompletedPart>,
-    /// When the upload started (RFC 3339).
+    /// When the intent was written (RFC 3339): a look-up for an upload a lost create made
+    /// searches from here.
+    pub intent_at: String,
+    /// When the upload started (RFC 3339; the intent time until then).
     pub started_at: String,
+    /// The provider's answer to the completion, in `completed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion: Option<serde_json::Value>,
+}
+
+impl JournalData {
+    fn header_line(&self) -> Vec<u8> {
+        let header = JournalData { parts: vec![], ..self.clone() };
+        let mut line = serde_json::to_vec(&header).expect("journal serializes");
+        line.push(b'\n');
+        line
+    }
+}
+
+/// Reads a journal file. An old format is refused with a message naming `--no-resume`; a
+/// truncated last line is ignored (and `good_len` tells where the good lines end).
+fn parse(path: &Path, text: &[u8]) -> Result<(JournalData, u64)> {
+    let unreadable = |why: String| {
+        Error::usage(
+            format!("the resume journal {} is unreadable: {why}", path.display()),
+            "pass --no-resume to start over",
+        )
+    };
+    let first_end = text.iter().position(|&b| b == b'\n').unwrap_or(text.len());
+    let first: serde_json::Value =
+        serde_json::from_slice(&text[..first_end]).map_err(|e| unreadable(format!("{e}")))?;
+    let version = first.get("version").and_then(|v| v.as_u64()).unwrap_or(0);
+    if version != VERSION as u64 {
+        return Err(Error::usage(
+            format!(
+                "the resume journal {} was written by another version of upload (format {version}, this one reads {VERSION}) and cannot be resumed",
+                path.display()
+            ),
+            "pass --no-resume to start the upload over",
+        ));
+    }
+    let mut data: JournalData = serde_json::from_value(first).map_err(|e| unreadable(format!("{e}")))?;
+    data.parts.clear();
+    let mut good = (first_end + 1).min(text.len()) as u64;
+    let mut rest = &text[(first_end + 1).min(text.len())..];
+    while !rest.is_empty() {
+        let Some(end) = rest.iter().position(|&b| b == b'\n') else {
+            tracing::info!(journal = %path.display(), "ignoring a truncated last line (a crash mid-append)");
+            break;
+        };
+        let part: CompletedPart = match serde_json::from_slice(&rest[..end]) {
+            Ok(p) => p,
+            Err(e) if rest.len() == end + 1 => {
+                tracing::info!(journal = %path.display(), "ignoring an unreadable last line: {e}");
+                break;
+            }
+            Err(e) => return Err(unreadable(format!("line {}: {e}", data.parts.len() + 2))),
+        };
+        data.parts.retain(|p| p.number != part.number);
+        data.parts.push(part);
+        good += end as u64 + 1;
+        rest = &rest[end + 1..];
+    }
+    Ok((data, good))
+}
+
+/// Loads one journal file (for listings; [`Journal::open`] to carry an upload on).
+pub fn load(path: &Path) -> Result<JournalData> {
+    let text = std::fs::read(path).map_err(|e| Error::File { path: path.to_path_buf(), source: e })?;
+    parse(path, &text).map(|(d, _)| d)
+}
+
+/// Every journal of a state directory, each read (or the reason it cannot be), sorted by path.
+pub fn list(state_dir: &Path) -> Vec<(PathBuf, Result<JournalData>)> {
+    let Ok(entries) = std::fs::read_dir(state_dir.join("journals")) else { return vec![] };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "json")
+                && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
+        .collect();
+    paths.sort();
+    paths.into_iter().map(|p| (p.clone(), load(&p))).collect()
+}
+
+fn slot(state_dir: &Path, provider: &str, endpoint: &str, canonical: &Path) -> (PathBuf, PathBuf) {
+    let key = hex::encode(Sha256::digest(format!("{provider}\n{endpoint}\n{}", canonical.display())));
+    let name = format!("{provider}-{}", &key[..24]);
+    (state_dir.join("journals").join(format!("{name}.json")), state_dir.join("locks").join(format!("{name}.lock")))
+}
+
+/// Removes the journal of a file (once the run recorded the upload as done).
+pub fn remove(state_dir: &Path, provider: &str, endpoint: &str, identity: &FileIdentity) {
+    let (path, _) = slot(state_dir, provider, endpoint, &identity.path);
+    if std::fs::remove_file(&path).is_ok()
+        && let Some(dir) = path.parent()
+    {
+        let _ = durable::sync_dir(dir);
+    }
+}
+
+/// The advisory lock of one journal, held while an upload runs (`flock` on
+/// `<state dir>/locks/<journal>.lock`, which holds the holder's pid). Shared within a process:
+/// the run takes it before it looks for a done record, and the journal opened for the upload
+/// reuses it.
+pub struct JournalLock {
+    path: PathBuf,
+    _file: File,
+}
+
+impl std::fmt::Debug for JournalLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JournalLock").field("path", &self.path).finish()
+    }
+}
+
+fn held() -> &'static Mutex<HashMap<PathBuf, Weak<JournalLock>>> {
+    static HELD: std::sync::OnceLock<Mutex<HashMap<PathBuf, Weak<JournalLock>>>> = std::sync::OnceLock::new();
+    HELD.get_or_init(Default::default)
+}
+
+/// Why a lock was not taken.
+enum Busy {
+    Pid(Option<u32>),
+    Io(std::io::Error),
+}
+
+fn try_lock(path: &Path) -> std::result::Result<Arc<JournalLock>, Busy> {
+    let mut held = held().lock().expect("lock registry");
+    if let Some(l) = held.get(path).and_then(Weak::upgrade) {
+        return Ok(l);
+    }
+    let dir = path.parent().expect("lock path has a parent");
+    durable::create_private_dir_all(dir).map_err(Busy::Io)?;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, durable::FILE_MODE);
+    let mut file = opts.open(path).map_err(Busy::Io)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let pid = std::fs::read_to_string(path).ok().and_then(|s| s.trim().parse().ok());
+            return Err(Busy::Pid(pid));
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(Busy::Io(e)),
+    }
+    let _ = file.set_len(0);
+    let _ = file.write_all(std::process::id().to_string().as_bytes());
+    let lock = Arc::new(JournalLock { path: path.to_path_buf(), _file: file });
+    held.insert(path.to_path_buf(), Arc::downgrade(&lock));
+    Ok(lock)
+}
+
+/// Takes the lock of the journal of `canonical` (a canonical path). Busy: with `wait`, tries
+/// again every 200 ms until the bound (then [`Error::Busy`]) or cancellation
+/// ([`Error::Interrupted`]); without, [`Error::Busy`] at once.
+pub async fn lock(
+    state_dir: &Path,
+    provider: &str,
+    endpoint: &str,
+    canonical: &Path,
+    wait: Option<Duration>,
+    cancel: &CancellationToken,
+) -> Result<Arc<JournalLock>> {
+    let (_, path) = slot(state_dir, provider, endpoint, canonical);
+    let deadline = wait.map(|w| tokio::time::Instant::now() + w);
+    loop {
+        match try_lock(&path) {
+            Ok(l) => return Ok(l),
+            Err(Busy::Io(e)) => return Err(state_dir_error(state_dir, e)),
+            Err(Busy::Pid(pid)) => {
+                let now = tokio::time::Instant::now();
+                if deadline.is_none_or(|d| now >= d) {
+                    return Err(busy(canonical, pid, wait));
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    _ = cancel.cancelled() => {
+                        return Err(Error::Interrupted { hint: "nothing was sent; run the same command again".into() });
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn busy(canonical: &Path, pid: Option<u32>, waited: Option<Duration>) -> Error {
+    let who = pid.map_or_else(
+        || "another upload of this file is running".to_string(),
+        |p| format!("another upload of this file is running (pid {p})"),
+    );
+    Error::Busy {
+        message: match waited {
+            None => format!("{}: {who}", canonical.display()),
+            Some(w) => format!("{}: {who}, still after waiting {} s", canonical.display(), w.as_secs()),
+        },
+        hint: "let it finish (--wait-for-lock waits for it, then finds the file done), or stop it".into(),
+    }
+}
+
+fn state_dir_error(state_dir: &Path, e: std::io::Error) -> Error {
+    Error::usage(
+        format!("the state directory {} is unusable: {e}", state_dir.display()),
+        "point --state-dir (or UPLOAD_STATE_DIR) at a writable directory",
+    )
+}
+
+/// Checks that the state directory can hold journals (before anything is sent).
+pub fn check_state_dir(state_dir: &Path) -> Result<()> {
+    let dir = state_dir.join("journals");
+    durable::create_private_dir_all(&dir).map_err(|e| state_dir_error(state_dir, e))?;
+    let probe = durable::temp_path(&dir.join("probe"));
+    std::fs::File::create(&probe).map_err(|e| state_dir_error(state_dir, e))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+struct Inner {
+    data: Option<JournalData>,
+    /// The journal open for appending, once it has a header.
+    append: Option<File>,
+    options: serde_json::Value,
 }
 
 /// An open journal slot for one file.
@@ -87,27 +370,32 @@ pub struct JournalData {
 pub struct Journal {
     path: PathBuf,
     identity: FileIdentity,
-    data: Arc<Mutex<Option<JournalData>>>,
+    provider: String,
+    endpoint: String,
+    inner: Arc<Mutex<Inner>>,
+    written: Arc<AtomicU64>,
+    _lock: Arc<JournalLock>,
 }
 
 impl Journal {
-    /// Opens the slot for `source` under `state_dir`. With `resume`, an existing journal is
-    /// loaded (and refused if the file changed); without, it is discarded.
+    /// Opens the slot for `source` under `state_dir`, taking its lock ([`Error::Busy`] when
+    /// another run holds it). With `resume`, an existing journal is loaded (and refused if the
+    /// file changed); without, it is discarded.
     pub fn open(state_dir: &Path, provider: &str, endpoint: &str, source: &FileSource, resume: bool) -> Result<Self> {
         let identity = FileIdentity::of(source)?;
-        let key = hex::encode(Sha256::digest(format!("{provider}\n{endpoint}\n{}", identity.path.display())));
-        let path = state_dir.join("journals").join(format!("{provider}-{}.json", &key[..24]));
+        let (path, lock_path) = slot(state_dir, provider, endpoint, &identity.path);
+        let lock = match try_lock(&lock_path) {
+            Ok(l) => l,
+            Err(Busy::Io(e)) => return Err(state_dir_error(state_dir, e)),
+            Err(Busy::Pid(pid)) => return Err(busy(&identity.path, pid, None)),
+        };
+        check_state_dir(state_dir)?;
         let mut data = None;
-        if path.exists() {
-            if resume {
-                let text = std::fs::read(&path).map_err(|e| Error::File { path: path.clone(), source: e })?;
-                let loaded: JournalData = serde_json::from_slice(&text).map_err(|e| {
-                    Error::usage(
-                        format!("the resume journal {} is unreadable: {e}", path.display()),
-                        "pass --no-resume to start over",
-                    )
-                })?;
-                if loaded.version != VERSION || loaded.file != identity {
+        let mut append = None;
+        match std::fs::read(&path) {
+            Ok(text) if resume => {
+                let (loaded, good) = parse(&path, &text)?;
+                if !loaded.file.same_file(&identity) {
                     return Err(Error::usage(
                         format!(
                             "{} changed since its upload was interrupted; the journal no longer matches it",
@@ -116,12 +404,29 @@ impl Journal {
                         "pass --no-resume to start a new upload of the file as it is now",
                     ));
                 }
+                let file = open_append(&path)?;
+                if good < text.len() as u64 {
+                    file.set_len(good).map_err(|e| Error::File { path: path.clone(), source: e })?;
+                }
+                append = Some(file);
                 data = Some(loaded);
-            } else {
+            }
+            Ok(_) => {
                 let _ = std::fs::remove_file(&path);
             }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::File { path: path.clone(), source: e }),
         }
-        Ok(Journal { path, identity, data: Arc::new(Mutex::new(data)) })
+        let options = data.as_ref().map(|d| d.options.clone()).unwrap_or(serde_json::Value::Null);
+        Ok(Journal {
+            path,
+            identity,
+            provider: provider.into(),
+            endpoint: endpoint.into(),
+            inner: Arc::new(Mutex::new(Inner { data, append, options })),
+            written: Arc::new(AtomicU64::new(0)),
+            _lock: lock,
+        })
     }
 
     /// Where the journal lives.
@@ -129,9 +434,77 @@ impl Journal {
         &self.path
     }
 
-    /// The interrupted upload to carry on, if any.
+    /// Bytes this handle wrote to the journal (headers and part lines).
+    pub fn bytes_written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    /// The interrupted upload to carry on, if any (in any state).
     pub fn resume_point(&self) -> Option<JournalData> {
-        self.data.lock().expect("journal lock").clone()
+        self.inner.lock().expect("journal lock").data.clone()
+    }
+
+    /// Sets the free-form options kept in the header (rewritten at once when there is one).
+    pub fn set_options(&self, options: serde_json::Value) -> Result<()> {
+        let mut inner = self.inner.lock().expect("journal lock");
+        inner.options = options.clone();
+        if let Some(mut data) = inner.data.clone() {
+            data.options = options;
+            self.rewrite(&mut inner, data)?;
+        }
+        Ok(())
+    }
+
+    /// Rewrites the whole journal (header and parts) atomically and reopens it for appending.
+    fn rewrite(&self, inner: &mut Inner, data: JournalData) -> Result<()> {
+        let mut bytes = data.header_line();
+        for p in &data.parts {
+            bytes.extend(part_line(p));
+        }
+        durable::write_atomic(&self.path, &bytes)?;
+        self.written.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        inner.append = match data.state {
+            JournalState::Completed => None,
+            _ => Some(open_append(&self.path)?),
+        };
+        inner.data = Some(data);
+        Ok(())
+    }
+
+    fn new_data(
+        &self,
+        inner: &Inner,
+        state: JournalState,
+        upload_id: &str,
+        extra: serde_json::Value,
+        plan: PartPlan,
+    ) -> JournalData {
+        let now = chrono::Utc::now().to_rfc3339();
+        let intent_at = inner.data.as_ref().map_or_else(|| now.clone(), |d| d.intent_at.clone());
+        JournalData {
+            version: VERSION,
+            provider: self.provider.clone(),
+            endpoint: self.endpoint.clone(),
+            state,
+            upload_id: upload_id.into(),
+            extra,
+            options: inner.options.clone(),
+            file: self.identity.clone(),
+            plan,
+            parts: vec![],
+            intent_at,
+            started_at: now,
+            completion: None,
+        }
+    }
+
+    /// Records the intent to create an upload, durably, before the create request is sent
+    /// (`plan`: the client's plan, or zero parts when the server decides).
+    pub fn intent(&self, plan: PartPlan) -> Result<()> {
+        let mut inner = self.inner.lock().expect("journal lock");
+        let data = self.new_data(&inner, JournalState::Intent, "", serde_json::Value::Null, plan);
+        let data = JournalData { intent_at: data.started_at.clone(), ..data };
+        self.rewrite(&mut inner, data)
     }
 
     /// Records a new upload (before its first part is sent).
@@ -143,58 +516,85 @@ impl Journal {
         extra: serde_json::Value,
         plan: PartPlan,
     ) -> Result<()> {
-        let data = JournalData {
-            version: VERSION,
-            provider: provider.into(),
-            endpoint: endpoint.into(),
-            upload_id: upload_id.into(),
-            extra,
-            file: self.identity.clone(),
-            plan,
-            parts: vec![],
-            started_at: chrono::Utc::now().to_rfc3339(),
-        };
-        write_atomic(&self.path, &data)?;
-        *self.data.lock().expect("journal lock") = Some(data);
+        debug_assert!(provider == self.provider && endpoint == self.endpoint);
+        let mut inner = self.inner.lock().expect("journal lock");
+        let data = self.new_data(&inner, JournalState::Started, upload_id, extra, plan);
+        self.rewrite(&mut inner, data)
+    }
+
+    /// Records a finished part: one appended line, fsynced before this returns. Blocking:
+    /// called off the async worker threads (see [`Journal::recorder`]).
+    pub fn record(&self, part: &CompletedPart) -> Result<()> {
+        let mut inner = self.inner.lock().expect("journal lock");
+        let Inner { data, append, .. } = &mut *inner;
+        let (Some(data), Some(file)) = (data.as_mut(), append.as_mut()) else { return Ok(()) };
+        let line = part_line(part);
+        let err = |e| Error::File { path: self.path.clone(), source: e };
+        file.write_all(&line).map_err(err)?;
+        file.sync_data().map_err(err)?;
+        self.written.fetch_add(line.len() as u64, Ordering::Relaxed);
+        data.parts.retain(|p| p.number != part.number);
+        data.parts.push(part.clone());
         Ok(())
     }
 
-    /// Records a finished part.
-    pub fn record(&self, part: &CompletedPart) -> Result<()> {
-        let mut guard = self.data.lock().expect("journal lock");
-        let Some(data) = guard.as_mut() else { return Ok(()) };
-        data.parts.retain(|p| p.number != part.number);
-        data.parts.push(part.clone());
-        write_atomic(&self.path, data)
-    }
-
-    /// A callback for the uploader that records each finished part.
+    /// A callback for the uploader that records each finished part (the uploader calls it on
+    /// the blocking pool).
     pub fn recorder(&self) -> PartDone {
         let j = self.clone();
         Arc::new(move |p: &CompletedPart| j.record(p))
     }
 
-    /// The upload is complete: the journal goes.
+    /// The provider accepted the completion: the journal is compacted to its header, in state
+    /// `completed` with the provider's answer, so a rerun only follows processing or reports
+    /// the upload as done.
+    pub fn completed(&self, answer: serde_json::Value) -> Result<()> {
+        let mut inner = self.inner.lock().expect("journal lock");
+        let Some(mut data) = inner.data.clone() else { return Ok(()) };
+        data.state = JournalState::Completed;
+        data.parts.clear();
+        data.completion = Some(answer);
+        self.rewrite(&mut inner, data)
+    }
+
+    /// The journal goes (the upload is done and recorded, or the server proved it stale).
     pub fn finish(&self) {
-        let _ = std::fs::remove_file(&self.path);
-        *self.data.lock().expect("journal lock") = None;
+        let mut inner = self.inner.lock().expect("journal lock");
+        inner.append = None;
+        inner.data = None;
+        if std::fs::remove_file(&self.path).is_ok()
+            && let Some(dir) = self.path.parent()
+        {
+            let _ = durable::sync_dir(dir);
+        }
     }
 }
 
-fn write_atomic(path: &Path, data: &JournalData) -> Result<()> {
-    super::durable::write_atomic(path, &serde_json::to_vec(data).expect("journal serializes"))
+fn part_line(p: &CompletedPart) -> Vec<u8> {
+    let mut line = serde_json::to_vec(p).expect("part serializes");
+    line.push(b'\n');
+    line
+}
+
+fn open_append(path: &Path) -> Result<File> {
+    std::fs::OpenOptions::new().append(true).open(path).map_err(|e| Error::File { path: path.to_path_buf(), source: e })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn round_trip_and_change_detection() {
+    fn setup(size: usize) -> (tempfile::TempDir, PathBuf, FileSource) {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("a.zip");
-        std::fs::write(&file, vec![7u8; 3 << 20]).unwrap();
+        std::fs::write(&file, vec![7u8; size]).unwrap();
         let src = FileSource::open(&file).unwrap();
+        (dir, file, src)
+    }
+
+    #[test]
+    fn round_trip_and_change_detection() {
+        let (dir, file, src) = setup(3 << 20);
         let plan = PartPlan { file_size: 3 << 20, part_size: 1 << 20, num_parts: 3 };
         let j = Journal::open(dir.path(), "teleport", "http://x", &src, true).unwrap();
         assert!(j.resume_point().is_none());
@@ -204,19 +604,135 @@ mod tests {
         {
             use std::os::unix::fs::PermissionsExt;
             assert_eq!(std::fs::metadata(j.path()).unwrap().permissions().mode() & 0o777, 0o600);
+            let d = std::fs::metadata(j.path().parent().unwrap()).unwrap();
+            assert_eq!(d.permissions().mode() & 0o777, 0o700);
         }
+        // The lock is held: another process would be refused; this one shares it.
+        drop(j);
         let again = Journal::open(dir.path(), "teleport", "http://x", &src, true).unwrap();
         let r = again.resume_point().unwrap();
         assert_eq!((r.upload_id.as_str(), r.parts.len(), r.parts[0].etag.as_str()), ("eid1", 1, "\"e2\""));
+        assert_eq!(r.state, JournalState::Started);
         // Another endpoint is another journal.
         assert!(Journal::open(dir.path(), "teleport", "http://y", &src, true).unwrap().resume_point().is_none());
         // The file changes: refused.
+        drop(again);
         std::fs::write(&file, vec![8u8; 3 << 20]).unwrap();
         let src2 = FileSource::open(&file).unwrap();
         let e = Journal::open(dir.path(), "teleport", "http://x", &src2, true).err().unwrap();
         assert!(e.to_string().contains("changed since"), "{e}");
         // --no-resume discards it.
-        assert!(Journal::open(dir.path(), "teleport", "http://x", &src2, false).unwrap().resume_point().is_none());
-        again.finish();
+        let j = Journal::open(dir.path(), "teleport", "http://x", &src2, false).unwrap();
+        assert!(j.resume_point().is_none());
+        j.finish();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn same_size_rewrite_with_the_mtime_put_back_is_caught() {
+        let (dir, file, src) = setup(3 << 20);
+        let plan = PartPlan { file_size: 3 << 20, part_size: 1 << 20, num_parts: 3 };
+        let j = Journal::open(dir.path(), "teleport", "http://x", &src, true).unwrap();
+        j.start("teleport", "http://x", "eid1", serde_json::Value::Null, plan).unwrap();
+        drop(j);
+        let mtime = std::fs::metadata(&file).unwrap().modified().unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        {
+            use std::os::unix::fs::FileExt;
+            let f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+            f.write_all_at(&[9u8; 10], 3 << 19).unwrap(); // the middle: outside the fingerprint
+            f.set_modified(mtime).unwrap();
+        }
+        assert!(src.check_unchanged().is_err(), "the open source notices the rewrite");
+        let src2 = FileSource::open(&file).unwrap();
+        assert_eq!(src2.mtime(), src.mtime());
+        let e = Journal::open(dir.path(), "teleport", "http://x", &src2, true).err().unwrap();
+        assert!(e.to_string().contains("changed since"), "{e}");
+    }
+
+    #[test]
+    fn a_truncated_last_line_is_ignored_and_cut() {
+        let (dir, _file, src) = setup(3 << 20);
+        let plan = PartPlan { file_size: 3 << 20, part_size: 1 << 20, num_parts: 3 };
+        let j = Journal::open(dir.path(), "teleport", "http://x", &src, true).unwrap();
+        j.start("teleport", "http://x", "eid1", serde_json::Value::Null, plan).unwrap();
+        j.record(&CompletedPart { number: 1, etag: "\"e1\"".into(), size: 1 << 20 }).unwrap();
+        let path = j.path().to_path_buf();
+        drop(j);
+        // A crash mid-append: half a line.
+        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(br#"{"number":2,"etag":"\"e"#).unwrap();
+        drop(f);
+        let j = Journal::open(dir.path(), "teleport", "http://x", &src, true).unwrap();
+        assert_eq!(j.resume_point().unwrap().parts.len(), 1);
+        j.record(&CompletedPart { number: 3, etag: "\"e3\"".into(), size: 1 << 20 }).unwrap();
+        let r = load(&path).unwrap();
+        assert_eq!(r.parts.iter().map(|p| p.number).collect::<Vec<_>>(), [1, 3]);
+        // Listed for `upload pending`.
+        let all = list(dir.path());
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].1.as_ref().unwrap().upload_id, "eid1");
+    }
+
+    #[test]
+    fn an_old_format_journal_is_refused_with_a_hint() {
+        let (dir, _file, src) = setup(1 << 10);
+        let j = Journal::open(dir.path(), "teleport", "http://x", &src, true).unwrap();
+        let path = j.path().to_path_buf();
+        drop(j);
+        std::fs::write(&path, br#"{"version":1,"provider":"teleport","upload_id":"x","parts":[]}"#).unwrap();
+        let e = Journal::open(dir.path(), "teleport", "http://x", &src, true).err().unwrap();
+        assert!(e.to_string().contains("another version of upload"), "{e}");
+        assert!(e.hint().unwrap().contains("--no-resume"));
+        assert!(Journal::open(dir.path(), "teleport", "http://x", &src, false).is_ok());
+    }
+
+    #[test]
+    fn completion_compacts_to_the_header() {
+        let (dir, _file, src) = setup(3 << 20);
+        let plan = PartPlan { file_size: 3 << 20, part_size: 1 << 20, num_parts: 3 };
+        let j = Journal::open(dir.path(), "teleport", "http://x", &src, true).unwrap();
+        j.set_options(serde_json::json!({"name": "scan"})).unwrap();
+        j.intent(PartPlan { num_parts: 0, ..plan }).unwrap();
+        assert_eq!(load(j.path()).unwrap().state, JournalState::Intent);
+        j.start("teleport", "http://x", "eid1", serde_json::Value::Null, plan).unwrap();
+        for n in 1..=3 {
+            j.record(&CompletedPart { number: n, etag: format!("\"e{n}\""), size: 1 << 20 }).unwrap();
+        }
+        j.completed(serde_json::json!({"state": "UPLOADED"})).unwrap();
+        let text = std::fs::read_to_string(j.path()).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        let r = load(j.path()).unwrap();
+        assert_eq!(
+            (r.state, r.upload_id.as_str(), r.options["name"].as_str()),
+            (JournalState::Completed, "eid1", Some("scan"))
+        );
+        assert_eq!(r.completion.unwrap()["state"], "UPLOADED");
+    }
+
+    #[test]
+    fn ten_thousand_parts_write_linearly_many_bytes() {
+        let (dir, _file, src) = setup(10_000);
+        let plan = PartPlan { file_size: 10_000, part_size: 1, num_parts: 10_000 };
+        let j = Journal::open(dir.path(), "teleport", "http://x", &src, true).unwrap();
+        j.start("teleport", "http://x", "eid1", serde_json::Value::Null, plan).unwrap();
+        let header = j.bytes_written();
+        let etag = format!("\"{}\"", "f".repeat(32));
+        let mut marks = vec![];
+        for n in 1..=10_000u32 {
+            j.record(&CompletedPart { number: n, etag: etag.clone(), size: 1 }).unwrap();
+            if n % 1000 == 0 {
+                marks.push(j.bytes_written());
+            }
+        }
+        // Each thousand parts adds about the same number of bytes (the lines grow only with
+        // the digits of the part number): linear, not quadratic.
+        let deltas: Vec<u64> = marks.windows(2).map(|w| w[1] - w[0]).collect();
+        let (lo, hi) = (*deltas.iter().min().unwrap(), *deltas.iter().max().unwrap());
+        assert!(hi <= lo + lo / 10, "{deltas:?}");
+        let total = j.bytes_written() - header;
+        assert!(total < 10_000 * 80, "{total} bytes for 10,000 parts");
+        assert_eq!(std::fs::metadata(j.path()).unwrap().len(), j.bytes_written());
+        assert_eq!(load(j.path()).unwrap().parts.len(), 10_000);
     }
 }

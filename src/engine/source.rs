@@ -49,6 +49,38 @@ pub struct FileSource {
     file: Arc<File>,
     size: u64,
     mtime: Option<SystemTime>,
+    stamp: Stamp,
+}
+
+/// What a writer cannot put back: the inode change time, the inode and its device.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stamp {
+    /// Inode change time, nanoseconds since the epoch (0 = unknown).
+    pub ctime_ns: i128,
+    /// Inode number (0 = unknown).
+    pub ino: u64,
+    /// Device of the inode.
+    pub dev: u64,
+}
+
+impl Stamp {
+    /// From file metadata.
+    pub fn of(meta: &std::fs::Metadata) -> Self {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            Stamp {
+                ctime_ns: meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128,
+                ino: meta.ino(),
+                dev: meta.dev(),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = meta;
+            Stamp::default()
+        }
+    }
 }
 
 impl FileSource {
@@ -62,7 +94,13 @@ impl FileSource {
         if !meta.is_file() {
             return Err(not_regular(path, &meta));
         }
-        Ok(FileSource { path: path.to_path_buf(), file: Arc::new(file), size: meta.len(), mtime: meta.modified().ok() })
+        Ok(FileSource {
+            path: path.to_path_buf(),
+            file: Arc::new(file),
+            size: meta.len(),
+            mtime: meta.modified().ok(),
+            stamp: Stamp::of(&meta),
+        })
     }
 
     /// The path as given.
@@ -76,6 +114,10 @@ impl FileSource {
     /// Modification time at open time.
     pub fn mtime(&self) -> Option<SystemTime> {
         self.mtime
+    }
+    /// Inode change time, inode and device at open time.
+    pub fn stamp(&self) -> Stamp {
+        self.stamp
     }
     /// The file name (last path component), lossily as UTF-8.
     pub fn file_name(&self) -> String {
@@ -160,10 +202,17 @@ impl FileSource {
         .map_err(std::io::Error::other)?
     }
 
-    /// Fails when the file changed size or modification time since it was opened.
+    /// Fails when the file changed since it was opened: its size, modification time, inode
+    /// change time or inode (a same-size rewrite with the mtime put back still moves the ctime).
+    /// Both the open file and the path are checked (the path may now name another file).
     pub fn check_unchanged(&self) -> Result<()> {
-        let meta = std::fs::metadata(&self.path).map_err(|source| Error::File { path: self.path.clone(), source })?;
-        if meta.len() != self.size || meta.modified().ok() != self.mtime {
+        let err = |source| Error::File { path: self.path.clone(), source };
+        let open = self.file.metadata().map_err(err)?;
+        let meta = std::fs::metadata(&self.path).map_err(err)?;
+        let same = |m: &std::fs::Metadata| {
+            m.len() == self.size && m.modified().ok() == self.mtime && Stamp::of(m) == self.stamp
+        };
+        if !same(&open) || !same(&meta) {
             return Err(Error::usage(
                 format!("{} changed while it was being uploaded", self.path.display()),
                 "wait until the file is complete, then run the command again",

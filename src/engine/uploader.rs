@@ -87,7 +87,9 @@ impl Default for UploaderOptions {
     }
 }
 
-/// Callback told about every part as soon as the server stored it (the resume journal).
+/// Callback told about every part as soon as the server stored it (the resume journal). It
+/// runs on the blocking pool and may block (write + fsync); the part counts as finished once
+/// it returned `Ok`.
 pub type PartDone = Arc<dyn Fn(&CompletedPart) -> Result<()> + Send + Sync>;
 
 /// Uploads the parts of `plan` not in `done`, concurrently, and returns all parts sorted.
@@ -151,9 +153,6 @@ pub async fn upload_parts(
         match res {
             Ok(Ok(part)) => {
                 let number = part.number;
-                if let Err(e) = on_part_done(&part) {
-                    return Some(e);
-                }
                 progress.event(Event::PartDone { part: number });
                 finished.insert(number, part);
                 None
@@ -208,10 +207,20 @@ pub async fn upload_parts(
         };
         part_seed = part_seed.map(|s| s.wrapping_add(1));
         let span = tracing::debug_span!("part", part_number = number);
+        let on_part_done = on_part_done.clone();
         tasks.spawn(
             async move {
                 let _permit = permit;
-                job.run(number, url).await
+                let part = job.run(number, url).await?;
+                // The journal's append (write + fsync) runs on the blocking pool, and the part
+                // counts as finished only once it is durable.
+                let recorded = part.clone();
+                tokio::task::spawn_blocking(move || on_part_done(&recorded)).await.map_err(|e| Error::Protocol {
+                    provider,
+                    what: "resume journal".into(),
+                    message: format!("task failed: {e}"),
+                })??;
+                Ok(part)
             }
             .instrument(span),
         );

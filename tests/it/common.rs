@@ -88,14 +88,17 @@ pub fn spawn_upload(args: &[String], envs: &[(String, String)]) -> std::process:
     cmd.spawn().expect("the binary starts")
 }
 
-/// The resume journals under a state home (`$XDG_STATE_HOME/upload/journals`).
+/// The resume journals under a state home (`$XDG_STATE_HOME/upload/journals`), as JSON
+/// (header fields and `parts`), read by the library's own reader.
 pub fn journals(state_home: &Path) -> Vec<serde_json::Value> {
-    let dir = state_home.join("upload/journals");
-    let Ok(entries) = std::fs::read_dir(dir) else { return vec![] };
-    entries
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-        .filter_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
+    upload::engine::journal::list(&state_home.join("upload"))
+        .into_iter()
+        .filter_map(|(_, j)| j.ok())
+        .map(|j| {
+            let mut v = serde_json::to_value(&j).unwrap();
+            v["parts"] = serde_json::to_value(&j.parts).unwrap();
+            v
+        })
         .collect()
 }
 
