@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::redact::{Secret, parse_secret};
+
 const EXAMPLES: &str = "\
 Examples:
   upload scan.zip --provider teleport                      # bulk-images, from the .zip
@@ -82,8 +84,8 @@ pub enum Command {
 #[derive(Args, Debug, Clone, Default)]
 pub struct ApiArgs {
     /// API token (else the provider's env var, e.g. TELEPORT_TOKEN, else UPLOAD_TOKEN).
-    #[arg(long, value_name = "TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
+    #[arg(long, value_name = "TOKEN", hide_env_values = true, value_parser = parse_secret)]
+    pub token: Option<Secret>,
 
     /// Command that prints a fresh token on stdout; run when no token is given and after a 401.
     #[arg(long, env = "UPLOAD_TOKEN_COMMAND", value_name = "CMD")]
@@ -220,8 +222,8 @@ pub struct AperturCommandArgs {
 #[derive(Args, Debug, Clone)]
 pub struct AperturConnArgs {
     /// API token (else APERTUR_TOKEN, else UPLOAD_TOKEN).
-    #[arg(long, global = true, value_name = "TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
+    #[arg(long, global = true, value_name = "TOKEN", hide_env_values = true, value_parser = parse_secret)]
+    pub token: Option<Secret>,
     /// Command that prints a fresh token on stdout; run when no token is given and after a 401.
     #[arg(long, global = true, env = "UPLOAD_TOKEN_COMMAND", value_name = "CMD")]
     pub token_command: Option<String>,
@@ -229,8 +231,8 @@ pub struct AperturConnArgs {
     #[arg(long, global = true, env = "UPLOAD_ENDPOINT", value_name = "URL")]
     pub endpoint: Option<String>,
     /// Secret for request signing (X-Aptr-Timestamp / X-Aptr-Signature headers).
-    #[arg(long, global = true, env = "APERTUR_SIGNING_SECRET", hide_env_values = true)]
-    pub signing_secret: Option<String>,
+    #[arg(long, global = true, env = "APERTUR_SIGNING_SECRET", hide_env_values = true, value_parser = parse_secret)]
+    pub signing_secret: Option<Secret>,
     /// Retries of a failed idempotent request.
     #[arg(long, global = true, env = "UPLOAD_RETRIES", default_value_t = 10)]
     pub retries: u32,
@@ -304,8 +306,8 @@ pub enum AperturSessionCommand {
         #[arg(long, value_name = "MB")]
         max_image_size_mb: Option<u32>,
         /// New session password (4 to 128 characters).
-        #[arg(long, conflicts_with = "remove_password")]
-        password: Option<String>,
+        #[arg(long, conflicts_with = "remove_password", value_parser = parse_secret)]
+        password: Option<Secret>,
         /// Remove the session's password.
         #[arg(long)]
         remove_password: bool,
@@ -401,8 +403,8 @@ pub struct AuthCheckArgs {
     #[arg(long, short = 'p', env = "UPLOAD_PROVIDER", value_enum)]
     pub provider: Option<ProviderName>,
     /// API token to check instead of signing in.
-    #[arg(long, value_name = "TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
+    #[arg(long, value_name = "TOKEN", hide_env_values = true, value_parser = parse_secret)]
+    pub token: Option<Secret>,
     /// Command that prints a token on stdout.
     #[arg(long, env = "UPLOAD_TOKEN_COMMAND", value_name = "CMD")]
     pub token_command: Option<String>,
@@ -428,14 +430,14 @@ pub struct SignInArgs {
     #[arg(long, env = "TELEPORT_CLIENT_ID", value_name = "ID")]
     pub client_id: Option<String>,
     /// Teleport API key client secret.
-    #[arg(long, env = "TELEPORT_CLIENT_SECRET", value_name = "SECRET", hide_env_values = true)]
-    pub client_secret: Option<String>,
+    #[arg(long, env = "TELEPORT_CLIENT_SECRET", value_name = "SECRET", hide_env_values = true, value_parser = parse_secret)]
+    pub client_secret: Option<Secret>,
     /// TruVideo api key (signed login).
-    #[arg(long, env = "TRUVIDEO_API_KEY", value_name = "KEY", hide_env_values = true)]
-    pub api_key: Option<String>,
+    #[arg(long, env = "TRUVIDEO_API_KEY", value_name = "KEY", hide_env_values = true, value_parser = parse_secret)]
+    pub api_key: Option<Secret>,
     /// TruVideo secret key (signs the login; never sent).
-    #[arg(long, env = "TRUVIDEO_SECRET_KEY", value_name = "KEY", hide_env_values = true)]
-    pub secret_key: Option<String>,
+    #[arg(long, env = "TRUVIDEO_SECRET_KEY", value_name = "KEY", hide_env_values = true, value_parser = parse_secret)]
+    pub secret_key: Option<Secret>,
     /// TruVideo external id (the tenant).
     #[arg(long, env = "TRUVIDEO_EXTERNAL_ID", value_name = "ID")]
     pub external_id: Option<String>,
@@ -485,8 +487,8 @@ pub struct UploadArgs {
     pub provider: Option<ProviderName>,
 
     /// API token (else the provider's env var, e.g. TELEPORT_TOKEN, else UPLOAD_TOKEN).
-    #[arg(long, value_name = "TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
+    #[arg(long, value_name = "TOKEN", hide_env_values = true, value_parser = parse_secret)]
+    pub token: Option<Secret>,
 
     /// Command that prints a fresh token on stdout; run when no token is given and after a 401.
     #[arg(long, env = "UPLOAD_TOKEN_COMMAND", value_name = "CMD")]
@@ -715,14 +717,14 @@ pub struct AperturArgs {
     #[arg(long, value_name = "PIXELS")]
     pub max_image_dimension: Option<u32>,
     /// Session password (4 to 128 characters); sent as x-session-password when uploading.
-    #[arg(long, env = "APERTUR_SESSION_PASSWORD", hide_env_values = true)]
-    pub password: Option<String>,
+    #[arg(long, env = "APERTUR_SESSION_PASSWORD", hide_env_values = true, value_parser = parse_secret)]
+    pub password: Option<Secret>,
     /// Enable long polling (pull-based delivery) on the new session.
     #[arg(long)]
     pub long_polling: bool,
     /// Secret for request signing (X-Aptr-Timestamp / X-Aptr-Signature headers).
-    #[arg(long, env = "APERTUR_SIGNING_SECRET", hide_env_values = true)]
-    pub signing_secret: Option<String>,
+    #[arg(long, env = "APERTUR_SIGNING_SECRET", hide_env_values = true, value_parser = parse_secret)]
+    pub signing_secret: Option<Secret>,
 }
 
 fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {

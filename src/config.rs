@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cli::{ProviderName, UploadArgs};
 use crate::error::{Error, Result};
+use crate::redact::Secret;
 
 /// The whole file: `[defaults]` and one section per provider, named by its descriptor's
 /// [`config_section`](crate::providers::Descriptor::config_section).
@@ -60,17 +61,17 @@ pub struct Section {
     /// API origin.
     pub endpoint: Option<String>,
     /// Token (prefer `token_command` or the environment: this file is plain text).
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     /// Command printing a fresh token.
     pub token_command: Option<String>,
     /// Teleport client id (built-in sign-in).
     pub client_id: Option<String>,
     /// Teleport client secret.
-    pub client_secret: Option<String>,
+    pub client_secret: Option<Secret>,
     /// TruVideo API key.
-    pub api_key: Option<String>,
+    pub api_key: Option<Secret>,
     /// TruVideo secret key.
-    pub secret_key: Option<String>,
+    pub secret_key: Option<Secret>,
     /// TruVideo external id.
     pub external_id: Option<String>,
     /// TruVideo: use the release-candidate API.

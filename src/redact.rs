@@ -21,6 +21,26 @@ impl Secret {
     }
 }
 
+/// Read from text as is (a configuration file's value), trimmed like [`Secret::new`].
+impl<'de> serde::Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <String as serde::Deserialize>::deserialize(d).map(Secret::new)
+    }
+}
+
+/// Written as `***`, like `Debug` and `Display`: serializing a structure never reveals it.
+impl serde::Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("***")
+    }
+}
+
+/// A command-line value parser (`#[arg(value_parser = parse_secret)]`): the value goes
+/// straight into a [`Secret`] and never sits in a plain `String`.
+pub fn parse_secret(s: &str) -> Result<Secret, std::convert::Infallible> {
+    Ok(Secret::new(s))
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("***")

@@ -52,8 +52,8 @@ impl ProviderName {
 }
 
 /// `--token`, else the provider's env var, else `UPLOAD_TOKEN`.
-pub fn resolve_token(flag: Option<&str>, provider: ProviderName) -> Option<Secret> {
-    flag.map(Secret::new).or_else(|| provider.descriptor().env_token())
+pub fn resolve_token(flag: Option<Secret>, provider: ProviderName) -> Option<Secret> {
+    flag.filter(|t| !t.is_empty()).or_else(|| provider.descriptor().env_token())
 }
 
 /// How a command reaches a provider's API, as given on the command line or in the
@@ -62,7 +62,7 @@ pub struct ConnectionArgs<'a> {
     /// `--endpoint` / `UPLOAD_ENDPOINT`.
     pub endpoint: Option<String>,
     /// `--token`.
-    pub token: Option<&'a str>,
+    pub token: Option<Secret>,
     /// `--token-command` / `UPLOAD_TOKEN_COMMAND`.
     pub token_command: Option<String>,
     /// Built-in sign-in flags.
@@ -102,7 +102,7 @@ pub fn connect(provider: ProviderName, config: &ConfigFile, a: ConnectionArgs<'_
     let http = crate::engine::http::client(a.concurrency);
     let token = Arc::new(token_source(
         provider,
-        resolve_token(a.token, provider).or_else(|| section.token.clone().map(Secret::new)),
+        resolve_token(a.token, provider).or_else(|| section.token.clone()),
         a.token_command.or(section.token_command.clone()),
         &sign_in,
         rc,
@@ -121,7 +121,7 @@ pub fn api_from_args(provider: ProviderName, args: &ApiArgs) -> Result<Api> {
         &config,
         ConnectionArgs {
             endpoint: args.endpoint.clone(),
-            token: args.token.as_deref(),
+            token: args.token.clone(),
             token_command: args.token_command.clone(),
             sign_in: &args.sign_in.credentials,
             rc: false,
@@ -166,14 +166,13 @@ pub fn token_source(
 /// error, unless a given token makes the sign-in unnecessary at start (it then only renews).
 fn sign_in_credentials(d: &Descriptor, a: &SignInArgs, token_given: bool) -> Result<Option<Credentials>> {
     let val = |v: &Option<String>| v.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(String::from);
+    let secret = |v: &Option<Secret>| v.clone().filter(|v| !v.is_empty());
     let missing = |names: Vec<&str>, hint: &str| {
         Error::usage(format!("incomplete {} sign-in credentials: {} missing", d.name, names.join(" and ")), hint)
     };
     match d.sign_in {
-        SignInKind::ClientCredentials => match (val(&a.client_id), val(&a.client_secret)) {
-            (Some(client_id), Some(secret)) => {
-                Ok(Some(Credentials::Teleport { client_id, client_secret: Secret::new(secret) }))
-            }
+        SignInKind::ClientCredentials => match (val(&a.client_id), secret(&a.client_secret)) {
+            (Some(client_id), Some(client_secret)) => Ok(Some(Credentials::Teleport { client_id, client_secret })),
             (None, None) => Ok(None),
             _ if token_given => Ok(None),
             (c, _) => Err(missing(
@@ -182,10 +181,10 @@ fn sign_in_credentials(d: &Descriptor, a: &SignInArgs, token_given: bool) -> Res
             )),
         },
         SignInKind::SignedLogin => {
-            let (k, s, e) = (val(&a.api_key), val(&a.secret_key), val(&a.external_id));
+            let (k, s, e) = (secret(&a.api_key), secret(&a.secret_key), val(&a.external_id));
             match (k, s, e) {
-                (Some(api_key), Some(secret), Some(external_id)) => {
-                    Ok(Some(Credentials::Truvideo { api_key, secret_key: Secret::new(secret), external_id }))
+                (Some(api_key), Some(secret_key), Some(external_id)) => {
+                    Ok(Some(Credentials::Truvideo { api_key, secret_key, external_id }))
                 }
                 (None, None, None) => Ok(None),
                 _ if token_given => Ok(None),
@@ -222,7 +221,7 @@ impl UploadSettings {
             &config,
             ConnectionArgs {
                 endpoint: args.endpoint.clone(),
-                token: args.token.as_deref(),
+                token: args.token.clone(),
                 token_command: args.token_command.clone(),
                 sign_in: &args.sign_in,
                 rc: args.truvideo.rc,
@@ -302,7 +301,7 @@ impl UploadSettings {
     /// The request signer of the provider, when one is configured (Apertur `--signing-secret`).
     fn signer(&self) -> Option<Arc<dyn crate::providers::api::RequestSigner>> {
         match self.provider {
-            ProviderName::Apertur => apertur::signer(self.args.apertur.signing_secret.as_deref()),
+            ProviderName::Apertur => apertur::signer(self.args.apertur.signing_secret.as_ref()),
             _ => None,
         }
     }
@@ -357,7 +356,7 @@ pub fn apertur_input(args: &UploadArgs) -> apertur::AperturInput {
         max_images: a.max_images,
         allowed_mime_types: a.allowed_mime_types.clone(),
         max_image_dimension: a.max_image_dimension,
-        password: a.password.as_deref().map(Secret::new),
+        password: a.password.clone(),
         long_polling: a.long_polling,
         concurrency: args.concurrency as usize,
         wait: args.wait,
@@ -377,6 +376,48 @@ pub fn default_state_dir() -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_are_parsed_into_the_redacting_type() {
+        use clap::Parser;
+        let secrets = ["tok-111111", "csec-22222", "akey-33333", "skey-44444", "pass-55555", "sign-66666"];
+        let cli = crate::cli::Cli::parse_from([
+            "upload",
+            "a.jpg",
+            "--provider",
+            "apertur",
+            "--token",
+            secrets[0],
+            "--client-secret",
+            secrets[1],
+            "--api-key",
+            secrets[2],
+            "--secret-key",
+            secrets[3],
+            "--password",
+            secrets[4],
+            "--signing-secret",
+            secrets[5],
+        ]);
+        let shown = format!("{cli:?}");
+        for s in secrets {
+            assert!(!shown.contains(s), "{s} in {shown}");
+        }
+        let u = &cli.upload;
+        assert_eq!(u.token.as_ref().map(Secret::expose), Some(secrets[0]));
+        assert_eq!(u.sign_in.secret_key.as_ref().map(Secret::expose), Some(secrets[3]));
+        assert_eq!(apertur_input(u).password.as_ref().map(Secret::expose), Some(secrets[4]));
+        let options = apertur::AperturOptions::from_input(&apertur_input(u), true).unwrap();
+        assert!(!format!("{options:?}").contains(secrets[4]), "{options:?}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.toml");
+        std::fs::write(&p, format!("[teleport]\ntoken = \"{}\"\nclient_secret = \"{}\"\n", secrets[0], secrets[1]))
+            .unwrap();
+        let config = ConfigFile::load_from(&p).unwrap();
+        assert!(!format!("{config:?}").contains(secrets[0]) && !config.redacted_toml().contains(secrets[1]));
+        assert_eq!(config.section(ProviderName::Teleport).token.as_ref().map(Secret::expose), Some(secrets[0]));
+    }
 
     #[test]
     fn every_provider_flag_value_is_registered_and_back() {

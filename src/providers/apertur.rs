@@ -104,8 +104,8 @@ impl RequestSigner for AperturSigner {
 }
 
 /// The signer for `--signing-secret`, when one is given.
-pub fn signer(secret: Option<&str>) -> Option<Arc<dyn RequestSigner>> {
-    let secret = Secret::new(secret?);
+pub fn signer(secret: Option<&Secret>) -> Option<Arc<dyn RequestSigner>> {
+    let secret = secret?.clone();
     if secret.is_empty() {
         return None;
     }
@@ -227,7 +227,7 @@ impl Default for AperturInput {
 pub struct AperturOptions {
     /// An existing session to upload into.
     pub session: Option<String>,
-    /// The create-session body (when no `--session`).
+    /// The create-session body (when no `--session`), without the password.
     pub create: serde_json::Map<String, Value>,
     /// Limits known before asking the server: accepted types and image count.
     pub allowed: Vec<String>,
@@ -340,9 +340,6 @@ impl AperturOptions {
         let password = a.password.clone();
         if let Some(p) = &password {
             check_password(p.expose())?;
-            if a.session.is_none() {
-                create.insert("password".into(), json!(p.expose()));
-            }
         }
         Ok(AperturOptions {
             session: a.session.clone(),
@@ -392,16 +389,13 @@ impl Apertur {
         if let Some(id) = &self.options.session {
             return Ok(SessionInfo { id: id.clone(), long_polling: None });
         }
-        let created: Value = api
-            .json(
-                "create session",
-                Method::POST,
-                "/api/v1/upload-sessions",
-                &[],
-                Some(&self.options.create),
-                Retry::Once,
-            )
-            .await?;
+        // The password joins the body only here: `create` is shown by `Debug`.
+        let mut body = self.options.create.clone();
+        if let Some(p) = &self.options.password {
+            body.insert("password".into(), json!(p.expose()));
+        }
+        let created: Value =
+            api.json("create session", Method::POST, "/api/v1/upload-sessions", &[], Some(&body), Retry::Once).await?;
         let id = created
             .get("id")
             .or_else(|| created.get("uuid"))

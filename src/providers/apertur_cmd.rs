@@ -53,7 +53,7 @@ fn api(conn: &AperturConnArgs) -> Result<Api> {
         ..Default::default()
     };
     let mut api = crate::settings::api_from_args(ProviderName::Apertur, &args)?;
-    api.signer = apertur::signer(conn.signing_secret.as_deref());
+    api.signer = apertur::signer(conn.signing_secret.as_ref());
     Ok(api)
 }
 
@@ -321,8 +321,8 @@ async fn session(api: &Api, command: AperturSessionCommand, json: bool) -> Resul
                 body.insert("allowed_mime_types".into(), json!(allowed));
             }
             if let Some(p) = &password {
-                check_password(p)?;
-                body.insert("password".into(), json!(p));
+                check_password(p.expose())?;
+                body.insert("password".into(), json!(p.expose()));
             }
             if remove_password {
                 body.insert("password".into(), Value::Null);

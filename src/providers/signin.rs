@@ -58,7 +58,7 @@ pub enum Credentials {
     /// TruVideo: api key, secret key (signs the login) and the tenant's external id.
     Truvideo {
         /// `x-authentication-api-key`.
-        api_key: String,
+        api_key: Secret,
         /// Key of the HMAC signature.
         secret_key: Secret,
         /// `x-multitenant-external-id`.
@@ -73,7 +73,7 @@ impl Credentials {
         match self {
             Credentials::Teleport { client_id, .. } => format!("client id {client_id}"),
             Credentials::Truvideo { api_key, external_id, .. } => {
-                format!("api key {}…, external id {external_id}", api_key.chars().take(6).collect::<String>())
+                format!("api key {}…, external id {external_id}", api_key.expose().chars().take(6).collect::<String>())
             }
         }
     }
@@ -81,7 +81,7 @@ impl Credentials {
     fn cache_identity(&self) -> String {
         match self {
             Credentials::Teleport { client_id, .. } => client_id.clone(),
-            Credentials::Truvideo { api_key, external_id, .. } => format!("{api_key}\n{external_id}"),
+            Credentials::Truvideo { api_key, external_id, .. } => format!("{}\n{external_id}", api_key.expose()),
         }
     }
 
@@ -299,7 +299,7 @@ impl SignIn {
                     join("/api/login"),
                     body,
                     vec![
-                        ("x-authentication-api-key", api_key.clone()),
+                        ("x-authentication-api-key", api_key.expose().to_string()),
                         ("x-multitenant-external-id", external_id.clone()),
                         ("x-authentication-signature", signature),
                     ],
