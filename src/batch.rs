@@ -399,7 +399,9 @@ pub async fn run(
     }
     let total_bytes: u64 =
         items.iter().filter_map(|i| std::fs::metadata(i.path()).ok()).filter(|m| m.is_file()).map(|m| m.len()).sum();
-    let board = ui::Board::new(ui::Mode::detect(cli.output.quiet, json)).with_total(items.len(), total_bytes);
+    let board = ui::Board::new(ui::Mode::detect(cli.output.quiet, json))
+        .with_rate_limit(&settings.uploader.rate)
+        .with_total(items.len(), total_bytes);
     let several = items.len() > 1;
     // Apertur sends each image in one request: its images go --concurrency at a time.
     let files_at_once = if several { (args.files_at_once as usize).max(provider.concurrent_files()) } else { 1 };
@@ -528,7 +530,12 @@ pub async fn run(
                 let progress = Arc::new(board.file());
                 let mut ctx = settings.context(progress, run_cancel.clone())?;
                 ctx.uploader = uploader;
-                let outcome = provider.upload(&ctx, file).await?;
+                let mut outcome = provider.upload(&ctx, file).await?;
+                if ctx.uploader.rate.is_limited() {
+                    let rate = ctx.uploader.rate.current();
+                    outcome.fields.insert("limit_rate".into(), crate::engine::ratelimit::human_rate(rate).into());
+                    outcome.fields.insert("limit_rate_bps".into(), rate.into());
+                }
                 if let (Some(dir), Some(id)) = (&state_dir, &identity)
                     && let Err(e) = record_done(dir, &endpoint, id, &outcome, destination, force_run)
                 {

@@ -184,6 +184,9 @@ pub enum TeleportCommand {
         /// Directory the files are written to (created when missing).
         #[arg(long, short = 'o', value_name = "DIR", default_value = ".")]
         output: PathBuf,
+        /// Download bandwidth in bytes per second (20MiB, off) or a timetable, as for uploads.
+        #[arg(long, env = "UPLOAD_LIMIT_RATE", value_name = "RATE")]
+        limit_rate: Option<String>,
         /// API access.
         #[command(flatten)]
         api: ApiArgs,
@@ -263,6 +266,9 @@ pub enum AperturCommand {
         /// Stop after this long (default: run until Ctrl-C, or until the queue is empty with --once).
         #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
         timeout: Option<std::time::Duration>,
+        /// Download bandwidth in bytes per second (20MiB, off) or a timetable, as for uploads.
+        #[arg(long, env = "UPLOAD_LIMIT_RATE", value_name = "RATE")]
+        limit_rate: Option<String>,
     },
     /// Show or change a session.
     Session {
@@ -517,6 +523,12 @@ pub struct UploadArgs {
     /// Where resume journals and caches are kept (default $XDG_STATE_HOME/upload).
     #[arg(long, env = "UPLOAD_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+
+    /// Total bandwidth of the run, all files and connections together, in bytes per second:
+    /// 20MiB, 8M, off; or a timetable of local times, "08:00,4MiB 12:00,10MiB 18:00,off", with
+    /// Mon-08:00,RATE entries for single days.
+    #[arg(long, env = "UPLOAD_LIMIT_RATE", value_name = "RATE")]
+    pub limit_rate: Option<String>,
 
     /// Start over instead of resuming an interrupted upload of the same file.
     #[arg(long)]

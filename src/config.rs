@@ -6,6 +6,7 @@
 //! ```toml
 //! [defaults]
 //! provider = "teleport"
+//! limit_rate = "08:00,4MiB 18:00,off"   # --limit-rate
 //!
 //! [teleport]
 //! endpoint = "https://teleport.varjo.com"
@@ -52,6 +53,8 @@ pub struct Defaults {
     pub provider: Option<String>,
     /// State directory.
     pub state_dir: Option<PathBuf>,
+    /// Bandwidth limit of every run (`--limit-rate`): `10MiB`, `off`, or a timetable.
+    pub limit_rate: Option<String>,
 }
 
 /// A provider's section. Only the keys that make sense for the provider are used.
@@ -182,6 +185,7 @@ impl ConfigFile {
         if args.state_dir.is_none() {
             args.state_dir = self.defaults.state_dir.clone();
         }
+        fill(&mut args.limit_rate, self.defaults.limit_rate.clone());
         let Some(provider) = args.provider else { return Ok(()) };
         // The connection keys (endpoint, token, sign-in, rc) are merged by
         // `settings::connect`; these are the upload's own. A key of another provider's flags

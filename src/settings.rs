@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::{ApiArgs, OutputArgs, ProviderName, SignInArgs, UploadArgs};
 use crate::config::ConfigFile;
 use crate::engine::progress::Progress;
+use crate::engine::ratelimit::{OffsetClock, RateLimit, Schedule};
 use crate::engine::retry::RetryPolicy;
 use crate::engine::uploader::UploaderOptions;
 use crate::error::{Error, Result};
@@ -238,6 +239,7 @@ impl UploadSettings {
             drain: Duration::from_secs(5),
             seed: None,
             shared_permits: None,
+            rate: rate_limit(args.limit_rate.as_deref())?,
         };
         Ok(UploadSettings {
             provider,
@@ -371,6 +373,34 @@ pub fn default_state_dir() -> Option<PathBuf> {
         return Some(PathBuf::from(x).join("upload"));
     }
     std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".local/state/upload"))
+}
+
+/// The run's bandwidth limit from `--limit-rate` (env `UPLOAD_LIMIT_RATE`), else the config
+/// file's `[defaults] limit_rate`; refused (exit 2, naming the bad entry) before any request.
+/// The hidden `UPLOAD_FAKE_LOCAL_TIME=YYYY-MM-DDTHH:MM:SS` makes the schedule's clock start at
+/// that local time (tests).
+pub fn rate_limit(text: Option<&str>) -> Result<RateLimit> {
+    let text = match text {
+        Some(t) => Some(t.to_string()),
+        None => crate::config::ConfigFile::load()?.defaults.limit_rate,
+    };
+    let Some(text) = text else { return Ok(RateLimit::off()) };
+    let schedule = Schedule::parse(&text).map_err(|e| {
+        Error::usage(
+            format!("invalid --limit-rate: {e}"),
+            "give a rate in bytes per second (10MiB, 8M, 500k, off) or a timetable such as \"08:00,4MiB 12:00,10MiB 18:00,off\" (Mon-08:00,RATE for one day)",
+        )
+    })?;
+    let fake = std::env::var("UPLOAD_FAKE_LOCAL_TIME").ok().filter(|v| !v.is_empty());
+    match fake {
+        Some(t) => {
+            let start = chrono::NaiveDateTime::parse_from_str(&t, "%Y-%m-%dT%H:%M:%S").map_err(|e| {
+                Error::usage(format!("UPLOAD_FAKE_LOCAL_TIME '{t}' is invalid: {e}"), "use YYYY-MM-DDTHH:MM:SS")
+            })?;
+            Ok(RateLimit::with_clock(schedule, Arc::new(OffsetClock::starting_at(start))))
+        }
+        None => Ok(RateLimit::new(schedule)),
+    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::engine::progress::{Event, Progress};
+use crate::engine::ratelimit::{RateLimit, human_rate};
 use crate::providers::{DryRun, UploadOutcome};
 
 /// How progress is shown.
@@ -44,12 +45,18 @@ pub struct FileProgress {
     parts_done: AtomicU32,
     name: Mutex<String>,
     last_line: Mutex<(Instant, u64)>,
+    rate: RateLimit,
 }
 
 impl FileProgress {
     /// A progress display in the given mode, alone on the screen.
     pub fn new(mode: Mode) -> Self {
         Board::new(mode).file()
+    }
+
+    /// [`FileProgress::new`], showing the limit in force.
+    pub fn with_rate_limit(mode: Mode, rate: &RateLimit) -> Self {
+        Board::new(mode).with_rate_limit(rate).file()
     }
 
     fn line(&self, force: bool) {
@@ -63,8 +70,13 @@ impl FileProgress {
         let last_decile = last.1 * 10 / total;
         if force || decile > last_decile || last.0.elapsed() >= Duration::from_secs(5) {
             let pct = sent as f64 * 100.0 / total as f64;
+            let limit = if self.rate.is_limited() {
+                format!(", limit {}", human_rate(self.rate.current()))
+            } else {
+                String::new()
+            };
             eprintln!(
-                "upload: {}: {:.0}% ({} of {}), parts {}/{}",
+                "upload: {}: {:.0}% ({} of {}), parts {}/{}{limit}",
                 self.name.lock().expect("lock"),
                 pct,
                 crate::size::human(sent),
@@ -155,12 +167,21 @@ pub struct Board {
     mode: Mode,
     multi: Option<indicatif::MultiProgress>,
     total: Option<ProgressBar>,
+    rate: RateLimit,
 }
 
-fn bar_style() -> ProgressStyle {
-    ProgressStyle::with_template("{msg:24!} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {prefix}")
+fn bar_style(rate: &RateLimit) -> ProgressStyle {
+    let template = "{msg:24!} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {prefix}";
+    if !rate.is_limited() {
+        return ProgressStyle::with_template(template).expect("template is valid").progress_chars("=> ");
+    }
+    let rate = rate.clone();
+    ProgressStyle::with_template(&format!("{template} {{limit}}"))
         .expect("template is valid")
         .progress_chars("=> ")
+        .with_key("limit", move |_: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = write!(w, "limit {}", human_rate(rate.current()));
+        })
 }
 
 impl Board {
@@ -174,14 +195,20 @@ impl Board {
             };
             indicatif::MultiProgress::with_draw_target(target)
         });
-        Board { mode, multi, total: None }
+        Board { mode, multi, total: None, rate: RateLimit::off() }
+    }
+
+    /// Shows the limit in force on every bar (and progress line) of the board.
+    pub fn with_rate_limit(mut self, rate: &RateLimit) -> Self {
+        self.rate = rate.clone();
+        self
     }
 
     /// Adds a total bar for `files` files of `bytes` bytes (only when there are several).
     pub fn with_total(mut self, files: usize, bytes: u64) -> Self {
         if let (Some(multi), true) = (&self.multi, files > 1) {
             let bar = multi.add(ProgressBar::new(bytes));
-            bar.set_style(bar_style());
+            bar.set_style(bar_style(&self.rate));
             bar.set_message(format!("total ({files} files)"));
             self.total = Some(bar);
         }
@@ -196,7 +223,7 @@ impl Board {
                     Some(total) => multi.insert_before(total, ProgressBar::new(0)),
                     None => multi.add(ProgressBar::new(0)),
                 };
-                b.set_style(bar_style());
+                b.set_style(bar_style(&self.rate));
                 b.enable_steady_tick(Duration::from_millis(200));
                 b
             }
@@ -212,6 +239,7 @@ impl Board {
             parts_done: 0.into(),
             name: Mutex::new(String::new()),
             last_line: Mutex::new((Instant::now(), 0)),
+            rate: self.rate.clone(),
         }
     }
 

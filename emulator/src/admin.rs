@@ -9,6 +9,9 @@
 //!   [`crate::Faults`] JSON (missing fields take their defaults) replaces them;
 //! * `GET /_emulator/requests` → the request log ([`crate::RequestRecord`] list);
 //! * `GET /_emulator/part-counts` → `[{upload_id, part, puts}]`, successful PUTs per part;
+//! * `GET /_emulator/received?window_ms=1000` → `{"window_ms", "total", "bytes": [...]}`:
+//!   request body bytes received per window from the first byte on ([`crate::meter`]);
+//!   `DELETE /_emulator/received` starts a new measurement;
 //! * `GET /_emulator/teleport/captures` → every capture with its internal fields;
 //! * `GET /_emulator/truvideo/uploads` → every TruVideo upload with its internal fields.
 
@@ -32,6 +35,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/_emulator/faults", get(get_faults).put(put_faults))
         .route("/_emulator/requests", get(requests))
         .route("/_emulator/part-counts", get(part_counts))
+        .route("/_emulator/received", get(received).delete(clear_received))
         .route("/_emulator/teleport/captures", get(captures))
         .route("/_emulator/truvideo/uploads", get(truvideo_uploads))
         .with_state(shared)
@@ -96,4 +100,22 @@ async fn captures(State(shared): State<Arc<Shared>>) -> Response {
 
 async fn truvideo_uploads(State(shared): State<Arc<Shared>>) -> Response {
     json_response(200, &crate::truvideo::uploads_summary(&shared))
+}
+
+async fn received(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let window_ms = match q.get("window_ms").map(|v| v.parse::<u64>()) {
+        None => 1000,
+        Some(Ok(ms)) if ms > 0 => ms,
+        Some(_) => return detail(422, "window_ms must be a positive integer"),
+    };
+    let bytes = shared.received.per_window(std::time::Duration::from_millis(window_ms));
+    json_response(200, &json!({ "window_ms": window_ms, "total": shared.received.total(), "bytes": bytes }))
+}
+
+async fn clear_received(State(shared): State<Arc<Shared>>) -> Response {
+    shared.received.clear();
+    json_response(200, &json!({ "cleared": true }))
 }

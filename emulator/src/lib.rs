@@ -38,6 +38,7 @@ pub mod apertur;
 pub mod auth;
 pub mod fastapi;
 pub mod faults;
+pub mod meter;
 pub mod s3;
 mod server;
 pub mod signin;
@@ -253,8 +254,8 @@ impl Emulator {
             .merge(admin::router(shared.clone()));
         let api_router = server::with_common_layers(api_router, shared.clone(), "api");
         let s3_router = server::with_common_layers(s3::router(shared.clone()), shared.clone(), "s3");
-        tokio::spawn(server::serve(api, api_router, cancel.clone()));
-        tokio::spawn(server::serve(s3l, s3_router, cancel.clone()));
+        tokio::spawn(server::serve(api, api_router, shared.clone(), cancel.clone()));
+        tokio::spawn(server::serve(s3l, s3_router, shared.clone(), cancel.clone()));
         tracing::info!(%api_addr, %s3_addr, "emulator started");
         Ok(Emulator { shared, api_addr, s3_addr, cancel })
     }
@@ -313,6 +314,17 @@ impl Emulator {
     /// `(upload id, part number)` → `Content-Type` of that part's last successful PUT.
     pub fn part_content_types(&self) -> BTreeMap<(String, u32), String> {
         self.shared.store.part_content_types()
+    }
+
+    /// Request body bytes received by both servers in consecutive windows of `window` (whole
+    /// 100 ms slots), from the first slot that received anything (see [`meter`]).
+    pub fn received_per_window(&self, window: Duration) -> Vec<u64> {
+        self.shared.received.per_window(window)
+    }
+
+    /// Forgets the body bytes received so far (a new measurement starts at the next byte).
+    pub fn clear_received(&self) {
+        self.shared.received.clear()
     }
 
     /// Every request received by both servers, oldest first.

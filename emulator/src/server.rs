@@ -14,6 +14,7 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -83,8 +84,9 @@ impl AsyncWrite for AbortableIo {
     }
 }
 
-/// Serves `router` on `listener` until `cancel` fires.
-pub async fn serve(listener: TcpListener, router: Router, cancel: CancellationToken) {
+/// Serves `router` on `listener` until `cancel` fires; request body bytes are counted in
+/// `shared.received` as the handlers read them.
+pub async fn serve(listener: TcpListener, router: Router, shared: Arc<Shared>, cancel: CancellationToken) {
     loop {
         let stream = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -102,9 +104,19 @@ pub async fn serve(listener: TcpListener, router: Router, cancel: CancellationTo
         let io = TokioIo::new(AbortableIo { inner: stream, aborted: conn.aborted.clone() });
         let router = router.clone();
         let handle = conn.clone();
+        let shared = shared.clone();
         let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             req.extensions_mut().insert(handle.clone());
-            router.clone().oneshot(req.map(axum::body::Body::new))
+            let shared = shared.clone();
+            let req = req.map(|body| {
+                axum::body::Body::new(body.map_frame(move |frame| {
+                    if let Some(data) = frame.data_ref() {
+                        shared.received.add(data.len());
+                    }
+                    frame
+                }))
+            });
+            router.clone().oneshot(req)
         });
         let cancel = cancel.clone();
         tokio::spawn(async move {

@@ -26,6 +26,8 @@ pub struct Shared {
     pub apertur: crate::apertur::AperturState,
     /// Tokens handed out by the sign-in endpoints.
     pub signin: crate::signin::SignInState,
+    /// Request body bytes received over time (both servers).
+    pub received: crate::meter::ReceiveMeter,
 }
 
 impl Shared {
@@ -39,6 +41,7 @@ impl Shared {
             truvideo: Default::default(),
             apertur: Default::default(),
             signin: Default::default(),
+            received: Default::default(),
             config,
         }
     }

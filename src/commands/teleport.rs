@@ -86,12 +86,13 @@ pub async fn run(cmd: TeleportCommand, output: &OutputArgs) -> Result<i32> {
                 out(writeln!(stdout, "{text}"))?;
             }
         }
-        TeleportCommand::Download { sid, model, output: dir, api } => {
+        TeleportCommand::Download { sid, model, output: dir, limit_rate, api } => {
             admin::check_id("share id (sid)", &sid)?;
+            let rate = crate::settings::rate_limit(limit_rate.as_deref())?;
             let api = api_from_args(ProviderName::Teleport, &api)?;
             let cancel = CancellationToken::new();
             crate::install_ctrl_c(cancel.clone());
-            download_models(&api, &sid, &model, &dir, output, &cancel).await?;
+            download_models(&api, &sid, &model, &dir, &rate, output, &cancel).await?;
         }
     }
     Ok(crate::error::exit::OK)
@@ -111,6 +112,7 @@ async fn download_models(
     sid: &str,
     model: &ModelArgs,
     dir: &Path,
+    rate: &crate::engine::ratelimit::RateLimit,
     output: &OutputArgs,
     cancel: &CancellationToken,
 ) -> Result<()> {
@@ -144,13 +146,14 @@ async fn download_models(
     let mut stdout = std::io::stdout();
     for (m, name) in plan {
         let dest = dir.join(&name);
-        let progress = ui::FileProgress::new(ui::Mode::detect(output.quiet, output.json));
+        let progress = ui::FileProgress::with_rate_limit(ui::Mode::detect(output.quiet, output.json), rate);
         let req = DownloadRequest {
             provider: api.provider,
             url: &m.url,
             dest: &dest,
             size: m.size,
             retry: api.retry.clone(),
+            rate: rate.clone(),
         };
         let done = download(&http, &req, &progress, cancel).await?;
         drop(progress);

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::http::describe_transport;
 use crate::engine::progress::{Event, Progress};
+use crate::engine::ratelimit::RateLimit;
 use crate::engine::retry::{Backoff, RetryPolicy, retry_after};
 use crate::error::{Error, Result};
 use crate::redact::safe_url;
@@ -30,6 +31,8 @@ pub struct DownloadRequest<'a> {
     pub size: u64,
     /// Retry policy (attempts that brought bytes reset it).
     pub retry: RetryPolicy,
+    /// The run's bandwidth limit: the body is read no faster.
+    pub rate: RateLimit,
 }
 
 /// A finished download.
@@ -134,6 +137,7 @@ pub async fn download(
                                     &part,
                                     &mut offset,
                                     req.size,
+                                    &req.rate,
                                     progress,
                                     cancel,
                                     &interrupted,
@@ -165,8 +169,18 @@ pub async fn download(
                             // The range was ignored: the whole file comes again.
                             restart(&mut file, &part, &mut offset, progress, &mut restarts, &protocol).await?;
                         }
-                        stream_body(resp, &mut file, &part, &mut offset, req.size, progress, cancel, &interrupted)
-                            .await?
+                        stream_body(
+                            resp,
+                            &mut file,
+                            &part,
+                            &mut offset,
+                            req.size,
+                            &req.rate,
+                            progress,
+                            cancel,
+                            &interrupted,
+                        )
+                        .await?
                     }
                     416 => {
                         let total = resp
@@ -284,11 +298,13 @@ async fn stream_body(
     part: &Path,
     offset: &mut u64,
     size: u64,
+    rate: &RateLimit,
     progress: &dyn Progress,
     cancel: &CancellationToken,
     interrupted: &dyn Fn() -> Error,
 ) -> Result<std::result::Result<(), (String, Option<Duration>)>> {
     file.seek(std::io::SeekFrom::Start(*offset)).await.map_err(io_err(part))?;
+    let limited = rate.is_limited();
     loop {
         let chunk = tokio::select! {
             _ = cancel.cancelled() => {
@@ -299,6 +315,18 @@ async fn stream_body(
         };
         match chunk {
             Ok(Some(bytes)) => {
+                if limited {
+                    // Paying for what arrived before reading more: the socket fills up and
+                    // TCP slows the sender down to the limit.
+                    tokio::select! {
+                        _ = cancel.cancelled() => {
+                            file.write_all(&bytes).await.map_err(io_err(part))?;
+                            file.flush().await.map_err(io_err(part))?;
+                            return Err(interrupted());
+                        }
+                        _ = rate.consume(bytes.len() as u64) => {}
+                    }
+                }
                 file.write_all(&bytes).await.map_err(io_err(part))?;
                 *offset += bytes.len() as u64;
                 progress.event(Event::Bytes { part: 1, delta: bytes.len() as i64 });

@@ -9,6 +9,7 @@ pub mod os_path;
 pub mod plan;
 pub mod post;
 pub mod progress;
+pub mod ratelimit;
 pub mod retry;
 pub mod source;
 pub mod uploader;

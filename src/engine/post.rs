@@ -17,7 +17,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -25,6 +25,7 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::progress::{Event, Progress};
+use super::ratelimit::RateLimit;
 use super::retry::{Backoff, Class, Outcome, RetryPolicy, classify_part, retry_after};
 use super::source::FileSource;
 use crate::error::{Error, Result};
@@ -182,6 +183,7 @@ pub async fn post_form(
     form: &PostForm,
     file: &FilePart,
     retry: &RetryPolicy,
+    rate: &RateLimit,
     progress: Arc<dyn Progress>,
     cancel: &CancellationToken,
 ) -> Result<PostResult> {
@@ -219,7 +221,7 @@ pub async fn post_form(
         let body = {
             let sent = sent.clone();
             let progress = progress.clone();
-            let file_bytes = source.stream_range(0, size, move |n| {
+            let file_bytes = source.stream_range_limited(0, size, rate.clone(), move |n| {
                 sent.fetch_add(n, Ordering::Relaxed);
                 progress.event(Event::Bytes { part: 1, delta: n as i64 });
             });
@@ -227,8 +229,9 @@ pub async fn post_form(
             let tail = futures::stream::once(futures::future::ready(Ok::<_, std::io::Error>(framing.tail.clone())));
             reqwest::Body::wrap_stream(head.chain(file_bytes).chain(tail))
         };
-        // A generous timeout: 60 s plus the file at 64 KiB/s.
-        let timeout = Duration::from_secs(60) + Duration::from_secs(size / (64 * 1024));
+        // A generous timeout: 60 s plus the file at 64 KiB/s (or, under a rate limit, at its
+        // lowest rate shared by as many files as a run sends at once, 64).
+        let timeout = rate.request_timeout(size, 64);
         let req = http
             .post(&form.url)
             .header(reqwest::header::CONTENT_TYPE, framing.content_type())

@@ -10,6 +10,7 @@ use std::time::SystemTime;
 use bytes::{Bytes, BytesMut};
 use futures::Stream;
 
+use super::ratelimit::RateLimit;
 use crate::error::{Error, Result};
 
 /// Size of one positional read while streaming a part.
@@ -150,17 +151,33 @@ impl FileSource {
         len: u64,
         on_chunk: impl Fn(u64) + Send + Sync + 'static,
     ) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+        self.stream_range_limited(offset, len, RateLimit::off(), on_chunk)
+    }
+
+    /// [`FileSource::stream_range`] under the run's bandwidth limit: each piece is granted by
+    /// `limit` before it is read (pieces of at most a few hundred KiB then). Without a limit
+    /// the stream takes no lock and awaits nothing for it.
+    pub fn stream_range_limited(
+        &self,
+        offset: u64,
+        len: u64,
+        limit: RateLimit,
+        on_chunk: impl Fn(u64) + Send + Sync + 'static,
+    ) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
         let this = self.clone();
         let on_chunk = Arc::new(on_chunk);
         let buf = BytesMut::new();
+        let limited = limit.is_limited();
         futures::stream::try_unfold((0u64, buf), move |(done, buf)| {
             let this = this.clone();
             let on_chunk = on_chunk.clone();
+            let limit = limit.clone();
             async move {
                 if done >= len {
                     return Ok(None);
                 }
-                let n = (len - done).min(READ_CHUNK as u64) as usize;
+                let want = (len - done).min(READ_CHUNK as u64);
+                let n = if limited { limit.take(want).await } else { want } as usize;
                 let at = offset + done;
                 let (buf, bytes) = tokio::task::spawn_blocking(move || this.read_into(buf, at, n))
                     .await

@@ -26,6 +26,7 @@ use tracing::Instrument;
 
 use super::plan::PartPlan;
 use super::progress::{Event, Progress};
+use super::ratelimit::RateLimit;
 use super::retry::{Backoff, Class, Outcome, RetryPolicy, classify_part, retry_after};
 use super::source::FileSource;
 use crate::error::{Error, Result};
@@ -70,6 +71,8 @@ pub struct UploaderOptions {
     /// A part budget shared with other files uploading at the same time (`--files N`), so
     /// the bytes in flight stay bounded for the whole run; `None` = `concurrency` for this file.
     pub shared_permits: Option<Arc<Semaphore>>,
+    /// The run's bandwidth limit (`--limit-rate`), shared by every part and file.
+    pub rate: RateLimit,
 }
 
 impl Default for UploaderOptions {
@@ -83,6 +86,7 @@ impl Default for UploaderOptions {
             drain: Duration::from_secs(5),
             seed: None,
             shared_permits: None,
+            rate: RateLimit::off(),
         }
     }
 }
@@ -327,13 +331,19 @@ impl PartJob {
             let body = {
                 let sent = sent.clone();
                 let progress = self.progress.clone();
-                reqwest::Body::wrap_stream(self.source.stream_range(offset, len, move |n| {
-                    sent.fetch_add(n, Ordering::Relaxed);
-                    progress.event(Event::Bytes { part: number, delta: n as i64 });
-                }))
+                reqwest::Body::wrap_stream(self.source.stream_range_limited(
+                    offset,
+                    len,
+                    self.options.rate.clone(),
+                    move |n| {
+                        sent.fetch_add(n, Ordering::Relaxed);
+                        progress.event(Event::Bytes { part: number, delta: n as i64 });
+                    },
+                ))
             };
-            // A generous per-attempt timeout: 60 s plus the part at 64 KiB/s.
-            let timeout = Duration::from_secs(60) + Duration::from_secs(len / (64 * 1024));
+            // A generous per-attempt timeout: 60 s plus the part at 64 KiB/s (or at its share
+            // of the lowest rate limit, when that is slower).
+            let timeout = self.options.rate.request_timeout(len, self.options.concurrency);
             let mut req = self.http.put(&url).header(reqwest::header::CONTENT_LENGTH, len).timeout(timeout).body(body);
             if let Some(ct) = &self.options.content_type {
                 req = req.header(reqwest::header::CONTENT_TYPE, ct);

@@ -440,9 +440,10 @@ impl Apertur {
         let content_type = format!("multipart/form-data; boundary={boundary}");
         let password = self.options.password.clone();
         let source = file.clone();
+        let rate = ctx.uploader.rate.clone();
         let attach = move |req: reqwest::RequestBuilder| {
             let body = futures::stream::once(futures::future::ready(Ok::<Bytes, std::io::Error>(head.clone())))
-                .chain(source.stream_range(0, source.size(), |_| {}))
+                .chain(source.stream_range_limited(0, source.size(), rate.clone(), |_| {}))
                 .chain(futures::stream::once(futures::future::ready(Ok(tail.clone()))));
             let mut req = req
                 .header(reqwest::header::CONTENT_TYPE, content_type.as_str())
@@ -453,9 +454,10 @@ impl Apertur {
             }
             req
         };
-        // One image per request: a generous time limit, 60 s plus the image at 64 KiB/s.
-        let api =
-            Api { timeout: Duration::from_secs(60) + Duration::from_secs(length / (64 * 1024)), ..ctx.api.clone() };
+        // One image per request: a generous time limit, 60 s plus the image at 64 KiB/s (or at
+        // its share of the lowest rate limit, when that is slower).
+        let timeout = ctx.uploader.rate.request_timeout(length, ctx.uploader.concurrency);
+        let api = Api { timeout, ..ctx.api.clone() };
         let url = api.url(&format!("/api/v1/upload/{}/images", session.id));
         let what = format!("upload {}", file.file_name());
         let answer = api.execute(&what, Method::POST, url, Retry::Once, None, &attach).await?;

@@ -32,9 +32,10 @@ pub async fn run(args: AperturCommandArgs, output: &OutputArgs, cancel: Cancella
             check_id("the session", &session)?;
             status(&api, &session, json).await
         }
-        AperturCommand::Poll { session, output_dir, once, interval, timeout } => {
+        AperturCommand::Poll { session, output_dir, once, interval, timeout, limit_rate } => {
             check_id("the session", &session)?;
-            let poll = Poll { api, session, dir: output_dir, once, interval, timeout, json, quiet: output.quiet };
+            let rate = crate::settings::rate_limit(limit_rate.as_deref())?;
+            let poll = Poll { api, session, dir: output_dir, once, interval, timeout, json, quiet: output.quiet, rate };
             poll.run(&cancel).await
         }
         AperturCommand::Session { command } => session(&api, command, json).await,
@@ -121,6 +122,8 @@ struct Poll {
     timeout: Option<Duration>,
     json: bool,
     quiet: bool,
+    /// The bandwidth limit: each image is paid for once received, before the next one.
+    rate: crate::engine::ratelimit::RateLimit,
 }
 
 impl Poll {
@@ -153,7 +156,7 @@ impl Poll {
                 if cancel.is_cancelled() {
                     break;
                 }
-                self.take(image).await?;
+                self.take(image, cancel).await?;
                 saved += 1;
             }
             if cancel.is_cancelled() || deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
@@ -183,7 +186,7 @@ impl Poll {
     }
 
     /// Downloads one image, puts it safely on disk, then acknowledges it.
-    async fn take(&self, image: &Value) -> Result<()> {
+    async fn take(&self, image: &Value, cancel: &CancellationToken) -> Result<()> {
         let id = image.get("id").and_then(Value::as_str).ok_or_else(|| protocol("poll", "an image has no `id`"))?;
         check_id("the image id", id).map_err(|_| protocol("poll", "an image id is not usable"))?;
         let filename = safe_file_name(image.get("filename").and_then(Value::as_str).unwrap_or(""), id);
@@ -199,6 +202,13 @@ impl Poll {
                 Retry::Idempotent,
             )
             .await?;
+        if self.rate.is_limited() {
+            tokio::select! {
+                _ = self.rate.consume(answer.body.len() as u64) => {}
+                // The image is here: it is still saved and acknowledged, then the loop stops.
+                _ = cancel.cancelled() => {}
+            }
+        }
         if let Some(expected) = image.get("size_bytes").and_then(Value::as_u64)
             && expected != answer.body.len() as u64
         {

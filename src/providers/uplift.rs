@@ -442,6 +442,7 @@ impl Provider for Uplift {
                 &form,
                 &part,
                 &ctx.uploader.retry,
+                &ctx.uploader.rate,
                 ctx.progress.clone(),
                 &ctx.cancel,
             )

@@ -6,6 +6,7 @@ mod common;
 mod demo;
 mod library;
 mod output;
+mod ratelimit;
 mod real_s3;
 mod reliability;
 mod shell;

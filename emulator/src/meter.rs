@@ -1,0 +1,54 @@
+//! Request body bytes received by both servers over time, for checking a client's bandwidth
+//! limit: counted as the handlers read them off the connection, in 100 ms slots since the
+//! emulator started ([`Emulator::received_per_window`](crate::Emulator::received_per_window),
+//! `GET /_emulator/received?window_ms=1000`).
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Width of one slot.
+pub const SLOT: Duration = Duration::from_millis(100);
+
+/// Bytes per slot since `start`.
+pub struct ReceiveMeter {
+    start: Instant,
+    slots: Mutex<Vec<u64>>,
+}
+
+impl Default for ReceiveMeter {
+    fn default() -> Self {
+        ReceiveMeter { start: Instant::now(), slots: Mutex::new(Vec::new()) }
+    }
+}
+
+impl ReceiveMeter {
+    /// Counts `n` bytes received now.
+    pub fn add(&self, n: usize) {
+        let slot = (self.start.elapsed().as_millis() / SLOT.as_millis()) as usize;
+        let mut slots = self.slots.lock().unwrap();
+        if slots.len() <= slot {
+            slots.resize(slot + 1, 0);
+        }
+        slots[slot] += n as u64;
+    }
+
+    /// Total bytes received.
+    pub fn total(&self) -> u64 {
+        self.slots.lock().unwrap().iter().sum()
+    }
+
+    /// Bytes received in consecutive windows of `window` (rounded to whole slots, at least
+    /// one), the first starting at the first slot that received anything; the last window may
+    /// be partial. Empty when nothing was received.
+    pub fn per_window(&self, window: Duration) -> Vec<u64> {
+        let per = ((window.as_millis() / SLOT.as_millis()) as usize).max(1);
+        let slots = self.slots.lock().unwrap();
+        let Some(first) = slots.iter().position(|&n| n > 0) else { return vec![] };
+        slots[first..].chunks(per).map(|c| c.iter().sum()).collect()
+    }
+
+    /// Forgets everything received so far.
+    pub fn clear(&self) {
+        self.slots.lock().unwrap().clear();
+    }
+}

@@ -1,0 +1,140 @@
+//! `--limit-rate`: the total rate of a run, measured by what the emulator received each second.
+
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+const LIMIT: u64 = 10 * MIB;
+
+fn teleport_args(emu: &Emulator, files: &[&std::path::Path], extra: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    a.extend(args(&["--provider", "teleport", "--endpoint", &emu.api_url(), "--json"]));
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
+}
+
+fn token_env(emu: &Emulator) -> Vec<(String, String)> {
+    vec![("TELEPORT_TOKEN".into(), emu.token())]
+}
+
+/// Checks the emulator's receive rate against `limit`: after the first second no second above
+/// 1.5 × the limit, and the first five seconds within ±10 % of five seconds of the limit.
+fn check_rate(emu: &Emulator, limit: u64) -> Vec<u64> {
+    let per_second = emu.received_per_window(Duration::from_secs(1));
+    let mib: Vec<String> = per_second.iter().map(|b| format!("{:.2}", *b as f64 / MIB as f64)).collect();
+    eprintln!("received MiB per second: {mib:?}");
+    for (i, &b) in per_second.iter().enumerate().skip(1) {
+        assert!(b as f64 <= 1.5 * limit as f64, "second {i}: {b} bytes > 1.5 × {limit}; MiB per second: {mib:?}");
+    }
+    let five: u64 = per_second.iter().take(5).sum();
+    let expect = 5.0 * limit as f64;
+    assert!(
+        (five as f64 - expect).abs() <= 0.1 * expect,
+        "first 5 s: {five} bytes, expected {expect} ± 10 %; MiB per second: {mib:?}"
+    );
+    per_second
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_mib_at_ten_mib_per_second_with_eight_connections() {
+    let emu = emulator(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (path, sha) = make_file(dir.path(), "scan.zip", 60 * MIB);
+    let t0 = Instant::now();
+    let out =
+        run_upload(teleport_args(&emu, &[&path], &["--limit-rate", "10MiB", "--concurrency", "8"]), token_env(&emu))
+            .await;
+    let took = t0.elapsed().as_secs_f64();
+    eprintln!("took {took:.2} s");
+    assert!(out.status.success(), "exit {:?}: {}", out.status, stderr(&out));
+    let objects = emu.objects();
+    assert_eq!((objects.len(), objects[0].sha256.as_str()), (1, sha.as_str()));
+    check_rate(&emu, LIMIT);
+    assert!((5.4..=6.6).contains(&took), "60 MiB at 10 MiB/s took {took:.2} s, expected 6 s ± 10 %");
+    let result: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(result["limit_rate"], "10.00 MiB/s");
+    assert_eq!(result["limit_rate_bps"], LIMIT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_files_at_once_share_the_limit() {
+    let emu = emulator(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (a, sha_a) = make_file(dir.path(), "a.zip", 30 * MIB);
+    let (b, sha_b) = make_file(dir.path(), "b.zip", 30 * MIB + 1);
+    let t0 = Instant::now();
+    let out = run_upload(
+        teleport_args(&emu, &[&a, &b], &["--limit-rate", "10MiB", "--concurrency", "8", "--files", "2"]),
+        token_env(&emu),
+    )
+    .await;
+    let took = t0.elapsed().as_secs_f64();
+    eprintln!("took {took:.2} s");
+    assert!(out.status.success(), "exit {:?}: {}", out.status, stderr(&out));
+    let mut shas: Vec<String> = emu.objects().into_iter().map(|o| o.sha256).collect();
+    shas.sort();
+    let mut expect = vec![sha_a, sha_b];
+    expect.sort();
+    assert_eq!(shas, expect);
+    check_rate(&emu, LIMIT);
+    assert!((5.4..=6.6).contains(&took), "2 × 30 MiB at 10 MiB/s took {took:.2} s, expected 6 s ± 10 %");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_switching_to_off_speeds_the_transfer_up() {
+    let emu = emulator(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (path, sha) = make_file(dir.path(), "scan.zip", 40 * MIB);
+    // The injected clock starts 3 s before 08:00: 5 MiB/s, then no limit.
+    let mut env = token_env(&emu);
+    env.push(("UPLOAD_FAKE_LOCAL_TIME".into(), "2026-12-01T07:59:57".into()));
+    let out = run_upload(teleport_args(&emu, &[&path], &["--limit-rate", "00:00,5MiB 08:00,off", "-v"]), env).await;
+    assert!(out.status.success(), "exit {:?}: {}", out.status, stderr(&out));
+    assert_eq!(emu.objects()[0].sha256, sha);
+    let per_second = emu.received_per_window(Duration::from_secs(1));
+    let mib: Vec<String> = per_second.iter().map(|b| format!("{:.2}", *b as f64 / MIB as f64)).collect();
+    // Under the limit: seconds 1 and 2 near 5 MiB.
+    for i in [1, 2] {
+        let b = per_second[i] as f64;
+        assert!((0.5 * 5.0 * MIB as f64..=1.5 * 5.0 * MIB as f64).contains(&b), "second {i}; MiB/s {mib:?}");
+    }
+    // Then the rest at full speed: at least twice the old limit in one second, and done
+    // well before the 8 s the limit alone would take.
+    let fastest_after = per_second.iter().skip(3).copied().max().unwrap_or(0);
+    assert!(fastest_after >= 10 * MIB, "no speed-up after 08:00; MiB/s {mib:?}");
+    assert!(per_second.len() <= 6, "took {} s; MiB/s {mib:?}", per_second.len());
+    let err = stderr(&out);
+    assert!(err.contains("rate limit in force: 5.00 MiB/s until Tue 08:00"), "{err}");
+    assert!(err.contains("rate limit changed: off"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_schedules_are_refused_before_any_request() {
+    let emu = emulator(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = make_file(dir.path(), "scan.zip", MIB);
+    for (rate, needle) in [("08:00,4MiB 25:00,off", "'25:00,off'"), ("Mon-08:00,1M Moon-09:00,2M", "'Moon'")] {
+        let out = run_upload(teleport_args(&emu, &[&path], &["--limit-rate", rate]), token_env(&emu)).await;
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains("upload: error: invalid --limit-rate") && err.contains(needle), "{err}");
+        assert!(err.contains("  hint: "), "{err}");
+    }
+    // From the environment and the config file too.
+    let out = run_upload(
+        teleport_args(&emu, &[&path], &[]),
+        [token_env(&emu), vec![("UPLOAD_LIMIT_RATE".into(), "fast".into())]].concat(),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "[defaults]\nlimit_rate = \"08:00,4MiB 12:00\"\n").unwrap();
+    let out = run_upload(
+        teleport_args(&emu, &[&path], &[]),
+        [token_env(&emu), vec![("UPLOAD_CONFIG".into(), config.display().to_string())]].concat(),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("'12:00'"), "{}", stderr(&out));
+    assert!(emu.request_log().is_empty(), "requests were made: {:?}", emu.request_log());
+}
