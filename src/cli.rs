@@ -184,13 +184,22 @@ pub enum TeleportCommand {
         /// Directory the files are written to (created when missing).
         #[arg(long, short = 'o', value_name = "DIR", default_value = ".")]
         output: PathBuf,
-        /// Download bandwidth in bytes per second (20MiB, off) or a timetable, as for uploads.
-        #[arg(long, env = "UPLOAD_LIMIT_RATE", value_name = "RATE")]
-        limit_rate: Option<String>,
+        /// Download bandwidth.
+        #[command(flatten)]
+        rate: Box<LimitRateArgs>,
         /// API access.
         #[command(flatten)]
         api: ApiArgs,
     },
+}
+
+/// `--limit-rate` of a download (boxed: keeps the subcommand enums small).
+#[derive(Args, Debug, Clone, Default)]
+pub struct LimitRateArgs {
+    /// Download bandwidth in bytes per second (20MiB, 8M, off) or a timetable of local times,
+    /// "08:00,4MiB 18:00,off", as for uploads.
+    #[arg(long, env = "UPLOAD_LIMIT_RATE", value_name = "RATE")]
+    pub limit_rate: Option<String>,
 }
 
 /// Which model of a capture (`GET /share/{sid}/metadata` parameters).
@@ -266,9 +275,9 @@ pub enum AperturCommand {
         /// Stop after this long (default: run until Ctrl-C, or until the queue is empty with --once).
         #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
         timeout: Option<std::time::Duration>,
-        /// Download bandwidth in bytes per second (20MiB, off) or a timetable, as for uploads.
-        #[arg(long, env = "UPLOAD_LIMIT_RATE", value_name = "RATE")]
-        limit_rate: Option<String>,
+        /// Download bandwidth.
+        #[command(flatten)]
+        rate: Box<LimitRateArgs>,
     },
     /// Show or change a session.
     Session {

@@ -86,9 +86,9 @@ pub async fn run(cmd: TeleportCommand, output: &OutputArgs) -> Result<i32> {
                 out(writeln!(stdout, "{text}"))?;
             }
         }
-        TeleportCommand::Download { sid, model, output: dir, limit_rate, api } => {
+        TeleportCommand::Download { sid, model, output: dir, rate, api } => {
             admin::check_id("share id (sid)", &sid)?;
-            let rate = crate::settings::rate_limit(limit_rate.as_deref())?;
+            let rate = crate::settings::rate_limit(rate.limit_rate.as_deref())?;
             let api = api_from_args(ProviderName::Teleport, &api)?;
             let cancel = CancellationToken::new();
             crate::install_ctrl_c(cancel.clone());

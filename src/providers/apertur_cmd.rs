@@ -32,9 +32,9 @@ pub async fn run(args: AperturCommandArgs, output: &OutputArgs, cancel: Cancella
             check_id("the session", &session)?;
             status(&api, &session, json).await
         }
-        AperturCommand::Poll { session, output_dir, once, interval, timeout, limit_rate } => {
+        AperturCommand::Poll { session, output_dir, once, interval, timeout, rate } => {
             check_id("the session", &session)?;
-            let rate = crate::settings::rate_limit(limit_rate.as_deref())?;
+            let rate = crate::settings::rate_limit(rate.limit_rate.as_deref())?;
             let poll = Poll { api, session, dir: output_dir, once, interval, timeout, json, quiet: output.quiet, rate };
             poll.run(&cancel).await
         }
