@@ -9,8 +9,9 @@
 //!   [`crate::Faults`] JSON (missing fields take their defaults) replaces them;
 //! * `GET /_emulator/requests` → the request log ([`crate::RequestRecord`] list);
 //! * `GET /_emulator/part-counts` → `[{upload_id, part, puts}]`, successful PUTs per part;
-//! * `GET /_emulator/received?window_ms=1000` → `{"window_ms", "total", "bytes": [...]}`:
-//!   request body bytes received per window from the first byte on ([`crate::meter`]);
+//! * `GET /_emulator/received?window_ms=1000` → `{"window_ms", "total", "span_s", "bytes": [...]}`:
+//!   request body bytes received per window from the first byte on, and the seconds from the
+//!   first byte to the last ([`crate::meter`]);
 //!   `DELETE /_emulator/received` starts a new measurement;
 //! * `GET /_emulator/teleport/captures` → every capture with its internal fields;
 //! * `GET /_emulator/truvideo/uploads` → every TruVideo upload with its internal fields.
@@ -112,7 +113,15 @@ async fn received(
         Some(_) => return detail(422, "window_ms must be a positive integer"),
     };
     let bytes = shared.received.per_window(std::time::Duration::from_millis(window_ms));
-    json_response(200, &json!({ "window_ms": window_ms, "total": shared.received.total(), "bytes": bytes }))
+    json_response(
+        200,
+        &json!({
+            "window_ms": window_ms,
+            "total": shared.received.total(),
+            "span_s": shared.received.span().as_secs_f64(),
+            "bytes": bytes,
+        }),
+    )
 }
 
 async fn clear_received(State(shared): State<Arc<Shared>>) -> Response {

@@ -322,6 +322,11 @@ impl Emulator {
         self.shared.received.per_window(window)
     }
 
+    /// Time from the first request body byte received to the last one.
+    pub fn received_span(&self) -> Duration {
+        self.shared.received.span()
+    }
+
     /// Forgets the body bytes received so far (a new measurement starts at the next byte).
     pub fn clear_received(&self) {
         self.shared.received.clear()

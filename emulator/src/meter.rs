@@ -13,18 +13,29 @@ pub const SLOT: Duration = Duration::from_millis(100);
 pub struct ReceiveMeter {
     start: Instant,
     slots: Mutex<Vec<u64>>,
+    /// When the first and the last byte arrived.
+    span: Mutex<Option<(Instant, Instant)>>,
 }
 
 impl Default for ReceiveMeter {
     fn default() -> Self {
-        ReceiveMeter { start: Instant::now(), slots: Mutex::new(Vec::new()) }
+        ReceiveMeter { start: Instant::now(), slots: Mutex::new(Vec::new()), span: Mutex::new(None) }
     }
 }
 
 impl ReceiveMeter {
     /// Counts `n` bytes received now.
     pub fn add(&self, n: usize) {
-        let slot = (self.start.elapsed().as_millis() / SLOT.as_millis()) as usize;
+        if n == 0 {
+            return;
+        }
+        let now = Instant::now();
+        {
+            let mut span = self.span.lock().unwrap();
+            let first = span.map_or(now, |(first, _)| first);
+            *span = Some((first, now));
+        }
+        let slot = (now.duration_since(self.start).as_millis() / SLOT.as_millis()) as usize;
         let mut slots = self.slots.lock().unwrap();
         if slots.len() <= slot {
             slots.resize(slot + 1, 0);
@@ -47,8 +58,14 @@ impl ReceiveMeter {
         slots[first..].chunks(per).map(|c| c.iter().sum()).collect()
     }
 
+    /// Time from the first byte received to the last one (zero when nothing was received).
+    pub fn span(&self) -> Duration {
+        self.span.lock().unwrap().map_or(Duration::ZERO, |(first, last)| last - first)
+    }
+
     /// Forgets everything received so far.
     pub fn clear(&self) {
         self.slots.lock().unwrap().clear();
+        *self.span.lock().unwrap() = None;
     }
 }
