@@ -75,6 +75,32 @@ pub enum Error {
         /// What happened (last error).
         message: String,
     },
+    /// Nothing answered at a host this run had not reached yet (connection refused or timed
+    /// out on every attempt): a wrong endpoint, or no network.
+    #[error("{provider}: {what} failed: cannot reach {host}: {message}")]
+    Unreachable {
+        /// The provider.
+        provider: &'static str,
+        /// The request.
+        what: String,
+        /// The host (and port).
+        host: String,
+        /// The last error.
+        message: String,
+    },
+    /// The TLS handshake with a host failed: its certificate is not trusted or not valid.
+    /// Never retried.
+    #[error("{provider}: {what} failed: the certificate of {host} is not accepted: {message}")]
+    Certificate {
+        /// The provider.
+        provider: &'static str,
+        /// The request.
+        what: String,
+        /// The host (and port).
+        host: String,
+        /// What is wrong with the certificate.
+        message: String,
+    },
     /// The server answered something the client cannot use (bad JSON, a plan that does not cover the file).
     #[error("{provider}: unexpected answer to {what}: {message}")]
     Protocol {
@@ -131,7 +157,9 @@ impl Error {
             Error::Usage { .. } | Error::File { .. } => exit::USAGE,
             Error::Auth { .. } => exit::AUTH,
             Error::Rejected { .. } => exit::REJECTED,
-            Error::Network { .. } | Error::Protocol { .. } => exit::NETWORK,
+            Error::Network { .. } | Error::Unreachable { .. } | Error::Certificate { .. } | Error::Protocol { .. } => {
+                exit::NETWORK
+            }
             Error::ProcessingFailed { .. } => exit::PROCESSING_FAILED,
             Error::Timeout { .. } => exit::TIMEOUT,
             Error::Busy { .. } => exit::BUSY,
@@ -150,6 +178,12 @@ impl Error {
             Error::Network { .. } => {
                 Some("check the connection and run the same command again: finished parts are not sent twice".into())
             }
+            Error::Certificate { .. } => Some(
+                "if a TLS-inspecting proxy or a private CA signs this host's certificate, give its CA with --ca-bundle FILE (env UPLOAD_CA_BUNDLE or SSL_CERT_FILE)".into(),
+            ),
+            Error::Unreachable { .. } => Some(
+                "check the endpoint (--endpoint), the network and any proxy (HTTPS_PROXY); nothing was uploaded".into(),
+            ),
             Error::Timeout { .. } => Some("raise --wait-timeout, or check the status later".into()),
             _ => None,
         }

@@ -36,6 +36,8 @@ pub struct UploadSettings {
     args: UploadArgs,
     quiet: bool,
     http: reqwest::Client,
+    /// The run's executor, made with the run's cancellation token at the first context.
+    exec: std::sync::OnceLock<crate::engine::request::Executor>,
 }
 
 impl ProviderName {
@@ -240,6 +242,7 @@ impl UploadSettings {
             seed: None,
             shared_permits: None,
             rate: rate_limit(args.limit_rate.as_deref())?,
+            exec: Default::default(),
         };
         Ok(UploadSettings {
             provider,
@@ -251,6 +254,7 @@ impl UploadSettings {
             args: args.clone(),
             quiet: output.quiet,
             http,
+            exec: std::sync::OnceLock::new(),
         })
     }
 
@@ -310,8 +314,12 @@ impl UploadSettings {
 
     /// The run context for one file.
     pub fn context(&self, progress: Arc<dyn Progress>, cancel: CancellationToken) -> Result<Context> {
+        let exec = self.exec.get_or_init(|| run_executor(cancel.clone(), self.quiet)).clone();
+        let mut uploader = self.uploader.clone();
+        uploader.exec = exec.clone();
         Ok(Context {
             api: Api {
+                exec,
                 http: self.http.clone(),
                 base: self.endpoint.clone(),
                 provider: self.provider.as_str(),
@@ -320,7 +328,7 @@ impl UploadSettings {
                 signer: self.signer(),
                 timeout: crate::providers::api::DEFAULT_TIMEOUT,
             },
-            uploader: self.uploader.clone(),
+            uploader,
             progress,
             cancel,
             state_dir: self.state_dir.clone(),
@@ -365,6 +373,27 @@ pub fn apertur_input(args: &UploadArgs) -> apertur::AperturInput {
         wait_timeout: args.wait_timeout,
         poll_interval: args.poll_interval,
     }
+}
+
+/// The executor of a CLI run: waits end on `cancel`; while a host has not answered yet, each
+/// retry is shown on stderr (`upload: retrying in 2s: ... (3/10)`) unless `quiet`.
+pub fn run_executor(cancel: CancellationToken, quiet: bool) -> crate::engine::request::Executor {
+    use crate::engine::request::{Executor, RetryNotice};
+    let notifier: Option<crate::engine::request::Notifier> = (!quiet).then(|| {
+        Arc::new(|n: &RetryNotice| {
+            if n.first_contact {
+                eprintln!(
+                    "upload: {}: retrying in {}: {} ({}/{})",
+                    n.what,
+                    crate::size::human_duration(n.delay),
+                    n.reason,
+                    n.attempt,
+                    n.max_retries
+                );
+            }
+        }) as crate::engine::request::Notifier
+    });
+    Executor::new(cancel, notifier)
 }
 
 /// `$XDG_STATE_HOME/upload`, else `~/.local/state/upload`.

@@ -48,6 +48,20 @@ pub fn human(bytes: u64) -> String {
     if i == 0 { format!("{bytes} B") } else { format!("{v:.2} {}", UNITS[i]) }
 }
 
+/// A wait for people: `350ms`, `2s`, `1.5s`, `2m05s`.
+pub fn human_duration(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 10_000 && !ms.is_multiple_of(1000) {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else if ms < 60_000 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{}m{:02}s", ms / 60_000, (ms / 1000) % 60)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

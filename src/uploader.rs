@@ -114,9 +114,12 @@ impl Uploader {
         let token = self.token.clone().or_else(|| d.env_token());
         let tokens = Arc::new(TokenSource::new(d.name, d.token_env, token, self.token_command.clone()));
         let http = crate::engine::http::client(self.options.concurrency);
+        let exec = crate::engine::request::Executor::new(self.cancel.clone(), None);
+        let mut uploader = self.options.clone();
+        uploader.exec = exec.clone();
         Ok(Context {
-            api: Api::new(http, base, d.name, tokens, self.options.retry.clone()),
-            uploader: self.options.clone(),
+            api: Api::new(http, base, d.name, tokens, self.options.retry.clone()).with_executor(exec),
+            uploader,
             progress,
             cancel: self.cancel.clone(),
             state_dir: self.state_dir.clone(),

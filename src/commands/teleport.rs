@@ -89,9 +89,10 @@ pub async fn run(cmd: TeleportCommand, output: &OutputArgs) -> Result<i32> {
         TeleportCommand::Download { sid, model, output: dir, rate, api } => {
             admin::check_id("share id (sid)", &sid)?;
             let rate = crate::settings::rate_limit(rate.limit_rate.as_deref())?;
-            let api = api_from_args(ProviderName::Teleport, &api)?;
             let cancel = CancellationToken::new();
             crate::install_ctrl_c(cancel.clone());
+            let api = api_from_args(ProviderName::Teleport, &api)?
+                .with_executor(crate::settings::run_executor(cancel.clone(), output.quiet));
             download_models(&api, &sid, &model, &dir, &rate, output, &cancel).await?;
         }
     }

@@ -17,7 +17,7 @@ pub fn client_with_read_timeout(concurrency: usize, read_timeout: Duration) -> r
         .pool_max_idle_per_host(concurrency.max(1) * 2)
         .pool_idle_timeout(Duration::from_secs(60))
         .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(15))
+        .connect_timeout(Duration::from_secs(5))
         .read_timeout(read_timeout)
         .build()
         .expect("the TLS backend initialises")
@@ -125,6 +125,34 @@ fn one_line(s: &str) -> String {
     if line.chars().count() > 300 { format!("{}…", line.chars().take(300).collect::<String>()) } else { line }
 }
 
+/// What kind of transport failure `err` is, from its kind and its `source()` chain: DNS and
+/// certificate failures are told apart from plain connection failures (they are not retried).
+pub fn transport_kind(err: &reqwest::Error) -> super::retry::TransportKind {
+    use super::retry::TransportKind;
+    use std::error::Error as _;
+    let mut chain = String::new();
+    let mut src = err.source();
+    while let Some(s) = src {
+        chain.push_str(&s.to_string().to_ascii_lowercase());
+        chain.push('\n');
+        src = s.source();
+    }
+    if chain.contains("certificate") || chain.contains("invalid peer") || chain.contains("handshake") {
+        TransportKind::Tls
+    } else if chain.contains("dns error")
+        || chain.contains("failed to lookup address")
+        || chain.contains("name or service not known")
+    {
+        TransportKind::Dns
+    } else if err.is_connect() {
+        TransportKind::Connect
+    } else if err.is_timeout() {
+        TransportKind::Timeout
+    } else {
+        TransportKind::Other
+    }
+}
+
 /// A short, secret-free description of a transport error, walking the `source()` chain.
 pub fn describe_transport(err: &reqwest::Error) -> String {
     use std::error::Error as _;
@@ -134,13 +162,25 @@ pub fn describe_transport(err: &reqwest::Error) -> String {
     } else if err.is_connect() {
         parts.push("could not connect".to_string());
     }
+    // The layers in between ("client error (Connect)", "tcp connect error") say nothing the
+    // innermost cause does not: keep the outermost that is not a wrapper, and the innermost.
+    let mut chain = vec![];
     let mut src = err.source();
     while let Some(s) = src {
-        let t = s.to_string();
-        if !parts.contains(&t) {
-            parts.push(t);
-        }
+        chain.push(s.to_string());
         src = s.source();
+    }
+    let wrapper =
+        |t: &str| t.starts_with("client error") || t == "tcp connect error" || t.starts_with("error trying to connect");
+    if let Some(last) = chain.last() {
+        for t in chain.iter().filter(|t| !wrapper(t)) {
+            if !parts.contains(t) && (t == last || parts.len() < 2) {
+                parts.push(t.clone());
+            }
+        }
+        if parts.last() != Some(last) && !parts.contains(last) {
+            parts.push(last.clone());
+        }
     }
     if parts.is_empty() {
         parts.push("request failed".into());

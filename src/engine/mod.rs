@@ -10,6 +10,8 @@ pub mod plan;
 pub mod post;
 pub mod progress;
 pub mod ratelimit;
+pub mod request;
 pub mod retry;
 pub mod source;
 pub mod uploader;
+pub mod wait;

@@ -22,11 +22,11 @@ use std::time::Instant;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use tokio_util::sync::CancellationToken;
 
 use super::progress::{Event, Progress};
 use super::ratelimit::RateLimit;
-use super::retry::{Backoff, Class, Outcome, RetryPolicy, classify_part, retry_after};
+use super::request::{Call, Executor, Failure, Kind, MAX_ERROR_BODY, RetryNotice, read_capped};
+use super::retry::{Outcome, RetryPolicy};
 use super::source::FileSource;
 use crate::error::{Error, Result};
 use crate::redact::safe_url;
@@ -185,7 +185,7 @@ pub async fn post_form(
     retry: &RetryPolicy,
     rate: &RateLimit,
     progress: Arc<dyn Progress>,
-    cancel: &CancellationToken,
+    exec: &Executor,
 ) -> Result<PostResult> {
     let size = source.size();
     if size > S3_POST_MAX {
@@ -200,9 +200,6 @@ pub async fn post_form(
     }
     let what = "POST upload";
     let framing = framing(&form.fields, file, size, &boundary_for(&form.fields));
-    let mut backoff = Backoff::new(retry.clone());
-    let started = Instant::now();
-    let mut attempts = 0u32;
     progress.event(Event::Started {
         file: source.file_name(),
         total_bytes: size,
@@ -210,109 +207,89 @@ pub async fn post_form(
         done_bytes: 0,
         done_parts: 0,
     });
-    loop {
-        if let Some(at) = form.expires_at
-            && Utc::now() >= at
-        {
-            return Ok(PostResult::Expired(format!("the upload form expired at {}", at.to_rfc3339())));
-        }
-        attempts += 1;
-        let sent = Arc::new(AtomicU64::new(0));
-        let body = {
-            let sent = sent.clone();
+    let host = url::Url::parse(&form.url)
+        .ok()
+        .and_then(|u| u.host_str().map(|h| format!("{h}:{}", u.port_or_known_default().unwrap_or(0))));
+    let on_retry = |n: &RetryNotice| {
+        progress.event(Event::Retry { part: 1, attempt: n.attempt, reason: n.reason.clone(), delay: n.delay })
+    };
+    let call =
+        Call { host: host.as_deref(), on_retry: Some(&on_retry), ..Call::new(provider, what, Kind::Form, retry) };
+    let interrupted =
+        || Error::Interrupted { hint: "run the same command again: the upload starts over (it is one request)".into() };
+    let result = exec
+        .run(&call, |attempt| {
+            let framing = &framing;
             let progress = progress.clone();
-            let file_bytes = source.stream_range_limited(0, size, rate.clone(), move |n| {
-                sent.fetch_add(n, Ordering::Relaxed);
-                progress.event(Event::Bytes { part: 1, delta: n as i64 });
-            });
-            let head = futures::stream::once(futures::future::ready(Ok::<_, std::io::Error>(framing.head.clone())));
-            let tail = futures::stream::once(futures::future::ready(Ok::<_, std::io::Error>(framing.tail.clone())));
-            reqwest::Body::wrap_stream(head.chain(file_bytes).chain(tail))
-        };
-        // A generous timeout: 60 s plus the file at 64 KiB/s (or, under a rate limit, at its
-        // lowest rate shared by as many files as a run sends at once, 64).
-        let timeout = rate.request_timeout(size, 64);
-        let req = http
-            .post(&form.url)
-            .header(reqwest::header::CONTENT_TYPE, framing.content_type())
-            .header(reqwest::header::CONTENT_LENGTH, framing.content_length)
-            .timeout(timeout)
-            .body(body);
-        let t0 = Instant::now();
-        let result = tokio::select! {
-            r = req.send() => r,
-            _ = cancel.cancelled() => {
-                return Err(Error::Interrupted {
-                    hint: "run the same command again: the upload starts over (it is one request)".into(),
-                });
-            }
-        };
-        let (outcome, message, wait_hint) = match result {
-            Ok(resp) if resp.status().is_success() => {
-                let status = resp.status().as_u16();
-                let header = |h| resp.headers().get(h).and_then(|v| v.to_str().ok()).map(str::to_string);
-                let etag = header(reqwest::header::ETAG);
-                let location = header(reqwest::header::LOCATION).map(|l| safe_url(&l));
-                let _ = resp.bytes().await;
-                tracing::debug!(provider, status, elapsed_ms = t0.elapsed().as_millis() as u64, url = %safe_url(&form.url), "form upload stored");
-                progress.event(Event::PartDone { part: 1 });
-                return Ok(PostResult::Stored(Stored { status, etag, location, attempts }));
-            }
-            Ok(resp) => {
-                let status = resp.status().as_u16();
-                let ra = retry_after(resp.headers());
-                let body = resp.bytes().await.unwrap_or_default();
-                let (code, msg) = super::http::summarize_body(&body);
-                let msg = crate::redact::scrub(&msg, &[]);
-                tracing::debug!(provider, status, url = %safe_url(&form.url), "form upload refused: {msg}");
-                if says_expired(status, code.as_deref(), &msg) {
-                    progress.event(Event::Bytes { part: 1, delta: -(sent.load(Ordering::Relaxed) as i64) });
-                    return Ok(PostResult::Expired(format!("HTTP {status}: {msg}")));
+            async move {
+                if let Some(at) = form.expires_at
+                    && Utc::now() >= at
+                {
+                    return Ok(PostResult::Expired(format!("the upload form expired at {}", at.to_rfc3339())));
                 }
-                (Outcome::Status { status, code }, msg, ra)
-            }
-            Err(e) => {
-                let m = super::http::describe_transport(&e);
-                tracing::debug!(provider, url = %safe_url(&form.url), "form upload failed: {m}");
-                (Outcome::Transport, m, None)
-            }
-        };
-        progress.event(Event::Bytes { part: 1, delta: -(sent.load(Ordering::Relaxed) as i64) });
-        let status = match &outcome {
-            Outcome::Status { status, .. } => Some(*status),
-            Outcome::Transport => None,
-        };
-        match classify_part(&outcome) {
-            Class::Retry => {
-                let over_deadline = started.elapsed() >= retry.deadline;
-                let message = match status {
-                    Some(status) => format!("HTTP {status}: {message}"),
-                    None => message,
-                };
-                let Some(delay) = (if over_deadline { None } else { backoff.next_delay(wait_hint) }) else {
-                    return Err(Error::Network {
-                        provider,
-                        what: what.into(),
-                        message: format!("{message} (gave up after {attempts} attempts)"),
+                let sent = Arc::new(AtomicU64::new(0));
+                let body = {
+                    let sent = sent.clone();
+                    let progress = progress.clone();
+                    let file_bytes = source.stream_range_limited(0, size, rate.clone(), move |n| {
+                        sent.fetch_add(n, Ordering::Relaxed);
+                        progress.event(Event::Bytes { part: 1, delta: n as i64 });
                     });
+                    let head =
+                        futures::stream::once(futures::future::ready(Ok::<_, std::io::Error>(framing.head.clone())));
+                    let tail =
+                        futures::stream::once(futures::future::ready(Ok::<_, std::io::Error>(framing.tail.clone())));
+                    reqwest::Body::wrap_stream(head.chain(file_bytes).chain(tail))
                 };
-                progress.event(Event::Retry { part: 1, attempt: attempts, reason: message, delay });
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = cancel.cancelled() => {
-                        return Err(Error::Interrupted {
-                            hint: "run the same command again: the upload starts over (it is one request)".into(),
-                        });
+                // A generous timeout: 60 s plus the file at 64 KiB/s (or, under a rate limit, at its
+                // lowest rate shared by as many files as a run sends at once, 64).
+                let timeout = rate.request_timeout(size, 64);
+                let req = http
+                    .post(&form.url)
+                    .header(reqwest::header::CONTENT_TYPE, framing.content_type())
+                    .header(reqwest::header::CONTENT_LENGTH, framing.content_length)
+                    .timeout(timeout)
+                    .body(body);
+                let t0 = Instant::now();
+                let undo = || progress.event(Event::Bytes { part: 1, delta: -(sent.load(Ordering::Relaxed) as i64) });
+                // One request: interrupting it leaves nothing half done (S3 stores a POST whole or not at all).
+                let result = tokio::select! {
+                    r = req.send() => r,
+                    _ = exec.cancel().cancelled() => return Err(Failure::Fatal(interrupted())),
+                };
+                let resp = match result {
+                    Ok(resp) => resp,
+                    Err(e) => {
+                        undo();
+                        tracing::debug!(provider, url = %safe_url(&form.url), "form upload failed: {}", super::http::describe_transport(&e));
+                        return Err(Failure::transport(&e));
+                    }
+                };
+                let status = resp.status().as_u16();
+                if resp.status().is_success() {
+                    let header = |h| resp.headers().get(h).and_then(|v| v.to_str().ok()).map(str::to_string);
+                    let etag = header(reqwest::header::ETAG);
+                    let location = header(reqwest::header::LOCATION).map(|l| safe_url(&l));
+                    let _ = read_capped(resp, MAX_ERROR_BODY).await;
+                    tracing::debug!(provider, status, elapsed_ms = t0.elapsed().as_millis() as u64, url = %safe_url(&form.url), "form upload stored");
+                    progress.event(Event::PartDone { part: 1 });
+                    return Ok(PostResult::Stored(Stored { status, etag, location, attempts: attempt.number }));
+                }
+                undo();
+                let failure = Failure::status(resp, MAX_ERROR_BODY, &[]).await;
+                if let Failure::Outcome { outcome: Outcome::Status { code, .. }, message, .. } = &failure {
+                    tracing::debug!(provider, status, url = %safe_url(&form.url), "form upload refused: {message}");
+                    if says_expired(status, code.as_deref(), message) {
+                        return Ok(PostResult::Expired(message.clone()));
                     }
                 }
+                Err(failure)
             }
-            // A 403 that is not an expiry: the form itself is refused (tampered, wrong
-            // signature, a policy condition the file does not meet). A new copy of the same
-            // form would not fare better.
-            Class::RefreshUrl | Class::Fatal => {
-                return Err(Error::Rejected { provider, what: what.into(), status: status.unwrap_or(0), message });
-            }
-        }
+        })
+        .await;
+    match result {
+        Err(Error::Interrupted { .. }) => Err(interrupted()),
+        r => r,
     }
 }
 

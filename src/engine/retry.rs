@@ -23,6 +23,9 @@ pub struct RetryPolicy {
     pub deadline: Duration,
     /// How many fresh URLs one part may ask for before giving up.
     pub max_url_refreshes: u32,
+    /// Retries of a connection failure to a host that has not answered once in this run: an
+    /// unreachable origin is reported within seconds, a flaky one gets `max_retries`.
+    pub first_contact_retries: u32,
 }
 
 impl Default for RetryPolicy {
@@ -33,6 +36,7 @@ impl Default for RetryPolicy {
             max_delay: Duration::from_secs(20),
             deadline: Duration::from_secs(15 * 60),
             max_url_refreshes: 3,
+            first_contact_retries: 3,
         }
     }
 }
@@ -48,7 +52,23 @@ pub enum Outcome {
         code: Option<String>,
     },
     /// The request failed below HTTP: connect, reset, timeout, broken body.
-    Transport,
+    Transport(TransportKind),
+}
+
+/// What went wrong below HTTP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransportKind {
+    /// The connection could not be made (refused, unreachable, connect timeout): the request
+    /// never reached the server.
+    Connect,
+    /// The host name does not resolve.
+    Dns,
+    /// The TLS handshake failed (an untrusted or invalid certificate).
+    Tls,
+    /// No answer in time after the request was sent.
+    Timeout,
+    /// Reset, broken body, anything else.
+    Other,
 }
 
 /// What to do next.
@@ -65,7 +85,7 @@ pub enum Class {
 /// Classifies the outcome of a PUT to a presigned URL.
 pub fn classify_part(outcome: &Outcome) -> Class {
     match outcome {
-        Outcome::Transport => Class::Retry,
+        Outcome::Transport(_) => Class::Retry,
         Outcome::Status { status, code } => match status {
             403 => Class::RefreshUrl,
             400 if code.as_deref() == Some("RequestTimeout") || code.as_deref() == Some("ExpiredToken") => Class::Retry,
@@ -79,7 +99,7 @@ pub fn classify_part(outcome: &Outcome) -> Class {
 /// Classifies the outcome of an idempotent provider API call (GET, PUT, asking a URL).
 pub fn classify_api(outcome: &Outcome) -> Class {
     match outcome {
-        Outcome::Transport => Class::Retry,
+        Outcome::Transport(_) => Class::Retry,
         Outcome::Status { status, .. } => match status {
             408 | 429 | 500..=599 => Class::Retry,
             _ => Class::Fatal,
@@ -126,9 +146,20 @@ impl Backoff {
     }
 }
 
-/// Parses a `Retry-After` header given in seconds.
+/// Parses a `Retry-After` header: seconds, or an HTTP date (the wait until then; a date in the
+/// past means no wait).
 pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim().parse::<u64>().ok().map(Duration::from_secs)
+    parse_retry_after(headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?, chrono::Utc::now())
+}
+
+/// [`retry_after`] of a header value at time `now`.
+pub fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs.min(24 * 3600)));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?.with_timezone(&chrono::Utc);
+    Some((at - now).to_std().unwrap_or(Duration::ZERO).min(Duration::from_secs(24 * 3600)))
 }
 
 #[cfg(test)]
@@ -142,7 +173,7 @@ mod tests {
     #[test]
     fn part_classes_pinned() {
         let table: Vec<(Outcome, Class)> = vec![
-            (Outcome::Transport, Class::Retry),
+            (Outcome::Transport(TransportKind::Other), Class::Retry),
             (st(500, Some("InternalError")), Class::Retry),
             (st(503, Some("SlowDown")), Class::Retry),
             (st(429, None), Class::Retry),
@@ -182,5 +213,14 @@ mod tests {
         }
         let mut b = Backoff::with_rng(policy, StdRng::seed_from_u64(1));
         assert_eq!(b.next_delay(Some(Duration::from_secs(3))), Some(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn retry_after_in_seconds_and_as_a_date() {
+        let now = chrono::DateTime::parse_from_rfc3339("2015-10-21T07:28:00Z").unwrap().with_timezone(&chrono::Utc);
+        assert_eq!(parse_retry_after(" 7 ", now), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now), Some(Duration::from_secs(30)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon", now), None);
     }
 }

@@ -27,7 +27,8 @@ use tracing::Instrument;
 use super::plan::PartPlan;
 use super::progress::{Event, Progress};
 use super::ratelimit::RateLimit;
-use super::retry::{Backoff, Class, Outcome, RetryPolicy, classify_part, retry_after};
+use super::request::{Call, Executor, Failure, Kind, MAX_ERROR_BODY, RetryNotice, read_capped};
+use super::retry::{Outcome, RetryPolicy};
 use super::source::FileSource;
 use crate::error::{Error, Result};
 use crate::redact::safe_url;
@@ -73,6 +74,8 @@ pub struct UploaderOptions {
     pub shared_permits: Option<Arc<Semaphore>>,
     /// The run's bandwidth limit (`--limit-rate`), shared by every part and file.
     pub rate: RateLimit,
+    /// The run's request executor (shared retry budget, cancellation of waits).
+    pub exec: Executor,
 }
 
 impl Default for UploaderOptions {
@@ -87,6 +90,7 @@ impl Default for UploaderOptions {
             seed: None,
             shared_permits: None,
             rate: RateLimit::off(),
+            exec: Executor::default(),
         }
     }
 }
@@ -206,7 +210,6 @@ pub async fn upload_parts(
             urls: urls.clone(),
             options: options.clone(),
             progress: progress.clone(),
-            cancel: cancel.clone(),
             seed: part_seed.map(|s| s.wrapping_add(number as u64)),
         };
         part_seed = part_seed.map(|s| s.wrapping_add(1));
@@ -299,22 +302,13 @@ struct PartJob {
     urls: Arc<dyn PartUrls>,
     options: UploaderOptions,
     progress: Arc<dyn Progress>,
-    cancel: CancellationToken,
     seed: Option<u64>,
 }
 
 impl PartJob {
-    async fn run(self, number: u32, mut url: String) -> Result<CompletedPart> {
-        use rand::SeedableRng;
+    async fn run(self, number: u32, url: String) -> Result<CompletedPart> {
         let (offset, len) = self.plan.range(number);
-        let rng = match self.seed {
-            Some(s) => rand::rngs::StdRng::seed_from_u64(s),
-            None => rand::rngs::StdRng::from_entropy(),
-        };
-        let mut backoff = Backoff::with_rng(self.options.retry.clone(), rng);
-        let mut refreshes = 0;
-        let started = Instant::now();
-        let what = || format!("PUT part {number}");
+        let what = format!("PUT part {number}");
         let md5 = if self.options.content_md5 {
             let digest = self
                 .source
@@ -326,126 +320,132 @@ impl PartJob {
         } else {
             None
         };
-        loop {
-            let sent = Arc::new(AtomicU64::new(0));
-            let body = {
-                let sent = sent.clone();
-                let progress = self.progress.clone();
-                reqwest::Body::wrap_stream(self.source.stream_range_limited(
-                    offset,
-                    len,
-                    self.options.rate.clone(),
-                    move |n| {
-                        sent.fetch_add(n, Ordering::Relaxed);
-                        progress.event(Event::Bytes { part: number, delta: n as i64 });
-                    },
-                ))
-            };
-            // A generous per-attempt timeout: 60 s plus the part at 64 KiB/s (or at its share
-            // of the lowest rate limit, when that is slower).
-            let timeout = self.options.rate.request_timeout(len, self.options.concurrency);
-            let mut req = self.http.put(&url).header(reqwest::header::CONTENT_LENGTH, len).timeout(timeout).body(body);
-            if let Some(ct) = &self.options.content_type {
-                req = req.header(reqwest::header::CONTENT_TYPE, ct);
-            }
-            if let Some(m) = &md5 {
-                req = req.header("Content-MD5", m);
-            }
-            let t0 = Instant::now();
-            let result = req.send().await;
-            let (outcome, message, wait_hint) = match result {
-                Ok(resp) if resp.status().is_success() => {
-                    let etag =
-                        resp.headers().get(reqwest::header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_string);
-                    // Drain the (empty) body so the connection goes back to the pool.
-                    let _ = resp.bytes().await;
-                    let Some(etag) = etag else {
-                        return Err(Error::Protocol {
-                            provider: self.provider,
-                            what: what(),
-                            message: "the response has no ETag header".into(),
-                        });
-                    };
-                    tracing::debug!(part = number, status = 200, elapsed_ms = t0.elapsed().as_millis() as u64, url = %safe_url(&url), "part stored");
-                    return Ok(CompletedPart { number, etag, size: len });
+        let host = url::Url::parse(&url)
+            .ok()
+            .and_then(|u| u.host_str().map(|h| format!("{h}:{}", u.port_or_known_default().unwrap_or(0))));
+        let on_retry = |n: &RetryNotice| {
+            self.progress.event(Event::Retry {
+                part: number,
+                attempt: n.attempt,
+                reason: if n.refresh_url { format!("{}; asking for a fresh URL", n.reason) } else { n.reason.clone() },
+                delay: n.delay,
+            })
+        };
+        let call = Call {
+            host: host.as_deref(),
+            seed: self.seed,
+            on_retry: Some(&on_retry),
+            ..Call::new(self.provider, &what, Kind::Part, &self.options.retry)
+        };
+        let url = tokio::sync::Mutex::new(url);
+        let this = &self;
+        let md5 = &md5;
+        let url = &url;
+        let what = what.as_str();
+        self.options
+            .exec
+            .run(&call, |attempt| async move {
+                let mut url = url.lock().await;
+                if attempt.refresh_url {
+                    *url = this.urls.url(number, true).await.map_err(Failure::Fatal)?;
                 }
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    let ra = retry_after(resp.headers());
-                    let body = resp.bytes().await.unwrap_or_default();
-                    let (code, msg) = super::http::summarize_body(&body);
-                    tracing::debug!(part = number, status, url = %safe_url(&url), "part refused: {msg}");
-                    (
-                        Outcome::Status { status, code },
-                        format!("HTTP {status}: {}", crate::redact::scrub(&msg, &[])),
-                        ra,
-                    )
-                }
-                Err(e) => {
-                    let m = super::http::describe_transport(&e);
-                    tracing::debug!(part = number, url = %safe_url(&url), "part attempt failed: {m}");
-                    (Outcome::Transport, m, None)
-                }
-            };
-            self.progress.event(Event::Bytes { part: number, delta: -(sent.load(Ordering::Relaxed) as i64) });
-            let class = classify_part(&outcome);
-            let status = match &outcome {
-                Outcome::Status { status, .. } => Some(*status),
-                Outcome::Transport => None,
-            };
-            match class {
-                Class::Fatal => {
-                    return Err(Error::Rejected {
-                        provider: self.provider,
-                        what: what(),
-                        status: status.unwrap_or(0),
-                        message,
-                    });
-                }
-                Class::RefreshUrl => {
-                    refreshes += 1;
-                    if refreshes > self.options.retry.max_url_refreshes {
-                        return Err(Error::Rejected {
-                            provider: self.provider,
-                            what: what(),
-                            status: status.unwrap_or(403),
-                            message: format!(
-                                "{message} (still refused after {} fresh URLs)",
-                                self.options.retry.max_url_refreshes
-                            ),
-                        });
-                    }
-                    self.progress.event(Event::Retry {
-                        part: number,
-                        attempt: refreshes,
-                        reason: format!("{message}; asking for a fresh URL"),
-                        delay: Duration::ZERO,
-                    });
-                    url = self.urls.url(number, true).await?;
-                }
-                Class::Retry => {
-                    let over_deadline = started.elapsed() >= self.options.retry.deadline;
-                    let delay = if over_deadline { None } else { backoff.next_delay(wait_hint) };
-                    let Some(delay) = delay else {
-                        let tries = backoff.attempts() + 1;
-                        return Err(Error::Network {
-                            provider: self.provider,
-                            what: what(),
-                            message: format!("{message} (gave up after {tries} attempts)"),
-                        });
-                    };
-                    self.progress.event(Event::Retry {
-                        part: number,
-                        attempt: backoff.attempts(),
-                        reason: message,
-                        delay,
-                    });
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = self.cancel.cancelled() => return Err(Error::Interrupted { hint: String::new() }),
-                    }
-                }
-            }
-        }
+                this.attempt(number, &url, offset, len, md5.as_deref(), what).await
+            })
+            .await
     }
+
+    /// One PUT of the part, streamed from the file.
+    async fn attempt(
+        &self,
+        number: u32,
+        url: &str,
+        offset: u64,
+        len: u64,
+        md5: Option<&str>,
+        what: &str,
+    ) -> std::result::Result<CompletedPart, Failure> {
+        let sent = Arc::new(AtomicU64::new(0));
+        // A read error of the file (it shrank) is the file's fault, not the network's.
+        let file_error: Arc<std::sync::Mutex<Option<std::io::Error>>> = Arc::default();
+        let body = {
+            let sent = sent.clone();
+            let progress = self.progress.clone();
+            let file_error = file_error.clone();
+            let stream = self.source.stream_range_limited(offset, len, self.options.rate.clone(), move |n| {
+                sent.fetch_add(n, Ordering::Relaxed);
+                progress.event(Event::Bytes { part: number, delta: n as i64 });
+            });
+            reqwest::Body::wrap_stream(stream.map(move |r| {
+                r.map_err(|e| {
+                    let copy = std::io::Error::new(e.kind(), e.to_string());
+                    *file_error.lock().expect("file error slot") = Some(e);
+                    copy
+                })
+            }))
+        };
+        // A generous per-attempt timeout: 60 s plus the part at 64 KiB/s (or at its share
+        // of the lowest rate limit, when that is slower).
+        let timeout = self.options.rate.request_timeout(len, self.options.concurrency);
+        let mut req = self.http.put(url).header(reqwest::header::CONTENT_LENGTH, len).timeout(timeout).body(body);
+        if let Some(ct) = &self.options.content_type {
+            req = req.header(reqwest::header::CONTENT_TYPE, ct);
+        }
+        if let Some(m) = md5 {
+            req = req.header("Content-MD5", m);
+        }
+        let t0 = Instant::now();
+        let result = req.send().await;
+        let undo = || self.progress.event(Event::Bytes { part: number, delta: -(sent.load(Ordering::Relaxed) as i64) });
+        let resp = match result {
+            Ok(resp) => resp,
+            Err(e) => {
+                undo();
+                if let Some(io) = file_error.lock().expect("file error slot").take() {
+                    return Err(Failure::Fatal(Error::File { path: self.source.path().to_path_buf(), source: io }));
+                }
+                tracing::debug!(part = number, url = %safe_url(url), "part attempt failed: {}", super::http::describe_transport(&e));
+                return Err(Failure::transport(&e));
+            }
+        };
+        if !resp.status().is_success() {
+            undo();
+            let f = Failure::status(resp, MAX_ERROR_BODY, &[]).await;
+            if let Failure::Outcome { message, .. } = &f {
+                tracing::debug!(part = number, url = %safe_url(url), "part refused: {message}");
+            }
+            return Err(f);
+        }
+        let etag = resp.headers().get(reqwest::header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_string);
+        // Read the (empty) body so the connection goes back to the pool, and so a 200 that
+        // carries an S3 error document is seen for what it is.
+        let body = match read_capped(resp, MAX_ERROR_BODY).await {
+            Ok(b) => b,
+            Err(e) => {
+                undo();
+                return Err(e.into_failure(self.provider, what));
+            }
+        };
+        if body.windows(7).any(|w| w == b"<Error>") {
+            undo();
+            let (code, msg) = super::http::summarize_body(&body);
+            return Err(Failure::Outcome {
+                outcome: Outcome::Status { status: 500, code },
+                message: format!("HTTP 200 carrying an S3 error: {}", crate::redact::scrub(&msg, &[])),
+                retry_after: None,
+            });
+        }
+        let etag = match etag {
+            Some(e) if !e.trim().trim_matches('"').is_empty() => e,
+            Some(_) => {
+                return Err(Failure::Fatal(protocol(self.provider, what, "the response has an empty ETag header")));
+            }
+            None => return Err(Failure::Fatal(protocol(self.provider, what, "the response has no ETag header"))),
+        };
+        tracing::debug!(part = number, status = 200, elapsed_ms = t0.elapsed().as_millis() as u64, url = %safe_url(url), "part stored");
+        Ok(CompletedPart { number, etag, size: len })
+    }
+}
+
+fn protocol(provider: &'static str, what: &str, message: &str) -> Error {
+    Error::Protocol { provider, what: what.into(), message: message.into() }
 }

@@ -25,7 +25,7 @@ use crate::error::{Error, Result, exit};
 
 /// Runs an `upload apertur` subcommand; returns the exit code.
 pub async fn run(args: AperturCommandArgs, output: &OutputArgs, cancel: CancellationToken) -> Result<i32> {
-    let api = api(&args.conn)?;
+    let api = api(&args.conn)?.with_executor(crate::settings::run_executor(cancel.clone(), output.quiet));
     let json = output.json;
     match args.command {
         AperturCommand::Status { session } => {

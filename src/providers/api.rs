@@ -8,10 +8,11 @@ use reqwest::Method;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::engine::http::{describe_transport, summarize_body};
-use crate::engine::retry::{Backoff, Class, Outcome, RetryPolicy, classify_api, retry_after};
+use crate::engine::http::describe_transport;
+use crate::engine::request::{Call, Executor, Failure, Kind, MAX_API_BODY, MAX_ERROR_BODY, read_capped};
+use crate::engine::retry::{Outcome, RetryPolicy};
 use crate::error::{Error, Result};
-use crate::redact::{Secret, safe_url, scrub};
+use crate::redact::{Secret, safe_url};
 
 use super::signin::SignIn;
 
@@ -280,21 +281,7 @@ async fn run_token_command(provider: &'static str, cmd: &str) -> Result<Secret> 
     Ok(token)
 }
 
-/// Whether a call may be sent again after an ambiguous failure (5xx, timeout, reset).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Retry {
-    /// GET, PUT, DELETE, asking a presigned URL: safe to repeat.
-    Idempotent,
-    /// Create/start/reserve/complete: repeated only when the request surely never arrived
-    /// (connection refused); otherwise the caller looks the state up first. After a 401 the
-    /// token is renewed and the request repeated once (a refused request did nothing).
-    Once,
-    /// Like [`Retry::Once`], but not repeated after a 401 either: the token is renewed (when
-    /// `--token-command` allows) and the [`Error::Auth`] returned, for the caller to look the
-    /// state up before sending again (TruVideo's complete). [`TokenSource::generation`] tells
-    /// whether a new token is there.
-    Never,
-}
+pub use crate::engine::request::Retry;
 
 /// A provider's API client.
 #[derive(Clone)]
@@ -313,6 +300,8 @@ pub struct Api {
     pub signer: Option<Arc<dyn RequestSigner>>,
     /// Time limit of one request (default [`DEFAULT_TIMEOUT`]; raised for long polls).
     pub timeout: Duration,
+    /// The run's request executor (retries, shared budget, cancellable waits).
+    pub exec: Executor,
 }
 
 /// Time limit of one API request.
@@ -347,7 +336,13 @@ impl Api {
         token: Arc<TokenSource>,
         retry: RetryPolicy,
     ) -> Self {
-        Api { http, base, provider, token, retry, signer: None, timeout: DEFAULT_TIMEOUT }
+        Api { http, base, provider, token, retry, signer: None, timeout: DEFAULT_TIMEOUT, exec: Executor::default() }
+    }
+
+    /// The same client with the run's executor (its cancellation token ends every wait).
+    pub fn with_executor(mut self, exec: Executor) -> Self {
+        self.exec = exec;
+        self
     }
 
     /// `base` joined with an absolute path such as `/api/v1/captures`.
@@ -426,107 +421,73 @@ impl Api {
             Some(q) => format!("{}?{q}", url.path()),
             None => url.path().to_string(),
         };
-        let mut backoff = Backoff::new(self.retry.clone());
-        let mut renewed = false;
-        loop {
-            let (token, generation) = self.token.current().await?;
-            let mut req = self
-                .http
-                .request(method.clone(), url.clone())
-                .bearer_auth(token.expose())
-                .header(reqwest::header::ACCEPT, "application/json")
-                .timeout(self.timeout);
-            if let (Some(signer), Some(body)) = (&self.signer, signed_body) {
-                for (k, v) in signer.headers(&method, &path_and_query, body) {
-                    req = req.header(k, v);
+        let host = url.host_str().map(|h| format!("{h}:{}", url.port_or_known_default().unwrap_or(0)));
+        let call = Call { host: host.as_deref(), ..Call::new(self.provider, what, Kind::Api(retry), &self.retry) };
+        let renewed = std::sync::atomic::AtomicBool::new(false);
+        let (method, url, path_and_query, renewed) = (&method, &url, &path_and_query, &renewed);
+        self.exec
+            .run(&call, |_| async move {
+                let (token, generation) = self.token.current().await.map_err(Failure::Fatal)?;
+                let mut req = self
+                    .http
+                    .request(method.clone(), url.clone())
+                    .bearer_auth(token.expose())
+                    .header(reqwest::header::ACCEPT, "application/json")
+                    .timeout(self.timeout);
+                if let (Some(signer), Some(body)) = (&self.signer, signed_body) {
+                    for (k, v) in signer.headers(method, path_and_query, body) {
+                        req = req.header(k, v);
+                    }
                 }
-            }
-            req = attach(req);
-            let t0 = std::time::Instant::now();
-            let res = req.send().await;
-            let (outcome, message, wait) = match res {
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    let ra = retry_after(resp.headers());
-                    let bytes = resp.bytes().await;
-                    tracing::debug!(provider = self.provider, method = %method, url = %safe_url(url.as_str()), status, elapsed_ms = t0.elapsed().as_millis() as u64, "{what}");
-                    let bytes = match bytes {
-                        Ok(b) => b,
-                        Err(e) => {
-                            let m = describe_transport(&e);
-                            if retry == Retry::Idempotent
-                                && let Some(d) = backoff.next_delay(None)
-                            {
-                                tokio::time::sleep(d).await;
-                                continue;
-                            }
-                            return Err(Error::Network { provider: self.provider, what: what.into(), message: m });
-                        }
-                    };
-                    if (200..300).contains(&status) {
-                        return Ok(Answer { status, body: bytes });
+                req = attach(req);
+                let t0 = std::time::Instant::now();
+                let resp = match req.send().await {
+                    Ok(resp) => resp,
+                    Err(e) => {
+                        tracing::debug!(provider = self.provider, method = %method, url = %safe_url(url.as_str()), "{what}: {}", describe_transport(&e));
+                        return Err(Failure::transport(&e));
                     }
-                    let secret = token.expose().to_string();
-                    let (code, msg) = summarize_body(&bytes);
-                    let msg = scrub(&msg, &[&secret]);
-                    // A refused request signature is not about the token: no renewal.
-                    let bad_signature = code.as_deref().is_some_and(|c| c.to_ascii_uppercase().contains("SIGNATURE"));
-                    if status == 401 && bad_signature {
-                        return Err(Error::Auth {
-                            provider: self.provider,
-                            message: format!("{what}: HTTP 401: {msg}"),
-                            hint: Some(if self.signer.is_some() {
-                                "the request signature was refused: check the signing secret (--signing-secret, env APERTUR_SIGNING_SECRET)".into()
-                            } else {
-                                "the server wants signed requests: give the signing secret (--signing-secret, env APERTUR_SIGNING_SECRET)".into()
-                            }),
-                        });
-                    }
-                    if status == 401 {
-                        if !renewed && self.token.renew(generation).await? {
-                            renewed = true;
-                            if retry != Retry::Never {
-                                continue;
-                            }
-                        }
-                        return Err(Error::Auth {
-                            provider: self.provider,
-                            message: format!("{what}: HTTP 401: {msg}"),
-                            hint: Some(self.token.renew_hint()),
-                        });
-                    }
-                    (Outcome::Status { status, code }, msg, ra)
+                };
+                let status = resp.status().as_u16();
+                tracing::debug!(provider = self.provider, method = %method, url = %safe_url(url.as_str()), status, elapsed_ms = t0.elapsed().as_millis() as u64, "{what}");
+                if (200..300).contains(&status) {
+                    let body = read_capped(resp, MAX_API_BODY).await.map_err(|e| e.into_failure(self.provider, what))?;
+                    return Ok(Answer { status, body });
                 }
-                Err(e) => {
-                    let m = describe_transport(&e);
-                    tracing::debug!(provider = self.provider, method = %method, url = %safe_url(url.as_str()), "{what}: {m}");
-                    // A refused connection never reached the server: safe to repeat any call.
-                    if (e.is_connect() || retry == Retry::Idempotent)
-                        && let Some(d) = backoff.next_delay(None)
-                    {
-                        tokio::time::sleep(d).await;
-                        continue;
-                    }
-                    return Err(Error::Network { provider: self.provider, what: what.into(), message: m });
+                let secret = token.expose().to_string();
+                let failure = Failure::status(resp, MAX_ERROR_BODY.max(1 << 20), &[&secret]).await;
+                let Failure::Outcome { outcome: Outcome::Status { code, .. }, message, .. } = &failure else {
+                    return Err(failure);
+                };
+                if status != 401 {
+                    return Err(failure);
                 }
-            };
-            let Outcome::Status { status, .. } = outcome else { unreachable!("transport errors returned above") };
-            if classify_api(&outcome) == Class::Retry
-                && (retry == Retry::Idempotent || status == 429)
-                && let Some(d) = backoff.next_delay(wait)
-            {
-                tracing::info!(provider = self.provider, status, "{what}: retrying in {d:?}");
-                tokio::time::sleep(d).await;
-                continue;
-            }
-            if status >= 500 || status == 429 || status == 408 {
-                return Err(Error::Network {
+                // A refused request signature is not about the token: no renewal.
+                let bad_signature = code.as_deref().is_some_and(|c| c.to_ascii_uppercase().contains("SIGNATURE"));
+                if bad_signature {
+                    return Err(Failure::Fatal(Error::Auth {
+                        provider: self.provider,
+                        message: format!("{what}: HTTP 401: {message}"),
+                        hint: Some(if self.signer.is_some() {
+                            "the request signature was refused: check the signing secret (--signing-secret, env APERTUR_SIGNING_SECRET)".into()
+                        } else {
+                            "the server wants signed requests: give the signing secret (--signing-secret, env APERTUR_SIGNING_SECRET)".into()
+                        }),
+                    }));
+                }
+                let auth_error = || Error::Auth {
                     provider: self.provider,
-                    what: what.into(),
-                    message: format!("HTTP {status}: {message}"),
-                });
-            }
-            return Err(Error::Rejected { provider: self.provider, what: what.into(), status, message });
-        }
+                    message: format!("{what}: HTTP 401: {message}"),
+                    hint: Some(self.token.renew_hint()),
+                };
+                if !renewed.swap(true, std::sync::atomic::Ordering::SeqCst)
+                    && self.token.renew(generation).await.map_err(Failure::Fatal)?
+                    && retry != Retry::Never
+                {
+                    return Err(Failure::Again);
+                }
+                Err(Failure::Fatal(auth_error()))
+            })
+            .await
     }
 }

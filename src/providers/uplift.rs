@@ -444,7 +444,7 @@ impl Provider for Uplift {
                 &ctx.uploader.retry,
                 &ctx.uploader.rate,
                 ctx.progress.clone(),
-                &ctx.cancel,
+                &ctx.uploader.exec,
             )
             .await?;
             match result {

@@ -4,6 +4,7 @@ mod apertur;
 mod batch;
 mod common;
 mod demo;
+mod executor;
 mod library;
 mod output;
 mod ratelimit;

@@ -1,0 +1,756 @@
+//! The one request executor: every HTTP call the tool makes (part PUTs, POST forms, API calls,
+//! sign-in, downloads) goes through [`Executor::run`].
+//!
+//! The caller hands over a closure that makes ONE attempt (it builds the request anew each
+//! time, so a streamed body is re-read from its first byte) and says how it went; the executor
+//! owns everything else:
+//! - the retry classifier ([`classify`]), by the kind of call ([`Kind`]): what is retried, what
+//!   asks for a fresh presigned URL, what is final; certificate and DNS errors are never retried;
+//! - jittered exponential backoff ([`Backoff`]) and `Retry-After` (seconds or an HTTP date);
+//! - a per-attempt time limit (a safety net under reqwest's own timeout) and a per-call deadline
+//!   after which no retry starts (kept under the lifetime of presigned URLs);
+//! - one retry budget shared by every call of the run ([`RetryBudget`]): a storm of failures
+//!   backs the whole run off instead of every part retrying on its own;
+//! - an unreachable origin is given up on early: until a host has answered once in this run,
+//!   connection failures get [`RetryPolicy::first_contact_retries`] retries, and each is
+//!   announced through the run's notifier (the CLI prints them at the default level);
+//! - cancellation: a first Ctrl-C interrupts any wait at once (an attempt in flight is left to
+//!   finish, so a non-idempotent call is never cut in half by the client).
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use tokio_util::sync::CancellationToken;
+
+use super::retry::{Backoff, Class, Outcome, RetryPolicy, TransportKind, classify_api, classify_part, retry_after};
+use crate::error::{Error, Result};
+
+/// Largest API answer read into memory (JSON, S3 XML errors): past it the call fails.
+pub const MAX_API_BODY: usize = 16 << 20;
+/// Largest error body read from S3 (its XML errors are a few hundred bytes).
+pub const MAX_ERROR_BODY: usize = 64 << 10;
+
+/// Whether a provider API call may be sent again after an ambiguous failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retry {
+    /// GET, PUT, DELETE, asking a presigned URL: safe to repeat.
+    Idempotent,
+    /// Create/start/reserve/complete: repeated only when the request surely never arrived
+    /// (connection refused, 429); otherwise the caller looks the state up first. After a 401 the
+    /// token is renewed and the request repeated once (a refused request did nothing).
+    Once,
+    /// Like [`Retry::Once`], but not repeated after a 401 either: the token is renewed and the
+    /// [`Error::Auth`] returned, for the caller to look the state up before sending again.
+    Never,
+}
+
+/// What kind of call an attempt is: decides the classification of its failures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A provider API call.
+    Api(Retry),
+    /// A PUT to a presigned URL: a 403 means "ask for a fresh URL".
+    Part,
+    /// A POST form upload to S3: a 403 is final (the caller tells an expiry apart).
+    Form,
+    /// A GET of a file (Range requests), or a sign-in: repeatable.
+    Fetch,
+}
+
+/// The classifier: one table for every call the tool makes.
+pub fn classify(kind: Kind, outcome: &Outcome) -> Class {
+    if let Outcome::Transport(TransportKind::Tls | TransportKind::Dns) = outcome {
+        return Class::Fatal;
+    }
+    match kind {
+        Kind::Part => classify_part(outcome),
+        Kind::Form => match classify_part(outcome) {
+            Class::RefreshUrl => Class::Fatal,
+            c => c,
+        },
+        Kind::Fetch | Kind::Api(Retry::Idempotent) => classify_api(outcome),
+        Kind::Api(Retry::Once | Retry::Never) => match outcome {
+            // Never reached the server, or the server refused it without acting on it.
+            Outcome::Transport(TransportKind::Connect) | Outcome::Status { status: 429, .. } => Class::Retry,
+            _ => Class::Fatal,
+        },
+    }
+}
+
+/// How an attempt failed.
+#[derive(Debug)]
+pub enum Failure {
+    /// Final: return this error (no classification).
+    Fatal(Error),
+    /// Classify this outcome and perhaps try again.
+    Outcome {
+        /// What happened.
+        outcome: Outcome,
+        /// One line for messages (secret-free).
+        message: String,
+        /// `Retry-After` sent by the server.
+        retry_after: Option<Duration>,
+    },
+    /// Send again at once, not counted as a retry (the token was just renewed).
+    Again,
+}
+
+impl Failure {
+    /// A transport failure of reqwest, classified by kind.
+    pub fn transport(err: &reqwest::Error) -> Self {
+        Failure::Outcome {
+            outcome: Outcome::Transport(super::http::transport_kind(err)),
+            message: super::http::describe_transport(err),
+            retry_after: None,
+        }
+    }
+
+    /// A non-2xx answer: its body (at most `cap` bytes of it) summarized into one line,
+    /// scrubbed of `secrets`.
+    pub async fn status(resp: reqwest::Response, cap: usize, secrets: &[&str]) -> Self {
+        let status = resp.status().as_u16();
+        let ra = retry_after(resp.headers());
+        let body = read_capped(resp, cap).await.unwrap_or_default();
+        let (code, msg) = super::http::summarize_body(&body);
+        Failure::Outcome {
+            outcome: Outcome::Status { status, code },
+            message: crate::redact::scrub(&msg, secrets),
+            retry_after: ra,
+        }
+    }
+}
+
+/// Reads a body, refusing one longer than `cap` bytes (checked against `Content-Length` first,
+/// then while reading, so an endless body cannot grow memory).
+pub async fn read_capped(mut resp: reqwest::Response, cap: usize) -> std::result::Result<bytes::Bytes, BodyError> {
+    if resp.content_length().is_some_and(|n| n > cap as u64) {
+        return Err(BodyError::TooLarge(cap));
+    }
+    let mut buf = bytes::BytesMut::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                if buf.len() + chunk.len() > cap {
+                    return Err(BodyError::TooLarge(cap));
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(buf.freeze()),
+            Err(e) => return Err(BodyError::Transport(e)),
+        }
+    }
+}
+
+/// Why a body could not be read.
+#[derive(Debug)]
+pub enum BodyError {
+    /// Longer than the cap (bytes).
+    TooLarge(usize),
+    /// The connection failed mid-body.
+    Transport(reqwest::Error),
+}
+
+impl BodyError {
+    /// As an attempt failure: an oversized answer is final, a broken one is retried as a
+    /// transport error.
+    pub fn into_failure(self, provider: &'static str, what: &str) -> Failure {
+        match self {
+            BodyError::TooLarge(cap) => Failure::Fatal(Error::Protocol {
+                provider,
+                what: what.into(),
+                message: format!(
+                    "the answer is larger than {} (the limit for an API answer); refused",
+                    crate::size::human(cap as u64)
+                ),
+            }),
+            BodyError::Transport(e) => Failure::transport(&e),
+        }
+    }
+}
+
+/// What an attempt is told.
+#[derive(Clone, Copy, Debug)]
+pub struct Attempt {
+    /// 1 for the first attempt.
+    pub number: u32,
+    /// The previous attempt's presigned URL was refused: get a fresh one before sending.
+    pub refresh_url: bool,
+}
+
+/// A retry about to happen, for whoever shows them.
+#[derive(Clone, Debug)]
+pub struct RetryNotice {
+    /// Provider name.
+    pub provider: &'static str,
+    /// The call, e.g. "create capture" or "PUT part 3".
+    pub what: String,
+    /// The failed attempt's number (1-based).
+    pub attempt: u32,
+    /// Most retries this call may make.
+    pub max_retries: u32,
+    /// Wait before the next attempt.
+    pub delay: Duration,
+    /// Why (one line).
+    pub reason: String,
+    /// No request to this host has been answered yet in this run.
+    pub first_contact: bool,
+    /// The next attempt uses a fresh presigned URL (no wait).
+    pub refresh_url: bool,
+}
+
+/// Receives every retry of the run.
+pub type Notifier = Arc<dyn Fn(&RetryNotice) + Send + Sync>;
+
+/// One call's description.
+#[derive(Clone)]
+pub struct Call<'a> {
+    /// Provider name, for messages.
+    pub provider: &'static str,
+    /// The call, for messages ("create capture", "PUT part 3").
+    pub what: &'a str,
+    /// Its kind.
+    pub kind: Kind,
+    /// Its retry policy.
+    pub policy: &'a RetryPolicy,
+    /// The host it goes to (for "unreachable origin" accounting), when known.
+    pub host: Option<&'a str>,
+    /// A time limit for one attempt (beyond reqwest's own).
+    pub attempt_timeout: Option<Duration>,
+    /// Seed for the backoff jitter (tests).
+    pub seed: Option<u64>,
+    /// Told about each retry of this call (besides the run's notifier).
+    pub on_retry: Option<&'a (dyn Fn(&RetryNotice) + Send + Sync)>,
+}
+
+impl<'a> Call<'a> {
+    /// A call with no host, no extra time limit, no seed and no retry listener.
+    pub fn new(provider: &'static str, what: &'a str, kind: Kind, policy: &'a RetryPolicy) -> Self {
+        Call { provider, what, kind, policy, host: None, attempt_timeout: None, seed: None, on_retry: None }
+    }
+}
+
+/// A shared retry budget: a token bucket that every retry of the run draws from (a timeout
+/// costs double) and that refills with time. When it is empty a retry waits for its share
+/// (the debt is paid off at the refill rate), so a storm slows the whole run down to a
+/// trickle of retries instead of every part hammering on its own.
+#[derive(Debug)]
+pub struct RetryBudget {
+    capacity: f64,
+    refill_per_s: f64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl RetryBudget {
+    /// Cost of one retry.
+    pub const RETRY_COST: f64 = 5.0;
+
+    /// A budget of `capacity` tokens refilled at `refill_per_s`.
+    pub fn new(capacity: f64, refill_per_s: f64) -> Self {
+        RetryBudget { capacity, refill_per_s, state: Mutex::new((capacity, Instant::now())) }
+    }
+
+    /// Takes `cost` tokens; returns how long the retry must wait for them.
+    pub fn take(&self, cost: f64) -> Duration {
+        let mut s = self.state.lock().expect("retry budget lock");
+        let now = Instant::now();
+        let (tokens, last) = *s;
+        let refilled = (tokens + now.duration_since(last).as_secs_f64() * self.refill_per_s).min(self.capacity);
+        let left = refilled - cost;
+        *s = (left, now);
+        if left >= 0.0 { Duration::ZERO } else { Duration::from_secs_f64(-left / self.refill_per_s) }
+    }
+}
+
+impl Default for RetryBudget {
+    /// 20 retries at once, then one retry every half second across the run.
+    fn default() -> Self {
+        RetryBudget::new(20.0 * Self::RETRY_COST, 2.0 * Self::RETRY_COST)
+    }
+}
+
+struct Shared {
+    budget: RetryBudget,
+    answered: Mutex<HashSet<String>>,
+    notifier: Option<Notifier>,
+    cancel: CancellationToken,
+}
+
+/// The executor of a run: cheap to clone; every clone shares the budget, the cancellation
+/// token and the knowledge of which hosts have answered.
+#[derive(Clone)]
+pub struct Executor {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor").field("cancelled", &self.shared.cancel.is_cancelled()).finish()
+    }
+}
+
+impl Default for Executor {
+    fn default() -> Self {
+        Executor::new(CancellationToken::new(), None)
+    }
+}
+
+impl Executor {
+    /// An executor whose waits end when `cancel` fires, announcing retries to `notifier`.
+    pub fn new(cancel: CancellationToken, notifier: Option<Notifier>) -> Self {
+        Self::with_budget(cancel, notifier, RetryBudget::default())
+    }
+
+    /// Like [`new`](Self::new) with a given budget.
+    pub fn with_budget(cancel: CancellationToken, notifier: Option<Notifier>, budget: RetryBudget) -> Self {
+        Executor { shared: Arc::new(Shared { budget, answered: Mutex::new(HashSet::new()), notifier, cancel }) }
+    }
+
+    /// The run's cancellation token.
+    pub fn cancel(&self) -> &CancellationToken {
+        &self.shared.cancel
+    }
+
+    /// Sleeps for `delay` unless cancelled (see [`super::wait::sleep`]).
+    pub async fn sleep(&self, delay: Duration) -> Result<()> {
+        super::wait::sleep(delay, &self.shared.cancel).await
+    }
+
+    fn answered(&self, host: Option<&str>) -> bool {
+        host.is_none_or(|h| self.shared.answered.lock().expect("hosts lock").contains(h))
+    }
+
+    fn mark_answered(&self, host: Option<&str>) {
+        if let Some(h) = host {
+            let mut set = self.shared.answered.lock().expect("hosts lock");
+            if !set.contains(h) {
+                set.insert(h.to_string());
+            }
+        }
+    }
+
+    /// Runs `attempt` until it succeeds, fails for good, or the retries, the deadline or the
+    /// budget run out. See the module documentation.
+    pub async fn run<T, F, Fut>(&self, call: &Call<'_>, mut attempt: F) -> Result<T>
+    where
+        F: FnMut(Attempt) -> Fut,
+        Fut: Future<Output = std::result::Result<T, Failure>>,
+    {
+        let rng = match call.seed {
+            Some(s) => StdRng::seed_from_u64(s),
+            None => StdRng::from_entropy(),
+        };
+        let mut backoff = Backoff::with_rng(call.policy.clone(), rng);
+        let started = Instant::now();
+        let mut number = 0u32;
+        let mut refreshes = 0u32;
+        let mut refresh_url = false;
+        let mut renewals = 0u32;
+        loop {
+            if self.shared.cancel.is_cancelled() && number > 0 {
+                return Err(Error::Interrupted { hint: "run the same command again to resume".into() });
+            }
+            number += 1;
+            let fut = attempt(Attempt { number, refresh_url });
+            let result = match call.attempt_timeout {
+                Some(limit) => match tokio::time::timeout(limit, fut).await {
+                    Ok(r) => r,
+                    Err(_) => Err(Failure::Outcome {
+                        outcome: Outcome::Transport(TransportKind::Timeout),
+                        message: format!("no answer within {} s", limit.as_secs()),
+                        retry_after: None,
+                    }),
+                },
+                None => fut.await,
+            };
+            refresh_url = false;
+            let (outcome, message, retry_after) = match result {
+                Ok(v) => {
+                    self.mark_answered(call.host);
+                    return Ok(v);
+                }
+                Err(Failure::Fatal(e)) => return Err(e),
+                Err(Failure::Again) => {
+                    renewals += 1;
+                    if renewals > 3 {
+                        return Err(Error::Auth {
+                            provider: call.provider,
+                            message: format!("{}: the token was refused after renewing it {} times", call.what, 3),
+                            hint: None,
+                        });
+                    }
+                    continue;
+                }
+                Err(Failure::Outcome { outcome, message, retry_after }) => (outcome, message, retry_after),
+            };
+            if let Outcome::Status { .. } = outcome {
+                self.mark_answered(call.host);
+            }
+            let reason = match &outcome {
+                Outcome::Status { status, .. } => format!("HTTP {status}: {message}"),
+                Outcome::Transport(_) => message.clone(),
+            };
+            let class = classify(call.kind, &outcome);
+            let first_contact = matches!(outcome, Outcome::Transport(_)) && !self.answered(call.host);
+            match class {
+                Class::Fatal => return Err(final_error(call, &outcome, message, number)),
+                Class::RefreshUrl => {
+                    refreshes += 1;
+                    if refreshes > call.policy.max_url_refreshes {
+                        let status = match outcome {
+                            Outcome::Status { status, .. } => status,
+                            Outcome::Transport(_) => 403,
+                        };
+                        return Err(Error::Rejected {
+                            provider: call.provider,
+                            what: call.what.into(),
+                            status,
+                            message: format!(
+                                "{message} (still refused after {} fresh URLs)",
+                                call.policy.max_url_refreshes
+                            ),
+                        });
+                    }
+                    self.notify(call, number, Duration::ZERO, &reason, false, true);
+                    refresh_url = true;
+                }
+                Class::Retry => {
+                    let limit = if first_contact {
+                        call.policy.first_contact_retries.min(call.policy.max_retries)
+                    } else {
+                        call.policy.max_retries
+                    };
+                    let over = started.elapsed() >= call.policy.deadline || backoff.attempts() >= limit;
+                    let delay = if over { None } else { backoff.next_delay(retry_after) };
+                    let Some(mut delay) = delay else {
+                        return Err(gave_up(call, &outcome, message, number, first_contact));
+                    };
+                    let cost = match outcome {
+                        Outcome::Transport(TransportKind::Timeout) => 2.0 * RetryBudget::RETRY_COST,
+                        _ => RetryBudget::RETRY_COST,
+                    };
+                    delay = delay.max(self.shared.budget.take(cost));
+                    self.notify(call, number, delay, &reason, first_contact, false);
+                    self.sleep(delay).await?;
+                }
+            }
+        }
+    }
+
+    fn notify(&self, call: &Call<'_>, attempt: u32, delay: Duration, reason: &str, first: bool, refresh: bool) {
+        let notice = RetryNotice {
+            provider: call.provider,
+            what: call.what.to_string(),
+            attempt,
+            max_retries: if first { call.policy.first_contact_retries } else { call.policy.max_retries },
+            delay,
+            reason: reason.to_string(),
+            first_contact: first,
+            refresh_url: refresh,
+        };
+        tracing::info!(
+            provider = call.provider,
+            what = call.what,
+            attempt,
+            delay_ms = delay.as_millis() as u64,
+            "retrying: {reason}"
+        );
+        if let Some(n) = &self.shared.notifier {
+            n(&notice);
+        }
+        if let Some(f) = call.on_retry {
+            f(&notice);
+        }
+    }
+}
+
+/// The error of a call that failed for good on its first classification.
+fn final_error(call: &Call<'_>, outcome: &Outcome, message: String, attempts: u32) -> Error {
+    match outcome {
+        Outcome::Transport(TransportKind::Tls) => Error::Certificate {
+            provider: call.provider,
+            what: call.what.into(),
+            host: call.host.unwrap_or("the server").to_string(),
+            message,
+        },
+        Outcome::Transport(TransportKind::Dns) => Error::Unreachable {
+            provider: call.provider,
+            what: call.what.into(),
+            host: call.host.unwrap_or("the server").to_string(),
+            message: format!("{message} (the host name does not resolve; not retried)"),
+        },
+        Outcome::Transport(_) => Error::Network {
+            provider: call.provider,
+            what: call.what.into(),
+            message: if attempts > 1 { format!("{message} (after {attempts} attempts)") } else { message },
+        },
+        Outcome::Status { status, .. } if *status >= 500 || *status == 429 || *status == 408 => Error::Network {
+            provider: call.provider,
+            what: call.what.into(),
+            message: format!("HTTP {status}: {message}"),
+        },
+        Outcome::Status { status, .. } => {
+            Error::Rejected { provider: call.provider, what: call.what.into(), status: *status, message }
+        }
+    }
+}
+
+fn gave_up(call: &Call<'_>, outcome: &Outcome, message: String, attempts: u32, first_contact: bool) -> Error {
+    match outcome {
+        Outcome::Status { status, .. } if !(*status >= 500 || *status == 429 || *status == 408) => {
+            Error::Rejected { provider: call.provider, what: call.what.into(), status: *status, message }
+        }
+        _ if first_contact => Error::Unreachable {
+            provider: call.provider,
+            what: call.what.into(),
+            host: call.host.unwrap_or("the server").to_string(),
+            message: format!("{message} (gave up after {attempts} attempts)"),
+        },
+        Outcome::Status { status, .. } => Error::Network {
+            provider: call.provider,
+            what: call.what.into(),
+            message: format!("HTTP {status}: {message} (gave up after {attempts} attempts)"),
+        },
+        Outcome::Transport(_) => Error::Network {
+            provider: call.provider,
+            what: call.what.into(),
+            message: format!("{message} (gave up after {attempts} attempts)"),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn st(status: u16, code: Option<&str>) -> Outcome {
+        Outcome::Status { status, code: code.map(String::from) }
+    }
+
+    /// The classification of every call kind, pinned.
+    #[test]
+    fn classification_table() {
+        use Class::*;
+        use TransportKind as T;
+        let once = Kind::Api(super::Retry::Once);
+        let idem = Kind::Api(super::Retry::Idempotent);
+        let never = Kind::Api(super::Retry::Never);
+        let table: Vec<(Kind, Outcome, Class)> = vec![
+            (Kind::Part, Outcome::Transport(T::Connect), Retry),
+            (Kind::Part, Outcome::Transport(T::Timeout), Retry),
+            (Kind::Part, Outcome::Transport(T::Other), Retry),
+            (Kind::Part, Outcome::Transport(T::Tls), Fatal),
+            (Kind::Part, Outcome::Transport(T::Dns), Fatal),
+            (Kind::Part, st(403, Some("AccessDenied")), RefreshUrl),
+            (Kind::Part, st(500, None), Retry),
+            (Kind::Part, st(503, Some("SlowDown")), Retry),
+            (Kind::Part, st(400, Some("RequestTimeout")), Retry),
+            (Kind::Part, st(400, Some("EntityTooLarge")), Fatal),
+            (Kind::Part, st(404, Some("NoSuchUpload")), Fatal),
+            (Kind::Form, st(403, Some("AccessDenied")), Fatal),
+            (Kind::Form, st(503, None), Retry),
+            (Kind::Form, Outcome::Transport(T::Other), Retry),
+            (idem, Outcome::Transport(T::Timeout), Retry),
+            (idem, st(502, None), Retry),
+            (idem, st(429, None), Retry),
+            (idem, st(408, None), Retry),
+            (idem, st(403, None), Fatal),
+            (idem, st(404, None), Fatal),
+            (idem, st(422, None), Fatal),
+            (idem, Outcome::Transport(T::Tls), Fatal),
+            (once, Outcome::Transport(T::Connect), Retry),
+            (once, Outcome::Transport(T::Timeout), Fatal),
+            (once, Outcome::Transport(T::Other), Fatal),
+            (once, st(500, None), Fatal),
+            (once, st(429, None), Retry),
+            (once, Outcome::Transport(T::Dns), Fatal),
+            (never, st(503, None), Fatal),
+            (never, Outcome::Transport(T::Connect), Retry),
+            (Kind::Fetch, st(503, None), Retry),
+            (Kind::Fetch, st(416, None), Fatal),
+            (Kind::Fetch, Outcome::Transport(T::Tls), Fatal),
+        ];
+        for (kind, outcome, class) in table {
+            assert_eq!(classify(kind, &outcome), class, "{kind:?} {outcome:?}");
+        }
+    }
+
+    fn fast_policy(max_retries: u32) -> RetryPolicy {
+        RetryPolicy {
+            max_retries,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(2),
+            ..RetryPolicy::default()
+        }
+    }
+
+    fn fail(o: Outcome) -> Failure {
+        Failure::Outcome { outcome: o, message: "boom".into(), retry_after: None }
+    }
+
+    #[tokio::test]
+    async fn retries_until_success_and_counts_attempts() {
+        let ex = Executor::default();
+        let policy = fast_policy(5);
+        let n = AtomicU32::new(0);
+        let call = Call::new("t", "GET x", Kind::Api(Retry::Idempotent), &policy);
+        let r = ex
+            .run(&call, |a| {
+                n.fetch_add(1, Ordering::SeqCst);
+                async move { if a.number < 3 { Err(fail(st(503, None))) } else { Ok(a.number) } }
+            })
+            .await
+            .unwrap();
+        assert_eq!((r, n.load(Ordering::SeqCst)), (3, 3));
+    }
+
+    #[tokio::test]
+    async fn non_idempotent_calls_are_not_repeated_after_an_ambiguous_failure() {
+        let ex = Executor::default();
+        let policy = fast_policy(5);
+        let n = AtomicU32::new(0);
+        let call = Call::new("t", "create", Kind::Api(Retry::Once), &policy);
+        let e = ex
+            .run(&call, |_| {
+                n.fetch_add(1, Ordering::SeqCst);
+                async { Err::<(), _>(fail(st(502, None))) }
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(n.load(Ordering::SeqCst), 1);
+        assert!(matches!(e, Error::Network { .. }), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_host_is_given_up_on_early_and_announced() {
+        let notices = Arc::new(Mutex::new(Vec::new()));
+        let seen = notices.clone();
+        let ex = Executor::new(
+            CancellationToken::new(),
+            Some(Arc::new(move |n: &RetryNotice| seen.lock().unwrap().push(n.clone()))),
+        );
+        let policy = RetryPolicy { first_contact_retries: 2, ..fast_policy(10) };
+        let call = Call { host: Some("h:1"), ..Call::new("t", "create", Kind::Api(Retry::Once), &policy) };
+        let n = AtomicU32::new(0);
+        let e = ex
+            .run(&call, |_| {
+                n.fetch_add(1, Ordering::SeqCst);
+                async { Err::<(), _>(fail(Outcome::Transport(TransportKind::Connect))) }
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(n.load(Ordering::SeqCst), 3, "1 attempt + 2 retries");
+        assert!(matches!(e, Error::Unreachable { .. }), "{e:?}");
+        {
+            let seen = notices.lock().unwrap();
+            assert_eq!(seen.len(), 2);
+            assert!(seen.iter().all(|s| s.first_contact && s.max_retries == 2));
+        }
+        // Once the host answered, the full retry count applies.
+        ex.run(&call, |_| async { Ok::<_, Failure>(()) }).await.unwrap();
+        let n = AtomicU32::new(0);
+        let _ = ex
+            .run(&call, |_| {
+                n.fetch_add(1, Ordering::SeqCst);
+                async { Err::<(), _>(fail(Outcome::Transport(TransportKind::Connect))) }
+            })
+            .await;
+        assert_eq!(n.load(Ordering::SeqCst), 11);
+    }
+
+    #[tokio::test]
+    async fn certificate_errors_are_final_at_once() {
+        let ex = Executor::default();
+        let policy = fast_policy(10);
+        let n = AtomicU32::new(0);
+        let call = Call::new("t", "GET x", Kind::Part, &policy);
+        let e = ex
+            .run(&call, |_| {
+                n.fetch_add(1, Ordering::SeqCst);
+                async { Err::<(), _>(fail(Outcome::Transport(TransportKind::Tls))) }
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(n.load(Ordering::SeqCst), 1);
+        assert!(matches!(e, Error::Certificate { .. }), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn a_403_asks_a_fresh_url_a_bounded_number_of_times() {
+        let ex = Executor::default();
+        let policy = fast_policy(10);
+        let refreshed = AtomicU32::new(0);
+        let call = Call::new("t", "PUT part 1", Kind::Part, &policy);
+        let e = ex
+            .run(&call, |a| {
+                if a.refresh_url {
+                    refreshed.fetch_add(1, Ordering::SeqCst);
+                }
+                async { Err::<(), _>(fail(st(403, Some("AccessDenied")))) }
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refreshed.load(Ordering::SeqCst), policy.max_url_refreshes);
+        assert!(matches!(e, Error::Rejected { status: 403, .. }), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn cancellation_interrupts_a_backoff_wait_at_once() {
+        let cancel = CancellationToken::new();
+        let ex = Executor::new(cancel.clone(), None);
+        let policy = RetryPolicy {
+            base_delay: Duration::from_secs(3600),
+            max_delay: Duration::from_secs(3600),
+            ..RetryPolicy::default()
+        };
+        let call = Call::new("t", "GET x", Kind::Api(Retry::Idempotent), &policy);
+        let c = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            c.cancel();
+        });
+        let t0 = Instant::now();
+        let e = ex.run(&call, |_| async { Err::<(), _>(fail(st(503, None))) }).await.unwrap_err();
+        assert!(matches!(e, Error::Interrupted { .. }), "{e:?}");
+        assert!(t0.elapsed() < Duration::from_secs(60));
+    }
+
+    #[test]
+    fn the_budget_makes_a_storm_wait() {
+        let b = RetryBudget::new(10.0, 10.0);
+        assert_eq!(b.take(5.0), Duration::ZERO);
+        assert_eq!(b.take(5.0), Duration::ZERO);
+        // Empty: the next retry waits for its 5 tokens at 10 per second, the one after for 10.
+        let w1 = b.take(5.0);
+        let w2 = b.take(5.0);
+        assert!(w1 > Duration::from_millis(400) && w1 <= Duration::from_millis(500), "{w1:?}");
+        assert!(w2 > Duration::from_millis(900) && w2 <= Duration::from_millis(1000), "{w2:?}");
+    }
+
+    #[tokio::test]
+    async fn the_per_attempt_time_limit_turns_a_hang_into_a_retried_timeout() {
+        let ex = Executor::default();
+        let policy = fast_policy(1);
+        let call = Call {
+            attempt_timeout: Some(Duration::from_millis(20)),
+            ..Call::new("t", "GET x", Kind::Api(Retry::Idempotent), &policy)
+        };
+        let n = AtomicU32::new(0);
+        let e = ex
+            .run(&call, |_| {
+                n.fetch_add(1, Ordering::SeqCst);
+                async {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    Ok::<(), Failure>(())
+                }
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(n.load(Ordering::SeqCst), 2);
+        assert!(e.to_string().contains("no answer within"), "{e}");
+    }
+}

@@ -1,0 +1,50 @@
+//! The one way the engine waits: every sleep is bounded and gives way to cancellation, so a
+//! first Ctrl-C interrupts a backoff, a poll interval or a lock wait at once.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Result};
+
+/// Sleeps for `delay`, or returns [`Error::Interrupted`] as soon as `cancel` fires.
+pub async fn sleep(delay: Duration, cancel: &CancellationToken) -> Result<()> {
+    if cancel.is_cancelled() {
+        return Err(interrupted());
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => Ok(()),
+        _ = cancel.cancelled() => Err(interrupted()),
+    }
+}
+
+/// Sleeps until `deadline` (a `tokio` instant), or until `cancel` fires.
+pub async fn sleep_until(deadline: tokio::time::Instant, cancel: &CancellationToken) -> Result<()> {
+    sleep(deadline.saturating_duration_since(tokio::time::Instant::now()), cancel).await
+}
+
+fn interrupted() -> Error {
+    Error::Interrupted { hint: "run the same command again to resume".into() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_cancelled_sleep_ends_at_once() {
+        let cancel = CancellationToken::new();
+        let c = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            c.cancel();
+        });
+        let t0 = std::time::Instant::now();
+        let r = sleep(Duration::from_secs(3600), &cancel).await;
+        assert!(matches!(r, Err(Error::Interrupted { .. })), "{r:?}");
+        assert!(t0.elapsed() < Duration::from_secs(60));
+        // Already cancelled: no wait at all.
+        assert!(sleep(Duration::from_secs(3600), &cancel).await.is_err());
+        assert!(sleep(Duration::from_millis(1), &CancellationToken::new()).await.is_ok());
+    }
+}
