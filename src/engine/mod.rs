@@ -3,6 +3,7 @@
 
 pub mod download;
 pub mod durable;
+pub mod form;
 pub mod http;
 pub mod journal;
 pub mod os_path;

@@ -2,10 +2,10 @@
 //! provider handed out (exactly as received, in order) and then the file.
 //!
 //! Contract:
-//! - the body is streamed from the file ([`FileSource::stream_range`]) between a small head
-//!   (the fields and the file part's headers) and tail (the closing boundary), framed by hand,
-//!   with an exact `Content-Length` computed in advance: memory stays at a few read buffers
-//!   whatever the file size;
+//! - the body is the one form-data writer's ([`super::form`]): streamed from the file between a
+//!   small head (the fields and the file part's headers) and tail (the closing boundary), with
+//!   an exact `Content-Length` computed in advance: memory stays at a few read buffers whatever
+//!   the file size;
 //! - S3 takes at most [`S3_POST_MAX`] bytes in a POST; larger files are refused before any
 //!   request;
 //! - the file is the last part: S3 ignores fields that come after it;
@@ -19,10 +19,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 
+pub use super::form::{FilePart, Framing};
 use super::progress::{Event, Progress};
 use super::ratelimit::RateLimit;
 use super::request::{Call, Executor, Failure, Kind, MAX_ERROR_BODY, RetryNotice, read_capped};
@@ -79,17 +78,6 @@ impl<'de> serde::Deserialize<'de> for FormFields {
     }
 }
 
-/// The file part of the form.
-#[derive(Clone, Debug)]
-pub struct FilePart {
-    /// The form field name (S3: `file`).
-    pub field: String,
-    /// `filename` in its `Content-Disposition`.
-    pub file_name: String,
-    /// Its `Content-Type` header.
-    pub content_type: String,
-}
-
 /// What S3 answered to an accepted upload.
 #[derive(Clone, Debug)]
 pub struct Stored {
@@ -110,63 +98,6 @@ pub enum PostResult {
     Stored(Stored),
     /// The form expired (before the upload started, or S3 said so): ask for a new one.
     Expired(String),
-}
-
-/// The hand-built multipart framing around the file's bytes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Framing {
-    /// The boundary (without the leading `--`).
-    pub boundary: String,
-    /// Every field, then the file part's headers.
-    pub head: Bytes,
-    /// `\r\n--boundary--\r\n`.
-    pub tail: Bytes,
-    /// head + file + tail.
-    pub content_length: u64,
-}
-
-impl Framing {
-    /// The `Content-Type` header of the request.
-    pub fn content_type(&self) -> String {
-        format!("multipart/form-data; boundary={}", self.boundary)
-    }
-}
-
-/// A name in a `Content-Disposition` parameter, escaped as browsers do (WHATWG): `"` → `%22`,
-/// CR → `%0D`, LF → `%0A`.
-fn quote_param(s: &str) -> String {
-    s.replace('"', "%22").replace('\r', "%0D").replace('\n', "%0A")
-}
-
-/// Frames `fields` and the file part around a file of `file_size` bytes with `boundary`.
-pub fn framing(fields: &[(String, String)], file: &FilePart, file_size: u64, boundary: &str) -> Framing {
-    let mut head = String::new();
-    for (name, value) in fields {
-        head.push_str(&format!(
-            "--{boundary}\r\nContent-Disposition: form-data; name=\"{}\"\r\n\r\n{value}\r\n",
-            quote_param(name)
-        ));
-    }
-    head.push_str(&format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"{}\"; filename=\"{}\"\r\nContent-Type: {}\r\n\r\n",
-        quote_param(&file.field),
-        quote_param(&file.file_name),
-        file.content_type.replace(['\r', '\n'], " ")
-    ));
-    let tail = format!("\r\n--{boundary}--\r\n");
-    let content_length = head.len() as u64 + file_size + tail.len() as u64;
-    Framing { boundary: boundary.to_string(), head: Bytes::from(head), tail: Bytes::from(tail), content_length }
-}
-
-/// A random boundary that occurs in no field.
-fn boundary_for(fields: &[(String, String)]) -> String {
-    use rand::Rng;
-    loop {
-        let b = format!("----upload-{:032x}", rand::thread_rng().r#gen::<u128>());
-        if !fields.iter().any(|(k, v)| k.contains(&b) || v.contains(&b)) {
-            return b;
-        }
-    }
 }
 
 /// Whether an S3 refusal means "this form expired".
@@ -199,7 +130,7 @@ pub async fn post_form(
         ));
     }
     let what = "POST upload";
-    let framing = framing(&form.fields, file, size, &boundary_for(&form.fields));
+    let framing = super::form::form(&form.fields, file, size);
     progress.event(Event::Started {
         file: source.file_name(),
         total_bytes: size,
@@ -231,15 +162,10 @@ pub async fn post_form(
                 let body = {
                     let sent = sent.clone();
                     let progress = progress.clone();
-                    let file_bytes = source.stream_range_limited(0, size, rate.clone(), move |n| {
+                    framing.body(source, rate.clone(), move |n| {
                         sent.fetch_add(n, Ordering::Relaxed);
                         progress.event(Event::Bytes { part: 1, delta: n as i64 });
-                    });
-                    let head =
-                        futures::stream::once(futures::future::ready(Ok::<_, std::io::Error>(framing.head.clone())));
-                    let tail =
-                        futures::stream::once(futures::future::ready(Ok::<_, std::io::Error>(framing.tail.clone())));
-                    reqwest::Body::wrap_stream(head.chain(file_bytes).chain(tail))
+                    })
                 };
                 // A generous timeout: 60 s plus the file at 64 KiB/s (or, under a rate limit, at its
                 // lowest rate shared by as many files as a run sends at once, 64).
@@ -298,30 +224,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn framing_is_exact() {
-        let fields =
-            vec![("key".to_string(), "a/b.mov".to_string()), ("x\"y".to_string(), "line1\r\nline2".to_string())];
-        let file = FilePart {
-            field: "file".into(),
-            file_name: "swing \"1\".mov".into(),
-            content_type: "video/quicktime".into(),
-        };
-        let f = framing(&fields, &file, 5, "BOUND");
-        let mut body = f.head.to_vec();
-        body.extend_from_slice(b"HELLO");
-        body.extend_from_slice(&f.tail);
-        assert_eq!(
-            String::from_utf8(body.clone()).unwrap(),
-            "--BOUND\r\nContent-Disposition: form-data; name=\"key\"\r\n\r\na/b.mov\r\n\
-             --BOUND\r\nContent-Disposition: form-data; name=\"x%22y\"\r\n\r\nline1\r\nline2\r\n\
-             --BOUND\r\nContent-Disposition: form-data; name=\"file\"; filename=\"swing %221%22.mov\"\r\nContent-Type: video/quicktime\r\n\r\n\
-             HELLO\r\n--BOUND--\r\n"
-        );
-        assert_eq!(f.content_length, body.len() as u64);
-        assert_eq!(f.content_type(), "multipart/form-data; boundary=BOUND");
-    }
-
-    #[test]
     fn form_fields_keep_their_order() {
         let f: FormFields =
             serde_json::from_str(r#"{"key":"k","policy":"p","Content-Type":"video/quicktime","n":3,"gone":null}"#)
@@ -330,13 +232,6 @@ mod tests {
         assert_eq!(names, ["key", "policy", "Content-Type", "n"]);
         assert_eq!(f.0[3].1, "3");
         assert!(serde_json::from_str::<FormFields>(r#"{"a":{"b":1}}"#).is_err());
-    }
-
-    #[test]
-    fn boundary_avoids_field_values() {
-        let b = boundary_for(&[("k".into(), "v".into())]);
-        assert!(b.starts_with("----upload-") && b.len() == 11 + 32, "{b}");
-        assert_ne!(b, boundary_for(&[]));
     }
 
     #[test]

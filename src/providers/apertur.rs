@@ -16,12 +16,11 @@
 //! is created.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use futures::StreamExt;
 use hmac::{Hmac, Mac};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -30,6 +29,7 @@ use tokio::sync::OnceCell;
 
 use super::api::{Api, RequestSigner, Retry};
 use super::{Context, DryRun, Provider, UploadOutcome};
+use crate::engine::form::FilePart;
 use crate::engine::progress::Event;
 use crate::engine::source::FileSource;
 use crate::error::{Error, Result};
@@ -430,29 +430,37 @@ impl Apertur {
 
     async fn upload_image(&self, ctx: &Context, file: &FileSource, mime: &'static str) -> Result<Value> {
         let session = self.session(&ctx.api).await?;
-        let filename = file.file_name().replace(['"', '\r', '\n', '\\'], "_");
-        let boundary = format!("upload-{}", uuid::Uuid::new_v4().simple());
-        let head = Bytes::from(format!(
-            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\nContent-Type: {mime}\r\n\r\n"
-        ));
-        let tail = Bytes::from(format!("\r\n--{boundary}--\r\n"));
-        let length = head.len() as u64 + file.size() + tail.len() as u64;
-        let content_type = format!("multipart/form-data; boundary={boundary}");
+        let part = FilePart { field: "file".into(), file_name: file.file_name(), content_type: mime.into() };
+        let framing = crate::engine::form::form(&[], &part, file.size());
+        let length = framing.content_length;
+        let content_type = framing.content_type();
         let password = self.options.password.clone();
         let source = file.clone();
         let rate = ctx.uploader.rate.clone();
-        let attach = move |req: reqwest::RequestBuilder| {
-            let body = futures::stream::once(futures::future::ready(Ok::<Bytes, std::io::Error>(head.clone())))
-                .chain(source.stream_range_limited(0, source.size(), rate.clone(), |_| {}))
-                .chain(futures::stream::once(futures::future::ready(Ok(tail.clone()))));
-            let mut req = req
-                .header(reqwest::header::CONTENT_TYPE, content_type.as_str())
-                .header(reqwest::header::CONTENT_LENGTH, length)
-                .body(reqwest::Body::wrap_stream(body));
-            if let Some(p) = &password {
-                req = req.header("x-session-password", p.expose());
+        // Bytes of the attempt in flight: taken back when an attempt is sent again or fails.
+        let sent = Arc::new(AtomicU64::new(0));
+        let progress = ctx.progress.clone();
+        let attach = {
+            let (sent, progress) = (sent.clone(), progress.clone());
+            move |req: reqwest::RequestBuilder| {
+                let before = sent.swap(0, Ordering::Relaxed);
+                if before > 0 {
+                    progress.event(Event::Bytes { part: 1, delta: -(before as i64) });
+                }
+                let (sent, progress) = (sent.clone(), progress.clone());
+                let body = framing.body(&source, rate.clone(), move |n| {
+                    sent.fetch_add(n, Ordering::Relaxed);
+                    progress.event(Event::Bytes { part: 1, delta: n as i64 });
+                });
+                let mut req = req
+                    .header(reqwest::header::CONTENT_TYPE, content_type.as_str())
+                    .header(reqwest::header::CONTENT_LENGTH, length)
+                    .body(body);
+                if let Some(p) = &password {
+                    req = req.header("x-session-password", p.expose());
+                }
+                req
             }
-            req
         };
         // One image per request: a generous time limit, 60 s plus the image at 64 KiB/s (or at
         // its share of the lowest rate limit, when that is slower).
@@ -460,7 +468,14 @@ impl Apertur {
         let api = Api { timeout, ..ctx.api.clone() };
         let url = api.url(&format!("/api/v1/upload/{}/images", session.id));
         let what = format!("upload {}", file.file_name());
-        let answer = api.execute(&what, Method::POST, url, Retry::Once, None, &attach).await?;
+        let result = api.execute(&what, Method::POST, url, Retry::Once, None, &attach).await;
+        // Settle the count: the whole image once stored, nothing when it failed.
+        let counted = sent.swap(0, Ordering::Relaxed) as i64;
+        let settled = if result.is_ok() { file.size() as i64 } else { 0 };
+        if settled != counted {
+            progress.event(Event::Bytes { part: 1, delta: settled - counted });
+        }
+        let answer = result?;
         serde_json::from_slice(&answer.body).map_err(|e| protocol(&what, &format!("cannot read the answer: {e}")))
     }
 }
@@ -600,7 +615,6 @@ impl Provider for Apertur {
         let answer = self.upload_image(ctx, &file, mime).await?;
         file.check_unchanged()?;
         ctx.progress.event(Event::PartDone { part: 1 });
-        ctx.progress.event(Event::Bytes { part: 1, delta: file.size() as i64 });
         ctx.progress.event(Event::Finished);
         let session = self.session(&ctx.api).await?;
         let image_id = answer

@@ -52,3 +52,42 @@ async fn events_as_a_stream_and_errors_as_values() {
         .unwrap_err();
     assert_eq!(err.exit_code(), 3, "{err}");
 }
+
+/// Apertur through the library: the image's bytes are reported while they are sent (one
+/// `Bytes` event per read, all before `PartDone`), and its name reaches the server escaped by
+/// the one form-data rule (`"` → %22, `\` → %5C).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apertur_images_report_bytes_while_they_are_sent() {
+    use upload::providers::apertur::{Apertur, AperturInput, AperturOptions};
+    let emu = emulator(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let size = 3 * MIB + 5;
+    let (path, sha) = make_file(dir.path(), "say \"hi\" \\ x.jpg", size);
+    let options = AperturOptions::from_input(&AperturInput::default(), true).unwrap();
+    let seen = Arc::new(Mutex::new(vec![]));
+    let sink = seen.clone();
+    let outcome = Uploader::new(Apertur::new(options))
+        .endpoint(emu.api_url())
+        .token(emu.token())
+        .progress(move |e: Event| sink.lock().unwrap().push(e))
+        .upload(&path)
+        .await
+        .unwrap();
+    assert_eq!(outcome.bytes, size);
+    let objects = emu.objects();
+    assert_eq!(objects.len(), 1);
+    assert_eq!(objects[0].sha256, sha);
+    assert!(objects[0].key.ends_with("/say %22hi%22 %5C x.jpg"), "{}", objects[0].key);
+    let events = seen.lock().unwrap();
+    let done_at = events.iter().position(|e| matches!(e, Event::PartDone { .. })).expect("PartDone");
+    let before: Vec<i64> = events[..done_at]
+        .iter()
+        .filter_map(|e| if let Event::Bytes { delta, .. } = e { Some(*delta) } else { None })
+        .collect();
+    assert!(before.len() >= 4, "one event per 1 MiB read while sending: {before:?}");
+    assert_eq!(before.iter().sum::<i64>(), size as i64);
+    assert!(
+        !events[done_at..].iter().any(|e| matches!(e, Event::Bytes { .. })),
+        "no bytes counted after the image is stored"
+    );
+}
