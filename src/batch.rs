@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::{Cli, ProviderName};
 use crate::engine::journal::FileIdentity;
 use crate::engine::source::FileSource;
+use crate::engine::uploader::UploaderOptions;
 use crate::error::{Error, Result};
 use crate::providers::{Provider, UploadOutcome};
 use crate::settings::UploadSettings;
@@ -89,7 +90,13 @@ impl Selection {
         })
     }
 
-    fn keeps(&self, relative: &Path) -> bool {
+    /// Whether hidden files are taken (`--hidden`).
+    pub(crate) fn hidden(&self) -> bool {
+        self.hidden
+    }
+
+    /// Whether `--include`/`--exclude` keep this path (relative to the directory given).
+    pub(crate) fn keeps(&self, relative: &Path) -> bool {
         self.include.as_ref().is_none_or(|g| g.is_match(relative))
             && !self.exclude.as_ref().is_some_and(|g| g.is_match(relative))
     }
@@ -371,10 +378,223 @@ pub fn record_done(
     crate::engine::durable::write_atomic(&path, &serde_json::to_vec(&rec).expect("serializes"))
 }
 
-enum FileResult {
+/// How one item of a run ended (see [`Step::run`]).
+#[derive(Debug)]
+pub enum FileResult {
+    /// Uploaded now.
     Uploaded(UploadOutcome),
+    /// Uploaded before (the record), with the file's size.
     Skipped(DoneRecord, u64),
+    /// `--dry-run`: the plan was printed.
     Planned,
+}
+
+/// The per-file step of a run, shared by a batch run and `upload watch`: zip a bulk-images
+/// directory, skip what was uploaded, upload, record it as done.
+pub struct Step<'a> {
+    /// The run's settings.
+    pub settings: &'a UploadSettings,
+    /// The provider.
+    pub provider: &'a dyn Provider,
+    /// Which files a directory contributes.
+    pub selection: &'a Selection,
+    /// Part uploader settings (with the run's shared part budget).
+    pub uploader: UploaderOptions,
+    /// The API origin, without a trailing slash (the key of done records).
+    pub endpoint: String,
+    /// Where uploads go beyond the endpoint (see [`destination`]).
+    pub destination: Vec<(String, String)>,
+    /// The `--force` run this one carries on, if any.
+    pub force_run: Option<&'a ForceRun>,
+    /// `--json` (for the dry-run plan).
+    pub json: bool,
+    /// `--dry-run`: print the plan only.
+    pub dry_run: bool,
+    /// `--force`: upload again what a done record names.
+    pub force: bool,
+    /// Carry on an interrupted upload from its journal (false: `--no-resume`).
+    pub resume: bool,
+}
+
+impl<'a> Step<'a> {
+    /// The step of a run of `files_at_once` files at once sharing the `--concurrency` budget.
+    pub fn new(
+        settings: &'a UploadSettings,
+        provider: &'a dyn Provider,
+        selection: &'a Selection,
+        files_at_once: usize,
+        args: &crate::cli::UploadArgs,
+        json: bool,
+    ) -> Self {
+        let mut uploader = settings.uploader.clone();
+        if files_at_once > 1 {
+            uploader.shared_permits = Some(Arc::new(tokio::sync::Semaphore::new(settings.uploader.concurrency)));
+        }
+        let endpoint = settings.endpoint.as_str().trim_end_matches('/').to_string();
+        Step {
+            settings,
+            provider,
+            selection,
+            uploader,
+            endpoint,
+            destination: destination(args, settings.provider),
+            force_run: None,
+            json,
+            dry_run: args.dry_run,
+            force: args.force,
+            resume: settings.resume,
+        }
+    }
+
+    /// The upload of one item: zipped first when it is a bulk-images directory, skipped when a
+    /// done record matches it (unless `--force`), recorded as done once the provider accepted
+    /// it. With `--dry-run`, only prints the plan.
+    pub async fn run(&self, item: &Item, board: &ui::Board, cancel: CancellationToken) -> Result<FileResult> {
+        let (settings, provider) = (self.settings, self.provider);
+        let path = match item {
+            Item::File(p) => p.clone(),
+            Item::ZipDir(dir) => {
+                let work = settings.state_dir.clone().unwrap_or_else(std::env::temp_dir).join("zips");
+                let dir = dir.clone();
+                let sel = Selection {
+                    recursive: true,
+                    hidden: self.selection.hidden,
+                    include: self.selection.include.clone(),
+                    exclude: self.selection.exclude.clone(),
+                };
+                tokio::task::spawn_blocking(move || zip_images(&dir, &sel, &work))
+                    .await
+                    .map_err(|e| Error::File { path: "zip".into(), source: std::io::Error::other(e) })??
+            }
+        };
+        let file = FileSource::open(&path)?;
+        if self.dry_run {
+            let plan = provider.dry_run(&file)?;
+            let mut out = std::io::stdout().lock();
+            let _ = ui::print_dry_run(&mut out, &plan, self.json);
+            return Ok(FileResult::Planned);
+        }
+        let state_dir = settings.state_dir.clone();
+        let identity = match &state_dir {
+            Some(_) => Some(FileIdentity::of(&file)?),
+            None => None,
+        };
+        if let (Some(dir), Some(id)) = (&state_dir, &identity)
+            && let Some(rec) = find_done(dir, provider.name(), &self.endpoint, id, &self.destination)
+            && (!self.force || self.force_run.is_some_and(|r| rec.force_run.as_deref() == Some(r.id.as_str())))
+        {
+            if matches!(item, Item::ZipDir(_)) {
+                let _ = std::fs::remove_file(&path);
+            }
+            return Ok(FileResult::Skipped(rec, file.size()));
+        }
+        let progress = Arc::new(board.file());
+        let mut ctx = settings.context(progress, cancel)?;
+        ctx.uploader = self.uploader.clone();
+        ctx.resume = self.resume;
+        let mut outcome = provider.upload(&ctx, file).await?;
+        if ctx.uploader.rate.is_limited() {
+            let rate = ctx.uploader.rate.current();
+            outcome.fields.insert("limit_rate".into(), crate::engine::ratelimit::human_rate(rate).into());
+            outcome.fields.insert("limit_rate_bps".into(), rate.into());
+        }
+        if let (Some(dir), Some(id)) = (&state_dir, &identity)
+            && let Err(e) = record_done(dir, &self.endpoint, id, &outcome, &self.destination, self.force_run)
+        {
+            tracing::warn!("cannot record the finished upload: {e}");
+        }
+        if matches!(item, Item::ZipDir(_)) {
+            let _ = std::fs::remove_file(&path);
+        }
+        Ok(FileResult::Uploaded(outcome))
+    }
+
+    /// Prints how one item ended (a JSON line with `--json`, else a line or the error on
+    /// stderr) and counts it in `summary`.
+    pub fn report(
+        &self,
+        item: &Item,
+        res: &Result<FileResult>,
+        elapsed: std::time::Duration,
+        board: &ui::Board,
+        summary: &mut ui::Summary,
+        output: &crate::cli::OutputArgs,
+    ) -> Result<()> {
+        let json = output.json;
+        let stdout = std::io::stdout();
+        match res {
+            Ok(FileResult::Uploaded(outcome)) => {
+                summary.uploaded(outcome.bytes);
+                crate::ignore_broken_pipe(ui::print_outcome(&mut stdout.lock(), outcome, json))?;
+            }
+            Ok(FileResult::Skipped(rec, bytes)) => {
+                summary.skipped();
+                let by_this_run = rec.force_run.is_some() && self.force;
+                let reason = format!(
+                    "already uploaded ({} {}, {}{}): {}",
+                    rec.provider,
+                    rec.id,
+                    rec.uploaded_at,
+                    if by_this_run { ", by this --force run before it was interrupted" } else { "" },
+                    matched(rec)
+                );
+                let line = serde_json::json!({
+                    "provider": rec.provider, "file": item.path().display().to_string(), "bytes": bytes,
+                    "id": rec.id, "status": "skipped", "parts": 0, "elapsed_s": elapsed.as_secs_f64(),
+                    "uploaded_at": rec.uploaded_at, "reason": reason,
+                });
+                if json {
+                    crate::ignore_broken_pipe(ui::print_json_line(&mut stdout.lock(), &line))?;
+                } else if !output.quiet {
+                    let again = if by_this_run { "" } else { "; --force uploads it again" };
+                    board.println(&format!("upload: {}: skipped: {reason}{again}", item.path().display()));
+                }
+            }
+            Ok(FileResult::Planned) => {}
+            Err(err) => {
+                summary.failed(err.exit_code());
+                if json {
+                    let line = ui::failure_json(self.provider.name(), item.path(), err, elapsed);
+                    crate::ignore_broken_pipe(ui::print_json_line(&mut stdout.lock(), &line))?;
+                }
+                crate::report_error(err);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reports a file the provider refuses before any request (its type, its size): skipped
+    /// with the reason when it was found in a walked directory, a failure when named.
+    pub fn report_refused(
+        &self,
+        item: &Item,
+        err: &Error,
+        named: bool,
+        board: &ui::Board,
+        summary: &mut ui::Summary,
+        output: &crate::cli::OutputArgs,
+    ) -> Result<()> {
+        let stdout = std::io::stdout();
+        let provider = self.provider;
+        if !named && err.exit_code() == crate::error::exit::USAGE {
+            summary.skipped();
+            let reason = err.to_string();
+            if output.json {
+                let line = ui::skipped_json(provider.name(), item.path(), &reason);
+                crate::ignore_broken_pipe(ui::print_json_line(&mut stdout.lock(), &line))?;
+            } else if !output.quiet {
+                board.println(&format!("upload: {}: skipped: {reason}", item.path().display()));
+            }
+        } else {
+            summary.failed(err.exit_code());
+            if output.json {
+                let line = ui::failure_json(provider.name(), item.path(), err, std::time::Duration::ZERO);
+                crate::ignore_broken_pipe(ui::print_json_line(&mut stdout.lock(), &line))?;
+            }
+            crate::report_error(err);
+        }
+        Ok(())
+    }
 }
 
 /// Uploads every item of the command line; prints one result per file; returns the exit
@@ -405,39 +625,18 @@ pub async fn run(
     let several = items.len() > 1;
     // Apertur sends each image in one request: its images go --concurrency at a time.
     let files_at_once = if several { (args.files_at_once as usize).max(provider.concurrent_files()) } else { 1 };
-    let mut settings_uploader = settings.uploader.clone();
-    if files_at_once > 1 {
-        settings_uploader.shared_permits = Some(Arc::new(tokio::sync::Semaphore::new(settings.uploader.concurrency)));
-    }
-    let endpoint = settings.endpoint.as_str().trim_end_matches('/').to_string();
+    let mut step = Step::new(settings, provider, &selection, files_at_once, args, json);
+    let endpoint = step.endpoint.clone();
     let run_cancel = cancel.child_token();
     let started = Instant::now();
     let mut summary = ui::Summary::default();
-    let stdout = std::io::stdout();
 
     // A file the provider cannot take is refused here, before the first request: a file
     // named on the command line fails the run, one found in a walked directory is skipped
     // (a stray .txt must not fail a cron job forever).
     let named: std::collections::HashSet<&Path> = args.files.iter().map(PathBuf::as_path).collect();
     let refused = |item: &Item, err: Error, summary: &mut ui::Summary| -> Result<()> {
-        if !named.contains(item.path()) && err.exit_code() == crate::error::exit::USAGE {
-            summary.skipped();
-            let reason = err.to_string();
-            if json {
-                let line = ui::skipped_json(provider.name(), item.path(), &reason);
-                crate::ignore_broken_pipe(ui::print_json_line(&mut stdout.lock(), &line))?;
-            } else if !cli.output.quiet {
-                board.println(&format!("upload: {}: skipped: {reason}", item.path().display()));
-            }
-        } else {
-            summary.failed(err.exit_code());
-            if json {
-                let line = ui::failure_json(provider.name(), item.path(), &err, std::time::Duration::ZERO);
-                crate::ignore_broken_pipe(ui::print_json_line(&mut stdout.lock(), &line))?;
-            }
-            crate::report_error(&err);
-        }
-        Ok(())
+        step.report_refused(item, &err, named.contains(item.path()), &board, summary, &cli.output)
     };
     let mut kept = Vec::with_capacity(items.len());
     for item in items {
@@ -468,7 +667,7 @@ pub async fn run(
         items = kept;
     }
 
-    let destination = &destination(args, settings.provider);
+    let destination = &step.destination;
     // `--force` re-sends what earlier runs uploaded, but not what this same run (carried on
     // after a Ctrl-C) already did.
     let force_run = match (&settings.state_dir, args.force && !args.dry_run) {
@@ -486,120 +685,24 @@ pub async fn run(
         _ => None,
     };
     let force_run = force_run.as_ref();
+    step.force_run = force_run;
+    let step = &step;
     let one = |item: Item| {
-        let board = &board;
-        let uploader = settings_uploader.clone();
-        let endpoint = endpoint.clone();
-        let run_cancel = run_cancel.clone();
-        let selection = &selection;
+        let (board, run_cancel) = (&board, run_cancel.clone());
         async move {
             let t0 = Instant::now();
-            let res: Result<FileResult> = async {
-                let path = match &item {
-                    Item::File(p) => p.clone(),
-                    Item::ZipDir(dir) => {
-                        let work = settings.state_dir.clone().unwrap_or_else(std::env::temp_dir).join("zips");
-                        let dir = dir.clone();
-                        let sel = Selection {
-                            recursive: true,
-                            hidden: selection.hidden,
-                            include: selection.include.clone(),
-                            exclude: selection.exclude.clone(),
-                        };
-                        tokio::task::spawn_blocking(move || zip_images(&dir, &sel, &work))
-                            .await
-                            .map_err(|e| Error::File { path: "zip".into(), source: std::io::Error::other(e) })??
-                    }
-                };
-                let file = FileSource::open(&path)?;
-                if args.dry_run {
-                    let plan = provider.dry_run(&file)?;
-                    return Ok((FileResult::Planned, Some(plan)));
-                }
-                let state_dir = settings.state_dir.clone();
-                let identity = match &state_dir {
-                    Some(_) => Some(FileIdentity::of(&file)?),
-                    None => None,
-                };
-                if let (Some(dir), Some(id)) = (&state_dir, &identity)
-                    && let Some(rec) = find_done(dir, provider.name(), &endpoint, id, destination)
-                    && (!args.force || force_run.is_some_and(|r| rec.force_run.as_deref() == Some(r.id.as_str())))
-                {
-                    return Ok((FileResult::Skipped(rec, file.size()), None));
-                }
-                let progress = Arc::new(board.file());
-                let mut ctx = settings.context(progress, run_cancel.clone())?;
-                ctx.uploader = uploader;
-                let mut outcome = provider.upload(&ctx, file).await?;
-                if ctx.uploader.rate.is_limited() {
-                    let rate = ctx.uploader.rate.current();
-                    outcome.fields.insert("limit_rate".into(), crate::engine::ratelimit::human_rate(rate).into());
-                    outcome.fields.insert("limit_rate_bps".into(), rate.into());
-                }
-                if let (Some(dir), Some(id)) = (&state_dir, &identity)
-                    && let Err(e) = record_done(dir, &endpoint, id, &outcome, destination, force_run)
-                {
-                    tracing::warn!("cannot record the finished upload: {e}");
-                }
-                if matches!(item, Item::ZipDir(_)) {
-                    let _ = std::fs::remove_file(&path);
-                }
-                Ok((FileResult::Uploaded(outcome), None))
-            }
-            .await
-            .map(|(r, plan)| {
-                if let Some(plan) = plan {
-                    let mut out = std::io::stdout().lock();
-                    let _ = ui::print_dry_run(&mut out, &plan, json);
-                }
-                r
-            });
+            let res = step.run(&item, board, run_cancel).await;
             (item, res, t0.elapsed())
         }
     };
 
     let mut results = futures::stream::iter(items).map(one).buffer_unordered(files_at_once);
     while let Some((item, res, elapsed)) = results.next().await {
-        match res {
-            Ok(FileResult::Uploaded(outcome)) => {
-                summary.uploaded(outcome.bytes);
-                crate::ignore_broken_pipe(ui::print_outcome(&mut stdout.lock(), &outcome, json))?;
-            }
-            Ok(FileResult::Skipped(rec, bytes)) => {
-                summary.skipped();
-                let by_this_run = rec.force_run.is_some() && args.force;
-                let reason = format!(
-                    "already uploaded ({} {}, {}{}): {}",
-                    rec.provider,
-                    rec.id,
-                    rec.uploaded_at,
-                    if by_this_run { ", by this --force run before it was interrupted" } else { "" },
-                    matched(&rec)
-                );
-                let line = serde_json::json!({
-                    "provider": rec.provider, "file": item.path().display().to_string(), "bytes": bytes,
-                    "id": rec.id, "status": "skipped", "parts": 0, "elapsed_s": elapsed.as_secs_f64(),
-                    "uploaded_at": rec.uploaded_at, "reason": reason,
-                });
-                if json {
-                    crate::ignore_broken_pipe(ui::print_json_line(&mut stdout.lock(), &line))?;
-                } else if !cli.output.quiet {
-                    let again = if by_this_run { "" } else { "; --force uploads it again" };
-                    board.println(&format!("upload: {}: skipped: {reason}{again}", item.path().display()));
-                }
-            }
-            Ok(FileResult::Planned) => {}
-            Err(err) => {
-                summary.failed(err.exit_code());
-                if json {
-                    let line = ui::failure_json(provider.name(), item.path(), &err, elapsed);
-                    crate::ignore_broken_pipe(ui::print_json_line(&mut stdout.lock(), &line))?;
-                }
-                crate::report_error(&err);
-                if args.fail_fast || matches!(err, Error::Interrupted { .. }) {
-                    run_cancel.cancel();
-                }
-            }
+        step.report(&item, &res, elapsed, &board, &mut summary, &cli.output)?;
+        if let Err(err) = &res
+            && (args.fail_fast || matches!(err, Error::Interrupted { .. }))
+        {
+            run_cancel.cancel();
         }
     }
     drop(results);

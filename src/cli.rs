@@ -77,6 +77,68 @@ pub enum Command {
     },
     /// Apertur: delivery status, long-polling download, sessions and destinations.
     Apertur(Box<AperturCommandArgs>),
+    /// Watch directories: upload what is there, then each new or changed file once complete.
+    Watch(Box<WatchArgs>),
+}
+
+/// `upload watch DIR... --provider P [upload options]`.
+#[derive(Args, Debug, Clone)]
+pub struct WatchArgs {
+    /// What to watch (the directories, as FILE) and how to upload.
+    #[command(flatten)]
+    pub upload: UploadArgs,
+    /// How to watch.
+    #[command(flatten)]
+    pub watch: WatchOptions,
+}
+
+/// The watcher's own flags.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Watch")]
+pub struct WatchOptions {
+    /// A file (or a bulk-images directory) is complete once its size and mtime have not
+    /// changed for this long (and, with inotify, no writer has it open): 5s, 300ms.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration_arg)]
+    pub settle: std::time::Duration,
+    /// Scan the directories this often instead of inotify (network filesystems): 10s.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub poll: Option<std::time::Duration>,
+    /// What to do with a file once the provider accepted it: keep, delete, or move:DIR
+    /// (keeping its path relative to the watched directory).
+    #[arg(long, value_name = "keep|delete|move:DIR", default_value = "keep", value_parser = parse_after_upload)]
+    pub after_upload: AfterUpload,
+    /// A file that failed is tried again after this long (doubling at each failure, up to 8 times as long).
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration_arg)]
+    pub retry_failed_after: std::time::Duration,
+    /// Teleport bulk-images: a sub-directory holding a file of this name is uploaded at once,
+    /// without waiting for it to settle.
+    #[arg(long, value_name = "NAME")]
+    pub ready_file: Option<String>,
+    /// One scan with the same completeness rules, then exit with the worst file's exit code (cron).
+    #[arg(long)]
+    pub once: bool,
+}
+
+/// `--after-upload`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AfterUpload {
+    /// Leave the file where it is.
+    Keep,
+    /// Delete the file.
+    Delete,
+    /// Move the file below this directory, keeping its relative path.
+    Move(PathBuf),
+}
+
+fn parse_after_upload(s: &str) -> Result<AfterUpload, String> {
+    match s {
+        "keep" => Ok(AfterUpload::Keep),
+        "delete" => Ok(AfterUpload::Delete),
+        _ => match s.strip_prefix("move:") {
+            Some(dir) if !dir.trim().is_empty() => Ok(AfterUpload::Move(PathBuf::from(dir))),
+            _ => Err(format!("'{s}' is not keep, delete or move:DIR (e.g. move:done/)")),
+        },
+    }
 }
 
 /// How a management subcommand reaches the provider's API: the same flags, environment

@@ -40,6 +40,9 @@ pub mod size;
 #[doc(hidden)]
 pub mod ui;
 pub mod uploader;
+#[cfg(feature = "cli")]
+#[doc(hidden)]
+pub mod watch;
 
 #[cfg(feature = "cli")]
 use std::io::Write;
@@ -117,6 +120,7 @@ async fn run_command(cmd: cli::Command, output: cli::OutputArgs) -> Result<i32> 
             install_ctrl_c(cancel.clone());
             providers::apertur_cmd::run(*args, &output, cancel).await
         }
+        cli::Command::Watch(args) => watch::run(*args, output).await,
     }
 }
 

@@ -13,6 +13,7 @@ pub mod progress;
 pub mod ratelimit;
 pub mod request;
 pub mod retry;
+pub mod schedule;
 pub mod source;
 pub mod uploader;
 pub mod wait;

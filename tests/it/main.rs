@@ -17,3 +17,4 @@ mod teleport;
 mod teleport_mgmt;
 mod truvideo;
 mod uplift;
+mod watch;

@@ -1,0 +1,419 @@
+//! `upload watch`: files taken once complete (closed and settled, or renamed in), each
+//! uploaded once, after-upload moves, resume after kill -9, bulk-images captures, SIGTERM,
+//! `--once`. The real binary against the in-process emulator.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use crate::common::*;
+
+const LONG: Duration = Duration::from_secs(120);
+
+/// A watcher running in the background; its stdout lines and stderr are collected as they come.
+struct Watch {
+    child: std::process::Child,
+    lines: Arc<Mutex<Vec<serde_json::Value>>>,
+    err: Arc<Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Watch {
+    fn start(a: &[String], env: &[(String, String)]) -> Watch {
+        let mut child = spawn_upload(a, env);
+        let lines = Arc::new(Mutex::new(vec![]));
+        let err = Arc::new(Mutex::new(String::new()));
+        let out = child.stdout.take().unwrap();
+        let l2 = lines.clone();
+        let r1 = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(|l| l.ok()) {
+                let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+                l2.lock().unwrap().push(v);
+            }
+        });
+        let se = child.stderr.take().unwrap();
+        let e2 = err.clone();
+        let r2 = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(se).lines().map_while(|l| l.ok()) {
+                let mut e = e2.lock().unwrap();
+                e.push_str(&line);
+                e.push('\n');
+            }
+        });
+        Watch { child, lines, err, readers: vec![r1, r2] }
+    }
+
+    fn lines(&self) -> Vec<serde_json::Value> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    fn stderr(&self) -> String {
+        self.err.lock().unwrap().clone()
+    }
+
+    fn uploaded(&self) -> Vec<serde_json::Value> {
+        self.lines().into_iter().filter(|l| l["status"] == "UPLOADED").collect()
+    }
+
+    /// Waits until `pred` holds on the lines (panics after `LONG`, or when the watcher exits).
+    async fn wait_for(&mut self, what: &str, pred: impl Fn(&[serde_json::Value]) -> bool) {
+        let t0 = Instant::now();
+        loop {
+            if pred(&self.lines()) {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("the watcher exited ({status}) before {what}: {}\n{:?}", self.stderr(), self.lines());
+            }
+            assert!(t0.elapsed() < LONG, "timed out waiting for {what}: {}\n{:?}", self.stderr(), self.lines());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap();
+        assert!(ok.success());
+    }
+
+    /// Waits for the exit (at most `LONG`) and returns the exit status and how long it took.
+    async fn exit(mut self) -> (std::process::ExitStatus, Duration, String) {
+        let t0 = Instant::now();
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            if t0.elapsed() > LONG {
+                let _ = self.child.kill();
+                panic!("the watcher did not exit: {}", self.stderr());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        for r in self.readers.drain(..) {
+            r.join().unwrap();
+        }
+        (status, t0.elapsed(), self.stderr())
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn sha(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn env(emu: &Emulator, state: &Path) -> Vec<(String, String)> {
+    vec![("TELEPORT_TOKEN".into(), emu.token()), ("XDG_STATE_HOME".into(), state.display().to_string())]
+}
+
+fn watch_args(dir: &Path, emu: &Emulator, extra: &[&str]) -> Vec<String> {
+    let mut a =
+        args(&["watch", dir.to_str().unwrap(), "--provider", "teleport", "--endpoint", &emu.api_url(), "--json"]);
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
+}
+
+fn creates(emu: &Emulator) -> usize {
+    emu.request_log().iter().filter(|r| r.method == "POST" && r.path == "/api/v1/captures" && r.status < 300).count()
+}
+
+fn name_of(line: &serde_json::Value) -> String {
+    Path::new(line["file"].as_str().unwrap()).file_name().unwrap().to_string_lossy().into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slowly_written_file_is_uploaded_once_after_its_writer_closed_it() {
+    let emu = emulator(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let mut w = Watch::start(&watch_args(&inbox, &emu, &["--settle", "300ms"]), &env(&emu, &dir.path().join("s")));
+    w.wait_for("the watcher to start", |_| true).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // ~3 s of appends every 100 ms, with a pause of 1.5 s (five times --settle) in the middle:
+    // the file is still open, so it is not complete.
+    let path = inbox.join("slow.mp4");
+    let mut all = vec![];
+    {
+        let mut f = std::fs::File::create(&path).unwrap();
+        for i in 0..30u32 {
+            let chunk: Vec<u8> = (0..10_000u32).map(|j| (i * 31 + j) as u8).collect();
+            f.write_all(&chunk).unwrap();
+            f.flush().unwrap();
+            all.extend_from_slice(&chunk);
+            tokio::time::sleep(Duration::from_millis(if i == 15 { 1500 } else { 100 })).await;
+        }
+        assert_eq!(emu.objects().len(), 0, "uploaded while its writer still had it open: {}", w.stderr());
+        assert!(w.lines().is_empty(), "{:?}", w.lines());
+    }
+    w.wait_for("the upload", |l| !l.is_empty()).await;
+    // Give it time to (wrongly) upload it again.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let lines = w.lines();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["status"], "UPLOADED", "{lines:?}");
+    assert_eq!(lines[0]["bytes"], all.len() as u64);
+    let objects = emu.objects();
+    assert_eq!(objects.len(), 1, "{objects:?}");
+    assert_eq!(objects[0].sha256, sha(&all), "the stored object is not the whole file");
+    assert_eq!(creates(&emu), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_renamed_into_the_folder_is_taken_at_once() {
+    let emu = emulator(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    // --settle 10 min: only the rename can make it complete within the test.
+    let mut w = Watch::start(&watch_args(&inbox, &emu, &["--settle", "10m"]), &env(&emu, &dir.path().join("s")));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let (tmp, want) = make_file(dir.path(), "walk.mp4", 200_000);
+    let t0 = Instant::now();
+    std::fs::rename(&tmp, inbox.join("walk.mp4")).unwrap();
+    w.wait_for("the renamed file's upload", |l| !l.is_empty()).await;
+    assert!(t0.elapsed() < Duration::from_secs(60), "took {:?}", t0.elapsed());
+    let lines = w.lines();
+    assert_eq!(lines[0]["status"], "UPLOADED", "{lines:?}");
+    assert_eq!(name_of(&lines[0]), "walk.mp4");
+    let objects = emu.objects();
+    assert_eq!(objects.len(), 1);
+    assert_eq!(objects[0].sha256, want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_files_dropped_while_running_are_each_uploaded_once_and_moved() {
+    let emu = emulator(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let done = dir.path().join("done");
+    let mut w = Watch::start(
+        &watch_args(
+            &inbox,
+            &emu,
+            &["--settle", "300ms", "--recursive", "--after-upload", &format!("move:{}", done.display())],
+        ),
+        &env(&emu, &dir.path().join("s")),
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let mut want = std::collections::BTreeMap::new();
+    for i in 0..50u64 {
+        let rel = match i % 3 {
+            0 => PathBuf::from(format!("f{i:02}.mp4")),
+            1 => PathBuf::from(format!("day1/f{i:02}.mp4")),
+            _ => PathBuf::from(format!("day2/cam/f{i:02}.zip")),
+        };
+        let parent = inbox.join(&rel).parent().unwrap().to_path_buf();
+        std::fs::create_dir_all(&parent).unwrap();
+        let (_, h) = make_file(&parent, rel.file_name().unwrap().to_str().unwrap(), 5_000 + i * 101);
+        want.insert(rel, h);
+        if i % 10 == 9 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    std::fs::write(inbox.join("day1/notes.txt"), b"not a capture").unwrap();
+    w.wait_for("50 uploads", |l| l.iter().filter(|l| l["status"] == "UPLOADED").count() >= 50).await;
+    // Let any second upload (a bug) show up before counting.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let lines = w.uploaded();
+    assert_eq!(lines.len(), 50, "{lines:?}");
+    let others: Vec<_> = w.lines().into_iter().filter(|l| l["status"] != "UPLOADED").collect();
+    assert_eq!(others.len(), 1, "the stray file is reported once: {others:?}");
+    assert_eq!((name_of(&others[0]).as_str(), others[0]["status"].as_str()), ("notes.txt", Some("skipped")));
+    assert!(inbox.join("day1/notes.txt").exists(), "a file not uploaded is not moved");
+    assert_eq!(creates(&emu), 50, "each file creates one capture");
+    let objects = emu.objects();
+    assert_eq!(objects.len(), 50);
+    let stored: std::collections::BTreeSet<String> = objects.iter().map(|o| o.sha256.clone()).collect();
+    for (rel, h) in &want {
+        assert!(stored.contains(h), "{} was not stored byte-exact", rel.display());
+        let moved = done.join(rel);
+        assert!(moved.is_file(), "{} is not under done/ with its relative path", rel.display());
+        assert_eq!(sha(&std::fs::read(&moved).unwrap()), *h);
+        assert!(!inbox.join(rel).exists(), "{} still in the inbox", rel.display());
+    }
+    w.signal("-TERM");
+    let (status, _, err) = w.exit().await;
+    assert_eq!(status.code(), Some(0), "{err}");
+}
+
+/// Waits until some journal records at least `parts` parts.
+async fn wait_for_journal_parts(state_home: &Path, parts: usize) -> Vec<u64> {
+    let t0 = Instant::now();
+    loop {
+        for j in journals(state_home) {
+            let done: Vec<u64> = j["parts"].as_array().unwrap().iter().map(|p| p["number"].as_u64().unwrap()).collect();
+            if done.len() >= parts {
+                return done;
+            }
+        }
+        assert!(t0.elapsed() < LONG, "no journal progress");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_with_sigkill_then_restarted_finishes_and_misses_nothing() {
+    // 6 parts of 5 MiB at 8 MiB/s on one connection: about 4 s.
+    let faults = Faults { bandwidth_bps: 8 * MIB, ..Faults::default() };
+    let emu = emulator(Config { faults, teleport_chunk_size: 5 * MIB, ..Config::default() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let state = dir.path().join("s");
+    let (_, big) = make_file(&inbox, "big.mp4", 6 * 5 * MIB);
+    let (_, small) = make_file(&inbox, "small.mp4", 70_000);
+    let a = watch_args(&inbox, &emu, &["--settle", "300ms", "--concurrency", "1", "--files", "2"]);
+    let mut w = Watch::start(&a, &env(&emu, &state));
+    w.wait_for("the small file", |l| l.iter().any(|l| name_of(l) == "small.mp4")).await;
+    let recorded = wait_for_journal_parts(&state, 2).await;
+    w.signal("-KILL");
+    let _ = w.exit().await;
+
+    // Two files arrive while the watcher is down.
+    let (_, c) = make_file(&inbox, "c.mp4", 123_456);
+    let (_, d) = make_file(&inbox, "d.zip", 65_432);
+    emu.set_faults(Faults::default());
+    let mut w = Watch::start(&a, &env(&emu, &state));
+    w.wait_for("the three other files", |l| {
+        ["big.mp4", "c.mp4", "d.zip"].iter().all(|n| l.iter().any(|x| x["status"] == "UPLOADED" && name_of(x) == *n))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let lines = w.lines();
+    assert!(lines.iter().any(|l| name_of(l) == "small.mp4" && l["status"] == "skipped"), "{lines:?}");
+    assert_eq!(lines.iter().filter(|l| l["status"] == "UPLOADED").count(), 3, "{lines:?}");
+    let objects = emu.objects();
+    assert_eq!(objects.len(), 4, "{objects:?}");
+    let stored: std::collections::BTreeSet<String> = objects.iter().map(|o| o.sha256.clone()).collect();
+    for h in [&big, &small, &c, &d] {
+        assert!(stored.contains(h));
+    }
+    assert_eq!(creates(&emu), 4, "the interrupted upload was resumed, not created again");
+    let big_id = objects.iter().find(|o| o.sha256 == big).unwrap().id.clone();
+    for ((id, part), n) in emu.part_put_counts() {
+        if id == big_id && recorded.contains(&(part as u64)) {
+            assert_eq!(n, 1, "part {part} was recorded before the kill, yet sent again");
+        } else {
+            // A part whose answer raced the kill may have landed without being recorded.
+            assert!(n <= 2, "part {part} of {id} sent {n} times");
+        }
+    }
+    assert!(journals(&state).is_empty(), "{:?}", journals(&state));
+    w.signal("-TERM");
+    let (status, _, err) = w.exit().await;
+    assert_eq!(status.code(), Some(0), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_images_directory_is_one_capture_and_a_new_one_only_when_it_changes() {
+    let emu = emulator(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let captures = dir.path().join("captures");
+    let c1 = captures.join("lobby");
+    std::fs::create_dir_all(c1.join("sub")).unwrap();
+    let mut w = Watch::start(
+        &watch_args(&captures, &emu, &["--settle", "400ms", "--format", "bulk-images", "--recursive"]),
+        &env(&emu, &dir.path().join("s")),
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    for i in 0..6 {
+        make_file(&c1, &format!("img{i}.jpg"), 20_000 + i);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    make_file(&c1.join("sub"), "z.png", 9_999);
+    w.wait_for("the capture", |l| !l.is_empty()).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(w.uploaded().len(), 1, "{:?}", w.lines());
+    let objects = emu.objects();
+    assert_eq!(objects.len(), 1, "one zip for the whole directory: {objects:?}");
+    let zip = emu.object_bytes(&objects[0].key).unwrap();
+    let names: Vec<String> = {
+        let mut z = zip::ZipArchive::new(std::io::Cursor::new(zip)).unwrap();
+        (0..z.len()).map(|i| z.by_index(i).unwrap().name().unwrap().to_string()).collect()
+    };
+    assert_eq!(names.len(), 7, "{names:?}");
+    assert!(names.contains(&"sub/z.png".to_string()), "{names:?}");
+
+    // A change of permissions is no new content: no new capture.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(c1.join("img0.jpg"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(emu.objects().len(), 1);
+    // A new image: a new capture with it.
+    make_file(&c1, "img9.jpg", 33_333);
+    w.wait_for("the second capture", |l| l.iter().filter(|l| l["status"] == "UPLOADED").count() >= 2).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(w.uploaded().len(), 2, "{:?}", w.lines());
+    assert_eq!(emu.objects().len(), 2);
+    assert_eq!(creates(&emu), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_parts_in_flight_finish_and_exits_0_with_a_summary() {
+    let faults = Faults { bandwidth_bps: 4 * MIB, ..Faults::default() };
+    let emu = emulator(Config { faults, teleport_chunk_size: 5 * MIB, ..Config::default() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let state = dir.path().join("s");
+    make_file(&inbox, "big.mp4", 8 * 5 * MIB);
+    let mut w =
+        Watch::start(&watch_args(&inbox, &emu, &["--settle", "300ms", "--concurrency", "2"]), &env(&emu, &state));
+    wait_for_journal_parts(&state, 1).await;
+    w.wait_for("running", |_| true).await;
+    w.signal("-TERM");
+    let (status, took, err) = w.exit().await;
+    assert_eq!(status.code(), Some(0), "{err}");
+    // The drain is 5 s; generous bound for a loaded machine.
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    assert!(err.contains("0 uploaded, 0 skipped, 0 failed"), "{err}");
+    assert!(err.contains("resume when the watcher starts again"), "{err}");
+    assert_eq!(journals(&state).len(), 1, "the journal is kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_scans_waits_for_settle_and_exits_with_the_worst_code() {
+    let emu = emulator(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let state = dir.path().join("s");
+    let (_, a) = make_file(&inbox, "a.mp4", 10_000);
+    let (_, b) = make_file(&inbox, "b.zip", 20_000);
+    make_file(&inbox, "notes.txt", 10);
+    let once = watch_args(&inbox, &emu, &["--settle", "300ms", "--once"]);
+    let out = run_upload(once.clone(), env(&emu, &state)).await;
+    assert_eq!(out.status.code(), Some(0), "a stray .txt does not fail the run: {}", stderr(&out));
+    let lines: Vec<serde_json::Value> = stdout(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    let txt: Vec<_> = lines.iter().filter(|l| name_of(l) == "notes.txt").collect();
+    assert_eq!(txt.len(), 1, "{lines:?}");
+    assert_eq!(txt[0]["status"], "skipped");
+    assert!(txt[0]["reason"].as_str().unwrap().contains(".txt"), "{lines:?}");
+    let stored: std::collections::BTreeSet<String> = emu.objects().iter().map(|o| o.sha256.clone()).collect();
+    assert_eq!(stored, [a, b].into_iter().collect());
+    // Again: nothing new is uploaded.
+    let plain: Vec<&str> = once.iter().map(String::as_str).filter(|a| *a != "--json").collect();
+    let out = run_upload(args(&plain), env(&emu, &state)).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("0 uploaded, 3 skipped, 0 failed"), "{}", stderr(&out));
+    // A failing upload: the worst file's exit code.
+    let (_, _) = make_file(&inbox, "c.mp4", 30_000);
+    emu.set_faults(Faults { fail_put_nth: (1..=50).collect(), ..Faults::default() });
+    let out = run_upload(args(&[&plain[..], &["--retries", "0"]].concat()), env(&emu, &state)).await;
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(stderr(&out).contains("0 uploaded, 3 skipped, 1 failed"), "{}", stderr(&out));
+    assert_eq!(creates(&emu), 3);
+}
