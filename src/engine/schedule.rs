@@ -1,6 +1,8 @@
 //! The scheduling timers of `upload watch`, all in one place: when a file has settled, when the
 //! next look at the pending files is due, when a failed file is tried again. These are not
-//! HTTP retries (those are [`super::retry`]'s); each is bounded and yields to cancellation.
+//! HTTP retries (those are [`super::request`]'s); each is bounded and yields to cancellation.
+//! A periodic tick rather than [`super::wait::sleep`]: a sleep restarted at each event would
+//! never end while events keep coming.
 
 use std::time::{Duration, Instant};
 
@@ -88,14 +90,6 @@ impl Ticker {
     }
 }
 
-/// Sleeps `delay`; false when `cancel` fired first.
-pub async fn sleep(delay: Duration, cancel: &CancellationToken) -> bool {
-    tokio::select! {
-        _ = tokio::time::sleep(delay) => true,
-        _ = cancel.cancelled() => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,11 +119,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn sleep_yields_to_cancellation() {
+    async fn the_ticker_yields_to_cancellation() {
         let c = CancellationToken::new();
         c.cancel();
         let t = Instant::now();
-        assert!(!sleep(Duration::from_secs(60), &c).await);
         assert!(!Ticker::new(Duration::from_secs(60)).tick(&c).await);
         assert!(t.elapsed() < Duration::from_secs(5));
     }
