@@ -15,7 +15,8 @@ use tokio_util::sync::CancellationToken;
 use crate::engine::http::describe_transport;
 use crate::engine::progress::{Event, Progress};
 use crate::engine::ratelimit::RateLimit;
-use crate::engine::retry::{Backoff, RetryPolicy, retry_after};
+use crate::engine::request::{Call, Executor, Failure, Kind, MAX_ERROR_BODY, RetryNotice};
+use crate::engine::retry::{Outcome, RetryPolicy, TransportKind};
 use crate::error::{Error, Result};
 use crate::redact::safe_url;
 
@@ -84,7 +85,7 @@ pub async fn download(
         });
     }
     let part = part_path(req.dest);
-    let mut file = tokio::fs::OpenOptions::new()
+    let file = tokio::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
@@ -105,144 +106,70 @@ pub async fn download(
         done_bytes: offset,
         done_parts: 0,
     });
-    let mut backoff = Backoff::new(req.retry.clone());
-    let mut restarts = 0;
-    while offset < req.size {
-        let mut rq = http.get(req.url);
-        if offset > 0 {
-            rq = rq.header(reqwest::header::RANGE, format!("bytes={offset}-"));
+    let interrupted = || Error::Interrupted {
+        hint: format!("run the same command again: the download continues from {}", part.display()),
+    };
+    // One executor call per stretch of progress: only failures in a row count against the
+    // retries, and an attempt that brought bytes starts a fresh call.
+    let exec = Executor::new(cancel.clone(), None);
+    let host = url::Url::parse(req.url)
+        .ok()
+        .and_then(|u| u.host_str().map(|h| format!("{h}:{}", u.port_or_known_default().unwrap_or(0))));
+    let on_retry = |n: &RetryNotice| {
+        progress.event(Event::Retry { part: 1, attempt: n.attempt, reason: n.reason.clone(), delay: n.delay })
+    };
+    let call = Call {
+        host: host.as_deref(),
+        on_retry: Some(&on_retry),
+        ..Call::new(req.provider, &what, Kind::Fetch, &req.retry)
+    };
+    let state = tokio::sync::Mutex::new(Stretch { file, offset, restarts: 0 });
+    loop {
+        if state.lock().await.offset >= req.size {
+            break;
         }
-        let interrupted = || Error::Interrupted {
-            hint: format!("run the same command again: the download continues from {}", part.display()),
-        };
-        let sent = tokio::select! {
-            _ = cancel.cancelled() => return Err(interrupted()),
-            r = rq.send() => r,
-        };
-        let at_start = offset;
-        // `Err(reason)`: worth another attempt.
-        let attempt: std::result::Result<(), (String, Option<Duration>)> = match sent {
-            Err(e) => Err((describe_transport(&e), None)),
-            Ok(resp) => {
-                let status = resp.status().as_u16();
-                tracing::debug!(url = %safe_url(req.url), status, offset, "{what}");
-                match status {
-                    206 => {
-                        let range = resp.headers().get(reqwest::header::CONTENT_RANGE).and_then(|v| v.to_str().ok());
-                        match range.and_then(parse_content_range) {
-                            Some((start, total)) if start == offset && total.is_none_or(|t| t == req.size) => {
-                                stream_body(
-                                    resp,
-                                    &mut file,
-                                    &part,
-                                    &mut offset,
-                                    req.size,
-                                    &req.rate,
-                                    progress,
-                                    cancel,
-                                    &interrupted,
-                                )
-                                .await?
-                            }
-                            Some((_, Some(total))) if total != req.size => {
-                                return Err(protocol(format!(
-                                    "the server has {total} bytes, the metadata says {}",
-                                    req.size
-                                )));
-                            }
-                            _ => {
-                                restart(&mut file, &part, &mut offset, progress, &mut restarts, &protocol).await?;
-                                Err((format!("unexpected Content-Range {range:?}"), None))
-                            }
-                        }
-                    }
-                    200 => {
-                        if let Some(len) = resp.content_length()
-                            && len != req.size
-                        {
-                            return Err(protocol(format!(
-                                "the server sends {len} bytes, the metadata says {}",
-                                req.size
-                            )));
-                        }
-                        if offset > 0 {
-                            // The range was ignored: the whole file comes again.
-                            restart(&mut file, &part, &mut offset, progress, &mut restarts, &protocol).await?;
-                        }
-                        stream_body(
-                            resp,
-                            &mut file,
-                            &part,
-                            &mut offset,
-                            req.size,
-                            &req.rate,
-                            progress,
-                            cancel,
-                            &interrupted,
-                        )
-                        .await?
-                    }
-                    416 => {
-                        let total = resp
-                            .headers()
-                            .get(reqwest::header::CONTENT_RANGE)
-                            .and_then(|v| v.to_str().ok())
-                            .and_then(|v| v.trim().strip_prefix("bytes */"))
-                            .and_then(|v| v.parse::<u64>().ok());
-                        if total.is_some_and(|t| t != req.size) {
-                            return Err(protocol(format!(
-                                "the server has {} bytes, the metadata says {}",
-                                total.unwrap_or_default(),
-                                req.size
-                            )));
-                        }
-                        restart(&mut file, &part, &mut offset, progress, &mut restarts, &protocol).await?;
-                        Err(("HTTP 416 for the rest of the .part file".into(), None))
-                    }
-                    408 | 429 | 500..=599 => {
-                        let wait = retry_after(resp.headers());
-                        Err((format!("HTTP {status}"), wait))
-                    }
-                    _ => {
-                        let body = resp.bytes().await.unwrap_or_default();
-                        let (_, message) = crate::engine::http::summarize_body(&body);
-                        return Err(Error::Rejected {
-                            provider: req.provider,
-                            what: format!("{what} from {}", safe_url(req.url)),
-                            status,
-                            message: crate::redact::scrub(&message, &[]),
-                        });
-                    }
-                }
+        exec.run(&call, |_| async {
+            let mut st = state.lock().await;
+            let st = &mut *st;
+            let at_start = st.offset;
+            let r = fetch_once(http, req, st, &part, &what, progress, cancel, &interrupted, &protocol).await;
+            if st.offset > req.size {
+                let _ = st.file.set_len(0).await;
+                return Err(Failure::Fatal(protocol(format!(
+                    "the server sent more than the {} bytes the metadata announces",
+                    req.size
+                ))));
             }
-        };
-        if offset > req.size {
-            drop(file);
-            let _ = tokio::fs::remove_file(&part).await;
-            return Err(protocol(format!("the server sent more than the {} bytes the metadata announces", req.size)));
-        }
-        let reason = match attempt {
-            Ok(()) if offset == req.size => break,
-            Ok(()) => (format!("the body ended after {} of {} bytes", offset, req.size), None),
-            Err(r) => r,
-        };
-        if offset > at_start {
-            // Progress was made: only failures in a row count against the retries.
-            backoff = Backoff::new(req.retry.clone());
-        }
-        let Some(delay) = backoff.next_delay(reason.1) else {
-            return Err(Error::Network {
-                provider: req.provider,
-                what: what.clone(),
-                message: format!("{} (kept {} for a later run)", reason.0, part.display()),
-            });
-        };
-        progress.event(Event::Retry { part: 1, attempt: backoff.attempts(), reason: reason.0, delay });
-        tokio::select! {
-            _ = cancel.cancelled() => return Err(interrupted()),
-            _ = tokio::time::sleep(delay) => {}
-        }
+            let r = match r {
+                Ok(()) if st.offset == req.size => return Ok(()),
+                Ok(()) => Err(Failure::Outcome {
+                    outcome: Outcome::Transport(TransportKind::Other),
+                    message: format!("the body ended after {} of {} bytes", st.offset, req.size),
+                    retry_after: None,
+                }),
+                r => r,
+            };
+            match r {
+                // Bytes arrived before it broke off: carry on from there at once, with the
+                // retries counted afresh.
+                Err(Failure::Outcome { message, .. }) if st.offset > at_start && req.retry.max_retries > 0 => {
+                    progress.event(Event::Retry { part: 1, attempt: 1, reason: message, delay: Duration::ZERO });
+                    Ok(())
+                }
+                r => r,
+            }
+        })
+        .await
+        .map_err(|e| match e {
+            Error::Network { provider, what, message } => Error::Network {
+                provider,
+                what,
+                message: format!("{message} (kept {} for a later run)", part.display()),
+            },
+            e => e,
+        })?;
     }
+    let Stretch { mut file, .. } = state.into_inner();
     file.flush().await.map_err(io_err(&part))?;
     file.sync_all().await.map_err(io_err(&part))?;
     let len = file.metadata().await.map_err(io_err(&part))?.len();
@@ -269,40 +196,140 @@ pub async fn download(
     })
 }
 
+/// The `.part` file and how far it got.
+struct Stretch {
+    file: tokio::fs::File,
+    offset: u64,
+    restarts: u32,
+}
+
+/// One GET of the rest of the file, appended to the `.part`.
+#[allow(clippy::too_many_arguments)]
+async fn fetch_once(
+    http: &reqwest::Client,
+    req: &DownloadRequest<'_>,
+    st: &mut Stretch,
+    part: &Path,
+    what: &str,
+    progress: &dyn Progress,
+    cancel: &CancellationToken,
+    interrupted: &dyn Fn() -> Error,
+    protocol: &dyn Fn(String) -> Error,
+) -> std::result::Result<(), Failure> {
+    let retry = |message: String| Failure::Outcome {
+        outcome: Outcome::Transport(TransportKind::Other),
+        message,
+        retry_after: None,
+    };
+    let fatal = Failure::Fatal;
+    let offset = st.offset;
+    let mut rq = http.get(req.url);
+    if offset > 0 {
+        rq = rq.header(reqwest::header::RANGE, format!("bytes={offset}-"));
+    }
+    let sent = tokio::select! {
+        _ = cancel.cancelled() => return Err(fatal(interrupted())),
+        r = rq.send() => r,
+    };
+    let resp = sent.map_err(|e| Failure::transport(&e))?;
+    let status = resp.status().as_u16();
+    tracing::debug!(url = %safe_url(req.url), status, offset, "{what}");
+    let body = |r: std::result::Result<(), String>| r.map_err(retry);
+    match status {
+        206 => {
+            let range = resp.headers().get(reqwest::header::CONTENT_RANGE).and_then(|v| v.to_str().ok());
+            match range.and_then(parse_content_range) {
+                Some((start, total)) if start == offset && total.is_none_or(|t| t == req.size) => body(
+                    stream_body(resp, st, part, req.size, &req.rate, progress, cancel, interrupted)
+                        .await
+                        .map_err(fatal)?,
+                ),
+                Some((_, Some(total))) if total != req.size => {
+                    Err(fatal(protocol(format!("the server has {total} bytes, the metadata says {}", req.size))))
+                }
+                _ => {
+                    let msg = format!("unexpected Content-Range {range:?}");
+                    restart(st, part, progress, protocol).await.map_err(fatal)?;
+                    Err(retry(msg))
+                }
+            }
+        }
+        200 => {
+            if let Some(len) = resp.content_length()
+                && len != req.size
+            {
+                return Err(fatal(protocol(format!("the server sends {len} bytes, the metadata says {}", req.size))));
+            }
+            if offset > 0 {
+                // The range was ignored: the whole file comes again.
+                restart(st, part, progress, protocol).await.map_err(fatal)?;
+            }
+            body(stream_body(resp, st, part, req.size, &req.rate, progress, cancel, interrupted).await.map_err(fatal)?)
+        }
+        416 => {
+            let total = resp
+                .headers()
+                .get(reqwest::header::CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().strip_prefix("bytes */"))
+                .and_then(|v| v.parse::<u64>().ok());
+            if let Some(t) = total.filter(|t| *t != req.size) {
+                return Err(fatal(protocol(format!("the server has {t} bytes, the metadata says {}", req.size))));
+            }
+            restart(st, part, progress, protocol).await.map_err(fatal)?;
+            Err(retry("HTTP 416 for the rest of the .part file".into()))
+        }
+        _ => {
+            let f = Failure::status(resp, MAX_ERROR_BODY, &[]).await;
+            match f {
+                Failure::Outcome { outcome: Outcome::Status { status, .. }, message, .. }
+                    if !(status >= 500 || status == 408 || status == 429) =>
+                {
+                    Err(fatal(Error::Rejected {
+                        provider: req.provider,
+                        what: format!("{what} from {}", safe_url(req.url)),
+                        status,
+                        message,
+                    }))
+                }
+                f => Err(f),
+            }
+        }
+    }
+}
+
 /// Empties the `.part` file to start over; at most twice per download.
 async fn restart(
-    file: &mut tokio::fs::File,
+    st: &mut Stretch,
     part: &Path,
-    offset: &mut u64,
     progress: &dyn Progress,
-    restarts: &mut u32,
     protocol: &dyn Fn(String) -> Error,
 ) -> Result<()> {
-    *restarts += 1;
-    if *restarts > 2 {
+    st.restarts += 1;
+    if st.restarts > 2 {
         return Err(protocol("the server does not answer range requests consistently".into()));
     }
-    file.set_len(0).await.map_err(io_err(part))?;
-    if *offset > 0 {
-        progress.event(Event::Bytes { part: 1, delta: -(*offset as i64) });
+    st.file.set_len(0).await.map_err(io_err(part))?;
+    if st.offset > 0 {
+        progress.event(Event::Bytes { part: 1, delta: -(st.offset as i64) });
     }
-    *offset = 0;
+    st.offset = 0;
     Ok(())
 }
 
-/// Appends the body at `offset`. `Ok(Err(reason))` when the body broke off (retry).
+/// Appends the body at the stretch's offset. `Ok(Err(reason))` when the body broke off (retry).
 #[allow(clippy::too_many_arguments)]
 async fn stream_body(
     mut resp: reqwest::Response,
-    file: &mut tokio::fs::File,
+    st: &mut Stretch,
     part: &Path,
-    offset: &mut u64,
     size: u64,
     rate: &RateLimit,
     progress: &dyn Progress,
     cancel: &CancellationToken,
     interrupted: &dyn Fn() -> Error,
-) -> Result<std::result::Result<(), (String, Option<Duration>)>> {
+) -> Result<std::result::Result<(), String>> {
+    let Stretch { file, offset, .. } = st;
     file.seek(std::io::SeekFrom::Start(*offset)).await.map_err(io_err(part))?;
     let limited = rate.is_limited();
     loop {
@@ -340,7 +367,7 @@ async fn stream_body(
             }
             Err(e) => {
                 file.flush().await.map_err(io_err(part))?;
-                return Ok(Err((format!("the body broke off: {}", describe_transport(&e)), None)));
+                return Ok(Err(format!("the body broke off: {}", describe_transport(&e))));
             }
         }
     }

@@ -27,8 +27,9 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::engine::http::{describe_transport, summarize_body};
-use crate::engine::retry::{Backoff, RetryPolicy};
+use crate::engine::http::summarize_body;
+use crate::engine::request::{Call, Executor, Failure, Kind, MAX_ERROR_BODY, read_capped};
+use crate::engine::retry::RetryPolicy;
 use crate::error::{Error, Result};
 use crate::redact::{Secret, safe_url, scrub};
 
@@ -134,6 +135,7 @@ pub struct SignIn {
     credentials: Credentials,
     http: reqwest::Client,
     cache: Option<PathBuf>,
+    exec: Executor,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -164,7 +166,13 @@ impl SignIn {
             )));
             dir.join("tokens").join(format!("{provider}-{}.json", &key[..24]))
         });
-        SignIn { provider, endpoint, credentials, http, cache }
+        SignIn { provider, endpoint, credentials, http, cache, exec: Executor::default() }
+    }
+
+    /// The same sign-in with the run's executor (its Ctrl-C ends the waits between attempts).
+    pub fn with_executor(mut self, exec: Executor) -> Self {
+        self.exec = exec;
+        self
     }
 
     /// The credentials.
@@ -233,46 +241,39 @@ impl SignIn {
     /// cache and returns it. A refusal is [`Error::Auth`] naming the credential at fault.
     pub async fn sign_in(&self) -> Result<Token> {
         let (url, body, headers) = self.request()?;
-        let mut backoff = Backoff::new(RetryPolicy { max_retries: 3, ..RetryPolicy::default() });
-        loop {
-            let mut req = self
-                .http
-                .post(url.clone())
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .header(reqwest::header::ACCEPT, "application/json")
-                .timeout(Duration::from_secs(60))
-                .body(body.clone());
-            for (k, v) in &headers {
-                req = req.header(*k, v);
-            }
-            let t0 = std::time::Instant::now();
-            let transport_error = match req.send().await {
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    let bytes = resp.bytes().await;
-                    tracing::debug!(provider = self.provider, url = %safe_url(url.as_str()), status, elapsed_ms = t0.elapsed().as_millis() as u64, "sign in");
-                    match bytes {
-                        Ok(bytes) if (200..300).contains(&status) => return self.accept(&bytes),
-                        Ok(bytes) if status < 500 && status != 429 && status != 408 => {
-                            return Err(self.refused(status, &bytes));
-                        }
-                        Ok(bytes) => format!("HTTP {status}: {}", self.scrubbed(&summarize_body(&bytes).1)),
-                        Err(e) => describe_transport(&e),
-                    }
+        let policy = RetryPolicy { max_retries: 3, ..RetryPolicy::default() };
+        let what = format!("sign in at {}", safe_url(url.as_str()));
+        let host = url.host_str().map(|h| format!("{h}:{}", url.port_or_known_default().unwrap_or(0)));
+        let call = Call { host: host.as_deref(), ..Call::new(self.provider, &what, Kind::Fetch, &policy) };
+        let (url, body, headers) = (&url, &body, &headers);
+        self.exec
+            .run(&call, |_| async move {
+                let mut req = self
+                    .http
+                    .post(url.clone())
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .header(reqwest::header::ACCEPT, "application/json")
+                    .timeout(Duration::from_secs(60))
+                    .body(body.clone());
+                for (k, v) in headers {
+                    req = req.header(*k, v);
                 }
-                Err(e) => describe_transport(&e),
-            };
-            if let Some(d) = backoff.next_delay(None) {
-                tracing::info!(provider = self.provider, "sign in failed ({transport_error}): retrying in {d:?}");
-                tokio::time::sleep(d).await;
-                continue;
-            }
-            return Err(Error::Network {
-                provider: self.provider,
-                what: format!("sign in at {}", safe_url(url.as_str())),
-                message: transport_error,
-            });
-        }
+                let t0 = std::time::Instant::now();
+                let resp = req.send().await.map_err(|e| Failure::transport(&e))?;
+                let status = resp.status().as_u16();
+                tracing::debug!(provider = self.provider, url = %safe_url(url.as_str()), status, elapsed_ms = t0.elapsed().as_millis() as u64, "sign in");
+                if status >= 500 || status == 429 || status == 408 {
+                    let secret = self.credentials.secret().expose().to_string();
+                    return Err(Failure::status(resp, MAX_ERROR_BODY, &[&secret]).await);
+                }
+                let bytes = read_capped(resp, MAX_ERROR_BODY).await.map_err(|e| e.into_failure(self.provider, "sign in"))?;
+                if (200..300).contains(&status) {
+                    self.accept(&bytes).map_err(Failure::Fatal)
+                } else {
+                    Err(Failure::Fatal(self.refused(status, &bytes)))
+                }
+            })
+            .await
     }
 
     /// URL, body bytes and extra headers of the sign-in request.
