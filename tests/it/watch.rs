@@ -417,3 +417,97 @@ async fn once_scans_waits_for_settle_and_exits_with_the_worst_code() {
     assert!(stderr(&out).contains("0 uploaded, 3 skipped, 1 failed"), "{}", stderr(&out));
     assert_eq!(creates(&emu), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_finds_new_files_without_inotify() {
+    let emu = emulator(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let mut w = Watch::start(
+        &watch_args(&inbox, &emu, &["--settle", "300ms", "--poll", "200ms"]),
+        &env(&emu, &dir.path().join("s")),
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let (_, want) = make_file(&inbox, "late.mp4", 80_000);
+    w.wait_for("the polled file", |l| !l.is_empty()).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(w.uploaded().len(), 1, "{:?}", w.lines());
+    let objects = emu.objects();
+    assert_eq!(objects.len(), 1);
+    assert_eq!(objects[0].sha256, want);
+    assert!(w.stderr().contains("scanning every"), "{}", w.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_rereads_the_config_file_and_a_failed_file_waits_for_its_retry() {
+    let emu = emulator(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "[teleport]\ntoken = \"not-the-token\"\n").unwrap();
+    let env = vec![
+        ("UPLOAD_CONFIG".to_string(), config.display().to_string()),
+        ("XDG_STATE_HOME".to_string(), dir.path().join("s").display().to_string()),
+    ];
+    let mut w = Watch::start(&watch_args(&inbox, &emu, &["--settle", "300ms", "--retry-failed-after", "1h"]), &env);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    make_file(&inbox, "a.mp4", 10_000);
+    w.wait_for("the refused token", |l| !l.is_empty()).await;
+    let first = w.lines();
+    assert_eq!((first[0]["status"].as_str(), first[0]["exit_code"].as_u64()), (Some("failed"), Some(3)), "{first:?}");
+    assert!(w.stderr().contains("will be tried again in 1h"), "{}", w.stderr());
+
+    std::fs::write(&config, format!("[teleport]\ntoken = \"{}\"\n", emu.token())).unwrap();
+    w.signal("-HUP");
+    let t0 = Instant::now();
+    while !w.stderr().contains("configuration re-read") {
+        assert!(t0.elapsed() < LONG, "{}", w.stderr());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, want) = make_file(&inbox, "b.mp4", 20_000);
+    w.wait_for("the upload with the new token", |l| l.iter().any(|l| l["status"] == "UPLOADED")).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let up = w.uploaded();
+    assert_eq!(up.len(), 1, "a.mp4 waits for its retry time: {:?}", w.lines());
+    assert_eq!(name_of(&up[0]), "b.mp4");
+    assert_eq!(w.lines().len(), 2, "{:?}", w.lines());
+    assert_eq!(emu.objects()[0].sha256, want);
+    w.signal("-TERM");
+    let (status, _, err) = w.exit().await;
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(err.contains("1 uploaded, 0 skipped, 1 failed"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ready_file_marks_a_capture_complete_without_waiting_for_settle() {
+    let emu = emulator(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let captures = dir.path().join("captures");
+    std::fs::create_dir_all(&captures).unwrap();
+    let mut w = Watch::start(
+        &watch_args(
+            &captures,
+            &emu,
+            &["--settle", "10m", "--format", "bulk-images", "--recursive", "--ready-file", "READY"],
+        ),
+        &env(&emu, &dir.path().join("s")),
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let shot = captures.join("shot1");
+    std::fs::create_dir(&shot).unwrap();
+    for i in 0..3 {
+        make_file(&shot, &format!("p{i}.jpg"), 11_000 + i);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(w.lines().is_empty(), "taken before it settled or was marked: {:?}", w.lines());
+    std::fs::write(shot.join("READY"), b"").unwrap();
+    w.wait_for("the marked capture", |l| !l.is_empty()).await;
+    assert_eq!(w.uploaded().len(), 1, "{:?}", w.lines());
+    let objects = emu.objects();
+    assert_eq!(objects.len(), 1);
+    let mut z = zip::ZipArchive::new(std::io::Cursor::new(emu.object_bytes(&objects[0].key).unwrap())).unwrap();
+    assert_eq!(z.len(), 3, "the images, not the marker");
+    assert!(z.by_name("READY").is_err());
+}
