@@ -102,28 +102,37 @@ impl Selection {
     }
 
     /// Files below `dir` (relative paths, sorted), walking subdirectories with `recursive`.
+    /// Symbolic links are followed; a link back to a directory being walked (a loop) is
+    /// reported on stderr and skipped, not fatal.
     pub fn walk(&self, dir: &Path, recursive: bool) -> Result<Vec<PathBuf>> {
         let mut out = vec![];
-        let mut stack = vec![PathBuf::new()];
-        while let Some(rel) = stack.pop() {
-            let here = dir.join(&rel);
-            let entries = std::fs::read_dir(&here).map_err(|e| Error::File { path: here.clone(), source: e })?;
-            for entry in entries {
-                let entry = entry.map_err(|e| Error::File { path: here.clone(), source: e })?;
-                let name = entry.file_name();
-                if !self.hidden && name.to_string_lossy().starts_with('.') {
+        let walker = walkdir::WalkDir::new(dir)
+            .follow_links(true)
+            .min_depth(1)
+            .max_depth(if recursive { usize::MAX } else { 1 })
+            .into_iter()
+            .filter_entry(|e| e.depth() == 0 || self.hidden || !e.file_name().to_string_lossy().starts_with('.'));
+        for entry in walker {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) if e.loop_ancestor().is_some() => {
+                    let (path, ancestor) = (e.path().unwrap_or(dir), e.loop_ancestor().unwrap_or(dir));
+                    eprintln!(
+                        "upload: warning: skipping {}: a symbolic link back to {} (a loop)",
+                        path.display(),
+                        ancestor.display()
+                    );
                     continue;
                 }
-                let rel_path = rel.join(&name);
-                let meta =
-                    std::fs::metadata(entry.path()).map_err(|e| Error::File { path: entry.path(), source: e })?;
-                if meta.is_dir() {
-                    if recursive {
-                        stack.push(rel_path);
-                    }
-                } else if meta.is_file() && self.keeps(&rel_path) {
-                    out.push(rel_path);
+                Err(e) => {
+                    let path = e.path().unwrap_or(dir).to_path_buf();
+                    let source = e.into_io_error().unwrap_or_else(|| std::io::Error::other("cannot walk"));
+                    return Err(Error::File { path, source });
                 }
+            };
+            let Ok(rel_path) = entry.path().strip_prefix(dir).map(Path::to_path_buf) else { continue };
+            if entry.file_type().is_file() && self.keeps(&rel_path) {
+                out.push(rel_path);
             }
         }
         out.sort();

@@ -136,3 +136,33 @@ async fn include_exclude_and_recursive_pick_the_files() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("no files to upload"), "{}", stderr(&out));
 }
+
+/// A symbolic link back to a walked directory is a loop: reported on stderr and skipped; the
+/// files of the walk are uploaded, each once.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_symlink_loop_in_a_walked_directory_is_reported_and_skipped() {
+    let emu = emulator(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let media = dir.path().join("media");
+    std::fs::create_dir_all(media.join("day1")).unwrap();
+    let (_, sha_a) = make_file(&media, "a.mp4", 1500);
+    let (_, sha_b) = make_file(&media.join("day1"), "b.mp4", 2500);
+    std::os::unix::fs::symlink("..", media.join("day1").join("again")).unwrap();
+    let out = run_upload(
+        args(&[media.to_str().unwrap(), "-r", "--provider", "teleport", "--endpoint", &emu.api_url(), "--json"]),
+        vec![("TELEPORT_TOKEN".into(), emu.token())],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("upload: warning: skipping") && err.contains("again") && err.contains("loop"), "{err}");
+    let mut names: Vec<String> = json_lines(&out).iter().map(file_of).collect();
+    names.sort();
+    assert_eq!(names, ["a.mp4", "b.mp4"]);
+    let mut stored: Vec<String> = emu.objects().into_iter().map(|o| o.sha256).collect();
+    stored.sort();
+    let mut expected = vec![sha_a, sha_b];
+    expected.sort();
+    assert_eq!(stored, expected);
+}
