@@ -8,6 +8,7 @@ pub mod http;
 pub mod journal;
 pub mod os_path;
 pub mod plan;
+pub mod poll;
 pub mod post;
 pub mod progress;
 pub mod ratelimit;

@@ -30,6 +30,7 @@ use tokio::sync::OnceCell;
 use super::api::{Api, RequestSigner, Retry};
 use super::{Context, DryRun, Provider, UploadOutcome};
 use crate::engine::form::FilePart;
+use crate::engine::poll::{Poller, Step};
 use crate::engine::progress::Event;
 use crate::engine::source::FileSource;
 use crate::error::{Error, Result};
@@ -818,7 +819,6 @@ impl Follow {
     /// Ends with `Ok` when every delivery succeeded, [`Error::ProcessingFailed`] when one
     /// failed, [`Error::Timeout`] at the deadline.
     pub async fn run(&self, cancel: &tokio_util::sync::CancellationToken) -> Result<()> {
-        let deadline = tokio::time::Instant::now() + self.timeout;
         // A long poll is held up to 5 minutes by the server: its own client and time limit.
         let long_api = Api {
             http: crate::engine::http::client_with_read_timeout(2, Duration::from_secs(400)),
@@ -826,31 +826,43 @@ impl Follow {
             ..self.api.clone()
         };
         let path = format!("/api/v1/upload-sessions/{}/delivery-status", self.session);
-        let mut poll_from: Option<String> = None;
-        let mut interval = self.interval.max(Duration::from_millis(10));
-        let mut seen: std::collections::HashMap<(String, String), String> = Default::default();
+        let poll_from: std::sync::Mutex<Option<String>> = Default::default();
+        let seen: std::sync::Mutex<std::collections::HashMap<(String, String), String>> = Default::default();
         let timeout_err = || Error::Timeout {
             what: format!("apertur: delivery of session {}", self.session),
             seconds: self.timeout.as_secs(),
         };
-        loop {
-            let query: Vec<(&str, String)> = poll_from.iter().map(|p| ("pollFrom", p.clone())).collect();
-            let api = if poll_from.is_some() { &long_api } else { &self.api };
-            let call = api.json::<(), Value>("delivery status", Method::GET, &path, &query, None, Retry::Idempotent);
-            let v = tokio::select! {
-                r = tokio::time::timeout_at(deadline, call) => r.map_err(|_| timeout_err())??,
-                _ = cancel.cancelled() => return Err(interrupted()),
-            };
-            let report = parse_delivery_status(&v)?;
-            for d in &report.deliveries {
-                let key = (d.image_id.clone(), d.destination_id.clone());
-                if seen.get(&key) != Some(&d.status) {
-                    tracing::info!(image = %d.image_label, destination = %d.destination_name, status = %d.status, attempts = ?d.attempts, "apertur: delivery");
-                    seen.insert(key, d.status.clone());
+        let poller =
+            Poller::new(self.interval.max(Duration::from_millis(10)), Duration::from_secs(30), Some(self.timeout));
+        poller
+            .until(cancel, timeout_err, interrupted, || async {
+                let from = poll_from.lock().expect("cursor lock").clone();
+                let query: Vec<(&str, String)> = from.iter().map(|p| ("pollFrom", p.clone())).collect();
+                let api = if from.is_some() { &long_api } else { &self.api };
+                let v: Value =
+                    api.json::<(), Value>("delivery status", Method::GET, &path, &query, None, Retry::Idempotent).await?;
+                let report = parse_delivery_status(&v)?;
+                {
+                    let mut seen = seen.lock().expect("seen lock");
+                    for d in &report.deliveries {
+                        let key = (d.image_id.clone(), d.destination_id.clone());
+                        if seen.get(&key) != Some(&d.status) {
+                            tracing::info!(image = %d.image_label, destination = %d.destination_name, status = %d.status, attempts = ?d.attempts, "apertur: delivery");
+                            seen.insert(key, d.status.clone());
+                        }
+                    }
                 }
-            }
-            let done = report.images >= self.expected_images && report.deliveries.iter().all(|d| d.outcome().is_some());
-            if done {
+                let done =
+                    report.images >= self.expected_images && report.deliveries.iter().all(|d| d.outcome().is_some());
+                if !done {
+                    return Ok(match report.last_changed {
+                        Some(lc) if from.as_deref() != Some(lc.as_str()) => {
+                            *poll_from.lock().expect("cursor lock") = Some(lc);
+                            Step::Now
+                        }
+                        _ => Step::Again,
+                    });
+                }
                 let lines = destination_lines(&report);
                 if !self.quiet {
                     for (line, _) in &lines {
@@ -859,11 +871,11 @@ impl Follow {
                 }
                 let failed: Vec<&Delivery> = report.deliveries.iter().filter(|d| d.outcome() == Some(false)).collect();
                 if failed.is_empty() {
-                    return Ok(());
+                    return Ok(Step::Done(()));
                 }
                 let mut names: Vec<&str> = failed.iter().map(|d| d.destination_name.as_str()).collect();
                 names.dedup();
-                return Err(Error::ProcessingFailed {
+                Err(Error::ProcessingFailed {
                     provider: PROVIDER,
                     id: self.session.clone(),
                     reason: format!(
@@ -872,22 +884,9 @@ impl Follow {
                         report.deliveries.len(),
                         names.join(", ")
                     ),
-                });
-            }
-            match report.last_changed {
-                Some(lc) if poll_from.as_deref() != Some(lc.as_str()) => poll_from = Some(lc),
-                _ => {
-                    tokio::select! {
-                        _ = tokio::time::sleep_until((tokio::time::Instant::now() + interval).min(deadline)) => {}
-                        _ = cancel.cancelled() => return Err(interrupted()),
-                    }
-                    if tokio::time::Instant::now() >= deadline {
-                        return Err(timeout_err());
-                    }
-                    interval = (interval * 3 / 2).min(Duration::from_secs(30));
-                }
-            }
-        }
+                })
+            })
+            .await
     }
 }
 

@@ -130,50 +130,47 @@ impl Poll {
     async fn run(&self, cancel: &CancellationToken) -> Result<i32> {
         let dir = self.dir.clone();
         std::fs::create_dir_all(&dir).map_err(|source| Error::File { path: dir.clone(), source })?;
-        let deadline = self.timeout.map(|t| tokio::time::Instant::now() + t);
-        let mut saved = 0u64;
-        loop {
-            if cancel.is_cancelled() {
-                break;
-            }
-            let list: Value = self
-                .api
-                .json(
-                    "poll",
-                    Method::GET,
-                    &format!("/api/v1/upload-sessions/{}/poll", self.session),
-                    &[],
-                    None::<&()>,
-                    Retry::Idempotent,
-                )
-                .await?;
-            let images = list
-                .get("images")
-                .and_then(Value::as_array)
-                .ok_or_else(|| protocol("poll", "the answer has no `images` list"))?
-                .clone();
-            for image in &images {
-                if cancel.is_cancelled() {
-                    break;
+        let saved = std::sync::atomic::AtomicU64::new(0);
+        // Images keep coming until the deadline: reaching it (or Ctrl-C) ends a poll normally.
+        let poller = crate::engine::poll::Poller::new(self.interval, self.interval, self.timeout);
+        let stop = || Error::Timeout { what: "poll".into(), seconds: 0 };
+        let r = poller
+            .until(cancel, stop, stop, || async {
+                let list: Value = self
+                    .api
+                    .json(
+                        "poll",
+                        Method::GET,
+                        &format!("/api/v1/upload-sessions/{}/poll", self.session),
+                        &[],
+                        None::<&()>,
+                        Retry::Idempotent,
+                    )
+                    .await?;
+                let images = list
+                    .get("images")
+                    .and_then(Value::as_array)
+                    .ok_or_else(|| protocol("poll", "the answer has no `images` list"))?
+                    .clone();
+                for image in &images {
+                    if cancel.is_cancelled() {
+                        return Ok(crate::engine::poll::Step::Done(()));
+                    }
+                    self.take(image, cancel).await?;
+                    saved.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 }
-                self.take(image, cancel).await?;
-                saved += 1;
-            }
-            if cancel.is_cancelled() || deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
-                break;
-            }
-            if images.is_empty() {
-                if self.once {
-                    break;
-                }
-                let wake = tokio::time::Instant::now() + self.interval;
-                let wake = deadline.map_or(wake, |d| wake.min(d));
-                tokio::select! {
-                    _ = tokio::time::sleep_until(wake) => {}
-                    _ = cancel.cancelled() => break,
-                }
-            }
+                Ok(match (images.is_empty(), self.once) {
+                    (true, true) => crate::engine::poll::Step::Done(()),
+                    (true, false) => crate::engine::poll::Step::Again,
+                    (false, _) => crate::engine::poll::Step::Now,
+                })
+            })
+            .await;
+        match r {
+            Ok(()) | Err(Error::Timeout { .. }) => {}
+            Err(e) => return Err(e),
         }
+        let saved = saved.into_inner();
         if !self.quiet {
             eprintln!("upload: apertur: {saved} images saved to {}", self.dir.display());
         }

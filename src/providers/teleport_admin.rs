@@ -5,7 +5,7 @@
 //! States (PROVIDERS.md): `READY` is success, `ERROR` or `FAILED` failure, anything else
 //! (CREATED, UPLOADED, PROCESSING, ...) in progress. Timestamps without a timezone are UTC.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
 use reqwest::Method;
@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
+use crate::engine::poll::{Poller, Step};
 use crate::engine::progress::{Event, Progress};
 use crate::error::{Error, Result};
 use crate::providers::api::{Api, Retry};
@@ -282,55 +283,32 @@ pub async fn wait_processed(
     progress: &dyn Progress,
     cancel: &CancellationToken,
 ) -> Result<Capture> {
-    let started = Instant::now();
-    let deadline = started + opts.timeout;
-    let max_interval = opts.poll_interval.max(Duration::from_secs(30));
-    let mut interval = opts.poll_interval.max(Duration::from_millis(50));
-    let mut hint = 0u64;
-    let mut shown = String::new();
-    let mut last_state = "UPLOADED".to_string();
-    let mut misses = 0;
-    let timeout = |last: &str| Error::Timeout {
-        what: format!("waiting for capture {eid} to be processed (last state {last})"),
+    let poller = Poller::new(
+        opts.poll_interval.max(Duration::from_millis(50)),
+        opts.poll_interval.max(Duration::from_secs(30)),
+        Some(opts.timeout),
+    );
+    let hint = std::sync::Mutex::new(0u64);
+    let shown = std::sync::Mutex::new(String::new());
+    let last_state = std::sync::Mutex::new("UPLOADED".to_string());
+    let misses = std::sync::atomic::AtomicU32::new(0);
+    let timeout = || Error::Timeout {
+        what: format!(
+            "waiting for capture {eid} to be processed (last state {})",
+            last_state.lock().expect("state lock")
+        ),
         seconds: opts.timeout.as_secs_f64().ceil() as u64,
     };
     let interrupted = || Error::Interrupted {
         hint: format!("the upload is complete; follow it with `upload teleport status {eid}`"),
     };
-    loop {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let found = tokio::select! {
-            _ = cancel.cancelled() => return Err(interrupted()),
-            r = tokio::time::timeout(remaining + Duration::from_millis(100), find_capture(api, eid, &mut hint)) => match r {
-                Ok(r) => r?,
-                Err(_) => return Err(timeout(&last_state)),
-            },
-        };
-        match found {
-            Some(c) => {
-                misses = 0;
-                let line = c.state_line();
-                if line != shown {
-                    tracing::info!(%eid, state = %c.state, "capture state");
-                    progress.event(Event::Phase { message: line.clone() });
-                    shown = line;
-                }
-                last_state = c.state.clone();
-                match c.phase() {
-                    Phase::Ready => return Ok(c),
-                    Phase::Failed => {
-                        return Err(Error::ProcessingFailed {
-                            provider: api.provider,
-                            id: eid.to_string(),
-                            reason: c.failure_reason(),
-                        });
-                    }
-                    Phase::InProgress => {}
-                }
-            }
-            None => {
-                misses += 1;
-                if misses >= 3 {
+    poller
+        .until(cancel, timeout, interrupted, || async {
+            let mut at = *hint.lock().expect("hint lock");
+            let found = find_capture(api, eid, &mut at).await?;
+            *hint.lock().expect("hint lock") = at;
+            let Some(c) = found else {
+                if misses.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 >= 3 {
                     return Err(Error::Rejected {
                         provider: api.provider,
                         what: format!("waiting for capture {eid}"),
@@ -338,19 +316,30 @@ pub async fn wait_processed(
                         message: "the capture is no longer in the list of captures (deleted?)".into(),
                     });
                 }
+                return Ok(Step::Again);
+            };
+            misses.store(0, std::sync::atomic::Ordering::SeqCst);
+            let line = c.state_line();
+            {
+                let mut shown = shown.lock().expect("shown lock");
+                if line != *shown {
+                    tracing::info!(%eid, state = %c.state, "capture state");
+                    progress.event(Event::Phase { message: line.clone() });
+                    *shown = line;
+                }
             }
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return Err(timeout(&last_state));
-        }
-        let nap = interval.min(deadline - now);
-        tokio::select! {
-            _ = cancel.cancelled() => return Err(interrupted()),
-            _ = tokio::time::sleep(nap) => {}
-        }
-        interval = interval.mul_f64(1.5).min(max_interval);
-    }
+            *last_state.lock().expect("state lock") = c.state.clone();
+            match c.phase() {
+                Phase::Ready => Ok(Step::Done(c)),
+                Phase::Failed => Err(Error::ProcessingFailed {
+                    provider: api.provider,
+                    id: eid.to_string(),
+                    reason: c.failure_reason(),
+                }),
+                Phase::InProgress => Ok(Step::Again),
+            }
+        })
+        .await
 }
 
 /// `GET /share/{sid}/metadata` parameters.

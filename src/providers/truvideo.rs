@@ -26,6 +26,7 @@ use serde_json::{Map, Value};
 use super::api::{Api, Retry};
 use super::{Context, DryRun, Provider, UploadOutcome};
 use crate::engine::plan::{PartLimits, PartPlan};
+use crate::engine::poll::{Poller, Step};
 use crate::engine::progress::Event;
 use crate::engine::retry::Backoff;
 use crate::engine::source::FileSource;
@@ -708,48 +709,50 @@ impl Truvideo {
     /// Polls `GET /upload/{uploadId}` with backoff until COMPLETED (the details), FAILED
     /// ([`Error::ProcessingFailed`]) or the deadline ([`Error::Timeout`]).
     async fn poll(&self, ctx: &Context, upload_id: &str) -> Result<Value> {
-        let deadline = Instant::now() + self.options.wait_timeout;
-        let mut interval = self.options.poll_interval.max(Duration::from_millis(50));
-        let mut last = String::new();
-        loop {
-            let details = get_upload(&ctx.api, upload_id).await?;
-            let status = status_of(&details);
-            if status != last {
-                ctx.progress.event(Event::Phase { message: format!("processing: {status}") });
-                last = status.clone();
-            }
-            match status.as_str() {
-                "COMPLETED" => return Ok(details),
-                "FAILED" => {
-                    let reason = details
-                        .get("failureReason")
-                        .and_then(Value::as_str)
-                        .filter(|r| !r.is_empty())
-                        .unwrap_or("no failureReason given")
-                        .to_string();
-                    return Err(Error::ProcessingFailed { provider: "truvideo", id: upload_id.to_string(), reason });
+        let poller = Poller::new(
+            self.options.poll_interval.max(Duration::from_millis(50)),
+            MAX_POLL_INTERVAL.max(self.options.poll_interval),
+            Some(self.options.wait_timeout),
+        );
+        let last = std::sync::Mutex::new(String::new());
+        let timeout = || Error::Timeout {
+            what: format!(
+                "truvideo: waiting for upload {upload_id} to finish processing (last status {})",
+                last.lock().expect("status lock")
+            ),
+            seconds: self.options.wait_timeout.as_secs(),
+        };
+        let interrupted = || Error::Interrupted {
+            hint: format!(
+                "upload {upload_id} is complete and processing on the server; run the same command again to follow it"
+            ),
+        };
+        poller
+            .until(&ctx.cancel, timeout, interrupted, || async {
+                let details = get_upload(&ctx.api, upload_id).await?;
+                let status = status_of(&details);
+                {
+                    let mut last = last.lock().expect("status lock");
+                    if status != *last {
+                        ctx.progress.event(Event::Phase { message: format!("processing: {status}") });
+                        *last = status.clone();
+                    }
                 }
-                _ => {}
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(Error::Timeout {
-                    what: format!(
-                        "truvideo: waiting for upload {upload_id} to finish processing (last status {status})"
-                    ),
-                    seconds: self.options.wait_timeout.as_secs(),
-                });
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(interval.min(deadline - now)) => {}
-                _ = ctx.cancel.cancelled() => {
-                    return Err(Error::Interrupted {
-                        hint: format!("upload {upload_id} is complete and processing on the server; run the same command again to follow it"),
-                    });
+                match status.as_str() {
+                    "COMPLETED" => Ok(Step::Done(details)),
+                    "FAILED" => {
+                        let reason = details
+                            .get("failureReason")
+                            .and_then(Value::as_str)
+                            .filter(|r| !r.is_empty())
+                            .unwrap_or("no failureReason given")
+                            .to_string();
+                        Err(Error::ProcessingFailed { provider: "truvideo", id: upload_id.to_string(), reason })
+                    }
+                    _ => Ok(Step::Again),
                 }
-            }
-            interval = interval.mul_f64(1.5).min(MAX_POLL_INTERVAL.max(self.options.poll_interval));
-        }
+            })
+            .await
     }
 }
 
