@@ -14,6 +14,7 @@ pub fn client(concurrency: usize) -> reqwest::Client {
 pub fn client_with_read_timeout(concurrency: usize, read_timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
         .user_agent(concat!("upload/", env!("CARGO_PKG_VERSION")))
+        .redirect(redirect_policy())
         .pool_max_idle_per_host(concurrency.max(1) * 2)
         .pool_idle_timeout(Duration::from_secs(60))
         .tcp_nodelay(true)
@@ -21,6 +22,49 @@ pub fn client_with_read_timeout(concurrency: usize, read_timeout: Duration) -> r
         .read_timeout(read_timeout)
         .build()
         .expect("the TLS backend initialises")
+}
+
+/// Redirects are followed (at most 5) only where the plain-http rule allows: a hop to plain
+/// http off loopback is refused like the first request would be. (reqwest drops the
+/// `Authorization` header itself when a redirect changes host.)
+pub fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let url = attempt.url();
+        if url.scheme() != "https" && !(url.scheme() == "http" && is_loopback(url)) {
+            let refused = format!(
+                "refused a redirect to {}: plain http is only accepted for loopback",
+                crate::redact::safe_url(url.as_str())
+            );
+            attempt.error(refused)
+        } else if attempt.previous().len() >= 5 {
+            attempt.error("more than 5 redirects")
+        } else {
+            attempt.follow()
+        }
+    })
+}
+
+/// Refuses an API path with `.` or `..` segments (or their encodings, or backslashes): ids
+/// from a server are spliced into paths, and such an id would send the bearer token to
+/// another path of the same host.
+pub fn check_api_path(path: &str) -> Result<()> {
+    let lower = path.to_ascii_lowercase();
+    let bad = path.split('/').any(|seg| seg == "." || seg == "..")
+        || lower.contains("%2e")
+        || lower.contains("%2f")
+        || path.contains('\\')
+        || path.contains('?')
+        || path.contains('#');
+    if bad {
+        return Err(Error::Protocol {
+            provider: "api",
+            what: "build a request".into(),
+            message: format!(
+                "refusing to send a request to the path {path:?}: an id from the server has a shape no API uses"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// True for loopback hosts (127.0.0.0/8, ::1, localhost).
@@ -201,6 +245,21 @@ mod tests {
         let e = checked_url("http://example.com", "endpoint").unwrap_err();
         assert!(e.to_string().contains("plain http"));
         assert!(checked_url("ftp://x", "endpoint").is_err());
+    }
+
+    #[test]
+    fn api_paths_with_dot_segments_are_refused() {
+        assert!(check_api_path("/api/v1/captures/5f3c-9a/create-upload-url/3").is_ok());
+        for bad in [
+            "/api/v1/captures/../../../_x/create-upload-url/1",
+            "/api/v1/captures/./x",
+            "/api/v1/captures/%2e%2E/x",
+            "/api/v1/captures/a%2Fb/x",
+            "/api/v1/captures/a\\b",
+            "/api/v1/captures/a?x=1",
+        ] {
+            assert!(check_api_path(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

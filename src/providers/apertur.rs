@@ -467,7 +467,9 @@ impl Apertur {
         // its share of the lowest rate limit, when that is slower).
         let timeout = ctx.uploader.rate.request_timeout(length, ctx.uploader.concurrency);
         let api = Api { timeout, ..ctx.api.clone() };
-        let url = api.url(&format!("/api/v1/upload/{}/images", session.id));
+        let path = format!("/api/v1/upload/{}/images", session.id);
+        crate::engine::http::check_api_path(&path)?;
+        let url = api.url(&path);
         let what = format!("upload {}", file.file_name());
         let result = api.execute(&what, Method::POST, url, Retry::Once, None, &attach).await;
         // Settle the count: the whole image once stored, nothing when it failed.

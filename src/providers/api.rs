@@ -381,6 +381,10 @@ impl Api {
         body: Option<&B>,
         retry: Retry,
     ) -> Result<Answer> {
+        crate::engine::http::check_api_path(path).map_err(|e| match e {
+            Error::Protocol { message, .. } => Error::Protocol { provider: self.provider, what: what.into(), message },
+            e => e,
+        })?;
         let url = self.url_with_query(path, query);
         let body = body.map(serde_json::to_vec).transpose().map_err(|e| Error::Protocol {
             provider: self.provider,

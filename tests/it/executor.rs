@@ -46,3 +46,149 @@ async fn quiet_runs_do_not_show_the_retries() {
     assert_eq!(out.status.code(), Some(5));
     assert!(!stderr(&out).contains("retrying in"), "{}", stderr(&out));
 }
+
+/// A hand-made HTTP/1.1 server on loopback: `answer(method, path)` gives the raw response
+/// (status line, headers and body). Records every request line it gets.
+struct Stub {
+    url: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+fn stub(answer: impl Fn(&str, &str, &str) -> Vec<u8> + Send + Sync + 'static) -> Stub {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (log, answer, base) = (seen.clone(), std::sync::Arc::new(answer), url.clone());
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let (log, answer, base) = (log.clone(), answer.clone(), base.clone());
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut len = 0usize;
+                    loop {
+                        let mut h = String::new();
+                        if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if h == "\r\n" {
+                            break;
+                        }
+                        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let mut parts = line.split_whitespace();
+                    let (m, p) = (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
+                    log.lock().unwrap().push(format!("{m} {p}"));
+                    if conn.write_all(&answer(&m, &p, &base)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Stub { url, seen }
+}
+
+fn json_response(status: &str, body: &str) -> Vec<u8> {
+    format!("HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+        .into_bytes()
+}
+
+async fn teleport_against(stub: &Stub) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = make_file(dir.path(), "scan.zip", 1000);
+    run_upload(
+        args(&[path.to_str().unwrap(), "--provider", "teleport", "--endpoint", &stub.url, "--retries", "1"]),
+        vec![("TELEPORT_TOKEN".into(), "secret-token-123".into())],
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_that_climbs_out_of_its_path_is_never_used() {
+    let s = stub(|m, p, _| match (m, p) {
+        ("POST", "/api/v1/captures") => {
+            json_response("200 OK", r#"{"eid":"../../../_x","num_parts":1,"chunk_size":10485760}"#)
+        }
+        _ => json_response("404 Not Found", r#"{"detail":"nope"}"#),
+    });
+    let out = teleport_against(&s).await;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(err.contains("an id from the server has a shape no API uses"), "{err}");
+    let seen = s.seen.lock().unwrap().clone();
+    assert!(seen.iter().all(|r| !r.contains("_x")), "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_to_plain_http_off_loopback_is_not_followed() {
+    let s = stub(|_, _, _| {
+        b"HTTP/1.1 307 Temporary Redirect\r\nLocation: http://upload-test.invalid/api/v1/captures\r\nContent-Length: 0\r\n\r\n"
+            .to_vec()
+    });
+    let out = teleport_against(&s).await;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(err.contains("refused a redirect to http://upload-test.invalid"), "{err}");
+    assert!(!err.contains("secret-token-123"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_answer_is_refused_naming_the_limit() {
+    let s = stub(|_, _, _| {
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1073741824\r\n\r\n{\"eid\":".to_vec()
+    });
+    let out = teleport_against(&s).await;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(err.contains("larger than 16.00 MiB"), "{err}");
+}
+
+/// An S3 that lies: `answer` decides what a PUT of a part gets.
+fn lying_s3(put: &'static [u8]) -> Stub {
+    stub(move |m, p, base| match (m, p) {
+        ("POST", "/api/v1/captures") => json_response("200 OK", r#"{"eid":"e1","num_parts":1,"chunk_size":10485760}"#),
+        ("POST", "/api/v1/captures/e1/create-upload-url/1") => json_response(
+            "200 OK",
+            &format!(r#"{{"eid":"e1","upload_url":"{base}/s3/part1?X-Amz-Signature=abc","chunk_size":10485760}}"#),
+        ),
+        ("PUT", _) => put.to_vec(),
+        _ => json_response("500 Internal Server Error", r#"{"detail":"unexpected"}"#),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_etag_is_not_taken_for_a_stored_part() {
+    let s = lying_s3(b"HTTP/1.1 200 OK\r\nETag: \r\nContent-Length: 0\r\n\r\n");
+    let out = teleport_against(&s).await;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(err.contains("empty ETag"), "{err}");
+    assert!(!s.seen.lock().unwrap().iter().any(|r| r.contains("/uploaded")), "never completed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_200_carrying_an_s3_error_is_retried_not_stored() {
+    let s = lying_s3(
+        b"HTTP/1.1 200 OK\r\nETag: \"abc\"\r\nContent-Length: 78\r\n\r\n<Error><Code>InternalError</Code><Message>We had a problem</Message></Error>\n\n",
+    );
+    let out = teleport_against(&s).await;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(5), "{err}");
+    assert!(err.contains("HTTP 200 carrying an S3 error: InternalError"), "{err}");
+    let puts = s.seen.lock().unwrap().iter().filter(|r| r.starts_with("PUT")).count();
+    assert_eq!(puts, 2, "sent once and retried once (--retries 1)");
+    assert!(!s.seen.lock().unwrap().iter().any(|r| r.contains("/uploaded")), "never completed");
+}
