@@ -38,6 +38,19 @@ pub struct Cli {
     /// Output settings.
     #[command(flatten)]
     pub output: OutputArgs,
+    /// Network settings.
+    #[command(flatten)]
+    pub network: NetworkArgs,
+}
+
+/// Network settings, valid everywhere.
+#[derive(Args, Debug, Clone, Default)]
+#[command(next_help_heading = "Network")]
+pub struct NetworkArgs {
+    /// PEM file of CA certificates trusted besides the system's trust store (a TLS-inspecting
+    /// proxy's CA, a private CA in front of an S3-compatible store); SSL_CERT_FILE is honoured too.
+    #[arg(long, global = true, env = "UPLOAD_CA_BUNDLE", value_name = "FILE")]
+    pub ca_bundle: Option<PathBuf>,
 }
 
 /// Subcommands.

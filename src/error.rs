@@ -175,6 +175,9 @@ impl Error {
             Error::File { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 Some("check the path; relative paths are taken from the current directory".into())
             }
+            Error::Network { message, .. } if message.contains("TLS certificate of") => Some(
+                "when a TLS-inspecting proxy or a private CA signs it, give that CA's certificate with --ca-bundle FILE (env UPLOAD_CA_BUNDLE or SSL_CERT_FILE)".into(),
+            ),
             Error::Network { .. } => {
                 Some("check the connection and run the same command again: finished parts are not sent twice".into())
             }

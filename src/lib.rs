@@ -60,6 +60,7 @@ pub use uploader::Uploader;
 /// Runs a parsed command line. Returns the exit code of a run whose failures were already
 /// reported per file; an `Err` is a failure of the whole run, for the caller to print.
 pub async fn run(cli: cli::Cli) -> Result<i32> {
+    engine::http::set_ca_bundle(cli.network.ca_bundle.as_deref())?;
     if let Some(cmd) = cli.command {
         return run_command(cmd, cli.output).await;
     }

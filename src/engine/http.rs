@@ -11,17 +11,129 @@ pub fn client(concurrency: usize) -> reqwest::Client {
 }
 
 /// [`client`] with another read timeout (long polls hold an answer for minutes).
+///
+/// Every client trusts the operating system's trust store (and the built-in public roots),
+/// plus the certificates of [`set_ca_bundle`] (`--ca-bundle`, `UPLOAD_CA_BUNDLE`) and of the
+/// file `SSL_CERT_FILE` names, as curl and aws-cli do. `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`
+/// and `NO_PROXY` are honoured.
 pub fn client_with_read_timeout(concurrency: usize, read_timeout: Duration) -> reqwest::Client {
-    reqwest::Client::builder()
+    let mut b = reqwest::Client::builder()
         .user_agent(concat!("upload/", env!("CARGO_PKG_VERSION")))
         .redirect(redirect_policy())
         .pool_max_idle_per_host(concurrency.max(1) * 2)
         .pool_idle_timeout(Duration::from_secs(60))
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(5))
-        .read_timeout(read_timeout)
-        .build()
-        .expect("the TLS backend initialises")
+        .read_timeout(read_timeout);
+    for cert in extra_roots() {
+        b = b.add_root_certificate(cert);
+    }
+    b.build().expect("the TLS backend initialises")
+}
+
+static EXTRA_ROOTS: std::sync::RwLock<Vec<reqwest::Certificate>> = std::sync::RwLock::new(Vec::new());
+
+fn extra_roots() -> Vec<reqwest::Certificate> {
+    EXTRA_ROOTS.read().map(|r| r.clone()).unwrap_or_default()
+}
+
+/// Reads the PEM certificates of a CA bundle file.
+pub fn read_ca_bundle(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::File { path: path.into(), source: e })?;
+    let certs = reqwest::Certificate::from_pem_bundle(&bytes).map_err(|e| {
+        Error::usage(
+            format!("CA bundle {} is not valid PEM: {e}", path.display()),
+            "give a PEM file of CA certificates",
+        )
+    })?;
+    if certs.is_empty() {
+        return Err(Error::usage(
+            format!("CA bundle {} holds no certificate", path.display()),
+            "give a PEM file with -----BEGIN CERTIFICATE----- blocks",
+        ));
+    }
+    Ok(certs)
+}
+
+/// Trusts, besides the system's roots, the CA certificates of `bundle` (`--ca-bundle`) and of
+/// the file `SSL_CERT_FILE` names, in every client built afterwards. A bundle that cannot be
+/// read is a usage error; an unreadable `SSL_CERT_FILE` is a warning.
+pub fn set_ca_bundle(bundle: Option<&std::path::Path>) -> Result<()> {
+    let mut roots = vec![];
+    if let Some(path) = bundle {
+        roots.extend(read_ca_bundle(path)?);
+    }
+    if let Some(path) = std::env::var_os("SSL_CERT_FILE").filter(|v| !v.is_empty()) {
+        match read_ca_bundle(std::path::Path::new(&path)) {
+            Ok(certs) => roots.extend(certs),
+            Err(e) => tracing::warn!("SSL_CERT_FILE ignored: {e}"),
+        }
+    }
+    if let Ok(mut r) = EXTRA_ROOTS.write() {
+        *r = roots;
+    }
+    Ok(())
+}
+
+/// The certificate problem behind a transport error, when the TLS handshake refused the
+/// server's certificate: `Some("is signed by an unknown authority")`, ... A certificate
+/// error is final: sending the request again meets the same certificate.
+pub fn certificate_problem(err: &reqwest::Error) -> Option<String> {
+    use std::error::Error as _;
+    fn find<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+        if let Some(r) = e.downcast_ref::<rustls::Error>() {
+            return Some(r);
+        }
+        // `io::Error::source` skips the error it wraps: look inside.
+        if let Some(inner) = e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref())
+            && let Some(r) = find(inner as &(dyn std::error::Error + 'static))
+        {
+            return Some(r);
+        }
+        e.source().and_then(find)
+    }
+    err.source().and_then(find).and_then(describe_tls)
+}
+
+/// True when `err` is a refused server certificate (see [`certificate_problem`]).
+pub fn is_certificate_error(err: &reqwest::Error) -> bool {
+    certificate_problem(err).is_some()
+}
+
+fn describe_tls(err: &rustls::Error) -> Option<String> {
+    use rustls::CertificateError as C;
+    let text = match err {
+        rustls::Error::InvalidCertificate(c) => match c {
+            C::UnknownIssuer => {
+                "is signed by an unknown authority (not in the system trust store nor --ca-bundle)".into()
+            }
+            C::Expired | C::ExpiredContext { .. } => "has expired".into(),
+            C::NotValidYet | C::NotValidYetContext { .. } => "is not valid yet (check the clock)".into(),
+            C::NotValidForName | C::NotValidForNameContext { .. } => "is not valid for this host name".into(),
+            C::Revoked => "has been revoked".into(),
+            C::BadSignature => "has a bad signature".into(),
+            C::BadEncoding => "is malformed".into(),
+            other => format!("is refused ({other:?})"),
+        },
+        rustls::Error::InvalidCertRevocationList(e) => format!("cannot be checked for revocation ({e:?})"),
+        _ => return None,
+    };
+    Some(text)
+}
+
+/// The line for a refused certificate: `the TLS certificate of host:port is signed by ...`.
+pub fn certificate_message(err: &reqwest::Error) -> Option<String> {
+    let problem = certificate_problem(err)?;
+    let host = err
+        .url()
+        .and_then(|u| {
+            u.host_str().map(|h| match u.port() {
+                Some(p) => format!("{h}:{p}"),
+                None => h.to_string(),
+            })
+        })
+        .unwrap_or_else(|| "the server".into());
+    Some(format!("the TLS certificate of {host} {problem}"))
 }
 
 /// Redirects are followed (at most 5) only where the plain-http rule allows: a hop to plain
@@ -200,6 +312,9 @@ pub fn transport_kind(err: &reqwest::Error) -> super::retry::TransportKind {
 /// A short, secret-free description of a transport error, walking the `source()` chain.
 pub fn describe_transport(err: &reqwest::Error) -> String {
     use std::error::Error as _;
+    if let Some(m) = certificate_message(err) {
+        return m;
+    }
     let mut parts = vec![];
     if err.is_timeout() {
         parts.push("timed out".to_string());

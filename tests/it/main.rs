@@ -15,6 +15,7 @@ mod signin;
 mod snapshots;
 mod teleport;
 mod teleport_mgmt;
+mod tls;
 mod truvideo;
 mod uplift;
 mod watch;

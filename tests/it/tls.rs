@@ -1,0 +1,208 @@
+//! HTTPS the way companies run it: a private CA (`--ca-bundle`, `UPLOAD_CA_BUNDLE`,
+//! `SSL_CERT_FILE`), a refused certificate (exit 5, one line naming the host), and a CONNECT
+//! proxy (`HTTPS_PROXY`, `NO_PROXY`). Everything on loopback.
+
+use std::process::Output;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::rustls;
+
+use crate::common::*;
+
+/// A CA made for the test and a TLS front (certificate for `localhost`, signed by the CA) that
+/// forwards each connection to `backend`.
+struct TlsFront {
+    port: u16,
+    ca_pem: String,
+}
+
+async fn tls_front(backend: std::net::SocketAddr) -> TlsFront {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "upload test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()))
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                let Ok(mut up) = TcpStream::connect(backend).await else { return };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
+            });
+        }
+    });
+    TlsFront { port, ca_pem: ca.pem() }
+}
+
+/// A CONNECT proxy on loopback that records the targets it was asked for.
+async fn connect_proxy() -> (u16, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(vec![]));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut client = BufReader::new(tcp);
+                let mut line = String::new();
+                if client.read_line(&mut line).await.is_err() {
+                    return;
+                }
+                let mut parts = line.split_whitespace();
+                let (Some("CONNECT"), Some(target)) = (parts.next(), parts.next()) else { return };
+                let target = target.to_string();
+                loop {
+                    let mut h = String::new();
+                    if client.read_line(&mut h).await.unwrap_or(0) == 0 || h == "\r\n" {
+                        break;
+                    }
+                }
+                // Loopback only.
+                let port = target.rsplit(':').next().unwrap_or("0");
+                let Ok(mut up) = TcpStream::connect(format!("127.0.0.1:{port}")).await else { return };
+                log.lock().unwrap().push(target);
+                let mut client = client.into_inner();
+                if client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await.is_err() {
+                    return;
+                }
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut up).await;
+            });
+        }
+    });
+    (port, seen)
+}
+
+fn api_addr(emu: &Emulator) -> std::net::SocketAddr {
+    let u = url::Url::parse(&emu.api_url()).unwrap();
+    format!("127.0.0.1:{}", u.port().unwrap()).parse().unwrap()
+}
+
+/// Runs the binary with no proxy settings from outside, then `envs`.
+async fn run_clean(a: Vec<String>, envs: Vec<(String, String)>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        let mut cmd = upload_command(&a, &[]);
+        for k in ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY"] {
+            cmd.env_remove(k);
+        }
+        cmd.env_remove("no_proxy").env_remove("SSL_CERT_FILE").env_remove("UPLOAD_CA_BUNDLE");
+        cmd.envs(envs).output().unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_ca_is_refused_in_one_line_then_trusted_with_ca_bundle() {
+    let emu = emulator(Config::default()).await;
+    let front = tls_front(api_addr(&emu)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &front.ca_pem).unwrap();
+    let endpoint = format!("https://localhost:{}", front.port);
+    let token = vec![("TELEPORT_TOKEN".to_string(), emu.token())];
+    let (file, sha) = make_file(dir.path(), "a.zip", 3 * MIB);
+    let upload = |extra: &[&str]| {
+        let mut a = args(&[file.to_str().unwrap(), "--provider", "teleport", "--endpoint", &endpoint, "--json"]);
+        a.extend(args(extra));
+        a
+    };
+
+    let out = run_clean(upload(&["--retries", "0"]), token.clone()).await;
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let err = stderr(&out);
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("upload: error:")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(
+        errors[0]
+            .contains(&format!("the TLS certificate of localhost:{} is signed by an unknown authority", front.port)),
+        "{err}"
+    );
+    assert!(err.contains("--ca-bundle"), "the hint names the fix: {err}");
+    assert!(emu.objects().is_empty());
+
+    let out = run_clean(upload(&["--ca-bundle", ca.to_str().unwrap()]), token.clone()).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(emu.objects().len(), 1);
+    assert_eq!(emu.objects()[0].sha256, sha, "byte-exact through the TLS front");
+
+    // The environment variables do the same; management subcommands trust it too.
+    let (file2, _) = make_file(dir.path(), "b.zip", 1000);
+    let mut a = upload(&[]);
+    a[0] = file2.display().to_string();
+    let mut env = token.clone();
+    env.push(("UPLOAD_CA_BUNDLE".into(), ca.display().to_string()));
+    let out = run_clean(a, env).await;
+    assert_eq!(out.status.code(), Some(0), "UPLOAD_CA_BUNDLE: {}", stderr(&out));
+    let mut env = token.clone();
+    env.push(("SSL_CERT_FILE".into(), ca.display().to_string()));
+    let out = run_clean(args(&["teleport", "list", "--json", "--endpoint", &endpoint]), env).await;
+    assert_eq!(out.status.code(), Some(0), "SSL_CERT_FILE: {}", stderr(&out));
+    assert_eq!(stdout(&out).lines().count(), 2, "both captures listed: {}", stdout(&out));
+    let out = run_clean(args(&["teleport", "list", "--endpoint", &endpoint, "--retries", "0"]), token.clone()).await;
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(stderr(&out).contains("TLS certificate of localhost"), "{}", stderr(&out));
+
+    // A bundle that is not one is a usage error.
+    let bad = dir.path().join("bad.pem");
+    std::fs::write(&bad, "not a certificate\n").unwrap();
+    let out = run_clean(upload(&["--ca-bundle", bad.to_str().unwrap()]), token).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("holds no certificate"), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_proxy_and_no_proxy_are_honoured() {
+    let emu = emulator(Config::default()).await;
+    let front = tls_front(api_addr(&emu)).await;
+    let (proxy_port, seen) = connect_proxy().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &front.ca_pem).unwrap();
+    let endpoint = format!("https://localhost:{}", front.port);
+    let (file, sha) = make_file(dir.path(), "a.zip", 2 * MIB);
+    let a = args(&[
+        file.to_str().unwrap(),
+        "--provider",
+        "teleport",
+        "--endpoint",
+        &endpoint,
+        "--ca-bundle",
+        ca.to_str().unwrap(),
+        "--state-dir",
+        dir.path().join("state").to_str().unwrap(),
+        "--force",
+    ]);
+    let mut env = vec![
+        ("TELEPORT_TOKEN".to_string(), emu.token()),
+        ("HTTPS_PROXY".to_string(), format!("http://127.0.0.1:{proxy_port}")),
+    ];
+    let out = run_clean(a.clone(), env.clone()).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(emu.objects()[0].sha256, sha);
+    let through = seen.lock().unwrap().clone();
+    assert!(!through.is_empty() && through.iter().all(|t| t == &format!("localhost:{}", front.port)), "{through:?}");
+
+    env.push(("NO_PROXY".to_string(), "localhost".to_string()));
+    let before = seen.lock().unwrap().len();
+    let out = run_clean(a, env).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(emu.objects().len(), 2);
+    assert_eq!(seen.lock().unwrap().len(), before, "NO_PROXY bypasses the proxy");
+}
