@@ -293,7 +293,7 @@ pub fn transport_kind(err: &reqwest::Error) -> super::retry::TransportKind {
         chain.push('\n');
         src = s.source();
     }
-    if chain.contains("certificate") || chain.contains("invalid peer") || chain.contains("handshake") {
+    if is_certificate_error(err) || chain.contains("certificate") || chain.contains("invalid peer") {
         TransportKind::Tls
     } else if chain.contains("dns error")
         || chain.contains("failed to lookup address")

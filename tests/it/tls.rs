@@ -124,9 +124,11 @@ async fn a_private_ca_is_refused_in_one_line_then_trusted_with_ca_bundle() {
         a
     };
 
-    let out = run_clean(upload(&["--retries", "0"]), token.clone()).await;
+    // Not retried: a certificate error is final at once, whatever --retries says.
+    let out = run_clean(upload(&[]), token.clone()).await;
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
     let err = stderr(&out);
+    assert!(!err.contains("retrying"), "{err}");
     let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("upload: error:")).collect();
     assert_eq!(errors.len(), 1, "{err}");
     assert!(
