@@ -19,6 +19,10 @@ VERIFY=${BENCH_VERIFY:-first}          # first | all | none
 DIR=${BENCH_DIR:-/tmp/upload-bench}
 STATE_DIR=${BENCH_STATE_DIR:-}          # empty: the emulator keeps objects in memory
 OUT=${BENCH_OUT:-$DIR/results-$(date +%Y%m%d-%H%M%S)}
+BIN=${BENCH_BIN_DIR:-$ROOT/target/release}   # target/debug for a quick smoke run (BENCH_BUILD=0)
+LIMIT_RATE=${BENCH_LIMIT_RATE:-20M}          # scenario "limited": upload's --limit-rate
+LIMIT_SIZE=${BENCH_LIMIT_SIZE:-400M}
+LIMIT_CONCURRENCIES=${BENCH_LIMIT_CONCURRENCIES:-"1 8 32"}
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -65,7 +69,7 @@ start_emulator() { # extra flags...
   local out=$DIR/emulator.out
   local args=(--chunk-size "$(bytes "$CHUNK")")
   [ -n "$STATE_DIR" ] && { rm -rf "$STATE_DIR"; args+=(--state-dir "$STATE_DIR"); }
-  RUST_LOG=warn "$ROOT/target/release/upload-emulator" "${args[@]}" "$@" >"$out" 2>"$DIR/emulator.err" &
+  RUST_LOG=warn "$BIN/upload-emulator" "${args[@]}" "$@" >"$out" 2>"$DIR/emulator.err" &
   EMU_PID=$!
   for _ in $(seq 100); do
     grep -q '^s3: ' "$out" 2>/dev/null && break
@@ -126,7 +130,7 @@ measure() { # scenario tool size run file
   case $tool in
     upload|upload-base)
       # upload-base: another build of upload (BENCH_BASELINE=path), to compare engine changes.
-      local bin=$ROOT/target/release/upload
+      local bin=$BIN/upload
       [ "$tool" = upload-base ] && bin=${BENCH_BASELINE:?BENCH_BASELINE must name an upload binary}
       env=(TELEPORT_TOKEN=emulator-token)
       cmd=("$bin" "$file" --provider teleport --format video --endpoint "$API"
@@ -171,6 +175,51 @@ measure() { # scenario tool size run file
   fi
   clear_store
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scenario" "$tool" "$size" "$run" "$wall" "$user" "$sys" "$rss" >>"$OUT.tsv"
+}
+
+# --- scenario "limited": --limit-rate against what the emulator received -----------------------
+# Appends "concurrency limit_bps size wall_s span_s total max_1s min_5s max_5s" to
+# $OUT.limited.tsv: span_s runs from the first body byte the emulator received to the last;
+# the 1 s and 5 s windows (bytes per second) are those before the last, partial second (0 when
+# the transfer is shorter than 6 s). Object data only (the S3 store), not the API calls.
+measure_limited() { # concurrency file
+  local c=$1 file=$2 t0 t1 limit
+  limit=$(bytes "$LIMIT_RATE")
+  clear_store
+  curl -sf -X DELETE "$API/_emulator/received" >/dev/null
+  t0=$(date +%s%N)
+  TELEPORT_TOKEN=emulator-token "$BIN/upload" "$file" --provider teleport --format video --endpoint "$API" \
+    --concurrency "$c" --limit-rate "$LIMIT_RATE" --state-dir "$DIR/upload-state" --force --no-resume -q \
+    || die "upload --limit-rate failed"
+  t1=$(date +%s%N)
+  [ "$VERIFY" = none ] || verify_upload "$file" "limited c=$c"
+  curl -sf "$API/_emulator/received?window_ms=1000&server=s3" | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+c, limit, size, wall_ns = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+per_s = r["bytes"][:-1] or r["bytes"]
+fives = [sum(per_s[i:i + 5]) / 5 for i in range(len(per_s) - 4)] or [0]
+row = [c, limit, size, "%.2f" % (wall_ns / 1e9), "%.2f" % r["span_s"], r["total"], max(per_s), int(min(fives)), int(max(fives))]
+print("\t".join(map(str, row)))
+' "$c" "$limit" "$LIMIT_SIZE" "$((t1 - t0))" >>"$OUT.limited.tsv"
+  log "limited c=$c: $(tail -1 "$OUT.limited.tsv")"
+}
+
+report_limited() {
+  [ -s "$OUT.limited.tsv" ] || return 0
+  python3 - "$OUT.limited.tsv" <<'EOF'
+import sys
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
+print("\n### Scenario: limited (--limit-rate, Teleport flow)\n")
+print("| file | concurrency | limit MiB/s | wall s | transfer s | measured MiB/s | vs limit | busiest 1 s MiB | slowest / busiest 5 s MiB/s |")
+print("|---|---|---|---|---|---|---|---|---|")
+M = 1 << 20
+for c, limit, size, wall, span, total, max1, min5, max5 in rows:
+    limit, total, span = int(limit), int(total), float(span)
+    rate = total / span if span else 0
+    print(f"| {size} | {c} | {limit / M:.1f} | {float(wall):.2f} | {span:.2f} | {rate / M:.2f} | {100 * rate / limit:.1f} % | "
+          f"{int(max1) / M:.2f} | {int(min5) / M:.2f} / {int(max5) / M:.2f} |")
+EOF
 }
 
 # --- report --------------------------------------------------------------------------------
@@ -220,7 +269,7 @@ EOF
 # --- main ----------------------------------------------------------------------------------
 mkdir -p "$DIR"
 : >"$OUT.tsv"
-ensure_tools
+[ "$SCENARIOS" = limited ] || ensure_tools   # the limited scenario needs upload, curl and python3 only
 if [ "${BENCH_BUILD:-1}" = 1 ]; then
   log "building release binaries"
   cargo build --release --workspace -q
@@ -253,6 +302,10 @@ for scenario in $SCENARIOS; do
       for run in $(seq "$THROTTLE_RUNS"); do
         for tool in ${BENCH_THROTTLED_TOOLS:-upload}; do measure throttled "$tool" "$THROTTLE_SIZE" "$run" "$f"; done
       done ;;
+    limited)
+      start_emulator
+      f=$(make_file "$LIMIT_SIZE")
+      for c in $LIMIT_CONCURRENCIES; do measure_limited "$c" "$f"; done ;;
     *) die "unknown scenario $scenario" ;;
   esac
 done
@@ -262,8 +315,9 @@ stop_emulator
   echo "# upload benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo
   echo "- machine: $(nproc) cores, $(uname -sr); load before: $(uptime | sed 's/.*load average: //')"
-  echo "- upload $("$ROOT/target/release/upload" --version | cut -d' ' -f2), $(aws --version 2>&1 | cut -d' ' -f1,2), $(rclone version | head -1), $(curl --version | head -1 | cut -d' ' -f1,2)"
+  echo "- upload $("$BIN/upload" --version | cut -d' ' -f2), $(aws --version 2>&1 | cut -d' ' -f1,2), $(rclone version | head -1), $(curl --version | head -1 | cut -d' ' -f1,2)"
   echo "- concurrency $C, part size $CHUNK; throttled: $((THROTTLE_BPS / 1048576)) MiB/s per connection, ${THROTTLE_LATENCY_MS} ms per request"
   report
+  report_limited
 } | tee "$OUT.md"
 log "raw results: $OUT.tsv, table: $OUT.md"

@@ -11,7 +11,8 @@
 //! * `GET /_emulator/part-counts` → `[{upload_id, part, puts}]`, successful PUTs per part;
 //! * `GET /_emulator/received?window_ms=1000` → `{"window_ms", "total", "span_s", "bytes": [...]}`:
 //!   request body bytes received per window from the first byte on, and the seconds from the
-//!   first byte to the last ([`crate::meter`]);
+//!   first byte to the last ([`crate::meter`]), of both servers or (`&server=s3`) of the S3
+//!   store only;
 //!   `DELETE /_emulator/received` starts a new measurement;
 //! * `GET /_emulator/teleport/captures` → every capture with its internal fields;
 //! * `GET /_emulator/truvideo/uploads` → every TruVideo upload with its internal fields.
@@ -112,13 +113,18 @@ async fn received(
         Some(Ok(ms)) if ms > 0 => ms,
         Some(_) => return detail(422, "window_ms must be a positive integer"),
     };
-    let bytes = shared.received.per_window(std::time::Duration::from_millis(window_ms));
+    let meter = match q.get("server").map(String::as_str) {
+        None | Some("all") => &shared.received,
+        Some("s3") => &shared.received_s3,
+        Some(_) => return detail(422, "server must be all or s3"),
+    };
+    let bytes = meter.per_window(std::time::Duration::from_millis(window_ms));
     json_response(
         200,
         &json!({
             "window_ms": window_ms,
-            "total": shared.received.total(),
-            "span_s": shared.received.span().as_secs_f64(),
+            "total": meter.total(),
+            "span_s": meter.span().as_secs_f64(),
             "bytes": bytes,
         }),
     )
@@ -126,5 +132,6 @@ async fn received(
 
 async fn clear_received(State(shared): State<Arc<Shared>>) -> Response {
     shared.received.clear();
+    shared.received_s3.clear();
     json_response(200, &json!({ "cleared": true }))
 }

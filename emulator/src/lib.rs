@@ -254,8 +254,8 @@ impl Emulator {
             .merge(admin::router(shared.clone()));
         let api_router = server::with_common_layers(api_router, shared.clone(), "api");
         let s3_router = server::with_common_layers(s3::router(shared.clone()), shared.clone(), "s3");
-        tokio::spawn(server::serve(api, api_router, shared.clone(), cancel.clone()));
-        tokio::spawn(server::serve(s3l, s3_router, shared.clone(), cancel.clone()));
+        tokio::spawn(server::serve(api, api_router, shared.clone(), "api", cancel.clone()));
+        tokio::spawn(server::serve(s3l, s3_router, shared.clone(), "s3", cancel.clone()));
         tracing::info!(%api_addr, %s3_addr, "emulator started");
         Ok(Emulator { shared, api_addr, s3_addr, cancel })
     }
@@ -329,7 +329,8 @@ impl Emulator {
 
     /// Forgets the body bytes received so far (a new measurement starts at the next byte).
     pub fn clear_received(&self) {
-        self.shared.received.clear()
+        self.shared.received.clear();
+        self.shared.received_s3.clear();
     }
 
     /// Every request received by both servers, oldest first.

@@ -86,7 +86,13 @@ impl AsyncWrite for AbortableIo {
 
 /// Serves `router` on `listener` until `cancel` fires; request body bytes are counted in
 /// `shared.received` as the handlers read them.
-pub async fn serve(listener: TcpListener, router: Router, shared: Arc<Shared>, cancel: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shared: Arc<Shared>,
+    server: &'static str,
+    cancel: CancellationToken,
+) {
     loop {
         let stream = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -112,6 +118,9 @@ pub async fn serve(listener: TcpListener, router: Router, shared: Arc<Shared>, c
                 axum::body::Body::new(body.map_frame(move |frame| {
                     if let Some(data) = frame.data_ref() {
                         shared.received.add(data.len());
+                        if server == "s3" {
+                            shared.received_s3.add(data.len());
+                        }
                     }
                     frame
                 }))

@@ -28,6 +28,8 @@ pub struct Shared {
     pub signin: crate::signin::SignInState,
     /// Request body bytes received over time (both servers).
     pub received: crate::meter::ReceiveMeter,
+    /// The same, by the S3 store only (object data, no API calls).
+    pub received_s3: crate::meter::ReceiveMeter,
 }
 
 impl Shared {
@@ -42,6 +44,7 @@ impl Shared {
             apertur: Default::default(),
             signin: Default::default(),
             received: Default::default(),
+            received_s3: Default::default(),
             config,
         }
     }
