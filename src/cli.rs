@@ -92,6 +92,15 @@ pub enum Command {
     Apertur(Box<AperturCommandArgs>),
     /// Watch directories: upload what is there, then each new or changed file once complete.
     Watch(Box<WatchArgs>),
+    /// List the uploads that have a resume journal (interrupted or still running); resume them
+    /// all with --resume, or discard some with --discard ID / --all-older-than AGE.
+    ///
+    /// Discarding removes the journal and, where the provider allows it, the upload on the
+    /// server: Teleport deletes the capture (DELETE /api/v1/captures/{eid}); TruVideo documents no
+    /// way to abort an upload, so only the journal goes; Uplift and Apertur keep no journal (one
+    /// request per file). Teleport and TruVideo both hand out fresh part URLs, so an old journal
+    /// still resumes.
+    Pending(Box<PendingArgs>),
 }
 
 /// `upload watch DIR... --provider P [upload options]`.
@@ -152,6 +161,39 @@ fn parse_after_upload(s: &str) -> Result<AfterUpload, String> {
             _ => Err(format!("'{s}' is not keep, delete or move:DIR (e.g. move:done/)")),
         },
     }
+}
+
+/// `upload pending`.
+#[derive(Args, Debug, Clone)]
+pub struct PendingArgs {
+    /// Resume every pending upload, as rerunning its original command would (the journal keeps
+    /// the file, provider, endpoint and options; tokens come from this command's sources).
+    #[arg(long, conflicts_with_all = ["discard", "all_older_than"])]
+    pub resume: bool,
+    /// Discard this pending upload: its id (first column) or the provider's id. Repeatable.
+    #[arg(long, value_name = "ID")]
+    pub discard: Vec<String>,
+    /// Discard every pending upload whose last activity is older than this: 7d, 12h, 30m.
+    #[arg(long, value_name = "AGE", value_parser = parse_duration_arg)]
+    pub all_older_than: Option<std::time::Duration>,
+    /// Discard without asking (required when stdin is not a terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Where resume journals are kept (default $XDG_STATE_HOME/upload).
+    #[arg(long, env = "UPLOAD_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// API token (else the provider's env var, e.g. TELEPORT_TOKEN, else UPLOAD_TOKEN).
+    #[arg(long, value_name = "TOKEN", hide_env_values = true, value_parser = parse_secret)]
+    pub token: Option<Secret>,
+    /// Command that prints a fresh token on stdout; run when no token is given and after a 401.
+    #[arg(long, env = "UPLOAD_TOKEN_COMMAND", value_name = "CMD")]
+    pub token_command: Option<String>,
+    /// Bandwidth of the resumed uploads (as for an upload).
+    #[arg(long, env = "UPLOAD_LIMIT_RATE", value_name = "RATE")]
+    pub limit_rate: Option<String>,
+    /// Built-in sign-in.
+    #[command(flatten)]
+    pub sign_in: SignInArgs,
 }
 
 /// How a management subcommand reaches the provider's API: the same flags, environment
@@ -838,6 +880,7 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         "" | "s" => v,
         "m" => v * 60.0,
         "h" => v * 3600.0,
+        "d" => v * 86400.0,
         _ => return Err(format!("invalid duration unit in '{s}': use ms, s, m or h")),
     };
     // A deadline is `now + duration`: beyond a year it overflows some clocks and is a typo anyway.

@@ -122,6 +122,7 @@ async fn run_command(cmd: cli::Command, output: cli::OutputArgs) -> Result<i32> 
             providers::apertur_cmd::run(*args, &output, cancel).await
         }
         cli::Command::Watch(args) => watch::run(*args, output).await,
+        cli::Command::Pending(args) => commands::pending::run(*args, &output).await,
     }
 }
 

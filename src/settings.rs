@@ -333,8 +333,58 @@ impl UploadSettings {
             cancel,
             state_dir: self.state_dir.clone(),
             resume: self.resume,
+            journal_options: journal_options(&self.args),
         })
     }
+}
+
+/// The options a resume journal keeps, as the command-line arguments that give them
+/// (`{"args": [...]}`): what the upload needs to finish without the original command line
+/// (Teleport's name and format, TruVideo's media fields, metadata, tags and part size, the
+/// waiting, concurrency and retries). Never a token, secret or password; the file, provider and
+/// endpoint are in the journal already.
+pub fn journal_options(a: &UploadArgs) -> serde_json::Value {
+    let mut v: Vec<String> = vec![];
+    let mut opt = |flag: &str, value: Option<String>| {
+        if let Some(value) = value {
+            v.push(flag.into());
+            v.push(value);
+        }
+    };
+    let ms = |d: Duration| Some(format!("{}ms", d.as_millis()));
+    opt("--concurrency", Some(a.concurrency.to_string()));
+    opt("--retries", Some(a.retries.to_string()));
+    opt("--part-size", a.part_size.map(|n| n.to_string()));
+    opt("--checksum", a.checksum.map(|_| "md5".to_string()));
+    opt("--wait-timeout", ms(a.wait_timeout));
+    opt("--poll-interval", ms(a.poll_interval));
+    opt("--name", a.teleport.name.clone());
+    opt("--format", a.teleport.format.clone());
+    let t = &a.truvideo;
+    opt("--title", t.title.clone());
+    opt("--creator", t.creator.clone());
+    opt("--duration-ms", t.duration_ms.map(|n| n.to_string()));
+    opt("--resolution", t.resolution.clone());
+    opt("--file-type", t.file_type.clone());
+    opt("--metadata-json", t.metadata_json.clone());
+    for m in &t.metadata {
+        opt("--metadata", Some(m.clone()));
+    }
+    for tag in &a.tags {
+        opt("--tag", Some(tag.clone()));
+    }
+    for (flag, on) in [
+        ("--wait", a.wait),
+        ("--no-wait", a.no_wait),
+        ("--rc", t.rc),
+        ("--library", t.library),
+        ("--no-report", t.no_report),
+    ] {
+        if on {
+            v.push(flag.into());
+        }
+    }
+    serde_json::json!({ "args": v })
 }
 
 /// The Uplift flags as the provider's plain settings.

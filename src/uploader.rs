@@ -124,6 +124,7 @@ impl Uploader {
             cancel: self.cancel.clone(),
             state_dir: self.state_dir.clone(),
             resume: true,
+            journal_options: serde_json::Value::Null,
         })
     }
 

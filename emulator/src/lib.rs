@@ -327,6 +327,16 @@ impl Emulator {
         self.shared.received.span()
     }
 
+    /// [`Emulator::received_per_window`] of the S3 store only: object data, no API calls.
+    pub fn s3_received_per_window(&self, window: Duration) -> Vec<u64> {
+        self.shared.received_s3.per_window(window)
+    }
+
+    /// [`Emulator::received_span`] of the S3 store only.
+    pub fn s3_received_span(&self) -> Duration {
+        self.shared.received_s3.span()
+    }
+
     /// Forgets the body bytes received so far (a new measurement starts at the next byte).
     pub fn clear_received(&self) {
         self.shared.received.clear();

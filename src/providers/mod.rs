@@ -112,6 +112,9 @@ pub struct Context {
     pub state_dir: Option<PathBuf>,
     /// Resume an interrupted upload of the same file (default true).
     pub resume: bool,
+    /// What the resume journal keeps of the run's options (`upload pending --resume` replays
+    /// them; never a secret); `Null` keeps nothing.
+    pub journal_options: serde_json::Value,
 }
 
 impl Context {
@@ -119,7 +122,11 @@ impl Context {
     pub fn journal(&self, file: &FileSource) -> Result<Option<crate::engine::journal::Journal>> {
         let Some(dir) = &self.state_dir else { return Ok(None) };
         let endpoint = self.api.base.as_str().trim_end_matches('/');
-        crate::engine::journal::Journal::open(dir, self.api.provider, endpoint, file, self.resume).map(Some)
+        let journal = crate::engine::journal::Journal::open(dir, self.api.provider, endpoint, file, self.resume)?;
+        if !self.journal_options.is_null() {
+            journal.set_options(self.journal_options.clone())?;
+        }
+        Ok(Some(journal))
     }
 }
 

@@ -7,6 +7,7 @@ mod demo;
 mod executor;
 mod library;
 mod output;
+mod pending;
 mod ratelimit;
 mod real_s3;
 mod reliability;

@@ -17,10 +17,10 @@ fn token_env(emu: &Emulator) -> Vec<(String, String)> {
     vec![("TELEPORT_TOKEN".into(), emu.token())]
 }
 
-/// Checks the emulator's receive rate against `limit`: after the first second no second above
+/// Checks the receive rate of the emulator's S3 store (the object data) against `limit`: after the first second no second above
 /// 1.5 × the limit, and the first five seconds within ±10 % of five seconds of the limit.
 fn check_rate(emu: &Emulator, limit: u64) -> Vec<u64> {
-    let per_second = emu.received_per_window(Duration::from_secs(1));
+    let per_second = emu.s3_received_per_window(Duration::from_secs(1));
     let mib: Vec<String> = per_second.iter().map(|b| format!("{:.2}", *b as f64 / MIB as f64)).collect();
     eprintln!("received MiB per second: {mib:?}");
     for (i, &b) in per_second.iter().enumerate().skip(1) {
@@ -35,11 +35,11 @@ fn check_rate(emu: &Emulator, limit: u64) -> Vec<u64> {
     per_second
 }
 
-/// 60 MiB at 10 MiB/s: 6 s ± 10 % from the first byte the emulator received to the last one
-/// (what the bucket decides; process start-up, the create and complete calls are left out as
-/// they depend on the machine's load), and the whole run not much longer.
+/// 60 MiB at 10 MiB/s: 6 s ± 10 % from the first byte of object data the emulator's S3 store
+/// received to the last one (what the bucket decides; process start-up, the create and complete
+/// calls are left out as they depend on the machine's load), and the whole run not much longer.
 fn check_span(emu: &Emulator, run: f64) {
-    let span = emu.received_span().as_secs_f64();
+    let span = emu.s3_received_span().as_secs_f64();
     eprintln!("transfer {span:.2} s, run {run:.2} s");
     assert!((5.4..=6.6).contains(&span), "60 MiB at 10 MiB/s took {span:.2} s, expected 6 s ± 10 %");
     assert!(run < span + 10.0, "the run took {run:.2} s for a {span:.2} s transfer");
@@ -99,7 +99,7 @@ async fn a_schedule_switching_to_off_speeds_the_transfer_up() {
     let out = run_upload(teleport_args(&emu, &[&path], &["--limit-rate", "00:00,5MiB 08:00,off", "-v"]), env).await;
     assert!(out.status.success(), "exit {:?}: {}", out.status, stderr(&out));
     assert_eq!(emu.objects()[0].sha256, sha);
-    let per_second = emu.received_per_window(Duration::from_secs(1));
+    let per_second = emu.s3_received_per_window(Duration::from_secs(1));
     let mib: Vec<String> = per_second.iter().map(|b| format!("{:.2}", *b as f64 / MIB as f64)).collect();
     // Under the limit: seconds 1 and 2 near 5 MiB.
     for i in [1, 2] {
