@@ -10,11 +10,14 @@ RUNS=${BENCH_RUNS:-3}
 C=${BENCH_CONCURRENCY:-8}
 CHUNK=${BENCH_CHUNK:-8M}
 TOOLS=${BENCH_TOOLS:-"upload aws aws-c rclone curl"}
-SCENARIOS=${BENCH_SCENARIOS:-"fast throttled"}
+SCENARIOS=${BENCH_SCENARIOS:-"fast throttled bulk"}
 THROTTLE_BPS=${BENCH_THROTTLE_BPS:-20971520}
 THROTTLE_LATENCY_MS=${BENCH_THROTTLE_LATENCY_MS:-30}
 THROTTLE_SIZE=${BENCH_THROTTLE_SIZE:-1G}
 THROTTLE_RUNS=${BENCH_THROTTLE_RUNS:-2}
+BULK_SIZE=${BENCH_BULK_SIZE:-1G}
+BULK_IMAGES=${BENCH_BULK_IMAGES:-2000}
+BULK_RUNS=${BENCH_BULK_RUNS:-3}
 VERIFY=${BENCH_VERIFY:-first}          # first | all | none
 DIR=${BENCH_DIR:-/tmp/upload-bench}
 STATE_DIR=${BENCH_STATE_DIR:-}          # empty: the emulator keeps objects in memory
@@ -120,6 +123,25 @@ make_file() { # size -> path
   echo "$path"
 }
 
+# A directory of COUNT images (random bytes) totalling SIZE, kept for later runs.
+make_images() { # size count -> dir
+  local size=$1 count=$2 n per dir
+  n=$(bytes "$size"); per=$((n / count))
+  dir=$DIR/images-$size-$count
+  if [ ! -f "$dir/.done" ]; then
+    log "creating $dir ($count images of $per bytes, random)"
+    rm -rf "$dir"; mkdir -p "$dir"
+    if command -v openssl >/dev/null; then
+      openssl enc -aes-128-ctr -nosalt -pass "pass:bench-images" </dev/zero 2>/dev/null | head -c $((per * count)) >"$dir/.all"
+    else
+      head -c $((per * count)) /dev/urandom >"$dir/.all"
+    fi
+    (cd "$dir" && split -b "$per" -d -a 5 --additional-suffix=.jpg .all img_ && rm .all && touch .done)
+  fi
+  cat "$dir"/*.jpg >/dev/null
+  echo "$dir"
+}
+
 # --- one measured upload -------------------------------------------------------------------
 # Prints "tool size run wall_s user_s sys_s maxrss_kib" to the results file.
 AWS_ENV=(AWS_ACCESS_KEY_ID=EMULATORKEY AWS_SECRET_ACCESS_KEY=emulator/secret/KEY0123456789abcdefghij
@@ -135,6 +157,15 @@ measure() { # scenario tool size run file
       env=(TELEPORT_TOKEN=emulator-token)
       cmd=("$bin" "$file" --provider teleport --format video --endpoint "$API"
            --concurrency "$C" --state-dir "$DIR/upload-state" --force --no-resume -q) ;;
+    bulk-stream|bulk-zipto)
+      # A directory as one bulk-images capture: the zip streamed from the images, or written
+      # to disk first (--zip-to). A fresh state dir each run, so every run pays the CRC pass.
+      rm -rf "$DIR/bulk-state" "$DIR/bulk.zip"
+      env=(TELEPORT_TOKEN=emulator-token TMPDIR="$DIR/bulk-tmp")
+      mkdir -p "$DIR/bulk-tmp"
+      cmd=("$ROOT/target/release/upload" "$file" --provider teleport --format bulk-images --endpoint "$API"
+           --concurrency "$C" --state-dir "$DIR/bulk-state" --force -q)
+      [ "$tool" = bulk-zipto ] && cmd+=(--zip-to "$DIR/bulk.zip") ;;
     aws)
       env=("${AWS_ENV[@]}" AWS_CONFIG_FILE=/dev/null)
       cmd=(aws --endpoint-url "$S3" s3 cp "$file" "s3://uploads/$key" --only-show-errors) ;;
@@ -163,18 +194,42 @@ measure() { # scenario tool size run file
     die "$tool failed on $file"
   fi
   t1=$(date +%s.%N)
-  local user sys rss
+  local user sys rss written
+  # Bytes the client wrote to disk: its block output operations (512 bytes each), or, on a
+  # filesystem that does not count them, what it left in its state dir, $TMPDIR and --zip-to.
+  written=$(( $(sed -n 's/^\s*File system outputs: //p' "$tf") * 512 ))
+  if [ "${tool#bulk-}" != "$tool" ]; then
+    local left
+    left=$(du -sb "$DIR/bulk-state" "$DIR/bulk-tmp" "$DIR/bulk.zip" 2>/dev/null | awk '{s += $1} END {print s + 0}')
+    [ "$left" -gt "$written" ] && written=$left
+  fi
   user=$(sed -n 's/^\s*User time (seconds): //p' "$tf")
   sys=$(sed -n 's/^\s*System time (seconds): //p' "$tf")
   rss=$(sed -n 's/^\s*Maximum resident set size (kbytes): //p' "$tf")
   local wall
   wall=$(python3 -c "print(f'{$t1 - $t0:.3f}')")
-  log "$scenario $tool $size run $run: ${wall}s wall, ${user}+${sys}s CPU, $((rss / 1024)) MiB RSS"
+  log "$scenario $tool $size run $run: ${wall}s wall, ${user}+${sys}s CPU, $((rss / 1024)) MiB RSS, $((written / 1048576)) MiB written"
   if [ "$VERIFY" = all ] || { [ "$VERIFY" = first ] && [ "$run" = 1 ]; }; then
-    verify_upload "$file" "$tool $size"
+    if [ "$tool" = bulk-zipto ]; then
+      sha256sum "$DIR/bulk.zip" | cut -d' ' -f1 >"$DIR/bulk.zip.sha256"
+      cp "$DIR/bulk.zip.sha256" "$file.zip.sha256"
+      verify_upload "$DIR/bulk.zip" "$tool $size"
+    elif [ "$tool" = bulk-stream ]; then
+      # The streamed archive must be the very bytes --zip-to wrote (run bulk-zipto first).
+      [ -f "$file.zip.sha256" ] || die "bulk-stream is verified against bulk-zipto's archive: run that first"
+      curl -sf "$API/_emulator/uploads" | python3 -c '
+import json, sys
+objs, want, label = json.load(sys.stdin), open(sys.argv[1]).read().strip(), sys.argv[2]
+if len(objs) != 1 or objs[0]["sha256"] != want:
+    sys.exit(f"{label}: the stored archive is not the one --zip-to wrote: {objs}")
+print("%s: verified %s (%d bytes, %d parts, sha256 = --zip-to archive)" % (label, objs[0]["key"], objs[0]["size"], objs[0]["parts"]), file=sys.stderr)
+' "$file.zip.sha256" "$tool $size"
+    else
+      verify_upload "$file" "$tool $size"
+    fi
   fi
   clear_store
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scenario" "$tool" "$size" "$run" "$wall" "$user" "$sys" "$rss" >>"$OUT.tsv"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scenario" "$tool" "$size" "$run" "$wall" "$user" "$sys" "$rss" "$written" >>"$OUT.tsv"
 }
 
 # --- scenario "limited": --limit-rate against what the emulator received -----------------------
@@ -230,18 +285,23 @@ from collections import defaultdict
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 conc, cap = int(sys.argv[2]), int(sys.argv[3])
 def nbytes(s):
+    s = s.split("/")[0]  # bulk: "1G/2000" (total/images)
     m = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
     return int(s[:-1]) * m[s[-1].upper()] if s[-1].upper() in m else int(s)
 data = defaultdict(list)
-for sc, tool, size, run, wall, user, sys_, rss in rows:
-    data[(sc, size, tool)].append((float(wall), float(user) + float(sys_), int(rss)))
-order = ["upload", "upload-base", "aws", "aws-c", "rclone", "curl"]
+for sc, tool, size, run, wall, user, sys_, rss, *rest in rows:
+    data[(sc, size, tool)].append((float(wall), float(user) + float(sys_), int(rss), int(rest[0]) if rest else 0))
+order = ["upload", "upload-base", "aws", "aws-c", "rclone", "curl", "bulk-zipto", "bulk-stream"]
 names = {"upload": "upload (teleport)", "upload-base": "upload, baseline build", "aws": "aws s3 cp (defaults)", "aws-c": f"aws s3 cp (max_concurrent_requests={conc})",
-         "rclone": "rclone copyto", "curl": "curl -T (single PUT)"}
+         "rclone": "rclone copyto", "curl": "curl -T (single PUT)",
+         "bulk-zipto": "upload DIR, --zip-to (zip on disk first)", "bulk-stream": "upload DIR, streamed zip"}
 for sc in sorted({k[0] for k in data}, key=lambda s: s != "fast"):
     print(f"\n### Scenario: {sc}\n")
     if sc == "fast":
         print("| file | tool | runs | median wall s | MiB/s | client CPU s/GiB | client peak RSS MiB | wall / upload |")
+        print("|---|---|---|---|---|---|---|---|")
+    elif sc == "bulk":
+        print("| images | tool | runs | median wall s | MiB/s | client CPU s/GiB | client peak RSS MiB | written to disk MiB |")
         print("|---|---|---|---|---|---|---|---|")
     else:
         print("| file | tool | runs | median wall s | MiB/s | theoretical MiB/s (conns × cap) | reached | client CPU s/GiB | client peak RSS MiB |")
@@ -257,7 +317,10 @@ for sc in sorted({k[0] for k in data}, key=lambda s: s != "fast"):
             cpu = statistics.median(r[1] for r in rs) / (n / (1 << 30))
             rss = max(r[2] for r in rs) / 1024
             mibs = n / (1 << 20) / wall
-            if sc == "fast":
+            if sc == "bulk":
+                written = max(r[3] for r in rs) / (1 << 20)
+                print(f"| {size} | {names[tool]} | {len(rs)} | {wall:.2f} | {mibs:.0f} | {cpu:.2f} | {rss:.0f} | {written:.1f} |")
+            elif sc == "fast":
                 ratio = f"{wall / ours_wall:.2f}" if ours_wall else "-"
                 print(f"| {size} | {names[tool]} | {len(rs)} | {wall:.2f} | {mibs:.0f} | {cpu:.2f} | {rss:.0f} | {ratio} |")
             else:
@@ -306,6 +369,13 @@ for scenario in $SCENARIOS; do
       start_emulator
       f=$(make_file "$LIMIT_SIZE")
       for c in $LIMIT_CONCURRENCIES; do measure_limited "$c" "$f"; done ;;
+    bulk)
+      # A directory of images as one Teleport bulk-images capture: --zip-to, then streamed.
+      start_emulator
+      d=$(make_images "$BULK_SIZE" "$BULK_IMAGES")
+      for run in $(seq "$BULK_RUNS"); do
+        for tool in bulk-zipto bulk-stream; do measure bulk "$tool" "$BULK_SIZE/$BULK_IMAGES" "$run" "$d"; done
+      done ;;
     *) die "unknown scenario $scenario" ;;
   esac
 done

@@ -1,14 +1,15 @@
 //! Many files in one run: directories and globs expanded, files uploaded concurrently under
 //! one part budget, what was already uploaded skipped, one summary.
 //!
-//! A directory given to Teleport with `--format bulk-images` becomes one capture: its images
-//! are put in a zip (stored, not recompressed: JPEG/PNG/HEIC are already compressed) built
-//! deterministically in the state directory (sorted names, the images' own timestamps, the
-//! zip's mtime set to the newest image's), so a rerun builds the very same bytes and can
-//! resume or skip it. The zip is written to disk first rather than streamed: the API needs
-//! the capture's `bytesize` before the first part and parts are re-read for retries and
-//! resume, which a one-pass stream cannot give.
+//! A directory given to Teleport with `--format bulk-images` becomes one capture: a stored zip
+//! of its images (sorted names, the images' own timestamps) that is never written to disk
+//! ([`VirtualZip`]): its size and every byte range are known from the entry table, and parts
+//! are read from the image files as they go. The CRC-32s come from one pass before the upload
+//! (kept in the state directory with each image's size and mtime); the entry table is the
+//! upload's identity for resuming and skipping. `--zip-to FILE` writes the same bytes to FILE
+//! and uploads that file instead.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -21,8 +22,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Cli, ProviderName};
 use crate::engine::journal::FileIdentity;
+use crate::engine::progress::{Event, Progress};
 use crate::engine::source::FileSource;
 use crate::engine::uploader::UploaderOptions;
+use crate::engine::zipsource::{VirtualZip, ZipEntry};
 use crate::error::{Error, Result};
 use crate::providers::{Provider, UploadOutcome};
 use crate::settings::UploadSettings;
@@ -157,11 +160,9 @@ impl Selection {
     }
 }
 
-/// Builds the bulk-images zip of a directory (images only, stored) under `work_dir`, and
-/// returns its path. The same images give the same bytes.
-pub fn zip_images(dir: &Path, selection: &Selection, work_dir: &Path) -> Result<PathBuf> {
-    use zip::write::SimpleFileOptions;
-    let canonical = std::fs::canonicalize(dir).map_err(|e| Error::File { path: dir.into(), source: e })?;
+/// The images below `dir` that a bulk-images zip takes (relative paths, sorted), walking
+/// every subdirectory.
+pub fn image_list(dir: &Path, selection: &Selection) -> Result<Vec<PathBuf>> {
     let mut images: Vec<PathBuf> = selection
         .walk(dir, true)?
         .into_iter()
@@ -177,48 +178,184 @@ pub fn zip_images(dir: &Path, selection: &Selection, work_dir: &Path) -> Result<
             format!("bulk-images zips take {}", IMAGE_EXTENSIONS.join(", ")),
         ));
     }
+    Ok(images)
+}
+
+/// The table of the bulk-images zip of a directory: its images (sorted names, relative
+/// paths), each with its size and modification time; no image is read (the CRCs are
+/// unknown yet).
+pub fn scan_images(dir: &Path, selection: &Selection) -> Result<VirtualZip> {
+    let canonical = std::fs::canonicalize(dir).map_err(|e| Error::File { path: dir.into(), source: e })?;
+    let entries = image_list(dir, selection)?
+        .into_iter()
+        .map(|rel| {
+            let name = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
+            ZipEntry::stat(name, canonical.join(&rel))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(VirtualZip::new(&canonical, entries))
+}
+
+/// Builds the bulk-images zip of a directory (images only, stored) under `work_dir`, and
+/// returns its path. The same images give the same bytes, the very bytes a streamed upload
+/// of the directory sends.
+pub fn zip_images(dir: &Path, selection: &Selection, work_dir: &Path) -> Result<PathBuf> {
+    let mut zip = scan_images(dir, selection)?;
+    let canonical = zip.dir().to_path_buf();
     let name = canonical.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "images".into());
     let key = hex::encode(&Sha256::digest(canonical.to_string_lossy().as_bytes())[..8]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(|e| Error::File { path: dir.into(), source: e })?;
+    rt.block_on(zip.compute_crcs(1, |_| {}, &CancellationToken::new()))?;
     let final_path = work_dir.join(format!("{name}-{key}.zip"));
-    let werr = |e: std::io::Error| Error::File { path: final_path.clone(), source: e };
-    let zerr = |e: zip::result::ZipError| Error::File { path: final_path.clone(), source: std::io::Error::other(e) };
-    let mut newest = std::time::UNIX_EPOCH;
-    {
-        let file =
-            crate::engine::durable::AtomicFile::create(&final_path, crate::engine::durable::FILE_MODE).map_err(werr)?;
-        let mut zip = zip::ZipWriter::new(file);
-        for rel in &images {
-            let path = dir.join(rel);
-            let meta = std::fs::metadata(&path).map_err(|e| Error::File { path: path.clone(), source: e })?;
-            let mtime = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
-            newest = newest.max(mtime);
-            let when = chrono::DateTime::<chrono::Utc>::from(mtime).naive_utc();
-            let stamp = {
-                use chrono::{Datelike, Timelike};
-                zip::DateTime::from_date_and_time(
-                    when.year().clamp(1980, 2107) as u16,
-                    when.month() as u8,
-                    when.day() as u8,
-                    when.hour() as u8,
-                    when.minute() as u8,
-                    when.second() as u8,
-                )
-                .unwrap_or_default()
-            };
-            let options = SimpleFileOptions::default()
-                .compression_method(zip::CompressionMethod::Stored)
-                .last_modified_time(stamp)
-                .large_file(meta.len() >= u32::MAX as u64);
-            let entry_name = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
-            zip.start_file(entry_name, options).map_err(zerr)?;
-            let mut src = std::fs::File::open(&path).map_err(|e| Error::File { path: path.clone(), source: e })?;
-            std::io::copy(&mut src, &mut zip).map_err(werr)?;
-        }
-        let mut file = zip.finish().map_err(zerr)?;
-        file.file().map_err(werr)?.set_modified(newest).map_err(werr)?;
-        file.commit().map_err(werr)?;
-    }
+    write_zip_file(&zip, &final_path, crate::engine::durable::FILE_MODE, &CancellationToken::new())?;
     Ok(final_path)
+}
+
+/// Writes the archive to `path` (a unique temporary file beside it, synced, renamed: see
+/// [`crate::engine::durable::AtomicFile`]) with file mode `mode`, its mtime set to the newest
+/// image's, so a rerun writes a file of the same identity. Stops (the file left as it was) at
+/// `cancel`.
+pub fn write_zip_file(zip: &VirtualZip, path: &Path, mode: u32, cancel: &CancellationToken) -> Result<()> {
+    let werr = |e: std::io::Error| zip.failure().unwrap_or_else(|| Error::File { path: path.into(), source: e });
+    let mut file = crate::engine::durable::AtomicFile::create(path, mode).map_err(werr)?;
+    if let Err(e) = zip.write_until(&mut file, || cancel.is_cancelled()) {
+        if cancel.is_cancelled() {
+            return Err(Error::Interrupted { hint: format!("run the same command again to write {}", path.display()) });
+        }
+        return Err(werr(e));
+    }
+    let newest = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(zip.newest_mtime() as u64);
+    file.file().map_err(werr)?.set_modified(newest).map_err(werr)?;
+    file.commit().map_err(werr)
+}
+
+/// What the state directory keeps of a directory's zip between runs: the entry table with
+/// each image's CRC-32, so a resumed or repeated upload does not read every image twice.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct ZipTable {
+    version: u32,
+    /// The directory (canonical).
+    dir: PathBuf,
+    /// An upload of this table began and has not completed.
+    uploading: bool,
+    entries: Vec<SavedEntry>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct SavedEntry {
+    #[serde(rename = "n")]
+    name: String,
+    #[serde(rename = "s")]
+    size: u64,
+    #[serde(rename = "t")]
+    mtime_ns: u128,
+    #[serde(rename = "c")]
+    crc: u32,
+}
+
+fn table_path(state_dir: &Path, dir: &Path) -> PathBuf {
+    let key = hex::encode(&Sha256::digest(dir.to_string_lossy().as_bytes())[..12]);
+    state_dir.join("zips").join(format!("{key}.table.json"))
+}
+
+fn load_table(state_dir: &Path, dir: &Path) -> Option<ZipTable> {
+    let t: ZipTable = serde_json::from_slice(&std::fs::read(table_path(state_dir, dir)).ok()?).ok()?;
+    (t.version == 1 && t.dir == dir).then_some(t)
+}
+
+fn save_table(state_dir: &Path, zip: &VirtualZip, uploading: bool) -> Result<()> {
+    let t = ZipTable {
+        version: 1,
+        dir: zip.dir().to_path_buf(),
+        uploading,
+        entries: zip
+            .entries()
+            .iter()
+            .map(|e| SavedEntry { name: e.name.clone(), size: e.size, mtime_ns: e.mtime_ns, crc: e.crc.unwrap_or(0) })
+            .collect(),
+    };
+    crate::engine::durable::write_atomic(
+        &table_path(state_dir, zip.dir()),
+        &serde_json::to_vec(&t).expect("table serializes"),
+    )
+}
+
+/// Before the CRC pass: takes the CRCs the state directory knows of images unchanged since,
+/// and refuses an image changed since an interrupted upload of the same images began.
+/// Returns whether the interrupted upload (if any) may be resumed: not when images were
+/// added or removed (that is another archive, a new upload).
+fn reuse_table(state_dir: &Path, zip: &mut VirtualZip, resume: bool) -> Result<bool> {
+    let Some(saved) = load_table(state_dir, zip.dir()) else { return Ok(resume) };
+    let same_names = saved.entries.len() == zip.entries().len()
+        && saved.entries.iter().zip(zip.entries()).all(|(s, e)| s.name == e.name);
+    if saved.uploading && same_names && resume {
+        for (s, e) in saved.entries.iter().zip(zip.entries()) {
+            if s.size != e.size || s.mtime_ns != e.mtime_ns {
+                return Err(Error::usage(
+                    format!(
+                        "{} changed since the interrupted upload of {} began (its size or modification time differ)",
+                        e.path.display(),
+                        zip.dir().display()
+                    ),
+                    "restore the image, or pass --no-resume to start a new upload of the images as they are now",
+                ));
+            }
+        }
+    }
+    let known: HashMap<(&str, u64, u128), u32> =
+        saved.entries.iter().map(|s| ((s.name.as_str(), s.size, s.mtime_ns), s.crc)).collect();
+    let crcs: Vec<Option<u32>> =
+        zip.entries().iter().map(|e| known.get(&(e.name.as_str(), e.size, e.mtime_ns)).copied()).collect();
+    let entries = zip.entries().iter().zip(crcs).map(|(e, crc)| ZipEntry { crc, ..e.clone() }).collect();
+    *zip = VirtualZip::new(zip.dir(), entries);
+    Ok(resume && same_names)
+}
+
+/// The CRC-32 pass: every image without a known CRC is read once, several at once, shown as a
+/// phase of the file's progress.
+async fn crc_pass(zip: &mut VirtualZip, progress: &Arc<dyn Progress>, cancel: &CancellationToken) -> Result<()> {
+    let n = zip.entries().len();
+    let todo: u64 = zip.entries().iter().filter(|e| e.crc.is_none()).map(|e| e.size).sum();
+    let unread = zip.entries().iter().filter(|e| e.crc.is_none()).count();
+    let dir = zip.dir().display().to_string();
+    if unread == 0 {
+        progress.event(Event::Phase {
+            message: format!("{dir}: CRC-32 of all {n} images known from the state directory (not read again)"),
+        });
+        return Ok(());
+    }
+    progress.event(Event::Phase {
+        message: format!("{dir}: computing the CRC-32 of {unread} of {n} images ({})", crate::size::human(todo)),
+    });
+    let t0 = Instant::now();
+    let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let on_bytes = {
+        let progress = progress.clone();
+        let done = done.clone();
+        move |b: u64| {
+            use std::sync::atomic::Ordering;
+            let before = done.fetch_add(b, Ordering::Relaxed);
+            let after = before + b;
+            if todo > 0 && after * 10 / todo > before * 10 / todo && after < todo {
+                progress.event(Event::Phase {
+                    message: format!(
+                        "CRC-32: {}% ({} of {})",
+                        after * 100 / todo,
+                        crate::size::human(after),
+                        crate::size::human(todo)
+                    ),
+                });
+            }
+        }
+    };
+    let parallel = std::thread::available_parallelism().map_or(2, |p| p.get()).clamp(2, 8);
+    zip.compute_crcs(parallel, on_bytes, cancel).await?;
+    progress.event(Event::Phase {
+        message: format!("{dir}: CRC-32 of {unread} images read in {:.1} s", t0.elapsed().as_secs_f64()),
+    });
+    Ok(())
 }
 
 /// What the state directory remembers of a finished upload.
@@ -423,6 +560,9 @@ pub struct Step<'a> {
     pub force: bool,
     /// Carry on an interrupted upload from its journal (false: `--no-resume`).
     pub resume: bool,
+    /// `--zip-to FILE`: a bulk-images directory's zip is written to FILE, then FILE uploaded
+    /// (`None`: the zip is streamed from the images).
+    pub zip_to: Option<PathBuf>,
 }
 
 impl<'a> Step<'a> {
@@ -452,38 +592,48 @@ impl<'a> Step<'a> {
             dry_run: args.dry_run,
             force: args.force,
             resume: settings.resume,
+            zip_to: args.teleport.zip_to.clone(),
         }
     }
 
-    /// The upload of one item: zipped first when it is a bulk-images directory, skipped when a
+    /// The upload of one item: a bulk-images directory as its streamed zip, skipped when a
     /// done record matches it (unless `--force`), recorded as done once the provider accepted
     /// it. With `--dry-run`, only prints the plan.
     pub async fn run(&self, item: &Item, board: &ui::Board, cancel: CancellationToken) -> Result<FileResult> {
         let (settings, provider) = (self.settings, self.provider);
-        let path = match item {
-            Item::File(p) => p.clone(),
+        let state_dir = settings.state_dir.clone();
+        // A directory for bulk-images: the table of its zip (no image read yet).
+        let (file, table) = match item {
+            Item::File(p) => (FileSource::open(p)?, None),
             Item::ZipDir(dir) => {
-                let work = settings.state_dir.clone().unwrap_or_else(std::env::temp_dir).join("zips");
-                let dir = dir.clone();
                 let sel = Selection {
                     recursive: true,
                     hidden: self.selection.hidden,
                     include: self.selection.include.clone(),
                     exclude: self.selection.exclude.clone(),
                 };
-                tokio::task::spawn_blocking(move || zip_images(&dir, &sel, &work))
+                let d = dir.clone();
+                let zip = tokio::task::spawn_blocking(move || scan_images(&d, &sel))
                     .await
-                    .map_err(|e| Error::File { path: "zip".into(), source: std::io::Error::other(e) })??
+                    .map_err(|e| Error::File { path: dir.clone(), source: std::io::Error::other(e) })??;
+                let layout = Arc::new(VirtualZip::new(zip.dir(), zip.entries().to_vec()));
+                (FileSource::virtual_zip(dir, layout), Some((dir.clone(), zip)))
             }
         };
-        let file = FileSource::open(&path)?;
         if self.dry_run {
-            let plan = provider.dry_run(&file)?;
+            let mut plan = provider.dry_run(&file)?;
+            if let Some(z) = file.as_virtual_zip() {
+                plan.fields.insert("entries".into(), z.entries().len().into());
+                plan.fields.insert("image_bytes".into(), z.image_bytes().into());
+                plan.fields.insert("zip64".into(), z.is_zip64().into());
+                let zip = self.zip_to.as_ref().map_or("streamed".into(), |p| p.display().to_string());
+                plan.fields.insert("zip".into(), zip.into());
+            }
             let mut out = std::io::stdout().lock();
             let _ = ui::print_dry_run(&mut out, &plan, self.json);
             return Ok(FileResult::Planned);
         }
-        let state_dir = settings.state_dir.clone();
+        // A directory's zip is known by its entry table (names, sizes, mtimes).
         let identity = match &state_dir {
             Some(_) => Some(FileIdentity::of(&file)?),
             None => None,
@@ -492,15 +642,38 @@ impl<'a> Step<'a> {
             && let Some(rec) = find_done(dir, provider.name(), &self.endpoint, id, &self.destination)
             && (!self.force || self.force_run.is_some_and(|r| rec.force_run.as_deref() == Some(r.id.as_str())))
         {
-            if matches!(item, Item::ZipDir(_)) {
-                let _ = std::fs::remove_file(&path);
-            }
             return Ok(FileResult::Skipped(rec, file.size()));
         }
-        let progress = Arc::new(board.file());
-        let mut ctx = settings.context(progress, cancel)?;
+        let progress: Arc<dyn Progress> = Arc::new(board.file());
+        let mut ctx = settings.context(progress.clone(), cancel.clone())?;
         ctx.uploader = self.uploader.clone();
         ctx.resume = self.resume;
+        let mut zip_done = None;
+        let file = match table {
+            None => file,
+            Some((dir_given, mut zip)) => {
+                if let Some(dir) = &state_dir {
+                    ctx.resume = reuse_table(dir, &mut zip, ctx.resume)?;
+                }
+                crc_pass(&mut zip, &progress, &cancel).await?;
+                if let Some(dir) = &state_dir {
+                    save_table(dir, &zip, true)?;
+                }
+                let zip = Arc::new(zip);
+                zip_done = Some(zip.clone());
+                match &self.zip_to {
+                    Some(to) => {
+                        progress.event(Event::Phase { message: format!("writing {}", to.display()) });
+                        let (z, t, c) = (zip.clone(), to.clone(), cancel.clone());
+                        tokio::task::spawn_blocking(move || write_zip_file(&z, &t, 0o666, &c))
+                            .await
+                            .map_err(|e| Error::File { path: to.clone(), source: std::io::Error::other(e) })??;
+                        FileSource::open(to)?
+                    }
+                    None => FileSource::virtual_zip(&dir_given, zip),
+                }
+            }
+        };
         let mut outcome = provider.upload(&ctx, file).await?;
         if ctx.uploader.rate.is_limited() {
             let rate = ctx.uploader.rate.current();
@@ -512,8 +685,10 @@ impl<'a> Step<'a> {
         {
             tracing::warn!("cannot record the finished upload: {e}");
         }
-        if matches!(item, Item::ZipDir(_)) {
-            let _ = std::fs::remove_file(&path);
+        if let (Some(dir), Some(zip)) = (&state_dir, &zip_done)
+            && let Err(e) = save_table(dir, zip, false)
+        {
+            tracing::warn!("cannot record the finished upload: {e}");
         }
         Ok(FileResult::Uploaded(outcome))
     }
@@ -620,6 +795,15 @@ pub async fn run(
     let zip_dirs =
         settings.provider == ProviderName::Teleport && args.teleport.format.as_deref() == Some("bulk-images");
     let items = selection.expand(&args.files, zip_dirs)?;
+    if let Some(to) = &args.teleport.zip_to {
+        let dirs = items.iter().filter(|i| matches!(i, Item::ZipDir(_))).count();
+        if dirs != 1 {
+            return Err(Error::usage(
+                format!("--zip-to {} takes exactly one directory of images, not {dirs}", to.display()),
+                "give one directory with --provider teleport --format bulk-images, or leave --zip-to out to stream",
+            ));
+        }
+    }
     if items.is_empty() {
         return Err(Error::usage(
             "no files to upload: the directories hold no matching files",

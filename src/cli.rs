@@ -755,6 +755,10 @@ pub struct TeleportArgs {
     /// Input format (default: .zip → bulk-images, .mp4 → video).
     #[arg(long, value_parser = ["bulk-images", "video"])]
     pub format: Option<String>,
+    /// With --format bulk-images and a directory: write its zip to FILE first, then upload
+    /// FILE (default: the zip is streamed from the images and never written to disk).
+    #[arg(long, value_name = "FILE")]
+    pub zip_to: Option<PathBuf>,
 }
 
 /// TruVideo settings.

@@ -145,7 +145,10 @@ impl Progress for FileProgress {
             }
             Event::Phase { message } => match self.mode {
                 Mode::Bars => self.bar.set_prefix(message),
-                Mode::Lines => eprintln!("upload: {}: {message}", self.name.lock().expect("lock")),
+                Mode::Lines => match self.name.lock().expect("lock").as_str() {
+                    "" => eprintln!("upload: {message}"),
+                    name => eprintln!("upload: {name}: {message}"),
+                },
                 Mode::Hidden => {}
             },
             Event::Finished => {

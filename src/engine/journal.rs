@@ -65,6 +65,17 @@ pub struct FileIdentity {
 impl FileIdentity {
     /// Reads the identity of an open file.
     pub fn of(source: &FileSource) -> Result<Self> {
+        if let Some(zip) = source.as_virtual_zip() {
+            // A zip that exists only as a table: who it is, is the table (no image is read).
+            return Ok(FileIdentity {
+                path: zip.dir().to_path_buf(),
+                size: zip.size(),
+                mtime_ns: zip.newest_mtime(),
+                ctime_ns: 0,
+                inode: 0,
+                fingerprint: zip.fingerprint(),
+            });
+        }
         let path =
             std::fs::canonicalize(source.path()).map_err(|e| Error::File { path: source.path().into(), source: e })?;
         let size = source.size();

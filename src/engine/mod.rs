@@ -18,3 +18,4 @@ pub mod schedule;
 pub mod source;
 pub mod uploader;
 pub mod wait;
+pub mod zipsource;

@@ -11,6 +11,7 @@ use bytes::{Bytes, BytesMut};
 use futures::Stream;
 
 use super::ratelimit::RateLimit;
+use super::zipsource::VirtualZip;
 use crate::error::{Error, Result};
 
 /// Size of one positional read while streaming a part.
@@ -47,7 +48,7 @@ fn not_regular(path: &Path, meta: &std::fs::Metadata) -> Error {
 #[derive(Clone, Debug)]
 pub struct FileSource {
     path: PathBuf,
-    file: Arc<File>,
+    backend: Backend,
     size: u64,
     mtime: Option<SystemTime>,
     stamp: Stamp,
@@ -84,6 +85,15 @@ impl Stamp {
     }
 }
 
+/// What the bytes are read from.
+#[derive(Clone, Debug)]
+enum Backend {
+    /// A regular file.
+    File(Arc<File>),
+    /// A zip of images that exists only as a table of entries.
+    Zip(Arc<VirtualZip>),
+}
+
 impl FileSource {
     /// Opens a regular file for reading.
     pub fn open(path: &Path) -> Result<Self> {
@@ -97,11 +107,44 @@ impl FileSource {
         }
         Ok(FileSource {
             path: path.to_path_buf(),
-            file: Arc::new(file),
+            backend: Backend::File(Arc::new(file)),
             size: meta.len(),
             mtime: meta.modified().ok(),
             stamp: Stamp::of(&meta),
         })
+    }
+
+    /// The archive of a [`VirtualZip`] (whose CRCs are known), as if it were a file at `path`.
+    pub fn virtual_zip(path: &Path, zip: Arc<VirtualZip>) -> Self {
+        let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(zip.newest_mtime() as u64);
+        FileSource {
+            path: path.to_path_buf(),
+            size: zip.size(),
+            mtime: Some(mtime),
+            stamp: Stamp::default(),
+            backend: Backend::Zip(zip),
+        }
+    }
+
+    /// The virtual zip behind this source, if it is one.
+    pub fn as_virtual_zip(&self) -> Option<&Arc<VirtualZip>> {
+        match &self.backend {
+            Backend::Zip(z) => Some(z),
+            Backend::File(_) => None,
+        }
+    }
+
+    /// A failure noticed while reading that retrying cannot cure (an image of a virtual zip
+    /// changed): the part uploader stops with it instead of retrying.
+    pub fn failure(&self) -> Option<Error> {
+        self.as_virtual_zip().and_then(|z| z.failure())
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        match &self.backend {
+            Backend::File(f) => f.read_exact_at(buf, offset),
+            Backend::Zip(z) => z.read_at(buf, offset),
+        }
     }
 
     /// The path as given.
@@ -122,13 +165,17 @@ impl FileSource {
     }
     /// The file name (last path component), lossily as UTF-8.
     pub fn file_name(&self) -> String {
+        if let Some(z) = self.as_virtual_zip() {
+            let dir = z.dir().file_name().map(|n| n.to_string_lossy().into_owned());
+            return format!("{}.zip", dir.unwrap_or_else(|| "images".into()));
+        }
         self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
     }
 
     /// Reads `len` bytes at `offset` (blocking; call from a blocking context).
     pub fn read_exact_at(&self, offset: u64, len: usize) -> std::io::Result<Bytes> {
         let mut buf = BytesMut::zeroed(len);
-        self.file.read_exact_at(&mut buf, offset)?;
+        self.read_at(&mut buf, offset)?;
         Ok(buf.freeze())
     }
 
@@ -194,7 +241,7 @@ impl FileSource {
         buf.clear();
         buf.reserve(len);
         buf.resize(len, 0);
-        self.file.read_exact_at(&mut buf, offset)?;
+        self.read_at(&mut buf, offset)?;
         let bytes = buf.split().freeze();
         Ok((buf, bytes))
     }
@@ -209,7 +256,7 @@ impl FileSource {
             let mut done = 0;
             while done < len {
                 let n = (len - done).min(READ_CHUNK as u64) as usize;
-                this.file.read_exact_at(&mut buf[..n], offset + done)?;
+                this.read_at(&mut buf[..n], offset + done)?;
                 h.update(&buf[..n]);
                 done += n as u64;
             }
@@ -223,8 +270,12 @@ impl FileSource {
     /// change time or inode (a same-size rewrite with the mtime put back still moves the ctime).
     /// Both the open file and the path are checked (the path may now name another file).
     pub fn check_unchanged(&self) -> Result<()> {
+        let file = match &self.backend {
+            Backend::Zip(z) => return z.check_unchanged(),
+            Backend::File(f) => f,
+        };
         let err = |source| Error::File { path: self.path.clone(), source };
-        let open = self.file.metadata().map_err(err)?;
+        let open = file.metadata().map_err(err)?;
         let meta = std::fs::metadata(&self.path).map_err(err)?;
         let same = |m: &std::fs::Metadata| {
             m.len() == self.size && m.modified().ok() == self.mtime && Stamp::of(m) == self.stamp

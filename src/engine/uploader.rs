@@ -400,6 +400,10 @@ impl PartJob {
             Ok(resp) => resp,
             Err(e) => {
                 undo();
+                // An image of a virtual zip changed: say which, whatever the read error was.
+                if let Some(err) = self.source.failure() {
+                    return Err(Failure::Fatal(err));
+                }
                 if let Some(io) = file_error.lock().expect("file error slot").take() {
                     return Err(Failure::Fatal(Error::File { path: self.source.path().to_path_buf(), source: io }));
                 }

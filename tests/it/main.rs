@@ -2,6 +2,7 @@
 
 mod apertur;
 mod batch;
+mod bulk_zip;
 mod common;
 mod demo;
 mod executor;
