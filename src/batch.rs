@@ -563,6 +563,8 @@ pub struct Step<'a> {
     /// `--zip-to FILE`: a bulk-images directory's zip is written to FILE, then FILE uploaded
     /// (`None`: the zip is streamed from the images).
     pub zip_to: Option<PathBuf>,
+    /// `--wait-for-lock`: how long to wait for another run of the same file.
+    pub wait_for_lock: Option<std::time::Duration>,
 }
 
 impl<'a> Step<'a> {
@@ -593,6 +595,7 @@ impl<'a> Step<'a> {
             force: args.force,
             resume: settings.resume,
             zip_to: args.teleport.zip_to.clone(),
+            wait_for_lock: args.wait_for_lock,
         }
     }
 
@@ -638,6 +641,23 @@ impl<'a> Step<'a> {
             Some(_) => Some(FileIdentity::of(&file)?),
             None => None,
         };
+        // One run per file at a time: the journal's lock is taken before anything else, so a
+        // second run stops here without a request (or, --wait-for-lock, waits and then finds
+        // the file done).
+        let _lock = match (&state_dir, &identity) {
+            (Some(dir), Some(id)) => Some(
+                crate::engine::journal::lock(
+                    dir,
+                    provider.name(),
+                    &self.endpoint,
+                    &id.path,
+                    self.wait_for_lock,
+                    &cancel,
+                )
+                .await?,
+            ),
+            _ => None,
+        };
         if let (Some(dir), Some(id)) = (&state_dir, &identity)
             && let Some(rec) = find_done(dir, provider.name(), &self.endpoint, id, &self.destination)
             && (!self.force || self.force_run.is_some_and(|r| rec.force_run.as_deref() == Some(r.id.as_str())))
@@ -680,10 +700,12 @@ impl<'a> Step<'a> {
             outcome.fields.insert("limit_rate".into(), crate::engine::ratelimit::human_rate(rate).into());
             outcome.fields.insert("limit_rate_bps".into(), rate.into());
         }
-        if let (Some(dir), Some(id)) = (&state_dir, &identity)
-            && let Err(e) = record_done(dir, &self.endpoint, id, &outcome, &self.destination, self.force_run)
-        {
-            tracing::warn!("cannot record the finished upload: {e}");
+        if let (Some(dir), Some(id)) = (&state_dir, &identity) {
+            match record_done(dir, &self.endpoint, id, &outcome, &self.destination, self.force_run) {
+                // Recorded as done: the completed journal has served its purpose.
+                Ok(()) => crate::engine::journal::remove(dir, provider.name(), &self.endpoint, &id.path),
+                Err(e) => tracing::warn!("cannot record the finished upload: {e}"),
+            }
         }
         if let (Some(dir), Some(zip)) = (&state_dir, &zip_done)
             && let Err(e) = save_table(dir, zip, false)

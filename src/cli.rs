@@ -660,6 +660,12 @@ pub struct UploadArgs {
     #[arg(long)]
     pub no_resume: bool,
 
+    /// When another run is uploading the same file, wait for it to end (at most DURATION,
+    /// default 1h; Ctrl-C stops the wait) instead of exiting with code 8; then the file is
+    /// found done, or carried on.
+    #[arg(long, value_name = "DURATION", num_args = 0..=1, require_equals = true, default_missing_value = "1h", value_parser = parse_duration_arg)]
+    pub wait_for_lock: Option<std::time::Duration>,
+
     /// Validate everything locally and print the plan; make no request.
     #[arg(long)]
     pub dry_run: bool,

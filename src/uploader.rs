@@ -132,7 +132,9 @@ impl Uploader {
     pub async fn upload(&self, path: impl AsRef<Path>) -> Result<UploadOutcome> {
         let ctx = self.context(self.progress.clone())?;
         let file = FileSource::open(path.as_ref())?;
-        self.provider.upload(&ctx, file).await
+        let outcome = self.provider.upload(&ctx, file).await?;
+        forget_journal(&ctx, path.as_ref());
+        Ok(outcome)
     }
 
     /// Uploads one file and hands its progress events out as a stream. Drive the future;
@@ -146,7 +148,9 @@ impl Uploader {
         let fut = async move {
             let ctx = self.context(Arc::new(ChannelProgress(tx)))?;
             let file = FileSource::open(&path)?;
-            self.provider.upload(&ctx, file).await
+            let outcome = self.provider.upload(&ctx, file).await?;
+            forget_journal(&ctx, &path);
+            Ok(outcome)
         };
         (rx, fut)
     }
@@ -164,5 +168,12 @@ impl Progress for ChannelProgress {
 impl<F: Fn(Event) + Send + Sync> Progress for F {
     fn event(&self, event: Event) {
         self(event)
+    }
+}
+
+/// The upload is done: its (completed) resume journal goes.
+fn forget_journal(ctx: &Context, path: &Path) {
+    if let (Some(dir), Ok(canonical)) = (&ctx.state_dir, std::fs::canonicalize(path)) {
+        crate::engine::journal::remove(dir, ctx.api.provider, ctx.api.base.as_str().trim_end_matches('/'), &canonical);
     }
 }

@@ -242,9 +242,10 @@ fn slot(state_dir: &Path, provider: &str, endpoint: &str, canonical: &Path) -> (
     (state_dir.join("journals").join(format!("{name}.json")), state_dir.join("locks").join(format!("{name}.lock")))
 }
 
-/// Removes the journal of a file (once the run recorded the upload as done).
-pub fn remove(state_dir: &Path, provider: &str, endpoint: &str, identity: &FileIdentity) {
-    let (path, _) = slot(state_dir, provider, endpoint, &identity.path);
+/// Removes the journal of the file at `canonical` (its canonical path), once the run recorded
+/// the upload as done.
+pub fn remove(state_dir: &Path, provider: &str, endpoint: &str, canonical: &Path) {
+    let (path, _) = slot(state_dir, provider, endpoint, canonical);
     if std::fs::remove_file(&path).is_ok()
         && let Some(dir) = path.parent()
     {
@@ -443,6 +444,11 @@ impl Journal {
     /// Where the journal lives.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The API origin the journal is for.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
     }
 
     /// Bytes this handle wrote to the journal (headers and part lines).

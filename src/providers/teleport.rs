@@ -14,11 +14,11 @@ use serde::{Deserialize, Serialize};
 
 use super::api::{Api, Retry};
 use super::{Context, DryRun, Provider, UploadOutcome};
+use crate::engine::multipart::{self, Created, Lookup, MultipartUpload, Session};
 use crate::engine::plan::PartPlan;
 use crate::engine::progress::Event;
-use crate::engine::retry::Backoff;
 use crate::engine::source::FileSource;
-use crate::engine::uploader::{CompletedPart, PartDone, PartUrls, upload_parts};
+use crate::engine::uploader::{CompletedPart, PartUrls};
 use crate::error::{Error, Result};
 
 /// Documented origin.
@@ -236,138 +236,139 @@ impl Provider for Teleport {
         let (format, name) = self.format_and_name(&file)?;
         let api = &ctx.api;
         let journal = ctx.journal(&file)?;
-        let resumed = journal.as_ref().and_then(|j| j.resume_point());
-        let (eid, plan, done) = match resumed {
-            Some(r) => {
-                ctx.progress.event(Event::Phase {
-                    message: format!(
-                        "resuming capture {}: {} of {} parts already sent",
-                        r.upload_id,
-                        r.parts.len(),
-                        r.plan.num_parts
-                    ),
-                });
-                (r.upload_id, r.plan, r.parts)
-            }
-            None => {
-                let body = NewCaptureInput { name: &name, bytesize: file.size(), input_data_format: format.as_str() };
-                let created = create_capture(api, &body).await?;
-                tracing::info!(eid = %created.eid, num_parts = created.num_parts, chunk_size = created.chunk_size, "capture created");
-                let plan = PartPlan::from_server("teleport", file.size(), created.chunk_size, created.num_parts)?;
-                if let Some(j) = &journal {
-                    j.start(
-                        "teleport",
-                        api.base.as_str().trim_end_matches('/'),
-                        &created.eid,
-                        serde_json::Value::Null,
-                        plan,
-                    )?;
-                }
-                (created.eid, plan, Vec::new())
-            }
-        };
-        let urls = Arc::new(TeleportUrls { api: api.clone(), eid: eid.clone(), bytesize: file.size() });
-        let recorder =
-            journal.as_ref().map_or_else(|| -> PartDone { Arc::new(|_: &CompletedPart| Ok(())) }, |j| j.recorder());
-        let parts = upload_parts(
-            &api.http,
-            "teleport",
-            &file,
-            &plan,
-            urls,
-            done,
-            recorder,
-            &ctx.uploader,
-            ctx.progress.clone(),
-            &ctx.cancel,
-        )
-        .await?;
-        file.check_unchanged()?;
-        ctx.progress.event(Event::Phase { message: "completing".into() });
-        let body = CaptureUploadedInput {
-            eid: &eid,
-            parts: parts.iter().map(|p| UploadedPart { number: p.number, etag: &p.etag }).collect(),
-        };
-        let capture = complete_capture(api, &eid, &body).await?;
         if let Some(j) = &journal {
-            j.finish();
+            j.set_options(serde_json::json!({ "name": name, "format": format.as_str() }))?;
         }
+        let upload = TeleportUpload { api: api.clone(), name, format, bytesize: file.size() };
+        let session = Session {
+            http: &api.http,
+            journal: journal.as_ref(),
+            uploader: &ctx.uploader,
+            retry: &api.retry,
+            progress: ctx.progress.clone(),
+            cancel: &ctx.cancel,
+        };
+        let done = multipart::run(&session, &file, &upload).await?;
+        let eid = done.created.upload_id.clone();
         let capture = match self.options.wait {
             Some(wait) => {
                 ctx.progress.event(Event::Phase { message: "uploaded; waiting for processing".into() });
-                let c = super::teleport_admin::wait_processed(api, &eid, wait, &*ctx.progress, &ctx.cancel).await?;
-                c.to_json()
+                match super::teleport_admin::wait_processed(api, &eid, wait, &*ctx.progress, &ctx.cancel).await {
+                    Ok(c) => c.to_json(),
+                    Err(e @ Error::ProcessingFailed { .. }) => {
+                        // Processing ended for good: a rerun uploads the file again.
+                        if let Some(j) = &journal {
+                            j.finish();
+                        }
+                        return Err(e);
+                    }
+                    Err(e) => return Err(e),
+                }
             }
-            None => capture,
+            None => done.completion,
         };
         ctx.progress.event(Event::Finished);
-        Ok(outcome(&file, &capture, &eid, plan.num_parts, started))
+        Ok(outcome(&file, &capture, &eid, done.created.plan.num_parts, started))
     }
 }
 
-/// Creates a capture. Creation is not idempotent: after an ambiguous failure (5xx, timeout,
-/// reset) the list is searched for a capture of that name created moments ago, still
-/// CREATED, and that one is adopted (its `chunk_size` comes from asking a URL for part 1);
-/// only if none is found is the creation sent again.
-async fn create_capture(api: &Api, body: &NewCaptureInput<'_>) -> Result<NewCaptureOutput> {
-    let mut backoff = Backoff::new(api.retry.clone());
-    let asked_at = chrono::Utc::now();
-    loop {
-        let err = match api.json("create capture", Method::POST, "/api/v1/captures", &[], Some(body), Retry::Once).await
-        {
-            Ok(created) => return Ok(created),
-            Err(e @ Error::Network { .. }) => e,
-            Err(e) => return Err(e),
-        };
+/// One capture's upload, described for [`multipart::run`].
+struct TeleportUpload {
+    api: Api,
+    name: String,
+    format: Format,
+    bytesize: u64,
+}
+
+impl TeleportUpload {
+    /// A capture's plan, from the `chunk_size` a URL answer carries.
+    async fn plan_of(&self, eid: &str) -> Result<PartPlan> {
+        let out: UploadUrlResponse = self
+            .api
+            .json(
+                "create upload URL for part 1",
+                Method::POST,
+                &format!("/api/v1/captures/{eid}/create-upload-url/1"),
+                &[],
+                Some(&UploadUrlInput { eid, bytesize: self.bytesize }),
+                Retry::Idempotent,
+            )
+            .await?;
+        let num_parts = self.bytesize.div_ceil(out.chunk_size.max(1));
+        PartPlan::from_server("teleport", self.bytesize, out.chunk_size, num_parts)
+    }
+}
+
+#[async_trait]
+impl MultipartUpload for TeleportUpload {
+    fn provider(&self) -> &'static str {
+        "teleport"
+    }
+
+    fn client_plan(&self) -> Option<PartPlan> {
+        None
+    }
+
+    async fn create(&self) -> Result<Created> {
+        let body =
+            NewCaptureInput { name: &self.name, bytesize: self.bytesize, input_data_format: self.format.as_str() };
+        let created: NewCaptureOutput =
+            self.api.json("create capture", Method::POST, "/api/v1/captures", &[], Some(&body), Retry::Once).await?;
+        let plan = PartPlan::from_server("teleport", self.bytesize, created.chunk_size, created.num_parts)?;
+        Ok(Created { upload_id: created.eid, plan, extra: serde_json::Value::Null })
+    }
+
+    /// The newest capture of this name (and size, when the list says it), still CREATED,
+    /// created at or after `since`; its plan comes from asking a URL for part 1.
+    async fn find_created(&self, since: chrono::DateTime<chrono::Utc>) -> Result<Lookup<Created>> {
         let recent = |c: &serde_json::Value| {
             let created = c.get("created").and_then(|v| v.as_str()).and_then(parse_time);
-            c.get("name").and_then(|v| v.as_str()) == Some(body.name)
+            c.get("name").and_then(|v| v.as_str()) == Some(self.name.as_str())
+                && c.get("bytesize").and_then(|v| v.as_u64()).is_none_or(|b| b == self.bytesize)
                 && c.get("state").and_then(|v| v.as_str()) == Some("CREATED")
-                && created.is_some_and(|t| t >= asked_at - chrono::Duration::minutes(2))
+                && created.is_some_and(|t| t >= since - chrono::Duration::minutes(2))
         };
-        if let Ok(Some(found)) = find_capture(api, recent, 4).await {
-            let eid = found["eid"].as_str().unwrap_or_default().to_string();
-            let out: UploadUrlResponse = api
-                .json(
-                    "create upload URL for part 1",
-                    Method::POST,
-                    &format!("/api/v1/captures/{eid}/create-upload-url/1"),
-                    &[],
-                    Some(&UploadUrlInput { eid: &eid, bytesize: body.bytesize }),
-                    Retry::Idempotent,
-                )
-                .await?;
-            tracing::info!(%eid, "create capture: adopted the capture the failed request created");
-            let num_parts = body.bytesize.div_ceil(out.chunk_size.max(1));
-            return Ok(NewCaptureOutput { eid, num_parts, chunk_size: out.chunk_size });
-        }
-        let Some(delay) = backoff.next_delay(None) else { return Err(err) };
-        tracing::info!("create capture failed ({err}); no capture was created; retrying in {delay:?}");
-        tokio::time::sleep(delay).await;
+        let Some(found) = find_capture(&self.api, recent, 4).await? else { return Ok(Lookup::NotFound) };
+        let eid = found["eid"].as_str().unwrap_or_default().to_string();
+        let plan = self.plan_of(&eid).await?;
+        tracing::info!(%eid, "adopted the capture a lost create request made");
+        Ok(Lookup::Found(Created { upload_id: eid, plan, extra: serde_json::Value::Null }))
     }
-}
 
-/// Completes the upload. After an ambiguous failure the capture is looked up first: if it
-/// left CREATED the completion arrived, otherwise it is sent again (bounded).
-async fn complete_capture(api: &Api, eid: &str, body: &CaptureUploadedInput<'_>) -> Result<serde_json::Value> {
-    let mut backoff = Backoff::new(api.retry.clone());
-    let path = format!("/api/v1/captures/{eid}/uploaded");
-    loop {
-        let err = match api.json("complete upload", Method::POST, &path, &[], Some(body), Retry::Once).await {
-            Ok(capture) => return Ok(capture),
-            Err(e @ Error::Network { .. }) => e,
-            Err(e) => return Err(e),
+    fn part_urls(&self, created: &Created, _done: &[CompletedPart]) -> Arc<dyn PartUrls> {
+        Arc::new(TeleportUrls { api: self.api.clone(), eid: created.upload_id.clone(), bytesize: self.bytesize })
+    }
+
+    async fn complete(&self, created: &Created, parts: &[CompletedPart]) -> Result<serde_json::Value> {
+        let eid = &created.upload_id;
+        let body = CaptureUploadedInput {
+            eid,
+            parts: parts.iter().map(|p| UploadedPart { number: p.number, etag: &p.etag }).collect(),
         };
+        let path = format!("/api/v1/captures/{eid}/uploaded");
+        self.api.json("complete upload", Method::POST, &path, &[], Some(&body), Retry::Once).await
+    }
+
+    /// The capture left CREATED: the completion arrived.
+    async fn find_completed(&self, created: &Created) -> Result<Lookup<serde_json::Value>> {
+        let eid = created.upload_id.as_str();
         let this = |c: &serde_json::Value| c.get("eid").and_then(|v| v.as_str()) == Some(eid);
-        if let Ok(Some(found)) = find_capture(api, this, 40).await
-            && found.get("state").and_then(|v| v.as_str()).is_some_and(|s| s != "CREATED")
-        {
-            tracing::info!(%eid, "complete upload: the capture was completed by the failed request");
-            return Ok(found);
+        match find_capture(&self.api, this, 40).await? {
+            Some(found) if found.get("state").and_then(|v| v.as_str()).is_some_and(|s| s != "CREATED") => {
+                Ok(Lookup::Found(found))
+            }
+            _ => Ok(Lookup::NotFound),
         }
-        let Some(delay) = backoff.next_delay(None) else { return Err(err) };
-        tracing::info!("complete upload failed ({err}); the capture is not completed yet; retrying in {delay:?}");
-        tokio::time::sleep(delay).await;
+    }
+
+    fn is_stale(&self, e: &Error) -> bool {
+        match e {
+            Error::Rejected { status, message, .. } => {
+                *status == 404 || message.contains("Capture not found") || message.contains("NoSuchUpload")
+            }
+            Error::Protocol { message, .. } => message.contains("NoSuchUpload"),
+            _ => false,
+        }
     }
 }
 

@@ -25,12 +25,12 @@ use serde_json::{Map, Value};
 
 use super::api::{Api, Retry};
 use super::{Context, DryRun, Provider, UploadOutcome};
+use crate::engine::multipart::{self, Created, Lookup, MultipartUpload, Remote, Session};
 use crate::engine::plan::{PartLimits, PartPlan};
 use crate::engine::poll::{Poller, Step};
 use crate::engine::progress::Event;
-use crate::engine::retry::Backoff;
 use crate::engine::source::FileSource;
-use crate::engine::uploader::{CompletedPart, PartDone, PartUrls, upload_parts};
+use crate::engine::uploader::{CompletedPart, PartUrls};
 use crate::error::{Error, Result};
 
 /// Production origin.
@@ -572,92 +572,44 @@ impl Provider for Truvideo {
         let prepared = self.prepare(&file)?;
         let api = &ctx.api;
         let journal = ctx.journal(&file)?;
-        let endpoint = api.base.as_str().trim_end_matches('/').to_string();
-
-        // A journal: carry on with that upload, unless the server no longer knows it.
-        let mut resumed = None;
-        if let Some(r) = journal.as_ref().and_then(|j| j.resume_point()) {
-            match get_upload(api, &r.upload_id).await {
-                Ok(details) => resumed = Some((r, details)),
-                Err(Error::Rejected { status, message, .. }) => {
-                    tracing::info!(upload_id = %r.upload_id, status, "the journal's upload is gone ({message}); starting over");
-                    if let Some(j) = &journal {
-                        j.finish();
-                    }
-                }
-                Err(e) => return Err(e),
-            }
+        if let Some(j) = &journal {
+            j.set_options(serde_json::json!({
+                "title": self.options.title, "fileType": prepared.file_type, "metadata": self.metadata, "tags": self.tags,
+            }))?;
         }
-
-        let (upload_id, media_id, plan, done, initial, status) = match resumed {
-            Some((r, details)) => {
-                let status = status_of(&details);
-                ctx.progress.event(Event::Phase {
-                    message: format!(
-                        "resuming upload {} ({status}): {} of {} parts already sent",
-                        r.upload_id,
-                        r.parts.len(),
-                        r.plan.num_parts
-                    ),
-                });
-                let media_id = r.extra.get("mediaId").cloned().or_else(|| details.get("mediaId").cloned());
-                (r.upload_id, media_id, r.plan, r.parts, None, status)
-            }
-            None => {
-                let plan = prepared.plan;
-                let body = self.start_body(prepared.file_type, plan.num_parts);
-                let out: StartOutput =
-                    api.json("start upload", Method::POST, "/upload/start", &[], Some(&body), Retry::Once).await?;
-                tracing::info!(upload_id = %out.upload_id, urls = out.parts.len(), parts = plan.num_parts, "upload started");
-                if let Some(j) = &journal {
-                    let extra = serde_json::json!({ "mediaId": out.media_id });
-                    j.start("truvideo", &endpoint, &out.upload_id, extra, plan)?;
-                }
-                (out.upload_id, out.media_id, plan, Vec::new(), Some(out.parts), "INITIALIZED".to_string())
-            }
+        let upload = TruvideoUpload {
+            api: api.clone(),
+            body: serde_json::to_value(self.start_body(prepared.file_type, prepared.plan.num_parts))
+                .expect("the start body serializes"),
+            plan: prepared.plan,
+            mime: prepared.mime,
+            initial: std::sync::Mutex::new(None),
         };
-
-        let mut completion = None;
-        if !matches!(status.as_str(), "PENDING_COMPLETE" | "COMPLETED" | "FAILED") {
-            let urls = Arc::new(TruvideoUrls::new(api.clone(), upload_id.clone(), &plan, &done, initial));
-            let recorder =
-                journal.as_ref().map_or_else(|| -> PartDone { Arc::new(|_: &CompletedPart| Ok(())) }, |j| j.recorder());
-            let mut options = ctx.uploader.clone();
-            options.content_type = Some(prepared.mime.to_string());
-            let parts = upload_parts(
-                &api.http,
-                "truvideo",
-                &file,
-                &plan,
-                urls,
-                done,
-                recorder,
-                &options,
-                ctx.progress.clone(),
-                &ctx.cancel,
-            )
-            .await?;
-            file.check_unchanged()?;
-            ctx.progress.event(Event::Phase { message: "completing".into() });
-            completion = complete(api, &upload_id, &parts).await?;
-        }
+        let session = Session {
+            http: &api.http,
+            journal: journal.as_ref(),
+            uploader: &ctx.uploader,
+            retry: &api.retry,
+            progress: ctx.progress.clone(),
+            cancel: &ctx.cancel,
+        };
+        let done = multipart::run(&session, &file, &upload).await?;
+        let upload_id = done.created.upload_id.clone();
+        let media_id = done.created.extra.get("mediaId").cloned().filter(|v| !v.is_null());
+        let plan = done.created.plan;
 
         if !self.options.wait {
-            if let Some(j) = &journal {
-                j.finish();
-            }
             ctx.progress.event(Event::Finished);
-            let details = completion.unwrap_or(Value::Null);
-            let status = Some(status_of(&details)).filter(|s| !s.is_empty()).unwrap_or_else(|| {
-                if status == "INITIALIZED" || status == "PARTIAL" { "PENDING_COMPLETE".into() } else { status }
-            });
+            let details = done.completion;
+            let status =
+                Some(status_of(&details)).filter(|s| !s.is_empty()).unwrap_or_else(|| "PENDING_COMPLETE".into());
             return Ok(outcome(&file, &upload_id, media_id, &details, status, plan.num_parts, started));
         }
 
         let details = self.poll(ctx, &upload_id).await;
-        // The journal stays while processing may still end well, so that running the same
-        // command again goes on polling.
-        if let (Some(j), Ok(_) | Err(Error::ProcessingFailed { .. })) = (&journal, &details) {
+        // The journal stays (completed) while processing may still end well, so that running
+        // the same command again goes on polling; a FAILED upload is uploaded again by a rerun.
+        if let (Some(j), Err(Error::ProcessingFailed { .. })) = (&journal, &details) {
             j.finish();
         }
         let details = details?;
@@ -667,41 +619,101 @@ impl Provider for Truvideo {
     }
 }
 
-/// `POST /upload/{uploadId}/complete` with every part; the answer's JSON when there is one.
-/// Complete is not idempotent: after an ambiguous failure (5xx, timeout, reset) or a 401 that
-/// renewed the token, the upload is looked up first and completed again only when it is not
-/// already PENDING_COMPLETE, COMPLETED or FAILED (bounded by the retry policy). A 401 without
-/// a new token ends the run (exit 3).
-async fn complete(api: &Api, upload_id: &str, parts: &[CompletedPart]) -> Result<Option<Value>> {
-    let body =
-        CompleteInput { parts: parts.iter().map(|p| CompletePart { part_number: p.number, e_tag: &p.etag }).collect() };
-    let path = format!("/upload/{upload_id}/complete");
-    let mut backoff = Backoff::new(api.retry.clone());
-    let mut renewed_once = false;
-    loop {
-        let generation = api.token.generation().await;
-        let err = match api.send("complete upload", Method::POST, &path, &[], Some(&body), Retry::Never).await {
-            Ok(answer) => return Ok(serde_json::from_slice::<Value>(&answer.body).ok().filter(Value::is_object)),
-            Err(e @ Error::Network { .. }) => e,
-            Err(e @ Error::Auth { .. }) if !renewed_once && api.token.generation().await != generation => {
-                renewed_once = true;
-                e
+/// One file's TruVideo upload, described for [`multipart::run`]. Start has no look-up: the
+/// API offers no way to find the upload a start whose answer was lost created, so a start is
+/// never sent again after an ambiguous failure (and an interrupted start may leave an
+/// unused upload on the server).
+struct TruvideoUpload {
+    api: Api,
+    body: Value,
+    plan: PartPlan,
+    mime: &'static str,
+    /// The URLs start handed out, for the first parts.
+    initial: std::sync::Mutex<Option<Vec<PartUrlEntry>>>,
+}
+
+#[async_trait]
+impl MultipartUpload for TruvideoUpload {
+    fn provider(&self) -> &'static str {
+        "truvideo"
+    }
+
+    fn client_plan(&self) -> Option<PartPlan> {
+        Some(self.plan)
+    }
+
+    async fn create(&self) -> Result<Created> {
+        let out: StartOutput =
+            self.api.json("start upload", Method::POST, "/upload/start", &[], Some(&self.body), Retry::Once).await?;
+        tracing::info!(upload_id = %out.upload_id, urls = out.parts.len(), parts = self.plan.num_parts, "upload started");
+        *self.initial.lock().expect("initial URLs") = Some(out.parts);
+        Ok(Created { upload_id: out.upload_id, plan: self.plan, extra: serde_json::json!({ "mediaId": out.media_id }) })
+    }
+
+    async fn find_created(&self, _since: chrono::DateTime<chrono::Utc>) -> Result<Lookup<Created>> {
+        Ok(Lookup::Unsupported)
+    }
+
+    /// `GET /upload/{uploadId}`: gone (refused), already completing, or open.
+    async fn check(&self, created: &Created) -> Result<Remote> {
+        match get_upload(&self.api, &created.upload_id).await {
+            Ok(details) if matches!(status_of(&details).as_str(), "PENDING_COMPLETE" | "COMPLETED" | "FAILED") => {
+                Ok(Remote::Completed(details))
             }
-            Err(e) => return Err(e),
+            Ok(_) => Ok(Remote::Open),
+            Err(Error::Rejected { status, message, .. }) => Ok(Remote::Gone(format!("HTTP {status}: {message}"))),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn part_urls(&self, created: &Created, done: &[CompletedPart]) -> Arc<dyn PartUrls> {
+        let initial = self.initial.lock().expect("initial URLs").take();
+        Arc::new(TruvideoUrls::new(self.api.clone(), created.upload_id.clone(), &created.plan, done, initial))
+    }
+
+    fn uploader_options(
+        &self,
+        base: &crate::engine::uploader::UploaderOptions,
+    ) -> crate::engine::uploader::UploaderOptions {
+        let mut options = base.clone();
+        options.content_type = Some(self.mime.to_string());
+        options
+    }
+
+    /// `POST /upload/{uploadId}/complete` with every part; the answer's JSON when there is
+    /// one. A 401 after which the token was renewed counts as ambiguous (the look-up decides);
+    /// a 401 without a new token ends the run (exit 3).
+    async fn complete(&self, created: &Created, parts: &[CompletedPart]) -> Result<Value> {
+        let body = CompleteInput {
+            parts: parts.iter().map(|p| CompletePart { part_number: p.number, e_tag: &p.etag }).collect(),
         };
-        let details = get_upload(api, upload_id).await?;
+        let path = format!("/upload/{}/complete", created.upload_id);
+        let generation = self.api.token.generation().await;
+        match self.api.send("complete upload", Method::POST, &path, &[], Some(&body), Retry::Never).await {
+            Ok(answer) => {
+                Ok(serde_json::from_slice::<Value>(&answer.body).ok().filter(Value::is_object).unwrap_or(Value::Null))
+            }
+            Err(Error::Auth { message, .. }) if self.api.token.generation().await != generation => {
+                Err(Error::Network {
+                    provider: "truvideo",
+                    what: "complete upload".into(),
+                    message: format!("refused before the token was renewed ({message})"),
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Completed when the upload is PENDING_COMPLETE, COMPLETED or FAILED.
+    async fn find_completed(&self, created: &Created) -> Result<Lookup<Value>> {
+        let details = get_upload(&self.api, &created.upload_id).await?;
         let status = status_of(&details);
         if matches!(status.as_str(), "PENDING_COMPLETE" | "COMPLETED" | "FAILED") {
-            tracing::info!(%upload_id, %status, "complete upload: the upload is already {status}");
-            return Ok(Some(details));
+            tracing::info!(upload_id = %created.upload_id, %status, "complete upload: the upload is already {status}");
+            Ok(Lookup::Found(details))
+        } else {
+            Ok(Lookup::NotFound)
         }
-        let delay = match &err {
-            Error::Auth { .. } => Some(Duration::ZERO),
-            _ => backoff.next_delay(None),
-        };
-        let Some(delay) = delay else { return Err(err) };
-        tracing::info!("complete upload failed ({err}); the upload is still {status}; completing again in {delay:?}");
-        tokio::time::sleep(delay).await;
     }
 }
 

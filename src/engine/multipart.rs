@@ -1,0 +1,442 @@
+//! The multipart protocol, written once for every provider whose uploads go create → parts →
+//! complete: journal the intent → create (or resume, or adopt what a lost create made) →
+//! parts ([`upload_parts`]) → complete → journal the completion.
+//!
+//! The rule for the calls that are not idempotent (create/start, complete) lives in
+//! [`send_once_then_look_up`]: such a call is sent once; after an ambiguous failure (the
+//! request may have arrived: a reset, a timeout, a 5xx) what it did is looked up first, and it
+//! is sent again only when the look-up proves it did nothing. A provider that cannot look up
+//! (TruVideo start) never has the call sent again.
+//!
+//! A provider describes its vendor with [`MultipartUpload`]; this module owns the order of
+//! the steps, the journal and the rule.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+
+use super::journal::{Journal, JournalState};
+use super::plan::PartPlan;
+use super::progress::{Event, Progress};
+use super::retry::{Backoff, RetryPolicy};
+use super::source::FileSource;
+use super::uploader::{CompletedPart, PartDone, PartUrls, UploaderOptions, upload_parts};
+use crate::error::{Error, Result};
+
+/// What a create/start made (or a look-up found).
+#[derive(Clone, Debug)]
+pub struct Created {
+    /// The provider's id of the upload.
+    pub upload_id: String,
+    /// How the file is cut.
+    pub plan: PartPlan,
+    /// Provider facts kept in the journal (`mediaId`, ...).
+    pub extra: serde_json::Value,
+}
+
+/// The answer of a look-up.
+#[derive(Debug)]
+pub enum Lookup<T> {
+    /// The lost request did this.
+    Found(T),
+    /// It did nothing: the request may be sent again.
+    NotFound,
+    /// The provider has no way to tell: the request is never sent again.
+    Unsupported,
+}
+
+/// A journaled upload, as the server sees it on resume.
+#[derive(Debug)]
+pub enum Remote {
+    /// Still open for parts.
+    Open,
+    /// Completed already (the completion's answer was lost): its details.
+    Completed(serde_json::Value),
+    /// Gone (deleted, expired, aborted): the reason. The journal is discarded.
+    Gone(String),
+}
+
+/// One vendor's multipart upload of one file.
+#[async_trait]
+pub trait MultipartUpload: Send + Sync {
+    /// Provider name.
+    fn provider(&self) -> &'static str;
+    /// The plan when the client picks it (journaled with the intent); `None` when the server does.
+    fn client_plan(&self) -> Option<PartPlan>;
+    /// Sends the create/start request, once.
+    async fn create(&self) -> Result<Created>;
+    /// What a create sent at or after `since` and lost made, if the provider can tell.
+    async fn find_created(&self, since: chrono::DateTime<chrono::Utc>) -> Result<Lookup<Created>>;
+    /// The state of a journaled upload on resume (default: [`Remote::Open`]; a stale upload
+    /// is then found when asking URLs, see [`MultipartUpload::is_stale`]).
+    async fn check(&self, _created: &Created) -> Result<Remote> {
+        Ok(Remote::Open)
+    }
+    /// Where the parts go.
+    fn part_urls(&self, created: &Created, done: &[CompletedPart]) -> Arc<dyn PartUrls>;
+    /// The part uploader's settings for this upload (a content type, say).
+    fn uploader_options(&self, base: &UploaderOptions) -> UploaderOptions {
+        base.clone()
+    }
+    /// Sends the completion, once; the provider's answer.
+    async fn complete(&self, created: &Created, parts: &[CompletedPart]) -> Result<serde_json::Value>;
+    /// What a lost completion did: `Found(details)` when the upload is completed.
+    async fn find_completed(&self, created: &Created) -> Result<Lookup<serde_json::Value>>;
+    /// A failure that may have done its work (default: [`Error::Network`]).
+    fn is_ambiguous(&self, e: &Error) -> bool {
+        matches!(e, Error::Network { .. })
+    }
+    /// A failure proving a journaled upload is gone on the server (default: a 404, or an
+    /// S3 `NoSuchUpload`).
+    fn is_stale(&self, e: &Error) -> bool {
+        match e {
+            Error::Rejected { status, message, .. } => *status == 404 || message.contains("NoSuchUpload"),
+            Error::Protocol { message, .. } => message.contains("NoSuchUpload"),
+            _ => false,
+        }
+    }
+}
+
+/// What the routine needs from the run.
+pub struct Session<'a> {
+    /// HTTP client of the part PUTs.
+    pub http: &'a reqwest::Client,
+    /// The resume journal, when there is a state directory.
+    pub journal: Option<&'a Journal>,
+    /// Part uploader settings.
+    pub uploader: &'a UploaderOptions,
+    /// Retry policy of the create/complete resends.
+    pub retry: &'a RetryPolicy,
+    /// Progress sink.
+    pub progress: Arc<dyn Progress>,
+    /// Cancelled on Ctrl-C.
+    pub cancel: &'a CancellationToken,
+}
+
+/// How the upload ended.
+#[derive(Debug)]
+pub struct Finished {
+    /// The upload.
+    pub created: Created,
+    /// The provider's answer to the completion (or what the look-up found).
+    pub completion: serde_json::Value,
+    /// True when the journal said the completion had been accepted by an earlier run: no
+    /// request was made to upload or complete.
+    pub already_completed: bool,
+}
+
+/// Sends a non-idempotent request once; after an ambiguous failure looks up what it did, and
+/// sends it again only when the look-up proves it did nothing (bounded by `retry`,
+/// cancellable). A look-up that fails or cannot tell ends with the request's error.
+pub async fn send_once_then_look_up<T, S, SF, L, LF>(
+    what: &str,
+    retry: &RetryPolicy,
+    cancel: &CancellationToken,
+    is_ambiguous: impl Fn(&Error) -> bool,
+    mut send: S,
+    mut look_up: L,
+) -> Result<T>
+where
+    S: FnMut() -> SF,
+    SF: std::future::Future<Output = Result<T>>,
+    L: FnMut() -> LF,
+    LF: std::future::Future<Output = Result<Lookup<T>>>,
+{
+    let mut backoff = Backoff::new(retry.clone());
+    loop {
+        let err = match send().await {
+            Ok(v) => return Ok(v),
+            Err(e) if is_ambiguous(&e) => e,
+            Err(e) => return Err(e),
+        };
+        match look_up().await {
+            Ok(Lookup::Found(v)) => {
+                tracing::info!("{what}: the failed request had done its work ({err})");
+                return Ok(v);
+            }
+            Ok(Lookup::NotFound) => {}
+            Ok(Lookup::Unsupported) => return Err(err),
+            Err(e) => {
+                tracing::info!("{what}: cannot look up what the failed request did ({e}); not sending it again");
+                return Err(err);
+            }
+        }
+        let Some(delay) = backoff.next_delay(None) else { return Err(err) };
+        tracing::info!("{what} failed ({err}); the look-up shows it did nothing; sending it again in {delay:?}");
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = cancel.cancelled() => return Err(Error::Interrupted { hint: "run the same command again to resume".into() }),
+        }
+    }
+}
+
+fn parse_time(s: &str) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .unwrap_or_else(|_| chrono::Utc::now())
+}
+
+/// Runs the protocol for `file`: resume, adopt or create; parts; completion, each step
+/// journaled. See the module documentation.
+pub async fn run(session: &Session<'_>, file: &FileSource, upload: &dyn MultipartUpload) -> Result<Finished> {
+    let provider = upload.provider();
+    let journal = session.journal;
+    let phase = |message: String| session.progress.event(Event::Phase { message });
+    let mut resumed = journal.and_then(|j| j.resume_point());
+    // A journaled upload: completed already, stale, or to carry on.
+    let mut carry_on: Option<(Created, Vec<CompletedPart>)> = None;
+    let mut intent_at = None;
+    if let Some(r) = resumed.take() {
+        let created = Created { upload_id: r.upload_id.clone(), plan: r.plan, extra: r.extra.clone() };
+        match r.state {
+            JournalState::Completed => {
+                phase(format!("upload {} was completed by an earlier run", r.upload_id));
+                let completion = r.completion.unwrap_or(serde_json::Value::Null);
+                return Ok(Finished { created, completion, already_completed: true });
+            }
+            JournalState::Intent => intent_at = Some(parse_time(&r.intent_at)),
+            JournalState::Started => match upload.check(&created).await? {
+                Remote::Open => {
+                    // An ETag the server never gave cannot complete anything: send those parts again.
+                    let (good, bad): (Vec<_>, Vec<_>) =
+                        r.parts.into_iter().partition(|p| !p.etag.trim().trim_matches('"').is_empty());
+                    if !bad.is_empty() {
+                        tracing::info!(
+                            parts = bad.len(),
+                            "the journal holds parts without an ETag: sending them again"
+                        );
+                    }
+                    carry_on = Some((created, good));
+                }
+                Remote::Completed(details) => {
+                    phase(format!("upload {} is already completed", r.upload_id));
+                    if let Some(j) = journal {
+                        j.completed(details.clone())?;
+                    }
+                    return Ok(Finished { created, completion: details, already_completed: false });
+                }
+                Remote::Gone(reason) => {
+                    stale_message(session, provider, &r.upload_id, &reason);
+                    if let Some(j) = journal {
+                        j.finish();
+                    }
+                }
+            },
+        }
+    }
+
+    for attempt in 0..2 {
+        let resuming = carry_on.is_some();
+        let (created, done) = match carry_on.take() {
+            Some((created, done)) => {
+                phase(format!(
+                    "resuming upload {}: {} of {} parts already sent",
+                    created.upload_id,
+                    done.len(),
+                    created.plan.num_parts
+                ));
+                (created, done)
+            }
+            None => (create(session, upload, intent_at.take()).await?, Vec::new()),
+        };
+        let all_done = resuming && done.len() as u32 == created.plan.num_parts;
+        if all_done {
+            // Every part was sent: the completion may have been sent too. Look first.
+            if let Lookup::Found(details) = upload.find_completed(&created).await? {
+                if let Some(j) = journal {
+                    j.completed(details.clone())?;
+                }
+                return Ok(Finished { created, completion: details, already_completed: false });
+            }
+        }
+        let recorder: PartDone = match journal {
+            Some(j) => j.recorder(),
+            None => Arc::new(|_: &CompletedPart| Ok(())),
+        };
+        let parts = upload_parts(
+            session.http,
+            provider,
+            file,
+            &created.plan,
+            upload.part_urls(&created, &done),
+            done,
+            recorder,
+            &upload.uploader_options(session.uploader),
+            session.progress.clone(),
+            session.cancel,
+        )
+        .await;
+        let parts = match parts {
+            Err(e) if resuming && attempt == 0 && upload.is_stale(&e) => {
+                stale_message(session, provider, &created.upload_id, &e.to_string());
+                if let Some(j) = journal {
+                    j.finish();
+                }
+                continue;
+            }
+            other => other?,
+        };
+        file.check_unchanged()?;
+        phase("completing".into());
+        let completion = send_once_then_look_up(
+            &format!("{provider}: complete upload"),
+            session.retry,
+            session.cancel,
+            |e| upload.is_ambiguous(e),
+            || upload.complete(&created, &parts),
+            || upload.find_completed(&created),
+        )
+        .await;
+        let completion = match completion {
+            Err(e) if resuming && attempt == 0 && upload.is_stale(&e) => {
+                stale_message(session, provider, &created.upload_id, &e.to_string());
+                if let Some(j) = journal {
+                    j.finish();
+                }
+                continue;
+            }
+            other => other?,
+        };
+        if let Some(j) = journal {
+            j.completed(completion.clone())?;
+        }
+        return Ok(Finished { created, completion, already_completed: false });
+    }
+    unreachable!("the second attempt starts a new upload, which is never stale")
+}
+
+fn stale_message(session: &Session<'_>, provider: &str, id: &str, reason: &str) {
+    tracing::info!(%provider, upload_id = %id, "the journal's upload is gone ({reason}); starting over");
+    session.progress.event(Event::Phase {
+        message: format!(
+            "{provider}: upload {id} of the resume journal no longer exists on the server ({reason}); starting over"
+        ),
+    });
+}
+
+/// Journals the intent, then creates the upload (or adopts the one a lost create made).
+async fn create(
+    session: &Session<'_>,
+    upload: &dyn MultipartUpload,
+    earlier_intent: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<Created> {
+    let provider = upload.provider();
+    // An earlier run wrote its intent and may have created an upload before it died.
+    if let Some(since) = earlier_intent {
+        match upload.find_created(since).await {
+            Ok(Lookup::Found(c)) => {
+                session.progress.event(Event::Phase {
+                    message: format!("adopting upload {}, created by an interrupted run", c.upload_id),
+                });
+                if let Some(j) = session.journal {
+                    j.start(provider, &journal_endpoint(j), &c.upload_id, c.extra.clone(), c.plan)?;
+                }
+                return Ok(c);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::info!("cannot look up the upload an interrupted run may have created: {e}"),
+        }
+    }
+    let since = chrono::Utc::now() - chrono::Duration::seconds(5);
+    if let Some(j) = session.journal {
+        let plan = upload.client_plan().unwrap_or(PartPlan { file_size: 0, part_size: 0, num_parts: 0 });
+        j.intent(plan)?;
+    }
+    let created = send_once_then_look_up(
+        &format!("{provider}: create upload"),
+        session.retry,
+        session.cancel,
+        |e| upload.is_ambiguous(e),
+        || upload.create(),
+        || upload.find_created(since),
+    )
+    .await?;
+    tracing::info!(upload_id = %created.upload_id, parts = created.plan.num_parts, "upload created");
+    if let Some(j) = session.journal {
+        j.start(provider, &journal_endpoint(j), &created.upload_id, created.extra.clone(), created.plan)?;
+    }
+    Ok(created)
+}
+
+fn journal_endpoint(j: &Journal) -> String {
+    j.endpoint().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn net() -> Error {
+        Error::Network { provider: "t", what: "x".into(), message: "reset".into() }
+    }
+
+    /// The rule, once: never sent again before a look-up proved the first did nothing.
+    #[tokio::test]
+    async fn a_non_idempotent_call_is_sent_again_only_after_a_look_up_found_nothing() {
+        let retry = RetryPolicy {
+            max_retries: 5,
+            base_delay: std::time::Duration::from_millis(1),
+            max_delay: std::time::Duration::from_millis(2),
+            ..RetryPolicy::default()
+        };
+        let cancel = CancellationToken::new();
+        let amb = |e: &Error| matches!(e, Error::Network { .. });
+        // (send outcomes, look-up answers) → (result, sends, look-ups, order of calls)
+        async fn case(
+            retry: &RetryPolicy,
+            cancel: &CancellationToken,
+            amb: impl Fn(&Error) -> bool,
+            fails: u32,
+            look: fn(u32) -> Result<Lookup<u32>>,
+            fatal: bool,
+        ) -> (Result<u32>, u32, u32, String) {
+            let sends = AtomicU32::new(0);
+            let looks = AtomicU32::new(0);
+            let order = std::sync::Mutex::new(String::new());
+            let r = send_once_then_look_up(
+                "t",
+                retry,
+                cancel,
+                amb,
+                || async {
+                    let n = sends.fetch_add(1, Ordering::SeqCst) + 1;
+                    order.lock().unwrap().push('S');
+                    if fatal {
+                        Err(Error::Rejected { provider: "t", what: "x".into(), status: 400, message: "no".into() })
+                    } else if n <= fails {
+                        Err(net())
+                    } else {
+                        Ok(100 + n)
+                    }
+                },
+                || async {
+                    let n = looks.fetch_add(1, Ordering::SeqCst) + 1;
+                    order.lock().unwrap().push('L');
+                    look(n)
+                },
+            )
+            .await;
+            let o = order.lock().unwrap().clone();
+            (r, sends.load(Ordering::SeqCst), looks.load(Ordering::SeqCst), o)
+        }
+        // Two lost requests that did nothing: each resend comes after a look-up.
+        let (r, s, l, o) = case(&retry, &cancel, amb, 2, |_| Ok(Lookup::NotFound), false).await;
+        assert_eq!((r.unwrap(), s, l, o.as_str()), (103, 3, 2, "SLSLS"));
+        // The look-up finds the work done: never sent again.
+        let (r, s, l, _) = case(&retry, &cancel, amb, 9, |_| Ok(Lookup::Found(7)), false).await;
+        assert_eq!((r.unwrap(), s, l), (7, 1, 1));
+        // No way to look up, or the look-up fails: never sent again, the request's error.
+        let (r, s, l, _) = case(&retry, &cancel, amb, 9, |_| Ok(Lookup::Unsupported), false).await;
+        assert!(matches!(r, Err(Error::Network { .. })) && s == 1 && l == 1);
+        let (r, s, _, _) = case(&retry, &cancel, amb, 9, |_| Err(net()), false).await;
+        assert!(matches!(r, Err(Error::Network { .. })) && s == 1);
+        // A refusal is not ambiguous: no look-up, no resend.
+        let (r, s, l, _) = case(&retry, &cancel, amb, 0, |_| Ok(Lookup::NotFound), true).await;
+        assert!(matches!(r, Err(Error::Rejected { .. })) && s == 1 && l == 0);
+        // Bounded: the retry policy's attempts, then the error.
+        let (r, s, l, _) = case(&retry, &cancel, amb, 99, |_| Ok(Lookup::NotFound), false).await;
+        assert!(matches!(r, Err(Error::Network { .. })) && s == 6 && l == 6, "{s} {l}");
+    }
+}
