@@ -241,9 +241,22 @@ impl FileSource {
         buf.clear();
         buf.reserve(len);
         buf.resize(len, 0);
-        self.read_at(&mut buf, offset)?;
+        self.read_at(&mut buf, offset).map_err(|e| self.shrunk(e))?;
         let bytes = buf.split().freeze();
         Ok((buf, bytes))
+    }
+
+    /// A read past the end: the file is shorter than when it was opened.
+    fn shrunk(&self, e: std::io::Error) -> std::io::Error {
+        if e.kind() != std::io::ErrorKind::UnexpectedEof {
+            return e;
+        }
+        let now = std::fs::metadata(&self.path).map(|m| m.len()).ok();
+        let what = match now {
+            Some(n) => format!("it shrank from {} to {n} bytes while it was being uploaded", self.size),
+            None => "it shrank while it was being uploaded".into(),
+        };
+        std::io::Error::new(std::io::ErrorKind::UnexpectedEof, what)
     }
 
     /// MD5 of a range, streamed (for `Content-MD5` when asked).

@@ -44,7 +44,7 @@ pub const ASSUMED_LIFETIME: Duration = Duration::from_secs(15 * 60);
 /// Longest safety margin before a token's expiry.
 pub const MAX_MARGIN: Duration = Duration::from_secs(60);
 
-const CACHE_VERSION: u32 = 1;
+const CACHE_VERSION: u32 = 2;
 
 /// The credentials of a built-in sign-in.
 #[derive(Clone, Debug)]
@@ -91,6 +91,17 @@ impl Credentials {
             Credentials::Teleport { client_secret, .. } => client_secret,
             Credentials::Truvideo { secret_key, .. } => secret_key,
         }
+    }
+
+    /// A hash of every part of the credentials, secrets included: a cached token is used only
+    /// with the very credentials that obtained it (a wrong secret signs in, and is refused).
+    fn digest(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(b"upload token cache\n");
+        h.update(self.cache_identity().as_bytes());
+        h.update(b"\n");
+        h.update(self.secret().expose().as_bytes());
+        hex::encode(h.finalize())
     }
 }
 
@@ -144,6 +155,8 @@ struct CacheFile {
     provider: String,
     auth_endpoint: String,
     who: String,
+    /// [`Credentials::digest`] of the credentials that obtained the token.
+    credentials: String,
     access_token: String,
     obtained_at_ms: u64,
     expires_at_ms: u64,
@@ -195,7 +208,10 @@ impl SignIn {
         let path = self.cache.as_ref()?;
         let bytes = std::fs::read(path).ok()?;
         let file: CacheFile = serde_json::from_slice(&bytes).ok()?;
-        if file.version != CACHE_VERSION || file.provider != self.provider {
+        if file.version != CACHE_VERSION
+            || file.provider != self.provider
+            || file.credentials != self.credentials.digest()
+        {
             return None;
         }
         let at = |ms: u64| UNIX_EPOCH + Duration::from_millis(ms);
@@ -226,6 +242,7 @@ impl SignIn {
             provider: self.provider.into(),
             auth_endpoint: self.endpoint.as_str().trim_end_matches('/').into(),
             who: self.credentials.who(),
+            credentials: self.credentials.digest(),
             access_token: token.secret.expose().into(),
             obtained_at_ms: ms(token.obtained_at),
             expires_at_ms: ms(token.expires_at),

@@ -15,6 +15,7 @@ mod reliability;
 mod shell;
 mod signin;
 mod snapshots;
+mod state;
 mod teleport;
 mod teleport_mgmt;
 mod tls;

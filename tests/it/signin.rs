@@ -378,3 +378,24 @@ async fn management_subcommands_sign_in_too() {
     assert!(stderr(&out).contains("client_secret refused"), "{}", stderr(&out));
     assert_no_secrets(&emu, &out, &["wrong-secret-123", CLIENT_SECRET]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_token_is_not_taken_with_a_wrong_client_secret() {
+    let emu = emulator(Config { teleport_chunk_size: 5 * MIB, ..Config::default() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = make_file(dir.path(), "a.zip", MIB);
+    let out = run_upload(upload_args(&emu, &path, &[]), creds_env(CLIENT_SECRET, dir.path())).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(sign_ins(&emu), 1);
+    // The cache holds a fresh token for this client id; a wrong secret must not unlock it.
+    let (path, _) = make_file(dir.path(), "b.zip", MIB);
+    let out = run_upload(upload_args(&emu, &path, &[]), creds_env("wrong-secret-123", dir.path())).await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("client_secret refused"), "{}", stderr(&out));
+    assert_eq!(emu.objects().len(), 1, "nothing uploaded with the wrong secret");
+    // The right secret still takes the cached token.
+    let out = run_upload(upload_args(&emu, &path, &[]), creds_env(CLIENT_SECRET, dir.path())).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(sign_ins(&emu), 1, "the right secret reuses the cache");
+    assert_no_secrets(&emu, &out, &["wrong-secret-123", CLIENT_SECRET]);
+}

@@ -1,0 +1,262 @@
+//! Durable state against duplicates and orphans (issue 18): completion journaled at once,
+//! intent before create, one run per file at a time, stale journals, an unusable state
+//! directory, files that change or shrink mid-upload, the token cache keyed on the
+//! credentials, private state files.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use upload_emulator::Processing;
+
+use crate::common::*;
+
+struct Setup {
+    emu: Emulator,
+    dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    sha: String,
+}
+
+async fn setup(config: Config, size: u64) -> Setup {
+    let emu = emulator(Config { teleport_chunk_size: 5 * MIB, ..config }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (path, sha) = make_file(dir.path(), "scan.zip", size);
+    Setup { emu, dir, path, sha }
+}
+
+impl Setup {
+    fn args(&self, extra: &[&str]) -> Vec<String> {
+        let mut a = vec![self.path.display().to_string()];
+        a.extend(args(&["--provider", "teleport", "--endpoint", &self.emu.api_url(), "--json"]));
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    }
+    fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("TELEPORT_TOKEN".into(), self.emu.token()),
+            ("XDG_STATE_HOME".into(), self.state_home().display().to_string()),
+        ]
+    }
+    fn state_home(&self) -> std::path::PathBuf {
+        self.dir.path().join("state")
+    }
+    fn captures(&self) -> Vec<Value> {
+        upload_emulator::teleport::captures_summary(self.emu.shared()).as_array().unwrap().clone()
+    }
+    fn api_calls(&self, method: &str, path: &str) -> usize {
+        self.emu.request_log().iter().filter(|r| r.server == "api" && r.method == method && r.path == path).count()
+    }
+    fn completions(&self) -> usize {
+        self.emu.request_log().iter().filter(|r| r.server == "api" && r.path.ends_with("/uploaded")).count()
+    }
+    fn s3_puts(&self) -> usize {
+        self.emu.request_log().iter().filter(|r| r.server == "s3" && r.method == "PUT").count()
+    }
+    fn assert_stored_once(&self) {
+        let objects = self.emu.objects();
+        assert_eq!(objects.len(), 1, "{objects:?}");
+        assert_eq!(objects[0].sha256, self.sha, "the stored object differs from the file");
+    }
+}
+
+fn result(out: &std::process::Output) -> Value {
+    let line = stdout(out).lines().last().unwrap_or_default().to_string();
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}; stderr {}", stderr(out)))
+}
+
+async fn wait_until(what: &str, child: &mut std::process::Child, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the upload ended ({status}) before {what}");
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn journal_state(s: &Setup) -> Option<(String, usize)> {
+    let j = journals(&s.state_home()).into_iter().next()?;
+    Some((j["state"].as_str()?.to_string(), j["parts"].as_array().map_or(0, |p| p.len())))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_during_wait_then_rerun_only_resumes_waiting() {
+    // Processing takes far longer than the test: the first run is killed while it waits.
+    let processing = Processing { delay_ms: 600_000, fail_reason: None };
+    let s = setup(Config { processing, ..Config::default() }, 2 * 5 * MIB + 7).await;
+    let mut child = spawn_upload(&s.args(&["--wait"]), &s.env());
+    wait_until("the completion is journaled", &mut child, || {
+        journal_state(&s).is_some_and(|(state, _)| state == "completed")
+    })
+    .await;
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    s.assert_stored_once();
+    let (puts, creates) = (s.s3_puts(), s.api_calls("POST", "/api/v1/captures"));
+    assert_eq!(creates, 1);
+
+    // With --wait: only the waiting resumes (and times out here).
+    let out = run_upload(s.args(&["--wait", "--wait-timeout", "1s"]), s.env()).await;
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    assert_eq!((s.s3_puts(), s.api_calls("POST", "/api/v1/captures"), s.completions()), (puts, 1, 1));
+
+    // Without --wait: reported as done, with the capture's id, nothing sent.
+    let out = run_upload(s.args(&[]), s.env()).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r = result(&out);
+    let eid = s.captures()[0]["eid"].as_str().unwrap().to_string();
+    assert_eq!(r["id"], eid.as_str(), "{r}");
+    assert_eq!((s.s3_puts(), s.api_calls("POST", "/api/v1/captures"), s.completions()), (puts, 1, 1));
+    // Recorded as done: the next run skips it, and the journal is gone.
+    assert!(journals(&s.state_home()).is_empty());
+    let out = run_upload(s.args(&[]), s.env()).await;
+    assert_eq!(result(&out)["status"], "skipped", "{}", stdout(&out));
+    assert_eq!(s.captures().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_during_create_leaves_no_orphan() {
+    // Every answer comes late: the capture exists well before the create's answer arrives.
+    let faults = Faults { latency_ms: 5_000, ..Faults::default() };
+    let s = setup(Config { faults, ..Config::default() }, 2 * 5 * MIB + 3).await;
+    let mut child = spawn_upload(&s.args(&[]), &s.env());
+    wait_until("the capture is created", &mut child, || !s.captures().is_empty()).await;
+    assert_eq!(journal_state(&s).map(|j| j.0).as_deref(), Some("intent"), "the intent is journaled before create");
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    s.emu.set_faults(Faults::default());
+    let out = run_upload(s.args(&[]), s.env()).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(s.captures().len(), 1, "the interrupted run's capture is adopted, not doubled: {:?}", s.captures());
+    // The emulator logs a request once it answered: the killed run's create never was, so
+    // the log holds only the rerun's requests, and they include no create.
+    assert_eq!(s.api_calls("POST", "/api/v1/captures"), 0, "no second create");
+    s.assert_stored_once();
+    assert_eq!(result(&out)["id"], s.captures()[0]["eid"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_run_of_the_same_file_stops_at_the_lock() {
+    let faults = Faults { bandwidth_bps: 4 * MIB, ..Faults::default() };
+    let s = setup(Config { faults, ..Config::default() }, 4 * 5 * MIB).await;
+    let mut first = spawn_upload(&s.args(&["--concurrency", "1"]), &s.env());
+    wait_until("the upload starts", &mut first, || journal_state(&s).is_some_and(|(st, _)| st == "started")).await;
+    let calls_before = s.emu.request_log().len();
+
+    let out = run_upload(s.args(&[]), s.env()).await;
+    assert_eq!(out.status.code(), Some(8), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains(&format!("another upload of this file is running (pid {})", first.id())), "{err}");
+    assert_eq!(err.lines().filter(|l| l.starts_with("upload: error:")).count(), 1, "{err}");
+    assert_eq!(s.api_calls("POST", "/api/v1/captures"), 1, "the second run sent nothing");
+
+    // --wait-for-lock: waits for the first run, then finds the file done.
+    let out = run_upload(s.args(&["--wait-for-lock=2m"]), s.env()).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(result(&out)["status"], "skipped", "{}", stdout(&out));
+    let first = tokio::task::spawn_blocking(move || first.wait_with_output().unwrap()).await.unwrap();
+    assert!(first.status.success(), "{}", stderr(&first));
+    s.assert_stored_once();
+    assert_eq!(s.api_calls("POST", "/api/v1/captures"), 1);
+    assert!(s.emu.request_log().len() >= calls_before);
+    for ((_, part), n) in s.emu.part_put_counts() {
+        assert_eq!(n, 1, "part {part} was sent {n} times");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capture_deleted_on_the_server_makes_the_rerun_start_over() {
+    let faults = Faults { fail_put_nth: vec![2], fail_status: 400, ..Faults::default() };
+    let s = setup(Config { faults, ..Config::default() }, 3 * 5 * MIB).await;
+    let out = run_upload(s.args(&["--retries", "0", "--concurrency", "1"]), s.env()).await;
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let eid = s.captures()[0]["eid"].as_str().unwrap().to_string();
+    let resp = reqwest::Client::new()
+        .delete(format!("{}/api/v1/captures/{eid}", s.emu.api_url()))
+        .bearer_auth(s.emu.token())
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+
+    s.emu.set_faults(Faults::default());
+    let out = run_upload(s.args(&[]), s.env()).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no longer exists on the server"), "{}", stderr(&out));
+    assert_eq!(s.captures().len(), 1);
+    assert_ne!(s.captures()[0]["eid"].as_str().unwrap(), eid);
+    s.assert_stored_once();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unusable_state_dir_is_found_before_anything_is_sent() {
+    let s = setup(Config::default(), 1000).await;
+    let mut env = s.env();
+    env.push(("UPLOAD_STATE_DIR".into(), "/dev/null".into()));
+    let out = run_upload(s.args(&[]), env).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(err.lines().filter(|l| l.starts_with("upload: error:")).count(), 1, "{err}");
+    assert!(err.contains("state directory /dev/null"), "{err}");
+    assert!(s.emu.request_log().is_empty(), "{:?}", s.emu.request_log());
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_same_size_rewrite_with_the_mtime_put_back_is_caught_before_completing() {
+    let faults = Faults { bandwidth_bps: 4 * MIB, ..Faults::default() };
+    let s = setup(Config { faults, ..Config::default() }, 4 * 5 * MIB).await;
+    let mut child = spawn_upload(&s.args(&["--concurrency", "1"]), &s.env());
+    wait_until("a part is journaled", &mut child, || journal_state(&s).is_some_and(|(_, n)| n >= 1)).await;
+    {
+        use std::os::unix::fs::FileExt;
+        let mtime = std::fs::metadata(&s.path).unwrap().modified().unwrap();
+        let f = std::fs::OpenOptions::new().write(true).open(&s.path).unwrap();
+        f.write_all_at(&[0u8; 4096], 2 * 5 * MIB + 100).unwrap(); // same size, the middle
+        f.set_modified(mtime).unwrap(); // `touch -r`
+    }
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("changed while it was being uploaded"), "{}", stderr(&out));
+    assert_eq!(s.completions(), 0, "a mixed object is never completed");
+    assert!(s.emu.objects().is_empty());
+    // And the rerun refuses to resume it.
+    let out = run_upload(s.args(&[]), s.env()).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("changed since its upload was interrupted"), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_truncated_mid_upload_is_a_file_error_at_once() {
+    let faults = Faults { bandwidth_bps: 4 * MIB, ..Faults::default() };
+    let s = setup(Config { faults, ..Config::default() }, 4 * 5 * MIB).await;
+    let mut child = spawn_upload(&s.args(&["--concurrency", "1"]), &s.env());
+    wait_until("a part is journaled", &mut child, || journal_state(&s).is_some_and(|(_, n)| n >= 1)).await;
+    std::fs::OpenOptions::new().write(true).open(&s.path).unwrap().set_len(5 * MIB + 10).unwrap();
+    let t0 = Instant::now();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("shrank"), "{err}");
+    assert!(!err.contains("gave up after") && !err.contains("check the connection"), "{err}");
+    assert!(t0.elapsed() < Duration::from_secs(60), "{:?}", t0.elapsed());
+    assert_eq!(s.completions(), 0);
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn done_records_and_state_directories_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = setup(Config::default(), 1000).await;
+    let out = run_upload(s.args(&[]), s.env()).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let state = s.state_home().join("upload");
+    let done: Vec<_> = std::fs::read_dir(state.join("done")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(done.len(), 1);
+    assert_eq!(std::fs::metadata(&done[0]).unwrap().permissions().mode() & 0o777, 0o600);
+    for dir in [state.clone(), state.join("done"), state.join("journals"), state.join("locks")] {
+        assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700, "{}", dir.display());
+    }
+}
