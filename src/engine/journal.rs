@@ -328,12 +328,9 @@ pub async fn lock(
                 if deadline.is_none_or(|d| now >= d) {
                     return Err(busy(canonical, pid, wait));
                 }
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                    _ = cancel.cancelled() => {
-                        return Err(Error::Interrupted { hint: "nothing was sent; run the same command again".into() });
-                    }
-                }
+                super::wait::sleep(Duration::from_millis(200), cancel)
+                    .await
+                    .map_err(|_| Error::Interrupted { hint: "nothing was sent; run the same command again".into() })?;
             }
         }
     }

@@ -164,10 +164,7 @@ where
         }
         let Some(delay) = backoff.next_delay(None) else { return Err(err) };
         tracing::info!("{what} failed ({err}); the look-up shows it did nothing; sending it again in {delay:?}");
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = cancel.cancelled() => return Err(Error::Interrupted { hint: "run the same command again to resume".into() }),
-        }
+        super::wait::sleep(delay, cancel).await?;
     }
 }
 
