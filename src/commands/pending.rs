@@ -333,7 +333,7 @@ async fn discard(args: &PendingArgs, dir: &Path, output: &OutputArgs) -> Result<
                 Err(e) => return Err(e),
             }
         }
-        journal::remove(dir, &p.data.provider, &p.data.endpoint, &p.data.file);
+        journal::remove(dir, &p.data.provider, &p.data.endpoint, &p.data.file.path);
         let _ = std::fs::remove_file(&p.path);
         if output.json {
             write_line(
