@@ -4,6 +4,7 @@ mod apertur;
 mod batch;
 mod bulk_zip;
 mod common;
+mod conformance;
 mod demo;
 mod executor;
 mod library;
