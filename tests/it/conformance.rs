@@ -186,7 +186,7 @@ async fn parts_out_of_order(p: &Provider) {
     p.assert_stored(&emu, &sha, &out);
     assert_eq!(emu.objects()[0].parts, 3);
     let statuses = p.body_statuses(&emu);
-    assert_eq!(statuses[0], 503, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 503).count(), 1, "{statuses:?}");
     assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 3, "{statuses:?}");
     assert_eq!(emu.part_put_counts().len(), 3);
 }
