@@ -7,8 +7,8 @@
 //!   (`CLOSE_WRITE`) and its size and mtime have not changed for `--settle`; a file that
 //!   appears by a rename into the directory (`MOVED_TO`) is complete at once;
 //! - files found by a scan (at start, with `--poll`, with `--once`, after an inotify queue
-//!   overflow) are judged by their size and mtime alone: unchanged for `--settle` (a file
-//!   whose mtime is older than that is taken at once);
+//!   overflow) are taken once unchanged for `--settle` (a file whose mtime is older than that
+//!   at once) and no process has them open for writing (`/proc/*/fd`, where there is one);
 //! - Teleport `--format bulk-images`: each sub-directory is one capture, complete once no file
 //!   in it changed for `--settle`, or at once when it holds the `--ready-file` marker.
 //!
@@ -300,6 +300,36 @@ impl Unit {
             fresh: false,
         }
     }
+}
+
+/// Whether some process has `path` open for writing (Linux: `/proc/*/fd` and `fdinfo`);
+/// `None` when that cannot be told (no `/proc`). Only the processes this user may inspect are seen.
+fn open_for_writing(path: &Path) -> Option<bool> {
+    let target = std::fs::canonicalize(path).ok()?;
+    let procs = std::fs::read_dir("/proc").ok()?;
+    for p in procs.flatten() {
+        let pid = p.file_name();
+        if !pid.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else { continue };
+        for fd in fds.flatten() {
+            if std::fs::read_link(fd.path()).ok().as_deref() != Some(target.as_path()) {
+                continue;
+            }
+            let info = std::fs::read_to_string(p.path().join("fdinfo").join(fd.file_name())).unwrap_or_default();
+            let flags = info
+                .lines()
+                .find_map(|l| l.strip_prefix("flags:"))
+                .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())
+                .unwrap_or(0);
+            // O_ACCMODE: 1 = O_WRONLY, 2 = O_RDWR.
+            if flags & 3 != 0 {
+                return Some(true);
+            }
+        }
+    }
+    Some(false)
 }
 
 /// How an attempt ended, as far as the watcher is concerned.
@@ -620,7 +650,19 @@ pub async fn run(args: WatchArgs, output: OutputArgs) -> Result<i32> {
                             u.state = State::Pending;
                         }
                     }
-                    let complete = !u.open && (u.immediate || marker || u.settle.settled(now, opts.settle));
+                    let mut complete = !u.open && (u.immediate || marker || u.settle.settled(now, opts.settle));
+                    if kind == Kind::File && !u.immediate && u.settle.settled(now, opts.settle) {
+                        // Settled: ask the kernel whether a writer still has it open. This catches a
+                        // file found by a scan while being written, and a missed (or never sent) close.
+                        match open_for_writing(&path) {
+                            Some(true) => complete = false,
+                            Some(false) if u.open => {
+                                u.open = false;
+                                complete = true;
+                            }
+                            _ => {}
+                        }
+                    }
                     if !complete {
                         if opts.once && now.duration_since(started) > patience {
                             eprintln!("upload: {}: still changing; left for the next run", path.display());

@@ -511,3 +511,30 @@ async fn a_ready_file_marks_a_capture_complete_without_waiting_for_settle() {
     assert_eq!(z.len(), 3, "the images, not the marker");
     assert!(z.by_name("READY").is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_found_open_at_start_waits_for_its_writer() {
+    let emu = emulator(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let path = inbox.join("early.mp4");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let first: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
+    f.write_all(&first).unwrap();
+    f.flush().unwrap();
+    // Idle for longer than --settle before the watcher starts, still open.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let mut w = Watch::start(&watch_args(&inbox, &emu, &["--settle", "300ms"]), &env(&emu, &dir.path().join("s")));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(w.lines().is_empty(), "taken while its writer had it open: {:?}", w.lines());
+    let rest: Vec<u8> = (0..30_000u32).map(|i| (i % 13) as u8).collect();
+    f.write_all(&rest).unwrap();
+    drop(f);
+    w.wait_for("the upload after the close", |l| !l.is_empty()).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(w.uploaded().len(), 1, "{:?}", w.lines());
+    let objects = emu.objects();
+    assert_eq!(objects.len(), 1);
+    assert_eq!(objects[0].sha256, sha(&[first, rest].concat()));
+}
