@@ -265,7 +265,21 @@ impl Provider for Teleport {
                     Err(e) => return Err(e),
                 }
             }
-            None => done.completion,
+            None => {
+                // An error state in the completion's answer is a failed upload, whatever the
+                // status code said.
+                let state = done.completion.get("state").and_then(|s| s.as_str()).unwrap_or_default().to_string();
+                if matches!(state.as_str(), "ERROR" | "FAILED") {
+                    let reason = serde_json::from_value::<super::teleport_admin::Capture>(done.completion.clone())
+                        .map(|c| c.failure_reason())
+                        .unwrap_or(state);
+                    if let Some(j) = &journal {
+                        j.finish();
+                    }
+                    return Err(Error::ProcessingFailed { provider: "teleport", id: eid, reason });
+                }
+                done.completion
+            }
         };
         ctx.progress.event(Event::Finished);
         Ok(outcome(&file, &capture, &eid, done.created.plan.num_parts, started))

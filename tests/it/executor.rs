@@ -192,3 +192,24 @@ async fn a_200_carrying_an_s3_error_is_retried_not_stored() {
     assert_eq!(puts, 2, "sent once and retried once (--retries 1)");
     assert!(!s.seen.lock().unwrap().iter().any(|r| r.contains("/uploaded")), "never completed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_answered_with_an_error_state_exits_6_with_the_reason() {
+    let s = stub(|m, p, base| match (m, p) {
+        ("POST", "/api/v1/captures") => json_response("200 OK", r#"{"eid":"e1","num_parts":1,"chunk_size":10485760}"#),
+        ("POST", "/api/v1/captures/e1/create-upload-url/1") => json_response(
+            "200 OK",
+            &format!(r#"{{"eid":"e1","upload_url":"{base}/s3/part1?X-Amz-Signature=abc","chunk_size":10485760}}"#),
+        ),
+        ("PUT", _) => b"HTTP/1.1 200 OK\r\nETag: \"0123\"\r\nContent-Length: 0\r\n\r\n".to_vec(),
+        ("POST", "/api/v1/captures/e1/uploaded") => json_response(
+            "200 OK",
+            r#"{"eid":"e1","name":"scan.zip","state":"ERROR","error_reason":"INPUT_VALIDATION_FAILED"}"#,
+        ),
+        _ => json_response("404 Not Found", r#"{"detail":"nope"}"#),
+    });
+    let out = teleport_against(&s).await;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(6), "{err}");
+    assert!(err.contains("processing of e1 failed: ERROR: INPUT_VALIDATION_FAILED"), "{err}");
+}
