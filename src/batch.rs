@@ -666,7 +666,10 @@ impl<'a> Step<'a> {
         }
         let progress: Arc<dyn Progress> = Arc::new(board.file());
         let mut ctx = settings.context(progress.clone(), cancel.clone())?;
-        ctx.uploader = self.uploader.clone();
+        // The run's part budget, shared by the files in flight. The rest of the context's
+        // uploader stays: its executor carries the run's cancellation (a Ctrl-C must end a
+        // part's backoff wait at once) and the shared retry budget.
+        ctx.uploader.shared_permits = self.uploader.shared_permits.clone();
         ctx.resume = self.resume;
         let mut zip_done = None;
         let file = match table {

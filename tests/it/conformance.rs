@@ -343,25 +343,22 @@ macro_rules! conformance {
 // - a lost create/complete answer (the server acts, the answer never arrives): the emulator
 //   has no such fault (`complete_fail_times` answers 500 *before* acting); not faked here.
 // - uplift, apertur: parts_out_of_order: one body request per file, no parts.
-// - teleport: parts_out_of_order: failed its first run, not investigated before the deadline.
-// - teleport, truvideo, uplift: sigint_during_backoff_exits_130: with every PUT/POST answered
-//   503, the run did not end within 60 s of SIGINT (a finding to look at, not hidden here).
 // - apertur: storm_of_503s, reset_mid_body: the image goes to the API as one multipart POST,
 //   and the emulator's 5xx and reset faults act on the S3 store only.
 // - apertur: expired_url_replaced: no presigned URL.
 // - uplift: poll_timeout_exits_7: Uplift documents nothing to poll; `--wait` does not wait.
 conformance! {
     teleport = TELEPORT: [
-        happy_path_byte_exact, storm_of_503s, reset_mid_body, expired_url_replaced,
-        unauthorized_then_renewed, poll_timeout_exits_7,
+        happy_path_byte_exact, parts_out_of_order, storm_of_503s, reset_mid_body, expired_url_replaced,
+        unauthorized_then_renewed, sigint_during_backoff_exits_130, poll_timeout_exits_7,
     ];
     truvideo = TRUVIDEO: [
         happy_path_byte_exact, parts_out_of_order, storm_of_503s, reset_mid_body, expired_url_replaced,
-        unauthorized_then_renewed, poll_timeout_exits_7,
+        unauthorized_then_renewed, sigint_during_backoff_exits_130, poll_timeout_exits_7,
     ];
     uplift = UPLIFT: [
         happy_path_byte_exact, storm_of_503s, reset_mid_body, expired_url_replaced,
-        unauthorized_then_renewed,
+        unauthorized_then_renewed, sigint_during_backoff_exits_130,
     ];
     apertur = APERTUR: [
         happy_path_byte_exact, unauthorized_then_renewed, sigint_during_backoff_exits_130, poll_timeout_exits_7,
