@@ -29,8 +29,9 @@ async fn main() -> anyhow::Result<()> {
                 Event::Bytes { delta, .. } => sent += delta,
                 Event::PartDone { part } => println!("part {part} stored ({sent} of {total} bytes sent)"),
                 Event::Retry { part, reason, .. } => println!("part {part} retried: {reason}"),
-                Event::Phase { message } => println!("{message}"),
+                Event::Phase { message } | Event::Notice { message } => println!("{message}"),
                 Event::Finished => println!("finished"),
+                _ => {}
             }
         }
     };

@@ -664,7 +664,8 @@ impl<'a> Step<'a> {
         {
             return Ok(FileResult::Skipped(rec, file.size()));
         }
-        let progress: Arc<dyn Progress> = Arc::new(board.file());
+        let name = item.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let progress: Arc<dyn Progress> = Arc::new(board.file_named(&name));
         let mut ctx = settings.context(progress.clone(), cancel.clone())?;
         // The run's part budget, shared by the files in flight. The rest of the context's
         // uploader stays: its executor carries the run's cancellation (a Ctrl-C must end a
@@ -734,7 +735,23 @@ impl<'a> Step<'a> {
         match res {
             Ok(FileResult::Uploaded(outcome)) => {
                 summary.uploaded(outcome.bytes);
-                crate::ignore_broken_pipe(ui::print_outcome(&mut stdout.lock(), outcome, json))?;
+                if !json && board.mode() == ui::Mode::Bars && board.several() {
+                    // On a terminal, one line per file above the board; the detail with -v,
+                    // and on stdout when that is not the terminal (a script reads it).
+                    board.println(&ui::finished_line(outcome, ui::term_width()));
+                    if output.verbose > 0 && ui::stdout_is_terminal() {
+                        let mut block = Vec::new();
+                        let _ = ui::print_outcome(&mut block, outcome, false);
+                        for line in String::from_utf8_lossy(&block).lines().skip(1) {
+                            board.println(line);
+                        }
+                    }
+                    if !ui::stdout_is_terminal() {
+                        crate::ignore_broken_pipe(ui::print_outcome(&mut stdout.lock(), outcome, json))?;
+                    }
+                } else {
+                    crate::ignore_broken_pipe(ui::print_outcome(&mut stdout.lock(), outcome, json))?;
+                }
             }
             Ok(FileResult::Skipped(rec, bytes)) => {
                 summary.skipped();
@@ -761,13 +778,36 @@ impl<'a> Step<'a> {
             }
             Ok(FileResult::Planned) => {}
             Err(err) => {
-                summary.failed(err.exit_code());
+                let interrupted = matches!(err, Error::Interrupted { .. });
+                if interrupted {
+                    summary.interrupted(err.exit_code(), err.hint().as_deref());
+                } else {
+                    summary.failed(err.exit_code());
+                }
                 if json {
                     let line = ui::failure_json(self.provider.name(), item.path(), err, elapsed);
                     crate::ignore_broken_pipe(ui::print_json_line(&mut stdout.lock(), &line))?;
                 }
-                crate::report_error(err);
+                // An interruption of a run of several files is told once, after the summary.
+                if !(interrupted && board.several()) {
+                    board.report_error(err);
+                }
             }
+        }
+        Ok(())
+    }
+
+    /// Reports a file the run did not start: it was interrupted first.
+    pub fn report_not_started(
+        &self,
+        item: &Item,
+        summary: &mut ui::Summary,
+        output: &crate::cli::OutputArgs,
+    ) -> Result<()> {
+        summary.not_started();
+        if output.json {
+            let line = ui::not_started_json(self.provider.name(), item.path());
+            crate::ignore_broken_pipe(ui::print_json_line(&mut std::io::stdout().lock(), &line))?;
         }
         Ok(())
     }
@@ -800,7 +840,7 @@ impl<'a> Step<'a> {
                 let line = ui::failure_json(provider.name(), item.path(), err, std::time::Duration::ZERO);
                 crate::ignore_broken_pipe(ui::print_json_line(&mut stdout.lock(), &line))?;
             }
-            crate::report_error(err);
+            board.report_error(err);
         }
         Ok(())
     }
@@ -908,14 +948,22 @@ pub async fn run(
     let one = |item: Item| {
         let (board, run_cancel) = (&board, run_cancel.clone());
         async move {
+            // Once the run is interrupted, the files not begun yet are not started at all.
+            if run_cancel.is_cancelled() {
+                return (item, None, std::time::Duration::ZERO);
+            }
             let t0 = Instant::now();
             let res = step.run(&item, board, run_cancel).await;
-            (item, res, t0.elapsed())
+            (item, Some(res), t0.elapsed())
         }
     };
 
     let mut results = futures::stream::iter(items).map(one).buffer_unordered(files_at_once);
     while let Some((item, res, elapsed)) = results.next().await {
+        let Some(res) = res else {
+            step.report_not_started(&item, &mut summary, &cli.output)?;
+            continue;
+        };
         step.report(&item, &res, elapsed, &board, &mut summary, &cli.output)?;
         if let Err(err) = &res
             && (args.fail_fast || matches!(err, Error::Interrupted { .. }))
@@ -940,8 +988,13 @@ pub async fn run(
         crate::report_error(&err);
         code = err.exit_code();
     }
+    board.finish();
     if several && !args.dry_run {
-        summary.print(started.elapsed(), cli.output.quiet);
+        summary.print(started.elapsed(), board.sent(), cli.output.quiet);
+        if let Some(hint) = summary.interruption() {
+            let how = if hint.is_empty() { String::new() } else { format!(": {hint}") };
+            eprintln!("upload: interrupted{how}");
+        }
     }
     Ok(summary.exit_code().max(code))
 }

@@ -605,6 +605,10 @@ pub struct OutputArgs {
     /// More logs on stderr (-v info, -vv debug: requests with redacted URLs, statuses, retries).
     #[arg(long, short, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+    /// Colour on stderr (logs, bars, results): auto = only on a terminal, and not when NO_COLOR
+    /// is set.
+    #[arg(long, global = true, value_enum, env = "UPLOAD_COLOR", value_name = "WHEN", default_value = "auto")]
+    pub color: crate::ui::ColorWhen,
 }
 
 /// An upload.

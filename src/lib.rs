@@ -140,9 +140,10 @@ fn no_emulator() -> Error {
 pub(crate) fn install_ctrl_c(cancel: CancellationToken) {
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("upload: interrupted: finishing parts in flight (press Ctrl-C again to quit now)");
+            ui::notice("upload: stopping: finishing the parts in flight (press Ctrl-C again to quit now)");
             cancel.cancel();
             if tokio::signal::ctrl_c().await.is_ok() {
+                ui::clear_board();
                 eprintln!("upload: interrupted: run the same command again to resume");
                 std::process::exit(error::exit::INTERRUPTED);
             }

@@ -4,7 +4,8 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = upload::cli::Cli::parse();
-    init_tracing(cli.output.verbose);
+    let colour = upload::ui::init_color(cli.output.color);
+    init_tracing(cli.output.verbose, colour);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -23,7 +24,9 @@ fn main() -> std::process::ExitCode {
     std::process::ExitCode::from(code.clamp(0, 255) as u8)
 }
 
-fn init_tracing(verbose: u8) {
+/// Logs on stderr (above the progress bars when they are drawn), coloured only when `colour`
+/// (`--color`: by default on a terminal, never into a file or a pipe).
+fn init_tracing(verbose: u8, colour: bool) {
     let level = match verbose {
         0 => "warn",
         1 => "upload=info",
@@ -31,5 +34,10 @@ fn init_tracing(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("UPLOAD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(upload::ui::log_writer)
+        .with_ansi(colour)
+        .with_target(false)
+        .init();
 }

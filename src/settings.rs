@@ -432,14 +432,15 @@ pub fn run_executor(cancel: CancellationToken, quiet: bool) -> crate::engine::re
     let notifier: Option<crate::engine::request::Notifier> = (!quiet).then(|| {
         Arc::new(|n: &RetryNotice| {
             if n.first_contact {
-                eprintln!(
+                // Above the bars when they are drawn.
+                crate::ui::notice(&format!(
                     "upload: {}: retrying in {}: {} ({}/{})",
                     n.what,
                     crate::size::human_duration(n.delay),
                     n.reason,
                     n.attempt,
                     n.max_retries
-                );
+                ));
             }
         }) as crate::engine::request::Notifier
     });

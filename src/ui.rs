@@ -1,8 +1,16 @@
 //! What people see: progress bars on a terminal, plain log lines elsewhere, results.
+//!
+//! Bars are drawn by indicatif, but every line is laid out here ([`layout`]) to the width of
+//! the terminal at the time of drawing: fields are dropped and names shortened in the middle
+//! rather than letting a line wrap (a wrapped line leaves stale copies of the board). The
+//! rate and the ETA count only the bytes sent by this run (a resumed upload starts its rate
+//! clock at the bytes already on the server). Anything printed while a board is drawn goes
+//! above it ([`notice`], [`log_writer`]).
 
+use std::collections::VecDeque;
 use std::io::{IsTerminal, Write};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -10,6 +18,133 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use crate::engine::progress::{Event, Progress};
 use crate::engine::ratelimit::{RateLimit, human_rate};
 use crate::providers::{DryRun, UploadOutcome};
+
+/// `UPLOAD_FORCE_TTY=1`: stdin, stdout and stderr count as terminals (tests).
+fn forced_tty() -> bool {
+    std::env::var("UPLOAD_FORCE_TTY").is_ok_and(|v| v == "1")
+}
+
+/// Whether stderr is a terminal (or `UPLOAD_FORCE_TTY=1`).
+pub fn stderr_is_terminal() -> bool {
+    std::io::stderr().is_terminal() || forced_tty()
+}
+
+/// Whether stdout is a terminal (or `UPLOAD_FORCE_TTY=1`).
+pub fn stdout_is_terminal() -> bool {
+    std::io::stdout().is_terminal() || forced_tty()
+}
+
+/// The width of the terminal on stderr, in columns: asked of the terminal each time (it may
+/// be resized), else `COLUMNS`, else 80. The fake terminal of `UPLOAD_FORCE_TTY=1` is
+/// `COLUMNS` wide (100 without it).
+pub fn term_width() -> usize {
+    let real = std::io::stderr().is_terminal();
+    if real
+        && let Some((_, w)) = console::Term::stderr().size_checked()
+        && w > 0
+    {
+        return w as usize;
+    }
+    let columns = std::env::var("COLUMNS").ok().and_then(|c| c.trim().parse::<usize>().ok()).filter(|&w| w > 0);
+    columns.unwrap_or(if real { 80 } else { 100 })
+}
+
+/// When to colour the output (`--color`, env `UPLOAD_COLOR`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorWhen {
+    /// Only on a terminal, and not when `NO_COLOR` is set.
+    #[default]
+    Auto,
+    /// Always (even into a file or a pipe).
+    Always,
+    /// Never.
+    Never,
+}
+
+static COLOR: OnceLock<bool> = OnceLock::new();
+
+fn auto_color() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && stderr_is_terminal()
+}
+
+/// Decides once for the process whether stderr gets colour (logs, bars, results, summary);
+/// returns the decision. A later call does not change it.
+pub fn init_color(when: ColorWhen) -> bool {
+    *COLOR.get_or_init(|| match when {
+        ColorWhen::Always => true,
+        ColorWhen::Never => false,
+        ColorWhen::Auto => auto_color(),
+    })
+}
+
+/// Whether stderr gets colour (see [`init_color`]; `auto` when it was not called).
+pub fn color() -> bool {
+    *COLOR.get_or_init(auto_color)
+}
+
+/// `text` in the SGR colour `code` when colour is on.
+fn paint(text: &str, code: &str) -> String {
+    if color() { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_string() }
+}
+
+/// The board being drawn, if any: lines printed meanwhile go above it.
+static ACTIVE: Mutex<Option<indicatif::MultiProgress>> = Mutex::new(None);
+
+fn active() -> Option<indicatif::MultiProgress> {
+    ACTIVE.lock().ok().and_then(|a| a.clone())
+}
+
+/// Prints a line on stderr, above the board when one is drawn.
+pub fn notice(line: &str) {
+    match active() {
+        Some(m) => {
+            let _ = m.println(line);
+        }
+        None => eprintln!("{line}"),
+    }
+}
+
+/// Clears the board from the screen for good (before the process exits).
+pub fn clear_board() {
+    if let Some(m) = ACTIVE.lock().ok().and_then(|mut a| a.take()) {
+        let _ = m.clear();
+    }
+}
+
+/// Where log lines (tracing) go: stderr, above the board when one is drawn.
+pub fn log_writer() -> LogWriter {
+    LogWriter(Vec::new())
+}
+
+/// One log event, written out when dropped (see [`log_writer`]).
+pub struct LogWriter(Vec<u8>);
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LogWriter {
+    fn drop(&mut self) {
+        if self.0.is_empty() {
+            return;
+        }
+        match active() {
+            Some(m) => {
+                let text = String::from_utf8_lossy(&self.0);
+                let _ = m.println(text.trim_end_matches('\n'));
+            }
+            None => {
+                let _ = std::io::stderr().lock().write_all(&self.0);
+            }
+        }
+    }
+}
 
 /// How progress is shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,8 +160,7 @@ pub enum Mode {
 impl Mode {
     /// Bars on a terminal (or when `UPLOAD_FORCE_TTY=1`), lines elsewhere, nothing with `--quiet`.
     pub fn detect(quiet: bool, json: bool) -> Mode {
-        let tty = std::io::stderr().is_terminal() || std::env::var("UPLOAD_FORCE_TTY").is_ok_and(|v| v == "1");
-        match (quiet, tty, json) {
+        match (quiet, stderr_is_terminal(), json) {
             (true, _, _) => Mode::Hidden,
             (false, true, false) => Mode::Bars,
             _ => Mode::Lines,
@@ -34,16 +168,269 @@ impl Mode {
     }
 }
 
+/// `s` cut to `max` characters by taking out its middle (`very-long-na…file.mp4`); never
+/// splits a character.
+pub fn truncate_middle(s: &str, max: usize) -> String {
+    let n = s.chars().count();
+    if n <= max {
+        return s.to_string();
+    }
+    if max == 0 {
+        return String::new();
+    }
+    let tail = (max - 1) / 2;
+    let head = max - 1 - tail;
+    let mut out: String = s.chars().take(head).collect();
+    out.push('…');
+    out.extend(s.chars().skip(n - tail));
+    out
+}
+
+/// `s` cut to `max` characters at its end (`…` marks the cut).
+fn truncate_end(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    if max == 0 {
+        return String::new();
+    }
+    let mut out: String = s.chars().take(max - 1).collect();
+    out.push('…');
+    out
+}
+
+fn pad(s: &str, width: usize) -> String {
+    let n = s.chars().count();
+    if n >= width { s.to_string() } else { format!("{s}{}", " ".repeat(width - n)) }
+}
+
+/// An ETA for people: `42s`, `3m05s`, `2h07m`.
+fn human_eta(d: Duration) -> String {
+    let s = d.as_secs();
+    if s < 60 {
+        format!("{s}s")
+    } else if s < 3600 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{}h{:02}m", s / 3600, (s / 60) % 60)
+    }
+}
+
+/// What one line of the board shows.
+#[derive(Clone, Debug, Default)]
+pub struct Fields {
+    /// The file (or `total (N files)`).
+    pub name: String,
+    /// Bytes on the server or sent.
+    pub pos: u64,
+    /// Bytes in all; `None` before the transfer started (the line shows the name and status).
+    pub total: Option<u64>,
+    /// Bytes per second sent by this run, once measured.
+    pub rate: Option<f64>,
+    /// Time left at that rate.
+    pub eta: Option<Duration>,
+    /// `parts 2/5`, or the phase (`completing`).
+    pub status: String,
+    /// The rate limit in force (`limit 10.00 MiB/s`).
+    pub limit: Option<String>,
+}
+
+const NAME_COLUMN: usize = 24;
+const BAR: usize = 30;
+
+/// One line of the board, at most `width - 1` characters wide (the last column is left
+/// free: some terminals wrap when it is written). As the width shrinks: the limit goes, the
+/// bar and the name column shrink, then the ETA, the rate and the status go.
+pub fn layout(f: &Fields, width: usize, colour: bool) -> String {
+    let w = width.saturating_sub(1).max(10);
+    let Some(total) = f.total else {
+        let name_w = NAME_COLUMN.min(w);
+        let name = truncate_middle(&f.name, name_w);
+        let line = if f.status.is_empty() { name } else { format!("{} {}", pad(&name, name_w), f.status) };
+        return truncate_end(&line, w);
+    };
+    let pos = f.pos.min(total);
+    let bytes = format!("{}/{}", crate::size::human(pos), crate::size::human(total));
+    let rate = f.rate.map(|r| format!("{}/s", crate::size::human(r as u64)));
+    let eta = f.eta.map(|e| format!("ETA {}", human_eta(e)));
+    // The name column and the bar depend on the width only, so that the lines of the board
+    // stay aligned; what else fits depends on each line.
+    let mut name_w = w.saturating_sub(59).clamp(12, NAME_COLUMN);
+    let mut bar_w = w.saturating_sub(name_w + 47).clamp(6, BAR);
+    let (mut show_limit, mut show_eta, mut show_rate) = (f.limit.is_some(), eta.is_some(), rate.is_some());
+    let mut status_w = f.status.chars().count();
+    let opt = |show: bool, s: &Option<String>| if show { s.as_ref().map_or(0, |s| 1 + s.chars().count()) } else { 0 };
+    let len = |name_w: usize, bar_w: usize, show_rate: bool, show_eta: bool, status_w: usize, show_limit: bool| {
+        name_w
+            + 1
+            + bar_w
+            + 2
+            + 1
+            + bytes.chars().count()
+            + opt(show_rate, &rate)
+            + opt(show_eta, &eta)
+            + if status_w > 0 { 1 + status_w } else { 0 }
+            + opt(show_limit, &f.limit)
+    };
+    macro_rules! excess {
+        () => {
+            len(name_w, bar_w, show_rate, show_eta, status_w, show_limit).saturating_sub(w)
+        };
+    }
+    if excess!() > 0 {
+        show_limit = false;
+    }
+    if excess!() > 0 {
+        show_eta = false;
+    }
+    if excess!() > 0 {
+        show_rate = false;
+    }
+    // A long status (a phase: `PROCESSING: Training the 3D model`) takes room from the bar
+    // before it is cut.
+    let e = excess!();
+    bar_w = bar_w.saturating_sub(e).max(bar_w.min(10));
+    let e = excess!();
+    if e > 0 {
+        status_w = status_w.saturating_sub(e);
+        if status_w < 6 {
+            status_w = 0;
+        }
+    }
+    let e = excess!();
+    bar_w = bar_w.saturating_sub(e).max(3);
+    let e = excess!();
+    name_w = name_w.saturating_sub(e).max(8);
+
+    let filled = if total == 0 { bar_w } else { ((pos as u128 * bar_w as u128) / total as u128) as usize };
+    let mut bar = "=".repeat(filled);
+    if filled < bar_w {
+        bar.push('>');
+        bar.push_str(&" ".repeat(bar_w - filled - 1));
+    }
+    let mut plain = format!("{} [", pad(&truncate_middle(&f.name, name_w), name_w));
+    let bar_at = plain.len();
+    plain.push_str(&bar);
+    let bar_end = plain.len();
+    plain.push_str("] ");
+    plain.push_str(&bytes);
+    for (show, s) in [(show_rate, &rate), (show_eta, &eta)] {
+        if let (true, Some(s)) = (show, s) {
+            plain.push(' ');
+            plain.push_str(s);
+        }
+    }
+    if status_w > 0 {
+        plain.push(' ');
+        plain.push_str(&truncate_end(&f.status, status_w));
+    }
+    if let (true, Some(l)) = (show_limit, &f.limit) {
+        plain.push(' ');
+        plain.push_str(l);
+    }
+    if plain.chars().count() > w {
+        // Narrower than any layout: cut (no colour, the cut may fall inside the bar).
+        return truncate_end(&plain, w);
+    }
+    if colour {
+        format!("{}\x1b[36m{}\x1b[0m{}", &plain[..bar_at], &plain[bar_at..bar_end], &plain[bar_end..])
+    } else {
+        plain
+    }
+}
+
+/// Bytes per second over the last few seconds, counted from a start: the bytes of a resumed
+/// upload already on the server are not this run's and do not count.
+#[derive(Debug, Default)]
+pub struct RateClock {
+    samples: VecDeque<(Instant, u64)>,
+}
+
+impl RateClock {
+    const WINDOW: Duration = Duration::from_secs(10);
+    const EVERY: Duration = Duration::from_millis(250);
+    const FIRST: Duration = Duration::from_secs(1);
+
+    /// Starts the clock at `now` with `sent` bytes sent so far by this run.
+    pub fn start(&mut self, now: Instant, sent: u64) {
+        self.samples.clear();
+        self.samples.push_back((now, sent));
+    }
+
+    /// The rate at `now`, with `sent` bytes sent by this run; `None` in the first second.
+    pub fn rate(&mut self, now: Instant, sent: u64) -> Option<f64> {
+        let &(last, _) = self.samples.back()?;
+        if now.saturating_duration_since(last) >= Self::EVERY {
+            self.samples.push_back((now, sent));
+        }
+        while self.samples.len() > 2 && now.saturating_duration_since(self.samples[1].0) >= Self::WINDOW {
+            self.samples.pop_front();
+        }
+        let &(t0, b0) = self.samples.front()?;
+        let span = now.saturating_duration_since(t0);
+        (span >= Self::FIRST).then(|| sent.saturating_sub(b0) as f64 / span.as_secs_f64())
+    }
+}
+
+/// What a bar knows, shared with its drawing.
+#[derive(Default)]
+struct BarState {
+    name: Mutex<String>,
+    status: Mutex<String>,
+    total: AtomicU64,
+    /// Bytes on the server when the transfer started (a resumed upload's finished parts).
+    base: AtomicU64,
+    /// Bytes sent by this run.
+    sent: AtomicI64,
+    started: AtomicBool,
+    clock: Mutex<RateClock>,
+}
+
+impl BarState {
+    fn start_clock(&self) {
+        self.clock.lock().expect("clock").start(Instant::now(), self.sent.load(Ordering::Relaxed).max(0) as u64);
+    }
+
+    fn fields(&self, rate_limit: &RateLimit) -> Fields {
+        let started = self.started.load(Ordering::Relaxed);
+        let total = self.total.load(Ordering::Relaxed);
+        let sent = self.sent.load(Ordering::Relaxed).max(0) as u64;
+        let pos = (self.base.load(Ordering::Relaxed) + sent).min(total);
+        let rate = if started { self.clock.lock().expect("clock").rate(Instant::now(), sent) } else { None };
+        let eta = rate.filter(|r| *r >= 1.0).map(|r| Duration::from_secs_f64(((total - pos) as f64 / r).min(1e7)));
+        Fields {
+            name: self.name.lock().expect("name").clone(),
+            pos,
+            total: started.then_some(total),
+            rate,
+            eta,
+            status: self.status.lock().expect("status").clone(),
+            limit: rate_limit.is_limited().then(|| format!("limit {}", human_rate(rate_limit.current()))),
+        }
+    }
+}
+
+fn bar_style(state: Arc<BarState>, rate: RateLimit) -> ProgressStyle {
+    ProgressStyle::with_template("{line}").expect("template is valid").with_key(
+        "line",
+        move |_: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = w.write_str(&layout(&state.fields(&rate), term_width(), color()));
+        },
+    )
+}
+
 /// Progress of one file.
 pub struct FileProgress {
     mode: Mode,
     bar: ProgressBar,
-    total_bar: Option<ProgressBar>,
-    total: AtomicU64,
-    sent: AtomicU64,
+    state: Arc<BarState>,
+    total_bar: Option<(ProgressBar, Arc<BarState>)>,
+    /// The board's count of bytes sent by the run.
+    run_sent: Arc<AtomicI64>,
+    /// What this file added to the total bar's base (resumed bytes).
+    counted_base: AtomicU64,
     parts: AtomicU32,
     parts_done: AtomicU32,
-    name: Mutex<String>,
     last_line: Mutex<(Instant, u64)>,
     rate: RateLimit,
 }
@@ -59,12 +446,21 @@ impl FileProgress {
         Board::new(mode).with_rate_limit(rate).file()
     }
 
+    fn name(&self) -> String {
+        self.state.name.lock().expect("name").clone()
+    }
+
+    fn sent(&self) -> u64 {
+        let s = &self.state;
+        s.base.load(Ordering::Relaxed) + s.sent.load(Ordering::Relaxed).max(0) as u64
+    }
+
     fn line(&self, force: bool) {
         if self.mode != Mode::Lines {
             return;
         }
-        let sent = self.sent.load(Ordering::Relaxed);
-        let total = self.total.load(Ordering::Relaxed).max(1);
+        let sent = self.sent();
+        let total = self.state.total.load(Ordering::Relaxed).max(1);
         let mut last = self.last_line.lock().expect("lock");
         let decile = sent * 10 / total;
         let last_decile = last.1 * 10 / total;
@@ -77,7 +473,7 @@ impl FileProgress {
             };
             eprintln!(
                 "upload: {}: {:.0}% ({} of {}), parts {}/{}{limit}",
-                self.name.lock().expect("lock"),
+                self.name(),
                 pct,
                 crate::size::human(sent),
                 crate::size::human(total),
@@ -88,12 +484,31 @@ impl FileProgress {
         }
     }
 
-    fn prefix(&self) {
-        self.bar.set_prefix(format!(
-            "parts {}/{}",
-            self.parts_done.load(Ordering::Relaxed),
-            self.parts.load(Ordering::Relaxed)
-        ));
+    fn parts_status(&self) {
+        *self.state.status.lock().expect("status") =
+            format!("parts {}/{}", self.parts_done.load(Ordering::Relaxed), self.parts.load(Ordering::Relaxed));
+    }
+
+    /// A line about this file: above the bars, or on its own.
+    fn say(&self, message: &str) {
+        let line = match self.name().as_str() {
+            "" => format!("upload: {message}"),
+            name => format!("upload: {name}: {message}"),
+        };
+        match self.mode {
+            Mode::Bars => self.bar.println(line),
+            Mode::Lines => eprintln!("{line}"),
+            Mode::Hidden => {}
+        }
+    }
+
+    fn add_sent(&self, delta: i64) {
+        self.state.sent.fetch_add(delta, Ordering::Relaxed);
+        self.run_sent.fetch_add(delta, Ordering::Relaxed);
+        if let Some((bar, total)) = &self.total_bar {
+            total.sent.fetch_add(delta, Ordering::Relaxed);
+            bar.tick();
+        }
     }
 }
 
@@ -101,35 +516,38 @@ impl Progress for FileProgress {
     fn event(&self, event: Event) {
         match event {
             Event::Started { file, total_bytes, parts, done_bytes, done_parts } => {
-                self.total.store(total_bytes, Ordering::Relaxed);
-                self.sent.store(done_bytes, Ordering::Relaxed);
+                // A transfer started again (the journal's upload was gone): its earlier bytes
+                // no longer count on the bars.
+                let earlier = self.state.sent.swap(0, Ordering::Relaxed);
+                if let Some((_, total)) = &self.total_bar {
+                    total.sent.fetch_sub(earlier, Ordering::Relaxed);
+                    let before = self.counted_base.swap(done_bytes, Ordering::Relaxed);
+                    total.base.fetch_add(done_bytes, Ordering::Relaxed);
+                    total.base.fetch_sub(before, Ordering::Relaxed);
+                    if !total.started.swap(true, Ordering::Relaxed) {
+                        total.start_clock();
+                    }
+                }
+                self.state.total.store(total_bytes, Ordering::Relaxed);
+                self.state.base.store(done_bytes, Ordering::Relaxed);
                 self.parts.store(parts, Ordering::Relaxed);
                 self.parts_done.store(done_parts, Ordering::Relaxed);
-                *self.name.lock().expect("lock") = file.clone();
+                *self.state.name.lock().expect("lock") = file;
+                self.state.started.store(true, Ordering::Relaxed);
+                self.state.start_clock();
+                self.parts_status();
                 self.bar.set_length(total_bytes);
                 self.bar.set_position(done_bytes);
-                self.bar.set_message(file);
-                self.prefix();
                 self.line(true);
             }
             Event::Bytes { delta, .. } => {
-                for bar in std::iter::once(&self.bar).chain(self.total_bar.as_ref()) {
-                    if delta >= 0 {
-                        bar.inc(delta as u64);
-                    } else {
-                        bar.set_position(bar.position().saturating_sub(delta.unsigned_abs()));
-                    }
-                }
-                if delta >= 0 {
-                    self.sent.fetch_add(delta as u64, Ordering::Relaxed);
-                } else {
-                    self.sent.fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
-                }
+                self.add_sent(delta);
+                self.bar.set_position(self.sent());
                 self.line(false);
             }
             Event::PartDone { .. } => {
                 self.parts_done.fetch_add(1, Ordering::Relaxed);
-                self.prefix();
+                self.parts_status();
             }
             Event::Retry { part, attempt, reason, delay } => {
                 let what = if part == 0 { "request".to_string() } else { format!("part {part}") };
@@ -144,13 +562,10 @@ impl Progress for FileProgress {
                 }
             }
             Event::Phase { message } => match self.mode {
-                Mode::Bars => self.bar.set_prefix(message),
-                Mode::Lines => match self.name.lock().expect("lock").as_str() {
-                    "" => eprintln!("upload: {message}"),
-                    name => eprintln!("upload: {name}: {message}"),
-                },
-                Mode::Hidden => {}
+                Mode::Bars => *self.state.status.lock().expect("status") = message,
+                _ => self.say(&message),
             },
+            Event::Notice { message } => self.say(&message),
             Event::Finished => {
                 self.line(true);
                 self.bar.finish_and_clear();
@@ -169,22 +584,10 @@ impl Drop for FileProgress {
 pub struct Board {
     mode: Mode,
     multi: Option<indicatif::MultiProgress>,
-    total: Option<ProgressBar>,
+    total: Option<(ProgressBar, Arc<BarState>)>,
     rate: RateLimit,
-}
-
-fn bar_style(rate: &RateLimit) -> ProgressStyle {
-    let template = "{msg:24!} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {prefix}";
-    if !rate.is_limited() {
-        return ProgressStyle::with_template(template).expect("template is valid").progress_chars("=> ");
-    }
-    let rate = rate.clone();
-    ProgressStyle::with_template(&format!("{template} {{limit}}"))
-        .expect("template is valid")
-        .progress_chars("=> ")
-        .with_key("limit", move |_: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
-            let _ = write!(w, "limit {}", human_rate(rate.current()));
-        })
+    several: bool,
+    sent: Arc<AtomicI64>,
 }
 
 impl Board {
@@ -196,9 +599,13 @@ impl Board {
             } else {
                 ProgressDrawTarget::term_like(Box::new(ForcedTerm))
             };
-            indicatif::MultiProgress::with_draw_target(target)
+            let multi = indicatif::MultiProgress::with_draw_target(target);
+            if let Ok(mut a) = ACTIVE.lock() {
+                *a = Some(multi.clone());
+            }
+            multi
         });
-        Board { mode, multi, total: None, rate: RateLimit::off() }
+        Board { mode, multi, total: None, rate: RateLimit::off(), several: false, sent: Arc::default() }
     }
 
     /// Shows the limit in force on every bar (and progress line) of the board.
@@ -209,24 +616,49 @@ impl Board {
 
     /// Adds a total bar for `files` files of `bytes` bytes (only when there are several).
     pub fn with_total(mut self, files: usize, bytes: u64) -> Self {
+        self.several = files > 1;
         if let (Some(multi), true) = (&self.multi, files > 1) {
+            let state = Arc::new(BarState::default());
+            *state.name.lock().expect("name") = format!("total ({files} files)");
+            state.total.store(bytes, Ordering::Relaxed);
             let bar = multi.add(ProgressBar::new(bytes));
-            bar.set_style(bar_style(&self.rate));
-            bar.set_message(format!("total ({files} files)"));
-            self.total = Some(bar);
+            bar.set_style(bar_style(state.clone(), self.rate.clone()));
+            self.total = Some((bar, state));
         }
         self
     }
 
+    /// Whether progress is drawn as bars.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Whether the run has several files (see [`Board::with_total`]).
+    pub fn several(&self) -> bool {
+        self.several
+    }
+
+    /// Bytes sent by the run so far (resumed parts not counted).
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed).max(0) as u64
+    }
+
     /// A bar for one more file.
     pub fn file(&self) -> FileProgress {
+        self.file_named("")
+    }
+
+    /// A bar for one more file, named before its transfer starts.
+    pub fn file_named(&self, name: &str) -> FileProgress {
+        let state = Arc::new(BarState::default());
+        *state.name.lock().expect("name") = name.to_string();
         let bar = match &self.multi {
             Some(multi) => {
                 let b = match &self.total {
-                    Some(total) => multi.insert_before(total, ProgressBar::new(0)),
+                    Some((total, _)) => multi.insert_before(total, ProgressBar::new(0)),
                     None => multi.add(ProgressBar::new(0)),
                 };
-                b.set_style(bar_style(&self.rate));
+                b.set_style(bar_style(state.clone(), self.rate.clone()));
                 b.enable_steady_tick(Duration::from_millis(200));
                 b
             }
@@ -235,12 +667,12 @@ impl Board {
         FileProgress {
             mode: self.mode,
             bar,
+            state,
             total_bar: self.total.clone(),
-            total: 0.into(),
-            sent: 0.into(),
+            run_sent: self.sent.clone(),
+            counted_base: 0.into(),
             parts: 0.into(),
             parts_done: 0.into(),
-            name: Mutex::new(String::new()),
             last_line: Mutex::new((Instant::now(), 0)),
             rate: self.rate.clone(),
         }
@@ -255,23 +687,47 @@ impl Board {
             None => eprintln!("{line}"),
         }
     }
-}
 
-impl Drop for Board {
-    fn drop(&mut self) {
-        if let Some(t) = &self.total {
+    /// Prints `upload: error: ...` and the hint, above the bars (or plainly).
+    pub fn report_error(&self, err: &crate::Error) {
+        self.println(&format!("upload: {} {err}", paint("error:", "31")));
+        if let Some(h) = err.hint()
+            && !h.is_empty()
+        {
+            self.println(&format!("  hint: {h}"));
+        }
+    }
+
+    /// Takes the bars off the screen, once (before the summary).
+    pub fn finish(&self) {
+        if let Some((t, _)) = &self.total {
             t.finish_and_clear();
+        }
+        if let Some(m) = &self.multi {
+            let _ = m.clear();
+            if let Ok(mut a) = ACTIVE.lock()
+                && a.is_some()
+            {
+                *a = None;
+            }
         }
     }
 }
 
-/// A terminal stand-in for `UPLOAD_FORCE_TTY=1` (tests check that bars are drawn).
+impl Drop for Board {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// A terminal stand-in for `UPLOAD_FORCE_TTY=1` (tests check that bars are drawn), `COLUMNS`
+/// wide.
 #[derive(Debug)]
 struct ForcedTerm;
 
 impl indicatif::TermLike for ForcedTerm {
     fn width(&self) -> u16 {
-        100
+        term_width().min(u16::MAX as usize) as u16
     }
     fn move_cursor_up(&self, n: usize) -> std::io::Result<()> {
         if n > 0 { self.write_str(&format!("\x1b[{n}A")) } else { Ok(()) }
@@ -297,6 +753,33 @@ impl indicatif::TermLike for ForcedTerm {
     fn flush(&self) -> std::io::Result<()> {
         std::io::stderr().flush()
     }
+}
+
+/// What a provider calls one upload.
+fn noun(provider: &str) -> &'static str {
+    match provider {
+        "teleport" => "capture",
+        "uplift" => "session",
+        "apertur" => "image",
+        _ => "upload",
+    }
+}
+
+/// The one line of a file finished in a run of several on a terminal:
+/// `✓ a.mp4  100.00 MiB  2.1 s  teleport capture 1234 (UPLOADED)`, the name shortened in the
+/// middle to fit `width`.
+pub fn finished_line(outcome: &UploadOutcome, width: usize) -> String {
+    let rest = format!(
+        "  {}  {:.1} s  {} {} {} ({})",
+        crate::size::human(outcome.bytes),
+        outcome.elapsed_s,
+        outcome.provider,
+        noun(outcome.provider),
+        outcome.id,
+        outcome.status
+    );
+    let room = width.saturating_sub(1 + 2 + rest.chars().count()).max(12);
+    format!("{} {}{rest}", paint("✓", "32"), truncate_middle(&outcome.file, room))
 }
 
 /// Prints one result: a JSON line, or a few human lines.
@@ -359,8 +842,11 @@ pub struct Summary {
     uploaded: u32,
     failed: u32,
     skipped: u32,
+    interrupted: u32,
+    not_started: u32,
     bytes: u64,
     worst: i32,
+    interruption: Option<String>,
 }
 
 impl Summary {
@@ -378,23 +864,62 @@ impl Summary {
         self.failed += 1;
         self.worst = self.worst.max(code);
     }
+    /// A file's upload was interrupted (Ctrl-C): `hint` says how to carry on (the first one
+    /// is kept).
+    pub fn interrupted(&mut self, code: i32, hint: Option<&str>) {
+        self.interrupted += 1;
+        self.worst = self.worst.max(code);
+        if self.interruption.is_none() {
+            self.interruption = Some(hint.unwrap_or("").to_string());
+        }
+    }
+    /// A file was not started: the run was interrupted first.
+    pub fn not_started(&mut self) {
+        self.not_started += 1;
+        self.worst = self.worst.max(crate::error::exit::INTERRUPTED);
+        if self.interruption.is_none() {
+            self.interruption = Some("run the same command again to resume".into());
+        }
+    }
+    /// How to carry on an interrupted run, if it was.
+    pub fn interruption(&self) -> Option<&str> {
+        self.interruption.as_deref()
+    }
     /// The exit code of the run: the worst outcome.
     pub fn exit_code(&self) -> i32 {
         self.worst
     }
-    /// One line on stderr.
-    pub fn print(&self, elapsed: Duration, quiet: bool) {
-        if quiet && self.failed == 0 {
+    /// The line: `3 uploaded, 0 skipped, 1 failed[, 2 interrupted, 5 not started]; 300.00 MiB
+    /// in 6.4 s (46.88 MiB/s)`; `sent` is the bytes sent by this run, the rate's numerator
+    /// (named when it differs from the bytes of the files uploaded: resumed, interrupted).
+    pub fn line(&self, elapsed: Duration, sent: u64, colour: bool) -> String {
+        let failed = format!("{} failed", self.failed);
+        let failed = if colour && self.failed > 0 { format!("\x1b[31m{failed}\x1b[0m") } else { failed };
+        let mut line = format!("{} uploaded, {} skipped, {failed}", self.uploaded, self.skipped);
+        if self.interrupted > 0 {
+            line.push_str(&format!(", {} interrupted", self.interrupted));
+        }
+        if self.not_started > 0 {
+            line.push_str(&format!(", {} not started", self.not_started));
+        }
+        let secs = elapsed.as_secs_f64();
+        line.push_str(&format!("; {} in {secs:.1} s", crate::size::human(self.bytes)));
+        if sent > 0 && secs > 0.0 {
+            let rate = format!("{}/s", crate::size::human((sent as f64 / secs) as u64));
+            if sent == self.bytes {
+                line.push_str(&format!(" ({rate})"));
+            } else {
+                line.push_str(&format!(" ({} sent, {rate})", crate::size::human(sent)));
+            }
+        }
+        line
+    }
+    /// The line on stderr (with `--quiet`, only when something failed or was interrupted).
+    pub fn print(&self, elapsed: Duration, sent: u64, quiet: bool) {
+        if quiet && self.failed == 0 && self.interrupted == 0 && self.not_started == 0 {
             return;
         }
-        eprintln!(
-            "upload: {} uploaded, {} skipped, {} failed; {} in {:.1} s",
-            self.uploaded,
-            self.skipped,
-            self.failed,
-            crate::size::human(self.bytes),
-            elapsed.as_secs_f64()
-        );
+        eprintln!("upload: {}", self.line(elapsed, sent, color()));
     }
 }
 
@@ -435,9 +960,154 @@ pub fn skipped_json(provider: &str, file: &std::path::Path, reason: &str) -> ser
     })
 }
 
+/// The JSON line of a file not started: the run was interrupted before it.
+pub fn not_started_json(provider: &str, file: &std::path::Path) -> serde_json::Value {
+    let bytes = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+    serde_json::json!({
+        "provider": provider,
+        "file": file.display().to_string(),
+        "bytes": bytes,
+        "id": null,
+        "status": "not_started",
+        "parts": 0,
+        "elapsed_s": 0.0,
+        "reason": "the run was interrupted before this file was started",
+    })
+}
+
 /// Writes one JSON value on one line.
 pub fn print_json_line(out: &mut dyn Write, value: &serde_json::Value) -> std::io::Result<()> {
     serde_json::to_writer(&mut *out, value)?;
     writeln!(out)?;
     out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1024 * 1024;
+
+    fn plain(s: &str) -> String {
+        let mut out = String::new();
+        let mut chars = s.chars();
+        while let Some(c) = chars.next() {
+            if c == '\x1b' {
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    fn busy() -> Fields {
+        Fields {
+            name: "walkaround-of-the-workshop-2026-12-01-éàü-final.mp4".into(),
+            pos: 1530 * MIB,
+            total: Some(4000 * MIB),
+            rate: Some(46.7 * MIB as f64),
+            eta: Some(Duration::from_secs(125)),
+            status: "parts 120/313".into(),
+            limit: Some("limit 50.00 MiB/s".into()),
+        }
+    }
+
+    #[test]
+    fn names_are_cut_in_the_middle_on_character_boundaries() {
+        assert_eq!(truncate_middle("very-long-name-of-a-file.mp4", 21), "very-long-…a-file.mp4");
+        assert_eq!(truncate_middle("short.mp4", 21), "short.mp4");
+        let cut = truncate_middle("ééééééééééééééééé.mp4", 9);
+        assert_eq!(cut, "éééé….mp4");
+        assert_eq!(cut.chars().count(), 9);
+        assert_eq!(truncate_middle("日本語のとても長いファイル名.mov", 7), "日本語…mov");
+    }
+
+    #[test]
+    fn lines_fit_every_width_from_40_columns_and_drop_eta_then_rate() {
+        for colour in [false, true] {
+            for width in 40..=200 {
+                let line = layout(&busy(), width, colour);
+                let shown = plain(&line);
+                assert!(shown.chars().count() < width, "{width}: {shown:?} ({} chars)", shown.chars().count());
+                assert!(shown.contains("1.49 GiB/3.91 GiB"), "{width}: the bytes are always shown: {shown:?}");
+                assert!(shown.contains('…'), "{width}: the long name is cut in the middle: {shown:?}");
+            }
+        }
+        let wide = layout(&busy(), 160, false);
+        for field in ["46.70 MiB/s", "ETA 2m05s", "parts 120/313", "limit 50.00 MiB/s", "[=========="] {
+            assert!(wide.contains(field), "{field} in {wide:?}");
+        }
+        let at80 = layout(&busy(), 80, false);
+        assert!(at80.contains("46.70 MiB/s") && !at80.contains("ETA"), "80 columns keep the rate: {at80:?}");
+        let at40 = layout(&busy(), 40, false);
+        assert!(!at40.contains("ETA") && !at40.contains("MiB/s"), "40 columns drop the ETA and the rate: {at40:?}");
+        // The bar starts in the same column on every line of a width (lines stay aligned).
+        let other = Fields { name: "a.mp4".into(), status: String::new(), limit: None, ..busy() };
+        let bar_at = |f: &Fields, width| layout(f, width, false).chars().position(|c| c == '[');
+        for width in [60, 80, 100, 140] {
+            assert_eq!(bar_at(&busy(), width), bar_at(&other, width), "{width}");
+        }
+    }
+
+    #[test]
+    fn a_line_before_the_transfer_shows_the_name_and_the_status() {
+        let f = Fields { name: "a.zip".into(), total: None, status: "CRC-32: 40% (4 of 10 MiB)".into(), ..busy() };
+        let line = layout(&f, 80, false);
+        assert!(line.starts_with("a.zip ") && line.ends_with("CRC-32: 40% (4 of 10 MiB)"), "{line:?}");
+        assert!(!line.contains("0 B/0 B"), "{line:?}");
+        assert!(layout(&f, 20, false).chars().count() < 20);
+    }
+
+    #[test]
+    fn the_rate_clock_counts_only_this_runs_bytes() {
+        let t0 = Instant::now();
+        let mut clock = RateClock::default();
+        // A resumed upload: 782 MiB were on the server; this run starts its clock at 0 sent.
+        clock.start(t0, 0);
+        assert_eq!(clock.rate(t0 + Duration::from_millis(300), 3 * MIB), None, "too early to tell");
+        let mut sent = 3 * MIB;
+        let mut rates = vec![];
+        for i in 1..=80 {
+            sent += 5 * MIB / 4; // 5 MiB/s in steps of 250 ms
+            rates.extend(clock.rate(t0 + Duration::from_millis(300 + 250 * i), sent));
+        }
+        assert!(rates.len() >= 77, "a rate from the first second on: {}", rates.len());
+        for r in &rates {
+            assert!(*r < 20.0 * MIB as f64, "{} MiB/s", r / MIB as f64);
+        }
+        let last = rates.last().unwrap() / MIB as f64;
+        assert!((4.5..5.5).contains(&last), "{last} MiB/s over the last seconds");
+        // A stall shows within the window.
+        let later = clock.rate(t0 + Duration::from_secs(40), sent).unwrap();
+        assert!(later < 0.5 * MIB as f64, "{later}");
+    }
+
+    #[test]
+    fn the_summary_gives_the_throughput_of_the_bytes_sent() {
+        let mut s = Summary::default();
+        for _ in 0..20 {
+            s.uploaded(50 * MIB);
+        }
+        let line = s.line(Duration::from_secs_f64(21.4), 1000 * MIB, false);
+        assert_eq!(line, "20 uploaded, 0 skipped, 0 failed; 1000.00 MiB in 21.4 s (46.73 MiB/s)");
+        let mut s = Summary::default();
+        s.uploaded(100 * MIB);
+        s.interrupted(130, Some("run the same command again to resume"));
+        s.not_started();
+        s.not_started();
+        let line = s.line(Duration::from_secs(10), 40 * MIB, false);
+        assert_eq!(
+            line,
+            "1 uploaded, 0 skipped, 0 failed, 1 interrupted, 2 not started; 100.00 MiB in 10.0 s (40.00 MiB sent, 4.00 MiB/s)"
+        );
+        assert_eq!(s.exit_code(), 130);
+        assert_eq!(s.interruption(), Some("run the same command again to resume"));
+        let nothing_sent = Summary::default().line(Duration::from_secs(1), 0, false);
+        assert_eq!(nothing_sent, "0 uploaded, 0 skipped, 0 failed; 0 B in 1.0 s");
+    }
 }

@@ -719,7 +719,7 @@ pub async fn run(args: WatchArgs, output: OutputArgs) -> Result<i32> {
             code = code.max(err.exit_code());
         }
     }
-    summary.print(started.elapsed(), output.quiet);
+    summary.print(started.elapsed(), board.sent(), output.quiet);
     if interrupted > 0 {
         eprintln!("upload: watch: {interrupted} upload(s) interrupted; they resume when the watcher starts again");
     }

@@ -62,6 +62,10 @@ pub enum Remote {
 pub trait MultipartUpload: Send + Sync {
     /// Provider name.
     fn provider(&self) -> &'static str;
+    /// What the provider calls one upload, for messages (`resuming capture X`).
+    fn noun(&self) -> &'static str {
+        "upload"
+    }
     /// The plan when the client picks it (journaled with the intent); `None` when the server does.
     fn client_plan(&self) -> Option<PartPlan>;
     /// Sends the create/start request, once.
@@ -163,7 +167,10 @@ where
             }
         }
         let Some(delay) = backoff.next_delay(None) else { return Err(err) };
-        tracing::info!("{what} failed ({err}); the look-up shows it did nothing; sending it again in {delay:?}");
+        tracing::info!(
+            "{what} failed ({err}); the look-up shows it did nothing; sending it again in {}",
+            crate::size::human_duration(delay)
+        );
         super::wait::sleep(delay, cancel).await?;
     }
 }
@@ -180,6 +187,8 @@ pub async fn run(session: &Session<'_>, file: &FileSource, upload: &dyn Multipar
     let provider = upload.provider();
     let journal = session.journal;
     let phase = |message: String| session.progress.event(Event::Phase { message });
+    let notice = |message: String| session.progress.event(Event::Notice { message });
+    let noun = upload.noun();
     let mut resumed = journal.and_then(|j| j.resume_point());
     // A journaled upload: completed already, stale, or to carry on.
     let mut carry_on: Option<(Created, Vec<CompletedPart>)> = None;
@@ -188,7 +197,7 @@ pub async fn run(session: &Session<'_>, file: &FileSource, upload: &dyn Multipar
         let created = Created { upload_id: r.upload_id.clone(), plan: r.plan, extra: r.extra.clone() };
         match r.state {
             JournalState::Completed => {
-                phase(format!("upload {} was completed by an earlier run", r.upload_id));
+                notice(format!("{noun} {} was completed by an earlier run", r.upload_id));
                 let completion = r.completion.unwrap_or(serde_json::Value::Null);
                 return Ok(Finished { created, completion, already_completed: true });
             }
@@ -207,7 +216,7 @@ pub async fn run(session: &Session<'_>, file: &FileSource, upload: &dyn Multipar
                     carry_on = Some((created, good));
                 }
                 Remote::Completed(details) => {
-                    phase(format!("upload {} is already completed", r.upload_id));
+                    notice(format!("{noun} {} is already completed", r.upload_id));
                     if let Some(j) = journal {
                         j.completed(details.clone())?;
                     }
@@ -227,8 +236,8 @@ pub async fn run(session: &Session<'_>, file: &FileSource, upload: &dyn Multipar
         let resuming = carry_on.is_some();
         let (created, done) = match carry_on.take() {
             Some((created, done)) => {
-                phase(format!(
-                    "resuming upload {}: {} of {} parts already sent",
+                notice(format!(
+                    "resuming {noun} {}: {} of {} parts already sent",
                     created.upload_id,
                     done.len(),
                     created.plan.num_parts
@@ -305,7 +314,7 @@ pub async fn run(session: &Session<'_>, file: &FileSource, upload: &dyn Multipar
 
 fn stale_message(session: &Session<'_>, provider: &str, id: &str, reason: &str) {
     tracing::info!(%provider, upload_id = %id, "the journal's upload is gone ({reason}); starting over");
-    session.progress.event(Event::Phase {
+    session.progress.event(Event::Notice {
         message: format!(
             "{provider}: upload {id} of the resume journal no longer exists on the server ({reason}); starting over"
         ),
@@ -323,8 +332,8 @@ async fn create(
     if let Some(since) = earlier_intent {
         match upload.find_created(since).await {
             Ok(Lookup::Found(c)) => {
-                session.progress.event(Event::Phase {
-                    message: format!("adopting upload {}, created by an interrupted run", c.upload_id),
+                session.progress.event(Event::Notice {
+                    message: format!("adopting {} {}, created by an interrupted run", upload.noun(), c.upload_id),
                 });
                 if let Some(j) = session.journal {
                     j.start(provider, &journal_endpoint(j), &c.upload_id, c.extra.clone(), c.plan)?;

@@ -2,8 +2,9 @@
 
 use std::time::Duration;
 
-/// Something that happened during a transfer.
+/// Something that happened during a transfer. More kinds may be added: match with a `_` arm.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub enum Event {
     /// A file's transfer begins.
     Started {
@@ -43,6 +44,13 @@ pub enum Event {
     },
     /// A phase or state change worth showing ("completing", "PROCESSING", ...).
     Phase {
+        /// Short text.
+        message: String,
+    },
+    /// Something worth a line of its own, even beside progress bars: an interrupted upload
+    /// carried on (`resuming capture X: 24 of 128 parts already sent`), one adopted, one that
+    /// has to start over. A [`Event::Phase`] is a state that the next one replaces.
+    Notice {
         /// Short text.
         message: String,
     },

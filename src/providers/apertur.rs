@@ -849,7 +849,10 @@ impl Follow {
                     for d in &report.deliveries {
                         let key = (d.image_id.clone(), d.destination_id.clone());
                         if seen.get(&key) != Some(&d.status) {
-                            tracing::info!(image = %d.image_label, destination = %d.destination_name, status = %d.status, attempts = ?d.attempts, "apertur: delivery");
+                            match d.attempts {
+                                Some(n) => tracing::info!(image = %d.image_label, destination = %d.destination_name, status = %d.status, attempts = n, "apertur: delivery"),
+                                None => tracing::info!(image = %d.image_label, destination = %d.destination_name, status = %d.status, "apertur: delivery"),
+                            }
                             seen.insert(key, d.status.clone());
                         }
                     }

@@ -319,6 +319,10 @@ impl MultipartUpload for TeleportUpload {
         "teleport"
     }
 
+    fn noun(&self) -> &'static str {
+        "capture"
+    }
+
     fn client_plan(&self) -> Option<PartPlan> {
         None
     }

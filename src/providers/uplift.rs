@@ -386,7 +386,12 @@ impl Uplift {
                 None
             }
         });
-        tracing::info!(session_id = %r.session_id, expires = ?expires_at, "uplift: capture reserved");
+        match expires_at {
+            Some(t) => {
+                tracing::info!(session_id = %r.session_id, expires = %t.to_rfc3339(), "uplift: capture reserved")
+            }
+            None => tracing::info!(session_id = %r.session_id, "uplift: capture reserved"),
+        }
         let form = PostForm { url: r.upload_url.clone(), fields: r.upload_fields.0.clone(), expires_at };
         Ok((r, form))
     }

@@ -19,6 +19,7 @@ mod snapshots;
 mod state;
 mod teleport;
 mod teleport_mgmt;
+mod terminal;
 mod tls;
 mod truvideo;
 mod uplift;

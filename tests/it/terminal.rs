@@ -1,0 +1,353 @@
+//! What a terminal shows (the fake terminal of `UPLOAD_FORCE_TTY=1`, `COLUMNS` wide) and what
+//! logs hold: resumes told, bars that fit the width, one line per finished file, a clean
+//! Ctrl-C, the run's throughput, colour only where it belongs, plain log values.
+
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+fn tty(env: &[(String, String)], columns: usize) -> Vec<(String, String)> {
+    let mut env = env.to_vec();
+    env.push(("UPLOAD_FORCE_TTY".into(), "1".into()));
+    env.push(("COLUMNS".into(), columns.to_string()));
+    env
+}
+
+fn teleport(files: &[&std::path::Path], emu: &Emulator, extra: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+    a.extend(args(&["--provider", "teleport", "--endpoint", &emu.api_url()]));
+    a.extend(args(extra));
+    a
+}
+
+/// Whether `s` holds an SGR (colour) escape sequence: `ESC [ digits;... m`.
+fn has_colour(s: &str) -> bool {
+    s.match_indices("\x1b[").any(|(i, _)| {
+        let rest = &s[i + 2..];
+        let n = rest.chars().take_while(|c| c.is_ascii_digit() || *c == ';').count();
+        rest[n..].starts_with('m')
+    })
+}
+
+/// What the screen was sent, escape sequences taken out, cut at every `\r` and `\n`: the
+/// frames of the board and the lines printed above it.
+fn frames(s: &str) -> Vec<String> {
+    let mut plain = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    plain.split(['\r', '\n']).map(|l| l.trim_end().to_string()).filter(|l| !l.is_empty()).collect()
+}
+
+/// The bar lines among the frames (`name [===>  ] 1.00 MiB/2.00 MiB ...`).
+fn bar_frames(s: &str) -> Vec<String> {
+    frames(s).into_iter().filter(|l| l.contains(" [") && l.contains("] ")).collect()
+}
+
+/// Every rate shown on the bars, in MiB/s.
+fn rates(s: &str) -> Vec<f64> {
+    let mut out = vec![];
+    for line in bar_frames(s) {
+        for (unit, scale) in [(" KiB/s", 1.0 / 1024.0), (" MiB/s", 1.0), (" GiB/s", 1024.0)] {
+            for (i, _) in line.match_indices(unit) {
+                let number: String = line[..i].chars().rev().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
+                let number: String = number.chars().rev().collect();
+                if let Ok(v) = number.parse::<f64>() {
+                    out.push(v * scale);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Waits until the run's journal lists `parts` finished parts, then kills it (SIGKILL).
+async fn kill_after_parts(state_home: &std::path::Path, parts: usize, mut child: std::process::Child) {
+    let start = Instant::now();
+    loop {
+        if let Some(j) = journals(state_home).first()
+            && j["parts"].as_array().unwrap().len() >= parts
+        {
+            break;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the upload ended ({status}) before {parts} parts were recorded");
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "no progress");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_upload_is_told_on_a_terminal_and_its_rate_counts_this_run_only() {
+    // 12 parts of 5 MiB, at most 8 MiB/s per connection, 2 connections.
+    let faults = Faults { bandwidth_bps: 8 * MIB, ..Faults::default() };
+    let emu = emulator(Config { faults, teleport_chunk_size: 5 * MIB, ..Config::default() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = vec![("TELEPORT_TOKEN".to_string(), emu.token())];
+    for (name, on_a_terminal) in [("scan.zip", true), ("other.zip", false)] {
+        let (path, sha) = make_file(dir.path(), name, 60 * MIB);
+        let state = dir.path().join(format!("state-{name}"));
+        let mut env = env.clone();
+        env.push(("XDG_STATE_HOME".into(), state.display().to_string()));
+        let a = teleport(&[&path], &emu, &["--concurrency", "2"]);
+        kill_after_parts(&state, 6, spawn_upload(&a, &env)).await;
+
+        let env = if on_a_terminal { tty(&env, 120) } else { env };
+        let out = run_upload(a, env).await;
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(emu.objects().iter().any(|o| o.sha256 == sha), "{name} stored whole");
+        let err = stderr(&out);
+        let told = format!("upload: {name}: resuming capture ");
+        assert!(err.contains(&told) && err.contains("of 12 parts already sent"), "{name}: {err:?}");
+        if on_a_terminal {
+            // The resume is a line of its own above the bar, not a state the next one hides.
+            assert!(frames(&err).iter().any(|l| l.starts_with(&told)), "{err:?}");
+            // About 16 MiB/s can go through; the 30 MiB and more already on the server are
+            // not this run's (the bug showed 782 MiB/s at the first reading).
+            let rates = rates(&err);
+            assert!(!rates.is_empty(), "no rate shown: {err:?}");
+            assert!(rates.iter().all(|r| *r < 100.0), "rates in MiB/s: {rates:?}");
+        } else {
+            assert!(!err.contains("upload: : "), "a line without the file name: {err}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_summary_of_a_run_gives_its_throughput() {
+    let emu = emulator(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _) = make_file(dir.path(), "a.zip", MIB);
+    let (b, _) = make_file(dir.path(), "b.zip", 2 * MIB);
+    let out = run_upload(teleport(&[&a, &b], &emu, &[]), vec![("TELEPORT_TOKEN".into(), emu.token())]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    let line = err.lines().find(|l| l.starts_with("upload: 2 uploaded, 0 skipped, 0 failed; 3.00 MiB in ")).unwrap();
+    let rate = line.rsplit_once(" s (").map(|(_, r)| r).unwrap_or_else(|| panic!("{line}"));
+    assert!(rate.ends_with("/s)") && rate.chars().next().unwrap().is_ascii_digit(), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bars_fit_the_terminal_width_and_long_names_are_cut_in_the_middle() {
+    let faults = Faults { bandwidth_bps: 6 * MIB, ..Faults::default() };
+    let emu = emulator(Config { faults, teleport_chunk_size: 5 * MIB, ..Config::default() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let long = "une-très-longue-prise-de-vue-de-l-atelier-été-2026-caméra-gauche.zip";
+    let (a, _) = make_file(dir.path(), long, 10 * MIB);
+    let (b, _) = make_file(dir.path(), "b.zip", 10 * MIB);
+    let env = vec![("TELEPORT_TOKEN".to_string(), emu.token())];
+    for columns in [80, 40] {
+        let out = run_upload(teleport(&[&a, &b], &emu, &["--force"]), tty(&env, columns)).await;
+        assert!(out.status.success(), "{}", stderr(&out));
+        let err = stderr(&out);
+        let bars = bar_frames(&err);
+        assert!(bars.len() > 3, "{columns}: bars drawn: {err:?}");
+        for line in &bars {
+            assert!(line.chars().count() <= columns, "{columns}: a bar line wraps: {line:?}");
+        }
+        let cut: Vec<&String> = bars.iter().filter(|l| l.starts_with("une-tr") && l.contains('…')).collect();
+        assert!(!cut.is_empty(), "{columns}: the long name cut in the middle: {bars:?}");
+        let at = cut[0].find('…').unwrap();
+        assert!(cut[0][at..].contains(".zip"), "the end of the name kept: {:?}", cut[0]);
+        if columns == 40 {
+            assert!(!bars.iter().any(|l| l.contains("ETA")), "no ETA at 40 columns: {bars:?}");
+        }
+        assert!(bars.iter().any(|l| l.starts_with("total ")), "{bars:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_of_several_files_on_a_terminal_prints_one_line_per_file() {
+    let emu = emulator(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let files: Vec<_> = ["a.zip", "b.zip", "c.zip"].iter().map(|n| make_file(dir.path(), n, MIB).0).collect();
+    let paths: Vec<&std::path::Path> = files.iter().map(|p| p.as_path()).collect();
+    let env = vec![("TELEPORT_TOKEN".to_string(), emu.token())];
+
+    let out = run_upload(teleport(&paths, &emu, &[]), tty(&env, 100)).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    let done: Vec<String> = frames(&err).into_iter().filter(|l| l.starts_with("✓ ")).collect();
+    assert_eq!(done.len(), 3, "one line per file: {err:?}");
+    for line in &done {
+        assert!(
+            line.contains("1.00 MiB") && line.contains("teleport capture ") && line.contains("(UPLOADED)"),
+            "{line}"
+        );
+    }
+    for name in ["a.zip", "b.zip", "c.zip"] {
+        assert!(
+            done.iter().any(|l| l.starts_with(&format!("✓ {}/{name}  ", dir.path().display()))),
+            "{name}: {done:?}"
+        );
+    }
+    assert!(!err.contains("  id: "), "no block per file: {err:?}");
+    assert!(stdout(&out).is_empty(), "stdout is the terminal too: {}", stdout(&out));
+    assert!(err.contains("upload: 3 uploaded, 0 skipped, 0 failed; 3.00 MiB in "), "{err:?}");
+
+    // -v: the detail too.
+    let out = run_upload(teleport(&paths, &emu, &["--force", "-v"]), tty(&env, 100)).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stderr(&out).matches("  id: ").count(), 3, "{}", stderr(&out));
+
+    // -q on a terminal, and off a terminal: the blocks on stdout, as before.
+    for (extra, env) in [(&["--force", "-q"][..], tty(&env, 100)), (&["--force"][..], env.clone())] {
+        let out = run_upload(teleport(&paths, &emu, extra), env).await;
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = stdout(&out);
+        assert_eq!(text.matches(" → teleport: UPLOADED (1.00 MiB, 1 parts").count(), 3, "{extra:?}: {text}");
+        assert_eq!(text.matches("  id: ").count(), 3, "{text}");
+        assert!(!stderr(&out).contains("✓"), "{}", stderr(&out));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_in_a_run_of_several_files_clears_the_board_once_and_counts_what_was_not_started() {
+    let faults = Faults { bandwidth_bps: 2 * MIB, ..Faults::default() };
+    let emu = emulator(Config { faults, teleport_chunk_size: 5 * MIB, ..Config::default() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (first, _) = make_file(dir.path(), "f0.zip", 100_000);
+    let mut files = vec![first];
+    for i in 1..6 {
+        files.push(make_file(dir.path(), &format!("f{i}.zip"), 10 * MIB).0);
+    }
+    let paths: Vec<&std::path::Path> = files.iter().map(|p| p.as_path()).collect();
+    let state = dir.path().join("state");
+    let env = tty(
+        &[("TELEPORT_TOKEN".to_string(), emu.token()), ("XDG_STATE_HOME".into(), state.display().to_string())],
+        100,
+    );
+    let mut child = spawn_upload(&teleport(&paths, &emu, &["--files", "1"]), &env);
+    // f0.zip is done (one file at a time: f1.zip's capture is created), f1.zip is on its way
+    // (two parts of 5 MiB at 2 MiB/s each): interrupt.
+    let creates = || {
+        emu.request_log()
+            .iter()
+            .filter(|r| r.server == "api" && r.method == "POST" && r.path == "/api/v1/captures")
+            .count()
+    };
+    let t0 = Instant::now();
+    while creates() < 2 {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before it was interrupted");
+        assert!(t0.elapsed() < Duration::from_secs(120), "no progress");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    let err = stderr(&out);
+    let summary = err.find("upload: 1 uploaded, 0 skipped, 0 failed, 1 interrupted, 4 not started; ");
+    let Some(at) = summary else { panic!("the files counted as uploaded / interrupted / not started: {err:?}") };
+    // The board was cleared before the summary: nothing is drawn after it.
+    let after = &err[at..];
+    assert!(!after.contains("\x1b[1A") && !after.contains("\x1b[2K") && !after.contains(" ["), "{after:?}");
+    let lines: Vec<&str> = after.lines().collect();
+    assert_eq!(
+        lines.get(1).copied(),
+        Some("upload: interrupted: run the same command again to resume; finished parts are not sent again"),
+        "{after:?}"
+    );
+    assert_eq!(lines.len(), 2, "{after:?}");
+    assert_eq!(err.matches("interrupted:").count(), 1, "told once: {err:?}");
+    assert!(!err.contains("error: interrupted"), "{err:?}");
+    assert_eq!(err.matches("upload: stopping: finishing the parts in flight").count(), 1, "{err:?}");
+    assert!(!bar_frames(&err).iter().any(|l| l.contains("0 B/0 B")), "an empty bar: {err:?}");
+    assert!(!err.contains("f5.zip"), "a file not started has no bar: {err:?}");
+
+    // The same command carries on: f0.zip skipped, the others uploaded.
+    emu.set_faults(Faults::default());
+    let out = run_upload(teleport(&paths, &emu, &["--files", "1"]), env).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("upload: 5 uploaded, 1 skipped, 0 failed; "), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn colour_only_on_a_terminal_unless_asked() {
+    let emu = emulator(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _) = make_file(dir.path(), "a.zip", 1000);
+    let (b, _) = make_file(dir.path(), "b.zip", 1000);
+    let env = vec![("TELEPORT_TOKEN".to_string(), emu.token())];
+    let run = |extra: &[&str], env: Vec<(String, String)>| {
+        let a = teleport(&[&a, &b], &emu, &[&["--force", "-vv"], extra].concat());
+        run_upload(a, env)
+    };
+    let with = |k: &str, v: &str| {
+        let mut e = tty(&env, 100);
+        e.push((k.into(), v.into()));
+        e
+    };
+    // Logs into a pipe: no colour (NO_COLOR unset).
+    let out = run(&[], env.clone()).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("DEBUG"), "-vv logs: {}", stderr(&out));
+    assert!(!has_colour(&stderr(&out)), "{:?}", stderr(&out));
+    // --color always / UPLOAD_COLOR=always: colour even into the pipe.
+    for out in [
+        run(&["--color", "always"], env.clone()).await,
+        run(&[], vec![("UPLOAD_COLOR".into(), "always".into())].into_iter().chain(env.clone()).collect()).await,
+    ] {
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(has_colour(&stderr(&out)), "{:?}", stderr(&out));
+    }
+    // On a terminal: colour, unless NO_COLOR, --color never or UPLOAD_COLOR=never.
+    let out = run(&[], tty(&env, 100)).await;
+    assert!(has_colour(&stderr(&out)), "{:?}", stderr(&out));
+    for out in [
+        run(&[], with("NO_COLOR", "1")).await,
+        run(&["--color", "never"], tty(&env, 100)).await,
+        run(&[], with("UPLOAD_COLOR", "never")).await,
+    ] {
+        assert!(out.status.success(), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains("\x1b[") && err.contains("total (2 files)"), "bars still drawn: {err:?}");
+        assert!(!has_colour(&err), "{err:?}");
+    }
+    let out = run(&["--color", "sometimes"], env.clone()).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_fields_are_plain_values() {
+    let emu = emulator(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = make_file(dir.path(), "swing.mov", 100_000);
+    let mut a = vec![path.display().to_string()];
+    a.extend(args(&[
+        "--provider",
+        "uplift",
+        "--endpoint",
+        &emu.api_url(),
+        "--athlete-id",
+        "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee",
+        "--activity",
+        "golf",
+        "--movement",
+        "full_swing",
+        "--camera-setup",
+        "single.down_the_line",
+        "--orientation",
+        "landscape",
+        "-vv",
+    ]));
+    let out = run_upload(a, vec![("UPLIFT_TOKEN".into(), emu.token())]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("uplift: capture reserved"), "{err}");
+    let reserved = err.lines().find(|l| l.contains("uplift: capture reserved")).unwrap();
+    assert!(reserved.contains("expires=20"), "a plain time: {reserved}");
+    assert!(!err.contains("Some(") && !err.contains("None"), "Rust Debug in the logs: {err}");
+}
