@@ -5,6 +5,8 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+#[cfg(test)]
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
@@ -14,8 +16,95 @@ use super::ratelimit::RateLimit;
 use super::zipsource::VirtualZip;
 use crate::error::{Error, Result};
 
-/// Size of one positional read while streaming a part.
+/// Size of one positional read of a hashing or copying pass (MD5, CRC-32, `--zip-to`).
 pub const READ_CHUNK: usize = 1 << 20;
+
+/// Size of one piece of a streamed request body (one positional read into a pooled buffer).
+pub const PIECE: usize = 256 << 10;
+
+/// Reads into `buf` at `offset` what the page cache holds, without waiting for the disk
+/// (`preadv2` with `RWF_NOWAIT`): returns how many bytes were copied, 0 when the first of
+/// them is not in memory (or the kernel or file system cannot tell), and stops short at the
+/// first page that is not. Never blocks, so it may run on an async worker.
+#[cfg(target_os = "linux")]
+fn read_cached(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    use rustix::io::{Errno, ReadWriteFlags, preadv2};
+    let mut got = 0;
+    while got < buf.len() {
+        match preadv2(
+            file,
+            &mut [std::io::IoSliceMut::new(&mut buf[got..])],
+            offset + got as u64,
+            ReadWriteFlags::NOWAIT,
+        ) {
+            Ok(0) => break,
+            Ok(k) => got += k,
+            Err(Errno::INTR) => continue,
+            // Not cached, or no RWF_NOWAIT here (old kernel, some file systems): the blocking read.
+            Err(Errno::AGAIN | Errno::OPNOTSUPP | Errno::NOSYS | Errno::INVAL) => break,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(got)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn read_cached(_file: &File, _buf: &mut [u8], _offset: u64) -> std::io::Result<usize> {
+    Ok(0)
+}
+
+/// Spare buffers a pool keeps; more are freed when given back.
+const POOL_SPARE: usize = 64;
+
+/// Read buffers of one source, reused from piece to piece and part to part.
+#[derive(Debug, Default)]
+struct BufPool {
+    spare: std::sync::Mutex<Vec<Vec<u8>>>,
+    /// Buffers allocated so far.
+    allocated: std::sync::atomic::AtomicUsize,
+}
+
+impl BufPool {
+    /// A buffer of at least `len` bytes (its contents are those of an earlier read).
+    fn take(&self, len: usize) -> Vec<u8> {
+        let spare = self.spare.lock().ok().and_then(|mut s| s.pop());
+        match spare {
+            Some(b) if b.len() >= len => b,
+            _ => {
+                self.allocated.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                vec![0u8; len.max(PIECE)]
+            }
+        }
+    }
+
+    fn give(&self, buf: Vec<u8>) {
+        if let Ok(mut s) = self.spare.lock()
+            && s.len() < POOL_SPARE
+        {
+            s.push(buf);
+        }
+    }
+}
+
+/// The bytes of one piece: the first `len` bytes of a pooled buffer, which goes back to its
+/// pool when the last `Bytes` of it is dropped.
+struct Piece {
+    buf: Vec<u8>,
+    len: usize,
+    pool: Arc<BufPool>,
+}
+
+impl AsRef<[u8]> for Piece {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl Drop for Piece {
+    fn drop(&mut self) {
+        self.pool.give(std::mem::take(&mut self.buf));
+    }
+}
 
 /// Fails, without opening it, when `path` is not a regular file (a directory, a FIFO, a
 /// socket, a device): opening a FIFO blocks until a writer comes, which may be never.
@@ -52,6 +141,7 @@ pub struct FileSource {
     size: u64,
     mtime: Option<SystemTime>,
     stamp: Stamp,
+    pool: Arc<BufPool>,
 }
 
 /// What a writer cannot put back: the inode change time, the inode and its device.
@@ -111,6 +201,7 @@ impl FileSource {
             size: meta.len(),
             mtime: meta.modified().ok(),
             stamp: Stamp::of(&meta),
+            pool: Arc::default(),
         })
     }
 
@@ -123,6 +214,7 @@ impl FileSource {
             mtime: Some(mtime),
             stamp: Stamp::default(),
             backend: Backend::Zip(zip),
+            pool: Arc::default(),
         }
     }
 
@@ -185,13 +277,14 @@ impl FileSource {
         tokio::task::spawn_blocking(move || this.read_exact_at(offset, len)).await.map_err(std::io::Error::other)?
     }
 
-    /// A stream of the bytes `[offset, offset + len)`, read in [`READ_CHUNK`] pieces on the
-    /// blocking pool. `on_chunk` is told the size of each piece as it is handed to the body.
+    /// A stream of the bytes `[offset, offset + len)`, read in [`PIECE`] pieces. `on_chunk` is
+    /// told the size of each piece as it is handed to the body.
     ///
-    /// One buffer per stream, reused: the HTTP connection writes a piece out and drops it
-    /// before it asks for the next, so each read lands in the memory the previous piece used
-    /// (no allocation, no fresh pages to fault in). Should a piece still be held, the next one
-    /// simply gets a new buffer.
+    /// Each piece is read into a buffer of the source's pool and handed to the body as `Bytes`
+    /// that own that buffer: when the HTTP connection has written the piece out and dropped
+    /// it, the buffer goes back to the pool for the next read, of this part or another. So a
+    /// read costs no allocation, no zero-filling and no fresh pages to fault in, and the pool
+    /// holds what the busiest moment needed (two or three pieces per connection).
     pub fn stream_range(
         &self,
         offset: u64,
@@ -213,9 +306,8 @@ impl FileSource {
     ) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
         let this = self.clone();
         let on_chunk = Arc::new(on_chunk);
-        let buf = BytesMut::new();
         let limited = limit.is_limited();
-        futures::stream::try_unfold((0u64, buf), move |(done, buf)| {
+        futures::stream::try_unfold(0u64, move |done| {
             let this = this.clone();
             let on_chunk = on_chunk.clone();
             let limit = limit.clone();
@@ -223,27 +315,34 @@ impl FileSource {
                 if done >= len {
                     return Ok(None);
                 }
-                let want = (len - done).min(READ_CHUNK as u64);
+                let want = (len - done).min(PIECE as u64);
                 let n = if limited { limit.take(want).await } else { want } as usize;
-                let at = offset + done;
-                let (buf, bytes) = tokio::task::spawn_blocking(move || this.read_into(buf, at, n))
-                    .await
-                    .map_err(std::io::Error::other)??;
+                let bytes = this.read_piece(offset + done, n).await?;
                 on_chunk(n as u64);
-                Ok(Some((bytes, (done + n as u64, buf))))
+                Ok(Some((bytes, done + n as u64)))
             }
         })
     }
 
-    /// Reads `len` bytes at `offset` into `buf` (reclaiming its memory when nothing else holds
-    /// it) and splits them off; returns the emptied buffer for the next read and the bytes.
-    fn read_into(&self, mut buf: BytesMut, offset: u64, len: usize) -> std::io::Result<(BytesMut, Bytes)> {
-        buf.clear();
-        buf.reserve(len);
-        buf.resize(len, 0);
-        self.read_at(&mut buf, offset).map_err(|e| self.shrunk(e))?;
-        let bytes = buf.split().freeze();
-        Ok((buf, bytes))
+    /// Reads `n` bytes at `at` into a buffer of the pool, as `Bytes` that give the buffer back
+    /// when dropped. The read runs on the blocking pool.
+    async fn read_piece(&self, at: u64, n: usize) -> std::io::Result<Bytes> {
+        let mut buf = self.pool.take(n);
+        // What the page cache holds is copied at once, without the hop to the blocking pool.
+        let cached = match &self.backend {
+            Backend::File(f) => read_cached(f, &mut buf[..n], at)?,
+            _ => 0,
+        };
+        if cached < n {
+            let this = self.clone();
+            buf = tokio::task::spawn_blocking(move || {
+                this.read_at(&mut buf[cached..n], at + cached as u64).map_err(|e| this.shrunk(e))?;
+                Ok::<_, std::io::Error>(buf)
+            })
+            .await
+            .map_err(std::io::Error::other)??;
+        }
+        Ok(Bytes::from_owner(Piece { buf, len: n, pool: self.pool.clone() }))
     }
 
     /// A read past the end: the file is shorter than when it was opened.
@@ -300,5 +399,62 @@ impl FileSource {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::TryStreamExt;
+
+    fn file_with(bytes: &[u8]) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.bin");
+        std::fs::write(&path, bytes).unwrap();
+        (dir, path)
+    }
+
+    #[tokio::test]
+    async fn streamed_pieces_are_the_file_bytes_and_their_buffers_are_reused() {
+        let data: Vec<u8> = (0..3 * PIECE + 123).map(|i| (i * 7 + i / 1000) as u8).collect();
+        let (_dir, path) = file_with(&data);
+        let src = FileSource::open(&path).unwrap();
+        let (offset, len) = (7u64, 2 * PIECE as u64 + 50);
+        let seen = Arc::new(AtomicU64::new(0));
+        let counted = seen.clone();
+        let pieces: Vec<Bytes> = src
+            .stream_range(offset, len, move |n| {
+                counted.fetch_add(n, Ordering::Relaxed);
+            })
+            .try_collect()
+            .await
+            .unwrap();
+        assert!(pieces.iter().all(|p| p.len() <= PIECE), "pieces of at most {PIECE} bytes");
+        assert_eq!(pieces.concat(), data[offset as usize..(offset + len) as usize]);
+        assert_eq!(seen.load(Ordering::Relaxed), len);
+        let first = src.pool.allocated.load(Ordering::Relaxed);
+        assert_eq!(first, pieces.len(), "held pieces each have their own buffer");
+        drop(pieces);
+
+        // Read one piece at a time (as a connection does): the buffers given back serve again,
+        // and bytes read earlier into them do not leak into the next piece.
+        let mut stream = Box::pin(src.stream_range(0, data.len() as u64, |_| {}));
+        let mut all = vec![];
+        while let Some(piece) = stream.try_next().await.unwrap() {
+            all.extend_from_slice(&piece);
+        }
+        assert_eq!(all, data);
+        assert_eq!(src.pool.allocated.load(Ordering::Relaxed), first, "no new buffer");
+    }
+
+    #[tokio::test]
+    async fn a_file_that_shrank_while_streaming_is_an_end_of_file_that_says_so() {
+        let data = vec![5u8; 2 * PIECE];
+        let (_dir, path) = file_with(&data);
+        let src = FileSource::open(&path).unwrap();
+        std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(PIECE as u64 + 10).unwrap();
+        let err = src.stream_range(0, data.len() as u64, |_| {}).try_collect::<Vec<Bytes>>().await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
+        assert!(err.to_string().contains("shrank from 524288 to 262154 bytes"), "{err}");
     }
 }

@@ -4,7 +4,7 @@
 //! - parts are 1-based and may finish in any order; the result is sorted by part number and
 //!   checked to cover the plan exactly before it is handed back for completion;
 //! - a permit is taken before a part is read, so at most `concurrency` parts are in flight and
-//!   memory stays at a few [`READ_CHUNK`](super::source::READ_CHUNK) buffers per part;
+//!   memory stays at a few [`PIECE`](super::source::PIECE) buffers per part;
 //! - URLs are asked ahead of need by a small pipeline (`url_prefetch`), so a free connection
 //!   rarely waits for one, and asked again (`stale = true`) when S3 refuses one (403);
 //! - a retry re-sends the part from its first byte; ETags are kept verbatim;
