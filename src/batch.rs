@@ -319,15 +319,15 @@ async fn crc_pass(zip: &mut VirtualZip, progress: &Arc<dyn Progress>, cancel: &C
     let n = zip.entries().len();
     let todo: u64 = zip.entries().iter().filter(|e| e.crc.is_none()).map(|e| e.size).sum();
     let unread = zip.entries().iter().filter(|e| e.crc.is_none()).count();
-    let dir = zip.dir().display().to_string();
+    // The progress names the directory: the messages do not.
     if unread == 0 {
         progress.event(Event::Phase {
-            message: format!("{dir}: CRC-32 of all {n} images known from the state directory (not read again)"),
+            message: format!("CRC-32 of all {n} images known from the state directory (not read again)"),
         });
         return Ok(());
     }
     progress.event(Event::Phase {
-        message: format!("{dir}: computing the CRC-32 of {unread} of {n} images ({})", crate::size::human(todo)),
+        message: format!("computing the CRC-32 of {unread} of {n} images ({})", crate::size::human(todo)),
     });
     let t0 = Instant::now();
     let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -353,7 +353,7 @@ async fn crc_pass(zip: &mut VirtualZip, progress: &Arc<dyn Progress>, cancel: &C
     let parallel = std::thread::available_parallelism().map_or(2, |p| p.get()).clamp(2, 8);
     zip.compute_crcs(parallel, on_bytes, cancel).await?;
     progress.event(Event::Phase {
-        message: format!("{dir}: CRC-32 of {unread} images read in {:.1} s", t0.elapsed().as_secs_f64()),
+        message: format!("CRC-32 of {unread} images read in {:.1} s", t0.elapsed().as_secs_f64()),
     });
     Ok(())
 }

@@ -433,17 +433,26 @@ pub struct FileProgress {
     parts_done: AtomicU32,
     last_line: Mutex<(Instant, u64)>,
     rate: RateLimit,
+    /// The board of a bar alone on the screen (see [`FileProgress::new`]).
+    own_board: Option<Box<Board>>,
 }
 
 impl FileProgress {
     /// A progress display in the given mode, alone on the screen.
     pub fn new(mode: Mode) -> Self {
-        Board::new(mode).file()
+        Self::alone(Board::new(mode))
     }
 
     /// [`FileProgress::new`], showing the limit in force.
     pub fn with_rate_limit(mode: Mode, rate: &RateLimit) -> Self {
-        Board::new(mode).with_rate_limit(rate).file()
+        Self::alone(Board::new(mode).with_rate_limit(rate))
+    }
+
+    /// A bar that keeps its board (lines printed meanwhile go above it) until it is dropped.
+    fn alone(board: Board) -> Self {
+        let mut p = board.file();
+        p.own_board = Some(Box::new(board));
+        p
     }
 
     fn name(&self) -> String {
@@ -675,6 +684,7 @@ impl Board {
             parts_done: 0.into(),
             last_line: Mutex::new((Instant::now(), 0)),
             rate: self.rate.clone(),
+            own_board: None,
         }
     }
 

@@ -213,41 +213,64 @@ async fn a_run_of_several_files_on_a_terminal_prints_one_line_per_file() {
     }
 }
 
+/// Six files, one at a time, interrupted (SIGINT) while the second is on its way: f0.zip is
+/// done (one file at a time: f1.zip's capture is created), f1.zip goes (two parts of 5 MiB at
+/// 2 MiB/s each), f2.zip to f5.zip wait.
+struct Interrupted {
+    emu: Emulator,
+    dir: tempfile::TempDir,
+    files: Vec<std::path::PathBuf>,
+    env: Vec<(String, String)>,
+}
+
+impl Interrupted {
+    async fn new(on_a_terminal: bool) -> Self {
+        let faults = Faults { bandwidth_bps: 2 * MIB, ..Faults::default() };
+        let emu = emulator(Config { faults, teleport_chunk_size: 5 * MIB, ..Config::default() }).await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut files = vec![make_file(dir.path(), "f0.zip", 100_000).0];
+        for i in 1..6 {
+            files.push(make_file(dir.path(), &format!("f{i}.zip"), 10 * MIB).0);
+        }
+        let state = dir.path().join("state");
+        let env =
+            vec![("TELEPORT_TOKEN".to_string(), emu.token()), ("XDG_STATE_HOME".into(), state.display().to_string())];
+        let env = if on_a_terminal { tty(&env, 100) } else { env };
+        Interrupted { emu, dir, files, env }
+    }
+
+    fn args(&self, extra: &[&str]) -> Vec<String> {
+        let paths: Vec<&std::path::Path> = self.files.iter().map(|p| p.as_path()).collect();
+        teleport(&paths, &self.emu, &[&["--files", "1"], extra].concat())
+    }
+
+    async fn run_and_interrupt(&self, extra: &[&str]) -> std::process::Output {
+        let emu = &self.emu;
+        let creates = || {
+            emu.request_log()
+                .iter()
+                .filter(|r| r.server == "api" && r.method == "POST" && r.path == "/api/v1/captures")
+                .count()
+        };
+        let mut child = spawn_upload(&self.args(extra), &self.env);
+        let t0 = Instant::now();
+        while creates() < 2 {
+            assert!(child.try_wait().unwrap().is_none(), "the run ended before it was interrupted");
+            assert!(t0.elapsed() < Duration::from_secs(120), "no progress");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+        assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+        out
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_in_a_run_of_several_files_clears_the_board_once_and_counts_what_was_not_started() {
-    let faults = Faults { bandwidth_bps: 2 * MIB, ..Faults::default() };
-    let emu = emulator(Config { faults, teleport_chunk_size: 5 * MIB, ..Config::default() }).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (first, _) = make_file(dir.path(), "f0.zip", 100_000);
-    let mut files = vec![first];
-    for i in 1..6 {
-        files.push(make_file(dir.path(), &format!("f{i}.zip"), 10 * MIB).0);
-    }
-    let paths: Vec<&std::path::Path> = files.iter().map(|p| p.as_path()).collect();
-    let state = dir.path().join("state");
-    let env = tty(
-        &[("TELEPORT_TOKEN".to_string(), emu.token()), ("XDG_STATE_HOME".into(), state.display().to_string())],
-        100,
-    );
-    let mut child = spawn_upload(&teleport(&paths, &emu, &["--files", "1"]), &env);
-    // f0.zip is done (one file at a time: f1.zip's capture is created), f1.zip is on its way
-    // (two parts of 5 MiB at 2 MiB/s each): interrupt.
-    let creates = || {
-        emu.request_log()
-            .iter()
-            .filter(|r| r.server == "api" && r.method == "POST" && r.path == "/api/v1/captures")
-            .count()
-    };
-    let t0 = Instant::now();
-    while creates() < 2 {
-        assert!(child.try_wait().unwrap().is_none(), "the run ended before it was interrupted");
-        assert!(t0.elapsed() < Duration::from_secs(120), "no progress");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
-    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    let run = Interrupted::new(true).await;
+    let out = run.run_and_interrupt(&[]).await;
     let err = stderr(&out);
     let summary = err.find("upload: 1 uploaded, 0 skipped, 0 failed, 1 interrupted, 4 not started; ");
     let Some(at) = summary else { panic!("the files counted as uploaded / interrupted / not started: {err:?}") };
@@ -268,10 +291,36 @@ async fn ctrl_c_in_a_run_of_several_files_clears_the_board_once_and_counts_what_
     assert!(!err.contains("f5.zip"), "a file not started has no bar: {err:?}");
 
     // The same command carries on: f0.zip skipped, the others uploaded.
-    emu.set_faults(Faults::default());
-    let out = run_upload(teleport(&paths, &emu, &["--files", "1"]), env).await;
+    run.emu.set_faults(Faults::default());
+    let out = run_upload(run.args(&[]), run.env.clone()).await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("upload: 5 uploaded, 1 skipped, 0 failed; "), "{}", stderr(&out));
+    drop(run.dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_with_json_gives_files_not_started_a_status_of_their_own() {
+    let run = Interrupted::new(false).await;
+    let out = run.run_and_interrupt(&["--json"]).await;
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema/result.schema.json")).unwrap();
+    let schema = jsonschema::validator_for(&serde_json::from_str(&text).unwrap()).unwrap();
+    let lines: Vec<serde_json::Value> = stdout(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 6, "one line per file: {}", stdout(&out));
+    for l in &lines {
+        assert!(schema.is_valid(l), "{l}");
+    }
+    let status = |name: &str| {
+        let l = lines.iter().find(|l| l["file"].as_str().unwrap().ends_with(name)).unwrap();
+        (l["status"].as_str().unwrap().to_string(), l["exit_code"].as_i64())
+    };
+    assert_eq!(status("f0.zip").0, "UPLOADED");
+    assert_eq!(status("f1.zip"), ("failed".to_string(), Some(130)));
+    for name in ["f2.zip", "f3.zip", "f4.zip", "f5.zip"] {
+        assert_eq!(status(name), ("not_started".to_string(), None), "{name}");
+    }
+    let err = stderr(&out);
+    assert!(err.contains("upload: 1 uploaded, 0 skipped, 0 failed, 1 interrupted, 4 not started; "), "{err}");
+    assert_eq!(err.matches("interrupted:").count(), 1, "told once: {err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
