@@ -221,6 +221,8 @@ fn human_eta(d: Duration) -> String {
 pub struct Fields {
     /// The file (or `total (N files)`).
     pub name: String,
+    /// What to show instead of a name too long for its column, when it fits (`total`).
+    pub short_name: Option<String>,
     /// Bytes on the server or sent.
     pub pos: u64,
     /// Bytes in all; `None` before the transfer started (the line shows the name and status).
@@ -308,7 +310,11 @@ pub fn layout(f: &Fields, width: usize, colour: bool) -> String {
         bar.push('>');
         bar.push_str(&" ".repeat(bar_w - filled - 1));
     }
-    let mut plain = format!("{} [", pad(&truncate_middle(&f.name, name_w), name_w));
+    let name = match &f.short_name {
+        Some(short) if f.name.chars().count() > name_w && short.chars().count() <= name_w => short,
+        _ => &f.name,
+    };
+    let mut plain = format!("{} [", pad(&truncate_middle(name, name_w), name_w));
     let bar_at = plain.len();
     plain.push_str(&bar);
     let bar_end = plain.len();
@@ -376,6 +382,7 @@ impl RateClock {
 #[derive(Default)]
 struct BarState {
     name: Mutex<String>,
+    short_name: Option<String>,
     status: Mutex<String>,
     total: AtomicU64,
     /// Bytes on the server when the transfer started (a resumed upload's finished parts).
@@ -400,6 +407,7 @@ impl BarState {
         let eta = rate.filter(|r| *r >= 1.0).map(|r| Duration::from_secs_f64(((total - pos) as f64 / r).min(1e7)));
         Fields {
             name: self.name.lock().expect("name").clone(),
+            short_name: self.short_name.clone(),
             pos,
             total: started.then_some(total),
             rate,
@@ -627,7 +635,7 @@ impl Board {
     pub fn with_total(mut self, files: usize, bytes: u64) -> Self {
         self.several = files > 1;
         if let (Some(multi), true) = (&self.multi, files > 1) {
-            let state = Arc::new(BarState::default());
+            let state = Arc::new(BarState { short_name: Some("total".into()), ..BarState::default() });
             *state.name.lock().expect("name") = format!("total ({files} files)");
             state.total.store(bytes, Ordering::Relaxed);
             let bar = multi.add(ProgressBar::new(bytes));
@@ -1024,6 +1032,7 @@ mod tests {
             eta: Some(Duration::from_secs(125)),
             status: "parts 120/313".into(),
             limit: Some("limit 50.00 MiB/s".into()),
+            short_name: None,
         }
     }
 
@@ -1054,6 +1063,9 @@ mod tests {
         }
         let at80 = layout(&busy(), 80, false);
         assert!(at80.contains("46.70 MiB/s") && !at80.contains("ETA"), "80 columns keep the rate: {at80:?}");
+        let total = Fields { name: "total (20 files)".into(), short_name: Some("total".into()), ..busy() };
+        assert!(layout(&total, 40, false).starts_with("total  "), "{}", layout(&total, 40, false));
+        assert!(layout(&total, 100, false).starts_with("total (20 files) "), "{}", layout(&total, 100, false));
         let at40 = layout(&busy(), 40, false);
         assert!(!at40.contains("ETA") && !at40.contains("MiB/s"), "40 columns drop the ETA and the rate: {at40:?}");
         // The bar starts in the same column on every line of a width (lines stay aligned).

@@ -169,6 +169,42 @@ async fn bars_fit_the_terminal_width_and_long_names_are_cut_in_the_middle() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_terminal_is_asked_its_width() {
+    // A pty of 50 columns (util-linux `script`); COLUMNS says 200 and is not believed.
+    if std::process::Command::new("script").arg("--version").output().is_err() {
+        panic!("util-linux `script` is needed to run the binary on a pty");
+    }
+    let emu = emulator(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _) = make_file(dir.path(), "a.zip", 3 * MIB);
+    let (b, _) = make_file(dir.path(), "b.zip", 3 * MIB);
+    let mut line = format!("stty cols 50 rows 24 && exec '{}'", assert_cmd::cargo::cargo_bin("upload").display());
+    for arg in teleport(&[&a, &b], &emu, &[]) {
+        line.push_str(&format!(" '{arg}'"));
+    }
+    let env = vec![("TELEPORT_TOKEN".to_string(), emu.token()), ("COLUMNS".into(), "200".into())];
+    let template = upload_command(&[], &env);
+    let mut cmd = std::process::Command::new("script");
+    for (k, v) in template.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    cmd.args(["-qec", &line, "/dev/null"]).stdin(std::process::Stdio::null());
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
+    let screen = stdout(&out);
+    assert!(out.status.success(), "{screen}");
+    let bars = bar_frames(&screen);
+    assert!(!bars.is_empty(), "bars drawn on the pty: {screen:?}");
+    for l in &bars {
+        assert!(l.chars().count() < 50, "{l:?}");
+    }
+    assert!(bars.iter().any(|l| l.starts_with("total  ")), "{bars:?}");
+    assert!(screen.contains("upload: 2 uploaded, 0 skipped, 0 failed; 6.00 MiB in "), "{screen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_of_several_files_on_a_terminal_prints_one_line_per_file() {
     let emu = emulator(Config::default()).await;
     let dir = tempfile::tempdir().unwrap();
