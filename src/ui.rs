@@ -567,16 +567,12 @@ impl Progress for FileProgress {
                 self.parts_status();
             }
             Event::Retry { part, attempt, reason, delay } => {
+                // Named: in a run of several files, which one.
                 let what = if part == 0 { "request".to_string() } else { format!("part {part}") };
-                let msg = format!(
-                    "upload: {what}: attempt {attempt} failed: {reason}; retrying in {:.1} s",
-                    delay.as_secs_f64()
-                );
-                match self.mode {
-                    Mode::Bars => self.bar.println(msg),
-                    Mode::Lines => eprintln!("{msg}"),
-                    Mode::Hidden => {}
-                }
+                self.say(&format!(
+                    "{what}: attempt {attempt} failed: {reason}; retrying in {}",
+                    crate::size::human_duration(delay)
+                ));
             }
             Event::Phase { message } => match self.mode {
                 Mode::Bars => *self.state.status.lock().expect("status") = message,

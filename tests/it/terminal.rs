@@ -436,3 +436,18 @@ async fn log_fields_are_plain_values() {
     assert!(reserved.contains("expires=20"), "a plain time: {reserved}");
     assert!(!err.contains("Some(") && !err.contains("None"), "Rust Debug in the logs: {err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_part_names_its_file() {
+    let faults = Faults { fail_put_nth: vec![2], ..Faults::default() };
+    let emu = emulator(Config { faults, ..Config::default() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _) = make_file(dir.path(), "a.zip", MIB);
+    let (b, _) = make_file(dir.path(), "b.zip", MIB);
+    let env = vec![("TELEPORT_TOKEN".to_string(), emu.token())];
+    let out = run_upload(teleport(&[&a, &b], &emu, &["--files", "1"]), env).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("upload: b.zip: part 1: attempt 1 failed: "), "{err}");
+    assert_eq!(err.matches("attempt 1 failed").count(), 1, "{err}");
+}
