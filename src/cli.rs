@@ -51,6 +51,11 @@ pub struct NetworkArgs {
     /// proxy's CA, a private CA in front of an S3-compatible store); SSL_CERT_FILE is honoured too.
     #[arg(long, global = true, env = "UPLOAD_CA_BUNDLE", value_name = "FILE")]
     pub ca_bundle: Option<PathBuf>,
+    /// Longest wait for a TCP (and TLS) connection, for every request of the run (uploads,
+    /// sign-in, downloads, subcommands): 500ms, 10s (default 5s; config `[defaults]
+    /// connect_timeout`).
+    #[arg(long, global = true, env = "UPLOAD_CONNECT_TIMEOUT", value_name = "DURATION", value_parser = parse_connect_timeout_arg)]
+    pub connect_timeout: Option<std::time::Duration>,
 }
 
 /// Subcommands.
@@ -881,6 +886,26 @@ pub struct AperturArgs {
 
 fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
     parse_duration(s)
+}
+
+fn parse_connect_timeout_arg(s: &str) -> Result<std::time::Duration, String> {
+    parse_connect_timeout(s)
+}
+
+/// The longest `--connect-timeout` (a connection that takes longer is not coming).
+pub const MAX_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Parses a `--connect-timeout`: a [`parse_duration`] above zero and at most
+/// [`MAX_CONNECT_TIMEOUT`].
+pub fn parse_connect_timeout(s: &str) -> Result<std::time::Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err(format!("connect timeout '{s}' must be more than zero: e.g. 500ms or 10s"));
+    }
+    if d > MAX_CONNECT_TIMEOUT {
+        return Err(format!("connect timeout '{s}' is too long: at most 1h"));
+    }
+    Ok(d)
 }
 
 /// Parses `500ms`, `90s`, `90`, `30m`, `2h`.

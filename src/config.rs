@@ -7,6 +7,7 @@
 //! [defaults]
 //! provider = "teleport"
 //! limit_rate = "08:00,4MiB 18:00,off"   # --limit-rate
+//! connect_timeout = "10s"                # --connect-timeout
 //!
 //! [teleport]
 //! endpoint = "https://teleport.varjo.com"
@@ -55,6 +56,8 @@ pub struct Defaults {
     pub state_dir: Option<PathBuf>,
     /// Bandwidth limit of every run (`--limit-rate`): `10MiB`, `off`, or a timetable.
     pub limit_rate: Option<String>,
+    /// Longest wait for a connection (`--connect-timeout`): `500ms`, `10s`.
+    pub connect_timeout: Option<String>,
 }
 
 /// A provider's section. Only the keys that make sense for the provider are used.

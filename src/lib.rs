@@ -61,6 +61,13 @@ pub use uploader::Uploader;
 /// reported per file; an `Err` is a failure of the whole run, for the caller to print.
 pub async fn run(cli: cli::Cli) -> Result<i32> {
     engine::http::set_ca_bundle(cli.network.ca_bundle.as_deref())?;
+    // Every client of the run is built after this (uploads, sign-in, downloads, subcommands).
+    let offline = matches!(cli.command, Some(cli::Command::Config { .. } | cli::Command::Completions { .. }));
+    if !offline {
+        let flag = cli.network.connect_timeout;
+        let file = if flag.is_some() { config::ConfigFile::default() } else { config::ConfigFile::load()? };
+        engine::http::set_connect_timeout(settings::connect_timeout(flag, &file)?);
+    }
     if let Some(cmd) = cli.command {
         return run_command(cmd, cli.output).await;
     }

@@ -455,6 +455,24 @@ pub fn default_state_dir() -> Option<PathBuf> {
     std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".local/state/upload"))
 }
 
+/// The run's connect timeout: `--connect-timeout` (env `UPLOAD_CONNECT_TIMEOUT`, checked by
+/// clap), else the config file's `[defaults] connect_timeout` (checked here: exit 2 naming the
+/// key), else [`crate::engine::http::DEFAULT_CONNECT_TIMEOUT`].
+pub fn connect_timeout(flag: Option<Duration>, config: &ConfigFile) -> Result<Duration> {
+    if let Some(d) = flag {
+        return Ok(d);
+    }
+    match config.defaults.connect_timeout.as_deref() {
+        None => Ok(crate::engine::http::DEFAULT_CONNECT_TIMEOUT),
+        Some(text) => crate::cli::parse_connect_timeout(text).map_err(|e| {
+            Error::usage(
+                format!("config file [defaults] connect_timeout: {e}"),
+                "give a duration above zero and at most 1h, such as \"10s\"",
+            )
+        }),
+    }
+}
+
 /// The run's bandwidth limit from `--limit-rate` (env `UPLOAD_LIMIT_RATE`), else the config
 /// file's `[defaults] limit_rate`; refused (exit 2, naming the bad entry) before any request.
 /// The hidden `UPLOAD_FAKE_LOCAL_TIME=YYYY-MM-DDTHH:MM:SS` makes the schedule's clock start at
@@ -486,6 +504,20 @@ pub fn rate_limit(text: Option<&str>) -> Result<RateLimit> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connect_timeout_merges_flag_over_file_over_default() {
+        let mut file = ConfigFile::default();
+        assert_eq!(connect_timeout(None, &file).unwrap(), Duration::from_secs(5));
+        file.defaults.connect_timeout = Some("1500ms".into());
+        assert_eq!(connect_timeout(None, &file).unwrap(), Duration::from_millis(1500));
+        assert_eq!(connect_timeout(Some(Duration::from_secs(2)), &file).unwrap(), Duration::from_secs(2));
+        for bad in ["0", "2h", "1e400", "soon"] {
+            file.defaults.connect_timeout = Some(bad.into());
+            let e = connect_timeout(None, &file).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn secrets_are_parsed_into_the_redacting_type() {

@@ -1,6 +1,7 @@
 //! HTTP plumbing shared by the engine and the providers.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -23,12 +24,29 @@ pub fn client_with_read_timeout(concurrency: usize, read_timeout: Duration) -> r
         .pool_max_idle_per_host(concurrency.max(1) * 2)
         .pool_idle_timeout(Duration::from_secs(60))
         .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(5))
+        .connect_timeout(connect_timeout())
         .read_timeout(read_timeout);
     for cert in extra_roots() {
         b = b.add_root_certificate(cert);
     }
     b.build().expect("the TLS backend initialises")
+}
+
+/// The connect timeout of a client when [`set_connect_timeout`] was not called.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+static CONNECT_TIMEOUT_MS: AtomicU64 = AtomicU64::new(DEFAULT_CONNECT_TIMEOUT.as_millis() as u64);
+
+/// Sets the longest wait for a TCP and TLS connection of every client built afterwards
+/// (`--connect-timeout`); at least 1 ms.
+pub fn set_connect_timeout(timeout: Duration) {
+    let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1);
+    CONNECT_TIMEOUT_MS.store(ms, Ordering::Relaxed);
+}
+
+/// The connect timeout of the clients built now (see [`set_connect_timeout`]).
+pub fn connect_timeout() -> Duration {
+    Duration::from_millis(CONNECT_TIMEOUT_MS.load(Ordering::Relaxed))
 }
 
 static EXTRA_ROOTS: std::sync::RwLock<Vec<reqwest::Certificate>> = std::sync::RwLock::new(Vec::new());
@@ -316,7 +334,11 @@ pub fn describe_transport(err: &reqwest::Error) -> String {
         return m;
     }
     let mut parts = vec![];
-    if err.is_timeout() {
+    if err.is_connect() && err.is_timeout() {
+        // Name the setting: the fix is either the endpoint or a longer --connect-timeout.
+        let t = crate::size::human_duration(connect_timeout());
+        parts.push(format!("no connection within {t} (--connect-timeout)"));
+    } else if err.is_timeout() {
         parts.push("timed out".to_string());
     } else if err.is_connect() {
         parts.push("could not connect".to_string());

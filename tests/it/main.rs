@@ -5,6 +5,7 @@ mod batch;
 mod bulk_zip;
 mod common;
 mod conformance;
+mod connect_timeout;
 mod demo;
 mod executor;
 mod library;
