@@ -619,8 +619,8 @@ pub struct OutputArgs {
 /// An upload.
 #[derive(Args, Debug, Clone)]
 pub struct UploadArgs {
-    /// Files to upload.
-    #[arg(required = true, value_name = "FILE")]
+    /// Files to upload (with --emulate and none given: a generated sample, as `upload demo`).
+    #[arg(required_unless_present = "emulate", value_name = "FILE")]
     pub files: Vec<PathBuf>,
 
     /// The vendor to upload to.

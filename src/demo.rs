@@ -21,6 +21,14 @@ pub async fn run_emulated(mut cli: Cli) -> Result<i32> {
     })?;
     let state = tempfile_dir()?;
     let quiet = cli.output.quiet;
+    // No file named: the sample `upload demo` would send (removed with the state directory).
+    if cli.upload.files.is_empty() {
+        let path = write_provider_sample(provider, &state, DEMO_SIZE)?;
+        if !quiet {
+            eprintln!("emulator: no file given: generated {} ({})", path.display(), crate::size::human(DEMO_SIZE));
+        }
+        cli.upload.files = vec![path];
+    }
     if !quiet {
         eprintln!(
             "emulator: {} API at {} (S3 store at {}), in-process on loopback",
@@ -53,13 +61,7 @@ pub async fn run_emulated(mut cli: Cli) -> Result<i32> {
 /// `upload demo`: a generated sample through the whole flow of `provider`.
 pub async fn demo(provider: ProviderName, size: u64, output: crate::cli::OutputArgs) -> Result<i32> {
     let dir = tempfile_dir()?;
-    let name = match provider {
-        ProviderName::Teleport | ProviderName::Truvideo => "sample.mp4",
-        ProviderName::Uplift => "sample.mov",
-        ProviderName::Apertur => "sample.jpg",
-    };
-    let path = dir.join(name);
-    write_sample(&path, size)?;
+    let path = write_provider_sample(provider, &dir, size)?;
     if !output.quiet {
         eprintln!("demo: generated {} ({})", path.display(), crate::size::human(size));
     }
@@ -81,6 +83,23 @@ pub async fn demo(provider: ProviderName, size: u64, output: crate::cli::OutputA
     let code = run_emulated(cli).await;
     let _ = std::fs::remove_dir_all(&dir);
     code
+}
+
+/// The size of the sample of `upload demo` and of `upload --emulate` without a file (the
+/// default of `upload demo --size`).
+pub const DEMO_SIZE: u64 = 20 * 1024 * 1024;
+
+/// Writes a sample of `size` bytes that `provider` takes into `dir`: a video for Teleport and
+/// TruVideo (`.mp4`), Uplift (`.mov`), an image for Apertur (`.jpg`). Returns its path.
+fn write_provider_sample(provider: ProviderName, dir: &Path, size: u64) -> Result<PathBuf> {
+    let name = match provider {
+        ProviderName::Teleport | ProviderName::Truvideo => "sample.mp4",
+        ProviderName::Uplift => "sample.mov",
+        ProviderName::Apertur => "sample.jpg",
+    };
+    let path = dir.join(name);
+    write_sample(&path, size)?;
+    Ok(path)
 }
 
 fn tempfile_dir() -> Result<PathBuf> {
@@ -108,6 +127,20 @@ fn write_sample(path: &Path, size: u64) -> Result<()> {
         left -= n as u64;
     }
     f.flush().map_err(|e| Error::File { path: path.into(), source: e })
+}
+
+/// Hex SHA-256 of a file, read in blocks (the file may be larger than memory).
+fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = std::io::Read::read(&mut f, &mut buf)?;
+        if n == 0 {
+            return Ok(hex::encode(h.finalize()));
+        }
+        h.update(&buf[..n]);
+    }
 }
 
 /// An API path with its ids folded: `/api/v1/captures/{id}/create-upload-url/{n}`.
@@ -165,10 +198,7 @@ fn report(emu: &upload_emulator::Emulator, files: &[PathBuf], quiet: bool) {
     let local: BTreeMap<String, String> = files
         .iter()
         .filter(|p| p.is_file())
-        .filter_map(|p| {
-            let bytes = std::fs::read(p).ok()?;
-            Some((hex::encode(Sha256::digest(&bytes)), p.display().to_string()))
-        })
+        .filter_map(|p| Some((sha256_file(p).ok()?, p.display().to_string())))
         .collect();
     for o in emu.objects() {
         let verdict = match local.get(&o.sha256) {
