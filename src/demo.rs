@@ -16,8 +16,13 @@ pub async fn run_emulated(mut cli: Cli) -> Result<i32> {
         .upload
         .provider
         .ok_or_else(|| Error::usage("no provider given", "pass --provider teleport|truvideo|uplift|apertur"))?;
-    let emu = upload_emulator::Emulator::start(upload_emulator::Config::default()).await.map_err(|e| {
-        Error::Network { provider: provider.as_str(), what: "starting the emulator".into(), message: e.to_string() }
+    // On disk (a temporary directory removed when `emu` drops): memory stays flat whatever the
+    // file's size.
+    let config = upload_emulator::Config { temp_state_dir: true, ..Default::default() };
+    let emu = upload_emulator::Emulator::start(config).await.map_err(|e| Error::Network {
+        provider: provider.as_str(),
+        what: "starting the emulator".into(),
+        message: e.to_string(),
     })?;
     let state = tempfile_dir()?;
     let quiet = cli.output.quiet;

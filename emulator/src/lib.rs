@@ -16,8 +16,13 @@
 //! failing or dropped part uploads, latency, bandwidth limits, spurious 401s, failing
 //! completions, early URL expiry.
 //!
-//! Objects are kept in memory, or as part files under [`Config::state_dir`]; an object's
-//! SHA-256 is computed on first request and cached ([`Emulator::objects`]).
+//! Objects are kept in memory (the default: fast, for tests with small files), or on disk as
+//! part files under [`Config::state_dir`], or under a temporary directory removed when the
+//! emulator stops ([`Config::temp_state_dir`]: what `upload --emulate` and the binary use, so
+//! that memory does not grow with the files). Bodies are streamed into their file with MD5 (the
+//! ETag) computed on the way; a single PUT or POST also gets its SHA-256 on the way, a
+//! multipart object's is computed from its part files on first request and cached
+//! ([`Emulator::objects`]). Completion keeps the list of part files: nothing is copied.
 
 // Handlers return `Result<_, Response>` so that `?` ends a request with its error response;
 // a `Response` is large, but these are error paths, taken once per request at most.
@@ -65,6 +70,21 @@ pub const S3_MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
 /// S3's maximum part number.
 pub const S3_MAX_PARTS: u32 = 10_000;
 
+/// One `upload` command per provider against an emulator at `api_url` accepting `token`, each
+/// with the kind of file the provider takes (`FILE.zip`, `FILE.mp4`, `FILE.mov`, `FILE.jpg`)
+/// and the flags it requires: the binary prints them as its `try:` lines.
+pub fn try_commands(api_url: &str, token: &str) -> Vec<String> {
+    let common = format!("--endpoint {api_url} --token {token}");
+    vec![
+        format!("upload FILE.zip --provider teleport {common}"),
+        format!("upload FILE.mp4 --provider truvideo {common}"),
+        format!(
+            "upload FILE.mov --provider uplift {common} --athlete-id aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee --activity golf --movement full_swing --camera-setup single.down_the_line --orientation landscape"
+        ),
+        format!("upload FILE.jpg --provider apertur {common}"),
+    ]
+}
+
 /// How the emulator behaves. Build with `Config { field: value, ..Default::default() }`.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -74,8 +94,12 @@ pub struct Config {
     pub teleport_chunk_size: u64,
     /// Presigned URL lifetime, `X-Amz-Expires` (default 3600 s; rounded up to whole seconds).
     pub url_ttl: Duration,
-    /// `None`: objects in memory; `Some(dir)`: part files written under `dir` as they arrive.
+    /// `None`: objects in memory (unless [`Config::temp_state_dir`]); `Some(dir)`: part files
+    /// written under `dir` as they arrive, left there when the emulator stops.
     pub state_dir: Option<PathBuf>,
+    /// Without `state_dir`: part files under a new temporary directory (in the system's
+    /// temporary directory, `TMPDIR`), removed when the emulator stops. Default false (memory).
+    pub temp_state_dir: bool,
     /// Injected faults (changeable at run time with [`Emulator::set_faults`]).
     pub faults: Faults,
     /// How captures progress after completion.
@@ -115,6 +139,7 @@ impl Default for Config {
             teleport_chunk_size: 8 * 1024 * 1024,
             url_ttl: Duration::from_secs(3600),
             state_dir: None,
+            temp_state_dir: false,
             faults: Faults::default(),
             processing: Processing::default(),
             min_part_size: S3_MIN_PART_SIZE,
@@ -227,6 +252,9 @@ pub struct Emulator {
     api_addr: SocketAddr,
     s3_addr: SocketAddr,
     cancel: CancellationToken,
+    /// The [`Config::temp_state_dir`] directory, removed on drop (after the servers stopped
+    /// taking requests: a request still running then cannot make it again).
+    temp_dir: Option<tempfile::TempDir>,
 }
 
 impl Emulator {
@@ -236,13 +264,21 @@ impl Emulator {
     }
 
     /// Starts both servers on `127.0.0.1:api_port` and `127.0.0.1:s3_port` (0 = any free port).
-    pub async fn start_on(config: Config, api_port: u16, s3_port: u16) -> std::io::Result<Emulator> {
+    pub async fn start_on(mut config: Config, api_port: u16, s3_port: u16) -> std::io::Result<Emulator> {
         let api = TcpListener::bind(("127.0.0.1", api_port)).await?;
         let s3l = TcpListener::bind(("127.0.0.1", s3_port)).await?;
         let api_addr = api.local_addr()?;
         let s3_addr = s3l.local_addr()?;
+        let mut temp_dir = None;
+        if config.state_dir.is_none() && config.temp_state_dir {
+            let t = tempfile::Builder::new().prefix("upload-emulator-").tempdir()?;
+            config.state_dir = Some(t.path().to_path_buf());
+            temp_dir = Some(t);
+        }
         if let Some(dir) = &config.state_dir {
-            std::fs::create_dir_all(dir)?;
+            // The store makes only the directories of single uploads below these.
+            std::fs::create_dir_all(dir.join("parts"))?;
+            std::fs::create_dir_all(dir.join("objects"))?;
         }
         let shared = Arc::new(state::Shared::new(config, format!("http://{s3_addr}")));
         let cancel = CancellationToken::new();
@@ -257,7 +293,13 @@ impl Emulator {
         tokio::spawn(server::serve(api, api_router, shared.clone(), "api", cancel.clone()));
         tokio::spawn(server::serve(s3l, s3_router, shared.clone(), "s3", cancel.clone()));
         tracing::info!(%api_addr, %s3_addr, "emulator started");
-        Ok(Emulator { shared, api_addr, s3_addr, cancel })
+        Ok(Emulator { shared, api_addr, s3_addr, cancel, temp_dir })
+    }
+
+    /// Where object bytes are kept: [`Config::state_dir`], or the temporary directory of
+    /// [`Config::temp_state_dir`]; `None` in memory.
+    pub fn state_dir(&self) -> Option<&std::path::Path> {
+        self.shared.config.state_dir.as_deref()
     }
 
     /// `http://127.0.0.1:PORT` of the provider API (no trailing slash).
@@ -357,5 +399,14 @@ impl Emulator {
 impl Drop for Emulator {
     fn drop(&mut self) {
         self.cancel.cancel();
+        if let Some(t) = self.temp_dir.take() {
+            let path = t.path().to_path_buf();
+            // A request still finishing may have just made a file there: a second try.
+            if t.close().is_err()
+                && let Err(e) = std::fs::remove_dir_all(&path)
+            {
+                tracing::warn!("cannot remove the emulator's temporary directory {}: {e}", path.display());
+            }
+        }
     }
 }

@@ -7,12 +7,15 @@ use std::time::Duration;
 use clap::Parser;
 use upload_emulator::{Config, Emulator, Faults, Processing};
 
-/// Local emulator of the Teleport and TruVideo upload APIs with an S3-compatible store.
+/// Local emulator of the Teleport, TruVideo, Uplift and Apertur upload APIs with an
+/// S3-compatible store.
 ///
-/// Prints the API base URL, the S3 base URL, the accepted token(s) and the sign-in
-/// credentials (Teleport `/oauth2/token`, TruVideo `/api/login`), then serves until
-/// Ctrl-C (SIGINT) or SIGTERM. Admin API (no auth) on the API port: GET /_emulator/uploads, GET|PUT
-/// /_emulator/faults, GET /_emulator/requests.
+/// Prints the API base URL, the S3 base URL, the accepted token(s), the sign-in credentials
+/// (Teleport `/oauth2/token`, TruVideo `/api/login`) and one `try:` command per provider, then
+/// serves until Ctrl-C (SIGINT) or SIGTERM. Uploaded objects are written to a temporary
+/// directory removed at stop (--data-dir DIR keeps them; --memory holds them in memory). Admin
+/// API (no auth) on the API port: GET /_emulator/uploads, GET|PUT /_emulator/faults, GET
+/// /_emulator/requests.
 #[derive(Parser, Debug)]
 #[command(name = "upload-emulator", version)]
 struct Cli {
@@ -31,9 +34,13 @@ struct Cli {
     /// Presigned URL lifetime, in seconds.
     #[arg(long = "url-ttl", default_value_t = 3600)]
     url_ttl: u64,
-    /// Keep part files in this directory instead of memory.
-    #[arg(long = "state-dir")]
+    /// Keep the uploaded objects (their part files) in this directory, left there at stop.
+    /// Default: a temporary directory (under TMPDIR) removed at stop.
+    #[arg(long = "data-dir", visible_alias = "state-dir", value_name = "DIR", conflicts_with = "memory")]
     state_dir: Option<PathBuf>,
+    /// Hold the uploaded objects in memory instead of on disk (faster; memory grows with them).
+    #[arg(long)]
+    memory: bool,
     /// Smallest size of every part but the last, in bytes (S3: 5 MiB).
     #[arg(long = "min-part-size", default_value_t = upload_emulator::S3_MIN_PART_SIZE)]
     min_part_size: u64,
@@ -121,6 +128,7 @@ impl Cli {
             tokens: if self.tokens.is_empty() { defaults.tokens } else { self.tokens },
             teleport_chunk_size: self.chunk_size,
             url_ttl: Duration::from_secs(self.url_ttl),
+            temp_state_dir: self.state_dir.is_none() && !self.memory,
             state_dir: self.state_dir,
             min_part_size: self.min_part_size,
             teleport_model_size: self.model_size,
@@ -228,12 +236,12 @@ fn announce(emu: &Emulator, tokens: &[String], s: &SignInInfo) {
         s.api_key, s.secret_key, s.external_id
     );
     let _ = writeln!(out, "sign-in token lifetime: {} s", s.lifetime_s);
-    let _ = writeln!(out, "try: upload FILE --provider teleport --endpoint {} --token {}", emu.api_url(), emu.token());
-    let _ =
-        writeln!(out, "try: upload FILE.mp4 --provider truvideo --endpoint {} --token {}", emu.api_url(), emu.token());
+    for command in upload_emulator::try_commands(&emu.api_url(), &emu.token()) {
+        let _ = writeln!(out, "try: {command}");
+    }
     let _ = writeln!(
         out,
-        "try: upload FILE --provider teleport --endpoint {0} --auth-endpoint {0} --client-id {1} --client-secret {2}",
+        "try (sign-in): upload FILE.zip --provider teleport --endpoint {0} --auth-endpoint {0} --client-id {1} --client-secret {2}",
         emu.api_url(),
         s.client_id,
         s.client_secret

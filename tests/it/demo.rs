@@ -50,3 +50,83 @@ async fn without_emulate_a_file_is_still_required() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("required") && err.contains("<FILE>"), "{err}");
 }
+
+/// Runs the `upload` binary to its end and returns its output and its own peak RSS in KiB
+/// (`ru_maxrss` of `wait4` on that child: exact, and no other process counts).
+#[cfg(target_os = "linux")]
+fn run_with_peak_rss(args: &[String], envs: &[(String, String)]) -> (std::process::Output, u64) {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (out_path, err_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let mut cmd = upload_command(args, envs);
+    cmd.stdout(std::fs::File::create(&out_path).unwrap()).stderr(std::fs::File::create(&err_path).unwrap());
+    let child = cmd.spawn().expect("the binary starts");
+    let pid = child.id() as libc::pid_t;
+    let mut status: libc::c_int = 0;
+    // SAFETY: a zeroed rusage is a valid value, filled by wait4 for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let got = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(got, pid, "wait4: {}", std::io::Error::last_os_error());
+    std::mem::forget(child); // already reaped
+    let out = std::process::Output {
+        status: std::process::ExitStatus::from_raw(status),
+        stdout: std::fs::read(&out_path).unwrap(),
+        stderr: std::fs::read(&err_path).unwrap(),
+    };
+    (out, usage.ru_maxrss as u64)
+}
+
+/// `--emulate` streams what it receives to a temporary directory (removed at the end) instead
+/// of memory: the whole process (client and emulator) stays far below the file's size.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emulate_stores_on_disk_and_memory_does_not_grow_with_the_file() {
+    const SIZE: u64 = 256 * MIB;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.mp4");
+    std::fs::File::create(&path).unwrap().set_len(SIZE).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let a = args(&[path.to_str().unwrap(), "--provider", "teleport", "--emulate", "--json"]);
+    let envs = vec![("TMPDIR".to_string(), tmp.path().display().to_string())];
+    let (out, peak_kib) = tokio::task::spawn_blocking(move || run_with_peak_rss(&a, &envs)).await.unwrap();
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let line: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(line["bytes"].as_u64(), Some(SIZE), "{line}");
+    assert!(err.contains(&format!("byte-exact copy of {}", path.display())), "{err}");
+    eprintln!("upload --emulate of 256 MiB: peak RSS {} MiB", peak_kib / 1024);
+    assert!(peak_kib > 0, "no rusage");
+    assert!(peak_kib < 128 * 1024, "peak RSS {} MiB for a {} MiB file", peak_kib / 1024, SIZE / MIB);
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(left.is_empty(), "the emulator's temporary state is left behind: {left:?}");
+}
+
+/// The `try:` lines `upload-emulator` prints (one per provider) work as printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_emulators_try_commands_upload_for_every_provider() {
+    let emu = emulator(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let commands = upload_emulator::try_commands(&emu.api_url(), &emu.token());
+    let providers: Vec<&str> =
+        commands.iter().filter_map(|c| c.split_whitespace().skip_while(|w| *w != "--provider").nth(1)).collect();
+    assert_eq!(providers, ["teleport", "truvideo", "uplift", "apertur"], "{commands:?}");
+    for (i, command) in commands.iter().enumerate() {
+        let mut words = command.split_whitespace();
+        assert_eq!(words.next(), Some("upload"), "{command}");
+        let mut sha = String::new();
+        let a: Vec<String> = words
+            .map(|w| match w.strip_prefix("FILE.") {
+                Some(ext) => {
+                    let (path, s) = make_file(dir.path(), &format!("sample{i}.{ext}"), 6 * MIB + 1 + i as u64);
+                    sha = s;
+                    path.display().to_string()
+                }
+                None => w.to_string(),
+            })
+            .collect();
+        assert!(!sha.is_empty(), "no FILE in {command}");
+        let out = run_upload(a, vec![]).await;
+        assert!(out.status.success(), "{command}: {}", stderr(&out));
+        assert_eq!(emu.objects().iter().filter(|o| o.sha256 == sha).count(), 1, "{command}");
+    }
+}

@@ -12,6 +12,7 @@ mod library;
 mod output;
 mod pending;
 mod ratelimit;
+mod readme;
 mod real_s3;
 mod reliability;
 mod shell;

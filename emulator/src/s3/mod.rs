@@ -406,12 +406,18 @@ impl Store {
             provider: up.provider,
             id: up.id,
         };
-        Self::insert_object(&mut inner, info.clone(), datas);
+        Self::insert_object(&mut inner, info.clone(), datas, None);
         Ok(info)
     }
 
-    fn insert_object(inner: &mut Inner, info: ObjectInfo, parts: Vec<PartData>) {
-        let obj = Arc::new(StoredObject { info, parts, sha256: OnceLock::new(), modified: Utc::now() });
+    /// Stores a completed object; `sha256` when it was computed while receiving (else on first
+    /// request).
+    fn insert_object(inner: &mut Inner, info: ObjectInfo, parts: Vec<PartData>, sha256: Option<String>) {
+        let sha = OnceLock::new();
+        if let Some(h) = sha256 {
+            let _ = sha.set(h);
+        }
+        let obj = Arc::new(StoredObject { info, parts, sha256: sha, modified: Utc::now() });
         if let Some(old) = inner.objects.insert(obj.info.key.clone(), obj) {
             old.parts.iter().for_each(PartData::remove);
         }
@@ -422,10 +428,10 @@ impl Store {
     /// image uploads). Written to a file under the state directory when there is one.
     pub fn put_object(&self, key: &str, bytes: Bytes, provider: &str, id: &str) -> ObjectInfo {
         let md5 = Md5::digest(&bytes);
+        let sha = hex::encode(Sha256::digest(&bytes));
         let data = match self.new_part_path(None, 1) {
             Some(path) => {
-                let written =
-                    path.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|_| std::fs::write(&path, &bytes));
+                let written = std::fs::write(&path, &bytes);
                 match written {
                     Ok(()) => PartData::File(Arc::new(path)),
                     Err(e) => {
@@ -445,8 +451,8 @@ impl Store {
             provider: provider.to_string(),
             id: id.to_string(),
         };
-        Self::insert_object(&mut self.inner.lock().unwrap(), info.clone(), vec![data]);
-        info
+        Self::insert_object(&mut self.inner.lock().unwrap(), info.clone(), vec![data], Some(sha.clone()));
+        ObjectInfo { sha256: sha, ..info }
     }
 
     /// Deletes a completed object; `false` when unknown.
@@ -848,6 +854,97 @@ enum Sink {
     File(tokio::io::BufWriter<tokio::fs::File>, PathBuf),
 }
 
+/// The bytes of one PUT or POST as they arrive: into memory or a new file under the state
+/// directory, MD5 (the ETag) and, for a whole object, SHA-256 computed on the way. Nothing is
+/// read back and nothing is held in memory on disk.
+pub(crate) struct Receiver {
+    sink: Sink,
+    md5: Md5,
+    sha256: Option<Sha256>,
+    size: u64,
+}
+
+/// What a [`Receiver`] received.
+pub(crate) struct Received {
+    data: PartData,
+    size: u64,
+    md5: [u8; 16],
+    /// Hex SHA-256, when asked for.
+    sha256: Option<String>,
+}
+
+impl Receiver {
+    /// A receiver for part `part` of `upload` (or, with `None`, a whole object; then the SHA-256
+    /// is computed too). `capacity`: the expected size, for the memory backend. An error
+    /// when the file cannot be made (the state directory is gone once the emulator stopped:
+    /// it is not made again).
+    async fn new(store: &Store, upload: Option<&str>, part: u32, capacity: u64) -> Result<Self, String> {
+        let sink = match store.new_part_path(upload, part) {
+            Some(p) => {
+                if upload.is_some()
+                    && let Some(dir) = p.parent()
+                    && let Err(e) = tokio::fs::create_dir(dir).await
+                    && e.kind() != std::io::ErrorKind::AlreadyExists
+                {
+                    return Err(format!("cannot create {}: {e}", dir.display()));
+                }
+                match tokio::fs::File::create(&p).await {
+                    Ok(f) => Sink::File(tokio::io::BufWriter::with_capacity(1 << 20, f), p),
+                    Err(e) => return Err(format!("cannot create {}: {e}", p.display())),
+                }
+            }
+            None => Sink::Mem(BytesMut::with_capacity(capacity.min(S3_MAX_PART_SIZE) as usize)),
+        };
+        Ok(Receiver { sink, md5: Md5::new(), sha256: upload.is_none().then(Sha256::new), size: 0 })
+    }
+
+    /// Takes the next bytes.
+    async fn write(&mut self, data: &[u8]) -> Result<(), String> {
+        self.md5.update(data);
+        if let Some(h) = &mut self.sha256 {
+            h.update(data);
+        }
+        self.size += data.len() as u64;
+        match &mut self.sink {
+            Sink::Mem(b) => b.extend_from_slice(data),
+            Sink::File(w, p) => w.write_all(data).await.map_err(|e| format!("write {}: {e}", p.display()))?,
+        }
+        Ok(())
+    }
+
+    /// Bytes received so far.
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Ends the body: flushed and hashed, or (after `failure`, or a failed flush) the bytes
+    /// dropped and the reason returned.
+    async fn finish(self, failure: Option<String>) -> Result<Received, String> {
+        let mut failure = failure;
+        let data = match self.sink {
+            Sink::Mem(b) => PartData::Mem(b.freeze()),
+            Sink::File(mut w, p) => {
+                if failure.is_none()
+                    && let Err(e) = w.flush().await
+                {
+                    failure = Some(format!("write {}: {e}", p.display()));
+                }
+                PartData::File(Arc::new(p))
+            }
+        };
+        if let Some(msg) = failure {
+            data.remove();
+            return Err(msg);
+        }
+        Ok(Received {
+            data,
+            size: self.size,
+            md5: self.md5.finalize().into(),
+            sha256: self.sha256.map(|h| hex::encode(h.finalize())),
+        })
+    }
+}
+
 /// Reads and discards `body`, throttled to `bps` (0 = unlimited), stopping after `limit` bytes
 /// if given. Returns the number of bytes read.
 async fn read_body(body: Body, bps: u64, limit: Option<u64>) -> Result<u64, axum::Error> {
@@ -882,25 +979,12 @@ async fn throttle(start: Instant, bytes: u64, bps: u64) {
 async fn receive(shared: &Shared, body: Body, len: u64, bps: u64, target: Target) -> Response {
     let store = &shared.store;
     let part_no = target.part.as_ref().map_or(1, |(_, n)| *n);
-    let path = store.new_part_path(target.part.as_ref().map(|(u, _)| u.as_str()), part_no);
-    let mut sink = match path {
-        Some(p) => {
-            if let Some(dir) = p.parent()
-                && let Err(e) = tokio::fs::create_dir_all(dir).await
-            {
-                return internal(&format!("cannot create {}: {e}", dir.display()));
-            }
-            match tokio::fs::File::create(&p).await {
-                Ok(f) => Sink::File(tokio::io::BufWriter::with_capacity(1 << 20, f), p),
-                Err(e) => return internal(&format!("cannot create {}: {e}", p.display())),
-            }
-        }
-        None => Sink::Mem(BytesMut::with_capacity(len as usize)),
+    let mut rx = match Receiver::new(store, target.part.as_ref().map(|(u, _)| u.as_str()), part_no, len).await {
+        Ok(r) => r,
+        Err(msg) => return internal(&msg),
     };
-    let mut md5 = Md5::new();
     let mut body = body;
     let start = Instant::now();
-    let mut n = 0u64;
     let mut failure = None;
     while let Some(frame) = body.frame().await {
         let data = match frame {
@@ -913,44 +997,28 @@ async fn receive(shared: &Shared, body: Body, len: u64, bps: u64, target: Target
                 break;
             }
         };
-        md5.update(&data);
-        n += data.len() as u64;
-        match &mut sink {
-            Sink::Mem(b) => b.extend_from_slice(&data),
-            Sink::File(w, p) => {
-                if let Err(e) = w.write_all(&data).await {
-                    failure = Some(format!("write {}: {e}", p.display()));
-                    break;
-                }
-            }
+        if let Err(e) = rx.write(&data).await {
+            failure = Some(e);
+            break;
         }
-        throttle(start, n, bps).await;
+        throttle(start, rx.size(), bps).await;
     }
-    let data = match sink {
-        Sink::Mem(b) => PartData::Mem(b.freeze()),
-        Sink::File(mut w, p) => {
-            if failure.is_none()
-                && let Err(e) = w.flush().await
-            {
-                failure = Some(format!("write {}: {e}", p.display()));
-            }
-            PartData::File(Arc::new(p))
+    if failure.is_none() && rx.size() != len {
+        failure = Some(format!("received {} bytes of {len}", rx.size()));
+    }
+    let received = match rx.finish(failure).await {
+        Ok(r) => r,
+        Err(msg) => {
+            tracing::debug!("PUT failed: {msg}");
+            return xml::error(
+                400,
+                "IncompleteBody",
+                "You did not provide the number of bytes specified by the Content-Length HTTP header",
+                &[],
+            );
         }
     };
-    if failure.is_none() && n != len {
-        failure = Some(format!("received {n} bytes of {len}"));
-    }
-    if let Some(msg) = failure {
-        data.remove();
-        tracing::debug!("PUT failed: {msg}");
-        return xml::error(
-            400,
-            "IncompleteBody",
-            "You did not provide the number of bytes specified by the Content-Length HTTP header",
-            &[],
-        );
-    }
-    let md5: [u8; 16] = md5.finalize().into();
+    let Received { data, size: n, md5, sha256 } = received;
     if target.content_md5.as_ref().is_some_and(|want| want[..] != md5[..]) {
         data.remove();
         return xml::error(400, "BadDigest", "The Content-MD5 you specified did not match what we received.", &[]);
@@ -987,7 +1055,7 @@ async fn receive(shared: &Shared, body: Body, len: u64, bps: u64, target: Target
                     provider,
                     id,
                 };
-                Store::insert_object(&mut inner, info, vec![part.data]);
+                Store::insert_object(&mut inner, info, vec![part.data], sha256);
             }
         }
     }

@@ -30,7 +30,7 @@
 //! (`fail_put_*`, `reset_ratio`, `bandwidth_bps`) apply to POST uploads too: they count object
 //! uploads of either kind.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::Request;
@@ -40,12 +40,10 @@ use base64::Engine;
 use bytes::BytesMut;
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
-use md5::{Digest as _, Md5};
 use serde_json::{Value, json};
 use sha2::Sha256;
-use tokio::io::AsyncWriteExt;
 
-use super::{PartData, Sink, Store, StoredObject, fail_response, internal, read_body, sigv4, throttle, xml};
+use super::{Received, Receiver, Store, fail_response, internal, read_body, sigv4, throttle, xml};
 use crate::faults::PutFault;
 use crate::server::ConnHandle;
 use crate::state::Shared;
@@ -474,23 +472,11 @@ pub(super) async fn post_object(shared: &Arc<Shared>, req: Request) -> Response 
 
     // The file, streamed into the sink.
     let store = &shared.store;
-    let mut sink = match store.new_part_path(None, 1) {
-        Some(p) => {
-            if let Some(dir) = p.parent()
-                && let Err(e) = tokio::fs::create_dir_all(dir).await
-            {
-                return internal(&format!("cannot create {}: {e}", dir.display()));
-            }
-            match tokio::fs::File::create(&p).await {
-                Ok(f) => Sink::File(tokio::io::BufWriter::with_capacity(1 << 20, f), p),
-                Err(e) => return internal(&format!("cannot create {}: {e}", p.display())),
-            }
-        }
-        None => Sink::Mem(BytesMut::new()),
+    let mut rx = match Receiver::new(store, None, 1, 0).await {
+        Ok(r) => r,
+        Err(msg) => return internal(&msg),
     };
-    let mut md5 = Md5::new();
     let start = Instant::now();
-    let mut n = 0u64;
     let mut failure = None;
     loop {
         let data = match file.chunk().await {
@@ -501,36 +487,20 @@ pub(super) async fn post_object(shared: &Arc<Shared>, req: Request) -> Response 
                 break;
             }
         };
-        md5.update(&data);
-        n += data.len() as u64;
-        match &mut sink {
-            Sink::Mem(b) => b.extend_from_slice(&data),
-            Sink::File(w, p) => {
-                if let Err(e) = w.write_all(&data).await {
-                    failure = Some(format!("write {}: {e}", p.display()));
-                    break;
-                }
-            }
+        if let Err(e) = rx.write(&data).await {
+            failure = Some(e);
+            break;
         }
-        throttle(start, n, bps).await;
+        throttle(start, rx.size(), bps).await;
     }
     drop(file);
-    let data = match sink {
-        Sink::Mem(b) => PartData::Mem(b.freeze()),
-        Sink::File(mut w, p) => {
-            if failure.is_none()
-                && let Err(e) = w.flush().await
-            {
-                failure = Some(format!("write {}: {e}", p.display()));
-            }
-            PartData::File(Arc::new(p))
+    let Received { data, size: n, md5, sha256 } = match rx.finish(failure).await {
+        Ok(r) => r,
+        Err(msg) => {
+            tracing::debug!("POST failed: {msg}");
+            return malformed();
         }
     };
-    if let Some(msg) = failure {
-        data.remove();
-        tracing::debug!("POST failed: {msg}");
-        return malformed();
-    }
     drain(mp).await;
     if let Some((min, max)) = range {
         if n > max {
@@ -562,17 +532,13 @@ pub(super) async fn post_object(shared: &Arc<Shared>, req: Request) -> Response 
         );
     }
 
-    let md5: [u8; 16] = md5.finalize().into();
     let etag = super::hex_md5_etag(&md5);
     {
         let mut inner = store.inner.lock().unwrap();
         let (provider, id) = inner.owners.get(&key).cloned().unwrap_or_else(|| ("s3".into(), key.clone()));
         let info =
             ObjectInfo { key: key.clone(), size: n, sha256: String::new(), parts: 1, etag: etag.clone(), provider, id };
-        let obj = Arc::new(StoredObject { info, parts: vec![data], sha256: OnceLock::new(), modified: Utc::now() });
-        if let Some(old) = inner.objects.insert(key.clone(), obj) {
-            old.parts.iter().for_each(PartData::remove);
-        }
+        Store::insert_object(&mut inner, info, vec![data], sha256);
     }
     tracing::debug!(%key, size = n, "POST object stored");
 
