@@ -187,6 +187,10 @@ fn resume_command(p: &Pending, args: &PendingArgs, dir: &Path, output: &OutputAr
     flag("--token", args.token.as_ref().map(|t| t.expose()));
     flag("--token-command", args.token_command.as_deref());
     flag("--limit-rate", args.limit_rate.as_deref());
+    // The resumed run sets its clients up again: keep this run's connect timeout (from its
+    // flag, env or config file).
+    let connect = format!("{}ms", crate::engine::http::connect_timeout().as_millis());
+    flag("--connect-timeout", Some(&connect));
     let s = &args.sign_in;
     flag("--client-id", s.client_id.as_deref());
     flag("--client-secret", s.client_secret.as_ref().map(|t| t.expose()));

@@ -160,3 +160,22 @@ async fn a_long_connect_timeout_outlasts_the_default() {
     let out = child.wait_with_output().unwrap();
     assert!(still_running, "the run ended before 12 s: {}", stderr(&out));
 }
+
+/// `upload pending --resume --connect-timeout D` resumes with D (the resumed run sets its
+/// clients up again from a command line of its own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_resume_keeps_the_connect_timeout() {
+    let hole = blackhole();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let (file, _) = make_file(dir.path(), "a.zip", 1000);
+    let mut a = upload_args(&file, hole.port, &["--connect-timeout", "200ms", "--state-dir"]);
+    a.push(state.display().to_string());
+    let out = run_upload(a, vec![]).await;
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let mut a = args(&["pending", "--resume", "--token", "t", "--connect-timeout", "450ms", "--state-dir"]);
+    a.push(state.display().to_string());
+    let out = run_upload(a, vec![]).await;
+    let err = stderr(&out);
+    assert!(err.contains("no connection within 450ms (--connect-timeout)"), "{err}");
+}
