@@ -24,6 +24,7 @@ use crate::cli::{Cli, ProviderName};
 use crate::engine::journal::FileIdentity;
 use crate::engine::progress::{Event, Progress};
 use crate::engine::source::FileSource;
+use crate::engine::tune::{FileGate, Files};
 use crate::engine::uploader::UploaderOptions;
 use crate::engine::zipsource::{VirtualZip, ZipEntry};
 use crate::error::{Error, Result};
@@ -568,19 +569,16 @@ pub struct Step<'a> {
 }
 
 impl<'a> Step<'a> {
-    /// The step of a run of `files_at_once` files at once sharing the `--concurrency` budget.
+    /// The step of a run whose files share the run's `--concurrency` budget (the settings'
+    /// permit pool).
     pub fn new(
         settings: &'a UploadSettings,
         provider: &'a dyn Provider,
         selection: &'a Selection,
-        files_at_once: usize,
         args: &crate::cli::UploadArgs,
         json: bool,
     ) -> Self {
-        let mut uploader = settings.uploader.clone();
-        if files_at_once > 1 {
-            uploader.shared_permits = Some(Arc::new(tokio::sync::Semaphore::new(settings.uploader.concurrency)));
-        }
+        let uploader = settings.uploader.clone();
         let endpoint = settings.endpoint.as_str().trim_end_matches('/').to_string();
         Step {
             settings,
@@ -846,6 +844,16 @@ impl<'a> Step<'a> {
     }
 }
 
+/// `--files` as the engine's setting: one file at a time for a single file; pinned, at least
+/// the provider's own files at once (Apertur sends each image in one request); or automatic.
+pub fn files_setting(files: crate::cli::AutoCount, provider: &dyn Provider, several: bool) -> Files {
+    match files {
+        _ if !several => Files::Fixed(1),
+        crate::cli::AutoCount::Fixed(n) => Files::Fixed((n as usize).max(provider.concurrent_files())),
+        crate::cli::AutoCount::Auto => Files::Auto,
+    }
+}
+
 /// Uploads every item of the command line; prints one result per file; returns the exit
 /// code of the worst outcome.
 pub async fn run(
@@ -881,9 +889,8 @@ pub async fn run(
         .with_rate_limit(&settings.uploader.rate)
         .with_total(items.len(), total_bytes);
     let several = items.len() > 1;
-    // Apertur sends each image in one request: its images go --concurrency at a time.
-    let files_at_once = if several { (args.files_at_once as usize).max(provider.concurrent_files()) } else { 1 };
-    let mut step = Step::new(settings, provider, &selection, files_at_once, args, json);
+    let files = files_setting(args.files_at_once, provider, several);
+    let mut step = Step::new(settings, provider, &selection, args, json);
     let endpoint = step.endpoint.clone();
     let run_cancel = cancel.child_token();
     let started = Instant::now();
@@ -945,21 +952,43 @@ pub async fn run(
     let force_run = force_run.as_ref();
     step.force_run = force_run;
     let step = &step;
-    let one = |item: Item| {
+    let one = |item: Item, size: u64| {
         let (board, run_cancel) = (&board, run_cancel.clone());
         async move {
             // Once the run is interrupted, the files not begun yet are not started at all.
             if run_cancel.is_cancelled() {
-                return (item, None, std::time::Duration::ZERO);
+                return (item, None, std::time::Duration::ZERO, size);
             }
             let t0 = Instant::now();
             let res = step.run(&item, board, run_cancel).await;
-            (item, Some(res), t0.elapsed())
+            (item, Some(res), t0.elapsed(), size)
         }
     };
 
-    let mut results = futures::stream::iter(items).map(one).buffer_unordered(files_at_once);
-    while let Some((item, res, elapsed)) = results.next().await {
+    // Files start while the gate admits them (their count follows their bytes in flight), in
+    // the order given; each result is reported as it ends.
+    let mut gate = FileGate::new(files);
+    let mut queue = items.into_iter().map(|item| {
+        let size = match &item {
+            Item::File(p) => std::fs::metadata(p).map_or(0, |m| m.len()),
+            Item::ZipDir(_) => u64::MAX / 2,
+        };
+        (item, size)
+    });
+    let mut waiting = queue.next();
+    let mut results = futures::stream::FuturesUnordered::new();
+    loop {
+        while let Some((item, size)) = waiting.take() {
+            if !gate.admits(size) && gate.files() > 0 {
+                waiting = Some((item, size));
+                break;
+            }
+            gate.start(size);
+            results.push(one(item, size));
+            waiting = queue.next();
+        }
+        let Some((item, res, elapsed, size)) = results.next().await else { break };
+        gate.end(size);
         let Some(res) = res else {
             step.report_not_started(&item, &mut summary, &cli.output)?;
             continue;
@@ -972,6 +1001,7 @@ pub async fn run(
         }
     }
     drop(results);
+    tracing::info!(files = gate.peak(), parts = settings.uploader.shared_permits.as_ref().map_or(0, |p| p.peak_in_use()), "most files and parts in flight at once");
     // A --force run that failed or was interrupted stays open: running it again carries it on.
     if let Some(run) = force_run
         && !cancel.is_cancelled()

@@ -639,9 +639,14 @@ pub struct UploadArgs {
     #[arg(long, env = "UPLOAD_ENDPOINT", value_name = "URL")]
     pub endpoint: Option<String>,
 
-    /// Parts (or files) in flight at once.
-    #[arg(long, short = 'c', env = "UPLOAD_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
-    pub concurrency: u16,
+    /// Parts (or Apertur images) in flight at once: auto (tuned from the measured throughput,
+    /// from 4 up to --max-concurrency) or a number (1-256) that pins it.
+    #[arg(long, short = 'c', env = "UPLOAD_CONCURRENCY", value_name = "auto|N", default_value = "auto", value_parser = parse_concurrency)]
+    pub concurrency: AutoCount,
+
+    /// Most parts in flight that --concurrency auto goes up to (1-256).
+    #[arg(long, env = "UPLOAD_MAX_CONCURRENCY", value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub max_concurrency: u16,
 
     /// Retries of a failed part or idempotent request.
     #[arg(long, env = "UPLOAD_RETRIES", default_value_t = 10)]
@@ -700,9 +705,10 @@ pub struct UploadArgs {
     #[arg(long)]
     pub hidden: bool,
 
-    /// Files uploaded at once; they share the --concurrency part budget.
-    #[arg(long = "files", value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
-    pub files_at_once: u16,
+    /// Files uploaded at once: auto (4, and up to 64 small files while their bytes in flight stay
+    /// under 128 MiB) or a number (1-64) that pins it; they share the --concurrency part budget.
+    #[arg(long = "files", value_name = "auto|N", default_value = "auto", value_parser = parse_files)]
+    pub files_at_once: AutoCount,
 
     /// Stop at the first file that fails (the default carries on with the others).
     #[arg(long)]
@@ -931,6 +937,43 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 
 /// The longest duration the command line takes (one year).
 pub const MAX_DURATION_SECS: f64 = 365.0 * 24.0 * 3600.0;
+
+/// `auto`, or a number that pins a setting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AutoCount {
+    /// Chosen by the tool as it goes.
+    Auto,
+    /// Pinned.
+    Fixed(u16),
+}
+
+impl std::fmt::Display for AutoCount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AutoCount::Auto => f.write_str("auto"),
+            AutoCount::Fixed(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+fn parse_auto_count(s: &str, max: u16) -> Result<AutoCount, String> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("auto") {
+        return Ok(AutoCount::Auto);
+    }
+    match s.parse::<u16>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(AutoCount::Fixed(n)),
+        _ => Err(format!("'{s}' is neither auto nor a number from 1 to {max}")),
+    }
+}
+
+fn parse_concurrency(s: &str) -> Result<AutoCount, String> {
+    parse_auto_count(s, 256)
+}
+
+fn parse_files(s: &str) -> Result<AutoCount, String> {
+    parse_auto_count(s, 64)
+}
 
 fn parse_size_arg(s: &str) -> Result<u64, String> {
     crate::size::parse_size(s)

@@ -218,7 +218,8 @@ impl UploadSettings {
                 "pass --provider teleport|truvideo|uplift|apertur (or set UPLOAD_PROVIDER)",
             )
         })?;
-        let concurrency = args.concurrency as usize;
+        let setting = concurrency_setting(args);
+        let concurrency = setting.max();
         let Connection { endpoint, token, state_dir, http } = connect(
             provider,
             &config,
@@ -240,7 +241,7 @@ impl UploadSettings {
             content_md5: args.checksum.is_some(),
             drain: Duration::from_secs(5),
             seed: None,
-            shared_permits: None,
+            shared_permits: Some(crate::engine::tune::Permits::new(setting)),
             rate: rate_limit(args.limit_rate.as_deref())?,
             exec: Default::default(),
         };
@@ -327,6 +328,7 @@ impl UploadSettings {
                 retry: self.uploader.retry.clone(),
                 signer: self.signer(),
                 timeout: crate::providers::api::DEFAULT_TIMEOUT,
+                on_retry: None,
             },
             uploader,
             progress,
@@ -353,6 +355,9 @@ pub fn journal_options(a: &UploadArgs) -> serde_json::Value {
     };
     let ms = |d: Duration| Some(format!("{}ms", d.as_millis()));
     opt("--concurrency", Some(a.concurrency.to_string()));
+    if a.concurrency == crate::cli::AutoCount::Auto {
+        opt("--max-concurrency", Some(a.max_concurrency.to_string()));
+    }
     opt("--retries", Some(a.retries.to_string()));
     opt("--part-size", a.part_size.map(|n| n.to_string()));
     opt("--checksum", a.checksum.map(|_| "md5".to_string()));
@@ -387,6 +392,15 @@ pub fn journal_options(a: &UploadArgs) -> serde_json::Value {
     serde_json::json!({ "args": v })
 }
 
+/// `--concurrency` and `--max-concurrency` as the engine's setting.
+pub fn concurrency_setting(args: &UploadArgs) -> crate::engine::tune::Concurrency {
+    use crate::engine::tune::Concurrency;
+    match args.concurrency {
+        crate::cli::AutoCount::Auto => Concurrency::Auto { max: args.max_concurrency as usize },
+        crate::cli::AutoCount::Fixed(n) => Concurrency::Fixed(n as usize),
+    }
+}
+
 /// The Uplift flags as the provider's plain settings.
 pub fn uplift_input(a: &crate::cli::UpliftArgs) -> uplift::UpliftInput {
     uplift::UpliftInput {
@@ -418,7 +432,7 @@ pub fn apertur_input(args: &UploadArgs) -> apertur::AperturInput {
         max_image_dimension: a.max_image_dimension,
         password: a.password.clone(),
         long_polling: a.long_polling,
-        concurrency: args.concurrency as usize,
+        concurrency: concurrency_setting(args).max(),
         wait: args.wait,
         wait_timeout: args.wait_timeout,
         poll_interval: args.poll_interval,

@@ -435,8 +435,11 @@ pub async fn run(args: WatchArgs, output: OutputArgs) -> Result<i32> {
     let mut provider: Arc<dyn Provider> = Arc::from(settings.provider()?);
     let selection = Selection::new(up.recursive, up.hidden, &up.include, &up.exclude)?;
     let bulk = settings.provider == ProviderName::Teleport && up.teleport.format.as_deref() == Some("bulk-images");
-    let files_at_once = (up.files_at_once as usize).max(provider.concurrent_files());
-    let permits = Arc::new(tokio::sync::Semaphore::new(settings.uploader.concurrency));
+    let files_at_once = match up.files_at_once {
+        crate::cli::AutoCount::Fixed(n) => (n as usize).max(provider.concurrent_files()),
+        crate::cli::AutoCount::Auto => crate::engine::tune::AUTO_FILES_MIN.max(provider.concurrent_files()),
+    };
+    let permits = settings.uploader.shared_permits.clone();
     let mut ignore = vec![];
     if let AfterUpload::Move(dir) = &opts.after_upload {
         std::fs::create_dir_all(dir).map_err(|e| Error::File { path: dir.clone(), source: e })?;
@@ -588,7 +591,7 @@ pub async fn run(args: WatchArgs, output: OutputArgs) -> Result<i32> {
                         u.last = Some((sent, last));
                     }
                 }
-                let step = Step::new(&settings, provider.as_ref(), &selection, 1, &args.upload, output.json);
+                let step = Step::new(&settings, provider.as_ref(), &selection, &args.upload, output.json);
                 let reported = match &res {
                     Err(e) if matches!(classify(e), Last::Refused) => {
                         step.report_refused(&item, e, false, &board, &mut summary, &output)
@@ -699,8 +702,8 @@ pub async fn run(args: WatchArgs, output: OutputArgs) -> Result<i32> {
                     let (args, json) = (&args.upload, output.json);
                     inflight.push(Box::pin(async move {
                         let t0 = Instant::now();
-                        let mut step = Step::new(&settings, provider.as_ref(), selection, 1, args, json);
-                        step.uploader.shared_permits = Some(permits);
+                        let mut step = Step::new(&settings, provider.as_ref(), selection, args, json);
+                        step.uploader.shared_permits = permits;
                         step.resume = resume;
                         let res = attempt(&step, &item, board, run_cancel).await;
                         Attempt { key, item, res, elapsed: t0.elapsed() }

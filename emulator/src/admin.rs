@@ -14,6 +14,9 @@
 //!   first byte to the last ([`crate::meter`]), of both servers or (`&server=s3`) of the S3
 //!   store only;
 //!   `DELETE /_emulator/received` starts a new measurement;
+//! * `GET /_emulator/in-flight` → `{"api": {"now", "peak"}, "s3": {"now", "peak"}}`: requests
+//!   being handled by each server now and the most at once (see [`crate::meter::InFlight`]);
+//!   `DELETE /_emulator/in-flight` restarts the peaks from now;
 //! * `GET /_emulator/teleport/captures` → every capture with its internal fields;
 //! * `GET /_emulator/truvideo/uploads` → every TruVideo upload with its internal fields.
 
@@ -38,6 +41,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/_emulator/requests", get(requests))
         .route("/_emulator/part-counts", get(part_counts))
         .route("/_emulator/received", get(received).delete(clear_received))
+        .route("/_emulator/in-flight", get(in_flight).delete(reset_in_flight))
         .route("/_emulator/teleport/captures", get(captures))
         .route("/_emulator/truvideo/uploads", get(truvideo_uploads))
         .with_state(shared)
@@ -134,4 +138,15 @@ async fn clear_received(State(shared): State<Arc<Shared>>) -> Response {
     shared.received.clear();
     shared.received_s3.clear();
     json_response(200, &json!({ "cleared": true }))
+}
+
+async fn in_flight(State(shared): State<Arc<Shared>>) -> Response {
+    let g = |m: &crate::meter::InFlight| json!({ "now": m.now(), "peak": m.peak() });
+    json_response(200, &json!({ "api": g(&shared.in_flight_api), "s3": g(&shared.in_flight_s3) }))
+}
+
+async fn reset_in_flight(State(shared): State<Arc<Shared>>) -> Response {
+    shared.in_flight_api.reset_peak();
+    shared.in_flight_s3.reset_peak();
+    json_response(200, &json!({ "reset": true }))
 }

@@ -119,6 +119,10 @@ impl FaultState {
         self.faults.bandwidth_bps
     }
 
+    pub fn total_bandwidth_bps(&self) -> u64 {
+        self.faults.total_bandwidth_bps
+    }
+
     pub fn expire_urls_after_ms(&self) -> Option<u64> {
         self.faults.expire_urls_after_ms
     }

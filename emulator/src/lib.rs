@@ -44,6 +44,7 @@ pub mod auth;
 pub mod fastapi;
 pub mod faults;
 pub mod meter;
+pub mod pace;
 pub mod s3;
 mod server;
 pub mod signin;
@@ -180,8 +181,12 @@ pub struct Faults {
     pub seed: u64,
     /// Added before every response (API and S3).
     pub latency_ms: u64,
-    /// Throttle of each S3 PUT/POST body read, bytes per second (0 = unlimited).
+    /// Throttle of each S3 PUT/POST body read, bytes per second (0 = unlimited): a cap per
+    /// connection.
     pub bandwidth_bps: u64,
+    /// Throttle of all S3 PUT/POST body reads together, bytes per second (0 = unlimited): a
+    /// link shared by every connection (see [`pace`]).
+    pub total_bandwidth_bps: u64,
     /// 1-based numbers, in a counter of provider API calls, of the calls answering 401 even
     /// with a good token.
     pub unauthorized_api_call_nth: Vec<u64>,
@@ -383,6 +388,18 @@ impl Emulator {
     pub fn clear_received(&self) {
         self.shared.received.clear();
         self.shared.received_s3.clear();
+    }
+
+    /// The most requests the API server (`"api"`) or the S3 store (`"s3"`) handled at once,
+    /// since the start or the last [`Emulator::reset_in_flight_peaks`].
+    pub fn in_flight_peak(&self, server: &str) -> usize {
+        if server == "s3" { self.shared.in_flight_s3.peak() } else { self.shared.in_flight_api.peak() }
+    }
+
+    /// Restarts the in-flight peaks from the requests being handled now.
+    pub fn reset_in_flight_peaks(&self) {
+        self.shared.in_flight_api.reset_peak();
+        self.shared.in_flight_s3.reset_peak();
     }
 
     /// Every request received by both servers, oldest first.

@@ -53,6 +53,9 @@ struct Cli {
     /// Body read throttle of each PUT/POST connection, bytes per second: 20MiB, 5000000 (0 = unlimited).
     #[arg(long = "bandwidth", default_value = "0", value_parser = parse_rate)]
     bandwidth: u64,
+    /// Body read throttle of all PUT/POST connections together, bytes per second: 200MiB (0 = unlimited).
+    #[arg(long = "total-bandwidth", default_value = "0", value_parser = parse_rate)]
+    total_bandwidth: u64,
     /// Fraction (0..1) of part PUTs answering 500.
     #[arg(long = "fail-put-ratio", default_value_t = 0.0)]
     fail_put_ratio: f64,
@@ -140,6 +143,7 @@ impl Cli {
                 seed: self.seed,
                 latency_ms: self.latency.unwrap_or(self.latency_ms),
                 bandwidth_bps: self.bandwidth,
+                total_bandwidth_bps: self.total_bandwidth,
                 expire_urls_after_ms: self.expire_urls_after_ms,
                 unauthorized_api_call_nth: self.unauthorized_call_nth,
                 complete_fail_times: self.complete_fail_times,

@@ -4,6 +4,7 @@
 //! `GET /_emulator/received?window_ms=1000`).
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Width of one slot.
@@ -67,5 +68,47 @@ impl ReceiveMeter {
     pub fn clear(&self) {
         self.slots.lock().unwrap().clear();
         *self.span.lock().unwrap() = None;
+    }
+}
+
+/// Requests being handled by one server: how many now, and the most at once since the start
+/// (or since [`InFlight::reset_peak`]). A request counts from its arrival until its answer
+/// (the `latency_ms` wait included); its body is read within that time.
+#[derive(Debug, Default)]
+pub struct InFlight {
+    now: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+impl InFlight {
+    /// A request arrives; it counts until the guard is dropped.
+    pub fn enter(&self) -> InFlightGuard<'_> {
+        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(n, Ordering::SeqCst);
+        InFlightGuard(self)
+    }
+
+    /// Requests being handled now.
+    pub fn now(&self) -> usize {
+        self.now.load(Ordering::SeqCst)
+    }
+
+    /// The most requests handled at once.
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::SeqCst)
+    }
+
+    /// A new measurement: the peak restarts from the requests handled now.
+    pub fn reset_peak(&self) {
+        self.peak.store(self.now(), Ordering::SeqCst);
+    }
+}
+
+/// One request counted by an [`InFlight`].
+pub struct InFlightGuard<'a>(&'a InFlight);
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, Ordering::SeqCst);
     }
 }

@@ -143,7 +143,8 @@ pub async fn serve(
     }
 }
 
-/// Adds the layers every server has: the request log and the latency fault.
+/// Adds the layers every server has: the request log, the in-flight gauges and the latency
+/// fault.
 pub fn with_common_layers(router: Router, shared: Arc<Shared>, server: &'static str) -> Router {
     router.layer(middleware::from_fn_with_state((shared, server), log_and_delay))
 }
@@ -155,6 +156,8 @@ async fn log_and_delay(
 ) -> Response {
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
+    let gauge = if server == "s3" { &shared.in_flight_s3 } else { &shared.in_flight_api };
+    let _counted = gauge.enter();
     let resp = next.run(req).await;
     let latency = shared.faults.lock().unwrap().latency();
     if !latency.is_zero() {

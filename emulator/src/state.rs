@@ -30,6 +30,12 @@ pub struct Shared {
     pub received: crate::meter::ReceiveMeter,
     /// The same, by the S3 store only (object data, no API calls).
     pub received_s3: crate::meter::ReceiveMeter,
+    /// The link every object upload shares (`Faults::total_bandwidth_bps`).
+    pub link: crate::pace::TotalCap,
+    /// Requests being handled by the API server, now and at most (see [`crate::meter::InFlight`]).
+    pub in_flight_api: crate::meter::InFlight,
+    /// The same for the S3 store.
+    pub in_flight_s3: crate::meter::InFlight,
 }
 
 impl Shared {
@@ -45,8 +51,20 @@ impl Shared {
             signin: Default::default(),
             received: Default::default(),
             received_s3: Default::default(),
+            link: Default::default(),
+            in_flight_api: Default::default(),
+            in_flight_s3: Default::default(),
             config,
         }
+    }
+
+    /// The pacing of an object upload's body: the per-connection and total caps in force.
+    pub fn pace(&self) -> crate::pace::Pace<'_> {
+        let (per_connection, total) = {
+            let f = self.faults.lock().unwrap();
+            (f.bandwidth_bps(), f.total_bandwidth_bps())
+        };
+        crate::pace::Pace::new(per_connection, &self.link, total)
     }
 
     /// Appends a request to the log.

@@ -531,6 +531,61 @@ async fn bandwidth_and_latency() {
     assert!(el >= Duration::from_millis(550), "{el:?}");
 }
 
+/// The total cap is shared: two bodies sent at once take as long as both sent one after the
+/// other, while each alone is under no cap of its own.
+#[tokio::test]
+async fn total_bandwidth_is_shared_by_every_connection() {
+    let emu = Emulator::start(Config {
+        faults: Faults { total_bandwidth_bps: 1_000_000, ..Default::default() },
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (api, _, url_a) = one_url(&emu, 400_000).await;
+    let (_, _, url_b) = one_url(&emu, 400_000).await;
+    let t = std::time::Instant::now();
+    let (a, b) = tokio::join!(
+        api.http.put(&url_a).body(data(400_000, 1)).send(),
+        api.http.put(&url_b).body(data(400_000, 2)).send()
+    );
+    assert_eq!((a.unwrap().status(), b.unwrap().status()), (200, 200));
+    let el = t.elapsed();
+    assert!(el >= Duration::from_millis(750), "800 kB at 1 MB/s in {el:?}");
+    // The admin API shows the cap.
+    let v: Value = api.http.get(format!("{}/_emulator/faults", emu.api_url())).send().await.unwrap().json().await.unwrap();
+    assert_eq!(v["total_bandwidth_bps"], 1_000_000);
+}
+
+/// The in-flight gauges count requests from arrival to answer, per server; the peak restarts
+/// on DELETE.
+#[tokio::test]
+async fn in_flight_gauges_count_requests_at_once() {
+    let emu = Emulator::start(Config::default()).await.unwrap();
+    let mut urls = vec![];
+    for _ in 0..3 {
+        urls.push(one_url(&emu, 1000).await.2);
+    }
+    let http = reqwest::Client::new();
+    let admin = format!("{}/_emulator/in-flight", emu.api_url());
+    let r = http.delete(&admin).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(emu.in_flight_peak("s3"), 0);
+    // A long latency keeps the three PUTs in the server together.
+    emu.set_faults(Faults { latency_ms: 1500, ..Default::default() });
+    let puts = urls.iter().map(|u| http.put(u).body(data(1000, 3)).send());
+    for r in futures::future::join_all(puts).await {
+        assert_eq!(r.unwrap().status(), 200);
+    }
+    emu.set_faults(Faults::default());
+    assert_eq!(emu.in_flight_peak("s3"), 3);
+    let v: Value = http.get(&admin).send().await.unwrap().json().await.unwrap();
+    assert_eq!(v["s3"], json!({"now": 0, "peak": 3}));
+    // This GET is the one API request in flight.
+    assert_eq!(v["api"]["now"], 1);
+    http.delete(&admin).send().await.unwrap();
+    assert_eq!(emu.in_flight_peak("s3"), 0);
+}
+
 /// Sends a raw HTTP/1.1 request; returns the status line and the rest.
 async fn raw(addr: &str, request: &str) -> String {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();

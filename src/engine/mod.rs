@@ -17,6 +17,7 @@ pub mod request;
 pub mod retry;
 pub mod schedule;
 pub mod source;
+pub mod tune;
 pub mod uploader;
 pub mod wait;
 pub mod zipsource;

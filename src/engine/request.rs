@@ -200,6 +200,15 @@ pub struct RetryNotice {
     pub first_contact: bool,
     /// The next attempt uses a fresh presigned URL (no wait).
     pub refresh_url: bool,
+    /// The HTTP status of the failed attempt, when it had one.
+    pub status: Option<u16>,
+}
+
+impl RetryNotice {
+    /// The server refused the attempt as throttled (503 SlowDown, 429 Too Many Requests).
+    pub fn throttled(&self) -> bool {
+        matches!(self.status, Some(429 | 503))
+    }
 }
 
 /// Receives every retry of the run.
@@ -414,7 +423,7 @@ impl Executor {
                             ),
                         });
                     }
-                    self.notify(call, number, Duration::ZERO, &reason, false, true);
+                    self.notify(call, number, Duration::ZERO, &reason, &outcome, (false, true));
                     refresh_url = true;
                 }
                 Class::Retry => {
@@ -433,15 +442,27 @@ impl Executor {
                         _ => RetryBudget::RETRY_COST,
                     };
                     delay = delay.max(self.shared.budget.take(cost));
-                    self.notify(call, number, delay, &reason, first_contact, false);
+                    self.notify(call, number, delay, &reason, &outcome, (first_contact, false));
                     self.sleep(delay).await?;
                 }
             }
         }
     }
 
-    fn notify(&self, call: &Call<'_>, attempt: u32, delay: Duration, reason: &str, first: bool, refresh: bool) {
+    fn notify(
+        &self,
+        call: &Call<'_>,
+        attempt: u32,
+        delay: Duration,
+        reason: &str,
+        outcome: &Outcome,
+        (first, refresh): (bool, bool),
+    ) {
         let notice = RetryNotice {
+            status: match outcome {
+                Outcome::Status { status, .. } => Some(*status),
+                Outcome::Transport(_) => None,
+            },
             provider: call.provider,
             what: call.what.to_string(),
             attempt,

@@ -3,8 +3,10 @@
 //! Contract:
 //! - parts are 1-based and may finish in any order; the result is sorted by part number and
 //!   checked to cover the plan exactly before it is handed back for completion;
-//! - a permit is taken before a part is read, so at most `concurrency` parts are in flight and
-//!   memory stays at a few [`PIECE`](super::source::PIECE) buffers per part;
+//! - a permit of the run's pool ([`Permits`]: pinned, or tuned from the parts' throughput and
+//!   the throttling answers) is taken before a part is read, so at most the pool's level of
+//!   parts are in flight and memory stays at a few [`PIECE`](super::source::PIECE) buffers per
+//!   part; the URL is in hand before the permit is taken;
 //! - URLs are asked ahead of need by a small pipeline (`url_prefetch`), so a free connection
 //!   rarely waits for one, and asked again (`stale = true`) when S3 refuses one (403);
 //! - a retry re-sends the part from its first byte; ETags are kept verbatim;
@@ -19,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -30,6 +32,7 @@ use super::ratelimit::RateLimit;
 use super::request::{Call, Executor, Failure, Kind, MAX_ERROR_BODY, RetryNotice, read_capped};
 use super::retry::{Outcome, RetryPolicy};
 use super::source::FileSource;
+use super::tune::{Concurrency, Permits};
 use crate::error::{Error, Result};
 use crate::redact::safe_url;
 
@@ -69,9 +72,10 @@ pub struct UploaderOptions {
     pub drain: Duration,
     /// Seed for the backoff jitter (tests); `None` = from the OS.
     pub seed: Option<u64>,
-    /// A part budget shared with other files uploading at the same time (`--files N`), so
-    /// the bytes in flight stay bounded for the whole run; `None` = `concurrency` for this file.
-    pub shared_permits: Option<Arc<Semaphore>>,
+    /// The run's part budget, shared by every file uploading at the same time, pinned or
+    /// tuned ([`Permits`]), so the bytes in flight stay bounded for the whole run; `None` =
+    /// `concurrency` (pinned) for this file.
+    pub shared_permits: Option<Arc<Permits>>,
     /// The run's bandwidth limit (`--limit-rate`), shared by every part and file.
     pub rate: RateLimit,
     /// The run's request executor (shared retry budget, cancellation of waits).
@@ -148,8 +152,8 @@ pub async fn upload_parts(
     let _stop_producer = AbortOnDrop(producer);
 
     // Stage 2: bounded part uploads.
-    let semaphore =
-        options.shared_permits.clone().unwrap_or_else(|| Arc::new(Semaphore::new(options.concurrency.max(1))));
+    let permits =
+        options.shared_permits.clone().unwrap_or_else(|| Permits::new(Concurrency::Fixed(options.concurrency)));
     let mut tasks: JoinSet<Result<CompletedPart>> = JoinSet::new();
     let mut part_seed = options.seed;
     let mut interrupted = false;
@@ -180,15 +184,7 @@ pub async fn upload_parts(
                 break 'feed;
             }
         }
-        let permit = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => { interrupted = true; break 'feed; }
-            Some(res) = tasks.join_next(), if !tasks.is_empty() && semaphore.available_permits() == 0 => {
-                if let Some(e) = absorb(res, &mut finished) { failure = Some(e); break 'feed; }
-                continue 'feed;
-            }
-            p = semaphore.clone().acquire_owned() => p.expect("semaphore is never closed"),
-        };
+        // The URL first, then the permit: a permit is never held waiting for a URL.
         let next = tokio::select! {
             biased;
             _ = cancel.cancelled() => { interrupted = true; break 'feed; }
@@ -202,6 +198,16 @@ pub async fn upload_parts(
                 break 'feed;
             }
         };
+        let permit = loop {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => { interrupted = true; break 'feed; }
+                Some(res) = tasks.join_next(), if !tasks.is_empty() && permits.available() == 0 => {
+                    if let Some(e) = absorb(res, &mut finished) { failure = Some(e); break 'feed; }
+                }
+                p = permits.acquire(plan.range(number).1) => break p,
+            }
+        };
         let job = PartJob {
             http: http.clone(),
             provider,
@@ -210,6 +216,7 @@ pub async fn upload_parts(
             urls: urls.clone(),
             options: options.clone(),
             progress: progress.clone(),
+            permits: permits.clone(),
             seed: part_seed.map(|s| s.wrapping_add(number as u64)),
         };
         part_seed = part_seed.map(|s| s.wrapping_add(1));
@@ -217,8 +224,10 @@ pub async fn upload_parts(
         let on_part_done = on_part_done.clone();
         tasks.spawn(
             async move {
-                let _permit = permit;
                 let part = job.run(number, url).await?;
+                // Stored: its time counts in the run's throughput, and the permit goes back
+                // before the journal's write.
+                permit.finished();
                 // The journal's append (write + fsync) runs on the blocking pool, and the part
                 // counts as finished only once it is durable.
                 let recorded = part.clone();
@@ -302,6 +311,7 @@ struct PartJob {
     urls: Arc<dyn PartUrls>,
     options: UploaderOptions,
     progress: Arc<dyn Progress>,
+    permits: Arc<Permits>,
     seed: Option<u64>,
 }
 
@@ -324,6 +334,9 @@ impl PartJob {
             .ok()
             .and_then(|u| u.host_str().map(|h| format!("{h}:{}", u.port_or_known_default().unwrap_or(0))));
         let on_retry = |n: &RetryNotice| {
+            if n.throttled() {
+                self.permits.throttled();
+            }
             self.progress.event(Event::Retry {
                 part: number,
                 attempt: n.attempt,

@@ -466,12 +466,35 @@ impl Apertur {
         // One image per request: a generous time limit, 60 s plus the image at 64 KiB/s (or at
         // its share of the lowest rate limit, when that is slower).
         let timeout = ctx.uploader.rate.request_timeout(length, ctx.uploader.concurrency);
-        let api = Api { timeout, ..ctx.api.clone() };
+        // Each image takes a permit of the run's pool (pinned or tuned, like parts) for its
+        // request, and throttling answers tell the pool.
+        let pool = ctx.uploader.shared_permits.clone();
+        let on_retry = pool.clone().map(|p| {
+            Arc::new(move |n: &crate::engine::request::RetryNotice| {
+                if n.throttled() {
+                    p.throttled();
+                }
+            }) as crate::engine::request::Notifier
+        });
+        let api = Api { timeout, on_retry, ..ctx.api.clone() };
         let path = format!("/api/v1/upload/{}/images", session.id);
         crate::engine::http::check_api_path(&path)?;
         let url = api.url(&path);
         let what = format!("upload {}", file.file_name());
+        let permit = match &pool {
+            Some(p) => tokio::select! {
+                biased;
+                _ = ctx.cancel.cancelled() => {
+                    return Err(Error::Interrupted { hint: "run the same command again to upload the rest".into() });
+                }
+                permit = p.acquire(length) => Some(permit),
+            },
+            None => None,
+        };
         let result = api.execute(&what, Method::POST, url, Retry::Once, None, &attach).await;
+        if let (Ok(_), Some(permit)) = (&result, permit) {
+            permit.finished();
+        }
         // Settle the count: the whole image once stored, nothing when it failed.
         let counted = sent.swap(0, Ordering::Relaxed) as i64;
         let settled = if result.is_ok() { file.size() as i64 } else { 0 };

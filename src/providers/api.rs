@@ -302,6 +302,9 @@ pub struct Api {
     pub timeout: Duration,
     /// The run's request executor (retries, shared budget, cancellable waits).
     pub exec: Executor,
+    /// Told about each retry of a call made with [`Api::execute`] (besides the run's notifier):
+    /// Apertur's image uploads tell the permit pool about throttling answers.
+    pub on_retry: Option<crate::engine::request::Notifier>,
 }
 
 /// Time limit of one API request.
@@ -336,7 +339,17 @@ impl Api {
         token: Arc<TokenSource>,
         retry: RetryPolicy,
     ) -> Self {
-        Api { http, base, provider, token, retry, signer: None, timeout: DEFAULT_TIMEOUT, exec: Executor::default() }
+        Api {
+            http,
+            base,
+            provider,
+            token,
+            retry,
+            signer: None,
+            timeout: DEFAULT_TIMEOUT,
+            exec: Executor::default(),
+            on_retry: None,
+        }
     }
 
     /// The same client with the run's executor (its cancellation token ends every wait).
@@ -426,7 +439,11 @@ impl Api {
             None => url.path().to_string(),
         };
         let host = url.host_str().map(|h| format!("{h}:{}", url.port_or_known_default().unwrap_or(0)));
-        let call = Call { host: host.as_deref(), ..Call::new(self.provider, what, Kind::Api(retry), &self.retry) };
+        let call = Call {
+            host: host.as_deref(),
+            on_retry: self.on_retry.as_deref(),
+            ..Call::new(self.provider, what, Kind::Api(retry), &self.retry)
+        };
         let renewed = std::sync::atomic::AtomicBool::new(false);
         let (method, url, path_and_query, renewed) = (&method, &url, &path_and_query, &renewed);
         self.exec

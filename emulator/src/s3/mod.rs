@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -37,6 +37,7 @@ use sha2::Sha256;
 use tokio::io::AsyncWriteExt;
 
 use crate::faults::PutFault;
+use crate::pace::Pace;
 use crate::server::ConnHandle;
 use crate::state::Shared;
 use crate::{ACCESS_KEY_ID, BUCKET, ObjectInfo, REGION, S3_MAX_PART_SIZE, S3_MAX_PARTS, SECRET_ACCESS_KEY};
@@ -570,7 +571,7 @@ async fn put(shared: &Arc<Shared>, req: Request) -> Response {
         // see a reset connection instead of the error.
         Err((resp, drain)) => {
             if drain {
-                let _ = read_body(body, 0, None).await;
+                let _ = read_body(body, Pace::none(), None).await;
             }
             return resp;
         }
@@ -587,13 +588,11 @@ async fn accept_put(
     len: u64,
     target: Target,
 ) -> Response {
-    let (fault, bps) = {
-        let mut f = shared.faults.lock().unwrap();
-        (f.on_put(), f.bandwidth_bps())
-    };
+    let fault = shared.faults.lock().unwrap().on_put();
+    let pace = shared.pace();
     match fault {
         PutFault::Reset => {
-            let _ = read_body(body, bps, Some(len / 2)).await;
+            let _ = read_body(body, pace, Some(len / 2)).await;
             shared.record("s3", "PUT", raw_path, 0);
             tracing::debug!(path = %raw_path, "fault: dropping the connection");
             if let Some(conn) = conn {
@@ -603,10 +602,10 @@ async fn accept_put(
             xml::error(500, "InternalError", "connection reset", &[])
         }
         PutFault::Fail(status) => {
-            let _ = read_body(body, bps, None).await;
+            let _ = read_body(body, pace, None).await;
             fail_response(status)
         }
-        PutFault::None => receive(shared, body, len, bps, target).await,
+        PutFault::None => receive(shared, body, len, pace, target).await,
     }
 }
 
@@ -945,17 +944,16 @@ impl Receiver {
     }
 }
 
-/// Reads and discards `body`, throttled to `bps` (0 = unlimited), stopping after `limit` bytes
-/// if given. Returns the number of bytes read.
-async fn read_body(body: Body, bps: u64, limit: Option<u64>) -> Result<u64, axum::Error> {
+/// Reads and discards `body`, paced by `pace`, stopping after `limit` bytes if given. Returns
+/// the number of bytes read.
+async fn read_body(body: Body, mut pace: Pace<'_>, limit: Option<u64>) -> Result<u64, axum::Error> {
     let mut body = body;
-    let start = Instant::now();
     let mut n = 0u64;
     while let Some(frame) = body.frame().await {
         let frame = frame?;
         if let Ok(data) = frame.into_data() {
             n += data.len() as u64;
-            throttle(start, n, bps).await;
+            pace.advance(data.len() as u64).await;
             if limit.is_some_and(|l| n >= l) {
                 break;
             }
@@ -964,19 +962,7 @@ async fn read_body(body: Body, bps: u64, limit: Option<u64>) -> Result<u64, axum
     Ok(n)
 }
 
-async fn throttle(start: Instant, bytes: u64, bps: u64) {
-    if bps == 0 {
-        return;
-    }
-    let due = Duration::from_secs_f64(bytes as f64 / bps as f64);
-    let elapsed = start.elapsed();
-    if due > elapsed {
-        tokio::time::sleep(due - elapsed).await;
-    }
-}
-
-/// Streams an accepted PUT into the store: MD5 on the fly, part file written as it arrives.
-async fn receive(shared: &Shared, body: Body, len: u64, bps: u64, target: Target) -> Response {
+async fn receive(shared: &Shared, body: Body, len: u64, mut pace: Pace<'_>, target: Target) -> Response {
     let store = &shared.store;
     let part_no = target.part.as_ref().map_or(1, |(_, n)| *n);
     let mut rx = match Receiver::new(store, target.part.as_ref().map(|(u, _)| u.as_str()), part_no, len).await {
@@ -984,7 +970,6 @@ async fn receive(shared: &Shared, body: Body, len: u64, bps: u64, target: Target
         Err(msg) => return internal(&msg),
     };
     let mut body = body;
-    let start = Instant::now();
     let mut failure = None;
     while let Some(frame) = body.frame().await {
         let data = match frame {
@@ -1001,7 +986,7 @@ async fn receive(shared: &Shared, body: Body, len: u64, bps: u64, target: Target
             failure = Some(e);
             break;
         }
-        throttle(start, rx.size(), bps).await;
+        pace.advance(data.len() as u64).await;
     }
     if failure.is_none() && rx.size() != len {
         failure = Some(format!("received {} bytes of {len}", rx.size()));

@@ -31,7 +31,6 @@
 //! uploads of either kind.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::extract::Request;
 use axum::http::{HeaderValue, header};
@@ -43,7 +42,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use super::{Received, Receiver, Store, fail_response, internal, read_body, sigv4, throttle, xml};
+use super::{Received, Receiver, Store, fail_response, internal, read_body, sigv4, xml};
 use crate::faults::PutFault;
 use crate::server::ConnHandle;
 use crate::state::Shared;
@@ -314,7 +313,7 @@ pub(super) async fn post_object(shared: &Arc<Shared>, req: Request) -> Response 
     let path = raw_path.trim_start_matches('/');
     let bucket_raw = path.strip_suffix('/').unwrap_or(path);
     if bucket_raw.is_empty() || bucket_raw.contains('/') || parts.uri.query().is_some_and(|q| !q.is_empty()) {
-        let _ = read_body(body, 0, None).await;
+        let _ = read_body(body, crate::pace::Pace::none(), None).await;
         return xml::error(
             405,
             "MethodNotAllowed",
@@ -324,7 +323,7 @@ pub(super) async fn post_object(shared: &Arc<Shared>, req: Request) -> Response 
     }
     let bucket = sigv4::uri_decode(bucket_raw);
     if bucket != BUCKET {
-        let _ = read_body(body, 0, None).await;
+        let _ = read_body(body, crate::pace::Pace::none(), None).await;
         return xml::error(404, "NoSuchBucket", "The specified bucket does not exist", &[("BucketName", bucket)]);
     }
     let boundary = parts
@@ -334,7 +333,7 @@ pub(super) async fn post_object(shared: &Arc<Shared>, req: Request) -> Response 
         .filter(|v| v.trim_start().to_ascii_lowercase().starts_with("multipart/form-data"))
         .and_then(|v| multer::parse_boundary(v).ok());
     let Some(boundary) = boundary else {
-        let _ = read_body(body, 0, None).await;
+        let _ = read_body(body, crate::pace::Pace::none(), None).await;
         return xml::error(
             412,
             "PreconditionFailed",
@@ -350,7 +349,7 @@ pub(super) async fn post_object(shared: &Arc<Shared>, req: Request) -> Response 
     let len = match (len, chunked) {
         (Some(l), false) => l,
         _ => {
-            let _ = read_body(body, 0, None).await;
+            let _ = read_body(body, crate::pace::Pace::none(), None).await;
             return xml::error(411, "MissingContentLength", "You must provide the Content-Length HTTP header.", &[]);
         }
     };
@@ -439,17 +438,14 @@ pub(super) async fn post_object(shared: &Arc<Shared>, req: Request) -> Response 
         _ => 204,
     };
 
-    let (fault, bps) = {
-        let mut f = shared.faults.lock().unwrap();
-        (f.on_put(), f.bandwidth_bps())
-    };
+    let fault = shared.faults.lock().unwrap().on_put();
+    let mut pace = shared.pace();
     match fault {
         PutFault::Reset => {
-            let start = Instant::now();
             let mut n = 0u64;
             while let Ok(Some(c)) = file.chunk().await {
                 n += c.len() as u64;
-                throttle(start, n, bps).await;
+                pace.advance(c.len() as u64).await;
                 if n >= len / 2 {
                     break;
                 }
@@ -476,7 +472,6 @@ pub(super) async fn post_object(shared: &Arc<Shared>, req: Request) -> Response 
         Ok(r) => r,
         Err(msg) => return internal(&msg),
     };
-    let start = Instant::now();
     let mut failure = None;
     loop {
         let data = match file.chunk().await {
@@ -491,7 +486,7 @@ pub(super) async fn post_object(shared: &Arc<Shared>, req: Request) -> Response 
             failure = Some(e);
             break;
         }
-        throttle(start, rx.size(), bps).await;
+        pace.advance(data.len() as u64).await;
     }
     drop(file);
     let Received { data, size: n, md5, sha256 } = match rx.finish(failure).await {
