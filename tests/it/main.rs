@@ -24,5 +24,6 @@ mod teleport_mgmt;
 mod terminal;
 mod tls;
 mod truvideo;
+mod tune;
 mod uplift;
 mod watch;

@@ -1,0 +1,151 @@
+//! Concurrency that tunes itself (`--concurrency auto`, the default) and many small files at
+//! once (`--files auto`), observed where it counts: by the emulator, which sees how many
+//! requests are in flight at once. No timing is asserted.
+
+use std::collections::BTreeMap;
+
+use crate::common::*;
+
+fn teleport_args(emu: &Emulator, path: &std::path::Path, extra: &[&str]) -> Vec<String> {
+    let mut a = vec![path.display().to_string()];
+    a.extend(args(&["--provider", "teleport", "--format", "video", "--endpoint", &emu.api_url(), "--json"]));
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
+}
+
+fn token_env(emu: &Emulator) -> Vec<(String, String)> {
+    vec![("TELEPORT_TOKEN".into(), emu.token())]
+}
+
+/// Small parts with latency on every request: the default (auto) grows past the 4 connections
+/// it starts with, never past --max-concurrency, and the object is the file byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_concurrency_grows_under_latency_within_the_maximum() {
+    let emu = emulator(Config {
+        teleport_chunk_size: 256 * 1024,
+        min_part_size: 1,
+        faults: Faults { latency_ms: 60, ..Faults::default() },
+        ..Config::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (path, sha) = make_file(dir.path(), "scan.mp4", 24 * MIB);
+    emu.reset_in_flight_peaks();
+    let out = run_upload(teleport_args(&emu, &path, &["--max-concurrency", "6", "-v"]), token_env(&emu)).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let objects = emu.objects();
+    assert_eq!(objects.len(), 1);
+    assert_eq!((objects[0].size, objects[0].parts), (24 * MIB, 96));
+    assert_eq!(objects[0].sha256, sha);
+    assert!(emu.part_put_counts().values().all(|&n| n == 1), "every part stored once");
+    let peak = emu.in_flight_peak("s3");
+    assert!(peak > 4, "the PUTs at once never went past the start (4): {peak}\n{}", stderr(&out));
+    assert!(peak <= 6, "more PUTs at once ({peak}) than --max-concurrency 6");
+    assert!(stderr(&out).contains("concurrency 4 → 6"), "{}", stderr(&out));
+}
+
+/// A number pins it: never more PUTs at once than asked for, however well more would do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_number_pins_the_concurrency() {
+    let emu = emulator(Config {
+        teleport_chunk_size: 256 * 1024,
+        min_part_size: 1,
+        faults: Faults { latency_ms: 40, ..Faults::default() },
+        ..Config::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (path, sha) = make_file(dir.path(), "scan.mp4", 8 * MIB);
+    emu.reset_in_flight_peaks();
+    let env = vec![("TELEPORT_TOKEN".to_string(), emu.token()), ("UPLOAD_CONCURRENCY".to_string(), "3".to_string())];
+    let out = run_upload(teleport_args(&emu, &path, &[]), env).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(emu.objects()[0].sha256, sha);
+    let peak = emu.in_flight_peak("s3");
+    assert!((1..=3).contains(&peak), "UPLOAD_CONCURRENCY=3 pins it: {peak} at once");
+}
+
+/// S3 answering 503 SlowDown halves the level (the pool is told through the retry), and the
+/// parts still arrive once each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_down_answers_back_the_concurrency_off() {
+    let emu = emulator(Config {
+        teleport_chunk_size: 256 * 1024,
+        min_part_size: 1,
+        faults: Faults { fail_put_nth: vec![2], fail_status: 503, ..Faults::default() },
+        ..Config::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (path, sha) = make_file(dir.path(), "scan.mp4", 4 * MIB);
+    let out = run_upload(teleport_args(&emu, &path, &["-v"]), token_env(&emu)).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(emu.objects()[0].sha256, sha);
+    assert!(emu.part_put_counts().values().all(|&n| n == 1));
+    let err = stderr(&out);
+    assert!(err.contains("throttled by the server (503 SlowDown / 429)"), "{err}");
+}
+
+/// 200 small files: more than the old fixed 4 are in flight at once (the API server sees more
+/// than 4 requests at once, and each file makes its API calls one after another), and every
+/// file arrives once, byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_small_files_go_many_at_a_time() {
+    let emu = emulator(Config { faults: Faults { latency_ms: 50, ..Faults::default() }, ..Config::default() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let media = dir.path().join("media");
+    std::fs::create_dir(&media).unwrap();
+    let mut shas = BTreeMap::new();
+    for i in 0..200u64 {
+        let name = format!("clip{i:03}.mp4");
+        let (_, sha) = make_file(&media, &name, 10_000 + i);
+        shas.insert(name, sha);
+    }
+    let state = dir.path().join("state");
+    let mut env = token_env(&emu);
+    env.push(("XDG_STATE_HOME".into(), state.display().to_string()));
+    emu.reset_in_flight_peaks();
+    let out = run_upload(teleport_args(&emu, &media, &[]), env.clone()).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<serde_json::Value> = stdout(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 200);
+    assert!(lines.iter().all(|l| l["status"] == "UPLOADED"), "{lines:?}");
+    let peak = emu.in_flight_peak("api");
+    assert!(peak > 4, "at most {peak} API requests at once: files went no more than 4 at a time");
+    assert!(peak <= 64, "{peak} API requests at once: more files than --files auto allows (64)");
+    let objects = emu.objects();
+    assert_eq!(objects.len(), 200);
+    for o in &objects {
+        let name = o.key.rsplit('/').next().unwrap();
+        assert_eq!(o.sha256, shas[name], "{name}");
+    }
+    let counts = emu.part_put_counts();
+    assert_eq!(counts.len(), 200);
+    assert!(counts.values().all(|&n| n == 1), "a part stored twice");
+    let captures = upload_emulator::teleport::captures_summary(emu.shared());
+    assert_eq!(captures.as_array().unwrap().len(), 200, "one capture per file, none made twice");
+    // The run left nothing half done: a rerun skips every file, sending nothing.
+    let before = emu.request_log().len();
+    let out = run_upload(teleport_args(&emu, &media, &[]), env).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).lines().all(|l| l.contains("\"skipped\"")), "{}", stdout(&out));
+    assert_eq!(emu.request_log().len(), before);
+}
+
+/// `--files N` still pins the files at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_n_pins_the_files_at_once() {
+    let emu = emulator(Config { faults: Faults { latency_ms: 30, ..Faults::default() }, ..Config::default() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let media = dir.path().join("media");
+    std::fs::create_dir(&media).unwrap();
+    for i in 0..24u64 {
+        make_file(&media, &format!("clip{i:02}.mp4"), 5_000 + i);
+    }
+    emu.reset_in_flight_peaks();
+    let out = run_upload(teleport_args(&emu, &media, &["--files", "2"]), token_env(&emu)).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(emu.objects().len(), 24);
+    let peak = emu.in_flight_peak("api");
+    assert!((1..=2).contains(&peak), "--files 2: {peak} API requests at once");
+}
