@@ -26,6 +26,17 @@ BIN=${BENCH_BIN_DIR:-$ROOT/target/release}   # target/debug for a quick smoke ru
 LIMIT_RATE=${BENCH_LIMIT_RATE:-20M}          # scenario "limited": upload's --limit-rate
 LIMIT_SIZE=${BENCH_LIMIT_SIZE:-400M}
 LIMIT_CONCURRENCIES=${BENCH_LIMIT_CONCURRENCIES:-"1 8 32"}
+SMALL_COUNT=${BENCH_SMALL_COUNT:-2000}       # scenario "smallfiles": that many files of SMALL_SIZE
+SMALL_SIZE=${BENCH_SMALL_SIZE:-64K}
+SMALL_LATENCY_MS=${BENCH_SMALL_LATENCY_MS:-30}
+SMALL_RUNS=${BENCH_SMALL_RUNS:-3}
+SMALL_TOOLS=${BENCH_SMALL_TOOLS:-"small-teleport small-apertur"}
+CAPPED_BPS=${BENCH_CAPPED_BPS:-20971520}     # scenario "capped": per connection (20 MiB/s)
+CAPPED_TOTAL_BPS=${BENCH_CAPPED_TOTAL_BPS:-209715200}   # and in all (200 MiB/s)
+CAPPED_LATENCY_MS=${BENCH_CAPPED_LATENCY_MS:-30}
+CAPPED_SIZE=${BENCH_CAPPED_SIZE:-1G}
+CAPPED_RUNS=${BENCH_CAPPED_RUNS:-2}
+CAPPED_TOOLS=${BENCH_CAPPED_TOOLS:-"upload-auto upload-c8"}
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -157,6 +168,24 @@ measure() { # scenario tool size run file
       env=(TELEPORT_TOKEN=emulator-token)
       cmd=("$bin" "$file" --provider teleport --format video --endpoint "$API"
            --concurrency "$C" --state-dir "$DIR/upload-state" --force --no-resume -q) ;;
+    upload-auto|upload-c8)
+      # --concurrency auto (the default: no flag) against a pinned 8.
+      env=(TELEPORT_TOKEN=emulator-token)
+      cmd=("$BIN/upload" "$file" --provider teleport --format video --endpoint "$API"
+           --state-dir "$DIR/upload-state" --force --no-resume -q)
+      [ "$tool" = upload-c8 ] && cmd+=(--concurrency 8) ;;
+    small-teleport|small-apertur)
+      # A directory of small files, every file its own upload (defaults: --concurrency auto,
+      # --files auto). A fresh state dir each run: nothing is skipped.
+      rm -rf "$DIR/small-state"
+      if [ "$tool" = small-teleport ]; then
+        env=(TELEPORT_TOKEN=emulator-token)
+        cmd=("$BIN/upload" "$file" --provider teleport --format video --endpoint "$API"
+             --state-dir "$DIR/small-state" -q)
+      else
+        env=(APERTUR_TOKEN=emulator-token)
+        cmd=("$BIN/upload" "$file" --provider apertur --endpoint "$API" --state-dir "$DIR/small-state" -q)
+      fi ;;
     bulk-stream|bulk-zipto)
       # A directory as one bulk-images capture: the zip streamed from the images, or written
       # to disk first (--zip-to). A fresh state dir each run, so every run pays the CRC pass.
@@ -210,7 +239,9 @@ measure() { # scenario tool size run file
   wall=$(python3 -c "print(f'{$t1 - $t0:.3f}')")
   log "$scenario $tool $size run $run: ${wall}s wall, ${user}+${sys}s CPU, $((rss / 1024)) MiB RSS, $((written / 1048576)) MiB written"
   if [ "$VERIFY" = all ] || { [ "$VERIFY" = first ] && [ "$run" = 1 ]; }; then
-    if [ "$tool" = bulk-zipto ]; then
+    if [ "${tool#small-}" != "$tool" ]; then
+      verify_small "$file" "$tool"
+    elif [ "$tool" = bulk-zipto ]; then
       sha256sum "$DIR/bulk.zip" | cut -d' ' -f1 >"$DIR/bulk.zip.sha256"
       cp "$DIR/bulk.zip.sha256" "$file.zip.sha256"
       verify_upload "$DIR/bulk.zip" "$tool $size"
@@ -230,6 +261,22 @@ print("%s: verified %s (%d bytes, %d parts, sha256 = --zip-to archive)" % (label
   fi
   clear_store
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scenario" "$tool" "$size" "$run" "$wall" "$user" "$sys" "$rss" "$written" >>"$OUT.tsv"
+}
+
+# Checks that every file of a directory arrived exactly once with its SHA-256.
+verify_small() { # dir label
+  local dir=$1 label=$2
+  (cd "$dir" && sha256sum -- *.jpg) >"$DIR/small.sha256"
+  curl -sf "$API/_emulator/uploads" | python3 -c '
+import json, sys
+from collections import Counter
+objs, label = json.load(sys.stdin), sys.argv[2]
+want = Counter(l.split()[0] for l in open(sys.argv[1]) if l.strip())
+got = Counter(o["sha256"] for o in objs)
+if got != want:
+    sys.exit(f"{label}: {len(objs)} objects stored for {sum(want.values())} files; missing {list((want - got).elements())[:3]}, extra {list((got - want).elements())[:3]}")
+print(f"{label}: verified {len(objs)} objects (sha256 ok, each once)", file=sys.stderr)
+' "$DIR/small.sha256" "$label"
 }
 
 # --- scenario "limited": --limit-rate against what the emulator received -----------------------
@@ -277,6 +324,48 @@ for c, limit, size, wall, span, total, max1, min5, max5 in rows:
 EOF
 }
 
+# Tables of the scenarios "smallfiles" (files per second) and "capped" (against the total cap).
+report_small_capped() {
+  python3 - "$OUT.tsv" "$CAPPED_TOTAL_BPS" "$CAPPED_BPS" "$CAPPED_LATENCY_MS" "$SMALL_LATENCY_MS" <<'EOF'
+import statistics, sys
+from collections import defaultdict
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
+total, per, capped_ms, small_ms = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+M = 1 << 20
+def nbytes(s):
+    m = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    return int(s[:-1]) * m[s[-1].upper()] if s[-1].upper() in m else int(s)
+data = defaultdict(list)
+for sc, tool, size, run, wall, user, sys_, rss, *rest in rows:
+    data[(sc, size, tool)].append((float(wall), float(user) + float(sys_), int(rss)))
+names = {"small-teleport": "upload DIR, Teleport (one capture per file)", "small-apertur": "upload DIR, Apertur (one image per file)",
+         "upload-auto": "upload, --concurrency auto (default)", "upload-c8": "upload, --concurrency 8"}
+small = sorted(k for k in data if k[0] == "smallfiles")
+if small:
+    print(f"\n### Scenario: smallfiles ({small_ms} ms per request)\n")
+    print("| files | tool | runs | median wall s | files/s | client CPU ms/file | client peak RSS MiB |")
+    print("|---|---|---|---|---|---|---|")
+    for k in small:
+        rs = data[k]
+        count = int(k[1].split("/")[1])
+        wall = statistics.median(r[0] for r in rs)
+        cpu = statistics.median(r[1] for r in rs) * 1000 / count
+        print(f"| {k[1]} | {names.get(k[2], k[2])} | {len(rs)} | {wall:.2f} | {count / wall:.0f} | {cpu:.2f} | {max(r[2] for r in rs) / 1024:.0f} |")
+capped = sorted(k for k in data if k[0] == "capped")
+if capped:
+    print(f"\n### Scenario: capped ({per / M:.0f} MiB/s per connection, {total / M:.0f} MiB/s in all, {capped_ms} ms per request)\n")
+    print("| file | tool | runs | median wall s | MiB/s | of the total cap | client CPU s/GiB | client peak RSS MiB |")
+    print("|---|---|---|---|---|---|---|---|")
+    for k in capped:
+        rs = data[k]
+        n = nbytes(k[1])
+        wall = statistics.median(r[0] for r in rs)
+        mibs = n / M / wall
+        print(f"| {k[1]} | {names.get(k[2], k[2])} | {len(rs)} | {wall:.2f} | {mibs:.0f} | {100 * mibs * M / total:.0f} % | "
+              f"{statistics.median(r[1] for r in rs) / (n / (1 << 30)):.2f} | {max(r[2] for r in rs) / 1024:.0f} |")
+EOF
+}
+
 # --- report --------------------------------------------------------------------------------
 report() {
   python3 - "$OUT.tsv" "$C" "$THROTTLE_BPS" <<'EOF'
@@ -291,11 +380,11 @@ def nbytes(s):
 data = defaultdict(list)
 for sc, tool, size, run, wall, user, sys_, rss, *rest in rows:
     data[(sc, size, tool)].append((float(wall), float(user) + float(sys_), int(rss), int(rest[0]) if rest else 0))
-order = ["upload", "upload-base", "aws", "aws-c", "rclone", "curl", "bulk-zipto", "bulk-stream"]
-names = {"upload": "upload (teleport)", "upload-base": "upload, baseline build", "aws": "aws s3 cp (defaults)", "aws-c": f"aws s3 cp (max_concurrent_requests={conc})",
+order = ["upload", "upload-auto", "upload-c8", "upload-base", "aws", "aws-c", "rclone", "curl", "bulk-zipto", "bulk-stream"]
+names = {"upload": "upload (teleport)", "upload-auto": "upload, --concurrency auto (default)", "upload-c8": "upload, --concurrency 8", "upload-base": "upload, baseline build", "aws": "aws s3 cp (defaults)", "aws-c": f"aws s3 cp (max_concurrent_requests={conc})",
          "rclone": "rclone copyto", "curl": "curl -T (single PUT)",
          "bulk-zipto": "upload DIR, --zip-to (zip on disk first)", "bulk-stream": "upload DIR, streamed zip"}
-for sc in sorted({k[0] for k in data}, key=lambda s: s != "fast"):
+for sc in sorted({k[0] for k in data} - {"smallfiles", "capped"}, key=lambda s: s != "fast"):
     print(f"\n### Scenario: {sc}\n")
     if sc == "fast":
         print("| file | tool | runs | median wall s | MiB/s | client CPU s/GiB | client peak RSS MiB | wall / upload |")
@@ -376,6 +465,20 @@ for scenario in $SCENARIOS; do
       for run in $(seq "$BULK_RUNS"); do
         for tool in bulk-zipto bulk-stream; do measure bulk "$tool" "$BULK_SIZE/$BULK_IMAGES" "$run" "$d"; done
       done ;;
+    smallfiles)
+      # Many small files, every file its own upload, latency on every request.
+      start_emulator --latency-ms "$SMALL_LATENCY_MS" --apertur-plan-max-images 1000000
+      d=$(make_images "$(( $(bytes "$SMALL_SIZE") * SMALL_COUNT ))" "$SMALL_COUNT")
+      for run in $(seq "$SMALL_RUNS"); do
+        for tool in $SMALL_TOOLS; do measure smallfiles "$tool" "$SMALL_SIZE/$SMALL_COUNT" "$run" "$d"; done
+      done ;;
+    capped)
+      # Each connection capped, the whole link capped, latency per request: auto vs pinned 8.
+      start_emulator --bandwidth "$CAPPED_BPS" --total-bandwidth "$CAPPED_TOTAL_BPS" --latency-ms "$CAPPED_LATENCY_MS"
+      f=$(make_file "$CAPPED_SIZE")
+      for run in $(seq "$CAPPED_RUNS"); do
+        for tool in $CAPPED_TOOLS; do measure capped "$tool" "$CAPPED_SIZE" "$run" "$f"; done
+      done ;;
     *) die "unknown scenario $scenario" ;;
   esac
 done
@@ -388,6 +491,7 @@ stop_emulator
   echo "- upload $("$BIN/upload" --version | cut -d' ' -f2), $(aws --version 2>&1 | cut -d' ' -f1,2), $(rclone version | head -1), $(curl --version | head -1 | cut -d' ' -f1,2)"
   echo "- concurrency $C, part size $CHUNK; throttled: $((THROTTLE_BPS / 1048576)) MiB/s per connection, ${THROTTLE_LATENCY_MS} ms per request"
   report
+  report_small_capped
   report_limited
 } | tee "$OUT.md"
 log "raw results: $OUT.tsv, table: $OUT.md"

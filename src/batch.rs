@@ -703,10 +703,19 @@ impl<'a> Step<'a> {
             outcome.fields.insert("limit_rate_bps".into(), rate.into());
         }
         if let (Some(dir), Some(id)) = (&state_dir, &identity) {
-            match record_done(dir, &self.endpoint, id, &outcome, &self.destination, self.force_run) {
+            // Off the async workers: the writes wait for fsync (see `durable::off_thread`).
+            let (dir, id, outcome_c) = (dir.clone(), id.clone(), outcome.clone());
+            let (endpoint, destination) = (self.endpoint.clone(), self.destination.clone());
+            let (force_run, name) = (self.force_run.cloned(), provider.name());
+            let recorded = crate::engine::durable::off_thread(move || {
+                record_done(&dir, &endpoint, &id, &outcome_c, &destination, force_run.as_ref())?;
                 // Recorded as done: the completed journal has served its purpose.
-                Ok(()) => crate::engine::journal::remove(dir, provider.name(), &self.endpoint, &id.path),
-                Err(e) => tracing::warn!("cannot record the finished upload: {e}"),
+                crate::engine::journal::remove(&dir, name, &endpoint, &id.path);
+                Ok(())
+            })
+            .await;
+            if let Err(e) = recorded {
+                tracing::warn!("cannot record the finished upload: {e}");
             }
         }
         if let (Some(dir), Some(zip)) = (&state_dir, &zip_done)

@@ -101,6 +101,9 @@ struct Cli {
     /// Apertur: time between delivery steps (attempts), in milliseconds.
     #[arg(long = "apertur-delivery-step-ms", default_value_t = 100)]
     apertur_delivery_step_ms: u64,
+    /// Apertur: the plan's most images per session (a session asking more gets this many).
+    #[arg(long = "apertur-plan-max-images", value_name = "N", default_value_t = 100)]
+    apertur_plan_max_images: u32,
     /// Apertur: require request signatures made with this secret.
     #[arg(long = "apertur-signing-secret", value_name = "SECRET")]
     apertur_signing_secret: Option<String>,
@@ -159,6 +162,7 @@ impl Cli {
                 failing_destinations: self.apertur_failing_destinations,
                 delivery_step_ms: self.apertur_delivery_step_ms,
                 signing_secret: self.apertur_signing_secret,
+                plan_max_images: self.apertur_plan_max_images,
                 ..defaults.apertur
             },
             teleport_client_id: self.client_id,

@@ -35,6 +35,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     f.commit().map_err(err)
 }
 
+/// Runs blocking state-file work (a [`write_atomic`], a journal append: each waits for fsync)
+/// on the blocking pool and waits for it, so the run's few async workers go on serving the
+/// network meanwhile: many files writing their journals at once then share the disk's
+/// flushes instead of taking turns with the sockets.
+pub async fn off_thread<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| Error::File {
+        path: PathBuf::from("<state directory>"),
+        source: io::Error::other(format!("state file task failed: {e}")),
+    })?
+}
+
 /// [`write_atomic`] with another mode for the file (user-facing output such as downloaded
 /// images: `0o666`, narrowed by the umask as usual).
 pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {

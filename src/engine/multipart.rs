@@ -218,7 +218,7 @@ pub async fn run(session: &Session<'_>, file: &FileSource, upload: &dyn Multipar
                 Remote::Completed(details) => {
                     notice(format!("{noun} {} is already completed", r.upload_id));
                     if let Some(j) = journal {
-                        j.completed(details.clone())?;
+                        completed(j, &details).await?;
                     }
                     return Ok(Finished { created, completion: details, already_completed: false });
                 }
@@ -251,7 +251,7 @@ pub async fn run(session: &Session<'_>, file: &FileSource, upload: &dyn Multipar
             // Every part was sent: the completion may have been sent too. Look first.
             if let Lookup::Found(details) = upload.find_completed(&created).await? {
                 if let Some(j) = journal {
-                    j.completed(details.clone())?;
+                    completed(j, &details).await?;
                 }
                 return Ok(Finished { created, completion: details, already_completed: false });
             }
@@ -305,7 +305,7 @@ pub async fn run(session: &Session<'_>, file: &FileSource, upload: &dyn Multipar
             other => other?,
         };
         if let Some(j) = journal {
-            j.completed(completion.clone())?;
+            completed(j, &completion).await?;
         }
         return Ok(Finished { created, completion, already_completed: false });
     }
@@ -336,7 +336,7 @@ async fn create(
                     message: format!("adopting {} {}, created by an interrupted run", upload.noun(), c.upload_id),
                 });
                 if let Some(j) = session.journal {
-                    j.start(provider, &journal_endpoint(j), &c.upload_id, c.extra.clone(), c.plan)?;
+                    started(j, provider, &c).await?;
                 }
                 return Ok(c);
             }
@@ -347,7 +347,8 @@ async fn create(
     let since = chrono::Utc::now() - chrono::Duration::seconds(5);
     if let Some(j) = session.journal {
         let plan = upload.client_plan().unwrap_or(PartPlan { file_size: 0, part_size: 0, num_parts: 0 });
-        j.intent(plan)?;
+        let j = j.clone();
+        super::durable::off_thread(move || j.intent(plan)).await?;
     }
     let created = send_once_then_look_up(
         &format!("{provider}: create upload"),
@@ -360,13 +361,22 @@ async fn create(
     .await?;
     tracing::info!(upload_id = %created.upload_id, parts = created.plan.num_parts, "upload created");
     if let Some(j) = session.journal {
-        j.start(provider, &journal_endpoint(j), &created.upload_id, created.extra.clone(), created.plan)?;
+        started(j, provider, &created).await?;
     }
     Ok(created)
 }
 
-fn journal_endpoint(j: &Journal) -> String {
-    j.endpoint().to_string()
+// The journal's writes wait for fsync: off the async workers (see `durable::off_thread`),
+// awaited before the next step, so the order of the steps is kept.
+
+async fn started(j: &Journal, provider: &'static str, c: &Created) -> Result<()> {
+    let (j, c) = (j.clone(), c.clone());
+    super::durable::off_thread(move || j.start(provider, j.endpoint(), &c.upload_id, c.extra.clone(), c.plan)).await
+}
+
+async fn completed(j: &Journal, details: &serde_json::Value) -> Result<()> {
+    let (j, details) = (j.clone(), details.clone());
+    super::durable::off_thread(move || j.completed(details)).await
 }
 
 #[cfg(test)]
