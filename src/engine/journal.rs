@@ -357,8 +357,21 @@ fn state_dir_error(state_dir: &Path, e: std::io::Error) -> Error {
     )
 }
 
-/// Checks that the state directory can hold journals (before anything is sent).
+/// Checks that the state directory can hold journals (before anything is sent): once per
+/// directory and process (a probe file is an inode made and freed, which a run of thousands
+/// of small files would pay for each file).
 pub fn check_state_dir(state_dir: &Path) -> Result<()> {
+    static CHECKED: std::sync::OnceLock<Mutex<std::collections::HashSet<PathBuf>>> = std::sync::OnceLock::new();
+    let checked = CHECKED.get_or_init(Default::default);
+    if checked.lock().expect("checked dirs").contains(state_dir) {
+        return Ok(());
+    }
+    probe_state_dir(state_dir)?;
+    checked.lock().expect("checked dirs").insert(state_dir.to_path_buf());
+    Ok(())
+}
+
+fn probe_state_dir(state_dir: &Path) -> Result<()> {
     let dir = state_dir.join("journals");
     durable::create_private_dir_all(&dir).map_err(|e| state_dir_error(state_dir, e))?;
     let probe = durable::temp_path(&dir.join("probe"));
