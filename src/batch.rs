@@ -1010,7 +1010,11 @@ pub async fn run(
         }
     }
     drop(results);
-    tracing::info!(files = gate.peak(), parts = settings.uploader.shared_permits.as_ref().map_or(0, |p| p.peak_in_use()), "most files and parts in flight at once");
+    tracing::info!(
+        files = gate.peak(),
+        parts = settings.uploader.shared_permits.as_ref().map_or(0, |p| p.peak_in_use()),
+        "most files and parts in flight at once"
+    );
     // A --force run that failed or was interrupted stays open: running it again carries it on.
     if let Some(run) = force_run
         && !cancel.is_cancelled()

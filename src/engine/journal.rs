@@ -6,12 +6,16 @@
 //! - line 1, the header: version, provider, endpoint, the upload's state (`intent`: create is
 //!   about to be sent; `started`: the provider's upload id is known; `completed`: the provider
 //!   accepted the completion), upload id, file identity, part plan, provider facts (`extra`),
-//!   the upload's options (`options`: free-form, never a secret) and times. The header is
-//!   rewritten whole with [`write_atomic`](super::durable::write_atomic) at each change of state.
+//!   the upload's options (`options`: free-form, never a secret) and times. The journal is
+//!   written whole with [`write_atomic`](super::durable::write_atomic) with its first header
+//!   (the intent) and when options change.
 //! - one line per finished part (`{"number":N,"etag":"...","size":S}`), appended and fsynced
 //!   before the part counts as journaled. A 10,000-part upload writes O(parts) bytes.
-//! - on completion the journal is compacted to its header (state `completed`, the provider's
-//!   answer), and removed once the run has recorded the upload as done.
+//! - each later change of state (`started`, `completed` with the provider's answer) is a new
+//!   header line, appended and fsynced: it replaces the header before it and the parts before
+//!   it do not count for it (a `completed` header has none). Appending, not rewriting, makes
+//!   no new file per step: thousands of small files at once would otherwise make and free an
+//!   inode per step each. The journal is removed once the run has recorded the upload as done.
 //!
 //! A truncated last line (a crash mid-append) is ignored on load. It never holds a token or a
 //! presigned URL. A journal whose file identity no longer matches is refused, and so is one
@@ -192,6 +196,7 @@ fn parse(path: &Path, text: &[u8]) -> Result<(JournalData, u64)> {
     }
     let mut data: JournalData = serde_json::from_value(first).map_err(|e| unreadable(format!("{e}")))?;
     data.parts.clear();
+    let mut lines = 1;
     let mut good = (first_end + 1).min(text.len()) as u64;
     let mut rest = &text[(first_end + 1).min(text.len())..];
     while !rest.is_empty() {
@@ -199,20 +204,37 @@ fn parse(path: &Path, text: &[u8]) -> Result<(JournalData, u64)> {
             tracing::info!(journal = %path.display(), "ignoring a truncated last line (a crash mid-append)");
             break;
         };
-        let part: CompletedPart = match serde_json::from_slice(&rest[..end]) {
-            Ok(p) => p,
+        lines += 1;
+        let line = &rest[..end];
+        let line = serde_json::from_slice::<CompletedPart>(line)
+            .map(Line::Part)
+            .or_else(|e| serde_json::from_slice::<JournalData>(line).map(|h| Line::Header(Box::new(h))).map_err(|_| e));
+        match line {
+            Ok(Line::Header(header)) => {
+                // A change of state: the new header replaces the old one, with its own parts.
+                data = *header;
+                data.parts.clear();
+            }
+            Ok(Line::Part(part)) => {
+                data.parts.retain(|p| p.number != part.number);
+                data.parts.push(part);
+            }
             Err(e) if rest.len() == end + 1 => {
                 tracing::info!(journal = %path.display(), "ignoring an unreadable last line: {e}");
                 break;
             }
-            Err(e) => return Err(unreadable(format!("line {}: {e}", data.parts.len() + 2))),
-        };
-        data.parts.retain(|p| p.number != part.number);
-        data.parts.push(part);
+            Err(e) => return Err(unreadable(format!("line {lines}: {e}"))),
+        }
         good += end as u64 + 1;
         rest = &rest[end + 1..];
     }
     Ok((data, good))
+}
+
+/// A line after the first: a part, or the header of a change of state.
+enum Line {
+    Header(Box<JournalData>),
+    Part(CompletedPart),
 }
 
 /// Loads one journal file (for listings; [`Journal::open`] to carry an upload on).
@@ -546,7 +568,23 @@ impl Journal {
         debug_assert!(provider == self.provider && endpoint == self.endpoint);
         let mut inner = self.inner.lock().expect("journal lock");
         let data = self.new_data(&inner, JournalState::Started, upload_id, extra, plan);
-        self.rewrite(&mut inner, data)
+        self.append_header(&mut inner, data)
+    }
+
+    /// A change of state: its header appended (fsynced) to the journal open for appending,
+    /// else the journal written whole.
+    fn append_header(&self, inner: &mut Inner, data: JournalData) -> Result<()> {
+        let Some(file) = inner.append.as_mut() else { return self.rewrite(inner, data) };
+        let line = data.header_line();
+        let err = |e| Error::File { path: self.path.clone(), source: e };
+        file.write_all(&line).map_err(err)?;
+        file.sync_data().map_err(err)?;
+        self.written.fetch_add(line.len() as u64, Ordering::Relaxed);
+        if data.state == JournalState::Completed {
+            inner.append = None;
+        }
+        inner.data = Some(data);
+        Ok(())
     }
 
     /// Records a finished part: one appended line, fsynced before this returns. Blocking:
@@ -581,7 +619,7 @@ impl Journal {
         data.state = JournalState::Completed;
         data.parts.clear();
         data.completion = Some(answer);
-        self.rewrite(&mut inner, data)
+        self.append_header(&mut inner, data)
     }
 
     /// The journal goes (the upload is done and recorded, or the server proved it stale).
@@ -714,27 +752,53 @@ mod tests {
         assert!(Journal::open(dir.path(), "teleport", "http://x", &src, false).is_ok());
     }
 
+    #[cfg(unix)]
     #[test]
-    fn completion_compacts_to_the_header() {
+    fn changes_of_state_are_appended_headers() {
+        use std::os::unix::fs::MetadataExt;
         let (dir, _file, src) = setup(3 << 20);
         let plan = PartPlan { file_size: 3 << 20, part_size: 1 << 20, num_parts: 3 };
         let j = Journal::open(dir.path(), "teleport", "http://x", &src, true).unwrap();
         j.set_options(serde_json::json!({"name": "scan"})).unwrap();
         j.intent(PartPlan { num_parts: 0, ..plan }).unwrap();
         assert_eq!(load(j.path()).unwrap().state, JournalState::Intent);
+        let inode = std::fs::metadata(j.path()).unwrap().ino();
         j.start("teleport", "http://x", "eid1", serde_json::Value::Null, plan).unwrap();
+        let r = load(j.path()).unwrap();
+        assert_eq!((r.state, r.upload_id.as_str(), r.plan.num_parts), (JournalState::Started, "eid1", 3));
         for n in 1..=3 {
             j.record(&CompletedPart { number: n, etag: format!("\"e{n}\""), size: 1 << 20 }).unwrap();
         }
+        assert_eq!(load(j.path()).unwrap().parts.len(), 3);
         j.completed(serde_json::json!({"state": "UPLOADED"})).unwrap();
+        // One file all along (no new inode per step): intent, started, 3 parts, completed.
+        assert_eq!(std::fs::metadata(j.path()).unwrap().ino(), inode);
         let text = std::fs::read_to_string(j.path()).unwrap();
-        assert_eq!(text.lines().count(), 1, "{text}");
+        assert_eq!(text.lines().count(), 6, "{text}");
         let r = load(j.path()).unwrap();
+        assert!(r.parts.is_empty(), "a completed header has no parts: {:?}", r.parts);
         assert_eq!(
             (r.state, r.upload_id.as_str(), r.options["name"].as_str()),
             (JournalState::Completed, "eid1", Some("scan"))
         );
         assert_eq!(r.completion.unwrap()["state"], "UPLOADED");
+    }
+
+    #[test]
+    fn a_header_cut_by_a_crash_leaves_the_state_before_it() {
+        let (dir, _file, src) = setup(3 << 20);
+        let plan = PartPlan { file_size: 3 << 20, part_size: 1 << 20, num_parts: 3 };
+        let j = Journal::open(dir.path(), "teleport", "http://x", &src, true).unwrap();
+        j.intent(PartPlan { num_parts: 0, ..plan }).unwrap();
+        let before = std::fs::metadata(j.path()).unwrap().len();
+        j.start("teleport", "http://x", "eid1", serde_json::Value::Null, plan).unwrap();
+        let path = j.path().to_path_buf();
+        let full = std::fs::metadata(&path).unwrap().len();
+        drop(j);
+        // The started header was cut half-way: the journal is still at its intent.
+        std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len((before + full) / 2).unwrap();
+        let r = Journal::open(dir.path(), "teleport", "http://x", &src, true).unwrap().resume_point().unwrap();
+        assert_eq!((r.state, r.upload_id.as_str()), (JournalState::Intent, ""));
     }
 
     #[test]

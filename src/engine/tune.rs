@@ -259,7 +259,12 @@ impl Tuner {
                 match last {
                     Some((prev_level, prev_rate)) if rate <= prev_rate * gain => {
                         let mode = Mode::Steady { reference: Some(prev_rate), windows: 0 };
-                        let why = format!("{} at {} after {} at {prev_level}: settled", show(rate), self.level, show(prev_rate));
+                        let why = format!(
+                            "{} at {} after {} at {prev_level}: settled",
+                            show(rate),
+                            self.level,
+                            show(prev_rate)
+                        );
                         self.change(prev_level, now, why, Some(mode))
                     }
                     _ if self.level >= self.max => {
@@ -475,7 +480,14 @@ impl Permits {
     }
 
     fn apply(&self, inner: &mut Inner, change: Change) {
-        tracing::info!(from = change.from, to = change.to, "concurrency {} → {}: {}", change.from, change.to, change.reason);
+        tracing::info!(
+            from = change.from,
+            to = change.to,
+            "concurrency {} → {}: {}",
+            change.from,
+            change.to,
+            change.reason
+        );
         let (from, to) = (inner.level, change.to);
         if to > from {
             let mut add = to - from;
