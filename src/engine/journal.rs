@@ -313,13 +313,23 @@ fn try_lock(path: &Path) -> std::result::Result<Arc<JournalLock>, Busy> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, durable::FILE_MODE);
     let mut file = opts.open(path).map_err(Busy::Io)?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let pid = std::fs::read_to_string(path).ok().and_then(|s| s.trim().parse().ok());
-            return Err(Busy::Pid(pid));
+    // A lock this very process dropped can still be held for a moment by a child being
+    // started (a token command, say): between fork and exec it holds a copy of every open
+    // file. The file then names this process: try again for a little while.
+    let mut tries = 0;
+    loop {
+        match file.try_lock() {
+            Ok(()) => break,
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let pid: Option<u32> = std::fs::read_to_string(path).ok().and_then(|s| s.trim().parse().ok());
+                tries += 1;
+                if pid != Some(std::process::id()) || tries > 250 {
+                    return Err(Busy::Pid(pid));
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(Busy::Io(e)),
         }
-        Err(std::fs::TryLockError::Error(e)) => return Err(Busy::Io(e)),
     }
     let _ = file.set_len(0);
     let _ = file.write_all(std::process::id().to_string().as_bytes());
