@@ -16,6 +16,10 @@
 //! failing or dropped part uploads, latency, bandwidth limits, spurious 401s, failing
 //! completions, early URL expiry.
 //!
+//! Both servers speak https instead when started with a certificate ([`Emulator::start_tls`],
+//! `upload-emulator --tls-cert PEM --tls-key PEM`): the benchmark's TLS scenario and the
+//! https tests.
+//!
 //! Objects are kept in memory (the default: fast, for tests with small files), or on disk as
 //! part files under [`Config::state_dir`], or under a temporary directory removed when the
 //! emulator stops ([`Config::temp_state_dir`]: what `upload --emulate` and the binary use, so
@@ -256,10 +260,37 @@ pub struct Emulator {
     shared: Arc<state::Shared>,
     api_addr: SocketAddr,
     s3_addr: SocketAddr,
+    scheme: &'static str,
     cancel: CancellationToken,
     /// The [`Config::temp_state_dir`] directory, removed on drop (after the servers stopped
     /// taking requests: a request still running then cannot make it again).
     temp_dir: Option<tempfile::TempDir>,
+}
+
+/// A TLS server configuration from a PEM certificate chain and a PEM private key (PKCS#8,
+/// SEC1 or PKCS#1), for [`Emulator::start_tls`].
+pub fn tls_config(
+    cert_pem: &std::path::Path,
+    key_pem: &std::path::Path,
+) -> Result<Arc<tokio_rustls::rustls::ServerConfig>, String> {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert_pem)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("{}: {e}", cert_pem.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate in it", cert_pem.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key_pem).map_err(|e| format!("{}: {e}", key_pem.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("{}: {e}", cert_pem.display()))?;
+    Ok(Arc::new(config))
 }
 
 impl Emulator {
@@ -269,7 +300,28 @@ impl Emulator {
     }
 
     /// Starts both servers on `127.0.0.1:api_port` and `127.0.0.1:s3_port` (0 = any free port).
-    pub async fn start_on(mut config: Config, api_port: u16, s3_port: u16) -> std::io::Result<Emulator> {
+    pub async fn start_on(config: Config, api_port: u16, s3_port: u16) -> std::io::Result<Emulator> {
+        Self::start_with(config, api_port, s3_port, None).await
+    }
+
+    /// Like [`Emulator::start_on`], both servers over https with `tls` (see [`tls_config`]):
+    /// the URLs (and the presigned ones) are then `https://127.0.0.1:PORT`, so the
+    /// certificate must name the IP address 127.0.0.1.
+    pub async fn start_tls(
+        config: Config,
+        api_port: u16,
+        s3_port: u16,
+        tls: Arc<tokio_rustls::rustls::ServerConfig>,
+    ) -> std::io::Result<Emulator> {
+        Self::start_with(config, api_port, s3_port, Some(tokio_rustls::TlsAcceptor::from(tls))).await
+    }
+
+    async fn start_with(
+        mut config: Config,
+        api_port: u16,
+        s3_port: u16,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> std::io::Result<Emulator> {
         let api = TcpListener::bind(("127.0.0.1", api_port)).await?;
         let s3l = TcpListener::bind(("127.0.0.1", s3_port)).await?;
         let api_addr = api.local_addr()?;
@@ -285,7 +337,8 @@ impl Emulator {
             std::fs::create_dir_all(dir.join("parts"))?;
             std::fs::create_dir_all(dir.join("objects"))?;
         }
-        let shared = Arc::new(state::Shared::new(config, format!("http://{s3_addr}")));
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let shared = Arc::new(state::Shared::new(config, format!("{scheme}://{s3_addr}")));
         let cancel = CancellationToken::new();
         let api_router = teleport::router(shared.clone())
             .merge(signin::router(shared.clone()))
@@ -295,10 +348,10 @@ impl Emulator {
             .merge(admin::router(shared.clone()));
         let api_router = server::with_common_layers(api_router, shared.clone(), "api");
         let s3_router = server::with_common_layers(s3::router(shared.clone()), shared.clone(), "s3");
-        tokio::spawn(server::serve(api, api_router, shared.clone(), "api", cancel.clone()));
-        tokio::spawn(server::serve(s3l, s3_router, shared.clone(), "s3", cancel.clone()));
-        tracing::info!(%api_addr, %s3_addr, "emulator started");
-        Ok(Emulator { shared, api_addr, s3_addr, cancel, temp_dir })
+        tokio::spawn(server::serve(api, api_router, shared.clone(), "api", tls.clone(), cancel.clone()));
+        tokio::spawn(server::serve(s3l, s3_router, shared.clone(), "s3", tls, cancel.clone()));
+        tracing::info!(%api_addr, %s3_addr, scheme, "emulator started");
+        Ok(Emulator { shared, api_addr, s3_addr, scheme, cancel, temp_dir })
     }
 
     /// Where object bytes are kept: [`Config::state_dir`], or the temporary directory of
@@ -307,14 +360,14 @@ impl Emulator {
         self.shared.config.state_dir.as_deref()
     }
 
-    /// `http://127.0.0.1:PORT` of the provider API (no trailing slash).
+    /// `http://127.0.0.1:PORT` (`https://` with TLS) of the provider API (no trailing slash).
     pub fn api_url(&self) -> String {
-        format!("http://{}", self.api_addr)
+        format!("{}://{}", self.scheme, self.api_addr)
     }
 
-    /// `http://127.0.0.1:PORT` of the S3 store (no trailing slash).
+    /// `http://127.0.0.1:PORT` (`https://` with TLS) of the S3 store (no trailing slash).
     pub fn s3_url(&self) -> String {
-        format!("http://{}", self.s3_addr)
+        format!("{}://{}", self.scheme, self.s3_addr)
     }
 
     /// The first accepted token.

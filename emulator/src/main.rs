@@ -25,6 +25,13 @@ struct Cli {
     /// Port of the S3 store (0 = any free port).
     #[arg(long = "s3-port", default_value_t = 0, env = "EMULATOR_S3_PORT")]
     s3_port: u16,
+    /// Serve both servers over https with this PEM certificate (chain); it must name the IP
+    /// address 127.0.0.1 (the URLs are https://127.0.0.1:PORT). Needs --tls-key.
+    #[arg(long = "tls-cert", value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long = "tls-key", value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Accepted Bearer token (repeatable; default "emulator-token").
     #[arg(long = "token")]
     tokens: Vec<String>,
@@ -187,6 +194,16 @@ async fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let (port, s3_port) = (cli.port, cli.s3_port);
+    let tls = match (&cli.tls_cert, &cli.tls_key) {
+        (Some(cert), Some(key)) => match upload_emulator::tls_config(cert, key) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("upload-emulator: cannot use the TLS certificate: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
     let config = cli.into_config();
     let tokens = config.tokens.clone();
     let sign_in = SignInInfo {
@@ -197,7 +214,11 @@ async fn main() -> ExitCode {
         external_id: config.truvideo_external_id.clone(),
         lifetime_s: config.token_lifetime.as_secs(),
     };
-    let emu = match Emulator::start_on(config, port, s3_port).await {
+    let started = match tls {
+        Some(tls) => Emulator::start_tls(config, port, s3_port, tls).await,
+        None => Emulator::start_on(config, port, s3_port).await,
+    };
+    let emu = match started {
         Ok(e) => e,
         Err(e) => {
             eprintln!("upload-emulator: cannot start: {e}");

@@ -1,4 +1,5 @@
-//! The HTTP/1.1 accept loop shared by both servers.
+//! The HTTP/1.1 accept loop shared by both servers (plain, or over TLS when started with a
+//! certificate).
 //!
 //! Our own loop (rather than `axum::serve`) so that a handler can drop its connection without
 //! answering, as a network failure would ([`ConnHandle::abort`]): the connection task then drops
@@ -20,6 +21,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
@@ -91,6 +93,7 @@ pub async fn serve(
     router: Router,
     shared: Arc<Shared>,
     server: &'static str,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     cancel: CancellationToken,
 ) {
     loop {
@@ -107,7 +110,7 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let conn = ConnHandle::default();
-        let io = TokioIo::new(AbortableIo { inner: stream, aborted: conn.aborted.clone() });
+        let plain = AbortableIo { inner: stream, aborted: conn.aborted.clone() };
         let router = router.clone();
         let handle = conn.clone();
         let shared = shared.clone();
@@ -128,7 +131,19 @@ pub async fn serve(
             router.clone().oneshot(req)
         });
         let cancel = cancel.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
+            let io = match tls {
+                None => Either::Left(plain),
+                Some(acceptor) => match acceptor.accept(plain).await {
+                    Ok(stream) => Either::Right(stream),
+                    Err(e) => {
+                        tracing::debug!("TLS handshake failed: {e}");
+                        return;
+                    }
+                },
+            };
+            let io = TokioIo::new(io);
             let connection = hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(io, svc);
             tokio::select! {
                 r = connection => {

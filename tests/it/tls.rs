@@ -208,3 +208,62 @@ async fn https_proxy_and_no_proxy_are_honoured() {
     assert_eq!(emu.objects().len(), 2);
     assert_eq!(seen.lock().unwrap().len(), before, "NO_PROXY bypasses the proxy");
 }
+
+/// A CA and a certificate for 127.0.0.1 signed by it (as PEM files in `dir`), and the
+/// emulator serving both its API and its S3 store over https with that certificate.
+async fn tls_emulator(dir: &std::path::Path, config: Config) -> (Emulator, std::path::PathBuf) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "upload test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    let (ca_pem, cert_pem, key_pem) = (dir.join("ca.pem"), dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&ca_pem, ca.pem()).unwrap();
+    std::fs::write(&cert_pem, cert.pem()).unwrap();
+    std::fs::write(&key_pem, key.serialize_pem()).unwrap();
+    let tls = upload_emulator::tls_config(&cert_pem, &key_pem).unwrap();
+    (Emulator::start_tls(config, 0, 0, tls).await.unwrap(), ca_pem)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parts_go_over_https_to_an_emulator_serving_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config { teleport_chunk_size: 5 * MIB, ..Config::default() };
+    let (emu, ca) = tls_emulator(dir.path(), config).await;
+    assert!(emu.api_url().starts_with("https://127.0.0.1:") && emu.s3_url().starts_with("https://127.0.0.1:"));
+    let (file, sha) = make_file(dir.path(), "a.zip", 12 * MIB + 3);
+    let a = args(&[
+        file.to_str().unwrap(),
+        "--provider",
+        "teleport",
+        "--endpoint",
+        &emu.api_url(),
+        "--ca-bundle",
+        ca.to_str().unwrap(),
+        "--state-dir",
+        dir.path().join("state").to_str().unwrap(),
+        "--concurrency",
+        "2",
+        "--json",
+    ]);
+    let out = run_clean(a, vec![("TELEPORT_TOKEN".to_string(), emu.token())]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let objects = emu.objects();
+    assert_eq!(objects.len(), 1, "{objects:?}");
+    assert_eq!((objects[0].sha256.as_str(), objects[0].parts), (sha.as_str(), 3), "byte-exact, 3 parts over https");
+    let s3_puts = emu.request_log().iter().filter(|r| r.server == "s3" && r.method == "PUT" && r.status == 200).count();
+    assert_eq!(s3_puts, 3, "the parts went to the S3 store (over TLS: its only listener)");
+
+    // Without the CA, the first request is refused in one line naming the host.
+    let (file2, _) = make_file(dir.path(), "b.zip", 1000);
+    let out = run_clean(
+        args(&[file2.to_str().unwrap(), "--provider", "teleport", "--endpoint", &emu.api_url(), "--retries", "0"]),
+        vec![("TELEPORT_TOKEN".to_string(), emu.token())],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(stderr(&out).contains("TLS certificate of 127.0.0.1"), "{}", stderr(&out));
+}
