@@ -128,7 +128,9 @@ start_emulator() { # extra flags...
   stop_emulator
   local out=$DIR/emulator.out
   local args=(--chunk-size "$(bytes "$CHUNK")")
-  [ -n "$STATE_DIR" ] && { rm -rf "$STATE_DIR"; args+=(--state-dir "$STATE_DIR"); }
+  # Objects in memory (the binary's default is a temporary directory on disk, whose writes
+  # would share the disk and the two cores with the clients), or in BENCH_STATE_DIR.
+  if [ -n "$STATE_DIR" ]; then rm -rf "$STATE_DIR"; args+=(--state-dir "$STATE_DIR"); else args+=(--memory); fi
   RUST_LOG=warn "$BIN/upload-emulator" "${args[@]}" "$@" >"$out" 2>"$DIR/emulator.err" &
   EMU_PID=$!
   for _ in $(seq 100); do
