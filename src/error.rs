@@ -75,6 +75,18 @@ pub enum Error {
         /// What happened (last error).
         message: String,
     },
+    /// A request that is not safe to repeat failed in a way that leaves open whether the
+    /// server acted on it (the connection dropped or timed out after sending, or a 5xx): it
+    /// was not sent again. A look-up may still settle it (see `engine::multipart`).
+    #[error("{provider}: {what} failed: {message}; the server may have acted on it, so it was not sent again")]
+    Ambiguous {
+        /// The provider.
+        provider: &'static str,
+        /// The request.
+        what: String,
+        /// What happened.
+        message: String,
+    },
     /// Nothing answered at a host this run had not reached yet (connection refused or timed
     /// out on every attempt): a wrong endpoint, or no network.
     #[error("{provider}: {what} failed: cannot reach {host}: {message}")]
@@ -157,9 +169,11 @@ impl Error {
             Error::Usage { .. } | Error::File { .. } => exit::USAGE,
             Error::Auth { .. } => exit::AUTH,
             Error::Rejected { .. } => exit::REJECTED,
-            Error::Network { .. } | Error::Unreachable { .. } | Error::Certificate { .. } | Error::Protocol { .. } => {
-                exit::NETWORK
-            }
+            Error::Network { .. }
+            | Error::Ambiguous { .. }
+            | Error::Unreachable { .. }
+            | Error::Certificate { .. }
+            | Error::Protocol { .. } => exit::NETWORK,
             Error::ProcessingFailed { .. } => exit::PROCESSING_FAILED,
             Error::Timeout { .. } => exit::TIMEOUT,
             Error::Busy { .. } => exit::BUSY,
@@ -181,6 +195,9 @@ impl Error {
             Error::Network { .. } => {
                 Some("check the connection and run the same command again: finished parts are not sent twice".into())
             }
+            Error::Ambiguous { .. } => Some(
+                "run the same command again: where the provider can look up what the request did it carries on from there; README \"Lost answers\" says what each provider may leave over".into(),
+            ),
             Error::Certificate { .. } => Some(
                 "if a TLS-inspecting proxy or a private CA signs this host's certificate, give its CA with --ca-bundle FILE (env UPLOAD_CA_BUNDLE or SSL_CERT_FILE)".into(),
             ),

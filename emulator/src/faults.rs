@@ -38,11 +38,14 @@ pub struct FaultState {
     api_calls: u64,
     completions: u32,
     model_downloads: u32,
+    /// Entries of `lose_answer` already spent (one flag per entry).
+    lost: Vec<bool>,
 }
 
 impl FaultState {
     pub fn new(faults: Faults) -> Self {
         FaultState {
+            lost: vec![false; faults.lose_answer.len()],
             rng: StdRng::seed_from_u64(faults.seed),
             faults,
             puts: 0,
@@ -111,6 +114,24 @@ impl FaultState {
         (self.model_downloads <= self.faults.model_cut_times).then_some(self.faults.model_cut_after)
     }
 
+    /// `true` when the answer to `method path` must be lost (see `Faults::lose_answer`); the
+    /// entry that matched is spent.
+    pub fn on_answer(&mut self, method: &str, path: &str) -> bool {
+        let hit = self
+            .faults
+            .lose_answer
+            .iter()
+            .enumerate()
+            .find(|(i, rule)| !self.lost[*i] && matches_call(rule, method, path));
+        match hit {
+            Some((i, _)) => {
+                self.lost[i] = true;
+                true
+            }
+            None => false,
+        }
+    }
+
     pub fn latency(&self) -> Duration {
         Duration::from_millis(self.faults.latency_ms)
     }
@@ -126,6 +147,18 @@ impl FaultState {
     pub fn expire_urls_after_ms(&self) -> Option<u64> {
         self.faults.expire_urls_after_ms
     }
+}
+
+/// `rule` is `METHOD /a/*/c`: the method matches (any case) and the path segment by segment,
+/// `*` standing for any one segment.
+fn matches_call(rule: &str, method: &str, path: &str) -> bool {
+    let Some((m, pattern)) = rule.trim().split_once(' ') else { return false };
+    if !m.eq_ignore_ascii_case(method) {
+        return false;
+    }
+    let want: Vec<&str> = pattern.trim().trim_end_matches('/').split('/').collect();
+    let got: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    want.len() == got.len() && want.iter().zip(&got).all(|(w, g)| *w == "*" || w == g)
 }
 
 #[cfg(test)]
@@ -163,5 +196,23 @@ mod tests {
         use ApiFault::*;
         assert_eq!((0..4).map(|_| f.on_api_call()).collect::<Vec<_>>(), [Unauthorized, None, Unauthorized, None]);
         assert_eq!((0..3).map(|_| f.on_complete()).collect::<Vec<_>>(), [true, true, false]);
+    }
+
+    #[test]
+    fn lost_answers_match_method_and_segments_once_per_entry() {
+        let rules = vec![
+            "POST /api/v1/captures/*/uploaded".to_string(),
+            "post /upload/start".to_string(),
+            "post /upload/start".into(),
+        ];
+        let mut f = FaultState::new(Faults { lose_answer: rules, ..Default::default() });
+        assert!(!f.on_answer("GET", "/api/v1/captures/7/uploaded"));
+        assert!(!f.on_answer("POST", "/api/v1/captures/7"));
+        assert!(!f.on_answer("POST", "/api/v1/captures/7/uploaded/x"));
+        assert!(f.on_answer("POST", "/api/v1/captures/7/uploaded"));
+        assert!(!f.on_answer("POST", "/api/v1/captures/7/uploaded"), "an entry is spent once");
+        assert!(f.on_answer("POST", "/upload/start"));
+        assert!(f.on_answer("POST", "/upload/start/"), "a repeated entry loses a second answer");
+        assert!(!f.on_answer("POST", "/upload/start"));
     }
 }

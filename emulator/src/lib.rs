@@ -208,6 +208,11 @@ pub struct Faults {
     pub model_cut_times: u32,
     /// See `model_cut_times`.
     pub model_cut_after: u64,
+    /// Lost answers: each entry, `METHOD /path` where a path segment may be `*` (e.g.
+    /// `POST /api/v1/captures/*/uploaded`), names a call whose first matching request is
+    /// carried out in full and then answered by dropping the connection: the server acted,
+    /// the client never hears. An entry repeated N times loses the first N answers.
+    pub lose_answer: Vec<String>,
 }
 
 /// How an upload progresses after completion, spread over `delay_ms`: a Teleport capture goes

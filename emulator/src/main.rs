@@ -93,6 +93,11 @@ struct Cli {
     /// The first N completion calls answer 500.
     #[arg(long = "complete-fail-times", default_value_t = 0)]
     complete_fail_times: u32,
+    /// Carry out the first call matching `METHOD /path` (`*` = any one segment, e.g.
+    /// `POST /api/v1/captures/*/uploaded`), then drop its connection without the answer.
+    /// Repeatable (an entry given N times loses N answers).
+    #[arg(long = "lose-answer", value_name = "CALL")]
+    lose_answer: Vec<String>,
     /// Lifetime of an Uplift upload form (upload_expires_at), in seconds.
     #[arg(long = "uplift-upload-ttl", default_value_t = 1800)]
     uplift_upload_ttl: u64,
@@ -157,6 +162,7 @@ impl Cli {
                 expire_urls_after_ms: self.expire_urls_after_ms,
                 unauthorized_api_call_nth: self.unauthorized_call_nth,
                 complete_fail_times: self.complete_fail_times,
+                lose_answer: self.lose_answer,
                 ..Faults::default()
             },
             processing: Processing { delay_ms: self.processing_ms, fail_reason: self.processing_fail },

@@ -173,12 +173,23 @@ async fn log_and_delay(
     let path = req.uri().path().to_string();
     let gauge = if server == "s3" { &shared.in_flight_s3 } else { &shared.in_flight_api };
     let _counted = gauge.enter();
+    let conn = req.extensions().get::<ConnHandle>().cloned();
     let resp = next.run(req).await;
     let latency = shared.faults.lock().unwrap().latency();
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
     let status = resp.status().as_u16();
+    // A lost answer: the call was carried out (its handler ran), the client never hears.
+    if resp.status().is_success()
+        && let Some(conn) = conn
+        && shared.faults.lock().unwrap().on_answer(&method, &path)
+    {
+        tracing::debug!(server, %method, %path, status, "fault: the answer is lost");
+        shared.record(server, &method, &path, 0);
+        conn.abort();
+        std::future::pending::<()>().await;
+    }
     tracing::debug!(server, %method, %path, status);
     shared.record(server, &method, &path, status);
     resp

@@ -87,9 +87,10 @@ pub trait MultipartUpload: Send + Sync {
     async fn complete(&self, created: &Created, parts: &[CompletedPart]) -> Result<serde_json::Value>;
     /// What a lost completion did: `Found(details)` when the upload is completed.
     async fn find_completed(&self, created: &Created) -> Result<Lookup<serde_json::Value>>;
-    /// A failure that may have done its work (default: [`Error::Network`]).
+    /// A failure that may have done its work (default: [`Error::Ambiguous`], and
+    /// [`Error::Network`] for failures the executor could not tell apart).
     fn is_ambiguous(&self, e: &Error) -> bool {
-        matches!(e, Error::Network { .. })
+        matches!(e, Error::Ambiguous { .. } | Error::Network { .. })
     }
     /// A failure proving a journaled upload is gone on the server (default: a 404, or an
     /// S3 `NoSuchUpload`).

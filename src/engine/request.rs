@@ -490,7 +490,17 @@ impl Executor {
 
 /// The error of a call that failed for good on its first classification.
 fn final_error(call: &Call<'_>, outcome: &Outcome, message: String, attempts: u32) -> Error {
+    let unsafe_to_repeat = matches!(call.kind, Kind::Api(Retry::Once | Retry::Never));
     match outcome {
+        // The request went out; whether the server acted on it is unknown.
+        Outcome::Transport(TransportKind::Timeout | TransportKind::Other) if unsafe_to_repeat => {
+            Error::Ambiguous { provider: call.provider, what: call.what.into(), message }
+        }
+        Outcome::Status { status, .. } if unsafe_to_repeat && *status >= 500 => Error::Ambiguous {
+            provider: call.provider,
+            what: call.what.into(),
+            message: format!("HTTP {status}: {message}"),
+        },
         Outcome::Transport(TransportKind::Tls) => Error::Certificate {
             provider: call.provider,
             what: call.what.into(),
@@ -643,7 +653,8 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(n.load(Ordering::SeqCst), 1);
-        assert!(matches!(e, Error::Network { .. }), "{e:?}");
+        assert!(matches!(e, Error::Ambiguous { .. }), "{e:?}");
+        assert!(e.to_string().contains("may have acted on it"), "{e}");
     }
 
     #[tokio::test]

@@ -519,6 +519,9 @@ fn replay(e: &Error) -> Error {
         Error::Network { provider, what, message } => {
             Error::Network { provider, what: what.clone(), message: message.clone() }
         }
+        Error::Ambiguous { provider, what, message } => {
+            Error::Ambiguous { provider, what: what.clone(), message: message.clone() }
+        }
         Error::Interrupted { hint } => Error::Interrupted { hint: hint.clone() },
         other => protocol("create session", &other.to_string()),
     }

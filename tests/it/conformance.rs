@@ -43,6 +43,12 @@ struct Provider {
     expiry: Option<Expiry>,
     /// Arguments that make the run wait for processing or delivery.
     wait: &'static [&'static str],
+    /// The call that creates the upload (`METHOD /path`, `*` = one segment), and whether the
+    /// provider offers a look-up that finds what a lost create did.
+    create: (&'static str, bool),
+    /// The call that completes it (Apertur: the image POST), and whether a lost completion
+    /// can be looked up; `None`: nothing to complete (Uplift's one POST goes to S3).
+    complete: Option<(&'static str, bool)>,
 }
 
 const TELEPORT: Provider = Provider {
@@ -55,6 +61,8 @@ const TELEPORT: Provider = Provider {
     body_method: "PUT",
     expiry: Some(Expiry::UrlAge),
     wait: &["--wait"],
+    create: ("POST /api/v1/captures", true),
+    complete: Some(("POST /api/v1/captures/*/uploaded", true)),
 };
 
 const TRUVIDEO: Provider = Provider {
@@ -68,6 +76,9 @@ const TRUVIDEO: Provider = Provider {
     expiry: Some(Expiry::UrlAge),
     // TruVideo waits for processing by default.
     wait: &[],
+    // No look-up of a start (PROVIDERS.md): a lost answer is not sent again.
+    create: ("POST /upload/start", false),
+    complete: Some(("POST /upload/*/complete", true)),
 };
 
 const UPLIFT: Provider = Provider {
@@ -91,6 +102,8 @@ const UPLIFT: Provider = Provider {
     body_method: "POST",
     expiry: Some(Expiry::UpliftPolicy),
     wait: &["--wait"],
+    create: ("POST /v1/captures", false),
+    complete: None,
 };
 
 const APERTUR: Provider = Provider {
@@ -103,6 +116,8 @@ const APERTUR: Provider = Provider {
     body_method: "POST",
     expiry: None,
     wait: &["--wait"],
+    create: ("POST /api/v1/upload-sessions", false),
+    complete: Some(("POST /api/v1/upload/*/images", false)),
 };
 
 impl Provider {
@@ -300,6 +315,50 @@ async fn sigint_during_backoff_exits_130(p: &Provider) {
     assert!(emu.objects().is_empty());
 }
 
+/// Requests matching `call` (as in `Faults::lose_answer`).
+fn calls(emu: &Emulator, call: &str) -> Vec<RequestRecord> {
+    let (method, pattern) = call.split_once(' ').unwrap();
+    let want: Vec<&str> = pattern.split('/').collect();
+    emu.request_log()
+        .into_iter()
+        .filter(|r| r.server == "api" && r.method == method)
+        .filter(|r| {
+            let got: Vec<&str> = r.path.split('/').collect();
+            got.len() == want.len() && want.iter().zip(&got).all(|(w, g)| *w == "*" || w == g)
+        })
+        .collect()
+}
+
+/// The server carries out `call` and the answer never arrives. With a look-up, the run finds
+/// what the call did and finishes byte-exact; without one, it ends with exit 5 saying the
+/// server may have acted. Either way the call is sent exactly once.
+async fn lost_answer(p: &Provider, call: &str, looked_up: bool) {
+    let (emu, _dir, path, sha) =
+        setup(p, faults(Faults { lose_answer: vec![call.to_string()], ..Faults::default() }), p.size).await;
+    let out = run(p.args(&emu, &path, &[]), p.env(&emu)).await;
+    let sent = calls(&emu, call);
+    assert_eq!(sent.len(), 1, "{call} sent again after its answer was lost: {:?}", emu.request_log());
+    assert_eq!(sent[0].status, 0, "the answer was not dropped: {:?}", emu.request_log());
+    if looked_up {
+        p.assert_stored(&emu, &sha, &out);
+    } else {
+        assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains("may have acted on it, so it was not sent again"), "{err}");
+        assert!(err.contains("Lost answers"), "the hint points to the README: {err}");
+        assert!(!err.contains("finished parts are not sent twice"), "a hint that does not fit: {err}");
+    }
+}
+
+async fn lost_create_answer(p: &Provider) {
+    lost_answer(p, p.create.0, p.create.1).await;
+}
+
+async fn lost_complete_answer(p: &Provider) {
+    let (call, looked_up) = p.complete.expect("a provider with a completion");
+    lost_answer(p, call, looked_up).await;
+}
+
 /// Processing (or delivery) that never ends: `--wait-timeout` ends the wait with exit 7,
 /// after at least two status checks.
 async fn poll_timeout_exits_7(p: &Provider) {
@@ -340,8 +399,8 @@ macro_rules! conformance {
 }
 
 // Left out, and why:
-// - a lost create/complete answer (the server acts, the answer never arrives): the emulator
-//   has no such fault (`complete_fail_times` answers 500 *before* acting); not faked here.
+// - uplift: lost_complete_answer: nothing to complete (the one form POST goes to S3 and is
+//   sent again like a part: S3 stores the same key once).
 // - uplift, apertur: parts_out_of_order: one body request per file, no parts.
 // - apertur: storm_of_503s, reset_mid_body: the image goes to the API as one multipart POST,
 //   and the emulator's 5xx and reset faults act on the S3 store only.
@@ -350,17 +409,20 @@ macro_rules! conformance {
 conformance! {
     teleport = TELEPORT: [
         happy_path_byte_exact, parts_out_of_order, storm_of_503s, reset_mid_body, expired_url_replaced,
-        unauthorized_then_renewed, sigint_during_backoff_exits_130, poll_timeout_exits_7,
+        unauthorized_then_renewed, lost_create_answer, lost_complete_answer, sigint_during_backoff_exits_130,
+        poll_timeout_exits_7,
     ];
     truvideo = TRUVIDEO: [
         happy_path_byte_exact, parts_out_of_order, storm_of_503s, reset_mid_body, expired_url_replaced,
-        unauthorized_then_renewed, sigint_during_backoff_exits_130, poll_timeout_exits_7,
+        unauthorized_then_renewed, lost_create_answer, lost_complete_answer, sigint_during_backoff_exits_130,
+        poll_timeout_exits_7,
     ];
     uplift = UPLIFT: [
         happy_path_byte_exact, storm_of_503s, reset_mid_body, expired_url_replaced,
-        unauthorized_then_renewed, sigint_during_backoff_exits_130,
+        unauthorized_then_renewed, lost_create_answer, sigint_during_backoff_exits_130,
     ];
     apertur = APERTUR: [
-        happy_path_byte_exact, unauthorized_then_renewed, sigint_during_backoff_exits_130, poll_timeout_exits_7,
+        happy_path_byte_exact, unauthorized_then_renewed, lost_create_answer, lost_complete_answer,
+        sigint_during_backoff_exits_130, poll_timeout_exits_7,
     ];
 }
