@@ -204,6 +204,9 @@ impl Error {
             Error::Unreachable { .. } => Some(
                 "check the endpoint (--endpoint), the network and any proxy (HTTPS_PROXY); nothing was uploaded".into(),
             ),
+            Error::Rejected { message, .. } if message.contains("MAX_IMAGES_REACHED") => Some(
+                "upload the rest into another session (leave --session out for a new one), or create the session with a higher --max-images".into(),
+            ),
             Error::Timeout { .. } => Some("raise --wait-timeout, or check the status later".into()),
             _ => None,
         }

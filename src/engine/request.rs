@@ -488,6 +488,18 @@ impl Executor {
     }
 }
 
+/// A refusal's message led by the server's error code (`MAX_IMAGES_REACHED: ...`), as S3's
+/// are, so scripts and the hints can tell refusals apart; a numeric code or one the message
+/// already names is left out.
+fn with_code(code: Option<&str>, message: String) -> String {
+    match code {
+        Some(c) if !c.is_empty() && !c.bytes().all(|b| b.is_ascii_digit()) && !message.contains(c) => {
+            format!("{c}: {message}")
+        }
+        _ => message,
+    }
+}
+
 /// The error of a call that failed for good on its first classification.
 fn final_error(call: &Call<'_>, outcome: &Outcome, message: String, attempts: u32) -> Error {
     let unsafe_to_repeat = matches!(call.kind, Kind::Api(Retry::Once | Retry::Never));
@@ -523,17 +535,23 @@ fn final_error(call: &Call<'_>, outcome: &Outcome, message: String, attempts: u3
             what: call.what.into(),
             message: format!("HTTP {status}: {message}"),
         },
-        Outcome::Status { status, .. } => {
-            Error::Rejected { provider: call.provider, what: call.what.into(), status: *status, message }
-        }
+        Outcome::Status { status, code } => Error::Rejected {
+            provider: call.provider,
+            what: call.what.into(),
+            status: *status,
+            message: with_code(code.as_deref(), message),
+        },
     }
 }
 
 fn gave_up(call: &Call<'_>, outcome: &Outcome, message: String, attempts: u32, first_contact: bool) -> Error {
     match outcome {
-        Outcome::Status { status, .. } if !(*status >= 500 || *status == 429 || *status == 408) => {
-            Error::Rejected { provider: call.provider, what: call.what.into(), status: *status, message }
-        }
+        Outcome::Status { status, code } if !(*status >= 500 || *status == 429 || *status == 408) => Error::Rejected {
+            provider: call.provider,
+            what: call.what.into(),
+            status: *status,
+            message: with_code(code.as_deref(), message),
+        },
         _ if first_contact => Error::Unreachable {
             provider: call.provider,
             what: call.what.into(),

@@ -370,12 +370,15 @@ pub struct Apertur {
     session: OnceCell<std::result::Result<SessionInfo, Arc<Error>>>,
     /// Image ids uploaded by this run.
     uploaded: Mutex<Vec<String>>,
+    /// The server's refusal once it said the session holds no more images
+    /// (`MAX_IMAGES_REACHED`): the run's other images are then not sent.
+    full: std::sync::OnceLock<String>,
 }
 
 impl Apertur {
     /// A provider with these settings.
     pub fn new(options: AperturOptions) -> Self {
-        Apertur { options, session: OnceCell::new(), uploaded: Mutex::new(Vec::new()) }
+        Apertur { options, session: OnceCell::new(), uploaded: Mutex::new(Vec::new()), full: Default::default() }
     }
 
     /// The session of the run: `--session`, else one created on the first upload, once, for
@@ -431,6 +434,10 @@ impl Apertur {
 
     async fn upload_image(&self, ctx: &Context, file: &FileSource, mime: &'static str) -> Result<Value> {
         let session = self.session(&ctx.api).await?;
+        let what = format!("upload {}", file.file_name());
+        if let Some(refusal) = self.full.get() {
+            return Err(session_full(&what, &format!("not sent: the session is full ({refusal})")));
+        }
         let part = FilePart { field: "file".into(), file_name: file.file_name(), content_type: mime.into() };
         let framing = crate::engine::form::form(&[], &part, file.size());
         let length = framing.content_length;
@@ -480,7 +487,6 @@ impl Apertur {
         let path = format!("/api/v1/upload/{}/images", session.id);
         crate::engine::http::check_api_path(&path)?;
         let url = api.url(&path);
-        let what = format!("upload {}", file.file_name());
         let permit = match &pool {
             Some(p) => tokio::select! {
                 biased;
@@ -491,6 +497,10 @@ impl Apertur {
             },
             None => None,
         };
+        // The session may have filled up while this image waited for its permit.
+        if let Some(refusal) = self.full.get() {
+            return Err(session_full(&what, &format!("not sent: the session is full ({refusal})")));
+        }
         let result = api.execute(&what, Method::POST, url, Retry::Once, None, &attach).await;
         if let (Ok(_), Some(permit)) = (&result, permit) {
             permit.finished();
@@ -501,7 +511,13 @@ impl Apertur {
         if settled != counted {
             progress.event(Event::Bytes { part: 1, delta: settled - counted });
         }
-        let answer = result?;
+        let answer = match result {
+            Err(Error::Rejected { status: 400, message, .. }) if message.contains("MAX_IMAGES_REACHED") => {
+                let _ = self.full.set(message.clone());
+                return Err(session_full(&what, &message));
+            }
+            r => r?,
+        };
         serde_json::from_slice(&answer.body).map_err(|e| protocol(&what, &format!("cannot read the answer: {e}")))
     }
 }
@@ -525,6 +541,11 @@ fn replay(e: &Error) -> Error {
         Error::Interrupted { hint } => Error::Interrupted { hint: hint.clone() },
         other => protocol("create session", &other.to_string()),
     }
+}
+
+/// The session holds no more images: this one was refused (or not sent).
+fn session_full(what: &str, message: &str) -> Error {
+    Error::Rejected { provider: PROVIDER, what: what.into(), status: 400, message: message.into() }
 }
 
 fn protocol(what: &str, message: &str) -> Error {

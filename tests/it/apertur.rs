@@ -500,3 +500,33 @@ async fn status_session_and_destination_commands() {
     .await;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
+
+/// The server's own limit (the plan's, unknown to the client): once it answers
+/// `MAX_IMAGES_REACHED`, the rest of the run's images are not sent, and each says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rest_stops_once_the_server_says_the_session_is_full() {
+    let emu =
+        emulator(Config { apertur: AperturConfig { plan_max_images: 3, ..Default::default() }, ..Config::default() })
+            .await;
+    let dir = tempfile::tempdir().unwrap();
+    let paths: Vec<PathBuf> = (0..12).map(|i| make_file(dir.path(), &format!("p{i:02}.png"), 2000 + i).0).collect();
+    let out = run_upload(base_args(&emu, &paths, &["--concurrency", "2"]), token_env(&emu)).await;
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let lines = json_lines(&out);
+    let uploaded = lines.iter().filter(|l| l["status"] == "uploaded").count();
+    let failed: Vec<&Value> = lines.iter().filter(|l| l["status"] == "failed").collect();
+    assert_eq!(uploaded, 3, "{}", stdout(&out));
+    assert_eq!(failed.len(), 9, "{}", stdout(&out));
+    assert_eq!(emu.objects().len(), 3);
+    // At most the images in flight when the first refusal came back reached the server.
+    let posts = count(&emu, "POST", is_image_post);
+    assert!(
+        (4..=5).contains(&posts),
+        "{posts} image POSTs: the run kept posting into a full session: {}",
+        stdout(&out)
+    );
+    let unsent =
+        failed.iter().filter(|l| l["error"].as_str().unwrap().contains("not sent: the session is full")).count();
+    assert!(unsent >= 7, "{}", stdout(&out));
+    assert!(stderr(&out).contains("another session"), "the hint says what to do: {}", stderr(&out));
+}
