@@ -9,22 +9,17 @@
 
 #![warn(missing_docs)]
 
-// The command line (the `cli` feature): used by the `upload` binary, not library API.
-#[cfg(feature = "cli")]
-#[doc(hidden)]
-pub mod auth;
-#[cfg(feature = "cli")]
-#[doc(hidden)]
-pub mod batch;
-#[cfg(feature = "cli")]
-#[doc(hidden)]
-pub mod cli;
-#[cfg(feature = "cli")]
-#[doc(hidden)]
-pub mod commands;
-#[cfg(feature = "cli")]
-#[doc(hidden)]
-pub mod config;
+/// Declares the modules of the command line (the `cli` feature): used by the `upload`
+/// binary, not library API.
+macro_rules! cli_modules {
+    ($($name:ident),* $(,)?) => {$(
+        #[cfg(feature = "cli")]
+        #[doc(hidden)]
+        pub mod $name;
+    )*};
+}
+
+cli_modules!(auth, batch, cli, commands, config, settings, ui, watch);
 #[cfg(feature = "emulate")]
 #[doc(hidden)]
 pub mod demo;
@@ -32,17 +27,8 @@ pub mod engine;
 pub mod error;
 pub mod providers;
 pub mod redact;
-#[cfg(feature = "cli")]
-#[doc(hidden)]
-pub mod settings;
 pub mod size;
-#[cfg(feature = "cli")]
-#[doc(hidden)]
-pub mod ui;
 pub mod uploader;
-#[cfg(feature = "cli")]
-#[doc(hidden)]
-pub mod watch;
 
 #[cfg(feature = "cli")]
 use std::io::Write;

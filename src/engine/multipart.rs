@@ -276,10 +276,7 @@ pub async fn run(session: &Session<'_>, file: &FileSource, upload: &dyn Multipar
         .await;
         let parts = match parts {
             Err(e) if resuming && attempt == 0 && upload.is_stale(&e) => {
-                stale_message(session, provider, &created.upload_id, &e.to_string());
-                if let Some(j) = journal {
-                    j.finish();
-                }
+                start_over(session, provider, &created.upload_id, &e);
                 continue;
             }
             other => other?,
@@ -297,10 +294,7 @@ pub async fn run(session: &Session<'_>, file: &FileSource, upload: &dyn Multipar
         .await;
         let completion = match completion {
             Err(e) if resuming && attempt == 0 && upload.is_stale(&e) => {
-                stale_message(session, provider, &created.upload_id, &e.to_string());
-                if let Some(j) = journal {
-                    j.finish();
-                }
+                start_over(session, provider, &created.upload_id, &e);
                 continue;
             }
             other => other?,
@@ -311,6 +305,15 @@ pub async fn run(session: &Session<'_>, file: &FileSource, upload: &dyn Multipar
         return Ok(Finished { created, completion, already_completed: false });
     }
     unreachable!("the second attempt starts a new upload, which is never stale")
+}
+
+/// The journal's upload is gone on the server (`reason` proves it): say so and drop the
+/// journal, so the caller starts a new upload.
+fn start_over(session: &Session<'_>, provider: &str, id: &str, reason: &Error) {
+    stale_message(session, provider, id, &reason.to_string());
+    if let Some(j) = session.journal {
+        j.finish();
+    }
 }
 
 fn stale_message(session: &Session<'_>, provider: &str, id: &str, reason: &str) {

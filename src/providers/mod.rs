@@ -118,6 +118,21 @@ pub struct Context {
 }
 
 impl Context {
+    /// The engine's multipart session of this context, journaling into `journal`.
+    pub fn session<'a>(
+        &'a self,
+        journal: Option<&'a crate::engine::journal::Journal>,
+    ) -> crate::engine::multipart::Session<'a> {
+        crate::engine::multipart::Session {
+            http: &self.api.http,
+            journal,
+            uploader: &self.uploader,
+            retry: &self.api.retry,
+            progress: self.progress.clone(),
+            cancel: &self.cancel,
+        }
+    }
+
     /// The resume journal slot for `file`, or `None` when there is no state directory.
     pub fn journal(&self, file: &FileSource) -> Result<Option<crate::engine::journal::Journal>> {
         let Some(dir) = &self.state_dir else { return Ok(None) };

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::api::{Api, Retry};
 use super::{Context, DryRun, Provider, UploadOutcome};
-use crate::engine::multipart::{self, Created, Lookup, MultipartUpload, Session};
+use crate::engine::multipart::{self, Created, Lookup, MultipartUpload};
 use crate::engine::plan::PartPlan;
 use crate::engine::progress::Event;
 use crate::engine::source::FileSource;
@@ -240,14 +240,7 @@ impl Provider for Teleport {
             j.set_options(serde_json::json!({ "name": name, "format": format.as_str() }))?;
         }
         let upload = TeleportUpload { api: api.clone(), name, format, bytesize: file.size() };
-        let session = Session {
-            http: &api.http,
-            journal: journal.as_ref(),
-            uploader: &ctx.uploader,
-            retry: &api.retry,
-            progress: ctx.progress.clone(),
-            cancel: &ctx.cancel,
-        };
+        let session = ctx.session(journal.as_ref());
         let done = multipart::run(&session, &file, &upload).await?;
         let eid = done.created.upload_id.clone();
         let capture = match self.options.wait {

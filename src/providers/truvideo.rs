@@ -25,7 +25,7 @@ use serde_json::{Map, Value};
 
 use super::api::{Api, Retry};
 use super::{Context, DryRun, Provider, UploadOutcome};
-use crate::engine::multipart::{self, Created, Lookup, MultipartUpload, Remote, Session};
+use crate::engine::multipart::{self, Created, Lookup, MultipartUpload, Remote};
 use crate::engine::plan::{PartLimits, PartPlan};
 use crate::engine::poll::{Poller, Step};
 use crate::engine::progress::Event;
@@ -585,14 +585,7 @@ impl Provider for Truvideo {
             mime: prepared.mime,
             initial: std::sync::Mutex::new(None),
         };
-        let session = Session {
-            http: &api.http,
-            journal: journal.as_ref(),
-            uploader: &ctx.uploader,
-            retry: &api.retry,
-            progress: ctx.progress.clone(),
-            cancel: &ctx.cancel,
-        };
+        let session = ctx.session(journal.as_ref());
         let done = multipart::run(&session, &file, &upload).await?;
         let upload_id = done.created.upload_id.clone();
         let media_id = done.created.extra.get("mediaId").cloned().filter(|v| !v.is_null());
