@@ -316,6 +316,17 @@ async fn discard(args: &PendingArgs, dir: &Path, output: &OutputArgs) -> Result<
     }
     for p in chosen {
         let provider = provider_of(&p.data.provider)?;
+        // An upload still running holds its journal's lock: it is not pulled from under it
+        // (exit 8, nothing deleted).
+        let _lock = journal::lock(
+            dir,
+            &p.data.provider,
+            &p.data.endpoint,
+            &p.data.file.path,
+            None,
+            &tokio_util::sync::CancellationToken::new(),
+        )
+        .await?;
         let mut server = "none: the provider offers no clean-up".to_string();
         if cleans_up(p) {
             let api_args = crate::cli::ApiArgs {

@@ -168,3 +168,32 @@ async fn discarding_a_teleport_upload_deletes_its_capture() {
     let out = run_upload(pending(&state, &["--discard", "nope", "--yes"]), env(&emu)).await;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
+
+/// An upload that is still running holds its journal's lock: discarding it is refused with
+/// exit 8, and neither the journal nor the capture is touched; once it ended, nothing is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_upload_is_not_discarded() {
+    let emu = emulator(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    // 40 MiB at 8 MiB/s: five seconds of upload to be discarded under.
+    let (scan, sha) = make_file(dir.path(), "scan.zip", 40 * MIB);
+    let mut tp = spawn_upload(&teleport_upload(&emu, &scan, &state), &env(&emu));
+    let start = Instant::now();
+    let eid = loop {
+        let out = run_upload(pending(&state, &["--json"]), env(&emu)).await;
+        if let Some(id) = lines(&out).first().and_then(|l| l["upload_id"].as_str().map(String::from)) {
+            break id;
+        }
+        assert!(tp.try_wait().unwrap().is_none(), "the upload ended before it was seen pending");
+        assert!(start.elapsed() < Duration::from_secs(120), "no pending upload");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let out = run_upload(pending(&state, &["--discard", &eid, "--yes"]), env(&emu)).await;
+    assert_eq!(out.status.code(), Some(8), "{}", stderr(&out));
+    assert!(stderr(&out).contains("another upload of this file is running"), "{}", stderr(&out));
+    assert!(!emu.request_log().iter().any(|r| r.method == "DELETE"), "{:?}", emu.request_log());
+    let out = tokio::task::spawn_blocking(move || tp.wait_with_output().unwrap()).await.unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(emu.objects()[0].sha256, sha, "the upload finished byte-exact");
+}
