@@ -89,6 +89,9 @@ struct Root {
 type Key = (usize, PathBuf);
 
 /// The watcher's table of what it knows.
+/// How long after a new directory's event it is scanned a second time.
+const RESCAN_AFTER: Duration = Duration::from_secs(1);
+
 struct Table<'a> {
     roots: Vec<Root>,
     selection: &'a Selection,
@@ -97,6 +100,10 @@ struct Table<'a> {
     inotify: bool,
     ignore: Vec<PathBuf>,
     units: HashMap<Key, Unit>,
+    /// New directories to scan once more, at the instant given: a file written into a new
+    /// sub-directory before its watch was in place sends no event, and the first scan (at the
+    /// directory's event) may have come before the file did.
+    rescans: Vec<(Instant, usize, PathBuf)>,
 }
 
 fn mtime_ns(m: &std::fs::Metadata) -> u128 {
@@ -217,6 +224,15 @@ impl Table<'_> {
         }
     }
 
+    /// The second scans of new directories that are due.
+    fn rescan_new_dirs(&mut self, now: Instant) {
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.rescans).into_iter().partition(|r| r.0 <= now);
+        self.rescans = later;
+        for (_, i, dir) in due {
+            self.scan_dir(i, &dir, now);
+        }
+    }
+
     fn scan_all(&mut self, now: Instant) {
         for i in 0..self.roots.len() {
             let dir = self.roots[i].given.clone();
@@ -253,6 +269,7 @@ impl Table<'_> {
                 let dir = self.roots[i].given.join(rel);
                 if self.recursive && !self.hidden(rel) {
                     self.scan_dir(i, &dir, now);
+                    self.rescans.push((now + RESCAN_AFTER, i, dir));
                 }
                 continue;
             }
@@ -487,6 +504,7 @@ pub async fn run(args: WatchArgs, output: OutputArgs) -> Result<i32> {
         inotify: !opts.once && opts.poll.is_none(),
         ignore,
         units: HashMap::new(),
+        rescans: Vec::new(),
     };
     table.scan_all(started);
 
@@ -627,6 +645,7 @@ pub async fn run(args: WatchArgs, output: OutputArgs) -> Result<i32> {
                 }
                 first_tick = false;
                 let now = Instant::now();
+                table.rescan_new_dirs(now);
                 let mut look: Vec<(Duration, Key)> = table
                     .units
                     .iter()

@@ -510,7 +510,7 @@ async fn the_rest_stops_once_the_server_says_the_session_is_full() {
             .await;
     let dir = tempfile::tempdir().unwrap();
     let paths: Vec<PathBuf> = (0..12).map(|i| make_file(dir.path(), &format!("p{i:02}.png"), 2000 + i).0).collect();
-    let out = run_upload(base_args(&emu, &paths, &["--concurrency", "2"]), token_env(&emu)).await;
+    let out = run_upload(base_args(&emu, &paths, &["--concurrency", "2", "--files", "2"]), token_env(&emu)).await;
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     let lines = json_lines(&out);
     let uploaded = lines.iter().filter(|l| l["status"] == "uploaded").count();
