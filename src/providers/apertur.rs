@@ -432,12 +432,18 @@ impl Apertur {
         self.path_type(file.path(), Some(file.size()))
     }
 
+    /// Refuses, without a request, an image for a session the server said is full.
+    fn not_full(&self, what: &str) -> Result<()> {
+        match self.full.get() {
+            Some(refusal) => Err(session_full(what, &format!("not sent: the session is full ({refusal})"))),
+            None => Ok(()),
+        }
+    }
+
     async fn upload_image(&self, ctx: &Context, file: &FileSource, mime: &'static str) -> Result<Value> {
         let session = self.session(&ctx.api).await?;
         let what = format!("upload {}", file.file_name());
-        if let Some(refusal) = self.full.get() {
-            return Err(session_full(&what, &format!("not sent: the session is full ({refusal})")));
-        }
+        self.not_full(&what)?;
         let part = FilePart { field: "file".into(), file_name: file.file_name(), content_type: mime.into() };
         let framing = crate::engine::form::form(&[], &part, file.size());
         let length = framing.content_length;
@@ -498,9 +504,7 @@ impl Apertur {
             None => None,
         };
         // The session may have filled up while this image waited for its permit.
-        if let Some(refusal) = self.full.get() {
-            return Err(session_full(&what, &format!("not sent: the session is full ({refusal})")));
-        }
+        self.not_full(&what)?;
         let result = api.execute(&what, Method::POST, url, Retry::Once, None, &attach).await;
         if let (Ok(_), Some(permit)) = (&result, permit) {
             permit.finished();
