@@ -937,6 +937,21 @@ impl Summary {
     }
 }
 
+/// The fields of the JSON line of a file that was not uploaded (`status`: failed, skipped,
+/// not_started).
+fn not_uploaded_json(provider: &str, file: &std::path::Path, status: &str, elapsed: Duration) -> serde_json::Value {
+    let bytes = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+    serde_json::json!({
+        "provider": provider,
+        "file": file.display().to_string(),
+        "bytes": bytes,
+        "id": null,
+        "status": status,
+        "parts": 0,
+        "elapsed_s": elapsed.as_secs_f64(),
+    })
+}
+
 /// The JSON line of a file that failed.
 pub fn failure_json(
     provider: &str,
@@ -944,49 +959,25 @@ pub fn failure_json(
     err: &crate::Error,
     elapsed: Duration,
 ) -> serde_json::Value {
-    let bytes = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
-    serde_json::json!({
-        "provider": provider,
-        "file": file.display().to_string(),
-        "bytes": bytes,
-        "id": null,
-        "status": "failed",
-        "parts": 0,
-        "elapsed_s": elapsed.as_secs_f64(),
-        "error": err.to_string(),
-        "exit_code": err.exit_code(),
-    })
+    let mut line = not_uploaded_json(provider, file, "failed", elapsed);
+    line["error"] = err.to_string().into();
+    line["exit_code"] = err.exit_code().into();
+    line
 }
 
 /// The JSON line of a file skipped because the provider cannot take it (found in a walked
 /// directory) or because it was already uploaded: `reason` says why.
 pub fn skipped_json(provider: &str, file: &std::path::Path, reason: &str) -> serde_json::Value {
-    let bytes = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
-    serde_json::json!({
-        "provider": provider,
-        "file": file.display().to_string(),
-        "bytes": bytes,
-        "id": null,
-        "status": "skipped",
-        "parts": 0,
-        "elapsed_s": 0.0,
-        "reason": reason,
-    })
+    let mut line = not_uploaded_json(provider, file, "skipped", Duration::ZERO);
+    line["reason"] = reason.into();
+    line
 }
 
 /// The JSON line of a file not started: the run was interrupted before it.
 pub fn not_started_json(provider: &str, file: &std::path::Path) -> serde_json::Value {
-    let bytes = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
-    serde_json::json!({
-        "provider": provider,
-        "file": file.display().to_string(),
-        "bytes": bytes,
-        "id": null,
-        "status": "not_started",
-        "parts": 0,
-        "elapsed_s": 0.0,
-        "reason": "the run was interrupted before this file was started",
-    })
+    let mut line = not_uploaded_json(provider, file, "not_started", Duration::ZERO);
+    line["reason"] = "the run was interrupted before this file was started".into();
+    line
 }
 
 /// Writes one JSON value on one line.
