@@ -109,3 +109,20 @@ pub fn fresh_state_home() -> PathBuf {
     static N: AtomicU64 = AtomicU64::new(0);
     std::env::temp_dir().join(format!("upload-test-state-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)))
 }
+
+/// The athlete every Uplift test uploads for.
+pub const UPLIFT_ATHLETE: &str = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
+
+/// The capture fields an Uplift upload needs (athlete, movement, camera).
+pub const UPLIFT_FIELDS: &[&str] = &[
+    "--athlete-id",
+    UPLIFT_ATHLETE,
+    "--activity",
+    "golf",
+    "--movement",
+    "full_swing",
+    "--camera-setup",
+    "single.down_the_line",
+    "--orientation",
+    "landscape",
+];

@@ -9,24 +9,11 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 
-const ATHLETE: &str = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
-
 /// The flags each provider needs against the emulator, and its token variable.
 fn provider_flags(provider: &str, emu: &Emulator) -> (Vec<String>, Vec<(String, String)>) {
     let mut a = args(&["--provider", provider, "--endpoint", &emu.api_url()]);
     match provider {
-        "uplift" => a.extend(args(&[
-            "--athlete-id",
-            ATHLETE,
-            "--activity",
-            "golf",
-            "--movement",
-            "full_swing",
-            "--camera-setup",
-            "single.down_the_line",
-            "--orientation",
-            "landscape",
-        ])),
+        "uplift" => a.extend(args(UPLIFT_FIELDS)),
         "truvideo" => a.extend(args(&["--poll-interval", "100ms", "--wait-timeout", "60s"])),
         _ => {}
     }

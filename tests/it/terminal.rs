@@ -411,23 +411,8 @@ async fn log_fields_are_plain_values() {
     let dir = tempfile::tempdir().unwrap();
     let (path, _) = make_file(dir.path(), "swing.mov", 100_000);
     let mut a = vec![path.display().to_string()];
-    a.extend(args(&[
-        "--provider",
-        "uplift",
-        "--endpoint",
-        &emu.api_url(),
-        "--athlete-id",
-        "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee",
-        "--activity",
-        "golf",
-        "--movement",
-        "full_swing",
-        "--camera-setup",
-        "single.down_the_line",
-        "--orientation",
-        "landscape",
-        "-vv",
-    ]));
+    a.extend(args(&["--provider", "uplift", "--endpoint", &emu.api_url(), "-vv"]));
+    a.extend(args(UPLIFT_FIELDS));
     let out = run_upload(a, vec![("UPLIFT_TOKEN".into(), emu.token())]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let err = stderr(&out);

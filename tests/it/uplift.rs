@@ -6,27 +6,12 @@ use upload_emulator::uplift::{UpliftConfig, captures};
 
 use crate::common::*;
 
-const ATHLETE: &str = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
+const ATHLETE: &str = UPLIFT_ATHLETE;
 
 fn uplift_args(emu: &Emulator, file: &Path, extra: &[&str]) -> Vec<String> {
     let mut a = vec![file.display().to_string()];
-    a.extend(args(&[
-        "--provider",
-        "uplift",
-        "--endpoint",
-        &emu.api_url(),
-        "--json",
-        "--athlete-id",
-        ATHLETE,
-        "--activity",
-        "golf",
-        "--movement",
-        "full_swing",
-        "--camera-setup",
-        "single.down_the_line",
-        "--orientation",
-        "landscape",
-    ]));
+    a.extend(args(&["--provider", "uplift", "--endpoint", &emu.api_url(), "--json"]));
+    a.extend(args(UPLIFT_FIELDS));
     // A flag given in `extra` replaces the default one (clap refuses a flag given twice).
     for flag in extra.iter().filter(|f| f.starts_with("--")) {
         if let Some(i) = a.iter().position(|x| x == flag) {
