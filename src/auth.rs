@@ -52,8 +52,7 @@ pub async fn check(args: &AuthCheckArgs, output: &OutputArgs) -> Result<i32> {
         &config,
         crate::settings::ConnectionArgs {
             endpoint: args.endpoint.clone(),
-            token: args.token.clone(),
-            token_command: args.token_command.clone(),
+            tokens: crate::cli::TokenArgs { token: args.token.clone(), token_command: args.token_command.clone() },
             sign_in: &args.sign_in,
             rc: args.rc,
             state_dir: args.state_dir.clone(),

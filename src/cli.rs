@@ -187,12 +187,9 @@ pub struct PendingArgs {
     /// Where resume journals are kept (default $XDG_STATE_HOME/upload).
     #[arg(long, env = "UPLOAD_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
-    /// API token (else the provider's env var, e.g. TELEPORT_TOKEN, else UPLOAD_TOKEN).
-    #[arg(long, value_name = "TOKEN", hide_env_values = true, value_parser = parse_secret)]
-    pub token: Option<Secret>,
-    /// Command that prints a fresh token on stdout; run when no token is given and after a 401.
-    #[arg(long, env = "UPLOAD_TOKEN_COMMAND", value_name = "CMD")]
-    pub token_command: Option<String>,
+    /// The given token and the token command.
+    #[command(flatten)]
+    pub tokens: TokenArgs,
     /// Bandwidth of the resumed uploads (as for an upload).
     #[arg(long, env = "UPLOAD_LIMIT_RATE", value_name = "RATE")]
     pub limit_rate: Option<String>,
@@ -201,17 +198,26 @@ pub struct PendingArgs {
     pub sign_in: SignInArgs,
 }
 
+/// Where a token comes from besides the built-in sign-in: `--token` (else the provider's env
+/// var) and `--token-command`, the same for an upload, `upload pending` and the management
+/// subcommands.
+#[derive(Args, Debug, Clone, Default)]
+pub struct TokenArgs {
+    /// API token (else the provider's env var, e.g. TELEPORT_TOKEN, else UPLOAD_TOKEN).
+    #[arg(long, value_name = "TOKEN", hide_env_values = true, value_parser = parse_secret)]
+    pub token: Option<Secret>,
+    /// Command that prints a fresh token on stdout; run when no token is given and after a 401.
+    #[arg(long, env = "UPLOAD_TOKEN_COMMAND", value_name = "CMD")]
+    pub token_command: Option<String>,
+}
+
 /// How a management subcommand reaches the provider's API: the same flags, environment
 /// variables and token resolution as an upload.
 #[derive(Args, Debug, Clone, Default)]
 pub struct ApiArgs {
-    /// API token (else the provider's env var, e.g. TELEPORT_TOKEN, else UPLOAD_TOKEN).
-    #[arg(long, value_name = "TOKEN", hide_env_values = true, value_parser = parse_secret)]
-    pub token: Option<Secret>,
-
-    /// Command that prints a fresh token on stdout; run when no token is given and after a 401.
-    #[arg(long, env = "UPLOAD_TOKEN_COMMAND", value_name = "CMD")]
-    pub token_command: Option<String>,
+    /// The given token and the token command.
+    #[command(flatten)]
+    pub tokens: TokenArgs,
 
     /// API origin replacing the documented one (paths are kept below it).
     #[arg(long, env = "UPLOAD_ENDPOINT", value_name = "URL")]
@@ -627,13 +633,9 @@ pub struct UploadArgs {
     #[arg(long, short = 'p', env = "UPLOAD_PROVIDER", value_enum)]
     pub provider: Option<ProviderName>,
 
-    /// API token (else the provider's env var, e.g. TELEPORT_TOKEN, else UPLOAD_TOKEN).
-    #[arg(long, value_name = "TOKEN", hide_env_values = true, value_parser = parse_secret)]
-    pub token: Option<Secret>,
-
-    /// Command that prints a fresh token on stdout; run when no token is given and after a 401.
-    #[arg(long, env = "UPLOAD_TOKEN_COMMAND", value_name = "CMD")]
-    pub token_command: Option<String>,
+    /// The given token and the token command.
+    #[command(flatten)]
+    pub tokens: TokenArgs,
 
     /// API origin replacing the documented one (paths are kept below it).
     #[arg(long, env = "UPLOAD_ENDPOINT", value_name = "URL")]

@@ -45,8 +45,7 @@ pub async fn run_emulated(mut cli: Cli) -> Result<i32> {
     let up = &mut cli.upload;
     up.emulate = false;
     up.endpoint = Some(emu.api_url());
-    up.token = Some(crate::redact::Secret::new(emu.token()));
-    up.token_command = None;
+    up.tokens = crate::cli::TokenArgs { token: Some(crate::redact::Secret::new(emu.token())), token_command: None };
     up.state_dir = Some(state.clone());
     if provider == ProviderName::Uplift {
         let u = &mut up.uplift;

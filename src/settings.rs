@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{ApiArgs, OutputArgs, ProviderName, SignInArgs, UploadArgs};
+use crate::cli::{ApiArgs, OutputArgs, ProviderName, SignInArgs, TokenArgs, UploadArgs};
 use crate::config::ConfigFile;
 use crate::engine::progress::Progress;
 use crate::engine::ratelimit::{OffsetClock, RateLimit, Schedule};
@@ -64,10 +64,8 @@ pub fn resolve_token(flag: Option<Secret>, provider: ProviderName) -> Option<Sec
 pub struct ConnectionArgs<'a> {
     /// `--endpoint` / `UPLOAD_ENDPOINT`.
     pub endpoint: Option<String>,
-    /// `--token`.
-    pub token: Option<Secret>,
-    /// `--token-command` / `UPLOAD_TOKEN_COMMAND`.
-    pub token_command: Option<String>,
+    /// `--token`, `--token-command` / `UPLOAD_TOKEN_COMMAND`.
+    pub tokens: TokenArgs,
     /// Built-in sign-in flags.
     pub sign_in: &'a SignInArgs,
     /// `--rc` (TruVideo's release-candidate environment).
@@ -105,8 +103,8 @@ pub fn connect(provider: ProviderName, config: &ConfigFile, a: ConnectionArgs<'_
     let http = crate::engine::http::client(a.concurrency);
     let token = Arc::new(token_source(
         provider,
-        resolve_token(a.token, provider).or_else(|| section.token.clone()),
-        a.token_command.or(section.token_command.clone()),
+        resolve_token(a.tokens.token, provider).or_else(|| section.token.clone()),
+        a.tokens.token_command.or(section.token_command.clone()),
         &sign_in,
         rc,
         state_dir.as_deref(),
@@ -124,8 +122,7 @@ pub fn api_from_args(provider: ProviderName, args: &ApiArgs) -> Result<Api> {
         &config,
         ConnectionArgs {
             endpoint: args.endpoint.clone(),
-            token: args.token.clone(),
-            token_command: args.token_command.clone(),
+            tokens: args.tokens.clone(),
             sign_in: &args.sign_in.credentials,
             rc: false,
             state_dir: args.sign_in.state_dir.clone(),
@@ -225,8 +222,7 @@ impl UploadSettings {
             &config,
             ConnectionArgs {
                 endpoint: args.endpoint.clone(),
-                token: args.token.clone(),
-                token_command: args.token_command.clone(),
+                tokens: args.tokens.clone(),
                 sign_in: &args.sign_in,
                 rc: args.truvideo.rc,
                 state_dir: args.state_dir.clone(),
@@ -560,7 +556,7 @@ mod tests {
             assert!(!shown.contains(s), "{s} in {shown}");
         }
         let u = &cli.upload;
-        assert_eq!(u.token.as_ref().map(Secret::expose), Some(secrets[0]));
+        assert_eq!(u.tokens.token.as_ref().map(Secret::expose), Some(secrets[0]));
         assert_eq!(u.sign_in.secret_key.as_ref().map(Secret::expose), Some(secrets[3]));
         assert_eq!(apertur_input(u).password.as_ref().map(Secret::expose), Some(secrets[4]));
         let options = apertur::AperturOptions::from_input(&apertur_input(u), true).unwrap();

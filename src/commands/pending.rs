@@ -184,8 +184,8 @@ fn resume_command(p: &Pending, args: &PendingArgs, dir: &Path, output: &OutputAr
             argv.push(v.into());
         }
     };
-    flag("--token", args.token.as_ref().map(|t| t.expose()));
-    flag("--token-command", args.token_command.as_deref());
+    flag("--token", args.tokens.token.as_ref().map(|t| t.expose()));
+    flag("--token-command", args.tokens.token_command.as_deref());
     flag("--limit-rate", args.limit_rate.as_deref());
     // The resumed run sets its clients up again: keep this run's connect timeout (from its
     // flag, env or config file).
@@ -330,8 +330,7 @@ async fn discard(args: &PendingArgs, dir: &Path, output: &OutputArgs) -> Result<
         let mut server = "none: the provider offers no clean-up".to_string();
         if cleans_up(p) {
             let api_args = crate::cli::ApiArgs {
-                token: args.token.clone(),
-                token_command: args.token_command.clone(),
+                tokens: args.tokens.clone(),
                 endpoint: Some(p.data.endpoint.clone()),
                 retries: 10,
                 sign_in: Box::new(crate::cli::ApiSignInArgs {

@@ -47,8 +47,7 @@ pub async fn run(args: AperturCommandArgs, output: &OutputArgs, cancel: Cancella
 /// section, as for uploads, plus the request signer.
 fn api(conn: &AperturConnArgs) -> Result<Api> {
     let args = crate::cli::ApiArgs {
-        token: conn.token.clone(),
-        token_command: conn.token_command.clone(),
+        tokens: crate::cli::TokenArgs { token: conn.token.clone(), token_command: conn.token_command.clone() },
         endpoint: conn.endpoint.clone(),
         retries: conn.retries,
         ..Default::default()
