@@ -170,7 +170,8 @@ fn sign_in_credentials(d: &Descriptor, a: &SignInArgs, token_given: bool) -> Res
     let missing = |names: Vec<&str>, hint: &str| {
         Error::usage(format!("incomplete {} sign-in credentials: {} missing", d.name, names.join(" and ")), hint)
     };
-    match d.sign_in {
+    let Some(sign_in) = d.sign_in else { return Ok(None) };
+    match sign_in.kind {
         SignInKind::ClientCredentials => match (val(&a.client_id), secret(&a.client_secret)) {
             (Some(client_id), Some(client_secret)) => Ok(Some(Credentials::Teleport { client_id, client_secret })),
             (None, None) => Ok(None),
@@ -198,7 +199,6 @@ fn sign_in_credentials(d: &Descriptor, a: &SignInArgs, token_given: bool) -> Res
                 }
             }
         }
-        SignInKind::None => Ok(None),
     }
 }
 

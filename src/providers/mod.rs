@@ -45,12 +45,21 @@ pub fn descriptor(name: &str) -> Option<&'static Descriptor> {
 /// How a provider's built-in sign-in obtains a token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SignInKind {
-    /// None: a token, or a command that prints one.
-    None,
     /// OAuth2 client credentials: a client id and its secret (Teleport).
     ClientCredentials,
     /// A login signed with a secret key: api key, secret key and external id (TruVideo).
     SignedLogin,
+}
+
+/// A provider's built-in sign-in: how it obtains a token, and where.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BuiltInSignIn {
+    /// How.
+    pub kind: SignInKind,
+    /// The documented sign-in origin.
+    pub endpoint: &'static str,
+    /// The sign-in origin of the release-candidate environment, when there is one.
+    pub rc_endpoint: Option<&'static str>,
 }
 
 /// What a provider tells about itself: its name, documented origins, token variable, sign-in
@@ -68,12 +77,8 @@ pub struct Descriptor {
     pub rc_endpoint: Option<&'static str>,
     /// The provider's token environment variable (`UPLOAD_TOKEN` is read after it).
     pub token_env: &'static str,
-    /// The built-in sign-in.
-    pub sign_in: SignInKind,
-    /// The documented sign-in origin, when there is a built-in sign-in.
-    pub auth_endpoint: Option<&'static str>,
-    /// The sign-in origin of the release-candidate environment.
-    pub rc_auth_endpoint: Option<&'static str>,
+    /// The built-in sign-in; without one, a token or a command that prints one.
+    pub sign_in: Option<BuiltInSignIn>,
     /// The provider's section of the configuration file (`[teleport]`).
     pub config_section: &'static str,
 }
@@ -86,7 +91,7 @@ impl Descriptor {
 
     /// The documented sign-in origin; with `rc`, the release-candidate one when there is one.
     pub fn auth_endpoint(&self, rc: bool) -> Option<&'static str> {
-        self.rc_auth_endpoint.filter(|_| rc).or(self.auth_endpoint)
+        self.sign_in.map(|s| s.rc_endpoint.filter(|_| rc).unwrap_or(s.endpoint))
     }
 
     /// The token in the environment: the provider's variable, else `UPLOAD_TOKEN` (blank
@@ -234,7 +239,6 @@ mod tests {
             assert_eq!(descriptor(&d.name.to_ascii_uppercase()), Some(d));
             assert_eq!(PROVIDERS.iter().filter(|o| o.name == d.name || o.token_env == d.token_env).count(), 1);
             assert!(d.endpoint.starts_with("https://") && d.token_env.ends_with("_TOKEN"), "{d:?}");
-            assert_eq!(d.sign_in == SignInKind::None, d.auth_endpoint.is_none(), "{d:?}");
         }
         assert_eq!(descriptor("nope"), None);
         let t = descriptor("truvideo").unwrap();

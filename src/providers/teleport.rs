@@ -32,9 +32,11 @@ pub static DESCRIPTOR: super::Descriptor = super::Descriptor {
     endpoint: DEFAULT_ENDPOINT,
     rc_endpoint: None,
     token_env: TOKEN_ENV,
-    sign_in: super::SignInKind::ClientCredentials,
-    auth_endpoint: Some(super::signin::TELEPORT_AUTH_ENDPOINT),
-    rc_auth_endpoint: None,
+    sign_in: Some(super::BuiltInSignIn {
+        kind: super::SignInKind::ClientCredentials,
+        endpoint: super::signin::TELEPORT_AUTH_ENDPOINT,
+        rc_endpoint: None,
+    }),
     config_section: "teleport",
 };
 

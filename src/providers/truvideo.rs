@@ -46,9 +46,11 @@ pub static DESCRIPTOR: super::Descriptor = super::Descriptor {
     endpoint: DEFAULT_ENDPOINT,
     rc_endpoint: Some(RC_ENDPOINT),
     token_env: TOKEN_ENV,
-    sign_in: super::SignInKind::SignedLogin,
-    auth_endpoint: Some(super::signin::TRUVIDEO_AUTH_ENDPOINT),
-    rc_auth_endpoint: Some(super::signin::TRUVIDEO_RC_AUTH_ENDPOINT),
+    sign_in: Some(super::BuiltInSignIn {
+        kind: super::SignInKind::SignedLogin,
+        endpoint: super::signin::TRUVIDEO_AUTH_ENDPOINT,
+        rc_endpoint: Some(super::signin::TRUVIDEO_RC_AUTH_ENDPOINT),
+    }),
     config_section: "truvideo",
 };
 

@@ -47,9 +47,7 @@ pub static DESCRIPTOR: super::Descriptor = super::Descriptor {
     endpoint: DEFAULT_ENDPOINT,
     rc_endpoint: None,
     token_env: TOKEN_ENV,
-    sign_in: super::SignInKind::None,
-    auth_endpoint: None,
-    rc_auth_endpoint: None,
+    sign_in: None,
     config_section: "uplift",
 };
 /// Most reservations made for one file when forms keep expiring.
