@@ -600,24 +600,35 @@ impl Journal {
     /// Records a finished part: one appended line, fsynced before this returns. Blocking:
     /// called off the async worker threads (see [`Journal::recorder`]).
     pub fn record(&self, part: &CompletedPart) -> Result<()> {
+        self.record_all(std::slice::from_ref(part))
+    }
+
+    /// Records finished parts: a line each, appended in one write and fsynced once before this
+    /// returns. Blocking, as [`Journal::record`].
+    pub fn record_all(&self, parts: &[CompletedPart]) -> Result<()> {
         let mut inner = self.inner.lock().expect("journal lock");
         let Inner { data, append, .. } = &mut *inner;
         let (Some(data), Some(file)) = (data.as_mut(), append.as_mut()) else { return Ok(()) };
-        let line = part_line(part);
+        if parts.is_empty() {
+            return Ok(());
+        }
+        let lines: Vec<u8> = parts.iter().flat_map(part_line).collect();
         let err = |e| Error::File { path: self.path.clone(), source: e };
-        file.write_all(&line).map_err(err)?;
+        file.write_all(&lines).map_err(err)?;
         file.sync_data().map_err(err)?;
-        self.written.fetch_add(line.len() as u64, Ordering::Relaxed);
-        data.parts.retain(|p| p.number != part.number);
-        data.parts.push(part.clone());
+        self.written.fetch_add(lines.len() as u64, Ordering::Relaxed);
+        for part in parts {
+            data.parts.retain(|p| p.number != part.number);
+            data.parts.push(part.clone());
+        }
         Ok(())
     }
 
-    /// A callback for the uploader that records each finished part (the uploader calls it on
-    /// the blocking pool).
+    /// A callback for the uploader that records the finished parts (the uploader calls it on
+    /// the blocking pool, with the parts that finished since its previous call).
     pub fn recorder(&self) -> PartDone {
         let j = self.clone();
-        Arc::new(move |p: &CompletedPart| j.record(p))
+        Arc::new(move |p: &[CompletedPart]| j.record_all(p))
     }
 
     /// The provider accepted the completion: the journal is compacted to its header, in state

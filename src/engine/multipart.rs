@@ -259,7 +259,7 @@ pub async fn run(session: &Session<'_>, file: &FileSource, upload: &dyn Multipar
         }
         let recorder: PartDone = match journal {
             Some(j) => j.recorder(),
-            None => Arc::new(|_: &CompletedPart| Ok(())),
+            None => Arc::new(|_: &[CompletedPart]| Ok(())),
         };
         let parts = upload_parts(
             session.http,

@@ -99,10 +99,49 @@ impl Default for UploaderOptions {
     }
 }
 
-/// Callback told about every part as soon as the server stored it (the resume journal). It
-/// runs on the blocking pool and may block (write + fsync); the part counts as finished once
-/// it returned `Ok`.
-pub type PartDone = Arc<dyn Fn(&CompletedPart) -> Result<()> + Send + Sync>;
+/// Callback told about the parts the server stored (the resume journal): every part finished
+/// since its previous call, in one call. It runs on the blocking pool, one call at a time per
+/// [`upload_parts`], and may block (one write + fsync for the lot); a part counts as finished
+/// once the call that carried it returned `Ok`.
+pub type PartDone = Arc<dyn Fn(&[CompletedPart]) -> Result<()> + Send + Sync>;
+
+/// A finished part waiting for [`PartDone`], with where to say how that went.
+type Recording = (CompletedPart, tokio::sync::oneshot::Sender<Result<()>>);
+
+/// Hands the finished parts to `on_part_done` in batches: whatever finished while the previous
+/// call ran goes in the next. One blocking-pool thread per upload, however slow the disk's
+/// fsync: a thread per part (each waiting its turn at the journal's lock) grew to hundreds of
+/// threads, and their stacks and malloc arenas to megabytes, when fsyncs took longer than the
+/// parts did.
+async fn record_parts(mut rx: mpsc::UnboundedReceiver<Recording>, on_part_done: PartDone, provider: &'static str) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+        }
+        let parts: Vec<CompletedPart> = batch.iter().map(|(p, _)| p.clone()).collect();
+        let f = on_part_done.clone();
+        let result = match tokio::task::spawn_blocking(move || f(&parts)).await {
+            Ok(r) => r,
+            Err(e) => {
+                Err(Error::Protocol { provider, what: "resume journal".into(), message: format!("task failed: {e}") })
+            }
+        };
+        for (_, reply) in batch {
+            let _ = reply.send(result.as_ref().map(|_| ()).map_err(|e| copy_error(e, provider)));
+        }
+    }
+}
+
+/// The same error again (a journal's write failure, told to every part it carried).
+fn copy_error(e: &Error, provider: &'static str) -> Error {
+    match e {
+        Error::File { path, source } => {
+            Error::File { path: path.clone(), source: std::io::Error::new(source.kind(), source.to_string()) }
+        }
+        other => Error::Protocol { provider, what: "resume journal".into(), message: other.to_string() },
+    }
+}
 
 /// Uploads the parts of `plan` not in `done`, concurrently, and returns all parts sorted.
 #[allow(clippy::too_many_arguments)]
@@ -150,6 +189,10 @@ pub async fn upload_parts(
         })
     };
     let _stop_producer = AbortOnDrop(producer);
+
+    // Stage 3: the journal's appends, batched.
+    let (record_tx, record_rx) = mpsc::unbounded_channel::<Recording>();
+    let _stop_recorder = AbortOnDrop(tokio::spawn(record_parts(record_rx, on_part_done, provider)));
 
     // Stage 2: bounded part uploads.
     let permits =
@@ -221,21 +264,24 @@ pub async fn upload_parts(
         };
         part_seed = part_seed.map(|s| s.wrapping_add(1));
         let span = tracing::debug_span!("part", part_number = number);
-        let on_part_done = on_part_done.clone();
+        let record_tx = record_tx.clone();
         tasks.spawn(
             async move {
                 let part = job.run(number, url).await?;
                 // Stored: its time counts in the run's throughput, and the permit goes back
                 // before the journal's write.
                 permit.finished();
-                // The journal's append (write + fsync) runs on the blocking pool, and the part
-                // counts as finished only once it is durable.
-                let recorded = part.clone();
-                tokio::task::spawn_blocking(move || on_part_done(&recorded)).await.map_err(|e| Error::Protocol {
+                // The journal's append (write + fsync) runs on the blocking pool, batched with
+                // the parts that finish meanwhile, and the part counts as finished only once it
+                // is durable.
+                let (reply, recorded) = tokio::sync::oneshot::channel();
+                let gone = || Error::Protocol {
                     provider,
                     what: "resume journal".into(),
-                    message: format!("task failed: {e}"),
-                })??;
+                    message: "the journal's writer stopped".into(),
+                };
+                record_tx.send((part.clone(), reply)).map_err(|_| gone())?;
+                recorded.await.map_err(|_| gone())??;
                 Ok(part)
             }
             .instrument(span),

@@ -91,3 +91,83 @@ async fn apertur_images_report_bytes_while_they_are_sent() {
         "no bytes counted after the image is stored"
     );
 }
+
+/// Part URLs that are presigned PutObject URLs of the emulator's S3 store, one key per part.
+struct PutUrls {
+    api: String,
+}
+
+#[async_trait::async_trait]
+impl upload::engine::uploader::PartUrls for PutUrls {
+    async fn url(&self, part: u32, _stale: bool) -> upload::Result<String> {
+        let answer: serde_json::Value = reqwest::Client::new()
+            .post(format!("{}/_emulator/presign-put?key=parts/{part}", self.api))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        Ok(answer["url"].as_str().unwrap().to_string())
+    }
+}
+
+/// The journal's appends of finished parts are batched: one call of the recorder at a time,
+/// however slow its fsync, each part in exactly one call, and all of them recorded before
+/// `upload_parts` returns (a blocking-pool thread per part waiting for the journal grew to
+/// hundreds of threads when fsyncs were slow).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_parts_reach_the_recorder_one_call_at_a_time_each_part_once() {
+    use upload::engine::plan::PartPlan;
+    use upload::engine::source::FileSource;
+    use upload::engine::uploader::{CompletedPart, UploaderOptions, upload_parts};
+    let emu = emulator(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = make_file(dir.path(), "parts.bin", 8 * 64 * 1024);
+    let source = FileSource::open(&path).unwrap();
+    let plan = PartPlan { file_size: source.size(), part_size: 64 * 1024, num_parts: 8 };
+    #[derive(Default)]
+    struct Seen {
+        in_call: usize,
+        most_in_call: usize,
+        calls: usize,
+        parts: Vec<u32>,
+    }
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let sink = seen.clone();
+    let recorder = Arc::new(move |parts: &[CompletedPart]| {
+        {
+            let mut s = sink.lock().unwrap();
+            s.in_call += 1;
+            s.most_in_call = s.most_in_call.max(s.in_call);
+            s.calls += 1;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(150)); // a slow fsync
+        let mut s = sink.lock().unwrap();
+        s.parts.extend(parts.iter().map(|p| p.number));
+        s.in_call -= 1;
+        Ok(())
+    });
+    let options = UploaderOptions { concurrency: 8, ..UploaderOptions::default() };
+    let parts = upload_parts(
+        &upload::engine::http::client(8),
+        "s3",
+        &source,
+        &plan,
+        Arc::new(PutUrls { api: emu.api_url() }),
+        vec![],
+        recorder,
+        &options,
+        Arc::new(upload::engine::progress::NoProgress),
+        &tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(parts.iter().map(|p| p.number).collect::<Vec<_>>(), (1..=8).collect::<Vec<_>>());
+    let s = seen.lock().unwrap();
+    let mut recorded = s.parts.clone();
+    recorded.sort();
+    assert_eq!(recorded, (1..=8).collect::<Vec<_>>(), "each part recorded once, before upload_parts returned");
+    assert_eq!(s.most_in_call, 1, "one recorder call at a time");
+    assert!(s.calls <= 8, "{} calls", s.calls);
+}

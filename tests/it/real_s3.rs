@@ -139,7 +139,7 @@ async fn multipart_upload_to_seaweedfs_is_byte_exact_and_survives_an_expired_url
         &plan,
         urls.clone(),
         vec![],
-        Arc::new(|_: &CompletedPart| Ok(())),
+        Arc::new(|_: &[CompletedPart]| Ok(())),
         &options,
         Arc::new(NoProgress),
         &tokio_util::sync::CancellationToken::new(),
