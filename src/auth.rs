@@ -68,7 +68,7 @@ pub async fn check(args: &AuthCheckArgs, output: &OutputArgs) -> Result<i32> {
         crate::engine::retry::RetryPolicy { max_retries: 2, ..Default::default() },
     );
     let what = format!("GET {path}{}", if query.is_empty() { "" } else { "?limit=1" });
-    let status = match api.send::<()>("auth check", Method::GET, path, &query, None, Retry::Idempotent).await {
+    let status = match api.call::<()>("auth check", Method::GET, path, &query, None, Retry::Idempotent).send().await {
         Ok(a) => a.status,
         Err(Error::Rejected { status, .. }) if accepted.contains(&status) => status,
         Err(Error::Rejected { status: 403, message, .. }) => {

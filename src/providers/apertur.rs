@@ -396,8 +396,10 @@ impl Apertur {
         if let Some(p) = &self.options.password {
             body.insert("password".into(), json!(p.expose()));
         }
-        let created: Value =
-            api.json("create session", Method::POST, "/api/v1/upload-sessions", &[], Some(&body), Retry::Once).await?;
+        let created: Value = api
+            .call("create session", Method::POST, "/api/v1/upload-sessions", &[], Some(&body), Retry::Once)
+            .json()
+            .await?;
         let id = created
             .get("id")
             .or_else(|| created.get("uuid"))
@@ -614,7 +616,7 @@ impl Provider for Apertur {
             Some(id) => {
                 let s: Value = ctx
                     .api
-                    .json(
+                    .call(
                         "get session",
                         Method::GET,
                         &format!("/api/v1/upload/{id}/session"),
@@ -622,6 +624,7 @@ impl Provider for Apertur {
                         None::<&()>,
                         Retry::Idempotent,
                     )
+                    .json()
                     .await?;
                 let allowed = s
                     .get("effectiveAllowedMimeTypes")
@@ -891,7 +894,7 @@ impl Follow {
                 let query: Vec<(&str, String)> = from.iter().map(|p| ("pollFrom", p.clone())).collect();
                 let api = if from.is_some() { &long_api } else { &self.api };
                 let v: Value =
-                    api.json::<(), Value>("delivery status", Method::GET, &path, &query, None, Retry::Idempotent).await?;
+                    api.call::<()>("delivery status", Method::GET, &path, &query, None, Retry::Idempotent).json::<Value>().await?;
                 let report = parse_delivery_status(&v)?;
                 {
                     let mut seen = seen.lock().expect("seen lock");

@@ -72,7 +72,7 @@ fn write_stdout(line: &str) -> Result<()> {
 
 async fn status(api: &Api, session: &str, json: bool) -> Result<i32> {
     let v: Value = api
-        .json(
+        .call(
             "delivery status",
             Method::GET,
             &format!("/api/v1/upload-sessions/{session}/delivery-status"),
@@ -80,6 +80,7 @@ async fn status(api: &Api, session: &str, json: bool) -> Result<i32> {
             None::<&()>,
             Retry::Idempotent,
         )
+        .json()
         .await?;
     let report = apertur::parse_delivery_status(&v)?;
     if json {
@@ -137,7 +138,7 @@ impl Poll {
             .until(cancel, stop, stop, || async {
                 let list: Value = self
                     .api
-                    .json(
+                    .call(
                         "poll",
                         Method::GET,
                         &format!("/api/v1/upload-sessions/{}/poll", self.session),
@@ -145,6 +146,7 @@ impl Poll {
                         None::<&()>,
                         Retry::Idempotent,
                     )
+                    .json()
                     .await?;
                 let images = list
                     .get("images")
@@ -189,7 +191,7 @@ impl Poll {
         let what = format!("download image {id}");
         let answer = self
             .api
-            .send::<()>(
+            .call::<()>(
                 &what,
                 Method::GET,
                 &format!("/api/v1/upload-sessions/{}/images/{id}", self.session),
@@ -197,6 +199,7 @@ impl Poll {
                 None,
                 Retry::Idempotent,
             )
+            .send()
             .await?;
         if self.rate.is_limited() {
             tokio::select! {
@@ -218,7 +221,7 @@ impl Poll {
             .map_err(|e| Error::File { path: self.dir.clone(), source: std::io::Error::other(e) })?
             .map_err(|source| Error::File { path: self.dir.clone(), source })?;
         self.api
-            .send::<()>(
+            .call::<()>(
                 &format!("acknowledge image {id}"),
                 Method::POST,
                 &format!("/api/v1/upload-sessions/{}/images/{id}/ack", self.session),
@@ -226,6 +229,7 @@ impl Poll {
                 None,
                 Retry::Idempotent,
             )
+            .send()
             .await?;
         let line = json!({
             "provider": "apertur",
@@ -281,7 +285,7 @@ async fn session(api: &Api, command: AperturSessionCommand, json: bool) -> Resul
         AperturSessionCommand::Get { session } => {
             check_id("the session", &session)?;
             let v: Value = api
-                .json(
+                .call(
                     "get session",
                     Method::GET,
                     &format!("/api/v1/upload/{session}/session"),
@@ -289,6 +293,7 @@ async fn session(api: &Api, command: AperturSessionCommand, json: bool) -> Resul
                     None::<&()>,
                     Retry::Idempotent,
                 )
+                .json()
                 .await?;
             print_value(&v, json)?;
         }
@@ -340,7 +345,7 @@ async fn session(api: &Api, command: AperturSessionCommand, json: bool) -> Resul
                 ));
             }
             let v: Value = api
-                .json(
+                .call(
                     "update session",
                     Method::PATCH,
                     &format!("/api/v1/upload-sessions/{session}"),
@@ -348,6 +353,7 @@ async fn session(api: &Api, command: AperturSessionCommand, json: bool) -> Resul
                     Some(&body),
                     Retry::Idempotent,
                 )
+                .json()
                 .await?;
             print_value(&v, json)?;
         }
@@ -385,7 +391,8 @@ async fn destinations(api: &Api, command: AperturDestinationsCommand, json: bool
         AperturDestinationsCommand::List { project } => {
             check_id("--project", &project)?;
             let v: Value = api
-                .json("list destinations", Method::GET, &base(&project), &[], None::<&()>, Retry::Idempotent)
+                .call("list destinations", Method::GET, &base(&project), &[], None::<&()>, Retry::Idempotent)
+                .json()
                 .await?;
             if json {
                 print_value(&v, true)?;
@@ -415,8 +422,10 @@ async fn destinations(api: &Api, command: AperturDestinationsCommand, json: bool
             if let Some(c) = config_object(config.as_deref(), &config_entries)? {
                 body.insert("config".into(), Value::Object(c));
             }
-            let v: Value =
-                api.json("create destination", Method::POST, &base(&project), &[], Some(&body), Retry::Once).await?;
+            let v: Value = api
+                .call("create destination", Method::POST, &base(&project), &[], Some(&body), Retry::Once)
+                .json()
+                .await?;
             print_value(&v, json)?;
         }
         AperturDestinationsCommand::Update { project, destination, name, config, config_entries, active } => {
@@ -436,22 +445,25 @@ async fn destinations(api: &Api, command: AperturDestinationsCommand, json: bool
                 return Err(Error::usage("nothing to update", "give --name, --config, --config-entry or --active"));
             }
             let path = format!("{}/{destination}", base(&project));
-            let v: Value =
-                api.json("update destination", Method::PATCH, &path, &[], Some(&body), Retry::Idempotent).await?;
+            let v: Value = api
+                .call("update destination", Method::PATCH, &path, &[], Some(&body), Retry::Idempotent)
+                .json()
+                .await?;
             print_value(&v, json)?;
         }
         AperturDestinationsCommand::Delete { project, destination } => {
             check_id("--project", &project)?;
             check_id("the destination", &destination)?;
             let path = format!("{}/{destination}", base(&project));
-            api.send::<()>("delete destination", Method::DELETE, &path, &[], None, Retry::Idempotent).await?;
+            api.call::<()>("delete destination", Method::DELETE, &path, &[], None, Retry::Idempotent).send().await?;
             print_value(&json!({ "id": destination, "deleted": true }), json)?;
         }
         AperturDestinationsCommand::Test { project, destination } => {
             check_id("--project", &project)?;
             check_id("the destination", &destination)?;
             let path = format!("{}/{destination}/test", base(&project));
-            let v: Value = api.json("test destination", Method::POST, &path, &[], None::<&()>, Retry::Once).await?;
+            let v: Value =
+                api.call("test destination", Method::POST, &path, &[], None::<&()>, Retry::Once).json().await?;
             print_value(&v, json)?;
             if v.get("success").and_then(Value::as_bool) == Some(false) {
                 let reason = v

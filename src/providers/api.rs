@@ -313,7 +313,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 /// Computes extra headers for a request from what goes on the wire: the method, the path with
 /// its query as sent (`/api/v1/x?a=b`), and the exact body bytes (empty without a body).
 /// Called anew on each attempt, so a timestamp in the headers stays fresh. Applied to JSON
-/// requests ([`Api::send`], [`Api::json`]), not to streamed bodies.
+/// requests ([`Api::call`]), not to streamed bodies.
 pub trait RequestSigner: Send + Sync {
     /// The headers to add.
     fn headers(&self, method: &Method, path_and_query: &str, body: &[u8]) -> Vec<(String, String)>;
@@ -328,6 +328,41 @@ pub struct Answer {
     pub status: u16,
     /// Body bytes.
     pub body: bytes::Bytes,
+}
+
+/// An API call described by [`Api::call`], not sent yet: its URL and JSON body, or the
+/// error that sending it returns.
+pub struct ApiCall<'a> {
+    api: &'a Api,
+    what: &'a str,
+    method: Method,
+    url: Result<url::Url>,
+    body: Result<Option<Vec<u8>>>,
+    retry: Retry,
+}
+
+impl ApiCall<'_> {
+    /// Sends the call and decodes its JSON answer.
+    pub async fn json<T: DeserializeOwned>(self) -> Result<T> {
+        let (provider, what) = (self.api.provider, self.what);
+        let answer = self.send().await?;
+        serde_json::from_slice(&answer.body).map_err(|e| Error::Protocol {
+            provider,
+            what: what.into(),
+            message: format!("cannot read the answer: {e}"),
+        })
+    }
+
+    /// Sends the call; any 2xx is returned, everything else becomes an [`Error`].
+    pub async fn send(self) -> Result<Answer> {
+        let (url, body) = (self.url?, self.body?);
+        let attach = |req: reqwest::RequestBuilder| match &body {
+            Some(b) => req.header(reqwest::header::CONTENT_TYPE, "application/json").body(b.clone()),
+            None => req,
+        };
+        let signed = Some(body.as_deref().unwrap_or_default());
+        self.api.execute(self.what, self.method, url, self.retry, signed, &attach).await
+    }
 }
 
 impl Api {
@@ -366,49 +401,27 @@ impl Api {
         u
     }
 
-    /// Sends a JSON request and decodes a JSON answer.
-    pub async fn json<B: Serialize + ?Sized, T: DeserializeOwned>(
-        &self,
-        what: &str,
+    /// One API call: `what` it is (for errors and logs), the method, an absolute path below
+    /// the base, the query pairs, the JSON body and whether it may be sent again. Nothing is
+    /// sent until [`ApiCall::send`] (any 2xx answer) or [`ApiCall::json`] (the answer decoded).
+    pub fn call<'a, B: Serialize + ?Sized>(
+        &'a self,
+        what: &'a str,
         method: Method,
         path: &str,
         query: &[(&str, String)],
         body: Option<&B>,
         retry: Retry,
-    ) -> Result<T> {
-        let answer = self.send(what, method, path, query, body, retry).await?;
-        serde_json::from_slice(&answer.body).map_err(|e| Error::Protocol {
-            provider: self.provider,
-            what: what.into(),
-            message: format!("cannot read the answer: {e}"),
-        })
-    }
-
-    /// Sends a request; any 2xx is returned, everything else becomes an [`Error`].
-    pub async fn send<B: Serialize + ?Sized>(
-        &self,
-        what: &str,
-        method: Method,
-        path: &str,
-        query: &[(&str, String)],
-        body: Option<&B>,
-        retry: Retry,
-    ) -> Result<Answer> {
-        crate::engine::http::check_api_path(path).map_err(|e| match e {
-            Error::Protocol { message, .. } => Error::Protocol { provider: self.provider, what: what.into(), message },
-            e => e,
-        })?;
-        let url = self.url_with_query(path, query);
-        let body = body.map(serde_json::to_vec).transpose().map_err(|e| Error::Protocol {
-            provider: self.provider,
-            what: what.into(),
-            message: e.to_string(),
-        })?;
-        let attach = |req: reqwest::RequestBuilder| match &body {
-            Some(b) => req.header(reqwest::header::CONTENT_TYPE, "application/json").body(b.clone()),
-            None => req,
-        };
-        self.execute(what, method, url, retry, Some(body.as_deref().unwrap_or_default()), &attach).await
+    ) -> ApiCall<'a> {
+        let protocol = |message| Error::Protocol { provider: self.provider, what: what.into(), message };
+        let url = crate::engine::http::check_api_path(path)
+            .map_err(|e| match e {
+                Error::Protocol { message, .. } => protocol(message),
+                e => e,
+            })
+            .map(|()| self.url_with_query(path, query));
+        let body = body.map(serde_json::to_vec).transpose().map_err(|e| protocol(e.to_string()));
+        ApiCall { api: self, what, method, url, body, retry }
     }
 
     /// `base` joined with `path`, plus the query pairs.

@@ -187,7 +187,7 @@ impl PartUrls for TeleportUrls {
     async fn url(&self, part: u32, _stale: bool) -> Result<String> {
         let out: UploadUrlOutput = self
             .api
-            .json(
+            .call(
                 &format!("create upload URL for part {part}"),
                 Method::POST,
                 &format!("/api/v1/captures/{}/create-upload-url/{part}", self.eid),
@@ -195,6 +195,7 @@ impl PartUrls for TeleportUrls {
                 Some(&UploadUrlInput { eid: &self.eid, bytesize: self.bytesize }),
                 Retry::Idempotent,
             )
+            .json()
             .await?;
         crate::engine::http::checked_url(&out.upload_url, "upload_url")?;
         Ok(out.upload_url)
@@ -294,7 +295,7 @@ impl TeleportUpload {
     async fn plan_of(&self, eid: &str) -> Result<PartPlan> {
         let out: UploadUrlResponse = self
             .api
-            .json(
+            .call(
                 "create upload URL for part 1",
                 Method::POST,
                 &format!("/api/v1/captures/{eid}/create-upload-url/1"),
@@ -302,6 +303,7 @@ impl TeleportUpload {
                 Some(&UploadUrlInput { eid, bytesize: self.bytesize }),
                 Retry::Idempotent,
             )
+            .json()
             .await?;
         let num_parts = self.bytesize.div_ceil(out.chunk_size.max(1));
         PartPlan::from_server("teleport", self.bytesize, out.chunk_size, num_parts)
@@ -325,8 +327,11 @@ impl MultipartUpload for TeleportUpload {
     async fn create(&self) -> Result<Created> {
         let body =
             NewCaptureInput { name: &self.name, bytesize: self.bytesize, input_data_format: self.format.as_str() };
-        let created: NewCaptureOutput =
-            self.api.json("create capture", Method::POST, "/api/v1/captures", &[], Some(&body), Retry::Once).await?;
+        let created: NewCaptureOutput = self
+            .api
+            .call("create capture", Method::POST, "/api/v1/captures", &[], Some(&body), Retry::Once)
+            .json()
+            .await?;
         let plan = PartPlan::from_server("teleport", self.bytesize, created.chunk_size, created.num_parts)?;
         Ok(Created { upload_id: created.eid, plan, extra: serde_json::Value::Null })
     }
@@ -359,7 +364,7 @@ impl MultipartUpload for TeleportUpload {
             parts: parts.iter().map(|p| UploadedPart { number: p.number, etag: &p.etag }).collect(),
         };
         let path = format!("/api/v1/captures/{eid}/uploaded");
-        self.api.json("complete upload", Method::POST, &path, &[], Some(&body), Retry::Once).await
+        self.api.call("complete upload", Method::POST, &path, &[], Some(&body), Retry::Once).json().await
     }
 
     /// The capture left CREATED: the completion arrived.
@@ -395,8 +400,10 @@ pub async fn find_capture(
     const PAGE: usize = 100;
     for page in 0..max_pages {
         let query = [("limit", PAGE.to_string()), ("offset", (page as usize * PAGE).to_string())];
-        let list: Vec<serde_json::Value> =
-            api.json("list captures", Method::GET, "/api/v1/captures", &query, None::<&()>, Retry::Idempotent).await?;
+        let list: Vec<serde_json::Value> = api
+            .call("list captures", Method::GET, "/api/v1/captures", &query, None::<&()>, Retry::Idempotent)
+            .json()
+            .await?;
         if let Some(c) = list.iter().find(|c| pred(c)) {
             return Ok(Some(c.clone()));
         }

@@ -136,7 +136,7 @@ pub fn check_id(kind: &str, id: &str) -> Result<()> {
 
 /// One page of the capture list.
 pub async fn list_page(api: &Api, limit: u32, offset: u64) -> Result<Vec<Capture>> {
-    api.json(
+    api.call(
         "list captures",
         Method::GET,
         "/api/v1/captures",
@@ -144,6 +144,7 @@ pub async fn list_page(api: &Api, limit: u32, offset: u64) -> Result<Vec<Capture
         None::<&()>,
         Retry::Idempotent,
     )
+    .json()
     .await
 }
 
@@ -246,7 +247,7 @@ pub async fn rename(api: &Api, eid: &str, name: &str) -> Result<Capture> {
             "give a name, e.g. `upload teleport rename EID \"Lobby\"`",
         ));
     }
-    api.json(
+    api.call(
         "rename capture",
         Method::PUT,
         &format!("/api/v1/captures/{eid}"),
@@ -254,13 +255,15 @@ pub async fn rename(api: &Api, eid: &str, name: &str) -> Result<Capture> {
         Some(&serde_json::json!({ "name": name })),
         Retry::Idempotent,
     )
+    .json()
     .await
 }
 
 /// `DELETE /api/v1/captures/{eid}` → 204.
 pub async fn delete(api: &Api, eid: &str) -> Result<()> {
     check_id("capture eid", eid)?;
-    api.send("delete capture", Method::DELETE, &format!("/api/v1/captures/{eid}"), &[], None::<&()>, Retry::Idempotent)
+    api.call("delete capture", Method::DELETE, &format!("/api/v1/captures/{eid}"), &[], None::<&()>, Retry::Idempotent)
+        .send()
         .await?;
     Ok(())
 }
@@ -378,7 +381,8 @@ pub async fn metadata(api: &Api, sid: &str, q: &MetadataQuery) -> Result<Value> 
         query.push(("use_cdn", "false".into()));
     }
     let r = api
-        .json("get metadata", Method::GET, &format!("/share/{sid}/metadata"), &query, None::<&()>, Retry::Idempotent)
+        .call("get metadata", Method::GET, &format!("/share/{sid}/metadata"), &query, None::<&()>, Retry::Idempotent)
+        .json()
         .await;
     match r {
         Err(Error::Rejected { provider, what, status: 404, message }) => Err(Error::Rejected {

@@ -377,7 +377,7 @@ async fn request_urls(api: &Api, upload_id: &str, ask: &Ask) -> Result<Vec<(u32,
         }
     };
     let out: PartsOutput = api
-        .json(
+        .call(
             "request more presigned URLs",
             Method::GET,
             &format!("/upload/{upload_id}/parts"),
@@ -385,6 +385,7 @@ async fn request_urls(api: &Api, upload_id: &str, ask: &Ask) -> Result<Vec<(u32,
             None::<&()>,
             Retry::Idempotent,
         )
+        .json()
         .await?;
     Ok(number_entries(out.parts, &expected))
 }
@@ -508,7 +509,8 @@ impl PartUrls for TruvideoUrls {
 
 /// `GET /upload/{uploadId}`.
 async fn get_upload(api: &Api, upload_id: &str) -> Result<Value> {
-    api.json("get upload status", Method::GET, &format!("/upload/{upload_id}"), &[], None::<&()>, Retry::Idempotent)
+    api.call("get upload status", Method::GET, &format!("/upload/{upload_id}"), &[], None::<&()>, Retry::Idempotent)
+        .json()
         .await
 }
 
@@ -638,8 +640,11 @@ impl MultipartUpload for TruvideoUpload {
     }
 
     async fn create(&self) -> Result<Created> {
-        let out: StartOutput =
-            self.api.json("start upload", Method::POST, "/upload/start", &[], Some(&self.body), Retry::Once).await?;
+        let out: StartOutput = self
+            .api
+            .call("start upload", Method::POST, "/upload/start", &[], Some(&self.body), Retry::Once)
+            .json()
+            .await?;
         tracing::info!(upload_id = %out.upload_id, urls = out.parts.len(), parts = self.plan.num_parts, "upload started");
         *self.initial.lock().expect("initial URLs") = Some(out.parts);
         Ok(Created { upload_id: out.upload_id, plan: self.plan, extra: serde_json::json!({ "mediaId": out.media_id }) })
@@ -684,7 +689,7 @@ impl MultipartUpload for TruvideoUpload {
         };
         let path = format!("/upload/{}/complete", created.upload_id);
         let generation = self.api.token.generation().await;
-        match self.api.send("complete upload", Method::POST, &path, &[], Some(&body), Retry::Never).await {
+        match self.api.call("complete upload", Method::POST, &path, &[], Some(&body), Retry::Never).send().await {
             Ok(answer) => {
                 Ok(serde_json::from_slice::<Value>(&answer.body).ok().filter(Value::is_object).unwrap_or(Value::Null))
             }

@@ -363,7 +363,7 @@ impl Uplift {
 
     async fn reserve(&self, ctx: &Context, body: &Value) -> Result<(Reservation, PostForm)> {
         let r: Reservation =
-            ctx.api.json("reserve capture", Method::POST, RESERVE_PATH, &[], Some(body), Retry::Once).await?;
+            ctx.api.call("reserve capture", Method::POST, RESERVE_PATH, &[], Some(body), Retry::Once).json().await?;
         crate::engine::http::checked_url(&r.upload_url, "upload_url")?;
         if r.upload_fields.0.is_empty() {
             return Err(Error::Protocol {
