@@ -15,11 +15,10 @@
 use std::io::Write;
 use std::time::SystemTime;
 
-use reqwest::Method;
 
 use crate::cli::{AuthCheckArgs, OutputArgs, ProviderName};
 use crate::error::{Error, Result};
-use crate::providers::api::{Api, Retry};
+use crate::providers::api::Api;
 use crate::providers::{TokenOrigin, signin};
 
 /// Claims shown as "who the token is for".
@@ -68,7 +67,7 @@ pub async fn check(args: &AuthCheckArgs, output: &OutputArgs) -> Result<i32> {
         crate::engine::retry::RetryPolicy { max_retries: 2, ..Default::default() },
     );
     let what = format!("GET {path}{}", if query.is_empty() { "" } else { "?limit=1" });
-    let status = match api.call::<()>("auth check", Method::GET, path, &query, None, Retry::Idempotent).send().await {
+    let status = match api.get("auth check", path, &query).send().await {
         Ok(a) => a.status,
         Err(Error::Rejected { status, .. }) if accepted.contains(&status) => status,
         Err(Error::Rejected { status: 403, message, .. }) => {

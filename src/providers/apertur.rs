@@ -614,18 +614,7 @@ impl Provider for Apertur {
                 (self.options.allowed.clone(), max, max)
             }
             Some(id) => {
-                let s: Value = ctx
-                    .api
-                    .call(
-                        "get session",
-                        Method::GET,
-                        &format!("/api/v1/upload/{id}/session"),
-                        &[],
-                        None::<&()>,
-                        Retry::Idempotent,
-                    )
-                    .json()
-                    .await?;
+                let s: Value = ctx.api.get("get session", &format!("/api/v1/upload/{id}/session"), &[]).json().await?;
                 let allowed = s
                     .get("effectiveAllowedMimeTypes")
                     .and_then(Value::as_array)
@@ -894,7 +883,7 @@ impl Follow {
                 let query: Vec<(&str, String)> = from.iter().map(|p| ("pollFrom", p.clone())).collect();
                 let api = if from.is_some() { &long_api } else { &self.api };
                 let v: Value =
-                    api.call::<()>("delivery status", Method::GET, &path, &query, None, Retry::Idempotent).json::<Value>().await?;
+                    api.get("delivery status", &path, &query).json::<Value>().await?;
                 let report = parse_delivery_status(&v)?;
                 {
                     let mut seen = seen.lock().expect("seen lock");

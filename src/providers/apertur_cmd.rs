@@ -71,17 +71,8 @@ fn write_stdout(line: &str) -> Result<()> {
 }
 
 async fn status(api: &Api, session: &str, json: bool) -> Result<i32> {
-    let v: Value = api
-        .call(
-            "delivery status",
-            Method::GET,
-            &format!("/api/v1/upload-sessions/{session}/delivery-status"),
-            &[],
-            None::<&()>,
-            Retry::Idempotent,
-        )
-        .json()
-        .await?;
+    let v: Value =
+        api.get("delivery status", &format!("/api/v1/upload-sessions/{session}/delivery-status"), &[]).json().await?;
     let report = apertur::parse_delivery_status(&v)?;
     if json {
         return print_value(&v, true).map(|_| exit::OK);
@@ -136,18 +127,8 @@ impl Poll {
         let stop = || Error::Timeout { what: "poll".into(), seconds: 0 };
         let r = poller
             .until(cancel, stop, stop, || async {
-                let list: Value = self
-                    .api
-                    .call(
-                        "poll",
-                        Method::GET,
-                        &format!("/api/v1/upload-sessions/{}/poll", self.session),
-                        &[],
-                        None::<&()>,
-                        Retry::Idempotent,
-                    )
-                    .json()
-                    .await?;
+                let list: Value =
+                    self.api.get("poll", &format!("/api/v1/upload-sessions/{}/poll", self.session), &[]).json().await?;
                 let images = list
                     .get("images")
                     .and_then(Value::as_array)
@@ -189,18 +170,8 @@ impl Poll {
         check_id("the image id", id).map_err(|_| protocol("poll", "an image id is not usable"))?;
         let filename = safe_file_name(image.get("filename").and_then(Value::as_str).unwrap_or(""), id);
         let what = format!("download image {id}");
-        let answer = self
-            .api
-            .call::<()>(
-                &what,
-                Method::GET,
-                &format!("/api/v1/upload-sessions/{}/images/{id}", self.session),
-                &[],
-                None,
-                Retry::Idempotent,
-            )
-            .send()
-            .await?;
+        let answer =
+            self.api.get(&what, &format!("/api/v1/upload-sessions/{}/images/{id}", self.session), &[]).send().await?;
         if self.rate.is_limited() {
             tokio::select! {
                 _ = self.rate.consume(answer.body.len() as u64) => {}
@@ -284,17 +255,7 @@ async fn session(api: &Api, command: AperturSessionCommand, json: bool) -> Resul
     match command {
         AperturSessionCommand::Get { session } => {
             check_id("the session", &session)?;
-            let v: Value = api
-                .call(
-                    "get session",
-                    Method::GET,
-                    &format!("/api/v1/upload/{session}/session"),
-                    &[],
-                    None::<&()>,
-                    Retry::Idempotent,
-                )
-                .json()
-                .await?;
+            let v: Value = api.get("get session", &format!("/api/v1/upload/{session}/session"), &[]).json().await?;
             print_value(&v, json)?;
         }
         AperturSessionCommand::Update {
@@ -390,10 +351,7 @@ async fn destinations(api: &Api, command: AperturDestinationsCommand, json: bool
     match command {
         AperturDestinationsCommand::List { project } => {
             check_id("--project", &project)?;
-            let v: Value = api
-                .call("list destinations", Method::GET, &base(&project), &[], None::<&()>, Retry::Idempotent)
-                .json()
-                .await?;
+            let v: Value = api.get("list destinations", &base(&project), &[]).json().await?;
             if json {
                 print_value(&v, true)?;
             } else {

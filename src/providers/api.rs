@@ -424,6 +424,11 @@ impl Api {
         ApiCall { api: self, what, method, url, body, retry }
     }
 
+    /// A GET of `path` with the query pairs: no body, idempotent (sent again after a failure).
+    pub fn get<'a>(&'a self, what: &'a str, path: &str, query: &[(&str, String)]) -> ApiCall<'a> {
+        self.call::<()>(what, Method::GET, path, query, None, Retry::Idempotent)
+    }
+
     /// `base` joined with `path`, plus the query pairs.
     pub fn url_with_query(&self, path: &str, query: &[(&str, String)]) -> url::Url {
         let mut url = self.url(path);

@@ -400,10 +400,7 @@ pub async fn find_capture(
     const PAGE: usize = 100;
     for page in 0..max_pages {
         let query = [("limit", PAGE.to_string()), ("offset", (page as usize * PAGE).to_string())];
-        let list: Vec<serde_json::Value> = api
-            .call("list captures", Method::GET, "/api/v1/captures", &query, None::<&()>, Retry::Idempotent)
-            .json()
-            .await?;
+        let list: Vec<serde_json::Value> = api.get("list captures", "/api/v1/captures", &query).json().await?;
         if let Some(c) = list.iter().find(|c| pred(c)) {
             return Ok(Some(c.clone()));
         }

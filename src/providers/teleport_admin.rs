@@ -136,16 +136,9 @@ pub fn check_id(kind: &str, id: &str) -> Result<()> {
 
 /// One page of the capture list.
 pub async fn list_page(api: &Api, limit: u32, offset: u64) -> Result<Vec<Capture>> {
-    api.call(
-        "list captures",
-        Method::GET,
-        "/api/v1/captures",
-        &[("limit", limit.to_string()), ("offset", offset.to_string())],
-        None::<&()>,
-        Retry::Idempotent,
-    )
-    .json()
-    .await
+    api.get("list captures", "/api/v1/captures", &[("limit", limit.to_string()), ("offset", offset.to_string())])
+        .json()
+        .await
 }
 
 /// Pages of `limit` from `offset` until a short page; `on_page` sees each page as it comes.
@@ -380,10 +373,7 @@ pub async fn metadata(api: &Api, sid: &str, q: &MetadataQuery) -> Result<Value> 
     if !q.use_cdn {
         query.push(("use_cdn", "false".into()));
     }
-    let r = api
-        .call("get metadata", Method::GET, &format!("/share/{sid}/metadata"), &query, None::<&()>, Retry::Idempotent)
-        .json()
-        .await;
+    let r = api.get("get metadata", &format!("/share/{sid}/metadata"), &query).json().await;
     match r {
         Err(Error::Rejected { provider, what, status: 404, message }) => Err(Error::Rejected {
             provider,

@@ -376,17 +376,8 @@ async fn request_urls(api: &Api, upload_id: &str, ask: &Ask) -> Result<Vec<(u32,
             (vec![("partNumbers", numbers.iter().map(u32::to_string).collect::<Vec<_>>().join(","))], numbers.clone())
         }
     };
-    let out: PartsOutput = api
-        .call(
-            "request more presigned URLs",
-            Method::GET,
-            &format!("/upload/{upload_id}/parts"),
-            &query,
-            None::<&()>,
-            Retry::Idempotent,
-        )
-        .json()
-        .await?;
+    let out: PartsOutput =
+        api.get("request more presigned URLs", &format!("/upload/{upload_id}/parts"), &query).json().await?;
     Ok(number_entries(out.parts, &expected))
 }
 
@@ -509,9 +500,7 @@ impl PartUrls for TruvideoUrls {
 
 /// `GET /upload/{uploadId}`.
 async fn get_upload(api: &Api, upload_id: &str) -> Result<Value> {
-    api.call("get upload status", Method::GET, &format!("/upload/{upload_id}"), &[], None::<&()>, Retry::Idempotent)
-        .json()
-        .await
+    api.get("get upload status", &format!("/upload/{upload_id}"), &[]).json().await
 }
 
 fn status_of(v: &Value) -> String {
