@@ -126,3 +126,40 @@ pub const UPLIFT_FIELDS: &[&str] = &[
     "--orientation",
     "landscape",
 ];
+
+/// One file uploaded to Teleport (5 MiB chunks) against an emulator, with a state home of its
+/// own: the setup of the reliability and durable-state tests.
+pub struct TeleportRun {
+    pub emu: Emulator,
+    pub dir: tempfile::TempDir,
+    pub path: PathBuf,
+    pub sha: String,
+}
+
+impl TeleportRun {
+    /// The emulator with `config` and a `scan.zip` of `size` bytes.
+    pub async fn start(config: Config, size: u64) -> TeleportRun {
+        let emu = emulator(Config { teleport_chunk_size: 5 * MIB, ..config }).await;
+        let dir = tempfile::tempdir().unwrap();
+        let (path, sha) = make_file(dir.path(), "scan.zip", size);
+        TeleportRun { emu, dir, path, sha }
+    }
+    /// The upload's arguments (`--json`), then `extra`.
+    pub fn args(&self, extra: &[&str]) -> Vec<String> {
+        let mut a = vec![self.path.display().to_string()];
+        a.extend(args(&["--provider", "teleport", "--endpoint", &self.emu.api_url(), "--json"]));
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    }
+    /// The token and the state home.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("TELEPORT_TOKEN".into(), self.emu.token()),
+            ("XDG_STATE_HOME".into(), self.state_home().display().to_string()),
+        ]
+    }
+    /// `$XDG_STATE_HOME` of the runs.
+    pub fn state_home(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+}

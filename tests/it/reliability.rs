@@ -5,36 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 
-struct Setup {
-    emu: Emulator,
-    dir: tempfile::TempDir,
-    path: std::path::PathBuf,
-    sha: String,
-}
-
-async fn setup(config: Config, size: u64) -> Setup {
-    let emu = emulator(Config { teleport_chunk_size: 5 * MIB, ..config }).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (path, sha) = make_file(dir.path(), "scan.zip", size);
-    Setup { emu, dir, path, sha }
-}
-
-impl Setup {
-    fn args(&self, extra: &[&str]) -> Vec<String> {
-        let mut a = vec![self.path.display().to_string()];
-        a.extend(args(&["--provider", "teleport", "--endpoint", &self.emu.api_url(), "--json"]));
-        a.extend(extra.iter().map(|s| s.to_string()));
-        a
-    }
-    fn env(&self) -> Vec<(String, String)> {
-        vec![
-            ("TELEPORT_TOKEN".into(), self.emu.token()),
-            ("XDG_STATE_HOME".into(), self.state_home().display().to_string()),
-        ]
-    }
-    fn state_home(&self) -> std::path::PathBuf {
-        self.dir.path().join("state")
-    }
+impl TeleportRun {
     fn assert_stored(&self, parts: u32) {
         let objects = self.emu.objects();
         assert_eq!(objects.len(), 1, "{objects:?}");
@@ -49,7 +20,7 @@ impl Setup {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flaky_store_still_gives_a_byte_exact_object() {
     let faults = Faults { fail_put_ratio: 0.2, fail_status: 503, reset_ratio: 0.05, seed: 7, ..Faults::default() };
-    let s = setup(Config { faults, ..Config::default() }, 8 * 5 * MIB + 99).await;
+    let s = TeleportRun::start(Config { faults, ..Config::default() }, 8 * 5 * MIB + 99).await;
     let out = run_upload(s.args(&["--retries", "25"]), s.env()).await;
     assert!(out.status.success(), "{}", stderr(&out));
     s.assert_stored(9);
@@ -63,7 +34,7 @@ async fn flaky_store_still_gives_a_byte_exact_object() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_completion_failure_is_looked_up_then_retried() {
     let faults = Faults { complete_fail_times: 2, ..Faults::default() };
-    let s = setup(Config { faults, ..Config::default() }, 6 * MIB).await;
+    let s = TeleportRun::start(Config { faults, ..Config::default() }, 6 * MIB).await;
     let out = run_upload(s.args(&[]), s.env()).await;
     assert!(out.status.success(), "{}", stderr(&out));
     s.assert_stored(2);
@@ -77,7 +48,7 @@ async fn expired_urls_are_replaced() {
     // URLs die 1 s after signing while one slow connection sends 5 MiB parts at 4 MiB/s:
     // URLs asked ahead expire before use.
     let faults = Faults { expire_urls_after_ms: Some(1000), bandwidth_bps: 4 * MIB, ..Faults::default() };
-    let s = setup(Config { faults, ..Config::default() }, 3 * 5 * MIB).await;
+    let s = TeleportRun::start(Config { faults, ..Config::default() }, 3 * 5 * MIB).await;
     let out = run_upload(s.args(&["--concurrency", "1"]), s.env()).await;
     assert!(out.status.success(), "{}", stderr(&out));
     s.assert_stored(3);
@@ -87,7 +58,7 @@ async fn expired_urls_are_replaced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_401_renews_the_token_through_the_command() {
     let faults = Faults { unauthorized_api_call_nth: vec![3], ..Faults::default() };
-    let s = setup(Config { faults, ..Config::default() }, 11 * MIB).await;
+    let s = TeleportRun::start(Config { faults, ..Config::default() }, 11 * MIB).await;
     let counter = s.dir.path().join("count");
     let cmd = format!("echo x >> {}; echo {}", counter.display(), s.emu.token());
     let mut env = s.env();
@@ -104,7 +75,7 @@ async fn a_401_renews_the_token_through_the_command() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_401_without_a_command_says_how_to_renew() {
     let faults = Faults { unauthorized_api_call_nth: vec![3], ..Faults::default() };
-    let s = setup(Config { faults, ..Config::default() }, 11 * MIB).await;
+    let s = TeleportRun::start(Config { faults, ..Config::default() }, 11 * MIB).await;
     let out = run_upload(s.args(&[]), s.env()).await;
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     let err = stderr(&out);
@@ -114,7 +85,7 @@ async fn a_401_without_a_command_says_how_to_renew() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_permanent_404_stops_at_once() {
     let faults = Faults { fail_put_ratio: 1.0, fail_status: 404, ..Faults::default() };
-    let s = setup(Config { faults, ..Config::default() }, 1000).await;
+    let s = TeleportRun::start(Config { faults, ..Config::default() }, 1000).await;
     let out = run_upload(s.args(&[]), s.env()).await;
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     assert!(stderr(&out).contains("PUT part 1 was rejected (HTTP 404)"), "{}", stderr(&out));
@@ -124,7 +95,7 @@ async fn a_permanent_404_stops_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_permanent_403_asks_a_few_fresh_urls_then_stops() {
     let faults = Faults { fail_put_ratio: 1.0, fail_status: 403, ..Faults::default() };
-    let s = setup(Config { faults, ..Config::default() }, 1000).await;
+    let s = TeleportRun::start(Config { faults, ..Config::default() }, 1000).await;
     let out = run_upload(s.args(&[]), s.env()).await;
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     assert!(stderr(&out).contains("still refused after 3 fresh URLs"), "{}", stderr(&out));
@@ -135,7 +106,7 @@ async fn a_permanent_403_asks_a_few_fresh_urls_then_stops() {
 async fn a_failed_run_resumes_without_resending_parts_and_refuses_a_changed_file() {
     // The 3rd PUT fails and retries are off: the run stops with parts 1-2 (or so) done.
     let faults = Faults { fail_put_nth: vec![3], ..Faults::default() };
-    let s = setup(Config { faults, ..Config::default() }, 5 * 5 * MIB).await;
+    let s = TeleportRun::start(Config { faults, ..Config::default() }, 5 * 5 * MIB).await;
     let out = run_upload(s.args(&["--retries", "0", "--concurrency", "1"]), s.env()).await;
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
     let j = journals(&s.state_home());
@@ -190,7 +161,7 @@ async fn wait_for_parts(state_home: &std::path::Path, parts: usize, child: &mut 
 async fn killed_with_sigkill_then_resumed() {
     // 8 parts at 8 MiB/s per connection, 2 connections: about 2.5 s in all.
     let faults = Faults { bandwidth_bps: 8 * MIB, ..Faults::default() };
-    let s = setup(Config { faults, ..Config::default() }, 8 * 5 * MIB).await;
+    let s = TeleportRun::start(Config { faults, ..Config::default() }, 8 * 5 * MIB).await;
     let mut child = spawn_upload(&s.args(&["--concurrency", "2"]), &s.env());
     let done = wait_for_parts(&s.state_home(), 4, &mut child).await;
     child.kill().unwrap();
@@ -214,7 +185,7 @@ async fn killed_with_sigkill_then_resumed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_exits_130_and_the_rerun_completes() {
     let faults = Faults { bandwidth_bps: 8 * MIB, ..Faults::default() };
-    let s = setup(Config { faults, ..Config::default() }, 8 * 5 * MIB).await;
+    let s = TeleportRun::start(Config { faults, ..Config::default() }, 8 * 5 * MIB).await;
     let mut child = spawn_upload(&s.args(&["--concurrency", "2"]), &s.env());
     wait_for_parts(&s.state_home(), 2, &mut child).await;
     std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();

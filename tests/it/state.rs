@@ -10,36 +10,7 @@ use upload_emulator::Processing;
 
 use crate::common::*;
 
-struct Setup {
-    emu: Emulator,
-    dir: tempfile::TempDir,
-    path: std::path::PathBuf,
-    sha: String,
-}
-
-async fn setup(config: Config, size: u64) -> Setup {
-    let emu = emulator(Config { teleport_chunk_size: 5 * MIB, ..config }).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (path, sha) = make_file(dir.path(), "scan.zip", size);
-    Setup { emu, dir, path, sha }
-}
-
-impl Setup {
-    fn args(&self, extra: &[&str]) -> Vec<String> {
-        let mut a = vec![self.path.display().to_string()];
-        a.extend(args(&["--provider", "teleport", "--endpoint", &self.emu.api_url(), "--json"]));
-        a.extend(extra.iter().map(|s| s.to_string()));
-        a
-    }
-    fn env(&self) -> Vec<(String, String)> {
-        vec![
-            ("TELEPORT_TOKEN".into(), self.emu.token()),
-            ("XDG_STATE_HOME".into(), self.state_home().display().to_string()),
-        ]
-    }
-    fn state_home(&self) -> std::path::PathBuf {
-        self.dir.path().join("state")
-    }
+impl TeleportRun {
     fn captures(&self) -> Vec<Value> {
         upload_emulator::teleport::captures_summary(self.emu.shared()).as_array().unwrap().clone()
     }
@@ -75,7 +46,7 @@ async fn wait_until(what: &str, child: &mut std::process::Child, mut cond: impl 
     }
 }
 
-fn journal_state(s: &Setup) -> Option<(String, usize)> {
+fn journal_state(s: &TeleportRun) -> Option<(String, usize)> {
     let j = journals(&s.state_home()).into_iter().next()?;
     Some((j["state"].as_str()?.to_string(), j["parts"].as_array().map_or(0, |p| p.len())))
 }
@@ -84,7 +55,7 @@ fn journal_state(s: &Setup) -> Option<(String, usize)> {
 async fn a_kill_during_wait_then_rerun_only_resumes_waiting() {
     // Processing takes far longer than the test: the first run is killed while it waits.
     let processing = Processing { delay_ms: 600_000, fail_reason: None };
-    let s = setup(Config { processing, ..Config::default() }, 2 * 5 * MIB + 7).await;
+    let s = TeleportRun::start(Config { processing, ..Config::default() }, 2 * 5 * MIB + 7).await;
     let mut child = spawn_upload(&s.args(&["--wait"]), &s.env());
     wait_until("the completion is journaled", &mut child, || {
         journal_state(&s).is_some_and(|(state, _)| state == "completed")
@@ -119,7 +90,7 @@ async fn a_kill_during_wait_then_rerun_only_resumes_waiting() {
 async fn a_kill_during_create_leaves_no_orphan() {
     // Every answer comes late: the capture exists well before the create's answer arrives.
     let faults = Faults { latency_ms: 5_000, ..Faults::default() };
-    let s = setup(Config { faults, ..Config::default() }, 2 * 5 * MIB + 3).await;
+    let s = TeleportRun::start(Config { faults, ..Config::default() }, 2 * 5 * MIB + 3).await;
     let mut child = spawn_upload(&s.args(&[]), &s.env());
     wait_until("the capture is created", &mut child, || !s.captures().is_empty()).await;
     assert_eq!(journal_state(&s).map(|j| j.0).as_deref(), Some("intent"), "the intent is journaled before create");
@@ -140,7 +111,7 @@ async fn a_kill_during_create_leaves_no_orphan() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_run_of_the_same_file_stops_at_the_lock() {
     let faults = Faults { bandwidth_bps: 4 * MIB, ..Faults::default() };
-    let s = setup(Config { faults, ..Config::default() }, 4 * 5 * MIB).await;
+    let s = TeleportRun::start(Config { faults, ..Config::default() }, 4 * 5 * MIB).await;
     let mut first = spawn_upload(&s.args(&["--concurrency", "1"]), &s.env());
     wait_until("the upload starts", &mut first, || journal_state(&s).is_some_and(|(st, _)| st == "started")).await;
     let calls_before = s.emu.request_log().len();
@@ -169,7 +140,7 @@ async fn a_second_run_of_the_same_file_stops_at_the_lock() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_capture_deleted_on_the_server_makes_the_rerun_start_over() {
     let faults = Faults { fail_put_nth: vec![2], fail_status: 400, ..Faults::default() };
-    let s = setup(Config { faults, ..Config::default() }, 3 * 5 * MIB).await;
+    let s = TeleportRun::start(Config { faults, ..Config::default() }, 3 * 5 * MIB).await;
     let out = run_upload(s.args(&["--retries", "0", "--concurrency", "1"]), s.env()).await;
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     let eid = s.captures()[0]["eid"].as_str().unwrap().to_string();
@@ -192,7 +163,7 @@ async fn a_capture_deleted_on_the_server_makes_the_rerun_start_over() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unusable_state_dir_is_found_before_anything_is_sent() {
-    let s = setup(Config::default(), 1000).await;
+    let s = TeleportRun::start(Config::default(), 1000).await;
     let mut env = s.env();
     env.push(("UPLOAD_STATE_DIR".into(), "/dev/null".into()));
     let out = run_upload(s.args(&[]), env).await;
@@ -207,7 +178,7 @@ async fn an_unusable_state_dir_is_found_before_anything_is_sent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_same_size_rewrite_with_the_mtime_put_back_is_caught_before_completing() {
     let faults = Faults { bandwidth_bps: 4 * MIB, ..Faults::default() };
-    let s = setup(Config { faults, ..Config::default() }, 4 * 5 * MIB).await;
+    let s = TeleportRun::start(Config { faults, ..Config::default() }, 4 * 5 * MIB).await;
     let mut child = spawn_upload(&s.args(&["--concurrency", "1"]), &s.env());
     wait_until("a part is journaled", &mut child, || journal_state(&s).is_some_and(|(_, n)| n >= 1)).await;
     {
@@ -231,7 +202,7 @@ async fn a_same_size_rewrite_with_the_mtime_put_back_is_caught_before_completing
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_truncated_mid_upload_is_a_file_error_at_once() {
     let faults = Faults { bandwidth_bps: 4 * MIB, ..Faults::default() };
-    let s = setup(Config { faults, ..Config::default() }, 4 * 5 * MIB).await;
+    let s = TeleportRun::start(Config { faults, ..Config::default() }, 4 * 5 * MIB).await;
     let mut child = spawn_upload(&s.args(&["--concurrency", "1"]), &s.env());
     wait_until("a part is journaled", &mut child, || journal_state(&s).is_some_and(|(_, n)| n >= 1)).await;
     std::fs::OpenOptions::new().write(true).open(&s.path).unwrap().set_len(5 * MIB + 10).unwrap();
@@ -249,7 +220,7 @@ async fn a_file_truncated_mid_upload_is_a_file_error_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn done_records_and_state_directories_are_private() {
     use std::os::unix::fs::PermissionsExt;
-    let s = setup(Config::default(), 1000).await;
+    let s = TeleportRun::start(Config::default(), 1000).await;
     let out = run_upload(s.args(&[]), s.env()).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let state = s.state_home().join("upload");
