@@ -994,20 +994,7 @@ mod tests {
     const MIB: u64 = 1024 * 1024;
 
     fn plain(s: &str) -> String {
-        let mut out = String::new();
-        let mut chars = s.chars();
-        while let Some(c) = chars.next() {
-            if c == '\x1b' {
-                for c in chars.by_ref() {
-                    if c.is_ascii_alphabetic() {
-                        break;
-                    }
-                }
-            } else {
-                out.push(c);
-            }
-        }
-        out
+        console::strip_ansi_codes(s).into_owned()
     }
 
     fn busy() -> Fields {

@@ -32,19 +32,7 @@ fn has_colour(s: &str) -> bool {
 /// What the screen was sent, escape sequences taken out, cut at every `\r` and `\n`: the
 /// frames of the board and the lines printed above it.
 fn frames(s: &str) -> Vec<String> {
-    let mut plain = String::new();
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            plain.push(c);
-        }
-    }
+    let plain = console::strip_ansi_codes(s);
     plain.split(['\r', '\n']).map(|l| l.trim_end().to_string()).filter(|l| !l.is_empty()).collect()
 }
 
