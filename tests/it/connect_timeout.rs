@@ -99,50 +99,32 @@ async fn a_connect_that_never_completes_ends_at_the_connect_timeout_flag_env_or_
 async fn the_connect_timeout_reaches_sign_in_and_subcommand_clients() {
     let hole = blackhole();
     let endpoint = format!("http://127.0.0.1:{}", hole.port);
-    // The built-in sign-in's own client (the token endpoint is the blackhole).
-    let out = run_upload(
-        args(&[
-            "auth",
-            "check",
-            "--provider",
-            "teleport",
-            "--endpoint",
-            &endpoint,
-            "--auth-endpoint",
-            &endpoint,
-            "--client-id",
-            "c",
-            "--client-secret",
-            "s",
-            "--connect-timeout",
-            "250ms",
-        ]),
-        vec![],
-    )
-    .await;
-    let err = stderr(&out);
-    assert_ne!(out.status.code(), Some(0), "{err}");
-    assert!(err.contains("no connection within 250ms (--connect-timeout)"), "{err}");
-    // A management subcommand.
-    let out = run_upload(
-        args(&[
-            "teleport",
-            "list",
-            "--endpoint",
-            &endpoint,
-            "--token",
-            "t",
-            "--retries",
-            "0",
-            "--connect-timeout",
-            "350ms",
-        ]),
-        vec![],
-    )
-    .await;
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(5), "{err}");
-    assert!(err.contains("no connection within 350ms (--connect-timeout)"), "{err}");
+    // The built-in sign-in's own client (the token endpoint is the blackhole), and a
+    // management subcommand's.
+    let sign_in = [
+        "auth",
+        "check",
+        "--provider",
+        "teleport",
+        "--endpoint",
+        &endpoint,
+        "--auth-endpoint",
+        &endpoint,
+        "--client-id",
+        "c",
+        "--client-secret",
+        "s",
+        "--connect-timeout",
+        "250ms",
+    ];
+    let list =
+        ["teleport", "list", "--endpoint", &endpoint, "--token", "t", "--retries", "0", "--connect-timeout", "350ms"];
+    for (argv, want) in [(&sign_in[..], "250ms"), (&list[..], "350ms")] {
+        let out = run_upload(args(argv), vec![]).await;
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(5), "{err}");
+        assert!(err.contains(&format!("no connection within {want} (--connect-timeout)")), "{err}");
+    }
 }
 
 /// The value is the client's, not only the message's: with `--connect-timeout 1h` the connect
