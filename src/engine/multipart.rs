@@ -218,10 +218,7 @@ pub async fn run(session: &Session<'_>, file: &FileSource, upload: &dyn Multipar
                 }
                 Remote::Completed(details) => {
                     notice(format!("{noun} {} is already completed", r.upload_id));
-                    if let Some(j) = journal {
-                        completed(j, &details).await?;
-                    }
-                    return Ok(Finished { created, completion: details, already_completed: false });
+                    return finished(journal, created, details).await;
                 }
                 Remote::Gone(reason) => {
                     stale_message(session, provider, &r.upload_id, &reason);
@@ -251,10 +248,7 @@ pub async fn run(session: &Session<'_>, file: &FileSource, upload: &dyn Multipar
         if all_done {
             // Every part was sent: the completion may have been sent too. Look first.
             if let Lookup::Found(details) = upload.find_completed(&created).await? {
-                if let Some(j) = journal {
-                    completed(j, &details).await?;
-                }
-                return Ok(Finished { created, completion: details, already_completed: false });
+                return finished(journal, created, details).await;
             }
         }
         let recorder: PartDone = match journal {
@@ -274,13 +268,9 @@ pub async fn run(session: &Session<'_>, file: &FileSource, upload: &dyn Multipar
             session.cancel,
         )
         .await;
-        let parts = match parts {
-            Err(e) if resuming && attempt == 0 && upload.is_stale(&e) => {
-                start_over(session, provider, &created.upload_id, &e);
-                continue;
-            }
-            other => other?,
-        };
+        // A resumed upload the provider no longer knows is started over, once.
+        let stale = |e: &Error| resuming && attempt == 0 && upload.is_stale(e);
+        let Some(parts) = unless_stale(session, provider, &created, parts, stale)? else { continue };
         file.check_unchanged()?;
         phase("completing".into());
         let completion = send_once_then_look_up(
@@ -292,28 +282,39 @@ pub async fn run(session: &Session<'_>, file: &FileSource, upload: &dyn Multipar
             || upload.find_completed(&created),
         )
         .await;
-        let completion = match completion {
-            Err(e) if resuming && attempt == 0 && upload.is_stale(&e) => {
-                start_over(session, provider, &created.upload_id, &e);
-                continue;
-            }
-            other => other?,
-        };
-        if let Some(j) = journal {
-            completed(j, &completion).await?;
-        }
-        return Ok(Finished { created, completion, already_completed: false });
+        let Some(completion) = unless_stale(session, provider, &created, completion, stale)? else { continue };
+        return finished(journal, created, completion).await;
     }
     unreachable!("the second attempt starts a new upload, which is never stale")
 }
 
-/// The journal's upload is gone on the server (`reason` proves it): say so and drop the
-/// journal, so the caller starts a new upload.
-fn start_over(session: &Session<'_>, provider: &str, id: &str, reason: &Error) {
-    stale_message(session, provider, id, &reason.to_string());
-    if let Some(j) = session.journal {
-        j.finish();
+/// `r`'s value, or `None` when `r` is an error that proves the journal's upload gone on the
+/// server (`stale`): then say so and drop the journal, so the caller starts a new upload.
+fn unless_stale<T>(
+    session: &Session<'_>,
+    provider: &str,
+    created: &Created,
+    r: Result<T>,
+    stale: impl Fn(&Error) -> bool,
+) -> Result<Option<T>> {
+    match r {
+        Err(e) if stale(&e) => {
+            stale_message(session, provider, &created.upload_id, &e.to_string());
+            if let Some(j) = session.journal {
+                j.finish();
+            }
+            Ok(None)
+        }
+        r => r.map(Some),
     }
+}
+
+/// The upload completed: the journal says so, then the run returns it.
+async fn finished(journal: Option<&Journal>, created: Created, completion: serde_json::Value) -> Result<Finished> {
+    if let Some(j) = journal {
+        completed(j, &completion).await?;
+    }
+    Ok(Finished { created, completion, already_completed: false })
 }
 
 fn stale_message(session: &Session<'_>, provider: &str, id: &str, reason: &str) {
