@@ -156,12 +156,7 @@ mod tests {
     #[tokio::test]
     async fn ctrl_c_ends_the_wait_at_once() {
         let p = Poller::new(Duration::from_secs(3600), Duration::from_secs(3600), None);
-        let cancel = CancellationToken::new();
-        let c = cancel.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(30)).await;
-            c.cancel();
-        });
+        let cancel = crate::engine::wait::cancelled_after(Duration::from_millis(30));
         let t0 = std::time::Instant::now();
         let e = p.until(&cancel, timeout, interrupted, || async { Ok(Step::<()>::Again) }).await.unwrap_err();
         assert!(matches!(e, Error::Interrupted { .. }), "{e:?}");

@@ -576,9 +576,7 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU32, Ordering};
 
-    fn st(status: u16, code: Option<&str>) -> Outcome {
-        Outcome::Status { status, code: code.map(String::from) }
-    }
+    use crate::engine::retry::st;
 
     /// The classification of every call kind, pinned.
     #[test]
@@ -750,7 +748,7 @@ mod tests {
 
     #[tokio::test]
     async fn cancellation_interrupts_a_backoff_wait_at_once() {
-        let cancel = CancellationToken::new();
+        let cancel = crate::engine::wait::cancelled_after(Duration::from_millis(50));
         let ex = Executor::new(cancel.clone(), None);
         let policy = RetryPolicy {
             base_delay: Duration::from_secs(3600),
@@ -758,11 +756,6 @@ mod tests {
             ..RetryPolicy::default()
         };
         let call = Call::new("t", "GET x", Kind::Api(Retry::Idempotent), &policy);
-        let c = cancel.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            c.cancel();
-        });
         let t0 = Instant::now();
         let e = ex.run(&call, |_| async { Err::<(), _>(fail(st(503, None))) }).await.unwrap_err();
         assert!(matches!(e, Error::Interrupted { .. }), "{e:?}");

@@ -55,6 +55,12 @@ pub enum Outcome {
     Transport(TransportKind),
 }
 
+/// The tests' shorthand for an [`Outcome::Status`].
+#[cfg(test)]
+pub(crate) fn st(status: u16, code: Option<&str>) -> Outcome {
+    Outcome::Status { status, code: code.map(String::from) }
+}
+
 /// What went wrong below HTTP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TransportKind {
@@ -165,10 +171,6 @@ pub fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Opt
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn st(status: u16, code: Option<&str>) -> Outcome {
-        Outcome::Status { status, code: code.map(String::from) }
-    }
 
     #[test]
     fn part_classes_pinned() {

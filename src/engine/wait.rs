@@ -23,6 +23,18 @@ pub async fn sleep_until(deadline: tokio::time::Instant, cancel: &CancellationTo
     sleep(deadline.saturating_duration_since(tokio::time::Instant::now()), cancel).await
 }
 
+/// A token that a task cancels after `after`: the tests' Ctrl-C during a wait.
+#[cfg(test)]
+pub(crate) fn cancelled_after(after: Duration) -> CancellationToken {
+    let cancel = CancellationToken::new();
+    let c = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(after).await;
+        c.cancel();
+    });
+    cancel
+}
+
 fn interrupted() -> Error {
     Error::Interrupted { hint: "run the same command again to resume".into() }
 }
@@ -33,12 +45,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_cancelled_sleep_ends_at_once() {
-        let cancel = CancellationToken::new();
-        let c = cancel.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            c.cancel();
-        });
+        let cancel = cancelled_after(Duration::from_millis(20));
         let t0 = std::time::Instant::now();
         let r = sleep(Duration::from_secs(3600), &cancel).await;
         assert!(matches!(r, Err(Error::Interrupted { .. })), "{r:?}");
