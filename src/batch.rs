@@ -498,7 +498,7 @@ pub fn find_done(
     destination: &[(String, String)],
 ) -> Option<DoneRecord> {
     let text = std::fs::read(done_path(state_dir, provider, endpoint, identity, destination)).ok()?;
-    let rec: DoneRecord = serde_json::from_slice(&text).ok()?;
+    let rec: DoneRecord = serde_json::from_slice(crate::engine::journal::last_line(&text)).ok()?;
     (rec.file.same_file(identity) && rec.destination == destination).then_some(rec)
 }
 
@@ -511,7 +511,7 @@ pub fn record_done(
     destination: &[(String, String)],
     force_run: Option<&ForceRun>,
 ) -> Result<()> {
-    let path = done_path(state_dir, outcome.provider, endpoint, identity, destination);
+    let done = done_path(state_dir, outcome.provider, endpoint, identity, destination);
     let rec = DoneRecord {
         file: identity.clone(),
         provider: outcome.provider.into(),
@@ -522,7 +522,9 @@ pub fn record_done(
         destination: destination.to_vec(),
         force_run: force_run.map(|r| r.id.clone()),
     };
-    crate::engine::durable::write_atomic(&path, &serde_json::to_vec(&rec).expect("serializes"))
+    let record = serde_json::to_vec(&rec).expect("serializes");
+    // The upload's journal has served its purpose: it becomes the record, or goes.
+    crate::engine::journal::retire(state_dir, outcome.provider, endpoint, &identity.path, &done, &record)
 }
 
 /// How one item of a run ended (see [`Step::run`]).
@@ -706,12 +708,9 @@ impl<'a> Step<'a> {
             // Off the async workers: the writes wait for fsync (see `durable::off_thread`).
             let (dir, id, outcome_c) = (dir.clone(), id.clone(), outcome.clone());
             let (endpoint, destination) = (self.endpoint.clone(), self.destination.clone());
-            let (force_run, name) = (self.force_run.cloned(), provider.name());
+            let force_run = self.force_run.cloned();
             let recorded = crate::engine::durable::off_thread(move || {
-                record_done(&dir, &endpoint, &id, &outcome_c, &destination, force_run.as_ref())?;
-                // Recorded as done: the completed journal has served its purpose.
-                crate::engine::journal::remove(&dir, name, &endpoint, &id.path);
-                Ok(())
+                record_done(&dir, &endpoint, &id, &outcome_c, &destination, force_run.as_ref())
             })
             .await;
             if let Err(e) = recorded {

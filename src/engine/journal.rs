@@ -21,15 +21,15 @@
 //! presigned URL. A journal whose file identity no longer matches is refused, and so is one
 //! written by an older version (`--no-resume` starts over).
 //!
-//! Each journal has an advisory lock (`flock`, `<state dir>/locks/`), held while the upload
-//! runs, so that a second run of the same upload stops before sending anything.
+//! Each journal has an advisory lock (a byte of `<state dir>/locks/uploads.lock`, see
+//! [`super::lockfile`]), held while the upload runs, so that a second run of the same upload
+//! stops before sending anything.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -37,6 +37,7 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use super::durable;
+use super::lockfile::{self, Busy};
 use super::plan::PartPlan;
 use super::source::{FileSource, Stamp};
 use super::uploader::{CompletedPart, PartDone};
@@ -258,10 +259,11 @@ pub fn list(state_dir: &Path) -> Vec<(PathBuf, Result<JournalData>)> {
     paths.into_iter().map(|p| (p.clone(), load(&p))).collect()
 }
 
-fn slot(state_dir: &Path, provider: &str, endpoint: &str, canonical: &Path) -> (PathBuf, PathBuf) {
+/// The journal's path and its lock's name.
+fn slot(state_dir: &Path, provider: &str, endpoint: &str, canonical: &Path) -> (PathBuf, String) {
     let key = hex::encode(Sha256::digest(format!("{provider}\n{endpoint}\n{}", canonical.display())));
     let name = format!("{provider}-{}", &key[..24]);
-    (state_dir.join("journals").join(format!("{name}.json")), state_dir.join("locks").join(format!("{name}.lock")))
+    (state_dir.join("journals").join(format!("{name}.json")), name)
 }
 
 /// Removes the journal of the file at `canonical` (its canonical path), once the run recorded
@@ -275,67 +277,67 @@ pub fn remove(state_dir: &Path, provider: &str, endpoint: &str, canonical: &Path
     }
 }
 
-/// The advisory lock of one journal, held while an upload runs (`flock` on
-/// `<state dir>/locks/<journal>.lock`, which holds the holder's pid). Shared within a process:
-/// the run takes it before it looks for a done record, and the journal opened for the upload
-/// reuses it.
-pub struct JournalLock {
-    path: PathBuf,
-    _file: File,
-}
+/// Journals up to this size become the done record of their upload (see [`retire`]); a
+/// larger one (many parts) is removed and the record written on its own.
+const RETIRE_MAX: u64 = 64 << 10;
 
-impl std::fmt::Debug for JournalLock {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JournalLock").field("path", &self.path).finish()
-    }
-}
-
-fn held() -> &'static Mutex<HashMap<PathBuf, Weak<JournalLock>>> {
-    static HELD: std::sync::OnceLock<Mutex<HashMap<PathBuf, Weak<JournalLock>>>> = std::sync::OnceLock::new();
-    HELD.get_or_init(Default::default)
-}
-
-/// Why a lock was not taken.
-enum Busy {
-    Pid(Option<u32>),
-    Io(std::io::Error),
-}
-
-fn try_lock(path: &Path) -> std::result::Result<Arc<JournalLock>, Busy> {
-    let mut held = held().lock().expect("lock registry");
-    if let Some(l) = held.get(path).and_then(Weak::upgrade) {
-        return Ok(l);
-    }
-    let dir = path.parent().expect("lock path has a parent");
-    durable::create_private_dir_all(dir).map_err(Busy::Io)?;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.read(true).write(true).create(true).truncate(false);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, durable::FILE_MODE);
-    let mut file = opts.open(path).map_err(Busy::Io)?;
-    // A lock this very process dropped can still be held for a moment by a child being
-    // started (a token command, say): between fork and exec it holds a copy of every open
-    // file. The file then names this process: try again for a little while.
-    let mut tries = 0;
-    loop {
-        match file.try_lock() {
-            Ok(()) => break,
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let pid: Option<u32> = std::fs::read_to_string(path).ok().and_then(|s| s.trim().parse().ok());
-                tries += 1;
-                if pid != Some(std::process::id()) || tries > 250 {
-                    return Err(Busy::Pid(pid));
-                }
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(Busy::Io(e)),
+/// Records the upload of the file at `canonical` as done: `record` (one JSON document on one
+/// line) becomes the file `done`, durably, and the upload's journal goes. A small journal
+/// *becomes* the record: the record is appended as its last line (fsynced), then the journal is
+/// renamed to `done` (and that directory fsynced). That makes no inode and frees none, where a
+/// record of its own and a removed journal made one and freed one per upload (what a run of
+/// thousands of small files spent its system time on: ext4 scans past recently freed inodes for
+/// every new one). Readers of done records take the last line ([`last_line`]). A crash between
+/// the append and the rename leaves a journal whose last line is the record, which a resume
+/// ignores as an unreadable last line.
+pub fn retire(
+    state_dir: &Path,
+    provider: &str,
+    endpoint: &str,
+    canonical: &Path,
+    done: &Path,
+    record: &[u8],
+) -> Result<()> {
+    let (path, _) = slot(state_dir, provider, endpoint, canonical);
+    let err = |path: &Path, e| Error::File { path: path.to_path_buf(), source: e };
+    let small = std::fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() <= RETIRE_MAX);
+    if small && let Some(dir) = done.parent() {
+        durable::create_private_dir_all(dir).map_err(|e| err(dir, e))?;
+        let mut file = open_append(&path)?;
+        let mut line = Vec::with_capacity(record.len() + 1);
+        line.extend_from_slice(record);
+        line.push(b'\n');
+        file.write_all(&line).map_err(|e| err(&path, e))?;
+        file.sync_data().map_err(|e| err(&path, e))?;
+        drop(file);
+        match durable::rename_durable(&path, done) {
+            Ok(()) => return Ok(()),
+            // Another file system (a state directory put together from mounts): the plain way.
+            Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {}
+            Err(e) => return Err(err(done, e)),
         }
     }
-    let _ = file.set_len(0);
-    let _ = file.write_all(std::process::id().to_string().as_bytes());
-    let lock = Arc::new(JournalLock { path: path.to_path_buf(), _file: file });
-    held.insert(path.to_path_buf(), Arc::downgrade(&lock));
-    Ok(lock)
+    durable::write_atomic(done, record)?;
+    remove(state_dir, provider, endpoint, canonical);
+    Ok(())
+}
+
+/// The last line of a file of JSON lines (a done record: see [`retire`]); the whole text when
+/// it has one line.
+pub fn last_line(text: &[u8]) -> &[u8] {
+    let text = text.strip_suffix(b"\n").unwrap_or(text);
+    text.rsplit(|&b| b == b'\n').next().unwrap_or(text)
+}
+
+/// The advisory lock of one journal, held while an upload runs (a byte of
+/// `<state dir>/locks/uploads.lock`: see [`super::lockfile`]). Shared within a process: the
+/// run takes it before it looks for a done record, and the journal opened for the upload
+/// reuses it.
+#[derive(Debug)]
+pub struct JournalLock(#[allow(dead_code)] Arc<lockfile::RangeLock>);
+
+fn try_lock(state_dir: &Path, name: &str) -> std::result::Result<Arc<JournalLock>, Busy> {
+    lockfile::try_lock(&state_dir.join("locks"), name).map(|l| Arc::new(JournalLock(l)))
 }
 
 /// Takes the lock of the journal of `canonical` (a canonical path). Busy: with `wait`, tries
@@ -349,10 +351,10 @@ pub async fn lock(
     wait: Option<Duration>,
     cancel: &CancellationToken,
 ) -> Result<Arc<JournalLock>> {
-    let (_, path) = slot(state_dir, provider, endpoint, canonical);
+    let (_, name) = slot(state_dir, provider, endpoint, canonical);
     let deadline = wait.map(|w| tokio::time::Instant::now() + w);
     loop {
-        match try_lock(&path) {
+        match try_lock(state_dir, &name) {
             Ok(l) => return Ok(l),
             Err(Busy::Io(e)) => return Err(state_dir_error(state_dir, e)),
             Err(Busy::Pid(pid)) => {
@@ -437,8 +439,8 @@ impl Journal {
     /// file changed); without, it is discarded.
     pub fn open(state_dir: &Path, provider: &str, endpoint: &str, source: &FileSource, resume: bool) -> Result<Self> {
         let identity = FileIdentity::of(source)?;
-        let (path, lock_path) = slot(state_dir, provider, endpoint, &identity.path);
-        let lock = match try_lock(&lock_path) {
+        let (path, lock_name) = slot(state_dir, provider, endpoint, &identity.path);
+        let lock = match try_lock(state_dir, &lock_name) {
             Ok(l) => l,
             Err(Busy::Io(e)) => return Err(state_dir_error(state_dir, e)),
             Err(Busy::Pid(pid)) => return Err(busy(&identity.path, pid, None)),
@@ -676,6 +678,69 @@ mod tests {
         std::fs::write(&file, vec![7u8; size]).unwrap();
         let src = FileSource::open(&file).unwrap();
         (dir, file, src)
+    }
+
+    /// A journal through to `completed`, with `parts` part lines.
+    fn completed_journal(dir: &Path, src: &FileSource, parts: u32) -> PathBuf {
+        let plan = PartPlan { file_size: 3 << 20, part_size: 1 << 20, num_parts: parts };
+        let j = Journal::open(dir, "teleport", "http://x", src, true).unwrap();
+        j.intent(plan).unwrap();
+        j.start("teleport", "http://x", "eid1", serde_json::Value::Null, plan).unwrap();
+        for n in 1..=parts {
+            j.record(&CompletedPart { number: n, etag: format!("\"{:032x}\"", n), size: 1 << 20 }).unwrap();
+        }
+        j.completed(serde_json::json!({"state": "UPLOADED"})).unwrap();
+        j.path().to_path_buf()
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn a_small_journal_becomes_the_done_record_a_large_one_goes() {
+        use std::os::unix::fs::MetadataExt;
+        let (dir, _file, src) = setup(3 << 20);
+        let canonical = FileIdentity::of(&src).unwrap().path;
+        let record = br#"{"id":"eid1","status":"UPLOADED"}"#;
+        for (parts, same_inode) in [(3, true), (2000, false)] {
+            let journal = completed_journal(dir.path(), &src, parts);
+            let inode = std::fs::metadata(&journal).unwrap().ino();
+            let done = dir.path().join("done").join(format!("r{parts}.json"));
+            retire(dir.path(), "teleport", "http://x", &canonical, &done, record).unwrap();
+            assert!(!journal.exists(), "{parts} parts: the journal is gone");
+            let text = std::fs::read(&done).unwrap();
+            assert_eq!(last_line(&text), record, "{parts} parts");
+            assert_eq!(std::fs::metadata(&done).unwrap().ino() == inode, same_inode, "{parts} parts");
+            assert_eq!(std::fs::metadata(&done).unwrap().mode() & 0o777, 0o600);
+            if same_inode {
+                // The journal's lines are still there, the record after them.
+                assert_eq!(String::from_utf8_lossy(&text).lines().count(), 7);
+            } else {
+                assert_eq!(text, record);
+            }
+        }
+        // No journal at all (it was discarded): the record is written on its own.
+        let done = dir.path().join("done").join("r0.json");
+        retire(dir.path(), "teleport", "http://x", &canonical, &done, record).unwrap();
+        assert_eq!(std::fs::read(&done).unwrap(), record);
+    }
+
+    #[test]
+    fn a_journal_cut_between_the_record_and_the_rename_resumes_as_completed() {
+        let (dir, _file, src) = setup(3 << 20);
+        let journal = completed_journal(dir.path(), &src, 3);
+        let mut f = open_append(&journal).unwrap();
+        f.write_all(b"{\"file\":{},\"id\":\"eid1\"}\n").unwrap();
+        drop(f);
+        let j = Journal::open(dir.path(), "teleport", "http://x", &src, true).unwrap();
+        let r = j.resume_point().unwrap();
+        assert_eq!((r.state, r.upload_id.as_str()), (JournalState::Completed, "eid1"));
+    }
+
+    #[test]
+    fn last_line_of_one_or_many() {
+        assert_eq!(last_line(b"{}"), b"{}");
+        assert_eq!(last_line(b"{}\n"), b"{}");
+        assert_eq!(last_line(b"{\"a\":1}\n{\"b\":2}\n"), b"{\"b\":2}");
+        assert_eq!(last_line(b""), b"");
     }
 
     #[test]

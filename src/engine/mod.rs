@@ -6,6 +6,7 @@ pub mod durable;
 pub mod form;
 pub mod http;
 pub mod journal;
+pub mod lockfile;
 pub mod multipart;
 pub mod os_path;
 pub mod plan;
