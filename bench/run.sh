@@ -228,15 +228,19 @@ measure() { # scenario tool size run file
       [ "$tool" = upload-c8 ] && cmd+=(--concurrency 8) ;;
     small-teleport|small-apertur)
       # A directory of small files, every file its own upload (defaults: --concurrency auto,
-      # --files auto). A fresh state dir each run: nothing is skipped.
-      rm -rf "$DIR/small-state"
+      # --files auto). A new state dir each run, so nothing is skipped; the old ones stay until
+      # the end: freeing thousands of inodes just before a run would time the file system's
+      # inode allocator, which scans past recently freed inodes on this machine's ext4 (no
+      # journal), instead of the tool.
+      small_state="$DIR/small-state/$tool-$run"
+      rm -rf "$small_state"
       if [ "$tool" = small-teleport ]; then
         env=(TELEPORT_TOKEN=emulator-token)
         cmd=("$BIN/upload" "$file" --provider teleport --format video --endpoint "$API"
-             --state-dir "$DIR/small-state" -q)
+             --state-dir "$small_state" -q)
       else
         env=(APERTUR_TOKEN=emulator-token)
-        cmd=("$BIN/upload" "$file" --provider apertur --endpoint "$API" --state-dir "$DIR/small-state" -q)
+        cmd=("$BIN/upload" "$file" --provider apertur --endpoint "$API" --state-dir "$small_state" -q)
       fi ;;
     bulk-stream|bulk-zipto)
       # A directory as one bulk-images capture: the zip streamed from the images, or written

@@ -707,8 +707,8 @@ pub struct UploadArgs {
     #[arg(long)]
     pub hidden: bool,
 
-    /// Files uploaded at once: auto (4, and up to 64 small files while their bytes in flight stay
-    /// under 128 MiB) or a number (1-64) that pins it; they share the --concurrency part budget.
+    /// Files uploaded at once: auto (4, and up to 128 small files while their bytes in flight stay
+    /// under 128 MiB) or a number (1-256) that pins it; they share the --concurrency part budget.
     #[arg(long = "files", value_name = "auto|N", default_value = "auto", value_parser = parse_files)]
     pub files_at_once: AutoCount,
 
@@ -974,7 +974,7 @@ fn parse_concurrency(s: &str) -> Result<AutoCount, String> {
 }
 
 fn parse_files(s: &str) -> Result<AutoCount, String> {
-    parse_auto_count(s, 64)
+    parse_auto_count(s, 256)
 }
 
 fn parse_size_arg(s: &str) -> Result<u64, String> {

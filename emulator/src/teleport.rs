@@ -48,7 +48,8 @@ pub const INPUT_DATA_FORMATS: [&str; 3] = ["bulk-images", "video", "commonformat
 /// The provider name in [`ObjectInfo::provider`].
 pub const PROVIDER: &str = "teleport";
 
-/// Teleport's captures, in creation order.
+/// Teleport's captures, in creation order (looked up by eid from the newest: the captures a
+/// client works on are the latest, and a long session holds tens of thousands).
 #[derive(Default)]
 pub struct TeleportState {
     captures: Mutex<Vec<Capture>>,
@@ -315,7 +316,7 @@ fn create_upload_url_inner(shared: &Shared, eid: &str, part_no: &str, headers: &
     f.finish()?;
     let (upload_id, num_parts, chunk_size, done) = {
         let caps = shared.teleport.captures.lock().unwrap();
-        let c = caps.iter().find(|c| c.eid == eid).ok_or_else(not_found)?;
+        let c = caps.iter().rev().find(|c| c.eid == eid).ok_or_else(not_found)?;
         (c.upload_id.clone(), c.num_parts, c.chunk_size, c.uploaded.is_some())
     };
     if part_no < 1 || part_no > num_parts as i64 {
@@ -395,7 +396,7 @@ fn uploaded_inner(shared: &Shared, eid: &str, headers: &HeaderMap, body: &[u8]) 
 
     // The lock is held to the end: two concurrent completions of one capture see each other.
     let mut caps = shared.teleport.captures.lock().unwrap();
-    let cap = caps.iter_mut().find(|c| c.eid == eid).ok_or_else(not_found)?;
+    let cap = caps.iter_mut().rev().find(|c| c.eid == eid).ok_or_else(not_found)?;
     let unquoted: Vec<(u32, String)> =
         parts.iter().map(|(n, e)| (*n, e.trim().trim_matches('"').to_string())).collect();
     if let Some(up) = &cap.uploaded {
@@ -596,7 +597,7 @@ fn rename_inner(shared: &Shared, eid: &str, query: Option<&str>, headers: &Heade
     let name = f.string("name");
     f.finish()?;
     let mut caps = shared.teleport.captures.lock().unwrap();
-    let c = caps.iter_mut().find(|c| c.eid == eid).ok_or_else(not_found)?;
+    let c = caps.iter_mut().rev().find(|c| c.eid == eid).ok_or_else(not_found)?;
     c.name = name.unwrap_or_default();
     Ok(fastapi::json_response(200, &c.output(None, &View::new(headers, time_zone))))
 }
@@ -609,7 +610,7 @@ fn delete_inner(shared: &Shared, eid: &str, headers: &HeaderMap) -> Answer {
     check_auth(shared, headers)?;
     let removed = {
         let mut caps = shared.teleport.captures.lock().unwrap();
-        let i = caps.iter().position(|c| c.eid == eid).ok_or_else(not_found)?;
+        let i = caps.iter().rposition(|c| c.eid == eid).ok_or_else(not_found)?;
         caps.remove(i)
     };
     if removed.uploaded.is_none() {

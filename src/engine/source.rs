@@ -57,14 +57,29 @@ fn read_cached(_file: &File, _buf: &mut [u8], _offset: u64) -> std::io::Result<u
 const POOL_SPARE: usize = 64;
 
 /// Read buffers of one source, reused from piece to piece and part to part.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct BufPool {
+    /// Size of a new buffer: [`PIECE`], or less for a smaller file.
+    piece: usize,
     spare: std::sync::Mutex<Vec<Vec<u8>>>,
     /// Buffers allocated so far.
     allocated: std::sync::atomic::AtomicUsize,
 }
 
+impl Default for BufPool {
+    fn default() -> Self {
+        BufPool::for_size(PIECE as u64)
+    }
+}
+
 impl BufPool {
+    /// A pool for a source of `size` bytes: no buffer larger than the source (a small file's
+    /// upload would otherwise allocate, and the kernel zero, four times its size).
+    fn for_size(size: u64) -> Self {
+        let piece = (size.max(1).min(PIECE as u64) as usize).next_multiple_of(4096);
+        BufPool { piece, spare: Default::default(), allocated: Default::default() }
+    }
+
     /// A buffer of at least `len` bytes (its contents are those of an earlier read).
     fn take(&self, len: usize) -> Vec<u8> {
         let spare = self.spare.lock().ok().and_then(|mut s| s.pop());
@@ -72,7 +87,7 @@ impl BufPool {
             Some(b) if b.len() >= len => b,
             _ => {
                 self.allocated.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                vec![0u8; len.max(PIECE)]
+                vec![0u8; len.max(self.piece)]
             }
         }
     }
@@ -201,7 +216,7 @@ impl FileSource {
             size: meta.len(),
             mtime: meta.modified().ok(),
             stamp: Stamp::of(&meta),
-            pool: Arc::default(),
+            pool: Arc::new(BufPool::for_size(meta.len())),
         })
     }
 

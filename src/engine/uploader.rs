@@ -248,7 +248,7 @@ pub async fn upload_parts(
                 Some(res) = tasks.join_next(), if !tasks.is_empty() && permits.available() == 0 => {
                     if let Some(e) = absorb(res, &mut finished) { failure = Some(e); break 'feed; }
                 }
-                p = permits.acquire(plan.range(number).1) => break p,
+                p = acquire(&permits, plan, number) => break p,
             }
         };
         let job = PartJob {
@@ -319,6 +319,13 @@ pub async fn upload_parts(
     let parts: Vec<CompletedPart> = finished.into_values().collect();
     check_complete(provider, plan, &parts)?;
     Ok(parts)
+}
+
+/// The permit of part `number`: the whole file's when it is the only part (see
+/// [`Permits::acquire_whole`]).
+async fn acquire(permits: &Arc<Permits>, plan: &PartPlan, number: u32) -> crate::engine::tune::Permit {
+    let bytes = plan.range(number).1;
+    if plan.num_parts == 1 { permits.acquire_whole(bytes).await } else { permits.acquire(bytes).await }
 }
 
 /// Checks that `parts` are exactly 1..=num_parts with the plan's sizes.

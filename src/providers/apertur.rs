@@ -499,7 +499,7 @@ impl Apertur {
                 _ = ctx.cancel.cancelled() => {
                     return Err(Error::Interrupted { hint: "run the same command again to upload the rest".into() });
                 }
-                permit = p.acquire(length) => Some(permit),
+                permit = p.acquire_whole(length) => Some(permit),
             },
             None => None,
         };

@@ -17,7 +17,7 @@ fn token_env(emu: &Emulator) -> Vec<(String, String)> {
     vec![("TELEPORT_TOKEN".into(), emu.token())]
 }
 
-/// Small parts with latency on every request: the default (auto) grows past the 4 connections
+/// Small parts with latency on every request: the default (auto) grows past the 8 connections
 /// it starts with, never past --max-concurrency, and the object is the file byte for byte.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_concurrency_grows_under_latency_within_the_maximum() {
@@ -31,7 +31,7 @@ async fn auto_concurrency_grows_under_latency_within_the_maximum() {
     let dir = tempfile::tempdir().unwrap();
     let (path, sha) = make_file(dir.path(), "scan.mp4", 24 * MIB);
     emu.reset_in_flight_peaks();
-    let out = run_upload(teleport_args(&emu, &path, &["--max-concurrency", "6", "-v"]), token_env(&emu)).await;
+    let out = run_upload(teleport_args(&emu, &path, &["--max-concurrency", "12", "-v"]), token_env(&emu)).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let objects = emu.objects();
     assert_eq!(objects.len(), 1);
@@ -39,9 +39,9 @@ async fn auto_concurrency_grows_under_latency_within_the_maximum() {
     assert_eq!(objects[0].sha256, sha);
     assert!(emu.part_put_counts().values().all(|&n| n == 1), "every part stored once");
     let peak = emu.in_flight_peak("s3");
-    assert!(peak > 4, "the PUTs at once never went past the start (4): {peak}\n{}", stderr(&out));
-    assert!(peak <= 6, "more PUTs at once ({peak}) than --max-concurrency 6");
-    assert!(stderr(&out).contains("concurrency 4 → 6"), "{}", stderr(&out));
+    assert!(peak > 8, "the PUTs at once never went past the start (8): {peak}\n{}", stderr(&out));
+    assert!(peak <= 12, "more PUTs at once ({peak}) than --max-concurrency 12");
+    assert!(stderr(&out).contains("concurrency 8 → 12"), "{}", stderr(&out));
 }
 
 /// A number pins it: never more PUTs at once than asked for, however well more would do.
@@ -112,7 +112,8 @@ async fn many_small_files_go_many_at_a_time() {
     assert!(lines.iter().all(|l| l["status"] == "UPLOADED"), "{lines:?}");
     let peak = emu.in_flight_peak("api");
     assert!(peak > 4, "at most {peak} API requests at once: files went no more than 4 at a time");
-    assert!(peak <= 64, "{peak} API requests at once: more files than --files auto allows (64)");
+    let most = upload::engine::tune::AUTO_FILES_MAX;
+    assert!(peak <= most, "{peak} API requests at once: more files than --files auto allows ({most})");
     let objects = emu.objects();
     assert_eq!(objects.len(), 200);
     for o in &objects {
