@@ -192,7 +192,7 @@ pub async fn upload_parts(
 
     // Stage 3: the journal's appends, batched.
     let (record_tx, record_rx) = mpsc::unbounded_channel::<Recording>();
-    let _stop_recorder = AbortOnDrop(tokio::spawn(record_parts(record_rx, on_part_done, provider)));
+    let mut recorder = AbortOnDrop(tokio::spawn(record_parts(record_rx, on_part_done, provider)));
 
     // Stage 2: bounded part uploads.
     let permits =
@@ -308,6 +308,13 @@ pub async fn upload_parts(
             failure.get_or_insert(e);
         }
     }
+    // Every part the recorder was handed is journaled before this returns, a failure or an
+    // interruption included (a part aborted while waiting for its line is still written): the
+    // server stored it, so a resume must not send it again. Bounded, as every wait.
+    drop(record_tx);
+    if tokio::time::timeout(RECORDER_DRAIN, &mut recorder.0).await.is_err() {
+        tracing::warn!("the resume journal's writer did not finish within {RECORDER_DRAIN:?}");
+    }
     if let Some(e) = failure {
         return Err(e);
     }
@@ -348,6 +355,10 @@ pub fn check_complete(provider: &'static str, plan: &PartPlan, parts: &[Complete
     }
     Ok(())
 }
+
+/// How long the end of [`upload_parts`] waits for the journal's lines of the parts already
+/// stored (one write and fsync of the last batch; a disk that takes longer is not a journal).
+const RECORDER_DRAIN: Duration = Duration::from_secs(30);
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {

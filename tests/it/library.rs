@@ -171,3 +171,50 @@ async fn finished_parts_reach_the_recorder_one_call_at_a_time_each_part_once() {
     assert_eq!(s.most_in_call, 1, "one recorder call at a time");
     assert!(s.calls <= 8, "{} calls", s.calls);
 }
+
+/// A run that fails while the journal's writer is still busy with parts the server stored does
+/// not return before their lines are written: a resume must not send them again. (The writer
+/// used to be aborted with the run, and a stored part's line with it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parts_stored_before_a_failure_are_recorded_before_the_error_returns() {
+    use upload::engine::plan::PartPlan;
+    use upload::engine::source::FileSource;
+    use upload::engine::uploader::{CompletedPart, UploaderOptions, upload_parts};
+    // The 3rd PUT fails, not retried; parts 1 and 2 are stored and reach a slow recorder.
+    let faults = Faults { fail_put_nth: vec![3], ..Faults::default() };
+    let emu = emulator(Config { faults, ..Config::default() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = make_file(dir.path(), "parts.bin", 4 * 64 * 1024);
+    let source = FileSource::open(&path).unwrap();
+    let plan = PartPlan { file_size: source.size(), part_size: 64 * 1024, num_parts: 4 };
+    let recorded = Arc::new(Mutex::new(Vec::<u32>::new()));
+    let sink = recorded.clone();
+    let recorder = Arc::new(move |parts: &[CompletedPart]| {
+        std::thread::sleep(std::time::Duration::from_millis(400)); // a slow fsync
+        sink.lock().unwrap().extend(parts.iter().map(|p| p.number));
+        Ok(())
+    });
+    let retry = upload::engine::retry::RetryPolicy {
+        max_retries: 0,
+        first_contact_retries: 0,
+        ..upload::engine::retry::RetryPolicy::default()
+    };
+    let options = UploaderOptions { concurrency: 1, retry, ..UploaderOptions::default() };
+    let result = upload_parts(
+        &upload::engine::http::client(8),
+        "s3",
+        &source,
+        &plan,
+        Arc::new(PutUrls { api: emu.api_url() }),
+        vec![],
+        recorder,
+        &options,
+        Arc::new(upload::engine::progress::NoProgress),
+        &tokio_util::sync::CancellationToken::new(),
+    )
+    .await;
+    assert!(result.is_err(), "the 3rd PUT failed: {result:?}");
+    let mut got = recorded.lock().unwrap().clone();
+    got.sort();
+    assert_eq!(got, vec![1, 2], "the parts the server stored were recorded before the error returned");
+}

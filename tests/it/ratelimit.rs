@@ -45,7 +45,9 @@ fn check_span(emu: &Emulator, run: f64) {
     eprintln!("transfer {span:.2} s, run {run:.2} s");
     assert!(span >= 5.4, "60 MiB at 10 MiB/s took {span:.2} s: faster than the limit allows");
     assert!(span <= 12.0, "60 MiB at 10 MiB/s took {span:.2} s: far slower than the limit");
-    assert!(run < span + 10.0, "the run took {run:.2} s for a {span:.2} s transfer");
+    // Against a stall, not a timing: a loaded 2-core machine has taken 13 s beyond the transfer
+    // to start the process and make the API calls.
+    assert!(run < span + 30.0, "the run took {run:.2} s for a {span:.2} s transfer");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
