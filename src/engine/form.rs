@@ -122,12 +122,16 @@ mod tests {
 
     #[test]
     fn names_are_escaped_as_browsers_do_and_backslashes_too() {
-        assert_eq!(escape_param("plain name.jpg"), "plain name.jpg");
-        assert_eq!(escape_param("say \"hi\".jpg"), "say %22hi%22.jpg");
-        assert_eq!(escape_param("a\r\nb"), "a%0D%0Ab");
-        assert_eq!(escape_param("c:\\dir\\x.mov"), "c:%5Cdir%5Cx.mov");
-        assert_eq!(escape_param("trailing\\"), "trailing%5C");
-        assert_eq!(escape_param("ünï €.png"), "ünï €.png");
+        for (name, escaped) in [
+            ("plain name.jpg", "plain name.jpg"),
+            ("say \"hi\".jpg", "say %22hi%22.jpg"),
+            ("a\r\nb", "a%0D%0Ab"),
+            ("c:\\dir\\x.mov", "c:%5Cdir%5Cx.mov"),
+            ("trailing\\", "trailing%5C"),
+            ("ünï €.png", "ünï €.png"),
+        ] {
+            assert_eq!(escape_param(name), escaped, "{name:?}");
+        }
     }
 
     #[test]

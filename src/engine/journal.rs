@@ -672,6 +672,21 @@ fn open_append(path: &Path) -> Result<File> {
 mod tests {
     use super::*;
 
+    /// Three parts of 1 MiB.
+    const PLAN3: PartPlan = PartPlan { file_size: 3 << 20, part_size: 1 << 20, num_parts: 3 };
+
+    /// The journal slot of `src`, resuming.
+    fn open(dir: &Path, src: &FileSource) -> Journal {
+        Journal::open(dir, "teleport", "http://x", src, true).unwrap()
+    }
+
+    /// [`setup`], and the journal slot of its file, resuming.
+    fn opened(size: usize) -> (tempfile::TempDir, PathBuf, FileSource, Journal) {
+        let (dir, file, src) = setup(size);
+        let j = open(dir.path(), &src);
+        (dir, file, src, j)
+    }
+
     fn setup(size: usize) -> (tempfile::TempDir, PathBuf, FileSource) {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("a.zip");
@@ -730,7 +745,7 @@ mod tests {
         let mut f = open_append(&journal).unwrap();
         f.write_all(b"{\"file\":{},\"id\":\"eid1\"}\n").unwrap();
         drop(f);
-        let j = Journal::open(dir.path(), "teleport", "http://x", &src, true).unwrap();
+        let j = open(dir.path(), &src);
         let r = j.resume_point().unwrap();
         assert_eq!((r.state, r.upload_id.as_str()), (JournalState::Completed, "eid1"));
     }
@@ -745,9 +760,8 @@ mod tests {
 
     #[test]
     fn round_trip_and_change_detection() {
-        let (dir, file, src) = setup(3 << 20);
-        let plan = PartPlan { file_size: 3 << 20, part_size: 1 << 20, num_parts: 3 };
-        let j = Journal::open(dir.path(), "teleport", "http://x", &src, true).unwrap();
+        let (dir, file, src, j) = opened(3 << 20);
+        let plan = PLAN3;
         assert!(j.resume_point().is_none());
         j.start("teleport", "http://x", "eid1", serde_json::Value::Null, plan).unwrap();
         j.record(&CompletedPart { number: 2, etag: "\"e2\"".into(), size: 1 << 20 }).unwrap();
@@ -760,7 +774,7 @@ mod tests {
         }
         // The lock is held: another process would be refused; this one shares it.
         drop(j);
-        let again = Journal::open(dir.path(), "teleport", "http://x", &src, true).unwrap();
+        let again = open(dir.path(), &src);
         let r = again.resume_point().unwrap();
         assert_eq!((r.upload_id.as_str(), r.parts.len(), r.parts[0].etag.as_str()), ("eid1", 1, "\"e2\""));
         assert_eq!(r.state, JournalState::Started);
@@ -781,9 +795,8 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn same_size_rewrite_with_the_mtime_put_back_is_caught() {
-        let (dir, file, src) = setup(3 << 20);
-        let plan = PartPlan { file_size: 3 << 20, part_size: 1 << 20, num_parts: 3 };
-        let j = Journal::open(dir.path(), "teleport", "http://x", &src, true).unwrap();
+        let (dir, file, src, j) = opened(3 << 20);
+        let plan = PLAN3;
         j.start("teleport", "http://x", "eid1", serde_json::Value::Null, plan).unwrap();
         drop(j);
         let mtime = std::fs::metadata(&file).unwrap().modified().unwrap();
@@ -803,9 +816,8 @@ mod tests {
 
     #[test]
     fn a_truncated_last_line_is_ignored_and_cut() {
-        let (dir, _file, src) = setup(3 << 20);
-        let plan = PartPlan { file_size: 3 << 20, part_size: 1 << 20, num_parts: 3 };
-        let j = Journal::open(dir.path(), "teleport", "http://x", &src, true).unwrap();
+        let (dir, _file, src, j) = opened(3 << 20);
+        let plan = PLAN3;
         j.start("teleport", "http://x", "eid1", serde_json::Value::Null, plan).unwrap();
         j.record(&CompletedPart { number: 1, etag: "\"e1\"".into(), size: 1 << 20 }).unwrap();
         let path = j.path().to_path_buf();
@@ -814,7 +826,7 @@ mod tests {
         let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(br#"{"number":2,"etag":"\"e"#).unwrap();
         drop(f);
-        let j = Journal::open(dir.path(), "teleport", "http://x", &src, true).unwrap();
+        let j = open(dir.path(), &src);
         assert_eq!(j.resume_point().unwrap().parts.len(), 1);
         j.record(&CompletedPart { number: 3, etag: "\"e3\"".into(), size: 1 << 20 }).unwrap();
         let r = load(&path).unwrap();
@@ -828,7 +840,7 @@ mod tests {
     #[test]
     fn an_old_format_journal_is_refused_with_a_hint() {
         let (dir, _file, src) = setup(1 << 10);
-        let j = Journal::open(dir.path(), "teleport", "http://x", &src, true).unwrap();
+        let j = open(dir.path(), &src);
         let path = j.path().to_path_buf();
         drop(j);
         std::fs::write(&path, br#"{"version":1,"provider":"teleport","upload_id":"x","parts":[]}"#).unwrap();
@@ -842,9 +854,8 @@ mod tests {
     #[test]
     fn changes_of_state_are_appended_headers() {
         use std::os::unix::fs::MetadataExt;
-        let (dir, _file, src) = setup(3 << 20);
-        let plan = PartPlan { file_size: 3 << 20, part_size: 1 << 20, num_parts: 3 };
-        let j = Journal::open(dir.path(), "teleport", "http://x", &src, true).unwrap();
+        let (_dir, _file, _src, j) = opened(3 << 20);
+        let plan = PLAN3;
         j.set_options(serde_json::json!({"name": "scan"})).unwrap();
         j.intent(PartPlan { num_parts: 0, ..plan }).unwrap();
         assert_eq!(load(j.path()).unwrap().state, JournalState::Intent);
@@ -872,9 +883,8 @@ mod tests {
 
     #[test]
     fn a_header_cut_by_a_crash_leaves_the_state_before_it() {
-        let (dir, _file, src) = setup(3 << 20);
-        let plan = PartPlan { file_size: 3 << 20, part_size: 1 << 20, num_parts: 3 };
-        let j = Journal::open(dir.path(), "teleport", "http://x", &src, true).unwrap();
+        let (dir, _file, src, j) = opened(3 << 20);
+        let plan = PLAN3;
         j.intent(PartPlan { num_parts: 0, ..plan }).unwrap();
         let before = std::fs::metadata(j.path()).unwrap().len();
         j.start("teleport", "http://x", "eid1", serde_json::Value::Null, plan).unwrap();
@@ -883,7 +893,7 @@ mod tests {
         drop(j);
         // The started header was cut half-way: the journal is still at its intent.
         std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len((before + full) / 2).unwrap();
-        let r = Journal::open(dir.path(), "teleport", "http://x", &src, true).unwrap().resume_point().unwrap();
+        let r = open(dir.path(), &src).resume_point().unwrap();
         assert_eq!((r.state, r.upload_id.as_str()), (JournalState::Intent, ""));
     }
 
@@ -891,7 +901,7 @@ mod tests {
     fn ten_thousand_parts_write_linearly_many_bytes() {
         let (dir, _file, src) = setup(10_000);
         let plan = PartPlan { file_size: 10_000, part_size: 1, num_parts: 10_000 };
-        let j = Journal::open(dir.path(), "teleport", "http://x", &src, true).unwrap();
+        let j = open(dir.path(), &src);
         j.start("teleport", "http://x", "eid1", serde_json::Value::Null, plan).unwrap();
         let header = j.bytes_written();
         let etag = format!("\"{}\"", "f".repeat(32));

@@ -665,6 +665,11 @@ mod tests {
     /// A simulated link: `link(level)` gives each connection's bytes/s and the latency per
     /// part; parts of `part` bytes. Feeds the tuner whole rounds of parts at its level, the
     /// clock `now` going on, and returns the levels it chose, round by round.
+    /// A tuner bounded by `max` from 4, and the clock of its simulation.
+    fn sim(max: usize) -> (Tuner, Duration) {
+        (Tuner::new(cfg4(max)), Duration::ZERO)
+    }
+
     fn simulate(
         tuner: &mut Tuner,
         now: &mut Duration,
@@ -701,9 +706,8 @@ mod tests {
 
     #[test]
     fn grows_while_throughput_rises_then_settles_under_the_total_cap() {
-        let mut t = Tuner::new(cfg4(64));
+        let (mut t, mut now) = sim(64);
         assert_eq!(t.level(), 4);
-        let mut now = Duration::ZERO;
         let levels = simulate(&mut t, &mut now, 30, 8 * MIB, capped);
         // 4 → 8 → 16 (each a gain), 32 brings nothing over 16: back to 16, and it stays
         // (trying 20 now and then).
@@ -727,9 +731,8 @@ mod tests {
     #[test]
     fn respects_the_maximum() {
         // Every connection adds throughput: it stops at the maximum.
-        let mut t = Tuner::new(cfg4(10));
+        let (mut t, mut now) = sim(10);
         let link = |_| (10.0 * MIB as f64, 0.01);
-        let mut now = Duration::ZERO;
         let levels = simulate(&mut t, &mut now, 40, 4 * MIB, link);
         assert!(levels.iter().all(|&l| l <= 10), "{levels:?}");
         assert_eq!(&levels[levels.len() - 20..], &[10; 20], "{levels:?}");
@@ -743,9 +746,8 @@ mod tests {
 
     #[test]
     fn backs_off_on_throttling_once_per_burst_and_grows_again_slowly() {
-        let mut t = Tuner::new(cfg4(64));
+        let (mut t, mut now) = sim(64);
         let link = |_| (10.0 * MIB as f64, 0.01);
-        let mut now = Duration::ZERO;
         simulate(&mut t, &mut now, 3, 4 * MIB, link);
         let before = t.level();
         assert_eq!(before, 32);
@@ -772,8 +774,7 @@ mod tests {
 
     #[test]
     fn backs_off_when_throughput_falls() {
-        let mut t = Tuner::new(cfg4(64));
-        let mut now = Duration::ZERO;
+        let (mut t, mut now) = sim(64);
         let fast = |level: usize| ((100.0 * MIB as f64) / level as f64, 0.0);
         simulate(&mut t, &mut now, 6, 8 * MIB, fast);
         assert_eq!(t.level(), 4);
@@ -785,9 +786,8 @@ mod tests {
 
     #[test]
     fn a_window_with_idle_permits_decides_nothing() {
-        let mut t = Tuner::new(cfg4(64));
+        let (mut t, mut now) = sim(64);
         // Only two parts at a time are ready while four permits exist: no growth.
-        let mut now = Duration::ZERO;
         for _ in 0..20 {
             let started = now;
             now += Duration::from_millis(100);
@@ -800,9 +800,8 @@ mod tests {
 
     #[test]
     fn parts_started_before_a_change_do_not_count() {
-        let mut t = Tuner::new(cfg4(64));
+        let (mut t, mut now) = sim(64);
         let link = |_| (10.0 * MIB as f64, 0.0);
-        let mut now = Duration::ZERO;
         simulate(&mut t, &mut now, 1, 4 * MIB, link);
         assert_eq!(t.level(), 8);
         // Many completions of parts that took their permit before the change: nothing.

@@ -795,10 +795,14 @@ mod tests {
 
     #[test]
     fn sanitized_titles_match_the_doc() {
-        assert_eq!(sanitize_title("Hello: World!"), "Hello__World_");
-        assert_eq!(sanitize_title("Product Lunch Video"), "Product_Lunch_Video");
-        assert_eq!(sanitize_title("Product %%#@^&"), "Product_______");
-        assert_eq!(sanitize_title("a.b-c_d é"), "a.b-c_d__");
+        for (title, sanitized) in [
+            ("Hello: World!", "Hello__World_"),
+            ("Product Lunch Video", "Product_Lunch_Video"),
+            ("Product %%#@^&", "Product_______"),
+            ("a.b-c_d é", "a.b-c_d__"),
+        ] {
+            assert_eq!(sanitize_title(title), sanitized, "{title:?}");
+        }
     }
 
     #[test]
