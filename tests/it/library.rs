@@ -180,7 +180,8 @@ async fn parts_stored_before_a_failure_are_recorded_before_the_error_returns() {
     use upload::engine::plan::PartPlan;
     use upload::engine::source::FileSource;
     use upload::engine::uploader::{CompletedPart, UploaderOptions, upload_parts};
-    // The 3rd PUT fails, not retried; parts 1 and 2 are stored and reach a slow recorder.
+    // The 3rd PUT fails, not retried; parts 1 and 2 (and maybe 4) are stored and reach a slow
+    // recorder.
     let faults = Faults { fail_put_nth: vec![3], ..Faults::default() };
     let emu = emulator(Config { faults, ..Config::default() }).await;
     let dir = tempfile::tempdir().unwrap();
@@ -216,5 +217,7 @@ async fn parts_stored_before_a_failure_are_recorded_before_the_error_returns() {
     assert!(result.is_err(), "the 3rd PUT failed: {result:?}");
     let mut got = recorded.lock().unwrap().clone();
     got.sort();
-    assert_eq!(got, vec![1, 2], "the parts the server stored were recorded before the error returned");
+    // Parts 1 and 2 at least (part 4 may have gone out before the failure was seen: then it
+    // was stored too), never the failed 3rd.
+    assert!(got.starts_with(&[1, 2]) && !got.contains(&3), "recorded before the error returned: {got:?}");
 }
