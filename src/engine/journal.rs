@@ -68,8 +68,16 @@ pub struct FileIdentity {
 }
 
 impl FileIdentity {
-    /// Reads the identity of an open file.
+    /// Reads the identity of an open file (once per [`FileSource`]: its clones share it).
     pub fn of(source: &FileSource) -> Result<Self> {
+        if let Some(id) = source.identity_cell().get() {
+            return Ok(id.clone());
+        }
+        let id = Self::read(source)?;
+        Ok(source.identity_cell().get_or_init(|| id).clone())
+    }
+
+    fn read(source: &FileSource) -> Result<Self> {
         if let Some(zip) = source.as_virtual_zip() {
             // A zip that exists only as a table: who it is, is the table (no image is read).
             return Ok(FileIdentity {

@@ -157,6 +157,8 @@ pub struct FileSource {
     mtime: Option<SystemTime>,
     stamp: Stamp,
     pool: Arc<BufPool>,
+    /// Who it is for resuming, read once (the run's done-record check and its journal both ask).
+    identity: Arc<std::sync::OnceLock<super::journal::FileIdentity>>,
 }
 
 /// What a writer cannot put back: the inode change time, the inode and its device.
@@ -200,6 +202,11 @@ enum Backend {
 }
 
 impl FileSource {
+    /// The identity computed for this open file, if any ([`super::journal::FileIdentity::of`]).
+    pub(crate) fn identity_cell(&self) -> &std::sync::OnceLock<super::journal::FileIdentity> {
+        &self.identity
+    }
+
     /// Opens a regular file for reading.
     pub fn open(path: &Path) -> Result<Self> {
         let file_err = |source| Error::File { path: path.to_path_buf(), source };
@@ -217,6 +224,7 @@ impl FileSource {
             mtime: meta.modified().ok(),
             stamp: Stamp::of(&meta),
             pool: Arc::new(BufPool::for_size(meta.len())),
+            identity: Arc::default(),
         })
     }
 
@@ -230,6 +238,7 @@ impl FileSource {
             stamp: Stamp::default(),
             backend: Backend::Zip(zip),
             pool: Arc::default(),
+            identity: Arc::default(),
         }
     }
 

@@ -120,7 +120,7 @@ impl upload::engine::uploader::PartUrls for PutUrls {
 async fn finished_parts_reach_the_recorder_one_call_at_a_time_each_part_once() {
     use upload::engine::plan::PartPlan;
     use upload::engine::source::FileSource;
-    use upload::engine::uploader::{CompletedPart, UploaderOptions, upload_parts};
+    use upload::engine::uploader::{CompletedPart, UploaderOptions};
     let emu = emulator(Config::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let (path, _) = make_file(dir.path(), "parts.bin", 8 * 64 * 1024);
@@ -149,20 +149,7 @@ async fn finished_parts_reach_the_recorder_one_call_at_a_time_each_part_once() {
         Ok(())
     });
     let options = UploaderOptions { concurrency: 8, ..UploaderOptions::default() };
-    let parts = upload_parts(
-        &upload::engine::http::client(8),
-        "s3",
-        &source,
-        &plan,
-        Arc::new(PutUrls { api: emu.api_url() }),
-        vec![],
-        recorder,
-        &options,
-        Arc::new(upload::engine::progress::NoProgress),
-        &tokio_util::sync::CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let parts = parts_to(&emu, &source, &plan, recorder, &options).await.unwrap();
     assert_eq!(parts.iter().map(|p| p.number).collect::<Vec<_>>(), (1..=8).collect::<Vec<_>>());
     let s = seen.lock().unwrap();
     let mut recorded = s.parts.clone();
@@ -172,6 +159,29 @@ async fn finished_parts_reach_the_recorder_one_call_at_a_time_each_part_once() {
     assert!(s.calls <= 8, "{} calls", s.calls);
 }
 
+/// `upload_parts` of `source` to the emulator's store through [`PutUrls`], nothing done before.
+async fn parts_to(
+    emu: &Emulator,
+    source: &upload::engine::source::FileSource,
+    plan: &upload::engine::plan::PartPlan,
+    recorder: upload::engine::uploader::PartDone,
+    options: &upload::engine::uploader::UploaderOptions,
+) -> upload::Result<Vec<upload::engine::uploader::CompletedPart>> {
+    upload::engine::uploader::upload_parts(
+        &upload::engine::http::client(8),
+        "s3",
+        source,
+        plan,
+        Arc::new(PutUrls { api: emu.api_url() }),
+        vec![],
+        recorder,
+        options,
+        Arc::new(upload::engine::progress::NoProgress),
+        &tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+}
+
 /// A run that fails while the journal's writer is still busy with parts the server stored does
 /// not return before their lines are written: a resume must not send them again. (The writer
 /// used to be aborted with the run, and a stored part's line with it.)
@@ -179,7 +189,7 @@ async fn finished_parts_reach_the_recorder_one_call_at_a_time_each_part_once() {
 async fn parts_stored_before_a_failure_are_recorded_before_the_error_returns() {
     use upload::engine::plan::PartPlan;
     use upload::engine::source::FileSource;
-    use upload::engine::uploader::{CompletedPart, UploaderOptions, upload_parts};
+    use upload::engine::uploader::{CompletedPart, UploaderOptions};
     // The 3rd PUT fails, not retried; parts 1 and 2 (and maybe 4) are stored and reach a slow
     // recorder.
     let faults = Faults { fail_put_nth: vec![3], ..Faults::default() };
@@ -201,19 +211,7 @@ async fn parts_stored_before_a_failure_are_recorded_before_the_error_returns() {
         ..upload::engine::retry::RetryPolicy::default()
     };
     let options = UploaderOptions { concurrency: 1, retry, ..UploaderOptions::default() };
-    let result = upload_parts(
-        &upload::engine::http::client(8),
-        "s3",
-        &source,
-        &plan,
-        Arc::new(PutUrls { api: emu.api_url() }),
-        vec![],
-        recorder,
-        &options,
-        Arc::new(upload::engine::progress::NoProgress),
-        &tokio_util::sync::CancellationToken::new(),
-    )
-    .await;
+    let result = parts_to(&emu, &source, &plan, recorder, &options).await;
     assert!(result.is_err(), "the 3rd PUT failed: {result:?}");
     let mut got = recorded.lock().unwrap().clone();
     got.sort();
