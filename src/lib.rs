@@ -47,6 +47,9 @@ pub use uploader::Uploader;
 /// reported per file; an `Err` is a failure of the whole run, for the caller to print.
 pub async fn run(cli: cli::Cli) -> Result<i32> {
     engine::http::set_ca_bundle(cli.network.ca_bundle.as_deref())?;
+    // `UPLOAD_SENDFILE=0` sends plain-http parts through reqwest instead of sendfile(2).
+    let sendfile = std::env::var("UPLOAD_SENDFILE").unwrap_or_default();
+    engine::zerocopy::set_enabled(!matches!(sendfile.to_ascii_lowercase().as_str(), "0" | "off" | "false" | "no"));
     // Every client of the run is built after this (uploads, sign-in, downloads, subcommands).
     let offline = matches!(cli.command, Some(cli::Command::Config { .. } | cli::Command::Completions { .. }));
     if !offline {

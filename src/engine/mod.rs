@@ -21,4 +21,5 @@ pub mod source;
 pub mod tune;
 pub mod uploader;
 pub mod wait;
+pub mod zerocopy;
 pub mod zipsource;

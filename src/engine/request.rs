@@ -113,13 +113,18 @@ impl Failure {
     /// scrubbed of `secrets`.
     pub async fn status(resp: reqwest::Response, cap: usize, secrets: &[&str]) -> Self {
         let status = resp.status().as_u16();
-        let ra = retry_after(resp.headers());
+        let headers = resp.headers().clone();
         let body = read_capped(resp, cap).await.unwrap_or_default();
-        let (code, msg) = super::http::summarize_body(&body);
+        Failure::answered(status, &headers, &body, secrets)
+    }
+
+    /// A non-2xx answer already read: its body summarized into one line, scrubbed of `secrets`.
+    pub fn answered(status: u16, headers: &reqwest::header::HeaderMap, body: &[u8], secrets: &[&str]) -> Self {
+        let (code, msg) = super::http::summarize_body(body);
         Failure::Outcome {
             outcome: Outcome::Status { status, code },
             message: crate::redact::scrub(&msg, secrets),
-            retry_after: ra,
+            retry_after: retry_after(headers),
         }
     }
 }
@@ -283,6 +288,8 @@ impl Default for RetryBudget {
 
 struct Shared {
     budget: RetryBudget,
+    /// The run's own connections, for the zero-copy part PUTs.
+    connections: Arc<super::zerocopy::Pool>,
     answered: Mutex<HashSet<String>>,
     notifier: Option<Notifier>,
     cancel: CancellationToken,
@@ -315,12 +322,25 @@ impl Executor {
 
     /// Like [`new`](Self::new) with a given budget.
     pub fn with_budget(cancel: CancellationToken, notifier: Option<Notifier>, budget: RetryBudget) -> Self {
-        Executor { shared: Arc::new(Shared { budget, answered: Mutex::new(HashSet::new()), notifier, cancel }) }
+        Executor {
+            shared: Arc::new(Shared {
+                budget,
+                connections: Arc::default(),
+                answered: Mutex::new(HashSet::new()),
+                notifier,
+                cancel,
+            }),
+        }
     }
 
     /// The run's cancellation token.
     pub fn cancel(&self) -> &CancellationToken {
         &self.shared.cancel
+    }
+
+    /// The run's idle connections of the zero-copy part PUTs ([`super::zerocopy`]).
+    pub fn connections(&self) -> Arc<super::zerocopy::Pool> {
+        self.shared.connections.clone()
     }
 
     /// Sleeps for `delay` unless cancelled (see [`super::wait::sleep`]).

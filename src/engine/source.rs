@@ -250,6 +250,14 @@ impl FileSource {
         }
     }
 
+    /// The open file behind this source, when it is a regular file (not a virtual zip).
+    pub(crate) fn plain_file(&self) -> Option<&Arc<File>> {
+        match &self.backend {
+            Backend::File(f) => Some(f),
+            Backend::Zip(_) => None,
+        }
+    }
+
     /// A failure noticed while reading that retrying cannot cure (an image of a virtual zip
     /// changed): the part uploader stops with it instead of retrying.
     pub fn failure(&self) -> Option<Error> {
@@ -370,7 +378,7 @@ impl FileSource {
     }
 
     /// A read past the end: the file is shorter than when it was opened.
-    fn shrunk(&self, e: std::io::Error) -> std::io::Error {
+    pub(crate) fn shrunk(&self, e: std::io::Error) -> std::io::Error {
         if e.kind() != std::io::ErrorKind::UnexpectedEof {
             return e;
         }

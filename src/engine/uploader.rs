@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -33,6 +33,7 @@ use super::request::{Call, Executor, Failure, Kind, MAX_ERROR_BODY, RetryNotice,
 use super::retry::{Outcome, RetryPolicy};
 use super::source::FileSource;
 use super::tune::{Concurrency, Permits};
+use super::zerocopy;
 use crate::error::{Error, Result};
 use crate::redact::safe_url;
 
@@ -431,7 +432,9 @@ impl PartJob {
             .await
     }
 
-    /// One PUT of the part, streamed from the file.
+    /// One PUT of the part: its body sent by the kernel from the page cache when the engine's
+    /// own connection can carry it ([`zerocopy`]), streamed from the file through reqwest
+    /// otherwise.
     async fn attempt(
         &self,
         number: u32,
@@ -441,17 +444,79 @@ impl PartJob {
         md5: Option<&str>,
         what: &str,
     ) -> std::result::Result<CompletedPart, Failure> {
-        let sent = Arc::new(AtomicU64::new(0));
+        let sent = Arc::new(AtomicI64::new(0));
+        let on_sent = {
+            let sent = sent.clone();
+            let progress = self.progress.clone();
+            move |n: i64| {
+                sent.fetch_add(n, Ordering::Relaxed);
+                progress.event(Event::Bytes { part: number, delta: n });
+            }
+        };
+        // A generous per-attempt timeout: 60 s plus the part at 64 KiB/s (or at its share
+        // of the lowest rate limit, when that is slower).
+        let timeout = self.options.rate.request_timeout(len, self.options.concurrency);
+        let headers = part_headers(&self.options, md5);
+        let t0 = Instant::now();
+        let mut via = "sendfile";
+        let answer = match self.zero_copy(url) {
+            Some((parsed, file)) => {
+                let put = zerocopy::Put { url: parsed, file, offset, len, headers, body_cap: MAX_ERROR_BODY };
+                match zerocopy::put(self.options.exec.connections(), put, timeout, Arc::new(on_sent.clone())).await {
+                    Ok(a) => Ok(a),
+                    Err(zerocopy::Error::Unsupported) => {
+                        via = "streamed";
+                        self.streamed(url, offset, len, timeout, part_headers(&self.options, md5), on_sent, what).await
+                    }
+                    Err(e) => Err(e.failure(self.provider, what, self.source.path(), |e| self.source.shrunk(e))),
+                }
+            }
+            None => {
+                via = "streamed";
+                self.streamed(url, offset, len, timeout, headers, on_sent, what).await
+            }
+        };
+        let result = answer.and_then(|a| self.judge(number, url, len, a, what));
+        match &result {
+            Ok(_) => {
+                tracing::debug!(part = number, status = 200, via, elapsed_ms = t0.elapsed().as_millis() as u64, url = %safe_url(url), "part stored");
+            }
+            Err(_) => {
+                let n = sent.swap(0, Ordering::Relaxed);
+                self.progress.event(Event::Bytes { part: number, delta: -n });
+            }
+        }
+        result
+    }
+
+    /// The file behind the source and the parsed URL, when this PUT can go zero-copy.
+    fn zero_copy(&self, url: &str) -> Option<(url::Url, Arc<std::fs::File>)> {
+        if self.options.rate.is_limited() {
+            return None;
+        }
+        let file = self.source.plain_file()?;
+        let parsed = url::Url::parse(url).ok()?;
+        zerocopy::applies(&parsed).then(|| (parsed, file.clone()))
+    }
+
+    /// The PUT through reqwest, its body streamed from the file in pieces.
+    #[allow(clippy::too_many_arguments)]
+    async fn streamed(
+        &self,
+        url: &str,
+        offset: u64,
+        len: u64,
+        timeout: Duration,
+        headers: Vec<(&'static str, String)>,
+        on_sent: impl Fn(i64) + Send + Sync + 'static,
+        what: &str,
+    ) -> std::result::Result<zerocopy::Answer, Failure> {
         // A read error of the file (it shrank) is the file's fault, not the network's.
         let file_error: Arc<std::sync::Mutex<Option<std::io::Error>>> = Arc::default();
         let body = {
-            let sent = sent.clone();
-            let progress = self.progress.clone();
             let file_error = file_error.clone();
-            let stream = self.source.stream_range_limited(offset, len, self.options.rate.clone(), move |n| {
-                sent.fetch_add(n, Ordering::Relaxed);
-                progress.event(Event::Bytes { part: number, delta: n as i64 });
-            });
+            let stream =
+                self.source.stream_range_limited(offset, len, self.options.rate.clone(), move |n| on_sent(n as i64));
             reqwest::Body::wrap_stream(stream.map(move |r| {
                 r.map_err(|e| {
                     let copy = std::io::Error::new(e.kind(), e.to_string());
@@ -460,23 +525,13 @@ impl PartJob {
                 })
             }))
         };
-        // A generous per-attempt timeout: 60 s plus the part at 64 KiB/s (or at its share
-        // of the lowest rate limit, when that is slower).
-        let timeout = self.options.rate.request_timeout(len, self.options.concurrency);
         let mut req = self.http.put(url).header(reqwest::header::CONTENT_LENGTH, len).timeout(timeout).body(body);
-        if let Some(ct) = &self.options.content_type {
-            req = req.header(reqwest::header::CONTENT_TYPE, ct);
+        for (name, value) in headers {
+            req = req.header(name, value);
         }
-        if let Some(m) = md5 {
-            req = req.header("Content-MD5", m);
-        }
-        let t0 = Instant::now();
-        let result = req.send().await;
-        let undo = || self.progress.event(Event::Bytes { part: number, delta: -(sent.load(Ordering::Relaxed) as i64) });
-        let resp = match result {
+        let resp = match req.send().await {
             Ok(resp) => resp,
             Err(e) => {
-                undo();
                 // An image of a virtual zip changed: say which, whatever the read error was.
                 if let Some(err) = self.source.failure() {
                     return Err(Failure::Fatal(err));
@@ -484,47 +539,66 @@ impl PartJob {
                 if let Some(io) = file_error.lock().expect("file error slot").take() {
                     return Err(Failure::Fatal(Error::File { path: self.source.path().to_path_buf(), source: io }));
                 }
-                tracing::debug!(part = number, url = %safe_url(url), "part attempt failed: {}", super::http::describe_transport(&e));
+                tracing::debug!(url = %safe_url(url), "part attempt failed: {}", super::http::describe_transport(&e));
                 return Err(Failure::transport(&e));
             }
         };
-        if !resp.status().is_success() {
-            undo();
-            let f = Failure::status(resp, MAX_ERROR_BODY, &[]).await;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        // Read the (empty) body so the connection goes back to the pool, and so a 200 that
+        // carries an S3 error document is seen for what it is. A refusal's body that cannot be
+        // read is only its explanation.
+        let body = match read_capped(resp, MAX_ERROR_BODY).await {
+            Ok(b) => b,
+            Err(e) if (200..300).contains(&status) => return Err(e.into_failure(self.provider, what)),
+            Err(_) => Default::default(),
+        };
+        Ok(zerocopy::Answer { status, headers, body })
+    }
+
+    /// What an answer to a part's PUT means: the stored part, or why not.
+    fn judge(
+        &self,
+        number: u32,
+        url: &str,
+        len: u64,
+        answer: zerocopy::Answer,
+        what: &str,
+    ) -> std::result::Result<CompletedPart, Failure> {
+        if !(200..300).contains(&answer.status) {
+            let f = Failure::answered(answer.status, &answer.headers, &answer.body, &[]);
             if let Failure::Outcome { message, .. } = &f {
                 tracing::debug!(part = number, url = %safe_url(url), "part refused: {message}");
             }
             return Err(f);
         }
-        let etag = resp.headers().get(reqwest::header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_string);
-        // Read the (empty) body so the connection goes back to the pool, and so a 200 that
-        // carries an S3 error document is seen for what it is.
-        let body = match read_capped(resp, MAX_ERROR_BODY).await {
-            Ok(b) => b,
-            Err(e) => {
-                undo();
-                return Err(e.into_failure(self.provider, what));
-            }
-        };
-        if body.windows(7).any(|w| w == b"<Error>") {
-            undo();
-            let (code, msg) = super::http::summarize_body(&body);
+        if answer.body.windows(7).any(|w| w == b"<Error>") {
+            let (code, msg) = super::http::summarize_body(&answer.body);
             return Err(Failure::Outcome {
                 outcome: Outcome::Status { status: 500, code },
                 message: format!("HTTP 200 carrying an S3 error: {}", crate::redact::scrub(&msg, &[])),
                 retry_after: None,
             });
         }
-        let etag = match etag {
-            Some(e) if !e.trim().trim_matches('"').is_empty() => e,
-            Some(_) => {
-                return Err(Failure::Fatal(protocol(self.provider, what, "the response has an empty ETag header")));
-            }
-            None => return Err(Failure::Fatal(protocol(self.provider, what, "the response has no ETag header"))),
-        };
-        tracing::debug!(part = number, status = 200, elapsed_ms = t0.elapsed().as_millis() as u64, url = %safe_url(url), "part stored");
-        Ok(CompletedPart { number, etag, size: len })
+        let etag = answer.headers.get(reqwest::header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_string);
+        match etag {
+            Some(e) if !e.trim().trim_matches('"').is_empty() => Ok(CompletedPart { number, etag: e, size: len }),
+            Some(_) => Err(Failure::Fatal(protocol(self.provider, what, "the response has an empty ETag header"))),
+            None => Err(Failure::Fatal(protocol(self.provider, what, "the response has no ETag header"))),
+        }
     }
+}
+
+/// The extra headers of a part's PUT.
+fn part_headers(options: &UploaderOptions, md5: Option<&str>) -> Vec<(&'static str, String)> {
+    let mut headers = vec![];
+    if let Some(ct) = &options.content_type {
+        headers.push(("content-type", ct.clone()));
+    }
+    if let Some(m) = md5 {
+        headers.push(("content-md5", m.to_string()));
+    }
+    headers
 }
 
 fn protocol(provider: &'static str, what: &str, message: &str) -> Error {

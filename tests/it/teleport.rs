@@ -145,3 +145,23 @@ async fn plain_http_to_a_remote_host_is_refused() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("plain http"), "{}", stderr(&out));
 }
+
+/// Parts to a loopback plain-http store go zero-copy (sendfile on the engine's own
+/// connections), byte-exact; `UPLOAD_SENDFILE=0` sends them through reqwest instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_parts_go_by_sendfile_unless_upload_sendfile_is_0() {
+    let s = TeleportRun::start(Config::default(), 12 * MIB + 7).await;
+    for (setting, via) in [("1", "sendfile"), ("0", "streamed")] {
+        let mut env = s.env();
+        env.push(("UPLOAD_SENDFILE".into(), setting.into()));
+        let out = run_upload(s.args(&["--force", "--no-resume", "-vv"]), env).await;
+        assert!(out.status.success(), "{}", stderr(&out));
+        let err = stderr(&out);
+        let stored: Vec<&str> = err.lines().filter(|l| l.contains("part stored")).collect();
+        assert_eq!(stored.len(), 3, "{err}");
+        assert!(stored.iter().all(|l| l.contains(via)), "UPLOAD_SENDFILE={setting}: {stored:?}");
+        assert_eq!(s.emu.objects().last().unwrap().sha256, s.sha);
+        assert!(!err.contains("X-Amz-Signature="), "presigned URL signature leaked");
+    }
+    assert_eq!(s.emu.objects().len(), 2);
+}
