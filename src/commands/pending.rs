@@ -198,6 +198,11 @@ fn resume_command(p: &Pending, args: &PendingArgs, dir: &Path, output: &OutputAr
     flag("--secret-key", s.secret_key.as_ref().map(|t| t.expose()));
     flag("--external-id", s.external_id.as_deref());
     flag("--auth-endpoint", s.auth_endpoint.as_deref());
+    // And the CA bundle it trusts (`--ca-bundle`; the env var reaches the resumed run itself).
+    if let Some(ca) = crate::engine::http::ca_bundle() {
+        argv.push("--ca-bundle".into());
+        argv.push(ca.into_os_string());
+    }
     if output.json {
         argv.push("--json".into());
     }

@@ -90,7 +90,18 @@ pub fn set_ca_bundle(bundle: Option<&std::path::Path>) -> Result<()> {
     if let Ok(mut r) = EXTRA_ROOTS.write() {
         *r = roots;
     }
+    if let Ok(mut p) = CA_BUNDLE.write() {
+        *p = bundle.map(std::path::Path::to_path_buf);
+    }
     Ok(())
+}
+
+static CA_BUNDLE: std::sync::RwLock<Option<std::path::PathBuf>> = std::sync::RwLock::new(None);
+
+/// The bundle of the last [`set_ca_bundle`] (`--ca-bundle`), for a run that starts others
+/// (`upload pending --resume`) to hand on.
+pub fn ca_bundle() -> Option<std::path::PathBuf> {
+    CA_BUNDLE.read().ok().and_then(|p| p.clone())
 }
 
 /// The certificate problem behind a transport error, when the TLS handshake refused the

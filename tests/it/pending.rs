@@ -42,7 +42,7 @@ fn truvideo_upload(emu: &Emulator, file: &Path, state: &Path) -> Vec<String> {
 
 /// Waits until the journal of `provider` in `state` has `parts` finished parts, then kills the
 /// upload with SIGKILL.
-async fn kill_after(state: &Path, provider: &str, parts: usize, child: &mut std::process::Child) {
+pub(crate) async fn kill_after(state: &Path, provider: &str, parts: usize, child: &mut std::process::Child) {
     let start = Instant::now();
     loop {
         let done = upload::engine::journal::list(state)

@@ -267,3 +267,40 @@ async fn parts_go_over_https_to_an_emulator_serving_tls() {
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
     assert!(stderr(&out).contains("TLS certificate of 127.0.0.1"), "{}", stderr(&out));
 }
+
+/// `upload pending --resume --ca-bundle FILE` hands the bundle on to the uploads it resumes
+/// (each is a run of its own, whose clients are set up again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_resume_trusts_the_ca_bundle_it_is_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let (emu, ca) = tls_emulator(dir.path(), Config { teleport_chunk_size: 5 * MIB, ..Config::default() }).await;
+    let state = dir.path().join("state");
+    let (file, sha) = make_file(dir.path(), "a.zip", 20 * MIB);
+    let token = vec![("TELEPORT_TOKEN".to_string(), emu.token())];
+    let (ca, state_arg) = (ca.to_str().unwrap(), state.to_str().unwrap());
+    let a = args(&[
+        file.to_str().unwrap(),
+        "--provider",
+        "teleport",
+        "--endpoint",
+        &emu.api_url(),
+        "--ca-bundle",
+        ca,
+        "--state-dir",
+        state_arg,
+        "--concurrency",
+        "1",
+        "--limit-rate",
+        "8MiB",
+        "--json",
+    ]);
+    let mut child = spawn_upload(&a, &token);
+    crate::pending::kill_after(&state, "teleport", 1, &mut child).await;
+    let out =
+        run_clean(args(&["pending", "--state-dir", state_arg, "--resume", "--ca-bundle", ca, "--json"]), token).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let objects = emu.objects();
+    assert_eq!(objects.len(), 1, "{objects:?}");
+    assert_eq!(objects[0].sha256, sha);
+    assert!(emu.part_put_counts().values().all(|&n| n == 1), "a part was sent twice");
+}
