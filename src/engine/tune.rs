@@ -29,7 +29,9 @@
 //! so its "throughput" says nothing about how many connections the link takes. (Tuning on it
 //! backed a run of 2,000 files of 64 KiB off to 6 PUTs at once, which then held up the files
 //! waiting behind them: a third of the files per second.) The files in flight bound them
-//! ([`FileGate`]), and their memory is their size.
+//! ([`FileGate`]), and their memory is their size. A store that throttles (503 SlowDown, 429)
+//! throttles its request rate, which is what many small files make: that pool is halved then,
+//! and grown back by half after each round stored without a throttled answer.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -365,8 +367,8 @@ impl Tuner {
 /// documentation.
 pub struct Permits {
     sem: Arc<Semaphore>,
-    /// Under `auto`: the permits of small parts ([`SMALL_PART`]), `max` of them.
-    small: Option<Arc<Semaphore>>,
+    /// Under `auto`: the permits of small parts ([`SMALL_PART`]), up to `max` of them.
+    small: Option<SmallPool>,
     setting: Concurrency,
     origin: Instant,
     inner: Mutex<Inner>,
@@ -409,7 +411,7 @@ impl Permits {
     fn with_tuner(setting: Concurrency, tuner: Option<Tuner>) -> Arc<Self> {
         let level = tuner.as_ref().map_or(setting.start(), Tuner::level);
         let small = match (setting, &tuner) {
-            (Concurrency::Auto { max }, Some(_)) => Some(Arc::new(Semaphore::new(max.max(1)))),
+            (Concurrency::Auto { max }, Some(_)) => Some(SmallPool::new(max)),
             _ => None,
         };
         Arc::new(Permits {
@@ -471,7 +473,7 @@ impl Permits {
         if small.is_none() {
             self.note_part(bytes);
         }
-        let sem = small.unwrap_or(&self.sem).clone();
+        let sem = small.map_or(&self.sem, |p| &p.sem).clone();
         let permit = sem.acquire_owned().await.expect("the permit semaphore is never closed");
         let mut inner = self.inner.lock().expect("permits lock");
         inner.in_use += 1;
@@ -480,13 +482,23 @@ impl Permits {
         Permit { pool: self.clone(), permit: Some(permit), started: Instant::now(), bytes, small: small.is_some() }
     }
 
-    /// The server refused a request as throttled (503 SlowDown, 429).
+    /// The server refused a request as throttled (503 SlowDown, 429): the tuned level backs
+    /// off, and so does the small files' pool (a store throttles its request rate, whatever the
+    /// request's size).
     pub fn throttled(&self) {
         let now = self.origin.elapsed();
+        if let Some(small) = &self.small {
+            small.throttled(now);
+        }
         let mut inner = self.inner.lock().expect("permits lock");
         if let Some(change) = inner.tuner.as_mut().and_then(|t| t.on_throttle(now)) {
             self.apply(&mut inner, change);
         }
+    }
+
+    /// Small parts allowed in flight now (under `auto`; `None` when pinned).
+    pub fn small_level(&self) -> Option<usize> {
+        self.small.as_ref().map(|p| p.state.lock().expect("small pool lock").level)
     }
 
     fn note_part(&self, bytes: u64) {
@@ -542,12 +554,89 @@ impl Permits {
     fn release(&self, permit: OwnedSemaphorePermit, small: bool) {
         let mut inner = self.inner.lock().expect("permits lock");
         inner.in_use -= 1;
-        if !small && inner.debt > 0 {
+        if let Some(pool) = self.small.as_ref().filter(|_| small) {
+            drop(inner);
+            pool.release(permit);
+        } else if inner.debt > 0 {
             inner.debt -= 1;
             permit.forget();
         } else {
             drop(inner);
             drop(permit);
+        }
+    }
+}
+
+/// How long after a cut of the small files' pool another throttled answer is taken for the
+/// same storm (the requests in flight when the store began to refuse all come back refused).
+const SMALL_CUT_QUIET: Duration = Duration::from_secs(1);
+
+/// The small files' pool under `auto`: `max` permits, halved when the store throttles (at most
+/// once per [`SMALL_CUT_QUIET`]), and grown again by half after each round of its level stored
+/// without a throttled answer (additive-increase would take thousands of files to climb back
+/// from a cut; the store says so again if it was too soon).
+struct SmallPool {
+    sem: Arc<Semaphore>,
+    state: Mutex<SmallState>,
+}
+
+struct SmallState {
+    max: usize,
+    level: usize,
+    /// Permits to forget as they come back (the level went down while they were in use).
+    debt: usize,
+    /// When the level was last cut.
+    last_cut: Option<Duration>,
+    /// Small parts stored since the level last changed.
+    stored: usize,
+}
+
+impl SmallPool {
+    fn new(max: usize) -> Self {
+        let max = max.max(1);
+        SmallPool {
+            sem: Arc::new(Semaphore::new(max)),
+            state: Mutex::new(SmallState { max, level: max, debt: 0, last_cut: None, stored: 0 }),
+        }
+    }
+
+    fn throttled(&self, now: Duration) {
+        let mut st = self.state.lock().expect("small pool lock");
+        if st.level == 1 || st.last_cut.is_some_and(|t| now.saturating_sub(t) < SMALL_CUT_QUIET) {
+            return;
+        }
+        let to = (st.level / 2).max(1);
+        tracing::info!(from = st.level, to, "small files at once {} → {}: the store throttles", st.level, to);
+        let remove = st.level - to;
+        let forgotten = self.sem.forget_permits(remove);
+        st.debt += remove - forgotten;
+        st.level = to;
+        st.last_cut = Some(now);
+        st.stored = 0;
+    }
+
+    fn stored(&self, now: Duration) {
+        let mut st = self.state.lock().expect("small pool lock");
+        st.stored += 1;
+        let quiet = st.last_cut.is_none_or(|t| now.saturating_sub(t) >= SMALL_CUT_QUIET);
+        if st.level < st.max && st.stored >= st.level && quiet {
+            let to = (st.level + st.level.div_ceil(2)).min(st.max);
+            tracing::info!(from = st.level, to, "small files at once {} → {}: no throttling for a round", st.level, to);
+            let mut add = to - st.level;
+            let paid = add.min(st.debt);
+            st.debt -= paid;
+            add -= paid;
+            self.sem.add_permits(add);
+            st.level = to;
+            st.stored = 0;
+        }
+    }
+
+    fn release(&self, permit: OwnedSemaphorePermit) {
+        let mut st = self.state.lock().expect("small pool lock");
+        if st.debt > 0 {
+            st.debt -= 1;
+            permit.forget();
         }
     }
 }
@@ -569,6 +658,8 @@ impl Permit {
     pub fn finished(self) {
         if !self.small {
             self.pool.finished(self.started, self.bytes);
+        } else if let Some(small) = &self.pool.small {
+            small.stored(self.pool.origin.elapsed());
         }
     }
 }
@@ -863,6 +954,34 @@ mod tests {
         let _a = pinned.acquire_whole(1).await;
         let _b = pinned.acquire_whole(1).await;
         assert!(tokio::time::timeout(Duration::from_millis(50), pinned.acquire_whole(1)).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn the_small_files_pool_halves_when_throttled_and_grows_back_after_a_clean_round() {
+        let pool = Permits::with_config(cfg4(16));
+        let small = || pool.small.as_ref().unwrap().sem.available_permits();
+        assert_eq!(pool.small_level(), Some(16));
+        // Cut while all 16 are out: the 8 cut are forgotten as they come back.
+        let held: Vec<Permit> = futures::future::join_all((0..16).map(|_| pool.acquire_whole(1024))).await;
+        pool.throttled();
+        pool.throttled(); // the same storm: one cut
+        assert_eq!(pool.small_level(), Some(8));
+        drop(held);
+        assert_eq!(small(), 8);
+        assert_eq!(pool.level(), 2, "the tuned level backs off too");
+        // A round stored soon after the cut does not grow it; one after the quiet time does.
+        let round: Vec<Permit> = futures::future::join_all((0..8).map(|_| pool.acquire_whole(1024))).await;
+        assert!(tokio::time::timeout(Duration::from_millis(50), pool.acquire_whole(1024)).await.is_err());
+        round.into_iter().for_each(Permit::finished);
+        assert_eq!(pool.small_level(), Some(8));
+        tokio::time::sleep(SMALL_CUT_QUIET + Duration::from_millis(50)).await;
+        let round: Vec<Permit> = futures::future::join_all((0..8).map(|_| pool.acquire_whole(1024))).await;
+        round.into_iter().for_each(Permit::finished);
+        assert_eq!((pool.small_level(), small()), (Some(12), 12));
+        // A throttled answer after the quiet time cuts again.
+        pool.throttled();
+        assert_eq!((pool.small_level(), small()), (Some(6), 6));
+        assert_eq!(Permits::new(Concurrency::Fixed(4)).small_level(), None);
     }
 
     #[test]

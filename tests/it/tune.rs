@@ -150,3 +150,31 @@ async fn files_n_pins_the_files_at_once() {
     let peak = emu.in_flight_peak("api");
     assert!((1..=2).contains(&peak), "--files 2: {peak} API requests at once");
 }
+
+/// Small files sent whole take a pool of their own (outside the tuner): S3 answering 503
+/// SlowDown halves it too, and every file still arrives once, byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_down_answers_back_the_small_files_off() {
+    let faults = Faults { fail_put_nth: vec![5], fail_status: 503, ..Faults::default() };
+    let emu = emulator(Config { faults, ..Config::default() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let media = dir.path().join("media");
+    std::fs::create_dir(&media).unwrap();
+    let mut shas = BTreeMap::new();
+    for i in 0..40u64 {
+        let name = format!("clip{i:02}.mp4");
+        shas.insert(name.clone(), make_file(&media, &name, 5_000 + i).1);
+    }
+    let mut env = token_env(&emu);
+    env.push(("XDG_STATE_HOME".into(), dir.path().join("state").display().to_string()));
+    let out = run_upload(teleport_args(&emu, &media, &["-v"]), env).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("small files at once 64 → 32: the store throttles"), "{err}");
+    let objects = emu.objects();
+    assert_eq!(objects.len(), 40);
+    for o in &objects {
+        assert_eq!(o.sha256, shas[o.key.rsplit('/').next().unwrap()]);
+    }
+    assert!(emu.part_put_counts().values().all(|&n| n == 1), "a part stored twice");
+}
