@@ -468,7 +468,13 @@ impl PartJob {
                         via = "streamed";
                         self.streamed(url, offset, len, timeout, part_headers(&self.options, md5), on_sent, what).await
                     }
-                    Err(e) => Err(e.failure(self.provider, what, self.source.path(), |e| self.source.shrunk(e))),
+                    Err(e) => {
+                        let f = e.failure(self.provider, what, self.source.path(), |e| self.source.shrunk(e));
+                        if let Failure::Outcome { message, .. } = &f {
+                            tracing::debug!(part = number, url = %safe_url(url), "part attempt failed: {message}");
+                        }
+                        Err(f)
+                    }
                 }
             }
             None => {
