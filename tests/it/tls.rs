@@ -228,6 +228,22 @@ async fn tls_emulator(dir: &std::path::Path, config: Config) -> (Emulator, std::
     (Emulator::start_tls(config, 0, 0, tls).await.unwrap(), ca_pem)
 }
 
+/// A Teleport upload of `file` to the TLS emulator, trusting `ca`, with its state in `state`
+/// (`--json`), then `extra`.
+fn tls_upload_args(
+    file: &std::path::Path,
+    emu: &Emulator,
+    ca: &std::path::Path,
+    state: &std::path::Path,
+    extra: &[&str],
+) -> Vec<String> {
+    let mut a = vec![file.display().to_string()];
+    a.extend(args(&["--provider", "teleport", "--endpoint", &emu.api_url(), "--json"]));
+    a.extend(["--ca-bundle".to_string(), ca.display().to_string(), "--state-dir".into(), state.display().to_string()]);
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parts_go_over_https_to_an_emulator_serving_tls() {
     let dir = tempfile::tempdir().unwrap();
@@ -235,20 +251,7 @@ async fn parts_go_over_https_to_an_emulator_serving_tls() {
     let (emu, ca) = tls_emulator(dir.path(), config).await;
     assert!(emu.api_url().starts_with("https://127.0.0.1:") && emu.s3_url().starts_with("https://127.0.0.1:"));
     let (file, sha) = make_file(dir.path(), "a.zip", 12 * MIB + 3);
-    let a = args(&[
-        file.to_str().unwrap(),
-        "--provider",
-        "teleport",
-        "--endpoint",
-        &emu.api_url(),
-        "--ca-bundle",
-        ca.to_str().unwrap(),
-        "--state-dir",
-        dir.path().join("state").to_str().unwrap(),
-        "--concurrency",
-        "2",
-        "--json",
-    ]);
+    let a = tls_upload_args(&file, &emu, &ca, &dir.path().join("state"), &["--concurrency", "2"]);
     let out = run_clean(a, vec![("TELEPORT_TOKEN".to_string(), emu.token())]).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let objects = emu.objects();
@@ -277,23 +280,8 @@ async fn pending_resume_trusts_the_ca_bundle_it_is_given() {
     let state = dir.path().join("state");
     let (file, sha) = make_file(dir.path(), "a.zip", 20 * MIB);
     let token = vec![("TELEPORT_TOKEN".to_string(), emu.token())];
+    let a = tls_upload_args(&file, &emu, &ca, &state, &["--concurrency", "1", "--limit-rate", "8MiB"]);
     let (ca, state_arg) = (ca.to_str().unwrap(), state.to_str().unwrap());
-    let a = args(&[
-        file.to_str().unwrap(),
-        "--provider",
-        "teleport",
-        "--endpoint",
-        &emu.api_url(),
-        "--ca-bundle",
-        ca,
-        "--state-dir",
-        state_arg,
-        "--concurrency",
-        "1",
-        "--limit-rate",
-        "8MiB",
-        "--json",
-    ]);
     let mut child = spawn_upload(&a, &token);
     crate::pending::kill_after(&state, "teleport", 1, &mut child).await;
     let out =
