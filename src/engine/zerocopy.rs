@@ -296,33 +296,62 @@ fn exchange(
 ) -> std::result::Result<(Answer, bool), Failed> {
     let mut w = stream;
     w.write_all(head).map_err(Error::Io)?;
+    let mut r = Reader { stream, buf: Vec::with_capacity(1024), pos: 0, answered: false };
+    let result = send_and_read(&mut r, put, on_sent);
+    result.map_err(|error| Failed { error, answered: r.answered })
+}
+
+fn send_and_read(
+    r: &mut Reader<'_>,
+    put: &Put,
+    on_sent: &mut dyn FnMut(usize),
+) -> std::result::Result<(Answer, bool), Error> {
+    let stream = r.stream;
     let mut offset = put.offset;
     let end = put.offset + put.len;
-    let mut early = false;
     while offset < end {
         if answer_waiting(stream) {
-            early = true;
-            break;
+            // An interim answer (100 Continue) is skipped and the body goes on. Any other answer
+            // before the body was all sent ends the exchange (the server reads no more of it): a
+            // refusal is returned, a success is not believed.
+            let (status, version, headers) = r.head()?;
+            if is_interim(status) {
+                continue;
+            }
+            return early(finish_answer(r, status, version, headers, put.body_cap)?.0);
         }
         let want = (end - offset).min(STEP as u64) as usize;
         match send_file(stream, &put.file, &mut offset, want) {
-            Ok(0) => return Err(Error::FileEnded.into()),
+            Ok(0) => return Err(Error::FileEnded),
             Ok(n) => on_sent(n),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) if offset == put.offset && is_unsupported(&e) => return Err(Error::Unsupported.into()),
-            Err(e) if is_file_error(&e) => return Err(Error::File(e).into()),
+            Err(e) if offset == put.offset && is_unsupported(&e) => return Err(Error::Unsupported),
+            Err(e) if is_file_error(&e) => return Err(Error::File(e)),
             Err(e) => {
                 // The server may have answered and stopped reading (an expired URL's 403).
                 let _ = stream.set_read_timeout(Some(EARLY_ANSWER_WAIT));
-                return match read_answer(stream, put.body_cap) {
-                    Ok((answer, _)) => Ok((answer, false)),
-                    Err(_) => Err(Error::Io(e).into()),
+                return match read_answer_from(r, put.body_cap) {
+                    Ok((answer, _)) => early(answer).map_err(|_| Error::Io(e)),
+                    Err(_) => Err(Error::Io(e)),
                 };
             }
         }
     }
-    let (answer, reusable) = read_answer(stream, put.body_cap)?;
-    Ok((answer, reusable && !early))
+    read_answer_from(r, put.body_cap)
+}
+
+/// An answer that came before the body was all sent: a refusal (never a success), on a
+/// connection that is not reused.
+fn early(answer: Answer) -> std::result::Result<(Answer, bool), Error> {
+    if (200..300).contains(&answer.status) {
+        return Err(Error::Malformed(format!("answered {} before the body was all sent", answer.status)));
+    }
+    Ok((answer, false))
+}
+
+/// 1xx but not 101 Switching Protocols: the real answer follows.
+fn is_interim(status: u16) -> bool {
+    (100..200).contains(&status) && status != 101
 }
 
 #[cfg(target_os = "linux")]
@@ -383,40 +412,44 @@ fn request_head(put: &Put) -> Option<Vec<u8>> {
     Some(head.into_bytes())
 }
 
-/// Reads an answer's head and body. Returns it and whether the connection may be reused.
-fn read_answer(stream: &TcpStream, cap: usize) -> std::result::Result<(Answer, bool), Failed> {
-    let mut r = Reader { stream, buf: Vec::with_capacity(1024), pos: 0, answered: false };
-    let result = read_answer_from(&mut r, cap);
-    result.map_err(|error| Failed { error, answered: r.answered })
-}
-
+/// Reads an answer's head (after any interim ones) and body. Returns it and whether the
+/// connection may be reused.
 fn read_answer_from(r: &mut Reader<'_>, cap: usize) -> std::result::Result<(Answer, bool), Error> {
     loop {
         let (status, version, headers) = r.head()?;
-        // An interim answer (100 Continue): the real one follows.
-        if (100..200).contains(&status) && status != 101 {
-            continue;
+        if !is_interim(status) {
+            return finish_answer(r, status, version, headers, cap);
         }
-        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_ascii_lowercase);
-        let close = header("connection").is_some_and(|c| c.split(',').any(|t| t.trim() == "close"));
-        let chunked = header("transfer-encoding").is_some_and(|t| t.contains("chunked"));
-        let length = header("content-length").map(|l| l.trim().parse::<u64>());
-        let (body, framed) = if chunked {
-            (r.chunked(cap)?, true)
-        } else if let Some(length) = length {
-            let n = length.map_err(|_| Error::Malformed("Content-Length is not a number".into()))?;
-            if n > cap as u64 {
-                return Err(Error::TooLarge(cap));
-            }
-            (r.exact(n as usize)?, true)
-        } else if status == 204 || status == 304 {
-            (Vec::new(), true)
-        } else {
-            (r.until_end(cap)?, false)
-        };
-        let reusable = framed && !close && version == 1 && r.pos == r.buf.len();
-        return Ok((Answer { status, headers, body: Bytes::from(body) }, reusable));
     }
+}
+
+/// Reads the body of an answer whose head was read, by its framing.
+fn finish_answer(
+    r: &mut Reader<'_>,
+    status: u16,
+    version: u8,
+    headers: HeaderMap,
+    cap: usize,
+) -> std::result::Result<(Answer, bool), Error> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_ascii_lowercase);
+    let close = header("connection").is_some_and(|c| c.split(',').any(|t| t.trim() == "close"));
+    let chunked = header("transfer-encoding").is_some_and(|t| t.contains("chunked"));
+    let length = header("content-length").map(|l| l.trim().parse::<u64>());
+    let (body, framed) = if chunked {
+        (r.chunked(cap)?, true)
+    } else if let Some(length) = length {
+        let n = length.map_err(|_| Error::Malformed("Content-Length is not a number".into()))?;
+        if n > cap as u64 {
+            return Err(Error::TooLarge(cap));
+        }
+        (r.exact(n as usize)?, true)
+    } else if status == 204 || status == 304 {
+        (Vec::new(), true)
+    } else {
+        (r.until_end(cap)?, false)
+    };
+    let reusable = framed && !close && version == 1 && r.pos == r.buf.len();
+    Ok((Answer { status, headers, body: Bytes::from(body) }, reusable))
 }
 
 /// Buffered reads of one answer.
@@ -805,6 +838,52 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, Error::Timeout), "{e:?}");
         assert!(t0.elapsed() < Duration::from_secs(2));
+    }
+
+    /// A server that reads the request head, writes `first`, then (after a pause) reads
+    /// `body` bytes and writes `then`.
+    fn interim_server(first: &'static str, body: usize, then: &'static str) -> url::Url {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = url::Url::parse(&format!("http://{}/k", listener.local_addr().unwrap())).unwrap();
+        std::thread::spawn(move || {
+            let (mut c, _) = listener.accept().unwrap();
+            let mut reader = std::io::BufReader::new(c.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
+                line.clear();
+            }
+            c.write_all(first.as_bytes()).unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+            let mut got = vec![0u8; body];
+            if reader.read_exact(&mut got).is_ok() {
+                let _ = c.write_all(then.as_bytes());
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn an_interim_answer_is_skipped_and_the_body_goes_on() {
+        let pool = Arc::<Pool>::default();
+        let file = file_of(&vec![3u8; 8 << 20]);
+        let url = interim_server("HTTP/1.1 100 Continue\r\n\r\n", 8 << 20, OK);
+        let a = put(pool.clone(), put_of(&url, &file, 0, 8 << 20), Duration::from_secs(30), Arc::new(|_| {})).await;
+        assert_eq!(a.unwrap().status, 200);
+        assert_eq!(pool.idle(&pool_key(&url)), 1, "the connection is kept");
+    }
+
+    #[tokio::test]
+    async fn a_success_before_the_body_was_sent_is_not_believed() {
+        let pool = Arc::<Pool>::default();
+        let file = file_of(&vec![3u8; 8 << 20]);
+        let url = interim_server(OK, 0, "");
+        let e = put(pool, put_of(&url, &file, 0, 8 << 20), Duration::from_secs(30), Arc::new(|_| {})).await;
+        // Seen between two steps (not believed), or once the server closed (a broken exchange).
+        assert!(
+            matches!(&e, Err(Error::Malformed(m)) if m.contains("before the body")) || matches!(&e, Err(Error::Io(_))),
+            "{e:?}"
+        );
     }
 
     #[test]
