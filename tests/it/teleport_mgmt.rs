@@ -15,6 +15,14 @@ fn token_env(emu: &Emulator) -> Vec<(String, String)> {
 }
 
 /// `upload teleport <sub> <extra...> --endpoint URL`.
+/// An upload of `path` to the emulator, then `extra`.
+fn wait_args(emu: &Emulator, path: &std::path::Path, extra: &[&str]) -> Vec<String> {
+    let mut a = vec![path.display().to_string()];
+    a.extend(args(&["--provider", "teleport", "--endpoint", &emu.api_url()]));
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
+}
+
 fn cmd(emu: &Emulator, sub: &str, extra: &[&str]) -> Vec<String> {
     let mut a = args(&["teleport", sub]);
     a.extend(extra.iter().map(|s| s.to_string()));
@@ -77,17 +85,7 @@ async fn wait_follows_processing_past_the_first_page() {
         emulator(Config { processing: Processing { delay_ms: 4000, fail_reason: None }, ..Config::default() }).await;
     let dir = tempfile::tempdir().unwrap();
     let (path, file_sha) = make_file(dir.path(), "walk.mp4", 3 * MIB);
-    let a = args(&[
-        path.to_str().unwrap(),
-        "--provider",
-        "teleport",
-        "--endpoint",
-        &emu.api_url(),
-        "--wait",
-        "--poll-interval",
-        "200ms",
-        "--json",
-    ]);
+    let a = wait_args(&emu, &path, &["--wait", "--poll-interval", "200ms", "--json"]);
     let upload = tokio::spawn(run_upload(a, token_env(&emu)));
     // Once the capture exists, 30 newer ones push it to the second page of 25.
     let t0 = std::time::Instant::now();
@@ -121,17 +119,7 @@ async fn wait_reports_failed_processing() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let (path, _) = make_file(dir.path(), "scan.zip", 1000);
-    let a = args(&[
-        path.to_str().unwrap(),
-        "--provider",
-        "teleport",
-        "--endpoint",
-        &emu.api_url(),
-        "--wait",
-        "--poll-interval",
-        "100ms",
-        "--json",
-    ]);
+    let a = wait_args(&emu, &path, &["--wait", "--poll-interval", "100ms", "--json"]);
     let out = run_upload(a, token_env(&emu)).await;
     assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
     let err = stderr(&out);
@@ -148,18 +136,7 @@ async fn wait_times_out() {
         emulator(Config { processing: Processing { delay_ms: 600_000, fail_reason: None }, ..Config::default() }).await;
     let dir = tempfile::tempdir().unwrap();
     let (path, _) = make_file(dir.path(), "scan.zip", 1000);
-    let a = args(&[
-        path.to_str().unwrap(),
-        "--provider",
-        "teleport",
-        "--endpoint",
-        &emu.api_url(),
-        "--wait",
-        "--wait-timeout",
-        "1s",
-        "--poll-interval",
-        "200ms",
-    ]);
+    let a = wait_args(&emu, &path, &["--wait", "--wait-timeout", "1s", "--poll-interval", "200ms"]);
     let out = run_upload(a, token_env(&emu)).await;
     assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
     let err = stderr(&out);
@@ -486,16 +463,7 @@ async fn progress_on_a_terminal_and_off() {
     let mut tty = token_env(&emu);
     tty.push(("UPLOAD_FORCE_TTY".into(), "1".into()));
     // --wait on a terminal: the state is drawn on the progress line while processing.
-    let a = args(&[
-        path.to_str().unwrap(),
-        "--provider",
-        "teleport",
-        "--endpoint",
-        &emu.api_url(),
-        "--wait",
-        "--poll-interval",
-        "100ms",
-    ]);
+    let a = wait_args(&emu, &path, &["--wait", "--poll-interval", "100ms"]);
     let out = run_upload(a, tty.clone()).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let err = stderr(&out);
@@ -523,18 +491,7 @@ async fn wait_ends_when_the_capture_is_deleted() {
         emulator(Config { processing: Processing { delay_ms: 600_000, fail_reason: None }, ..Config::default() }).await;
     let dir = tempfile::tempdir().unwrap();
     let (path, _) = make_file(dir.path(), "scan.zip", 1000);
-    let a = args(&[
-        path.to_str().unwrap(),
-        "--provider",
-        "teleport",
-        "--endpoint",
-        &emu.api_url(),
-        "--wait",
-        "--poll-interval",
-        "100ms",
-        "--wait-timeout",
-        "2m",
-    ]);
+    let a = wait_args(&emu, &path, &["--wait", "--poll-interval", "100ms", "--wait-timeout", "2m"]);
     let upload = tokio::spawn(run_upload(a, token_env(&emu)));
     let t0 = std::time::Instant::now();
     let eid = loop {
