@@ -244,7 +244,6 @@ mod tests {
 
     #[cfg(unix)]
     #[test]
-    #[cfg(unix)]
     fn callers_at_once_share_directory_fsyncs() {
         let dir = tempfile::tempdir().unwrap();
         let before = DIR_FSYNCS.load(Ordering::Relaxed);
@@ -267,6 +266,7 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 16);
     }
 
+    #[cfg(unix)]
     #[test]
     fn mode_and_parents() {
         use std::os::unix::fs::PermissionsExt;

@@ -535,20 +535,8 @@ impl Permits {
             change.to,
             change.reason
         );
-        let (from, to) = (inner.level, change.to);
-        if to > from {
-            let mut add = to - from;
-            let paid = add.min(inner.debt);
-            inner.debt -= paid;
-            add -= paid;
-            self.sem.add_permits(add);
-        } else if to < from {
-            let remove = from - to;
-            let forgotten = self.sem.forget_permits(remove);
-            inner.debt += remove - forgotten;
-        }
-        inner.level = to;
-        inner.peak_level = inner.peak_level.max(to);
+        resize(&self.sem, &mut inner.level, &mut inner.debt, change.to);
+        inner.peak_level = inner.peak_level.max(change.to);
     }
 
     fn release(&self, permit: OwnedSemaphorePermit, small: bool) {
@@ -557,13 +545,32 @@ impl Permits {
         if let Some(pool) = self.small.as_ref().filter(|_| small) {
             drop(inner);
             pool.release(permit);
-        } else if inner.debt > 0 {
-            inner.debt -= 1;
-            permit.forget();
         } else {
-            drop(inner);
-            drop(permit);
+            give_back(permit, &mut inner.debt);
         }
+    }
+}
+
+/// Moves a pool of `sem` from `level` to `to` permits: added at once (less what is owed), or
+/// forgotten now if free and owed (`debt`) as the ones in use come back.
+fn resize(sem: &Semaphore, level: &mut usize, debt: &mut usize, to: usize) {
+    if to > *level {
+        let add = to - *level;
+        let paid = add.min(*debt);
+        *debt -= paid;
+        sem.add_permits(add - paid);
+    } else if to < *level {
+        let remove = *level - to;
+        *debt += remove - sem.forget_permits(remove);
+    }
+    *level = to;
+}
+
+/// A permit coming back: forgotten while the pool owes some (it shrank while they were out).
+fn give_back(permit: OwnedSemaphorePermit, debt: &mut usize) {
+    if *debt > 0 {
+        *debt -= 1;
+        permit.forget();
     }
 }
 
@@ -607,10 +614,8 @@ impl SmallPool {
         }
         let to = (st.level / 2).max(1);
         tracing::info!(from = st.level, to, "small files at once {} → {}: the store throttles", st.level, to);
-        let remove = st.level - to;
-        let forgotten = self.sem.forget_permits(remove);
-        st.debt += remove - forgotten;
-        st.level = to;
+        let SmallState { level, debt, .. } = &mut *st;
+        resize(&self.sem, level, debt, to);
         st.last_cut = Some(now);
         st.stored = 0;
     }
@@ -622,22 +627,14 @@ impl SmallPool {
         if st.level < st.max && st.stored >= st.level && quiet {
             let to = (st.level + st.level.div_ceil(2)).min(st.max);
             tracing::info!(from = st.level, to, "small files at once {} → {}: no throttling for a round", st.level, to);
-            let mut add = to - st.level;
-            let paid = add.min(st.debt);
-            st.debt -= paid;
-            add -= paid;
-            self.sem.add_permits(add);
-            st.level = to;
+            let SmallState { level, debt, .. } = &mut *st;
+            resize(&self.sem, level, debt, to);
             st.stored = 0;
         }
     }
 
     fn release(&self, permit: OwnedSemaphorePermit) {
-        let mut st = self.state.lock().expect("small pool lock");
-        if st.debt > 0 {
-            st.debt -= 1;
-            permit.forget();
-        }
+        give_back(permit, &mut self.state.lock().expect("small pool lock").debt);
     }
 }
 

@@ -461,20 +461,20 @@ impl PartJob {
         let mut via = "sendfile";
         let answer = match self.zero_copy(url) {
             Some((parsed, file)) => {
-                let put = zerocopy::Put { url: parsed, file, offset, len, headers, body_cap: MAX_ERROR_BODY };
+                let put = zerocopy::Put {
+                    url: parsed,
+                    file,
+                    offset,
+                    len,
+                    headers: headers.clone(),
+                    body_cap: MAX_ERROR_BODY,
+                };
                 match zerocopy::put(self.options.exec.connections(), put, timeout, Arc::new(on_sent.clone())).await {
-                    Ok(a) => Ok(a),
                     Err(zerocopy::Error::Unsupported) => {
                         via = "streamed";
-                        self.streamed(url, offset, len, timeout, part_headers(&self.options, md5), on_sent, what).await
+                        self.streamed(url, offset, len, timeout, headers, on_sent, what).await
                     }
-                    Err(e) => {
-                        let f = e.failure(self.provider, what, self.source.path(), |e| self.source.shrunk(e));
-                        if let Failure::Outcome { message, .. } = &f {
-                            tracing::debug!(part = number, url = %safe_url(url), "part attempt failed: {message}");
-                        }
-                        Err(f)
-                    }
+                    other => other.map_err(|e| e.failure(self.provider, what, &self.source)),
                 }
             }
             None => {
@@ -482,6 +482,9 @@ impl PartJob {
                 self.streamed(url, offset, len, timeout, headers, on_sent, what).await
             }
         };
+        if let Err(Failure::Outcome { message, .. }) = &answer {
+            tracing::debug!(part = number, url = %safe_url(url), "part attempt failed: {message}");
+        }
         let result = answer.and_then(|a| self.judge(number, url, len, a, what));
         match &result {
             Ok(_) => {
@@ -545,7 +548,6 @@ impl PartJob {
                 if let Some(io) = file_error.lock().expect("file error slot").take() {
                     return Err(Failure::Fatal(Error::File { path: self.source.path().to_path_buf(), source: io }));
                 }
-                tracing::debug!(url = %safe_url(url), "part attempt failed: {}", super::http::describe_transport(&e));
                 return Err(Failure::transport(&e));
             }
         };

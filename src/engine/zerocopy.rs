@@ -38,6 +38,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
 use super::request::Failure;
 use super::retry::{Outcome, TransportKind};
+use super::source::FileSource;
 
 /// Bytes handed to one `sendfile` call: progress is told, and an early answer looked for, at
 /// this step.
@@ -119,7 +120,7 @@ pub enum Error {
     Timeout,
     /// The answer's body is longer than the cap.
     TooLarge(usize),
-    /// The file ended before the range did (it shrank), at this offset.
+    /// The file ended before the range did (it shrank).
     FileEnded,
     /// Reading the file failed.
     File(std::io::Error),
@@ -130,15 +131,9 @@ pub enum Error {
 
 impl Error {
     /// As an attempt failure for the executor (`what` names the call in messages). A file
-    /// error is the file's fault, not the network's: it is final, reported against `path`
-    /// (`shrunk` words an early end of file).
-    pub fn failure(
-        self,
-        provider: &'static str,
-        what: &str,
-        path: &std::path::Path,
-        shrunk: impl FnOnce(std::io::Error) -> std::io::Error,
-    ) -> Failure {
+    /// error is the file's fault, not the network's: it is final, reported against `source`.
+    pub fn failure(self, provider: &'static str, what: &str, source: &FileSource) -> Failure {
+        let path = source.path();
         let transport = |kind, message: String| Failure::Outcome {
             outcome: Outcome::Transport(kind),
             message: crate::redact::scrub(&message, &[]),
@@ -157,7 +152,7 @@ impl Error {
             Error::TooLarge(cap) => super::request::BodyError::TooLarge(cap).into_failure(provider, what),
             Error::FileEnded => Failure::Fatal(crate::Error::File {
                 path: path.to_path_buf(),
-                source: shrunk(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "failed to fill whole buffer")),
+                source: source.shrunk(std::io::ErrorKind::UnexpectedEof.into()),
             }),
             Error::File(source) => Failure::Fatal(crate::Error::File { path: path.to_path_buf(), source }),
             Error::Unsupported => Failure::Fatal(crate::Error::Protocol {
@@ -385,21 +380,23 @@ fn is_file_error(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EIO | libc::EOVERFLOW | libc::EBADF))
 }
 
-/// Bytes of an answer (or the peer's close) are waiting: the server answered before the body
-/// was all sent. Never blocks.
-#[cfg(target_os = "linux")]
+/// Bytes of an answer are waiting: the server answered before the body was all sent.
 fn answer_waiting(stream: &TcpStream) -> bool {
+    peek(stream).is_ok_and(|n| n > 0)
+}
+
+/// Bytes waiting to be read (0: the peer closed), without taking them and without blocking
+/// (`WouldBlock`: none yet).
+#[cfg(target_os = "linux")]
+fn peek(stream: &TcpStream) -> std::io::Result<usize> {
     use rustix::net::{RecvFlags, recv};
     let mut b = [0u8; 1];
-    match recv(stream, &mut b, RecvFlags::PEEK | RecvFlags::DONTWAIT) {
-        Ok((_, n)) => n > 0,
-        Err(_) => false,
-    }
+    Ok(recv(stream, &mut b, RecvFlags::PEEK | RecvFlags::DONTWAIT)?.1)
 }
 
 #[cfg(not(target_os = "linux"))]
-fn answer_waiting(_stream: &TcpStream) -> bool {
-    false
+fn peek(_stream: &TcpStream) -> std::io::Result<usize> {
+    Err(std::io::ErrorKind::Unsupported.into())
 }
 
 /// The request line and headers, or `None` when a header value cannot be sent as is.
@@ -636,16 +633,8 @@ impl Pool {
 }
 
 /// Neither closed by the peer nor holding bytes nobody asked for.
-#[cfg(target_os = "linux")]
 fn quiet_and_open(stream: &TcpStream) -> bool {
-    use rustix::net::{RecvFlags, recv};
-    let mut b = [0u8; 1];
-    matches!(recv(stream, &mut b, RecvFlags::PEEK | RecvFlags::DONTWAIT), Err(rustix::io::Errno::AGAIN))
-}
-
-#[cfg(not(target_os = "linux"))]
-fn quiet_and_open(_stream: &TcpStream) -> bool {
-    false
+    peek(stream).is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 /// A new connection to the URL's host, within the connect timeout.

@@ -17,6 +17,20 @@ fn token_env(emu: &Emulator) -> Vec<(String, String)> {
     vec![("TELEPORT_TOKEN".into(), emu.token())]
 }
 
+/// `dir/media` with `count` clips of `base + i` bytes (`clip007.mp4`), and their SHA-256 by name.
+fn media(dir: &std::path::Path, count: u64, base: u64) -> (std::path::PathBuf, BTreeMap<String, String>) {
+    let media = dir.join("media");
+    std::fs::create_dir(&media).unwrap();
+    let shas = (0..count)
+        .map(|i| {
+            let name = format!("clip{i:03}.mp4");
+            let sha = make_file(&media, &name, base + i).1;
+            (name, sha)
+        })
+        .collect();
+    (media, shas)
+}
+
 /// Small parts with latency on every request: the default (auto) grows past the 8 connections
 /// it starts with, never past --max-concurrency, and the object is the file byte for byte.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,14 +107,7 @@ async fn slow_down_answers_back_the_concurrency_off() {
 async fn many_small_files_go_many_at_a_time() {
     let emu = emulator(Config { faults: Faults { latency_ms: 50, ..Faults::default() }, ..Config::default() }).await;
     let dir = tempfile::tempdir().unwrap();
-    let media = dir.path().join("media");
-    std::fs::create_dir(&media).unwrap();
-    let mut shas = BTreeMap::new();
-    for i in 0..200u64 {
-        let name = format!("clip{i:03}.mp4");
-        let (_, sha) = make_file(&media, &name, 10_000 + i);
-        shas.insert(name, sha);
-    }
+    let (media, shas) = media(dir.path(), 200, 10_000);
     let state = dir.path().join("state");
     let mut env = token_env(&emu);
     env.push(("XDG_STATE_HOME".into(), state.display().to_string()));
@@ -138,11 +145,7 @@ async fn many_small_files_go_many_at_a_time() {
 async fn files_n_pins_the_files_at_once() {
     let emu = emulator(Config { faults: Faults { latency_ms: 30, ..Faults::default() }, ..Config::default() }).await;
     let dir = tempfile::tempdir().unwrap();
-    let media = dir.path().join("media");
-    std::fs::create_dir(&media).unwrap();
-    for i in 0..24u64 {
-        make_file(&media, &format!("clip{i:02}.mp4"), 5_000 + i);
-    }
+    let (media, _) = media(dir.path(), 24, 5_000);
     emu.reset_in_flight_peaks();
     let out = run_upload(teleport_args(&emu, &media, &["--files", "2"]), token_env(&emu)).await;
     assert!(out.status.success(), "{}", stderr(&out));
@@ -158,13 +161,7 @@ async fn slow_down_answers_back_the_small_files_off() {
     let faults = Faults { fail_put_nth: vec![5], fail_status: 503, ..Faults::default() };
     let emu = emulator(Config { faults, ..Config::default() }).await;
     let dir = tempfile::tempdir().unwrap();
-    let media = dir.path().join("media");
-    std::fs::create_dir(&media).unwrap();
-    let mut shas = BTreeMap::new();
-    for i in 0..40u64 {
-        let name = format!("clip{i:02}.mp4");
-        shas.insert(name.clone(), make_file(&media, &name, 5_000 + i).1);
-    }
+    let (media, shas) = media(dir.path(), 40, 5_000);
     let mut env = token_env(&emu);
     env.push(("XDG_STATE_HOME".into(), dir.path().join("state").display().to_string()));
     let out = run_upload(teleport_args(&emu, &media, &["-v"]), env).await;
