@@ -9,7 +9,7 @@ SIZES=${BENCH_SIZES:-"1G 4G"}
 RUNS=${BENCH_RUNS:-3}
 C=${BENCH_CONCURRENCY:-8}
 CHUNK=${BENCH_CHUNK:-8M}
-TOOLS=${BENCH_TOOLS:-"upload upload-streamed aws aws-c s5cmd rclone curl"}
+TOOLS=${BENCH_TOOLS:-"upload aws aws-c s5cmd rclone curl"}
 SCENARIOS=${BENCH_SCENARIOS:-"fast tls throttled bulk"}
 TLS_SIZES=${BENCH_TLS_SIZES:-1G}
 TLS_TOOLS=${BENCH_TLS_TOOLS:-"upload aws s5cmd rclone curl"}
@@ -226,13 +226,11 @@ measure() { # scenario tool size run file
   local tls=0 ca=${TLS_DIR:+$TLS_DIR/ca.pem}
   [ "${S3#https}" != "$S3" ] && tls=1
   case $tool in
-    upload|upload-base|upload-streamed)
+    upload|upload-base)
       # upload-base: another build of upload (BENCH_BASELINE=path), to compare engine changes.
-      # upload-streamed: parts through reqwest (read + write) instead of sendfile(2).
       local bin=$BIN/upload
       [ "$tool" = upload-base ] && bin=${BENCH_BASELINE:?BENCH_BASELINE must name an upload binary}
       env=(TELEPORT_TOKEN=emulator-token)
-      [ "$tool" = upload-streamed ] && env+=(UPLOAD_SENDFILE=0)
       cmd=("$bin" "$file" --provider teleport --format video --endpoint "$API"
            --concurrency "$C" --state-dir "$DIR/upload-state" --force --no-resume -q)
       [ $tls = 1 ] && cmd+=(--ca-bundle "$ca") ;;
@@ -461,8 +459,8 @@ def nbytes(s):
 data = defaultdict(list)
 for sc, tool, size, run, wall, user, sys_, rss, *rest in rows:
     data[(sc, size, tool)].append((float(wall), float(user) + float(sys_), int(rss), int(rest[0]) if rest else 0))
-order = ["upload", "upload-streamed", "upload-auto", "upload-c8", "upload-base", "aws", "aws-c", "s5cmd", "rclone", "curl", "bulk-zipto", "bulk-stream"]
-names = {"upload": "upload (teleport)", "upload-streamed": "upload, UPLOAD_SENDFILE=0 (parts via reqwest)", "upload-auto": "upload, --concurrency auto (default)", "upload-c8": "upload, --concurrency 8", "upload-base": "upload, baseline build", "aws": "aws s3 cp (defaults)", "aws-c": f"aws s3 cp (max_concurrent_requests={conc})",
+order = ["upload", "upload-auto", "upload-c8", "upload-base", "aws", "aws-c", "s5cmd", "rclone", "curl", "bulk-zipto", "bulk-stream"]
+names = {"upload": "upload (teleport)", "upload-auto": "upload, --concurrency auto (default)", "upload-c8": "upload, --concurrency 8", "upload-base": "upload, baseline build", "aws": "aws s3 cp (defaults)", "aws-c": f"aws s3 cp (max_concurrent_requests={conc})",
          "s5cmd": "s5cmd cp", "rclone": "rclone copyto", "curl": "curl -T (single PUT)",
          "bulk-zipto": "upload DIR, --zip-to (zip on disk first)", "bulk-stream": "upload DIR, streamed zip"}
 scenarios = ["fast", "tls", "throttled", "bulk"]

@@ -288,8 +288,6 @@ impl Default for RetryBudget {
 
 struct Shared {
     budget: RetryBudget,
-    /// The run's own connections, for the zero-copy part PUTs.
-    connections: Arc<super::zerocopy::Pool>,
     answered: Mutex<HashSet<String>>,
     notifier: Option<Notifier>,
     cancel: CancellationToken,
@@ -322,25 +320,12 @@ impl Executor {
 
     /// Like [`new`](Self::new) with a given budget.
     pub fn with_budget(cancel: CancellationToken, notifier: Option<Notifier>, budget: RetryBudget) -> Self {
-        Executor {
-            shared: Arc::new(Shared {
-                budget,
-                connections: Arc::default(),
-                answered: Mutex::new(HashSet::new()),
-                notifier,
-                cancel,
-            }),
-        }
+        Executor { shared: Arc::new(Shared { budget, answered: Mutex::new(HashSet::new()), notifier, cancel }) }
     }
 
     /// The run's cancellation token.
     pub fn cancel(&self) -> &CancellationToken {
         &self.shared.cancel
-    }
-
-    /// The run's idle connections of the zero-copy part PUTs ([`super::zerocopy`]).
-    pub fn connections(&self) -> Arc<super::zerocopy::Pool> {
-        self.shared.connections.clone()
     }
 
     /// Sleeps for `delay` unless cancelled (see [`super::wait::sleep`]).

@@ -250,14 +250,6 @@ impl FileSource {
         }
     }
 
-    /// The open file behind this source, when it is a regular file (not a virtual zip).
-    pub(crate) fn plain_file(&self) -> Option<&Arc<File>> {
-        match &self.backend {
-            Backend::File(f) => Some(f),
-            Backend::Zip(_) => None,
-        }
-    }
-
     /// A failure noticed while reading that retrying cannot cure (an image of a virtual zip
     /// changed): the part uploader stops with it instead of retrying.
     pub fn failure(&self) -> Option<Error> {

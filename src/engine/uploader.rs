@@ -33,7 +33,6 @@ use super::request::{Call, Executor, Failure, Kind, MAX_ERROR_BODY, RetryNotice,
 use super::retry::{Outcome, RetryPolicy};
 use super::source::FileSource;
 use super::tune::{Concurrency, Permits};
-use super::zerocopy;
 use crate::error::{Error, Result};
 use crate::redact::safe_url;
 
@@ -432,9 +431,7 @@ impl PartJob {
             .await
     }
 
-    /// One PUT of the part: its body sent by the kernel from the page cache when the engine's
-    /// own connection can carry it ([`zerocopy`]), streamed from the file through reqwest
-    /// otherwise.
+    /// One PUT of the part, its body streamed from the file through the run's HTTP client.
     async fn attempt(
         &self,
         number: u32,
@@ -458,37 +455,14 @@ impl PartJob {
         let timeout = self.options.rate.request_timeout(len, self.options.concurrency);
         let headers = part_headers(&self.options, md5);
         let t0 = Instant::now();
-        let mut via = "sendfile";
-        let answer = match self.zero_copy(url) {
-            Some((parsed, file)) => {
-                let put = zerocopy::Put {
-                    url: parsed,
-                    file,
-                    offset,
-                    len,
-                    headers: headers.clone(),
-                    body_cap: MAX_ERROR_BODY,
-                };
-                match zerocopy::put(self.options.exec.connections(), put, timeout, Arc::new(on_sent.clone())).await {
-                    Err(zerocopy::Error::Unsupported) => {
-                        via = "streamed";
-                        self.streamed(url, offset, len, timeout, headers, on_sent, what).await
-                    }
-                    other => other.map_err(|e| e.failure(self.provider, what, &self.source)),
-                }
-            }
-            None => {
-                via = "streamed";
-                self.streamed(url, offset, len, timeout, headers, on_sent, what).await
-            }
-        };
+        let answer = self.streamed(url, offset, len, timeout, headers, on_sent, what).await;
         if let Err(Failure::Outcome { message, .. }) = &answer {
             tracing::debug!(part = number, url = %safe_url(url), "part attempt failed: {message}");
         }
         let result = answer.and_then(|a| self.judge(number, url, len, a, what));
         match &result {
             Ok(_) => {
-                tracing::debug!(part = number, status = 200, via, elapsed_ms = t0.elapsed().as_millis() as u64, url = %safe_url(url), "part stored");
+                tracing::debug!(part = number, status = 200, elapsed_ms = t0.elapsed().as_millis() as u64, url = %safe_url(url), "part stored");
             }
             Err(_) => {
                 let n = sent.swap(0, Ordering::Relaxed);
@@ -496,16 +470,6 @@ impl PartJob {
             }
         }
         result
-    }
-
-    /// The file behind the source and the parsed URL, when this PUT can go zero-copy.
-    fn zero_copy(&self, url: &str) -> Option<(url::Url, Arc<std::fs::File>)> {
-        if self.options.rate.is_limited() {
-            return None;
-        }
-        let file = self.source.plain_file()?;
-        let parsed = url::Url::parse(url).ok()?;
-        zerocopy::applies(&parsed).then(|| (parsed, file.clone()))
     }
 
     /// The PUT through reqwest, its body streamed from the file in pieces.
@@ -519,7 +483,7 @@ impl PartJob {
         headers: Vec<(&'static str, String)>,
         on_sent: impl Fn(i64) + Send + Sync + 'static,
         what: &str,
-    ) -> std::result::Result<zerocopy::Answer, Failure> {
+    ) -> std::result::Result<Answer, Failure> {
         // A read error of the file (it shrank) is the file's fault, not the network's.
         let file_error: Arc<std::sync::Mutex<Option<std::io::Error>>> = Arc::default();
         let body = {
@@ -561,7 +525,7 @@ impl PartJob {
             Err(e) if (200..300).contains(&status) => return Err(e.into_failure(self.provider, what)),
             Err(_) => Default::default(),
         };
-        Ok(zerocopy::Answer { status, headers, body })
+        Ok(Answer { status, headers, body })
     }
 
     /// What an answer to a part's PUT means: the stored part, or why not.
@@ -570,7 +534,7 @@ impl PartJob {
         number: u32,
         url: &str,
         len: u64,
-        answer: zerocopy::Answer,
+        answer: Answer,
         what: &str,
     ) -> std::result::Result<CompletedPart, Failure> {
         if !(200..300).contains(&answer.status) {
@@ -595,6 +559,13 @@ impl PartJob {
             None => Err(Failure::Fatal(protocol(self.provider, what, "the response has no ETag header"))),
         }
     }
+}
+
+/// An answer to a part's PUT: its status, headers and (capped) body.
+struct Answer {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: bytes::Bytes,
 }
 
 /// The extra headers of a part's PUT.

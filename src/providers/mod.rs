@@ -9,13 +9,9 @@
 //!   upload (≤ 5 GB); Apertur takes one image per multipart request.
 
 pub mod apertur;
-#[cfg(feature = "cli")]
-#[doc(hidden)]
-pub mod apertur_cmd;
 pub mod api;
 pub mod signin;
 pub mod teleport;
-pub mod teleport_admin;
 pub mod truvideo;
 pub mod uplift;
 

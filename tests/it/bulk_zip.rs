@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use upload::batch::{Selection, scan_images};
 use upload::engine::zipsource::VirtualZip;
+use upload::run::{Selection, scan_images};
 
 use crate::common::*;
 

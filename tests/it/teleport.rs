@@ -146,12 +146,13 @@ async fn plain_http_to_a_remote_host_is_refused() {
     assert!(stderr(&out).contains("plain http"), "{}", stderr(&out));
 }
 
-/// Parts to a loopback plain-http store go zero-copy (sendfile on the engine's own
-/// connections), byte-exact; `UPLOAD_SENDFILE=0` sends them through reqwest instead.
+/// `UPLOAD_SENDFILE` chose a zero-copy path for plain-http parts, since removed (one HTTP
+/// path for every vendor): the variable is still accepted, whatever its value, and changes
+/// nothing. Each part is stored once, byte-exact, and no signature reaches the logs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn plain_http_parts_go_by_sendfile_unless_upload_sendfile_is_0() {
+async fn upload_sendfile_is_accepted_and_ignored() {
     let s = TeleportRun::start(Config::default(), 12 * MIB + 7).await;
-    for (setting, via) in [("1", "sendfile"), ("0", "streamed")] {
+    for setting in ["1", "0", "nonsense"] {
         let mut env = s.env();
         env.push(("UPLOAD_SENDFILE".into(), setting.into()));
         let out = run_upload(s.args(&["--force", "--no-resume", "-vv"]), env).await;
@@ -159,9 +160,8 @@ async fn plain_http_parts_go_by_sendfile_unless_upload_sendfile_is_0() {
         let err = stderr(&out);
         let stored: Vec<&str> = err.lines().filter(|l| l.contains("part stored")).collect();
         assert_eq!(stored.len(), 3, "{err}");
-        assert!(stored.iter().all(|l| l.contains(via)), "UPLOAD_SENDFILE={setting}: {stored:?}");
         assert_eq!(s.emu.objects().last().unwrap().sha256, s.sha);
         assert!(!err.contains("X-Amz-Signature="), "presigned URL signature leaked");
     }
-    assert_eq!(s.emu.objects().len(), 2);
+    assert_eq!(s.emu.objects().len(), 3);
 }

@@ -1,5 +1,5 @@
 //! Command-line arguments (clap derive). Converted into validated settings by
-//! [`crate::settings`]; the engine never sees these types.
+//! [`crate::cli::settings`]; the engine never sees these types.
 
 use std::path::PathBuf;
 
@@ -28,39 +28,39 @@ Exit codes: 0 ok, 2 bad input, 3 authentication, 4 rejected by the provider, 5 n
 /// Upload large media files to Varjo Teleport, TruVideo, Uplift and Apertur.
 #[derive(Parser, Debug)]
 #[command(name = "upload", version, about, after_help = EXAMPLES, args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// A subcommand instead of an upload.
     #[command(subcommand)]
-    pub command: Option<Command>,
+    pub(crate) command: Option<Command>,
     /// What to upload and how.
     #[command(flatten)]
-    pub upload: UploadArgs,
+    pub(crate) upload: UploadArgs,
     /// Output settings.
     #[command(flatten)]
-    pub output: OutputArgs,
+    pub(crate) output: OutputArgs,
     /// Network settings.
     #[command(flatten)]
-    pub network: NetworkArgs,
+    pub(crate) network: NetworkArgs,
 }
 
 /// Network settings, valid everywhere.
 #[derive(Args, Debug, Clone, Default)]
 #[command(next_help_heading = "Network")]
-pub struct NetworkArgs {
+pub(crate) struct NetworkArgs {
     /// PEM file of CA certificates trusted besides the system's trust store (a TLS-inspecting
     /// proxy's CA, a private CA in front of an S3-compatible store); SSL_CERT_FILE is honoured too.
     #[arg(long, global = true, env = "UPLOAD_CA_BUNDLE", value_name = "FILE")]
-    pub ca_bundle: Option<PathBuf>,
+    pub(crate) ca_bundle: Option<PathBuf>,
     /// Longest wait for a TCP (and TLS) connection, for every request of the run (uploads,
     /// sign-in, downloads, subcommands): 500ms, 10s (default 5s; config `[defaults]
     /// connect_timeout`).
     #[arg(long, global = true, env = "UPLOAD_CONNECT_TIMEOUT", value_name = "DURATION", value_parser = parse_connect_timeout_arg)]
-    pub connect_timeout: Option<std::time::Duration>,
+    pub(crate) connect_timeout: Option<std::time::Duration>,
 }
 
 /// Subcommands.
 #[derive(Subcommand, Debug)]
-pub enum Command {
+pub(crate) enum Command {
     /// Upload a generated sample file to the in-process emulator and show what happened.
     Demo {
         /// The provider flow to show.
@@ -110,45 +110,45 @@ pub enum Command {
 
 /// `upload watch DIR... --provider P [upload options]`.
 #[derive(Args, Debug, Clone)]
-pub struct WatchArgs {
+pub(crate) struct WatchArgs {
     /// What to watch (the directories, as FILE) and how to upload.
     #[command(flatten)]
-    pub upload: UploadArgs,
+    pub(crate) upload: UploadArgs,
     /// How to watch.
     #[command(flatten)]
-    pub watch: WatchOptions,
+    pub(crate) watch: WatchOptions,
 }
 
 /// The watcher's own flags.
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "Watch")]
-pub struct WatchOptions {
+pub(crate) struct WatchOptions {
     /// A file (or a bulk-images directory) is complete once its size and mtime have not
     /// changed for this long (and, with inotify, no writer has it open): 5s, 300ms.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration_arg)]
-    pub settle: std::time::Duration,
+    pub(crate) settle: std::time::Duration,
     /// Scan the directories this often instead of inotify (network filesystems): 10s.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
-    pub poll: Option<std::time::Duration>,
+    pub(crate) poll: Option<std::time::Duration>,
     /// What to do with a file once the provider accepted it: keep, delete, or move:DIR
     /// (keeping its path relative to the watched directory).
     #[arg(long, value_name = "keep|delete|move:DIR", default_value = "keep", value_parser = parse_after_upload)]
-    pub after_upload: AfterUpload,
+    pub(crate) after_upload: AfterUpload,
     /// A file that failed is tried again after this long (doubling at each failure, up to 8 times as long).
     #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration_arg)]
-    pub retry_failed_after: std::time::Duration,
+    pub(crate) retry_failed_after: std::time::Duration,
     /// Teleport bulk-images: a sub-directory holding a file of this name is uploaded at once,
     /// without waiting for it to settle.
     #[arg(long, value_name = "NAME")]
-    pub ready_file: Option<String>,
+    pub(crate) ready_file: Option<String>,
     /// One scan with the same completeness rules, then exit with the worst file's exit code (cron).
     #[arg(long)]
-    pub once: bool,
+    pub(crate) once: bool,
 }
 
 /// `--after-upload`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AfterUpload {
+pub(crate) enum AfterUpload {
     /// Leave the file where it is.
     Keep,
     /// Delete the file.
@@ -170,83 +170,83 @@ fn parse_after_upload(s: &str) -> Result<AfterUpload, String> {
 
 /// `upload pending`.
 #[derive(Args, Debug, Clone)]
-pub struct PendingArgs {
+pub(crate) struct PendingArgs {
     /// Resume every pending upload, as rerunning its original command would (the journal keeps
     /// the file, provider, endpoint and options; tokens come from this command's sources).
     #[arg(long, conflicts_with_all = ["discard", "all_older_than"])]
-    pub resume: bool,
+    pub(crate) resume: bool,
     /// Discard this pending upload: its id (first column) or the provider's id. Repeatable.
     #[arg(long, value_name = "ID")]
-    pub discard: Vec<String>,
+    pub(crate) discard: Vec<String>,
     /// Discard every pending upload whose last activity is older than this: 7d, 12h, 30m.
     #[arg(long, value_name = "AGE", value_parser = parse_duration_arg)]
-    pub all_older_than: Option<std::time::Duration>,
+    pub(crate) all_older_than: Option<std::time::Duration>,
     /// Discard without asking (required when stdin is not a terminal).
     #[arg(long, short = 'y')]
-    pub yes: bool,
+    pub(crate) yes: bool,
     /// Where resume journals are kept (default $XDG_STATE_HOME/upload).
     #[arg(long, env = "UPLOAD_STATE_DIR", value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
+    pub(crate) state_dir: Option<PathBuf>,
     /// The given token and the token command.
     #[command(flatten)]
-    pub tokens: TokenArgs,
+    pub(crate) tokens: TokenArgs,
     /// Bandwidth of the resumed uploads (as for an upload).
     #[arg(long, env = "UPLOAD_LIMIT_RATE", value_name = "RATE")]
-    pub limit_rate: Option<String>,
+    pub(crate) limit_rate: Option<String>,
     /// Built-in sign-in.
     #[command(flatten)]
-    pub sign_in: SignInArgs,
+    pub(crate) sign_in: SignInArgs,
 }
 
 /// Where a token comes from besides the built-in sign-in: `--token` (else the provider's env
 /// var) and `--token-command`, the same for an upload, `upload pending` and the management
 /// subcommands.
 #[derive(Args, Debug, Clone, Default)]
-pub struct TokenArgs {
+pub(crate) struct TokenArgs {
     /// API token (else the provider's env var, e.g. TELEPORT_TOKEN, else UPLOAD_TOKEN).
     #[arg(long, value_name = "TOKEN", hide_env_values = true, value_parser = parse_secret)]
-    pub token: Option<Secret>,
+    pub(crate) token: Option<Secret>,
     /// Command that prints a fresh token on stdout; run when no token is given and after a 401.
     #[arg(long, env = "UPLOAD_TOKEN_COMMAND", value_name = "CMD")]
-    pub token_command: Option<String>,
+    pub(crate) token_command: Option<String>,
 }
 
 /// How a management subcommand reaches the provider's API: the same flags, environment
 /// variables and token resolution as an upload.
 #[derive(Args, Debug, Clone, Default)]
-pub struct ApiArgs {
+pub(crate) struct ApiArgs {
     /// The given token and the token command.
     #[command(flatten)]
-    pub tokens: TokenArgs,
+    pub(crate) tokens: TokenArgs,
 
     /// API origin replacing the documented one (paths are kept below it).
     #[arg(long, env = "UPLOAD_ENDPOINT", value_name = "URL")]
-    pub endpoint: Option<String>,
+    pub(crate) endpoint: Option<String>,
 
     /// Retries of a failed idempotent request or download.
     #[arg(long, env = "UPLOAD_RETRIES", default_value_t = 10)]
-    pub retries: u32,
+    pub(crate) retries: u32,
 
     /// Built-in sign-in and its token cache (boxed: keeps the subcommand enums small).
     #[command(flatten)]
-    pub sign_in: Box<ApiSignInArgs>,
+    pub(crate) sign_in: Box<ApiSignInArgs>,
 }
 
 /// The built-in sign-in of a management subcommand.
 #[derive(Args, Debug, Clone, Default)]
-pub struct ApiSignInArgs {
+pub(crate) struct ApiSignInArgs {
     /// Where the sign-in token cache is kept (default $XDG_STATE_HOME/upload).
     #[arg(long, env = "UPLOAD_STATE_DIR", value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
+    pub(crate) state_dir: Option<PathBuf>,
 
     /// Sign-in credentials.
     #[command(flatten)]
-    pub credentials: SignInArgs,
+    pub(crate) credentials: SignInArgs,
 }
 
 /// `upload teleport ...`.
 #[derive(Subcommand, Debug)]
-pub enum TeleportCommand {
+pub(crate) enum TeleportCommand {
     /// List captures: a table (eid, name, state, created, uploaded, viewer_url), JSON lines with --json.
     List {
         /// Captures per page (the API's `limit`).
@@ -323,64 +323,64 @@ pub enum TeleportCommand {
 
 /// `--limit-rate` of a download (boxed: keeps the subcommand enums small).
 #[derive(Args, Debug, Clone, Default)]
-pub struct LimitRateArgs {
+pub(crate) struct LimitRateArgs {
     /// Download bandwidth in bytes per second (20MiB, 8M, off) or a timetable of local times,
     /// "08:00,4MiB 18:00,off", as for uploads.
     #[arg(long, env = "UPLOAD_LIMIT_RATE", value_name = "RATE")]
-    pub limit_rate: Option<String>,
+    pub(crate) limit_rate: Option<String>,
 }
 
 /// Which model of a capture (`GET /share/{sid}/metadata` parameters).
 #[derive(Args, Debug, Clone)]
-pub struct ModelArgs {
+pub(crate) struct ModelArgs {
     /// Model profile: ply (the uncompressed .ply) or sogs-sh0 (a .zip of 6 compressed files).
     #[arg(long, default_value = "ply", value_parser = ["ply", "sogs-sh0"])]
-    pub profile: String,
+    pub(crate) profile: String,
     /// Model quality.
     #[arg(long, default_value = "hd", value_parser = ["sd", "hd"])]
-    pub quality: String,
+    pub(crate) quality: String,
     /// Ask for the level-of-detail hierarchy (several model files).
     #[arg(long)]
-    pub lod: bool,
+    pub(crate) lod: bool,
     /// Model URLs from the origin instead of the CDN (use_cdn=false).
     #[arg(long)]
-    pub no_cdn: bool,
+    pub(crate) no_cdn: bool,
 }
 
 /// `upload apertur ...`.
 #[derive(Args, Debug, Clone)]
-pub struct AperturCommandArgs {
+pub(crate) struct AperturCommandArgs {
     /// Connection settings.
     #[command(flatten)]
-    pub conn: AperturConnArgs,
+    pub(crate) conn: AperturConnArgs,
     /// What to do.
     #[command(subcommand)]
-    pub command: AperturCommand,
+    pub(crate) command: AperturCommand,
 }
 
 /// How `upload apertur ...` reaches the API.
 #[derive(Args, Debug, Clone)]
-pub struct AperturConnArgs {
+pub(crate) struct AperturConnArgs {
     /// API token (else APERTUR_TOKEN, else UPLOAD_TOKEN).
     #[arg(long, global = true, value_name = "TOKEN", hide_env_values = true, value_parser = parse_secret)]
-    pub token: Option<Secret>,
+    pub(crate) token: Option<Secret>,
     /// Command that prints a fresh token on stdout; run when no token is given and after a 401.
     #[arg(long, global = true, env = "UPLOAD_TOKEN_COMMAND", value_name = "CMD")]
-    pub token_command: Option<String>,
+    pub(crate) token_command: Option<String>,
     /// API origin (default https://api.apertur.ca; the SDK's https://api.aptr.ca works too).
     #[arg(long, global = true, env = "UPLOAD_ENDPOINT", value_name = "URL")]
-    pub endpoint: Option<String>,
+    pub(crate) endpoint: Option<String>,
     /// Secret for request signing (X-Aptr-Timestamp / X-Aptr-Signature headers).
     #[arg(long, global = true, env = "APERTUR_SIGNING_SECRET", hide_env_values = true, value_parser = parse_secret)]
-    pub signing_secret: Option<Secret>,
+    pub(crate) signing_secret: Option<Secret>,
     /// Retries of a failed idempotent request.
     #[arg(long, global = true, env = "UPLOAD_RETRIES", default_value_t = 10)]
-    pub retries: u32,
+    pub(crate) retries: u32,
 }
 
 /// Apertur subcommands.
 #[derive(Subcommand, Debug, Clone)]
-pub enum AperturCommand {
+pub(crate) enum AperturCommand {
     /// Per-image, per-destination delivery status of a session.
     Status {
         /// The session id.
@@ -423,7 +423,7 @@ pub enum AperturCommand {
 
 /// `upload apertur session ...`.
 #[derive(Subcommand, Debug, Clone)]
-pub enum AperturSessionCommand {
+pub(crate) enum AperturSessionCommand {
     /// Show a session's settings and limits.
     Get {
         /// The session id.
@@ -459,7 +459,7 @@ pub enum AperturSessionCommand {
 
 /// `upload apertur destinations ...`.
 #[derive(Subcommand, Debug, Clone)]
-pub enum AperturDestinationsCommand {
+pub(crate) enum AperturDestinationsCommand {
     /// List the project's destinations.
     List {
         /// Project id.
@@ -524,7 +524,7 @@ pub enum AperturDestinationsCommand {
 
 /// `upload config ...`.
 #[derive(Subcommand, Debug)]
-pub enum ConfigCommand {
+pub(crate) enum ConfigCommand {
     /// Print where the configuration file is read from.
     Path,
     /// Print the configuration as read, secrets redacted.
@@ -533,7 +533,7 @@ pub enum ConfigCommand {
 
 /// `upload auth ...`.
 #[derive(Subcommand, Debug)]
-pub enum AuthCommand {
+pub(crate) enum AuthCommand {
     /// Sign in (or take the given token), make one cheap read-only call and say who the token
     /// is for when the API tells. Exit 0 when the API accepts the token, 3 when not.
     Check(Box<AuthCheckArgs>),
@@ -541,58 +541,58 @@ pub enum AuthCommand {
 
 /// `upload auth check`.
 #[derive(Args, Debug, Clone)]
-pub struct AuthCheckArgs {
+pub(crate) struct AuthCheckArgs {
     /// The vendor.
     #[arg(long, short = 'p', env = "UPLOAD_PROVIDER", value_enum)]
-    pub provider: Option<ProviderName>,
+    pub(crate) provider: Option<ProviderName>,
     /// API token to check instead of signing in.
     #[arg(long, value_name = "TOKEN", hide_env_values = true, value_parser = parse_secret)]
-    pub token: Option<Secret>,
+    pub(crate) token: Option<Secret>,
     /// Command that prints a token on stdout.
     #[arg(long, env = "UPLOAD_TOKEN_COMMAND", value_name = "CMD")]
-    pub token_command: Option<String>,
+    pub(crate) token_command: Option<String>,
     /// API origin replacing the documented one.
     #[arg(long, env = "UPLOAD_ENDPOINT", value_name = "URL")]
-    pub endpoint: Option<String>,
+    pub(crate) endpoint: Option<String>,
     /// Where the token cache is kept (default $XDG_STATE_HOME/upload).
     #[arg(long, env = "UPLOAD_STATE_DIR", value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
+    pub(crate) state_dir: Option<PathBuf>,
     /// TruVideo: the release-candidate environment.
     #[arg(long)]
-    pub rc: bool,
+    pub(crate) rc: bool,
     /// Sign-in credentials.
     #[command(flatten)]
-    pub sign_in: SignInArgs,
+    pub(crate) sign_in: SignInArgs,
 }
 
 /// Built-in sign-in: the tool fetches (and renews) its own token.
 #[derive(Args, Debug, Clone, Default)]
 #[command(next_help_heading = "Sign-in")]
-pub struct SignInArgs {
+pub(crate) struct SignInArgs {
     /// Teleport API key client id (client-credentials sign-in).
     #[arg(long, env = "TELEPORT_CLIENT_ID", value_name = "ID")]
-    pub client_id: Option<String>,
+    pub(crate) client_id: Option<String>,
     /// Teleport API key client secret.
     #[arg(long, env = "TELEPORT_CLIENT_SECRET", value_name = "SECRET", hide_env_values = true, value_parser = parse_secret)]
-    pub client_secret: Option<Secret>,
+    pub(crate) client_secret: Option<Secret>,
     /// TruVideo api key (signed login).
     #[arg(long, env = "TRUVIDEO_API_KEY", value_name = "KEY", hide_env_values = true, value_parser = parse_secret)]
-    pub api_key: Option<Secret>,
+    pub(crate) api_key: Option<Secret>,
     /// TruVideo secret key (signs the login; never sent).
     #[arg(long, env = "TRUVIDEO_SECRET_KEY", value_name = "KEY", hide_env_values = true, value_parser = parse_secret)]
-    pub secret_key: Option<Secret>,
+    pub(crate) secret_key: Option<Secret>,
     /// TruVideo external id (the tenant).
     #[arg(long, env = "TRUVIDEO_EXTERNAL_ID", value_name = "ID")]
-    pub external_id: Option<String>,
+    pub(crate) external_id: Option<String>,
     /// Sign-in origin replacing the documented one (Teleport https://signin.teleport.varjo.com,
     /// TruVideo https://sdk-mobile-api.truvideo.com).
     #[arg(long, env = "UPLOAD_AUTH_ENDPOINT", value_name = "URL")]
-    pub auth_endpoint: Option<String>,
+    pub(crate) auth_endpoint: Option<String>,
 }
 
 /// Which vendor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum ProviderName {
+pub(crate) enum ProviderName {
     /// Varjo Teleport (.zip of images or .mp4).
     Teleport,
     /// TruVideo Upload V3.
@@ -606,164 +606,164 @@ pub enum ProviderName {
 /// Output settings, valid everywhere.
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "Output")]
-pub struct OutputArgs {
+pub(crate) struct OutputArgs {
     /// Print results as JSON, one object per line on stdout (progress and logs stay on stderr).
     #[arg(long, global = true)]
-    pub json: bool,
+    pub(crate) json: bool,
     /// No progress output.
     #[arg(long, short, global = true)]
-    pub quiet: bool,
+    pub(crate) quiet: bool,
     /// More logs on stderr (-v info, -vv debug: requests with redacted URLs, statuses, retries).
     #[arg(long, short, action = clap::ArgAction::Count, global = true)]
-    pub verbose: u8,
+    pub(crate) verbose: u8,
     /// Colour on stderr (logs, bars, results): auto = only on a terminal, and not when NO_COLOR
     /// is set.
     #[arg(long, global = true, value_enum, env = "UPLOAD_COLOR", value_name = "WHEN", default_value = "auto")]
-    pub color: crate::ui::ColorWhen,
+    pub(crate) color: crate::cli::ui::ColorWhen,
 }
 
 /// An upload.
 #[derive(Args, Debug, Clone)]
-pub struct UploadArgs {
+pub(crate) struct UploadArgs {
     /// Files to upload (with --emulate and none given: a generated sample, as `upload demo`).
     #[arg(required_unless_present = "emulate", value_name = "FILE")]
-    pub files: Vec<PathBuf>,
+    pub(crate) files: Vec<PathBuf>,
 
     /// The vendor to upload to.
     #[arg(long, short = 'p', env = "UPLOAD_PROVIDER", value_enum)]
-    pub provider: Option<ProviderName>,
+    pub(crate) provider: Option<ProviderName>,
 
     /// The given token and the token command.
     #[command(flatten)]
-    pub tokens: TokenArgs,
+    pub(crate) tokens: TokenArgs,
 
     /// API origin replacing the documented one (paths are kept below it).
     #[arg(long, env = "UPLOAD_ENDPOINT", value_name = "URL")]
-    pub endpoint: Option<String>,
+    pub(crate) endpoint: Option<String>,
 
     /// Parts (or Apertur images) in flight at once: auto (tuned from the measured throughput,
     /// from 4 up to --max-concurrency) or a number (1-256) that pins it.
     #[arg(long, short = 'c', env = "UPLOAD_CONCURRENCY", value_name = "auto|N", default_value = "auto", value_parser = parse_concurrency)]
-    pub concurrency: AutoCount,
+    pub(crate) concurrency: AutoCount,
 
     /// Most parts in flight that --concurrency auto goes up to (1-256).
     #[arg(long, env = "UPLOAD_MAX_CONCURRENCY", value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=256))]
-    pub max_concurrency: u16,
+    pub(crate) max_concurrency: u16,
 
     /// Retries of a failed part or idempotent request.
     #[arg(long, env = "UPLOAD_RETRIES", default_value_t = 10)]
-    pub retries: u32,
+    pub(crate) retries: u32,
 
     /// Part size where the client chooses it (TruVideo): 5MiB, 64MiB, 1GiB...
     #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
-    pub part_size: Option<u64>,
+    pub(crate) part_size: Option<u64>,
 
     /// Send a checksum with each part (Content-MD5).
     #[arg(long, value_enum)]
-    pub checksum: Option<Checksum>,
+    pub(crate) checksum: Option<Checksum>,
 
     /// Where resume journals and caches are kept (default $XDG_STATE_HOME/upload).
     #[arg(long, env = "UPLOAD_STATE_DIR", value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
+    pub(crate) state_dir: Option<PathBuf>,
 
     /// Total bandwidth of the run, all files and connections together, in bytes per second:
     /// 20MiB, 8M, off; or a timetable of local times, "08:00,4MiB 12:00,10MiB 18:00,off", with
     /// Mon-08:00,RATE entries for single days.
     #[arg(long, env = "UPLOAD_LIMIT_RATE", value_name = "RATE")]
-    pub limit_rate: Option<String>,
+    pub(crate) limit_rate: Option<String>,
 
     /// Start over instead of resuming an interrupted upload of the same file.
     #[arg(long)]
-    pub no_resume: bool,
+    pub(crate) no_resume: bool,
 
     /// When another run is uploading the same file, wait for it to end (at most DURATION,
     /// default 1h; Ctrl-C stops the wait) instead of exiting with code 8; then the file is
     /// found done, or carried on.
     #[arg(long, value_name = "DURATION", num_args = 0..=1, require_equals = true, default_missing_value = "1h", value_parser = parse_duration_arg)]
-    pub wait_for_lock: Option<std::time::Duration>,
+    pub(crate) wait_for_lock: Option<std::time::Duration>,
 
     /// Validate everything locally and print the plan; make no request.
     #[arg(long)]
-    pub dry_run: bool,
+    pub(crate) dry_run: bool,
 
     /// Start the local emulator in-process and upload there instead (no account needed);
     /// then show the requests made and what the emulator stored.
     #[arg(long)]
-    pub emulate: bool,
+    pub(crate) emulate: bool,
 
     /// Walk directories given as FILE into their subdirectories too.
     #[arg(long, short = 'r')]
-    pub recursive: bool,
+    pub(crate) recursive: bool,
 
     /// Only files (found in directories) whose path matches this glob, e.g. '*.mp4'. Repeatable.
     #[arg(long, value_name = "GLOB")]
-    pub include: Vec<String>,
+    pub(crate) include: Vec<String>,
 
     /// Leave out files (found in directories) whose path matches this glob. Repeatable.
     #[arg(long, value_name = "GLOB")]
-    pub exclude: Vec<String>,
+    pub(crate) exclude: Vec<String>,
 
     /// Include hidden files and directories (names starting with '.') when walking directories.
     #[arg(long)]
-    pub hidden: bool,
+    pub(crate) hidden: bool,
 
     /// Files uploaded at once: auto (4, and up to 128 small files while their bytes in flight stay
     /// under 128 MiB) or a number (1-256) that pins it; they share the --concurrency part budget.
     #[arg(long = "files", value_name = "auto|N", default_value = "auto", value_parser = parse_files)]
-    pub files_at_once: AutoCount,
+    pub(crate) files_at_once: AutoCount,
 
     /// Stop at the first file that fails (the default carries on with the others).
     #[arg(long)]
-    pub fail_fast: bool,
+    pub(crate) fail_fast: bool,
 
     /// Upload files again even when the state directory records them as already uploaded.
     #[arg(long)]
-    pub force: bool,
+    pub(crate) force: bool,
 
     /// After the upload, follow processing/delivery until it ends (Teleport, Uplift, Apertur).
     #[arg(long, conflicts_with = "no_wait")]
-    pub wait: bool,
+    pub(crate) wait: bool,
 
     /// Stop once the upload is accepted; do not poll for processing (TruVideo waits by default).
     #[arg(long)]
-    pub no_wait: bool,
+    pub(crate) no_wait: bool,
 
     /// Longest time to wait for processing or delivery: 90s, 30m, 2h.
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration_arg)]
-    pub wait_timeout: std::time::Duration,
+    pub(crate) wait_timeout: std::time::Duration,
 
     /// First interval between status polls (grows with backoff): 2s, 500ms.
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration_arg)]
-    pub poll_interval: std::time::Duration,
+    pub(crate) poll_interval: std::time::Duration,
 
     /// Tags: `K=V` for TruVideo (media.tags), free text such as `order:456` for Apertur. Repeatable.
     #[arg(long = "tag", value_name = "TAG")]
-    pub tags: Vec<String>,
+    pub(crate) tags: Vec<String>,
 
     /// Teleport options.
     #[command(flatten)]
-    pub teleport: TeleportArgs,
+    pub(crate) teleport: TeleportArgs,
 
     /// TruVideo options.
     #[command(flatten)]
-    pub truvideo: TruvideoArgs,
+    pub(crate) truvideo: TruvideoArgs,
 
     /// Uplift options.
     #[command(flatten)]
-    pub uplift: UpliftArgs,
+    pub(crate) uplift: UpliftArgs,
 
     /// Apertur options.
     #[command(flatten)]
-    pub apertur: AperturArgs,
+    pub(crate) apertur: AperturArgs,
 
     /// Built-in sign-in.
     #[command(flatten)]
-    pub sign_in: SignInArgs,
+    pub(crate) sign_in: SignInArgs,
 }
 
 /// `--checksum`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Checksum {
+pub(crate) enum Checksum {
     /// Content-MD5 on every part.
     Md5,
 }
@@ -771,125 +771,125 @@ pub enum Checksum {
 /// Teleport settings.
 #[derive(Args, Debug, Clone, Default)]
 #[command(next_help_heading = "Teleport")]
-pub struct TeleportArgs {
+pub(crate) struct TeleportArgs {
     /// Capture name (default: the file name).
     #[arg(long)]
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     /// Input format (default: .zip → bulk-images, .mp4 → video).
     #[arg(long, value_parser = ["bulk-images", "video"])]
-    pub format: Option<String>,
+    pub(crate) format: Option<String>,
     /// With --format bulk-images and a directory: write its zip to FILE first, then upload
     /// FILE (default: the zip is streamed from the images and never written to disk).
     #[arg(long, value_name = "FILE")]
-    pub zip_to: Option<PathBuf>,
+    pub(crate) zip_to: Option<PathBuf>,
 }
 
 /// TruVideo settings.
 #[derive(Args, Debug, Clone, Default)]
 #[command(next_help_heading = "TruVideo")]
-pub struct TruvideoArgs {
+pub(crate) struct TruvideoArgs {
     /// Use the release-candidate API (https://upload-api-rc.truvideo.com).
     #[arg(long)]
-    pub rc: bool,
+    pub(crate) rc: bool,
     /// media.title.
     #[arg(long)]
-    pub title: Option<String>,
+    pub(crate) title: Option<String>,
     /// media.creator (0 to 255 characters).
     #[arg(long)]
-    pub creator: Option<String>,
+    pub(crate) creator: Option<String>,
     /// media.duration in milliseconds.
     #[arg(long, value_name = "MS")]
-    pub duration_ms: Option<u64>,
+    pub(crate) duration_ms: Option<u64>,
     /// media.resolution.
     #[arg(long, value_parser = ["LOW", "NORMAL", "HIGH"], ignore_case = true)]
-    pub resolution: Option<String>,
+    pub(crate) resolution: Option<String>,
     /// media.fileType (default: from the extension, e.g. MP4, MOV, JPG, PDF).
     #[arg(long, value_name = "TYPE")]
-    pub file_type: Option<String>,
+    pub(crate) file_type: Option<String>,
     /// Add the media to the permanent library (insights.isLibrary = true).
     #[arg(long)]
-    pub library: bool,
+    pub(crate) library: bool,
     /// Keep the media out of reports (insights.includeInReport = false).
     #[arg(long)]
-    pub no_report: bool,
+    pub(crate) no_report: bool,
     /// metadata entry K=V (V is parsed as JSON when it is valid JSON, else kept as text). Repeatable.
     #[arg(long = "metadata", value_name = "K=V")]
-    pub metadata: Vec<String>,
+    pub(crate) metadata: Vec<String>,
     /// metadata as a JSON object, merged under the --metadata entries.
     #[arg(long, value_name = "JSON")]
-    pub metadata_json: Option<String>,
+    pub(crate) metadata_json: Option<String>,
 }
 
 /// Uplift settings.
 #[derive(Args, Debug, Clone, Default)]
 #[command(next_help_heading = "Uplift")]
-pub struct UpliftArgs {
+pub(crate) struct UpliftArgs {
     /// Athlete UUID.
     #[arg(long, env = "UPLIFT_ATHLETE_ID", value_name = "UUID")]
-    pub athlete_id: Option<String>,
+    pub(crate) athlete_id: Option<String>,
     /// Session group UUID (default: a new random one, printed in the result).
     #[arg(long, value_name = "UUID")]
-    pub session_group_id: Option<String>,
+    pub(crate) session_group_id: Option<String>,
     /// movement_attributes.activity, e.g. golf.
     #[arg(long)]
-    pub activity: Option<String>,
+    pub(crate) activity: Option<String>,
     /// movement_attributes.movement, e.g. full_swing.
     #[arg(long)]
-    pub movement: Option<String>,
+    pub(crate) movement: Option<String>,
     /// camera_configuration.camera_setup_selection, e.g. single.down_the_line.
     #[arg(long, value_name = "SETUP")]
-    pub camera_setup: Option<String>,
+    pub(crate) camera_setup: Option<String>,
     /// camera_configuration.camera_orientation: portrait or landscape.
     #[arg(long)]
-    pub orientation: Option<String>,
+    pub(crate) orientation: Option<String>,
     /// Extra camera_configuration key K=V. Repeatable.
     #[arg(long = "camera-config", value_name = "K=V")]
-    pub camera_config: Vec<String>,
+    pub(crate) camera_config: Vec<String>,
     /// Extra movement_attributes key K=V. Repeatable.
     #[arg(long = "movement-attr", value_name = "K=V")]
-    pub movement_attr: Vec<String>,
+    pub(crate) movement_attr: Vec<String>,
     /// file_name sent to Uplift (default: the file's name; must end in .mov).
     #[arg(long, value_name = "NAME")]
-    pub file_name: Option<String>,
+    pub(crate) file_name: Option<String>,
     /// capture_time: RFC 3339, or `mtime` for the file's modification time (default: server time).
     #[arg(long, value_name = "TIME")]
-    pub capture_time: Option<String>,
+    pub(crate) capture_time: Option<String>,
 }
 
 /// Apertur settings.
 #[derive(Args, Debug, Clone, Default)]
 #[command(next_help_heading = "Apertur")]
-pub struct AperturArgs {
+pub(crate) struct AperturArgs {
     /// Upload into this existing session instead of creating one.
     #[arg(long, value_name = "UUID")]
-    pub session: Option<String>,
+    pub(crate) session: Option<String>,
     /// Destination UUID for the new session. Repeatable.
     #[arg(long = "destination", value_name = "UUID")]
-    pub destinations: Vec<String>,
+    pub(crate) destinations: Vec<String>,
     /// Session lifetime in hours (1 to 168).
     #[arg(long, value_name = "HOURS", conflicts_with = "expires_at")]
-    pub expires_in_hours: Option<u32>,
+    pub(crate) expires_in_hours: Option<u32>,
     /// Session expiry as an ISO 8601 time.
     #[arg(long, value_name = "TIME")]
-    pub expires_at: Option<String>,
+    pub(crate) expires_at: Option<String>,
     /// Maximum number of images in the session.
     #[arg(long, value_name = "N")]
-    pub max_images: Option<u32>,
+    pub(crate) max_images: Option<u32>,
     /// Accepted MIME type (image/jpeg, image/png, image/webp, image/heic). Repeatable.
     #[arg(long = "allowed-mime-type", value_name = "MIME")]
-    pub allowed_mime_types: Vec<String>,
+    pub(crate) allowed_mime_types: Vec<String>,
     /// Maximum width or height in pixels.
     #[arg(long, value_name = "PIXELS")]
-    pub max_image_dimension: Option<u32>,
+    pub(crate) max_image_dimension: Option<u32>,
     /// Session password (4 to 128 characters); sent as x-session-password when uploading.
     #[arg(long, env = "APERTUR_SESSION_PASSWORD", hide_env_values = true, value_parser = parse_secret)]
-    pub password: Option<Secret>,
+    pub(crate) password: Option<Secret>,
     /// Enable long polling (pull-based delivery) on the new session.
     #[arg(long)]
-    pub long_polling: bool,
+    pub(crate) long_polling: bool,
     /// Secret for request signing (X-Aptr-Timestamp / X-Aptr-Signature headers).
     #[arg(long, env = "APERTUR_SIGNING_SECRET", hide_env_values = true, value_parser = parse_secret)]
-    pub signing_secret: Option<Secret>,
+    pub(crate) signing_secret: Option<Secret>,
 }
 
 fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
@@ -901,11 +901,11 @@ fn parse_connect_timeout_arg(s: &str) -> Result<std::time::Duration, String> {
 }
 
 /// The longest `--connect-timeout` (a connection that takes longer is not coming).
-pub const MAX_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
+pub(crate) const MAX_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Parses a `--connect-timeout`: a [`parse_duration`] above zero and at most
 /// [`MAX_CONNECT_TIMEOUT`].
-pub fn parse_connect_timeout(s: &str) -> Result<std::time::Duration, String> {
+pub(crate) fn parse_connect_timeout(s: &str) -> Result<std::time::Duration, String> {
     let d = parse_duration(s)?;
     if d.is_zero() {
         return Err(format!("connect timeout '{s}' must be more than zero: e.g. 500ms or 10s"));
@@ -917,7 +917,7 @@ pub fn parse_connect_timeout(s: &str) -> Result<std::time::Duration, String> {
 }
 
 /// Parses `500ms`, `90s`, `90`, `30m`, `2h`.
-pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let t = s.trim();
     let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
@@ -938,11 +938,11 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 }
 
 /// The longest duration the command line takes (one year).
-pub const MAX_DURATION_SECS: f64 = 365.0 * 24.0 * 3600.0;
+pub(crate) const MAX_DURATION_SECS: f64 = 365.0 * 24.0 * 3600.0;
 
 /// `auto`, or a number that pins a setting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AutoCount {
+pub(crate) enum AutoCount {
     /// Chosen by the tool as it goes.
     Auto,
     /// Pinned.

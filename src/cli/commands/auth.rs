@@ -15,8 +15,7 @@
 use std::io::Write;
 use std::time::SystemTime;
 
-
-use crate::cli::{AuthCheckArgs, OutputArgs, ProviderName};
+use crate::cli::args::{AuthCheckArgs, OutputArgs, ProviderName};
 use crate::error::{Error, Result};
 use crate::providers::api::Api;
 use crate::providers::{TokenOrigin, signin};
@@ -26,8 +25,8 @@ const IDENTITY_CLAIMS: [&str; 9] =
     ["sub", "client_id", "azp", "email", "name", "org", "organization", "tenant", "externalId"];
 
 /// Runs the check; returns the exit code (0) or the error (exit 3 when the token is refused).
-pub async fn check(args: &AuthCheckArgs, output: &OutputArgs) -> Result<i32> {
-    let config = crate::config::ConfigFile::load()?;
+pub(crate) async fn check(args: &AuthCheckArgs, output: &OutputArgs) -> Result<i32> {
+    let config = crate::cli::config::ConfigFile::load()?;
     let mut args = args.clone();
     config.apply_auth_check(&mut args)?;
     let args = &args;
@@ -46,12 +45,15 @@ pub async fn check(args: &AuthCheckArgs, output: &OutputArgs) -> Result<i32> {
     };
     let query: Vec<(&str, String)> =
         if provider == ProviderName::Teleport { vec![("limit", "1".into())] } else { vec![] };
-    let crate::settings::Connection { endpoint, token, http, .. } = crate::settings::connect(
+    let crate::cli::settings::Connection { endpoint, token, http, .. } = crate::cli::settings::connect(
         provider,
         &config,
-        crate::settings::ConnectionArgs {
+        crate::cli::settings::ConnectionArgs {
             endpoint: args.endpoint.clone(),
-            tokens: crate::cli::TokenArgs { token: args.token.clone(), token_command: args.token_command.clone() },
+            tokens: crate::cli::args::TokenArgs {
+                token: args.token.clone(),
+                token_command: args.token_command.clone(),
+            },
             sign_in: &args.sign_in,
             rc: args.rc,
             state_dir: args.state_dir.clone(),

@@ -18,7 +18,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::cli::{OutputArgs, PendingArgs, ProviderName};
+use crate::cli::args::{OutputArgs, PendingArgs, ProviderName};
 use crate::engine::journal::{self, FileIdentity, JournalData, JournalState};
 use crate::engine::source::FileSource;
 use crate::error::{Error, Result, exit};
@@ -91,11 +91,11 @@ fn load_all(state_dir: &Path) -> (Vec<Pending>, Vec<(PathBuf, Error)>) {
 }
 
 fn state_dir(args: &PendingArgs) -> Result<PathBuf> {
-    let config = crate::config::ConfigFile::load()?;
+    let config = crate::cli::config::ConfigFile::load()?;
     args.state_dir
         .clone()
         .or_else(|| config.defaults.state_dir.clone())
-        .or_else(crate::settings::default_state_dir)
+        .or_else(crate::cli::settings::default_state_dir)
         .ok_or_else(|| {
             Error::usage("no state directory: HOME is not set", "pass --state-dir DIR (or set UPLOAD_STATE_DIR)")
         })
@@ -109,11 +109,11 @@ fn provider_of(name: &str) -> Result<ProviderName> {
 
 fn write_line(line: &str) -> Result<()> {
     let mut out = std::io::stdout().lock();
-    crate::ignore_broken_pipe(writeln!(out, "{line}"))
+    crate::cli::ignore_broken_pipe(writeln!(out, "{line}"))
 }
 
 /// Runs `upload pending`; returns the exit code.
-pub async fn run(args: PendingArgs, output: &OutputArgs) -> Result<i32> {
+pub(crate) async fn run(args: PendingArgs, output: &OutputArgs) -> Result<i32> {
     let dir = state_dir(&args)?;
     if args.resume {
         return resume(&args, &dir, output).await;
@@ -167,7 +167,7 @@ pub async fn run(args: PendingArgs, output: &OutputArgs) -> Result<i32> {
 
 /// The command line that carries an upload on: the file, provider and endpoint of the journal,
 /// the options it kept, and this run's token sources and state directory.
-fn resume_command(p: &Pending, args: &PendingArgs, dir: &Path, output: &OutputArgs) -> Result<crate::cli::Cli> {
+fn resume_command(p: &Pending, args: &PendingArgs, dir: &Path, output: &OutputArgs) -> Result<crate::cli::args::Cli> {
     let d = &p.data;
     let mut argv: Vec<std::ffi::OsString> = vec!["upload".into(), d.file.path.clone().into_os_string()];
     for a in ["--provider", &d.provider, "--endpoint", &d.endpoint] {
@@ -209,7 +209,7 @@ fn resume_command(p: &Pending, args: &PendingArgs, dir: &Path, output: &OutputAr
     if output.quiet {
         argv.push("-q".into());
     }
-    <crate::cli::Cli as clap::Parser>::try_parse_from(argv).map_err(|e| {
+    <crate::cli::args::Cli as clap::Parser>::try_parse_from(argv).map_err(|e| {
         let first = e.to_string().lines().next().unwrap_or_default().to_string();
         Error::usage(
             format!("the journal {} does not give a usable command: {first}", p.id),
@@ -233,7 +233,7 @@ async fn resume(args: &PendingArgs, dir: &Path, output: &OutputArgs) -> Result<i
                 format!("{} changed since its upload was interrupted ({why}); not resumed", p.data.file.path.display()),
                 format!("upload it again with --no-resume, or drop the journal with upload pending --discard {}", p.id),
             );
-            crate::report_error(&err);
+            crate::cli::report_error(&err);
             code = code.max(err.exit_code());
             continue;
         }
@@ -247,13 +247,13 @@ async fn resume(args: &PendingArgs, dir: &Path, output: &OutputArgs) -> Result<i
             );
         }
         let outcome = match resume_command(&p, args, dir, output) {
-            Ok(cli) => Box::pin(crate::run(cli)).await,
+            Ok(cli) => Box::pin(crate::cli::run(cli)).await,
             Err(e) => Err(e),
         };
         match outcome {
             Ok(c) => code = code.max(c),
             Err(e) => {
-                crate::report_error(&e);
+                crate::cli::report_error(&e);
                 code = code.max(e.exit_code());
                 if matches!(e, Error::Interrupted { .. }) {
                     break;
@@ -334,17 +334,17 @@ async fn discard(args: &PendingArgs, dir: &Path, output: &OutputArgs) -> Result<
         .await?;
         let mut server = "none: the provider offers no clean-up".to_string();
         if cleans_up(p) {
-            let api_args = crate::cli::ApiArgs {
+            let api_args = crate::cli::args::ApiArgs {
                 tokens: args.tokens.clone(),
                 endpoint: Some(p.data.endpoint.clone()),
                 retries: 10,
-                sign_in: Box::new(crate::cli::ApiSignInArgs {
+                sign_in: Box::new(crate::cli::args::ApiSignInArgs {
                     state_dir: Some(dir.to_path_buf()),
                     credentials: args.sign_in.clone(),
                 }),
             };
-            let api = crate::settings::api_from_args(provider, &api_args)?;
-            match crate::providers::teleport_admin::delete(&api, &p.data.upload_id).await {
+            let api = crate::cli::settings::api_from_args(provider, &api_args)?;
+            match crate::providers::teleport::admin::delete(&api, &p.data.upload_id).await {
                 Ok(()) => server = format!("capture {} deleted", p.data.upload_id),
                 Err(Error::Rejected { status: 404, .. }) => {
                     server = format!("capture {} was already gone", p.data.upload_id)

@@ -31,79 +31,79 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{ProviderName, UploadArgs};
+use crate::cli::args::{ProviderName, UploadArgs};
 use crate::error::{Error, Result};
 use crate::redact::Secret;
 
 /// The whole file: `[defaults]` and one section per provider, named by its descriptor's
 /// [`config_section`](crate::providers::Descriptor::config_section).
 #[derive(Clone, Debug, Default, Serialize)]
-pub struct ConfigFile {
+pub(crate) struct ConfigFile {
     /// Settings for every provider.
-    pub defaults: Defaults,
+    pub(crate) defaults: Defaults,
     /// The providers' sections that the file has, by section name.
     #[serde(flatten)]
-    pub sections: BTreeMap<String, Section>,
+    pub(crate) sections: BTreeMap<String, Section>,
 }
 
 /// `[defaults]`.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct Defaults {
+pub(crate) struct Defaults {
     /// Provider used when `--provider` is not given.
-    pub provider: Option<String>,
+    pub(crate) provider: Option<String>,
     /// State directory.
-    pub state_dir: Option<PathBuf>,
+    pub(crate) state_dir: Option<PathBuf>,
     /// Bandwidth limit of every run (`--limit-rate`): `10MiB`, `off`, or a timetable.
-    pub limit_rate: Option<String>,
+    pub(crate) limit_rate: Option<String>,
     /// Longest wait for a connection (`--connect-timeout`): `500ms`, `10s`.
-    pub connect_timeout: Option<String>,
+    pub(crate) connect_timeout: Option<String>,
 }
 
 /// A provider's section. Only the keys that make sense for the provider are used.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct Section {
+pub(crate) struct Section {
     /// API origin.
-    pub endpoint: Option<String>,
+    pub(crate) endpoint: Option<String>,
     /// Token (prefer `token_command` or the environment: this file is plain text).
-    pub token: Option<Secret>,
+    pub(crate) token: Option<Secret>,
     /// Command printing a fresh token.
-    pub token_command: Option<String>,
+    pub(crate) token_command: Option<String>,
     /// Teleport client id (built-in sign-in).
-    pub client_id: Option<String>,
+    pub(crate) client_id: Option<String>,
     /// Teleport client secret.
-    pub client_secret: Option<Secret>,
+    pub(crate) client_secret: Option<Secret>,
     /// TruVideo API key.
-    pub api_key: Option<Secret>,
+    pub(crate) api_key: Option<Secret>,
     /// TruVideo secret key.
-    pub secret_key: Option<Secret>,
+    pub(crate) secret_key: Option<Secret>,
     /// TruVideo external id.
-    pub external_id: Option<String>,
+    pub(crate) external_id: Option<String>,
     /// TruVideo: use the release-candidate API.
-    pub rc: Option<bool>,
+    pub(crate) rc: Option<bool>,
     /// TruVideo media.creator.
-    pub creator: Option<String>,
+    pub(crate) creator: Option<String>,
     /// Uplift athlete.
-    pub athlete_id: Option<String>,
+    pub(crate) athlete_id: Option<String>,
     /// Uplift activity.
-    pub activity: Option<String>,
+    pub(crate) activity: Option<String>,
     /// Uplift movement.
-    pub movement: Option<String>,
+    pub(crate) movement: Option<String>,
     /// Uplift camera setup.
-    pub camera_setup: Option<String>,
+    pub(crate) camera_setup: Option<String>,
     /// Uplift orientation.
-    pub orientation: Option<String>,
+    pub(crate) orientation: Option<String>,
     /// Apertur destinations for new sessions.
     #[serde(default)]
-    pub destinations: Vec<String>,
+    pub(crate) destinations: Vec<String>,
 }
 
 const SECRET_KEYS: [&str; 4] = ["token", "client_secret", "secret_key", "api_key"];
 
 impl ConfigFile {
     /// Where the file is looked for.
-    pub fn path() -> Option<PathBuf> {
+    pub(crate) fn path() -> Option<PathBuf> {
         if let Some(p) = std::env::var_os("UPLOAD_CONFIG").filter(|v| !v.is_empty()) {
             return Some(PathBuf::from(p));
         }
@@ -115,7 +115,7 @@ impl ConfigFile {
 
     /// Loads the file; a missing file at the default place is an empty configuration, a
     /// missing file named by `UPLOAD_CONFIG` is an error.
-    pub fn load() -> Result<Self> {
+    pub(crate) fn load() -> Result<Self> {
         if let Some(p) = std::env::var_os("UPLOAD_CONFIG").filter(|v| !v.is_empty()).map(PathBuf::from)
             && !p.exists()
         {
@@ -131,7 +131,7 @@ impl ConfigFile {
     }
 
     /// Loads a given file.
-    pub fn load_from(path: &Path) -> Result<Self> {
+    pub(crate) fn load_from(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::File { path: path.into(), source: e })?;
         let invalid = |msg: String| {
             Error::usage(
@@ -159,12 +159,12 @@ impl ConfigFile {
     }
 
     /// The section of a provider (empty when the file has none).
-    pub fn section(&self, provider: ProviderName) -> Section {
+    pub(crate) fn section(&self, provider: ProviderName) -> Section {
         self.sections.get(provider.descriptor().config_section).cloned().unwrap_or_default()
     }
 
     /// The default provider, if the file names one.
-    pub fn default_provider(&self) -> Result<Option<ProviderName>> {
+    pub(crate) fn default_provider(&self) -> Result<Option<ProviderName>> {
         use clap::ValueEnum;
         self.defaults
             .provider
@@ -181,7 +181,7 @@ impl ConfigFile {
     }
 
     /// Fills what the command line and the environment left unset.
-    pub fn apply(&self, args: &mut UploadArgs) -> Result<()> {
+    pub(crate) fn apply(&self, args: &mut UploadArgs) -> Result<()> {
         if args.provider.is_none() {
             args.provider = self.default_provider()?;
         }
@@ -208,7 +208,7 @@ impl ConfigFile {
 
     /// Fills the sign-in credentials the command line and the environment left unset from the
     /// provider's section (`client_id`/`client_secret`, `api_key`/`secret_key`/`external_id`).
-    pub fn apply_sign_in(&self, provider: ProviderName, a: &mut crate::cli::SignInArgs) {
+    pub(crate) fn apply_sign_in(&self, provider: ProviderName, a: &mut crate::cli::args::SignInArgs) {
         let s = self.section(provider);
         fill(&mut a.client_id, s.client_id);
         fill(&mut a.client_secret, s.client_secret);
@@ -219,7 +219,7 @@ impl ConfigFile {
 
     /// Fills what `upload auth check`'s command line and environment left unset (the
     /// provider; the connection keys are merged by `settings::connect`).
-    pub fn apply_auth_check(&self, a: &mut crate::cli::AuthCheckArgs) -> Result<()> {
+    pub(crate) fn apply_auth_check(&self, a: &mut crate::cli::args::AuthCheckArgs) -> Result<()> {
         if a.provider.is_none() {
             a.provider = self.default_provider()?;
         }
@@ -227,7 +227,7 @@ impl ConfigFile {
     }
 
     /// The file as TOML with secrets replaced by `***`.
-    pub fn redacted_toml(&self) -> String {
+    pub(crate) fn redacted_toml(&self) -> String {
         let mut value = toml::Value::try_from(self).expect("the configuration serializes");
         if let Some(table) = value.as_table_mut() {
             for (_, section) in table.iter_mut() {
@@ -264,7 +264,8 @@ mod tests {
         )
         .unwrap();
         let c = ConfigFile::load_from(&p).unwrap();
-        let mut args = <crate::cli::Cli as clap::Parser>::parse_from(["upload", "x.mov", "--activity", "golf"]).upload;
+        let mut args =
+            <crate::cli::args::Cli as clap::Parser>::parse_from(["upload", "x.mov", "--activity", "golf"]).upload;
         c.apply(&mut args).unwrap();
         assert_eq!(args.provider, Some(ProviderName::Uplift));
         assert_eq!(args.uplift.athlete_id.as_deref(), Some("a"));

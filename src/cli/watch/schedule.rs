@@ -1,7 +1,7 @@
 //! The scheduling timers of `upload watch`, all in one place: when a file has settled, when the
 //! next look at the pending files is due, when a failed file is tried again. These are not
-//! HTTP retries (those are [`super::request`]'s); each is bounded and yields to cancellation.
-//! A periodic tick rather than [`super::wait::sleep`]: a sleep restarted at each event would
+//! HTTP retries (those are [`crate::engine::request`]'s); each is bounded and yields to cancellation.
+//! A periodic tick rather than [`crate::engine::wait::sleep`]: a sleep restarted at each event would
 //! never end while events keep coming.
 
 use std::time::{Duration, Instant};
@@ -10,19 +10,19 @@ use tokio_util::sync::CancellationToken;
 
 /// How long a file (or a directory) has kept the same signature (size and mtime).
 #[derive(Clone, Debug)]
-pub struct Settle<S> {
+pub(crate) struct Settle<S> {
     sig: S,
     since: Instant,
 }
 
 impl<S: PartialEq> Settle<S> {
     /// A signature first seen unchanged since `since`.
-    pub fn new(sig: S, since: Instant) -> Self {
+    pub(crate) fn new(sig: S, since: Instant) -> Self {
         Settle { sig, since }
     }
 
     /// The signature seen now; returns true (and restarts the clock) when it changed.
-    pub fn observe(&mut self, sig: S, now: Instant) -> bool {
+    pub(crate) fn observe(&mut self, sig: S, now: Instant) -> bool {
         if sig == self.sig {
             return false;
         }
@@ -32,57 +32,57 @@ impl<S: PartialEq> Settle<S> {
     }
 
     /// Restarts the clock (an event said the file changed, whatever its signature says).
-    pub fn touch(&mut self, now: Instant) {
+    pub(crate) fn touch(&mut self, now: Instant) {
         self.since = now;
     }
 
     /// The signature last seen.
-    pub fn sig(&self) -> &S {
+    pub(crate) fn sig(&self) -> &S {
         &self.sig
     }
 
     /// Unchanged for at least `settle`.
-    pub fn settled(&self, now: Instant, settle: Duration) -> bool {
+    pub(crate) fn settled(&self, now: Instant, settle: Duration) -> bool {
         now.saturating_duration_since(self.since) >= settle
     }
 
     /// How long it has been unchanged.
-    pub fn age(&self, now: Instant) -> Duration {
+    pub(crate) fn age(&self, now: Instant) -> Duration {
         now.saturating_duration_since(self.since)
     }
 }
 
 /// The instant `age` ago (a file's mtime seen as "unchanged since"), never before the process
 /// clock's origin.
-pub fn instant_ago(now: Instant, age: Duration) -> Instant {
+pub(crate) fn instant_ago(now: Instant, age: Duration) -> Instant {
     now.checked_sub(age).unwrap_or(now)
 }
 
 /// Delay before trying again a file that failed `failures` times (≥ 1): `base`, doubling at each
 /// further failure, at most 8 × `base`.
-pub fn failed_backoff(base: Duration, failures: u32) -> Duration {
+pub(crate) fn failed_backoff(base: Duration, failures: u32) -> Duration {
     let factor = 1u32 << failures.saturating_sub(1).min(3);
     base.saturating_mul(factor)
 }
 
 /// How often the pending files are looked at: a quarter of `settle`, between 50 ms and 1 s.
-pub fn tick_interval(settle: Duration) -> Duration {
+pub(crate) fn tick_interval(settle: Duration) -> Duration {
     (settle / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
 }
 
 /// A periodic tick that skips missed ticks instead of bursting.
-pub struct Ticker(tokio::time::Interval);
+pub(crate) struct Ticker(tokio::time::Interval);
 
 impl Ticker {
     /// Ticks every `period` (the first tick after one period).
-    pub fn new(period: Duration) -> Self {
+    pub(crate) fn new(period: Duration) -> Self {
         let mut i = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Ticker(i)
     }
 
     /// Waits for the next tick; false when `cancel` fired first.
-    pub async fn tick(&mut self, cancel: &CancellationToken) -> bool {
+    pub(crate) async fn tick(&mut self, cancel: &CancellationToken) -> bool {
         tokio::select! {
             _ = self.0.tick() => true,
             _ = cancel.cancelled() => false,

@@ -15,17 +15,17 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
-use super::apertur::{self, DeliveryReport, check_expires_at, check_id, check_mime_types, check_password};
-use super::api::{Api, Retry};
-use crate::cli::{
+use crate::cli::args::{
     AperturCommand, AperturCommandArgs, AperturConnArgs, AperturDestinationsCommand, AperturSessionCommand, OutputArgs,
     ProviderName,
 };
 use crate::error::{Error, Result, exit};
+use crate::providers::apertur::{self, DeliveryReport, check_expires_at, check_id, check_mime_types, check_password};
+use crate::providers::api::{Api, Retry};
 
 /// Runs an `upload apertur` subcommand; returns the exit code.
-pub async fn run(args: AperturCommandArgs, output: &OutputArgs, cancel: CancellationToken) -> Result<i32> {
-    let api = api(&args.conn)?.with_executor(crate::settings::run_executor(cancel.clone(), output.quiet));
+pub(crate) async fn run(args: AperturCommandArgs, output: &OutputArgs, cancel: CancellationToken) -> Result<i32> {
+    let api = api(&args.conn)?.with_executor(crate::cli::settings::run_executor(cancel.clone(), output.quiet));
     let json = output.json;
     match args.command {
         AperturCommand::Status { session } => {
@@ -34,7 +34,7 @@ pub async fn run(args: AperturCommandArgs, output: &OutputArgs, cancel: Cancella
         }
         AperturCommand::Poll { session, output_dir, once, interval, timeout, rate } => {
             check_id("the session", &session)?;
-            let rate = crate::settings::rate_limit(rate.limit_rate.as_deref())?;
+            let rate = crate::cli::settings::rate_limit(rate.limit_rate.as_deref())?;
             let poll = Poll { api, session, dir: output_dir, once, interval, timeout, json, quiet: output.quiet, rate };
             poll.run(&cancel).await
         }
@@ -46,13 +46,13 @@ pub async fn run(args: AperturCommandArgs, output: &OutputArgs, cancel: Cancella
 /// The API client for subcommands: flags, environment and the config file's `[apertur]`
 /// section, as for uploads, plus the request signer.
 fn api(conn: &AperturConnArgs) -> Result<Api> {
-    let args = crate::cli::ApiArgs {
-        tokens: crate::cli::TokenArgs { token: conn.token.clone(), token_command: conn.token_command.clone() },
+    let args = crate::cli::args::ApiArgs {
+        tokens: crate::cli::args::TokenArgs { token: conn.token.clone(), token_command: conn.token_command.clone() },
         endpoint: conn.endpoint.clone(),
         retries: conn.retries,
         ..Default::default()
     };
-    let mut api = crate::settings::api_from_args(ProviderName::Apertur, &args)?;
+    let mut api = crate::cli::settings::api_from_args(ProviderName::Apertur, &args)?;
     api.signer = apertur::signer(conn.signing_secret.as_ref());
     Ok(api)
 }

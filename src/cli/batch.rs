@@ -14,13 +14,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::run::{Item, Selection, scan_images};
 use futures::StreamExt;
-use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Cli, ProviderName};
+use crate::cli::args::{Cli, ProviderName};
+use crate::cli::settings::UploadSettings;
+use crate::cli::ui;
 use crate::engine::journal::FileIdentity;
 use crate::engine::progress::{Event, Progress};
 use crate::engine::source::FileSource;
@@ -29,196 +31,12 @@ use crate::engine::uploader::UploaderOptions;
 use crate::engine::zipsource::{VirtualZip, ZipEntry};
 use crate::error::{Error, Result};
 use crate::providers::{Provider, UploadOutcome};
-use crate::settings::UploadSettings;
-use crate::ui;
-
-/// Image extensions Teleport's bulk-images zips keep.
-pub const IMAGE_EXTENSIONS: [&str; 12] =
-    ["jpg", "jpeg", "png", "heic", "heif", "tif", "tiff", "webp", "bmp", "dng", "exr", "jxl"];
-
-/// One unit of work: a file as given or found, or a directory to zip.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Item {
-    /// A file.
-    File(PathBuf),
-    /// A directory of images to zip into one bulk-images capture.
-    ZipDir(PathBuf),
-}
-
-impl Item {
-    /// The path as given.
-    pub fn path(&self) -> &Path {
-        match self {
-            Item::File(p) | Item::ZipDir(p) => p,
-        }
-    }
-}
-
-/// Which files a directory contributes.
-pub struct Selection {
-    recursive: bool,
-    hidden: bool,
-    include: Option<GlobSet>,
-    exclude: Option<GlobSet>,
-}
-
-fn globs(patterns: &[String], flag: &str) -> Result<Option<GlobSet>> {
-    if patterns.is_empty() {
-        return Ok(None);
-    }
-    let mut b = GlobSetBuilder::new();
-    for p in patterns {
-        let glob = Glob::new(p).map_err(|e| {
-            Error::usage(
-                format!("{flag} '{p}' is not a valid glob: {e}"),
-                "use *, ?, [abc] and ** in globs, e.g. '*.mp4' or 'day1/**'",
-            )
-        })?;
-        b.add(glob);
-        // A pattern without a slash also matches the file name anywhere below the directory.
-        if !p.contains('/') {
-            b.add(Glob::new(&format!("**/{p}")).expect("a valid glob stays valid under **/"));
-        }
-    }
-    b.build().map(Some).map_err(|e| Error::usage(format!("invalid {flag}: {e}"), "check the glob syntax"))
-}
-
-impl Selection {
-    /// From the command line.
-    pub fn new(recursive: bool, hidden: bool, include: &[String], exclude: &[String]) -> Result<Self> {
-        Ok(Selection {
-            recursive,
-            hidden,
-            include: globs(include, "--include")?,
-            exclude: globs(exclude, "--exclude")?,
-        })
-    }
-
-    /// Whether hidden files are taken (`--hidden`).
-    pub(crate) fn hidden(&self) -> bool {
-        self.hidden
-    }
-
-    /// Whether `--include`/`--exclude` keep this path (relative to the directory given).
-    pub(crate) fn keeps(&self, relative: &Path) -> bool {
-        self.include.as_ref().is_none_or(|g| g.is_match(relative))
-            && !self.exclude.as_ref().is_some_and(|g| g.is_match(relative))
-    }
-
-    /// Files below `dir` (relative paths, sorted), walking subdirectories with `recursive`.
-    /// Symbolic links are followed; a link back to a directory being walked (a loop) is
-    /// reported on stderr and skipped, not fatal.
-    pub fn walk(&self, dir: &Path, recursive: bool) -> Result<Vec<PathBuf>> {
-        let mut out = vec![];
-        let walker = walkdir::WalkDir::new(dir)
-            .follow_links(true)
-            .min_depth(1)
-            .max_depth(if recursive { usize::MAX } else { 1 })
-            .into_iter()
-            .filter_entry(|e| e.depth() == 0 || self.hidden || !e.file_name().to_string_lossy().starts_with('.'));
-        for entry in walker {
-            let entry = match entry {
-                Ok(entry) => entry,
-                Err(e) if e.loop_ancestor().is_some() => {
-                    let (path, ancestor) = (e.path().unwrap_or(dir), e.loop_ancestor().unwrap_or(dir));
-                    eprintln!(
-                        "upload: warning: skipping {}: a symbolic link back to {} (a loop)",
-                        path.display(),
-                        ancestor.display()
-                    );
-                    continue;
-                }
-                Err(e) => {
-                    let path = e.path().unwrap_or(dir).to_path_buf();
-                    let source = e.into_io_error().unwrap_or_else(|| std::io::Error::other("cannot walk"));
-                    return Err(Error::File { path, source });
-                }
-            };
-            let Ok(rel_path) = entry.path().strip_prefix(dir).map(Path::to_path_buf) else { continue };
-            if entry.file_type().is_file() && self.keeps(&rel_path) {
-                out.push(rel_path);
-            }
-        }
-        out.sort();
-        Ok(out)
-    }
-
-    /// Expands the command line's paths into items.
-    pub fn expand(&self, paths: &[PathBuf], zip_dirs: bool) -> Result<Vec<Item>> {
-        let mut items = vec![];
-        for p in paths {
-            if p.is_dir() {
-                if zip_dirs {
-                    items.push(Item::ZipDir(p.clone()));
-                } else {
-                    items.extend(self.walk(p, self.recursive)?.into_iter().map(|rel| Item::File(p.join(rel))));
-                }
-            } else {
-                items.push(Item::File(p.clone()));
-            }
-        }
-        Ok(items)
-    }
-}
-
-/// The images below `dir` that a bulk-images zip takes (relative paths, sorted), walking
-/// every subdirectory.
-pub fn image_list(dir: &Path, selection: &Selection) -> Result<Vec<PathBuf>> {
-    let mut images: Vec<PathBuf> = selection
-        .walk(dir, true)?
-        .into_iter()
-        .filter(|rel| {
-            rel.extension()
-                .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_string_lossy().to_ascii_lowercase().as_str()))
-        })
-        .collect();
-    images.sort();
-    if images.is_empty() {
-        return Err(Error::usage(
-            format!("{} holds no images to zip", dir.display()),
-            format!("bulk-images zips take {}", IMAGE_EXTENSIONS.join(", ")),
-        ));
-    }
-    Ok(images)
-}
-
-/// The table of the bulk-images zip of a directory: its images (sorted names, relative
-/// paths), each with its size and modification time; no image is read (the CRCs are
-/// unknown yet).
-pub fn scan_images(dir: &Path, selection: &Selection) -> Result<VirtualZip> {
-    let canonical = std::fs::canonicalize(dir).map_err(|e| Error::File { path: dir.into(), source: e })?;
-    let entries = image_list(dir, selection)?
-        .into_iter()
-        .map(|rel| {
-            let name = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
-            ZipEntry::stat(name, canonical.join(&rel))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(VirtualZip::new(&canonical, entries))
-}
-
-/// Builds the bulk-images zip of a directory (images only, stored) under `work_dir`, and
-/// returns its path. The same images give the same bytes, the very bytes a streamed upload
-/// of the directory sends.
-pub fn zip_images(dir: &Path, selection: &Selection, work_dir: &Path) -> Result<PathBuf> {
-    let mut zip = scan_images(dir, selection)?;
-    let canonical = zip.dir().to_path_buf();
-    let name = canonical.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "images".into());
-    let key = hex::encode(&Sha256::digest(canonical.to_string_lossy().as_bytes())[..8]);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .map_err(|e| Error::File { path: dir.into(), source: e })?;
-    rt.block_on(zip.compute_crcs(1, |_| {}, &CancellationToken::new()))?;
-    let final_path = work_dir.join(format!("{name}-{key}.zip"));
-    write_zip_file(&zip, &final_path, crate::engine::durable::FILE_MODE, &CancellationToken::new())?;
-    Ok(final_path)
-}
 
 /// Writes the archive to `path` (a unique temporary file beside it, synced, renamed: see
 /// [`crate::engine::durable::AtomicFile`]) with file mode `mode`, its mtime set to the newest
 /// image's, so a rerun writes a file of the same identity. Stops (the file left as it was) at
 /// `cancel`.
-pub fn write_zip_file(zip: &VirtualZip, path: &Path, mode: u32, cancel: &CancellationToken) -> Result<()> {
+pub(crate) fn write_zip_file(zip: &VirtualZip, path: &Path, mode: u32, cancel: &CancellationToken) -> Result<()> {
     let werr = |e: std::io::Error| zip.failure().unwrap_or_else(|| Error::File { path: path.into(), source: e });
     let mut file = crate::engine::durable::AtomicFile::create(path, mode).map_err(werr)?;
     if let Err(e) = zip.write_until(&mut file, || cancel.is_cancelled()) {
@@ -361,32 +179,32 @@ async fn crc_pass(zip: &mut VirtualZip, progress: &Arc<dyn Progress>, cancel: &C
 
 /// What the state directory remembers of a finished upload.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct DoneRecord {
+pub(crate) struct DoneRecord {
     /// The file when it was uploaded.
-    pub file: FileIdentity,
+    pub(crate) file: FileIdentity,
     /// Provider name.
-    pub provider: String,
+    pub(crate) provider: String,
     /// Endpoint.
-    pub endpoint: String,
+    pub(crate) endpoint: String,
     /// The provider's id.
-    pub id: String,
+    pub(crate) id: String,
     /// Final status.
-    pub status: String,
+    pub(crate) status: String,
     /// When (RFC 3339).
-    pub uploaded_at: String,
+    pub(crate) uploaded_at: String,
     /// The options that decided where the file went (`--name`, `--destination`, ...), as
     /// given; part of the record's key: another destination is another upload.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub destination: Vec<(String, String)>,
+    pub(crate) destination: Vec<(String, String)>,
     /// The `--force` run that uploaded the file, when one did (see [`ForceRun`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub force_run: Option<String>,
+    pub(crate) force_run: Option<String>,
 }
 
 /// The options of a run that decide where a file goes, per provider, as `(flag, value)`.
 /// Options left out do not count: a file uploaded without `--name` and again with it is two
 /// uploads, a rerun of the same command is one.
-pub fn destination(args: &crate::cli::UploadArgs, provider: ProviderName) -> Vec<(String, String)> {
+pub(crate) fn destination(args: &crate::cli::args::UploadArgs, provider: ProviderName) -> Vec<(String, String)> {
     let mut d: Vec<(String, String)> = vec![];
     let mut put = |flag: &str, v: &Option<String>| {
         if let Some(v) = v {
@@ -439,11 +257,11 @@ fn matched(rec: &DoneRecord) -> String {
 /// removed when it ends without an interruption. Running the same `--force` command again
 /// after a Ctrl-C carries on that run: files it already uploaded are not sent again.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ForceRun {
+pub(crate) struct ForceRun {
     /// The run's id, written into the done records of the files it uploads.
-    pub id: String,
+    pub(crate) id: String,
     /// When it started (RFC 3339).
-    pub started_at: String,
+    pub(crate) started_at: String,
     #[serde(skip)]
     path: PathBuf,
 }
@@ -451,7 +269,7 @@ pub struct ForceRun {
 impl ForceRun {
     /// The interrupted `--force` run of the same command (same provider, endpoint, files and
     /// destination), or a new one.
-    pub fn begin(state_dir: &Path, key: &str) -> Result<ForceRun> {
+    pub(crate) fn begin(state_dir: &Path, key: &str) -> Result<ForceRun> {
         let name = hex::encode(&Sha256::digest(key.as_bytes())[..12]);
         let path = state_dir.join("force").join(format!("{name}.json"));
         if let Ok(text) = std::fs::read(&path)
@@ -466,7 +284,7 @@ impl ForceRun {
     }
 
     /// The run ended without an interruption: the next `--force` run is a new one.
-    pub fn end(&self) {
+    pub(crate) fn end(&self) {
         let _ = std::fs::remove_file(&self.path);
     }
 }
@@ -490,7 +308,7 @@ fn done_path(
 
 /// The record of an earlier upload of this very file (same path, size, mtime, fingerprint)
 /// to the same destination.
-pub fn find_done(
+pub(crate) fn find_done(
     state_dir: &Path,
     provider: &str,
     endpoint: &str,
@@ -503,7 +321,7 @@ pub fn find_done(
 }
 
 /// Remembers a finished upload.
-pub fn record_done(
+pub(crate) fn record_done(
     state_dir: &Path,
     endpoint: &str,
     identity: &FileIdentity,
@@ -529,7 +347,7 @@ pub fn record_done(
 
 /// How one item of a run ended (see [`Step::run`]).
 #[derive(Debug)]
-pub enum FileResult {
+pub(crate) enum FileResult {
     /// Uploaded now.
     Uploaded(UploadOutcome),
     /// Uploaded before (the record), with the file's size.
@@ -540,44 +358,44 @@ pub enum FileResult {
 
 /// The per-file step of a run, shared by a batch run and `upload watch`: zip a bulk-images
 /// directory, skip what was uploaded, upload, record it as done.
-pub struct Step<'a> {
+pub(crate) struct Step<'a> {
     /// The run's settings.
-    pub settings: &'a UploadSettings,
+    pub(crate) settings: &'a UploadSettings,
     /// The provider.
-    pub provider: &'a dyn Provider,
+    pub(crate) provider: &'a dyn Provider,
     /// Which files a directory contributes.
-    pub selection: &'a Selection,
+    pub(crate) selection: &'a Selection,
     /// Part uploader settings (with the run's shared part budget).
-    pub uploader: UploaderOptions,
+    pub(crate) uploader: UploaderOptions,
     /// The API origin, without a trailing slash (the key of done records).
-    pub endpoint: String,
+    pub(crate) endpoint: String,
     /// Where uploads go beyond the endpoint (see [`destination`]).
-    pub destination: Vec<(String, String)>,
+    pub(crate) destination: Vec<(String, String)>,
     /// The `--force` run this one carries on, if any.
-    pub force_run: Option<&'a ForceRun>,
+    pub(crate) force_run: Option<&'a ForceRun>,
     /// `--json` (for the dry-run plan).
-    pub json: bool,
+    pub(crate) json: bool,
     /// `--dry-run`: print the plan only.
-    pub dry_run: bool,
+    pub(crate) dry_run: bool,
     /// `--force`: upload again what a done record names.
-    pub force: bool,
+    pub(crate) force: bool,
     /// Carry on an interrupted upload from its journal (false: `--no-resume`).
-    pub resume: bool,
+    pub(crate) resume: bool,
     /// `--zip-to FILE`: a bulk-images directory's zip is written to FILE, then FILE uploaded
     /// (`None`: the zip is streamed from the images).
-    pub zip_to: Option<PathBuf>,
+    pub(crate) zip_to: Option<PathBuf>,
     /// `--wait-for-lock`: how long to wait for another run of the same file.
-    pub wait_for_lock: Option<std::time::Duration>,
+    pub(crate) wait_for_lock: Option<std::time::Duration>,
 }
 
 impl<'a> Step<'a> {
     /// The step of a run whose files share the run's `--concurrency` budget (the settings'
     /// permit pool).
-    pub fn new(
+    pub(crate) fn new(
         settings: &'a UploadSettings,
         provider: &'a dyn Provider,
         selection: &'a Selection,
-        args: &crate::cli::UploadArgs,
+        args: &crate::cli::args::UploadArgs,
         json: bool,
     ) -> Self {
         let uploader = settings.uploader.clone();
@@ -602,19 +420,14 @@ impl<'a> Step<'a> {
     /// The upload of one item: a bulk-images directory as its streamed zip, skipped when a
     /// done record matches it (unless `--force`), recorded as done once the provider accepted
     /// it. With `--dry-run`, only prints the plan.
-    pub async fn run(&self, item: &Item, board: &ui::Board, cancel: CancellationToken) -> Result<FileResult> {
+    pub(crate) async fn run(&self, item: &Item, board: &ui::Board, cancel: CancellationToken) -> Result<FileResult> {
         let (settings, provider) = (self.settings, self.provider);
         let state_dir = settings.state_dir.clone();
         // A directory for bulk-images: the table of its zip (no image read yet).
         let (file, table) = match item {
             Item::File(p) => (FileSource::open(p)?, None),
             Item::ZipDir(dir) => {
-                let sel = Selection {
-                    recursive: true,
-                    hidden: self.selection.hidden,
-                    include: self.selection.include.clone(),
-                    exclude: self.selection.exclude.clone(),
-                };
+                let sel = self.selection.every_depth();
                 let d = dir.clone();
                 let zip = tokio::task::spawn_blocking(move || scan_images(&d, &sel))
                     .await
@@ -727,14 +540,14 @@ impl<'a> Step<'a> {
 
     /// Prints how one item ended (a JSON line with `--json`, else a line or the error on
     /// stderr) and counts it in `summary`.
-    pub fn report(
+    pub(crate) fn report(
         &self,
         item: &Item,
         res: &Result<FileResult>,
         elapsed: std::time::Duration,
         board: &ui::Board,
         summary: &mut ui::Summary,
-        output: &crate::cli::OutputArgs,
+        output: &crate::cli::args::OutputArgs,
     ) -> Result<()> {
         let json = output.json;
         let stdout = std::io::stdout();
@@ -753,10 +566,10 @@ impl<'a> Step<'a> {
                         }
                     }
                     if !ui::stdout_is_terminal() {
-                        crate::ignore_broken_pipe(ui::print_outcome(&mut stdout.lock(), outcome, json))?;
+                        crate::cli::ignore_broken_pipe(ui::print_outcome(&mut stdout.lock(), outcome, json))?;
                     }
                 } else {
-                    crate::ignore_broken_pipe(ui::print_outcome(&mut stdout.lock(), outcome, json))?;
+                    crate::cli::ignore_broken_pipe(ui::print_outcome(&mut stdout.lock(), outcome, json))?;
                 }
             }
             Ok(FileResult::Skipped(rec, bytes)) => {
@@ -776,7 +589,7 @@ impl<'a> Step<'a> {
                     "uploaded_at": rec.uploaded_at, "reason": reason,
                 });
                 if json {
-                    crate::ignore_broken_pipe(ui::print_json_line(&mut stdout.lock(), &line))?;
+                    crate::cli::ignore_broken_pipe(ui::print_json_line(&mut stdout.lock(), &line))?;
                 } else if !output.quiet {
                     let again = if by_this_run { "" } else { "; --force uploads it again" };
                     board.println(&format!("upload: {}: skipped: {reason}{again}", item.path().display()));
@@ -792,7 +605,7 @@ impl<'a> Step<'a> {
                 }
                 if json {
                     let line = ui::failure_json(self.provider.name(), item.path(), err, elapsed);
-                    crate::ignore_broken_pipe(ui::print_json_line(&mut stdout.lock(), &line))?;
+                    crate::cli::ignore_broken_pipe(ui::print_json_line(&mut stdout.lock(), &line))?;
                 }
                 // An interruption of a run of several files is told once, after the summary.
                 if !(interrupted && board.several()) {
@@ -804,30 +617,30 @@ impl<'a> Step<'a> {
     }
 
     /// Reports a file the run did not start: it was interrupted first.
-    pub fn report_not_started(
+    pub(crate) fn report_not_started(
         &self,
         item: &Item,
         summary: &mut ui::Summary,
-        output: &crate::cli::OutputArgs,
+        output: &crate::cli::args::OutputArgs,
     ) -> Result<()> {
         summary.not_started();
         if output.json {
             let line = ui::not_started_json(self.provider.name(), item.path());
-            crate::ignore_broken_pipe(ui::print_json_line(&mut std::io::stdout().lock(), &line))?;
+            crate::cli::ignore_broken_pipe(ui::print_json_line(&mut std::io::stdout().lock(), &line))?;
         }
         Ok(())
     }
 
     /// Reports a file the provider refuses before any request (its type, its size): skipped
     /// with the reason when it was found in a walked directory, a failure when named.
-    pub fn report_refused(
+    pub(crate) fn report_refused(
         &self,
         item: &Item,
         err: &Error,
         named: bool,
         board: &ui::Board,
         summary: &mut ui::Summary,
-        output: &crate::cli::OutputArgs,
+        output: &crate::cli::args::OutputArgs,
     ) -> Result<()> {
         let stdout = std::io::stdout();
         let provider = self.provider;
@@ -836,7 +649,7 @@ impl<'a> Step<'a> {
             let reason = err.to_string();
             if output.json {
                 let line = ui::skipped_json(provider.name(), item.path(), &reason);
-                crate::ignore_broken_pipe(ui::print_json_line(&mut stdout.lock(), &line))?;
+                crate::cli::ignore_broken_pipe(ui::print_json_line(&mut stdout.lock(), &line))?;
             } else if !output.quiet {
                 board.println(&format!("upload: {}: skipped: {reason}", item.path().display()));
             }
@@ -844,7 +657,7 @@ impl<'a> Step<'a> {
             summary.failed(err.exit_code());
             if output.json {
                 let line = ui::failure_json(provider.name(), item.path(), err, std::time::Duration::ZERO);
-                crate::ignore_broken_pipe(ui::print_json_line(&mut stdout.lock(), &line))?;
+                crate::cli::ignore_broken_pipe(ui::print_json_line(&mut stdout.lock(), &line))?;
             }
             board.report_error(err);
         }
@@ -854,17 +667,17 @@ impl<'a> Step<'a> {
 
 /// `--files` as the engine's setting: one file at a time for a single file; pinned, at least
 /// the provider's own files at once (Apertur sends each image in one request); or automatic.
-pub fn files_setting(files: crate::cli::AutoCount, provider: &dyn Provider, several: bool) -> Files {
+pub(crate) fn files_setting(files: crate::cli::args::AutoCount, provider: &dyn Provider, several: bool) -> Files {
     match files {
         _ if !several => Files::Fixed(1),
-        crate::cli::AutoCount::Fixed(n) => Files::Fixed((n as usize).max(provider.concurrent_files())),
-        crate::cli::AutoCount::Auto => Files::Auto,
+        crate::cli::args::AutoCount::Fixed(n) => Files::Fixed((n as usize).max(provider.concurrent_files())),
+        crate::cli::args::AutoCount::Auto => Files::Auto,
     }
 }
 
 /// Uploads every item of the command line; prints one result per file; returns the exit
 /// code of the worst outcome.
-pub async fn run(
+pub(crate) async fn run(
     cli: &Cli,
     settings: &UploadSettings,
     provider: &dyn Provider,
@@ -1027,7 +840,7 @@ pub async fn run(
         && !run_cancel.is_cancelled()
         && let Err(err) = provider.finish(&run_ctx).await
     {
-        crate::report_error(&err);
+        crate::cli::report_error(&err);
         code = err.exit_code();
     }
     board.finish();

@@ -25,19 +25,19 @@ fn forced_tty() -> bool {
 }
 
 /// Whether stderr is a terminal (or `UPLOAD_FORCE_TTY=1`).
-pub fn stderr_is_terminal() -> bool {
+pub(crate) fn stderr_is_terminal() -> bool {
     std::io::stderr().is_terminal() || forced_tty()
 }
 
 /// Whether stdout is a terminal (or `UPLOAD_FORCE_TTY=1`).
-pub fn stdout_is_terminal() -> bool {
+pub(crate) fn stdout_is_terminal() -> bool {
     std::io::stdout().is_terminal() || forced_tty()
 }
 
 /// The width of the terminal on stderr, in columns: asked of the terminal each time (it may
 /// be resized), else `COLUMNS`, else 80. The fake terminal of `UPLOAD_FORCE_TTY=1` is
 /// `COLUMNS` wide (100 without it).
-pub fn term_width() -> usize {
+pub(crate) fn term_width() -> usize {
     let real = std::io::stderr().is_terminal();
     if real
         && let Some((_, w)) = console::Term::stderr().size_checked()
@@ -51,7 +51,7 @@ pub fn term_width() -> usize {
 
 /// When to colour the output (`--color`, env `UPLOAD_COLOR`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum ColorWhen {
+pub(crate) enum ColorWhen {
     /// Only on a terminal, and not when `NO_COLOR` is set.
     #[default]
     Auto,
@@ -69,7 +69,7 @@ fn auto_color() -> bool {
 
 /// Decides once for the process whether stderr gets colour (logs, bars, results, summary);
 /// returns the decision. A later call does not change it.
-pub fn init_color(when: ColorWhen) -> bool {
+pub(crate) fn init_color(when: ColorWhen) -> bool {
     *COLOR.get_or_init(|| match when {
         ColorWhen::Always => true,
         ColorWhen::Never => false,
@@ -78,7 +78,7 @@ pub fn init_color(when: ColorWhen) -> bool {
 }
 
 /// Whether stderr gets colour (see [`init_color`]; `auto` when it was not called).
-pub fn color() -> bool {
+pub(crate) fn color() -> bool {
     *COLOR.get_or_init(auto_color)
 }
 
@@ -95,7 +95,7 @@ fn active() -> Option<indicatif::MultiProgress> {
 }
 
 /// Prints a line on stderr, above the board when one is drawn.
-pub fn notice(line: &str) {
+pub(crate) fn notice(line: &str) {
     match active() {
         Some(m) => {
             let _ = m.println(line);
@@ -105,19 +105,19 @@ pub fn notice(line: &str) {
 }
 
 /// Clears the board from the screen for good (before the process exits).
-pub fn clear_board() {
+pub(crate) fn clear_board() {
     if let Some(m) = ACTIVE.lock().ok().and_then(|mut a| a.take()) {
         let _ = m.clear();
     }
 }
 
 /// Where log lines (tracing) go: stderr, above the board when one is drawn.
-pub fn log_writer() -> LogWriter {
+pub(crate) fn log_writer() -> LogWriter {
     LogWriter(Vec::new())
 }
 
 /// One log event, written out when dropped (see [`log_writer`]).
-pub struct LogWriter(Vec<u8>);
+pub(crate) struct LogWriter(Vec<u8>);
 
 impl Write for LogWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -148,7 +148,7 @@ impl Drop for LogWriter {
 
 /// How progress is shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// Bars on stderr.
     Bars,
     /// A log line every few seconds or each 10 %.
@@ -159,7 +159,7 @@ pub enum Mode {
 
 impl Mode {
     /// Bars on a terminal (or when `UPLOAD_FORCE_TTY=1`), lines elsewhere, nothing with `--quiet`.
-    pub fn detect(quiet: bool, json: bool) -> Mode {
+    pub(crate) fn detect(quiet: bool, json: bool) -> Mode {
         match (quiet, stderr_is_terminal(), json) {
             (true, _, _) => Mode::Hidden,
             (false, true, false) => Mode::Bars,
@@ -170,7 +170,7 @@ impl Mode {
 
 /// `s` cut to `max` characters by taking out its middle (`very-long-na…file.mp4`); never
 /// splits a character.
-pub fn truncate_middle(s: &str, max: usize) -> String {
+pub(crate) fn truncate_middle(s: &str, max: usize) -> String {
     let n = s.chars().count();
     if n <= max {
         return s.to_string();
@@ -218,23 +218,23 @@ fn human_eta(d: Duration) -> String {
 
 /// What one line of the board shows.
 #[derive(Clone, Debug, Default)]
-pub struct Fields {
+pub(crate) struct Fields {
     /// The file (or `total (N files)`).
-    pub name: String,
+    pub(crate) name: String,
     /// What to show instead of a name too long for its column, when it fits (`total`).
-    pub short_name: Option<String>,
+    pub(crate) short_name: Option<String>,
     /// Bytes on the server or sent.
-    pub pos: u64,
+    pub(crate) pos: u64,
     /// Bytes in all; `None` before the transfer started (the line shows the name and status).
-    pub total: Option<u64>,
+    pub(crate) total: Option<u64>,
     /// Bytes per second sent by this run, once measured.
-    pub rate: Option<f64>,
+    pub(crate) rate: Option<f64>,
     /// Time left at that rate.
-    pub eta: Option<Duration>,
+    pub(crate) eta: Option<Duration>,
     /// `parts 2/5`, or the phase (`completing`).
-    pub status: String,
+    pub(crate) status: String,
     /// The rate limit in force (`limit 10.00 MiB/s`).
-    pub limit: Option<String>,
+    pub(crate) limit: Option<String>,
 }
 
 const NAME_COLUMN: usize = 24;
@@ -243,7 +243,7 @@ const BAR: usize = 30;
 /// One line of the board, at most `width - 1` characters wide (the last column is left
 /// free: some terminals wrap when it is written). As the width shrinks: the limit goes, the
 /// bar and the name column shrink, then the ETA, the rate and the status go.
-pub fn layout(f: &Fields, width: usize, colour: bool) -> String {
+pub(crate) fn layout(f: &Fields, width: usize, colour: bool) -> String {
     let w = width.saturating_sub(1).max(10);
     let Some(total) = f.total else {
         let name_w = NAME_COLUMN.min(w);
@@ -348,7 +348,7 @@ pub fn layout(f: &Fields, width: usize, colour: bool) -> String {
 /// Bytes per second over the last few seconds, counted from a start: the bytes of a resumed
 /// upload already on the server are not this run's and do not count.
 #[derive(Debug, Default)]
-pub struct RateClock {
+pub(crate) struct RateClock {
     samples: VecDeque<(Instant, u64)>,
 }
 
@@ -358,13 +358,13 @@ impl RateClock {
     const FIRST: Duration = Duration::from_secs(1);
 
     /// Starts the clock at `now` with `sent` bytes sent so far by this run.
-    pub fn start(&mut self, now: Instant, sent: u64) {
+    pub(crate) fn start(&mut self, now: Instant, sent: u64) {
         self.samples.clear();
         self.samples.push_back((now, sent));
     }
 
     /// The rate at `now`, with `sent` bytes sent by this run; `None` in the first second.
-    pub fn rate(&mut self, now: Instant, sent: u64) -> Option<f64> {
+    pub(crate) fn rate(&mut self, now: Instant, sent: u64) -> Option<f64> {
         let &(last, _) = self.samples.back()?;
         if now.saturating_duration_since(last) >= Self::EVERY {
             self.samples.push_back((now, sent));
@@ -428,7 +428,7 @@ fn bar_style(state: Arc<BarState>, rate: RateLimit) -> ProgressStyle {
 }
 
 /// Progress of one file.
-pub struct FileProgress {
+pub(crate) struct FileProgress {
     mode: Mode,
     bar: ProgressBar,
     state: Arc<BarState>,
@@ -441,18 +441,13 @@ pub struct FileProgress {
     parts_done: AtomicU32,
     last_line: Mutex<(Instant, u64)>,
     rate: RateLimit,
-    /// The board of a bar alone on the screen (see [`FileProgress::new`]).
+    /// The board of a bar alone on the screen (see [`FileProgress::with_rate_limit`]).
     own_board: Option<Box<Board>>,
 }
 
 impl FileProgress {
-    /// A progress display in the given mode, alone on the screen.
-    pub fn new(mode: Mode) -> Self {
-        Self::alone(Board::new(mode))
-    }
-
-    /// [`FileProgress::new`], showing the limit in force.
-    pub fn with_rate_limit(mode: Mode, rate: &RateLimit) -> Self {
+    /// A progress display in the given mode, alone on the screen, showing the limit in force.
+    pub(crate) fn with_rate_limit(mode: Mode, rate: &RateLimit) -> Self {
         Self::alone(Board::new(mode).with_rate_limit(rate))
     }
 
@@ -594,7 +589,7 @@ impl Drop for FileProgress {
 }
 
 /// All the bars of a run: one per file in flight, and a total bar when several files go.
-pub struct Board {
+pub(crate) struct Board {
     mode: Mode,
     multi: Option<indicatif::MultiProgress>,
     total: Option<(ProgressBar, Arc<BarState>)>,
@@ -605,7 +600,7 @@ pub struct Board {
 
 impl Board {
     /// A board in the given mode.
-    pub fn new(mode: Mode) -> Self {
+    pub(crate) fn new(mode: Mode) -> Self {
         let multi = (mode == Mode::Bars).then(|| {
             let target = if std::io::stderr().is_terminal() {
                 ProgressDrawTarget::stderr()
@@ -622,13 +617,13 @@ impl Board {
     }
 
     /// Shows the limit in force on every bar (and progress line) of the board.
-    pub fn with_rate_limit(mut self, rate: &RateLimit) -> Self {
+    pub(crate) fn with_rate_limit(mut self, rate: &RateLimit) -> Self {
         self.rate = rate.clone();
         self
     }
 
     /// Adds a total bar for `files` files of `bytes` bytes (only when there are several).
-    pub fn with_total(mut self, files: usize, bytes: u64) -> Self {
+    pub(crate) fn with_total(mut self, files: usize, bytes: u64) -> Self {
         self.several = files > 1;
         if let (Some(multi), true) = (&self.multi, files > 1) {
             let state = Arc::new(BarState { short_name: Some("total".into()), ..BarState::default() });
@@ -642,27 +637,27 @@ impl Board {
     }
 
     /// Whether progress is drawn as bars.
-    pub fn mode(&self) -> Mode {
+    pub(crate) fn mode(&self) -> Mode {
         self.mode
     }
 
     /// Whether the run has several files (see [`Board::with_total`]).
-    pub fn several(&self) -> bool {
+    pub(crate) fn several(&self) -> bool {
         self.several
     }
 
     /// Bytes sent by the run so far (resumed parts not counted).
-    pub fn sent(&self) -> u64 {
+    pub(crate) fn sent(&self) -> u64 {
         self.sent.load(Ordering::Relaxed).max(0) as u64
     }
 
     /// A bar for one more file.
-    pub fn file(&self) -> FileProgress {
+    pub(crate) fn file(&self) -> FileProgress {
         self.file_named("")
     }
 
     /// A bar for one more file, named before its transfer starts.
-    pub fn file_named(&self, name: &str) -> FileProgress {
+    pub(crate) fn file_named(&self, name: &str) -> FileProgress {
         let state = Arc::new(BarState::default());
         *state.name.lock().expect("name") = name.to_string();
         let bar = match &self.multi {
@@ -693,7 +688,7 @@ impl Board {
     }
 
     /// Prints a line above the bars (or plainly).
-    pub fn println(&self, line: &str) {
+    pub(crate) fn println(&self, line: &str) {
         match &self.multi {
             Some(m) => {
                 let _ = m.println(line);
@@ -703,7 +698,7 @@ impl Board {
     }
 
     /// Prints `upload: error: ...` and the hint, above the bars (or plainly).
-    pub fn report_error(&self, err: &crate::Error) {
+    pub(crate) fn report_error(&self, err: &crate::Error) {
         self.println(&format!("upload: {} {err}", paint("error:", "31")));
         if let Some(h) = err.hint()
             && !h.is_empty()
@@ -713,7 +708,7 @@ impl Board {
     }
 
     /// Takes the bars off the screen, once (before the summary).
-    pub fn finish(&self) {
+    pub(crate) fn finish(&self) {
         if let Some((t, _)) = &self.total {
             t.finish_and_clear();
         }
@@ -782,7 +777,7 @@ fn noun(provider: &str) -> &'static str {
 /// The one line of a file finished in a run of several on a terminal:
 /// `✓ a.mp4  100.00 MiB  2.1 s  teleport capture 1234 (UPLOADED)`, the name shortened in the
 /// middle to fit `width`.
-pub fn finished_line(outcome: &UploadOutcome, width: usize) -> String {
+pub(crate) fn finished_line(outcome: &UploadOutcome, width: usize) -> String {
     let rest = format!(
         "  {}  {:.1} s  {} {} {} ({})",
         crate::size::human(outcome.bytes),
@@ -797,7 +792,7 @@ pub fn finished_line(outcome: &UploadOutcome, width: usize) -> String {
 }
 
 /// Prints one result: a JSON line, or a few human lines.
-pub fn print_outcome(out: &mut dyn Write, outcome: &UploadOutcome, json: bool) -> std::io::Result<()> {
+pub(crate) fn print_outcome(out: &mut dyn Write, outcome: &UploadOutcome, json: bool) -> std::io::Result<()> {
     if json {
         serde_json::to_writer(&mut *out, outcome)?;
         writeln!(out)?;
@@ -825,7 +820,7 @@ pub fn print_outcome(out: &mut dyn Write, outcome: &UploadOutcome, json: bool) -
 }
 
 /// Prints a dry-run plan.
-pub fn print_dry_run(out: &mut dyn Write, plan: &DryRun, json: bool) -> std::io::Result<()> {
+pub(crate) fn print_dry_run(out: &mut dyn Write, plan: &DryRun, json: bool) -> std::io::Result<()> {
     if json {
         let mut v = serde_json::to_value(plan).map_err(std::io::Error::other)?;
         v["dry_run"] = true.into();
@@ -852,7 +847,7 @@ pub fn print_dry_run(out: &mut dyn Write, plan: &DryRun, json: bool) -> std::io:
 
 /// Totals of a run over several files.
 #[derive(Default, Debug)]
-pub struct Summary {
+pub(crate) struct Summary {
     uploaded: u32,
     failed: u32,
     skipped: u32,
@@ -865,22 +860,22 @@ pub struct Summary {
 
 impl Summary {
     /// A file was uploaded.
-    pub fn uploaded(&mut self, bytes: u64) {
+    pub(crate) fn uploaded(&mut self, bytes: u64) {
         self.uploaded += 1;
         self.bytes += bytes;
     }
     /// A file was skipped (already uploaded).
-    pub fn skipped(&mut self) {
+    pub(crate) fn skipped(&mut self) {
         self.skipped += 1;
     }
     /// A file failed with this exit code.
-    pub fn failed(&mut self, code: i32) {
+    pub(crate) fn failed(&mut self, code: i32) {
         self.failed += 1;
         self.worst = self.worst.max(code);
     }
     /// A file's upload was interrupted (Ctrl-C): `hint` says how to carry on (the first one
     /// is kept).
-    pub fn interrupted(&mut self, code: i32, hint: Option<&str>) {
+    pub(crate) fn interrupted(&mut self, code: i32, hint: Option<&str>) {
         self.interrupted += 1;
         self.worst = self.worst.max(code);
         if self.interruption.is_none() {
@@ -888,7 +883,7 @@ impl Summary {
         }
     }
     /// A file was not started: the run was interrupted first.
-    pub fn not_started(&mut self) {
+    pub(crate) fn not_started(&mut self) {
         self.not_started += 1;
         self.worst = self.worst.max(crate::error::exit::INTERRUPTED);
         if self.interruption.is_none() {
@@ -896,17 +891,17 @@ impl Summary {
         }
     }
     /// How to carry on an interrupted run, if it was.
-    pub fn interruption(&self) -> Option<&str> {
+    pub(crate) fn interruption(&self) -> Option<&str> {
         self.interruption.as_deref()
     }
     /// The exit code of the run: the worst outcome.
-    pub fn exit_code(&self) -> i32 {
+    pub(crate) fn exit_code(&self) -> i32 {
         self.worst
     }
     /// The line: `3 uploaded, 0 skipped, 1 failed[, 2 interrupted, 5 not started]; 300.00 MiB
     /// in 6.4 s (46.88 MiB/s)`; `sent` is the bytes sent by this run, the rate's numerator
     /// (named when it differs from the bytes of the files uploaded: resumed, interrupted).
-    pub fn line(&self, elapsed: Duration, sent: u64, colour: bool) -> String {
+    pub(crate) fn line(&self, elapsed: Duration, sent: u64, colour: bool) -> String {
         let failed = format!("{} failed", self.failed);
         let failed = if colour && self.failed > 0 { format!("\x1b[31m{failed}\x1b[0m") } else { failed };
         let mut line = format!("{} uploaded, {} skipped, {failed}", self.uploaded, self.skipped);
@@ -929,7 +924,7 @@ impl Summary {
         line
     }
     /// The line on stderr (with `--quiet`, only when something failed or was interrupted).
-    pub fn print(&self, elapsed: Duration, sent: u64, quiet: bool) {
+    pub(crate) fn print(&self, elapsed: Duration, sent: u64, quiet: bool) {
         if quiet && self.failed == 0 && self.interrupted == 0 && self.not_started == 0 {
             return;
         }
@@ -953,7 +948,7 @@ fn not_uploaded_json(provider: &str, file: &std::path::Path, status: &str, elaps
 }
 
 /// The JSON line of a file that failed.
-pub fn failure_json(
+pub(crate) fn failure_json(
     provider: &str,
     file: &std::path::Path,
     err: &crate::Error,
@@ -967,21 +962,21 @@ pub fn failure_json(
 
 /// The JSON line of a file skipped because the provider cannot take it (found in a walked
 /// directory) or because it was already uploaded: `reason` says why.
-pub fn skipped_json(provider: &str, file: &std::path::Path, reason: &str) -> serde_json::Value {
+pub(crate) fn skipped_json(provider: &str, file: &std::path::Path, reason: &str) -> serde_json::Value {
     let mut line = not_uploaded_json(provider, file, "skipped", Duration::ZERO);
     line["reason"] = reason.into();
     line
 }
 
 /// The JSON line of a file not started: the run was interrupted before it.
-pub fn not_started_json(provider: &str, file: &std::path::Path) -> serde_json::Value {
+pub(crate) fn not_started_json(provider: &str, file: &std::path::Path) -> serde_json::Value {
     let mut line = not_uploaded_json(provider, file, "not_started", Duration::ZERO);
     line["reason"] = "the run was interrupted before this file was started".into();
     line
 }
 
 /// Writes one JSON value on one line.
-pub fn print_json_line(out: &mut dyn Write, value: &serde_json::Value) -> std::io::Result<()> {
+pub(crate) fn print_json_line(out: &mut dyn Write, value: &serde_json::Value) -> std::io::Result<()> {
     serde_json::to_writer(&mut *out, value)?;
     writeln!(out)?;
     out.flush()

@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::cli::{Cli, ProviderName};
+use crate::cli::args::{Cli, ProviderName};
 use crate::error::{Error, Result};
 
 /// Runs the upload of `cli` against an in-process emulator.
-pub async fn run_emulated(mut cli: Cli) -> Result<i32> {
+pub(crate) async fn run_emulated(mut cli: Cli) -> Result<i32> {
     let provider = cli
         .upload
         .provider
@@ -45,7 +45,8 @@ pub async fn run_emulated(mut cli: Cli) -> Result<i32> {
     let up = &mut cli.upload;
     up.emulate = false;
     up.endpoint = Some(emu.api_url());
-    up.tokens = crate::cli::TokenArgs { token: Some(crate::redact::Secret::new(emu.token())), token_command: None };
+    up.tokens =
+        crate::cli::args::TokenArgs { token: Some(crate::redact::Secret::new(emu.token())), token_command: None };
     up.state_dir = Some(state.clone());
     if provider == ProviderName::Uplift {
         let u = &mut up.uplift;
@@ -56,14 +57,14 @@ pub async fn run_emulated(mut cli: Cli) -> Result<i32> {
         u.orientation.get_or_insert_with(|| "landscape".into());
     }
     let files = cli.upload.files.clone();
-    let code = Box::pin(crate::run(cli)).await;
+    let code = Box::pin(crate::cli::run(cli)).await;
     report(&emu, &files, quiet);
     let _ = std::fs::remove_dir_all(&state);
     code
 }
 
 /// `upload demo`: a generated sample through the whole flow of `provider`.
-pub async fn demo(provider: ProviderName, size: u64, output: crate::cli::OutputArgs) -> Result<i32> {
+pub(crate) async fn demo(provider: ProviderName, size: u64, output: crate::cli::args::OutputArgs) -> Result<i32> {
     let dir = tempfile_dir()?;
     let path = write_provider_sample(provider, &dir, size)?;
     if !output.quiet {
@@ -91,7 +92,7 @@ pub async fn demo(provider: ProviderName, size: u64, output: crate::cli::OutputA
 
 /// The size of the sample of `upload demo` and of `upload --emulate` without a file (the
 /// default of `upload demo --size`).
-pub const DEMO_SIZE: u64 = 20 * 1024 * 1024;
+pub(crate) const DEMO_SIZE: u64 = 20 * 1024 * 1024;
 
 /// Writes a sample of `size` bytes that `provider` takes into `dir`: a video for Teleport and
 /// TruVideo (`.mp4`), Uplift (`.mov`), an image for Apertur (`.jpg`). Returns its path.

@@ -1,6 +1,6 @@
 //! `upload watch DIR...`: a long-running uploader of the files that appear in directories.
 //!
-//! It is a batch run ([`crate::batch`]) that does not end: the same selection, the same
+//! It is a batch run ([`crate::cli::batch`]) that does not end: the same selection, the same
 //! per-file step ([`Step::run`]: done records, resume journals), the same JSON lines and
 //! the same part budget. What it adds is knowing when a file is *complete*:
 //! - with inotify (the default), a file that was written is taken once its writer closed it
@@ -16,7 +16,9 @@
 //! for good (bad input, exit code 2) is reported once; both are taken afresh when they change.
 //! SIGTERM or Ctrl-C stops taking files, lets parts in flight finish (journals kept, so a
 //! restart resumes them) and exits 0 with a summary; SIGHUP re-reads the configuration file.
-//! All the waiting (settle, ticks, backoff) is [`crate::engine::schedule`]'s.
+//! All the waiting (settle, ticks, backoff) is [`schedule`]'s.
+
+mod schedule;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -30,13 +32,14 @@ use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RenameMode};
 use notify::{Event, EventKind, RecursiveMode, Watcher as _};
 use tokio_util::sync::CancellationToken;
 
-use crate::batch::{FileResult, Item, Selection, Step};
-use crate::cli::{AfterUpload, OutputArgs, ProviderName, WatchArgs};
-use crate::engine::schedule::{self, Settle, Ticker};
+use crate::cli::args::{AfterUpload, OutputArgs, ProviderName, WatchArgs};
+use crate::cli::batch::{FileResult, Step};
+use crate::cli::settings::UploadSettings;
+use crate::cli::ui;
 use crate::error::{Error, Result};
 use crate::providers::Provider;
-use crate::settings::UploadSettings;
-use crate::ui;
+use crate::run::{Item, Selection};
+use schedule::{Settle, Ticker};
 
 /// What a unit looks like: (bytes, mtime in ns) of a file; (bytes, a hash of the listing of
 /// names, sizes and mtimes) of a capture directory.
@@ -419,14 +422,14 @@ fn signals(cancel: CancellationToken) -> tokio::sync::mpsc::UnboundedReceiver<()
         #[cfg(not(unix))]
         {
             let _ = hup_tx;
-            crate::install_ctrl_c(cancel);
+            crate::cli::install_ctrl_c(cancel);
         }
     });
     hup_rx
 }
 
 /// Runs `upload watch`. Returns 0 after SIGTERM / Ctrl-C; with `--once`, the worst file's exit code.
-pub async fn run(args: WatchArgs, output: OutputArgs) -> Result<i32> {
+pub(crate) async fn run(args: WatchArgs, output: OutputArgs) -> Result<i32> {
     let opts = args.watch.clone();
     let up = &args.upload;
     if up.emulate || up.dry_run {
@@ -453,8 +456,8 @@ pub async fn run(args: WatchArgs, output: OutputArgs) -> Result<i32> {
     let selection = Selection::new(up.recursive, up.hidden, &up.include, &up.exclude)?;
     let bulk = settings.provider == ProviderName::Teleport && up.teleport.format.as_deref() == Some("bulk-images");
     let files_at_once = match up.files_at_once {
-        crate::cli::AutoCount::Fixed(n) => (n as usize).max(provider.concurrent_files()),
-        crate::cli::AutoCount::Auto => crate::engine::tune::AUTO_FILES_MIN.max(provider.concurrent_files()),
+        crate::cli::args::AutoCount::Fixed(n) => (n as usize).max(provider.concurrent_files()),
+        crate::cli::args::AutoCount::Auto => crate::engine::tune::AUTO_FILES_MIN.max(provider.concurrent_files()),
     };
     let permits = settings.uploader.shared_permits.clone();
     let mut ignore = vec![];
@@ -618,7 +621,7 @@ pub async fn run(args: WatchArgs, output: OutputArgs) -> Result<i32> {
                 };
                 if let Err(e) = reported {
                     // stdout is gone: nothing more can be reported.
-                    crate::report_error(&e);
+                    crate::cli::report_error(&e);
                     cancel.cancel();
                 }
             }
@@ -634,7 +637,7 @@ pub async fn run(args: WatchArgs, output: OutputArgs) -> Result<i32> {
                         eprintln!("upload: watch: configuration re-read (files started from now on use it)");
                     }
                     Err(e) => {
-                        crate::report_error(&e);
+                        crate::cli::report_error(&e);
                         eprintln!("upload: watch: keeping the previous configuration");
                     }
                 }
@@ -737,7 +740,7 @@ pub async fn run(args: WatchArgs, output: OutputArgs) -> Result<i32> {
     if opts.once && !cancel.is_cancelled() {
         let ctx = settings.context(Arc::new(crate::engine::progress::NoProgress), cancel.child_token())?;
         if let Err(err) = provider.finish(&ctx).await {
-            crate::report_error(&err);
+            crate::cli::report_error(&err);
             code = code.max(err.exit_code());
         }
     }

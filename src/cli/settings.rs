@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{ApiArgs, OutputArgs, ProviderName, SignInArgs, TokenArgs, UploadArgs};
-use crate::config::ConfigFile;
+use crate::cli::args::{ApiArgs, OutputArgs, ProviderName, SignInArgs, TokenArgs, UploadArgs};
+use crate::cli::config::ConfigFile;
 use crate::engine::progress::Progress;
 use crate::engine::ratelimit::{OffsetClock, RateLimit, Schedule};
 use crate::engine::retry::RetryPolicy;
@@ -20,19 +20,19 @@ use crate::providers::{
 use crate::redact::Secret;
 
 /// Validated settings for an upload run.
-pub struct UploadSettings {
+pub(crate) struct UploadSettings {
     /// Which provider.
-    pub provider: ProviderName,
+    pub(crate) provider: ProviderName,
     /// API base URL.
-    pub endpoint: url::Url,
+    pub(crate) endpoint: url::Url,
     /// Token source.
-    pub token: Arc<TokenSource>,
+    pub(crate) token: Arc<TokenSource>,
     /// Part uploader options.
-    pub uploader: UploaderOptions,
+    pub(crate) uploader: UploaderOptions,
     /// State directory.
-    pub state_dir: Option<PathBuf>,
+    pub(crate) state_dir: Option<PathBuf>,
     /// Resume.
-    pub resume: bool,
+    pub(crate) resume: bool,
     args: UploadArgs,
     quiet: bool,
     http: reqwest::Client,
@@ -43,55 +43,55 @@ pub struct UploadSettings {
 impl ProviderName {
     /// What the provider tells about itself: the one place where the command line's provider
     /// names meet the registry ([`crate::providers::PROVIDERS`]).
-    pub fn descriptor(self) -> &'static Descriptor {
+    pub(crate) fn descriptor(self) -> &'static Descriptor {
         use clap::ValueEnum;
         let value = self.to_possible_value().expect("no --provider value is skipped");
         crate::providers::descriptor(value.get_name()).expect("every --provider value is registered")
     }
     /// The name on the command line.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         self.descriptor().name
     }
 }
 
 /// `--token`, else the provider's env var, else `UPLOAD_TOKEN`.
-pub fn resolve_token(flag: Option<Secret>, provider: ProviderName) -> Option<Secret> {
+pub(crate) fn resolve_token(flag: Option<Secret>, provider: ProviderName) -> Option<Secret> {
     flag.filter(|t| !t.is_empty()).or_else(|| provider.descriptor().env_token())
 }
 
 /// How a command reaches a provider's API, as given on the command line or in the
 /// environment (clap has merged those two already).
-pub struct ConnectionArgs<'a> {
+pub(crate) struct ConnectionArgs<'a> {
     /// `--endpoint` / `UPLOAD_ENDPOINT`.
-    pub endpoint: Option<String>,
+    pub(crate) endpoint: Option<String>,
     /// `--token`, `--token-command` / `UPLOAD_TOKEN_COMMAND`.
-    pub tokens: TokenArgs,
+    pub(crate) tokens: TokenArgs,
     /// Built-in sign-in flags.
-    pub sign_in: &'a SignInArgs,
+    pub(crate) sign_in: &'a SignInArgs,
     /// `--rc` (TruVideo's release-candidate environment).
-    pub rc: bool,
+    pub(crate) rc: bool,
     /// `--state-dir` / `UPLOAD_STATE_DIR`.
-    pub state_dir: Option<PathBuf>,
+    pub(crate) state_dir: Option<PathBuf>,
     /// Connections of the HTTP pool.
-    pub concurrency: usize,
+    pub(crate) concurrency: usize,
 }
 
 /// A command's resolved connection to a provider's API.
-pub struct Connection {
+pub(crate) struct Connection {
     /// API base URL.
-    pub endpoint: url::Url,
+    pub(crate) endpoint: url::Url,
     /// Token source (given token > built-in sign-in > token command).
-    pub token: Arc<TokenSource>,
+    pub(crate) token: Arc<TokenSource>,
     /// State directory.
-    pub state_dir: Option<PathBuf>,
+    pub(crate) state_dir: Option<PathBuf>,
     /// The HTTP pool.
-    pub http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
 }
 
 /// The one merge of the connection settings of every command (uploads, `auth check`, the
 /// management subcommands): flags > environment > the configuration file (the provider's
 /// section, `[defaults]`) > what the provider's descriptor documents.
-pub fn connect(provider: ProviderName, config: &ConfigFile, a: ConnectionArgs<'_>) -> Result<Connection> {
+pub(crate) fn connect(provider: ProviderName, config: &ConfigFile, a: ConnectionArgs<'_>) -> Result<Connection> {
     let d = provider.descriptor();
     let section = config.section(provider);
     let rc = a.rc || section.rc.unwrap_or(false);
@@ -115,7 +115,7 @@ pub fn connect(provider: ProviderName, config: &ConfigFile, a: ConnectionArgs<'_
 
 /// The API client of a management subcommand (`upload teleport list`, ...): endpoint and token
 /// resolved exactly as for an upload ([`connect`]).
-pub fn api_from_args(provider: ProviderName, args: &ApiArgs) -> Result<Api> {
+pub(crate) fn api_from_args(provider: ProviderName, args: &ApiArgs) -> Result<Api> {
     let config = ConfigFile::load()?;
     let c = connect(
         provider,
@@ -140,7 +140,7 @@ pub fn api_from_args(provider: ProviderName, args: &ApiArgs) -> Result<Api> {
 
 /// The token source of a run: `token` (already resolved from `--token`, the env vars and the
 /// config file) > the built-in sign-in from `sign_in` > `command`.
-pub fn token_source(
+pub(crate) fn token_source(
     provider: ProviderName,
     token: Option<Secret>,
     command: Option<String>,
@@ -204,7 +204,7 @@ fn sign_in_credentials(d: &Descriptor, a: &SignInArgs, token_given: bool) -> Res
 
 impl UploadSettings {
     /// Validates the arguments.
-    pub fn from_args(args: &UploadArgs, output: &OutputArgs) -> Result<Self> {
+    pub(crate) fn from_args(args: &UploadArgs, output: &OutputArgs) -> Result<Self> {
         let config = ConfigFile::load()?;
         let mut args = args.clone();
         config.apply(&mut args)?;
@@ -256,14 +256,14 @@ impl UploadSettings {
     }
 
     /// The provider with its settings.
-    pub fn provider(&self) -> Result<Box<dyn Provider>> {
+    pub(crate) fn provider(&self) -> Result<Box<dyn Provider>> {
         match self.provider {
             ProviderName::Teleport => {
                 let format = self.args.teleport.format.as_deref().map(teleport::Format::parse).transpose()?;
                 Ok(Box::new(teleport::Teleport::new(teleport::TeleportOptions {
                     name: self.args.teleport.name.clone(),
                     format,
-                    wait: self.args.wait.then_some(crate::providers::teleport_admin::WaitOptions {
+                    wait: self.args.wait.then_some(crate::providers::teleport::admin::WaitOptions {
                         poll_interval: self.args.poll_interval,
                         timeout: self.args.wait_timeout,
                     }),
@@ -310,7 +310,7 @@ impl UploadSettings {
     }
 
     /// The run context for one file.
-    pub fn context(&self, progress: Arc<dyn Progress>, cancel: CancellationToken) -> Result<Context> {
+    pub(crate) fn context(&self, progress: Arc<dyn Progress>, cancel: CancellationToken) -> Result<Context> {
         let exec = self.exec.get_or_init(|| run_executor(cancel.clone(), self.quiet)).clone();
         let mut uploader = self.uploader.clone();
         uploader.exec = exec.clone();
@@ -341,7 +341,7 @@ impl UploadSettings {
 /// (Teleport's name and format, TruVideo's media fields, metadata, tags and part size, the
 /// waiting, concurrency and retries). Never a token, secret or password; the file, provider and
 /// endpoint are in the journal already.
-pub fn journal_options(a: &UploadArgs) -> serde_json::Value {
+pub(crate) fn journal_options(a: &UploadArgs) -> serde_json::Value {
     let mut v: Vec<String> = vec![];
     let mut opt = |flag: &str, value: Option<String>| {
         if let Some(value) = value {
@@ -351,7 +351,7 @@ pub fn journal_options(a: &UploadArgs) -> serde_json::Value {
     };
     let ms = |d: Duration| Some(format!("{}ms", d.as_millis()));
     opt("--concurrency", Some(a.concurrency.to_string()));
-    if a.concurrency == crate::cli::AutoCount::Auto {
+    if a.concurrency == crate::cli::args::AutoCount::Auto {
         opt("--max-concurrency", Some(a.max_concurrency.to_string()));
     }
     opt("--retries", Some(a.retries.to_string()));
@@ -389,16 +389,16 @@ pub fn journal_options(a: &UploadArgs) -> serde_json::Value {
 }
 
 /// `--concurrency` and `--max-concurrency` as the engine's setting.
-pub fn concurrency_setting(args: &UploadArgs) -> crate::engine::tune::Concurrency {
+pub(crate) fn concurrency_setting(args: &UploadArgs) -> crate::engine::tune::Concurrency {
     use crate::engine::tune::Concurrency;
     match args.concurrency {
-        crate::cli::AutoCount::Auto => Concurrency::Auto { max: args.max_concurrency as usize },
-        crate::cli::AutoCount::Fixed(n) => Concurrency::Fixed(n as usize),
+        crate::cli::args::AutoCount::Auto => Concurrency::Auto { max: args.max_concurrency as usize },
+        crate::cli::args::AutoCount::Fixed(n) => Concurrency::Fixed(n as usize),
     }
 }
 
 /// The Uplift flags as the provider's plain settings.
-pub fn uplift_input(a: &crate::cli::UpliftArgs) -> uplift::UpliftInput {
+pub(crate) fn uplift_input(a: &crate::cli::args::UpliftArgs) -> uplift::UpliftInput {
     uplift::UpliftInput {
         athlete_id: a.athlete_id.clone(),
         session_group_id: a.session_group_id.clone(),
@@ -415,7 +415,7 @@ pub fn uplift_input(a: &crate::cli::UpliftArgs) -> uplift::UpliftInput {
 
 /// The Apertur flags (and the shared `--tag`, `--concurrency`, `--wait` ones) as the
 /// provider's plain settings.
-pub fn apertur_input(args: &UploadArgs) -> apertur::AperturInput {
+pub(crate) fn apertur_input(args: &UploadArgs) -> apertur::AperturInput {
     let a = &args.apertur;
     apertur::AperturInput {
         session: a.session.clone(),
@@ -437,13 +437,13 @@ pub fn apertur_input(args: &UploadArgs) -> apertur::AperturInput {
 
 /// The executor of a CLI run: waits end on `cancel`; while a host has not answered yet, each
 /// retry is shown on stderr (`upload: retrying in 2s: ... (3/10)`) unless `quiet`.
-pub fn run_executor(cancel: CancellationToken, quiet: bool) -> crate::engine::request::Executor {
+pub(crate) fn run_executor(cancel: CancellationToken, quiet: bool) -> crate::engine::request::Executor {
     use crate::engine::request::{Executor, RetryNotice};
     let notifier: Option<crate::engine::request::Notifier> = (!quiet).then(|| {
         Arc::new(|n: &RetryNotice| {
             if n.first_contact {
                 // Above the bars when they are drawn.
-                crate::ui::notice(&format!(
+                crate::cli::ui::notice(&format!(
                     "upload: {}: retrying in {}: {} ({}/{})",
                     n.what,
                     crate::size::human_duration(n.delay),
@@ -458,7 +458,7 @@ pub fn run_executor(cancel: CancellationToken, quiet: bool) -> crate::engine::re
 }
 
 /// `$XDG_STATE_HOME/upload`, else `~/.local/state/upload`.
-pub fn default_state_dir() -> Option<PathBuf> {
+pub(crate) fn default_state_dir() -> Option<PathBuf> {
     if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
         return Some(PathBuf::from(x).join("upload"));
     }
@@ -468,13 +468,13 @@ pub fn default_state_dir() -> Option<PathBuf> {
 /// The run's connect timeout: `--connect-timeout` (env `UPLOAD_CONNECT_TIMEOUT`, checked by
 /// clap), else the config file's `[defaults] connect_timeout` (checked here: exit 2 naming the
 /// key), else [`crate::engine::http::DEFAULT_CONNECT_TIMEOUT`].
-pub fn connect_timeout(flag: Option<Duration>, config: &ConfigFile) -> Result<Duration> {
+pub(crate) fn connect_timeout(flag: Option<Duration>, config: &ConfigFile) -> Result<Duration> {
     if let Some(d) = flag {
         return Ok(d);
     }
     match config.defaults.connect_timeout.as_deref() {
         None => Ok(crate::engine::http::DEFAULT_CONNECT_TIMEOUT),
-        Some(text) => crate::cli::parse_connect_timeout(text).map_err(|e| {
+        Some(text) => crate::cli::args::parse_connect_timeout(text).map_err(|e| {
             Error::usage(
                 format!("config file [defaults] connect_timeout: {e}"),
                 "give a duration above zero and at most 1h, such as \"10s\"",
@@ -487,10 +487,10 @@ pub fn connect_timeout(flag: Option<Duration>, config: &ConfigFile) -> Result<Du
 /// file's `[defaults] limit_rate`; refused (exit 2, naming the bad entry) before any request.
 /// The hidden `UPLOAD_FAKE_LOCAL_TIME=YYYY-MM-DDTHH:MM:SS` makes the schedule's clock start at
 /// that local time (tests).
-pub fn rate_limit(text: Option<&str>) -> Result<RateLimit> {
+pub(crate) fn rate_limit(text: Option<&str>) -> Result<RateLimit> {
     let text = match text {
         Some(t) => Some(t.to_string()),
-        None => crate::config::ConfigFile::load()?.defaults.limit_rate,
+        None => crate::cli::config::ConfigFile::load()?.defaults.limit_rate,
     };
     let Some(text) = text else { return Ok(RateLimit::off()) };
     let schedule = Schedule::parse(&text).map_err(|e| {
@@ -533,7 +533,7 @@ mod tests {
     fn secrets_are_parsed_into_the_redacting_type() {
         use clap::Parser;
         let secrets = ["tok-111111", "csec-22222", "akey-33333", "skey-44444", "pass-55555", "sign-66666"];
-        let cli = crate::cli::Cli::parse_from([
+        let cli = crate::cli::args::Cli::parse_from([
             "upload",
             "a.jpg",
             "--provider",

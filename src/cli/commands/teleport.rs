@@ -1,21 +1,21 @@
 //! `upload teleport list|status|rename|delete|metadata|download`: what people and scripts see.
-//! The API calls are in [`crate::providers::teleport_admin`].
+//! The API calls are in [`crate::providers::teleport::admin`].
 
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{ModelArgs, OutputArgs, ProviderName, TeleportCommand};
+use crate::cli::args::{ModelArgs, OutputArgs, ProviderName, TeleportCommand};
+use crate::cli::settings::api_from_args;
+use crate::cli::ui;
 use crate::engine::download::{DownloadRequest, download};
 use crate::error::{Error, Result};
-use crate::providers::teleport_admin::{self as admin, Capture, MetadataQuery};
+use crate::providers::teleport::admin::{self as admin, Capture, MetadataQuery};
 use crate::redact::safe_url;
-use crate::settings::api_from_args;
-use crate::ui;
 
 /// Runs one `upload teleport ...` command; returns the exit code.
-pub async fn run(cmd: TeleportCommand, output: &OutputArgs) -> Result<i32> {
+pub(crate) async fn run(cmd: TeleportCommand, output: &OutputArgs) -> Result<i32> {
     let json = output.json;
     let mut stdout = std::io::stdout();
     match cmd {
@@ -88,11 +88,11 @@ pub async fn run(cmd: TeleportCommand, output: &OutputArgs) -> Result<i32> {
         }
         TeleportCommand::Download { sid, model, output: dir, rate, api } => {
             admin::check_id("share id (sid)", &sid)?;
-            let rate = crate::settings::rate_limit(rate.limit_rate.as_deref())?;
+            let rate = crate::cli::settings::rate_limit(rate.limit_rate.as_deref())?;
             let cancel = CancellationToken::new();
-            crate::install_ctrl_c(cancel.clone());
+            crate::cli::install_ctrl_c(cancel.clone());
             let api = api_from_args(ProviderName::Teleport, &api)?
-                .with_executor(crate::settings::run_executor(cancel.clone(), output.quiet));
+                .with_executor(crate::cli::settings::run_executor(cancel.clone(), output.quiet));
             download_models(&api, &sid, &model, &dir, &rate, output, &cancel).await?;
         }
     }
@@ -228,7 +228,7 @@ async fn confirm_delete(eid: &str) -> Result<bool> {
 }
 
 fn out(r: std::io::Result<()>) -> Result<()> {
-    crate::ignore_broken_pipe(r)
+    crate::cli::ignore_broken_pipe(r)
 }
 
 fn print_json_line(w: &mut dyn Write, v: &serde_json::Value) -> Result<()> {

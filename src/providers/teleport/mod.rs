@@ -5,6 +5,8 @@
 //! (a few ahead of need), and again when S3 refuses one. Create and complete are not
 //! idempotent; asking a URL is.
 
+pub mod admin;
+
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -96,7 +98,7 @@ pub struct TeleportOptions {
     /// Input format (default: from the extension).
     pub format: Option<Format>,
     /// `--wait`: follow processing after the upload until READY, ERROR or the deadline.
-    pub wait: Option<super::teleport_admin::WaitOptions>,
+    pub wait: Option<admin::WaitOptions>,
 }
 
 /// The Teleport provider.
@@ -249,7 +251,7 @@ impl Provider for Teleport {
         let capture = match self.options.wait {
             Some(wait) => {
                 ctx.progress.event(Event::Phase { message: "uploaded; waiting for processing".into() });
-                match super::teleport_admin::wait_processed(api, &eid, wait, &*ctx.progress, &ctx.cancel).await {
+                match admin::wait_processed(api, &eid, wait, &*ctx.progress, &ctx.cancel).await {
                     Ok(c) => c.to_json(),
                     Err(e @ Error::ProcessingFailed { .. }) => {
                         // Processing ended for good: a rerun uploads the file again.
@@ -266,7 +268,7 @@ impl Provider for Teleport {
                 // status code said.
                 let state = done.completion.get("state").and_then(|s| s.as_str()).unwrap_or_default().to_string();
                 if matches!(state.as_str(), "ERROR" | "FAILED") {
-                    let reason = serde_json::from_value::<super::teleport_admin::Capture>(done.completion.clone())
+                    let reason = serde_json::from_value::<admin::Capture>(done.completion.clone())
                         .map(|c| c.failure_reason())
                         .unwrap_or(state);
                     if let Some(j) = &journal {
@@ -413,7 +415,7 @@ pub async fn find_capture(
 
 /// Teleport timestamps come without a timezone (`2025-10-06T18:55:42.733421`): they are UTC.
 pub fn parse_time(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
-    super::teleport_admin::parse_time(s)
+    admin::parse_time(s)
 }
 
 fn outcome(file: &FileSource, capture: &serde_json::Value, eid: &str, parts: u32, started: Instant) -> UploadOutcome {

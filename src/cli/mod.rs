@@ -1,0 +1,181 @@
+//! The command line of the `upload` binary (feature `cli`): clap, settings, the configuration
+//! file, terminal output, batch runs, `watch` and the subcommands. Private to the crate; the
+//! binary calls [`main`] only.
+
+pub(crate) mod args;
+pub(crate) mod batch;
+pub(crate) mod commands;
+pub(crate) mod config;
+pub(crate) mod settings;
+pub(crate) mod ui;
+pub(crate) mod watch;
+
+use std::io::Write;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::engine;
+use crate::error::{self, Error, Result};
+
+/// The `upload` binary: parse, set up the terminal and logs, run, map the error to an exit code.
+pub fn main() -> std::process::ExitCode {
+    use clap::Parser;
+    let cli = args::Cli::parse();
+    let colour = ui::init_color(cli.output.color);
+    init_tracing(cli.output.verbose, colour);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("upload: error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    let code = match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(err) => {
+            report_error(&err);
+            err.exit_code()
+        }
+    };
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    std::process::ExitCode::from(code.clamp(0, 255) as u8)
+}
+
+/// Logs on stderr (above the progress bars when they are drawn), coloured only when `colour`
+/// (`--color`: by default on a terminal, never into a file or a pipe).
+fn init_tracing(verbose: u8, colour: bool) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "upload=info",
+        _ => "upload=debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("UPLOAD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(ui::log_writer)
+        .with_ansi(colour)
+        .with_target(false)
+        .init();
+}
+
+/// Runs a parsed command line. Returns the exit code of a run whose failures were already
+/// reported per file; an `Err` is a failure of the whole run, for the caller to print.
+pub(crate) async fn run(cli: args::Cli) -> Result<i32> {
+    engine::http::set_ca_bundle(cli.network.ca_bundle.as_deref())?;
+    // `UPLOAD_SENDFILE` (which chose the zero-copy path of plain-http parts, now removed) is
+    // still accepted and ignored: env vars are a contract.
+    // Every client of the run is built after this (uploads, sign-in, downloads, subcommands).
+    let offline = matches!(cli.command, Some(args::Command::Config { .. } | args::Command::Completions { .. }));
+    if !offline {
+        let flag = cli.network.connect_timeout;
+        let file = if flag.is_some() { config::ConfigFile::default() } else { config::ConfigFile::load()? };
+        engine::http::set_connect_timeout(settings::connect_timeout(flag, &file)?);
+    }
+    if let Some(cmd) = cli.command {
+        return run_command(cmd, cli.output).await;
+    }
+    if cli.upload.emulate {
+        #[cfg(feature = "emulate")]
+        return commands::demo::run_emulated(cli).await;
+        #[cfg(not(feature = "emulate"))]
+        return Err(no_emulator());
+    }
+    let cancel = CancellationToken::new();
+    install_ctrl_c(cancel.clone());
+    let settings = settings::UploadSettings::from_args(&cli.upload, &cli.output)?;
+    let provider = settings.provider()?;
+    batch::run(&cli, &settings, provider.as_ref(), cancel).await
+}
+
+async fn run_command(cmd: args::Command, output: args::OutputArgs) -> Result<i32> {
+    match cmd {
+        #[cfg(feature = "emulate")]
+        args::Command::Demo { provider, size } => commands::demo::demo(provider, size, output).await,
+        #[cfg(not(feature = "emulate"))]
+        args::Command::Demo { .. } => Err(no_emulator()),
+        args::Command::Auth { command: args::AuthCommand::Check(args) } => commands::auth::check(&args, &output).await,
+        args::Command::Config { command } => {
+            let path = config::ConfigFile::path();
+            match command {
+                args::ConfigCommand::Path => match path {
+                    Some(p) => println!("{}", p.display()),
+                    None => {
+                        return Err(Error::usage(
+                            "no configuration path: HOME is not set",
+                            "set XDG_CONFIG_HOME or UPLOAD_CONFIG",
+                        ));
+                    }
+                },
+                args::ConfigCommand::Show => {
+                    let file = config::ConfigFile::load()?;
+                    let shown = path.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+                    let exists = path.as_ref().is_some_and(|p| p.exists());
+                    println!("# {shown}{}", if exists { "" } else { " (not found: defaults)" });
+                    print!("{}", file.redacted_toml());
+                }
+            }
+            Ok(0)
+        }
+        args::Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut c = args::Cli::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut c, "upload", &mut script);
+            ignore_broken_pipe(std::io::stdout().lock().write_all(&script))?;
+            Ok(0)
+        }
+        args::Command::Teleport { command } => commands::teleport::run(command, &output).await,
+        args::Command::Apertur(args) => {
+            let cancel = CancellationToken::new();
+            install_ctrl_c(cancel.clone());
+            commands::apertur::run(*args, &output, cancel).await
+        }
+        args::Command::Watch(args) => watch::run(*args, output).await,
+        args::Command::Pending(args) => commands::pending::run(*args, &output).await,
+    }
+}
+
+#[cfg(not(feature = "emulate"))]
+fn no_emulator() -> Error {
+    Error::usage(
+        "this upload was built without the emulator",
+        "build it with the default features (or `--features emulate`) for `upload demo` and --emulate",
+    )
+}
+
+/// First Ctrl-C cancels (parts in flight get a few seconds, the journal is kept); a second
+/// one exits at once.
+pub(crate) fn install_ctrl_c(cancel: CancellationToken) {
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            ui::notice("upload: stopping: finishing the parts in flight (press Ctrl-C again to quit now)");
+            cancel.cancel();
+            if tokio::signal::ctrl_c().await.is_ok() {
+                ui::clear_board();
+                eprintln!("upload: interrupted: run the same command again to resume");
+                std::process::exit(error::exit::INTERRUPTED);
+            }
+        }
+    });
+}
+
+/// A closed stdout (`| head`) is not an error.
+pub(crate) fn ignore_broken_pipe(r: std::io::Result<()>) -> Result<()> {
+    match r {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Error::File { path: "<stdout>".into(), source: e }),
+        Ok(()) => Ok(()),
+    }
+}
+
+/// Writes `upload: error: ...` and the hint to stderr.
+pub(crate) fn report_error(err: &Error) {
+    let mut stderr = std::io::stderr().lock();
+    let _ = writeln!(stderr, "upload: error: {err}");
+    if let Some(h) = err.hint()
+        && !h.is_empty()
+    {
+        let _ = writeln!(stderr, "  hint: {h}");
+    }
+}
