@@ -377,16 +377,6 @@ impl MultipartUpload for TeleportUpload {
             _ => Ok(Lookup::NotFound),
         }
     }
-
-    fn is_stale(&self, e: &Error) -> bool {
-        match e {
-            Error::Rejected { status, message, .. } => {
-                *status == 404 || message.contains("Capture not found") || message.contains("NoSuchUpload")
-            }
-            Error::Protocol { message, .. } => message.contains("NoSuchUpload"),
-            _ => false,
-        }
-    }
 }
 
 /// Teleport timestamps come without a timezone (`2025-10-06T18:55:42.733421`): they are UTC.
