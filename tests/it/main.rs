@@ -26,4 +26,5 @@ mod tls;
 mod truvideo;
 mod tune;
 mod uplift;
+mod vendor;
 mod watch;
