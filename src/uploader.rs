@@ -38,6 +38,7 @@ pub struct Uploader {
     state_dir: Option<PathBuf>,
     progress: Arc<dyn Progress>,
     cancel: CancellationToken,
+    net: crate::engine::http::NetOptions,
 }
 
 impl Uploader {
@@ -55,6 +56,7 @@ impl Uploader {
             state_dir: None,
             progress: Arc::new(NoProgress),
             cancel: CancellationToken::new(),
+            net: crate::engine::http::NetOptions::default(),
         }
     }
 
@@ -95,6 +97,13 @@ impl Uploader {
         self
     }
 
+    /// How the uploads reach the network: extra trust roots, the connect and idle timeouts, a
+    /// speed limit (default: [`NetOptions::default`](crate::engine::http::NetOptions)).
+    pub fn net(mut self, net: crate::engine::http::NetOptions) -> Self {
+        self.net = net;
+        self
+    }
+
     /// Receives progress events.
     pub fn progress(mut self, progress: impl Progress + 'static) -> Self {
         self.progress = Arc::new(progress);
@@ -113,8 +122,8 @@ impl Uploader {
         let base = crate::engine::http::checked_url(&endpoint, "endpoint")?;
         let token = self.token.clone().or_else(|| d.env_token());
         let tokens = Arc::new(TokenSource::new(d.name, d.token_env, token, self.token_command.clone()));
-        let http = crate::engine::http::client(self.options.concurrency);
-        let exec = crate::engine::request::Executor::new(self.cancel.clone(), None);
+        let http = crate::engine::http::client(&self.net, self.options.concurrency);
+        let exec = crate::engine::request::Executor::with_options(self.cancel.clone(), None, &self.net);
         let mut uploader = self.options.clone();
         uploader.exec = exec.clone();
         Ok(Context {

@@ -429,7 +429,8 @@ fn signals(cancel: CancellationToken) -> tokio::sync::mpsc::UnboundedReceiver<()
 }
 
 /// Runs `upload watch`. Returns 0 after SIGTERM / Ctrl-C; with `--once`, the worst file's exit code.
-pub(crate) async fn run(args: WatchArgs, output: OutputArgs) -> Result<i32> {
+pub(crate) async fn run(args: WatchArgs, output: OutputArgs, net: &crate::engine::http::NetOptions) -> Result<i32> {
+    let net = net.clone();
     let opts = args.watch.clone();
     let up = &args.upload;
     if up.emulate || up.dry_run {
@@ -451,7 +452,7 @@ pub(crate) async fn run(args: WatchArgs, output: OutputArgs) -> Result<i32> {
     let cancel = CancellationToken::new();
     let mut hups = signals(cancel.clone());
 
-    let mut settings = Arc::new(UploadSettings::from_args(up, &output)?);
+    let mut settings = Arc::new(UploadSettings::from_args(up, &output, &net)?);
     let mut provider: Arc<dyn Provider> = Arc::from(settings.provider()?);
     let selection = Selection::new(up.recursive, up.hidden, &up.include, &up.exclude)?;
     let bulk = settings.provider == ProviderName::Teleport && up.teleport.format.as_deref() == Some("bulk-images");
@@ -630,7 +631,7 @@ pub(crate) async fn run(args: WatchArgs, output: OutputArgs) -> Result<i32> {
                 Err(e) => tracing::warn!("watch: {e}"),
             },
             Some(()) = hups.recv() => {
-                match UploadSettings::from_args(up, &output).and_then(|s| s.provider().map(|p| (s, p))) {
+                match UploadSettings::from_args(up, &output, &net).and_then(|s| s.provider().map(|p| (s, p))) {
                     Ok((s, p)) => {
                         settings = Arc::new(s);
                         provider = Arc::from(p);
