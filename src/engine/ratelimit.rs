@@ -372,15 +372,6 @@ impl RateLimit {
             n -= self.take(n).await;
         }
     }
-
-    /// A generous time limit for a request sending or receiving `bytes`: 60 s plus the bytes
-    /// at 64 KiB/s, or at the lowest rate of the limit shared by `sharers` transfers when
-    /// that is slower.
-    pub fn request_timeout(&self, bytes: u64, sharers: usize) -> Duration {
-        let floor = 64 * 1024;
-        let per_transfer = self.min_rate().map_or(floor, |r| (r / sharers.max(1) as u64).clamp(1, floor));
-        Duration::from_secs(60) + Duration::from_secs(bytes / per_transfer)
-    }
 }
 
 /// Logs a change of the rate in force (see [`Bucket::refresh`]), with no lock held.

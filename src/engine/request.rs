@@ -335,20 +335,21 @@ struct Shared {
     budget: RetryBudget,
     hosts: Mutex<HashMap<String, Arc<Host>>>,
     notifier: Option<Notifier>,
-    cancel: CancellationToken,
     timing: Timing,
 }
 
-/// The executor of a run: cheap to clone; every clone shares the budget, the cancellation
-/// token, the time model and the knowledge of the hosts (which answered, which are silent).
+/// The executor of a run: cheap to clone; every clone shares the budget, the time model and
+/// the knowledge of the hosts (which answered, which are silent), and the cancellation token
+/// unless given another one ([`Executor::with_cancel`]).
 #[derive(Clone)]
 pub struct Executor {
     shared: Arc<Shared>,
+    cancel: CancellationToken,
 }
 
 impl std::fmt::Debug for Executor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Executor").field("cancelled", &self.shared.cancel.is_cancelled()).finish()
+        f.debug_struct("Executor").field("cancelled", &self.cancel.is_cancelled()).finish()
     }
 }
 
@@ -383,13 +384,8 @@ impl Executor {
         net: &super::http::NetOptions,
     ) -> Self {
         Executor {
-            shared: Arc::new(Shared {
-                budget,
-                hosts: Mutex::new(HashMap::new()),
-                notifier,
-                cancel,
-                timing: Timing::from(net),
-            }),
+            shared: Arc::new(Shared { budget, hosts: Mutex::new(HashMap::new()), notifier, timing: Timing::from(net) }),
+            cancel,
         }
     }
 
@@ -404,14 +400,20 @@ impl Executor {
         self.shared.timing.idle.saturating_mul(OPERATION_IDLE_TIMEOUTS)
     }
 
+    /// The same executor (budget, hosts, notifier, time model) whose waits end on `cancel`:
+    /// one run of an uploader, or one file of a run.
+    pub fn with_cancel(&self, cancel: CancellationToken) -> Self {
+        Executor { shared: self.shared.clone(), cancel }
+    }
+
     /// The run's cancellation token.
     pub fn cancel(&self) -> &CancellationToken {
-        &self.shared.cancel
+        &self.cancel
     }
 
     /// Sleeps for `delay` unless cancelled (see [`super::wait::sleep`]).
     pub async fn sleep(&self, delay: Duration) -> Result<()> {
-        super::wait::sleep(delay, &self.shared.cancel).await
+        super::wait::sleep(delay, &self.cancel).await
     }
 
     /// The record of `host` (a fresh one of its own for a call that names no host).
@@ -442,7 +444,7 @@ impl Executor {
         let mut refresh_url = false;
         let mut renewals = 0u32;
         loop {
-            if self.shared.cancel.is_cancelled() && number > 0 {
+            if self.cancel.is_cancelled() && number > 0 {
                 return Err(interrupted());
             }
             number += 1;
@@ -456,7 +458,7 @@ impl Executor {
             };
             // A first Ctrl-C gives the attempt in flight a few seconds, then drops it.
             let cancelled = async {
-                self.shared.cancel.cancelled().await;
+                self.cancel.cancelled().await;
                 tokio::time::sleep(super::wait::GRACE).await;
             };
             let mut quiet_at = None;
@@ -550,14 +552,15 @@ impl Executor {
                 Class::RefreshUrl => {
                     refreshes += 1;
                     if refreshes > call.policy.max_url_refreshes {
-                        let status = match outcome {
-                            Outcome::Status { status, .. } => status,
-                            Outcome::Transport(_) => 403,
+                        let (status, code) = match outcome {
+                            Outcome::Status { status, code } => (status, code),
+                            Outcome::Transport(_) => (403, None),
                         };
                         return Err(Error::Rejected {
                             provider: call.provider,
                             what: call.what.into(),
                             status,
+                            code,
                             message: format!(
                                 "{message} (still refused after {} fresh URLs)",
                                 call.policy.max_url_refreshes
@@ -688,6 +691,7 @@ fn final_error(call: &Call<'_>, outcome: &Outcome, message: String, attempts: u3
             what: call.what.into(),
             status: *status,
             message: with_code(code.as_deref(), message),
+            code: code.clone(),
         },
     }
 }
@@ -699,6 +703,7 @@ fn gave_up(call: &Call<'_>, outcome: &Outcome, message: String, attempts: u32, f
             what: call.what.into(),
             status: *status,
             message: with_code(code.as_deref(), message),
+            code: code.clone(),
         },
         _ if first_contact => Error::Unreachable {
             provider: call.provider,

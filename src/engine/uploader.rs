@@ -89,7 +89,7 @@ impl Default for UploaderOptions {
             retry: RetryPolicy::default(),
             content_type: None,
             content_md5: false,
-            drain: Duration::from_secs(5),
+            drain: super::wait::GRACE,
             seed: None,
             shared_permits: None,
             rate: RateLimit::off(),

@@ -70,7 +70,7 @@ pub(crate) async fn run(
             let api = api_from_args(ProviderName::Teleport, &api, net)?;
             if !yes && !confirm_delete(&eid).await? {
                 eprintln!("upload: capture {eid} kept");
-                return Ok(crate::error::exit::OK);
+                return Ok(crate::cli::report::exit::OK);
             }
             admin::delete(&api, &eid).await?;
             if json {
@@ -100,7 +100,7 @@ pub(crate) async fn run(
             download_models(&api, &sid, &model, &dir, &rate, output).await?;
         }
     }
-    Ok(crate::error::exit::OK)
+    Ok(crate::cli::report::exit::OK)
 }
 
 fn query(model: &ModelArgs) -> MetadataQuery {
