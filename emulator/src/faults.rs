@@ -280,7 +280,7 @@ mod tests {
         }
         assert_eq!(f.on_request("POST", "/uploads"), Some(Stall::TrickleRead(10)));
         assert_eq!(f.on_request("POST", "/upload/7/complete"), Some(Stall::StopReading));
-        assert_eq!(f.on_request("PUT", "/upload/7/complete"), None, "spent");
+        assert_eq!(f.on_request("POST", "/upload/7/complete"), None, "spent");
         assert_eq!(f.on_request("GET", "/bucket/x"), None);
     }
 
