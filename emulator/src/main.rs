@@ -118,6 +118,13 @@ struct Cli {
     /// Read the first 64 KiB of matching requests' bodies, then stop reading; never answer.
     #[arg(long = "stop-reading", value_name = "CALL")]
     stop_reading: Vec<String>,
+    /// Answer `[N:]METHOD /path STATUS [JSON]` (the N-th matching call, default the first) with
+    /// STATUS and the JSON body without carrying the call out. Repeatable.
+    #[arg(long = "fake-answer", value_name = "ANSWER")]
+    fake_answer: Vec<String>,
+    /// Like --fake-answer, but the call is carried out and only its answer replaced.
+    #[arg(long = "replace-answer", value_name = "ANSWER")]
+    replace_answer: Vec<String>,
     /// Lifetime of an Uplift upload form (upload_expires_at), in seconds.
     #[arg(long = "uplift-upload-ttl", default_value_t = 1800)]
     uplift_upload_ttl: u64,
@@ -189,6 +196,8 @@ impl Cli {
                 trickle_read: self.trickle_read,
                 trickle_bps: self.trickle_bps,
                 stop_reading: self.stop_reading,
+                fake_answer: self.fake_answer,
+                replace_answer: self.replace_answer,
                 ..Faults::default()
             },
             processing: Processing { delay_ms: self.processing_ms, fail_reason: self.processing_fail },
