@@ -432,7 +432,8 @@ fn signals(cancel: CancellationToken) -> tokio::sync::mpsc::UnboundedReceiver<()
 }
 
 /// Runs `upload watch`. Returns 0 after SIGTERM / Ctrl-C; with `--once`, the worst file's exit code.
-pub(crate) async fn run(args: WatchArgs, output: OutputArgs) -> Result<i32> {
+pub(crate) async fn run(args: WatchArgs, output: OutputArgs, net: &crate::engine::http::NetOptions) -> Result<i32> {
+    let net = net.clone();
     let opts = args.watch.clone();
     let up = &args.upload;
     if up.emulate || up.dry_run {
@@ -454,7 +455,7 @@ pub(crate) async fn run(args: WatchArgs, output: OutputArgs) -> Result<i32> {
     let cancel = CancellationToken::new();
     let mut hups = signals(cancel.clone());
 
-    let mut settings = Arc::new(UploadSettings::from_args(up, &output, cancel.clone())?);
+    let mut settings = Arc::new(UploadSettings::from_args(up, &output, cancel.clone(), &net)?);
     let selection = Selection::new(up.recursive, up.hidden, &up.include, &up.exclude)?;
     let bulk = settings.provider == ProviderName::Teleport && up.teleport.format.as_deref() == Some("bulk-images");
     let concurrent_files = settings.uploader.provider().concurrent_files();
@@ -643,7 +644,7 @@ pub(crate) async fn run(args: WatchArgs, output: OutputArgs) -> Result<i32> {
                 Err(e) => tracing::warn!("watch: {e}"),
             },
             Some(()) = hups.recv() => {
-                match UploadSettings::from_args(up, &output, cancel.clone()) {
+                match UploadSettings::from_args(up, &output, cancel.clone(), &net) {
                     Ok(s) => {
                         settings = Arc::new(s);
                         eprintln!("upload: watch: configuration re-read (files started from now on use it)");
