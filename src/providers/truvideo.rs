@@ -115,7 +115,7 @@ pub fn recommended_part_size(size: u64) -> u64 {
 }
 
 /// TruVideo settings, as given on the command line (validated by [`Truvideo::new`]).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct TruvideoOptions {
     /// media.title.
     pub title: Option<String>,
@@ -145,6 +145,29 @@ pub struct TruvideoOptions {
     pub wait_timeout: Duration,
     /// First interval between polls.
     pub poll_interval: Duration,
+}
+
+impl Default for TruvideoOptions {
+    /// The command line's defaults: no media fields, the recommended part size, waiting for
+    /// processing (polls from 2 s, for at most 1 h).
+    fn default() -> Self {
+        TruvideoOptions {
+            title: None,
+            creator: None,
+            duration_ms: None,
+            resolution: None,
+            file_type: None,
+            tags: vec![],
+            library: false,
+            no_report: false,
+            metadata: vec![],
+            metadata_json: None,
+            part_size: None,
+            wait: true,
+            wait_timeout: Duration::from_secs(3600),
+            poll_interval: Duration::from_secs(2),
+        }
+    }
 }
 
 /// The TruVideo provider.
