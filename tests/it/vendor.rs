@@ -284,3 +284,40 @@ async fn truvideo_a_404_from_the_parts_path_is_not_taken_for_a_gone_upload() {
     assert_eq!(calls(&t.emu, "POST", "/upload/start"), 1);
     assert_eq!(t.emu.objects()[0].sha256, sha);
 }
+
+// ---------------------------------------------------------------- Uplift
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uplift_wait_follows_the_capture_to_its_end() {
+    use upload_emulator::Processing;
+    // (processing, --wait-timeout, exit code, what the run says)
+    let cases = [
+        (Processing { delay_ms: 600, fail_reason: None }, "60s", 0, "completed"),
+        (Processing { delay_ms: 300, fail_reason: Some("no golfer in view".into()) }, "60s", 6, "no golfer in view"),
+        (Processing { delay_ms: 60_000, fail_reason: None }, "1s", 7, "last status processing"),
+    ];
+    for (processing, timeout, code, says) in cases {
+        let t = Tls::start(Config { processing, ..Config::default() }).await;
+        let (file, sha) = make_file(t.dir.path(), "swing.mov", 300_000);
+        let mut extra = UPLIFT_FIELDS.to_vec();
+        extra.extend(["--wait", "--poll-interval", "100ms", "--wait-timeout", timeout]);
+        let out = run_upload(t.upload("uplift", &[&file], &extra), t.env()).await;
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(code), "{says}: {err}");
+        assert_eq!(t.emu.objects()[0].sha256, sha, "the file is stored whatever processing says");
+        let gets = calls(&t.emu, "GET", &uplift_capture_id(&t.emu));
+        assert!(gets >= 1, "{says}: the capture was never read");
+        if code == 0 {
+            let r = &lines(&out)[0];
+            assert_eq!((r["status"].as_str(), r["wait"].as_str()), (Some("completed"), Some("completed")), "{r}");
+            assert!(gets >= 2, "processing was followed: {gets} reads");
+        } else {
+            assert!(err.contains(says), "{says}: {err}");
+        }
+    }
+}
+
+/// The one Uplift capture's id (its `session_id`).
+fn uplift_capture_id(emu: &Emulator) -> String {
+    upload_emulator::uplift::captures(emu.shared())[0].session_id.clone()
+}
