@@ -222,6 +222,26 @@ pub struct Faults {
     /// carried out in full and then answered by dropping the connection: the server acted,
     /// the client never hears. An entry repeated N times loses the first N answers.
     pub lose_answer: Vec<String>,
+    /// Stalls, as networks make them (any server, by call): each entry is
+    /// `[COUNT ]METHOD /path`, where COUNT is how many matching requests stall (default 1) or
+    /// `always`, METHOD may be `*`, a path segment `*` is any one segment and a last segment
+    /// `**` any number of them (`always PUT /**`: every object PUT). See [`faults::Stall`].
+    /// `hang`: the request is accepted and never answered (its body is not read, its handler
+    /// never runs).
+    pub hang: Vec<String>,
+    /// `stall_body`: the call is carried out, its answer's head is sent with the first half of
+    /// its body, and the rest never comes (an empty body is sent chunked and never ended).
+    pub stall_body: Vec<String>,
+    /// `trickle`: the call is carried out and its answer's body sent at `trickle_bps` bytes per
+    /// second.
+    pub trickle: Vec<String>,
+    /// `trickle_read`: the request body is read at `trickle_bps` bytes per second.
+    pub trickle_read: Vec<String>,
+    /// Bytes per second of `trickle` and `trickle_read` (0 means 1024).
+    pub trickle_bps: u64,
+    /// `stop_reading`: the first 64 KiB of the request body are read, then nothing more, and
+    /// no answer comes.
+    pub stop_reading: Vec<String>,
     /// Answers made up without carrying the call out: each entry, `[N:]METHOD /path STATUS
     /// [BODY]` (path segments may be `*`; `N:` picks the N-th matching call, default the
     /// first), answers that call with STATUS and BODY (JSON, default empty) and never reaches
