@@ -112,8 +112,13 @@ async fn uplift_options_reach_the_reservation() {
     let result = json_result(&out);
     assert_eq!(result["session_group_id"], group);
     assert_eq!(result["file_name"], "Swing 2.MOV");
-    assert!(result["wait"].as_str().unwrap().contains("no endpoint"), "{result}");
-    assert!(stderr(&out).contains("--wait: not followed"), "{}", stderr(&out));
+    // --wait follows the capture (GET /v1/captures/{id}) to `completed`.
+    assert_eq!(
+        (result["status"].as_str(), result["wait"].as_str()),
+        (Some("completed"), Some("completed")),
+        "{result}"
+    );
+    assert!(result["fps_detected"].is_number(), "{result}");
     let c = &captures(emu.shared())[0];
     assert_eq!(c.file_name, "Swing 2.MOV");
     assert_eq!(c.camera_configuration["fps"], "240");
