@@ -246,6 +246,33 @@ enum Line {
     Part(CompletedPart),
 }
 
+/// Something that is not a file where a journal belongs (a directory someone made, a FIFO):
+/// it cannot be a journal, and it would block the file's uploads for ever (a journal is
+/// written by renaming over its path). It is renamed aside, `NAME.not-a-journal-<time>`, never
+/// deleted, with a warning saying where it went.
+fn set_aside_non_journal(path: &Path) -> Result<()> {
+    let Ok(meta) = std::fs::metadata(path) else { return Ok(()) };
+    if meta.is_file() {
+        return Ok(());
+    }
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.6f");
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(format!(".not-a-journal-{stamp}"));
+    let aside = PathBuf::from(aside);
+    std::fs::rename(path, &aside).map_err(|e| {
+        Error::usage(
+            format!("{} is not a journal ({}) and cannot be moved aside: {e}", path.display(), kind_of(&meta)),
+            "remove it: the upload of this file needs that path for its journal",
+        )
+    })?;
+    tracing::warn!("{} was not a journal ({}): moved aside to {}", path.display(), kind_of(&meta), aside.display());
+    Ok(())
+}
+
+fn kind_of(meta: &std::fs::Metadata) -> &'static str {
+    if meta.is_dir() { "a directory" } else { "not a regular file" }
+}
+
 /// Loads one journal file (for listings; [`Journal::open`] to carry an upload on).
 pub fn load(path: &Path) -> Result<JournalData> {
     let text = std::fs::read(path).map_err(|e| Error::File { path: path.to_path_buf(), source: e })?;
@@ -454,6 +481,7 @@ impl Journal {
             Err(Busy::Pid(pid)) => return Err(busy(&identity.path, pid, None)),
         };
         check_state_dir(state_dir)?;
+        set_aside_non_journal(&path)?;
         let mut data = None;
         let mut append = None;
         match std::fs::read(&path) {

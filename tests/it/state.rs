@@ -231,3 +231,38 @@ async fn done_records_and_state_directories_are_private() {
         assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700, "{}", dir.display());
     }
 }
+
+/// A directory where a file's journal belongs (made by hand, or by a tool gone wrong) does not
+/// block that file: with `--no-resume` or without, it is moved aside with a warning naming it
+/// and the upload goes, byte-exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_at_the_journal_path_is_moved_aside() {
+    // A first run that stops before completing leaves the file's journal: its path.
+    let faults = Faults { hang: vec!["always POST /api/v1/captures/*/uploaded".into()], ..Faults::default() };
+    let s = TeleportRun::start(Config { faults, ..Config::default() }, 1000).await;
+    let out = run_upload(s.args(&["--idle-timeout", "1s"]), s.env()).await;
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let state = s.state_home().join("upload");
+    let listed = upload::engine::journal::list(&state);
+    assert_eq!(listed.len(), 1);
+    let journal = listed[0].0.clone();
+    s.emu.set_faults(Faults::default());
+    for extra in [&["--no-resume"][..], &[][..]] {
+        std::fs::remove_file(&journal).ok();
+        std::fs::create_dir_all(journal.join("inside")).unwrap();
+        let out = run_upload(s.args(&[&["--force"][..], extra].concat()), s.env()).await;
+        let err = stderr(&out);
+        assert!(out.status.success(), "{extra:?}: {err}");
+        assert!(err.contains("was not a journal (a directory): moved aside to"), "{err}");
+        let aside: Vec<_> = std::fs::read_dir(journal.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".not-a-journal-"))
+            .collect();
+        assert!(!aside.is_empty(), "{aside:?}");
+        assert_eq!(s.emu.objects().last().unwrap().sha256, s.sha);
+        for a in aside {
+            std::fs::remove_dir_all(journal.parent().unwrap().join(a)).unwrap();
+        }
+    }
+}
