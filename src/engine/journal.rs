@@ -663,6 +663,15 @@ impl Journal {
         Ok(())
     }
 
+    /// Forgets finished parts (their ETags were refused by the completion): the journal is
+    /// rewritten without them, so they are sent again, now and by any later run.
+    pub fn forget_parts(&self, numbers: &[u32]) -> Result<()> {
+        let mut inner = self.inner.lock().expect("journal lock");
+        let Some(mut data) = inner.data.clone() else { return Ok(()) };
+        data.parts.retain(|p| !numbers.contains(&p.number));
+        self.rewrite(&mut inner, data)
+    }
+
     /// A callback for the uploader that records the finished parts (the uploader calls it on
     /// the blocking pool, with the parts that finished since its previous call).
     pub fn recorder(&self) -> PartDone {
