@@ -451,6 +451,8 @@ fn probe_state_dir(state_dir: &Path) -> Result<()> {
 
 struct Inner {
     data: Option<JournalData>,
+    /// The journal a run without resume found and discarded (its upload is abandoned).
+    discarded: Option<JournalData>,
     /// The journal open for appending, once it has a header.
     append: Option<File>,
     options: serde_json::Value,
@@ -484,6 +486,7 @@ impl Journal {
         set_aside_non_journal(&path)?;
         let mut data = None;
         let mut append = None;
+        let mut discarded = None;
         match std::fs::read(&path) {
             Ok(text) if resume => {
                 let (loaded, good) = parse(&path, &text)?;
@@ -504,7 +507,8 @@ impl Journal {
                 append = Some(file);
                 data = Some(loaded);
             }
-            Ok(_) => {
+            Ok(text) => {
+                discarded = parse(&path, &text).ok().map(|(d, _)| d);
                 let _ = std::fs::remove_file(&path);
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -516,7 +520,7 @@ impl Journal {
             identity,
             provider: provider.into(),
             endpoint: endpoint.into(),
-            inner: Arc::new(Mutex::new(Inner { data, append, options })),
+            inner: Arc::new(Mutex::new(Inner { data, discarded, append, options })),
             written: Arc::new(AtomicU64::new(0)),
             _lock: lock,
         })
@@ -535,6 +539,12 @@ impl Journal {
     /// Bytes this handle wrote to the journal (headers and part lines).
     pub fn bytes_written(&self) -> u64 {
         self.written.load(Ordering::Relaxed)
+    }
+
+    /// The journal this run was opened without resume over (`--no-resume`), taken once: its
+    /// upload will never be used (the caller may clean it up where the provider allows).
+    pub fn take_discarded(&self) -> Option<JournalData> {
+        self.inner.lock().expect("journal lock").discarded.take()
     }
 
     /// The interrupted upload to carry on, if any (in any state).

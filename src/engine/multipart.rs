@@ -83,6 +83,13 @@ pub trait MultipartUpload: Send + Sync {
     fn uploader_options(&self, base: &UploaderOptions) -> UploaderOptions {
         base.clone()
     }
+    /// Cleans up an upload this run made and will never use (it gave up with no journal to
+    /// carry it on, or it started over from a journal's upload with `--no-resume`), where the
+    /// provider allows it (Teleport deletes the capture). Best effort; default: nothing (no
+    /// documented abort).
+    async fn abandon(&self, _created: &Created) -> Result<()> {
+        Ok(())
+    }
     /// Sends the completion, once; the provider's answer.
     async fn complete(&self, created: &Created, parts: &[CompletedPart]) -> Result<serde_json::Value>;
     /// What a lost completion did: `Found(details)` when the upload is completed.
@@ -241,6 +248,43 @@ fn parse_time(s: &str) -> chrono::DateTime<chrono::Utc> {
 /// Runs the protocol for `file`: resume, adopt or create; parts; completion, each step
 /// journaled. See the module documentation.
 pub async fn run(session: &Session<'_>, file: &FileSource, upload: &dyn MultipartUpload) -> Result<Finished> {
+    // Started over (`--no-resume`) from a journal's upload: that one will never be used.
+    if let Some(old) = session.journal.and_then(|j| j.take_discarded())
+        && old.state == JournalState::Started
+        && !old.upload_id.is_empty()
+    {
+        let created = Created { upload_id: old.upload_id, plan: old.plan, extra: old.extra };
+        abandon(session, upload, &created, "the upload --no-resume starts over from").await;
+    }
+    let mut made = None;
+    let r = run_steps(session, file, upload, &mut made).await;
+    // Gave up on an upload this run made, with no journal to carry it on: nothing will use it.
+    if let (Err(e), Some(created), None) = (&r, &made, session.journal)
+        && !matches!(e, Error::Interrupted { .. })
+    {
+        abandon(session, upload, created, "this run made and cannot finish").await;
+    }
+    r
+}
+
+/// Cleans up `created` ([`MultipartUpload::abandon`]), saying so; a failure is only logged.
+async fn abandon(session: &Session<'_>, upload: &dyn MultipartUpload, created: &Created, why: &str) {
+    let bound = session.uploader.exec.operation_deadline();
+    match tokio::time::timeout(bound, upload.abandon(created)).await {
+        Ok(Ok(())) => session.progress.event(Event::Notice {
+            message: format!("{}: removed {} {} ({why})", upload.provider(), upload.noun(), created.upload_id),
+        }),
+        Ok(Err(e)) => tracing::warn!("cannot remove {} {} ({why}): {e}", upload.noun(), created.upload_id),
+        Err(_) => tracing::warn!("cannot remove {} {} ({why}): no answer in time", upload.noun(), created.upload_id),
+    }
+}
+
+async fn run_steps(
+    session: &Session<'_>,
+    file: &FileSource,
+    upload: &dyn MultipartUpload,
+    made: &mut Option<Created>,
+) -> Result<Finished> {
     let provider = upload.provider();
     let journal = session.journal;
     let phase = |message: String| session.progress.event(Event::Phase { message });
@@ -304,7 +348,11 @@ pub async fn run(session: &Session<'_>, file: &FileSource, upload: &dyn Multipar
                 ));
                 (created, done)
             }
-            None => (create(session, upload, intent_at.take()).await?, Vec::new()),
+            None => {
+                let c = create(session, upload, intent_at.take()).await?;
+                *made = Some(c.clone());
+                (c, Vec::new())
+            }
         };
         let all_done = resuming && done.len() as u32 == created.plan.num_parts;
         if all_done {

@@ -359,3 +359,43 @@ async fn done_records_of_files_that_are_gone_are_pruned() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("skipped: already uploaded"), "{}", stderr(&out));
 }
+
+impl TeleportRun {
+    fn capture_ids(&self) -> Vec<String> {
+        self.captures().iter().filter_map(|c| c["eid"].as_str().map(String::from)).collect()
+    }
+}
+
+/// Captures this run made, or started over from, and will never use are deleted on Teleport
+/// (they would stay CREATED for ever): `--no-resume` over a journal's capture removes that
+/// capture, and a library upload with no state directory that gives up removes its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn captures_the_run_abandons_are_deleted() {
+    // A first run stops before completing: its capture is journaled.
+    let faults = Faults { hang: vec!["always POST /api/v1/captures/*/uploaded".into()], ..Faults::default() };
+    let s = TeleportRun::start(Config { faults, ..Config::default() }, 1000).await;
+    let out = run_upload(s.args(&["--idle-timeout", "1s"]), s.env()).await;
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let first = s.capture_ids();
+    assert_eq!(first.len(), 1);
+    s.emu.set_faults(Faults::default());
+    let out = run_upload(s.args(&["--no-resume"]), s.env()).await;
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains(&format!("removed capture {}", first[0])), "{err}");
+    let now = s.capture_ids();
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_ne!(now[0], first[0], "the abandoned capture is gone, the new one stays");
+    s.assert_stored_once();
+
+    // The library, no state directory: every part refused (400) ends the upload for good.
+    let faults = Faults { fail_put_ratio: 1.0, fail_status: 400, ..Faults::default() };
+    let s = TeleportRun::start(Config { faults, ..Config::default() }, 1000).await;
+    let uploader = upload::Uploader::new(upload::providers::teleport::Teleport::new(Default::default()))
+        .endpoint(s.emu.api_url())
+        .token(s.emu.token());
+    let r = uploader.upload(&s.path).await;
+    assert!(r.is_err(), "{r:?}");
+    assert!(s.capture_ids().is_empty(), "the capture it made stays: {:?}", s.captures());
+    assert_eq!(s.api_calls("POST", "/api/v1/captures"), 1);
+}
