@@ -120,6 +120,13 @@ pub struct Config {
     /// How many presigned URLs TruVideo's `POST /upload/start` hands out (for parts 1..=N);
     /// the client asks the rest from `GET /upload/{uploadId}/parts` (default 10).
     pub truvideo_initial_urls: u32,
+    /// A TruVideo whose additional-URLs contract differs from the client's reading of the
+    /// docs: `GET /upload/{uploadId}/parts?count=N` hands out URLs for parts 1..=N (whatever was
+    /// handed out before) and leaves `partNumber` out of the entries. Default false.
+    pub truvideo_more_urls_from_one: bool,
+    /// TruVideo URL entries carry `partNumber` as a string (`"3"`) and `expiresAt` as
+    /// milliseconds since the epoch (a number). Default false (a number and an RFC 3339 time).
+    pub truvideo_text_numbers: bool,
     /// Apertur's knobs (failing destinations, delivery steps, throttling, signing secret...).
     pub apertur: apertur::AperturConfig,
     /// Teleport sign-in `client_id` (default `emulator-client`; see [`signin`]).
@@ -151,6 +158,8 @@ impl Default for Config {
             uplift: uplift::UpliftConfig::default(),
             teleport_model_size: 3 * 1024 * 1024 + 12_345,
             truvideo_initial_urls: 10,
+            truvideo_more_urls_from_one: false,
+            truvideo_text_numbers: false,
             apertur: apertur::AperturConfig::default(),
             teleport_client_id: "emulator-client".into(),
             teleport_client_secret: "emulator-client-secret".into(),

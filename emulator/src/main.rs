@@ -219,6 +219,7 @@ impl Cli {
             truvideo_secret_key: self.secret_key,
             truvideo_external_id: self.external_id,
             token_lifetime: Duration::from_secs(self.token_lifetime.max(1)),
+            ..defaults
         }
     }
 }

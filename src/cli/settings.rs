@@ -298,12 +298,15 @@ fn build_provider(provider: ProviderName, args: &UploadArgs, quiet: bool) -> Res
                 }),
             })))
         }
-        ProviderName::Uplift => Ok(Box::new(uplift::Uplift::new(uplift::UpliftOptions::from_input(
-            &uplift_input(&args.uplift),
-            args.wait,
-            // One new session group per run (the provider is built once), shared by its files.
-            uuid::Uuid::new_v4(),
-        )?))),
+        ProviderName::Uplift => Ok(Box::new(uplift::Uplift::new(
+            uplift::UpliftOptions::from_input(
+                &uplift_input(&args.uplift),
+                args.wait,
+                // One new session group per run (the provider is built once), shared by its files.
+                uuid::Uuid::new_v4(),
+            )?
+            .with_wait_limits(args.wait_timeout, args.poll_interval),
+        ))),
         ProviderName::Truvideo => {
             let t = &args.truvideo;
             Ok(Box::new(truvideo::Truvideo::new(truvideo::TruvideoOptions {

@@ -245,18 +245,6 @@ fn pad(s: &str, width: usize) -> String {
     if n >= width { s.to_string() } else { format!("{s}{}", " ".repeat(width - n)) }
 }
 
-/// An ETA for people: `42s`, `3m05s`, `2h07m`.
-fn human_eta(d: Duration) -> String {
-    let s = d.as_secs();
-    if s < 60 {
-        format!("{s}s")
-    } else if s < 3600 {
-        format!("{}m{:02}s", s / 60, s % 60)
-    } else {
-        format!("{}h{:02}m", s / 3600, (s / 60) % 60)
-    }
-}
-
 /// What one line of the board shows.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Fields {
@@ -295,7 +283,7 @@ pub(crate) fn layout(f: &Fields, width: usize, colour: bool) -> String {
     let pos = f.pos.min(total);
     let bytes = format!("{}/{}", crate::size::human(pos), crate::size::human(total));
     let rate = f.rate.map(|r| format!("{}/s", crate::size::human(r as u64)));
-    let eta = f.eta.map(|e| format!("ETA {}", human_eta(e)));
+    let eta = f.eta.map(|e| format!("ETA {}", crate::size::human_duration(Duration::from_secs(e.as_secs()))));
     // The name column and the bar depend on the width only, so that the lines of the board
     // stay aligned; what else fits depends on each line.
     let mut name_w = w.saturating_sub(59).clamp(12, NAME_COLUMN);

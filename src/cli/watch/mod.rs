@@ -618,7 +618,7 @@ pub(crate) async fn run(args: WatchArgs, output: OutputArgs, net: &crate::engine
                                 };
                                 let delay = schedule::failed_backoff(opts.retry_failed_after, failures);
                                 if !opts.once && !stopping {
-                                    eprintln!("upload: {}: will be tried again in {}", path.display(), human_duration(delay));
+                                    eprintln!("upload: {}: will be tried again in {}", path.display(), crate::size::human_duration(delay));
                                 }
                                 Last::Failed { failures, retry_at: now + delay }
                             }
@@ -779,17 +779,4 @@ async fn attempt(
         }
     }
     uploader.upload_item(item, options, &|i: &Item| bar_for(board, i), cancel).await
-}
-
-fn human_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    if s >= 3600 && s.is_multiple_of(3600) {
-        format!("{}h", s / 3600)
-    } else if s >= 60 && s.is_multiple_of(60) {
-        format!("{}m", s / 60)
-    } else if s >= 1 {
-        format!("{s}s")
-    } else {
-        format!("{}ms", d.as_millis())
-    }
 }
