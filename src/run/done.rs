@@ -117,7 +117,7 @@ pub fn find_done(
 pub const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// Drops the done records that can never match again, at most once per [`PRUNE_EVERY`] for a
-/// state directory (its `done/.pruned` marker tells when it last ran): a record only serves a
+/// state directory (its `.done-pruned` marker tells when it last ran): a record only serves a
 /// rerun of the very file it names, so a record whose file is gone (nothing at its path any
 /// more, or a file of another size or modification time there) is dead, and so is a file in
 /// `done/` that is not a record. Without this the state directory kept one file per file ever
@@ -126,7 +126,7 @@ pub const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(24 *
 /// (a stat and a read per record): called off the async workers.
 pub fn prune(state_dir: &Path) -> usize {
     let dir = state_dir.join("done");
-    let marker = dir.join(".pruned");
+    let marker = state_dir.join(".done-pruned");
     let recent = std::fs::metadata(&marker)
         .and_then(|m| m.modified())
         .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < PRUNE_EVERY));

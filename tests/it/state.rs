@@ -347,7 +347,7 @@ async fn done_records_of_files_that_are_gone_are_pruned() {
     // Two files go away (moved after upload, as a watched inbox does); a day passes.
     std::fs::remove_file(&files[0]).unwrap();
     std::fs::remove_file(&files[1]).unwrap();
-    let marker = state.join("done").join(".pruned");
+    let marker = state.join(".done-pruned");
     assert!(marker.exists(), "the first run marks its pruning");
     let aged = std::process::Command::new("touch").args(["-d", "2 days ago"]).arg(&marker).status().unwrap();
     assert!(aged.success());
