@@ -8,6 +8,7 @@ pub(crate) mod commands;
 pub(crate) mod config;
 pub(crate) mod settings;
 pub(crate) mod ui;
+pub(crate) mod version;
 pub(crate) mod watch;
 
 use std::io::Write;
@@ -22,7 +23,17 @@ pub fn main() -> std::process::ExitCode {
     use clap::Parser;
     let cli = args::Cli::parse();
     let colour = ui::init_color(cli.output.color);
-    init_tracing(cli.output.verbose, colour);
+    #[cfg(feature = "emulate")]
+    let serves_emulator = matches!(cli.command, Some(args::Command::Emulator(_)));
+    #[cfg(not(feature = "emulate"))]
+    let serves_emulator = false;
+    if serves_emulator {
+        // The emulator's own logs, as `upload-emulator` writes them (RUST_LOG, default info).
+        #[cfg(feature = "emulate")]
+        upload_emulator::cli::init_logging();
+    } else {
+        init_tracing(cli.output.verbose, colour);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -66,7 +77,12 @@ pub(crate) async fn run(cli: args::Cli) -> Result<i32> {
     // `UPLOAD_SENDFILE` (which chose the zero-copy path of plain-http parts, now removed) is
     // still accepted and ignored: env vars are a contract.
     // Every client of the run is built after this (uploads, sign-in, downloads, subcommands).
-    let offline = matches!(cli.command, Some(args::Command::Config { .. } | args::Command::Completions { .. }));
+    let offline = matches!(
+        cli.command,
+        Some(args::Command::Config { .. } | args::Command::Completions { .. } | args::Command::Man { .. })
+    );
+    #[cfg(feature = "emulate")]
+    let offline = offline || matches!(cli.command, Some(args::Command::Emulator(_)));
     if !offline {
         let flag = cli.network.connect_timeout;
         let file = if flag.is_some() { config::ConfigFile::default() } else { config::ConfigFile::load()? };
@@ -94,6 +110,9 @@ async fn run_command(cmd: args::Command, output: args::OutputArgs) -> Result<i32
         args::Command::Demo { provider, size } => commands::demo::demo(provider, size, output).await,
         #[cfg(not(feature = "emulate"))]
         args::Command::Demo { .. } => Err(no_emulator()),
+        #[cfg(feature = "emulate")]
+        args::Command::Emulator(args) => Ok(upload_emulator::cli::serve(*args, "upload emulator").await.into()),
+        args::Command::Man { out_dir } => commands::man::run(out_dir.as_deref()),
         args::Command::Auth { command: args::AuthCommand::Check(args) } => commands::auth::check(&args, &output).await,
         args::Command::Config { command } => {
             let path = config::ConfigFile::path();

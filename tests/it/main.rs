@@ -9,6 +9,7 @@ mod connect_timeout;
 mod demo;
 mod executor;
 mod library;
+mod one_binary;
 mod output;
 mod pending;
 mod ratelimit;
