@@ -599,9 +599,9 @@ impl<'a> Step<'a> {
             Err(err) => {
                 let interrupted = matches!(err, Error::Interrupted { .. });
                 if interrupted {
-                    summary.interrupted(err.exit_code(), err.hint().as_deref());
+                    summary.interrupted(crate::cli::report::exit_code(err), crate::cli::report::hint(err).as_deref());
                 } else {
-                    summary.failed(err.exit_code());
+                    summary.failed(crate::cli::report::exit_code(err));
                 }
                 if json {
                     let line = ui::failure_json(self.provider.name(), item.path(), err, elapsed);
@@ -644,7 +644,7 @@ impl<'a> Step<'a> {
     ) -> Result<()> {
         let stdout = std::io::stdout();
         let provider = self.provider;
-        if !named && err.exit_code() == crate::error::exit::USAGE {
+        if !named && crate::cli::report::exit_code(err) == crate::cli::report::exit::USAGE {
             summary.skipped();
             let reason = err.to_string();
             if output.json {
@@ -654,7 +654,7 @@ impl<'a> Step<'a> {
                 board.println(&format!("upload: {}: skipped: {reason}", item.path().display()));
             }
         } else {
-            summary.failed(err.exit_code());
+            summary.failed(crate::cli::report::exit_code(err));
             if output.json {
                 let line = ui::failure_json(provider.name(), item.path(), err, std::time::Duration::ZERO);
                 crate::cli::ignore_broken_pipe(ui::print_json_line(&mut stdout.lock(), &line))?;
@@ -830,18 +830,18 @@ pub(crate) async fn run(
     // A --force run that failed or was interrupted stays open: running it again carries it on.
     if let Some(run) = force_run
         && !cancel.is_cancelled()
-        && summary.exit_code() == crate::error::exit::OK
+        && summary.exit_code() == crate::cli::report::exit::OK
     {
         run.end();
     }
     // After the uploads: Apertur's --wait follows the deliveries of the run's session.
-    let mut code = crate::error::exit::OK;
+    let mut code = crate::cli::report::exit::OK;
     if !args.dry_run
         && !run_cancel.is_cancelled()
         && let Err(err) = provider.finish(&run_ctx).await
     {
         crate::cli::report_error(&err);
-        code = err.exit_code();
+        code = crate::cli::report::exit_code(&err);
     }
     board.finish();
     if several && !args.dry_run {

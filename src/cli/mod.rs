@@ -6,6 +6,7 @@ pub(crate) mod args;
 pub(crate) mod batch;
 pub(crate) mod commands;
 pub(crate) mod config;
+pub(crate) mod report;
 pub(crate) mod settings;
 pub(crate) mod ui;
 pub(crate) mod version;
@@ -16,7 +17,7 @@ use std::io::Write;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine;
-use crate::error::{self, Error, Result};
+use crate::error::{Error, Result};
 
 /// The `upload` binary: parse, set up the terminal and logs, run, map the error to an exit code.
 pub fn main() -> std::process::ExitCode {
@@ -45,7 +46,7 @@ pub fn main() -> std::process::ExitCode {
         Ok(code) => code,
         Err(err) => {
             report_error(&err);
-            err.exit_code()
+            crate::cli::report::exit_code(&err)
         }
     };
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
@@ -173,7 +174,7 @@ pub(crate) fn install_ctrl_c(cancel: CancellationToken) {
             if tokio::signal::ctrl_c().await.is_ok() {
                 ui::clear_board();
                 eprintln!("upload: interrupted: run the same command again to resume");
-                std::process::exit(error::exit::INTERRUPTED);
+                std::process::exit(crate::cli::report::exit::INTERRUPTED);
             }
         }
     });
@@ -192,7 +193,7 @@ pub(crate) fn ignore_broken_pipe(r: std::io::Result<()>) -> Result<()> {
 pub(crate) fn report_error(err: &Error) {
     let mut stderr = std::io::stderr().lock();
     let _ = writeln!(stderr, "upload: error: {err}");
-    if let Some(h) = err.hint()
+    if let Some(h) = crate::cli::report::hint(err)
         && !h.is_empty()
     {
         let _ = writeln!(stderr, "  hint: {h}");

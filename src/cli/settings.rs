@@ -525,7 +525,7 @@ mod tests {
         for bad in ["0", "2h", "1e400", "soon"] {
             file.defaults.connect_timeout = Some(bad.into());
             let e = connect_timeout(None, &file).unwrap_err();
-            assert_eq!(e.exit_code(), 2, "{bad}: {e}");
+            assert_eq!(crate::cli::report::exit_code(&e), 2, "{bad}: {e}");
         }
     }
 

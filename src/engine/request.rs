@@ -414,14 +414,15 @@ impl Executor {
                 Class::RefreshUrl => {
                     refreshes += 1;
                     if refreshes > call.policy.max_url_refreshes {
-                        let status = match outcome {
-                            Outcome::Status { status, .. } => status,
-                            Outcome::Transport(_) => 403,
+                        let (status, code) = match outcome {
+                            Outcome::Status { status, code } => (status, code),
+                            Outcome::Transport(_) => (403, None),
                         };
                         return Err(Error::Rejected {
                             provider: call.provider,
                             what: call.what.into(),
                             status,
+                            code,
                             message: format!(
                                 "{message} (still refused after {} fresh URLs)",
                                 call.policy.max_url_refreshes
@@ -545,6 +546,7 @@ fn final_error(call: &Call<'_>, outcome: &Outcome, message: String, attempts: u3
             what: call.what.into(),
             status: *status,
             message: with_code(code.as_deref(), message),
+            code: code.clone(),
         },
     }
 }
@@ -556,6 +558,7 @@ fn gave_up(call: &Call<'_>, outcome: &Outcome, message: String, attempts: u32, f
             what: call.what.into(),
             status: *status,
             message: with_code(code.as_deref(), message),
+            code: code.clone(),
         },
         _ if first_contact => Error::Unreachable {
             provider: call.provider,

@@ -19,7 +19,8 @@ use crate::cli::args::{
     AperturCommand, AperturCommandArgs, AperturConnArgs, AperturDestinationsCommand, AperturSessionCommand, OutputArgs,
     ProviderName,
 };
-use crate::error::{Error, Result, exit};
+use crate::cli::report::exit;
+use crate::error::{Error, Result};
 use crate::providers::apertur::{self, DeliveryReport, check_expires_at, check_id, check_mime_types, check_password};
 use crate::providers::api::{Api, Retry};
 

@@ -355,14 +355,14 @@ fn open_for_writing(path: &Path) -> Option<bool> {
 /// How an attempt ended, as far as the watcher is concerned.
 fn classify(err: &Error) -> Last {
     match err {
-        Error::Usage { .. } => Last::Refused,
+        Error::Usage { .. } | Error::JournalMismatch { .. } => Last::Refused,
         _ => Last::Failed { failures: 0, retry_at: Instant::now() },
     }
 }
 
 /// The journal of an interrupted upload no longer matches the file: a new version to upload afresh.
 fn journal_outdated(err: &Error) -> bool {
-    matches!(err, Error::Usage { message, .. } if message.contains("changed since its upload was interrupted"))
+    matches!(err, Error::JournalMismatch { .. })
 }
 
 /// Moves `from` to `to` (a rename; a copy and delete across filesystems, for a file).
@@ -415,7 +415,7 @@ fn signals(cancel: CancellationToken) -> tokio::sync::mpsc::UnboundedReceiver<()
                     cancel.cancel();
                 } else {
                     eprintln!("upload: watch: stopped: interrupted uploads resume when the watcher starts again");
-                    std::process::exit(crate::error::exit::INTERRUPTED);
+                    std::process::exit(crate::cli::report::exit::INTERRUPTED);
                 }
             }
         }
@@ -736,12 +736,12 @@ pub(crate) async fn run(args: WatchArgs, output: OutputArgs) -> Result<i32> {
     }
     drop(inflight);
     // Apertur --wait follows the deliveries of the session once the uploads ended.
-    let mut code = if opts.once { summary.exit_code() } else { crate::error::exit::OK };
+    let mut code = if opts.once { summary.exit_code() } else { crate::cli::report::exit::OK };
     if opts.once && !cancel.is_cancelled() {
         let ctx = settings.context(Arc::new(crate::engine::progress::NoProgress), cancel.child_token())?;
         if let Err(err) = provider.finish(&ctx).await {
             crate::cli::report_error(&err);
-            code = code.max(err.exit_code());
+            code = code.max(crate::cli::report::exit_code(&err));
         }
     }
     summary.print(started.elapsed(), board.sent(), output.quiet);

@@ -227,6 +227,7 @@ fn not_listed(api: &Api, eid: &str) -> Error {
         provider: api.provider,
         what: format!("looking up capture {eid}"),
         status: 404,
+        code: None,
         message: "no such capture in the list of captures of this account".into(),
     }
 }
@@ -309,6 +310,7 @@ pub async fn wait_processed(
                         provider: api.provider,
                         what: format!("waiting for capture {eid}"),
                         status: 404,
+                        code: None,
                         message: "the capture is no longer in the list of captures (deleted?)".into(),
                     });
                 }
@@ -375,10 +377,11 @@ pub async fn metadata(api: &Api, sid: &str, q: &MetadataQuery) -> Result<Value> 
     }
     let r = api.get("get metadata", &format!("/share/{sid}/metadata"), &query).json().await;
     match r {
-        Err(Error::Rejected { provider, what, status: 404, message }) => Err(Error::Rejected {
+        Err(Error::Rejected { provider, what, status: 404, code, message }) => Err(Error::Rejected {
             provider,
             what,
             status: 404,
+            code,
             message: format!(
                 "{message}: no READY capture is shared as {sid} (the metadata exists once processing is READY; `upload teleport status EID` shows the state and sid)"
             ),

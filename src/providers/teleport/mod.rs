@@ -380,16 +380,6 @@ impl MultipartUpload for TeleportUpload {
             _ => Ok(Lookup::NotFound),
         }
     }
-
-    fn is_stale(&self, e: &Error) -> bool {
-        match e {
-            Error::Rejected { status, message, .. } => {
-                *status == 404 || message.contains("Capture not found") || message.contains("NoSuchUpload")
-            }
-            Error::Protocol { message, .. } => message.contains("NoSuchUpload"),
-            _ => false,
-        }
-    }
 }
 
 /// Pages `GET /api/v1/captures` (newest first) for the first capture matching `pred`, reading
