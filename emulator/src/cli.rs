@@ -197,7 +197,6 @@ impl ServerArgs {
     }
 }
 
-
 /// Logs on stderr as the server writes them: `RUST_LOG` (default `info`), coloured on a
 /// terminal. Call once, before [`serve`], in a process that has no subscriber yet.
 pub fn init_logging() {

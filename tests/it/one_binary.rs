@@ -168,7 +168,8 @@ async fn man_prints_a_roff_page_naming_every_subcommand() {
     let out = run_upload(args(&["man", "--out-dir", target.to_str().unwrap()]), vec![]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     for name in std::iter::once("upload".to_string()).chain(subcommands().iter().map(|n| format!("upload-{n}"))) {
-        let text = std::fs::read_to_string(target.join(format!("{name}.1"))).unwrap_or_else(|e| panic!("{name}.1: {e}"));
+        let text =
+            std::fs::read_to_string(target.join(format!("{name}.1"))).unwrap_or_else(|e| panic!("{name}.1: {e}"));
         assert!(text.lines().any(|l| l.starts_with(&format!(".TH {name} 1 "))), "{name}.1: {text}");
     }
     assert!(target.join("upload-teleport-list.1").is_file());
