@@ -15,6 +15,8 @@
 //! image limit. A file refused is reported and skipped; when every file is refused no session
 //! is created.
 
+pub mod admin;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
