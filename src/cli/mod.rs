@@ -100,9 +100,8 @@ pub(crate) async fn run(cli: args::Cli) -> Result<i32> {
     }
     let cancel = CancellationToken::new();
     install_ctrl_c(cancel.clone());
-    let settings = settings::UploadSettings::from_args(&cli.upload, &cli.output)?;
-    let provider = settings.provider()?;
-    batch::run(&cli, &settings, provider.as_ref(), cancel).await
+    let settings = settings::UploadSettings::from_args(&cli.upload, &cli.output, cancel)?;
+    batch::run(&cli, &settings).await
 }
 
 async fn run_command(cmd: args::Command, output: args::OutputArgs) -> Result<i32> {
