@@ -97,14 +97,15 @@ case " ${targets[*]} " in
     *windows*) command -v zip >/dev/null || need "zip" "apt-get install -y -qq zip >/dev/null" ;;
 esac
 
+target_dir=${CARGO_TARGET_DIR:-target}
 binary() { # TARGET → the built binary's path
     if [ -n "$prebuilt" ]; then
         echo "$prebuilt"
         return
     fi
     case $1 in
-        *-windows-*) echo "target/$1/release/upload.exe" ;;
-        *) echo "target/$1/release/upload" ;;
+        *-windows-*) echo "$target_dir/$1/release/upload.exe" ;;
+        *) echo "$target_dir/$1/release/upload" ;;
     esac
 }
 
@@ -131,7 +132,7 @@ for t in "${targets[@]}"; do
 done
 if [ -z "$runner" ]; then
     cargo build --release --locked --bin upload
-    runner=target/release/upload
+    runner=$target_dir/release/upload
 fi
 
 stage=$(mktemp -d)
