@@ -25,7 +25,9 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 pub use done::{DoneRecord, ForceRun};
-pub use select::{IMAGE_EXTENSIONS, Item, Selection, image_list, scan_images};
+pub use select::{
+    Expanded, IMAGE_EXTENSIONS, Item, ProblemKind, Selection, Walk, WalkProblem, image_list, scan_images,
+};
 
 use crate::engine::journal::FileIdentity;
 use crate::engine::progress::{Event, NoProgress, Progress};

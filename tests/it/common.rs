@@ -68,6 +68,38 @@ pub async fn run_upload(args: Vec<String>, envs: Vec<(String, String)>) -> Outpu
     tokio::task::spawn_blocking(move || upload_command(&args, &envs).output().expect("the binary runs")).await.unwrap()
 }
 
+/// [`run_upload`] as an unprivileged user (`nobody`, through `setpriv`) when the tests run as
+/// root, so file permissions apply to the binary as they do to a user's.
+#[cfg(unix)]
+pub async fn run_unprivileged(args: Vec<String>, envs: Vec<(String, String)>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        let cmd = upload_command(&args, &envs);
+        if unsafe { libc::geteuid() } != 0 {
+            let mut cmd = cmd;
+            return cmd.output().expect("the binary runs");
+        }
+        let mut wrapped = std::process::Command::new("setpriv");
+        wrapped
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(cmd.get_program())
+            .args(cmd.get_args());
+        wrapped.env_clear();
+        for (k, v) in cmd.get_envs() {
+            if let Some(v) = v {
+                wrapped.env(k, v);
+            }
+        }
+        for (k, v) in std::env::vars_os() {
+            if !cmd.get_envs().any(|(ek, _)| ek == k) {
+                wrapped.env(k, v);
+            }
+        }
+        wrapped.output().expect("setpriv runs the binary")
+    })
+    .await
+    .unwrap()
+}
+
 /// Shorthand: `Vec<String>` from string slices.
 pub fn args(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()

@@ -106,6 +106,9 @@ struct Table<'a> {
     /// sub-directory before its watch was in place sends no event, and the first scan (at the
     /// directory's event) may have come before the file did.
     rescans: Vec<(Instant, usize, PathBuf)>,
+    /// What the scans could not take (a dangling link, an unreadable directory, a FIFO), to
+    /// report once each.
+    problems: Vec<crate::run::WalkProblem>,
 }
 
 fn mtime_ns(m: &std::fs::Metadata) -> u128 {
@@ -143,7 +146,7 @@ impl Table<'_> {
                 if !std::fs::metadata(&path).ok()?.is_dir() {
                     return None;
                 }
-                let files = self.selection.walk(&path, true).ok()?;
+                let files = self.selection.walk(&path, true).files;
                 let mut h = std::collections::hash_map::DefaultHasher::new();
                 let (mut bytes, mut youngest) = (0u64, Duration::MAX);
                 for rel in &files {
@@ -204,8 +207,9 @@ impl Table<'_> {
                 }
             }
         } else {
-            let Ok(files) = self.selection.walk(dir, self.recursive) else { return };
-            for rel in files {
+            let walk = self.selection.walk(dir, self.recursive);
+            self.problems.extend(walk.problems);
+            for rel in walk.files {
                 let rel = prefix.join(rel);
                 if !self.selection.keeps(&rel) {
                     continue;
@@ -506,6 +510,7 @@ pub(crate) async fn run(args: WatchArgs, output: OutputArgs) -> Result<i32> {
         ignore,
         units: HashMap::new(),
         rescans: Vec::new(),
+        problems: Vec::new(),
     };
     table.scan_all(started);
 
@@ -534,7 +539,18 @@ pub(crate) async fn run(args: WatchArgs, output: OutputArgs) -> Result<i32> {
         );
     }
 
+    let mut problems_reported: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
     loop {
+        // What a scan could not take is reported once, by path, as a batch run reports it.
+        for problem in std::mem::take(&mut table.problems) {
+            if problems_reported.insert(problem.path.clone()) {
+                let item = Item::File(problem.path.clone());
+                if let Err(e) = reporter.refused(&item, &problem.into_error(), false) {
+                    crate::cli::report_error(&e);
+                    cancel.cancel();
+                }
+            }
+        }
         let stopping = cancel.is_cancelled();
         if stopping && inflight.is_empty() {
             break;
