@@ -106,6 +106,13 @@ pub struct ServerArgs {
     /// Repeatable (an entry given N times loses N answers).
     #[arg(long = "lose-answer", value_name = "CALL")]
     lose_answer: Vec<String>,
+    /// Answer `[N:]METHOD /path STATUS [JSON]` (the N-th matching call, default the first) with
+    /// STATUS and the JSON body without carrying the call out. Repeatable.
+    #[arg(long = "fake-answer", value_name = "ANSWER")]
+    fake_answer: Vec<String>,
+    /// Like --fake-answer, but the call is carried out and only its answer replaced.
+    #[arg(long = "replace-answer", value_name = "ANSWER")]
+    replace_answer: Vec<String>,
     /// Lifetime of an Uplift upload form (upload_expires_at), in seconds.
     #[arg(long = "uplift-upload-ttl", default_value_t = 1800)]
     uplift_upload_ttl: u64,
@@ -172,6 +179,8 @@ impl ServerArgs {
                 unauthorized_api_call_nth: self.unauthorized_call_nth,
                 complete_fail_times: self.complete_fail_times,
                 lose_answer: self.lose_answer,
+                fake_answer: self.fake_answer,
+                replace_answer: self.replace_answer,
                 ..Faults::default()
             },
             processing: Processing { delay_ms: self.processing_ms, fail_reason: self.processing_fail },

@@ -40,12 +40,61 @@ pub struct FaultState {
     model_downloads: u32,
     /// Entries of `lose_answer` already spent (one flag per entry).
     lost: Vec<bool>,
+    /// Matching calls seen so far by each entry of `fake_answer`, then of `replace_answer`
+    /// (`None` once spent).
+    fake_seen: Vec<Option<u64>>,
+    replace_seen: Vec<Option<u64>>,
+}
+
+/// An answer a `fake_answer` / `replace_answer` entry makes up: status and JSON body (`None`:
+/// empty).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MadeUp {
+    pub status: u16,
+    pub body: Option<serde_json::Value>,
+}
+
+/// `[N:]METHOD /path STATUS [BODY]` → (N, `METHOD /path`, the answer); `None` when malformed.
+fn parse_made_up(entry: &str) -> Option<(u64, String, MadeUp)> {
+    let entry = entry.trim();
+    let (nth, rest) = match entry.split_once(':') {
+        Some((n, rest)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => (n.parse().ok()?, rest.trim()),
+        _ => (1, entry),
+    };
+    let mut words = rest.splitn(4, ' ');
+    let method = words.next()?;
+    let path = words.next()?;
+    let status: u16 = words.next()?.parse().ok()?;
+    let body = match words.next().map(str::trim).filter(|b| !b.is_empty()) {
+        None => None,
+        Some(b) => Some(serde_json::from_str(b).ok()?),
+    };
+    Some((nth.max(1), format!("{method} {path}"), MadeUp { status, body }))
+}
+
+/// The answer of the first unspent entry of `rules` that `method path` is the chosen call of.
+fn take_made_up(rules: &[String], seen: &mut [Option<u64>], method: &str, path: &str) -> Option<MadeUp> {
+    for (i, rule) in rules.iter().enumerate() {
+        let Some((nth, call, answer)) = parse_made_up(rule) else { continue };
+        let Some(count) = seen[i].as_mut() else { continue };
+        if !matches_call(&call, method, path) {
+            continue;
+        }
+        *count += 1;
+        if *count == nth {
+            seen[i] = None;
+            return Some(answer);
+        }
+    }
+    None
 }
 
 impl FaultState {
     pub fn new(faults: Faults) -> Self {
         FaultState {
             lost: vec![false; faults.lose_answer.len()],
+            fake_seen: vec![Some(0); faults.fake_answer.len()],
+            replace_seen: vec![Some(0); faults.replace_answer.len()],
             rng: StdRng::seed_from_u64(faults.seed),
             faults,
             puts: 0,
@@ -132,6 +181,16 @@ impl FaultState {
         }
     }
 
+    /// The made-up answer to `method path` before its handler runs (see `Faults::fake_answer`).
+    pub fn on_fake(&mut self, method: &str, path: &str) -> Option<MadeUp> {
+        take_made_up(&self.faults.fake_answer, &mut self.fake_seen, method, path)
+    }
+
+    /// The answer replacing the success of `method path` (see `Faults::replace_answer`).
+    pub fn on_replace(&mut self, method: &str, path: &str) -> Option<MadeUp> {
+        take_made_up(&self.faults.replace_answer, &mut self.replace_seen, method, path)
+    }
+
     pub fn latency(&self) -> Duration {
         Duration::from_millis(self.faults.latency_ms)
     }
@@ -196,6 +255,27 @@ mod tests {
         use ApiFault::*;
         assert_eq!((0..4).map(|_| f.on_api_call()).collect::<Vec<_>>(), [Unauthorized, None, Unauthorized, None]);
         assert_eq!((0..3).map(|_| f.on_complete()).collect::<Vec<_>>(), [true, true, false]);
+    }
+
+    #[test]
+    fn made_up_answers_pick_the_nth_matching_call_once() {
+        let mut f = FaultState::new(Faults {
+            fake_answer: vec![
+                "2:POST /api/v1/captures 500 {\"detail\":\"x\"}".into(),
+                "POST /api/v1/captures/*/uploaded 200 null".into(),
+                "not an entry".into(),
+            ],
+            replace_answer: vec!["GET /upload/*/parts 404".into()],
+            ..Default::default()
+        });
+        assert_eq!(f.on_fake("POST", "/api/v1/captures"), None, "the first call passes");
+        let second = f.on_fake("POST", "/api/v1/captures").unwrap();
+        assert_eq!((second.status, second.body), (500, Some(serde_json::json!({"detail": "x"}))));
+        assert_eq!(f.on_fake("POST", "/api/v1/captures"), None, "spent");
+        let null = f.on_fake("POST", "/api/v1/captures/e1/uploaded").unwrap();
+        assert_eq!((null.status, null.body), (200, Some(serde_json::Value::Null)));
+        assert_eq!(f.on_replace("GET", "/upload/u1/parts"), Some(MadeUp { status: 404, body: None }));
+        assert_eq!(f.on_replace("GET", "/upload/u1/parts"), None);
     }
 
     #[test]

@@ -214,6 +214,16 @@ pub struct Faults {
     /// carried out in full and then answered by dropping the connection: the server acted,
     /// the client never hears. An entry repeated N times loses the first N answers.
     pub lose_answer: Vec<String>,
+    /// Answers made up without carrying the call out: each entry, `[N:]METHOD /path STATUS
+    /// [BODY]` (path segments may be `*`; `N:` picks the N-th matching call, default the
+    /// first), answers that call with STATUS and BODY (JSON, default empty) and never reaches
+    /// its handler: e.g. `POST /api/v1/captures/*/uploaded 200 null` (a completion answered 200
+    /// that did nothing), `2:POST /api/v1/captures 500 {"detail":"x"}`. Each entry is spent once.
+    pub fake_answer: Vec<String>,
+    /// Like `fake_answer`, but the call is carried out first and only its answer (a success)
+    /// replaced: the server acted, the client hears STATUS and BODY (e.g.
+    /// `POST /api/v1/captures/*/uploaded 200 {"detail":"ok"}`).
+    pub replace_answer: Vec<String>,
 }
 
 /// How an upload progresses after completion, spread over `delay_ms`: a Teleport capture goes

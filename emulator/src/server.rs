@@ -174,6 +174,13 @@ async fn log_and_delay(
     let gauge = if server == "s3" { &shared.in_flight_s3 } else { &shared.in_flight_api };
     let _counted = gauge.enter();
     let conn = req.extensions().get::<ConnHandle>().cloned();
+    // A made-up answer: the call is not carried out.
+    let fake = shared.faults.lock().unwrap().on_fake(&method, &path);
+    if let Some(answer) = fake {
+        tracing::debug!(server, %method, %path, status = answer.status, "fault: a made-up answer");
+        shared.record(server, &method, &path, answer.status);
+        return made_up(answer);
+    }
     let resp = next.run(req).await;
     let latency = shared.faults.lock().unwrap().latency();
     if !latency.is_zero() {
@@ -190,7 +197,30 @@ async fn log_and_delay(
         conn.abort();
         std::future::pending::<()>().await;
     }
+    // The call was carried out; its answer is replaced.
+    if resp.status().is_success() {
+        let replaced = shared.faults.lock().unwrap().on_replace(&method, &path);
+        if let Some(answer) = replaced {
+            tracing::debug!(server, %method, %path, status = answer.status, "fault: the answer is replaced");
+            shared.record(server, &method, &path, answer.status);
+            return made_up(answer);
+        }
+    }
     tracing::debug!(server, %method, %path, status);
     shared.record(server, &method, &path, status);
+    resp
+}
+
+fn made_up(answer: crate::faults::MadeUp) -> Response {
+    let mut resp = match &answer.body {
+        Some(v) => {
+            let mut r = Response::new(axum::body::Body::from(v.to_string()));
+            r.headers_mut()
+                .insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/json"));
+            r
+        }
+        None => Response::new(axum::body::Body::empty()),
+    };
+    *resp.status_mut() = axum::http::StatusCode::from_u16(answer.status).unwrap_or(axum::http::StatusCode::OK);
     resp
 }

@@ -3,6 +3,9 @@
 //! written once and generated as `conformance::<provider>::<scenario>` for each provider it
 //! applies to (the macro at the bottom lists the pairs, and says why a pair is left out).
 //! Every successful upload is checked byte for byte (SHA-256 of the stored object).
+//!
+//! Every scenario runs over HTTPS, the path users take (every vendor is HTTPS): the emulator
+//! serves TLS with a certificate of a CA made for the test, trusted through `--ca-bundle`.
 
 use std::path::Path;
 use std::process::Output;
@@ -115,8 +118,9 @@ impl Provider {
         Config { teleport_chunk_size: 5 * MIB, ..config }
     }
 
-    fn args(&self, emu: &Emulator, file: &Path, extra: &[&str]) -> Vec<String> {
+    fn args(&self, emu: &TlsEmulator, file: &Path, extra: &[&str]) -> Vec<String> {
         let mut a = vec![file.display().to_string()];
+        a.extend(emu.ca_args());
         a.extend(args(&["--provider", self.name, "--endpoint", &emu.api_url(), "--json", "--poll-interval", "100ms"]));
         a.extend(args(self.extra));
         a.extend(args(extra));
@@ -152,8 +156,13 @@ impl Provider {
     }
 }
 
-async fn setup(p: &Provider, config: Config, size: u64) -> (Emulator, tempfile::TempDir, std::path::PathBuf, String) {
-    let emu = emulator(p.config(config)).await;
+async fn setup(
+    p: &Provider,
+    config: Config,
+    size: u64,
+) -> (TlsEmulator, tempfile::TempDir, std::path::PathBuf, String) {
+    let emu = emulator_tls(p.config(config)).await;
+    assert!(emu.api_url().starts_with("https://"), "{}", emu.api_url());
     let dir = tempfile::tempdir().unwrap();
     let (path, sha) = make_file(dir.path(), &format!("media.{}", p.ext), size);
     (emu, dir, path, sha)

@@ -118,18 +118,24 @@ async fn teleport_against(stub: &Stub) -> std::process::Output {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_id_that_climbs_out_of_its_path_is_never_used() {
-    let s = stub(|m, p, _| match (m, p) {
-        ("POST", "/api/v1/captures") => {
-            json_response("200 OK", r#"{"eid":"../../../_x","num_parts":1,"chunk_size":10485760}"#)
-        }
-        _ => json_response("404 Not Found", r#"{"detail":"nope"}"#),
-    });
-    let out = teleport_against(&s).await;
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(5), "{err}");
-    assert!(err.contains("an id from the server has a shape no API uses"), "{err}");
-    let seen = s.seen.lock().unwrap().clone();
-    assert!(seen.iter().all(|r| !r.contains("_x")), "{seen:?}");
+    // An eid is used in a path only when it is one path segment of safe characters: anything
+    // else is refused before any request, naming the server.
+    for eid in ["../../../_x", "", "a/b", "..;", "a b", "a\u{1}b", "%2e%2e"] {
+        let body = serde_json::json!({ "eid": eid, "num_parts": 1, "chunk_size": 10485760 }).to_string();
+        let s = stub(move |m, p, _| match (m, p) {
+            ("POST", "/api/v1/captures") => json_response("200 OK", &body),
+            _ => json_response("404 Not Found", r#"{"detail":"nope"}"#),
+        });
+        let out = teleport_against(&s).await;
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(5), "{eid:?}: {err}");
+        assert!(
+            err.contains("teleport: unexpected answer to create capture") && err.contains("not one path segment"),
+            "{eid:?}: {err}"
+        );
+        let seen = s.seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 1, "{eid:?}: a request after the create: {seen:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -27,4 +27,5 @@ mod tls;
 mod truvideo;
 mod tune;
 mod uplift;
+mod vendor;
 mod watch;
