@@ -29,6 +29,40 @@ pub enum ApiFault {
     Throttle,
 }
 
+/// A stall of the network, decided when a request arrives (see [`crate::Faults::hang`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stall {
+    /// Accept the request, never answer; its body is not read.
+    Hang,
+    /// Carry the call out, send the head and half the body of its answer, then nothing.
+    StallBody,
+    /// Send the answer's body at this many bytes per second.
+    Trickle(u64),
+    /// Read the request body at this many bytes per second.
+    TrickleRead(u64),
+    /// Read the first 64 KiB of the request body, then nothing; never answer.
+    StopReading,
+}
+
+/// One stall entry: its kind, the call it matches, how many more it stalls (`None`: all).
+#[derive(Debug, Clone)]
+struct StallRule {
+    kind: Stall,
+    call: String,
+    left: Option<u32>,
+}
+
+/// Parses `[COUNT ]METHOD /path` (see [`crate::Faults::hang`]).
+fn stall_rule(kind: Stall, entry: &str) -> StallRule {
+    let entry = entry.trim();
+    let (count, call) = match entry.split_once(' ') {
+        Some((c, rest)) if c.eq_ignore_ascii_case("always") => (None, rest),
+        Some((c, rest)) if c.chars().all(|ch| ch.is_ascii_digit()) => (Some(c.parse().unwrap_or(1)), rest),
+        _ => (Some(1), entry),
+    };
+    StallRule { kind, call: call.trim().to_string(), left: count }
+}
+
 /// The faults in force, their RNG and their counters.
 #[derive(Debug)]
 pub struct FaultState {
@@ -40,6 +74,7 @@ pub struct FaultState {
     model_downloads: u32,
     /// Entries of `lose_answer` already spent (one flag per entry).
     lost: Vec<bool>,
+    stalls: Vec<StallRule>,
     /// Matching calls seen so far by each entry of `fake_answer`, then of `replace_answer`
     /// (`None` once spent).
     fake_seen: Vec<Option<u64>>,
@@ -91,7 +126,19 @@ fn take_made_up(rules: &[String], seen: &mut [Option<u64>], method: &str, path: 
 
 impl FaultState {
     pub fn new(faults: Faults) -> Self {
+        let trickle = if faults.trickle_bps == 0 { 1024 } else { faults.trickle_bps };
+        let stalls = [
+            (Stall::Hang, &faults.hang),
+            (Stall::StallBody, &faults.stall_body),
+            (Stall::Trickle(trickle), &faults.trickle),
+            (Stall::TrickleRead(trickle), &faults.trickle_read),
+            (Stall::StopReading, &faults.stop_reading),
+        ]
+        .into_iter()
+        .flat_map(|(kind, entries)| entries.iter().map(move |e| stall_rule(kind, e)))
+        .collect();
         FaultState {
+            stalls,
             lost: vec![false; faults.lose_answer.len()],
             fake_seen: vec![Some(0); faults.fake_answer.len()],
             replace_seen: vec![Some(0); faults.replace_answer.len()],
@@ -181,6 +228,16 @@ impl FaultState {
         }
     }
 
+    /// The stall of a request to `method path` arriving now, if one matches (an entry with a
+    /// count spends one).
+    pub fn on_request(&mut self, method: &str, path: &str) -> Option<Stall> {
+        let rule = self.stalls.iter_mut().find(|r| r.left != Some(0) && matches_call(&r.call, method, path))?;
+        if let Some(n) = &mut rule.left {
+            *n -= 1;
+        }
+        Some(rule.kind)
+    }
+
     /// The made-up answer to `method path` before its handler runs (see `Faults::fake_answer`).
     pub fn on_fake(&mut self, method: &str, path: &str) -> Option<MadeUp> {
         take_made_up(&self.faults.fake_answer, &mut self.fake_seen, method, path)
@@ -208,15 +265,19 @@ impl FaultState {
     }
 }
 
-/// `rule` is `METHOD /a/*/c`: the method matches (any case) and the path segment by segment,
-/// `*` standing for any one segment.
+/// `rule` is `METHOD /a/*/c`: the method matches (any case; `*` any method) and the path
+/// segment by segment, `*` standing for any one segment and a last `**` for any rest.
 fn matches_call(rule: &str, method: &str, path: &str) -> bool {
     let Some((m, pattern)) = rule.trim().split_once(' ') else { return false };
-    if !m.eq_ignore_ascii_case(method) {
+    if m != "*" && !m.eq_ignore_ascii_case(method) {
         return false;
     }
     let want: Vec<&str> = pattern.trim().trim_end_matches('/').split('/').collect();
     let got: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    if want.last() == Some(&"**") {
+        let head = &want[..want.len() - 1];
+        return got.len() >= head.len() && head.iter().zip(&got).all(|(w, g)| *w == "*" || w == g);
+    }
     want.len() == got.len() && want.iter().zip(&got).all(|(w, g)| *w == "*" || w == g)
 }
 
@@ -255,6 +316,31 @@ mod tests {
         use ApiFault::*;
         assert_eq!((0..4).map(|_| f.on_api_call()).collect::<Vec<_>>(), [Unauthorized, None, Unauthorized, None]);
         assert_eq!((0..3).map(|_| f.on_complete()).collect::<Vec<_>>(), [true, true, false]);
+    }
+
+    #[test]
+    fn stalls_match_calls_a_number_of_times_or_always() {
+        let mut f = FaultState::new(Faults {
+            hang: vec!["2 POST /api/v1/captures".into()],
+            stall_body: vec!["GET /api/v1/captures".into()],
+            trickle: vec!["always PUT /**".into()],
+            trickle_read: vec!["POST /uploads".into()],
+            trickle_bps: 10,
+            stop_reading: vec!["* /upload/*/complete".into()],
+            ..Default::default()
+        });
+        assert_eq!(f.on_request("POST", "/api/v1/captures"), Some(Stall::Hang));
+        assert_eq!(f.on_request("POST", "/api/v1/captures"), Some(Stall::Hang));
+        assert_eq!(f.on_request("POST", "/api/v1/captures"), None, "spent after 2");
+        assert_eq!(f.on_request("GET", "/api/v1/captures"), Some(Stall::StallBody));
+        assert_eq!(f.on_request("GET", "/api/v1/captures"), None);
+        for _ in 0..5 {
+            assert_eq!(f.on_request("PUT", "/bucket/teleport/x/scan.zip"), Some(Stall::Trickle(10)));
+        }
+        assert_eq!(f.on_request("POST", "/uploads"), Some(Stall::TrickleRead(10)));
+        assert_eq!(f.on_request("POST", "/upload/7/complete"), Some(Stall::StopReading));
+        assert_eq!(f.on_request("POST", "/upload/7/complete"), None, "spent");
+        assert_eq!(f.on_request("GET", "/bucket/x"), None);
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //! provider = "teleport"
 //! limit_rate = "08:00,4MiB 18:00,off"   # --limit-rate
 //! connect_timeout = "10s"                # --connect-timeout
+//! idle_timeout = "60s"                   # --idle-timeout
+//! speed_limit = "10KiB"                  # --speed-limit (with speed_time, --speed-time)
 //!
 //! [teleport]
 //! endpoint = "https://teleport.varjo.com"
@@ -58,6 +60,12 @@ pub(crate) struct Defaults {
     pub(crate) limit_rate: Option<String>,
     /// Longest wait for a connection (`--connect-timeout`): `500ms`, `10s`.
     pub(crate) connect_timeout: Option<String>,
+    /// Longest time an exchange may move nothing (`--idle-timeout`): `30s`, `2m`.
+    pub(crate) idle_timeout: Option<String>,
+    /// The low-speed limit (`--speed-limit`): bytes per second, `10KiB`.
+    pub(crate) speed_limit: Option<String>,
+    /// Its window (`--speed-time`): `30s`.
+    pub(crate) speed_time: Option<String>,
 }
 
 /// A provider's section. Only the keys that make sense for the provider are used.

@@ -13,6 +13,7 @@ pub mod plan;
 pub mod poll;
 pub mod post;
 pub mod progress;
+pub mod pulse;
 pub mod ratelimit;
 pub mod request;
 pub mod retry;

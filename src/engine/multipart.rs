@@ -133,9 +133,16 @@ pub struct Finished {
 /// Sends a non-idempotent request once; after an ambiguous failure looks up what it did, and
 /// sends it again only when the look-up proves it did nothing (bounded by `retry`,
 /// cancellable). A look-up that fails or cannot tell ends with the request's error.
+///
+/// The whole operation, sends, look-ups and the waits between them, ends within `deadline`
+/// (the run's [`Executor::operation_deadline`](super::request::Executor::operation_deadline)):
+/// a send still in flight then is cut and the operation fails as ambiguous, a look-up cut so
+/// ends with the request's error, and no resend starts that could not finish in time.
+#[allow(clippy::too_many_arguments)]
 pub async fn send_once_then_look_up<T, S, SF, L, LF>(
-    what: &str,
+    (provider, what): (&'static str, &str),
     retry: &RetryPolicy,
+    deadline: std::time::Duration,
     cancel: &CancellationToken,
     is_ambiguous: impl Fn(&Error) -> bool,
     mut send: S,
@@ -148,27 +155,50 @@ where
     LF: std::future::Future<Output = Result<Lookup<T>>>,
 {
     let mut backoff = Backoff::new(retry.clone());
+    let until = tokio::time::Instant::now() + deadline;
+    let over = || Error::Ambiguous {
+        provider,
+        what: what.into(),
+        message: format!(
+            "no result within {} (its deadline, with look-ups and resends: 4 × --idle-timeout)",
+            crate::size::human_duration(deadline)
+        ),
+    };
     loop {
-        let err = match send().await {
-            Ok(v) => return Ok(v),
-            Err(e) if is_ambiguous(&e) => e,
-            Err(e) => return Err(e),
+        let err = match tokio::time::timeout_at(until, send()).await {
+            Err(_) => return Err(over()),
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) if is_ambiguous(&e) => e,
+            Ok(Err(e)) => return Err(e),
         };
-        match look_up().await {
+        let Ok(found) = tokio::time::timeout_at(until, look_up()).await else {
+            tracing::info!(
+                "{provider}: {what}: the look-up of what the failed request did ran out of time; not sending it again"
+            );
+            return Err(err);
+        };
+        match found {
             Ok(Lookup::Found(v)) => {
-                tracing::info!("{what}: the failed request had done its work ({err})");
+                tracing::info!("{provider}: {what}: the failed request had done its work ({err})");
                 return Ok(v);
             }
             Ok(Lookup::NotFound) => {}
             Ok(Lookup::Unsupported) => return Err(err),
+            // Ctrl-C during the look-up: the rerun looks up again (the intent is journaled).
+            Err(e @ Error::Interrupted { .. }) => return Err(e),
             Err(e) => {
-                tracing::info!("{what}: cannot look up what the failed request did ({e}); not sending it again");
+                tracing::info!(
+                    "{provider}: {what}: cannot look up what the failed request did ({e}); not sending it again"
+                );
                 return Err(err);
             }
         }
         let Some(delay) = backoff.next_delay(None) else { return Err(err) };
+        if tokio::time::Instant::now() + delay >= until {
+            return Err(err);
+        }
         tracing::info!(
-            "{what} failed ({err}); the look-up shows it did nothing; sending it again in {}",
+            "{provider}: {what} failed ({err}); the look-up shows it did nothing; sending it again in {}",
             crate::size::human_duration(delay)
         );
         super::wait::sleep(delay, cancel).await?;
@@ -273,8 +303,9 @@ pub async fn run(session: &Session<'_>, file: &FileSource, upload: &dyn Multipar
         file.check_unchanged()?;
         phase("completing".into());
         let completion = send_once_then_look_up(
-            &format!("{provider}: complete upload"),
+            (provider, "complete upload"),
             session.retry,
+            session.uploader.exec.operation_deadline(),
             session.cancel,
             |e| upload.is_ambiguous(e),
             || upload.complete(&created, &parts),
@@ -355,8 +386,9 @@ async fn create(
         super::durable::off_thread(move || j.intent(plan)).await?;
     }
     let created = send_once_then_look_up(
-        &format!("{provider}: create upload"),
+        (provider, "create upload"),
         session.retry,
+        session.uploader.exec.operation_deadline(),
         session.cancel,
         |e| upload.is_ambiguous(e),
         || upload.create(),
@@ -416,8 +448,9 @@ mod tests {
             let looks = AtomicU32::new(0);
             let order = std::sync::Mutex::new(String::new());
             let r = send_once_then_look_up(
-                "t",
+                ("t", "t"),
                 retry,
+                std::time::Duration::from_secs(60),
                 cancel,
                 amb,
                 || async {
@@ -464,5 +497,52 @@ mod tests {
         // Bounded: the retry policy's attempts, then the error.
         let (r, s, l, _) = case(&retry, &cancel, amb, 99, |_| Ok(Lookup::NotFound), false).await;
         assert!(matches!(r, Err(Error::Network { .. })) && s == 6 && l == 6, "{s} {l}");
+    }
+
+    /// The whole operation is bounded: a send that never ends is cut at the deadline (the
+    /// error says the server may have acted), and resends stop before it.
+    #[tokio::test]
+    async fn the_operation_ends_within_its_deadline() {
+        let retry = RetryPolicy {
+            max_retries: 1000,
+            base_delay: std::time::Duration::from_millis(20),
+            max_delay: std::time::Duration::from_millis(40),
+            ..RetryPolicy::default()
+        };
+        let cancel = CancellationToken::new();
+        let deadline = std::time::Duration::from_millis(300);
+        let t0 = std::time::Instant::now();
+        let r: Result<u32> = send_once_then_look_up(
+            ("t", "create"),
+            &retry,
+            deadline,
+            &cancel,
+            |_| true,
+            std::future::pending,
+            || async { Ok(Lookup::NotFound) },
+        )
+        .await;
+        assert!(matches!(&r, Err(Error::Ambiguous { .. })), "{r:?}");
+        assert!(r.unwrap_err().to_string().contains("may have acted on it"));
+        assert!(t0.elapsed() < std::time::Duration::from_secs(30));
+        // Quick ambiguous failures whose look-ups find nothing: resent until the deadline, no longer.
+        let sends = AtomicU32::new(0);
+        let t0 = std::time::Instant::now();
+        let r: Result<u32> = send_once_then_look_up(
+            ("t", "create"),
+            &retry,
+            deadline,
+            &cancel,
+            |_| true,
+            || async {
+                sends.fetch_add(1, Ordering::SeqCst);
+                Err(net())
+            },
+            || async { Ok(Lookup::NotFound) },
+        )
+        .await;
+        assert!(matches!(r, Err(Error::Network { .. })), "{r:?}");
+        assert!(t0.elapsed() < deadline + std::time::Duration::from_millis(200), "{:?}", t0.elapsed());
+        assert!(sends.load(Ordering::SeqCst) >= 3, "resent while there was time");
     }
 }

@@ -146,6 +146,11 @@ pub async fn run_unprivileged(args: Vec<String>, envs: Vec<(String, String)>) ->
     .unwrap()
 }
 
+/// The emulator's token in the provider's token variable (`TELEPORT_TOKEN`, ...).
+pub fn token_env(var: &str, emu: &Emulator) -> Vec<(String, String)> {
+    vec![(var.into(), emu.token())]
+}
+
 /// Shorthand: `Vec<String>` from string slices.
 pub fn args(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()

@@ -432,7 +432,8 @@ fn signals(cancel: CancellationToken) -> tokio::sync::mpsc::UnboundedReceiver<()
 }
 
 /// Runs `upload watch`. Returns 0 after SIGTERM / Ctrl-C; with `--once`, the worst file's exit code.
-pub(crate) async fn run(args: WatchArgs, output: OutputArgs) -> Result<i32> {
+pub(crate) async fn run(args: WatchArgs, output: OutputArgs, net: &crate::engine::http::NetOptions) -> Result<i32> {
+    let net = net.clone();
     let opts = args.watch.clone();
     let up = &args.upload;
     if up.emulate || up.dry_run {
@@ -454,7 +455,7 @@ pub(crate) async fn run(args: WatchArgs, output: OutputArgs) -> Result<i32> {
     let cancel = CancellationToken::new();
     let mut hups = signals(cancel.clone());
 
-    let mut settings = Arc::new(UploadSettings::from_args(up, &output, cancel.clone())?);
+    let mut settings = Arc::new(UploadSettings::from_args(up, &output, cancel.clone(), &net)?);
     let selection = Selection::new(up.recursive, up.hidden, &up.include, &up.exclude)?;
     let bulk = settings.provider == ProviderName::Teleport && up.teleport.format.as_deref() == Some("bulk-images");
     let concurrent_files = settings.uploader.provider().concurrent_files();
@@ -617,7 +618,7 @@ pub(crate) async fn run(args: WatchArgs, output: OutputArgs) -> Result<i32> {
                                 };
                                 let delay = schedule::failed_backoff(opts.retry_failed_after, failures);
                                 if !opts.once && !stopping {
-                                    eprintln!("upload: {}: will be tried again in {}", path.display(), human_duration(delay));
+                                    eprintln!("upload: {}: will be tried again in {}", path.display(), crate::size::human_duration(delay));
                                 }
                                 Last::Failed { failures, retry_at: now + delay }
                             }
@@ -643,7 +644,7 @@ pub(crate) async fn run(args: WatchArgs, output: OutputArgs) -> Result<i32> {
                 Err(e) => tracing::warn!("watch: {e}"),
             },
             Some(()) = hups.recv() => {
-                match UploadSettings::from_args(up, &output, cancel.clone()) {
+                match UploadSettings::from_args(up, &output, cancel.clone(), &net) {
                     Ok(s) => {
                         settings = Arc::new(s);
                         eprintln!("upload: watch: configuration re-read (files started from now on use it)");
@@ -778,17 +779,4 @@ async fn attempt(
         }
     }
     uploader.upload_item(item, options, &|i: &Item| bar_for(board, i), cancel).await
-}
-
-fn human_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    if s >= 3600 && s.is_multiple_of(3600) {
-        format!("{}h", s / 3600)
-    } else if s >= 60 && s.is_multiple_of(60) {
-        format!("{}m", s / 60)
-    } else if s >= 1 {
-        format!("{s}s")
-    } else {
-        format!("{}ms", d.as_millis())
-    }
 }
