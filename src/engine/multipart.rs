@@ -152,15 +152,17 @@ pub struct Finished {
 /// sends it again only when the look-up proves it did nothing (bounded by `retry`,
 /// cancellable). A look-up that fails or cannot tell ends with the request's error.
 ///
-/// The whole operation, sends, look-ups and the waits between them, ends within `deadline`
-/// (the run's [`Executor::operation_deadline`](super::request::Executor::operation_deadline)):
-/// a send still in flight then is cut and the operation fails as ambiguous, a look-up cut so
-/// ends with the request's error, and no resend starts that could not finish in time.
+/// The operation, sends, look-ups and the waits between them, is bounded by `deadline` (the
+/// run's [`Executor::operation_deadline`](super::request::Executor::operation_deadline)): no
+/// resend starts that could not begin before it. A send or a look-up in flight is not cut by
+/// it: one that moves is never cut (a slow answer is an answer), one that stalls is cut by
+/// the idle watch; a look-up begun after the deadline has `patience` (the idle timeout). So a
+/// call that never answers, while its look-ups do, ends within the deadline and a little.
 #[allow(clippy::too_many_arguments)]
 pub async fn send_once_then_look_up<T, S, SF, L, LF>(
     (provider, what): (&'static str, &str),
     retry: &RetryPolicy,
-    deadline: std::time::Duration,
+    (deadline, patience): (std::time::Duration, std::time::Duration),
     cancel: &CancellationToken,
     is_ambiguous: impl Fn(&Error) -> bool,
     mut send: S,
@@ -174,22 +176,14 @@ where
 {
     let mut backoff = Backoff::new(retry.clone());
     let until = tokio::time::Instant::now() + deadline;
-    let over = || Error::Ambiguous {
-        provider,
-        what: what.into(),
-        message: format!(
-            "no result within {} (its deadline, with look-ups and resends: 4 × --idle-timeout)",
-            crate::size::human_duration(deadline)
-        ),
-    };
     loop {
-        let err = match tokio::time::timeout_at(until, send()).await {
-            Err(_) => return Err(over()),
-            Ok(Ok(v)) => return Ok(v),
-            Ok(Err(e)) if is_ambiguous(&e) => e,
-            Ok(Err(e)) => return Err(e),
+        let err = match send().await {
+            Ok(v) => return Ok(v),
+            Err(e) if is_ambiguous(&e) => e,
+            Err(e) => return Err(e),
         };
-        let Ok(found) = tokio::time::timeout_at(until, look_up()).await else {
+        let look_until = until.max(tokio::time::Instant::now() + patience);
+        let Ok(found) = tokio::time::timeout_at(look_until, look_up()).await else {
             tracing::info!(
                 "{provider}: {what}: the look-up of what the failed request did ran out of time; not sending it again"
             );
@@ -213,6 +207,10 @@ where
         }
         let Some(delay) = backoff.next_delay(None) else { return Err(err) };
         if tokio::time::Instant::now() + delay >= until {
+            tracing::info!(
+                "{provider}: {what} failed ({err}); not sent again: its operation's deadline ({}, 3 × --idle-timeout) is reached",
+                crate::size::human_duration(deadline)
+            );
             return Err(err);
         }
         tracing::info!(
@@ -390,7 +388,7 @@ async fn run_steps(
         let completion = send_once_then_look_up(
             (provider, "complete upload"),
             session.retry,
-            session.uploader.exec.operation_deadline(),
+            (session.uploader.exec.operation_deadline(), session.uploader.exec.idle_timeout()),
             session.cancel,
             |e| upload.is_ambiguous(e),
             || upload.complete(&created, &parts),
@@ -503,7 +501,7 @@ async fn create(
     let created = send_once_then_look_up(
         (provider, "create upload"),
         session.retry,
-        session.uploader.exec.operation_deadline(),
+        (session.uploader.exec.operation_deadline(), session.uploader.exec.idle_timeout()),
         session.cancel,
         |e| upload.is_ambiguous(e),
         || upload.create(),
@@ -565,7 +563,7 @@ mod tests {
             let r = send_once_then_look_up(
                 ("t", "t"),
                 retry,
-                std::time::Duration::from_secs(60),
+                (std::time::Duration::from_secs(60), std::time::Duration::from_secs(60)),
                 cancel,
                 amb,
                 || async {
@@ -614,8 +612,9 @@ mod tests {
         assert!(matches!(r, Err(Error::Network { .. })) && s == 6 && l == 6, "{s} {l}");
     }
 
-    /// The whole operation is bounded: a send that never ends is cut at the deadline (the
-    /// error says the server may have acted), and resends stop before it.
+    /// The operation is bounded: quick ambiguous failures whose look-ups find nothing are sent
+    /// again until the deadline, no longer; a look-up that never ends is given up after its
+    /// patience, with the request's error.
     #[tokio::test]
     async fn the_operation_ends_within_its_deadline() {
         let retry = RetryPolicy {
@@ -625,28 +624,13 @@ mod tests {
             ..RetryPolicy::default()
         };
         let cancel = CancellationToken::new();
-        let deadline = std::time::Duration::from_millis(300);
-        let t0 = std::time::Instant::now();
-        let r: Result<u32> = send_once_then_look_up(
-            ("t", "create"),
-            &retry,
-            deadline,
-            &cancel,
-            |_| true,
-            std::future::pending,
-            || async { Ok(Lookup::NotFound) },
-        )
-        .await;
-        assert!(matches!(&r, Err(Error::Ambiguous { .. })), "{r:?}");
-        assert!(r.unwrap_err().to_string().contains("may have acted on it"));
-        assert!(t0.elapsed() < std::time::Duration::from_secs(30));
-        // Quick ambiguous failures whose look-ups find nothing: resent until the deadline, no longer.
+        let bounds = (std::time::Duration::from_millis(300), std::time::Duration::from_millis(100));
         let sends = AtomicU32::new(0);
         let t0 = std::time::Instant::now();
         let r: Result<u32> = send_once_then_look_up(
             ("t", "create"),
             &retry,
-            deadline,
+            bounds,
             &cancel,
             |_| true,
             || async {
@@ -657,7 +641,20 @@ mod tests {
         )
         .await;
         assert!(matches!(r, Err(Error::Network { .. })), "{r:?}");
-        assert!(t0.elapsed() < deadline + std::time::Duration::from_millis(200), "{:?}", t0.elapsed());
+        assert!(t0.elapsed() < bounds.0 + std::time::Duration::from_millis(200), "{:?}", t0.elapsed());
         assert!(sends.load(Ordering::SeqCst) >= 3, "resent while there was time");
+        let t0 = std::time::Instant::now();
+        let r: Result<u32> = send_once_then_look_up(
+            ("t", "create"),
+            &retry,
+            bounds,
+            &cancel,
+            |_| true,
+            || async { Err(net()) },
+            std::future::pending,
+        )
+        .await;
+        assert!(matches!(r, Err(Error::Network { .. })), "{r:?}");
+        assert!(t0.elapsed() < std::time::Duration::from_secs(30));
     }
 }

@@ -42,7 +42,7 @@ use crate::error::{Error, Result};
 
 /// An operation not safe to repeat (create, complete, with its look-ups and resends) ends
 /// within this many idle timeouts ([`Executor::operation_deadline`]).
-pub const OPERATION_IDLE_TIMEOUTS: u32 = 4;
+pub const OPERATION_IDLE_TIMEOUTS: u32 = 3;
 
 /// Largest API answer read into memory (JSON, S3 XML errors): past it the call fails.
 pub const MAX_API_BODY: usize = 16 << 20;
@@ -395,7 +395,7 @@ impl Executor {
     }
 
     /// How long a whole operation that is not safe to repeat (create, complete), with its
-    /// look-ups and resends, may take: four idle timeouts (2 minutes by default).
+    /// look-ups and resends, may take: three idle timeouts (90 s by default).
     pub fn operation_deadline(&self) -> Duration {
         self.shared.timing.idle.saturating_mul(OPERATION_IDLE_TIMEOUTS)
     }
