@@ -107,7 +107,13 @@ pub(crate) struct Section {
     pub(crate) destinations: Vec<String>,
 }
 
-const SECRET_KEYS: [&str; 4] = ["token", "client_secret", "secret_key", "api_key"];
+/// The keys `upload config show` prints as `***`: secrets, and the token command (which may
+/// hold one: `echo $SECRET`, `curl -u user:password ...`).
+const SECRET_KEYS: [&str; 5] = ["token", "client_secret", "secret_key", "api_key", "token_command"];
+
+/// The largest configuration file read (a few KiB in practice): `UPLOAD_CONFIG=/dev/zero`, or a
+/// path to a disk image by mistake, is refused instead of read into memory for ever.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
 impl ConfigFile {
     /// Where the file is looked for.
@@ -140,7 +146,7 @@ impl ConfigFile {
 
     /// Loads a given file.
     pub(crate) fn load_from(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::File { path: path.into(), source: e })?;
+        let text = read_capped(path)?;
         let invalid = |msg: String| {
             Error::usage(
                 format!("config file {} is invalid: {msg}", path.display()),
@@ -252,6 +258,29 @@ impl ConfigFile {
     }
 }
 
+/// The file's text, at most [`MAX_CONFIG_BYTES`] of it (a longer file, or an endless one such
+/// as `/dev/zero`, is a usage error naming it).
+fn read_capped(path: &Path) -> Result<String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| Error::File { path: path.into(), source: e })?;
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::File { path: path.into(), source: e })?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(Error::usage(
+            format!("config file {} is larger than 1 MiB: not a configuration file", path.display()),
+            "point UPLOAD_CONFIG at the TOML file (`upload config path` shows where it is looked for)",
+        ));
+    }
+    String::from_utf8(bytes).map_err(|_| {
+        Error::usage(
+            format!("config file {} is not UTF-8 text", path.display()),
+            "point UPLOAD_CONFIG at the TOML file (`upload config path` shows where it is looked for)",
+        )
+    })
+}
+
 fn fill<T>(slot: &mut Option<T>, value: Option<T>) {
     if slot.is_none() {
         *slot = value;
@@ -268,7 +297,7 @@ mod tests {
         let p = dir.path().join("config.toml");
         std::fs::write(
             &p,
-            "[defaults]\nprovider = \"uplift\"\n[uplift]\ntoken = \"sekret-token\"\nathlete_id = \"a\"\nendpoint = \"http://127.0.0.1:1\"\n",
+            "[defaults]\nprovider = \"uplift\"\n[uplift]\ntoken = \"sekret-token\"\nathlete_id = \"a\"\nendpoint = \"http://127.0.0.1:1\"\n[teleport]\ntoken_command = \"echo sekret-in-command\"\n",
         )
         .unwrap();
         let c = ConfigFile::load_from(&p).unwrap();
@@ -282,6 +311,7 @@ mod tests {
         assert_eq!(c.section(ProviderName::Teleport).endpoint, None);
         let shown = c.redacted_toml();
         assert!(shown.contains("***") && !shown.contains("sekret-token"), "{shown}");
+        assert!(shown.contains("token_command = \"***\"") && !shown.contains("sekret-in-command"), "{shown}");
 
         std::fs::write(&p, "[uplift]\nathelete_id = \"a\"\n").unwrap();
         let e = ConfigFile::load_from(&p).unwrap_err();

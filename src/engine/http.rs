@@ -391,6 +391,8 @@ pub fn transport_kind(err: &reqwest::Error) -> super::retry::TransportKind {
     }
     if is_certificate_error(err) || chain.contains("certificate") || chain.contains("invalid peer") {
         TransportKind::Tls
+    } else if err.is_redirect() || err.is_builder() || is_malformed_answer(&chain) {
+        TransportKind::Protocol
     } else if chain.contains("dns error")
         || chain.contains("failed to lookup address")
         || chain.contains("name or service not known")
@@ -403,6 +405,17 @@ pub fn transport_kind(err: &reqwest::Error) -> super::retry::TransportKind {
     } else {
         TransportKind::Other
     }
+}
+
+/// Whether the (lower-cased) `source()` chain of a transport error says the answer was not
+/// HTTP: hyper's parse errors (`invalid HTTP header parsed`, `invalid HTTP status-code
+/// parsed`, `message head is too large`, ...).
+fn is_malformed_answer(chain: &str) -> bool {
+    chain.lines().any(|l| {
+        (l.starts_with("invalid ") && l.ends_with(" parsed"))
+            || l.starts_with("message head is too large")
+            || l.starts_with("invalid content-length")
+    })
 }
 
 /// A short, secret-free description of a transport error, walking the `source()` chain.

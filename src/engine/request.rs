@@ -78,7 +78,7 @@ pub enum Kind {
 
 /// The classifier: one table for every call the tool makes.
 pub fn classify(kind: Kind, outcome: &Outcome) -> Class {
-    if let Outcome::Transport(TransportKind::Tls | TransportKind::Dns) = outcome {
+    if let Outcome::Transport(TransportKind::Tls | TransportKind::Dns | TransportKind::Protocol) = outcome {
         return Class::Fatal;
     }
     match kind {
@@ -670,6 +670,13 @@ fn final_error(call: &Call<'_>, outcome: &Outcome, message: String, attempts: u3
             host: call.host.unwrap_or("the server").to_string(),
             message,
         },
+        // A redirect refused, an answer that is not HTTP: sending again meets the same (and a
+        // refused redirect did nothing on the server).
+        Outcome::Transport(TransportKind::Protocol) => Error::Protocol {
+            provider: call.provider,
+            what: call.what.into(),
+            message: format!("{message} (not retried: sending again meets the same)"),
+        },
         Outcome::Transport(TransportKind::Dns) => Error::Unreachable {
             provider: call.provider,
             what: call.what.into(),
@@ -745,6 +752,10 @@ mod tests {
             (Kind::Part, Outcome::Transport(T::Other), Retry),
             (Kind::Part, Outcome::Transport(T::Tls), Fatal),
             (Kind::Part, Outcome::Transport(T::Dns), Fatal),
+            (Kind::Part, Outcome::Transport(T::Protocol), Fatal),
+            (idem, Outcome::Transport(T::Protocol), Fatal),
+            (once, Outcome::Transport(T::Protocol), Fatal),
+            (Kind::Fetch, Outcome::Transport(T::Protocol), Fatal),
             (Kind::Part, st(403, Some("AccessDenied")), RefreshUrl),
             (Kind::Part, st(500, None), Retry),
             (Kind::Part, st(503, Some("SlowDown")), Retry),

@@ -396,6 +396,10 @@ impl Uploader {
         {
             run.end();
         }
+        // The records of files that are gone can never match again: pruned (once a day).
+        if let Some(dir) = self.state_dir_path().filter(|_| !options.dry_run).map(Path::to_path_buf) {
+            let _ = tokio::task::spawn_blocking(move || done::prune(&dir)).await;
+        }
         // After the uploads: Apertur's wait follows the deliveries of the run's session.
         if !options.dry_run
             && !run_cancel.is_cancelled()

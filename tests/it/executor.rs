@@ -151,6 +151,34 @@ async fn a_redirect_to_plain_http_off_loopback_is_not_followed() {
     assert!(!err.contains("secret-token-123"));
 }
 
+/// Permanent protocol errors (a refused redirect, an answer that is not HTTP) are not retried,
+/// neither by an idempotent call (a listing, with 10 retries allowed) nor by a create: one
+/// request each, exit 5 at once, naming the problem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_protocol_errors_are_not_retried() {
+    let redirect: &'static [u8] =
+        b"HTTP/1.1 302 Found\r\nLocation: http://upload-test.invalid/x\r\nContent-Length: 0\r\n\r\n";
+    let bad_header: &'static [u8] = b"HTTP/1.1 200 OK\r\nthis is not a header\r\nContent-Length: 2\r\n\r\n{}";
+    for (answer, said) in [(redirect, "refused a redirect"), (bad_header, "invalid HTTP header parsed")] {
+        let s = stub(move |_, _, _| answer.to_vec());
+        let t0 = Instant::now();
+        let list = args(&["teleport", "list", "--endpoint", &s.url, "--retries", "10"]);
+        let out = run_upload(list, vec![("TELEPORT_TOKEN".into(), "t".into())]).await;
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(5), "{err}");
+        assert!(err.contains(said) && err.contains("not retried"), "{err}");
+        assert_eq!(s.seen.lock().unwrap().len(), 1, "sent again: {:?}", s.seen.lock().unwrap());
+        // A create: not taken for a lost answer (no look-up follows), not sent again.
+        let s = stub(move |_, _, _| answer.to_vec());
+        let out = teleport_against(&s).await;
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(5), "{err}");
+        assert!(err.contains(said), "{err}");
+        assert_eq!(s.seen.lock().unwrap().clone(), vec!["POST /api/v1/captures".to_string()]);
+        assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_answer_is_refused_naming_the_limit() {
     let s = stub(|_, _, _| {

@@ -495,6 +495,12 @@ impl MultipartUpload for TeleportUpload {
         Ok(answer)
     }
 
+    /// A capture this run made and will never use is deleted (`DELETE /api/v1/captures/{eid}`,
+    /// as `upload teleport delete` does): it would stay CREATED for ever.
+    async fn abandon(&self, created: &Created) -> Result<()> {
+        admin::delete(&self.api, &created.upload_id).await
+    }
+
     /// The completion arrived when the capture's `uploaded` is set (a time); `null` means it
     /// did not. The state is no proof: nothing documents that it stays CREATED until then.
     async fn find_completed(&self, created: &Created) -> Result<Lookup<serde_json::Value>> {
