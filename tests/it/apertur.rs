@@ -123,7 +123,7 @@ async fn files_over_max_images_go_into_a_new_session() {
     let dir = tempfile::tempdir().unwrap();
     let paths: Vec<PathBuf> = (0..3).map(|i| make_file(dir.path(), &format!("p{i}.png"), 1000 + i).0).collect();
     let out = run_upload(
-        base_args(&emu, &paths, &["--max-images", "2", "--concurrency", "1", "--tag", "order:7"]),
+        base_args(&emu, &paths, &["--max-images", "2", "--concurrency", "1", "--files", "1", "--tag", "order:7"]),
         token_env("APERTUR_TOKEN", &emu),
     )
     .await;
