@@ -30,12 +30,18 @@
 //!   destination_type, status, delivered_at?, attempts, next_retry_at?, last_error?}]}]}, or,
 //!   with [`DeliveryShape::Sdk`] or a `pollFrom` query, the SDK's shape {status, files
 //!   [{record_id, filename, size_bytes, destinations[{destination_id, type, name, status,
-//!   attempts, last_error}]}], lastChanged}. With `pollFrom=<ISO time>` the answer is held
+//!   attempts, last_error}]}], lastChanged}, its destination statuses in the SDK's words
+//!   (`pending`, `retrying` between failed attempts, `sent`, `failed`). With `pollFrom=<ISO time>` the answer is held
 //!   until something changed after that time, at most [`AperturConfig::long_poll_max_ms`].
 //! * Long polling (sessions created with `long_polling`): `GET .../poll` → {images[{id,
 //!   filename, size_bytes, mime_type, source, created_at}]} (not yet acknowledged);
 //!   `GET .../images/{image_id}` → the bytes; `POST .../images/{image_id}/ack` → {status:
 //!   "acknowledged", id}. Acks and downloads are counted per image ([`AperturState::ack_counts`]).
+//! * Lists (the SDK's): `GET /api/v1/sessions?page&pageSize` and `GET /api/v1/uploads?page&pageSize`
+//!   → {data, total, page, pageSize, totalPages} (page from 1, pageSize 1..=100, default 20),
+//!   `GET /api/v1/sessions/recent?limit` and `GET /api/v1/uploads/recent?limit` → a list (limit
+//!   1..=100, default 10), newest first; rows are the SDK's `SessionRow` and `UploadRow`.
+//!   `POST /api/v1/upload/{uuid}/verify-password` {password} → {valid}.
 //! * Destinations: `GET/POST /api/v1/projects/{projectId}/destinations`, `PATCH/DELETE
 //!   .../destinations/{destId}`, `POST .../destinations/{destId}/test`. Secrets in `config`
 //!   are masked in answers.
@@ -128,6 +134,13 @@ pub struct AperturConfig {
     pub long_poll_max_ms: u64,
     /// 1-based numbers, in a counter of ack calls, of those answering 500 (not acknowledged).
     pub fail_ack_nth: Vec<u64>,
+    /// A session holding this many images counts as expired: further images answer 410
+    /// `SESSION_EXPIRED` (a stand-in for the default 24 h lifetime running out during a long
+    /// run). Default none.
+    pub expire_after_images: Option<u32>,
+    /// A throttled image upload's 429 says how long to wait in a body field `retryAfter`
+    /// (seconds) instead of the `Retry-After` header (Apertur's Rust SDK reads the field).
+    pub retry_after_in_body: bool,
 }
 
 impl Default for AperturConfig {
@@ -143,6 +156,8 @@ impl Default for AperturConfig {
             signing_secret: None,
             long_poll_max_ms: 300_000,
             fail_ack_nth: Vec::new(),
+            expire_after_images: None,
+            retry_after_in_body: false,
         }
     }
 }
@@ -434,18 +449,7 @@ impl Session {
     }
 
     fn details(&self, cfg: &AperturConfig, now: DateTime<Utc>) -> Value {
-        let (all_final, any_failed) = self.all_final(cfg, now);
-        let status = if now > self.expires_at && self.images.is_empty() {
-            "expired"
-        } else if self.images.is_empty() {
-            "pending"
-        } else if !all_final {
-            "uploading"
-        } else if any_failed {
-            "failed"
-        } else {
-            "completed"
-        };
+        let status = self.list_status(cfg, now);
         json!({
             "id": self.id,
             "status": status,
@@ -518,7 +522,7 @@ impl Session {
                     .map(|(id, kind, name)| {
                         let d = self.delivery(cfg, img, id, now);
                         json!({
-                            "destination_id": id, "type": kind, "name": name, "status": d.status,
+                            "destination_id": id, "type": kind, "name": name, "status": sdk_status(&d),
                             "attempts": d.attempts, "last_error": d.last_error,
                         })
                     })
@@ -530,6 +534,85 @@ impl Session {
     }
 }
 
+/// A delivery's status in the SDK's words (`pending|sending|sent|failed|retrying`): `sent` once
+/// delivered, `retrying` between failed attempts.
+fn sdk_status(d: &DeliveryState) -> &'static str {
+    match d.status {
+        "delivered" => "sent",
+        "pending" if d.attempts > 0 => "retrying",
+        other => other,
+    }
+}
+
+impl Session {
+    /// The session's status for the lists (the seed's words).
+    fn list_status(&self, cfg: &AperturConfig, now: DateTime<Utc>) -> &'static str {
+        let (all_final, any_failed) = self.all_final(cfg, now);
+        if now > self.expires_at && self.images.is_empty() {
+            "expired"
+        } else if self.images.is_empty() {
+            "pending"
+        } else if !all_final {
+            "uploading"
+        } else if any_failed {
+            "failed"
+        } else {
+            "completed"
+        }
+    }
+
+    /// A row of `GET /api/v1/sessions` (the SDK's `SessionRow`).
+    fn row(&self, cfg: &AperturConfig, now: DateTime<Utc>) -> Value {
+        let (mut delivered, mut failed) = (0, 0);
+        for img in &self.images {
+            let states: Vec<&str> =
+                self.destinations.iter().map(|(d, _, _)| self.delivery(cfg, img, d, now).status).collect();
+            if !states.is_empty() && states.iter().all(|s| *s == "delivered") {
+                delivered += 1;
+            }
+            if states.contains(&"failed") {
+                failed += 1;
+            }
+        }
+        json!({
+            "id": self.id, "createdAt": iso(&self.created), "expiresAt": iso(&self.expires_at),
+            "status": self.list_status(cfg, now), "projectId": DEFAULT_PROJECT, "projectName": PROJECT_NAME,
+            "imagesCount": self.images.len(), "imagesDelivered": delivered, "imagesFailed": failed,
+            "destinationsCount": self.destinations.len(), "tags": self.tags,
+            "longPollingEnabled": self.long_polling, "label": null, "env": "live",
+        })
+    }
+
+    /// A row of `GET /api/v1/uploads` (the SDK's `UploadRow`) for one of its images.
+    fn upload_row(&self, cfg: &AperturConfig, img: &Image, now: DateTime<Utc>) -> Value {
+        let states: Vec<&str> =
+            self.destinations.iter().map(|(d, _, _)| self.delivery(cfg, img, d, now).status).collect();
+        let delivered = states.iter().filter(|s| **s == "delivered").count();
+        let failed = states.iter().filter(|s| **s == "failed").count();
+        let status = if states.is_empty() {
+            "stored_only"
+        } else if delivered == states.len() {
+            "delivered"
+        } else if failed == states.len() {
+            "failed"
+        } else if delivered + failed == states.len() {
+            "partial"
+        } else {
+            "pending"
+        };
+        json!({
+            "id": img.id, "filename": img.filename, "sizeBytes": img.size, "mimeType": img.mime_type,
+            "source": img.source, "isEncrypted": false, "env": "live", "createdAt": iso(&img.uploaded),
+            "sessionId": self.id, "projectId": DEFAULT_PROJECT, "projectName": PROJECT_NAME,
+            "destinationsTotal": states.len(), "destinationsDelivered": delivered, "destinationsFailed": failed,
+            "status": status,
+        })
+    }
+}
+
+/// The name of [`DEFAULT_PROJECT`].
+pub const PROJECT_NAME: &str = "Emulator project";
+
 /// Apertur's routes.
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
@@ -537,6 +620,11 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/upload-sessions/{uuid}", patch(update_session))
         .route("/api/v1/upload/{uuid}/session", get(get_session))
         .route("/api/v1/upload/{uuid}/images", post(upload_image))
+        .route("/api/v1/upload/{uuid}/verify-password", post(verify_password))
+        .route("/api/v1/sessions", get(list_sessions))
+        .route("/api/v1/sessions/recent", get(recent_sessions))
+        .route("/api/v1/uploads", get(list_uploads))
+        .route("/api/v1/uploads/recent", get(recent_uploads))
         .route("/api/v1/upload-sessions/{uuid}/delivery-status", get(delivery_status))
         .route("/api/v1/upload-sessions/{uuid}/poll", get(poll))
         .route("/api/v1/upload-sessions/{uuid}/images/{image}", get(download))
@@ -741,6 +829,11 @@ fn create_session_inner(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> An
         "uuid": id,
         "upload_url": format!("https://apertur.ca/upload/{id}"),
         "qr_url": format!("https://api.apertur.ca/api/v1/upload-sessions/{id}/qr"),
+        "qr_specs": {
+            "endpoint": format!("/api/v1/upload-sessions/{id}/qr"),
+            "formats": ["png", "svg"],
+            "params": {"format": "png|svg", "size": "pixels", "style": "square|rounded", "fg": "hex colour", "bg": "hex colour"},
+        },
         "destinations": session.destinations.iter().map(|(i, t, n)| json!({"id": i, "type": t, "name": n})).collect::<Vec<_>>(),
         "long_polling": session.long_polling,
         "expires_at": iso(&session.expires_at),
@@ -829,7 +922,8 @@ async fn upload_image_inner(shared: &Shared, uuid: &str, headers: &HeaderMap, bo
     let (password, expired) = {
         let sessions = shared.apertur.sessions.lock().unwrap();
         let s = sessions.get(uuid).ok_or_else(session_not_found)?;
-        (s.password.clone(), Utc::now() > s.expires_at)
+        let used_up = cfg.expire_after_images.is_some_and(|n| s.images.len() as u32 >= n);
+        (s.password.clone(), Utc::now() > s.expires_at || used_up)
     };
     if expired {
         return Err(error(410, "SESSION_EXPIRED", "This upload session has expired"));
@@ -872,6 +966,11 @@ async fn upload_image_inner(shared: &Shared, uuid: &str, headers: &HeaderMap, bo
     }
     let n = shared.apertur.uploads.fetch_add(1, Ordering::SeqCst) + 1;
     if cfg.throttle_uploads_nth.contains(&n) {
+        if cfg.retry_after_in_body {
+            let body =
+                json!({ "message": "Rate limit exceeded", "code": "RATE_LIMIT", "retryAfter": cfg.retry_after_s });
+            return Err(json_response(429, &body));
+        }
         let mut resp = error(429, "RATE_LIMIT", "Rate limit exceeded");
         resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(cfg.retry_after_s));
         return Err(resp);
@@ -1149,5 +1248,114 @@ async fn test_destination(
             json!({ "success": true, "status": 200, "message": format!("Test image delivered to {}", d.name) })
         };
         Ok(json_response(200, &out))
+    })())
+}
+
+/// `page` (from 1, default 1) and `pageSize` (1..=100, default 20) of a paged list.
+fn page_params(query: Option<&str>) -> Result<(usize, usize), Response> {
+    let q = crate::sigv4::parse_query(query.unwrap_or(""));
+    let get = |k: &str| q.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let num = |k: &str, default: usize, max: usize| -> Result<usize, Response> {
+        match get(k) {
+            None => Ok(default),
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if (1..=max).contains(&n) => Ok(n),
+                _ => Err(bad_request(&format!("{k} must be an integer from 1 to {max}"))),
+            },
+        }
+    };
+    Ok((num("page", 1, usize::MAX)?, num("pageSize", 20, 100)?))
+}
+
+/// `limit` (1..=100, default 10) of a recent list.
+fn limit_param(query: Option<&str>) -> Result<usize, Response> {
+    let q = crate::sigv4::parse_query(query.unwrap_or(""));
+    match q.iter().rev().find(|(n, _)| n == "limit").map(|(_, v)| v.clone()) {
+        None => Ok(10),
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=100).contains(&n) => Ok(n),
+            _ => Err(bad_request("limit must be an integer from 1 to 100")),
+        },
+    }
+}
+
+/// `{data, total, page, pageSize, totalPages}` of `rows`.
+fn paged(rows: Vec<Value>, page: usize, size: usize) -> Value {
+    let total = rows.len();
+    let data: Vec<Value> = rows.into_iter().skip((page - 1).saturating_mul(size)).take(size).collect();
+    json!({ "data": data, "total": total, "page": page, "pageSize": size, "totalPages": total.div_ceil(size) })
+}
+
+/// Session rows, newest first.
+fn session_rows(shared: &Shared) -> Vec<Value> {
+    let sessions = shared.apertur.sessions.lock().unwrap();
+    let mut all: Vec<&Session> = sessions.values().collect();
+    all.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| b.id.cmp(&a.id)));
+    let now = Utc::now();
+    all.iter().map(|s| s.row(&shared.config.apertur, now)).collect()
+}
+
+/// Upload rows (one per image), newest first.
+fn upload_rows(shared: &Shared) -> Vec<Value> {
+    let sessions = shared.apertur.sessions.lock().unwrap();
+    let mut all: Vec<(&Session, &Image)> =
+        sessions.values().flat_map(|s| s.images.iter().map(move |i| (s, i))).collect();
+    all.sort_by(|a, b| b.1.uploaded.cmp(&a.1.uploaded).then_with(|| b.1.id.cmp(&a.1.id)));
+    let now = Utc::now();
+    all.iter().map(|(s, i)| s.upload_row(&shared.config.apertur, i, now)).collect()
+}
+
+/// `GET /api/v1/sessions?page&pageSize` → `{data: [SessionRow], total, page, pageSize, totalPages}`.
+async fn list_sessions(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery, headers: HeaderMap) -> Response {
+    answer((|| -> Answer {
+        check_auth(&shared, &headers)?;
+        let (page, size) = page_params(query.as_deref())?;
+        Ok(json_response(200, &paged(session_rows(&shared), page, size)))
+    })())
+}
+
+/// `GET /api/v1/sessions/recent?limit` → `[SessionRow]`.
+async fn recent_sessions(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery, headers: HeaderMap) -> Response {
+    answer((|| -> Answer {
+        check_auth(&shared, &headers)?;
+        let limit = limit_param(query.as_deref())?;
+        Ok(json_response(200, &Value::Array(session_rows(&shared).into_iter().take(limit).collect())))
+    })())
+}
+
+/// `GET /api/v1/uploads?page&pageSize` → `{data: [UploadRow], total, page, pageSize, totalPages}`.
+async fn list_uploads(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery, headers: HeaderMap) -> Response {
+    answer((|| -> Answer {
+        check_auth(&shared, &headers)?;
+        let (page, size) = page_params(query.as_deref())?;
+        Ok(json_response(200, &paged(upload_rows(&shared), page, size)))
+    })())
+}
+
+/// `GET /api/v1/uploads/recent?limit` → `[UploadRow]`.
+async fn recent_uploads(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery, headers: HeaderMap) -> Response {
+    answer((|| -> Answer {
+        check_auth(&shared, &headers)?;
+        let limit = limit_param(query.as_deref())?;
+        Ok(json_response(200, &Value::Array(upload_rows(&shared).into_iter().take(limit).collect())))
+    })())
+}
+
+/// `POST /api/v1/upload/{uuid}/verify-password` {password} → `{"valid": bool}` (the SDK types
+/// the answer `Dict[str, bool]` without naming the field: `valid` is the emulator's choice).
+async fn verify_password(
+    State(shared): State<Arc<Shared>>,
+    Path(uuid): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    answer((|| -> Answer {
+        check_auth(&shared, &headers)?;
+        let obj = parse_object(&body)?;
+        let given = obj.get("password").and_then(Value::as_str).ok_or_else(|| bad_request("password is required"))?;
+        let sessions = shared.apertur.sessions.lock().unwrap();
+        let s = sessions.get(&uuid).ok_or_else(session_not_found)?;
+        let valid = s.password.as_deref().is_none_or(|p| p == given);
+        Ok(json_response(200, &json!({ "valid": valid })))
     })())
 }

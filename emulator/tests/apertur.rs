@@ -260,3 +260,90 @@ async fn destinations_crud_and_signatures() {
     assert_eq!(s, 404);
     assert_eq!(emu.shared().apertur.signed_requests(), 7);
 }
+
+#[tokio::test]
+async fn lists_password_check_expiry_and_the_sdks_words() {
+    let cfg = AperturConfig {
+        delivery_step_ms: 50,
+        failing_destinations: vec![DEFAULT_DESTINATIONS[1].0.to_string()],
+        delivery_retries: 1,
+        expire_after_images: Some(2),
+        ..AperturConfig::default()
+    };
+    let (_emu, api) = Api::new(Config { apertur: cfg, ..Config::default() }).await;
+    let a = api.session(json!({"tags": ["t"], "password": "s3cret"})).await;
+    let b = api.session(json!({})).await;
+    for (i, name) in ["x.jpg", "y.jpg"].iter().enumerate() {
+        let (s, v, _) = api.image(&a, name, "image/jpeg", &vec![i as u8; 100 + i], Some("s3cret")).await;
+        assert_eq!(s, 201, "{v}");
+    }
+    // A session holding `expire_after_images` images has expired.
+    let (s, v, _) = api.image(&a, "z.jpg", "image/jpeg", b"zz", Some("s3cret")).await;
+    assert_eq!((s, v["code"].as_str()), (410, Some("SESSION_EXPIRED")), "{v}");
+    // Sessions: paged {data, total, page, pageSize, totalPages} and recent, newest first.
+    let (s, v) = api.call(Method::GET, "/api/v1/sessions?page=1&pageSize=1", None).await;
+    assert_eq!(s, 200);
+    assert_eq!((v["total"].as_u64(), v["pageSize"].as_u64(), v["totalPages"].as_u64()), (Some(2), Some(1), Some(2)));
+    assert_eq!(v["data"][0]["id"], b.as_str(), "newest first: {v}");
+    let (_, v) = api.call(Method::GET, "/api/v1/sessions/recent?limit=5", None).await;
+    let row = v.as_array().unwrap().iter().find(|r| r["id"] == a.as_str()).unwrap().clone();
+    assert_eq!((row["imagesCount"].as_u64(), row["tags"].clone()), (Some(2), json!(["t"])), "{row}");
+    for k in [
+        "createdAt",
+        "expiresAt",
+        "status",
+        "projectId",
+        "projectName",
+        "destinationsCount",
+        "longPollingEnabled",
+        "env",
+    ] {
+        assert!(row.get(k).is_some(), "{k} missing: {row}");
+    }
+    // Uploads: rows with sessionId, filename, sizeBytes, createdAt, status.
+    let (_, v) = api.call(Method::GET, "/api/v1/uploads?page=1&pageSize=100", None).await;
+    assert_eq!(v["total"], 2);
+    let row = &v["data"][0];
+    assert_eq!(
+        (row["sessionId"].as_str(), row["filename"].as_str(), row["sizeBytes"].as_u64()),
+        (Some(a.as_str()), Some("y.jpg"), Some(101)),
+        "{v}"
+    );
+    let (_, v) = api.call(Method::GET, "/api/v1/uploads/recent?limit=1", None).await;
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    for bad in ["/api/v1/uploads?pageSize=101", "/api/v1/uploads?page=0", "/api/v1/sessions/recent?limit=0"] {
+        let (s, v) = api.call(Method::GET, bad, None).await;
+        assert_eq!((s.as_u16(), v["code"].as_str()), (400, Some("VALIDATION_ERROR")), "{bad}: {v}");
+    }
+    // Password check.
+    for (given, valid) in [("s3cret", true), ("nope", false)] {
+        let (s, v) = api
+            .call(Method::POST, &format!("/api/v1/upload/{a}/verify-password"), Some(json!({"password": given})))
+            .await;
+        assert_eq!((s.as_u16(), v), (200, json!({"valid": valid})));
+    }
+    // The SDK's delivery words: `retrying` between failed attempts, `sent`, `failed`.
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..40 {
+        let (_, v) = api
+            .call(
+                Method::GET,
+                &format!("/api/v1/upload-sessions/{a}/delivery-status?pollFrom=2000-01-01T00:00:00Z"),
+                None,
+            )
+            .await;
+        for f in v["files"].as_array().unwrap() {
+            for d in f["destinations"].as_array().unwrap() {
+                seen.insert(d["status"].as_str().unwrap().to_string());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(seen.contains("sent") && seen.contains("failed") && !seen.contains("delivered"), "{seen:?}");
+    let (_, v) = api.call(Method::GET, &format!("/api/v1/upload-sessions/{a}/delivery-status"), None).await;
+    assert!(
+        v["images"][0]["deliveries"].as_array().unwrap().iter().any(|d| d["status"] == "delivered"),
+        "the seed's words by default: {v}"
+    );
+}

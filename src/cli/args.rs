@@ -753,9 +753,10 @@ pub(crate) struct UploadArgs {
     #[arg(long)]
     pub(crate) no_wait: bool,
 
-    /// Longest time to wait for processing or delivery: 90s, 30m, 2h.
-    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration_arg)]
-    pub(crate) wait_timeout: std::time::Duration,
+    /// Longest time to wait for processing or delivery: 90s, 30m, 2h [default: 1h; Apertur 80m,
+    /// which covers its deliveries' retries (5 s, 30 s, 2 min, 10 min, 1 h)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+    pub(crate) wait_timeout: Option<std::time::Duration>,
 
     /// First interval between status polls (grows with backoff): 2s, 500ms.
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration_arg)]

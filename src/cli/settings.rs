@@ -294,7 +294,7 @@ fn build_provider(provider: ProviderName, args: &UploadArgs, quiet: bool) -> Res
                 format,
                 wait: args.wait.then_some(crate::providers::teleport::admin::WaitOptions {
                     poll_interval: args.poll_interval,
-                    timeout: args.wait_timeout,
+                    timeout: wait_timeout(args, provider),
                 }),
             })))
         }
@@ -305,7 +305,7 @@ fn build_provider(provider: ProviderName, args: &UploadArgs, quiet: bool) -> Res
                 // One new session group per run (the provider is built once), shared by its files.
                 uuid::Uuid::new_v4(),
             )?
-            .with_wait_limits(args.wait_timeout, args.poll_interval),
+            .with_wait_limits(wait_timeout(args, provider), args.poll_interval),
         ))),
         ProviderName::Truvideo => {
             let t = &args.truvideo;
@@ -322,7 +322,7 @@ fn build_provider(provider: ProviderName, args: &UploadArgs, quiet: bool) -> Res
                 metadata_json: t.metadata_json.clone(),
                 part_size: args.part_size,
                 wait: !args.no_wait,
-                wait_timeout: args.wait_timeout,
+                wait_timeout: wait_timeout(args, provider),
                 poll_interval: args.poll_interval,
             })?))
         }
@@ -353,7 +353,7 @@ pub(crate) fn journal_options(a: &UploadArgs) -> serde_json::Value {
     opt("--retries", Some(a.retries.to_string()));
     opt("--part-size", a.part_size.map(|n| n.to_string()));
     opt("--checksum", a.checksum.map(|_| "md5".to_string()));
-    opt("--wait-timeout", ms(a.wait_timeout));
+    opt("--wait-timeout", a.wait_timeout.and_then(ms));
     opt("--poll-interval", ms(a.poll_interval));
     opt("--name", a.teleport.name.clone());
     opt("--format", a.teleport.format.clone());
@@ -426,9 +426,19 @@ pub(crate) fn apertur_input(args: &UploadArgs) -> apertur::AperturInput {
         long_polling: a.long_polling,
         concurrency: concurrency_setting(args).max(),
         wait: args.wait,
-        wait_timeout: args.wait_timeout,
+        wait_timeout: wait_timeout(args, ProviderName::Apertur),
         poll_interval: args.poll_interval,
     }
+}
+
+/// `--wait-timeout`, else the provider's default: 1 h, and for Apertur long enough for the
+/// vendor's delivery retries (5 s, 30 s, 2 min, 10 min, 1 h: about 73 minutes) to end as
+/// delivered or failed rather than as a timeout.
+pub(crate) fn wait_timeout(args: &UploadArgs, provider: ProviderName) -> Duration {
+    args.wait_timeout.unwrap_or(match provider {
+        ProviderName::Apertur => apertur::DEFAULT_WAIT_TIMEOUT,
+        _ => Duration::from_secs(3600),
+    })
 }
 
 /// Unless `quiet`: a server that stopped answering is said on stderr at once (`upload: HOST

@@ -139,7 +139,7 @@ impl Failure {
         Failure::Outcome {
             outcome: Outcome::Status { status, code },
             message: crate::redact::scrub(&msg, secrets),
-            retry_after: retry_after(headers),
+            retry_after: retry_after(headers).or_else(|| super::retry::body_retry_after(body)),
         }
     }
 }

@@ -163,6 +163,18 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     parse_retry_after(headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?, chrono::Utc::now())
 }
 
+/// The wait a JSON error body asks for in a `retryAfter` field (seconds, a number or a string;
+/// Apertur's Rust SDK reads it there), for answers without a `Retry-After` header.
+pub fn body_retry_after(body: &[u8]) -> Option<Duration> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let secs = match v.get("retryAfter")? {
+        serde_json::Value::Number(n) => n.as_f64()?,
+        serde_json::Value::String(s) => s.trim().parse::<f64>().ok()?,
+        _ => return None,
+    };
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(86_400.0)))
+}
+
 /// [`retry_after`] of a header value at time `now`.
 pub fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
     let value = value.trim();
@@ -176,6 +188,20 @@ pub fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Opt
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wait_asked_in_the_body() {
+        for (body, want) in [
+            (&br#"{"message":"Rate limit exceeded","code":"RATE_LIMIT","retryAfter":3}"#[..], Some(3.0)),
+            (br#"{"retryAfter":"1.5"}"#, Some(1.5)),
+            (br#"{"retryAfter":-1}"#, None),
+            (br#"{"retryAfter":null}"#, None),
+            (br#"{"message":"x"}"#, None),
+            (b"<Error/>", None),
+        ] {
+            assert_eq!(body_retry_after(body).map(|d| d.as_secs_f64()), want, "{}", String::from_utf8_lossy(body));
+        }
+    }
 
     #[test]
     fn part_classes_pinned() {

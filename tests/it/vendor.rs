@@ -321,3 +321,121 @@ async fn uplift_wait_follows_the_capture_to_its_end() {
 fn uplift_capture_id(emu: &Emulator) -> String {
     upload_emulator::uplift::captures(emu.shared())[0].session_id.clone()
 }
+
+// ---------------------------------------------------------------- Apertur
+
+fn apertur_config(apertur: upload_emulator::apertur::AperturConfig, faults: Faults) -> Config {
+    Config { apertur, faults, ..Config::default() }
+}
+
+fn images(dir: &std::path::Path, n: usize) -> Vec<(std::path::PathBuf, String)> {
+    (0..n).map(|i| make_file(dir, &format!("img{i}.jpg"), 20_000 + i as u64)).collect()
+}
+
+fn apertur_sessions(emu: &Emulator) -> Vec<Value> {
+    emu.shared().apertur.sessions_summary().as_array().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apertur_a_long_run_outlives_its_expired_session() {
+    // Each session expires once it holds 2 images (a stand-in for its 24 h running out): the
+    // third image is answered 410, a new session with the same options is opened (said once),
+    // and --wait follows the deliveries of both sessions.
+    let cfg = upload_emulator::apertur::AperturConfig { expire_after_images: Some(2), ..Default::default() };
+    let t = Tls::start(apertur_config(cfg, Faults::default())).await;
+    let files = images(t.dir.path(), 4);
+    let paths: Vec<&std::path::Path> = files.iter().map(|(p, _)| p.as_path()).collect();
+    let extra = ["--concurrency", "1", "--files", "1", "--tag", "site:7", "--wait", "--poll-interval", "100ms"];
+    let out = run_upload(t.upload("apertur", &paths, &extra), t.env()).await;
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let sessions = apertur_sessions(&t.emu);
+    assert_eq!(sessions.len(), 2, "{sessions:?}");
+    assert!(
+        sessions
+            .iter()
+            .all(|s| s["tags"] == serde_json::json!(["site:7"]) && s["images"].as_array().unwrap().len() == 2)
+    );
+    let said = format!(
+        "session {} has expired; opened session {} with the same options",
+        sessions[0]["id"].as_str().unwrap(),
+        sessions[1]["id"].as_str().unwrap()
+    );
+    assert_eq!(err.matches(&said).count(), 1, "{err}");
+    let stored: std::collections::BTreeSet<String> = t.emu.objects().into_iter().map(|o| o.sha256).collect();
+    assert_eq!(stored, files.iter().map(|(_, sha)| sha.clone()).collect());
+    // Both sessions' deliveries were followed.
+    for s in &sessions {
+        let path = format!("/api/v1/upload-sessions/{}/delivery-status", s["id"].as_str().unwrap());
+        assert!(t.emu.request_log().iter().any(|r| r.path == path), "{path} never read");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apertur_a_lost_image_answer_is_settled_by_the_uploads_list() {
+    // (fault, image POSTs sent): stored but the answer lost → found in the list, not sent
+    // again; answered 500 without storing → not in the list, sent again. Stored once each way.
+    let cases = [
+        (Faults { lose_answer: vec!["POST /api/v1/upload/*/images".into()], ..Faults::default() }, 1),
+        (
+            Faults {
+                fake_answer: vec![
+                    r#"POST /api/v1/upload/*/images 500 {"message":"Internal error","code":"INTERNAL"}"#.into(),
+                ],
+                ..Faults::default()
+            },
+            2,
+        ),
+    ];
+    for (faults, posts) in cases {
+        let t = Tls::start(apertur_config(Default::default(), faults)).await;
+        let files = images(t.dir.path(), 1);
+        let out = run_upload(t.upload("apertur", &[&files[0].0], &[]), t.env()).await;
+        assert!(out.status.success(), "{posts}: {}", stderr(&out));
+        assert_eq!(calls(&t.emu, "POST", "/images"), posts);
+        assert!(calls(&t.emu, "GET", "/api/v1/uploads") >= 1, "the uploads list was not read");
+        let objects = t.emu.objects();
+        assert_eq!((objects.len(), objects[0].sha256.as_str()), (1, files[0].1.as_str()));
+        let r = &lines(&out)[0];
+        assert_eq!(r["image_id"].as_str(), Some(objects[0].id.as_str()), "{r}");
+        if posts == 1 {
+            assert_eq!(r["found_by"], "GET /api/v1/uploads", "{r}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apertur_sdk_words_and_a_wait_asked_in_the_body() {
+    // The SDK's delivery words (`sent`, `retrying`) end a --wait as delivered; a 429 whose
+    // body says `retryAfter: 2` (no Retry-After header) is waited for before the image goes
+    // again.
+    let cfg = upload_emulator::apertur::AperturConfig {
+        delivery_status_shape: upload_emulator::apertur::DeliveryShape::Sdk,
+        throttle_uploads_nth: vec![1],
+        retry_after_s: 2,
+        retry_after_in_body: true,
+        ..Default::default()
+    };
+    let t = Tls::start(apertur_config(cfg, Faults::default())).await;
+    let files = images(t.dir.path(), 1);
+    let t0 = std::time::Instant::now();
+    let extra = ["--wait", "--poll-interval", "100ms", "--wait-timeout", "60s"];
+    let out = run_upload(t.upload("apertur", &[&files[0].0], &extra), t.env()).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(t0.elapsed() >= std::time::Duration::from_millis(1900), "the 2 s asked in the body were not waited");
+    assert_eq!(calls(&t.emu, "POST", "/images"), 2);
+    assert_eq!(t.emu.objects()[0].sha256, files[0].1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apertur_wait_covers_the_vendors_retry_schedule_by_default() {
+    let t = Tls::start(Config::default()).await;
+    let files = images(t.dir.path(), 1);
+    for (extra, seconds) in [(vec!["--wait"], 4800), (vec!["--wait", "--wait-timeout", "10m"], 600)] {
+        let mut a = extra.clone();
+        a.push("--dry-run");
+        let out = run_upload(t.upload("apertur", &[&files[0].0], &a), t.env()).await;
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(stdout(&out).contains(&format!("until every delivery ends (at most {seconds} s)")), "{}", stdout(&out));
+    }
+}

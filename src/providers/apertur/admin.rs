@@ -5,6 +5,7 @@
 //! `upload apertur ...` parses, calls these and prints). Every id that goes into a path is
 //! checked first ([`check_id`]); the options are checked before any request.
 
+use chrono::{DateTime, Utc};
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 
@@ -251,4 +252,55 @@ pub async fn test_destination(api: &Api, project: &str, dest: &str) -> Result<(V
             .to_string()
     });
     Ok((v, failure))
+}
+
+/// One page of `GET /api/v1/uploads?page&pageSize` (the SDK's `UploadsListPage`): its rows
+/// and the number of pages.
+pub async fn uploads_page(api: &Api, page: u32, page_size: u32) -> Result<(Vec<Value>, Option<u64>)> {
+    let v: Value = api
+        .get("list uploads", "/api/v1/uploads", &[("page", page.to_string()), ("pageSize", page_size.to_string())])
+        .json()
+        .await?;
+    let rows = v
+        .get("data")
+        .and_then(Value::as_array)
+        .cloned()
+        .ok_or_else(|| protocol("list uploads", "the answer has no `data` list"))?;
+    Ok((rows, v.get("totalPages").and_then(Value::as_u64)))
+}
+
+/// The uploads created at or after `since` (a row whose `createdAt` cannot be read is kept):
+/// pages of 100 from the first, until the last page, an empty one, `max_pages`, or, the list
+/// being newest first so far, a page ending before `since` (the order is not documented, so it
+/// is checked, not assumed).
+pub async fn uploads_since(api: &Api, since: DateTime<Utc>, max_pages: u32) -> Result<Vec<Value>> {
+    const PAGE_SIZE: u32 = 100;
+    let created = |r: &Value| {
+        r.get("createdAt")
+            .and_then(Value::as_str)
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc))
+    };
+    let mut out = Vec::new();
+    let (mut ordered, mut last): (bool, Option<DateTime<Utc>>) = (true, None);
+    for page in 1..=max_pages {
+        let (rows, pages) = uploads_page(api, page, PAGE_SIZE).await?;
+        for r in &rows {
+            let t = created(r);
+            match (t, last) {
+                (Some(t), Some(before)) if t > before => ordered = false,
+                (None, _) => ordered = false,
+                _ => {}
+            }
+            last = t.or(last);
+            if t.is_none_or(|t| t >= since) {
+                out.push(r.clone());
+            }
+        }
+        let past = ordered && last.is_some_and(|t| t < since);
+        if rows.is_empty() || past || pages.is_some_and(|n| u64::from(page) >= n) {
+            return Ok(out);
+        }
+    }
+    Err(protocol("list uploads", &format!("the uploads list goes on past {max_pages} pages of {PAGE_SIZE}: giving up")))
 }

@@ -27,7 +27,6 @@ use hmac::{Hmac, Mac};
 use reqwest::Method;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use tokio::sync::OnceCell;
 
 use super::api::{Api, RequestSigner, Retry};
 use super::{Context, DryRun, Provider, UploadOutcome};
@@ -40,6 +39,10 @@ use crate::redact::Secret;
 
 /// Documented origin (the seed's; the SDK uses `https://api.aptr.ca`).
 pub const DEFAULT_ENDPOINT: &str = "https://api.apertur.ca";
+/// How long `--wait` follows deliveries by default: 80 minutes, above the vendor's retry
+/// schedule of a failed delivery (5 s, 30 s, 2 min, 10 min, 1 h: about 73 minutes), so a
+/// retrying destination ends as delivered or failed, not as a timeout.
+pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(80 * 60);
 /// The image types Apertur accepts.
 pub const MIME_TYPES: [&str; 4] = ["image/jpeg", "image/png", "image/webp", "image/heic"];
 const PROVIDER: &str = "apertur";
@@ -196,7 +199,7 @@ pub struct AperturInput {
     pub concurrency: usize,
     /// Follow deliveries after the uploads.
     pub wait: bool,
-    /// Longest wait for deliveries (default 1 h).
+    /// Longest wait for deliveries (default [`DEFAULT_WAIT_TIMEOUT`], 80 minutes).
     pub wait_timeout: Duration,
     /// First interval between status polls (default 2 s).
     pub poll_interval: Duration,
@@ -217,7 +220,7 @@ impl Default for AperturInput {
             long_polling: false,
             concurrency: 8,
             wait: false,
-            wait_timeout: Duration::from_secs(3600),
+            wait_timeout: DEFAULT_WAIT_TIMEOUT,
             poll_interval: Duration::from_secs(2),
         }
     }
@@ -357,36 +360,103 @@ impl AperturOptions {
     }
 }
 
-/// The session of a run.
+/// A session of the run.
 #[derive(Clone, Debug)]
 struct SessionInfo {
     id: String,
     long_polling: Option<bool>,
 }
 
-/// The Apertur provider: one session per run, created on first need and shared by every file.
+/// The sessions of a run: the one images go to now, and every one used (for `--wait`).
+#[derive(Default)]
+struct Sessions {
+    /// Where images go now.
+    current: Option<SessionInfo>,
+    /// The first creation failed: every image fails with this error (not tried again).
+    failed: Option<Arc<Error>>,
+    /// Every session of the run, in order, with the images stored in it.
+    used: Vec<(SessionInfo, Vec<String>)>,
+    /// `--session` only (a session the run cannot replace): the server's refusal once it said
+    /// the session holds no more images; the run's other images are then not sent.
+    full: Option<String>,
+}
+
+/// Most sessions one image tries before giving up (each renewal opens one).
+const SESSIONS_PER_IMAGE: u32 = 3;
+/// How far the client's clock and the server's may differ, for times compared across them.
+const CLOCK_SLACK: chrono::TimeDelta = chrono::TimeDelta::minutes(2);
+/// Pages of the uploads list read to settle one lost image answer (100 rows each).
+const LOOKUP_PAGES: u32 = 20;
+
+/// The Apertur provider: a session per run (created on first need and shared by every file),
+/// replaced by a new one with the same options when it expires or fills up.
 pub struct Apertur {
     options: AperturOptions,
-    session: OnceCell<std::result::Result<SessionInfo, Arc<Error>>>,
-    /// Image ids uploaded by this run.
-    uploaded: Mutex<Vec<String>>,
-    /// The server's refusal once it said the session holds no more images
-    /// (`MAX_IMAGES_REACHED`): the run's other images are then not sent.
-    full: std::sync::OnceLock<String>,
+    sessions: tokio::sync::Mutex<Sessions>,
+    /// Image ids this run stored (or found stored after a lost answer): a look-up never takes
+    /// one of them for another image.
+    claimed: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Apertur {
     /// A provider with these settings.
     pub fn new(options: AperturOptions) -> Self {
-        Apertur { options, session: OnceCell::new(), uploaded: Mutex::new(Vec::new()), full: Default::default() }
+        Apertur { options, sessions: Default::default(), claimed: Default::default() }
     }
 
-    /// The session of the run: `--session`, else one created on the first upload, once, for
-    /// every file of the run (concurrent uploads wait for it). A failed creation is not tried
-    /// again by the other files: they fail with the same error.
-    async fn session(&self, api: &Api) -> Result<&SessionInfo> {
-        let created = self.session.get_or_init(|| async { self.create_session(api).await.map_err(Arc::new) }).await;
-        created.as_ref().map_err(|e| replay(e))
+    /// The session images go to now: `--session`, else one created on the first upload, once,
+    /// for every file of the run (concurrent uploads wait for it). A failed first creation is
+    /// not tried again by the other files: they fail with the same error.
+    async fn session(&self, api: &Api) -> Result<SessionInfo> {
+        let mut s = self.sessions.lock().await;
+        if let Some(c) = &s.current {
+            return Ok(c.clone());
+        }
+        if let Some(e) = &s.failed {
+            return Err(replay(e));
+        }
+        match self.create_session(api).await {
+            Ok(info) => {
+                s.current = Some(info.clone());
+                s.used.push((info.clone(), Vec::new()));
+                Ok(info)
+            }
+            Err(e) => {
+                let e = Arc::new(e);
+                s.failed = Some(e.clone());
+                Err(replay(&e))
+            }
+        }
+    }
+
+    /// Replaces the session `old`, which `why` (`has expired`, `is full`), by a new one with
+    /// the same options, and says so in one line; when another image replaced it already,
+    /// that one. Only sessions this run created are replaced (`--session` is the user's).
+    async fn renew(&self, ctx: &Context, old: &str, why: &str) -> Result<SessionInfo> {
+        let mut s = self.sessions.lock().await;
+        if let Some(c) = s.current.as_ref().filter(|c| c.id != old) {
+            return Ok(c.clone());
+        }
+        let info = self.create_session(&ctx.api).await?;
+        let line = format!("apertur: session {old} {why}; opened session {} with the same options", info.id);
+        tracing::info!("{line}");
+        ctx.progress.event(Event::Notice { message: line });
+        s.current = Some(info.clone());
+        s.used.push((info.clone(), Vec::new()));
+        Ok(info)
+    }
+
+    /// Images this run stored in session `id` so far.
+    async fn stored_in(&self, id: &str) -> usize {
+        self.sessions.lock().await.used.iter().find(|(s, _)| s.id == id).map_or(0, |(_, images)| images.len())
+    }
+
+    async fn record(&self, session: &str, image: &str) {
+        self.claimed.lock().expect("claimed lock").insert(image.to_string());
+        let mut s = self.sessions.lock().await;
+        if let Some((_, images)) = s.used.iter_mut().find(|(info, _)| info.id == session) {
+            images.push(image.to_string());
+        }
     }
 
     async fn create_session(&self, api: &Api) -> Result<SessionInfo> {
@@ -407,7 +477,7 @@ impl Apertur {
             .or_else(|| created.get("uuid"))
             .and_then(Value::as_str)
             .ok_or_else(|| protocol("create session", "the answer has no session id (`id` or `uuid`)"))?;
-        check_id("the session id", id).map_err(|_| protocol("create session", "the session id is not usable"))?;
+        crate::engine::http::check_path_id(PROVIDER, "create session", "session id", id)?;
         tracing::info!(session = id, "apertur: session created");
         Ok(SessionInfo { id: id.to_string(), long_polling: created.get("long_polling").and_then(Value::as_bool) })
     }
@@ -434,18 +504,137 @@ impl Apertur {
         self.path_type(file.path(), Some(file.size()))
     }
 
-    /// Refuses, without a request, an image for a session the server said is full.
-    fn not_full(&self, what: &str) -> Result<()> {
-        match self.full.get() {
+    /// Refuses, without a request, an image for a `--session` the server said is full.
+    async fn not_full(&self, what: &str) -> Result<()> {
+        match &self.sessions.lock().await.full {
             Some(refusal) => Err(session_full(what, &format!("not sent: the session is full ({refusal})"))),
             None => Ok(()),
         }
     }
 
-    async fn upload_image(&self, ctx: &Context, file: &FileSource, mime: &'static str) -> Result<Value> {
-        let session = self.session(&ctx.api).await?;
+    /// Uploads one image: into the run's session, into a new one (same options) when the
+    /// session has expired (410) or is full (`MAX_IMAGES_REACHED`, or as many images as
+    /// `--max-images` stored by this run); a lost answer is settled by the uploads list before
+    /// the image is sent again. The session it went to, and the answer.
+    async fn upload_image(&self, ctx: &Context, file: &FileSource, mime: &'static str) -> Result<(SessionInfo, Value)> {
         let what = format!("upload {}", file.file_name());
-        self.not_full(&what)?;
+        let renewable = self.options.session.is_none();
+        let mut session = self.session(&ctx.api).await?;
+        for round in 1..=SESSIONS_PER_IMAGE {
+            let last = round == SESSIONS_PER_IMAGE;
+            if renewable
+                && !last
+                && let Some(max) = self.options.max_images
+                && self.stored_in(&session.id).await >= max as usize
+            {
+                session = self.renew(ctx, &session.id, "is full").await?;
+            }
+            self.not_full(&what).await?;
+            let since = chrono::Utc::now() - CLOCK_SLACK;
+            // The whole send, look-ups and resends: the run's bound for such operations, plus the
+            // image at 64 KiB/s (a moving upload is not cut; a stalled one is, by the idle
+            // timeout of each request).
+            let deadline = ctx.api.exec.operation_deadline() + Duration::from_secs(file.size() / 65_536);
+            let answer = crate::engine::multipart::send_once_then_look_up(
+                (PROVIDER, what.as_str()),
+                &ctx.api.retry,
+                deadline,
+                &ctx.cancel,
+                |e| matches!(e, Error::Ambiguous { .. }),
+                || self.post_image(ctx, file, mime, &session.id, &what),
+                || self.find_image(&ctx.api, &session.id, file, since),
+            )
+            .await;
+            match answer {
+                Ok(v) => {
+                    if let Some(id) = v.get("id").and_then(Value::as_str) {
+                        self.record(&session.id, id).await;
+                    }
+                    return Ok((session, v));
+                }
+                Err(Error::Rejected { status: 410, .. }) if renewable && !last => {
+                    session = self.renew(ctx, &session.id, "has expired").await?;
+                }
+                Err(Error::Rejected { code: Some(code), .. }) if code == "MAX_IMAGES_REACHED" && renewable && !last => {
+                    session = self.renew(ctx, &session.id, "is full").await?;
+                }
+                Err(Error::Rejected { status: 400, code: Some(code), message, .. })
+                    if code == "MAX_IMAGES_REACHED" && !renewable =>
+                {
+                    self.sessions.lock().await.full.get_or_insert(message.clone());
+                    return Err(session_full(&what, &message));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        unreachable!("the last round returns")
+    }
+
+    /// What a lost image answer did: the uploads list (`GET /api/v1/uploads?page&pageSize`,
+    /// newest first when the server says so) is read for a row of this session, this file's
+    /// name and size, created since the request went out and not already claimed by this run.
+    /// One row: stored (its id is the image's). None: the image may be sent again. Several:
+    /// they cannot be told apart, the look-up fails (the image is not sent again).
+    async fn find_image(
+        &self,
+        api: &Api,
+        session: &str,
+        file: &FileSource,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<crate::engine::multipart::Lookup<Value>> {
+        use crate::engine::multipart::Lookup;
+        let name = file.file_name();
+        let rows = admin::uploads_since(api, since, LOOKUP_PAGES).await?;
+        let claimed = self.claimed.lock().expect("claimed lock").clone();
+        let found: Vec<&Value> = rows
+            .iter()
+            .filter(|r| {
+                text(r, &["sessionId"]).as_deref() == Some(session)
+                    && text(r, &["filename"]).as_deref() == Some(name.as_str())
+                    && r.get("sizeBytes").and_then(Value::as_u64) == Some(file.size())
+                    && text(r, &["id"]).is_some_and(|id| !claimed.contains(&id))
+            })
+            .collect();
+        match found.as_slice() {
+            [] => Ok(Lookup::NotFound),
+            [row] => {
+                let id = text(row, &["id"]).unwrap_or_default();
+                crate::engine::http::check_path_id(PROVIDER, "list uploads", "image id", &id)?;
+                if !self.claimed.lock().expect("claimed lock").insert(id.clone()) {
+                    return Err(protocol(
+                        "list uploads",
+                        &format!("image {id} was just taken by another file of this run"),
+                    ));
+                }
+                tracing::info!(image = %id, session, file = %name, "apertur: the image whose answer was lost is stored");
+                Ok(Lookup::Found(json!({
+                    "id": id,
+                    "filename": name,
+                    "size_bytes": file.size(),
+                    "found_by": "GET /api/v1/uploads",
+                })))
+            }
+            several => Err(protocol(
+                "list uploads",
+                &format!(
+                    "{} uploads of {name} ({} bytes) in session {session} since the lost request: cannot tell which one it made",
+                    several.len(),
+                    file.size()
+                ),
+            )),
+        }
+    }
+
+    /// One `POST /api/v1/upload/{uuid}/images` of the file (not sent again after it may have
+    /// arrived: [`Error::Ambiguous`]); its answer.
+    async fn post_image(
+        &self,
+        ctx: &Context,
+        file: &FileSource,
+        mime: &'static str,
+        session: &str,
+        what: &str,
+    ) -> Result<Value> {
         let part = FilePart { field: "file".into(), file_name: file.file_name(), content_type: mime.into() };
         let framing = crate::engine::form::form(&[], &part, file.size());
         let length = framing.content_length;
@@ -490,7 +679,7 @@ impl Apertur {
         });
         // No bound on the whole request: the idle watch cuts it when it stops moving.
         let api = Api { on_retry, ..ctx.api.clone() };
-        let path = format!("/api/v1/upload/{}/images", session.id);
+        let path = format!("/api/v1/upload/{session}/images");
         crate::engine::http::check_api_path(&path)?;
         let url = api.url(&path);
         let permit = match &pool {
@@ -504,8 +693,8 @@ impl Apertur {
             None => None,
         };
         // The session may have filled up while this image waited for its permit.
-        self.not_full(&what)?;
-        let result = api.execute(&what, Method::POST, url, Retry::Once, None, &attach).await;
+        self.not_full(what).await?;
+        let result = api.execute(what, Method::POST, url, Retry::Once, None, &attach).await;
         if let (Ok(_), Some(permit)) = (&result, permit) {
             permit.finished();
         }
@@ -515,14 +704,8 @@ impl Apertur {
         if settled != counted {
             progress.event(Event::Bytes { part: 1, delta: settled - counted });
         }
-        let answer = match result {
-            Err(Error::Rejected { status: 400, code: Some(code), message, .. }) if code == "MAX_IMAGES_REACHED" => {
-                let _ = self.full.set(message.clone());
-                return Err(session_full(&what, &message));
-            }
-            r => r?,
-        };
-        serde_json::from_slice(&answer.body).map_err(|e| protocol(&what, &format!("cannot read the answer: {e}")))
+        let answer = result?;
+        serde_json::from_slice(&answer.body).map_err(|e| protocol(what, &format!("cannot read the answer: {e}")))
     }
 }
 
@@ -589,7 +772,10 @@ impl Provider for Apertur {
         }
         requests.push(format!("POST /api/v1/upload/{{uuid}}/images (multipart/form-data, field file, {mime})"));
         if self.options.wait {
-            requests.push("GET /api/v1/upload-sessions/{uuid}/delivery-status until every delivery ends".into());
+            requests.push(format!(
+                "GET /api/v1/upload-sessions/{{uuid}}/delivery-status until every delivery ends (at most {} s)",
+                self.options.wait_timeout.as_secs()
+            ));
         }
         Ok(DryRun {
             provider: PROVIDER,
@@ -617,12 +803,10 @@ impl Provider for Apertur {
         if out.iter().all(Option::is_some) {
             return Ok(out);
         }
-        // Limits: those of the options for a new session, the server's for an existing one.
+        // Limits: those of the options for a new session (its image limit is no limit for the
+        // run: a full session is replaced by a new one), the server's for an existing one.
         let (allowed, limit, room) = match &self.options.session {
-            None => {
-                let max = self.options.max_images.map(u64::from);
-                (self.options.allowed.clone(), max, max)
-            }
+            None => (self.options.allowed.clone(), None, None),
             Some(id) => {
                 let s: Value = ctx.api.get("get session", &format!("/api/v1/upload/{id}/session"), &[]).json().await?;
                 let allowed = s
@@ -666,22 +850,20 @@ impl Provider for Apertur {
             done_bytes: 0,
             done_parts: 0,
         });
-        let answer = self.upload_image(ctx, &file, mime).await?;
+        let (session, answer) = self.upload_image(ctx, &file, mime).await?;
         file.check_unchanged()?;
         ctx.progress.event(Event::PartDone { part: 1 });
         ctx.progress.event(Event::Finished);
-        let session = self.session(&ctx.api).await?;
         let image_id = answer
             .get("id")
             .and_then(Value::as_str)
             .ok_or_else(|| protocol("upload image", "the answer has no image `id`"))?
             .to_string();
-        self.uploaded.lock().expect("lock").push(image_id.clone());
         let mut fields = serde_json::Map::new();
         fields.insert("session_id".into(), session.id.clone().into());
         fields.insert("image_id".into(), image_id.clone().into());
         fields.insert("mime_type".into(), mime.into());
-        for key in ["filename", "size_bytes", "destinations", "long_polling"] {
+        for key in ["filename", "size_bytes", "destinations", "long_polling", "found_by"] {
             if let Some(v) = answer.get(key) {
                 fields.insert(key.into(), v.clone());
             }
@@ -707,20 +889,37 @@ impl Provider for Apertur {
         if !self.options.wait {
             return Ok(());
         }
-        let Some(Ok(session)) = self.session.get() else { return Ok(()) };
-        let expected = self.uploaded.lock().expect("lock").len();
-        if expected == 0 {
-            return Ok(());
+        let used: Vec<(String, usize)> = self
+            .sessions
+            .lock()
+            .await
+            .used
+            .iter()
+            .filter(|(_, images)| !images.is_empty())
+            .map(|(s, images)| (s.id.clone(), images.len()))
+            .collect();
+        // Every session the run used, one after the other, within one deadline; a failed
+        // delivery is reported once every session was followed.
+        let deadline = Instant::now() + self.options.wait_timeout;
+        let mut failed = None;
+        for (session, expected) in used {
+            let follow = Follow {
+                api: ctx.api.clone(),
+                session,
+                expected_images: expected,
+                timeout: deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)),
+                interval: self.options.poll_interval,
+                quiet: self.options.quiet,
+            };
+            match follow.run(&ctx.cancel).await {
+                Ok(()) => {}
+                Err(e @ Error::ProcessingFailed { .. }) => {
+                    failed.get_or_insert(e);
+                }
+                Err(e) => return Err(e),
+            }
         }
-        let follow = Follow {
-            api: ctx.api.clone(),
-            session: session.id.clone(),
-            expected_images: expected,
-            timeout: self.options.wait_timeout,
-            interval: self.options.poll_interval,
-            quiet: self.options.quiet,
-        };
-        follow.run(&ctx.cancel).await
+        failed.map_or(Ok(()), Err)
     }
 }
 
@@ -756,7 +955,8 @@ impl Delivery {
     /// `Some(true)` delivered, `Some(false)` failed, `None` still in progress.
     pub fn outcome(&self) -> Option<bool> {
         match self.status.to_ascii_lowercase().as_str() {
-            "delivered" | "success" | "succeeded" => Some(true),
+            // `sent` is the SDK's word for delivered; `sending` and `retrying` are in progress.
+            "delivered" | "sent" | "success" | "succeeded" => Some(true),
             "failed" | "error" => Some(false),
             _ => None,
         }
