@@ -173,7 +173,7 @@ impl<F: Fn(Event) + Send + Sync> Progress for F {
 
 /// The upload is done: its (completed) resume journal goes.
 fn forget_journal(ctx: &Context, path: &Path) {
-    if let (Some(dir), Ok(canonical)) = (&ctx.state_dir, std::fs::canonicalize(path)) {
+    if let (Some(dir), Ok(canonical)) = (&ctx.state_dir, crate::engine::platform::canonicalize(path)) {
         crate::engine::journal::remove(dir, ctx.api.provider, ctx.api.base.as_str().trim_end_matches('/'), &canonical);
     }
 }

@@ -229,6 +229,10 @@ impl UploadSettings {
                 concurrency,
             },
         )?;
+        // No journal, lock or done record without one: a run never goes on like that silently.
+        if state_dir.is_none() && !args.dry_run {
+            return Err(crate::cli::dirs::no_state_dir());
+        }
         let uploader = UploaderOptions {
             concurrency,
             url_prefetch: concurrency.clamp(2, 8),
@@ -457,12 +461,9 @@ pub(crate) fn run_executor(cancel: CancellationToken, quiet: bool) -> crate::eng
     Executor::new(cancel, notifier)
 }
 
-/// `$XDG_STATE_HOME/upload`, else `~/.local/state/upload`.
+/// The system's default state directory ([`crate::cli::dirs`]).
 pub(crate) fn default_state_dir() -> Option<PathBuf> {
-    if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
-        return Some(PathBuf::from(x).join("upload"));
-    }
-    std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".local/state/upload"))
+    crate::cli::dirs::state_dir()
 }
 
 /// The run's connect timeout: `--connect-timeout` (env `UPLOAD_CONNECT_TIMEOUT`, checked by

@@ -346,8 +346,9 @@ async fn a_bulk_images_directory_is_one_capture_and_a_new_one_only_when_it_chang
 
     // A change of permissions is no new content: no new capture.
     {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(c1.join("img0.jpg"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        let mut p = std::fs::metadata(c1.join("img0.jpg")).unwrap().permissions();
+        p.set_readonly(true);
+        std::fs::set_permissions(c1.join("img0.jpg"), p).unwrap();
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(emu.objects().len(), 1);
