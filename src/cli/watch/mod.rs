@@ -354,10 +354,17 @@ fn move_path(from: &Path, to: &Path) -> std::io::Result<()> {
         Ok(()) => Ok(()),
         // Another file system (Linux's EXDEV), another drive (Windows' ERROR_NOT_SAME_DEVICE).
         Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices && from.is_file() => {
-            let tmp = to.with_extension(format!("upload-tmp{}", std::process::id()));
-            std::fs::copy(from, &tmp)?;
-            std::fs::File::open(&tmp)?.sync_all()?;
-            std::fs::rename(&tmp, to)?;
+            let tmp = crate::engine::durable::temp_path(to);
+            let copy = || {
+                std::fs::copy(from, &tmp)?;
+                // Opened for writing: Windows flushes no file opened for reading only ("Access denied").
+                std::fs::OpenOptions::new().write(true).open(&tmp)?.sync_all()?;
+                std::fs::rename(&tmp, to)
+            };
+            if let Err(e) = copy() {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
             std::fs::remove_file(from)
         }
         Err(e) => Err(e),
