@@ -1,31 +1,12 @@
-//! The library's error type and the one documented mapping from errors to exit codes.
+//! The library's error type: typed variants (and the server's error code where it gave one), so
+//! callers decide by variant and code, never by message text. The command line maps them to
+//! exit codes and hints in one place (`src/cli/report.rs`).
 
 use std::path::PathBuf;
 
-/// Exit codes of the `upload` binary. The table is also in the README; keep both in sync.
-pub mod exit {
-    /// Everything asked for succeeded.
-    pub const OK: i32 = 0;
-    /// Bad command-line usage or bad input (missing file, unknown extension, invalid value).
-    pub const USAGE: i32 = 2;
-    /// Authentication failed: no token, a rejected token, a failed sign-in.
-    pub const AUTH: i32 = 3;
-    /// The provider rejected a request (a 4xx other than authentication).
-    pub const REJECTED: i32 = 4;
-    /// Network or server failure that persisted after the retries.
-    pub const NETWORK: i32 = 5;
-    /// The upload arrived but the provider's processing ended in failure.
-    pub const PROCESSING_FAILED: i32 = 6;
-    /// A deadline passed while waiting (for processing, delivery, ...).
-    pub const TIMEOUT: i32 = 7;
-    /// Another run is uploading the same file (its journal is locked); nothing was sent.
-    pub const BUSY: i32 = 8;
-    /// Interrupted by Ctrl-C; the upload can be resumed by running the same command again.
-    pub const INTERRUPTED: i32 = 130;
-}
-
 /// Everything that can go wrong, with enough context to print one clear line and a hint.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// Invalid input detected locally, before any request was made.
     #[error("{message}")]
@@ -62,6 +43,9 @@ pub enum Error {
         what: String,
         /// HTTP status.
         status: u16,
+        /// The server's error code, when its answer named one (S3's `NoSuchUpload`, Apertur's
+        /// `MAX_IMAGES_REACHED`, ...).
+        code: Option<String>,
         /// One-line summary of the server's error body.
         message: String,
     },
@@ -149,6 +133,17 @@ pub enum Error {
         /// What to do.
         hint: String,
     },
+    /// The resume journal of a file no longer matches it (the file changed since its upload
+    /// was interrupted): not resumed.
+    #[error("{message}")]
+    JournalMismatch {
+        /// The file.
+        path: PathBuf,
+        /// What changed.
+        message: String,
+        /// What to do.
+        hint: String,
+    },
     /// Interrupted by the user; resumable.
     #[error("interrupted")]
     Interrupted {
@@ -163,51 +158,20 @@ impl Error {
         Error::Usage { message: message.into(), hint: Some(hint.into()) }
     }
 
-    /// The process exit code for this error (see [`exit`]).
-    pub fn exit_code(&self) -> i32 {
+    /// The hint the error carries, when it carries one (the command line adds its own for
+    /// the other variants).
+    pub fn hint(&self) -> Option<&str> {
         match self {
-            Error::Usage { .. } | Error::File { .. } => exit::USAGE,
-            Error::Auth { .. } => exit::AUTH,
-            Error::Rejected { .. } => exit::REJECTED,
-            Error::Network { .. }
-            | Error::Ambiguous { .. }
-            | Error::Unreachable { .. }
-            | Error::Certificate { .. }
-            | Error::Protocol { .. } => exit::NETWORK,
-            Error::ProcessingFailed { .. } => exit::PROCESSING_FAILED,
-            Error::Timeout { .. } => exit::TIMEOUT,
-            Error::Busy { .. } => exit::BUSY,
-            Error::Interrupted { .. } => exit::INTERRUPTED,
+            Error::Usage { hint, .. } | Error::Auth { hint, .. } => hint.as_deref(),
+            Error::Interrupted { hint } | Error::Busy { hint, .. } | Error::JournalMismatch { hint, .. } => Some(hint),
+            _ => None,
         }
     }
 
-    /// A short hint on how to fix the problem, when one is known.
-    pub fn hint(&self) -> Option<String> {
+    /// The server's error code of a refusal, when it named one.
+    pub fn code(&self) -> Option<&str> {
         match self {
-            Error::Usage { hint, .. } | Error::Auth { hint, .. } => hint.clone(),
-            Error::Interrupted { hint } | Error::Busy { hint, .. } => Some(hint.clone()),
-            Error::File { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-                Some("check the path; relative paths are taken from the current directory".into())
-            }
-            Error::Network { message, .. } if message.contains("TLS certificate of") => Some(
-                "when a TLS-inspecting proxy or a private CA signs it, give that CA's certificate with --ca-bundle FILE (env UPLOAD_CA_BUNDLE or SSL_CERT_FILE)".into(),
-            ),
-            Error::Network { .. } => {
-                Some("check the connection and run the same command again: finished parts are not sent twice".into())
-            }
-            Error::Ambiguous { .. } => Some(
-                "run the same command again: where the provider can look up what the request did it carries on from there; README \"Lost answers\" says what each provider may leave over".into(),
-            ),
-            Error::Certificate { .. } => Some(
-                "if a TLS-inspecting proxy or a private CA signs this host's certificate, give its CA with --ca-bundle FILE (env UPLOAD_CA_BUNDLE or SSL_CERT_FILE)".into(),
-            ),
-            Error::Unreachable { .. } => Some(
-                "check the endpoint (--endpoint), the network and any proxy (HTTPS_PROXY); nothing was uploaded".into(),
-            ),
-            Error::Rejected { message, .. } if message.contains("MAX_IMAGES_REACHED") => Some(
-                "upload the rest into another session (leave --session out for a new one), or create the session with a higher --max-images".into(),
-            ),
-            Error::Timeout { .. } => Some("raise --wait-timeout, or check the status later".into()),
+            Error::Rejected { code, .. } => code.as_deref(),
             _ => None,
         }
     }

@@ -12,129 +12,340 @@
 //! println!("{} {}", outcome.id, outcome.status);
 //! # Ok(()) }
 //! ```
+//!
+//! An `Uploader` holds what every upload it makes shares, built once at its first upload: one
+//! HTTP connection pool, one request executor (its retry budget, its knowledge of which hosts
+//! answered), one permit pool for the parts in flight (pinned or tuned), one bandwidth limit,
+//! one token source (a given token, the vendor's built-in sign-in, or a command). Clones share
+//! them; a builder method called afterwards starts a new set. The command line builds one per
+//! run and uploads every file through it ([`Uploader::run`], in [`crate::run`]).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use futures::Stream;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::progress::{Event, NoProgress, Progress};
+use crate::engine::ratelimit::RateLimit;
+use crate::engine::request::{Executor, Notifier};
 use crate::engine::retry::RetryPolicy;
-use crate::engine::source::FileSource;
+use crate::engine::tune::{Concurrency, Files, Permits};
 use crate::engine::uploader::UploaderOptions;
 use crate::error::Result;
+use crate::providers::api::{DEFAULT_TIMEOUT, RequestSigner};
+use crate::providers::signin::{Credentials, SignIn};
 use crate::providers::{Api, Context, Provider, TokenSource, UploadOutcome};
 use crate::redact::Secret;
+use crate::run::{FileResult, Item, RunOptions};
 
-/// Uploads files to one provider. Cheap to clone; one HTTP connection pool per `Uploader`.
+/// Uploads files to one provider. Cheap to clone; clones share one connection pool, executor,
+/// part budget, bandwidth limit and token source.
 #[derive(Clone)]
 pub struct Uploader {
+    config: Config,
+    shared: Arc<OnceLock<Arc<Shared>>>,
+}
+
+/// What the builder methods set.
+#[derive(Clone)]
+struct Config {
     provider: Arc<dyn Provider>,
     endpoint: Option<String>,
+    auth_endpoint: Option<String>,
     token: Option<Secret>,
     token_command: Option<String>,
-    options: UploaderOptions,
+    sign_in: Option<Credentials>,
+    concurrency: Concurrency,
+    files: Files,
+    retry: RetryPolicy,
+    content_md5: bool,
+    rate: RateLimit,
     state_dir: Option<PathBuf>,
+    resume: bool,
+    resume_options: serde_json::Value,
+    signer: Option<Arc<dyn RequestSigner>>,
+    notifier: Option<Notifier>,
     progress: Arc<dyn Progress>,
     cancel: CancellationToken,
+}
+
+/// What the uploads of an `Uploader` share, built at the first one.
+pub(crate) struct Shared {
+    pub(crate) endpoint: url::Url,
+    pub(crate) http: reqwest::Client,
+    pub(crate) tokens: Arc<TokenSource>,
+    pub(crate) exec: Executor,
+    pub(crate) permits: Arc<Permits>,
 }
 
 impl Uploader {
     /// An uploader for `provider` (e.g. [`crate::providers::teleport::Teleport`], or a
     /// provider of your own) with the endpoint and token environment variable its
-    /// [`Descriptor`](crate::providers::Descriptor) documents, 8 parts at once, 10 retries, no
-    /// resume journal and no progress reporting.
+    /// [`Descriptor`](crate::providers::Descriptor) documents, the part concurrency tuned from
+    /// the measured throughput (up to 64, as the command line's `--concurrency auto`), 10
+    /// retries, no resume journal and no progress reporting.
     pub fn new(provider: impl Provider + 'static) -> Self {
+        Self::from_arc(Arc::new(provider))
+    }
+
+    /// [`Uploader::new`] for a provider already shared.
+    pub fn from_arc(provider: Arc<dyn Provider>) -> Self {
         Uploader {
-            provider: Arc::new(provider),
-            endpoint: None,
-            token: None,
-            token_command: None,
-            options: UploaderOptions::default(),
-            state_dir: None,
-            progress: Arc::new(NoProgress),
-            cancel: CancellationToken::new(),
+            config: Config {
+                provider,
+                endpoint: None,
+                auth_endpoint: None,
+                token: None,
+                token_command: None,
+                sign_in: None,
+                concurrency: Concurrency::Auto { max: crate::engine::tune::DEFAULT_MAX },
+                files: Files::Auto,
+                retry: RetryPolicy::default(),
+                content_md5: false,
+                rate: RateLimit::off(),
+                state_dir: None,
+                resume: true,
+                resume_options: serde_json::Value::Null,
+                signer: None,
+                notifier: None,
+                progress: Arc::new(NoProgress),
+                cancel: CancellationToken::new(),
+            },
+            shared: Arc::default(),
         }
     }
 
-    /// Replaces the documented API origin (plain http is accepted for loopback only).
-    pub fn endpoint(mut self, url: impl Into<String>) -> Self {
-        self.endpoint = Some(url.into());
+    fn set(mut self, f: impl FnOnce(&mut Config)) -> Self {
+        f(&mut self.config);
+        self.shared = Arc::default();
         self
+    }
+
+    /// Replaces the documented API origin (plain http is accepted for loopback only).
+    pub fn endpoint(self, url: impl Into<String>) -> Self {
+        self.set(|c| c.endpoint = Some(url.into()))
     }
 
     /// The bearer token (default: the provider's env var, then `UPLOAD_TOKEN`).
-    pub fn token(mut self, token: impl Into<String>) -> Self {
-        self.token = Some(Secret::new(token.into()));
-        self
+    pub fn token(self, token: impl Into<String>) -> Self {
+        self.set(|c| c.token = Some(Secret::new(token.into())))
+    }
+
+    /// The bearer token, already a [`Secret`] (blank: none).
+    pub fn token_secret(self, token: Option<Secret>) -> Self {
+        self.set(|c| c.token = token.filter(|t| !t.is_empty()))
     }
 
     /// A shell command printing a fresh token, run when none is set and after a 401.
-    pub fn token_command(mut self, cmd: impl Into<String>) -> Self {
-        self.token_command = Some(cmd.into());
-        self
+    pub fn token_command(self, cmd: impl Into<String>) -> Self {
+        self.set(|c| c.token_command = Some(cmd.into()))
     }
 
-    /// Parts in flight at once.
-    pub fn concurrency(mut self, n: usize) -> Self {
-        self.options.concurrency = n.max(1);
-        self.options.url_prefetch = n.clamp(2, 8);
-        self
+    /// The vendor's built-in sign-in (Teleport client credentials, TruVideo's signed login):
+    /// used when no token is given, and to renew one; the token is cached in the state
+    /// directory when there is one.
+    pub fn sign_in(self, credentials: Credentials) -> Self {
+        self.set(|c| c.sign_in = Some(credentials))
+    }
+
+    /// Replaces the documented sign-in origin.
+    pub fn auth_endpoint(self, url: impl Into<String>) -> Self {
+        self.set(|c| c.auth_endpoint = Some(url.into()))
+    }
+
+    /// Parts (Apertur: images) in flight at once, pinned.
+    pub fn concurrency(self, n: usize) -> Self {
+        self.concurrency_setting(Concurrency::Fixed(n.max(1)))
+    }
+
+    /// Parts in flight: pinned, or tuned from the measured throughput up to a most.
+    pub fn concurrency_setting(self, setting: Concurrency) -> Self {
+        self.set(|c| c.concurrency = setting)
+    }
+
+    /// How many files of a [`run`](Uploader::run) upload at once.
+    pub fn files(self, files: Files) -> Self {
+        self.set(|c| c.files = files)
     }
 
     /// Retries of a failed part or idempotent request.
-    pub fn retries(mut self, n: u32) -> Self {
-        self.options.retry = RetryPolicy { max_retries: n, ..self.options.retry };
-        self
+    pub fn retries(self, n: u32) -> Self {
+        self.set(|c| c.retry = RetryPolicy { max_retries: n, ..c.retry.clone() })
     }
 
-    /// Keeps resume journals in `dir`, so an interrupted upload of the same file carries on.
-    pub fn state_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.state_dir = Some(dir.into());
-        self
+    /// Sends `Content-MD5` with each part, so the store checks every byte it received.
+    pub fn content_md5(self, on: bool) -> Self {
+        self.set(|c| c.content_md5 = on)
+    }
+
+    /// The bandwidth limit of every upload of this uploader together.
+    pub fn rate_limit(self, rate: RateLimit) -> Self {
+        self.set(|c| c.rate = rate)
+    }
+
+    /// Keeps resume journals and done records in `dir`, so an interrupted upload of the same
+    /// file carries on, and two runs of one file exclude each other.
+    pub fn state_dir(self, dir: impl Into<PathBuf>) -> Self {
+        self.set(|c| c.state_dir = Some(dir.into()))
+    }
+
+    /// Like [`state_dir`](Uploader::state_dir), `None` keeping no state.
+    pub fn state_dir_opt(self, dir: Option<PathBuf>) -> Self {
+        self.set(|c| c.state_dir = dir)
+    }
+
+    /// Carries on an interrupted upload from its journal (default); `false` starts over.
+    pub fn resume(self, on: bool) -> Self {
+        self.set(|c| c.resume = on)
+    }
+
+    /// What a resume journal keeps of the options of the run (for a later resume without the
+    /// original command; never a secret).
+    pub fn resume_options(self, options: serde_json::Value) -> Self {
+        self.set(|c| c.resume_options = options)
+    }
+
+    /// Signs every JSON API request (Apertur `--signing-secret`).
+    pub fn signer(self, signer: Option<Arc<dyn RequestSigner>>) -> Self {
+        self.set(|c| c.signer = signer)
+    }
+
+    /// Told about every retry of every request.
+    pub fn on_retry(self, notifier: Notifier) -> Self {
+        self.set(|c| c.notifier = Some(notifier))
     }
 
     /// Receives progress events.
-    pub fn progress(mut self, progress: impl Progress + 'static) -> Self {
-        self.progress = Arc::new(progress);
-        self
+    pub fn progress(self, progress: impl Progress + 'static) -> Self {
+        self.set(|c| c.progress = Arc::new(progress))
+    }
+
+    /// Ends every upload of this uploader when cancelled (the same token the uploader hands
+    /// out with [`cancel_token`](Uploader::cancel_token)).
+    pub fn cancel_on(self, cancel: CancellationToken) -> Self {
+        self.set(|c| c.cancel = cancel)
     }
 
     /// Cancelled: no new part starts, parts in flight get a few seconds, and the upload ends
     /// with [`Error::Interrupted`](crate::Error::Interrupted) (resumable with a state directory).
     pub fn cancel_token(&self) -> CancellationToken {
-        self.cancel.clone()
+        self.config.cancel.clone()
     }
 
-    fn context(&self, progress: Arc<dyn Progress>) -> Result<Context> {
-        let d = self.provider.descriptor();
-        let endpoint = self.endpoint.clone().unwrap_or_else(|| d.endpoint.to_string());
-        let base = crate::engine::http::checked_url(&endpoint, "endpoint")?;
-        let token = self.token.clone().or_else(|| d.env_token());
-        let tokens = Arc::new(TokenSource::new(d.name, d.token_env, token, self.token_command.clone()));
-        let http = crate::engine::http::client(self.options.concurrency);
-        let exec = crate::engine::request::Executor::new(self.cancel.clone(), None);
-        let mut uploader = self.options.clone();
-        uploader.exec = exec.clone();
+    /// The provider.
+    pub fn provider(&self) -> &dyn Provider {
+        self.config.provider.as_ref()
+    }
+
+    /// The bandwidth limit in force.
+    pub fn rate(&self) -> &RateLimit {
+        &self.config.rate
+    }
+
+    /// The state directory, when there is one.
+    pub fn state_dir_path(&self) -> Option<&Path> {
+        self.config.state_dir.as_deref()
+    }
+
+    /// Whether interrupted uploads are carried on.
+    pub fn resumes(&self) -> bool {
+        self.config.resume
+    }
+
+    /// How many files of a run upload at once.
+    pub fn files_setting(&self) -> Files {
+        self.config.files
+    }
+
+    /// The most parts that were in flight at once so far.
+    pub fn peak_parts(&self) -> usize {
+        self.shared.get().map_or(0, |s| s.permits.peak_in_use())
+    }
+
+    /// The API origin, without a trailing slash (the key of journals and done records).
+    pub fn endpoint_key(&self) -> Result<String> {
+        Ok(self.shared()?.endpoint.as_str().trim_end_matches('/').to_string())
+    }
+
+    /// What the uploads share, built at the first call.
+    pub(crate) fn shared(&self) -> Result<Arc<Shared>> {
+        if let Some(s) = self.shared.get() {
+            return Ok(s.clone());
+        }
+        let c = &self.config;
+        let d = c.provider.descriptor();
+        let endpoint = c.endpoint.clone().unwrap_or_else(|| d.endpoint.to_string());
+        let endpoint = crate::engine::http::checked_url(&endpoint, "endpoint")?;
+        let http = crate::engine::http::client(c.concurrency.max());
+        let token = c.token.clone().or_else(|| d.env_token());
+        let sign_in = match &c.sign_in {
+            Some(credentials) => {
+                let text = c.auth_endpoint.as_deref().or(d.auth_endpoint(false)).unwrap_or_default();
+                let auth = crate::engine::http::checked_url(text, "--auth-endpoint")?;
+                Some(SignIn::new(d.name, auth, credentials.clone(), http.clone(), c.state_dir.as_deref()))
+            }
+            None => None,
+        };
+        let tokens = Arc::new(TokenSource::with_sign_in(d.name, d.token_env, token, sign_in, c.token_command.clone()));
+        let shared = Arc::new(Shared {
+            endpoint,
+            http,
+            tokens,
+            exec: Executor::new(c.cancel.clone(), c.notifier.clone()),
+            permits: Permits::new(c.concurrency),
+        });
+        let _ = self.shared.set(shared);
+        Ok(self.shared.get().expect("just set").clone())
+    }
+
+    /// The run context of one file (or of the run's `prepare`/`finish`), its waits ending on
+    /// `cancel`.
+    pub(crate) fn context(&self, progress: Arc<dyn Progress>, cancel: CancellationToken) -> Result<Context> {
+        let s = self.shared()?;
+        let c = &self.config;
+        let exec = s.exec.with_cancel(cancel.clone());
+        let max = c.concurrency.max();
+        let uploader = UploaderOptions {
+            concurrency: max,
+            url_prefetch: max.clamp(2, 8),
+            retry: c.retry.clone(),
+            content_type: None,
+            content_md5: c.content_md5,
+            drain: Duration::from_secs(5),
+            seed: None,
+            shared_permits: Some(s.permits.clone()),
+            rate: c.rate.clone(),
+            exec: exec.clone(),
+        };
         Ok(Context {
-            api: Api::new(http, base, d.name, tokens, self.options.retry.clone()).with_executor(exec),
+            api: Api {
+                exec,
+                http: s.http.clone(),
+                base: s.endpoint.clone(),
+                provider: c.provider.name(),
+                token: s.tokens.clone(),
+                retry: c.retry.clone(),
+                signer: c.signer.clone(),
+                timeout: DEFAULT_TIMEOUT,
+                on_retry: None,
+            },
             uploader,
             progress,
-            cancel: self.cancel.clone(),
-            state_dir: self.state_dir.clone(),
-            resume: true,
-            journal_options: serde_json::Value::Null,
+            cancel,
+            state_dir: c.state_dir.clone(),
+            resume: c.resume,
+            journal_options: c.resume_options.clone(),
         })
     }
 
-    /// Uploads one file through the provider's whole flow.
+    /// Uploads one file through the provider's whole flow, as a run of that one file
+    /// (the provider's `prepare` and `finish` included: Apertur's `wait` follows the
+    /// deliveries). With a state directory the upload is journaled (an interrupted one carries
+    /// on), locked against a second run of the same file, and recorded as done.
     pub async fn upload(&self, path: impl AsRef<Path>) -> Result<UploadOutcome> {
-        let ctx = self.context(self.progress.clone())?;
-        let file = FileSource::open(path.as_ref())?;
-        let outcome = self.provider.upload(&ctx, file).await?;
-        forget_journal(&ctx, path.as_ref());
-        Ok(outcome)
+        self.upload_reporting(path.as_ref(), self.config.progress.clone()).await
     }
 
     /// Uploads one file and hands its progress events out as a stream. Drive the future;
@@ -145,14 +356,25 @@ impl Uploader {
     ) -> (impl Stream<Item = Event> + Send + 'static, impl Future<Output = Result<UploadOutcome>> + Send + '_) {
         let (tx, rx) = futures::channel::mpsc::unbounded();
         let path = path.as_ref().to_path_buf();
-        let fut = async move {
-            let ctx = self.context(Arc::new(ChannelProgress(tx)))?;
-            let file = FileSource::open(&path)?;
-            let outcome = self.provider.upload(&ctx, file).await?;
-            forget_journal(&ctx, &path);
-            Ok(outcome)
-        };
+        let fut = async move { self.upload_reporting(&path, Arc::new(ChannelProgress(tx))).await };
         (rx, fut)
+    }
+
+    async fn upload_reporting(&self, path: &Path, progress: Arc<dyn Progress>) -> Result<UploadOutcome> {
+        let cancel = self.config.cancel.clone();
+        let item = Item::File(path.to_path_buf());
+        self.check(&item)?;
+        if let Some(Some(err)) = self.prepare(std::slice::from_ref(&item), &cancel).await?.pop() {
+            return Err(err);
+        }
+        let options = RunOptions { force: true, resume: self.config.resume, ..RunOptions::default() };
+        let progress_for = move |_: &Item| progress.clone();
+        let outcome = match self.upload_item(&item, &options, &progress_for, cancel.clone()).await? {
+            FileResult::Uploaded(outcome) => outcome,
+            other => unreachable!("a forced upload that is not a dry run uploads: {other:?}"),
+        };
+        self.finish(&cancel).await?;
+        Ok(outcome)
     }
 }
 
@@ -168,12 +390,5 @@ impl Progress for ChannelProgress {
 impl<F: Fn(Event) + Send + Sync> Progress for F {
     fn event(&self, event: Event) {
         self(event)
-    }
-}
-
-/// The upload is done: its (completed) resume journal goes.
-fn forget_journal(ctx: &Context, path: &Path) {
-    if let (Some(dir), Ok(canonical)) = (&ctx.state_dir, crate::engine::platform::canonicalize(path)) {
-        crate::engine::journal::remove(dir, ctx.api.provider, ctx.api.base.as_str().trim_end_matches('/'), &canonical);
     }
 }

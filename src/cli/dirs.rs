@@ -118,7 +118,7 @@ mod tests {
         }
         let e = no_state_dir();
         assert!(e.to_string().starts_with("no state directory"), "{e}");
-        assert_eq!(e.hint().as_deref(), Some("pass --state-dir DIR (or set UPLOAD_STATE_DIR)"));
-        assert_eq!(e.exit_code(), crate::error::exit::USAGE);
+        assert_eq!(e.hint(), Some("pass --state-dir DIR (or set UPLOAD_STATE_DIR)"));
+        assert_eq!(crate::cli::report::exit_code(&e), crate::cli::report::exit::USAGE);
     }
 }

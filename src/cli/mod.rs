@@ -7,6 +7,7 @@ pub(crate) mod batch;
 pub(crate) mod commands;
 pub(crate) mod config;
 pub(crate) mod dirs;
+pub(crate) mod report;
 pub(crate) mod settings;
 pub(crate) mod signals;
 pub(crate) mod ui;
@@ -17,7 +18,7 @@ use std::io::Write;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine;
-use crate::error::{self, Error, Result};
+use crate::error::{Error, Result};
 
 /// The `upload` binary: parse, set up the terminal and logs, run, map the error to an exit code.
 pub fn main() -> std::process::ExitCode {
@@ -36,7 +37,7 @@ pub fn main() -> std::process::ExitCode {
         Ok(code) => code,
         Err(err) => {
             report_error(&err);
-            err.exit_code()
+            crate::cli::report::exit_code(&err)
         }
     };
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
@@ -85,9 +86,8 @@ pub(crate) async fn run(cli: args::Cli) -> Result<i32> {
     }
     let cancel = CancellationToken::new();
     install_ctrl_c(cancel.clone());
-    let settings = settings::UploadSettings::from_args(&cli.upload, &cli.output)?;
-    let provider = settings.provider()?;
-    batch::run(&cli, &settings, provider.as_ref(), cancel).await
+    let settings = settings::UploadSettings::from_args(&cli.upload, &cli.output, cancel)?;
+    batch::run(&cli, &settings).await
 }
 
 async fn run_command(cmd: args::Command, output: args::OutputArgs) -> Result<i32> {
@@ -153,7 +153,7 @@ pub(crate) fn install_ctrl_c(cancel: CancellationToken) {
             if stop.recv().await {
                 ui::clear_board();
                 eprintln!("upload: interrupted: run the same command again to resume");
-                std::process::exit(error::exit::INTERRUPTED);
+                std::process::exit(crate::cli::report::exit::INTERRUPTED);
             }
         }
     });
@@ -172,7 +172,7 @@ pub(crate) fn ignore_broken_pipe(r: std::io::Result<()>) -> Result<()> {
 pub(crate) fn report_error(err: &Error) {
     let mut stderr = std::io::stderr().lock();
     let _ = writeln!(stderr, "upload: error: {err}");
-    if let Some(h) = err.hint()
+    if let Some(h) = crate::cli::report::hint(err)
         && !h.is_empty()
     {
         let _ = writeln!(stderr, "  hint: {h}");

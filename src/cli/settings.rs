@@ -6,38 +6,26 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::args::{ApiArgs, OutputArgs, ProviderName, SignInArgs, TokenArgs, UploadArgs};
+use crate::cli::args::{ApiArgs, AutoCount, OutputArgs, ProviderName, SignInArgs, TokenArgs, UploadArgs};
 use crate::cli::config::ConfigFile;
-use crate::engine::progress::Progress;
 use crate::engine::ratelimit::{OffsetClock, RateLimit, Schedule};
 use crate::engine::retry::RetryPolicy;
-use crate::engine::uploader::UploaderOptions;
+use crate::engine::tune::Files;
 use crate::error::{Error, Result};
 use crate::providers::signin::{Credentials, SignIn};
-use crate::providers::{
-    Api, Context, Descriptor, Provider, SignInKind, TokenSource, apertur, teleport, truvideo, uplift,
-};
+use crate::providers::{Api, Descriptor, Provider, SignInKind, TokenSource, apertur, teleport, truvideo, uplift};
 use crate::redact::Secret;
+use crate::run::{RunOptions, Selection};
+use crate::uploader::Uploader;
 
-/// Validated settings for an upload run.
+/// Validated settings for an upload run: the library's [`Uploader`] built from the flags,
+/// the environment and the configuration file, and what the run does with each file.
 pub(crate) struct UploadSettings {
     /// Which provider.
     pub(crate) provider: ProviderName,
-    /// API base URL.
-    pub(crate) endpoint: url::Url,
-    /// Token source.
-    pub(crate) token: Arc<TokenSource>,
-    /// Part uploader options.
-    pub(crate) uploader: UploaderOptions,
-    /// State directory.
-    pub(crate) state_dir: Option<PathBuf>,
-    /// Resume.
-    pub(crate) resume: bool,
+    /// The run's front door: provider, endpoint, tokens, part budget, rate limit, state.
+    pub(crate) uploader: Uploader,
     args: UploadArgs,
-    quiet: bool,
-    http: reqwest::Client,
-    /// The run's executor, made with the run's cancellation token at the first context.
-    exec: std::sync::OnceLock<crate::engine::request::Executor>,
 }
 
 impl ProviderName {
@@ -82,16 +70,28 @@ pub(crate) struct Connection {
     pub(crate) endpoint: url::Url,
     /// Token source (given token > built-in sign-in > token command).
     pub(crate) token: Arc<TokenSource>,
-    /// State directory.
-    pub(crate) state_dir: Option<PathBuf>,
     /// The HTTP pool.
     pub(crate) http: reqwest::Client,
+}
+
+/// A command's connection settings, merged but not yet connected.
+pub(crate) struct Resolved {
+    /// API base URL.
+    pub(crate) endpoint: url::Url,
+    /// The token given (flag, env, config file).
+    pub(crate) token: Option<Secret>,
+    /// `--token-command`.
+    pub(crate) command: Option<String>,
+    /// The built-in sign-in's credentials and origin, when given.
+    pub(crate) sign_in: Option<(Credentials, url::Url)>,
+    /// State directory.
+    pub(crate) state_dir: Option<PathBuf>,
 }
 
 /// The one merge of the connection settings of every command (uploads, `auth check`, the
 /// management subcommands): flags > environment > the configuration file (the provider's
 /// section, `[defaults]`) > what the provider's descriptor documents.
-pub(crate) fn connect(provider: ProviderName, config: &ConfigFile, a: ConnectionArgs<'_>) -> Result<Connection> {
+pub(crate) fn resolve(provider: ProviderName, config: &ConfigFile, a: ConnectionArgs<'_>) -> Result<Resolved> {
     let d = provider.descriptor();
     let section = config.section(provider);
     let rc = a.rc || section.rc.unwrap_or(false);
@@ -100,17 +100,33 @@ pub(crate) fn connect(provider: ProviderName, config: &ConfigFile, a: Connection
     let mut sign_in = a.sign_in.clone();
     config.apply_sign_in(provider, &mut sign_in);
     let state_dir = a.state_dir.or_else(|| config.defaults.state_dir.clone()).or_else(default_state_dir);
+    let token = resolve_token(a.tokens.token, provider).or_else(|| section.token.clone()).filter(|t| !t.is_empty());
+    let sign_in = match sign_in_credentials(d, &sign_in, token.is_some())? {
+        None => None,
+        Some(credentials) => {
+            let text = sign_in.auth_endpoint.as_deref().or(d.auth_endpoint(rc)).unwrap_or_default();
+            Some((credentials, crate::engine::http::checked_url(text, "--auth-endpoint")?))
+        }
+    };
+    Ok(Resolved {
+        endpoint,
+        token,
+        command: a.tokens.token_command.or(section.token_command.clone()),
+        sign_in,
+        state_dir,
+    })
+}
+
+/// [`resolve`], connected: an HTTP pool of `a.concurrency` connections and the token source.
+pub(crate) fn connect(provider: ProviderName, config: &ConfigFile, a: ConnectionArgs<'_>) -> Result<Connection> {
+    let d = provider.descriptor();
     let http = crate::engine::http::client(a.concurrency);
-    let token = Arc::new(token_source(
-        provider,
-        resolve_token(a.tokens.token, provider).or_else(|| section.token.clone()),
-        a.tokens.token_command.or(section.token_command.clone()),
-        &sign_in,
-        rc,
-        state_dir.as_deref(),
-        &http,
-    )?);
-    Ok(Connection { endpoint, token, state_dir, http })
+    let r = resolve(provider, config, a)?;
+    let sign_in = r.sign_in.map(|(credentials, endpoint)| {
+        SignIn::new(d.name, endpoint, credentials, http.clone(), r.state_dir.as_deref())
+    });
+    let token = Arc::new(TokenSource::with_sign_in(d.name, d.token_env, r.token, sign_in, r.command));
+    Ok(Connection { endpoint: r.endpoint, token, http })
 }
 
 /// The API client of a management subcommand (`upload teleport list`, ...): endpoint and token
@@ -136,30 +152,6 @@ pub(crate) fn api_from_args(provider: ProviderName, args: &ApiArgs) -> Result<Ap
         c.token,
         RetryPolicy { max_retries: args.retries, ..RetryPolicy::default() },
     ))
-}
-
-/// The token source of a run: `token` (already resolved from `--token`, the env vars and the
-/// config file) > the built-in sign-in from `sign_in` > `command`.
-pub(crate) fn token_source(
-    provider: ProviderName,
-    token: Option<Secret>,
-    command: Option<String>,
-    sign_in: &SignInArgs,
-    rc: bool,
-    state_dir: Option<&std::path::Path>,
-    http: &reqwest::Client,
-) -> Result<TokenSource> {
-    let d = provider.descriptor();
-    let given = token.as_ref().is_some_and(|t| !t.is_empty());
-    let sign_in = match sign_in_credentials(d, sign_in, given)? {
-        None => None,
-        Some(credentials) => {
-            let text = sign_in.auth_endpoint.as_deref().or(d.auth_endpoint(rc)).unwrap_or_default();
-            let endpoint = crate::engine::http::checked_url(text, "--auth-endpoint")?;
-            Some(SignIn::new(d.name, endpoint, credentials, http.clone(), state_dir))
-        }
-    };
-    Ok(TokenSource::with_sign_in(d.name, d.token_env, token, sign_in, command))
 }
 
 /// The provider's sign-in credentials, when all of them are given. Some but not all is a usage
@@ -203,8 +195,8 @@ fn sign_in_credentials(d: &Descriptor, a: &SignInArgs, token_given: bool) -> Res
 }
 
 impl UploadSettings {
-    /// Validates the arguments.
-    pub(crate) fn from_args(args: &UploadArgs, output: &OutputArgs) -> Result<Self> {
+    /// Validates the arguments and builds the run's [`Uploader`], its waits ending on `cancel`.
+    pub(crate) fn from_args(args: &UploadArgs, output: &OutputArgs, cancel: CancellationToken) -> Result<Self> {
         let config = ConfigFile::load()?;
         let mut args = args.clone();
         config.apply(&mut args)?;
@@ -215,9 +207,7 @@ impl UploadSettings {
                 "pass --provider teleport|truvideo|uplift|apertur (or set UPLOAD_PROVIDER)",
             )
         })?;
-        let setting = concurrency_setting(args);
-        let concurrency = setting.max();
-        let Connection { endpoint, token, state_dir, http } = connect(
+        let r = resolve(
             provider,
             &config,
             ConnectionArgs {
@@ -226,117 +216,106 @@ impl UploadSettings {
                 sign_in: &args.sign_in,
                 rc: args.truvideo.rc,
                 state_dir: args.state_dir.clone(),
-                concurrency,
+                concurrency: concurrency_setting(args).max(),
             },
         )?;
         // No journal, lock or done record without one: a run never goes on like that silently.
-        if state_dir.is_none() && !args.dry_run {
+        if r.state_dir.is_none() && !args.dry_run {
             return Err(crate::cli::dirs::no_state_dir());
         }
-        let uploader = UploaderOptions {
-            concurrency,
-            url_prefetch: concurrency.clamp(2, 8),
-            retry: RetryPolicy { max_retries: args.retries, ..RetryPolicy::default() },
-            content_type: None,
-            content_md5: args.checksum.is_some(),
-            drain: Duration::from_secs(5),
-            seed: None,
-            shared_permits: Some(crate::engine::tune::Permits::new(setting)),
-            rate: rate_limit(args.limit_rate.as_deref())?,
-            exec: Default::default(),
+        let built: Arc<dyn Provider> = Arc::from(build_provider(provider, args, output.quiet)?);
+        let files = match args.files_at_once {
+            AutoCount::Fixed(n) => Files::Fixed((n as usize).max(built.concurrent_files())),
+            AutoCount::Auto => Files::Auto,
         };
-        Ok(UploadSettings {
-            provider,
-            endpoint,
-            token,
-            uploader,
-            state_dir,
-            resume: !args.no_resume,
-            args: args.clone(),
-            quiet: output.quiet,
-            http,
-            exec: std::sync::OnceLock::new(),
-        })
-    }
-
-    /// The provider with its settings.
-    pub(crate) fn provider(&self) -> Result<Box<dyn Provider>> {
-        match self.provider {
-            ProviderName::Teleport => {
-                let format = self.args.teleport.format.as_deref().map(teleport::Format::parse).transpose()?;
-                Ok(Box::new(teleport::Teleport::new(teleport::TeleportOptions {
-                    name: self.args.teleport.name.clone(),
-                    format,
-                    wait: self.args.wait.then_some(crate::providers::teleport::admin::WaitOptions {
-                        poll_interval: self.args.poll_interval,
-                        timeout: self.args.wait_timeout,
-                    }),
-                })))
-            }
-            ProviderName::Uplift => Ok(Box::new(uplift::Uplift::new(uplift::UpliftOptions::from_input(
-                &uplift_input(&self.args.uplift),
-                self.args.wait,
-                // One new session group per run (the provider is built once), shared by its files.
-                uuid::Uuid::new_v4(),
-            )?))),
-            ProviderName::Truvideo => {
-                let t = &self.args.truvideo;
-                Ok(Box::new(truvideo::Truvideo::new(truvideo::TruvideoOptions {
-                    title: t.title.clone(),
-                    creator: t.creator.clone(),
-                    duration_ms: t.duration_ms,
-                    resolution: t.resolution.clone(),
-                    file_type: t.file_type.clone(),
-                    tags: self.args.tags.clone(),
-                    library: t.library,
-                    no_report: t.no_report,
-                    metadata: t.metadata.clone(),
-                    metadata_json: t.metadata_json.clone(),
-                    part_size: self.args.part_size,
-                    wait: !self.args.no_wait,
-                    wait_timeout: self.args.wait_timeout,
-                    poll_interval: self.args.poll_interval,
-                })?))
-            }
-            ProviderName::Apertur => Ok(Box::new(apertur::Apertur::new(apertur::AperturOptions::from_input(
-                &apertur_input(&self.args),
-                self.quiet,
-            )?))),
-        }
-    }
-
-    /// The request signer of the provider, when one is configured (Apertur `--signing-secret`).
-    fn signer(&self) -> Option<Arc<dyn crate::providers::api::RequestSigner>> {
-        match self.provider {
-            ProviderName::Apertur => apertur::signer(self.args.apertur.signing_secret.as_ref()),
+        let signer = match provider {
+            ProviderName::Apertur => apertur::signer(args.apertur.signing_secret.as_ref()),
             _ => None,
+        };
+        let mut uploader = Uploader::from_arc(built)
+            .endpoint(r.endpoint.as_str())
+            .token_secret(r.token)
+            .concurrency_setting(concurrency_setting(args))
+            .files(files)
+            .retries(args.retries)
+            .content_md5(args.checksum.is_some())
+            .rate_limit(rate_limit(args.limit_rate.as_deref())?)
+            .state_dir_opt(r.state_dir)
+            .resume(!args.no_resume)
+            .resume_options(journal_options(args))
+            .signer(signer)
+            .cancel_on(cancel);
+        if let Some(cmd) = r.command {
+            uploader = uploader.token_command(cmd);
         }
+        if let Some((credentials, endpoint)) = r.sign_in {
+            uploader = uploader.sign_in(credentials).auth_endpoint(endpoint.as_str());
+        }
+        if let Some(notifier) = retry_notifier(output.quiet) {
+            uploader = uploader.on_retry(notifier);
+        }
+        Ok(UploadSettings { provider, uploader, args: args.clone() })
     }
 
-    /// The run context for one file.
-    pub(crate) fn context(&self, progress: Arc<dyn Progress>, cancel: CancellationToken) -> Result<Context> {
-        let exec = self.exec.get_or_init(|| run_executor(cancel.clone(), self.quiet)).clone();
-        let mut uploader = self.uploader.clone();
-        uploader.exec = exec.clone();
-        Ok(Context {
-            api: Api {
-                exec,
-                http: self.http.clone(),
-                base: self.endpoint.clone(),
-                provider: self.provider.as_str(),
-                token: self.token.clone(),
-                retry: self.uploader.retry.clone(),
-                signer: self.signer(),
-                timeout: crate::providers::api::DEFAULT_TIMEOUT,
-                on_retry: None,
-            },
-            uploader,
-            progress,
-            cancel,
-            state_dir: self.state_dir.clone(),
-            resume: self.resume,
-            journal_options: journal_options(&self.args),
-        })
+    /// What the run does with each file: `--force`, `--no-resume`, `--dry-run`, `--zip-to`,
+    /// `--wait-for-lock`, `--fail-fast`, and the options that decide where a file goes.
+    pub(crate) fn run_options(&self, selection: &Selection) -> RunOptions {
+        let a = &self.args;
+        RunOptions {
+            force: a.force,
+            resume: !a.no_resume,
+            dry_run: a.dry_run,
+            zip_to: a.teleport.zip_to.clone(),
+            wait_for_lock: a.wait_for_lock,
+            destination: crate::cli::batch::destination(a, self.provider),
+            fail_fast: a.fail_fast,
+            selection: Some(selection.clone()),
+        }
+    }
+}
+
+/// The provider with its settings from the command line.
+fn build_provider(provider: ProviderName, args: &UploadArgs, quiet: bool) -> Result<Box<dyn Provider>> {
+    match provider {
+        ProviderName::Teleport => {
+            let format = args.teleport.format.as_deref().map(teleport::Format::parse).transpose()?;
+            Ok(Box::new(teleport::Teleport::new(teleport::TeleportOptions {
+                name: args.teleport.name.clone(),
+                format,
+                wait: args.wait.then_some(crate::providers::teleport::admin::WaitOptions {
+                    poll_interval: args.poll_interval,
+                    timeout: args.wait_timeout,
+                }),
+            })))
+        }
+        ProviderName::Uplift => Ok(Box::new(uplift::Uplift::new(uplift::UpliftOptions::from_input(
+            &uplift_input(&args.uplift),
+            args.wait,
+            // One new session group per run (the provider is built once), shared by its files.
+            uuid::Uuid::new_v4(),
+        )?))),
+        ProviderName::Truvideo => {
+            let t = &args.truvideo;
+            Ok(Box::new(truvideo::Truvideo::new(truvideo::TruvideoOptions {
+                title: t.title.clone(),
+                creator: t.creator.clone(),
+                duration_ms: t.duration_ms,
+                resolution: t.resolution.clone(),
+                file_type: t.file_type.clone(),
+                tags: args.tags.clone(),
+                library: t.library,
+                no_report: t.no_report,
+                metadata: t.metadata.clone(),
+                metadata_json: t.metadata_json.clone(),
+                part_size: args.part_size,
+                wait: !args.no_wait,
+                wait_timeout: args.wait_timeout,
+                poll_interval: args.poll_interval,
+            })?))
+        }
+        ProviderName::Apertur => {
+            Ok(Box::new(apertur::Apertur::new(apertur::AperturOptions::from_input(&apertur_input(args), quiet)?)))
+        }
     }
 }
 
@@ -439,11 +418,11 @@ pub(crate) fn apertur_input(args: &UploadArgs) -> apertur::AperturInput {
     }
 }
 
-/// The executor of a CLI run: waits end on `cancel`; while a host has not answered yet, each
-/// retry is shown on stderr (`upload: retrying in 2s: ... (3/10)`) unless `quiet`.
-pub(crate) fn run_executor(cancel: CancellationToken, quiet: bool) -> crate::engine::request::Executor {
-    use crate::engine::request::{Executor, RetryNotice};
-    let notifier: Option<crate::engine::request::Notifier> = (!quiet).then(|| {
+/// While a host has not answered yet, each retry is shown on stderr (`upload: retrying in 2s:
+/// ... (3/10)`) unless `quiet`.
+pub(crate) fn retry_notifier(quiet: bool) -> Option<crate::engine::request::Notifier> {
+    use crate::engine::request::{Notifier, RetryNotice};
+    (!quiet).then(|| {
         Arc::new(|n: &RetryNotice| {
             if n.first_contact {
                 // Above the bars when they are drawn.
@@ -456,9 +435,14 @@ pub(crate) fn run_executor(cancel: CancellationToken, quiet: bool) -> crate::eng
                     n.max_retries
                 ));
             }
-        }) as crate::engine::request::Notifier
-    });
-    Executor::new(cancel, notifier)
+        }) as Notifier
+    })
+}
+
+/// The executor of a CLI subcommand: waits end on `cancel`; retries shown as for an upload
+/// ([`retry_notifier`]).
+pub(crate) fn run_executor(cancel: CancellationToken, quiet: bool) -> crate::engine::request::Executor {
+    crate::engine::request::Executor::new(cancel, retry_notifier(quiet))
 }
 
 /// The system's default state directory ([`crate::cli::dirs`]).
@@ -526,7 +510,7 @@ mod tests {
         for bad in ["0", "2h", "1e400", "soon"] {
             file.defaults.connect_timeout = Some(bad.into());
             let e = connect_timeout(None, &file).unwrap_err();
-            assert_eq!(e.exit_code(), 2, "{bad}: {e}");
+            assert_eq!(crate::cli::report::exit_code(&e), 2, "{bad}: {e}");
         }
     }
 

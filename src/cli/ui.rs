@@ -700,7 +700,7 @@ impl Board {
     /// Prints `upload: error: ...` and the hint, above the bars (or plainly).
     pub(crate) fn report_error(&self, err: &crate::Error) {
         self.println(&format!("upload: {} {err}", paint("error:", "31")));
-        if let Some(h) = err.hint()
+        if let Some(h) = crate::cli::report::hint(err)
             && !h.is_empty()
         {
             self.println(&format!("  hint: {h}"));
@@ -885,7 +885,7 @@ impl Summary {
     /// A file was not started: the run was interrupted first.
     pub(crate) fn not_started(&mut self) {
         self.not_started += 1;
-        self.worst = self.worst.max(crate::error::exit::INTERRUPTED);
+        self.worst = self.worst.max(crate::cli::report::exit::INTERRUPTED);
         if self.interruption.is_none() {
             self.interruption = Some("run the same command again to resume".into());
         }
@@ -956,7 +956,7 @@ pub(crate) fn failure_json(
 ) -> serde_json::Value {
     let mut line = not_uploaded_json(provider, file, "failed", elapsed);
     line["error"] = err.to_string().into();
-    line["exit_code"] = err.exit_code().into();
+    line["exit_code"] = crate::cli::report::exit_code(err).into();
     line
 }
 

@@ -282,13 +282,14 @@ async fn fetch_once(
         _ => {
             let f = Failure::status(resp, MAX_ERROR_BODY, &[]).await;
             match f {
-                Failure::Outcome { outcome: Outcome::Status { status, .. }, message, .. }
+                Failure::Outcome { outcome: Outcome::Status { status, code }, message, .. }
                     if !(status >= 500 || status == 408 || status == 429) =>
                 {
                     Err(fatal(Error::Rejected {
                         provider: req.provider,
                         what: format!("{what} from {}", safe_url(req.url)),
                         status,
+                        code,
                         message,
                     }))
                 }

@@ -208,6 +208,30 @@ pub fn check_api_path(path: &str) -> Result<()> {
     Ok(())
 }
 
+/// Refuses an id a server handed back (an eid, an uploadId, a session or image id) unless it
+/// is one path segment of safe characters: ASCII letters, digits, `-`, `_`, `.` and `~`, not
+/// `.` or `..`, 1 to 200 of them. Checked before the id goes into any request path, so that
+/// `""`, `a/b`, `..;`, spaces or control characters never reach a URL: a protocol error naming
+/// the server (`server`) and the call that handed the id out (`what`).
+pub fn check_path_id(server: &'static str, what: &str, kind: &str, id: &str) -> Result<()> {
+    let safe = !id.is_empty()
+        && id.len() <= 200
+        && id != "."
+        && id != ".."
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'));
+    if safe {
+        return Ok(());
+    }
+    let shown: String = id.chars().take(80).flat_map(char::escape_debug).collect();
+    Err(Error::Protocol {
+        provider: server,
+        what: what.into(),
+        message: format!(
+            "the {kind} \"{shown}\" is not one path segment of letters, digits, '-', '_', '.' and '~': refusing to put it in a request path"
+        ),
+    })
+}
+
 /// True for loopback hosts (127.0.0.0/8, ::1, localhost).
 pub fn is_loopback(url: &url::Url) -> bool {
     match url.host() {
@@ -406,6 +430,20 @@ mod tests {
             "/api/v1/captures/a?x=1",
         ] {
             assert!(check_api_path(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ids_from_servers_are_one_safe_segment() {
+        for ok in ["hd72kkw82ksa", "sess_01HX4ABC", "5f3c-9a.b~c", "0c2a9f4e-1b7d-4c1e-9f0a-3e2d1c0b9a87"] {
+            assert!(check_path_id("teleport", "create capture", "eid", ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ".", "..", "a/b", "..;", "a b", "a\nb", "a\u{7f}", "a%2Fb", "é", &"x".repeat(201)] {
+            let e = check_path_id("teleport", "create capture", "eid", bad).unwrap_err();
+            assert!(
+                matches!(&e, Error::Protocol { provider: "teleport", .. }) && e.to_string().contains("teleport"),
+                "{bad:?}: {e}"
+            );
         }
     }
 

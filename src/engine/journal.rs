@@ -460,13 +460,14 @@ impl Journal {
             Ok(text) if resume => {
                 let (loaded, good) = parse(&path, &text)?;
                 if !loaded.file.same_file(&identity) {
-                    return Err(Error::usage(
-                        format!(
+                    return Err(Error::JournalMismatch {
+                        path: source.path().to_path_buf(),
+                        message: format!(
                             "{} changed since its upload was interrupted; the journal no longer matches it",
                             source.path().display()
                         ),
-                        "pass --no-resume to start a new upload of the file as it is now",
-                    ));
+                        hint: "pass --no-resume to start a new upload of the file as it is now".into(),
+                    });
                 }
                 let file = open_append(&path)?;
                 if good < text.len() as u64 {

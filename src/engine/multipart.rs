@@ -96,8 +96,7 @@ pub trait MultipartUpload: Send + Sync {
     /// S3 `NoSuchUpload`).
     fn is_stale(&self, e: &Error) -> bool {
         match e {
-            Error::Rejected { status, message, .. } => *status == 404 || message.contains("NoSuchUpload"),
-            Error::Protocol { message, .. } => message.contains("NoSuchUpload"),
+            Error::Rejected { status, code, .. } => *status == 404 || code.as_deref() == Some("NoSuchUpload"),
             _ => false,
         }
     }
@@ -425,7 +424,13 @@ mod tests {
                     let n = sends.fetch_add(1, Ordering::SeqCst) + 1;
                     order.lock().unwrap().push('S');
                     if fatal {
-                        Err(Error::Rejected { provider: "t", what: "x".into(), status: 400, message: "no".into() })
+                        Err(Error::Rejected {
+                            provider: "t",
+                            what: "x".into(),
+                            status: 400,
+                            code: None,
+                            message: "no".into(),
+                        })
                     } else if n <= fails {
                         Err(net())
                     } else {

@@ -290,19 +290,20 @@ struct Shared {
     budget: RetryBudget,
     answered: Mutex<HashSet<String>>,
     notifier: Option<Notifier>,
-    cancel: CancellationToken,
 }
 
-/// The executor of a run: cheap to clone; every clone shares the budget, the cancellation
-/// token and the knowledge of which hosts have answered.
+/// The executor of a run: cheap to clone; every clone shares the budget and the knowledge of
+/// which hosts have answered, and the cancellation token unless given another one
+/// ([`Executor::with_cancel`]).
 #[derive(Clone)]
 pub struct Executor {
     shared: Arc<Shared>,
+    cancel: CancellationToken,
 }
 
 impl std::fmt::Debug for Executor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Executor").field("cancelled", &self.shared.cancel.is_cancelled()).finish()
+        f.debug_struct("Executor").field("cancelled", &self.cancel.is_cancelled()).finish()
     }
 }
 
@@ -320,17 +321,23 @@ impl Executor {
 
     /// Like [`new`](Self::new) with a given budget.
     pub fn with_budget(cancel: CancellationToken, notifier: Option<Notifier>, budget: RetryBudget) -> Self {
-        Executor { shared: Arc::new(Shared { budget, answered: Mutex::new(HashSet::new()), notifier, cancel }) }
+        Executor { shared: Arc::new(Shared { budget, answered: Mutex::new(HashSet::new()), notifier }), cancel }
+    }
+
+    /// The same executor (budget, answered hosts, notifier) whose waits end on `cancel`: one
+    /// run of an uploader, or one file of a run.
+    pub fn with_cancel(&self, cancel: CancellationToken) -> Self {
+        Executor { shared: self.shared.clone(), cancel }
     }
 
     /// The run's cancellation token.
     pub fn cancel(&self) -> &CancellationToken {
-        &self.shared.cancel
+        &self.cancel
     }
 
     /// Sleeps for `delay` unless cancelled (see [`super::wait::sleep`]).
     pub async fn sleep(&self, delay: Duration) -> Result<()> {
-        super::wait::sleep(delay, &self.shared.cancel).await
+        super::wait::sleep(delay, &self.cancel).await
     }
 
     fn answered(&self, host: Option<&str>) -> bool {
@@ -364,7 +371,7 @@ impl Executor {
         let mut refresh_url = false;
         let mut renewals = 0u32;
         loop {
-            if self.shared.cancel.is_cancelled() && number > 0 {
+            if self.cancel.is_cancelled() && number > 0 {
                 return Err(Error::Interrupted { hint: "run the same command again to resume".into() });
             }
             number += 1;
@@ -414,14 +421,15 @@ impl Executor {
                 Class::RefreshUrl => {
                     refreshes += 1;
                     if refreshes > call.policy.max_url_refreshes {
-                        let status = match outcome {
-                            Outcome::Status { status, .. } => status,
-                            Outcome::Transport(_) => 403,
+                        let (status, code) = match outcome {
+                            Outcome::Status { status, code } => (status, code),
+                            Outcome::Transport(_) => (403, None),
                         };
                         return Err(Error::Rejected {
                             provider: call.provider,
                             what: call.what.into(),
                             status,
+                            code,
                             message: format!(
                                 "{message} (still refused after {} fresh URLs)",
                                 call.policy.max_url_refreshes
@@ -545,6 +553,7 @@ fn final_error(call: &Call<'_>, outcome: &Outcome, message: String, attempts: u3
             what: call.what.into(),
             status: *status,
             message: with_code(code.as_deref(), message),
+            code: code.clone(),
         },
     }
 }
@@ -556,6 +565,7 @@ fn gave_up(call: &Call<'_>, outcome: &Outcome, message: String, attempts: u32, f
             what: call.what.into(),
             status: *status,
             message: with_code(code.as_deref(), message),
+            code: code.clone(),
         },
         _ if first_contact => Error::Unreachable {
             provider: call.provider,

@@ -501,6 +501,7 @@ impl Provider for Uplift {
             provider: "uplift",
             what: "POST upload".into(),
             status: 403,
+            code: None,
             message: format!(
                 "the upload form expired {MAX_RESERVATIONS} times in a row (last: {last_expiry}); check this computer's clock"
             ),
@@ -549,7 +550,7 @@ mod tests {
         let e =
             UpliftOptions::from_input(&UpliftInput { movement_attr: vec!["movement=putt".into()], ..args() }, false, g)
                 .unwrap_err();
-        assert_eq!(e.hint().as_deref(), Some("use --movement"));
+        assert_eq!(e.hint(), Some("use --movement"));
         let o = UpliftOptions::from_input(
             &UpliftInput {
                 camera_config: vec!["fps=240".into(), "lens=a=b".into(), "fps=120".into()],

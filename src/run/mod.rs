@@ -1,5 +1,409 @@
-//! A run of many files: which files it takes ([`select`]).
+//! A run of many files through one [`Uploader`]: which files it takes ([`select`]), the
+//! per-file step (a directory's bulk-images zip, the lock against a second run of the same
+//! file, the done record that makes a rerun skip what was uploaded), and the run itself: every
+//! file checked locally first, the provider's `prepare` over them all, files started through
+//! the file gate (their count follows their bytes in flight), one end per file handed to the
+//! caller as it happens, the provider's `finish` after the last.
+//!
+//! A directory given to Teleport with `--format bulk-images` becomes one capture: a stored zip
+//! of its images (sorted names, the images' own timestamps) that is never written to disk
+//! ([`VirtualZip`]): its size and every byte range are known from the entry table, and parts
+//! are read from the image files as they go. The CRC-32s come from one pass before the upload
+//! (kept in the state directory with each image's size and mtime, [`zip`]); the entry table is
+//! the upload's identity for resuming and skipping. `zip_to` writes the same bytes to a file
+//! and uploads that file instead.
 
+pub mod done;
 pub mod select;
+pub mod zip;
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+pub use done::{DoneRecord, ForceRun};
 pub use select::{IMAGE_EXTENSIONS, Item, Selection, image_list, scan_images};
+
+use crate::engine::journal::FileIdentity;
+use crate::engine::progress::{Event, NoProgress, Progress};
+use crate::engine::source::FileSource;
+use crate::engine::tune::FileGate;
+use crate::engine::zipsource::VirtualZip;
+use crate::error::{Error, Result};
+use crate::providers::{DryRun, UploadOutcome};
+use crate::uploader::Uploader;
+
+/// What a run does with each file, beyond what the [`Uploader`] holds.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Upload again what a done record says was uploaded.
+    pub force: bool,
+    /// Carry on an interrupted upload from its journal (false: start over).
+    pub resume: bool,
+    /// Describe each upload ([`FileResult::Planned`]) instead of making it.
+    pub dry_run: bool,
+    /// A bulk-images directory's zip is written to this file, then the file uploaded (`None`:
+    /// the zip is streamed from the images).
+    pub zip_to: Option<PathBuf>,
+    /// How long to wait for another run that is uploading the same file (`None`: fail at once
+    /// with [`Error::Busy`]).
+    pub wait_for_lock: Option<Duration>,
+    /// The options that decide where a file goes beyond the endpoint, as `(flag, value)`: part
+    /// of a done record's key (another destination is another upload).
+    pub destination: Vec<(String, String)>,
+    /// Stop starting files after the first failure.
+    pub fail_fast: bool,
+    /// Which files a bulk-images directory's zip takes.
+    pub selection: Option<Selection>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            force: false,
+            resume: true,
+            dry_run: false,
+            zip_to: None,
+            wait_for_lock: None,
+            destination: vec![],
+            fail_fast: false,
+            selection: None,
+        }
+    }
+}
+
+/// How one file of a run went, when it went through its step.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum FileResult {
+    /// Uploaded now.
+    Uploaded(UploadOutcome),
+    /// Uploaded before: the record, and the file's size.
+    Skipped(DoneRecord, u64),
+    /// A dry run: what the upload would do.
+    Planned(DryRun),
+}
+
+/// How one file of a run ended; every file of a run ends exactly once.
+#[derive(Debug)]
+#[non_exhaustive]
+// One per file, moved once: boxing the large variant buys nothing (Windows' larger paths
+// put it past clippy's threshold).
+#[allow(clippy::large_enum_variant)]
+pub enum End {
+    /// Went through its step: uploaded, skipped as done before, or planned.
+    Done(FileResult),
+    /// Refused before any request (by the provider's local checks or its `prepare`).
+    Refused(Error),
+    /// Its upload failed (or was interrupted: [`Error::Interrupted`]).
+    Failed(Error),
+    /// Not started: the run was interrupted (or stopped by `fail_fast`) first.
+    NotStarted,
+}
+
+/// One file's end, as the run reports it.
+#[derive(Debug)]
+pub struct FileEnd<'a> {
+    /// The file (or bulk-images directory).
+    pub item: &'a Item,
+    /// How it ended.
+    pub end: End,
+    /// How long its step took.
+    pub elapsed: Duration,
+}
+
+/// What the run reports once every file ended.
+#[derive(Debug, Default)]
+pub struct RunStats {
+    /// The most files in flight at once.
+    pub peak_files: usize,
+    /// The most parts in flight at once.
+    pub peak_parts: usize,
+    /// The provider's `finish` (Apertur's delivery follow-up) failed.
+    pub finish: Option<Error>,
+}
+
+/// Gives each file of a run the progress sink of its upload.
+pub type ProgressFor<'a> = dyn Fn(&Item) -> Arc<dyn Progress> + Send + Sync + 'a;
+
+impl Uploader {
+    /// What can be checked of `item` without a request (its type, size and name, for the
+    /// provider); a directory to zip is checked when its zip is built.
+    pub fn check(&self, item: &Item) -> Result<()> {
+        match item {
+            Item::File(p) => FileSource::open(p).and_then(|f| self.provider().dry_run(&f)).map(drop),
+            Item::ZipDir(_) => Ok(()),
+        }
+    }
+
+    /// The provider's look at the run's files as a whole before any upload (Apertur refuses
+    /// here, without a request, what its session will not take): per file, why it is refused.
+    pub async fn prepare(&self, items: &[Item], cancel: &CancellationToken) -> Result<Vec<Option<Error>>> {
+        let ctx = self.context(Arc::new(NoProgress), cancel.clone())?;
+        let paths: Vec<PathBuf> = items.iter().map(|i| i.path().to_path_buf()).collect();
+        self.provider().prepare(&ctx, &paths).await
+    }
+
+    /// The provider's follow-up once every upload of a run ended (Apertur `wait`: follows the
+    /// deliveries of the run's session).
+    pub async fn finish(&self, cancel: &CancellationToken) -> Result<()> {
+        let ctx = self.context(Arc::new(NoProgress), cancel.clone())?;
+        self.provider().finish(&ctx).await
+    }
+
+    /// The step of one file: a bulk-images directory as its streamed zip, skipped when a done
+    /// record matches it (unless `force`), locked against a second run of the same file,
+    /// uploaded, recorded as done. With `dry_run`, only plans it.
+    pub async fn upload_item(
+        &self,
+        item: &Item,
+        options: &RunOptions,
+        progress_for: &ProgressFor<'_>,
+        cancel: CancellationToken,
+    ) -> Result<FileResult> {
+        self.step(item, options, None, progress_for, cancel).await
+    }
+
+    async fn step(
+        &self,
+        item: &Item,
+        options: &RunOptions,
+        force_run: Option<&ForceRun>,
+        progress_for: &ProgressFor<'_>,
+        cancel: CancellationToken,
+    ) -> Result<FileResult> {
+        let provider = self.provider();
+        let state_dir = self.state_dir_path().map(Path::to_path_buf);
+        // A directory for bulk-images: the table of its zip (no image read yet).
+        let (file, table) = match item {
+            Item::File(p) => (FileSource::open(p)?, None),
+            Item::ZipDir(dir) => {
+                let sel = options.selection.as_ref().map_or_else(Selection::everything, Selection::every_depth);
+                let d = dir.clone();
+                let zip = tokio::task::spawn_blocking(move || scan_images(&d, &sel))
+                    .await
+                    .map_err(|e| Error::File { path: dir.clone(), source: std::io::Error::other(e) })??;
+                let layout = Arc::new(VirtualZip::new(zip.dir(), zip.entries().to_vec()));
+                (FileSource::virtual_zip(dir, layout), Some((dir.clone(), zip)))
+            }
+        };
+        if options.dry_run {
+            let mut plan = provider.dry_run(&file)?;
+            if let Some(z) = file.as_virtual_zip() {
+                plan.fields.insert("entries".into(), z.entries().len().into());
+                plan.fields.insert("image_bytes".into(), z.image_bytes().into());
+                plan.fields.insert("zip64".into(), z.is_zip64().into());
+                let zip = options.zip_to.as_ref().map_or("streamed".into(), |p| p.display().to_string());
+                plan.fields.insert("zip".into(), zip.into());
+            }
+            return Ok(FileResult::Planned(plan));
+        }
+        let endpoint = self.endpoint_key()?;
+        // A directory's zip is known by its entry table (names, sizes, mtimes).
+        let identity = match &state_dir {
+            Some(_) => Some(FileIdentity::of(&file)?),
+            None => None,
+        };
+        // One run per file at a time: the journal's lock is taken before anything else, so a
+        // second run stops here without a request (or, `wait_for_lock`, waits and then finds
+        // the file done).
+        let _lock = match (&state_dir, &identity) {
+            (Some(dir), Some(id)) => Some(
+                crate::engine::journal::lock(dir, provider.name(), &endpoint, &id.path, options.wait_for_lock, &cancel)
+                    .await?,
+            ),
+            _ => None,
+        };
+        if let (Some(dir), Some(id)) = (&state_dir, &identity)
+            && let Some(rec) = done::find_done(dir, provider.name(), &endpoint, id, &options.destination)
+            && (!options.force || force_run.is_some_and(|r| rec.force_run.as_deref() == Some(r.id.as_str())))
+        {
+            return Ok(FileResult::Skipped(rec, file.size()));
+        }
+        let progress = progress_for(item);
+        let mut ctx = self.context(progress.clone(), cancel.clone())?;
+        ctx.resume = options.resume;
+        let mut zip_done = None;
+        let file = match table {
+            None => file,
+            Some((dir_given, mut zip)) => {
+                if let Some(dir) = &state_dir {
+                    ctx.resume = zip::reuse_table(dir, &mut zip, ctx.resume)?;
+                }
+                zip::crc_pass(&mut zip, &progress, &cancel).await?;
+                if let Some(dir) = &state_dir {
+                    zip::save_table(dir, &zip, true)?;
+                }
+                let zip = Arc::new(zip);
+                zip_done = Some(zip.clone());
+                match &options.zip_to {
+                    Some(to) => {
+                        progress.event(Event::Phase { message: format!("writing {}", to.display()) });
+                        let (z, t, c) = (zip.clone(), to.clone(), cancel.clone());
+                        tokio::task::spawn_blocking(move || zip::write_zip_file(&z, &t, 0o666, &c))
+                            .await
+                            .map_err(|e| Error::File { path: to.clone(), source: std::io::Error::other(e) })??;
+                        FileSource::open(to)?
+                    }
+                    None => FileSource::virtual_zip(&dir_given, zip),
+                }
+            }
+        };
+        let mut outcome = provider.upload(&ctx, file).await?;
+        if ctx.uploader.rate.is_limited() {
+            let rate = ctx.uploader.rate.current();
+            outcome.fields.insert("limit_rate".into(), crate::engine::ratelimit::human_rate(rate).into());
+            outcome.fields.insert("limit_rate_bps".into(), rate.into());
+        }
+        if let (Some(dir), Some(id)) = (&state_dir, &identity) {
+            // Off the async workers: the writes wait for fsync (see `durable::off_thread`).
+            let (dir, id, outcome_c) = (dir.clone(), id.clone(), outcome.clone());
+            let destination = options.destination.clone();
+            let force_run = force_run.cloned();
+            let recorded = crate::engine::durable::off_thread(move || {
+                done::record_done(&dir, &endpoint, &id, &outcome_c, &destination, force_run.as_ref())
+            })
+            .await;
+            if let Err(e) = recorded {
+                tracing::warn!("cannot record the finished upload: {e}");
+            }
+        }
+        if let (Some(dir), Some(zip)) = (&state_dir, &zip_done)
+            && let Err(e) = zip::save_table(dir, zip, false)
+        {
+            tracing::warn!("cannot record the finished upload: {e}");
+        }
+        Ok(FileResult::Uploaded(outcome))
+    }
+
+    /// Uploads every item: each is checked locally first (a refusal is its end, no request
+    /// made), the provider sees the rest as a whole (`prepare`), then they start through the
+    /// file gate in the order given, sharing the part budget; each file's end is handed to
+    /// `on_end` as it happens (an `Err` from it stops the run: the caller can no longer
+    /// report). After the last, the provider's `finish` (unless interrupted or a dry run).
+    ///
+    /// A `force` run is remembered in the state directory while it runs: running the same
+    /// files again after an interruption does not send a third time what it already uploaded.
+    pub async fn run(
+        &self,
+        items: Vec<Item>,
+        options: &RunOptions,
+        progress_for: &ProgressFor<'_>,
+        on_end: &mut (dyn FnMut(FileEnd<'_>) -> Result<()> + Send),
+    ) -> Result<RunStats> {
+        let cancel = self.cancel_token();
+        let run_cancel = cancel.child_token();
+        let mut stats = RunStats::default();
+
+        // What the provider refuses locally (type, size, name) is refused before the first
+        // request of the run.
+        let mut kept = Vec::with_capacity(items.len());
+        for item in items {
+            match self.check(&item) {
+                Ok(()) => kept.push(item),
+                Err(err) => on_end(FileEnd { item: &item, end: End::Refused(err), elapsed: Duration::ZERO })?,
+            }
+        }
+        let mut items = kept;
+        if !options.dry_run && !items.is_empty() {
+            let verdicts = self.prepare(&items, &run_cancel).await?;
+            let mut kept = Vec::with_capacity(items.len());
+            for (item, verdict) in items.into_iter().zip(verdicts) {
+                match verdict {
+                    None => kept.push(item),
+                    Some(err) => on_end(FileEnd { item: &item, end: End::Refused(err), elapsed: Duration::ZERO })?,
+                }
+            }
+            items = kept;
+        }
+
+        let force_run = match (self.state_dir_path(), options.force && !options.dry_run) {
+            (Some(dir), true) => {
+                let mut key = format!("{}\n{}", self.provider().name(), self.endpoint_key()?);
+                for item in &items {
+                    key.push('\n');
+                    key.push_str(&String::from_utf8_lossy(item.path().as_os_str().as_encoded_bytes()));
+                }
+                for (flag, value) in &options.destination {
+                    key.push_str(&format!("\n{flag}={value}"));
+                }
+                Some(ForceRun::begin(dir, &key)?)
+            }
+            _ => None,
+        };
+        let one = |item: Item, size: u64| {
+            let run_cancel = run_cancel.clone();
+            let force_run = force_run.as_ref();
+            async move {
+                // Once the run is interrupted, the files not begun yet are not started at all.
+                if run_cancel.is_cancelled() {
+                    return (item, None, Duration::ZERO, size);
+                }
+                let t0 = Instant::now();
+                let res = self.step(&item, options, force_run, progress_for, run_cancel).await;
+                (item, Some(res), t0.elapsed(), size)
+            }
+        };
+
+        // Files start while the gate admits them (their count follows their bytes in flight),
+        // in the order given; each ends as it ends.
+        let mut gate =
+            FileGate::new(if items.len() > 1 { self.files_setting() } else { crate::engine::tune::Files::Fixed(1) });
+        let mut queue = items.into_iter().map(|item| {
+            let size = match &item {
+                Item::File(p) => std::fs::metadata(p).map_or(0, |m| m.len()),
+                Item::ZipDir(_) => u64::MAX / 2,
+            };
+            (item, size)
+        });
+        let mut waiting = queue.next();
+        let mut results = futures::stream::FuturesUnordered::new();
+        let mut failed = false;
+        loop {
+            while let Some((item, size)) = waiting.take() {
+                if !gate.admits(size) && gate.files() > 0 {
+                    waiting = Some((item, size));
+                    break;
+                }
+                gate.start(size);
+                results.push(one(item, size));
+                waiting = queue.next();
+            }
+            let Some((item, res, elapsed, size)) = results.next().await else { break };
+            gate.end(size);
+            let end = match res {
+                None => End::NotStarted,
+                Some(Ok(r)) => End::Done(r),
+                Some(Err(e)) => {
+                    if options.fail_fast || matches!(e, Error::Interrupted { .. }) {
+                        run_cancel.cancel();
+                    }
+                    failed = true;
+                    End::Failed(e)
+                }
+            };
+            on_end(FileEnd { item: &item, end, elapsed })?;
+        }
+        drop(results);
+        stats.peak_files = gate.peak();
+        stats.peak_parts = self.peak_parts();
+        // A force run that failed or was interrupted stays open: running it again carries it on.
+        if let Some(run) = &force_run
+            && !cancel.is_cancelled()
+            && !failed
+        {
+            run.end();
+        }
+        // After the uploads: Apertur's wait follows the deliveries of the run's session.
+        if !options.dry_run
+            && !run_cancel.is_cancelled()
+            && let Err(err) = self.finish(&run_cancel).await
+        {
+            stats.finish = Some(err);
+        }
+        Ok(stats)
+    }
+}

@@ -71,6 +71,12 @@ impl Selection {
         })
     }
 
+    /// Every file at any depth, hidden ones left out: what a bulk-images zip takes when no
+    /// selection is given.
+    pub fn everything() -> Selection {
+        Selection { recursive: true, hidden: false, include: None, exclude: None }
+    }
+
     /// The same selection walking every sub-directory (a bulk-images zip takes them all).
     pub fn every_depth(&self) -> Selection {
         Selection { recursive: true, ..self.clone() }

@@ -50,7 +50,7 @@ async fn events_as_a_stream_and_errors_as_values() {
         .upload(&path)
         .await
         .unwrap_err();
-    assert_eq!(err.exit_code(), 3, "{err}");
+    assert!(matches!(err, upload::Error::Auth { provider: "teleport", .. }), "{err}");
 }
 
 /// Apertur through the library: the image's bytes are reported while they are sent (one
@@ -218,4 +218,100 @@ async fn parts_stored_before_a_failure_are_recorded_before_the_error_returns() {
     // Parts 1 and 2 at least (part 4 may have gone out before the failure was seen: then it
     // was stored too), never the failed 3rd.
     assert!(got.starts_with(&[1, 2]) && !got.contains(&3), "recorded before the error returned: {got:?}");
+}
+
+/// The front door follows an Apertur session's deliveries when asked (`wait`): the provider's
+/// `finish` runs after the upload, through the library as through the command line. A failing
+/// destination ends the upload with `ProcessingFailed`; without one the upload succeeds after
+/// the deliveries were seen delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploader_follows_apertur_deliveries_when_asked() {
+    use upload::providers::apertur::{Apertur, AperturInput, AperturOptions};
+    use upload_emulator::apertur::{AperturConfig, DEFAULT_DESTINATIONS};
+    for failing in [true, false] {
+        let failing_destinations = if failing { vec![DEFAULT_DESTINATIONS[1].0.to_string()] } else { vec![] };
+        let emu = emulator(Config {
+            apertur: AperturConfig {
+                failing_destinations,
+                delivery_step_ms: 30,
+                delivery_retries: 1,
+                ..AperturConfig::default()
+            },
+            ..Config::default()
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let (path, sha) = make_file(dir.path(), "a.jpg", 4000);
+        let input = AperturInput {
+            destinations: DEFAULT_DESTINATIONS.iter().map(|d| d.0.to_string()).collect(),
+            wait: true,
+            poll_interval: std::time::Duration::from_millis(50),
+            wait_timeout: std::time::Duration::from_secs(60),
+            ..AperturInput::default()
+        };
+        let uploader = Uploader::new(Apertur::new(AperturOptions::from_input(&input, true).unwrap()))
+            .endpoint(emu.api_url())
+            .token(emu.token());
+        let result = uploader.upload(&path).await;
+        assert_eq!(emu.objects()[0].sha256, sha, "the image arrived either way");
+        let status_polls =
+            emu.request_log().iter().filter(|r| r.method == "GET" && r.path.ends_with("/delivery-status")).count();
+        assert!(status_polls >= 1, "the deliveries were followed");
+        match result {
+            Err(upload::Error::ProcessingFailed { .. }) if failing => {}
+            Ok(outcome) if !failing => assert_eq!(outcome.bytes, 4000),
+            other => panic!("failing destination {failing}: {other:?}"),
+        }
+    }
+}
+
+/// A run of many files through one `Uploader` with a state directory: one connection pool, one
+/// part budget, every file byte-exact; the same run again skips every file as done (the done
+/// records the command line keeps are the library's), and a forced run sends them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_library_run_uploads_many_files_and_skips_them_when_done() {
+    use upload::run::{End, FileResult, Item, RunOptions};
+    let emu = emulator(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let files: Vec<(std::path::PathBuf, String)> =
+        (0..5).map(|i| make_file(dir.path(), &format!("v{i}.mp4"), 300_000 + i)).collect();
+    let uploader = Uploader::new(Teleport::new(TeleportOptions::default()))
+        .endpoint(emu.api_url())
+        .token(emu.token())
+        .concurrency(3)
+        .state_dir(state.path());
+    let items = || files.iter().map(|(p, _)| Item::File(p.clone())).collect::<Vec<_>>();
+    let run = |options: RunOptions| {
+        let uploader = uploader.clone();
+        let items = items();
+        async move {
+            let mut ends = vec![];
+            let none = |_: &Item| -> Arc<dyn upload::Progress> { Arc::new(upload::engine::progress::NoProgress) };
+            let stats = uploader
+                .run(items, &options, &none, &mut |e| {
+                    ends.push(match e.end {
+                        End::Done(FileResult::Uploaded(o)) => format!("uploaded {}", o.bytes),
+                        End::Done(FileResult::Skipped(r, _)) => format!("skipped {}", r.id),
+                        other => format!("{other:?}"),
+                    });
+                    Ok(())
+                })
+                .await
+                .unwrap();
+            (ends, stats)
+        }
+    };
+    let (ends, stats) = run(RunOptions::default()).await;
+    assert!(ends.iter().all(|e| e.starts_with("uploaded")), "{ends:?}");
+    assert!(stats.peak_parts <= 3 && stats.peak_files >= 1, "{stats:?}");
+    for (i, (_, sha)) in files.iter().enumerate() {
+        assert!(emu.objects().iter().any(|o| &o.sha256 == sha), "file {i} arrived byte-exact");
+    }
+    let (again, _) = run(RunOptions::default()).await;
+    assert!(again.iter().all(|e| e.starts_with("skipped")), "{again:?}");
+    assert_eq!(emu.objects().len(), 5, "nothing sent twice");
+    let (forced, _) = run(RunOptions { force: true, ..RunOptions::default() }).await;
+    assert!(forced.iter().all(|e| e.starts_with("uploaded")), "{forced:?}");
+    assert_eq!(emu.objects().len(), 10);
 }

@@ -1,5 +1,6 @@
 //! `upload apertur ...`: delivery status, long-polling download, session and destination
-//! management.
+//! management: flags parsed, the library's calls ([`crate::providers::apertur::admin`]) made,
+//! their answers printed.
 //!
 //! `poll` never loses an image: each one is written to a temporary file in the output
 //! directory, fsynced, renamed to its name and the directory fsynced, and only then
@@ -10,7 +11,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use reqwest::Method;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
@@ -19,9 +19,10 @@ use crate::cli::args::{
     AperturCommand, AperturCommandArgs, AperturConnArgs, AperturDestinationsCommand, AperturSessionCommand, OutputArgs,
     ProviderName,
 };
-use crate::error::{Error, Result, exit};
-use crate::providers::apertur::{self, DeliveryReport, check_expires_at, check_id, check_mime_types, check_password};
-use crate::providers::api::{Api, Retry};
+use crate::cli::report::exit;
+use crate::error::{Error, Result};
+use crate::providers::apertur::{self, DeliveryReport, admin, check_id};
+use crate::providers::api::Api;
 
 /// Runs an `upload apertur` subcommand; returns the exit code.
 pub(crate) async fn run(args: AperturCommandArgs, output: &OutputArgs, cancel: CancellationToken) -> Result<i32> {
@@ -71,9 +72,7 @@ fn write_stdout(line: &str) -> Result<()> {
 }
 
 async fn status(api: &Api, session: &str, json: bool) -> Result<i32> {
-    let v: Value =
-        api.get("delivery status", &format!("/api/v1/upload-sessions/{session}/delivery-status"), &[]).json().await?;
-    let report = apertur::parse_delivery_status(&v)?;
+    let (v, report) = admin::delivery_status(api, session).await?;
     if json {
         return print_value(&v, true).map(|_| exit::OK);
     }
@@ -127,13 +126,7 @@ impl Poll {
         let stop = || Error::Timeout { what: "poll".into(), seconds: 0 };
         let r = poller
             .until(cancel, stop, stop, || async {
-                let list: Value =
-                    self.api.get("poll", &format!("/api/v1/upload-sessions/{}/poll", self.session), &[]).json().await?;
-                let images = list
-                    .get("images")
-                    .and_then(Value::as_array)
-                    .ok_or_else(|| protocol("poll", "the answer has no `images` list"))?
-                    .clone();
+                let images = admin::poll_images(&self.api, &self.session).await?;
                 for image in &images {
                     if cancel.is_cancelled() {
                         return Ok(crate::engine::poll::Step::Done(()));
@@ -167,55 +160,44 @@ impl Poll {
     /// Downloads one image, puts it safely on disk, then acknowledges it.
     async fn take(&self, image: &Value, cancel: &CancellationToken) -> Result<()> {
         let id = image.get("id").and_then(Value::as_str).ok_or_else(|| protocol("poll", "an image has no `id`"))?;
-        check_id("the image id", id).map_err(|_| protocol("poll", "an image id is not usable"))?;
+        admin::check_image_id(id, "poll")?;
         let filename = safe_file_name(image.get("filename").and_then(Value::as_str).unwrap_or(""), id);
         let what = format!("download image {id}");
-        let answer =
-            self.api.get(&what, &format!("/api/v1/upload-sessions/{}/images/{id}", self.session), &[]).send().await?;
+        let body = admin::download_image(&self.api, &self.session, id).await?;
         if self.rate.is_limited() {
             tokio::select! {
-                _ = self.rate.consume(answer.body.len() as u64) => {}
+                _ = self.rate.consume(body.len() as u64) => {}
                 // The image is here: it is still saved and acknowledged, then the loop stops.
                 _ = cancel.cancelled() => {}
             }
         }
         if let Some(expected) = image.get("size_bytes").and_then(Value::as_u64)
-            && expected != answer.body.len() as u64
+            && expected != body.len() as u64
         {
-            return Err(protocol(&what, &format!("got {} bytes, the queue said {expected}", answer.body.len())));
+            return Err(protocol(&what, &format!("got {} bytes, the queue said {expected}", body.len())));
         }
         let dir = self.dir.clone();
-        let body = answer.body.clone();
+        let bytes = body.clone();
         let id_owned = id.to_string();
-        let path = tokio::task::spawn_blocking(move || save(&dir, &filename, &id_owned, &body))
+        let path = tokio::task::spawn_blocking(move || save(&dir, &filename, &id_owned, &bytes))
             .await
             .map_err(|e| Error::File { path: self.dir.clone(), source: std::io::Error::other(e) })?
             .map_err(|source| Error::File { path: self.dir.clone(), source })?;
-        self.api
-            .call::<()>(
-                &format!("acknowledge image {id}"),
-                Method::POST,
-                &format!("/api/v1/upload-sessions/{}/images/{id}/ack", self.session),
-                &[],
-                None,
-                Retry::Idempotent,
-            )
-            .send()
-            .await?;
+        admin::ack_image(&self.api, &self.session, id).await?;
         let line = json!({
             "provider": "apertur",
             "session_id": self.session,
             "image_id": id,
             "file": path.display().to_string(),
-            "bytes": answer.body.len(),
-            "sha256": hex::encode(Sha256::digest(&answer.body)),
+            "bytes": body.len(),
+            "sha256": hex::encode(Sha256::digest(&body)),
             "mime_type": image.get("mime_type"),
             "status": "saved",
         });
         if self.json {
             write_stdout(&line.to_string())
         } else {
-            write_stdout(&format!("{} ({} bytes, image {id})", path.display(), answer.body.len()))
+            write_stdout(&format!("{} ({} bytes, image {id})", path.display(), body.len()))
         }
     }
 }
@@ -252,12 +234,8 @@ fn protocol(what: &str, message: &str) -> Error {
 }
 
 async fn session(api: &Api, command: AperturSessionCommand, json: bool) -> Result<i32> {
-    match command {
-        AperturSessionCommand::Get { session } => {
-            check_id("the session", &session)?;
-            let v: Value = api.get("get session", &format!("/api/v1/upload/{session}/session"), &[]).json().await?;
-            print_value(&v, json)?;
-        }
+    let v = match command {
+        AperturSessionCommand::Get { session } => admin::session(api, &session).await?,
         AperturSessionCommand::Update {
             session,
             expires_at,
@@ -268,57 +246,19 @@ async fn session(api: &Api, command: AperturSessionCommand, json: bool) -> Resul
             password,
             remove_password,
         } => {
-            check_id("the session", &session)?;
-            let mut body = serde_json::Map::new();
-            if let Some(t) = expires_at {
-                body.insert("expires_at".into(), json!(check_expires_at(&t)?));
-            }
-            for (name, v) in [
-                ("max_images", max_images),
-                ("max_image_dimension", max_image_dimension),
-                ("max_image_size_mb", max_image_size_mb),
-            ] {
-                if let Some(v) = v {
-                    if v == 0 {
-                        return Err(Error::usage(
-                            format!("--{} must be at least 1", name.replace('_', "-")),
-                            "give a positive number",
-                        ));
-                    }
-                    body.insert(name.into(), json!(v));
-                }
-            }
-            let allowed = check_mime_types(&allowed_mime_types)?;
-            if !allowed.is_empty() {
-                body.insert("allowed_mime_types".into(), json!(allowed));
-            }
-            if let Some(p) = &password {
-                check_password(p.expose())?;
-                body.insert("password".into(), json!(p.expose()));
-            }
-            if remove_password {
-                body.insert("password".into(), Value::Null);
-            }
-            if body.is_empty() {
-                return Err(Error::usage(
-                    "nothing to update",
-                    "give --expires-at, --max-images, --allowed-mime-type, --max-image-dimension, --max-image-size-mb, --password or --remove-password",
-                ));
-            }
-            let v: Value = api
-                .call(
-                    "update session",
-                    Method::PATCH,
-                    &format!("/api/v1/upload-sessions/{session}"),
-                    &[],
-                    Some(&body),
-                    Retry::Idempotent,
-                )
-                .json()
-                .await?;
-            print_value(&v, json)?;
+            let update = admin::SessionUpdate {
+                expires_at,
+                max_images,
+                allowed_mime_types,
+                max_image_dimension,
+                max_image_size_mb,
+                password,
+                remove_password,
+            };
+            admin::update_session(api, &session, &update).await?
         }
-    }
+    };
+    print_value(&v, json)?;
     Ok(exit::OK)
 }
 
@@ -347,16 +287,13 @@ fn config_object(config: Option<&str>, entries: &[String]) -> Result<Option<serd
 }
 
 async fn destinations(api: &Api, command: AperturDestinationsCommand, json: bool) -> Result<i32> {
-    let base = |project: &str| format!("/api/v1/projects/{project}/destinations");
     match command {
         AperturDestinationsCommand::List { project } => {
-            check_id("--project", &project)?;
-            let v: Value = api.get("list destinations", &base(&project), &[]).json().await?;
+            let list = admin::list_destinations(api, &project).await?;
             if json {
-                print_value(&v, true)?;
+                print_value(&Value::Array(list), true)?;
             } else {
-                let list = v.as_array().ok_or_else(|| protocol("list destinations", "the answer is not a list"))?;
-                for d in list {
+                for d in &list {
                     let field = |k: &str| d.get(k).and_then(Value::as_str).unwrap_or("").to_string();
                     let active = d.get("isActive").and_then(Value::as_bool).unwrap_or(true);
                     write_stdout(&format!(
@@ -370,66 +307,24 @@ async fn destinations(api: &Api, command: AperturDestinationsCommand, json: bool
             }
         }
         AperturDestinationsCommand::Create { project, kind, name, config, config_entries } => {
-            check_id("--project", &project)?;
-            if name.trim().is_empty() {
-                return Err(Error::usage("--name is empty", "give the destination a name"));
-            }
-            let mut body = serde_json::Map::new();
-            body.insert("type".into(), json!(kind));
-            body.insert("name".into(), json!(name));
-            if let Some(c) = config_object(config.as_deref(), &config_entries)? {
-                body.insert("config".into(), Value::Object(c));
-            }
-            let v: Value = api
-                .call("create destination", Method::POST, &base(&project), &[], Some(&body), Retry::Once)
-                .json()
-                .await?;
+            let config = config_object(config.as_deref(), &config_entries)?;
+            let v = admin::create_destination(api, &project, &admin::NewDestination { kind, name, config }).await?;
             print_value(&v, json)?;
         }
         AperturDestinationsCommand::Update { project, destination, name, config, config_entries, active } => {
-            check_id("--project", &project)?;
-            check_id("the destination", &destination)?;
-            let mut body = serde_json::Map::new();
-            if let Some(n) = name {
-                body.insert("name".into(), json!(n));
-            }
-            if let Some(c) = config_object(config.as_deref(), &config_entries)? {
-                body.insert("config".into(), Value::Object(c));
-            }
-            if let Some(a) = active {
-                body.insert("isActive".into(), json!(a));
-            }
-            if body.is_empty() {
-                return Err(Error::usage("nothing to update", "give --name, --config, --config-entry or --active"));
-            }
-            let path = format!("{}/{destination}", base(&project));
-            let v: Value = api
-                .call("update destination", Method::PATCH, &path, &[], Some(&body), Retry::Idempotent)
-                .json()
-                .await?;
+            let config = config_object(config.as_deref(), &config_entries)?;
+            let update = admin::DestinationUpdate { name, config, active };
+            let v = admin::update_destination(api, &project, &destination, &update).await?;
             print_value(&v, json)?;
         }
         AperturDestinationsCommand::Delete { project, destination } => {
-            check_id("--project", &project)?;
-            check_id("the destination", &destination)?;
-            let path = format!("{}/{destination}", base(&project));
-            api.call::<()>("delete destination", Method::DELETE, &path, &[], None, Retry::Idempotent).send().await?;
+            admin::delete_destination(api, &project, &destination).await?;
             print_value(&json!({ "id": destination, "deleted": true }), json)?;
         }
         AperturDestinationsCommand::Test { project, destination } => {
-            check_id("--project", &project)?;
-            check_id("the destination", &destination)?;
-            let path = format!("{}/{destination}/test", base(&project));
-            let v: Value =
-                api.call("test destination", Method::POST, &path, &[], None::<&()>, Retry::Once).json().await?;
+            let (v, failure) = admin::test_destination(api, &project, &destination).await?;
             print_value(&v, json)?;
-            if v.get("success").and_then(Value::as_bool) == Some(false) {
-                let reason = v
-                    .get("error")
-                    .or_else(|| v.get("message"))
-                    .and_then(Value::as_str)
-                    .unwrap_or("the test delivery failed")
-                    .to_string();
+            if let Some(reason) = failure {
                 return Err(Error::ProcessingFailed { provider: "apertur", id: destination, reason });
             }
         }

@@ -140,6 +140,6 @@ pub(crate) async fn check(args: &AuthCheckArgs, output: &OutputArgs) -> Result<i
     };
     match res {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::File { path: "<stdout>".into(), source: e }),
-        _ => Ok(crate::error::exit::OK),
+        _ => Ok(crate::cli::report::exit::OK),
     }
 }

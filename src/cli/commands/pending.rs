@@ -19,9 +19,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::cli::args::{OutputArgs, PendingArgs, ProviderName};
+use crate::cli::report::exit;
 use crate::engine::journal::{self, FileIdentity, JournalData, JournalState};
 use crate::engine::source::FileSource;
-use crate::error::{Error, Result, exit};
+use crate::error::{Error, Result};
 
 /// One journal of the state directory.
 struct Pending {
@@ -227,12 +228,19 @@ async fn resume(args: &PendingArgs, dir: &Path, output: &OutputArgs) -> Result<i
     }
     for p in pending {
         if let Some(why) = &p.mismatch {
-            let err = Error::usage(
-                format!("{} changed since its upload was interrupted ({why}); not resumed", p.data.file.path.display()),
-                format!("upload it again with --no-resume, or drop the journal with upload pending --discard {}", p.id),
-            );
+            let err = Error::JournalMismatch {
+                path: p.data.file.path.clone(),
+                message: format!(
+                    "{} changed since its upload was interrupted ({why}); not resumed",
+                    p.data.file.path.display()
+                ),
+                hint: format!(
+                    "upload it again with --no-resume, or drop the journal with upload pending --discard {}",
+                    p.id
+                ),
+            };
             crate::cli::report_error(&err);
-            code = code.max(err.exit_code());
+            code = code.max(crate::cli::report::exit_code(&err));
             continue;
         }
         if !output.quiet {
@@ -252,7 +260,7 @@ async fn resume(args: &PendingArgs, dir: &Path, output: &OutputArgs) -> Result<i
             Ok(c) => code = code.max(c),
             Err(e) => {
                 crate::cli::report_error(&e);
-                code = code.max(e.exit_code());
+                code = code.max(crate::cli::report::exit_code(&e));
                 if matches!(e, Error::Interrupted { .. }) {
                     break;
                 }

@@ -66,7 +66,7 @@ pub(crate) async fn run(cmd: TeleportCommand, output: &OutputArgs) -> Result<i32
             let api = api_from_args(ProviderName::Teleport, &api)?;
             if !yes && !confirm_delete(&eid).await? {
                 eprintln!("upload: capture {eid} kept");
-                return Ok(crate::error::exit::OK);
+                return Ok(crate::cli::report::exit::OK);
             }
             admin::delete(&api, &eid).await?;
             if json {
@@ -96,7 +96,7 @@ pub(crate) async fn run(cmd: TeleportCommand, output: &OutputArgs) -> Result<i32
             download_models(&api, &sid, &model, &dir, &rate, output, &cancel).await?;
         }
     }
-    Ok(crate::error::exit::OK)
+    Ok(crate::cli::report::exit::OK)
 }
 
 fn query(model: &ModelArgs) -> MetadataQuery {

@@ -36,12 +36,11 @@ use notify::{Event, EventKind, RecursiveMode, Watcher as _};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::args::{AfterUpload, OutputArgs, ProviderName, WatchArgs};
-use crate::cli::batch::{FileResult, Step};
+use crate::cli::batch::{Reporter, bar_for};
 use crate::cli::settings::UploadSettings;
 use crate::cli::ui;
 use crate::error::{Error, Result};
-use crate::providers::Provider;
-use crate::run::{Item, Selection};
+use crate::run::{End, FileEnd, FileResult, Item, RunOptions, Selection};
 use schedule::{Settle, Ticker};
 
 /// What a unit looks like: (bytes, mtime in ns) of a file; (bytes, a hash of the listing of
@@ -335,14 +334,14 @@ fn close_events() -> bool {
 /// How an attempt ended, as far as the watcher is concerned.
 fn classify(err: &Error) -> Last {
     match err {
-        Error::Usage { .. } => Last::Refused,
+        Error::Usage { .. } | Error::JournalMismatch { .. } => Last::Refused,
         _ => Last::Failed { failures: 0, retry_at: Instant::now() },
     }
 }
 
 /// The journal of an interrupted upload no longer matches the file: a new version to upload afresh.
 fn journal_outdated(err: &Error) -> bool {
-    matches!(err, Error::Usage { message, .. } if message.contains("changed since its upload was interrupted"))
+    matches!(err, Error::JournalMismatch { .. })
 }
 
 /// Moves `from` to `to` (a rename; a copy and delete across filesystems, for a file).
@@ -402,7 +401,7 @@ fn signals(cancel: CancellationToken) -> tokio::sync::mpsc::UnboundedReceiver<()
                     cancel.cancel();
                 } else {
                     eprintln!("upload: watch: stopped: interrupted uploads resume when the watcher starts again");
-                    std::process::exit(crate::error::exit::INTERRUPTED);
+                    std::process::exit(crate::cli::report::exit::INTERRUPTED);
                 }
             }
         }
@@ -416,7 +415,7 @@ fn signals(cancel: CancellationToken) -> tokio::sync::mpsc::UnboundedReceiver<()
                 cancel.cancel();
                 if stop.recv().await {
                     eprintln!("upload: watch: stopped: interrupted uploads resume when the watcher starts again");
-                    std::process::exit(crate::error::exit::INTERRUPTED);
+                    std::process::exit(crate::cli::report::exit::INTERRUPTED);
                 }
             }
         }
@@ -447,15 +446,14 @@ pub(crate) async fn run(args: WatchArgs, output: OutputArgs) -> Result<i32> {
     let cancel = CancellationToken::new();
     let mut hups = signals(cancel.clone());
 
-    let mut settings = Arc::new(UploadSettings::from_args(up, &output)?);
-    let mut provider: Arc<dyn Provider> = Arc::from(settings.provider()?);
+    let mut settings = Arc::new(UploadSettings::from_args(up, &output, cancel.clone())?);
     let selection = Selection::new(up.recursive, up.hidden, &up.include, &up.exclude)?;
     let bulk = settings.provider == ProviderName::Teleport && up.teleport.format.as_deref() == Some("bulk-images");
+    let concurrent_files = settings.uploader.provider().concurrent_files();
     let files_at_once = match up.files_at_once {
-        crate::cli::args::AutoCount::Fixed(n) => (n as usize).max(provider.concurrent_files()),
-        crate::cli::args::AutoCount::Auto => crate::engine::tune::AUTO_FILES_MIN.max(provider.concurrent_files()),
+        crate::cli::args::AutoCount::Fixed(n) => (n as usize).max(concurrent_files),
+        crate::cli::args::AutoCount::Auto => crate::engine::tune::AUTO_FILES_MIN.max(concurrent_files),
     };
-    let permits = settings.uploader.shared_permits.clone();
     let mut ignore = vec![];
     if let AfterUpload::Move(dir) = &opts.after_upload {
         std::fs::create_dir_all(dir).map_err(|e| Error::File { path: dir.clone(), source: e })?;
@@ -463,7 +461,7 @@ pub(crate) async fn run(args: WatchArgs, output: OutputArgs) -> Result<i32> {
             crate::engine::platform::canonicalize(dir).map_err(|e| Error::File { path: dir.clone(), source: e })?,
         );
     }
-    if let Some(d) = settings.state_dir.as_ref().and_then(|d| crate::engine::platform::canonicalize(d).ok()) {
+    if let Some(d) = settings.uploader.state_dir_path().and_then(|d| crate::engine::platform::canonicalize(d).ok()) {
         ignore.push(d);
     }
 
@@ -510,7 +508,7 @@ pub(crate) async fn run(args: WatchArgs, output: OutputArgs) -> Result<i32> {
     table.scan_all(started);
 
     let board = ui::Board::new(ui::Mode::detect(output.quiet, output.json));
-    let mut summary = ui::Summary::default();
+    let mut reporter = Reporter::new(&settings.uploader, up.force, &board, &output);
     let mut interrupted = 0u32;
     let mut inflight: FuturesUnordered<LocalBoxFuture<'_, Attempt>> = FuturesUnordered::new();
     let mut ticker = Ticker::new(schedule::tick_interval(opts.settle));
@@ -578,7 +576,7 @@ pub(crate) async fn run(args: WatchArgs, output: OutputArgs) -> Result<i32> {
                             }
                         }
                     }
-                    Ok(FileResult::Planned) => u.last = Some((sent, Last::Done)),
+                    Ok(_) => u.last = Some((sent, Last::Done)),
                     Err(Error::Interrupted { .. }) => {
                         interrupted += 1;
                         u.state = State::Pending;
@@ -610,13 +608,12 @@ pub(crate) async fn run(args: WatchArgs, output: OutputArgs) -> Result<i32> {
                         u.last = Some((sent, last));
                     }
                 }
-                let step = Step::new(&settings, provider.as_ref(), &selection, &args.upload, output.json);
-                let reported = match &res {
-                    Err(e) if matches!(classify(e), Last::Refused) => {
-                        step.report_refused(&item, e, false, &board, &mut summary, &output)
-                    }
-                    _ => step.report(&item, &res, elapsed, &board, &mut summary, &output),
+                let end = match res {
+                    Ok(r) => End::Done(r),
+                    Err(e) if matches!(classify(&e), Last::Refused) => End::Refused(e),
+                    Err(e) => End::Failed(e),
                 };
+                let reported = reporter.end(FileEnd { item: &item, end, elapsed });
                 if let Err(e) = reported {
                     // stdout is gone: nothing more can be reported.
                     crate::cli::report_error(&e);
@@ -628,10 +625,9 @@ pub(crate) async fn run(args: WatchArgs, output: OutputArgs) -> Result<i32> {
                 Err(e) => tracing::warn!("watch: {e}"),
             },
             Some(()) = hups.recv() => {
-                match UploadSettings::from_args(up, &output).and_then(|s| s.provider().map(|p| (s, p))) {
-                    Ok((s, p)) => {
+                match UploadSettings::from_args(up, &output, cancel.clone()) {
+                    Ok(s) => {
                         settings = Arc::new(s);
-                        provider = Arc::from(p);
                         eprintln!("upload: watch: configuration re-read (files started from now on use it)");
                     }
                     Err(e) => {
@@ -712,20 +708,17 @@ pub(crate) async fn run(args: WatchArgs, output: OutputArgs) -> Result<i32> {
                     u.state = State::InFlight { changed: false };
                     u.sent = Some(sig);
                     u.immediate = false;
-                    let resume = settings.resume && !u.fresh;
+                    let resume = settings.uploader.resumes() && !u.fresh;
                     let item = match kind {
                         Kind::File => Item::File(path),
                         Kind::Capture => Item::ZipDir(path),
                     };
-                    let (settings, provider, permits) = (settings.clone(), provider.clone(), permits.clone());
+                    let settings = settings.clone();
                     let (board, selection, run_cancel) = (&board, &selection, cancel.child_token());
-                    let (args, json) = (&args.upload, output.json);
                     inflight.push(Box::pin(async move {
                         let t0 = Instant::now();
-                        let mut step = Step::new(&settings, provider.as_ref(), selection, args, json);
-                        step.uploader.shared_permits = permits;
-                        step.resume = resume;
-                        let res = attempt(&step, &item, board, run_cancel).await;
+                        let options = RunOptions { resume, ..settings.run_options(selection) };
+                        let res = attempt(&settings.uploader, &item, &options, board, run_cancel).await;
                         Attempt { key, item, res, elapsed: t0.elapsed() }
                     }));
                 }
@@ -734,13 +727,14 @@ pub(crate) async fn run(args: WatchArgs, output: OutputArgs) -> Result<i32> {
     }
     drop(inflight);
     // Apertur --wait follows the deliveries of the session once the uploads ended.
-    let mut code = if opts.once { summary.exit_code() } else { crate::error::exit::OK };
-    if opts.once && !cancel.is_cancelled() {
-        let ctx = settings.context(Arc::new(crate::engine::progress::NoProgress), cancel.child_token())?;
-        if let Err(err) = provider.finish(&ctx).await {
-            crate::cli::report_error(&err);
-            code = code.max(err.exit_code());
-        }
+    let summary = &reporter.summary;
+    let mut code = if opts.once { summary.exit_code() } else { crate::cli::report::exit::OK };
+    if opts.once
+        && !cancel.is_cancelled()
+        && let Err(err) = settings.uploader.finish(&cancel.child_token()).await
+    {
+        crate::cli::report_error(&err);
+        code = code.max(crate::cli::report::exit_code(&err));
     }
     summary.print(started.elapsed(), board.sent(), output.quiet);
     if interrupted > 0 {
@@ -750,17 +744,22 @@ pub(crate) async fn run(args: WatchArgs, output: OutputArgs) -> Result<i32> {
 }
 
 /// One attempt at a unit: the provider's check of the file first (Apertur refuses types and
-/// sizes here), then the shared per-file step.
-async fn attempt(step: &Step<'_>, item: &Item, board: &ui::Board, cancel: CancellationToken) -> Result<FileResult> {
-    if let Item::File(path) = item {
+/// sizes here), then the library's per-file step.
+async fn attempt(
+    uploader: &crate::uploader::Uploader,
+    item: &Item,
+    options: &RunOptions,
+    board: &ui::Board,
+    cancel: CancellationToken,
+) -> Result<FileResult> {
+    if let Item::File(_) = item {
         // What the provider refuses locally (type, size) is refused before any request.
-        crate::engine::source::FileSource::open(path).and_then(|f| step.provider.dry_run(&f))?;
-        let ctx = step.settings.context(Arc::new(crate::engine::progress::NoProgress), cancel.clone())?;
-        if let Some(Some(err)) = step.provider.prepare(&ctx, std::slice::from_ref(path)).await?.pop() {
+        uploader.check(item)?;
+        if let Some(Some(err)) = uploader.prepare(std::slice::from_ref(item), &cancel).await?.pop() {
             return Err(err);
         }
     }
-    step.run(item, board, cancel).await
+    uploader.upload_item(item, options, &|i: &Item| bar_for(board, i), cancel).await
 }
 
 fn human_duration(d: Duration) -> String {

@@ -15,6 +15,8 @@
 //! image limit. A file refused is reported and skipped; when every file is refused no session
 //! is created.
 
+pub mod admin;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -516,7 +518,7 @@ impl Apertur {
             progress.event(Event::Bytes { part: 1, delta: settled - counted });
         }
         let answer = match result {
-            Err(Error::Rejected { status: 400, message, .. }) if message.contains("MAX_IMAGES_REACHED") => {
+            Err(Error::Rejected { status: 400, code: Some(code), message, .. }) if code == "MAX_IMAGES_REACHED" => {
                 let _ = self.full.set(message.clone());
                 return Err(session_full(&what, &message));
             }
@@ -533,9 +535,13 @@ fn replay(e: &Error) -> Error {
         Error::Auth { provider, message, hint } => {
             Error::Auth { provider, message: message.clone(), hint: hint.clone() }
         }
-        Error::Rejected { provider, what, status, message } => {
-            Error::Rejected { provider, what: what.clone(), status: *status, message: message.clone() }
-        }
+        Error::Rejected { provider, what, status, code, message } => Error::Rejected {
+            provider,
+            what: what.clone(),
+            status: *status,
+            code: code.clone(),
+            message: message.clone(),
+        },
         Error::Network { provider, what, message } => {
             Error::Network { provider, what: what.clone(), message: message.clone() }
         }
@@ -549,7 +555,13 @@ fn replay(e: &Error) -> Error {
 
 /// The session holds no more images: this one was refused (or not sent).
 fn session_full(what: &str, message: &str) -> Error {
-    Error::Rejected { provider: PROVIDER, what: what.into(), status: 400, message: message.into() }
+    Error::Rejected {
+        provider: PROVIDER,
+        what: what.into(),
+        status: 400,
+        code: Some("MAX_IMAGES_REACHED".into()),
+        message: message.into(),
+    }
 }
 
 fn protocol(what: &str, message: &str) -> Error {

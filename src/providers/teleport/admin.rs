@@ -1,6 +1,6 @@
 //! Varjo Teleport beyond the upload: the capture list, one capture's state (found by paging
-//! the list: the API has no GET for one capture), rename, delete, waiting for processing, and
-//! the share metadata that lists the model files.
+//! the list, [`super::pager`]: the API has no GET for one capture), rename, delete, waiting for
+//! processing, and the share metadata that lists the model files.
 //!
 //! States (PROVIDERS.md): `READY` is success, `ERROR` or `FAILED` failure, anything else
 //! (CREATED, UPLOADED, PROCESSING, ...) in progress. Timestamps without a timezone are UTC.
@@ -18,9 +18,6 @@ use crate::engine::progress::{Event, Progress};
 use crate::error::{Error, Result};
 use crate::providers::api::{Api, Retry};
 
-/// The API's default page size (`limit`), used when paging to find one capture.
-pub const PAGE: u32 = 25;
-
 /// A capture as listed (`CaptureOutput`). Only `eid` and `state` are required here; every other
 /// field is kept as received, so that a new or differently typed field never breaks a listing.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -32,6 +29,17 @@ pub struct Capture {
     /// Everything else (`name`, `sid`, `created`, `viewer_url`, ...).
     #[serde(flatten)]
     pub fields: Map<String, Value>,
+}
+
+/// A capture's `uploaded` field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Uploaded {
+    /// Not in the answer at all: nothing can be told from it.
+    Absent,
+    /// `null`: the upload is not complete.
+    Null,
+    /// The time the completion was accepted.
+    At(String),
 }
 
 /// Where a capture stands.
@@ -49,6 +57,16 @@ impl Capture {
     /// A string field, `None` when absent, null or not a string.
     pub fn str(&self, key: &str) -> Option<&str> {
         self.fields.get(key).and_then(|v| v.as_str())
+    }
+
+    /// `uploaded` (CaptureOutput: a time, null until the upload is complete): the one field
+    /// that proves a completion arrived.
+    pub fn uploaded(&self) -> Uploaded {
+        match self.fields.get("uploaded") {
+            None => Uploaded::Absent,
+            Some(Value::Null) => Uploaded::Null,
+            Some(v) => Uploaded::At(v.as_str().map(String::from).unwrap_or_else(|| v.to_string())),
+        }
     }
 
     /// Success, failure or still going.
@@ -136,9 +154,7 @@ pub fn check_id(kind: &str, id: &str) -> Result<()> {
 
 /// One page of the capture list.
 pub async fn list_page(api: &Api, limit: u32, offset: u64) -> Result<Vec<Capture>> {
-    api.get("list captures", "/api/v1/captures", &[("limit", limit.to_string()), ("offset", offset.to_string())])
-        .json()
-        .await
+    super::pager::page(api, limit, offset).await
 }
 
 /// Pages of `limit` from `offset` until a short page; `on_page` sees each page as it comes.
@@ -148,78 +164,19 @@ pub async fn list_all(
     offset: u64,
     mut on_page: impl FnMut(&[Capture]) -> Result<()>,
 ) -> Result<u64> {
-    let mut offset = offset;
+    let mut pager = super::pager::Pager::new(api, limit, offset);
     let mut seen = 0u64;
-    let mut previous_first: Option<String> = None;
-    loop {
-        let page = list_page(api, limit, offset).await?;
-        guard_offset_ignored(api, &page, &mut previous_first)?;
+    while let Some(page) = pager.next_page().await? {
         on_page(&page)?;
         seen += page.len() as u64;
-        if (page.len() as u64) < limit as u64 {
-            return Ok(seen);
-        }
-        offset += page.len() as u64;
     }
-}
-
-/// A server that ignored `offset` would hand the same page forever.
-fn guard_offset_ignored(api: &Api, page: &[Capture], previous_first: &mut Option<String>) -> Result<()> {
-    let first = page.first().map(|c| c.eid.clone());
-    if first.is_some() && *previous_first == first {
-        return Err(Error::Protocol {
-            provider: api.provider,
-            what: "list captures".into(),
-            message: "the next page starts with the same capture: the server ignores `offset`".into(),
-        });
-    }
-    *previous_first = first;
-    Ok(())
-}
-
-/// Finds a capture by paging the list. `hint` is the offset where it was last seen (captures
-/// only move down the newest-first list): the search starts on that page, then goes back to
-/// the start. Updated when found.
-pub async fn find_capture(api: &Api, eid: &str, hint: &mut u64) -> Result<Option<Capture>> {
-    let start = *hint / PAGE as u64 * PAGE as u64;
-    if let Some((c, at)) = scan(api, eid, start, None).await? {
-        *hint = at;
-        return Ok(Some(c));
-    }
-    if start > 0
-        && let Some((c, at)) = scan(api, eid, 0, Some(start)).await?
-    {
-        *hint = at;
-        return Ok(Some(c));
-    }
-    Ok(None)
-}
-
-async fn scan(api: &Api, eid: &str, from: u64, until: Option<u64>) -> Result<Option<(Capture, u64)>> {
-    let mut offset = from;
-    let mut previous_first = None;
-    loop {
-        if until.is_some_and(|u| offset >= u) {
-            return Ok(None);
-        }
-        let page = list_page(api, PAGE, offset).await?;
-        guard_offset_ignored(api, &page, &mut previous_first)?;
-        let n = page.len() as u64;
-        if let Some(i) = page.iter().position(|c| c.eid == eid) {
-            let c = page.into_iter().nth(i).expect("index from position");
-            return Ok(Some((c, offset + i as u64)));
-        }
-        if n < PAGE as u64 {
-            return Ok(None);
-        }
-        offset += n;
-    }
+    Ok(seen)
 }
 
 /// The capture, or a 404-like rejection naming it.
 pub async fn status(api: &Api, eid: &str) -> Result<Capture> {
     check_id("capture eid", eid)?;
-    find_capture(api, eid, &mut 0).await?.ok_or_else(|| not_listed(api, eid))
+    super::pager::find(api, eid, None).await?.ok_or_else(|| not_listed(api, eid))
 }
 
 fn not_listed(api: &Api, eid: &str) -> Error {
@@ -227,6 +184,7 @@ fn not_listed(api: &Api, eid: &str) -> Error {
         provider: api.provider,
         what: format!("looking up capture {eid}"),
         status: 404,
+        code: None,
         message: "no such capture in the list of captures of this account".into(),
     }
 }
@@ -284,7 +242,8 @@ pub async fn wait_processed(
         opts.poll_interval.max(Duration::from_secs(30)),
         Some(opts.timeout),
     );
-    let hint = std::sync::Mutex::new(0u64);
+    // The capture's own `created`, once seen: later searches stop below it.
+    let created = std::sync::Mutex::new(None);
     let shown = std::sync::Mutex::new(String::new());
     let last_state = std::sync::Mutex::new("UPLOADED".to_string());
     let misses = std::sync::atomic::AtomicU32::new(0);
@@ -300,21 +259,22 @@ pub async fn wait_processed(
     };
     poller
         .until(cancel, timeout, interrupted, || async {
-            let mut at = *hint.lock().expect("hint lock");
-            let found = find_capture(api, eid, &mut at).await?;
-            *hint.lock().expect("hint lock") = at;
+            let not_before = *created.lock().expect("created lock");
+            let found = super::pager::find(api, eid, not_before).await?;
             let Some(c) = found else {
                 if misses.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 >= 3 {
                     return Err(Error::Rejected {
                         provider: api.provider,
                         what: format!("waiting for capture {eid}"),
                         status: 404,
+                        code: None,
                         message: "the capture is no longer in the list of captures (deleted?)".into(),
                     });
                 }
                 return Ok(Step::Again);
             };
             misses.store(0, std::sync::atomic::Ordering::SeqCst);
+            *created.lock().expect("created lock") = c.str("created").and_then(parse_time);
             let line = c.state_line();
             {
                 let mut shown = shown.lock().expect("shown lock");
@@ -375,10 +335,11 @@ pub async fn metadata(api: &Api, sid: &str, q: &MetadataQuery) -> Result<Value> 
     }
     let r = api.get("get metadata", &format!("/share/{sid}/metadata"), &query).json().await;
     match r {
-        Err(Error::Rejected { provider, what, status: 404, message }) => Err(Error::Rejected {
+        Err(Error::Rejected { provider, what, status: 404, code, message }) => Err(Error::Rejected {
             provider,
             what,
             status: 404,
+            code,
             message: format!(
                 "{message}: no READY capture is shared as {sid} (the metadata exists once processing is READY; `upload teleport status EID` shows the state and sid)"
             ),

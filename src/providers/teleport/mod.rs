@@ -6,6 +6,7 @@
 //! idempotent; asking a URL is.
 
 pub mod admin;
+pub mod pager;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -338,18 +339,16 @@ impl MultipartUpload for TeleportUpload {
         Ok(Created { upload_id: created.eid, plan, extra: serde_json::Value::Null })
     }
 
-    /// The newest capture of this name (and size, when the list says it), still CREATED,
-    /// created at or after `since`; its plan comes from asking a URL for part 1.
+    /// The newest capture of this name, still CREATED, created at or after `since`; its plan
+    /// comes from asking a URL for part 1.
     async fn find_created(&self, since: chrono::DateTime<chrono::Utc>) -> Result<Lookup<Created>> {
-        let recent = |c: &serde_json::Value| {
-            let created = c.get("created").and_then(|v| v.as_str()).and_then(parse_time);
-            c.get("name").and_then(|v| v.as_str()) == Some(self.name.as_str())
-                && c.get("bytesize").and_then(|v| v.as_u64()).is_none_or(|b| b == self.bytesize)
-                && c.get("state").and_then(|v| v.as_str()) == Some("CREATED")
-                && created.is_some_and(|t| t >= since - chrono::Duration::minutes(2))
-        };
-        let Some(found) = find_capture(&self.api, recent, 4).await? else { return Ok(Lookup::NotFound) };
-        let eid = found["eid"].as_str().unwrap_or_default().to_string();
+        let not_before = since - chrono::Duration::minutes(2);
+        let found = pager::find_all(&self.api, not_before, |c| {
+            c.str("name") == Some(self.name.as_str()) && c.state == "CREATED"
+        })
+        .await?;
+        let Some(found) = found.into_iter().next() else { return Ok(Lookup::NotFound) };
+        let eid = found.eid;
         let plan = self.plan_of(&eid).await?;
         tracing::info!(%eid, "adopted the capture a lost create request made");
         Ok(Lookup::Found(Created { upload_id: eid, plan, extra: serde_json::Value::Null }))
@@ -371,46 +370,13 @@ impl MultipartUpload for TeleportUpload {
 
     /// The capture left CREATED: the completion arrived.
     async fn find_completed(&self, created: &Created) -> Result<Lookup<serde_json::Value>> {
-        let eid = created.upload_id.as_str();
-        let this = |c: &serde_json::Value| c.get("eid").and_then(|v| v.as_str()) == Some(eid);
-        match find_capture(&self.api, this, 40).await? {
-            Some(found) if found.get("state").and_then(|v| v.as_str()).is_some_and(|s| s != "CREATED") => {
-                Ok(Lookup::Found(found))
+        match pager::find(&self.api, &created.upload_id, None).await? {
+            Some(found) if found.state != "CREATED" => {
+                Ok(Lookup::Found(serde_json::to_value(&found).unwrap_or_default()))
             }
             _ => Ok(Lookup::NotFound),
         }
     }
-
-    fn is_stale(&self, e: &Error) -> bool {
-        match e {
-            Error::Rejected { status, message, .. } => {
-                *status == 404 || message.contains("Capture not found") || message.contains("NoSuchUpload")
-            }
-            Error::Protocol { message, .. } => message.contains("NoSuchUpload"),
-            _ => false,
-        }
-    }
-}
-
-/// Pages `GET /api/v1/captures` (newest first) for the first capture matching `pred`, reading
-/// at most `max_pages` pages of 100. There is no documented GET of one capture.
-pub async fn find_capture(
-    api: &Api,
-    pred: impl Fn(&serde_json::Value) -> bool,
-    max_pages: u32,
-) -> Result<Option<serde_json::Value>> {
-    const PAGE: usize = 100;
-    for page in 0..max_pages {
-        let query = [("limit", PAGE.to_string()), ("offset", (page as usize * PAGE).to_string())];
-        let list: Vec<serde_json::Value> = api.get("list captures", "/api/v1/captures", &query).json().await?;
-        if let Some(c) = list.iter().find(|c| pred(c)) {
-            return Ok(Some(c.clone()));
-        }
-        if list.len() < PAGE {
-            break;
-        }
-    }
-    Ok(None)
 }
 
 /// Teleport timestamps come without a timezone (`2025-10-06T18:55:42.733421`): they are UTC.
