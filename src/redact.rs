@@ -89,12 +89,45 @@ pub fn scrub(text: &str, secrets: &[&str]) -> String {
             out = out.replace(s, "***");
         }
     }
-    // Presigned URLs echoed in an error body: drop their signatures.
-    if let Some(i) = out.find("X-Amz-Signature=") {
-        let end =
-            out[i..].find(|c: char| c == '&' || c == '"' || c == '<' || c.is_whitespace()).map_or(out.len(), |e| i + e);
-        out.replace_range(i..end, "X-Amz-Signature=***");
+    // Presigned URLs (or upload forms) echoed in an error body: drop their signatures.
+    redact_signatures(&out)
+}
+
+/// Every signature value in `text` replaced by `***`, in any case: `X-Amz-Signature=...`
+/// (query strings, also URL-encoded as `X-Amz-Signature%3D...`), the older `Signature=...`,
+/// and a form field `"x-amz-signature": "..."` (JSON).
+fn redact_signatures(text: &str) -> String {
+    // ASCII lower-casing keeps every byte offset.
+    let lower = text.to_ascii_lowercase();
+    let mut out = String::with_capacity(text.len());
+    let (mut copied, mut from) = (0, 0);
+    while let Some(found) = lower[from..].find("signature") {
+        let after = from + found + "signature".len();
+        let rest = &lower[after..];
+        let value = if rest.starts_with('=') {
+            Some(after + 1)
+        } else if rest.starts_with("%3d") {
+            Some(after + 3)
+        } else if let Some(r) = rest.strip_prefix('"') {
+            // `"...signature": "VALUE"`
+            let r2 = r.trim_start();
+            r2.strip_prefix(':').map(str::trim_start).filter(|v| v.starts_with('"')).map(|v| lower.len() - v.len() + 1)
+        } else {
+            None
+        };
+        let Some(start) = value else {
+            from = after;
+            continue;
+        };
+        let end = text[start..]
+            .find(|c: char| matches!(c, '&' | '"' | '\'' | '<' | ',' | ';' | ')' | '}') || c.is_whitespace())
+            .map_or(text.len(), |e| start + e);
+        out.push_str(&text[copied..start]);
+        out.push_str("***");
+        copied = end;
+        from = end.max(after);
     }
+    out.push_str(&text[copied..]);
     out
 }
 
@@ -117,5 +150,25 @@ mod tests {
             scrub("bad url ...?X-Amz-Signature=deadbeef&x=1 token tok-1234", &["tok-1234"]),
             "bad url ...?X-Amz-Signature=***&x=1 token ***"
         );
+    }
+
+    /// Every signature in a text, in any case and any spelling, is redacted.
+    #[test]
+    fn every_signature_is_redacted() {
+        let text = "first https://s3/b/k?X-Amz-Signature=aaaa1111&partNumber=1 \
+                    second <Url>https://s3/b/k?x-amz-signature=bbbb2222</Url> \
+                    third X-AMZ-SIGNATURE=cccc3333, encoded X-Amz-Signature%3Ddddd4444&next \
+                    v2 ?Signature=eeee5555&Expires=1 \
+                    form {\"x-amz-signature\": \"ffff6666\", \"key\": \"k\"} \
+                    code SignatureDoesNotMatch stays";
+        let out = scrub(text, &[]);
+        for secret in ["aaaa1111", "bbbb2222", "cccc3333", "dddd4444", "eeee5555", "ffff6666"] {
+            assert!(!out.contains(secret), "{secret} in {out}");
+        }
+        assert_eq!(out.matches("***").count(), 6, "{out}");
+        assert!(out.contains("&partNumber=1") && out.contains("SignatureDoesNotMatch stays"), "{out}");
+        assert!(out.contains("\"x-amz-signature\": \"***\", \"key\": \"k\""), "{out}");
+        assert_eq!(scrub("no secret here", &[]), "no secret here");
+        assert_eq!(scrub("Signature=", &[]), "Signature=***");
     }
 }

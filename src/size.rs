@@ -48,23 +48,48 @@ pub fn human(bytes: u64) -> String {
     if i == 0 { format!("{bytes} B") } else { format!("{v:.2} {}", UNITS[i]) }
 }
 
-/// A wait for people: `350ms`, `2s`, `1.5s`, `2m05s`.
+/// A duration for people, the one formatter of the tool: `350ms`, `2s`, `1.5s`, `42s`, `5m`,
+/// `2m05s`, `1h`, `2h07m` (whole minutes and hours without their zeros).
 pub fn human_duration(d: std::time::Duration) -> String {
     let ms = d.as_millis();
+    let s = d.as_secs();
     if ms < 1000 {
         format!("{ms}ms")
     } else if ms < 10_000 && !ms.is_multiple_of(1000) {
         format!("{:.1}s", ms as f64 / 1000.0)
-    } else if ms < 60_000 {
-        format!("{}s", ms / 1000)
+    } else if s < 60 {
+        format!("{s}s")
+    } else if s < 3600 && s.is_multiple_of(60) {
+        format!("{}m", s / 60)
+    } else if s < 3600 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else if s.is_multiple_of(3600) {
+        format!("{}h", s / 3600)
     } else {
-        format!("{}m{:02}s", ms / 60_000, (ms / 1000) % 60)
+        format!("{}h{:02}m", s / 3600, (s / 60) % 60)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_for_people() {
+        use std::time::Duration;
+        for (d, text) in [
+            (Duration::from_millis(350), "350ms"),
+            (Duration::from_millis(1500), "1.5s"),
+            (Duration::from_secs(2), "2s"),
+            (Duration::from_secs(42), "42s"),
+            (Duration::from_secs(300), "5m"),
+            (Duration::from_secs(125), "2m05s"),
+            (Duration::from_secs(3600), "1h"),
+            (Duration::from_secs(2 * 3600 + 7 * 60 + 9), "2h07m"),
+        ] {
+            assert_eq!(human_duration(d), text, "{d:?}");
+        }
+    }
 
     #[test]
     fn units() {

@@ -22,11 +22,11 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use futures::Stream;
 use tokio_util::sync::CancellationToken;
 
+use crate::engine::http::NetOptions;
 use crate::engine::progress::{Event, NoProgress, Progress};
 use crate::engine::ratelimit::RateLimit;
 use crate::engine::request::{Executor, Notifier};
@@ -34,7 +34,7 @@ use crate::engine::retry::RetryPolicy;
 use crate::engine::tune::{Concurrency, Files, Permits};
 use crate::engine::uploader::UploaderOptions;
 use crate::error::Result;
-use crate::providers::api::{DEFAULT_TIMEOUT, RequestSigner};
+use crate::providers::api::RequestSigner;
 use crate::providers::signin::{Credentials, SignIn};
 use crate::providers::{Api, Context, Provider, TokenSource, UploadOutcome};
 use crate::redact::Secret;
@@ -69,6 +69,7 @@ struct Config {
     notifier: Option<Notifier>,
     progress: Arc<dyn Progress>,
     cancel: CancellationToken,
+    net: NetOptions,
 }
 
 /// What the uploads of an `Uploader` share, built at the first one.
@@ -112,6 +113,7 @@ impl Uploader {
                 notifier: None,
                 progress: Arc::new(NoProgress),
                 cancel: CancellationToken::new(),
+                net: NetOptions::default(),
             },
             shared: Arc::default(),
         }
@@ -217,6 +219,12 @@ impl Uploader {
         self.set(|c| c.notifier = Some(notifier))
     }
 
+    /// How the uploads reach the network: extra trust roots, the connect and idle timeouts,
+    /// a speed limit (default: [`NetOptions::default`], the documented defaults).
+    pub fn net(self, net: NetOptions) -> Self {
+        self.set(|c| c.net = net)
+    }
+
     /// Receives progress events.
     pub fn progress(self, progress: impl Progress + 'static) -> Self {
         self.set(|c| c.progress = Arc::new(progress))
@@ -278,13 +286,17 @@ impl Uploader {
         let d = c.provider.descriptor();
         let endpoint = c.endpoint.clone().unwrap_or_else(|| d.endpoint.to_string());
         let endpoint = crate::engine::http::checked_url(&endpoint, "endpoint")?;
-        let http = crate::engine::http::client(c.concurrency.max());
+        let http = crate::engine::http::client(&c.net, c.concurrency.max());
         let token = c.token.clone().or_else(|| d.env_token());
         let sign_in = match &c.sign_in {
             Some(credentials) => {
                 let text = c.auth_endpoint.as_deref().or(d.auth_endpoint(false)).unwrap_or_default();
                 let auth = crate::engine::http::checked_url(text, "--auth-endpoint")?;
-                Some(SignIn::new(d.name, auth, credentials.clone(), http.clone(), c.state_dir.as_deref()))
+                let exec = Executor::with_options(c.cancel.clone(), None, &c.net);
+                Some(
+                    SignIn::new(d.name, auth, credentials.clone(), http.clone(), c.state_dir.as_deref())
+                        .with_executor(exec),
+                )
             }
             None => None,
         };
@@ -293,7 +305,7 @@ impl Uploader {
             endpoint,
             http,
             tokens,
-            exec: Executor::new(c.cancel.clone(), c.notifier.clone()),
+            exec: Executor::with_options(c.cancel.clone(), c.notifier.clone(), &c.net),
             permits: Permits::new(c.concurrency),
         });
         let _ = self.shared.set(shared);
@@ -313,7 +325,7 @@ impl Uploader {
             retry: c.retry.clone(),
             content_type: None,
             content_md5: c.content_md5,
-            drain: Duration::from_secs(5),
+            drain: crate::engine::wait::GRACE,
             seed: None,
             shared_permits: Some(s.permits.clone()),
             rate: c.rate.clone(),
@@ -328,7 +340,7 @@ impl Uploader {
                 token: s.tokens.clone(),
                 retry: c.retry.clone(),
                 signer: c.signer.clone(),
-                timeout: DEFAULT_TIMEOUT,
+                hold: None,
                 on_retry: None,
             },
             uploader,

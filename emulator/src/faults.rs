@@ -29,6 +29,40 @@ pub enum ApiFault {
     Throttle,
 }
 
+/// A stall of the network, decided when a request arrives (see [`crate::Faults::hang`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stall {
+    /// Accept the request, never answer; its body is not read.
+    Hang,
+    /// Carry the call out, send the head and half the body of its answer, then nothing.
+    StallBody,
+    /// Send the answer's body at this many bytes per second.
+    Trickle(u64),
+    /// Read the request body at this many bytes per second.
+    TrickleRead(u64),
+    /// Read the first 64 KiB of the request body, then nothing; never answer.
+    StopReading,
+}
+
+/// One stall entry: its kind, the call it matches, how many more it stalls (`None`: all).
+#[derive(Debug, Clone)]
+struct StallRule {
+    kind: Stall,
+    call: String,
+    left: Option<u32>,
+}
+
+/// Parses `[COUNT ]METHOD /path` (see [`crate::Faults::hang`]).
+fn stall_rule(kind: Stall, entry: &str) -> StallRule {
+    let entry = entry.trim();
+    let (count, call) = match entry.split_once(' ') {
+        Some((c, rest)) if c.eq_ignore_ascii_case("always") => (None, rest),
+        Some((c, rest)) if c.chars().all(|ch| ch.is_ascii_digit()) => (Some(c.parse().unwrap_or(1)), rest),
+        _ => (Some(1), entry),
+    };
+    StallRule { kind, call: call.trim().to_string(), left: count }
+}
+
 /// The faults in force, their RNG and their counters.
 #[derive(Debug)]
 pub struct FaultState {
@@ -40,12 +74,74 @@ pub struct FaultState {
     model_downloads: u32,
     /// Entries of `lose_answer` already spent (one flag per entry).
     lost: Vec<bool>,
+    stalls: Vec<StallRule>,
+    /// Matching calls seen so far by each entry of `fake_answer`, then of `replace_answer`
+    /// (`None` once spent).
+    fake_seen: Vec<Option<u64>>,
+    replace_seen: Vec<Option<u64>>,
+}
+
+/// An answer a `fake_answer` / `replace_answer` entry makes up: status and JSON body (`None`:
+/// empty).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MadeUp {
+    pub status: u16,
+    pub body: Option<serde_json::Value>,
+}
+
+/// `[N:]METHOD /path STATUS [BODY]` → (N, `METHOD /path`, the answer); `None` when malformed.
+fn parse_made_up(entry: &str) -> Option<(u64, String, MadeUp)> {
+    let entry = entry.trim();
+    let (nth, rest) = match entry.split_once(':') {
+        Some((n, rest)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => (n.parse().ok()?, rest.trim()),
+        _ => (1, entry),
+    };
+    let mut words = rest.splitn(4, ' ');
+    let method = words.next()?;
+    let path = words.next()?;
+    let status: u16 = words.next()?.parse().ok()?;
+    let body = match words.next().map(str::trim).filter(|b| !b.is_empty()) {
+        None => None,
+        Some(b) => Some(serde_json::from_str(b).ok()?),
+    };
+    Some((nth.max(1), format!("{method} {path}"), MadeUp { status, body }))
+}
+
+/// The answer of the first unspent entry of `rules` that `method path` is the chosen call of.
+fn take_made_up(rules: &[String], seen: &mut [Option<u64>], method: &str, path: &str) -> Option<MadeUp> {
+    for (i, rule) in rules.iter().enumerate() {
+        let Some((nth, call, answer)) = parse_made_up(rule) else { continue };
+        let Some(count) = seen[i].as_mut() else { continue };
+        if !matches_call(&call, method, path) {
+            continue;
+        }
+        *count += 1;
+        if *count == nth {
+            seen[i] = None;
+            return Some(answer);
+        }
+    }
+    None
 }
 
 impl FaultState {
     pub fn new(faults: Faults) -> Self {
+        let trickle = if faults.trickle_bps == 0 { 1024 } else { faults.trickle_bps };
+        let stalls = [
+            (Stall::Hang, &faults.hang),
+            (Stall::StallBody, &faults.stall_body),
+            (Stall::Trickle(trickle), &faults.trickle),
+            (Stall::TrickleRead(trickle), &faults.trickle_read),
+            (Stall::StopReading, &faults.stop_reading),
+        ]
+        .into_iter()
+        .flat_map(|(kind, entries)| entries.iter().map(move |e| stall_rule(kind, e)))
+        .collect();
         FaultState {
+            stalls,
             lost: vec![false; faults.lose_answer.len()],
+            fake_seen: vec![Some(0); faults.fake_answer.len()],
+            replace_seen: vec![Some(0); faults.replace_answer.len()],
             rng: StdRng::seed_from_u64(faults.seed),
             faults,
             puts: 0,
@@ -132,6 +228,26 @@ impl FaultState {
         }
     }
 
+    /// The stall of a request to `method path` arriving now, if one matches (an entry with a
+    /// count spends one).
+    pub fn on_request(&mut self, method: &str, path: &str) -> Option<Stall> {
+        let rule = self.stalls.iter_mut().find(|r| r.left != Some(0) && matches_call(&r.call, method, path))?;
+        if let Some(n) = &mut rule.left {
+            *n -= 1;
+        }
+        Some(rule.kind)
+    }
+
+    /// The made-up answer to `method path` before its handler runs (see `Faults::fake_answer`).
+    pub fn on_fake(&mut self, method: &str, path: &str) -> Option<MadeUp> {
+        take_made_up(&self.faults.fake_answer, &mut self.fake_seen, method, path)
+    }
+
+    /// The answer replacing the success of `method path` (see `Faults::replace_answer`).
+    pub fn on_replace(&mut self, method: &str, path: &str) -> Option<MadeUp> {
+        take_made_up(&self.faults.replace_answer, &mut self.replace_seen, method, path)
+    }
+
     pub fn latency(&self) -> Duration {
         Duration::from_millis(self.faults.latency_ms)
     }
@@ -149,15 +265,19 @@ impl FaultState {
     }
 }
 
-/// `rule` is `METHOD /a/*/c`: the method matches (any case) and the path segment by segment,
-/// `*` standing for any one segment.
+/// `rule` is `METHOD /a/*/c`: the method matches (any case; `*` any method) and the path
+/// segment by segment, `*` standing for any one segment and a last `**` for any rest.
 fn matches_call(rule: &str, method: &str, path: &str) -> bool {
     let Some((m, pattern)) = rule.trim().split_once(' ') else { return false };
-    if !m.eq_ignore_ascii_case(method) {
+    if m != "*" && !m.eq_ignore_ascii_case(method) {
         return false;
     }
     let want: Vec<&str> = pattern.trim().trim_end_matches('/').split('/').collect();
     let got: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    if want.last() == Some(&"**") {
+        let head = &want[..want.len() - 1];
+        return got.len() >= head.len() && head.iter().zip(&got).all(|(w, g)| *w == "*" || w == g);
+    }
     want.len() == got.len() && want.iter().zip(&got).all(|(w, g)| *w == "*" || w == g)
 }
 
@@ -196,6 +316,52 @@ mod tests {
         use ApiFault::*;
         assert_eq!((0..4).map(|_| f.on_api_call()).collect::<Vec<_>>(), [Unauthorized, None, Unauthorized, None]);
         assert_eq!((0..3).map(|_| f.on_complete()).collect::<Vec<_>>(), [true, true, false]);
+    }
+
+    #[test]
+    fn stalls_match_calls_a_number_of_times_or_always() {
+        let mut f = FaultState::new(Faults {
+            hang: vec!["2 POST /api/v1/captures".into()],
+            stall_body: vec!["GET /api/v1/captures".into()],
+            trickle: vec!["always PUT /**".into()],
+            trickle_read: vec!["POST /uploads".into()],
+            trickle_bps: 10,
+            stop_reading: vec!["* /upload/*/complete".into()],
+            ..Default::default()
+        });
+        assert_eq!(f.on_request("POST", "/api/v1/captures"), Some(Stall::Hang));
+        assert_eq!(f.on_request("POST", "/api/v1/captures"), Some(Stall::Hang));
+        assert_eq!(f.on_request("POST", "/api/v1/captures"), None, "spent after 2");
+        assert_eq!(f.on_request("GET", "/api/v1/captures"), Some(Stall::StallBody));
+        assert_eq!(f.on_request("GET", "/api/v1/captures"), None);
+        for _ in 0..5 {
+            assert_eq!(f.on_request("PUT", "/bucket/teleport/x/scan.zip"), Some(Stall::Trickle(10)));
+        }
+        assert_eq!(f.on_request("POST", "/uploads"), Some(Stall::TrickleRead(10)));
+        assert_eq!(f.on_request("POST", "/upload/7/complete"), Some(Stall::StopReading));
+        assert_eq!(f.on_request("POST", "/upload/7/complete"), None, "spent");
+        assert_eq!(f.on_request("GET", "/bucket/x"), None);
+    }
+
+    #[test]
+    fn made_up_answers_pick_the_nth_matching_call_once() {
+        let mut f = FaultState::new(Faults {
+            fake_answer: vec![
+                "2:POST /api/v1/captures 500 {\"detail\":\"x\"}".into(),
+                "POST /api/v1/captures/*/uploaded 200 null".into(),
+                "not an entry".into(),
+            ],
+            replace_answer: vec!["GET /upload/*/parts 404".into()],
+            ..Default::default()
+        });
+        assert_eq!(f.on_fake("POST", "/api/v1/captures"), None, "the first call passes");
+        let second = f.on_fake("POST", "/api/v1/captures").unwrap();
+        assert_eq!((second.status, second.body), (500, Some(serde_json::json!({"detail": "x"}))));
+        assert_eq!(f.on_fake("POST", "/api/v1/captures"), None, "spent");
+        let null = f.on_fake("POST", "/api/v1/captures/e1/uploaded").unwrap();
+        assert_eq!((null.status, null.body), (200, Some(serde_json::Value::Null)));
+        assert_eq!(f.on_replace("GET", "/upload/u1/parts"), Some(MadeUp { status: 404, body: None }));
+        assert_eq!(f.on_replace("GET", "/upload/u1/parts"), None);
     }
 
     #[test]

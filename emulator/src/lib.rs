@@ -120,6 +120,13 @@ pub struct Config {
     /// How many presigned URLs TruVideo's `POST /upload/start` hands out (for parts 1..=N);
     /// the client asks the rest from `GET /upload/{uploadId}/parts` (default 10).
     pub truvideo_initial_urls: u32,
+    /// A TruVideo whose additional-URLs contract differs from the client's reading of the
+    /// docs: `GET /upload/{uploadId}/parts?count=N` hands out URLs for parts 1..=N (whatever was
+    /// handed out before) and leaves `partNumber` out of the entries. Default false.
+    pub truvideo_more_urls_from_one: bool,
+    /// TruVideo URL entries carry `partNumber` as a string (`"3"`) and `expiresAt` as
+    /// milliseconds since the epoch (a number). Default false (a number and an RFC 3339 time).
+    pub truvideo_text_numbers: bool,
     /// Apertur's knobs (failing destinations, delivery steps, throttling, signing secret...).
     pub apertur: apertur::AperturConfig,
     /// Teleport sign-in `client_id` (default `emulator-client`; see [`signin`]).
@@ -151,6 +158,8 @@ impl Default for Config {
             uplift: uplift::UpliftConfig::default(),
             teleport_model_size: 3 * 1024 * 1024 + 12_345,
             truvideo_initial_urls: 10,
+            truvideo_more_urls_from_one: false,
+            truvideo_text_numbers: false,
             apertur: apertur::AperturConfig::default(),
             teleport_client_id: "emulator-client".into(),
             teleport_client_secret: "emulator-client-secret".into(),
@@ -213,6 +222,36 @@ pub struct Faults {
     /// carried out in full and then answered by dropping the connection: the server acted,
     /// the client never hears. An entry repeated N times loses the first N answers.
     pub lose_answer: Vec<String>,
+    /// Stalls, as networks make them (any server, by call): each entry is
+    /// `[COUNT ]METHOD /path`, where COUNT is how many matching requests stall (default 1) or
+    /// `always`, METHOD may be `*`, a path segment `*` is any one segment and a last segment
+    /// `**` any number of them (`always PUT /**`: every object PUT). See [`faults::Stall`].
+    /// `hang`: the request is accepted and never answered (its body is not read, its handler
+    /// never runs).
+    pub hang: Vec<String>,
+    /// `stall_body`: the call is carried out, its answer's head is sent with the first half of
+    /// its body, and the rest never comes (an empty body is sent chunked and never ended).
+    pub stall_body: Vec<String>,
+    /// `trickle`: the call is carried out and its answer's body sent at `trickle_bps` bytes per
+    /// second.
+    pub trickle: Vec<String>,
+    /// `trickle_read`: the request body is read at `trickle_bps` bytes per second.
+    pub trickle_read: Vec<String>,
+    /// Bytes per second of `trickle` and `trickle_read` (0 means 1024).
+    pub trickle_bps: u64,
+    /// `stop_reading`: the first 64 KiB of the request body are read, then nothing more, and
+    /// no answer comes.
+    pub stop_reading: Vec<String>,
+    /// Answers made up without carrying the call out: each entry, `[N:]METHOD /path STATUS
+    /// [BODY]` (path segments may be `*`; `N:` picks the N-th matching call, default the
+    /// first), answers that call with STATUS and BODY (JSON, default empty) and never reaches
+    /// its handler: e.g. `POST /api/v1/captures/*/uploaded 200 null` (a completion answered 200
+    /// that did nothing), `2:POST /api/v1/captures 500 {"detail":"x"}`. Each entry is spent once.
+    pub fake_answer: Vec<String>,
+    /// Like `fake_answer`, but the call is carried out first and only its answer (a success)
+    /// replaced: the server acted, the client hears STATUS and BODY (e.g.
+    /// `POST /api/v1/captures/*/uploaded 200 {"detail":"ok"}`).
+    pub replace_answer: Vec<String>,
 }
 
 /// How an upload progresses after completion, spread over `delay_ms`: a Teleport capture goes

@@ -98,6 +98,33 @@ struct Cli {
     /// Repeatable (an entry given N times loses N answers).
     #[arg(long = "lose-answer", value_name = "CALL")]
     lose_answer: Vec<String>,
+    /// Accept requests matching `[COUNT ]METHOD /path` (COUNT: a number, default 1, or
+    /// `always`; METHOD may be `*`; `*` = any one segment, a last `**` = any rest) and never
+    /// answer them. Repeatable; every server.
+    #[arg(long = "hang", value_name = "CALL")]
+    hang: Vec<String>,
+    /// Carry out matching calls, send the answer's head and half its body, then stall.
+    #[arg(long = "stall-body", value_name = "CALL")]
+    stall_body: Vec<String>,
+    /// Send matching calls' answers at --trickle-bps.
+    #[arg(long = "trickle", value_name = "CALL")]
+    trickle: Vec<String>,
+    /// Read matching requests' bodies at --trickle-bps.
+    #[arg(long = "trickle-read", value_name = "CALL")]
+    trickle_read: Vec<String>,
+    /// Bytes per second of --trickle and --trickle-read.
+    #[arg(long = "trickle-bps", default_value_t = 1024)]
+    trickle_bps: u64,
+    /// Read the first 64 KiB of matching requests' bodies, then stop reading; never answer.
+    #[arg(long = "stop-reading", value_name = "CALL")]
+    stop_reading: Vec<String>,
+    /// Answer `[N:]METHOD /path STATUS [JSON]` (the N-th matching call, default the first) with
+    /// STATUS and the JSON body without carrying the call out. Repeatable.
+    #[arg(long = "fake-answer", value_name = "ANSWER")]
+    fake_answer: Vec<String>,
+    /// Like --fake-answer, but the call is carried out and only its answer replaced.
+    #[arg(long = "replace-answer", value_name = "ANSWER")]
+    replace_answer: Vec<String>,
     /// Lifetime of an Uplift upload form (upload_expires_at), in seconds.
     #[arg(long = "uplift-upload-ttl", default_value_t = 1800)]
     uplift_upload_ttl: u64,
@@ -163,6 +190,14 @@ impl Cli {
                 unauthorized_api_call_nth: self.unauthorized_call_nth,
                 complete_fail_times: self.complete_fail_times,
                 lose_answer: self.lose_answer,
+                hang: self.hang,
+                stall_body: self.stall_body,
+                trickle: self.trickle,
+                trickle_read: self.trickle_read,
+                trickle_bps: self.trickle_bps,
+                stop_reading: self.stop_reading,
+                fake_answer: self.fake_answer,
+                replace_answer: self.replace_answer,
                 ..Faults::default()
             },
             processing: Processing { delay_ms: self.processing_ms, fail_reason: self.processing_fail },
@@ -184,6 +219,7 @@ impl Cli {
             truvideo_secret_key: self.secret_key,
             truvideo_external_id: self.external_id,
             token_lifetime: Duration::from_secs(self.token_lifetime.max(1)),
+            ..defaults
         }
     }
 }

@@ -15,6 +15,7 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
+use futures::StreamExt;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -25,7 +26,42 @@ use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+use crate::faults::Stall;
 use crate::state::Shared;
+
+/// What the `stop_reading` stall reads of a request body before it stops.
+const STOP_READING_AFTER: usize = 64 * 1024;
+
+/// `stream` at `bps` bytes per second: its pieces cut to a quarter second of the rate, each
+/// followed by its time.
+fn paced(
+    stream: axum::body::BodyDataStream,
+    bps: u64,
+) -> impl futures::Stream<Item = Result<axum::body::Bytes, axum::Error>> + Send + 'static {
+    let bps = bps.max(1);
+    let piece = (bps / 4).max(1) as usize;
+    stream
+        .flat_map(move |r| {
+            let pieces: Vec<Result<axum::body::Bytes, axum::Error>> = match r {
+                Ok(mut b) => {
+                    let mut v = vec![];
+                    while b.len() > piece {
+                        v.push(Ok(b.split_to(piece)));
+                    }
+                    v.push(Ok(b));
+                    v
+                }
+                Err(e) => vec![Err(e)],
+            };
+            futures::stream::iter(pieces)
+        })
+        .then(move |r| async move {
+            if let Ok(b) = &r {
+                tokio::time::sleep(std::time::Duration::from_secs_f64(b.len() as f64 / bps as f64)).await;
+            }
+            r
+        })
+}
 
 /// Lets a handler abort the connection its request came on. Present in every request's
 /// extensions.
@@ -158,8 +194,8 @@ pub async fn serve(
     }
 }
 
-/// Adds the layers every server has: the request log, the in-flight gauges and the latency
-/// fault.
+/// Adds the layers every server has: the request log, the in-flight gauges, the latency
+/// fault, the lost answers and the stalls ([`crate::faults::Stall`]).
 pub fn with_common_layers(router: Router, shared: Arc<Shared>, server: &'static str) -> Router {
     router.layer(middleware::from_fn_with_state((shared, server), log_and_delay))
 }
@@ -174,7 +210,60 @@ async fn log_and_delay(
     let gauge = if server == "s3" { &shared.in_flight_s3 } else { &shared.in_flight_api };
     let _counted = gauge.enter();
     let conn = req.extensions().get::<ConnHandle>().cloned();
+    // A made-up answer: the call is not carried out.
+    let fake = shared.faults.lock().unwrap().on_fake(&method, &path);
+    if let Some(answer) = fake {
+        tracing::debug!(server, %method, %path, status = answer.status, "fault: a made-up answer");
+        shared.record(server, &method, &path, answer.status);
+        return made_up(answer);
+    }
+    let stall = shared.faults.lock().unwrap().on_request(&method, &path);
+    match stall {
+        Some(Stall::Hang) => {
+            tracing::debug!(server, %method, %path, "fault: accepted, never answered");
+            shared.record(server, &method, &path, 0);
+            // The request (and its unread body) stays alive until the client gives up.
+            let _kept = req;
+            return std::future::pending::<Response>().await;
+        }
+        Some(Stall::StopReading) => {
+            tracing::debug!(server, %method, %path, "fault: the body stops being read");
+            shared.record(server, &method, &path, 0);
+            let mut body = req.into_body().into_data_stream();
+            let mut read = 0;
+            while read < STOP_READING_AFTER {
+                match body.next().await {
+                    Some(Ok(b)) => read += b.len(),
+                    _ => break,
+                }
+            }
+            let _kept = body;
+            return std::future::pending::<Response>().await;
+        }
+        _ => {}
+    }
+    let req = match stall {
+        Some(Stall::TrickleRead(bps)) => req.map(|b| axum::body::Body::from_stream(paced(b.into_data_stream(), bps))),
+        _ => req,
+    };
     let resp = next.run(req).await;
+    let resp = match stall {
+        Some(Stall::StallBody) => {
+            tracing::debug!(server, %method, %path, "fault: the answer's body stalls");
+            let (mut head, body) = resp.into_parts();
+            let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+            if bytes.is_empty() {
+                // Sent chunked, and never ended.
+                head.headers.remove(axum::http::header::CONTENT_LENGTH);
+            }
+            let half = bytes.slice(..bytes.len() / 2);
+            let stream =
+                futures::stream::once(async move { Ok::<_, std::io::Error>(half) }).chain(futures::stream::pending());
+            Response::from_parts(head, axum::body::Body::from_stream(stream))
+        }
+        Some(Stall::Trickle(bps)) => resp.map(|b| axum::body::Body::from_stream(paced(b.into_data_stream(), bps))),
+        _ => resp,
+    };
     let latency = shared.faults.lock().unwrap().latency();
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
@@ -190,7 +279,30 @@ async fn log_and_delay(
         conn.abort();
         std::future::pending::<()>().await;
     }
+    // The call was carried out; its answer is replaced.
+    if resp.status().is_success() {
+        let replaced = shared.faults.lock().unwrap().on_replace(&method, &path);
+        if let Some(answer) = replaced {
+            tracing::debug!(server, %method, %path, status = answer.status, "fault: the answer is replaced");
+            shared.record(server, &method, &path, answer.status);
+            return made_up(answer);
+        }
+    }
     tracing::debug!(server, %method, %path, status);
     shared.record(server, &method, &path, status);
+    resp
+}
+
+fn made_up(answer: crate::faults::MadeUp) -> Response {
+    let mut resp = match &answer.body {
+        Some(v) => {
+            let mut r = Response::new(axum::body::Body::from(v.to_string()));
+            r.headers_mut()
+                .insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/json"));
+            r
+        }
+        None => Response::new(axum::body::Body::empty()),
+    };
+    *resp.status_mut() = axum::http::StatusCode::from_u16(answer.status).unwrap_or(axum::http::StatusCode::OK);
     resp
 }

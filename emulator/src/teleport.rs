@@ -17,6 +17,10 @@
 //! * `PUT /api/v1/captures/{eid}` {name} → CaptureOutput; `DELETE /api/v1/captures/{eid}` → 204
 //!   (aborts an unfinished upload; a completed object stays in the store).
 //!
+//! States before completion: CREATED, then UPLOADING once a part URL was handed out (the docs
+//! never say the state stays CREATED until completion; only `uploaded`, null until then,
+//! proves it: a client that took any state but CREATED for "completed" fails against this).
+//!
 //! Every call needs `Authorization: Bearer <token>` (401 otherwise). Timeline after completion,
 //! with `d` = [`crate::Processing::delay_ms`] and `t` the time since completion: UPLOADED while
 //! `t < d/4`, PROCESSING while `t < d`, then READY, or ERROR with `error_reason` =
@@ -73,6 +77,8 @@ struct Capture {
     chunk_size: u64,
     created: NaiveDateTime,
     upload_id: String,
+    /// A part URL was handed out: the capture is UPLOADING until completed.
+    urls_handed: bool,
     uploaded: Option<Uploaded>,
 }
 
@@ -137,7 +143,7 @@ impl Capture {
     /// `(state, error_reason, state_description, error_reason_slug)` now.
     fn state(&self) -> (&'static str, Option<String>, Option<String>, Option<String>) {
         let Some(up) = &self.uploaded else {
-            return ("CREATED", None, None, None);
+            return (if self.urls_handed { "UPLOADING" } else { "CREATED" }, None, None, None);
         };
         let t = up.instant.elapsed().as_millis() as u64;
         let d = up.processing.delay_ms;
@@ -291,6 +297,7 @@ fn create_inner(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Answer {
         chunk_size,
         created: Utc::now().naive_utc(),
         upload_id,
+        urls_handed: false,
         uploaded: None,
     });
     tracing::debug!(%eid, bytesize, num_parts, chunk_size, "teleport: capture created");
@@ -330,6 +337,9 @@ fn create_upload_url_inner(shared: &Shared, eid: &str, part_no: &str, headers: &
         return Err(fastapi::detail(409, "Capture has already been uploaded"));
     }
     let url = shared.store.presign_part(&upload_id, part_no as u32).ok_or_else(not_found)?;
+    if let Some(c) = shared.teleport.captures.lock().unwrap().iter_mut().rev().find(|c| c.eid == eid) {
+        c.urls_handed = true;
+    }
     Ok(fastapi::json_response(200, &json!({ "eid": eid, "upload_url": url, "chunk_size": chunk_size })))
 }
 

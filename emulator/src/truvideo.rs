@@ -9,6 +9,10 @@
 //! * `GET /upload/{uploadId}/parts?count=N` → {uploadId, parts: [...]}: URLs for the next N
 //!   part numbers not handed out yet (fewer, or none, when the upload runs out);
 //!   `?partNumbers=3,7` hands out URLs for these parts again (an expired one).
+//!   [`crate::Config::truvideo_more_urls_from_one`] makes `count=N` hand out parts 1..=N
+//!   without `partNumber` (a contract other than the client's reading);
+//!   [`crate::Config::truvideo_text_numbers`] sends `partNumber` as a string and `expiresAt` as
+//!   epoch milliseconds.
 //! * `GET /upload/{uploadId}` → {uploadId, mediaId, s3UploadId, status, bucketName, keyName,
 //!   fileUrl, creator, title, sanitizedTitle, parts: [{partNumber, eTag, size}],
 //!   failureReason}.
@@ -201,11 +205,15 @@ fn presign(shared: &Shared, up: &mut Upload, numbers: &[u32]) -> Vec<Value> {
             let url = shared.store.presign_part(&up.s3_upload_id, *n)?;
             up.issued.insert(*n);
             let expires = Utc::now() + chrono::Duration::seconds(ttl);
-            Some(json!({
-                "partNumber": n,
-                "presignedUrl": url,
-                "expiresAt": expires.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            }))
+            Some(if shared.config.truvideo_text_numbers {
+                json!({ "partNumber": n.to_string(), "presignedUrl": url, "expiresAt": expires.timestamp_millis() })
+            } else {
+                json!({
+                    "partNumber": n,
+                    "presignedUrl": url,
+                    "expiresAt": expires.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                })
+            })
         })
         .collect()
 }
@@ -394,6 +402,14 @@ fn more_parts_inner(shared: &Shared, upload_id: &str, query: &str, headers: &Hea
             out
         }
         (Some(count), None) => match count.parse::<i64>() {
+            Ok(n) if (1..=MAX_PARTS).contains(&n) && shared.config.truvideo_more_urls_from_one => {
+                let numbers: Vec<u32> = (1..=up.amount_of_parts).take(n as usize).collect();
+                let mut urls = presign(shared, up, &numbers);
+                for u in &mut urls {
+                    u.as_object_mut().map(|m| m.remove("partNumber"));
+                }
+                return Ok(json_response(200, &json!({ "uploadId": upload_id, "parts": urls })));
+            }
             Ok(n) if (1..=MAX_PARTS).contains(&n) => {
                 (1..=up.amount_of_parts).filter(|k| !up.issued.contains(k)).take(n as usize).collect()
             }

@@ -11,11 +11,23 @@
 //!   policy allows exactly that key and content type, 1 byte to 5 GiB, until
 //!   `upload_expires_at` ([`UpliftConfig::upload_ttl`], 30 minutes as documented). The object
 //!   is reported with provider `uplift` and id = the session id.
+//! * `GET /v1/captures/{captureId}` (captureId = the reservation's `session_id`) →
+//!   {session_id, athlete_id, activity, movement, status, error, capture_time, fps_detected},
+//!   extra movement attributes as more top-level fields (docs.uplift.ai, "Get capture").
+//!   `status` is `awaiting_upload` until the object is in the store, then `processing` for
+//!   [`crate::Processing::delay_ms`] from when that was first seen, then `completed` (with
+//!   `fps_detected`), or `error` with `error` = [`crate::Processing::fail_reason`]. An unknown
+//!   id is a 404 `{"error": "NotFound", "message": "Capture not found."}`.
+//! * `GET /v1/captures?athlete_id&source&status&activity&movement&limit&offset` → {captures:
+//!   [...], total_count, offset, limit} ("List captures"): filters by equality (`source` is
+//!   `api` for every capture made here), newest first, `limit` 1..500 (default 100), `offset` ≥ 0;
+//!   anything else is a 400.
 //! * `GET /_emulator/uplift/captures` (no auth): every reservation, with `status` `UPLOADED`
 //!   once its object is in the store.
 //!
-//! Validation, each a 400 `{"message": "...", "field": "..."}` (the docs say "the request
-//! fails with 400" and show no error body; this shape is the emulator's choice): the body is
+//! Errors are the documented `{"error": "...", "message": "..."}` (400 `BadRequest`, 401
+//! `Unauthorized`, 404 `NotFound`, 429 `TooManyRequests`); a validation error also names the
+//! `field` (the docs show no field; an addition). Validation, each a 400: the body is
 //! a JSON object; `athlete_id` and `session_group_id` are present UUIDs; `camera_configuration`
 //! is an object with string `camera_setup_selection` and `camera_orientation`;
 //! `movement_attributes` is an object with string `activity` and `movement`; `file_name` is
@@ -89,6 +101,9 @@ pub struct UpliftState {
 /// One reservation, as listed by the admin API.
 #[derive(Clone, Debug, Serialize)]
 pub struct Capture {
+    /// When its object was first seen in the store (the processing timeline starts there).
+    #[serde(skip)]
+    pub stored_at: Option<std::time::Instant>,
     pub session_id: String,
     pub session_group_id: String,
     pub athlete_id: String,
@@ -105,7 +120,11 @@ pub struct Capture {
 
 /// Uplift's routes (no fallback: merged with the other API routers).
 pub fn router(shared: Arc<Shared>) -> Router {
-    Router::new().route("/v1/captures", post(reserve)).route("/_emulator/uplift/captures", get(list)).with_state(shared)
+    Router::new()
+        .route("/v1/captures", post(reserve).get(list_captures))
+        .route("/v1/captures/{capture_id}", get(get_capture))
+        .route("/_emulator/uplift/captures", get(list))
+        .with_state(shared)
 }
 
 /// Every reservation so far.
@@ -130,8 +149,132 @@ fn json(status: u16, body: &impl Serialize) -> Response {
     resp
 }
 
+/// The documented error shape, `{error, message}`.
+fn error(status: u16, error: &str, message: impl Into<String>) -> Response {
+    json(status, &json!({ "error": error, "message": message.into() }))
+}
+
 fn bad_request(field: &str, message: impl Into<String>) -> Response {
-    json(400, &json!({ "message": message.into(), "field": field }))
+    json(400, &json!({ "error": "BadRequest", "message": message.into(), "field": field }))
+}
+
+/// Counts the API call (faults) and checks the token.
+fn gate(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
+    let fault = shared.faults.lock().unwrap().on_api_call();
+    if fault == ApiFault::Throttle {
+        let mut r = error(429, "TooManyRequests", "Too Many Requests");
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return Err(r);
+    }
+    auth::check_token(shared, headers, fault == ApiFault::Unauthorized).map_err(|_| {
+        let mut r = error(401, "Unauthorized", "Unauthorized");
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        r
+    })
+}
+
+impl Capture {
+    /// The capture as "Get capture" shows it, at `now`.
+    fn view(&self, processing: &crate::Processing) -> Value {
+        let (status, error, fps) = match self.stored_at {
+            None => ("awaiting_upload", Value::Null, Value::Null),
+            Some(t) if (t.elapsed().as_millis() as u64) < processing.delay_ms => {
+                ("processing", Value::Null, Value::Null)
+            }
+            Some(_) => match &processing.fail_reason {
+                None => ("completed", Value::Null, json!(240.0)),
+                Some(reason) => ("error", json!(reason), Value::Null),
+            },
+        };
+        let mut v = json!({
+            "session_id": self.session_id,
+            "athlete_id": self.athlete_id,
+            "activity": self.movement_attributes["activity"],
+            "movement": self.movement_attributes["movement"],
+            "status": status,
+            "error": error,
+            "capture_time": self.capture_time,
+            "fps_detected": fps,
+        });
+        if let (Value::Object(extra), Value::Object(out)) = (&self.movement_attributes, &mut v) {
+            for (k, x) in extra {
+                out.entry(k.clone()).or_insert_with(|| x.clone());
+            }
+        }
+        v
+    }
+}
+
+/// Marks the captures whose object has arrived (their processing starts now).
+fn note_stored(shared: &Shared) {
+    let mut caps = shared.uplift.captures.lock().unwrap();
+    for c in caps.iter_mut().filter(|c| c.stored_at.is_none()) {
+        if shared.store.has_object(&c.key) {
+            c.stored_at = Some(std::time::Instant::now());
+        }
+    }
+}
+
+async fn get_capture(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    (|| -> Result<Response, Response> {
+        gate(&shared, &headers)?;
+        note_stored(&shared);
+        let caps = shared.uplift.captures.lock().unwrap();
+        let c = caps.iter().find(|c| c.session_id == id).ok_or_else(|| error(404, "NotFound", "Capture not found."))?;
+        Ok(json(200, &c.view(&shared.config.processing)))
+    })()
+    .unwrap_or_else(|r| r)
+}
+
+async fn list_captures(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    (|| -> Result<Response, Response> {
+        gate(&shared, &headers)?;
+        let q = crate::sigv4::parse_query(query.as_deref().unwrap_or(""));
+        let get = |k: &str| q.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let int = |k: &str, default: i64, range: std::ops::RangeInclusive<i64>| -> Result<i64, Response> {
+            match get(k) {
+                None => Ok(default),
+                Some(v) => match v.parse::<i64>() {
+                    Ok(n) if range.contains(&n) => Ok(n),
+                    _ => {
+                        Err(bad_request(k, format!("{k} must be an integer from {} to {}", range.start(), range.end())))
+                    }
+                },
+            }
+        };
+        let limit = int("limit", 100, 1..=500)?;
+        let offset = int("offset", 0, 0..=i64::MAX)?;
+        if let Some(a) = get("athlete_id")
+            && uuid::Uuid::try_parse(&a).is_err()
+        {
+            return Err(bad_request("athlete_id", "athlete_id must be a UUID"));
+        }
+        note_stored(&shared);
+        let caps = shared.uplift.captures.lock().unwrap();
+        let views: Vec<Value> = caps
+            .iter()
+            .rev()
+            .map(|c| c.view(&shared.config.processing))
+            .filter(|v| {
+                ["athlete_id", "status", "activity", "movement"]
+                    .iter()
+                    .all(|k| get(k).is_none_or(|want| v[*k].as_str() == Some(want.as_str())))
+                    && get("source").is_none_or(|s| s == "api")
+            })
+            .collect();
+        let total = views.len();
+        let page: Vec<Value> = views.into_iter().skip(offset as usize).take(limit as usize).collect();
+        Ok(json(200, &json!({ "captures": page, "total_count": total, "offset": offset, "limit": limit })))
+    })()
+    .unwrap_or_else(|r| r)
 }
 
 /// The response; `upload_fields` keeps its order.
@@ -195,17 +338,7 @@ fn object_field(obj: &Map<String, Value>, field: &str, required: &[&str]) -> Res
 }
 
 fn reserve_inner(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Response, Response> {
-    let fault = shared.faults.lock().unwrap().on_api_call();
-    if fault == ApiFault::Throttle {
-        let mut r = json(429, &json!({ "message": "Too Many Requests" }));
-        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return Err(r);
-    }
-    auth::check_token(shared, headers, fault == ApiFault::Unauthorized).map_err(|_| {
-        let mut r = json(401, &json!({ "message": "Unauthorized" }));
-        r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        r
-    })?;
+    gate(shared, headers)?;
     let obj = match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(m)) => m,
         _ => return Err(bad_request("body", "the request body must be a JSON object")),
@@ -279,6 +412,7 @@ fn reserve_inner(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Re
     }
     let expires_text = policy_time(expires_at);
     caps.push(Capture {
+        stored_at: None,
         session_id: session_id.clone(),
         session_group_id: session_group_id.clone(),
         athlete_id,

@@ -65,6 +65,30 @@ impl Client {
 }
 
 #[tokio::test]
+async fn uploading_before_completion_and_uploaded_null_until_then() {
+    let emu = Emulator::start(Config::default()).await.unwrap();
+    let c = Client::new(&emu);
+    let (_, v) =
+        c.call(reqwest::Method::POST, "/api/v1/captures", Some(json!({"name": "a.zip", "bytesize": 100}))).await;
+    let eid = v["eid"].as_str().unwrap().to_string();
+    let v = c.capture(&eid).await;
+    assert_eq!((v["state"].as_str(), v["uploaded"].is_null()), (Some("CREATED"), true), "{v}");
+    let (s, _) = c
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/v1/captures/{eid}/create-upload-url/1"),
+            Some(json!({"eid": eid, "bytesize": 100})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let v = c.capture(&eid).await;
+    assert_eq!((v["state"].as_str(), v["uploaded"].is_null()), (Some("UPLOADING"), true), "{v}");
+    let done = c.uploaded_capture("b.zip").await;
+    let v = c.capture(&done).await;
+    assert!(v["uploaded"].is_string() && v["state"] != "UPLOADING", "{v}");
+}
+
+#[tokio::test]
 async fn timeline_and_share_fields() {
     let emu =
         Emulator::start(Config { processing: Processing { delay_ms: 800, fail_reason: None }, ..Config::default() })

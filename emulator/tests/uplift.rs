@@ -380,3 +380,82 @@ async fn reservation_validation() {
     let (s, v) = reserve_raw(&emu, &body(), "wrong").await;
     assert_eq!((s.as_u16(), v["message"].as_str()), (401, Some("Unauthorized")));
 }
+
+async fn get(emu: &Emulator, path: &str, token: &str) -> (StatusCode, Value) {
+    let resp = reqwest::Client::new().get(format!("{}{path}", emu.api_url())).bearer_auth(token).send().await.unwrap();
+    let status = resp.status();
+    (status, serde_json::from_str(&resp.text().await.unwrap()).unwrap())
+}
+
+#[tokio::test]
+async fn captures_are_read_back_as_documented() {
+    let emu = Emulator::start(Config {
+        processing: upload_emulator::Processing { delay_ms: 300, fail_reason: None },
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let token = emu.token();
+    let r = reserve(&emu).await;
+    let id = r["session_id"].as_str().unwrap().to_string();
+    let (s, v) = get(&emu, &format!("/v1/captures/{id}"), &token).await;
+    assert_eq!(s, 200);
+    for k in ["session_id", "athlete_id", "activity", "movement", "status", "error", "capture_time", "fps_detected"] {
+        assert!(v.get(k).is_some(), "{k} missing: {v}");
+    }
+    assert_eq!(
+        (v["status"].as_str(), v["activity"].as_str(), v["movement"].as_str()),
+        (Some("awaiting_upload"), Some("golf"), Some("full_swing"))
+    );
+    let f = fields(&r);
+    let (s, _, _) = post(r["upload_url"].as_str().unwrap(), form(&f, Some(("swing-001.mov", b"abc")), &[])).await;
+    assert!(s.is_success(), "{s}");
+    let (_, v) = get(&emu, &format!("/v1/captures/{id}"), &token).await;
+    assert_eq!(v["status"], "processing", "{v}");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (_, v) = get(&emu, &format!("/v1/captures/{id}"), &token).await;
+    assert_eq!(
+        (v["status"].as_str(), v["error"].is_null(), v["fps_detected"].is_number()),
+        (Some("completed"), true, true),
+        "{v}"
+    );
+    // The list: {captures, total_count, offset, limit}, filtered, limit 1..500.
+    reserve(&emu).await;
+    let (s, v) = get(&emu, "/v1/captures?limit=1", &token).await;
+    assert_eq!(s, 200);
+    assert_eq!((v["total_count"].as_u64(), v["limit"].as_u64(), v["offset"].as_u64()), (Some(2), Some(1), Some(0)));
+    assert_eq!(v["captures"].as_array().unwrap().len(), 1);
+    let (_, v) =
+        get(&emu, "/v1/captures?status=completed&source=api&athlete_id=aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee", &token)
+            .await;
+    assert_eq!((v["total_count"].as_u64(), v["captures"][0]["session_id"].as_str()), (Some(1), Some(id.as_str())));
+    // The documented error shape.
+    for (path, status, error) in [
+        ("/v1/captures/00000000-0000-0000-0000-000000000000", 404, "NotFound"),
+        ("/v1/captures?limit=501", 400, "BadRequest"),
+        ("/v1/captures?limit=0", 400, "BadRequest"),
+    ] {
+        let (s, v) = get(&emu, path, &token).await;
+        assert_eq!((s.as_u16(), v["error"].as_str()), (status, Some(error)), "{path}: {v}");
+        assert!(v["message"].is_string(), "{v}");
+    }
+    let (_, v) = get(&emu, "/v1/captures/00000000-0000-0000-0000-000000000000", &token).await;
+    assert_eq!(v, json!({"error": "NotFound", "message": "Capture not found."}));
+    let (s, v) = get(&emu, "/v1/captures?limit=1", "wrong").await;
+    assert_eq!((s.as_u16(), v["error"].as_str()), (401, Some("Unauthorized")));
+}
+
+#[tokio::test]
+async fn a_capture_whose_processing_failed_shows_its_error() {
+    let emu = Emulator::start(Config {
+        processing: upload_emulator::Processing { delay_ms: 0, fail_reason: Some("no golfer detected".into()) },
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let r = reserve(&emu).await;
+    let (s, _, _) = post(r["upload_url"].as_str().unwrap(), form(&fields(&r), Some(("a.mov", b"abc")), &[])).await;
+    assert!(s.is_success());
+    let (_, v) = get(&emu, &format!("/v1/captures/{}", r["session_id"].as_str().unwrap()), &emu.token()).await;
+    assert_eq!((v["status"].as_str(), v["error"].as_str()), (Some("error"), Some("no golfer detected")), "{v}");
+}

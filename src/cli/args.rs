@@ -56,6 +56,19 @@ pub(crate) struct NetworkArgs {
     /// connect_timeout`).
     #[arg(long, global = true, env = "UPLOAD_CONNECT_TIMEOUT", value_name = "DURATION", value_parser = parse_connect_timeout_arg)]
     pub(crate) connect_timeout: Option<std::time::Duration>,
+    /// Longest time one exchange (a part's PUT, an API call, a download) may move no byte
+    /// either way before it is cut and tried again on a new connection: 10s, 2m (default 30s;
+    /// config `[defaults] idle_timeout`). Slow but moving transfers are never cut.
+    #[arg(long, global = true, env = "UPLOAD_IDLE_TIMEOUT", value_name = "DURATION", value_parser = parse_idle_timeout_arg)]
+    pub(crate) idle_timeout: Option<std::time::Duration>,
+    /// Cut an exchange that moves fewer than BYTES per second for --speed-time (as curl's
+    /// --speed-limit): 1000, 10KiB (default off; config `[defaults] speed_limit`).
+    #[arg(long, global = true, env = "UPLOAD_SPEED_LIMIT", value_name = "BYTES", value_parser = parse_size_arg)]
+    pub(crate) speed_limit: Option<u64>,
+    /// The window of --speed-limit (default 30s when --speed-limit is given; alone, it cuts
+    /// exchanges below 1 byte per second; config `[defaults] speed_time`).
+    #[arg(long, global = true, env = "UPLOAD_SPEED_TIME", value_name = "DURATION", value_parser = parse_speed_time_arg)]
+    pub(crate) speed_time: Option<std::time::Duration>,
 }
 
 /// Subcommands.
@@ -900,20 +913,34 @@ fn parse_connect_timeout_arg(s: &str) -> Result<std::time::Duration, String> {
     parse_connect_timeout(s)
 }
 
+fn parse_idle_timeout_arg(s: &str) -> Result<std::time::Duration, String> {
+    parse_timeout("idle timeout", s)
+}
+
+fn parse_speed_time_arg(s: &str) -> Result<std::time::Duration, String> {
+    parse_timeout("speed time", s)
+}
+
+/// Parses a timeout named `what` (`idle timeout`): a [`parse_duration`] above zero and at most
+/// [`MAX_CONNECT_TIMEOUT`] (an hour).
+pub(crate) fn parse_timeout(what: &str, s: &str) -> Result<std::time::Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err(format!("{what} '{s}' must be more than zero: e.g. 500ms or 10s"));
+    }
+    if d > MAX_CONNECT_TIMEOUT {
+        return Err(format!("{what} '{s}' is too long: at most 1h"));
+    }
+    Ok(d)
+}
+
 /// The longest `--connect-timeout` (a connection that takes longer is not coming).
 pub(crate) const MAX_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Parses a `--connect-timeout`: a [`parse_duration`] above zero and at most
 /// [`MAX_CONNECT_TIMEOUT`].
 pub(crate) fn parse_connect_timeout(s: &str) -> Result<std::time::Duration, String> {
-    let d = parse_duration(s)?;
-    if d.is_zero() {
-        return Err(format!("connect timeout '{s}' must be more than zero: e.g. 500ms or 10s"));
-    }
-    if d > MAX_CONNECT_TIMEOUT {
-        return Err(format!("connect timeout '{s}' is too long: at most 1h"));
-    }
-    Ok(d)
+    parse_timeout("connect timeout", s)
 }
 
 /// Parses `500ms`, `90s`, `90`, `30m`, `2h`.

@@ -186,7 +186,8 @@ impl<'a> Reporter<'a> {
     /// A file refused before any request (its type, its size): skipped with the reason when it
     /// was found in a walked directory, a failure when named.
     pub(crate) fn refused(&mut self, item: &Item, err: &Error, named: bool) -> Result<()> {
-        if !named && exit_code(err) == exit::USAGE {
+        // The provider's refusal of a found file is a skip; a file that cannot be read fails.
+        if !named && matches!(err, Error::Usage { .. }) {
             self.summary.skipped();
             let reason = err.to_string();
             if self.output.json {
@@ -216,7 +217,8 @@ pub(crate) async fn run(cli: &Cli, settings: &UploadSettings) -> Result<i32> {
     let selection = Selection::new(args.recursive, args.hidden, &args.include, &args.exclude)?;
     let zip_dirs =
         settings.provider == ProviderName::Teleport && args.teleport.format.as_deref() == Some("bulk-images");
-    let items = selection.expand(&args.files, zip_dirs)?;
+    let expanded = selection.expand(&args.files, zip_dirs);
+    let (items, problems) = (expanded.items, expanded.problems);
     if let Some(to) = &args.teleport.zip_to {
         let dirs = items.iter().filter(|i| matches!(i, Item::ZipDir(_))).count();
         if dirs != 1 {
@@ -226,7 +228,7 @@ pub(crate) async fn run(cli: &Cli, settings: &UploadSettings) -> Result<i32> {
             ));
         }
     }
-    if items.is_empty() {
+    if items.is_empty() && problems.is_empty() {
         return Err(Error::usage(
             "no files to upload: the directories hold no matching files",
             "check the paths, --include/--exclude, and --recursive",
@@ -237,9 +239,21 @@ pub(crate) async fn run(cli: &Cli, settings: &UploadSettings) -> Result<i32> {
     let board = ui::Board::new(ui::Mode::detect(cli.output.quiet, cli.output.json))
         .with_rate_limit(uploader.rate())
         .with_total(items.len(), total_bytes);
-    let several = items.len() > 1;
+    let several = items.len() + problems.len() > 1;
     let started = Instant::now();
     let mut reporter = Reporter::new(uploader, args.force, &board, &cli.output).named(&args.files);
+    if expanded.dirs_not_walked > 0 && !cli.output.quiet {
+        let n = expanded.dirs_not_walked;
+        board.println(&format!(
+            "upload: {n} sub-director{} not walked; --recursive walks them",
+            if n == 1 { "y" } else { "ies" }
+        ));
+    }
+    // What the walks could not take is reported by path, and the other files still go.
+    for problem in problems {
+        let item = Item::File(problem.path.clone());
+        reporter.refused(&item, &problem.into_error(), false)?;
+    }
     let options = settings.run_options(&selection);
     let progress_for = |item: &Item| bar_for(&board, item);
     let stats = uploader.run(items, &options, &progress_for, &mut |end| reporter.end(end)).await?;

@@ -9,6 +9,8 @@
 //! provider = "teleport"
 //! limit_rate = "08:00,4MiB 18:00,off"   # --limit-rate
 //! connect_timeout = "10s"                # --connect-timeout
+//! idle_timeout = "60s"                   # --idle-timeout
+//! speed_limit = "10KiB"                  # --speed-limit (with speed_time, --speed-time)
 //!
 //! [teleport]
 //! endpoint = "https://teleport.varjo.com"
@@ -59,6 +61,12 @@ pub(crate) struct Defaults {
     pub(crate) limit_rate: Option<String>,
     /// Longest wait for a connection (`--connect-timeout`): `500ms`, `10s`.
     pub(crate) connect_timeout: Option<String>,
+    /// Longest time an exchange may move nothing (`--idle-timeout`): `30s`, `2m`.
+    pub(crate) idle_timeout: Option<String>,
+    /// The low-speed limit (`--speed-limit`): bytes per second, `10KiB`.
+    pub(crate) speed_limit: Option<String>,
+    /// Its window (`--speed-time`): `30s`.
+    pub(crate) speed_time: Option<String>,
 }
 
 /// A provider's section. Only the keys that make sense for the provider are used.
@@ -100,7 +108,13 @@ pub(crate) struct Section {
     pub(crate) destinations: Vec<String>,
 }
 
-const SECRET_KEYS: [&str; 4] = ["token", "client_secret", "secret_key", "api_key"];
+/// The keys `upload config show` prints as `***`: secrets, and the token command (which may
+/// hold one: `echo $SECRET`, `curl -u user:password ...`).
+const SECRET_KEYS: [&str; 5] = ["token", "client_secret", "secret_key", "api_key", "token_command"];
+
+/// The largest configuration file read (a few KiB in practice): `UPLOAD_CONFIG=/dev/zero`, or a
+/// path to a disk image by mistake, is refused instead of read into memory for ever.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
 impl ConfigFile {
     /// Where the file is looked for.
@@ -130,7 +144,7 @@ impl ConfigFile {
 
     /// Loads a given file.
     pub(crate) fn load_from(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::File { path: path.into(), source: e })?;
+        let text = read_capped(path)?;
         let invalid = |msg: String| {
             Error::usage(
                 format!("config file {} is invalid: {msg}", path.display()),
@@ -242,6 +256,29 @@ impl ConfigFile {
     }
 }
 
+/// The file's text, at most [`MAX_CONFIG_BYTES`] of it (a longer file, or an endless one such
+/// as `/dev/zero`, is a usage error naming it).
+fn read_capped(path: &Path) -> Result<String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| Error::File { path: path.into(), source: e })?;
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::File { path: path.into(), source: e })?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(Error::usage(
+            format!("config file {} is larger than 1 MiB: not a configuration file", path.display()),
+            "point UPLOAD_CONFIG at the TOML file (`upload config path` shows where it is looked for)",
+        ));
+    }
+    String::from_utf8(bytes).map_err(|_| {
+        Error::usage(
+            format!("config file {} is not UTF-8 text", path.display()),
+            "point UPLOAD_CONFIG at the TOML file (`upload config path` shows where it is looked for)",
+        )
+    })
+}
+
 fn fill<T>(slot: &mut Option<T>, value: Option<T>) {
     if slot.is_none() {
         *slot = value;
@@ -258,7 +295,7 @@ mod tests {
         let p = dir.path().join("config.toml");
         std::fs::write(
             &p,
-            "[defaults]\nprovider = \"uplift\"\n[uplift]\ntoken = \"sekret-token\"\nathlete_id = \"a\"\nendpoint = \"http://127.0.0.1:1\"\n",
+            "[defaults]\nprovider = \"uplift\"\n[uplift]\ntoken = \"sekret-token\"\nathlete_id = \"a\"\nendpoint = \"http://127.0.0.1:1\"\n[teleport]\ntoken_command = \"echo sekret-in-command\"\n",
         )
         .unwrap();
         let c = ConfigFile::load_from(&p).unwrap();
@@ -272,6 +309,7 @@ mod tests {
         assert_eq!(c.section(ProviderName::Teleport).endpoint, None);
         let shown = c.redacted_toml();
         assert!(shown.contains("***") && !shown.contains("sekret-token"), "{shown}");
+        assert!(shown.contains("token_command = \"***\"") && !shown.contains("sekret-in-command"), "{shown}");
 
         std::fs::write(&p, "[uplift]\nathelete_id = \"a\"\n").unwrap();
         let e = ConfigFile::load_from(&p).unwrap_err();

@@ -65,18 +65,18 @@ fn init_tracing(verbose: u8, colour: bool) {
 /// Runs a parsed command line. Returns the exit code of a run whose failures were already
 /// reported per file; an `Err` is a failure of the whole run, for the caller to print.
 pub(crate) async fn run(cli: args::Cli) -> Result<i32> {
-    engine::http::set_ca_bundle(cli.network.ca_bundle.as_deref())?;
     // `UPLOAD_SENDFILE` (which chose the zero-copy path of plain-http parts, now removed) is
     // still accepted and ignored: env vars are a contract.
-    // Every client of the run is built after this (uploads, sign-in, downloads, subcommands).
+    // The run's trust roots and time model, merged once and handed to every client and
+    // executor of the run (uploads, sign-in, downloads, subcommands).
     let offline = matches!(cli.command, Some(args::Command::Config { .. } | args::Command::Completions { .. }));
-    if !offline {
-        let flag = cli.network.connect_timeout;
-        let file = if flag.is_some() { config::ConfigFile::default() } else { config::ConfigFile::load()? };
-        engine::http::set_connect_timeout(settings::connect_timeout(flag, &file)?);
-    }
+    let net = if offline {
+        engine::http::NetOptions::default().with_ca_bundle(cli.network.ca_bundle.as_deref())?
+    } else {
+        settings::net_options(&cli.network, &config::ConfigFile::load()?)?
+    };
     if let Some(cmd) = cli.command {
-        return run_command(cmd, cli.output).await;
+        return run_command(cmd, cli.output, &net).await;
     }
     if cli.upload.emulate {
         #[cfg(feature = "emulate")]
@@ -86,17 +86,19 @@ pub(crate) async fn run(cli: args::Cli) -> Result<i32> {
     }
     let cancel = CancellationToken::new();
     install_ctrl_c(cancel.clone());
-    let settings = settings::UploadSettings::from_args(&cli.upload, &cli.output, cancel)?;
+    let settings = settings::UploadSettings::from_args(&cli.upload, &cli.output, cancel, &net)?;
     batch::run(&cli, &settings).await
 }
 
-async fn run_command(cmd: args::Command, output: args::OutputArgs) -> Result<i32> {
+async fn run_command(cmd: args::Command, output: args::OutputArgs, net: &engine::http::NetOptions) -> Result<i32> {
     match cmd {
         #[cfg(feature = "emulate")]
         args::Command::Demo { provider, size } => commands::demo::demo(provider, size, output).await,
         #[cfg(not(feature = "emulate"))]
         args::Command::Demo { .. } => Err(no_emulator()),
-        args::Command::Auth { command: args::AuthCommand::Check(args) } => commands::auth::check(&args, &output).await,
+        args::Command::Auth { command: args::AuthCommand::Check(args) } => {
+            commands::auth::check(&args, &output, net).await
+        }
         args::Command::Config { command } => {
             let path = config::ConfigFile::path();
             match command {
@@ -122,14 +124,14 @@ async fn run_command(cmd: args::Command, output: args::OutputArgs) -> Result<i32
             ignore_broken_pipe(std::io::stdout().lock().write_all(&script))?;
             Ok(0)
         }
-        args::Command::Teleport { command } => commands::teleport::run(command, &output).await,
+        args::Command::Teleport { command } => commands::teleport::run(command, &output, net).await,
         args::Command::Apertur(args) => {
             let cancel = CancellationToken::new();
             install_ctrl_c(cancel.clone());
-            commands::apertur::run(*args, &output, cancel).await
+            commands::apertur::run(*args, &output, cancel, net).await
         }
-        args::Command::Watch(args) => watch::run(*args, output).await,
-        args::Command::Pending(args) => commands::pending::run(*args, &output).await,
+        args::Command::Watch(args) => watch::run(*args, output, net).await,
+        args::Command::Pending(args) => commands::pending::run(*args, &output, net).await,
     }
 }
 
@@ -141,20 +143,36 @@ fn no_emulator() -> Error {
     )
 }
 
-/// First Ctrl-C cancels (parts in flight get a few seconds, the journal is kept); a second
-/// one exits at once.
+/// Ctrl-C cancels `cancel`: the first press cancels (work in flight gets a few seconds,
+/// [`engine::wait::GRACE`], journals are kept); a second one exits at once. One handler per
+/// process, whatever the number of runs it starts (`upload pending --resume` runs one per
+/// journal): every token given here follows it.
 pub(crate) fn install_ctrl_c(cancel: CancellationToken) {
+    static ROOT: std::sync::OnceLock<CancellationToken> = std::sync::OnceLock::new();
+    let root = ROOT
+        .get_or_init(|| {
+            let root = CancellationToken::new();
+            let first = root.clone();
+            tokio::spawn(async move {
+                // Windows: Ctrl-Break and closing the console too (signals.rs).
+                let mut stop = signals::Stop::new(false);
+                if stop.recv().await {
+                    ui::notice("upload: stopping: finishing the parts in flight (press Ctrl-C again to quit now)");
+                    first.cancel();
+                    if stop.recv().await {
+                        ui::clear_board();
+                        eprintln!("upload: interrupted: run the same command again to resume");
+                        std::process::exit(crate::cli::report::exit::INTERRUPTED);
+                    }
+                }
+            });
+            root
+        })
+        .clone();
     tokio::spawn(async move {
-        // Windows: Ctrl-Break and closing the console too (signals.rs).
-        let mut stop = signals::Stop::new(false);
-        if stop.recv().await {
-            ui::notice("upload: stopping: finishing the parts in flight (press Ctrl-C again to quit now)");
-            cancel.cancel();
-            if stop.recv().await {
-                ui::clear_board();
-                eprintln!("upload: interrupted: run the same command again to resume");
-                std::process::exit(crate::cli::report::exit::INTERRUPTED);
-            }
+        tokio::select! {
+            _ = root.cancelled() => cancel.cancel(),
+            _ = cancel.cancelled() => {}
         }
     });
 }

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::args::{ApiArgs, AutoCount, OutputArgs, ProviderName, SignInArgs, TokenArgs, UploadArgs};
+use crate::cli::args::{ApiArgs, AutoCount, NetworkArgs, OutputArgs, ProviderName, SignInArgs, TokenArgs, UploadArgs};
 use crate::cli::config::ConfigFile;
+use crate::engine::http::{NetOptions, SpeedLimit};
 use crate::engine::ratelimit::{OffsetClock, RateLimit, Schedule};
 use crate::engine::retry::RetryPolicy;
 use crate::engine::tune::Files;
@@ -62,6 +63,8 @@ pub(crate) struct ConnectionArgs<'a> {
     pub(crate) state_dir: Option<PathBuf>,
     /// Connections of the HTTP pool.
     pub(crate) concurrency: usize,
+    /// The run's trust roots and time model.
+    pub(crate) net: &'a NetOptions,
 }
 
 /// A command's resolved connection to a provider's API.
@@ -120,18 +123,20 @@ pub(crate) fn resolve(provider: ProviderName, config: &ConfigFile, a: Connection
 /// [`resolve`], connected: an HTTP pool of `a.concurrency` connections and the token source.
 pub(crate) fn connect(provider: ProviderName, config: &ConfigFile, a: ConnectionArgs<'_>) -> Result<Connection> {
     let d = provider.descriptor();
-    let http = crate::engine::http::client(a.concurrency);
+    let net = a.net;
+    let http = crate::engine::http::client(net, a.concurrency);
     let r = resolve(provider, config, a)?;
     let sign_in = r.sign_in.map(|(credentials, endpoint)| {
         SignIn::new(d.name, endpoint, credentials, http.clone(), r.state_dir.as_deref())
+            .with_executor(crate::engine::request::Executor::with_options(CancellationToken::new(), None, net))
     });
     let token = Arc::new(TokenSource::with_sign_in(d.name, d.token_env, r.token, sign_in, r.command));
     Ok(Connection { endpoint: r.endpoint, token, http })
 }
 
 /// The API client of a management subcommand (`upload teleport list`, ...): endpoint and token
-/// resolved exactly as for an upload ([`connect`]).
-pub(crate) fn api_from_args(provider: ProviderName, args: &ApiArgs) -> Result<Api> {
+/// resolved exactly as for an upload ([`connect`]), its executor on the run's time model.
+pub(crate) fn api_from_args(provider: ProviderName, args: &ApiArgs, net: &NetOptions) -> Result<Api> {
     let config = ConfigFile::load()?;
     let c = connect(
         provider,
@@ -143,6 +148,7 @@ pub(crate) fn api_from_args(provider: ProviderName, args: &ApiArgs) -> Result<Ap
             rc: false,
             state_dir: args.sign_in.state_dir.clone(),
             concurrency: 4,
+            net,
         },
     )?;
     Ok(Api::new(
@@ -151,7 +157,8 @@ pub(crate) fn api_from_args(provider: ProviderName, args: &ApiArgs) -> Result<Ap
         provider.as_str(),
         c.token,
         RetryPolicy { max_retries: args.retries, ..RetryPolicy::default() },
-    ))
+    )
+    .with_executor(crate::engine::request::Executor::with_options(CancellationToken::new(), None, net)))
 }
 
 /// The provider's sign-in credentials, when all of them are given. Some but not all is a usage
@@ -196,7 +203,12 @@ fn sign_in_credentials(d: &Descriptor, a: &SignInArgs, token_given: bool) -> Res
 
 impl UploadSettings {
     /// Validates the arguments and builds the run's [`Uploader`], its waits ending on `cancel`.
-    pub(crate) fn from_args(args: &UploadArgs, output: &OutputArgs, cancel: CancellationToken) -> Result<Self> {
+    pub(crate) fn from_args(
+        args: &UploadArgs,
+        output: &OutputArgs,
+        cancel: CancellationToken,
+        net: &NetOptions,
+    ) -> Result<Self> {
         let config = ConfigFile::load()?;
         let mut args = args.clone();
         config.apply(&mut args)?;
@@ -217,6 +229,7 @@ impl UploadSettings {
                 rc: args.truvideo.rc,
                 state_dir: args.state_dir.clone(),
                 concurrency: concurrency_setting(args).max(),
+                net,
             },
         )?;
         // No journal, lock or done record without one: a run never goes on like that silently.
@@ -244,6 +257,7 @@ impl UploadSettings {
             .resume(!args.no_resume)
             .resume_options(journal_options(args))
             .signer(signer)
+            .net(net.clone())
             .cancel_on(cancel);
         if let Some(cmd) = r.command {
             uploader = uploader.token_command(cmd);
@@ -288,12 +302,15 @@ fn build_provider(provider: ProviderName, args: &UploadArgs, quiet: bool) -> Res
                 }),
             })))
         }
-        ProviderName::Uplift => Ok(Box::new(uplift::Uplift::new(uplift::UpliftOptions::from_input(
-            &uplift_input(&args.uplift),
-            args.wait,
-            // One new session group per run (the provider is built once), shared by its files.
-            uuid::Uuid::new_v4(),
-        )?))),
+        ProviderName::Uplift => Ok(Box::new(uplift::Uplift::new(
+            uplift::UpliftOptions::from_input(
+                &uplift_input(&args.uplift),
+                args.wait,
+                // One new session group per run (the provider is built once), shared by its files.
+                uuid::Uuid::new_v4(),
+            )?
+            .with_wait_limits(args.wait_timeout, args.poll_interval),
+        ))),
         ProviderName::Truvideo => {
             let t = &args.truvideo;
             Ok(Box::new(truvideo::Truvideo::new(truvideo::TruvideoOptions {
@@ -418,13 +435,22 @@ pub(crate) fn apertur_input(args: &UploadArgs) -> apertur::AperturInput {
     }
 }
 
-/// While a host has not answered yet, each retry is shown on stderr (`upload: retrying in 2s:
-/// ... (3/10)`) unless `quiet`.
+/// Unless `quiet`: a server that stopped answering is said on stderr at once (`upload: HOST
+/// is not answering: ...; still trying`), and while a host has not answered yet, each retry
+/// is shown (`upload: retrying in 2s: ... (3/10)`).
 pub(crate) fn retry_notifier(quiet: bool) -> Option<crate::engine::request::Notifier> {
     use crate::engine::request::{Notifier, RetryNotice};
     (!quiet).then(|| {
         Arc::new(|n: &RetryNotice| {
-            if n.first_contact {
+            if let Some(s) = &n.silence {
+                crate::cli::ui::notice(&format!(
+                    "upload: {} is not answering: nothing received for {} ({}); still trying, for up to {} of silence",
+                    s.host,
+                    crate::size::human_duration(s.silent_for),
+                    n.what,
+                    crate::size::human_duration(s.gives_up_after),
+                ));
+            } else if n.first_contact {
                 // Above the bars when they are drawn.
                 crate::cli::ui::notice(&format!(
                     "upload: {}: retrying in {}: {} ({}/{})",
@@ -439,10 +465,14 @@ pub(crate) fn retry_notifier(quiet: bool) -> Option<crate::engine::request::Noti
     })
 }
 
-/// The executor of a CLI subcommand: waits end on `cancel`; retries shown as for an upload
-/// ([`retry_notifier`]).
-pub(crate) fn run_executor(cancel: CancellationToken, quiet: bool) -> crate::engine::request::Executor {
-    crate::engine::request::Executor::new(cancel, retry_notifier(quiet))
+/// The executor of a CLI subcommand, on the run's time model (`net`): waits end on `cancel`;
+/// retries and silent servers shown as for an upload ([`retry_notifier`]).
+pub(crate) fn run_executor(
+    cancel: CancellationToken,
+    quiet: bool,
+    net: &NetOptions,
+) -> crate::engine::request::Executor {
+    crate::engine::request::Executor::with_options(cancel, retry_notifier(quiet), net)
 }
 
 /// The system's default state directory ([`crate::cli::dirs`]).
@@ -450,22 +480,50 @@ pub(crate) fn default_state_dir() -> Option<PathBuf> {
     crate::cli::dirs::state_dir()
 }
 
-/// The run's connect timeout: `--connect-timeout` (env `UPLOAD_CONNECT_TIMEOUT`, checked by
-/// clap), else the config file's `[defaults] connect_timeout` (checked here: exit 2 naming the
-/// key), else [`crate::engine::http::DEFAULT_CONNECT_TIMEOUT`].
-pub(crate) fn connect_timeout(flag: Option<Duration>, config: &ConfigFile) -> Result<Duration> {
-    if let Some(d) = flag {
-        return Ok(d);
-    }
-    match config.defaults.connect_timeout.as_deref() {
-        None => Ok(crate::engine::http::DEFAULT_CONNECT_TIMEOUT),
-        Some(text) => crate::cli::args::parse_connect_timeout(text).map_err(|e| {
-            Error::usage(
-                format!("config file [defaults] connect_timeout: {e}"),
-                "give a duration above zero and at most 1h, such as \"10s\"",
-            )
+/// The run's trust roots and time model, merged once: flags (`--connect-timeout`,
+/// `--idle-timeout`, `--speed-limit`, `--speed-time`, `--ca-bundle`; their env vars are
+/// merged by clap) > the config file's `[defaults]` (checked here: exit 2 naming the key) >
+/// the documented defaults ([`NetOptions::default`]).
+pub(crate) fn net_options(a: &NetworkArgs, config: &ConfigFile) -> Result<NetOptions> {
+    let d = &config.defaults;
+    let bad = |key: &str, e: String, example: &str| {
+        Error::usage(format!("config file [defaults] {key}: {e}"), format!("give {example}"))
+    };
+    let timeout = |flag: Option<Duration>, key: &str, text: &Option<String>| -> Result<Option<Duration>> {
+        match (flag, text.as_deref()) {
+            (Some(d), _) => Ok(Some(d)),
+            (None, None) => Ok(None),
+            (None, Some(t)) => crate::cli::args::parse_timeout(&key.replace('_', " "), t)
+                .map(Some)
+                .map_err(|e| bad(key, e, "a duration above zero and at most 1h, such as \"10s\"")),
+        }
+    };
+    let defaults = NetOptions::default();
+    let connect = timeout(a.connect_timeout, "connect_timeout", &d.connect_timeout)?;
+    let idle = timeout(a.idle_timeout, "idle_timeout", &d.idle_timeout)?;
+    let speed_time = timeout(a.speed_time, "speed_time", &d.speed_time)?;
+    let speed_limit = match (a.speed_limit, d.speed_limit.as_deref()) {
+        (Some(n), _) => Some(n),
+        (None, None) => None,
+        (None, Some(t)) => {
+            Some(crate::size::parse_size(t).map_err(|e| bad("speed_limit", e, "bytes per second, such as \"10KiB\""))?)
+        }
+    };
+    // As curl: either one alone turns the check on (1 byte per second, 30 s); 0 turns it off.
+    let speed_limit = match (speed_limit, speed_time) {
+        (None, None) | (Some(0), _) => None,
+        (limit, time) => Some(SpeedLimit {
+            bytes_per_second: limit.unwrap_or(1),
+            time: time.unwrap_or(crate::engine::http::DEFAULT_SPEED_TIME),
         }),
+    };
+    NetOptions {
+        connect_timeout: connect.unwrap_or(defaults.connect_timeout),
+        idle_timeout: idle.unwrap_or(defaults.idle_timeout),
+        speed_limit,
+        ..defaults
     }
+    .with_ca_bundle(a.ca_bundle.as_deref())
 }
 
 /// The run's bandwidth limit from `--limit-rate` (env `UPLOAD_LIMIT_RATE`), else the config
@@ -501,16 +559,47 @@ mod tests {
     use super::*;
 
     #[test]
-    fn connect_timeout_merges_flag_over_file_over_default() {
+    fn net_options_merge_flag_over_file_over_default() {
         let mut file = ConfigFile::default();
-        assert_eq!(connect_timeout(None, &file).unwrap(), Duration::from_secs(5));
+        let flags = NetworkArgs::default();
+        let n = net_options(&flags, &file).unwrap();
+        assert_eq!(
+            (n.connect_timeout, n.idle_timeout, n.speed_limit),
+            (Duration::from_secs(5), Duration::from_secs(30), None)
+        );
         file.defaults.connect_timeout = Some("1500ms".into());
-        assert_eq!(connect_timeout(None, &file).unwrap(), Duration::from_millis(1500));
-        assert_eq!(connect_timeout(Some(Duration::from_secs(2)), &file).unwrap(), Duration::from_secs(2));
-        for bad in ["0", "2h", "1e400", "soon"] {
-            file.defaults.connect_timeout = Some(bad.into());
-            let e = connect_timeout(None, &file).unwrap_err();
-            assert_eq!(crate::cli::report::exit_code(&e), 2, "{bad}: {e}");
+        file.defaults.idle_timeout = Some("2m".into());
+        file.defaults.speed_limit = Some("10KiB".into());
+        let n = net_options(&flags, &file).unwrap();
+        assert_eq!((n.connect_timeout, n.idle_timeout), (Duration::from_millis(1500), Duration::from_secs(120)));
+        assert_eq!(n.speed_limit, Some(SpeedLimit { bytes_per_second: 10 << 10, time: Duration::from_secs(30) }));
+        let flags = NetworkArgs {
+            connect_timeout: Some(Duration::from_secs(2)),
+            idle_timeout: Some(Duration::from_secs(7)),
+            speed_time: Some(Duration::from_secs(9)),
+            ..NetworkArgs::default()
+        };
+        let n = net_options(&flags, &file).unwrap();
+        assert_eq!((n.connect_timeout, n.idle_timeout), (Duration::from_secs(2), Duration::from_secs(7)));
+        assert_eq!(n.speed_limit, Some(SpeedLimit { bytes_per_second: 10 << 10, time: Duration::from_secs(9) }));
+        // --speed-time alone: curl's 1 byte per second; a limit of 0 is off.
+        let n = net_options(&flags, &ConfigFile::default()).unwrap();
+        assert_eq!(n.speed_limit, Some(SpeedLimit { bytes_per_second: 1, time: Duration::from_secs(9) }));
+        let off = NetworkArgs { speed_limit: Some(0), ..flags };
+        assert_eq!(net_options(&off, &file).unwrap().speed_limit, None);
+        for (key, bad) in
+            [("connect_timeout", "0"), ("idle_timeout", "2h"), ("speed_time", "soon"), ("speed_limit", "fast")]
+        {
+            let mut file = ConfigFile::default();
+            match key {
+                "connect_timeout" => file.defaults.connect_timeout = Some(bad.into()),
+                "idle_timeout" => file.defaults.idle_timeout = Some(bad.into()),
+                "speed_time" => file.defaults.speed_time = Some(bad.into()),
+                _ => file.defaults.speed_limit = Some(bad.into()),
+            }
+            let e = net_options(&NetworkArgs::default(), &file).unwrap_err();
+            assert_eq!(crate::cli::report::exit_code(&e), 2, "{key} = {bad}: {e}");
+            assert!(e.to_string().starts_with(&format!("config file [defaults] {key}: ")), "{e}");
         }
     }
 

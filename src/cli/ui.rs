@@ -6,6 +6,12 @@
 //! rate and the ETA count only the bytes sent by this run (a resumed upload starts its rate
 //! clock at the bytes already on the server). Anything printed while a board is drawn goes
 //! above it ([`notice`], [`log_writer`]).
+//!
+//! One owner of the terminal: while a board is drawn, every line printed (notices, log
+//! lines, results) is handed over a channel to one thread that prints it above the board.
+//! A caller never waits on the board's lock, so no lock held while printing or logging (the
+//! rate limiter's, a bar's drawing) can close a cycle with the board; the lines keep their
+//! order, and all of them are out before the board goes.
 
 use std::collections::VecDeque;
 use std::io::{IsTerminal, Write};
@@ -87,27 +93,67 @@ fn paint(text: &str, code: &str) -> String {
     if color() { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_string() }
 }
 
-/// The board being drawn, if any: lines printed meanwhile go above it.
-static ACTIVE: Mutex<Option<indicatif::MultiProgress>> = Mutex::new(None);
+/// The board being drawn, if any, and the way to its terminal's owner: lines printed
+/// meanwhile go above it, through the owner.
+static ACTIVE: Mutex<Option<Active>> = Mutex::new(None);
 
-fn active() -> Option<indicatif::MultiProgress> {
-    ACTIVE.lock().ok().and_then(|a| a.clone())
+struct Active {
+    /// Which board ([`Board::id`]).
+    board: u64,
+    multi: indicatif::MultiProgress,
+    owner: std::sync::mpsc::Sender<String>,
+}
+
+/// Hands `line` to the terminal's owner when a board is drawn (never waiting for the board);
+/// `Err(line)` when none is.
+fn to_owner(line: String) -> Result<(), String> {
+    let Ok(active) = ACTIVE.lock() else { return Err(line) };
+    match active.as_ref() {
+        Some(a) => a.owner.send(line).map_err(|e| e.0),
+        None => Err(line),
+    }
 }
 
 /// Prints a line on stderr, above the board when one is drawn.
 pub(crate) fn notice(line: &str) {
-    match active() {
-        Some(m) => {
-            let _ = m.println(line);
-        }
-        None => eprintln!("{line}"),
+    if let Err(line) = to_owner(line.to_string()) {
+        eprintln!("{line}");
     }
 }
 
 /// Clears the board from the screen for good (before the process exits).
 pub(crate) fn clear_board() {
-    if let Some(m) = ACTIVE.lock().ok().and_then(|mut a| a.take()) {
-        let _ = m.clear();
+    if let Some(a) = ACTIVE.lock().ok().and_then(|mut a| a.take()) {
+        let _ = a.multi.clear();
+    }
+}
+
+/// The terminal's owner of a board: prints the lines handed to it above the board, in order,
+/// until every sender is gone.
+struct Owner {
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Owner {
+    fn start(multi: &indicatif::MultiProgress) -> (Owner, std::sync::mpsc::Sender<String>) {
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let m = multi.clone();
+        let thread = std::thread::Builder::new()
+            .name("upload-terminal".into())
+            .spawn(move || {
+                for line in rx {
+                    let _ = m.println(line);
+                }
+            })
+            .ok();
+        (Owner { thread }, tx)
+    }
+
+    /// Waits for the lines already handed over (the sender is gone).
+    fn finish(&mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -134,14 +180,9 @@ impl Drop for LogWriter {
         if self.0.is_empty() {
             return;
         }
-        match active() {
-            Some(m) => {
-                let text = String::from_utf8_lossy(&self.0);
-                let _ = m.println(text.trim_end_matches('\n'));
-            }
-            None => {
-                let _ = std::io::stderr().lock().write_all(&self.0);
-            }
+        let text = String::from_utf8_lossy(&self.0).trim_end_matches('\n').to_string();
+        if to_owner(text).is_err() {
+            let _ = std::io::stderr().lock().write_all(&self.0);
         }
     }
 }
@@ -204,18 +245,6 @@ fn pad(s: &str, width: usize) -> String {
     if n >= width { s.to_string() } else { format!("{s}{}", " ".repeat(width - n)) }
 }
 
-/// An ETA for people: `42s`, `3m05s`, `2h07m`.
-fn human_eta(d: Duration) -> String {
-    let s = d.as_secs();
-    if s < 60 {
-        format!("{s}s")
-    } else if s < 3600 {
-        format!("{}m{:02}s", s / 60, s % 60)
-    } else {
-        format!("{}h{:02}m", s / 3600, (s / 60) % 60)
-    }
-}
-
 /// What one line of the board shows.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Fields {
@@ -254,7 +283,7 @@ pub(crate) fn layout(f: &Fields, width: usize, colour: bool) -> String {
     let pos = f.pos.min(total);
     let bytes = format!("{}/{}", crate::size::human(pos), crate::size::human(total));
     let rate = f.rate.map(|r| format!("{}/s", crate::size::human(r as u64)));
-    let eta = f.eta.map(|e| format!("ETA {}", human_eta(e)));
+    let eta = f.eta.map(|e| format!("ETA {}", crate::size::human_duration(Duration::from_secs(e.as_secs()))));
     // The name column and the bar depend on the width only, so that the lines of the board
     // stay aligned; what else fits depends on each line.
     let mut name_w = w.saturating_sub(59).clamp(12, NAME_COLUMN);
@@ -592,6 +621,10 @@ impl Drop for FileProgress {
 pub(crate) struct Board {
     mode: Mode,
     multi: Option<indicatif::MultiProgress>,
+    /// The terminal's owner while this board is drawn (see the module documentation).
+    owner: Mutex<Option<Owner>>,
+    /// This board among the boards of the process.
+    id: u64,
     total: Option<(ProgressBar, Arc<BarState>)>,
     rate: RateLimit,
     several: bool,
@@ -601,6 +634,9 @@ pub(crate) struct Board {
 impl Board {
     /// A board in the given mode.
     pub(crate) fn new(mode: Mode) -> Self {
+        static BOARDS: AtomicU64 = AtomicU64::new(0);
+        let id = BOARDS.fetch_add(1, Ordering::Relaxed);
+        let mut owner = None;
         let multi = (mode == Mode::Bars).then(|| {
             let target = if std::io::stderr().is_terminal() {
                 ProgressDrawTarget::stderr()
@@ -608,12 +644,23 @@ impl Board {
                 ProgressDrawTarget::term_like(Box::new(ForcedTerm))
             };
             let multi = indicatif::MultiProgress::with_draw_target(target);
+            let (o, tx) = Owner::start(&multi);
+            owner = Some(o);
             if let Ok(mut a) = ACTIVE.lock() {
-                *a = Some(multi.clone());
+                *a = Some(Active { board: id, multi: multi.clone(), owner: tx });
             }
             multi
         });
-        Board { mode, multi, total: None, rate: RateLimit::off(), several: false, sent: Arc::default() }
+        Board {
+            mode,
+            multi,
+            owner: Mutex::new(owner),
+            id,
+            total: None,
+            rate: RateLimit::off(),
+            several: false,
+            sent: Arc::default(),
+        }
     }
 
     /// Shows the limit in force on every bar (and progress line) of the board.
@@ -687,13 +734,17 @@ impl Board {
         }
     }
 
-    /// Prints a line above the bars (or plainly).
+    /// Prints a line above the bars (through the terminal's owner), or plainly.
     pub(crate) fn println(&self, line: &str) {
-        match &self.multi {
-            Some(m) => {
-                let _ = m.println(line);
+        if self.multi.is_none() {
+            eprintln!("{line}");
+        } else if let Err(line) = to_owner(line.to_string()) {
+            match &self.multi {
+                Some(m) => {
+                    let _ = m.println(line);
+                }
+                None => eprintln!("{line}"),
             }
-            None => eprintln!("{line}"),
         }
     }
 
@@ -713,12 +764,17 @@ impl Board {
             t.finish_and_clear();
         }
         if let Some(m) = &self.multi {
-            let _ = m.clear();
+            // The lines handed to the owner come out first (its sender goes with ACTIVE), then
+            // the board goes.
             if let Ok(mut a) = ACTIVE.lock()
-                && a.is_some()
+                && a.as_ref().is_some_and(|active| active.board == self.id)
             {
                 *a = None;
             }
+            if let Some(mut owner) = self.owner.lock().ok().and_then(|mut o| o.take()) {
+                owner.finish();
+            }
+            let _ = m.clear();
         }
     }
 }

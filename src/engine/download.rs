@@ -12,10 +12,9 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::http::describe_transport;
 use crate::engine::progress::{Event, Progress};
 use crate::engine::ratelimit::RateLimit;
-use crate::engine::request::{Call, Executor, Failure, Kind, MAX_ERROR_BODY, RetryNotice};
+use crate::engine::request::{Call, Executor, Failure, Kind, MAX_ERROR_BODY, Pulse, RetryNotice};
 use crate::engine::retry::{Outcome, RetryPolicy, TransportKind};
 use crate::error::{Error, Result};
 use crate::redact::safe_url;
@@ -62,13 +61,16 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     move |source| Error::File { path: path.to_path_buf(), source }
 }
 
-/// Downloads `req.url` to `req.dest`, resuming a `.part` file, verifying the size.
+/// Downloads `req.url` to `req.dest`, resuming a `.part` file, verifying the size, through
+/// the run's executor (its time model; its cancellation ends the download, keeping the
+/// `.part`).
 pub async fn download(
     http: &reqwest::Client,
     req: &DownloadRequest<'_>,
     progress: &dyn Progress,
-    cancel: &CancellationToken,
+    exec: &Executor,
 ) -> Result<Downloaded> {
+    let cancel = exec.cancel();
     let label = req.dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let what = format!("download {label}");
     let protocol = |message: String| Error::Protocol { provider: req.provider, what: what.clone(), message };
@@ -111,7 +113,6 @@ pub async fn download(
     };
     // One executor call per stretch of progress: only failures in a row count against the
     // retries, and an attempt that brought bytes starts a fresh call.
-    let exec = Executor::new(cancel.clone(), None);
     let host = url::Url::parse(req.url)
         .ok()
         .and_then(|u| u.host_str().map(|h| format!("{h}:{}", u.port_or_known_default().unwrap_or(0))));
@@ -128,11 +129,13 @@ pub async fn download(
         if state.lock().await.offset >= req.size {
             break;
         }
-        exec.run(&call, |_| async {
+        let (state, part, what, interrupted, protocol) = (&state, &part, &what, &interrupted, &protocol);
+        exec.run(&call, |attempt| async move {
+            let pulse = attempt.pulse;
             let mut st = state.lock().await;
             let st = &mut *st;
             let at_start = st.offset;
-            let r = fetch_once(http, req, st, &part, &what, progress, cancel, &interrupted, &protocol).await;
+            let r = fetch_once(http, req, st, part, what, progress, cancel, interrupted, protocol, &pulse).await;
             if st.offset > req.size {
                 let _ = st.file.set_len(0).await;
                 return Err(Failure::Fatal(protocol(format!(
@@ -215,6 +218,7 @@ async fn fetch_once(
     cancel: &CancellationToken,
     interrupted: &dyn Fn() -> Error,
     protocol: &dyn Fn(String) -> Error,
+    pulse: &Pulse,
 ) -> std::result::Result<(), Failure> {
     let retry = |message: String| Failure::Outcome {
         outcome: Outcome::Transport(TransportKind::Other),
@@ -227,11 +231,10 @@ async fn fetch_once(
     if offset > 0 {
         rq = rq.header(reqwest::header::RANGE, format!("bytes={offset}-"));
     }
-    let sent = tokio::select! {
+    let resp = tokio::select! {
         _ = cancel.cancelled() => return Err(fatal(interrupted())),
-        r = rq.send() => r,
+        r = pulse.send(rq) => r?,
     };
-    let resp = sent.map_err(|e| Failure::transport(&e))?;
     let status = resp.status().as_u16();
     tracing::debug!(url = %safe_url(req.url), status, offset, "{what}");
     let body = |r: std::result::Result<(), String>| r.map_err(retry);
@@ -240,7 +243,7 @@ async fn fetch_once(
             let range = resp.headers().get(reqwest::header::CONTENT_RANGE).and_then(|v| v.to_str().ok());
             match range.and_then(parse_content_range) {
                 Some((start, total)) if start == offset && total.is_none_or(|t| t == req.size) => body(
-                    stream_body(resp, st, part, req.size, &req.rate, progress, cancel, interrupted)
+                    stream_body(resp, st, part, req.size, &req.rate, progress, cancel, interrupted, pulse)
                         .await
                         .map_err(fatal)?,
                 ),
@@ -264,7 +267,11 @@ async fn fetch_once(
                 // The range was ignored: the whole file comes again.
                 restart(st, part, progress, protocol).await.map_err(fatal)?;
             }
-            body(stream_body(resp, st, part, req.size, &req.rate, progress, cancel, interrupted).await.map_err(fatal)?)
+            body(
+                stream_body(resp, st, part, req.size, &req.rate, progress, cancel, interrupted, pulse)
+                    .await
+                    .map_err(fatal)?,
+            )
         }
         416 => {
             let total = resp
@@ -280,7 +287,7 @@ async fn fetch_once(
             Err(retry("HTTP 416 for the rest of the .part file".into()))
         }
         _ => {
-            let f = Failure::status(resp, MAX_ERROR_BODY, &[]).await;
+            let f = pulse.refusal(resp, MAX_ERROR_BODY, &[]).await;
             match f {
                 Failure::Outcome { outcome: Outcome::Status { status, code }, message, .. }
                     if !(status >= 500 || status == 408 || status == 429) =>
@@ -329,6 +336,7 @@ async fn stream_body(
     progress: &dyn Progress,
     cancel: &CancellationToken,
     interrupted: &dyn Fn() -> Error,
+    pulse: &Pulse,
 ) -> Result<std::result::Result<(), String>> {
     let Stretch { file, offset, .. } = st;
     file.seek(std::io::SeekFrom::Start(*offset)).await.map_err(io_err(part))?;
@@ -339,10 +347,12 @@ async fn stream_body(
                 file.flush().await.map_err(io_err(part))?;
                 return Err(interrupted());
             }
-            c = resp.chunk() => c,
+            c = pulse.chunk(&mut resp) => c,
         };
         match chunk {
             Ok(Some(bytes)) => {
+                // Paying the limit and writing the disk are this side's waits, not the network's.
+                let _hold = pulse.hold();
                 if limited {
                     // Paying for what arrived before reading more: the socket fills up and
                     // TCP slows the sender down to the limit.
@@ -368,7 +378,11 @@ async fn stream_body(
             }
             Err(e) => {
                 file.flush().await.map_err(io_err(part))?;
-                return Ok(Err(format!("the body broke off: {}", describe_transport(&e))));
+                let message = match pulse.transport(&e) {
+                    Failure::Outcome { message, .. } => message,
+                    _ => "the connection failed".into(),
+                };
+                return Ok(Err(format!("the body broke off: {message}")));
             }
         }
     }

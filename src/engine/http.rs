@@ -1,58 +1,132 @@
 //! HTTP plumbing shared by the engine and the providers.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
 
-/// Builds the one HTTP client of a run: a keep-alive pool sized to the concurrency.
-pub fn client(concurrency: usize) -> reqwest::Client {
-    client_with_read_timeout(concurrency, Duration::from_secs(120))
+/// How a run reaches the network, and how long it waits for it: the trust roots and the
+/// time model of every client and every exchange (one plain value, built once by whoever
+/// starts the run and handed down; the engine keeps no process-global setting).
+///
+/// - `connect_timeout`: the longest wait for a TCP (and TLS) connection;
+/// - `idle_timeout`: an exchange (request body, waiting for the answer, answer body) that moves
+///   no byte either way for this long is cut and tried again on a new connection (a call not
+///   safe to repeat goes to its look-up); a host that sent nothing for
+///   [`NetOptions::give_up_after`] while its exchanges kept stalling is given up on;
+/// - `speed_limit`: curl's `--speed-limit`/`--speed-time`: an exchange slower than the rate
+///   for that long is cut (off by default).
+///
+/// Slow but moving transfers are never cut by the idle timeout: every byte either way (a
+/// piece of a part handed to the connection, a piece of an answer read) restarts it, and time
+/// spent waiting on the run's own bandwidth limit does not count.
+#[derive(Clone)]
+pub struct NetOptions {
+    /// CA certificates trusted besides the system's trust store and the built-in roots
+    /// (`--ca-bundle`, `SSL_CERT_FILE`; see [`NetOptions::with_ca_bundle`]).
+    pub roots: Vec<reqwest::Certificate>,
+    /// The file `roots` were read from (`--ca-bundle`), for a run that starts others
+    /// (`upload pending --resume`) to hand on.
+    pub ca_bundle: Option<std::path::PathBuf>,
+    /// Longest wait for a TCP and TLS connection (`--connect-timeout`, default 5 s).
+    pub connect_timeout: Duration,
+    /// Longest time an exchange may move no byte either way (`--idle-timeout`, default 30 s).
+    pub idle_timeout: Duration,
+    /// An exchange slower than this for this long is cut (`--speed-limit`, `--speed-time`).
+    pub speed_limit: Option<SpeedLimit>,
 }
 
-/// [`client`] with another read timeout (long polls hold an answer for minutes).
+/// curl's low-speed limit: an exchange that moves fewer than `bytes_per_second` on average
+/// over `time` is cut.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpeedLimit {
+    /// Bytes per second (`--speed-limit`).
+    pub bytes_per_second: u64,
+    /// Over how long (`--speed-time`).
+    pub time: Duration,
+}
+
+impl std::fmt::Debug for NetOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetOptions")
+            .field("roots", &self.roots.len())
+            .field("ca_bundle", &self.ca_bundle)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("speed_limit", &self.speed_limit)
+            .finish()
+    }
+}
+
+/// The connect timeout of [`NetOptions::default`].
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The idle timeout of [`NetOptions::default`].
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The `--speed-time` when only `--speed-limit` is given (curl's default).
+pub const DEFAULT_SPEED_TIME: Duration = Duration::from_secs(30);
+/// How many idle timeouts of silence a host gets before the calls to it give up.
+pub const SILENT_TIMEOUTS: u32 = 3;
+
+impl Default for NetOptions {
+    /// The documented defaults: the system's roots only, 5 s to connect, 30 s idle, no speed
+    /// limit.
+    fn default() -> Self {
+        NetOptions {
+            roots: Vec::new(),
+            ca_bundle: None,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            speed_limit: None,
+        }
+    }
+}
+
+impl NetOptions {
+    /// Trusts, besides the system's roots, the CA certificates of `bundle` (`--ca-bundle`) and
+    /// of the file `SSL_CERT_FILE` names. A bundle that cannot be read is a usage error; an
+    /// unreadable `SSL_CERT_FILE` is a warning.
+    pub fn with_ca_bundle(mut self, bundle: Option<&std::path::Path>) -> Result<Self> {
+        let mut roots = vec![];
+        if let Some(path) = bundle {
+            roots.extend(read_ca_bundle(path)?);
+        }
+        if let Some(path) = std::env::var_os("SSL_CERT_FILE").filter(|v| !v.is_empty()) {
+            match read_ca_bundle(std::path::Path::new(&path)) {
+                Ok(certs) => roots.extend(certs),
+                Err(e) => tracing::warn!("SSL_CERT_FILE ignored: {e}"),
+            }
+        }
+        self.roots = roots;
+        self.ca_bundle = bundle.map(std::path::Path::to_path_buf);
+        Ok(self)
+    }
+
+    /// How long a host may send nothing, while the exchanges with it keep stalling, before
+    /// the calls to it give up: [`SILENT_TIMEOUTS`] idle timeouts (90 s by default).
+    pub fn give_up_after(&self) -> Duration {
+        self.idle_timeout.saturating_mul(SILENT_TIMEOUTS)
+    }
+}
+
+/// Builds an HTTP client of a run: a keep-alive pool sized to the concurrency, connecting
+/// within `net.connect_timeout`.
 ///
 /// Every client trusts the operating system's trust store (and the built-in public roots),
-/// plus the certificates of [`set_ca_bundle`] (`--ca-bundle`, `UPLOAD_CA_BUNDLE`) and of the
-/// file `SSL_CERT_FILE` names, as curl and aws-cli do. `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`
-/// and `NO_PROXY` are honoured.
-pub fn client_with_read_timeout(concurrency: usize, read_timeout: Duration) -> reqwest::Client {
+/// plus `net.roots`. `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY` are honoured. The
+/// client itself bounds no exchange as a whole: the executor's idle watch does
+/// ([`super::request::Executor::run`]), so a slow but moving transfer is never cut.
+pub fn client(net: &NetOptions, concurrency: usize) -> reqwest::Client {
     let mut b = reqwest::Client::builder()
         .user_agent(concat!("upload/", env!("CARGO_PKG_VERSION")))
         .redirect(redirect_policy())
         .pool_max_idle_per_host(concurrency.max(1) * 2)
         .pool_idle_timeout(Duration::from_secs(60))
         .tcp_nodelay(true)
-        .connect_timeout(connect_timeout())
-        .read_timeout(read_timeout);
-    for cert in extra_roots() {
-        b = b.add_root_certificate(cert);
+        .connect_timeout(net.connect_timeout.max(Duration::from_millis(1)));
+    for cert in &net.roots {
+        b = b.add_root_certificate(cert.clone());
     }
     b.build().expect("the TLS backend initialises")
-}
-
-/// The connect timeout of a client when [`set_connect_timeout`] was not called.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-static CONNECT_TIMEOUT_MS: AtomicU64 = AtomicU64::new(DEFAULT_CONNECT_TIMEOUT.as_millis() as u64);
-
-/// Sets the longest wait for a TCP and TLS connection of every client built afterwards
-/// (`--connect-timeout`); at least 1 ms.
-pub fn set_connect_timeout(timeout: Duration) {
-    let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1);
-    CONNECT_TIMEOUT_MS.store(ms, Ordering::Relaxed);
-}
-
-/// The connect timeout of the clients built now (see [`set_connect_timeout`]).
-pub fn connect_timeout() -> Duration {
-    Duration::from_millis(CONNECT_TIMEOUT_MS.load(Ordering::Relaxed))
-}
-
-static EXTRA_ROOTS: std::sync::RwLock<Vec<reqwest::Certificate>> = std::sync::RwLock::new(Vec::new());
-
-fn extra_roots() -> Vec<reqwest::Certificate> {
-    EXTRA_ROOTS.read().map(|r| r.clone()).unwrap_or_default()
 }
 
 /// Reads the PEM certificates of a CA bundle file.
@@ -71,37 +145,6 @@ pub fn read_ca_bundle(path: &std::path::Path) -> Result<Vec<reqwest::Certificate
         ));
     }
     Ok(certs)
-}
-
-/// Trusts, besides the system's roots, the CA certificates of `bundle` (`--ca-bundle`) and of
-/// the file `SSL_CERT_FILE` names, in every client built afterwards. A bundle that cannot be
-/// read is a usage error; an unreadable `SSL_CERT_FILE` is a warning.
-pub fn set_ca_bundle(bundle: Option<&std::path::Path>) -> Result<()> {
-    let mut roots = vec![];
-    if let Some(path) = bundle {
-        roots.extend(read_ca_bundle(path)?);
-    }
-    if let Some(path) = std::env::var_os("SSL_CERT_FILE").filter(|v| !v.is_empty()) {
-        match read_ca_bundle(std::path::Path::new(&path)) {
-            Ok(certs) => roots.extend(certs),
-            Err(e) => tracing::warn!("SSL_CERT_FILE ignored: {e}"),
-        }
-    }
-    if let Ok(mut r) = EXTRA_ROOTS.write() {
-        *r = roots;
-    }
-    if let Ok(mut p) = CA_BUNDLE.write() {
-        *p = bundle.map(std::path::Path::to_path_buf);
-    }
-    Ok(())
-}
-
-static CA_BUNDLE: std::sync::RwLock<Option<std::path::PathBuf>> = std::sync::RwLock::new(None);
-
-/// The bundle of the last [`set_ca_bundle`] (`--ca-bundle`), for a run that starts others
-/// (`upload pending --resume`) to hand on.
-pub fn ca_bundle() -> Option<std::path::PathBuf> {
-    CA_BUNDLE.read().ok().and_then(|p| p.clone())
 }
 
 /// The certificate problem behind a transport error, when the TLS handshake refused the
@@ -348,6 +391,8 @@ pub fn transport_kind(err: &reqwest::Error) -> super::retry::TransportKind {
     }
     if is_certificate_error(err) || chain.contains("certificate") || chain.contains("invalid peer") {
         TransportKind::Tls
+    } else if err.is_redirect() || err.is_builder() || is_malformed_answer(&chain) {
+        TransportKind::Protocol
     } else if chain.contains("dns error")
         || chain.contains("failed to lookup address")
         || chain.contains("name or service not known")
@@ -362,8 +407,25 @@ pub fn transport_kind(err: &reqwest::Error) -> super::retry::TransportKind {
     }
 }
 
+/// Whether the (lower-cased) `source()` chain of a transport error says the answer was not
+/// HTTP: hyper's parse errors (`invalid HTTP header parsed`, `invalid HTTP status-code
+/// parsed`, `message head is too large`, ...).
+fn is_malformed_answer(chain: &str) -> bool {
+    chain.lines().any(|l| {
+        (l.starts_with("invalid ") && l.ends_with(" parsed"))
+            || l.starts_with("message head is too large")
+            || l.starts_with("invalid content-length")
+    })
+}
+
 /// A short, secret-free description of a transport error, walking the `source()` chain.
 pub fn describe_transport(err: &reqwest::Error) -> String {
+    describe_transport_within(err, None)
+}
+
+/// [`describe_transport`] of a client whose connect timeout is `connect_timeout` (named in the
+/// message of a connect that ran out of time).
+pub fn describe_transport_within(err: &reqwest::Error, connect_timeout: Option<Duration>) -> String {
     use std::error::Error as _;
     if let Some(m) = certificate_message(err) {
         return m;
@@ -371,8 +433,10 @@ pub fn describe_transport(err: &reqwest::Error) -> String {
     let mut parts = vec![];
     if err.is_connect() && err.is_timeout() {
         // Name the setting: the fix is either the endpoint or a longer --connect-timeout.
-        let t = crate::size::human_duration(connect_timeout());
-        parts.push(format!("no connection within {t} (--connect-timeout)"));
+        parts.push(match connect_timeout {
+            Some(t) => format!("no connection within {} (--connect-timeout)", crate::size::human_duration(t)),
+            None => "no connection in time (--connect-timeout)".into(),
+        });
     } else if err.is_timeout() {
         parts.push("timed out".to_string());
     } else if err.is_connect() {

@@ -246,6 +246,33 @@ enum Line {
     Part(CompletedPart),
 }
 
+/// Something that is not a file where a journal belongs (a directory someone made, a FIFO):
+/// it cannot be a journal, and it would block the file's uploads for ever (a journal is
+/// written by renaming over its path). It is renamed aside, `NAME.not-a-journal-<time>`, never
+/// deleted, with a warning saying where it went.
+fn set_aside_non_journal(path: &Path) -> Result<()> {
+    let Ok(meta) = std::fs::metadata(path) else { return Ok(()) };
+    if meta.is_file() {
+        return Ok(());
+    }
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.6f");
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(format!(".not-a-journal-{stamp}"));
+    let aside = PathBuf::from(aside);
+    std::fs::rename(path, &aside).map_err(|e| {
+        Error::usage(
+            format!("{} is not a journal ({}) and cannot be moved aside: {e}", path.display(), kind_of(&meta)),
+            "remove it: the upload of this file needs that path for its journal",
+        )
+    })?;
+    tracing::warn!("{} was not a journal ({}): moved aside to {}", path.display(), kind_of(&meta), aside.display());
+    Ok(())
+}
+
+fn kind_of(meta: &std::fs::Metadata) -> &'static str {
+    if meta.is_dir() { "a directory" } else { "not a regular file" }
+}
+
 /// Loads one journal file (for listings; [`Journal::open`] to carry an upload on).
 pub fn load(path: &Path) -> Result<JournalData> {
     let text = std::fs::read(path).map_err(|e| Error::File { path: path.to_path_buf(), source: e })?;
@@ -424,6 +451,8 @@ fn probe_state_dir(state_dir: &Path) -> Result<()> {
 
 struct Inner {
     data: Option<JournalData>,
+    /// The journal a run without resume found and discarded (its upload is abandoned).
+    discarded: Option<JournalData>,
     /// The journal open for appending, once it has a header.
     append: Option<File>,
     options: serde_json::Value,
@@ -454,8 +483,10 @@ impl Journal {
             Err(Busy::Pid(pid)) => return Err(busy(&identity.path, pid, None)),
         };
         check_state_dir(state_dir)?;
+        set_aside_non_journal(&path)?;
         let mut data = None;
         let mut append = None;
+        let mut discarded = None;
         match std::fs::read(&path) {
             Ok(text) if resume => {
                 let (loaded, good) = parse(&path, &text)?;
@@ -476,7 +507,8 @@ impl Journal {
                 append = Some(file);
                 data = Some(loaded);
             }
-            Ok(_) => {
+            Ok(text) => {
+                discarded = parse(&path, &text).ok().map(|(d, _)| d);
                 let _ = std::fs::remove_file(&path);
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -488,7 +520,7 @@ impl Journal {
             identity,
             provider: provider.into(),
             endpoint: endpoint.into(),
-            inner: Arc::new(Mutex::new(Inner { data, append, options })),
+            inner: Arc::new(Mutex::new(Inner { data, discarded, append, options })),
             written: Arc::new(AtomicU64::new(0)),
             _lock: lock,
         })
@@ -507,6 +539,12 @@ impl Journal {
     /// Bytes this handle wrote to the journal (headers and part lines).
     pub fn bytes_written(&self) -> u64 {
         self.written.load(Ordering::Relaxed)
+    }
+
+    /// The journal this run was opened without resume over (`--no-resume`), taken once: its
+    /// upload will never be used (the caller may clean it up where the provider allows).
+    pub fn take_discarded(&self) -> Option<JournalData> {
+        self.inner.lock().expect("journal lock").discarded.take()
     }
 
     /// The interrupted upload to carry on, if any (in any state).
@@ -636,6 +674,15 @@ impl Journal {
             data.parts.push(part.clone());
         }
         Ok(())
+    }
+
+    /// Forgets finished parts (their ETags were refused by the completion): the journal is
+    /// rewritten without them, so they are sent again, now and by any later run.
+    pub fn forget_parts(&self, numbers: &[u32]) -> Result<()> {
+        let mut inner = self.inner.lock().expect("journal lock");
+        let Some(mut data) = inner.data.clone() else { return Ok(()) };
+        data.parts.retain(|p| !numbers.contains(&p.number));
+        self.rewrite(&mut inner, data)
     }
 
     /// A callback for the uploader that records the finished parts (the uploader calls it on

@@ -14,6 +14,7 @@ pub mod platform;
 pub mod poll;
 pub mod post;
 pub mod progress;
+pub mod pulse;
 pub mod ratelimit;
 pub mod request;
 pub mod retry;

@@ -83,6 +83,13 @@ pub trait MultipartUpload: Send + Sync {
     fn uploader_options(&self, base: &UploaderOptions) -> UploaderOptions {
         base.clone()
     }
+    /// Cleans up an upload this run made and will never use (it gave up with no journal to
+    /// carry it on, or it started over from a journal's upload with `--no-resume`), where the
+    /// provider allows it (Teleport deletes the capture). Best effort; default: nothing (no
+    /// documented abort).
+    async fn abandon(&self, _created: &Created) -> Result<()> {
+        Ok(())
+    }
     /// Sends the completion, once; the provider's answer.
     async fn complete(&self, created: &Created, parts: &[CompletedPart]) -> Result<serde_json::Value>;
     /// What a lost completion did: `Found(details)` when the upload is completed.
@@ -91,6 +98,17 @@ pub trait MultipartUpload: Send + Sync {
     /// [`Error::Network`] for failures the executor could not tell apart).
     fn is_ambiguous(&self, e: &Error) -> bool {
         matches!(e, Error::Ambiguous { .. } | Error::Network { .. })
+    }
+    /// A completion refused because of its parts: S3's `InvalidPart` (an ETag that does not
+    /// match the part the store has, or a part it does not have), as the refusal's code or
+    /// quoted in its message (vendors pass S3's refusal on: `... (InvalidPart)`). `Some` with
+    /// the part numbers the refusal names (`part N`), empty when it names none; `None` for any
+    /// other failure. The routine then sends those parts again (the journaled ones, when none
+    /// is named) and completes again, once.
+    fn refused_parts(&self, e: &Error) -> Option<Vec<u32>> {
+        let Error::Rejected { code, message, .. } = e else { return None };
+        let invalid = code.as_deref() == Some("InvalidPart") || message.contains("InvalidPart");
+        invalid.then(|| part_numbers(message))
     }
     /// A failure proving a journaled upload is gone on the server (default: a 404, or an
     /// S3 `NoSuchUpload`).
@@ -133,9 +151,16 @@ pub struct Finished {
 /// Sends a non-idempotent request once; after an ambiguous failure looks up what it did, and
 /// sends it again only when the look-up proves it did nothing (bounded by `retry`,
 /// cancellable). A look-up that fails or cannot tell ends with the request's error.
+///
+/// The whole operation, sends, look-ups and the waits between them, ends within `deadline`
+/// (the run's [`Executor::operation_deadline`](super::request::Executor::operation_deadline)):
+/// a send still in flight then is cut and the operation fails as ambiguous, a look-up cut so
+/// ends with the request's error, and no resend starts that could not finish in time.
+#[allow(clippy::too_many_arguments)]
 pub async fn send_once_then_look_up<T, S, SF, L, LF>(
-    what: &str,
+    (provider, what): (&'static str, &str),
     retry: &RetryPolicy,
+    deadline: std::time::Duration,
     cancel: &CancellationToken,
     is_ambiguous: impl Fn(&Error) -> bool,
     mut send: S,
@@ -148,31 +173,70 @@ where
     LF: std::future::Future<Output = Result<Lookup<T>>>,
 {
     let mut backoff = Backoff::new(retry.clone());
+    let until = tokio::time::Instant::now() + deadline;
+    let over = || Error::Ambiguous {
+        provider,
+        what: what.into(),
+        message: format!(
+            "no result within {} (its deadline, with look-ups and resends: 4 × --idle-timeout)",
+            crate::size::human_duration(deadline)
+        ),
+    };
     loop {
-        let err = match send().await {
-            Ok(v) => return Ok(v),
-            Err(e) if is_ambiguous(&e) => e,
-            Err(e) => return Err(e),
+        let err = match tokio::time::timeout_at(until, send()).await {
+            Err(_) => return Err(over()),
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) if is_ambiguous(&e) => e,
+            Ok(Err(e)) => return Err(e),
         };
-        match look_up().await {
+        let Ok(found) = tokio::time::timeout_at(until, look_up()).await else {
+            tracing::info!(
+                "{provider}: {what}: the look-up of what the failed request did ran out of time; not sending it again"
+            );
+            return Err(err);
+        };
+        match found {
             Ok(Lookup::Found(v)) => {
-                tracing::info!("{what}: the failed request had done its work ({err})");
+                tracing::info!("{provider}: {what}: the failed request had done its work ({err})");
                 return Ok(v);
             }
             Ok(Lookup::NotFound) => {}
             Ok(Lookup::Unsupported) => return Err(err),
+            // Ctrl-C during the look-up: the rerun looks up again (the intent is journaled).
+            Err(e @ Error::Interrupted { .. }) => return Err(e),
             Err(e) => {
-                tracing::info!("{what}: cannot look up what the failed request did ({e}); not sending it again");
+                tracing::info!(
+                    "{provider}: {what}: cannot look up what the failed request did ({e}); not sending it again"
+                );
                 return Err(err);
             }
         }
         let Some(delay) = backoff.next_delay(None) else { return Err(err) };
+        if tokio::time::Instant::now() + delay >= until {
+            return Err(err);
+        }
         tracing::info!(
-            "{what} failed ({err}); the look-up shows it did nothing; sending it again in {}",
+            "{provider}: {what} failed ({err}); the look-up shows it did nothing; sending it again in {}",
             crate::size::human_duration(delay)
         );
         super::wait::sleep(delay, cancel).await?;
     }
+}
+
+/// The numbers `part N` names in a message (`The ETag of part 3 does not match`), in order,
+/// once each.
+fn part_numbers(message: &str) -> Vec<u32> {
+    let lower = message.to_ascii_lowercase();
+    let mut out = vec![];
+    for (i, _) in lower.match_indices("part ") {
+        let digits: String = lower[i + 5..].chars().take_while(char::is_ascii_digit).collect();
+        if let Ok(n) = digits.parse::<u32>()
+            && !out.contains(&n)
+        {
+            out.push(n);
+        }
+    }
+    out
 }
 
 fn parse_time(s: &str) -> chrono::DateTime<chrono::Utc> {
@@ -184,6 +248,43 @@ fn parse_time(s: &str) -> chrono::DateTime<chrono::Utc> {
 /// Runs the protocol for `file`: resume, adopt or create; parts; completion, each step
 /// journaled. See the module documentation.
 pub async fn run(session: &Session<'_>, file: &FileSource, upload: &dyn MultipartUpload) -> Result<Finished> {
+    // Started over (`--no-resume`) from a journal's upload: that one will never be used.
+    if let Some(old) = session.journal.and_then(|j| j.take_discarded())
+        && old.state == JournalState::Started
+        && !old.upload_id.is_empty()
+    {
+        let created = Created { upload_id: old.upload_id, plan: old.plan, extra: old.extra };
+        abandon(session, upload, &created, "the upload --no-resume starts over from").await;
+    }
+    let mut made = None;
+    let r = run_steps(session, file, upload, &mut made).await;
+    // Gave up on an upload this run made, with no journal to carry it on: nothing will use it.
+    if let (Err(e), Some(created), None) = (&r, &made, session.journal)
+        && !matches!(e, Error::Interrupted { .. })
+    {
+        abandon(session, upload, created, "this run made and cannot finish").await;
+    }
+    r
+}
+
+/// Cleans up `created` ([`MultipartUpload::abandon`]), saying so; a failure is only logged.
+async fn abandon(session: &Session<'_>, upload: &dyn MultipartUpload, created: &Created, why: &str) {
+    let bound = session.uploader.exec.operation_deadline();
+    match tokio::time::timeout(bound, upload.abandon(created)).await {
+        Ok(Ok(())) => session.progress.event(Event::Notice {
+            message: format!("{}: removed {} {} ({why})", upload.provider(), upload.noun(), created.upload_id),
+        }),
+        Ok(Err(e)) => tracing::warn!("cannot remove {} {} ({why}): {e}", upload.noun(), created.upload_id),
+        Err(_) => tracing::warn!("cannot remove {} {} ({why}): no answer in time", upload.noun(), created.upload_id),
+    }
+}
+
+async fn run_steps(
+    session: &Session<'_>,
+    file: &FileSource,
+    upload: &dyn MultipartUpload,
+    made: &mut Option<Created>,
+) -> Result<Finished> {
     let provider = upload.provider();
     let journal = session.journal;
     let phase = |message: String| session.progress.event(Event::Phase { message });
@@ -193,6 +294,8 @@ pub async fn run(session: &Session<'_>, file: &FileSource, upload: &dyn Multipar
     // A journaled upload: completed already, stale, or to carry on.
     let mut carry_on: Option<(Created, Vec<CompletedPart>)> = None;
     let mut intent_at = None;
+    // The parts an earlier run journaled (their ETags are the journal's word, not this run's).
+    let mut journaled: Vec<u32> = vec![];
     if let Some(r) = resumed.take() {
         let created = Created { upload_id: r.upload_id.clone(), plan: r.plan, extra: r.extra.clone() };
         match r.state {
@@ -213,6 +316,7 @@ pub async fn run(session: &Session<'_>, file: &FileSource, upload: &dyn Multipar
                             "the journal holds parts without an ETag: sending them again"
                         );
                     }
+                    journaled = good.iter().map(|p| p.number).collect();
                     carry_on = Some((created, good));
                 }
                 Remote::Completed(details) => {
@@ -229,7 +333,10 @@ pub async fn run(session: &Session<'_>, file: &FileSource, upload: &dyn Multipar
         }
     }
 
-    for attempt in 0..2 {
+    // A resumed upload the server no longer knows is started over once; parts a completion
+    // refused are sent again once: at most three rounds.
+    let (mut started_over, mut parts_resent) = (false, false);
+    loop {
         let resuming = carry_on.is_some();
         let (created, done) = match carry_on.take() {
             Some((created, done)) => {
@@ -241,7 +348,11 @@ pub async fn run(session: &Session<'_>, file: &FileSource, upload: &dyn Multipar
                 ));
                 (created, done)
             }
-            None => (create(session, upload, intent_at.take()).await?, Vec::new()),
+            None => {
+                let c = create(session, upload, intent_at.take()).await?;
+                *made = Some(c.clone());
+                (c, Vec::new())
+            }
         };
         let all_done = resuming && done.len() as u32 == created.plan.num_parts;
         if all_done {
@@ -268,23 +379,58 @@ pub async fn run(session: &Session<'_>, file: &FileSource, upload: &dyn Multipar
         )
         .await;
         // A resumed upload the provider no longer knows is started over, once.
-        let stale = |e: &Error| resuming && attempt == 0 && upload.is_stale(e);
-        let Some(parts) = unless_stale(session, provider, &created, parts, stale)? else { continue };
+        let stale = |e: &Error| resuming && !started_over && upload.is_stale(e);
+        let Some(parts) = unless_stale(session, provider, &created, parts, stale)? else {
+            started_over = true;
+            journaled.clear();
+            continue;
+        };
         file.check_unchanged()?;
         phase("completing".into());
         let completion = send_once_then_look_up(
-            &format!("{provider}: complete upload"),
+            (provider, "complete upload"),
             session.retry,
+            session.uploader.exec.operation_deadline(),
             session.cancel,
             |e| upload.is_ambiguous(e),
             || upload.complete(&created, &parts),
             || upload.find_completed(&created),
         )
         .await;
-        let Some(completion) = unless_stale(session, provider, &created, completion, stale)? else { continue };
+        // Parts the completion refused (an ETag the store does not have: a journal line gone
+        // wrong): named, dropped from the journal and sent again, then completed again, once.
+        let refused = match &completion {
+            Err(e) if !parts_resent => upload.refused_parts(e),
+            _ => None,
+        };
+        if let Some(named) = refused {
+            let again: Vec<u32> = if named.is_empty() { journaled.clone() } else { named };
+            let again: Vec<u32> = again.into_iter().filter(|n| parts.iter().any(|p| p.number == *n)).collect();
+            if !again.is_empty() {
+                let list = again.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
+                let why = completion.as_ref().err().map(ToString::to_string).unwrap_or_default();
+                notice(format!(
+                    "{provider}: the completion of {noun} {} refused part {list} ({why}): sending {} again",
+                    created.upload_id,
+                    if again.len() == 1 { "it" } else { "them" },
+                ));
+                if let Some(j) = journal {
+                    let (j, again) = (j.clone(), again.clone());
+                    super::durable::off_thread(move || j.forget_parts(&again)).await?;
+                }
+                parts_resent = true;
+                journaled.retain(|n| !again.contains(n));
+                carry_on = Some((created, parts.into_iter().filter(|p| !again.contains(&p.number)).collect()));
+                continue;
+            }
+        }
+        let Some(completion) = unless_stale(session, provider, &created, completion, stale)? else {
+            started_over = true;
+            journaled.clear();
+            continue;
+        };
         return finished(journal, created, completion).await;
     }
-    unreachable!("the second attempt starts a new upload, which is never stale")
 }
 
 /// `r`'s value, or `None` when `r` is an error that proves the journal's upload gone on the
@@ -355,8 +501,9 @@ async fn create(
         super::durable::off_thread(move || j.intent(plan)).await?;
     }
     let created = send_once_then_look_up(
-        &format!("{provider}: create upload"),
+        (provider, "create upload"),
         session.retry,
+        session.uploader.exec.operation_deadline(),
         session.cancel,
         |e| upload.is_ambiguous(e),
         || upload.create(),
@@ -416,8 +563,9 @@ mod tests {
             let looks = AtomicU32::new(0);
             let order = std::sync::Mutex::new(String::new());
             let r = send_once_then_look_up(
-                "t",
+                ("t", "t"),
                 retry,
+                std::time::Duration::from_secs(60),
                 cancel,
                 amb,
                 || async {
@@ -464,5 +612,52 @@ mod tests {
         // Bounded: the retry policy's attempts, then the error.
         let (r, s, l, _) = case(&retry, &cancel, amb, 99, |_| Ok(Lookup::NotFound), false).await;
         assert!(matches!(r, Err(Error::Network { .. })) && s == 6 && l == 6, "{s} {l}");
+    }
+
+    /// The whole operation is bounded: a send that never ends is cut at the deadline (the
+    /// error says the server may have acted), and resends stop before it.
+    #[tokio::test]
+    async fn the_operation_ends_within_its_deadline() {
+        let retry = RetryPolicy {
+            max_retries: 1000,
+            base_delay: std::time::Duration::from_millis(20),
+            max_delay: std::time::Duration::from_millis(40),
+            ..RetryPolicy::default()
+        };
+        let cancel = CancellationToken::new();
+        let deadline = std::time::Duration::from_millis(300);
+        let t0 = std::time::Instant::now();
+        let r: Result<u32> = send_once_then_look_up(
+            ("t", "create"),
+            &retry,
+            deadline,
+            &cancel,
+            |_| true,
+            std::future::pending,
+            || async { Ok(Lookup::NotFound) },
+        )
+        .await;
+        assert!(matches!(&r, Err(Error::Ambiguous { .. })), "{r:?}");
+        assert!(r.unwrap_err().to_string().contains("may have acted on it"));
+        assert!(t0.elapsed() < std::time::Duration::from_secs(30));
+        // Quick ambiguous failures whose look-ups find nothing: resent until the deadline, no longer.
+        let sends = AtomicU32::new(0);
+        let t0 = std::time::Instant::now();
+        let r: Result<u32> = send_once_then_look_up(
+            ("t", "create"),
+            &retry,
+            deadline,
+            &cancel,
+            |_| true,
+            || async {
+                sends.fetch_add(1, Ordering::SeqCst);
+                Err(net())
+            },
+            || async { Ok(Lookup::NotFound) },
+        )
+        .await;
+        assert!(matches!(r, Err(Error::Network { .. })), "{r:?}");
+        assert!(t0.elapsed() < deadline + std::time::Duration::from_millis(200), "{:?}", t0.elapsed());
+        assert!(sends.load(Ordering::SeqCst) >= 3, "resent while there was time");
     }
 }

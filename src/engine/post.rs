@@ -16,15 +16,14 @@
 //!   ask for a new one; any other refusal is an [`Error::Rejected`].
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 
 pub use super::form::{FilePart, Framing};
-use super::progress::{Event, Progress};
+use super::progress::{AttemptBytes, Event, Progress};
 use super::ratelimit::RateLimit;
-use super::request::{Call, Executor, Failure, Kind, MAX_ERROR_BODY, RetryNotice, read_capped};
+use super::request::{Call, Executor, Failure, Kind, MAX_ERROR_BODY, RetryNotice};
 use super::retry::{Outcome, RetryPolicy};
 use super::source::FileSource;
 use crate::error::{Error, Result};
@@ -158,37 +157,30 @@ pub async fn post_form(
                 {
                     return Ok(PostResult::Expired(format!("the upload form expired at {}", at.to_rfc3339())));
                 }
-                let sent = Arc::new(AtomicU64::new(0));
-                let body = {
-                    let sent = sent.clone();
-                    let progress = progress.clone();
-                    framing.body(source, rate.clone(), move |n| {
-                        sent.fetch_add(n, Ordering::Relaxed);
-                        progress.event(Event::Bytes { part: 1, delta: n as i64 });
-                    })
-                };
-                // A generous timeout: 60 s plus the file at 64 KiB/s (or, under a rate limit, at its
-                // lowest rate shared by as many files as a run sends at once, 64).
-                let timeout = rate.request_timeout(size, 64);
+                // Taken back unless stored, also when the attempt is dropped (idle watch, Ctrl-C).
+                let sent = AttemptBytes::new(progress.clone(), 1);
+                let body = framing.body(source, rate.clone(), sent.counter());
+                // No bound on the whole request: the executor's idle watch cuts it when it stops
+                // moving, never while it moves.
+                let pulse = attempt.pulse;
                 let req = http
                     .post(&form.url)
                     .header(reqwest::header::CONTENT_TYPE, framing.content_type())
                     .header(reqwest::header::CONTENT_LENGTH, framing.content_length)
-                    .timeout(timeout)
                     .body(body);
                 let t0 = Instant::now();
-                let undo = || progress.event(Event::Bytes { part: 1, delta: -(sent.load(Ordering::Relaxed) as i64) });
                 // One request: interrupting it leaves nothing half done (S3 stores a POST whole or not at all).
                 let result = tokio::select! {
-                    r = req.send() => r,
+                    r = pulse.send(req) => r,
                     _ = exec.cancel().cancelled() => return Err(Failure::Fatal(interrupted())),
                 };
                 let resp = match result {
                     Ok(resp) => resp,
-                    Err(e) => {
-                        undo();
-                        tracing::debug!(provider, url = %safe_url(&form.url), "form upload failed: {}", super::http::describe_transport(&e));
-                        return Err(Failure::transport(&e));
+                    Err(f) => {
+                        if let Failure::Outcome { message, .. } = &f {
+                            tracing::debug!(provider, url = %safe_url(&form.url), "form upload failed: {message}");
+                        }
+                        return Err(f);
                     }
                 };
                 let status = resp.status().as_u16();
@@ -196,13 +188,14 @@ pub async fn post_form(
                     let header = |h| resp.headers().get(h).and_then(|v| v.to_str().ok()).map(str::to_string);
                     let etag = header(reqwest::header::ETAG);
                     let location = header(reqwest::header::LOCATION).map(|l| safe_url(&l));
-                    let _ = read_capped(resp, MAX_ERROR_BODY).await;
+                    let _ = pulse.read_capped(resp, MAX_ERROR_BODY).await;
                     tracing::debug!(provider, status, elapsed_ms = t0.elapsed().as_millis() as u64, url = %safe_url(&form.url), "form upload stored");
+                    sent.keep();
                     progress.event(Event::PartDone { part: 1 });
                     return Ok(PostResult::Stored(Stored { status, etag, location, attempts: attempt.number }));
                 }
-                undo();
-                let failure = Failure::status(resp, MAX_ERROR_BODY, &[]).await;
+                drop(sent);
+                let failure = pulse.refusal(resp, MAX_ERROR_BODY, &[]).await;
                 if let Failure::Outcome { outcome: Outcome::Status { code, .. }, message, .. } = &failure {
                     tracing::debug!(provider, status, url = %safe_url(&form.url), "form upload refused: {message}");
                     if says_expired(status, code.as_deref(), message) {

@@ -70,3 +70,43 @@ pub struct NoProgress;
 impl Progress for NoProgress {
     fn event(&self, _event: Event) {}
 }
+
+/// The bytes one attempt reported as sent ([`Event::Bytes`]), taken back when it is dropped
+/// without [`AttemptBytes::keep`]: the attempt failed, or was dropped (cut by the idle watch,
+/// or by Ctrl-C), so its bytes must not stay counted.
+pub struct AttemptBytes {
+    sent: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    progress: std::sync::Arc<dyn Progress>,
+    part: u32,
+    kept: bool,
+}
+
+impl AttemptBytes {
+    /// Counts the bytes of an attempt at `part`.
+    pub fn new(progress: std::sync::Arc<dyn Progress>, part: u32) -> Self {
+        AttemptBytes { sent: Default::default(), progress, part, kept: false }
+    }
+
+    /// Reports `n` more bytes sent (for a body stream's callback).
+    pub fn counter(&self) -> impl Fn(u64) + Send + Sync + 'static {
+        let (sent, progress, part) = (self.sent.clone(), self.progress.clone(), self.part);
+        move |n| {
+            sent.fetch_add(n as i64, std::sync::atomic::Ordering::Relaxed);
+            progress.event(Event::Bytes { part, delta: n as i64 });
+        }
+    }
+
+    /// The attempt stored its bytes: they stay counted.
+    pub fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for AttemptBytes {
+    fn drop(&mut self) {
+        let n = self.sent.swap(0, std::sync::atomic::Ordering::Relaxed);
+        if !self.kept && n != 0 {
+            self.progress.event(Event::Bytes { part: self.part, delta: -n });
+        }
+    }
+}

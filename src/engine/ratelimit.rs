@@ -16,7 +16,8 @@
 //! - a schedule ([`Schedule`]) is evaluated against the local wall clock ([`Clock`]), at each
 //!   entry's time and at least every second (so a clock jump or a DST change is noticed
 //!   quickly); a change applies to the transfers in flight at once, without restarting them,
-//!   and is logged at info level (`-v`).
+//!   and is logged at info level (`-v`), after the bucket's lock is released: nothing logs
+//!   while holding it (a progress bar's drawing asks the rate in force under its own lock).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -322,9 +323,13 @@ impl RateLimit {
     /// The rate in force now (`None`: no limit now).
     pub fn current(&self) -> Rate {
         let Some(b) = &self.0 else { return None };
-        let mut s = b.state.lock().expect("rate limit lock");
-        b.refresh(&mut s, Instant::now());
-        s.rate
+        let (rate, change) = {
+            let mut s = b.state.lock().expect("rate limit lock");
+            let change = b.refresh(&mut s, Instant::now());
+            (s.rate, change)
+        };
+        log_change(change);
+        rate
     }
 
     /// Waits until up to `want` bytes may go, and returns how many (at least 1 when `want` is
@@ -334,22 +339,23 @@ impl RateLimit {
         if want == 0 {
             return 0;
         }
-        let (granted, wait) = {
+        let (granted, wait, change) = {
             let mut s = b.state.lock().expect("rate limit lock");
             let now = Instant::now();
-            b.refresh(&mut s, now);
+            let change = b.refresh(&mut s, now);
             match s.rate {
-                None => return want,
+                None => (want, Duration::ZERO, change),
                 Some(rate) => {
                     let chunk = chunk_for(rate);
                     let n = want.min(chunk);
                     // At most one chunk of credit: an idle bucket does not save up a burst.
                     let floor = now.checked_sub(secs(chunk, rate)).unwrap_or(now);
                     s.paid_until = s.paid_until.max(floor) + secs(n, rate);
-                    (n, s.paid_until.saturating_duration_since(now))
+                    (n, s.paid_until.saturating_duration_since(now), change)
                 }
             }
         };
+        log_change(change);
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
@@ -366,21 +372,21 @@ impl RateLimit {
             n -= self.take(n).await;
         }
     }
+}
 
-    /// A generous time limit for a request sending or receiving `bytes`: 60 s plus the bytes
-    /// at 64 KiB/s, or at the lowest rate of the limit shared by `sharers` transfers when
-    /// that is slower.
-    pub fn request_timeout(&self, bytes: u64, sharers: usize) -> Duration {
-        let floor = 64 * 1024;
-        let per_transfer = self.min_rate().map_or(floor, |r| (r / sharers.max(1) as u64).clamp(1, floor));
-        Duration::from_secs(60) + Duration::from_secs(bytes / per_transfer)
+/// Logs a change of the rate in force (see [`Bucket::refresh`]), with no lock held.
+fn log_change(change: Option<String>) {
+    if let Some(message) = change {
+        tracing::info!("{message}");
     }
 }
 
 impl Bucket {
-    fn refresh(&self, s: &mut State, now: Instant) {
+    /// Follows the schedule; returns the line to log when the rate in force changed (logged
+    /// by the caller once the lock is released).
+    fn refresh(&self, s: &mut State, now: Instant) -> Option<String> {
         if s.evaluated && now < s.next_check {
-            return;
+            return None;
         }
         let (rate, until) = self.schedule.rate_at(self.clock.local_now());
         s.next_check = match until {
@@ -389,7 +395,7 @@ impl Bucket {
             None => now + Duration::from_secs(86_400 * 365),
         };
         if s.evaluated && rate == s.rate {
-            return;
+            return None;
         }
         let first = !s.evaluated;
         s.evaluated = true;
@@ -401,14 +407,16 @@ impl Bucket {
                 let at = self.clock.local_now() + u + Duration::from_millis(500);
                 format!(" until {}", at.format("%a %H:%M"))
             });
-            tracing::info!(
+            Some(format!(
                 "rate limit {}: {}{}",
                 if first { "in force" } else { "changed" },
                 human_rate(rate),
                 next.unwrap_or_default()
-            );
+            ))
         } else if first {
-            tracing::info!("rate limit: {}", human_rate(rate));
+            Some(format!("rate limit: {}", human_rate(rate)))
+        } else {
+            None
         }
     }
 }

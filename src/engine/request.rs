@@ -7,17 +7,26 @@
 //! - the retry classifier ([`classify`]), by the kind of call ([`Kind`]): what is retried, what
 //!   asks for a fresh presigned URL, what is final; certificate and DNS errors are never retried;
 //! - jittered exponential backoff ([`Backoff`]) and `Retry-After` (seconds or an HTTP date);
-//! - a per-attempt time limit (a safety net under reqwest's own timeout) and a per-call deadline
-//!   after which no retry starts (kept under the lifetime of presigned URLs);
+//! - the time model of the run ([`super::http::NetOptions`]): each attempt is watched through
+//!   its [`Pulse`] and cut when it moves no byte either way for the idle timeout, or moves
+//!   slower than the speed limit ([`super::pulse`]); a cut attempt is classified as a timeout
+//!   (retried on a new connection, or, for a call not safe to repeat, ambiguous: its look-up
+//!   follows). A host that sent nothing for [`super::http::NetOptions::give_up_after`] while
+//!   its exchanges stalled is given up on (exit 5), and announced once per streak of silence
+//!   through the run's notifier (the CLI prints "HOST is not answering ... still trying");
+//! - an optional per-attempt time limit and a per-call deadline after which no retry starts
+//!   (kept under the lifetime of presigned URLs);
 //! - one retry budget shared by every call of the run ([`RetryBudget`]): a storm of failures
 //!   backs the whole run off instead of every part retrying on its own;
 //! - an unreachable origin is given up on early: until a host has answered once in this run,
 //!   connection failures get [`RetryPolicy::first_contact_retries`] retries, and each is
 //!   announced through the run's notifier (the CLI prints them at the default level);
-//! - cancellation: a first Ctrl-C interrupts any wait at once (an attempt in flight is left to
-//!   finish, so a non-idempotent call is never cut in half by the client).
+//! - cancellation: a first Ctrl-C interrupts any wait at once; an attempt in flight gets
+//!   [`super::wait::GRACE`] to finish, then it is dropped (its connection closed) and the call
+//!   ends with [`Error::Interrupted`]: a call not safe to repeat that was cut so is looked up
+//!   by the rerun (its intent is journaled first).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,8 +35,14 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio_util::sync::CancellationToken;
 
+pub use super::pulse::Pulse;
+use super::pulse::{Host, Timing};
 use super::retry::{Backoff, Class, Outcome, RetryPolicy, TransportKind, classify_api, classify_part, retry_after};
 use crate::error::{Error, Result};
+
+/// An operation not safe to repeat (create, complete, with its look-ups and resends) ends
+/// within this many idle timeouts ([`Executor::operation_deadline`]).
+pub const OPERATION_IDLE_TIMEOUTS: u32 = 4;
 
 /// Largest API answer read into memory (JSON, S3 XML errors): past it the call fails.
 pub const MAX_API_BODY: usize = 16 << 20;
@@ -63,7 +78,7 @@ pub enum Kind {
 
 /// The classifier: one table for every call the tool makes.
 pub fn classify(kind: Kind, outcome: &Outcome) -> Class {
-    if let Outcome::Transport(TransportKind::Tls | TransportKind::Dns) = outcome {
+    if let Outcome::Transport(TransportKind::Tls | TransportKind::Dns | TransportKind::Protocol) = outcome {
         return Class::Fatal;
     }
     match kind {
@@ -178,12 +193,15 @@ impl BodyError {
 }
 
 /// What an attempt is told.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Attempt {
     /// 1 for the first attempt.
     pub number: u32,
     /// The previous attempt's presigned URL was refused: get a fresh one before sending.
     pub refresh_url: bool,
+    /// The attempt's heartbeat: send with [`Pulse::send`], read with [`Pulse::read_capped`] or
+    /// [`Pulse::chunk`], so that the idle watch sees the bytes move.
+    pub pulse: Pulse,
 }
 
 /// A retry about to happen, for whoever shows them.
@@ -207,6 +225,20 @@ pub struct RetryNotice {
     pub refresh_url: bool,
     /// The HTTP status of the failed attempt, when it had one.
     pub status: Option<u16>,
+    /// The attempt stalled and its host has sent nothing for a while: said once per streak of
+    /// silence, for people to hear that a server is not answering (and the run still trying).
+    pub silence: Option<Silence>,
+}
+
+/// A host that sent nothing while the exchanges with it stalled.
+#[derive(Clone, Debug)]
+pub struct Silence {
+    /// `host:port`.
+    pub host: String,
+    /// How long it has sent nothing.
+    pub silent_for: Duration,
+    /// After how much silence the calls to it give up.
+    pub gives_up_after: Duration,
 }
 
 impl RetryNotice {
@@ -232,8 +264,11 @@ pub struct Call<'a> {
     pub policy: &'a RetryPolicy,
     /// The host it goes to (for "unreachable origin" accounting), when known.
     pub host: Option<&'a str>,
-    /// A time limit for one attempt (beyond reqwest's own).
+    /// A hard time limit for one attempt (besides the idle watch), when the caller needs one.
     pub attempt_timeout: Option<Duration>,
+    /// How long the server may hold the answer before its first byte (a long poll): the idle
+    /// watch waits at least this long for it.
+    pub patience: Option<Duration>,
     /// Seed for the backoff jitter (tests).
     pub seed: Option<u64>,
     /// Told about each retry of this call (besides the run's notifier).
@@ -243,7 +278,17 @@ pub struct Call<'a> {
 impl<'a> Call<'a> {
     /// A call with no host, no extra time limit, no seed and no retry listener.
     pub fn new(provider: &'static str, what: &'a str, kind: Kind, policy: &'a RetryPolicy) -> Self {
-        Call { provider, what, kind, policy, host: None, attempt_timeout: None, seed: None, on_retry: None }
+        Call {
+            provider,
+            what,
+            kind,
+            policy,
+            host: None,
+            attempt_timeout: None,
+            patience: None,
+            seed: None,
+            on_retry: None,
+        }
     }
 }
 
@@ -288,13 +333,14 @@ impl Default for RetryBudget {
 
 struct Shared {
     budget: RetryBudget,
-    answered: Mutex<HashSet<String>>,
+    hosts: Mutex<HashMap<String, Arc<Host>>>,
     notifier: Option<Notifier>,
+    timing: Timing,
 }
 
-/// The executor of a run: cheap to clone; every clone shares the budget and the knowledge of
-/// which hosts have answered, and the cancellation token unless given another one
-/// ([`Executor::with_cancel`]).
+/// The executor of a run: cheap to clone; every clone shares the budget, the time model and
+/// the knowledge of the hosts (which answered, which are silent), and the cancellation token
+/// unless given another one ([`Executor::with_cancel`]).
 #[derive(Clone)]
 pub struct Executor {
     shared: Arc<Shared>,
@@ -314,18 +360,48 @@ impl Default for Executor {
 }
 
 impl Executor {
-    /// An executor whose waits end when `cancel` fires, announcing retries to `notifier`.
+    /// An executor whose waits end when `cancel` fires, announcing retries to `notifier`,
+    /// with the default time model ([`NetOptions::default`](super::http::NetOptions)).
     pub fn new(cancel: CancellationToken, notifier: Option<Notifier>) -> Self {
-        Self::with_budget(cancel, notifier, RetryBudget::default())
+        Self::with_options(cancel, notifier, &super::http::NetOptions::default())
+    }
+
+    /// An executor with the time model of `net` (idle timeout, speed limit; the connect
+    /// timeout is the client's, named in messages).
+    pub fn with_options(cancel: CancellationToken, notifier: Option<Notifier>, net: &super::http::NetOptions) -> Self {
+        Self::build(cancel, notifier, RetryBudget::default(), net)
     }
 
     /// Like [`new`](Self::new) with a given budget.
     pub fn with_budget(cancel: CancellationToken, notifier: Option<Notifier>, budget: RetryBudget) -> Self {
-        Executor { shared: Arc::new(Shared { budget, answered: Mutex::new(HashSet::new()), notifier }), cancel }
+        Self::build(cancel, notifier, budget, &super::http::NetOptions::default())
     }
 
-    /// The same executor (budget, answered hosts, notifier) whose waits end on `cancel`: one
-    /// run of an uploader, or one file of a run.
+    fn build(
+        cancel: CancellationToken,
+        notifier: Option<Notifier>,
+        budget: RetryBudget,
+        net: &super::http::NetOptions,
+    ) -> Self {
+        Executor {
+            shared: Arc::new(Shared { budget, hosts: Mutex::new(HashMap::new()), notifier, timing: Timing::from(net) }),
+            cancel,
+        }
+    }
+
+    /// The idle timeout of the run (`--idle-timeout`).
+    pub fn idle_timeout(&self) -> Duration {
+        self.shared.timing.idle
+    }
+
+    /// How long a whole operation that is not safe to repeat (create, complete), with its
+    /// look-ups and resends, may take: four idle timeouts (2 minutes by default).
+    pub fn operation_deadline(&self) -> Duration {
+        self.shared.timing.idle.saturating_mul(OPERATION_IDLE_TIMEOUTS)
+    }
+
+    /// The same executor (budget, hosts, notifier, time model) whose waits end on `cancel`:
+    /// one run of an uploader, or one file of a run.
     pub fn with_cancel(&self, cancel: CancellationToken) -> Self {
         Executor { shared: self.shared.clone(), cancel }
     }
@@ -340,16 +416,11 @@ impl Executor {
         super::wait::sleep(delay, &self.cancel).await
     }
 
-    fn answered(&self, host: Option<&str>) -> bool {
-        host.is_none_or(|h| self.shared.answered.lock().expect("hosts lock").contains(h))
-    }
-
-    fn mark_answered(&self, host: Option<&str>) {
-        if let Some(h) = host {
-            let mut set = self.shared.answered.lock().expect("hosts lock");
-            if !set.contains(h) {
-                set.insert(h.to_string());
-            }
+    /// The record of `host` (a fresh one of its own for a call that names no host).
+    fn host(&self, host: Option<&str>) -> Arc<Host> {
+        match host {
+            Some(h) => self.shared.hosts.lock().expect("hosts lock").entry(h.to_string()).or_default().clone(),
+            None => Arc::new(Host::anonymous()),
         }
     }
 
@@ -366,31 +437,51 @@ impl Executor {
         };
         let mut backoff = Backoff::with_rng(call.policy.clone(), rng);
         let started = Instant::now();
+        let timing = &self.shared.timing;
+        let host = self.host(call.host);
         let mut number = 0u32;
         let mut refreshes = 0u32;
         let mut refresh_url = false;
         let mut renewals = 0u32;
         loop {
             if self.cancel.is_cancelled() && number > 0 {
-                return Err(Error::Interrupted { hint: "run the same command again to resume".into() });
+                return Err(interrupted());
             }
             number += 1;
-            let fut = attempt(Attempt { number, refresh_url });
-            let result = match call.attempt_timeout {
-                Some(limit) => match tokio::time::timeout(limit, fut).await {
-                    Ok(r) => r,
-                    Err(_) => Err(Failure::Outcome {
-                        outcome: Outcome::Transport(TransportKind::Timeout),
-                        message: format!("no answer within {} s", limit.as_secs()),
-                        retry_after: None,
-                    }),
-                },
-                None => fut.await,
+            let pulse = Pulse::new(Some(host.clone()), Some(timing.connect));
+            let fut = attempt(Attempt { number, refresh_url, pulse: pulse.clone() });
+            let hard_limit = async {
+                match call.attempt_timeout {
+                    Some(limit) => tokio::time::sleep(limit).await,
+                    None => std::future::pending().await,
+                }
+            };
+            // A first Ctrl-C gives the attempt in flight a few seconds, then drops it.
+            let cancelled = async {
+                self.cancel.cancelled().await;
+                tokio::time::sleep(super::wait::GRACE).await;
+            };
+            let mut quiet_at = None;
+            let result = tokio::select! {
+                r = fut => r,
+                cut = super::pulse::watch(&pulse, timing, call.patience) => {
+                    quiet_at = cut.quiet_at;
+                    Err(cut.failure)
+                }
+                _ = hard_limit => Err(Failure::Outcome {
+                    outcome: Outcome::Transport(TransportKind::Timeout),
+                    message: format!(
+                        "no answer within {}",
+                        crate::size::human_duration(call.attempt_timeout.unwrap_or_default())
+                    ),
+                    retry_after: None,
+                }),
+                _ = cancelled => return Err(interrupted()),
             };
             refresh_url = false;
             let (outcome, message, retry_after) = match result {
                 Ok(v) => {
-                    self.mark_answered(call.host);
+                    host.answered.store(true, std::sync::atomic::Ordering::Relaxed);
                     return Ok(v);
                 }
                 Err(Failure::Fatal(e)) => return Err(e),
@@ -408,14 +499,54 @@ impl Executor {
                 Err(Failure::Outcome { outcome, message, retry_after }) => (outcome, message, retry_after),
             };
             if let Outcome::Status { .. } = outcome {
-                self.mark_answered(call.host);
+                host.answered.store(true, std::sync::atomic::Ordering::Relaxed);
             }
             let reason = match &outcome {
                 Outcome::Status { status, .. } => format!("HTTP {status}: {message}"),
                 Outcome::Transport(_) => message.clone(),
             };
             let class = classify(call.kind, &outcome);
-            let first_contact = matches!(outcome, Outcome::Transport(_)) && !self.answered(call.host);
+            let first_contact = matches!(outcome, Outcome::Transport(_))
+                && call.host.is_some()
+                && !host.answered.load(std::sync::atomic::Ordering::Relaxed);
+            // A stalled exchange: how long its host has been silent, said once per streak.
+            let mut silence = None;
+            if let Some(quiet_at) = quiet_at {
+                let (silent_for, announce) = host.stalled(quiet_at, timing.idle);
+                let s = Silence {
+                    host: call.host.unwrap_or("the server").to_string(),
+                    silent_for,
+                    gives_up_after: timing.give_up_after,
+                };
+                tracing::info!(provider = call.provider, what = call.what, "{reason}");
+                if silent_for >= timing.give_up_after && class == Class::Retry {
+                    return Err(Error::Network {
+                        provider: call.provider,
+                        what: call.what.into(),
+                        message: format!(
+                            "{} is not answering: nothing received from it for {} (--idle-timeout {}); gave up after {number} attempts",
+                            s.host,
+                            crate::size::human_duration(silent_for),
+                            crate::size::human_duration(timing.idle),
+                        ),
+                    });
+                }
+                if announce {
+                    silence = Some(s);
+                    if class != Class::Retry {
+                        // No retry of this call follows (its look-up may): say it now.
+                        self.notify(
+                            call,
+                            number,
+                            Duration::ZERO,
+                            &reason,
+                            &outcome,
+                            (first_contact, false),
+                            silence.take(),
+                        );
+                    }
+                }
+            }
             match class {
                 Class::Fatal => return Err(final_error(call, &outcome, message, number)),
                 Class::RefreshUrl => {
@@ -436,7 +567,7 @@ impl Executor {
                             ),
                         });
                     }
-                    self.notify(call, number, Duration::ZERO, &reason, &outcome, (false, true));
+                    self.notify(call, number, Duration::ZERO, &reason, &outcome, (false, true), None);
                     refresh_url = true;
                 }
                 Class::Retry => {
@@ -455,13 +586,14 @@ impl Executor {
                         _ => RetryBudget::RETRY_COST,
                     };
                     delay = delay.max(self.shared.budget.take(cost));
-                    self.notify(call, number, delay, &reason, &outcome, (first_contact, false));
+                    self.notify(call, number, delay, &reason, &outcome, (first_contact, false), silence);
                     self.sleep(delay).await?;
                 }
             }
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn notify(
         &self,
         call: &Call<'_>,
@@ -470,6 +602,7 @@ impl Executor {
         reason: &str,
         outcome: &Outcome,
         (first, refresh): (bool, bool),
+        silence: Option<Silence>,
     ) {
         let notice = RetryNotice {
             status: match outcome {
@@ -484,6 +617,7 @@ impl Executor {
             reason: reason.to_string(),
             first_contact: first,
             refresh_url: refresh,
+            silence,
         };
         tracing::info!(
             provider = call.provider,
@@ -499,6 +633,10 @@ impl Executor {
             f(&notice);
         }
     }
+}
+
+fn interrupted() -> Error {
+    Error::Interrupted { hint: "run the same command again to resume".into() }
 }
 
 /// A refusal's message led by the server's error code (`MAX_IMAGES_REACHED: ...`), as S3's
@@ -531,6 +669,13 @@ fn final_error(call: &Call<'_>, outcome: &Outcome, message: String, attempts: u3
             what: call.what.into(),
             host: call.host.unwrap_or("the server").to_string(),
             message,
+        },
+        // A redirect refused, an answer that is not HTTP: sending again meets the same (and a
+        // refused redirect did nothing on the server).
+        Outcome::Transport(TransportKind::Protocol) => Error::Protocol {
+            provider: call.provider,
+            what: call.what.into(),
+            message: format!("{message} (not retried: sending again meets the same)"),
         },
         Outcome::Transport(TransportKind::Dns) => Error::Unreachable {
             provider: call.provider,
@@ -607,6 +752,10 @@ mod tests {
             (Kind::Part, Outcome::Transport(T::Other), Retry),
             (Kind::Part, Outcome::Transport(T::Tls), Fatal),
             (Kind::Part, Outcome::Transport(T::Dns), Fatal),
+            (Kind::Part, Outcome::Transport(T::Protocol), Fatal),
+            (idem, Outcome::Transport(T::Protocol), Fatal),
+            (once, Outcome::Transport(T::Protocol), Fatal),
+            (Kind::Fetch, Outcome::Transport(T::Protocol), Fatal),
             (Kind::Part, st(403, Some("AccessDenied")), RefreshUrl),
             (Kind::Part, st(500, None), Retry),
             (Kind::Part, st(503, Some("SlowDown")), Retry),

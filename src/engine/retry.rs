@@ -73,6 +73,11 @@ pub enum TransportKind {
     Tls,
     /// No answer in time after the request was sent.
     Timeout,
+    /// A permanent protocol error: a redirect refused (plain http off loopback, too many hops),
+    /// a request that cannot be built (an invalid header value), an answer that is not HTTP
+    /// (an invalid header, status line or length). Sending again meets the same: never
+    /// retried.
+    Protocol,
     /// Reset, broken body, anything else.
     Other,
 }

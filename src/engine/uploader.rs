@@ -16,7 +16,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -27,9 +26,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::plan::PartPlan;
-use super::progress::{Event, Progress};
+use super::progress::{AttemptBytes, Event, Progress};
 use super::ratelimit::RateLimit;
-use super::request::{Call, Executor, Failure, Kind, MAX_ERROR_BODY, RetryNotice, read_capped};
+use super::request::{Call, Executor, Failure, Kind, MAX_ERROR_BODY, Pulse, RetryNotice};
 use super::retry::{Outcome, RetryPolicy};
 use super::source::FileSource;
 use super::tune::{Concurrency, Permits};
@@ -90,7 +89,7 @@ impl Default for UploaderOptions {
             retry: RetryPolicy::default(),
             content_type: None,
             content_md5: false,
-            drain: Duration::from_secs(5),
+            drain: super::wait::GRACE,
             seed: None,
             shared_permits: None,
             rate: RateLimit::off(),
@@ -288,6 +287,25 @@ pub async fn upload_parts(
         );
     }
 
+    if failure.is_none() && !interrupted {
+        // The last wave: every part is under way; wait for them, but still hear Ctrl-C, and
+        // stop at the first failure.
+        loop {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => { interrupted = true; break; }
+                res = tasks.join_next() => match res {
+                    Some(res) => {
+                        if let Some(e) = absorb(res, &mut finished) {
+                            failure = Some(e);
+                            break;
+                        }
+                    }
+                    None => break,
+                },
+            }
+        }
+    }
     if failure.is_some() {
         tasks.abort_all();
     } else if interrupted {
@@ -426,12 +444,13 @@ impl PartJob {
                 if attempt.refresh_url {
                     *url = this.urls.url(number, true).await.map_err(Failure::Fatal)?;
                 }
-                this.attempt(number, &url, offset, len, md5.as_deref(), what).await
+                this.attempt(number, &url, offset, len, md5.as_deref(), what, &attempt.pulse).await
             })
             .await
     }
 
     /// One PUT of the part, its body streamed from the file through the run's HTTP client.
+    #[allow(clippy::too_many_arguments)]
     async fn attempt(
         &self,
         number: u32,
@@ -440,34 +459,24 @@ impl PartJob {
         len: u64,
         md5: Option<&str>,
         what: &str,
+        pulse: &Pulse,
     ) -> std::result::Result<CompletedPart, Failure> {
-        let sent = Arc::new(AtomicI64::new(0));
-        let on_sent = {
-            let sent = sent.clone();
-            let progress = self.progress.clone();
-            move |n: i64| {
-                sent.fetch_add(n, Ordering::Relaxed);
-                progress.event(Event::Bytes { part: number, delta: n });
-            }
-        };
-        // A generous per-attempt timeout: 60 s plus the part at 64 KiB/s (or at its share
-        // of the lowest rate limit, when that is slower).
-        let timeout = self.options.rate.request_timeout(len, self.options.concurrency);
+        // The bytes of an attempt that does not store the part are taken back, also when the
+        // attempt is dropped (cut by the idle watch, or by Ctrl-C).
+        let sent = AttemptBytes::new(self.progress.clone(), number);
+        let on_sent = sent.counter();
+        // No bound on the whole PUT: the executor's idle watch cuts it when it stops moving,
+        // never while it moves (a slow link, a low --limit-rate).
         let headers = part_headers(&self.options, md5);
         let t0 = Instant::now();
-        let answer = self.streamed(url, offset, len, timeout, headers, on_sent, what).await;
+        let answer = self.streamed(url, offset, len, headers, on_sent, what, pulse).await;
         if let Err(Failure::Outcome { message, .. }) = &answer {
             tracing::debug!(part = number, url = %safe_url(url), "part attempt failed: {message}");
         }
         let result = answer.and_then(|a| self.judge(number, url, len, a, what));
-        match &result {
-            Ok(_) => {
-                tracing::debug!(part = number, status = 200, elapsed_ms = t0.elapsed().as_millis() as u64, url = %safe_url(url), "part stored");
-            }
-            Err(_) => {
-                let n = sent.swap(0, Ordering::Relaxed);
-                self.progress.event(Event::Bytes { part: number, delta: -n });
-            }
+        if result.is_ok() {
+            sent.keep();
+            tracing::debug!(part = number, status = 200, elapsed_ms = t0.elapsed().as_millis() as u64, url = %safe_url(url), "part stored");
         }
         result
     }
@@ -479,17 +488,16 @@ impl PartJob {
         url: &str,
         offset: u64,
         len: u64,
-        timeout: Duration,
         headers: Vec<(&'static str, String)>,
-        on_sent: impl Fn(i64) + Send + Sync + 'static,
+        on_sent: impl Fn(u64) + Send + Sync + 'static,
         what: &str,
+        pulse: &Pulse,
     ) -> std::result::Result<Answer, Failure> {
         // A read error of the file (it shrank) is the file's fault, not the network's.
         let file_error: Arc<std::sync::Mutex<Option<std::io::Error>>> = Arc::default();
         let body = {
             let file_error = file_error.clone();
-            let stream =
-                self.source.stream_range_limited(offset, len, self.options.rate.clone(), move |n| on_sent(n as i64));
+            let stream = self.source.stream_range_limited(offset, len, self.options.rate.clone(), on_sent);
             reqwest::Body::wrap_stream(stream.map(move |r| {
                 r.map_err(|e| {
                     let copy = std::io::Error::new(e.kind(), e.to_string());
@@ -498,13 +506,13 @@ impl PartJob {
                 })
             }))
         };
-        let mut req = self.http.put(url).header(reqwest::header::CONTENT_LENGTH, len).timeout(timeout).body(body);
+        let mut req = self.http.put(url).header(reqwest::header::CONTENT_LENGTH, len).body(body);
         for (name, value) in headers {
             req = req.header(name, value);
         }
-        let resp = match req.send().await {
+        let resp = match pulse.send(req).await {
             Ok(resp) => resp,
-            Err(e) => {
+            Err(failure) => {
                 // An image of a virtual zip changed: say which, whatever the read error was.
                 if let Some(err) = self.source.failure() {
                     return Err(Failure::Fatal(err));
@@ -512,7 +520,7 @@ impl PartJob {
                 if let Some(io) = file_error.lock().expect("file error slot").take() {
                     return Err(Failure::Fatal(Error::File { path: self.source.path().to_path_buf(), source: io }));
                 }
-                return Err(Failure::transport(&e));
+                return Err(failure);
             }
         };
         let status = resp.status().as_u16();
@@ -520,7 +528,7 @@ impl PartJob {
         // Read the (empty) body so the connection goes back to the pool, and so a 200 that
         // carries an S3 error document is seen for what it is. A refusal's body that cannot be
         // read is only its explanation.
-        let body = match read_capped(resp, MAX_ERROR_BODY).await {
+        let body = match pulse.read_capped(resp, MAX_ERROR_BODY).await {
             Ok(b) => b,
             Err(e) if (200..300).contains(&status) => return Err(e.into_failure(self.provider, what)),
             Err(_) => Default::default(),

@@ -7,6 +7,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 
+/// How long work in flight gets to finish after a first Ctrl-C (a part's PUT, an API call)
+/// before it is dropped: the run ends within [`GRACE`] and a little, well under the 5 s the
+/// README promises.
+pub const GRACE: Duration = Duration::from_secs(3);
+
 /// Sleeps for `delay`, or returns [`Error::Interrupted`] as soon as `cancel` fires.
 pub async fn sleep(delay: Duration, cancel: &CancellationToken) -> Result<()> {
     if cancel.is_cancelled() {

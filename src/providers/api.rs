@@ -8,8 +8,7 @@ use reqwest::Method;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::engine::http::describe_transport;
-use crate::engine::request::{Call, Executor, Failure, Kind, MAX_API_BODY, MAX_ERROR_BODY, read_capped};
+use crate::engine::request::{Call, Executor, Failure, Kind, MAX_API_BODY, MAX_ERROR_BODY};
 use crate::engine::retry::{Outcome, RetryPolicy};
 use crate::error::{Error, Result};
 use crate::redact::{Secret, safe_url};
@@ -296,17 +295,16 @@ pub struct Api {
     pub retry: RetryPolicy,
     /// Adds headers computed from each JSON request (Apertur's optional HMAC signature).
     pub signer: Option<Arc<dyn RequestSigner>>,
-    /// Time limit of one request (default [`DEFAULT_TIMEOUT`]; raised for long polls).
-    pub timeout: Duration,
+    /// A long poll: how long the server may hold the answer before its first byte (the idle
+    /// watch waits at least this long for it); `None` for every other call, whose answers
+    /// are watched by the run's idle timeout alone.
+    pub hold: Option<Duration>,
     /// The run's request executor (retries, shared budget, cancellable waits).
     pub exec: Executor,
     /// Told about each retry of a call made with [`Api::execute`] (besides the run's notifier):
     /// Apertur's image uploads tell the permit pool about throttling answers.
     pub on_retry: Option<crate::engine::request::Notifier>,
 }
-
-/// Time limit of one API request.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Computes extra headers for a request from what goes on the wire: the method, the path with
 /// its query as sent (`/api/v1/x?a=b`), and the exact body bytes (empty without a body).
@@ -364,7 +362,7 @@ impl ApiCall<'_> {
 }
 
 impl Api {
-    /// A client without request signer and with the default time limit.
+    /// A client without request signer.
     pub fn new(
         http: reqwest::Client,
         base: url::Url,
@@ -372,17 +370,7 @@ impl Api {
         token: Arc<TokenSource>,
         retry: RetryPolicy,
     ) -> Self {
-        Api {
-            http,
-            base,
-            provider,
-            token,
-            retry,
-            signer: None,
-            timeout: DEFAULT_TIMEOUT,
-            exec: Executor::default(),
-            on_retry: None,
-        }
+        Api { http, base, provider, token, retry, signer: None, hold: None, exec: Executor::default(), on_retry: None }
     }
 
     /// The same client with the run's executor (its cancellation token ends every wait).
@@ -458,19 +446,20 @@ impl Api {
         let call = Call {
             host: host.as_deref(),
             on_retry: self.on_retry.as_deref(),
+            patience: self.hold,
             ..Call::new(self.provider, what, Kind::Api(retry), &self.retry)
         };
         let renewed = std::sync::atomic::AtomicBool::new(false);
         let (method, url, path_and_query, renewed) = (&method, &url, &path_and_query, &renewed);
         self.exec
-            .run(&call, |_| async move {
+            .run(&call, |attempt| async move {
+                let pulse = attempt.pulse;
                 let (token, generation) = self.token.current().await.map_err(Failure::Fatal)?;
                 let mut req = self
                     .http
                     .request(method.clone(), url.clone())
                     .bearer_auth(token.expose())
-                    .header(reqwest::header::ACCEPT, "application/json")
-                    .timeout(self.timeout);
+                    .header(reqwest::header::ACCEPT, "application/json");
                 if let (Some(signer), Some(body)) = (&self.signer, signed_body) {
                     for (k, v) in signer.headers(method, path_and_query, body) {
                         req = req.header(k, v);
@@ -478,21 +467,23 @@ impl Api {
                 }
                 req = attach(req);
                 let t0 = std::time::Instant::now();
-                let resp = match req.send().await {
+                let resp = match pulse.send(req).await {
                     Ok(resp) => resp,
-                    Err(e) => {
-                        tracing::debug!(provider = self.provider, method = %method, url = %safe_url(url.as_str()), "{what}: {}", describe_transport(&e));
-                        return Err(Failure::transport(&e));
+                    Err(f) => {
+                        if let Failure::Outcome { message, .. } = &f {
+                            tracing::debug!(provider = self.provider, method = %method, url = %safe_url(url.as_str()), "{what}: {message}");
+                        }
+                        return Err(f);
                     }
                 };
                 let status = resp.status().as_u16();
                 tracing::debug!(provider = self.provider, method = %method, url = %safe_url(url.as_str()), status, elapsed_ms = t0.elapsed().as_millis() as u64, "{what}");
                 if (200..300).contains(&status) {
-                    let body = read_capped(resp, MAX_API_BODY).await.map_err(|e| e.into_failure(self.provider, what))?;
+                    let body = pulse.read_capped(resp, MAX_API_BODY).await.map_err(|e| e.into_failure(self.provider, what))?;
                     return Ok(Answer { status, body });
                 }
                 let secret = token.expose().to_string();
-                let failure = Failure::status(resp, MAX_ERROR_BODY.max(1 << 20), &[&secret]).await;
+                let failure = pulse.refusal(resp, MAX_ERROR_BODY.max(1 << 20), &[&secret]).await;
                 let Failure::Outcome { outcome: Outcome::Status { code, .. }, message, .. } = &failure else {
                     return Err(failure);
                 };

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::engine::http::summarize_body;
-use crate::engine::request::{Call, Executor, Failure, Kind, MAX_ERROR_BODY, read_capped};
+use crate::engine::request::{Call, Executor, Failure, Kind, MAX_ERROR_BODY};
 use crate::engine::retry::RetryPolicy;
 use crate::error::{Error, Result};
 use crate::redact::{Secret, safe_url, scrub};
@@ -264,26 +264,26 @@ impl SignIn {
         let call = Call { host: host.as_deref(), ..Call::new(self.provider, &what, Kind::Fetch, &policy) };
         let (url, body, headers) = (&url, &body, &headers);
         self.exec
-            .run(&call, |_| async move {
+            .run(&call, |attempt| async move {
+                let pulse = attempt.pulse;
                 let mut req = self
                     .http
                     .post(url.clone())
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
                     .header(reqwest::header::ACCEPT, "application/json")
-                    .timeout(Duration::from_secs(60))
                     .body(body.clone());
                 for (k, v) in headers {
                     req = req.header(*k, v);
                 }
                 let t0 = std::time::Instant::now();
-                let resp = req.send().await.map_err(|e| Failure::transport(&e))?;
+                let resp = pulse.send(req).await?;
                 let status = resp.status().as_u16();
                 tracing::debug!(provider = self.provider, url = %safe_url(url.as_str()), status, elapsed_ms = t0.elapsed().as_millis() as u64, "sign in");
                 if status >= 500 || status == 429 || status == 408 {
                     let secret = self.credentials.secret().expose().to_string();
-                    return Err(Failure::status(resp, MAX_ERROR_BODY, &[&secret]).await);
+                    return Err(pulse.refusal(resp, MAX_ERROR_BODY, &[&secret]).await);
                 }
-                let bytes = read_capped(resp, MAX_ERROR_BODY).await.map_err(|e| e.into_failure(self.provider, "sign in"))?;
+                let bytes = pulse.read_capped(resp, MAX_ERROR_BODY).await.map_err(|e| e.into_failure(self.provider, "sign in"))?;
                 if (200..300).contains(&status) {
                     self.accept(&bytes).map_err(Failure::Fatal)
                 } else {

@@ -189,13 +189,79 @@ struct Insights {
     include_in_report: bool,
 }
 
-/// One presigned URL as the API hands it out.
+/// One presigned URL as the API hands it out. `partNumber` and `expiresAt` are read whether
+/// they come as numbers or as strings (an RFC 3339 time, or seconds or milliseconds since the
+/// epoch): the stripped doc does not show their types.
 #[derive(Deserialize, Debug, Clone)]
 #[serde(rename_all = "camelCase")]
 struct PartUrlEntry {
+    #[serde(default, deserialize_with = "number_or_text")]
     part_number: Option<u32>,
     presigned_url: String,
-    expires_at: Option<String>,
+    #[serde(default, deserialize_with = "time_or_number")]
+    expires_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// `3` or `"3"` (or null).
+fn number_or_text<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<u32>, D::Error> {
+    use serde::de::Error as _;
+    match Option::<Value>::deserialize(d)? {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .map(Some)
+            .ok_or_else(|| D::Error::custom(format!("partNumber {n} is not a part number"))),
+        Some(Value::String(t)) => t
+            .trim()
+            .parse::<u32>()
+            .map(Some)
+            .map_err(|_| D::Error::custom(format!("partNumber {t:?} is not a part number"))),
+        Some(other) => Err(D::Error::custom(format!("partNumber {other} is not a part number"))),
+    }
+}
+
+/// An RFC 3339 time, or seconds / milliseconds since the epoch, as a number or a string (or
+/// null). An unreadable time is no time (the URL is used until S3 refuses it), not an error.
+fn time_or_number<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<chrono::DateTime<chrono::Utc>>, D::Error> {
+    let epoch = |n: f64| {
+        // Past the year 5138 in seconds means milliseconds.
+        let ms = if n.abs() >= 1e11 { n } else { n * 1000.0 };
+        chrono::DateTime::from_timestamp_millis(ms as i64)
+    };
+    Ok(match Option::<Value>::deserialize(d)? {
+        Some(Value::Number(n)) => n.as_f64().and_then(epoch),
+        Some(Value::String(t)) => chrono::DateTime::parse_from_rfc3339(t.trim())
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .ok()
+            .or_else(|| t.trim().parse::<f64>().ok().and_then(epoch)),
+        _ => None,
+    })
+}
+
+/// Refuses a presigned URL whose query names another part than the one it is about to carry
+/// (S3's UploadPart URLs carry `partNumber=`): a wrong guess of how URLs are numbered (the
+/// additional-URLs call is a guess, PROVIDERS.md) fails here, before a byte goes to the wrong
+/// part, instead of as `InvalidPart` at completion.
+fn check_part_number(url: &str, part: u32) -> Result<()> {
+    let parsed = crate::engine::http::checked_url(url, "presignedUrl")?;
+    let numbers: Vec<String> =
+        parsed.query_pairs().filter(|(k, _)| k == "partNumber").map(|(_, v)| v.into_owned()).collect();
+    let problem = match numbers.as_slice() {
+        [n] if n.trim().parse::<u32>() == Ok(part) => return Ok(()),
+        [n] => format!("is for part {n} (partNumber={n})"),
+        [] => "carries no partNumber in its query".to_string(),
+        _ => format!("names several parts (partNumber={})", numbers.join(", partNumber=")),
+    };
+    Err(Error::Protocol {
+        provider: "truvideo",
+        what: format!("presigned URL for part {part}"),
+        message: format!(
+            "the URL handed out for part {part} {problem}: not sent (TruVideo's numbering of the URLs differs from this tool's reading of the docs; see PROVIDERS.md)"
+        ),
+    })
 }
 
 #[derive(Deserialize, Debug)]
@@ -369,15 +435,42 @@ enum Ask {
 /// (PROVIDERS.md: `?count=N` hands out the next N part numbers, `?partNumbers=3,7` re-issues
 /// given ones; entries without `partNumber` map in order to the numbers asked): change it
 /// here when the real contract is known.
-async fn request_urls(api: &Api, upload_id: &str, ask: &Ask) -> Result<Vec<(u32, PartUrlEntry)>> {
+///
+/// A 404 from this guessed path does not mean the upload is gone: only `GET /upload/{id}`
+/// decides that (`gone` is set when it refuses the upload).
+async fn request_urls(
+    api: &Api,
+    upload_id: &str,
+    ask: &Ask,
+    gone: &std::sync::atomic::AtomicBool,
+) -> Result<Vec<(u32, PartUrlEntry)>> {
     let (query, expected): (Vec<(&str, String)>, Vec<u32>) = match ask {
         Ask::Next { first, n } => (vec![("count", n.to_string())], (*first..first + n).collect()),
         Ask::Parts(numbers) => {
             (vec![("partNumbers", numbers.iter().map(u32::to_string).collect::<Vec<_>>().join(","))], numbers.clone())
         }
     };
-    let out: PartsOutput =
-        api.get("request more presigned URLs", &format!("/upload/{upload_id}/parts"), &query).json().await?;
+    let asked = api.get("request more presigned URLs", &format!("/upload/{upload_id}/parts"), &query).json().await;
+    let out: PartsOutput = match asked {
+        Err(Error::Rejected { status: 404, message, .. }) => {
+            return Err(match get_upload(api, upload_id).await {
+                Ok(details) => Error::Protocol {
+                    provider: "truvideo",
+                    what: "request more presigned URLs".into(),
+                    message: format!(
+                        "GET /upload/{upload_id}/parts answered 404 ({message}) while GET /upload/{upload_id} shows the upload ({}): the additional-URLs path is this tool's reading of the docs (PROVIDERS.md), so the upload is not taken for gone",
+                        Some(status_of(&details)).filter(|s| !s.is_empty()).unwrap_or_else(|| "no status".into())
+                    ),
+                },
+                Err(e @ Error::Rejected { .. }) => {
+                    gone.store(true, std::sync::atomic::Ordering::SeqCst);
+                    e
+                }
+                Err(e) => e,
+            });
+        }
+        other => other?,
+    };
     Ok(number_entries(out.parts, &expected))
 }
 
@@ -408,6 +501,8 @@ struct TruvideoUrls {
     /// Parts to send in this run (to batch re-issues of a resumed upload).
     pending: BTreeSet<u32>,
     state: tokio::sync::Mutex<UrlState>,
+    /// Set when `GET /upload/{id}` refused the upload: it is gone.
+    gone: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl TruvideoUrls {
@@ -417,6 +512,7 @@ impl TruvideoUrls {
         plan: &PartPlan,
         done: &[CompletedPart],
         initial: Option<Vec<PartUrlEntry>>,
+        gone: Arc<std::sync::atomic::AtomicBool>,
     ) -> Self {
         let pending: BTreeSet<u32> = plan.numbers().filter(|n| !done.iter().any(|p| p.number == *n)).collect();
         let mut cache = BTreeMap::new();
@@ -437,17 +533,13 @@ impl TruvideoUrls {
             num_parts: plan.num_parts,
             pending,
             state: tokio::sync::Mutex::new(UrlState { cache, next_unissued }),
+            gone,
         }
     }
 }
 
 fn cached(e: PartUrlEntry) -> CachedUrl {
-    let expires_at = e
-        .expires_at
-        .as_deref()
-        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-        .map(|t| t.with_timezone(&chrono::Utc));
-    CachedUrl { url: e.presigned_url, expires_at }
+    CachedUrl { url: e.presigned_url, expires_at: e.expires_at }
 }
 
 #[async_trait]
@@ -457,6 +549,7 @@ impl PartUrls for TruvideoUrls {
         if let Some(c) = state.cache.remove(&part) {
             let fresh = c.expires_at.is_none_or(|t| t > chrono::Utc::now() + URL_MARGIN);
             if !stale && fresh {
+                check_part_number(&c.url, part)?;
                 return Ok(c.url);
             }
         }
@@ -475,7 +568,7 @@ impl PartUrls for TruvideoUrls {
                     .collect(),
             ),
         };
-        let got = request_urls(&self.api, &self.upload_id, &ask).await?;
+        let got = request_urls(&self.api, &self.upload_id, &ask, &self.gone).await?;
         if let Ask::Next { first, n } = ask {
             let top = got.iter().map(|(n, _)| n + 1).max().unwrap_or(first);
             state.next_unissued = Some(top.max(first + n));
@@ -493,7 +586,7 @@ impl PartUrls for TruvideoUrls {
             what: "request more presigned URLs".into(),
             message: format!("the answer has no URL for part {part}"),
         })?;
-        crate::engine::http::checked_url(&url, "presignedUrl")?;
+        check_part_number(&url, part)?;
         Ok(url)
     }
 }
@@ -577,6 +670,7 @@ impl Provider for Truvideo {
             plan: prepared.plan,
             mime: prepared.mime,
             initial: std::sync::Mutex::new(None),
+            gone: Default::default(),
         };
         let session = ctx.session(journal.as_ref());
         let done = multipart::run(&session, &file, &upload).await?;
@@ -616,6 +710,8 @@ struct TruvideoUpload {
     mime: &'static str,
     /// The URLs start handed out, for the first parts.
     initial: std::sync::Mutex<Option<Vec<PartUrlEntry>>>,
+    /// Set when `GET /upload/{id}` refused the upload while asking URLs: it is gone.
+    gone: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[async_trait]
@@ -634,13 +730,27 @@ impl MultipartUpload for TruvideoUpload {
             .call("start upload", Method::POST, "/upload/start", &[], Some(&self.body), Retry::Once)
             .json()
             .await?;
+        crate::engine::http::check_path_id("truvideo", "start upload", "uploadId", &out.upload_id)?;
         tracing::info!(upload_id = %out.upload_id, urls = out.parts.len(), parts = self.plan.num_parts, "upload started");
+        if out.parts.is_empty() {
+            tracing::info!(
+                upload_id = %out.upload_id,
+                "truvideo: start answered no presigned URLs; every part's URL is asked from GET /upload/{{uploadId}}/parts"
+            );
+        }
         *self.initial.lock().expect("initial URLs") = Some(out.parts);
         Ok(Created { upload_id: out.upload_id, plan: self.plan, extra: serde_json::json!({ "mediaId": out.media_id }) })
     }
 
     async fn find_created(&self, _since: chrono::DateTime<chrono::Utc>) -> Result<Lookup<Created>> {
         Ok(Lookup::Unsupported)
+    }
+
+    /// Gone only when `GET /upload/{id}` refused it while URLs were asked, or S3 says the
+    /// multipart upload no longer exists: a 404 from another path (the guessed
+    /// `/upload/{id}/parts`, or complete) is not proof.
+    fn is_stale(&self, e: &Error) -> bool {
+        self.gone.load(std::sync::atomic::Ordering::SeqCst) || e.code() == Some("NoSuchUpload")
     }
 
     /// `GET /upload/{uploadId}`: gone (refused), already completing, or open.
@@ -657,7 +767,14 @@ impl MultipartUpload for TruvideoUpload {
 
     fn part_urls(&self, created: &Created, done: &[CompletedPart]) -> Arc<dyn PartUrls> {
         let initial = self.initial.lock().expect("initial URLs").take();
-        Arc::new(TruvideoUrls::new(self.api.clone(), created.upload_id.clone(), &created.plan, done, initial))
+        Arc::new(TruvideoUrls::new(
+            self.api.clone(),
+            created.upload_id.clone(),
+            &created.plan,
+            done,
+            initial,
+            self.gone.clone(),
+        ))
     }
 
     fn uploader_options(
@@ -823,6 +940,53 @@ mod tests {
         // 10 GB needs bigger parts to fit in 120.
         let p = PartPlan::choose(10_000_000_000, recommended_part_size(10_000_000_000), None, LIMITS).unwrap();
         assert!(p.num_parts <= 120 && p.part_size >= 64 * MIB);
+    }
+
+    #[test]
+    fn url_entries_read_numbers_and_times_either_way() {
+        let read = |v: Value| serde_json::from_value::<PartUrlEntry>(v).map(|e| (e.part_number, e.expires_at));
+        let t = chrono::DateTime::parse_from_rfc3339("2026-03-29T10:00:00Z").unwrap().with_timezone(&chrono::Utc);
+        for (entry, want) in [
+            (
+                serde_json::json!({"partNumber": 3, "presignedUrl": "u", "expiresAt": "2026-03-29T10:00:00Z"}),
+                (Some(3), Some(t)),
+            ),
+            (
+                serde_json::json!({"partNumber": "3", "presignedUrl": "u", "expiresAt": 1_774_778_400_000u64}),
+                (Some(3), Some(t)),
+            ),
+            (
+                serde_json::json!({"partNumber": " 3 ", "presignedUrl": "u", "expiresAt": 1_774_778_400u64}),
+                (Some(3), Some(t)),
+            ),
+            (serde_json::json!({"presignedUrl": "u", "expiresAt": "1774778400"}), (None, Some(t))),
+            (serde_json::json!({"partNumber": null, "presignedUrl": "u", "expiresAt": "soon"}), (None, None)),
+        ] {
+            assert_eq!(read(entry.clone()).unwrap(), want, "{entry}");
+        }
+        for bad in [
+            serde_json::json!({"partNumber": "three", "presignedUrl": "u"}),
+            serde_json::json!({"partNumber": -1, "presignedUrl": "u"}),
+        ] {
+            assert!(read(bad.clone()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_url_for_another_part_is_refused_before_sending() {
+        let url = |q: &str| format!("https://s3.example/b/k?uploadId=x&{q}&X-Amz-Signature=s");
+        assert!(check_part_number(&url("partNumber=7"), 7).is_ok());
+        for (q, says) in [
+            ("partNumber=1", "is for part 1"),
+            ("x=1", "carries no partNumber"),
+            ("partNumber=7&partNumber=8", "several parts"),
+        ] {
+            let e = check_part_number(&url(q), 7).unwrap_err();
+            assert!(
+                matches!(e, Error::Protocol { provider: "truvideo", .. }) && e.to_string().contains(says),
+                "{q}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -10,8 +10,10 @@
 //!   on Uplift's side; the abandoned ones stay NEW);
 //! - reserving is not idempotent: it is not repeated after an ambiguous failure (5xx, timeout);
 //! - there is no resume: an interrupted upload starts over with a new reservation;
-//! - Uplift documents no endpoint to read a capture back, so `--wait` has nothing to follow: the
-//!   result says so (`wait` field) instead of inventing one.
+//! - `--wait` follows the capture through the documented `GET /v1/captures/{captureId}`
+//!   (captureId = the reservation's `session_id`; docs.uplift.ai, "Get capture"): status
+//!   `awaiting_upload` and `processing` go on, `completed` ends it (the result's `status`),
+//!   `error` is a processing failure with the capture's `error` text, the deadline a timeout.
 //!
 //! Validated locally before any request: the file name sent (`--file-name`, else the file's
 //! name) ends in `.mov` (any case), has no `/` or `\`, at most 255 characters; the athlete and
@@ -29,6 +31,7 @@ use serde_json::{Map, Value, json};
 
 use super::api::Retry;
 use super::{Context, DryRun, Provider, UploadOutcome};
+use crate::engine::poll::{Poller, Step};
 use crate::engine::post::{FilePart, FormFields, PostForm, PostResult, S3_POST_MAX, post_form};
 use crate::engine::progress::Event;
 use crate::engine::source::FileSource;
@@ -56,9 +59,6 @@ pub const MAX_RESERVATIONS: u32 = 3;
 pub const MAX_FILE_NAME: usize = 255;
 /// The file part's `Content-Type` (a .mov), unless the form fixes another one.
 pub const MOV_CONTENT_TYPE: &str = "video/quicktime";
-/// What the result says under `--wait`.
-pub const NO_STATUS_ENDPOINT: &str =
-    "not followed: Uplift documents no endpoint to read a capture's status after the upload";
 
 /// `capture_time`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -125,6 +125,11 @@ pub struct UpliftOptions {
     pub capture_time: CaptureTime,
     /// `--wait` was given.
     pub wait: bool,
+    /// Longest wait for processing (`--wait-timeout`, default 1 h).
+    pub wait_timeout: std::time::Duration,
+    /// First interval between status reads (`--poll-interval`, default 2 s; grows by half up
+    /// to 30 s).
+    pub poll_interval: std::time::Duration,
 }
 
 fn parse_uuid(value: &str, flag: &str, hint: &str) -> Result<String> {
@@ -226,7 +231,14 @@ impl UpliftOptions {
             file_name: args.file_name.clone(),
             capture_time,
             wait,
+            wait_timeout: std::time::Duration::from_secs(3600),
+            poll_interval: std::time::Duration::from_secs(2),
         })
+    }
+
+    /// The same options, waiting at most `timeout` and polling from `poll_interval`.
+    pub fn with_wait_limits(self, timeout: std::time::Duration, poll_interval: std::time::Duration) -> Self {
+        UpliftOptions { wait_timeout: timeout, poll_interval, ..self }
     }
 }
 
@@ -361,9 +373,64 @@ impl Uplift {
         Ok(body)
     }
 
+    /// Follows the capture (`GET /v1/captures/{id}`) until `completed` (its details), `error`
+    /// ([`Error::ProcessingFailed`] with its `error` text) or the deadline ([`Error::Timeout`]).
+    async fn wait_processed(&self, ctx: &Context, id: &str) -> Result<Value> {
+        let o = &self.options;
+        let poller = Poller::new(
+            o.poll_interval.max(std::time::Duration::from_millis(50)),
+            o.poll_interval.max(std::time::Duration::from_secs(30)),
+            Some(o.wait_timeout),
+        );
+        let last = std::sync::Mutex::new(String::from("awaiting_upload"));
+        let timeout = || Error::Timeout {
+            what: format!(
+                "uplift: waiting for capture {id} to be processed (last status {})",
+                last.lock().expect("status lock")
+            ),
+            seconds: o.wait_timeout.as_secs_f64().ceil() as u64,
+        };
+        let interrupted = || Error::Interrupted {
+            hint: format!("the file is uploaded; its capture is {id} (GET /v1/captures/{id} tells its status)"),
+        };
+        let path = format!("/v1/captures/{id}");
+        poller
+            .until(&ctx.cancel, timeout, interrupted, || async {
+                let v: Value = ctx.api.get("get capture", &path, &[]).json().await?;
+                let status = v.get("status").and_then(Value::as_str).unwrap_or_default().to_string();
+                {
+                    let mut last = last.lock().expect("status lock");
+                    if status != *last {
+                        tracing::info!(capture = %id, %status, "uplift: capture status");
+                        ctx.progress.event(Event::Phase { message: format!("processing: {status}") });
+                        *last = status.clone();
+                    }
+                }
+                match status.as_str() {
+                    "completed" => Ok(Step::Done(v)),
+                    "error" => Err(Error::ProcessingFailed {
+                        provider: "uplift",
+                        id: id.to_string(),
+                        reason: v
+                            .get("error")
+                            .and_then(Value::as_str)
+                            .filter(|e| !e.trim().is_empty())
+                            .unwrap_or("status error, no error text given")
+                            .to_string(),
+                    }),
+                    _ => Ok(Step::Again),
+                }
+            })
+            .await
+    }
+
     async fn reserve(&self, ctx: &Context, body: &Value) -> Result<(Reservation, PostForm)> {
         let r: Reservation =
             ctx.api.call("reserve capture", Method::POST, RESERVE_PATH, &[], Some(body), Retry::Once).json().await?;
+        if self.options.wait {
+            // The id goes into the status path: refused before the file is sent.
+            crate::engine::http::check_path_id("uplift", "reserve capture", "session_id", &r.session_id)?;
+        }
         crate::engine::http::checked_url(&r.upload_url, "upload_url")?;
         if r.upload_fields.0.is_empty() {
             return Err(Error::Protocol {
@@ -453,9 +520,13 @@ impl Provider for Uplift {
             match result {
                 PostResult::Stored(stored) => {
                     file.check_unchanged()?;
-                    if self.options.wait {
-                        ctx.progress.event(Event::Phase { message: format!("--wait: {NO_STATUS_ENDPOINT}") });
-                    }
+                    let capture = match self.options.wait {
+                        true => {
+                            ctx.progress.event(Event::Phase { message: "uploaded; waiting for processing".into() });
+                            Some(self.wait_processed(ctx, &r.session_id).await?)
+                        }
+                        false => None,
+                    };
                     ctx.progress.event(Event::Finished);
                     let mut fields = Map::new();
                     fields.insert("session_id".into(), r.session_id.clone().into());
@@ -471,15 +542,23 @@ impl Provider for Uplift {
                     if let Some(etag) = stored.etag {
                         fields.insert("etag".into(), etag.into());
                     }
-                    if self.options.wait {
-                        fields.insert("wait".into(), NO_STATUS_ENDPOINT.into());
+                    let mut status = "UPLOADED".to_string();
+                    if let Some(c) = &capture {
+                        status = c.get("status").and_then(Value::as_str).unwrap_or("completed").to_string();
+                        // `wait` (a field of the result since `--wait` was accepted): how the wait ended.
+                        fields.insert("wait".into(), status.clone().into());
+                        for key in ["fps_detected", "capture_time", "activity", "movement"] {
+                            if let Some(v) = c.get(key).filter(|v| !v.is_null()) {
+                                fields.entry(key).or_insert_with(|| v.clone());
+                            }
+                        }
                     }
                     return Ok(UploadOutcome {
                         provider: "uplift",
                         file: file.path().display().to_string(),
                         bytes: file.size(),
                         id: r.session_id,
-                        status: "UPLOADED".into(),
+                        status,
                         parts: 1,
                         elapsed_s: started.elapsed().as_secs_f64(),
                         fields,

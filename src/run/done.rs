@@ -113,6 +113,69 @@ pub fn find_done(
     (rec.file.same_file(identity) && rec.destination == destination).then_some(rec)
 }
 
+/// How often [`prune`] looks through a state directory's done records.
+pub const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Drops the done records that can never match again, at most once per [`PRUNE_EVERY`] for a
+/// state directory (its `.done-pruned` marker tells when it last ran): a record only serves a
+/// rerun of the very file it names, so a record whose file is gone (nothing at its path any
+/// more, or a file of another size or modification time there) is dead, and so is a file in
+/// `done/` that is not a record. Without this the state directory kept one file per file ever
+/// uploaded (a watched inbox whose files move away after upload grows it for ever); with it,
+/// the records are bounded by the files that still exist. Returns how many went. Blocking
+/// (a stat and a read per record): called off the async workers.
+pub fn prune(state_dir: &Path) -> usize {
+    let dir = state_dir.join("done");
+    let marker = state_dir.join(".done-pruned");
+    let recent = std::fs::metadata(&marker)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < PRUNE_EVERY));
+    if recent {
+        return 0;
+    }
+    let Ok(entries) = std::fs::read_dir(&dir) else { return 0 };
+    let mut gone = 0;
+    for entry in entries.filter_map(|e| e.ok()) {
+        let path = entry.path();
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with('.') || !entry.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        let dead = match std::fs::read(&path) {
+            Ok(text) => match serde_json::from_slice::<DoneRecord>(crate::engine::journal::last_line(&text)) {
+                Ok(rec) => record_is_dead(&rec),
+                Err(_) => true,
+            },
+            Err(_) => false,
+        };
+        if dead && std::fs::remove_file(&path).is_ok() {
+            gone += 1;
+        }
+    }
+    if gone > 0 {
+        let _ = crate::engine::durable::sync_dir(&dir);
+    }
+    let _ = crate::engine::durable::write_atomic(&marker, chrono::Utc::now().to_rfc3339().as_bytes());
+    if gone > 0 {
+        tracing::info!(records = gone, "done records of files that are gone were pruned");
+    }
+    gone
+}
+
+/// A record whose file is gone: nothing at its path, or a regular file of another size or
+/// modification time (a directory sent as a zip is judged by its existence only).
+fn record_is_dead(rec: &DoneRecord) -> bool {
+    match std::fs::metadata(&rec.file.path) {
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        Ok(m) if m.is_file() => {
+            let mtime_ns =
+                m.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_nanos());
+            m.len() != rec.file.size || mtime_ns.is_some_and(|t| t != rec.file.mtime_ns)
+        }
+        Ok(_) => false,
+    }
+}
+
 /// Remembers a finished upload.
 pub fn record_done(
     state_dir: &Path,

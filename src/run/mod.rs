@@ -25,7 +25,9 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 pub use done::{DoneRecord, ForceRun};
-pub use select::{IMAGE_EXTENSIONS, Item, Selection, image_list, scan_images};
+pub use select::{
+    Expanded, IMAGE_EXTENSIONS, Item, ProblemKind, Selection, Walk, WalkProblem, image_list, scan_images,
+};
 
 use crate::engine::journal::FileIdentity;
 use crate::engine::progress::{Event, NoProgress, Progress};
@@ -396,6 +398,10 @@ impl Uploader {
             && !failed
         {
             run.end();
+        }
+        // The records of files that are gone can never match again: pruned (once a day).
+        if let Some(dir) = self.state_dir_path().filter(|_| !options.dry_run).map(Path::to_path_buf) {
+            let _ = tokio::task::spawn_blocking(move || done::prune(&dir)).await;
         }
         // After the uploads: Apertur's wait follows the deliveries of the run's session.
         if !options.dry_run

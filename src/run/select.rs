@@ -94,10 +94,11 @@ impl Selection {
     }
 
     /// Files below `dir` (relative paths, sorted), walking subdirectories with `recursive`.
-    /// Symbolic links are followed; a link back to a directory being walked (a loop) is
-    /// reported on stderr and skipped, not fatal.
-    pub fn walk(&self, dir: &Path, recursive: bool) -> Result<Vec<PathBuf>> {
-        let mut out = vec![];
+    /// Symbolic links are followed. A walk never stops at one entry: what it cannot take (a
+    /// dangling symbolic link, a loop, an unreadable directory, a FIFO, a device) is listed in
+    /// [`Walk::problems`] by path with its reason, and the walk goes on.
+    pub fn walk(&self, dir: &Path, recursive: bool) -> Walk {
+        let mut walk = Walk::default();
         let walker = walkdir::WalkDir::new(dir)
             .follow_links(true)
             .min_depth(1)
@@ -107,53 +108,157 @@ impl Selection {
         for entry in walker {
             let entry = match entry {
                 Ok(entry) => entry,
-                Err(e) if e.loop_ancestor().is_some() => {
-                    let (path, ancestor) = (e.path().unwrap_or(dir), e.loop_ancestor().unwrap_or(dir));
-                    eprintln!(
-                        "upload: warning: skipping {}: a symbolic link back to {} (a loop)",
-                        path.display(),
-                        ancestor.display()
-                    );
-                    continue;
-                }
                 Err(e) => {
                     let path = e.path().unwrap_or(dir).to_path_buf();
-                    let source = e.into_io_error().unwrap_or_else(|| std::io::Error::other("cannot walk"));
-                    return Err(Error::File { path, source });
+                    let kind = match e.loop_ancestor() {
+                        Some(ancestor) => ProblemKind::Loop { ancestor: ancestor.to_path_buf() },
+                        None => ProblemKind::Unreadable(
+                            e.into_io_error().unwrap_or_else(|| std::io::Error::other("cannot walk")),
+                        ),
+                    };
+                    walk.problems.push(WalkProblem { path, kind });
+                    continue;
                 }
             };
             let Ok(rel_path) = entry.path().strip_prefix(dir).map(Path::to_path_buf) else { continue };
-            if entry.file_type().is_file() && self.keeps(&rel_path) {
-                out.push(rel_path);
+            let ft = entry.file_type();
+            if ft.is_dir() {
+                if !recursive {
+                    walk.dirs_not_walked += 1;
+                }
+            } else if !self.keeps(&rel_path) {
+            } else if ft.is_file() {
+                walk.files.push(rel_path);
+            } else {
+                walk.problems
+                    .push(WalkProblem { path: entry.path().to_path_buf(), kind: ProblemKind::Special(special(ft)) });
             }
         }
-        out.sort();
-        Ok(out)
+        walk.files.sort();
+        walk
     }
 
-    /// Expands the command line's paths into items.
-    pub fn expand(&self, paths: &[PathBuf], zip_dirs: bool) -> Result<Vec<Item>> {
-        let mut items = vec![];
+    /// Expands the command line's paths into items: a directory is walked (or, `zip_dirs`,
+    /// becomes one zip), a file stays as given. What a walk cannot take is in the result's
+    /// problems; the rest still goes.
+    pub fn expand(&self, paths: &[PathBuf], zip_dirs: bool) -> Expanded {
+        let mut out = Expanded::default();
         for p in paths {
             if p.is_dir() {
                 if zip_dirs {
-                    items.push(Item::ZipDir(p.clone()));
+                    out.items.push(Item::ZipDir(p.clone()));
                 } else {
-                    items.extend(self.walk(p, self.recursive)?.into_iter().map(|rel| Item::File(p.join(rel))));
+                    let walk = self.walk(p, self.recursive);
+                    out.items.extend(walk.files.into_iter().map(|rel| Item::File(p.join(rel))));
+                    out.problems.extend(walk.problems);
+                    out.dirs_not_walked += walk.dirs_not_walked;
                 }
             } else {
-                items.push(Item::File(p.clone()));
+                out.items.push(Item::File(p.clone()));
             }
         }
-        Ok(items)
+        out
     }
+}
+
+/// What a walk of a directory found.
+#[derive(Debug, Default)]
+pub struct Walk {
+    /// The files it takes (relative paths, sorted).
+    pub files: Vec<PathBuf>,
+    /// The entries it could not take.
+    pub problems: Vec<WalkProblem>,
+    /// Sub-directories it did not enter (a walk that is not recursive).
+    pub dirs_not_walked: usize,
+}
+
+/// The command line's paths as a run's items.
+#[derive(Debug, Default)]
+pub struct Expanded {
+    /// The files (and directories to zip) of the run.
+    pub items: Vec<Item>,
+    /// What the walks could not take.
+    pub problems: Vec<WalkProblem>,
+    /// Sub-directories not entered (no `--recursive`).
+    pub dirs_not_walked: usize,
+}
+
+/// An entry a walk could not take, and why.
+#[derive(Debug)]
+pub struct WalkProblem {
+    /// The entry.
+    pub path: PathBuf,
+    /// Why.
+    pub kind: ProblemKind,
+}
+
+/// Why a walk could not take an entry.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ProblemKind {
+    /// It cannot be read: an unreadable directory, a dangling symbolic link, ...
+    Unreadable(std::io::Error),
+    /// A symbolic link back to a directory being walked.
+    Loop {
+        /// The directory it points back to.
+        ancestor: PathBuf,
+    },
+    /// Not a regular file: what it is (`a FIFO`, `a device`, `a socket`).
+    Special(&'static str),
+}
+
+impl WalkProblem {
+    /// The problem as an error naming the entry: an entry that cannot be read is a file error
+    /// (the run fails with it, the other files still go); one that is not a regular file is a
+    /// refusal (skipped with its reason, like a file the provider does not take).
+    pub fn into_error(self) -> Error {
+        match self.kind {
+            ProblemKind::Unreadable(source) => Error::File { path: self.path, source },
+            ProblemKind::Loop { ancestor } => Error::File {
+                path: self.path,
+                source: std::io::Error::other(format!(
+                    "a symbolic link back to {} (a loop); not followed",
+                    ancestor.display()
+                )),
+            },
+            ProblemKind::Special(what) => Error::usage(
+                format!("{} is {what}, not a regular file", self.path.display()),
+                "only regular files are uploaded",
+            ),
+        }
+    }
+}
+
+/// What a non-regular, non-directory entry is.
+fn special(ft: std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if ft.is_fifo() {
+            return "a FIFO";
+        }
+        if ft.is_block_device() || ft.is_char_device() {
+            return "a device";
+        }
+        if ft.is_socket() {
+            return "a socket";
+        }
+    }
+    let _ = ft;
+    "not a regular file"
 }
 
 /// The images below `dir` that a bulk-images zip takes (relative paths, sorted), walking
 /// every subdirectory.
 pub fn image_list(dir: &Path, selection: &Selection) -> Result<Vec<PathBuf>> {
-    let mut images: Vec<PathBuf> = selection
-        .walk(dir, true)?
+    let walk = selection.walk(dir, true);
+    // A capture does not go out with an image silently left out: an entry that cannot be
+    // read stops its zip, named. Entries that are not regular files are not images.
+    if let Some(p) = walk.problems.into_iter().find(|p| !matches!(p.kind, ProblemKind::Special(_))) {
+        return Err(p.into_error());
+    }
+    let mut images: Vec<PathBuf> = walk
+        .files
         .into_iter()
         .filter(|rel| {
             rel.extension()

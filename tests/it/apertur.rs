@@ -28,10 +28,6 @@ fn cmd_args(emu: &Emulator, items: &[&str]) -> Vec<String> {
     a
 }
 
-fn token_env(emu: &Emulator) -> Vec<(String, String)> {
-    vec![("APERTUR_TOKEN".into(), emu.token())]
-}
-
 fn json_lines(out: &std::process::Output) -> Vec<Value> {
     stdout(out).lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).expect("JSON line")).collect()
 }
@@ -50,7 +46,7 @@ fn is_image_post(p: &str) -> bool {
 
 /// Uploads `files` into a new session and returns the session id (asserting success).
 async fn upload_into_new_session(emu: &Emulator, files: &[PathBuf], extra: &[&str]) -> String {
-    let out = run_upload(base_args(emu, files, extra), token_env(emu)).await;
+    let out = run_upload(base_args(emu, files, extra), token_env("APERTUR_TOKEN", emu)).await;
     assert!(out.status.success(), "exit {:?}: {}", out.status, stderr(&out));
     let lines = json_lines(&out);
     assert_eq!(lines.len(), files.len());
@@ -76,7 +72,7 @@ async fn five_images_in_one_session_byte_exact() {
             &paths,
             &["--tag", "order:456", "--tag", "user:123", "--destination", S3_DEST, "--concurrency", "3"],
         ),
-        token_env(&emu),
+        token_env("APERTUR_TOKEN", &emu),
     )
     .await;
     assert!(out.status.success(), "exit {:?}: {}", out.status, stderr(&out));
@@ -124,7 +120,11 @@ async fn files_over_max_images_are_refused_locally() {
     let emu = emulator(Config::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let paths: Vec<PathBuf> = (0..3).map(|i| make_file(dir.path(), &format!("p{i}.png"), 1000 + i).0).collect();
-    let out = run_upload(base_args(&emu, &paths, &["--max-images", "2", "--concurrency", "1"]), token_env(&emu)).await;
+    let out = run_upload(
+        base_args(&emu, &paths, &["--max-images", "2", "--concurrency", "1"]),
+        token_env("APERTUR_TOKEN", &emu),
+    )
+    .await;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let lines = json_lines(&out);
     let failed: Vec<&Value> = lines.iter().filter(|l| l["status"] == "failed").collect();
@@ -140,7 +140,7 @@ async fn files_over_max_images_are_refused_locally() {
     // The session is full: another file into it is refused after reading its limits, unsent.
     let before = count(&emu, "POST", is_image_post);
     let extra = make_file(dir.path(), "late.png", 10).0;
-    let out = run_upload(base_args(&emu, &[extra], &["--session", &session]), token_env(&emu)).await;
+    let out = run_upload(base_args(&emu, &[extra], &["--session", &session]), token_env("APERTUR_TOKEN", &emu)).await;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("limit"), "{}", stderr(&out));
     assert_eq!(count(&emu, "POST", is_image_post), before);
@@ -170,7 +170,7 @@ async fn wrong_types_and_bad_options_make_no_request() {
         (vec![jpg.clone()], vec!["--session", "../etc"], "not a valid id"),
     ];
     for (files, extra, expect) in cases {
-        let out = run_upload(base_args(&emu, &files, &extra), token_env(&emu)).await;
+        let out = run_upload(base_args(&emu, &files, &extra), token_env("APERTUR_TOKEN", &emu)).await;
         assert_eq!(out.status.code(), Some(2), "{extra:?}: {}", stderr(&out));
         let err = stderr(&out);
         assert!(err.contains("upload: error:") && err.contains(expect), "{extra:?}: {err}");
@@ -179,7 +179,7 @@ async fn wrong_types_and_bad_options_make_no_request() {
     // Both expiries: refused by the argument parser.
     let out = run_upload(
         base_args(&emu, &[jpg], &["--expires-in-hours", "2", "--expires-at", "2099-01-01T00:00:00Z"]),
-        token_env(&emu),
+        token_env("APERTUR_TOKEN", &emu),
     )
     .await;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
@@ -197,21 +197,24 @@ async fn password_protected_session() {
 
     let (second, second_sha) = make_file(dir.path(), "second.jpg", 7000);
     // No password: the server refuses (403), nothing stored.
-    let out =
-        run_upload(base_args(&emu, std::slice::from_ref(&second), &["--session", &session]), token_env(&emu)).await;
+    let out = run_upload(
+        base_args(&emu, std::slice::from_ref(&second), &["--session", &session]),
+        token_env("APERTUR_TOKEN", &emu),
+    )
+    .await;
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     assert!(stderr(&out).contains("requires a password"), "{}", stderr(&out));
     // A wrong one: refused too.
     let out = run_upload(
         base_args(&emu, std::slice::from_ref(&second), &["--session", &session, "--password", "wrong-pass"]),
-        token_env(&emu),
+        token_env("APERTUR_TOKEN", &emu),
     )
     .await;
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     assert!(!stderr(&out).contains("wrong-pass") && !stdout(&out).contains("wrong-pass"));
     assert_eq!(emu.objects().len(), 1);
     // The right one, from the environment.
-    let mut env = token_env(&emu);
+    let mut env = token_env("APERTUR_TOKEN", &emu);
     env.push(("APERTUR_SESSION_PASSWORD".into(), "s3cret-pass".into()));
     let out = run_upload(base_args(&emu, &[second], &["--session", &session]), env).await;
     assert!(out.status.success(), "{}", stderr(&out));
@@ -240,7 +243,7 @@ async fn wait_run(emu: &Emulator, extra: &[&str]) -> std::process::Output {
     let paths: Vec<PathBuf> = (0..3).map(|i| make_file(dir.path(), &format!("w{i}.jpg"), 2000 + i).0).collect();
     let mut a = vec!["--wait", "--poll-interval", "50ms"];
     a.extend_from_slice(extra);
-    run_upload(base_args(emu, &paths, &a), token_env(emu)).await
+    run_upload(base_args(emu, &paths, &a), token_env("APERTUR_TOKEN", emu)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -309,8 +312,11 @@ async fn poll_downloads_and_acks_every_image_once() {
     let inbox = tempfile::tempdir().unwrap();
     let out_dir = inbox.path().join("inbox");
     let out_dir_s = out_dir.display().to_string();
-    let out =
-        run_upload(cmd_args(&emu, &["poll", &session, "-o", &out_dir_s, "--once", "--json"]), token_env(&emu)).await;
+    let out = run_upload(
+        cmd_args(&emu, &["poll", &session, "-o", &out_dir_s, "--once", "--json"]),
+        token_env("APERTUR_TOKEN", &emu),
+    )
+    .await;
     assert!(out.status.success(), "{}", stderr(&out));
     let lines = json_lines(&out);
     assert_eq!(lines.len(), 4);
@@ -321,8 +327,11 @@ async fn poll_downloads_and_acks_every_image_once() {
     assert!(acks.values().all(|n| *n == 1), "{acks:?}");
 
     // The queue is empty now: a second poll saves and acks nothing.
-    let out =
-        run_upload(cmd_args(&emu, &["poll", &session, "-o", &out_dir_s, "--once", "--json"]), token_env(&emu)).await;
+    let out = run_upload(
+        cmd_args(&emu, &["poll", &session, "-o", &out_dir_s, "--once", "--json"]),
+        token_env("APERTUR_TOKEN", &emu),
+    )
+    .await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(json_lines(&out).is_empty());
     assert_eq!(emu.shared().apertur.ack_counts(), acks);
@@ -347,13 +356,13 @@ async fn interrupted_poll_loses_nothing() {
         a.extend_from_slice(extra);
         cmd_args(&emu, &a)
     };
-    let out = run_upload(poll(&["--retries", "0"]), token_env(&emu)).await;
+    let out = run_upload(poll(&["--retries", "0"]), token_env("APERTUR_TOKEN", &emu)).await;
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
     assert_eq!(json_lines(&out).len(), 1, "one image fully taken before the failure");
     assert_eq!(emu.shared().apertur.ack_counts().len(), 1);
     assert_eq!(dir_shas(&out_dir).len(), 2, "the unacknowledged image is already safe on disk");
 
-    let out = run_upload(poll(&[]), token_env(&emu)).await;
+    let out = run_upload(poll(&[]), token_env("APERTUR_TOKEN", &emu)).await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(json_lines(&out).len(), 3);
     assert_eq!(dir_shas(&out_dir), expected, "all images, byte-exact, no duplicates, no temporary files");
@@ -377,12 +386,12 @@ async fn signed_requests_are_verified() {
     let (path, sha) = make_file(dir.path(), "s.png", 4321);
 
     // Without the secret, or with a wrong one: refused, nothing created.
-    let out = run_upload(base_args(&emu, std::slice::from_ref(&path), &[]), token_env(&emu)).await;
+    let out = run_upload(base_args(&emu, std::slice::from_ref(&path), &[]), token_env("APERTUR_TOKEN", &emu)).await;
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains("signing secret"), "{}", stderr(&out));
     let out = run_upload(
         base_args(&emu, std::slice::from_ref(&path), &["--signing-secret", "wrong-secret"]),
-        token_env(&emu),
+        token_env("APERTUR_TOKEN", &emu),
     )
     .await;
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
@@ -391,7 +400,7 @@ async fn signed_requests_are_verified() {
     assert_eq!(emu.shared().apertur.signed_requests(), 0);
 
     // With it (from the environment): session, upload (unsigned multipart), delivery status.
-    let mut env = token_env(&emu);
+    let mut env = token_env("APERTUR_TOKEN", &emu);
     env.push(("APERTUR_SIGNING_SECRET".into(), "sign-me-0123".into()));
     let out = run_upload(base_args(&emu, &[path], &["--wait", "--poll-interval", "50ms"]), env.clone()).await;
     assert!(out.status.success(), "{}", stderr(&out));
@@ -435,11 +444,11 @@ async fn status_session_and_destination_commands() {
     let img = make_file(dir.path(), "x.jpg", 1234).0;
     let session = upload_into_new_session(&emu, &[img], &[]).await;
 
-    let out = run_upload(cmd_args(&emu, &["status", &session]), token_env(&emu)).await;
+    let out = run_upload(cmd_args(&emu, &["status", &session]), token_env("APERTUR_TOKEN", &emu)).await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("Production S3") && stdout(&out).contains("My Webhook"), "{}", stdout(&out));
 
-    let out = run_upload(cmd_args(&emu, &["status", "sess_UNKNOWN"]), token_env(&emu)).await;
+    let out = run_upload(cmd_args(&emu, &["status", "sess_UNKNOWN"]), token_env("APERTUR_TOKEN", &emu)).await;
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     assert!(stderr(&out).contains("Session not found"));
 
@@ -448,54 +457,59 @@ async fn status_session_and_destination_commands() {
             &emu,
             &["session", "update", &session, "--max-images", "7", "--allowed-mime-type", "image/png", "--json"],
         ),
-        token_env(&emu),
+        token_env("APERTUR_TOKEN", &emu),
     )
     .await;
     assert!(out.status.success(), "{}", stderr(&out));
-    let out = run_upload(cmd_args(&emu, &["session", "get", &session, "--json"]), token_env(&emu)).await;
+    let out =
+        run_upload(cmd_args(&emu, &["session", "get", &session, "--json"]), token_env("APERTUR_TOKEN", &emu)).await;
     let v: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
     assert_eq!(v["effectiveMaxImages"], 7);
     assert_eq!(v["effectiveAllowedMimeTypes"], serde_json::json!(["image/png"]));
-    let out = run_upload(cmd_args(&emu, &["session", "update", &session, "--password", "ab"]), token_env(&emu)).await;
+    let out = run_upload(
+        cmd_args(&emu, &["session", "update", &session, "--password", "ab"]),
+        token_env("APERTUR_TOKEN", &emu),
+    )
+    .await;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 
     let p = ["--project", "proj-1", "--json"];
     let mut create = vec!["destinations", "create", "--type", "webhook", "--name", "Hook"];
     create.extend_from_slice(&["--config-entry", "url=https://example.com/h", "--config-entry", "secret=hook-secret"]);
     create.extend_from_slice(&p);
-    let out = run_upload(cmd_args(&emu, &create), token_env(&emu)).await;
+    let out = run_upload(cmd_args(&emu, &create), token_env("APERTUR_TOKEN", &emu)).await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!stdout(&out).contains("hook-secret"), "the server masks secrets");
     let created: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
     let id = created["id"].as_str().unwrap().to_string();
     let mut update = vec!["destinations", "update", id.as_str(), "--name", "Renamed", "--active", "false"];
     update.extend_from_slice(&p);
-    let out = run_upload(cmd_args(&emu, &update), token_env(&emu)).await;
+    let out = run_upload(cmd_args(&emu, &update), token_env("APERTUR_TOKEN", &emu)).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let mut list = vec!["destinations", "list"];
     list.extend_from_slice(&p);
-    let out = run_upload(cmd_args(&emu, &list), token_env(&emu)).await;
+    let out = run_upload(cmd_args(&emu, &list), token_env("APERTUR_TOKEN", &emu)).await;
     let listed: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
     assert_eq!(listed[0]["name"], "Renamed");
     assert_eq!(listed[0]["isActive"], false);
     let mut test = vec!["destinations", "test", id.as_str()];
     test.extend_from_slice(&p);
-    assert!(run_upload(cmd_args(&emu, &test), token_env(&emu)).await.status.success());
+    assert!(run_upload(cmd_args(&emu, &test), token_env("APERTUR_TOKEN", &emu)).await.status.success());
     let mut delete = vec!["destinations", "delete", id.as_str()];
     delete.extend_from_slice(&p);
-    assert!(run_upload(cmd_args(&emu, &delete), token_env(&emu)).await.status.success());
-    let out = run_upload(cmd_args(&emu, &delete), token_env(&emu)).await;
+    assert!(run_upload(cmd_args(&emu, &delete), token_env("APERTUR_TOKEN", &emu)).await.status.success());
+    let out = run_upload(cmd_args(&emu, &delete), token_env("APERTUR_TOKEN", &emu)).await;
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     // A failing destination's test exits 6.
     let out = run_upload(
         cmd_args(&emu, &["destinations", "test", WEBHOOK_DEST, "--project", "emulator-project"]),
-        token_env(&emu),
+        token_env("APERTUR_TOKEN", &emu),
     )
     .await;
     assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
     let out = run_upload(
         cmd_args(&emu, &["destinations", "create", "--project", "p", "--type", "s3", "--name", "x", "--config", "[1]"]),
-        token_env(&emu),
+        token_env("APERTUR_TOKEN", &emu),
     )
     .await;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
@@ -510,7 +524,9 @@ async fn the_rest_stops_once_the_server_says_the_session_is_full() {
             .await;
     let dir = tempfile::tempdir().unwrap();
     let paths: Vec<PathBuf> = (0..12).map(|i| make_file(dir.path(), &format!("p{i:02}.png"), 2000 + i).0).collect();
-    let out = run_upload(base_args(&emu, &paths, &["--concurrency", "2", "--files", "2"]), token_env(&emu)).await;
+    let out =
+        run_upload(base_args(&emu, &paths, &["--concurrency", "2", "--files", "2"]), token_env("APERTUR_TOKEN", &emu))
+            .await;
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     let lines = json_lines(&out);
     let uploaded = lines.iter().filter(|l| l["status"] == "uploaded").count();

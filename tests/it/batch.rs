@@ -137,32 +137,83 @@ async fn include_exclude_and_recursive_pick_the_files() {
     assert!(stderr(&out).contains("no files to upload"), "{}", stderr(&out));
 }
 
-/// A symbolic link back to a walked directory is a loop: reported on stderr and skipped; the
-/// files of the walk are uploaded, each once.
+/// A walk never stops at one entry. In a tree with a symlink loop, a dangling symlink, an
+/// unreadable sub-directory, an unreadable file and a FIFO, the two good files are uploaded,
+/// each once and byte-exact. Each entry that cannot be read gets a `failed` line with its
+/// reason and `exit_code` 2, the FIFO a `skipped` line (it is not a regular file, like a file
+/// the provider does not take), and the run exits 2 at the end, as aws-cli does. The binary
+/// runs as an unprivileged user when the tests run as root, so permissions apply.
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_symlink_loop_in_a_walked_directory_is_reported_and_skipped() {
+async fn a_walk_never_stops_at_one_entry_and_reports_each_by_path() {
+    use std::os::unix::fs::PermissionsExt;
     let emu = emulator(Config::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let media = dir.path().join("media");
     std::fs::create_dir_all(media.join("day1")).unwrap();
+    std::fs::create_dir_all(media.join("locked")).unwrap();
     let (_, sha_a) = make_file(&media, "a.mp4", 1500);
     let (_, sha_b) = make_file(&media.join("day1"), "b.mp4", 2500);
+    make_file(&media.join("locked"), "c.mp4", 100);
+    make_file(&media, "secret.mp4", 100);
     std::os::unix::fs::symlink("..", media.join("day1").join("again")).unwrap();
-    let out = run_upload(
-        args(&[media.to_str().unwrap(), "-r", "--provider", "teleport", "--endpoint", &emu.api_url(), "--json"]),
-        vec![("TELEPORT_TOKEN".into(), emu.token())],
-    )
-    .await;
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    std::os::unix::fs::symlink("gone.mp4", media.join("dangling.mp4")).unwrap();
+    let fifo = std::ffi::CString::new(media.join("pipe.mp4").to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    for p in [dir.path(), &media, &media.join("day1")] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::set_permissions(media.join("locked"), std::fs::Permissions::from_mode(0o000)).unwrap();
+    std::fs::set_permissions(media.join("secret.mp4"), std::fs::Permissions::from_mode(0o000)).unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let a = args(&[media.to_str().unwrap(), "-r", "--provider", "teleport", "--endpoint", &emu.api_url(), "--json"]);
+    let env = vec![("TELEPORT_TOKEN".into(), emu.token()), ("XDG_STATE_HOME".into(), state.display().to_string())];
+    let out = run_unprivileged(a, env).await;
     let err = stderr(&out);
-    assert!(err.contains("upload: warning: skipping") && err.contains("again") && err.contains("loop"), "{err}");
-    let mut names: Vec<String> = json_lines(&out).iter().map(file_of).collect();
-    names.sort();
-    assert_eq!(names, ["a.mp4", "b.mp4"]);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let lines = json_lines(&out);
+    let by_name =
+        |n: &str| lines.iter().find(|l| file_of(l) == n).unwrap_or_else(|| panic!("no line for {n}: {lines:?}"));
+    for good in ["a.mp4", "b.mp4"] {
+        assert_eq!(by_name(good)["status"], "UPLOADED", "{lines:?}");
+    }
+    for (bad, why) in [
+        ("again", "loop"),
+        ("dangling.mp4", "No such file"),
+        ("locked", "ermission denied"),
+        ("secret.mp4", "ermission denied"),
+    ] {
+        let l = by_name(bad);
+        assert_eq!((l["status"].as_str(), l["exit_code"].as_u64()), (Some("failed"), Some(2)), "{bad}: {l}");
+        assert!(l["error"].as_str().unwrap().contains(why), "{bad}: {l}");
+    }
+    let pipe = by_name("pipe.mp4");
+    assert_eq!(pipe["status"], "skipped", "{pipe}");
+    assert!(pipe["reason"].as_str().unwrap().contains("FIFO"), "{pipe}");
+    assert_eq!(lines.len(), 7, "{lines:?}");
     let mut stored: Vec<String> = emu.objects().into_iter().map(|o| o.sha256).collect();
     stored.sort();
     let mut expected = vec![sha_a, sha_b];
     expected.sort();
     assert_eq!(stored, expected);
+    std::fs::set_permissions(media.join("locked"), std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Without `--recursive`, the sub-directories left out are mentioned once, with the flag that
+/// walks them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sub_directories_not_walked_are_mentioned_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("d");
+    for sub in ["one", "two", "three"] {
+        std::fs::create_dir_all(d.join(sub)).unwrap();
+        make_file(&d.join(sub), "x.mp4", 10);
+    }
+    make_file(&d, "top.mp4", 10);
+    let out = run_upload(args(&[d.to_str().unwrap(), "--provider", "teleport", "--dry-run"]), vec![]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(err.matches("3 sub-directories not walked; --recursive walks them").count(), 1, "{err}");
 }

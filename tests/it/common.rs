@@ -16,6 +16,52 @@ pub async fn emulator(config: Config) -> Emulator {
     Emulator::start(config).await.expect("emulator starts")
 }
 
+/// A CA made for one test, and the emulator serving https with a certificate for 127.0.0.1 and
+/// `localhost` that it signed: the path users take (every vendor is HTTPS), trusted through
+/// `--ca-bundle` ([`TlsEmulator::ca_args`]).
+pub struct TlsEmulator {
+    /// The emulator, its URLs `https://127.0.0.1:PORT`.
+    pub emu: Emulator,
+    /// The CA's certificate (PEM), as a file.
+    pub ca_file: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsEmulator {
+    /// `--ca-bundle <the test CA>`.
+    pub fn ca_args(&self) -> Vec<String> {
+        vec!["--ca-bundle".into(), self.ca_file.display().to_string()]
+    }
+}
+
+impl std::ops::Deref for TlsEmulator {
+    type Target = Emulator;
+    fn deref(&self) -> &Emulator {
+        &self.emu
+    }
+}
+
+/// Starts the emulator over https on ephemeral loopback ports, with a CA of its own.
+pub async fn emulator_tls(config: Config) -> TlsEmulator {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "upload conformance CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_file, key_file, ca_file) =
+        (dir.path().join("cert.pem"), dir.path().join("key.pem"), dir.path().join("ca.pem"));
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let tls = upload_emulator::tls_config(&cert_file, &key_file).expect("the test certificate loads");
+    let emu = Emulator::start_tls(config, 0, 0, tls).await.expect("emulator starts over https");
+    TlsEmulator { emu, ca_file, _dir: dir }
+}
+
 /// Writes `size` bytes of deterministic pseudo-random data and returns the path and SHA-256.
 pub fn make_file(dir: &Path, name: &str, size: u64) -> (PathBuf, String) {
     let path = dir.join(name);
@@ -66,6 +112,43 @@ pub fn upload_command(args: &[String], envs: &[(String, String)]) -> std::proces
 /// keeps serving on it).
 pub async fn run_upload(args: Vec<String>, envs: Vec<(String, String)>) -> Output {
     tokio::task::spawn_blocking(move || upload_command(&args, &envs).output().expect("the binary runs")).await.unwrap()
+}
+
+/// [`run_upload`] as an unprivileged user (`nobody`, through `setpriv`) when the tests run as
+/// root, so file permissions apply to the binary as they do to a user's.
+#[cfg(unix)]
+pub async fn run_unprivileged(args: Vec<String>, envs: Vec<(String, String)>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        let cmd = upload_command(&args, &envs);
+        if unsafe { libc::geteuid() } != 0 {
+            let mut cmd = cmd;
+            return cmd.output().expect("the binary runs");
+        }
+        let mut wrapped = std::process::Command::new("setpriv");
+        wrapped
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(cmd.get_program())
+            .args(cmd.get_args());
+        wrapped.env_clear();
+        for (k, v) in cmd.get_envs() {
+            if let Some(v) = v {
+                wrapped.env(k, v);
+            }
+        }
+        for (k, v) in std::env::vars_os() {
+            if !cmd.get_envs().any(|(ek, _)| ek == k) {
+                wrapped.env(k, v);
+            }
+        }
+        wrapped.output().expect("setpriv runs the binary")
+    })
+    .await
+    .unwrap()
+}
+
+/// The emulator's token in the provider's token variable (`TELEPORT_TOKEN`, ...).
+pub fn token_env(var: &str, emu: &Emulator) -> Vec<(String, String)> {
+    vec![(var.into(), emu.token())]
 }
 
 /// Shorthand: `Vec<String>` from string slices.

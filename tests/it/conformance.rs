@@ -3,6 +3,9 @@
 //! written once and generated as `conformance::<provider>::<scenario>` for each provider it
 //! applies to (the macro at the bottom lists the pairs, and says why a pair is left out).
 //! Every successful upload is checked byte for byte (SHA-256 of the stored object).
+//!
+//! Every scenario runs over HTTPS, the path users take (every vendor is HTTPS): the emulator
+//! serves TLS with a certificate of a CA made for the test, trusted through `--ca-bundle`.
 
 use std::path::Path;
 use std::process::Output;
@@ -40,6 +43,11 @@ struct Provider {
     body_server: &'static str,
     /// The body request's method.
     body_method: &'static str,
+    /// The body request as a fault's call (`METHOD /path`, `*` one segment, `**` the rest).
+    body_call: &'static str,
+    /// Whether the body request is sent again after a failure that may have arrived (a part's
+    /// PUT, Uplift's form POST); Apertur's image POST is not (it could store the image twice).
+    body_repeatable: bool,
     expiry: Option<Expiry>,
     /// Arguments that make the run wait for processing or delivery.
     wait: &'static [&'static str],
@@ -59,6 +67,8 @@ const TELEPORT: Provider = Provider {
     extra: &[],
     body_server: "s3",
     body_method: "PUT",
+    body_call: "PUT /**",
+    body_repeatable: true,
     expiry: Some(Expiry::UrlAge),
     wait: &["--wait"],
     create: ("POST /api/v1/captures", true),
@@ -73,6 +83,8 @@ const TRUVIDEO: Provider = Provider {
     extra: &["--part-size", "5MiB"],
     body_server: "s3",
     body_method: "PUT",
+    body_call: "PUT /**",
+    body_repeatable: true,
     expiry: Some(Expiry::UrlAge),
     // TruVideo waits for processing by default.
     wait: &[],
@@ -89,6 +101,8 @@ const UPLIFT: Provider = Provider {
     extra: UPLIFT_FIELDS,
     body_server: "s3",
     body_method: "POST",
+    body_call: "POST /uploads",
+    body_repeatable: true,
     expiry: Some(Expiry::UpliftPolicy),
     wait: &["--wait"],
     create: ("POST /v1/captures", false),
@@ -103,6 +117,8 @@ const APERTUR: Provider = Provider {
     extra: &[],
     body_server: "api",
     body_method: "POST",
+    body_call: "POST /api/v1/upload/*/images",
+    body_repeatable: false,
     expiry: None,
     wait: &["--wait"],
     create: ("POST /api/v1/upload-sessions", false),
@@ -115,8 +131,9 @@ impl Provider {
         Config { teleport_chunk_size: 5 * MIB, ..config }
     }
 
-    fn args(&self, emu: &Emulator, file: &Path, extra: &[&str]) -> Vec<String> {
+    fn args(&self, emu: &TlsEmulator, file: &Path, extra: &[&str]) -> Vec<String> {
         let mut a = vec![file.display().to_string()];
+        a.extend(emu.ca_args());
         a.extend(args(&["--provider", self.name, "--endpoint", &emu.api_url(), "--json", "--poll-interval", "100ms"]));
         a.extend(args(self.extra));
         a.extend(args(extra));
@@ -152,8 +169,13 @@ impl Provider {
     }
 }
 
-async fn setup(p: &Provider, config: Config, size: u64) -> (Emulator, tempfile::TempDir, std::path::PathBuf, String) {
-    let emu = emulator(p.config(config)).await;
+async fn setup(
+    p: &Provider,
+    config: Config,
+    size: u64,
+) -> (TlsEmulator, tempfile::TempDir, std::path::PathBuf, String) {
+    let emu = emulator_tls(p.config(config)).await;
+    assert!(emu.api_url().starts_with("https://"), "{}", emu.api_url());
     let dir = tempfile::tempdir().unwrap();
     let (path, sha) = make_file(dir.path(), &format!("media.{}", p.ext), size);
     (emu, dir, path, sha)
@@ -374,6 +396,222 @@ async fn poll_timeout_exits_7(p: &Provider) {
     assert!(checks >= 2, "{:?}", emu.request_log());
 }
 
+/// A run of the binary whose stderr lines are timed as they arrive (the time from the start).
+struct Timed {
+    out: Output,
+    took: Duration,
+    lines: Vec<(Duration, String)>,
+}
+
+impl Timed {
+    fn err(&self) -> String {
+        self.lines.iter().map(|(t, l)| format!("[{:.2}s] {l}\n", t.as_secs_f64())).collect()
+    }
+
+    /// When the first line containing `text` arrived.
+    fn when(&self, text: &str) -> Option<Duration> {
+        self.lines.iter().find(|(_, l)| l.contains(text)).map(|(t, _)| *t)
+    }
+}
+
+/// Runs the binary, timing its stderr lines; bounded like [`run`].
+async fn run_timed(a: Vec<String>, env: Vec<(String, String)>) -> Timed {
+    let t0 = Instant::now();
+    let mut child = spawn_upload(&a, &env);
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stderr).lines().map_while(Result::ok).map(|l| (t0.elapsed(), l)).collect::<Vec<_>>()
+    });
+    let out = tokio::time::timeout(
+        Duration::from_secs(180),
+        tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()),
+    )
+    .await
+    .expect("the run ends within 180 s")
+    .unwrap();
+    let took = t0.elapsed();
+    Timed { out, took, lines: reader.join().unwrap() }
+}
+
+/// The port of a URL (`http://127.0.0.1:PORT`).
+fn port(url: &str) -> String {
+    url.rsplit(':').next().unwrap().trim_end_matches('/').to_string()
+}
+
+/// Short timeouts for the stall scenarios: what takes 30 s by default takes 1 s here.
+const IDLE: &[&str] = &["--idle-timeout", "1s", "--retries", "10"];
+
+/// The end of a run against a server that went silent, with the default flags scaled down by
+/// `--idle-timeout 1s`: exit 5 long before the bound (with the defaults: the line within 45 s,
+/// the end within 2 min), a line saying which server is not answering and that the run is still
+/// trying, before the end.
+fn assert_silent_server_reported(t: &Timed, server_url: &str) {
+    let err = t.err();
+    assert_eq!(t.out.status.code(), Some(5), "{err}");
+    // 3 idle timeouts of silence and a few backoffs: seconds; the bound is for a loaded machine.
+    assert!(t.took < Duration::from_secs(40), "took {:?}: {err}", t.took);
+    let said = format!("127.0.0.1:{} is not answering", port(server_url));
+    let at = t.when(&said).unwrap_or_else(|| panic!("no line saying {said}: {err}"));
+    assert!(at < Duration::from_secs(20), "said at {at:?}: {err}");
+    assert!(t.when("still trying").is_some(), "{err}");
+    let end = t.when("upload: error:").expect("an error line");
+    assert!(at <= end, "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// Every request to either server is accepted and never answered: the run ends with exit 5,
+/// saying which server does not answer; the create call was sent once (never blindly again).
+async fn server_never_answers(p: &Provider) {
+    let (emu, _dir, path, _) =
+        setup(p, faults(Faults { hang: vec!["always * /**".into()], ..Faults::default() }), p.size).await;
+    let t = run_timed(p.args(&emu, &path, IDLE), p.env(&emu)).await;
+    assert_silent_server_reported(&t, &emu.api_url());
+    assert_eq!(calls(&emu, p.create.0).len(), 1, "{:?}", emu.request_log());
+    assert!(emu.objects().is_empty());
+}
+
+/// The API answers, the store (or Apertur's image endpoint) never does: exit 5 naming the
+/// store, within the bound.
+async fn storage_never_answers(p: &Provider) {
+    let hang = vec![format!("always {}", p.body_call)];
+    let (emu, _dir, path, _) = setup(p, faults(Faults { hang, ..Faults::default() }), p.size).await;
+    let t = run_timed(p.args(&emu, &path, IDLE), p.env(&emu)).await;
+    let server = if p.body_server == "s3" { emu.s3_url() } else { emu.api_url() };
+    assert_silent_server_reported(&t, &server);
+    assert!(emu.objects().is_empty());
+    let bodies = p.body_statuses(&emu);
+    assert!(!bodies.is_empty() && bodies.iter().all(|s| *s == 0), "{bodies:?}");
+    if !p.body_repeatable {
+        assert_eq!(bodies.len(), 1, "a body not safe to repeat was sent again: {bodies:?}");
+    }
+}
+
+/// The first body request stalls (`kind`: the server never answers, stops reading the body,
+/// or answers the head and stalls the body): the attempt is cut after the idle timeout and
+/// sent again on a new connection: byte-exact. A body not safe to repeat (Apertur's image)
+/// is not sent again: exit 5, saying the server may have acted.
+async fn body_stalls_once(p: &Provider, kind: &str) {
+    let rule = vec![p.body_call.to_string()];
+    let f = match kind {
+        "hang" => Faults { hang: rule, ..Faults::default() },
+        "stop_reading" => Faults { stop_reading: rule, ..Faults::default() },
+        _ => Faults { stall_body: rule, ..Faults::default() },
+    };
+    // Bigger than what the stop_reading fault reads (64 KiB) and the socket buffers hold.
+    let (emu, _dir, path, sha) = setup(p, faults(f), p.size).await;
+    let t = run_timed(p.args(&emu, &path, IDLE), p.env(&emu)).await;
+    let bodies = p.body_statuses(&emu);
+    if p.body_repeatable {
+        if kind == "stall_body" {
+            // The store kept the part whose answer stalled; sending it again replaces it
+            // (S3 keeps the last copy): the object is still exact.
+            assert!(t.out.status.success(), "{}", t.err());
+            let objects = emu.objects();
+            assert_eq!((objects.len(), objects[0].sha256.as_str()), (1, sha.as_str()), "{objects:?}");
+        } else {
+            p.assert_stored(&emu, &sha, &t.out);
+        }
+        assert!(bodies.len() >= 2, "the stalled body was not sent again: {bodies:?}");
+        assert!(t.took < Duration::from_secs(60), "{:?}: {}", t.took, t.err());
+    } else {
+        assert_eq!(t.out.status.code(), Some(5), "{}", t.err());
+        assert!(t.err().contains("may have acted on it, so it was not sent again"), "{}", t.err());
+        assert_eq!(bodies.len(), 1, "{bodies:?}");
+    }
+}
+
+async fn body_hangs_once(p: &Provider) {
+    body_stalls_once(p, "hang").await;
+}
+
+async fn body_unread_once(p: &Provider) {
+    body_stalls_once(p, "stop_reading").await;
+}
+
+async fn body_answer_stalls_once(p: &Provider) {
+    body_stalls_once(p, "stall_body").await;
+}
+
+/// The create call is carried out, its answer's head arrives and its body stalls: the attempt
+/// is cut, and as after a lost answer the call is never sent again: with a look-up the run
+/// finds the upload and finishes byte-exact, without one it ends with exit 5.
+async fn create_answer_stalls(p: &Provider) {
+    let (emu, _dir, path, sha) =
+        setup(p, faults(Faults { stall_body: vec![p.create.0.to_string()], ..Faults::default() }), p.size).await;
+    let t = run_timed(p.args(&emu, &path, IDLE), p.env(&emu)).await;
+    assert_eq!(calls(&emu, p.create.0).len(), 1, "{:?}", emu.request_log());
+    if p.create.1 {
+        p.assert_stored(&emu, &sha, &t.out);
+    } else {
+        assert_eq!(t.out.status.code(), Some(5), "{}", t.err());
+        let err = t.err();
+        assert!(err.contains("the answer stalled") && err.contains("may have acted on it"), "{err}");
+    }
+}
+
+/// A rate at which the provider's create answer takes a few seconds (answers differ in size:
+/// Teleport's is some 60 bytes, TruVideo's carries presigned URLs).
+fn trickle_bps(p: &Provider) -> u64 {
+    match p.name {
+        "teleport" => 20,
+        "truvideo" => 200,
+        "uplift" => 200,
+        _ => 150,
+    }
+}
+
+/// The create call's answer trickles in (a few seconds for the answer): slow but moving, it
+/// is never cut by the 1 s idle timeout; byte-exact.
+async fn slow_answer_is_not_cut(p: &Provider) {
+    let f = Faults { trickle: vec![p.create.0.to_string()], trickle_bps: trickle_bps(p), ..Faults::default() };
+    let (emu, _dir, path, sha) = setup(p, faults(f), p.size).await;
+    let t = run_timed(p.args(&emu, &path, IDLE), p.env(&emu)).await;
+    p.assert_stored(&emu, &sha, &t.out);
+    assert_eq!(calls(&emu, p.create.0).len(), 1, "{:?}", emu.request_log());
+    eprintln!("{}: the trickled run took {:?}", p.name, t.took);
+    assert!(t.took > Duration::from_secs(2), "the answer did not trickle: {:?}", t.took);
+}
+
+/// The same trickle under `--speed-limit 1KiB --speed-time 1s` is cut as too slow, then
+/// treated as a lost answer (looked up, or exit 5).
+async fn too_slow_for_the_speed_limit(p: &Provider) {
+    let f = Faults { trickle: vec![p.create.0.to_string()], trickle_bps: trickle_bps(p), ..Faults::default() };
+    let (emu, _dir, path, sha) = setup(p, faults(f), p.size).await;
+    let mut a = IDLE.to_vec();
+    a.extend(["--speed-limit", "1KiB", "--speed-time", "1s", "-v"]);
+    let t = run_timed(p.args(&emu, &path, &a), p.env(&emu)).await;
+    assert_eq!(calls(&emu, p.create.0).len(), 1, "{:?}", emu.request_log());
+    assert!(t.err().contains("slower than --speed-limit 1.00 KiB/s for 1s (--speed-time)"), "{}", t.err());
+    if p.create.1 {
+        p.assert_stored(&emu, &sha, &t.out);
+    } else {
+        assert_eq!(t.out.status.code(), Some(5), "{}", t.err());
+    }
+}
+
+/// The store reads every body at 2 MiB/s: a 16 MiB part takes 8 s, far longer than the 3 s
+/// idle timeout, and is never cut (the body moves); byte-exact, each part sent once. (What
+/// the connection's buffers hold when the body is all handed over, up to a few MiB on
+/// loopback, drains before the answer: the idle watch allows for it, see `engine::pulse`.)
+async fn slow_body_is_not_cut(p: &Provider) {
+    let f = Faults { trickle_read: vec![format!("always {}", p.body_call)], trickle_bps: 2 * MIB, ..Faults::default() };
+    let size = 16 * MIB + 1000;
+    let config = Config { teleport_chunk_size: 16 * MIB, faults: f, ..Config::default() };
+    let emu = emulator_tls(config).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (path, sha) = make_file(dir.path(), &format!("media.{}", p.ext), size);
+    // The provider's own part size: 16 MiB for TruVideo under 100 MB, the emulator's for Teleport.
+    let mut a = p.args(&emu, &path, &["--idle-timeout", "3s"]);
+    if let Some(i) = a.iter().position(|x| x == "--part-size") {
+        a.drain(i..i + 2);
+    }
+    let t = run_timed(a, p.env(&emu)).await;
+    p.assert_stored(&emu, &sha, &t.out);
+    assert_eq!(p.body_statuses(&emu).len(), emu.objects()[0].parts as usize, "{:?}", emu.request_log());
+    assert!(t.took > Duration::from_secs(8), "the body did not trickle: {:?}", t.took);
+}
+
 macro_rules! conformance {
     ($($provider:ident = $desc:ident: [$($scenario:ident),* $(,)?];)*) => {$(
         mod $provider {
@@ -395,23 +633,34 @@ macro_rules! conformance {
 //   and the emulator's 5xx and reset faults act on the S3 store only.
 // - apertur: expired_url_replaced: no presigned URL.
 // - uplift: poll_timeout_exits_7: Uplift documents nothing to poll; `--wait` does not wait.
+// - uplift: body_answer_stalls_once: S3 answers the form POST 204, which has no body to stall.
+// - apertur: slow_body_is_not_cut: the image goes to the API (the trickle fault acts on any
+//   server, but Apertur images are small: a few MiB never outlast the socket buffers).
 conformance! {
     teleport = TELEPORT: [
         happy_path_byte_exact, parts_out_of_order, storm_of_503s, reset_mid_body, expired_url_replaced,
         unauthorized_then_renewed, lost_create_answer, lost_complete_answer, sigint_during_backoff_exits_130,
-        poll_timeout_exits_7,
+        poll_timeout_exits_7, server_never_answers, storage_never_answers, body_hangs_once, body_unread_once,
+        body_answer_stalls_once, create_answer_stalls, slow_answer_is_not_cut, too_slow_for_the_speed_limit,
+        slow_body_is_not_cut,
     ];
     truvideo = TRUVIDEO: [
         happy_path_byte_exact, parts_out_of_order, storm_of_503s, reset_mid_body, expired_url_replaced,
         unauthorized_then_renewed, lost_create_answer, lost_complete_answer, sigint_during_backoff_exits_130,
-        poll_timeout_exits_7,
+        poll_timeout_exits_7, server_never_answers, storage_never_answers, body_hangs_once, body_unread_once,
+        body_answer_stalls_once, create_answer_stalls, slow_answer_is_not_cut, too_slow_for_the_speed_limit,
+        slow_body_is_not_cut,
     ];
     uplift = UPLIFT: [
         happy_path_byte_exact, storm_of_503s, reset_mid_body, expired_url_replaced,
         unauthorized_then_renewed, lost_create_answer, sigint_during_backoff_exits_130,
+        server_never_answers, storage_never_answers, body_hangs_once, body_unread_once,
+        create_answer_stalls, slow_answer_is_not_cut, too_slow_for_the_speed_limit, slow_body_is_not_cut,
     ];
     apertur = APERTUR: [
         happy_path_byte_exact, unauthorized_then_renewed, lost_create_answer, lost_complete_answer,
-        sigint_during_backoff_exits_130, poll_timeout_exits_7,
+        sigint_during_backoff_exits_130, poll_timeout_exits_7, server_never_answers, storage_never_answers,
+        body_hangs_once, body_unread_once, body_answer_stalls_once, create_answer_stalls, slow_answer_is_not_cut,
+        too_slow_for_the_speed_limit,
     ];
 }

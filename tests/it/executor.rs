@@ -118,18 +118,24 @@ async fn teleport_against(stub: &Stub) -> std::process::Output {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_id_that_climbs_out_of_its_path_is_never_used() {
-    let s = stub(|m, p, _| match (m, p) {
-        ("POST", "/api/v1/captures") => {
-            json_response("200 OK", r#"{"eid":"../../../_x","num_parts":1,"chunk_size":10485760}"#)
-        }
-        _ => json_response("404 Not Found", r#"{"detail":"nope"}"#),
-    });
-    let out = teleport_against(&s).await;
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(5), "{err}");
-    assert!(err.contains("an id from the server has a shape no API uses"), "{err}");
-    let seen = s.seen.lock().unwrap().clone();
-    assert!(seen.iter().all(|r| !r.contains("_x")), "{seen:?}");
+    // An eid is used in a path only when it is one path segment of safe characters: anything
+    // else is refused before any request, naming the server.
+    for eid in ["../../../_x", "", "a/b", "..;", "a b", "a\u{1}b", "%2e%2e"] {
+        let body = serde_json::json!({ "eid": eid, "num_parts": 1, "chunk_size": 10485760 }).to_string();
+        let s = stub(move |m, p, _| match (m, p) {
+            ("POST", "/api/v1/captures") => json_response("200 OK", &body),
+            _ => json_response("404 Not Found", r#"{"detail":"nope"}"#),
+        });
+        let out = teleport_against(&s).await;
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(5), "{eid:?}: {err}");
+        assert!(
+            err.contains("teleport: unexpected answer to create capture") && err.contains("not one path segment"),
+            "{eid:?}: {err}"
+        );
+        let seen = s.seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 1, "{eid:?}: a request after the create: {seen:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -143,6 +149,34 @@ async fn a_redirect_to_plain_http_off_loopback_is_not_followed() {
     assert_eq!(out.status.code(), Some(5), "{err}");
     assert!(err.contains("refused a redirect to http://upload-test.invalid"), "{err}");
     assert!(!err.contains("secret-token-123"));
+}
+
+/// Permanent protocol errors (a refused redirect, an answer that is not HTTP) are not retried,
+/// neither by an idempotent call (a listing, with 10 retries allowed) nor by a create: one
+/// request each, exit 5 at once, naming the problem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_protocol_errors_are_not_retried() {
+    let redirect: &'static [u8] =
+        b"HTTP/1.1 302 Found\r\nLocation: http://upload-test.invalid/x\r\nContent-Length: 0\r\n\r\n";
+    let bad_header: &'static [u8] = b"HTTP/1.1 200 OK\r\nthis is not a header\r\nContent-Length: 2\r\n\r\n{}";
+    for (answer, said) in [(redirect, "refused a redirect"), (bad_header, "invalid HTTP header parsed")] {
+        let s = stub(move |_, _, _| answer.to_vec());
+        let t0 = Instant::now();
+        let list = args(&["teleport", "list", "--endpoint", &s.url, "--retries", "10"]);
+        let out = run_upload(list, vec![("TELEPORT_TOKEN".into(), "t".into())]).await;
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(5), "{err}");
+        assert!(err.contains(said) && err.contains("not retried"), "{err}");
+        assert_eq!(s.seen.lock().unwrap().len(), 1, "sent again: {:?}", s.seen.lock().unwrap());
+        // A create: not taken for a lost answer (no look-up follows), not sent again.
+        let s = stub(move |_, _, _| answer.to_vec());
+        let out = teleport_against(&s).await;
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(5), "{err}");
+        assert!(err.contains(said), "{err}");
+        assert_eq!(s.seen.lock().unwrap().clone(), vec!["POST /api/v1/captures".to_string()]);
+        assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

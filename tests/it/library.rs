@@ -168,7 +168,7 @@ async fn parts_to(
     options: &upload::engine::uploader::UploaderOptions,
 ) -> upload::Result<Vec<upload::engine::uploader::CompletedPart>> {
     upload::engine::uploader::upload_parts(
-        &upload::engine::http::client(8),
+        &upload::engine::http::client(&Default::default(), 8),
         "s3",
         source,
         plan,

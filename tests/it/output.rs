@@ -166,7 +166,7 @@ async fn config_file_supplies_provider_endpoint_and_token_with_secrets_redacted(
     std::fs::write(
         &cfg,
         format!(
-            "[defaults]\nprovider = \"teleport\"\n[teleport]\nendpoint = \"{}\"\ntoken = \"{}\"\n",
+            "[defaults]\nprovider = \"teleport\"\n[teleport]\nendpoint = \"{}\"\ntoken = \"{}\"\n[truvideo]\ntoken_command = \"echo sekret-cmd-token\"\n",
             emu.api_url(),
             emu.token()
         ),
@@ -179,6 +179,8 @@ async fn config_file_supplies_provider_endpoint_and_token_with_secrets_redacted(
     let out = run_upload(args(&["config", "show"]), env.clone()).await;
     assert!(out.status.success());
     assert!(stdout(&out).contains("token = \"***\"") && !stdout(&out).contains(&emu.token()), "{}", stdout(&out));
+    let shown = stdout(&out);
+    assert!(shown.contains("token_command = \"***\"") && !shown.contains("sekret-cmd-token"), "{shown}");
     let out = run_upload(args(&["config", "path"]), env).await;
     assert_eq!(stdout(&out).trim(), cfg.display().to_string());
 }

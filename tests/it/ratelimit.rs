@@ -13,10 +13,6 @@ fn teleport_args(emu: &Emulator, files: &[&std::path::Path], extra: &[&str]) -> 
     a
 }
 
-fn token_env(emu: &Emulator) -> Vec<(String, String)> {
-    vec![("TELEPORT_TOKEN".into(), emu.token())]
-}
-
 /// Checks the receive rate of the emulator's S3 store (the object data) against `limit`. The
 /// limit is a ceiling, and that is asserted tightly: after the first second no second above
 /// 1.5 × the limit, and the first five seconds at most 10 % over five seconds of the limit.
@@ -56,9 +52,11 @@ async fn sixty_mib_at_ten_mib_per_second_with_eight_connections() {
     let dir = tempfile::tempdir().unwrap();
     let (path, sha) = make_file(dir.path(), "scan.zip", 60 * MIB);
     let t0 = Instant::now();
-    let out =
-        run_upload(teleport_args(&emu, &[&path], &["--limit-rate", "10MiB", "--concurrency", "8"]), token_env(&emu))
-            .await;
+    let out = run_upload(
+        teleport_args(&emu, &[&path], &["--limit-rate", "10MiB", "--concurrency", "8"]),
+        token_env("TELEPORT_TOKEN", &emu),
+    )
+    .await;
     let took = t0.elapsed().as_secs_f64();
     assert!(out.status.success(), "exit {:?}: {}", out.status, stderr(&out));
     let objects = emu.objects();
@@ -79,7 +77,7 @@ async fn two_files_at_once_share_the_limit() {
     let t0 = Instant::now();
     let out = run_upload(
         teleport_args(&emu, &[&a, &b], &["--limit-rate", "10MiB", "--concurrency", "8", "--files", "2"]),
-        token_env(&emu),
+        token_env("TELEPORT_TOKEN", &emu),
     )
     .await;
     let took = t0.elapsed().as_secs_f64();
@@ -99,7 +97,7 @@ async fn a_schedule_switching_to_off_speeds_the_transfer_up() {
     let dir = tempfile::tempdir().unwrap();
     let (path, sha) = make_file(dir.path(), "scan.zip", 50 * MIB);
     // The injected clock starts 4 s before 08:00: 5 MiB/s, then no limit.
-    let mut env = token_env(&emu);
+    let mut env = token_env("TELEPORT_TOKEN", &emu);
     env.push(("UPLOAD_FAKE_LOCAL_TIME".into(), "2026-12-01T07:59:56".into()));
     let out = run_upload(teleport_args(&emu, &[&path], &["--limit-rate", "00:00,5MiB 08:00,off", "-v"]), env).await;
     assert!(out.status.success(), "exit {:?}: {}", out.status, stderr(&out));
@@ -128,7 +126,8 @@ async fn invalid_schedules_are_refused_before_any_request() {
     let dir = tempfile::tempdir().unwrap();
     let (path, _) = make_file(dir.path(), "scan.zip", MIB);
     for (rate, needle) in [("08:00,4MiB 25:00,off", "'25:00,off'"), ("Mon-08:00,1M Moon-09:00,2M", "'Moon'")] {
-        let out = run_upload(teleport_args(&emu, &[&path], &["--limit-rate", rate]), token_env(&emu)).await;
+        let out =
+            run_upload(teleport_args(&emu, &[&path], &["--limit-rate", rate]), token_env("TELEPORT_TOKEN", &emu)).await;
         assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
         let err = stderr(&out);
         assert!(err.contains("upload: error: invalid --limit-rate") && err.contains(needle), "{err}");
@@ -137,7 +136,7 @@ async fn invalid_schedules_are_refused_before_any_request() {
     // From the environment and the config file too.
     let out = run_upload(
         teleport_args(&emu, &[&path], &[]),
-        [token_env(&emu), vec![("UPLOAD_LIMIT_RATE".into(), "fast".into())]].concat(),
+        [token_env("TELEPORT_TOKEN", &emu), vec![("UPLOAD_LIMIT_RATE".into(), "fast".into())]].concat(),
     )
     .await;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
@@ -145,7 +144,7 @@ async fn invalid_schedules_are_refused_before_any_request() {
     std::fs::write(&config, "[defaults]\nlimit_rate = \"08:00,4MiB 12:00\"\n").unwrap();
     let out = run_upload(
         teleport_args(&emu, &[&path], &[]),
-        [token_env(&emu), vec![("UPLOAD_CONFIG".into(), config.display().to_string())]].concat(),
+        [token_env("TELEPORT_TOKEN", &emu), vec![("UPLOAD_CONFIG".into(), config.display().to_string())]].concat(),
     )
     .await;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));

@@ -133,7 +133,7 @@ async fn multipart_upload_to_seaweedfs_is_byte_exact_and_survives_an_expired_url
     let urls = Arc::new(SeaweedUrls { object: object.clone(), upload_id: upload_id.clone(), refreshed: 0.into() });
     let options = UploaderOptions { concurrency: 3, ..UploaderOptions::default() };
     let parts = upload_parts(
-        &upload::engine::http::client(3),
+        &upload::engine::http::client(&Default::default(), 3),
         "s3",
         &source,
         &plan,

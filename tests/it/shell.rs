@@ -146,6 +146,28 @@ async fn huge_durations_and_sizes_are_usage_errors() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
 
+/// `UPLOAD_CONFIG=/dev/zero` (endless), or a file far too large to be a configuration, is one
+/// line naming it (exit 2), not a process reading for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_or_huge_config_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, _) = make_file(dir.path(), "a.mp4", 1000);
+    let (huge, _) = make_file(dir.path(), "huge.toml", 3 * MIB);
+    for named in ["/dev/zero", huge.to_str().unwrap()] {
+        let env = vec![("UPLOAD_CONFIG".to_string(), named.to_string())];
+        for a in [args(&[file.to_str().unwrap(), "--provider", "teleport", "--dry-run"]), args(&["config", "show"])] {
+            let t0 = std::time::Instant::now();
+            let out = tokio::time::timeout(std::time::Duration::from_secs(60), run_upload(a.clone(), env.clone()))
+                .await
+                .expect("the config file is not read for ever");
+            let err = stderr(&out);
+            assert_eq!(out.status.code(), Some(2), "{named} {a:?}: {err}");
+            assert!(err.contains(named) && err.contains("larger than 1 MiB"), "{err}");
+            assert!(t0.elapsed() < std::time::Duration::from_secs(30));
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_config_file_named_explicitly_must_exist() {
     let dir = tempfile::tempdir().unwrap();

@@ -256,3 +256,171 @@ async fn done_records_and_state_directories_are_private() {
         assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700, "{}", dir.display());
     }
 }
+
+/// A directory where a file's journal belongs (made by hand, or by a tool gone wrong) does not
+/// block that file: with `--no-resume` or without, it is moved aside with a warning naming it
+/// and the upload goes, byte-exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_at_the_journal_path_is_moved_aside() {
+    // A first run that stops before completing leaves the file's journal: its path.
+    let faults = Faults { hang: vec!["always POST /api/v1/captures/*/uploaded".into()], ..Faults::default() };
+    let s = TeleportRun::start(Config { faults, ..Config::default() }, 1000).await;
+    let out = run_upload(s.args(&["--idle-timeout", "1s"]), s.env()).await;
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let state = s.state_home().join("upload");
+    let listed = upload::engine::journal::list(&state);
+    assert_eq!(listed.len(), 1);
+    let journal = listed[0].0.clone();
+    s.emu.set_faults(Faults::default());
+    for extra in [&["--no-resume"][..], &[][..]] {
+        std::fs::remove_file(&journal).ok();
+        std::fs::create_dir_all(journal.join("inside")).unwrap();
+        let out = run_upload(s.args(&[&["--force"][..], extra].concat()), s.env()).await;
+        let err = stderr(&out);
+        assert!(out.status.success(), "{extra:?}: {err}");
+        assert!(err.contains("was not a journal (a directory): moved aside to"), "{err}");
+        let aside: Vec<_> = std::fs::read_dir(journal.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".not-a-journal-"))
+            .collect();
+        assert!(!aside.is_empty(), "{aside:?}");
+        assert_eq!(s.emu.objects().last().unwrap().sha256, s.sha);
+        for a in aside {
+            std::fs::remove_dir_all(journal.parent().unwrap().join(a)).unwrap();
+        }
+    }
+}
+
+/// A journaled part whose ETag the store does not have (a journal line gone wrong) no longer
+/// fails every rerun: the completion's refusal names the part, the part is dropped from the
+/// journal and sent again, and the upload completes byte-exact, for both multipart vendors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journaled_part_with_a_wrong_etag_is_named_and_sent_again() {
+    for (provider, complete, token_var, extra) in [
+        ("teleport", "always POST /api/v1/captures/*/uploaded", "TELEPORT_TOKEN", &[][..]),
+        ("truvideo", "always POST /upload/*/complete", "TRUVIDEO_TOKEN", &["--part-size", "5MiB", "--no-wait"][..]),
+    ] {
+        let faults = Faults { hang: vec![complete.into()], ..Faults::default() };
+        let emu = emulator(Config { teleport_chunk_size: 5 * MIB, faults, ..Config::default() }).await;
+        let dir = tempfile::tempdir().unwrap();
+        let name = if provider == "teleport" { "scan.zip" } else { "walk.mp4" };
+        let (path, sha) = make_file(dir.path(), name, 5 * MIB + 1000);
+        let state = dir.path().join("state");
+        let mut a = args(&[path.to_str().unwrap(), "--provider", provider, "--endpoint", &emu.api_url()]);
+        a.extend(args(&["--state-dir", state.to_str().unwrap(), "--idle-timeout", "1s"]));
+        a.extend(args(extra));
+        let env = vec![(token_var.to_string(), emu.token())];
+        // Both parts stored and journaled, the completion never answered.
+        let out = run_upload(a.clone(), env.clone()).await;
+        assert_eq!(out.status.code(), Some(5), "{provider}: {}", stderr(&out));
+        let listed = upload::engine::journal::list(&state);
+        let journal = listed[0].0.clone();
+        let text = std::fs::read_to_string(&journal).unwrap();
+        let bad = "\"\\\"00000000000000000000000000000000\\\"\"";
+        let tampered: Vec<String> = text
+            .lines()
+            .map(|l| match serde_json::from_str::<serde_json::Value>(l) {
+                Ok(mut v) if v["number"] == 2 && v.get("etag").is_some() => {
+                    v["etag"] = serde_json::from_str(bad).unwrap();
+                    v.to_string()
+                }
+                _ => l.to_string(),
+            })
+            .collect();
+        assert_ne!(tampered.join("\n"), text.trim_end(), "{provider}: no part 2 in the journal: {text}");
+        std::fs::write(&journal, tampered.join("\n") + "\n").unwrap();
+
+        emu.set_faults(Faults::default());
+        let out = run_upload(a, env).await;
+        let err = stderr(&out);
+        assert!(out.status.success(), "{provider}: {err}");
+        assert!(err.contains("refused part 2") && err.contains("sending it again"), "{provider}: {err}");
+        let objects = emu.objects();
+        assert_eq!((objects.len(), objects[0].sha256.as_str()), (1, sha.as_str()), "{provider}");
+        let counts: Vec<u64> = emu.part_put_counts().values().copied().collect();
+        assert_eq!(counts.iter().sum::<u64>(), 3, "{provider}: part 2 twice, part 1 once: {counts:?}");
+    }
+}
+
+/// Done records of files that are gone are pruned (once a day per state directory): the state
+/// directory holds records of the files that still exist, not of every file ever uploaded;
+/// a file still there is still skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn done_records_of_files_that_are_gone_are_pruned() {
+    let emu = emulator(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let files: Vec<_> = (0..4).map(|i| make_file(dir.path(), &format!("f{i}.zip"), 1000 + i).0).collect();
+    let env = vec![("TELEPORT_TOKEN".to_string(), emu.token())];
+    let run = |paths: &[&std::path::PathBuf]| {
+        let mut a: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        a.extend(args(&["--provider", "teleport", "--endpoint", &emu.api_url(), "--state-dir"]));
+        a.push(state.display().to_string());
+        run_upload(a, env.clone())
+    };
+    let out = run(&[&files[0], &files[1], &files[2]]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let records = || {
+        std::fs::read_dir(state.join("done"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .count()
+    };
+    assert_eq!(records(), 3);
+    // Two files go away (moved after upload, as a watched inbox does); a day passes.
+    std::fs::remove_file(&files[0]).unwrap();
+    std::fs::remove_file(&files[1]).unwrap();
+    let marker = state.join(".done-pruned");
+    assert!(marker.exists(), "the first run marks its pruning");
+    let aged = std::process::Command::new("touch").args(["-d", "2 days ago"]).arg(&marker).status().unwrap();
+    assert!(aged.success());
+    let out = run(&[&files[3]]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(records(), 2, "the records of f0 and f1 were pruned, f2's and f3's kept");
+    // The file still there is still skipped.
+    let out = run(&[&files[2]]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("skipped: already uploaded"), "{}", stderr(&out));
+}
+
+impl TeleportRun {
+    fn capture_ids(&self) -> Vec<String> {
+        self.captures().iter().filter_map(|c| c["eid"].as_str().map(String::from)).collect()
+    }
+}
+
+/// Captures this run made, or started over from, and will never use are deleted on Teleport
+/// (they would stay CREATED for ever): `--no-resume` over a journal's capture removes that
+/// capture, and a library upload with no state directory that gives up removes its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn captures_the_run_abandons_are_deleted() {
+    // A first run stops before completing: its capture is journaled.
+    let faults = Faults { hang: vec!["always POST /api/v1/captures/*/uploaded".into()], ..Faults::default() };
+    let s = TeleportRun::start(Config { faults, ..Config::default() }, 1000).await;
+    let out = run_upload(s.args(&["--idle-timeout", "1s"]), s.env()).await;
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let first = s.capture_ids();
+    assert_eq!(first.len(), 1);
+    s.emu.set_faults(Faults::default());
+    let out = run_upload(s.args(&["--no-resume"]), s.env()).await;
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains(&format!("removed capture {}", first[0])), "{err}");
+    let now = s.capture_ids();
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_ne!(now[0], first[0], "the abandoned capture is gone, the new one stays");
+    s.assert_stored_once();
+
+    // The library, no state directory: every part refused (400) ends the upload for good.
+    let faults = Faults { fail_put_ratio: 1.0, fail_status: 400, ..Faults::default() };
+    let s = TeleportRun::start(Config { faults, ..Config::default() }, 1000).await;
+    let uploader = upload::Uploader::new(upload::providers::teleport::Teleport::new(Default::default()))
+        .endpoint(s.emu.api_url())
+        .token(s.emu.token());
+    let r = uploader.upload(&s.path).await;
+    assert!(r.is_err(), "{r:?}");
+    assert!(s.capture_ids().is_empty(), "the capture it made stays: {:?}", s.captures());
+    assert_eq!(s.api_calls("POST", "/api/v1/captures"), 1);
+}

@@ -9,17 +9,13 @@ fn teleport_args(emu: &Emulator, file: &std::path::Path, extra: &[&str]) -> Vec<
     a
 }
 
-fn token_env(emu: &Emulator) -> Vec<(String, String)> {
-    vec![("TELEPORT_TOKEN".into(), emu.token())]
-}
-
 /// Uploads a file of `size` bytes with the emulator's chunk size `chunk` and checks the
 /// stored object byte for byte.
 async fn upload_and_compare(size: u64, chunk: u64, expect_parts: u32) {
     let emu = emulator(Config { teleport_chunk_size: chunk, ..Config::default() }).await;
     let dir = tempfile::tempdir().unwrap();
     let (path, sha) = make_file(dir.path(), "scan.zip", size);
-    let out = run_upload(teleport_args(&emu, &path, &[]), token_env(&emu)).await;
+    let out = run_upload(teleport_args(&emu, &path, &[]), token_env("TELEPORT_TOKEN", &emu)).await;
     assert!(out.status.success(), "exit {:?}: {}", out.status, stderr(&out));
     let result: serde_json::Value = serde_json::from_str(stdout(&out).trim()).expect("one JSON object on stdout");
     assert_eq!(result["provider"], "teleport");
@@ -63,7 +59,7 @@ async fn video_with_name_and_human_output() {
     let (path, sha) = make_file(dir.path(), "walk.mp4", 3 * MIB);
     let mut a = teleport_args(&emu, &path, &["--name", "Walkthrough"]);
     a.retain(|x| x != "--json");
-    let out = run_upload(a, token_env(&emu)).await;
+    let out = run_upload(a, token_env("TELEPORT_TOKEN", &emu)).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.contains("state: UPLOADED") && text.contains("name: Walkthrough"), "{text}");
@@ -75,7 +71,7 @@ async fn empty_file_is_refused_without_a_request() {
     let emu = emulator(Config::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let (path, _) = make_file(dir.path(), "empty.zip", 0);
-    let out = run_upload(teleport_args(&emu, &path, &[]), token_env(&emu)).await;
+    let out = run_upload(teleport_args(&emu, &path, &[]), token_env("TELEPORT_TOKEN", &emu)).await;
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("is empty"), "{}", stderr(&out));
     assert!(emu.request_log().is_empty());
@@ -111,23 +107,28 @@ async fn unknown_extension_is_refused_without_a_request() {
     let emu = emulator(Config::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let (path, _) = make_file(dir.path(), "scan.tar", 1000);
-    let out = run_upload(teleport_args(&emu, &path, &[]), token_env(&emu)).await;
+    let out = run_upload(teleport_args(&emu, &path, &[]), token_env("TELEPORT_TOKEN", &emu)).await;
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert!(err.contains("cannot tell the Teleport format") && err.contains("--format"), "{err}");
     assert!(emu.request_log().is_empty());
     // --format overrides the extension.
-    let out = run_upload(teleport_args(&emu, &path, &["--format", "bulk-images"]), token_env(&emu)).await;
+    let out =
+        run_upload(teleport_args(&emu, &path, &["--format", "bulk-images"]), token_env("TELEPORT_TOKEN", &emu)).await;
     assert!(out.status.success(), "{}", stderr(&out));
-    let out = run_upload(teleport_args(&emu, &path, &["--format", "pointcloud"]), token_env(&emu)).await;
+    let out =
+        run_upload(teleport_args(&emu, &path, &["--format", "pointcloud"]), token_env("TELEPORT_TOKEN", &emu)).await;
     assert_eq!(out.status.code(), Some(2));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_file_is_a_clear_error() {
     let emu = emulator(Config::default()).await;
-    let out =
-        run_upload(teleport_args(&emu, std::path::Path::new("/nonexistent/scan.zip"), &[]), token_env(&emu)).await;
+    let out = run_upload(
+        teleport_args(&emu, std::path::Path::new("/nonexistent/scan.zip"), &[]),
+        token_env("TELEPORT_TOKEN", &emu),
+    )
+    .await;
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("upload: error: cannot read /nonexistent/scan.zip"), "{}", stderr(&out));
     assert!(emu.request_log().is_empty());

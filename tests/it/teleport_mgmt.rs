@@ -10,10 +10,6 @@ use upload_emulator::teleport as emu_teleport;
 
 use crate::common::*;
 
-fn token_env(emu: &Emulator) -> Vec<(String, String)> {
-    vec![("TELEPORT_TOKEN".into(), emu.token())]
-}
-
 /// `upload teleport <sub> <extra...> --endpoint URL`.
 /// An upload of `path` to the emulator, then `extra`.
 fn wait_args(emu: &Emulator, path: &std::path::Path, extra: &[&str]) -> Vec<String> {
@@ -31,7 +27,7 @@ fn cmd(emu: &Emulator, sub: &str, extra: &[&str]) -> Vec<String> {
 }
 
 async fn run_ok(emu: &Emulator, a: Vec<String>) -> String {
-    let out = run_upload(a.clone(), token_env(emu)).await;
+    let out = run_upload(a.clone(), token_env("TELEPORT_TOKEN", emu)).await;
     assert!(out.status.success(), "{a:?}: exit {:?}: {}", out.status.code(), stderr(&out));
     stdout(&out)
 }
@@ -86,7 +82,7 @@ async fn wait_follows_processing_past_the_first_page() {
     let dir = tempfile::tempdir().unwrap();
     let (path, file_sha) = make_file(dir.path(), "walk.mp4", 3 * MIB);
     let a = wait_args(&emu, &path, &["--wait", "--poll-interval", "200ms", "--json"]);
-    let upload = tokio::spawn(run_upload(a, token_env(&emu)));
+    let upload = tokio::spawn(run_upload(a, token_env("TELEPORT_TOKEN", &emu)));
     // Once the capture exists, 30 newer ones push it to the second page of 25.
     let t0 = std::time::Instant::now();
     while emu_teleport::captures_summary(emu.shared()).as_array().unwrap().is_empty() {
@@ -120,7 +116,7 @@ async fn wait_reports_failed_processing() {
     let dir = tempfile::tempdir().unwrap();
     let (path, _) = make_file(dir.path(), "scan.zip", 1000);
     let a = wait_args(&emu, &path, &["--wait", "--poll-interval", "100ms", "--json"]);
-    let out = run_upload(a, token_env(&emu)).await;
+    let out = run_upload(a, token_env("TELEPORT_TOKEN", &emu)).await;
     assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains("upload: error: teleport: processing of"), "{err}");
@@ -137,7 +133,7 @@ async fn wait_times_out() {
     let dir = tempfile::tempdir().unwrap();
     let (path, _) = make_file(dir.path(), "scan.zip", 1000);
     let a = wait_args(&emu, &path, &["--wait", "--wait-timeout", "1s", "--poll-interval", "200ms"]);
-    let out = run_upload(a, token_env(&emu)).await;
+    let out = run_upload(a, token_env("TELEPORT_TOKEN", &emu)).await;
     assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains("timed out after 1 s") && err.contains("last state"), "{err}");
@@ -202,16 +198,16 @@ async fn status_and_rename() {
     assert!(text.contains("name: Lobby, 2nd floor"), "{text}");
 
     // Unknown eid: a 404-like rejection (exit 4) after paging the whole list.
-    let out = run_upload(cmd(&emu, "status", &["nosuchcapture"]), token_env(&emu)).await;
+    let out = run_upload(cmd(&emu, "status", &["nosuchcapture"]), token_env("TELEPORT_TOKEN", &emu)).await;
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     assert!(stderr(&out).contains("no such capture"), "{}", stderr(&out));
 
     // Checked locally: no request.
     let n = emu.request_log().len();
-    let out = run_upload(cmd(&emu, "rename", &[oldest, "  "]), token_env(&emu)).await;
+    let out = run_upload(cmd(&emu, "rename", &[oldest, "  "]), token_env("TELEPORT_TOKEN", &emu)).await;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("upload: error: the new capture name is empty"), "{}", stderr(&out));
-    let out = run_upload(cmd(&emu, "status", &["../captures"]), token_env(&emu)).await;
+    let out = run_upload(cmd(&emu, "status", &["../captures"]), token_env("TELEPORT_TOKEN", &emu)).await;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("is not a Teleport capture eid"), "{}", stderr(&out));
     assert_eq!(emu.request_log().len(), n);
@@ -246,14 +242,14 @@ async fn delete_asks_or_needs_yes() {
 
     // Off a terminal, without --yes: refused before any request.
     let n = emu.request_log().len();
-    let out = run_upload(cmd(&emu, "delete", &[&eids[0]]), token_env(&emu)).await;
+    let out = run_upload(cmd(&emu, "delete", &[&eids[0]]), token_env("TELEPORT_TOKEN", &emu)).await;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains("upload: error: not deleting capture") && err.contains("hint: pass --yes"), "{err}");
     assert_eq!(emu.request_log().len(), n, "{:?}", emu.request_log());
 
     // On a (pretended) terminal: "n" keeps it, "y" deletes it.
-    let mut tty = token_env(&emu);
+    let mut tty = token_env("TELEPORT_TOKEN", &emu);
     tty.push(("UPLOAD_FORCE_TTY".into(), "1".into()));
     let out = run_with_stdin(cmd(&emu, "delete", &[&eids[0]]), tty.clone(), "n\n").await;
     assert!(out.status.success(), "{}", stderr(&out));
@@ -273,7 +269,7 @@ async fn delete_asks_or_needs_yes() {
     assert_eq!(left[0]["eid"], eids[2].as_str());
 
     // Already gone: the API's 404 (exit 4).
-    let out = run_upload(cmd(&emu, "delete", &[&eids[1], "--yes"]), token_env(&emu)).await;
+    let out = run_upload(cmd(&emu, "delete", &[&eids[1], "--yes"]), token_env("TELEPORT_TOKEN", &emu)).await;
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     assert!(stderr(&out).contains("Capture not found"), "{}", stderr(&out));
 }
@@ -314,11 +310,11 @@ async fn metadata_of_a_ready_capture() {
     assert_eq!(models[1]["parent"], models[0]["id"]);
 
     // Unknown sid: 404 explained (exit 4); a bad profile is refused by the parser (exit 2).
-    let out = run_upload(cmd(&emu, "metadata", &["nosuchsid"]), token_env(&emu)).await;
+    let out = run_upload(cmd(&emu, "metadata", &["nosuchsid"]), token_env("TELEPORT_TOKEN", &emu)).await;
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     assert!(stderr(&out).contains("no READY capture is shared as nosuchsid"), "{}", stderr(&out));
     let n = emu.request_log().len();
-    let out = run_upload(cmd(&emu, "metadata", &[sid, "--profile", "obj"]), token_env(&emu)).await;
+    let out = run_upload(cmd(&emu, "metadata", &[sid, "--profile", "obj"]), token_env("TELEPORT_TOKEN", &emu)).await;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert_eq!(emu.request_log().len(), n);
 }
@@ -333,12 +329,15 @@ async fn metadata_is_404_until_ready() {
     let caps = emu_teleport::captures_summary(emu.shared());
     let sid = caps[0]["share_id"].as_str().expect("a share id is assigned at completion").to_string();
     assert!(caps[0]["sid"].is_null(), "the sid is only shown once READY");
-    let out = run_upload(cmd(&emu, "metadata", &[&sid]), token_env(&emu)).await;
+    let out = run_upload(cmd(&emu, "metadata", &[&sid]), token_env("TELEPORT_TOKEN", &emu)).await;
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains("HTTP 404") && err.contains("Capture is not ready"), "{err}");
-    let out =
-        run_upload(cmd(&emu, "download", &[&sid, "-o", dir.path().join("m").to_str().unwrap()]), token_env(&emu)).await;
+    let out = run_upload(
+        cmd(&emu, "download", &[&sid, "-o", dir.path().join("m").to_str().unwrap()]),
+        token_env("TELEPORT_TOKEN", &emu),
+    )
+    .await;
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     assert!(!dir.path().join("m").exists(), "nothing is written before the metadata is known");
 }
@@ -402,8 +401,11 @@ async fn download_cut_mid_body_is_resumed_with_range() {
     let sid = ready_capture(&emu, dir.path()).await["sid"].as_str().unwrap().to_string();
     emu.set_faults(Faults { model_cut_times: 2, model_cut_after: 1024 * 1024, ..Faults::default() });
     let out_dir = dir.path().join("models");
-    let out =
-        run_upload(cmd(&emu, "download", &[&sid, "-o", out_dir.to_str().unwrap(), "--json"]), token_env(&emu)).await;
+    let out = run_upload(
+        cmd(&emu, "download", &[&sid, "-o", out_dir.to_str().unwrap(), "--json"]),
+        token_env("TELEPORT_TOKEN", &emu),
+    )
+    .await;
     assert!(out.status.success(), "{}", stderr(&out));
     let expected = emu_teleport::model_file(emu.shared(), &sid, "ply-hd.ply").unwrap();
     assert_eq!(sha(&std::fs::read(out_dir.join("ply-hd.ply")).unwrap()), sha(&expected), "resumed bytes differ");
@@ -413,9 +415,11 @@ async fn download_cut_mid_body_is_resumed_with_range() {
     // Cut every time and too few retries: the .part stays for the next run, which completes it.
     std::fs::remove_file(out_dir.join("ply-hd.ply")).unwrap();
     emu.set_faults(Faults { model_cut_times: 1, model_cut_after: 1024 * 1024, ..Faults::default() });
-    let out =
-        run_upload(cmd(&emu, "download", &[&sid, "-o", out_dir.to_str().unwrap(), "--retries", "0"]), token_env(&emu))
-            .await;
+    let out = run_upload(
+        cmd(&emu, "download", &[&sid, "-o", out_dir.to_str().unwrap(), "--retries", "0"]),
+        token_env("TELEPORT_TOKEN", &emu),
+    )
+    .await;
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
     let part = std::fs::metadata(out_dir.join("ply-hd.ply.part")).unwrap().len();
     assert!(part > 0 && part < expected.len() as u64, "{part}");
@@ -460,7 +464,7 @@ async fn progress_on_a_terminal_and_off() {
         emulator(Config { processing: Processing { delay_ms: 1500, fail_reason: None }, ..Config::default() }).await;
     let dir = tempfile::tempdir().unwrap();
     let (path, _) = make_file(dir.path(), "scan.zip", 1000);
-    let mut tty = token_env(&emu);
+    let mut tty = token_env("TELEPORT_TOKEN", &emu);
     tty.push(("UPLOAD_FORCE_TTY".into(), "1".into()));
     // --wait on a terminal: the state is drawn on the progress line while processing.
     let a = wait_args(&emu, &path, &["--wait", "--poll-interval", "100ms"]);
@@ -475,13 +479,18 @@ async fn progress_on_a_terminal_and_off() {
     let out = run_upload(cmd(&emu, "download", &[&sid, "-o", dir.path().join("a").to_str().unwrap()]), tty).await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("\x1b[") && stderr(&out).contains("ply-hd.ply"), "no bar drawn: {:?}", stderr(&out));
-    let out =
-        run_upload(cmd(&emu, "download", &[&sid, "-o", dir.path().join("b").to_str().unwrap()]), token_env(&emu)).await;
+    let out = run_upload(
+        cmd(&emu, "download", &[&sid, "-o", dir.path().join("b").to_str().unwrap()]),
+        token_env("TELEPORT_TOKEN", &emu),
+    )
+    .await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!stderr(&out).contains("\x1b[") && stderr(&out).contains("upload: ply-hd.ply: 100%"), "{:?}", stderr(&out));
-    let out =
-        run_upload(cmd(&emu, "download", &[&sid, "-q", "-o", dir.path().join("c").to_str().unwrap()]), token_env(&emu))
-            .await;
+    let out = run_upload(
+        cmd(&emu, "download", &[&sid, "-q", "-o", dir.path().join("c").to_str().unwrap()]),
+        token_env("TELEPORT_TOKEN", &emu),
+    )
+    .await;
     assert!(out.status.success() && stderr(&out).is_empty(), "{}", stderr(&out));
 }
 
@@ -492,7 +501,7 @@ async fn wait_ends_when_the_capture_is_deleted() {
     let dir = tempfile::tempdir().unwrap();
     let (path, _) = make_file(dir.path(), "scan.zip", 1000);
     let a = wait_args(&emu, &path, &["--wait", "--poll-interval", "100ms", "--wait-timeout", "2m"]);
-    let upload = tokio::spawn(run_upload(a, token_env(&emu)));
+    let upload = tokio::spawn(run_upload(a, token_env("TELEPORT_TOKEN", &emu)));
     let t0 = std::time::Instant::now();
     let eid = loop {
         let caps = emu_teleport::captures_summary(emu.shared());

@@ -424,3 +424,92 @@ async fn a_retried_part_names_its_file() {
     assert!(err.contains("upload: b.zip: part 1: attempt 1 failed: "), "{err}");
     assert_eq!(err.matches("attempt 1 failed").count(), 1, "{err}");
 }
+
+/// `script` running the binary with `argv` on a pty of 80 columns; stdin piped (a `\x03`
+/// written to it is a Ctrl-C typed on the terminal).
+fn on_a_pty(argv: &[String], env: &[(String, String)]) -> std::process::Command {
+    assert!(
+        std::process::Command::new("script").arg("--version").output().is_ok(),
+        "util-linux `script` is needed to run the binary on a pty"
+    );
+    let mut line = format!("stty cols 80 rows 24 && exec '{}'", assert_cmd::cargo::cargo_bin("upload").display());
+    for arg in argv {
+        line.push_str(&format!(" '{arg}'"));
+    }
+    let template = upload_command(&[], env);
+    let mut cmd = std::process::Command::new("script");
+    for (k, v) in template.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    cmd.args(["-qec", &line, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    cmd
+}
+
+/// Logs (`-v`), a rate limit whose bars show the limit in force (and whose bucket logs its
+/// changes) and several files, on a real terminal: the run finishes (the bars' drawing asked
+/// the limiter, which logged, which waited on the bars: a deadlock before one thread owned the
+/// terminal), every log line shows, and Ctrl-C typed on the terminal ends a second run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_a_rate_limit_and_bars_share_a_real_terminal_without_deadlock() {
+    let emu = emulator(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let files: Vec<_> = (0..4).map(|i| make_file(dir.path(), &format!("f{i}.zip"), 2 * MIB).0).collect();
+    let paths: Vec<&std::path::Path> = files.iter().map(|p| p.as_path()).collect();
+    let env = vec![("TELEPORT_TOKEN".to_string(), emu.token())];
+    // A timetable: the bucket logs the rate in force (and each change) at -v.
+    let limit = "00:00,6MiB 12:00,6MiB";
+    let mut child =
+        on_a_pty(&teleport(&paths, &emu, &["-v", "--limit-rate", limit, "--files", "2"]), &env).spawn().unwrap();
+    let stdin = child.stdin.take();
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()),
+    )
+    .await
+    .expect("the run on a terminal ends (no deadlock between the logs, the limiter and the bars)")
+    .unwrap();
+    drop(stdin);
+    let screen = stdout(&out);
+    assert!(out.status.success(), "{screen}");
+    assert!(screen.contains("rate limit in force: 6.00 MiB/s"), "the limiter's log line: {screen:?}");
+    assert!(screen.contains("upload: 4 uploaded, 0 skipped, 0 failed; 8.00 MiB in "), "{screen:?}");
+    assert!(!bar_frames(&screen).is_empty(), "bars drawn: {screen:?}");
+
+    // Slower, then Ctrl-C typed on the terminal while the parts go.
+    emu.set_faults(Faults::default());
+    let state = dir.path().join("state");
+    let mut a = teleport(&paths, &emu, &["-v", "--limit-rate", "00:00,512KiB 12:00,512KiB", "--force"]);
+    a.extend(args(&["--state-dir", state.to_str().unwrap()]));
+    let mut child = on_a_pty(&a, &env).spawn().unwrap();
+    let t0 = Instant::now();
+    while !emu.request_log().iter().any(|r| r.method == "PUT") {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before Ctrl-C");
+        assert!(t0.elapsed() < Duration::from_secs(120), "no part went");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    use std::io::Write;
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"\x03").unwrap();
+    stdin.flush().unwrap();
+    let typed = Instant::now();
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()),
+    )
+    .await
+    .expect("Ctrl-C on the terminal ends the run")
+    .unwrap();
+    let took = typed.elapsed();
+    drop(stdin);
+    let screen = stdout(&out);
+    assert_eq!(out.status.code(), Some(130), "{screen}");
+    assert!(took < Duration::from_secs(5), "Ctrl-C took {took:?}: {screen}");
+    assert!(screen.contains("run the same command again"), "{screen:?}");
+}

@@ -211,7 +211,7 @@ async fn https_proxy_and_no_proxy_are_honoured() {
 
 /// A CA and a certificate for 127.0.0.1 signed by it (as PEM files in `dir`), and the
 /// emulator serving both its API and its S3 store over https with that certificate.
-async fn tls_emulator(dir: &std::path::Path, config: Config) -> (Emulator, std::path::PathBuf) {
+pub(crate) async fn tls_emulator(dir: &std::path::Path, config: Config) -> (Emulator, std::path::PathBuf) {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);

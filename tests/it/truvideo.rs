@@ -22,10 +22,6 @@ fn tv_args(emu: &Emulator, file: &std::path::Path, extra: &[&str]) -> Vec<String
     a
 }
 
-fn token_env(emu: &Emulator) -> Vec<(String, String)> {
-    vec![("TRUVIDEO_TOKEN".into(), emu.token())]
-}
-
 fn result(out: &std::process::Output) -> Value {
     serde_json::from_str(stdout(out).trim())
         .unwrap_or_else(|e| panic!("one JSON object on stdout ({e}): {}", stdout(out)))
@@ -84,7 +80,7 @@ async fn one_part_with_every_media_field() {
         "--metadata-json",
         r#"{"retentionDays":365,"processingPriority":"LOW"}"#,
     ];
-    let out = run_upload(tv_args(&emu, &path, &extra), token_env(&emu)).await;
+    let out = run_upload(tv_args(&emu, &path, &extra), token_env("TRUVIDEO_TOKEN", &emu)).await;
     assert!(out.status.success(), "exit {:?}: {}", out.status, stderr(&out));
     let r = result(&out);
     assert_eq!(r["provider"], "truvideo");
@@ -126,7 +122,7 @@ async fn several_parts_of_the_real_5_mib_minimum() {
     let dir = tempfile::tempdir().unwrap();
     let size = 3 * 5 * MIB + 4321;
     let (path, sha) = make_file(dir.path(), "clip.mov", size);
-    let out = run_upload(tv_args(&emu, &path, &["--part-size", "5MiB"]), token_env(&emu)).await;
+    let out = run_upload(tv_args(&emu, &path, &["--part-size", "5MiB"]), token_env("TRUVIDEO_TOKEN", &emu)).await;
     assert!(out.status.success(), "exit {:?}: {}", out.status, stderr(&out));
     let r = result(&out);
     assert_eq!(r["status"], "COMPLETED");
@@ -146,7 +142,11 @@ async fn more_urls_are_asked_when_start_hands_out_few() {
     let dir = tempfile::tempdir().unwrap();
     let size = 4 * 5 * MIB + 1000;
     let (path, sha) = make_file(dir.path(), "clip.webm", size);
-    let out = run_upload(tv_args(&emu, &path, &["--part-size", "5MiB", "--concurrency", "3"]), token_env(&emu)).await;
+    let out = run_upload(
+        tv_args(&emu, &path, &["--part-size", "5MiB", "--concurrency", "3"]),
+        token_env("TRUVIDEO_TOKEN", &emu),
+    )
+    .await;
     assert!(out.status.success(), "exit {:?}: {}", out.status, stderr(&out));
     let r = result(&out);
     assert_stored(&emu, &r, size, &sha, 5);
@@ -170,7 +170,11 @@ async fn a_refused_url_is_issued_again_by_part_number() {
     let dir = tempfile::tempdir().unwrap();
     let size = 3 * 5 * MIB;
     let (path, sha) = make_file(dir.path(), "clip.mp4", size);
-    let out = run_upload(tv_args(&emu, &path, &["--part-size", "5MiB", "--concurrency", "1"]), token_env(&emu)).await;
+    let out = run_upload(
+        tv_args(&emu, &path, &["--part-size", "5MiB", "--concurrency", "1"]),
+        token_env("TRUVIDEO_TOKEN", &emu),
+    )
+    .await;
     assert!(out.status.success(), "exit {:?}: {}", out.status, stderr(&out));
     let r = result(&out);
     assert_stored(&emu, &r, size, &sha, 3);
@@ -189,7 +193,7 @@ async fn failed_processing_exits_6_with_the_reason() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let (path, _) = make_file(dir.path(), "clip.avi", 2 * MIB);
-    let out = run_upload(tv_args(&emu, &path, &[]), token_env(&emu)).await;
+    let out = run_upload(tv_args(&emu, &path, &[]), token_env("TRUVIDEO_TOKEN", &emu)).await;
     assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains("upload: error: truvideo: processing of") && err.contains("unsupported codec"), "{err}");
@@ -208,7 +212,7 @@ async fn polling_gives_up_at_the_wait_timeout_with_exit_7() {
     let i = a.iter().position(|x| x == "--wait-timeout").unwrap();
     a[i + 1] = "1500ms".into();
     let t0 = std::time::Instant::now();
-    let out = run_upload(a, token_env(&emu)).await;
+    let out = run_upload(a, token_env("TRUVIDEO_TOKEN", &emu)).await;
     assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains("timed out") && err.contains("PENDING_COMPLETE") && err.contains("hint:"), "{err}");
@@ -223,7 +227,7 @@ async fn no_wait_stops_after_the_202() {
         emulator(Config { processing: Processing { delay_ms: 600_000, fail_reason: None }, ..Config::default() }).await;
     let dir = tempfile::tempdir().unwrap();
     let (path, sha) = make_file(dir.path(), "photo.jpeg", 100_000);
-    let out = run_upload(tv_args(&emu, &path, &["--no-wait"]), token_env(&emu)).await;
+    let out = run_upload(tv_args(&emu, &path, &["--no-wait"]), token_env("TRUVIDEO_TOKEN", &emu)).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let r = result(&out);
     assert_eq!(r["status"], "PENDING_COMPLETE");
@@ -278,7 +282,7 @@ async fn expired_token_without_token_command_exits_3_with_a_hint() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let (path, _) = make_file(dir.path(), "clip.mp4", MIB);
-    let out = run_upload(tv_args(&emu, &path, &[]), token_env(&emu)).await;
+    let out = run_upload(tv_args(&emu, &path, &[]), token_env("TRUVIDEO_TOKEN", &emu)).await;
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains("authentication failed") && err.contains("hint:") && err.contains("--token-command"), "{err}");
@@ -287,7 +291,7 @@ async fn expired_token_without_token_command_exits_3_with_a_hint() {
 
     // A 401 on complete: not repeated without a new token.
     emu.set_faults(Faults { unauthorized_api_call_nth: vec![2], ..Faults::default() });
-    let out = run_upload(tv_args(&emu, &path, &["--no-resume"]), token_env(&emu)).await;
+    let out = run_upload(tv_args(&emu, &path, &["--no-resume"]), token_env("TRUVIDEO_TOKEN", &emu)).await;
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     let calls = api_calls(&emu);
     assert!(calls.last().unwrap().ends_with("/complete 401"), "{calls:?}");
@@ -308,11 +312,11 @@ async fn resume_sends_only_the_missing_parts() {
     let state = tempfile::tempdir().unwrap();
     let state_dir = state.path().display().to_string();
     let a = tv_args(&emu, &path, &["--part-size", "5MiB", "--concurrency", "1", "--state-dir", &state_dir]);
-    let out = run_upload(a.clone(), token_env(&emu)).await;
+    let out = run_upload(a.clone(), token_env("TRUVIDEO_TOKEN", &emu)).await;
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     assert!(emu.objects().is_empty());
 
-    let out = run_upload(a, token_env(&emu)).await;
+    let out = run_upload(a, token_env("TRUVIDEO_TOKEN", &emu)).await;
     assert!(out.status.success(), "exit {:?}: {}", out.status, stderr(&out));
     let r = result(&out);
     assert_stored(&emu, &r, size, &sha, 3);
@@ -335,7 +339,7 @@ async fn file_type_override_and_content() {
     let emu = emulator(Config::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let (path, sha) = make_file(dir.path(), "recording.bin", 4096);
-    let out = run_upload(tv_args(&emu, &path, &["--file-type", "wav"]), token_env(&emu)).await;
+    let out = run_upload(tv_args(&emu, &path, &["--file-type", "wav"]), token_env("TRUVIDEO_TOKEN", &emu)).await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert_stored(&emu, &result(&out), 4096, &sha, 1);
     assert_eq!(uploads(&emu)[0]["media"]["fileType"], "WAV");
@@ -344,7 +348,7 @@ async fn file_type_override_and_content() {
 
 /// Runs `extra` on `path` and expects exit 2 with `needle` in stderr and no request at all.
 async fn refused(emu: &Emulator, path: &std::path::Path, extra: &[&str], needle: &str) {
-    let out = run_upload(tv_args(emu, path, extra), token_env(emu)).await;
+    let out = run_upload(tv_args(emu, path, extra), token_env("TRUVIDEO_TOKEN", emu)).await;
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{extra:?}: {err}");
     assert!(err.contains("upload: error:") && err.contains(needle), "{extra:?}: {err}");
@@ -386,7 +390,11 @@ async fn dry_run_prints_the_plan() {
     // 10 GiB, sparse: the recommended 64 MiB grows to fit in 120 parts.
     let path = dir.path().join("long.MOV");
     std::fs::File::create(&path).unwrap().set_len(10 << 30).unwrap();
-    let out = run_upload(tv_args(&emu, &path, &["--dry-run", "--title", "Product %%#@^&"]), token_env(&emu)).await;
+    let out = run_upload(
+        tv_args(&emu, &path, &["--dry-run", "--title", "Product %%#@^&"]),
+        token_env("TRUVIDEO_TOKEN", &emu),
+    )
+    .await;
     assert!(out.status.success(), "{}", stderr(&out));
     let r = result(&out);
     assert_eq!(r["dry_run"], true);
@@ -415,7 +423,7 @@ async fn a_failed_complete_is_looked_up_before_being_sent_again() {
         emulator(Config { faults: Faults { complete_fail_times: 1, ..Faults::default() }, ..Config::default() }).await;
     let dir = tempfile::tempdir().unwrap();
     let (path, sha) = make_file(dir.path(), "clip.mp4", 3 * MIB);
-    let out = run_upload(tv_args(&emu, &path, &[]), token_env(&emu)).await;
+    let out = run_upload(tv_args(&emu, &path, &[]), token_env("TRUVIDEO_TOKEN", &emu)).await;
     assert!(out.status.success(), "exit {:?}: {}", out.status, stderr(&out));
     let r = result(&out);
     assert_stored(&emu, &r, 3 * MIB, &sha, 1);

@@ -13,10 +13,6 @@ fn teleport_args(emu: &Emulator, path: &std::path::Path, extra: &[&str]) -> Vec<
     a
 }
 
-fn token_env(emu: &Emulator) -> Vec<(String, String)> {
-    vec![("TELEPORT_TOKEN".into(), emu.token())]
-}
-
 /// `dir/media` with `count` clips of `base + i` bytes (`clip007.mp4`), and their SHA-256 by name.
 fn media(dir: &std::path::Path, count: u64, base: u64) -> (std::path::PathBuf, BTreeMap<String, String>) {
     let media = dir.join("media");
@@ -45,7 +41,9 @@ async fn auto_concurrency_grows_under_latency_within_the_maximum() {
     let dir = tempfile::tempdir().unwrap();
     let (path, sha) = make_file(dir.path(), "scan.mp4", 24 * MIB);
     emu.reset_in_flight_peaks();
-    let out = run_upload(teleport_args(&emu, &path, &["--max-concurrency", "12", "-v"]), token_env(&emu)).await;
+    let out =
+        run_upload(teleport_args(&emu, &path, &["--max-concurrency", "12", "-v"]), token_env("TELEPORT_TOKEN", &emu))
+            .await;
     assert!(out.status.success(), "{}", stderr(&out));
     let objects = emu.objects();
     assert_eq!(objects.len(), 1);
@@ -92,7 +90,7 @@ async fn slow_down_answers_back_the_concurrency_off() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let (path, sha) = make_file(dir.path(), "scan.mp4", 4 * MIB);
-    let out = run_upload(teleport_args(&emu, &path, &["-v"]), token_env(&emu)).await;
+    let out = run_upload(teleport_args(&emu, &path, &["-v"]), token_env("TELEPORT_TOKEN", &emu)).await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(emu.objects()[0].sha256, sha);
     assert!(emu.part_put_counts().values().all(|&n| n == 1));
@@ -109,7 +107,7 @@ async fn many_small_files_go_many_at_a_time() {
     let dir = tempfile::tempdir().unwrap();
     let (media, shas) = media(dir.path(), 200, 10_000);
     let state = dir.path().join("state");
-    let mut env = token_env(&emu);
+    let mut env = token_env("TELEPORT_TOKEN", &emu);
     env.push(("XDG_STATE_HOME".into(), state.display().to_string()));
     emu.reset_in_flight_peaks();
     let out = run_upload(teleport_args(&emu, &media, &[]), env.clone()).await;
@@ -147,7 +145,7 @@ async fn files_n_pins_the_files_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let (media, _) = media(dir.path(), 24, 5_000);
     emu.reset_in_flight_peaks();
-    let out = run_upload(teleport_args(&emu, &media, &["--files", "2"]), token_env(&emu)).await;
+    let out = run_upload(teleport_args(&emu, &media, &["--files", "2"]), token_env("TELEPORT_TOKEN", &emu)).await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(emu.objects().len(), 24);
     let peak = emu.in_flight_peak("api");
@@ -162,7 +160,7 @@ async fn slow_down_answers_back_the_small_files_off() {
     let emu = emulator(Config { faults, ..Config::default() }).await;
     let dir = tempfile::tempdir().unwrap();
     let (media, shas) = media(dir.path(), 40, 5_000);
-    let mut env = token_env(&emu);
+    let mut env = token_env("TELEPORT_TOKEN", &emu);
     env.push(("XDG_STATE_HOME".into(), dir.path().join("state").display().to_string()));
     let out = run_upload(teleport_args(&emu, &media, &["-v"]), env).await;
     assert!(out.status.success(), "{}", stderr(&out));

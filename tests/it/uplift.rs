@@ -22,10 +22,6 @@ fn uplift_args(emu: &Emulator, file: &Path, extra: &[&str]) -> Vec<String> {
     a
 }
 
-fn token_env(emu: &Emulator) -> Vec<(String, String)> {
-    vec![("UPLIFT_TOKEN".into(), emu.token())]
-}
-
 fn json_result(out: &std::process::Output) -> serde_json::Value {
     assert!(out.status.success(), "exit {:?}: {}", out.status, stderr(out));
     serde_json::from_str(stdout(out).trim()).expect("one JSON object on stdout")
@@ -44,7 +40,7 @@ async fn uplift_upload_is_byte_exact() {
     let emu = emulator(Config::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let (path, sha) = make_file(dir.path(), "swing-001.mov", 3 * MIB + 17);
-    let out = run_upload(uplift_args(&emu, &path, &[]), token_env(&emu)).await;
+    let out = run_upload(uplift_args(&emu, &path, &[]), token_env("UPLIFT_TOKEN", &emu)).await;
     let result = json_result(&out);
     assert_eq!(result["provider"], "uplift");
     assert_eq!(result["status"], "UPLOADED");
@@ -110,14 +106,19 @@ async fn uplift_options_reach_the_reservation() {
     // The athlete from the environment instead of the flag.
     let i = a.iter().position(|x| x == "--athlete-id").unwrap();
     a.drain(i..i + 2);
-    let mut env = token_env(&emu);
+    let mut env = token_env("UPLIFT_TOKEN", &emu);
     env.push(("UPLIFT_ATHLETE_ID".into(), ATHLETE.into()));
     let out = run_upload(a, env).await;
     let result = json_result(&out);
     assert_eq!(result["session_group_id"], group);
     assert_eq!(result["file_name"], "Swing 2.MOV");
-    assert!(result["wait"].as_str().unwrap().contains("no endpoint"), "{result}");
-    assert!(stderr(&out).contains("--wait: not followed"), "{}", stderr(&out));
+    // --wait follows the capture (GET /v1/captures/{id}) to `completed`.
+    assert_eq!(
+        (result["status"].as_str(), result["wait"].as_str()),
+        (Some("completed"), Some("completed")),
+        "{result}"
+    );
+    assert!(result["fps_detected"].is_number(), "{result}");
     let c = &captures(emu.shared())[0];
     assert_eq!(c.file_name, "Swing 2.MOV");
     assert_eq!(c.camera_configuration["fps"], "240");
@@ -132,7 +133,7 @@ async fn uplift_options_reach_the_reservation() {
     let (path, _) = make_file(dir.path(), "b.mov", 10);
     let mut a = uplift_args(&emu, &path, &["--session-group-id", group]);
     a.retain(|x| x != "--json");
-    let out = run_upload(a, token_env(&emu)).await;
+    let out = run_upload(a, token_env("UPLIFT_TOKEN", &emu)).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.contains("UPLOADED") && text.contains(&format!("session_group_id: {group}")), "{text}");
@@ -171,7 +172,7 @@ async fn uplift_local_refusals_make_no_request() {
         (&huge, vec![], "is 5368709121 bytes (5.00 GiB): Uplift takes one S3 POST upload, at most 5368709120 bytes"),
     ];
     for (i, (file, extra, msg)) in cases.into_iter().enumerate() {
-        let out = run_upload(uplift_args(&emu, file, &extra), token_env(&emu)).await;
+        let out = run_upload(uplift_args(&emu, file, &extra), token_env("UPLIFT_TOKEN", &emu)).await;
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(2), "case {i}: {err}");
         assert!(err.contains("upload: error: ") && err.contains(msg), "case {i}: {err}");
@@ -182,7 +183,7 @@ async fn uplift_local_refusals_make_no_request() {
     // Required flags, all named at once.
     let out = run_upload(
         args(&[mov.to_str().unwrap(), "--provider", "uplift", "--endpoint", &emu.api_url()]),
-        token_env(&emu),
+        token_env("UPLIFT_TOKEN", &emu),
     )
     .await;
     assert_eq!(out.status.code(), Some(2));
@@ -196,7 +197,7 @@ async fn uplift_local_refusals_make_no_request() {
     assert_eq!(out.status.code(), Some(3));
     assert!(stderr(&out).contains("UPLIFT_TOKEN"), "{}", stderr(&out));
     // A dry run validates and prints the plan.
-    let out = run_upload(uplift_args(&emu, &mov, &["--dry-run"]), token_env(&emu)).await;
+    let out = run_upload(uplift_args(&emu, &mov, &["--dry-run"]), token_env("UPLIFT_TOKEN", &emu)).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let plan: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
     assert_eq!((plan["dry_run"].as_bool(), plan["file_name"].as_str()), (Some(true), Some("swing.mov")));
@@ -213,7 +214,7 @@ async fn uplift_expired_reservation_is_reserved_again() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let (path, sha) = make_file(dir.path(), "swing.mov", 2 * MIB);
-    let out = run_upload(uplift_args(&emu, &path, &[]), token_env(&emu)).await;
+    let out = run_upload(uplift_args(&emu, &path, &[]), token_env("UPLIFT_TOKEN", &emu)).await;
     let result = json_result(&out);
     assert_eq!(result["reservations"], 2);
     assert_eq!(counts(&emu), (2, 1));
@@ -227,7 +228,7 @@ async fn uplift_expired_reservation_is_reserved_again() {
     let emu =
         emulator(Config { uplift: UpliftConfig { expired_policies: 1, ..Default::default() }, ..Default::default() })
             .await;
-    let out = run_upload(uplift_args(&emu, &path, &[]), token_env(&emu)).await;
+    let out = run_upload(uplift_args(&emu, &path, &[]), token_env("UPLIFT_TOKEN", &emu)).await;
     let result = json_result(&out);
     assert_eq!(result["reservations"], 2);
     assert_eq!(counts(&emu), (2, 2));
@@ -245,7 +246,7 @@ async fn uplift_forms_that_keep_expiring_give_up() {
             .await;
     let dir = tempfile::tempdir().unwrap();
     let (path, _) = make_file(dir.path(), "swing.mov", 1000);
-    let out = run_upload(uplift_args(&emu, &path, &[]), token_env(&emu)).await;
+    let out = run_upload(uplift_args(&emu, &path, &[]), token_env("UPLIFT_TOKEN", &emu)).await;
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     assert!(stderr(&out).contains("the upload form expired 3 times in a row"), "{}", stderr(&out));
     assert_eq!(counts(&emu), (3, 3));
@@ -259,7 +260,7 @@ async fn uplift_refused_form_is_a_clear_error() {
             .await;
     let dir = tempfile::tempdir().unwrap();
     let (path, _) = make_file(dir.path(), "swing.mov", 1000);
-    let out = run_upload(uplift_args(&emu, &path, &[]), token_env(&emu)).await;
+    let out = run_upload(uplift_args(&emu, &path, &[]), token_env("UPLIFT_TOKEN", &emu)).await;
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(4), "{err}");
     assert!(
@@ -280,7 +281,7 @@ async fn uplift_server_error_on_the_post_is_retried() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let (path, sha) = make_file(dir.path(), "swing.mov", MIB);
-    let out = run_upload(uplift_args(&emu, &path, &[]), token_env(&emu)).await;
+    let out = run_upload(uplift_args(&emu, &path, &[]), token_env("UPLIFT_TOKEN", &emu)).await;
     let result = json_result(&out);
     assert_eq!(result["reservations"], 1);
     assert_eq!(counts(&emu), (1, 2));

@@ -419,6 +419,33 @@ async fn once_scans_waits_for_settle_and_exits_with_the_worst_code() {
     assert_eq!(creates(&emu), 3);
 }
 
+/// `watch --once` (a cron job) over a directory with a dangling symlink: the good file is
+/// uploaded, the link is reported by path (`failed`, exit code 2), and the run exits 2: the scan
+/// is no longer discarded whole. A second run skips the uploaded file and reports the link again.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_reports_a_walk_error_and_uploads_the_rest() {
+    let emu = emulator(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let state = dir.path().join("s");
+    let (_, a) = make_file(&inbox, "a.mp4", 10_000);
+    std::os::unix::fs::symlink("nowhere.mp4", inbox.join("broken.mp4")).unwrap();
+    let once = watch_args(&inbox, &emu, &["--settle", "200ms", "--once"]);
+    for round in 0..2 {
+        let out = run_upload(once.clone(), env(&emu, &state)).await;
+        assert_eq!(out.status.code(), Some(2), "round {round}: {}", stderr(&out));
+        let lines: Vec<serde_json::Value> = stdout(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let broken: Vec<_> = lines.iter().filter(|l| name_of(l) == "broken.mp4").collect();
+        assert_eq!(broken.len(), 1, "reported once: {lines:?}");
+        assert_eq!((broken[0]["status"].as_str(), broken[0]["exit_code"].as_u64()), (Some("failed"), Some(2)));
+        let good = lines.iter().find(|l| name_of(l) == "a.mp4").expect("a line for a.mp4");
+        assert_eq!(good["status"], if round == 0 { "UPLOADED" } else { "skipped" }, "{lines:?}");
+    }
+    assert_eq!(emu.objects().iter().map(|o| o.sha256.clone()).collect::<Vec<_>>(), vec![a]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn polling_finds_new_files_without_inotify() {
     let emu = emulator(Config::default()).await;

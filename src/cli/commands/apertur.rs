@@ -25,8 +25,14 @@ use crate::providers::apertur::{self, DeliveryReport, admin, check_id};
 use crate::providers::api::Api;
 
 /// Runs an `upload apertur` subcommand; returns the exit code.
-pub(crate) async fn run(args: AperturCommandArgs, output: &OutputArgs, cancel: CancellationToken) -> Result<i32> {
-    let api = api(&args.conn)?.with_executor(crate::cli::settings::run_executor(cancel.clone(), output.quiet));
+pub(crate) async fn run(
+    args: AperturCommandArgs,
+    output: &OutputArgs,
+    cancel: CancellationToken,
+    net: &crate::engine::http::NetOptions,
+) -> Result<i32> {
+    let api =
+        api(&args.conn, net)?.with_executor(crate::cli::settings::run_executor(cancel.clone(), output.quiet, net));
     let json = output.json;
     match args.command {
         AperturCommand::Status { session } => {
@@ -46,14 +52,14 @@ pub(crate) async fn run(args: AperturCommandArgs, output: &OutputArgs, cancel: C
 
 /// The API client for subcommands: flags, environment and the config file's `[apertur]`
 /// section, as for uploads, plus the request signer.
-fn api(conn: &AperturConnArgs) -> Result<Api> {
+fn api(conn: &AperturConnArgs, net: &crate::engine::http::NetOptions) -> Result<Api> {
     let args = crate::cli::args::ApiArgs {
         tokens: crate::cli::args::TokenArgs { token: conn.token.clone(), token_command: conn.token_command.clone() },
         endpoint: conn.endpoint.clone(),
         retries: conn.retries,
         ..Default::default()
     };
-    let mut api = crate::cli::settings::api_from_args(ProviderName::Apertur, &args)?;
+    let mut api = crate::cli::settings::api_from_args(ProviderName::Apertur, &args, net)?;
     api.signer = apertur::signer(conn.signing_secret.as_ref());
     Ok(api)
 }

@@ -25,7 +25,11 @@ const IDENTITY_CLAIMS: [&str; 9] =
     ["sub", "client_id", "azp", "email", "name", "org", "organization", "tenant", "externalId"];
 
 /// Runs the check; returns the exit code (0) or the error (exit 3 when the token is refused).
-pub(crate) async fn check(args: &AuthCheckArgs, output: &OutputArgs) -> Result<i32> {
+pub(crate) async fn check(
+    args: &AuthCheckArgs,
+    output: &OutputArgs,
+    net: &crate::engine::http::NetOptions,
+) -> Result<i32> {
     let config = crate::cli::config::ConfigFile::load()?;
     let mut args = args.clone();
     config.apply_auth_check(&mut args)?;
@@ -58,6 +62,7 @@ pub(crate) async fn check(args: &AuthCheckArgs, output: &OutputArgs) -> Result<i
             rc: args.rc,
             state_dir: args.state_dir.clone(),
             concurrency: 1,
+            net,
         },
     )?;
     token.sign_in_now().await?;
@@ -67,7 +72,12 @@ pub(crate) async fn check(args: &AuthCheckArgs, output: &OutputArgs) -> Result<i
         provider.as_str(),
         token.clone(),
         crate::engine::retry::RetryPolicy { max_retries: 2, ..Default::default() },
-    );
+    )
+    .with_executor(crate::engine::request::Executor::with_options(
+        tokio_util::sync::CancellationToken::new(),
+        None,
+        net,
+    ));
     let what = format!("GET {path}{}", if query.is_empty() { "" } else { "?limit=1" });
     let status = match api.get("auth check", path, &query).send().await {
         Ok(a) => a.status,

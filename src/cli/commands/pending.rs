@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 
 use crate::cli::args::{OutputArgs, PendingArgs, ProviderName};
 use crate::cli::report::exit;
+use crate::engine::http::NetOptions;
 use crate::engine::journal::{self, FileIdentity, JournalData, JournalState};
 use crate::engine::source::FileSource;
 use crate::error::{Error, Result};
@@ -112,13 +113,13 @@ fn write_line(line: &str) -> Result<()> {
 }
 
 /// Runs `upload pending`; returns the exit code.
-pub(crate) async fn run(args: PendingArgs, output: &OutputArgs) -> Result<i32> {
+pub(crate) async fn run(args: PendingArgs, output: &OutputArgs, net: &NetOptions) -> Result<i32> {
     let dir = state_dir(&args)?;
     if args.resume {
-        return resume(&args, &dir, output).await;
+        return resume(&args, &dir, output, net).await;
     }
     if !args.discard.is_empty() || args.all_older_than.is_some() {
-        return discard(&args, &dir, output).await;
+        return discard(&args, &dir, output, net).await;
     }
     let (pending, bad) = load_all(&dir);
     for (path, e) in &bad {
@@ -166,7 +167,13 @@ pub(crate) async fn run(args: PendingArgs, output: &OutputArgs) -> Result<i32> {
 
 /// The command line that carries an upload on: the file, provider and endpoint of the journal,
 /// the options it kept, and this run's token sources and state directory.
-fn resume_command(p: &Pending, args: &PendingArgs, dir: &Path, output: &OutputArgs) -> Result<crate::cli::args::Cli> {
+fn resume_command(
+    p: &Pending,
+    args: &PendingArgs,
+    dir: &Path,
+    output: &OutputArgs,
+    net: &NetOptions,
+) -> Result<crate::cli::args::Cli> {
     let d = &p.data;
     let mut argv: Vec<std::ffi::OsString> = vec!["upload".into(), d.file.path.clone().into_os_string()];
     for a in ["--provider", &d.provider, "--endpoint", &d.endpoint] {
@@ -186,10 +193,15 @@ fn resume_command(p: &Pending, args: &PendingArgs, dir: &Path, output: &OutputAr
     flag("--token", args.tokens.token.as_ref().map(|t| t.expose()));
     flag("--token-command", args.tokens.token_command.as_deref());
     flag("--limit-rate", args.limit_rate.as_deref());
-    // The resumed run sets its clients up again: keep this run's connect timeout (from its
-    // flag, env or config file).
-    let connect = format!("{}ms", crate::engine::http::connect_timeout().as_millis());
-    flag("--connect-timeout", Some(&connect));
+    // The resumed run sets its clients up again: keep this run's time model (from its flags,
+    // env or config file).
+    let ms = |d: std::time::Duration| format!("{}ms", d.as_millis());
+    flag("--connect-timeout", Some(&ms(net.connect_timeout)));
+    flag("--idle-timeout", Some(&ms(net.idle_timeout)));
+    if let Some(s) = net.speed_limit {
+        flag("--speed-limit", Some(&s.bytes_per_second.to_string()));
+        flag("--speed-time", Some(&ms(s.time)));
+    }
     let s = &args.sign_in;
     flag("--client-id", s.client_id.as_deref());
     flag("--client-secret", s.client_secret.as_ref().map(|t| t.expose()));
@@ -198,9 +210,9 @@ fn resume_command(p: &Pending, args: &PendingArgs, dir: &Path, output: &OutputAr
     flag("--external-id", s.external_id.as_deref());
     flag("--auth-endpoint", s.auth_endpoint.as_deref());
     // And the CA bundle it trusts (`--ca-bundle`; the env var reaches the resumed run itself).
-    if let Some(ca) = crate::engine::http::ca_bundle() {
+    if let Some(ca) = &net.ca_bundle {
         argv.push("--ca-bundle".into());
-        argv.push(ca.into_os_string());
+        argv.push(ca.clone().into_os_string());
     }
     if output.json {
         argv.push("--json".into());
@@ -217,7 +229,7 @@ fn resume_command(p: &Pending, args: &PendingArgs, dir: &Path, output: &OutputAr
     })
 }
 
-async fn resume(args: &PendingArgs, dir: &Path, output: &OutputArgs) -> Result<i32> {
+async fn resume(args: &PendingArgs, dir: &Path, output: &OutputArgs, net: &NetOptions) -> Result<i32> {
     let (pending, bad) = load_all(dir);
     let mut code = if bad.is_empty() { exit::OK } else { exit::USAGE };
     for (path, e) in &bad {
@@ -252,7 +264,7 @@ async fn resume(args: &PendingArgs, dir: &Path, output: &OutputArgs) -> Result<i
                 p.data.plan.num_parts
             );
         }
-        let outcome = match resume_command(&p, args, dir, output) {
+        let outcome = match resume_command(&p, args, dir, output, net) {
             Ok(cli) => Box::pin(crate::cli::run(cli)).await,
             Err(e) => Err(e),
         };
@@ -287,7 +299,7 @@ fn confirm(question: &str) -> Result<bool> {
     Ok(matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
 }
 
-async fn discard(args: &PendingArgs, dir: &Path, output: &OutputArgs) -> Result<i32> {
+async fn discard(args: &PendingArgs, dir: &Path, output: &OutputArgs, net: &NetOptions) -> Result<i32> {
     let (pending, _) = load_all(dir);
     let now = chrono::Utc::now();
     let mut chosen: Vec<&Pending> = vec![];
@@ -349,7 +361,7 @@ async fn discard(args: &PendingArgs, dir: &Path, output: &OutputArgs) -> Result<
                     credentials: args.sign_in.clone(),
                 }),
             };
-            let api = crate::cli::settings::api_from_args(provider, &api_args)?;
+            let api = crate::cli::settings::api_from_args(provider, &api_args, net)?;
             match crate::providers::teleport::admin::delete(&api, &p.data.upload_id).await {
                 Ok(()) => server = format!("capture {} deleted", p.data.upload_id),
                 Err(Error::Rejected { status: 404, .. }) => {

@@ -15,12 +15,16 @@ use crate::providers::teleport::admin::{self as admin, Capture, MetadataQuery};
 use crate::redact::safe_url;
 
 /// Runs one `upload teleport ...` command; returns the exit code.
-pub(crate) async fn run(cmd: TeleportCommand, output: &OutputArgs) -> Result<i32> {
+pub(crate) async fn run(
+    cmd: TeleportCommand,
+    output: &OutputArgs,
+    net: &crate::engine::http::NetOptions,
+) -> Result<i32> {
     let json = output.json;
     let mut stdout = std::io::stdout();
     match cmd {
         TeleportCommand::List { limit, offset, all, api } => {
-            let api = api_from_args(ProviderName::Teleport, &api)?;
+            let api = api_from_args(ProviderName::Teleport, &api, net)?;
             let mut captures = Vec::new();
             if all {
                 admin::list_all(&api, limit, offset as u64, |page| {
@@ -51,19 +55,19 @@ pub(crate) async fn run(cmd: TeleportCommand, output: &OutputArgs) -> Result<i32
         }
         TeleportCommand::Status { eid, api } => {
             admin::check_id("capture eid", &eid)?;
-            let api = api_from_args(ProviderName::Teleport, &api)?;
+            let api = api_from_args(ProviderName::Teleport, &api, net)?;
             let c = admin::status(&api, &eid).await?;
             print_capture(&mut stdout, &c, json)?;
         }
         TeleportCommand::Rename { eid, name, api } => {
             admin::check_id("capture eid", &eid)?;
-            let api = api_from_args(ProviderName::Teleport, &api)?;
+            let api = api_from_args(ProviderName::Teleport, &api, net)?;
             let c = admin::rename(&api, &eid, &name).await?;
             print_capture(&mut stdout, &c, json)?;
         }
         TeleportCommand::Delete { eid, yes, api } => {
             admin::check_id("capture eid", &eid)?;
-            let api = api_from_args(ProviderName::Teleport, &api)?;
+            let api = api_from_args(ProviderName::Teleport, &api, net)?;
             if !yes && !confirm_delete(&eid).await? {
                 eprintln!("upload: capture {eid} kept");
                 return Ok(crate::cli::report::exit::OK);
@@ -77,7 +81,7 @@ pub(crate) async fn run(cmd: TeleportCommand, output: &OutputArgs) -> Result<i32
         }
         TeleportCommand::Metadata { sid, model, api } => {
             admin::check_id("share id (sid)", &sid)?;
-            let api = api_from_args(ProviderName::Teleport, &api)?;
+            let api = api_from_args(ProviderName::Teleport, &api, net)?;
             let meta = admin::metadata(&api, &sid, &query(&model)).await?;
             if json {
                 print_json_line(&mut stdout, &meta)?;
@@ -91,9 +95,9 @@ pub(crate) async fn run(cmd: TeleportCommand, output: &OutputArgs) -> Result<i32
             let rate = crate::cli::settings::rate_limit(rate.limit_rate.as_deref())?;
             let cancel = CancellationToken::new();
             crate::cli::install_ctrl_c(cancel.clone());
-            let api = api_from_args(ProviderName::Teleport, &api)?
-                .with_executor(crate::cli::settings::run_executor(cancel.clone(), output.quiet));
-            download_models(&api, &sid, &model, &dir, &rate, output, &cancel).await?;
+            let api = api_from_args(ProviderName::Teleport, &api, net)?
+                .with_executor(crate::cli::settings::run_executor(cancel.clone(), output.quiet, net));
+            download_models(&api, &sid, &model, &dir, &rate, output).await?;
         }
     }
     Ok(crate::cli::report::exit::OK)
@@ -115,7 +119,6 @@ async fn download_models(
     dir: &Path,
     rate: &crate::engine::ratelimit::RateLimit,
     output: &OutputArgs,
-    cancel: &CancellationToken,
 ) -> Result<()> {
     let meta = admin::metadata(api, sid, &query(model)).await?;
     let models = admin::models(api, &meta)?;
@@ -143,7 +146,8 @@ async fn download_models(
         plan.push((m, name));
     }
     std::fs::create_dir_all(dir).map_err(|source| Error::File { path: dir.to_path_buf(), source })?;
-    let http = crate::engine::http::client(2);
+    // The API's pool (the run's trust roots and connect timeout) serves the model host too.
+    let http = api.http.clone();
     let mut stdout = std::io::stdout();
     for (m, name) in plan {
         let dest = dir.join(&name);
@@ -156,7 +160,7 @@ async fn download_models(
             retry: api.retry.clone(),
             rate: rate.clone(),
         };
-        let done = download(&http, &req, &progress, cancel).await?;
+        let done = download(&http, &req, &progress, &api.exec).await?;
         drop(progress);
         if output.json {
             print_json_line(

@@ -109,6 +109,9 @@ struct Table<'a> {
     /// sub-directory before its watch was in place sends no event, and the first scan (at the
     /// directory's event) may have come before the file did.
     rescans: Vec<(Instant, usize, PathBuf)>,
+    /// What the scans could not take (a dangling link, an unreadable directory, a FIFO), to
+    /// report once each.
+    problems: Vec<crate::run::WalkProblem>,
 }
 
 fn mtime_ns(m: &std::fs::Metadata) -> u128 {
@@ -146,7 +149,7 @@ impl Table<'_> {
                 if !std::fs::metadata(&path).ok()?.is_dir() {
                     return None;
                 }
-                let files = self.selection.walk(&path, true).ok()?;
+                let files = self.selection.walk(&path, true).files;
                 let mut h = std::collections::hash_map::DefaultHasher::new();
                 let (mut bytes, mut youngest) = (0u64, Duration::MAX);
                 for rel in &files {
@@ -207,8 +210,9 @@ impl Table<'_> {
                 }
             }
         } else {
-            let Ok(files) = self.selection.walk(dir, self.recursive) else { return };
-            for rel in files {
+            let walk = self.selection.walk(dir, self.recursive);
+            self.problems.extend(walk.problems);
+            for rel in walk.files {
                 let rel = prefix.join(rel);
                 if !self.selection.keeps(&rel) {
                     continue;
@@ -424,7 +428,8 @@ fn signals(cancel: CancellationToken) -> tokio::sync::mpsc::UnboundedReceiver<()
 }
 
 /// Runs `upload watch`. Returns 0 after SIGTERM / Ctrl-C; with `--once`, the worst file's exit code.
-pub(crate) async fn run(args: WatchArgs, output: OutputArgs) -> Result<i32> {
+pub(crate) async fn run(args: WatchArgs, output: OutputArgs, net: &crate::engine::http::NetOptions) -> Result<i32> {
+    let net = net.clone();
     let opts = args.watch.clone();
     let up = &args.upload;
     if up.emulate || up.dry_run {
@@ -446,7 +451,7 @@ pub(crate) async fn run(args: WatchArgs, output: OutputArgs) -> Result<i32> {
     let cancel = CancellationToken::new();
     let mut hups = signals(cancel.clone());
 
-    let mut settings = Arc::new(UploadSettings::from_args(up, &output, cancel.clone())?);
+    let mut settings = Arc::new(UploadSettings::from_args(up, &output, cancel.clone(), &net)?);
     let selection = Selection::new(up.recursive, up.hidden, &up.include, &up.exclude)?;
     let bulk = settings.provider == ProviderName::Teleport && up.teleport.format.as_deref() == Some("bulk-images");
     let concurrent_files = settings.uploader.provider().concurrent_files();
@@ -504,6 +509,7 @@ pub(crate) async fn run(args: WatchArgs, output: OutputArgs) -> Result<i32> {
         ignore,
         units: HashMap::new(),
         rescans: Vec::new(),
+        problems: Vec::new(),
     };
     table.scan_all(started);
 
@@ -532,7 +538,18 @@ pub(crate) async fn run(args: WatchArgs, output: OutputArgs) -> Result<i32> {
         );
     }
 
+    let mut problems_reported: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
     loop {
+        // What a scan could not take is reported once, by path, as a batch run reports it.
+        for problem in std::mem::take(&mut table.problems) {
+            if problems_reported.insert(problem.path.clone()) {
+                let item = Item::File(problem.path.clone());
+                if let Err(e) = reporter.refused(&item, &problem.into_error(), false) {
+                    crate::cli::report_error(&e);
+                    cancel.cancel();
+                }
+            }
+        }
         let stopping = cancel.is_cancelled();
         if stopping && inflight.is_empty() {
             break;
@@ -599,7 +616,7 @@ pub(crate) async fn run(args: WatchArgs, output: OutputArgs) -> Result<i32> {
                                 };
                                 let delay = schedule::failed_backoff(opts.retry_failed_after, failures);
                                 if !opts.once && !stopping {
-                                    eprintln!("upload: {}: will be tried again in {}", path.display(), human_duration(delay));
+                                    eprintln!("upload: {}: will be tried again in {}", path.display(), crate::size::human_duration(delay));
                                 }
                                 Last::Failed { failures, retry_at: now + delay }
                             }
@@ -625,7 +642,7 @@ pub(crate) async fn run(args: WatchArgs, output: OutputArgs) -> Result<i32> {
                 Err(e) => tracing::warn!("watch: {e}"),
             },
             Some(()) = hups.recv() => {
-                match UploadSettings::from_args(up, &output, cancel.clone()) {
+                match UploadSettings::from_args(up, &output, cancel.clone(), &net) {
                     Ok(s) => {
                         settings = Arc::new(s);
                         eprintln!("upload: watch: configuration re-read (files started from now on use it)");
@@ -760,17 +777,4 @@ async fn attempt(
         }
     }
     uploader.upload_item(item, options, &|i: &Item| bar_for(board, i), cancel).await
-}
-
-fn human_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    if s >= 3600 && s.is_multiple_of(3600) {
-        format!("{}h", s / 3600)
-    } else if s >= 60 && s.is_multiple_of(60) {
-        format!("{}m", s / 60)
-    } else if s >= 1 {
-        format!("{s}s")
-    } else {
-        format!("{}ms", d.as_millis())
-    }
 }

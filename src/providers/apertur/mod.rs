@@ -478,9 +478,6 @@ impl Apertur {
                 req
             }
         };
-        // One image per request: a generous time limit, 60 s plus the image at 64 KiB/s (or at
-        // its share of the lowest rate limit, when that is slower).
-        let timeout = ctx.uploader.rate.request_timeout(length, ctx.uploader.concurrency);
         // Each image takes a permit of the run's pool (pinned or tuned, like parts) for its
         // request, and throttling answers tell the pool.
         let pool = ctx.uploader.shared_permits.clone();
@@ -491,7 +488,8 @@ impl Apertur {
                 }
             }) as crate::engine::request::Notifier
         });
-        let api = Api { timeout, on_retry, ..ctx.api.clone() };
+        // No bound on the whole request: the idle watch cuts it when it stops moving.
+        let api = Api { on_retry, ..ctx.api.clone() };
         let path = format!("/api/v1/upload/{}/images", session.id);
         crate::engine::http::check_api_path(&path)?;
         let url = api.url(&path);
@@ -874,12 +872,9 @@ impl Follow {
     /// Ends with `Ok` when every delivery succeeded, [`Error::ProcessingFailed`] when one
     /// failed, [`Error::Timeout`] at the deadline.
     pub async fn run(&self, cancel: &tokio_util::sync::CancellationToken) -> Result<()> {
-        // A long poll is held up to 5 minutes by the server: its own client and time limit.
-        let long_api = Api {
-            http: crate::engine::http::client_with_read_timeout(2, Duration::from_secs(400)),
-            timeout: Duration::from_secs(400),
-            ..self.api.clone()
-        };
+        // A long poll is held up to 5 minutes by the server: the idle watch waits that long
+        // (and a little more) for its answer to begin.
+        let long_api = Api { hold: Some(Duration::from_secs(400)), ..self.api.clone() };
         let path = format!("/api/v1/upload-sessions/{}/delivery-status", self.session);
         let poll_from: std::sync::Mutex<Option<String>> = Default::default();
         let seen: std::sync::Mutex<std::collections::HashMap<(String, String), String>> = Default::default();

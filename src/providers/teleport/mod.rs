@@ -105,7 +105,14 @@ pub struct TeleportOptions {
 /// The Teleport provider.
 pub struct Teleport {
     options: TeleportOptions,
+    /// The eids this provider's uploads created, adopted or resumed: a look-up after a lost
+    /// create never adopts one of them (two files of the same name in one run, two `watch`
+    /// sub-directories).
+    held: Held,
 }
+
+/// Eids held by the uploads of one provider (one run, one `watch`).
+type Held = Arc<std::sync::Mutex<std::collections::HashSet<String>>>;
 
 #[derive(Serialize)]
 struct NewCaptureInput<'a> {
@@ -156,7 +163,7 @@ struct CaptureUploadedInput<'a> {
 impl Teleport {
     /// A provider with these settings.
     pub fn new(options: TeleportOptions) -> Self {
-        Teleport { options }
+        Teleport { options, held: Held::default() }
     }
 
     fn format_and_name(&self, file: &FileSource) -> Result<(Format, String)> {
@@ -245,7 +252,18 @@ impl Provider for Teleport {
         if let Some(j) = &journal {
             j.set_options(serde_json::json!({ "name": name, "format": format.as_str() }))?;
         }
-        let upload = TeleportUpload { api: api.clone(), name, format, bytesize: file.size() };
+        let upload = TeleportUpload {
+            api: api.clone(),
+            name,
+            format,
+            bytesize: file.size(),
+            held: self.held.clone(),
+            journals: ctx.state_dir.clone().map(|dir| OtherJournals {
+                dir,
+                endpoint: api.base.as_str().trim_end_matches('/').to_string(),
+                own: journal.as_ref().map(|j| j.path().to_path_buf()),
+            }),
+        };
         let session = ctx.session(journal.as_ref());
         let done = multipart::run(&session, &file, &upload).await?;
         let eid = done.created.upload_id.clone();
@@ -291,9 +309,55 @@ struct TeleportUpload {
     name: String,
     format: Format,
     bytesize: u64,
+    held: Held,
+    /// The state directory's other journals (other files, other processes): the eids they hold.
+    journals: Option<OtherJournals>,
+}
+
+/// Where the other uploads of this endpoint keep their journals.
+struct OtherJournals {
+    dir: std::path::PathBuf,
+    endpoint: String,
+    /// This file's own journal (its eid is not "another's").
+    own: Option<std::path::PathBuf>,
+}
+
+impl OtherJournals {
+    /// The eids of the other Teleport journals of this endpoint.
+    async fn eids(&self) -> Result<std::collections::HashSet<String>> {
+        let (dir, endpoint, own) = (self.dir.clone(), self.endpoint.clone(), self.own.clone());
+        crate::engine::durable::off_thread(move || {
+            Ok(crate::engine::journal::list(&dir)
+                .into_iter()
+                .filter(|(path, _)| Some(path) != own.as_ref())
+                .filter_map(|(_, j)| j.ok())
+                .filter(|j| j.provider == "teleport" && j.endpoint == endpoint && !j.upload_id.is_empty())
+                .map(|j| j.upload_id)
+                .collect())
+        })
+        .await
+    }
+}
+
+/// How far a client's clock and the server's may differ, for times compared across them.
+const CLOCK_SLACK: chrono::TimeDelta = chrono::TimeDelta::minutes(2);
+
+/// A capture's `extra` in the journal: the earliest time it can have been created (its
+/// look-ups stop below it).
+fn extra_created_after(t: chrono::DateTime<chrono::Utc>) -> serde_json::Value {
+    serde_json::json!({ "created_after": t.to_rfc3339() })
+}
+
+fn created_after(created: &Created) -> Option<chrono::DateTime<chrono::Utc>> {
+    created.extra.get("created_after").and_then(|v| v.as_str()).and_then(parse_time)
 }
 
 impl TeleportUpload {
+    /// Marks `eid` as held by this run; false when it already was.
+    fn hold(&self, eid: &str) -> bool {
+        self.held.lock().expect("held lock").insert(eid.to_string())
+    }
+
     /// A capture's plan, from the `chunk_size` a URL answer carries.
     async fn plan_of(&self, eid: &str) -> Result<PartPlan> {
         let out: UploadUrlResponse = self
@@ -330,31 +394,79 @@ impl MultipartUpload for TeleportUpload {
     async fn create(&self) -> Result<Created> {
         let body =
             NewCaptureInput { name: &self.name, bytesize: self.bytesize, input_data_format: self.format.as_str() };
+        let sent_at = chrono::Utc::now();
         let created: NewCaptureOutput = self
             .api
             .call("create capture", Method::POST, "/api/v1/captures", &[], Some(&body), Retry::Once)
             .json()
             .await?;
+        crate::engine::http::check_path_id("teleport", "create capture", "eid", &created.eid)?;
+        self.hold(&created.eid);
         let plan = PartPlan::from_server("teleport", self.bytesize, created.chunk_size, created.num_parts)?;
-        Ok(Created { upload_id: created.eid, plan, extra: serde_json::Value::Null })
+        Ok(Created { upload_id: created.eid, plan, extra: extra_created_after(sent_at - CLOCK_SLACK) })
     }
 
-    /// The newest capture of this name, still CREATED, created at or after `since`; its plan
-    /// comes from asking a URL for part 1.
+    /// The capture a lost create made: named like this upload, `uploaded` null (the upload is
+    /// not complete: the state alone does not tell, PROVIDERS.md), not failed, created at or
+    /// after `since`, and held by no other upload (of this run, or of another journal of this
+    /// state directory). Exactly one such capture is adopted (its plan from asking a URL for
+    /// part 1); none means the create did nothing; more than one cannot be told apart, and the
+    /// look-up fails (the create is then not sent again).
     async fn find_created(&self, since: chrono::DateTime<chrono::Utc>) -> Result<Lookup<Created>> {
-        let not_before = since - chrono::Duration::minutes(2);
+        let not_before = since - CLOCK_SLACK;
+        let elsewhere = match &self.journals {
+            Some(j) => j.eids().await?,
+            None => Default::default(),
+        };
+        let held = self.held.lock().expect("held lock").clone();
         let found = pager::find_all(&self.api, not_before, |c| {
-            c.str("name") == Some(self.name.as_str()) && c.state == "CREATED"
+            c.str("name") == Some(self.name.as_str())
+                && c.uploaded() == admin::Uploaded::Null
+                && c.phase() != admin::Phase::Failed
+                && !held.contains(&c.eid)
+                && !elsewhere.contains(&c.eid)
         })
         .await?;
-        let Some(found) = found.into_iter().next() else { return Ok(Lookup::NotFound) };
-        let eid = found.eid;
-        let plan = self.plan_of(&eid).await?;
+        let found = match found.as_slice() {
+            [] => return Ok(Lookup::NotFound),
+            [one] => one,
+            several => {
+                return Err(Error::Protocol {
+                    provider: "teleport",
+                    what: "look up the capture a lost create made".into(),
+                    message: format!(
+                        "{} captures named {:?} were created since then and none is held by an upload ({}): cannot tell which one the lost request made",
+                        several.len(),
+                        self.name,
+                        several.iter().map(|c| c.eid.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
+                });
+            }
+        };
+        let eid = found.eid.clone();
+        crate::engine::http::check_path_id("teleport", "list captures", "eid", &eid)?;
+        if !self.hold(&eid) {
+            return Err(Error::Protocol {
+                provider: "teleport",
+                what: "look up the capture a lost create made".into(),
+                message: format!("capture {eid} was just taken by another upload of this run"),
+            });
+        }
+        let plan = self.plan_of(&eid).await;
+        let plan = match plan {
+            Ok(p) => p,
+            Err(e) => {
+                self.held.lock().expect("held lock").remove(&eid);
+                return Err(e);
+            }
+        };
+        let after = found.str("created").and_then(parse_time).unwrap_or(not_before) - CLOCK_SLACK;
         tracing::info!(%eid, "adopted the capture a lost create request made");
-        Ok(Lookup::Found(Created { upload_id: eid, plan, extra: serde_json::Value::Null }))
+        Ok(Lookup::Found(Created { upload_id: eid, plan, extra: extra_created_after(after) }))
     }
 
     fn part_urls(&self, created: &Created, _done: &[CompletedPart]) -> Arc<dyn PartUrls> {
+        self.hold(&created.upload_id);
         Arc::new(TeleportUrls { api: self.api.clone(), eid: created.upload_id.clone(), bytesize: self.bytesize })
     }
 
@@ -365,16 +477,45 @@ impl MultipartUpload for TeleportUpload {
             parts: parts.iter().map(|p| UploadedPart { number: p.number, etag: &p.etag }).collect(),
         };
         let path = format!("/api/v1/captures/{eid}/uploaded");
-        self.api.call("complete upload", Method::POST, &path, &[], Some(&body), Retry::Once).json().await
+        let answer: serde_json::Value =
+            self.api.call("complete upload", Method::POST, &path, &[], Some(&body), Retry::Once).json().await?;
+        // A 200 is a success only with the capture in it (CaptureOutput): anything else
+        // (`null`, `{"detail": ...}`, `{}`) leaves open whether the completion took; the
+        // look-up decides by `uploaded`.
+        let is_capture = answer.get("eid").and_then(|v| v.as_str()) == Some(eid.as_str())
+            && answer.get("state").is_some_and(|v| v.is_string());
+        if !is_capture {
+            let shown: String = answer.to_string().chars().take(120).collect();
+            return Err(Error::Ambiguous {
+                provider: "teleport",
+                what: "complete upload".into(),
+                message: format!("answered 200 with a body that is not the capture ({shown})"),
+            });
+        }
+        Ok(answer)
     }
 
-    /// The capture left CREATED: the completion arrived.
+    /// A capture this run made and will never use is deleted (`DELETE /api/v1/captures/{eid}`,
+    /// as `upload teleport delete` does): it would stay CREATED for ever.
+    async fn abandon(&self, created: &Created) -> Result<()> {
+        admin::delete(&self.api, &created.upload_id).await
+    }
+
+    /// The completion arrived when the capture's `uploaded` is set (a time); `null` means it
+    /// did not. The state is no proof: nothing documents that it stays CREATED until then.
     async fn find_completed(&self, created: &Created) -> Result<Lookup<serde_json::Value>> {
-        match pager::find(&self.api, &created.upload_id, None).await? {
-            Some(found) if found.state != "CREATED" => {
-                Ok(Lookup::Found(serde_json::to_value(&found).unwrap_or_default()))
-            }
-            _ => Ok(Lookup::NotFound),
+        let eid = &created.upload_id;
+        let Some(found) = pager::find(&self.api, eid, created_after(created)).await? else {
+            return Ok(Lookup::NotFound);
+        };
+        match found.uploaded() {
+            admin::Uploaded::At(_) => Ok(Lookup::Found(serde_json::to_value(&found).unwrap_or_default())),
+            admin::Uploaded::Null => Ok(Lookup::NotFound),
+            admin::Uploaded::Absent => Err(Error::Protocol {
+                provider: "teleport",
+                what: format!("looking up capture {eid}"),
+                message: "the capture list does not show `uploaded`: cannot tell whether the completion arrived".into(),
+            }),
         }
     }
 }

@@ -88,27 +88,46 @@ pub enum Seen {
     Stop,
 }
 
+/// Whether the list has shown itself newest first so far, and the `created` it went down to.
+#[derive(Clone, Copy, Debug, Default)]
+struct Order {
+    /// A capture without a readable `created`, or one newer than the one before, was seen.
+    broken: bool,
+    /// The `created` of the last capture seen.
+    last: Option<DateTime<Utc>>,
+}
+
+impl Order {
+    fn see(&mut self, created: Option<DateTime<Utc>>) {
+        match (created, self.last) {
+            (Some(t), Some(before)) if t > before => self.broken = true,
+            (None, _) => self.broken = true,
+            _ => {}
+        }
+        if created.is_some() {
+            self.last = created;
+        }
+    }
+
+    /// True when no capture further down can have been created at or after `bound`.
+    fn passed(&self, bound: DateTime<Utc>) -> bool {
+        !self.broken && self.last.is_some_and(|t| t < bound)
+    }
+}
+
 /// Reads the list (pages of [`PAGE`]) showing each capture to `on`, until `on` says stop, the
 /// list ends, or (the list being newest first so far) a page ends below `not_before`.
 pub async fn search(api: &Api, not_before: Option<DateTime<Utc>>, mut on: impl FnMut(&Capture) -> Seen) -> Result<()> {
     let mut pager = Pager::new(api, PAGE, 0);
-    // The `created` of the last capture seen while the list is still newest first.
-    let mut ordered: Option<Option<DateTime<Utc>>> = Some(None);
+    let mut order = Order::default();
     while let Some(captures) = pager.next_page().await? {
         for c in &captures {
             if let Seen::Stop = on(c) {
                 return Ok(());
             }
-            let created = c.str("created").and_then(parse_time);
-            ordered = match (ordered, created) {
-                (Some(None), Some(t)) => Some(Some(t)),
-                (Some(Some(before)), Some(t)) if t <= before => Some(Some(t)),
-                _ => None,
-            };
+            order.see(c.str("created").and_then(parse_time));
         }
-        if let (Some(bound), Some(Some(last))) = (not_before, ordered)
-            && last < bound
-        {
+        if not_before.is_some_and(|bound| order.passed(bound)) {
             return Ok(());
         }
     }
@@ -141,4 +160,31 @@ pub async fn find_all(api: &Api, not_before: DateTime<Utc>, pred: impl Fn(&Captu
     })
     .await?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_search_stops_below_its_bound_only_while_the_list_is_newest_first() {
+        let t = |s: &str| parse_time(s);
+        let bound = t("2026-01-01T10:00:00").unwrap();
+        // (created times of the captures seen, in list order) → may the search stop?
+        for (seen, stop) in [
+            (vec!["2026-01-01T10:05:00", "2026-01-01T09:59:00"], true),
+            (vec!["2026-01-01T10:05:00", "2026-01-01T10:00:00"], false),
+            (vec!["2026-01-01T10:05:00", "2026-01-01T10:05:00", "2026-01-01T09:00:00"], true),
+            // Oldest first: a newer capture came after an older one; nothing can be ruled out.
+            (vec!["2026-01-01T09:00:00", "2026-01-01T09:30:00"], false),
+            (vec!["2026-01-01T10:05:00", "yesterday", "2026-01-01T09:00:00"], false),
+            (vec![], false),
+        ] {
+            let mut order = Order::default();
+            for s in &seen {
+                order.see(t(s));
+            }
+            assert_eq!(order.passed(bound), stop, "{seen:?}");
+        }
+    }
 }
