@@ -45,6 +45,7 @@ use tokio_util::sync::CancellationToken;
 pub mod admin;
 pub mod apertur;
 pub mod auth;
+pub mod cli;
 pub mod fastapi;
 pub mod faults;
 pub mod meter;

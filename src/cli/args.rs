@@ -27,7 +27,7 @@ Exit codes: 0 ok, 2 bad input, 3 authentication, 4 rejected by the provider, 5 n
 
 /// Upload large media files to Varjo Teleport, TruVideo, Uplift and Apertur.
 #[derive(Parser, Debug)]
-#[command(name = "upload", version, about, after_help = EXAMPLES, args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+#[command(name = "upload", version = crate::cli::version::long(), about, after_help = EXAMPLES, args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub(crate) struct Cli {
     /// A subcommand instead of an upload.
     #[command(subcommand)]
@@ -83,6 +83,11 @@ pub(crate) enum Command {
         #[arg(long, default_value = "20MiB", value_parser = parse_size_arg)]
         size: u64,
     },
+    /// Run the emulator as a server (as `upload-emulator`, same flags and output): the four
+    /// APIs and an S3-compatible store on loopback, until Ctrl-C.
+    #[cfg(feature = "emulate")]
+    #[command(about = upload_emulator::cli::ABOUT, long_about = upload_emulator::cli::LONG_ABOUT)]
+    Emulator(Box<upload_emulator::cli::ServerArgs>),
     /// Show the configuration file's path or its content (secrets redacted).
     Config {
         /// What to show.
@@ -99,6 +104,13 @@ pub(crate) enum Command {
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `upload man | man -l -`, or `upload man > upload.1`.
+    Man {
+        /// Write every page into this directory instead (upload.1, upload-watch.1, ...: one per
+        /// subcommand), as a package installs them under share/man/man1.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
     },
     /// Manage Varjo Teleport captures: list, status, rename, delete, metadata, download.
     Teleport {

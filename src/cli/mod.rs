@@ -11,6 +11,7 @@ pub(crate) mod report;
 pub(crate) mod settings;
 pub(crate) mod signals;
 pub(crate) mod ui;
+pub(crate) mod version;
 pub(crate) mod watch;
 
 use std::io::Write;
@@ -25,7 +26,17 @@ pub fn main() -> std::process::ExitCode {
     use clap::Parser;
     let cli = args::Cli::parse();
     let colour = ui::init_color(cli.output.color);
-    init_tracing(cli.output.verbose, colour);
+    #[cfg(feature = "emulate")]
+    let serves_emulator = matches!(cli.command, Some(args::Command::Emulator(_)));
+    #[cfg(not(feature = "emulate"))]
+    let serves_emulator = false;
+    if serves_emulator {
+        // The emulator's own logs, as `upload-emulator` writes them (RUST_LOG, default info).
+        #[cfg(feature = "emulate")]
+        upload_emulator::cli::init_logging();
+    } else {
+        init_tracing(cli.output.verbose, colour);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -69,7 +80,12 @@ pub(crate) async fn run(cli: args::Cli) -> Result<i32> {
     // still accepted and ignored: env vars are a contract.
     // The run's trust roots and time model, merged once and handed to every client and
     // executor of the run (uploads, sign-in, downloads, subcommands).
-    let offline = matches!(cli.command, Some(args::Command::Config { .. } | args::Command::Completions { .. }));
+    let offline = matches!(
+        cli.command,
+        Some(args::Command::Config { .. } | args::Command::Completions { .. } | args::Command::Man { .. })
+    );
+    #[cfg(feature = "emulate")]
+    let offline = offline || matches!(cli.command, Some(args::Command::Emulator(_)));
     let net = if offline {
         engine::http::NetOptions::default().with_ca_bundle(cli.network.ca_bundle.as_deref())?
     } else {
@@ -96,6 +112,9 @@ async fn run_command(cmd: args::Command, output: args::OutputArgs, net: &engine:
         args::Command::Demo { provider, size } => commands::demo::demo(provider, size, output).await,
         #[cfg(not(feature = "emulate"))]
         args::Command::Demo { .. } => Err(no_emulator()),
+        #[cfg(feature = "emulate")]
+        args::Command::Emulator(args) => Ok(upload_emulator::cli::serve(*args, "upload emulator").await.into()),
+        args::Command::Man { out_dir } => commands::man::run(out_dir.as_deref()),
         args::Command::Auth { command: args::AuthCommand::Check(args) } => {
             commands::auth::check(&args, &output, net).await
         }

@@ -4,5 +4,6 @@ pub(crate) mod apertur;
 pub(crate) mod auth;
 #[cfg(feature = "emulate")]
 pub(crate) mod demo;
+pub(crate) mod man;
 pub(crate) mod pending;
 pub(crate) mod teleport;
