@@ -357,10 +357,21 @@ fn stop_signal() -> impl std::future::Future<Output = ()> {
     }
 }
 
-#[cfg(not(unix))]
+/// Resolves on Ctrl-C or Ctrl-Break (Windows); the handlers are installed on the call.
+#[cfg(windows)]
 fn stop_signal() -> impl std::future::Future<Output = ()> {
-    async {
-        let _ = tokio::signal::ctrl_c().await;
+    use tokio::signal::windows::{ctrl_break, ctrl_c};
+    let (c, b) = (ctrl_c(), ctrl_break());
+    async move {
+        match (c, b) {
+            (Ok(mut c), Ok(mut b)) => {
+                tokio::select! {
+                    _ = c.recv() => {}
+                    _ = b.recv() => {}
+                }
+            }
+            _ => std::future::pending().await,
+        }
     }
 }
 

@@ -209,7 +209,7 @@ pub(crate) struct PendingArgs {
     /// Discard without asking (required when stdin is not a terminal).
     #[arg(long, short = 'y')]
     pub(crate) yes: bool,
-    /// Where resume journals are kept (default $XDG_STATE_HOME/upload).
+    /// Where resume journals are kept (default $XDG_STATE_HOME/upload, else ~/.local/state/upload; Windows: %LOCALAPPDATA%\upload).
     #[arg(long, env = "UPLOAD_STATE_DIR", value_name = "DIR")]
     pub(crate) state_dir: Option<PathBuf>,
     /// The given token and the token command.
@@ -260,7 +260,7 @@ pub(crate) struct ApiArgs {
 /// The built-in sign-in of a management subcommand.
 #[derive(Args, Debug, Clone, Default)]
 pub(crate) struct ApiSignInArgs {
-    /// Where the sign-in token cache is kept (default $XDG_STATE_HOME/upload).
+    /// Where the sign-in token cache is kept (default $XDG_STATE_HOME/upload, else ~/.local/state/upload; Windows: %LOCALAPPDATA%\upload).
     #[arg(long, env = "UPLOAD_STATE_DIR", value_name = "DIR")]
     pub(crate) state_dir: Option<PathBuf>,
 
@@ -579,7 +579,7 @@ pub(crate) struct AuthCheckArgs {
     /// API origin replacing the documented one.
     #[arg(long, env = "UPLOAD_ENDPOINT", value_name = "URL")]
     pub(crate) endpoint: Option<String>,
-    /// Where the token cache is kept (default $XDG_STATE_HOME/upload).
+    /// Where the token cache is kept (default $XDG_STATE_HOME/upload, else ~/.local/state/upload; Windows: %LOCALAPPDATA%\upload).
     #[arg(long, env = "UPLOAD_STATE_DIR", value_name = "DIR")]
     pub(crate) state_dir: Option<PathBuf>,
     /// TruVideo: the release-candidate environment.
@@ -687,7 +687,7 @@ pub(crate) struct UploadArgs {
     #[arg(long, value_enum)]
     pub(crate) checksum: Option<Checksum>,
 
-    /// Where resume journals and caches are kept (default $XDG_STATE_HOME/upload).
+    /// Where resume journals and caches are kept (default $XDG_STATE_HOME/upload, else ~/.local/state/upload; Windows: %LOCALAPPDATA%\upload).
     #[arg(long, env = "UPLOAD_STATE_DIR", value_name = "DIR")]
     pub(crate) state_dir: Option<PathBuf>,
 

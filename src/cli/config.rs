@@ -1,5 +1,6 @@
 //! The configuration file: `$XDG_CONFIG_HOME/upload/config.toml` (else
-//! `~/.config/upload/config.toml`; `UPLOAD_CONFIG` names another file).
+//! `~/.config/upload/config.toml`; Windows: `%APPDATA%\upload\config.toml`, see
+//! [`crate::cli::dirs`]; `UPLOAD_CONFIG` names another file).
 //!
 //! Precedence: command-line flags > environment variables > this file. Example:
 //!
@@ -121,10 +122,7 @@ impl ConfigFile {
         if let Some(p) = std::env::var_os("UPLOAD_CONFIG").filter(|v| !v.is_empty()) {
             return Some(PathBuf::from(p));
         }
-        if let Some(x) = std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
-            return Some(PathBuf::from(x).join("upload/config.toml"));
-        }
-        std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".config/upload/config.toml"))
+        crate::cli::dirs::config_file()
     }
 
     /// Loads the file; a missing file at the default place is an empty configuration, a

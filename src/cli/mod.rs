@@ -6,8 +6,10 @@ pub(crate) mod args;
 pub(crate) mod batch;
 pub(crate) mod commands;
 pub(crate) mod config;
+pub(crate) mod dirs;
 pub(crate) mod report;
 pub(crate) mod settings;
+pub(crate) mod signals;
 pub(crate) mod ui;
 pub(crate) mod version;
 pub(crate) mod watch;
@@ -121,12 +123,7 @@ async fn run_command(cmd: args::Command, output: args::OutputArgs, net: &engine:
             match command {
                 args::ConfigCommand::Path => match path {
                     Some(p) => println!("{}", p.display()),
-                    None => {
-                        return Err(Error::usage(
-                            "no configuration path: HOME is not set",
-                            "set XDG_CONFIG_HOME or UPLOAD_CONFIG",
-                        ));
-                    }
+                    None => return Err(dirs::no_config_file()),
                 },
                 args::ConfigCommand::Show => {
                     let file = config::ConfigFile::load()?;
@@ -176,10 +173,12 @@ pub(crate) fn install_ctrl_c(cancel: CancellationToken) {
             let root = CancellationToken::new();
             let first = root.clone();
             tokio::spawn(async move {
-                if tokio::signal::ctrl_c().await.is_ok() {
+                // Windows: Ctrl-Break and closing the console too (signals.rs).
+                let mut stop = signals::Stop::new(false);
+                if stop.recv().await {
                     ui::notice("upload: stopping: finishing the parts in flight (press Ctrl-C again to quit now)");
                     first.cancel();
-                    if tokio::signal::ctrl_c().await.is_ok() {
+                    if stop.recv().await {
                         ui::clear_board();
                         eprintln!("upload: interrupted: run the same command again to resume");
                         std::process::exit(crate::cli::report::exit::INTERRUPTED);

@@ -232,6 +232,10 @@ impl UploadSettings {
                 net,
             },
         )?;
+        // No journal, lock or done record without one: a run never goes on like that silently.
+        if r.state_dir.is_none() && !args.dry_run {
+            return Err(crate::cli::dirs::no_state_dir());
+        }
         let built: Arc<dyn Provider> = Arc::from(build_provider(provider, args, output.quiet)?);
         let files = match args.files_at_once {
             AutoCount::Fixed(n) => Files::Fixed((n as usize).max(built.concurrent_files())),
@@ -481,12 +485,9 @@ pub(crate) fn run_executor(
     crate::engine::request::Executor::with_options(cancel, retry_notifier(quiet), net)
 }
 
-/// `$XDG_STATE_HOME/upload`, else `~/.local/state/upload`.
+/// The system's default state directory ([`crate::cli::dirs`]).
 pub(crate) fn default_state_dir() -> Option<PathBuf> {
-    if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
-        return Some(PathBuf::from(x).join("upload"));
-    }
-    std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".local/state/upload"))
+    crate::cli::dirs::state_dir()
 }
 
 /// The run's trust roots and time model, merged once: flags (`--connect-timeout`,

@@ -83,10 +83,11 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 static DIR_FSYNCS: AtomicU64 = AtomicU64::new(0);
 
 /// The fsyncs of one directory: how many were asked for, how many are covered.
+#[cfg(unix)]
 #[derive(Default)]
 struct DirSyncs {
     /// Tickets handed out (each caller takes the next one).
@@ -136,7 +137,7 @@ fn group_sync(dir: &Path) -> io::Result<()> {
 
 /// Renames `from` over `to` and fsyncs `to`'s directory. `from` must already be synced.
 pub fn rename_durable(from: &Path, to: &Path) -> io::Result<()> {
-    std::fs::rename(from, to)?;
+    super::platform::rename(from, to)?;
     sync_dir(parent_of(to))
 }
 
@@ -228,7 +229,6 @@ impl Drop for AtomicFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     const CHILD_ENV: &str = "UPLOAD_DURABLE_CRASH_CHILD";
 
@@ -327,6 +327,7 @@ mod tests {
     #[test]
     fn a_kill_leaves_the_old_or_the_new_version() {
         use rand::Rng;
+        use std::time::Duration;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.json");
         let versions = [version(1), version(2)];

@@ -89,8 +89,8 @@ impl FileIdentity {
                 fingerprint: zip.fingerprint(),
             });
         }
-        let path =
-            std::fs::canonicalize(source.path()).map_err(|e| Error::File { path: source.path().into(), source: e })?;
+        let path = super::platform::canonicalize(source.path())
+            .map_err(|e| Error::File { path: source.path().into(), source: e })?;
         let size = source.size();
         let mtime_ns =
             source.mtime().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
@@ -569,6 +569,9 @@ impl Journal {
         for p in &data.parts {
             bytes.extend(part_line(p));
         }
+        // The appending handle is closed before the file is replaced: Windows (and network
+        // shares) refuse a rename over a file that is open ("Access is denied").
+        inner.append = None;
         durable::write_atomic(&self.path, &bytes)?;
         self.written.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         inner.append = match data.state {
@@ -935,6 +938,32 @@ mod tests {
             (JournalState::Completed, "eid1", Some("scan"))
         );
         assert_eq!(r.completion.unwrap()["state"], "UPLOADED");
+    }
+
+    /// A resumed journal is open for appending when a rerun writes its options: the journal is
+    /// rewritten over itself (Windows refuses to replace a file still open: "Access is denied
+    /// (os error 5)", what every resume hit there), then appended to again.
+    #[test]
+    fn a_resumed_journal_is_rewritten_and_appended_to() {
+        let (dir, _file, src, j) = opened(3 << 20);
+        j.set_options(serde_json::json!({"name": "a"})).unwrap();
+        j.intent(PLAN3).unwrap();
+        j.start("teleport", "http://x", "eid1", serde_json::Value::Null, PLAN3).unwrap();
+        j.record(&CompletedPart { number: 1, etag: "\"e1\"".into(), size: 1 << 20 }).unwrap();
+        drop(j);
+        let j = open(dir.path(), &src);
+        j.set_options(serde_json::json!({"name": "b"})).unwrap();
+        j.record(&CompletedPart { number: 2, etag: "\"e2\"".into(), size: 1 << 20 }).unwrap();
+        let r = load(j.path()).unwrap();
+        assert_eq!(r.parts.iter().map(|p| p.number).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!((r.state, r.options["name"].as_str()), (JournalState::Started, Some("b")));
+        j.completed(serde_json::json!({"state": "UPLOADED"})).unwrap();
+        j.finish();
+        assert!(!j.path().exists());
+        // No temporary file is left beside it.
+        let left: Vec<_> =
+            std::fs::read_dir(j.path().parent().unwrap()).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 
     #[test]

@@ -1,16 +1,18 @@
 //! Advisory locks of uploads, many in one file.
 //!
 //! One lock per upload, each a one-byte range of `<state dir>/locks/uploads.lock` (POSIX
-//! record locks, `fcntl(F_SETLK)`), at an offset derived from the upload's key. A run of
+//! record locks, `fcntl(F_SETLK)`; on Windows `LockFileEx`), at an offset derived from the
+//! upload's key. A run of
 //! thousands of small files takes thousands of locks: one file for all of them makes no inode
 //! per upload (a lock file per upload made one each, and ext4's inode allocator is what such a
 //! run spent most of its system time in). The holder's pid comes from the kernel
-//! (`F_GETLK`), not from the file. A crashed holder's locks go with its process.
+//! (`F_GETLK`), not from the file (Windows does not tell who holds a range). A crashed
+//! holder's locks go with its process.
 //!
 //! Record locks belong to the process, and closing any descriptor of the file drops every one
-//! of them: the file is opened once per process and state directory and never closed, and
-//! every lock of one key within the process is one shared [`RangeLock`] (the registry).
-//! Where record locks are not available (not unix), each key has its own file, locked whole.
+//! of them (Windows: the locks belong to the handle): the file is opened once per process and
+//! state directory and never closed, and every lock of one key within the process is one
+//! shared [`RangeLock`] (the registry). No file is made per upload, so none is left behind.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -33,8 +35,6 @@ type Key = (PathBuf, u64);
 /// One held lock (shared by everybody in this process who asked for its key).
 pub struct RangeLock {
     key: Key,
-    #[cfg(not(unix))]
-    _file: File,
 }
 
 impl std::fmt::Debug for RangeLock {
@@ -46,7 +46,6 @@ impl std::fmt::Debug for RangeLock {
 struct Registry {
     held: HashMap<Key, Weak<RangeLock>>,
     /// The lock file of each state directory, open for the life of the process.
-    #[cfg_attr(not(unix), allow(dead_code))]
     files: HashMap<PathBuf, Arc<File>>,
 }
 
@@ -71,7 +70,15 @@ pub fn try_lock(locks_dir: &Path, name: &str) -> Result<Arc<RangeLock>, Busy> {
         return Ok(l);
     }
     durable::create_private_dir_all(locks_dir).map_err(Busy::Io)?;
-    let lock = imp::lock(&mut reg, &key, locks_dir, name)?;
+    let file = match reg.files.get(locks_dir) {
+        Some(f) => f.clone(),
+        None => {
+            let f = Arc::new(open_private(&locks_dir.join(FILE)).map_err(Busy::Io)?);
+            reg.files.insert(locks_dir.to_path_buf(), f.clone());
+            f
+        }
+    };
+    let lock = imp::lock(&file, &key)?;
     let lock = Arc::new(lock);
     reg.held.insert(key, Arc::downgrade(&lock));
     Ok(lock)
@@ -86,9 +93,14 @@ impl Drop for RangeLock {
             return;
         }
         reg.held.remove(&self.key);
-        imp::unlock(&reg, &self.key);
+        if let Some(file) = reg.files.get(&self.key.0) {
+            imp::unlock(file, self.key.1);
+        }
     }
 }
+
+/// The one lock file of a locks directory.
+const FILE: &str = "uploads.lock";
 
 fn open_private(path: &Path) -> std::io::Result<File> {
     let mut opts = std::fs::OpenOptions::new();
@@ -104,17 +116,21 @@ mod imp {
 
     use super::*;
 
-    const FILE: &str = "uploads.lock";
-
-    fn flock(kind: libc::c_int, start: u64) -> libc::flock {
+    fn flock(kind: libc::c_short, start: u64) -> libc::flock {
         // SAFETY: `flock` is plain data; all-zero is a valid value of it.
         let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-        fl.l_type = kind as _;
+        fl.l_type = kind;
         fl.l_whence = libc::SEEK_SET as _;
         fl.l_start = start as libc::off_t;
         fl.l_len = 1;
         fl
     }
+
+    // `F_WRLCK` and `F_UNLCK` are `c_int` on Linux and `c_short` on macOS; `l_type` is a `c_short`.
+    #[allow(clippy::unnecessary_cast)]
+    const WRITE: libc::c_short = libc::F_WRLCK as libc::c_short;
+    #[allow(clippy::unnecessary_cast)]
+    const UNLOCK: libc::c_short = libc::F_UNLCK as libc::c_short;
 
     fn fcntl(file: &File, cmd: libc::c_int, fl: &mut libc::flock) -> std::io::Result<()> {
         // SAFETY: a valid descriptor and a valid, exclusively borrowed `flock`.
@@ -124,23 +140,15 @@ mod imp {
         }
     }
 
-    pub(super) fn lock(reg: &mut Registry, key: &Key, dir: &Path, _name: &str) -> Result<RangeLock, Busy> {
-        let file = match reg.files.get(dir) {
-            Some(f) => f.clone(),
-            None => {
-                let f = Arc::new(open_private(&dir.join(FILE)).map_err(Busy::Io)?);
-                reg.files.insert(dir.to_path_buf(), f.clone());
-                f
-            }
-        };
+    pub(super) fn lock(file: &File, key: &Key) -> Result<RangeLock, Busy> {
         // The holder may let go between the refusal and the question who it is: ask again.
         for _ in 0..100 {
-            match fcntl(&file, libc::F_SETLK, &mut flock(libc::F_WRLCK, key.1)) {
+            match fcntl(file, libc::F_SETLK, &mut flock(WRITE, key.1)) {
                 Ok(()) => return Ok(RangeLock { key: key.clone() }),
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EACCES)) => {
-                    let mut who = flock(libc::F_WRLCK, key.1);
-                    fcntl(&file, libc::F_GETLK, &mut who).map_err(Busy::Io)?;
-                    if who.l_type as libc::c_int != libc::F_UNLCK {
+                    let mut who = flock(WRITE, key.1);
+                    fcntl(file, libc::F_GETLK, &mut who).map_err(Busy::Io)?;
+                    if who.l_type != UNLOCK {
                         return Err(Busy::Pid(u32::try_from(who.l_pid).ok().filter(|&p| p > 0)));
                     }
                 }
@@ -150,32 +158,117 @@ mod imp {
         Err(Busy::Pid(None))
     }
 
-    pub(super) fn unlock(reg: &Registry, key: &Key) {
-        if let Some(file) = reg.files.get(&key.0) {
-            let _ = fcntl(file, libc::F_SETLK, &mut flock(libc::F_UNLCK, key.1));
-        }
+    pub(super) fn unlock(file: &File, offset: u64) {
+        let _ = fcntl(file, libc::F_SETLK, &mut flock(UNLOCK, offset));
     }
 }
 
-#[cfg(not(unix))]
+#[cfg(windows)]
 mod imp {
+    use std::os::windows::io::AsRawHandle;
+
+    use windows_sys::Win32::Foundation::{ERROR_IO_PENDING, ERROR_LOCK_VIOLATION};
+    use windows_sys::Win32::Storage::FileSystem::{
+        LOCKFILE_EXCLUSIVE_LOCK, LOCKFILE_FAIL_IMMEDIATELY, LockFileEx, UnlockFileEx,
+    };
+    use windows_sys::Win32::System::IO::OVERLAPPED;
+
     use super::*;
 
-    pub(super) fn lock(_reg: &mut Registry, key: &Key, dir: &Path, name: &str) -> Result<RangeLock, Busy> {
-        let file = open_private(&dir.join(format!("{name}.lock"))).map_err(Busy::Io)?;
-        match file.try_lock() {
-            Ok(()) => Ok(RangeLock { key: key.clone(), _file: file }),
-            Err(std::fs::TryLockError::WouldBlock) => Err(Busy::Pid(None)),
-            Err(std::fs::TryLockError::Error(e)) => Err(Busy::Io(e)),
+    fn at(offset: u64) -> OVERLAPPED {
+        let mut o = OVERLAPPED::default();
+        o.Anonymous.Anonymous.Offset = offset as u32;
+        o.Anonymous.Anonymous.OffsetHigh = (offset >> 32) as u32;
+        o
+    }
+
+    pub(super) fn lock(file: &File, key: &Key) -> Result<RangeLock, Busy> {
+        let mut o = at(key.1);
+        // SAFETY: a valid handle (synchronous: the call completes before it returns) and a
+        // valid, exclusively borrowed OVERLAPPED that outlives the call.
+        let ok = unsafe {
+            LockFileEx(file.as_raw_handle() as _, LOCKFILE_EXCLUSIVE_LOCK | LOCKFILE_FAIL_IMMEDIATELY, 0, 1, 0, &mut o)
+        };
+        if ok != 0 {
+            return Ok(RangeLock { key: key.clone() });
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error().map(|c| c as u32) {
+            // Another handle (another process) holds the byte; Windows does not say who.
+            Some(ERROR_LOCK_VIOLATION | ERROR_IO_PENDING) => Err(Busy::Pid(None)),
+            _ => Err(Busy::Io(e)),
         }
     }
 
-    pub(super) fn unlock(_reg: &Registry, _key: &Key) {}
+    pub(super) fn unlock(file: &File, offset: u64) {
+        let mut o = at(offset);
+        // SAFETY: as in `lock`.
+        unsafe { UnlockFileEx(file.as_raw_handle() as _, 0, 1, 0, &mut o) };
+    }
 }
 
-#[cfg(all(test, unix))]
+#[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{Duration, Instant};
+
+    const CHILD_ENV: &str = "UPLOAD_LOCK_CHILD_DIR";
+
+    /// Not a test on its own: the child process of
+    /// `another_process_holds_it_until_it_dies_and_no_file_is_left_per_upload`, which takes a
+    /// lock, says so, and holds it until it is killed (a minute at most).
+    #[test]
+    fn lock_child() {
+        let Some(dir) = std::env::var_os(CHILD_ENV) else { return };
+        let dir = PathBuf::from(dir);
+        let _held = try_lock(&dir, "teleport-held").unwrap();
+        std::fs::write(dir.join("ready"), b"").unwrap();
+        std::thread::sleep(Duration::from_secs(60));
+    }
+
+    #[test]
+    fn another_process_holds_it_until_it_dies_and_no_file_is_left_per_upload() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "engine::lockfile::tests::lock_child", "--test-threads=1", "--nocapture"])
+            .env(CHILD_ENV, dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let t0 = Instant::now();
+        while !dir.path().join("ready").exists() {
+            assert!(t0.elapsed() < Duration::from_secs(120), "the lock child did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        match try_lock(dir.path(), "teleport-held") {
+            // The kernel names the holder on unix; Windows does not tell.
+            Err(Busy::Pid(pid)) => {
+                #[cfg(unix)]
+                assert_eq!(pid, Some(child.id()));
+                #[cfg(windows)]
+                assert_eq!(pid, None);
+            }
+            other => panic!("the lock of another process was taken: {other:?}"),
+        }
+        // Other uploads are free meanwhile.
+        drop(try_lock(dir.path(), "teleport-other").unwrap());
+        // A holder that dies (kill -9, TerminateProcess) lets go.
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let t0 = Instant::now();
+        let held = loop {
+            match try_lock(dir.path(), "teleport-held") {
+                Ok(l) => break l,
+                Err(e) => assert!(t0.elapsed() < Duration::from_secs(30), "still held after its holder died: {e:?}"),
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        drop(held);
+        let mut files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        files.sort();
+        assert_eq!(files, ["ready", FILE]);
+    }
 
     #[test]
     fn one_holder_per_key_within_a_process_and_released_when_the_last_goes() {

@@ -10,6 +10,7 @@ pub mod lockfile;
 pub mod multipart;
 pub mod os_path;
 pub mod plan;
+pub mod platform;
 pub mod poll;
 pub mod post;
 pub mod progress;

@@ -2,7 +2,6 @@
 //! memory stays at a few read buffers per part in flight, whatever the part size.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 #[cfg(test)]
@@ -129,19 +128,7 @@ pub fn check_regular(path: &Path) -> Result<()> {
 }
 
 fn not_regular(path: &Path, meta: &std::fs::Metadata) -> Error {
-    use std::os::unix::fs::FileTypeExt;
-    let t = meta.file_type();
-    let kind = if t.is_dir() {
-        "a directory"
-    } else if t.is_fifo() {
-        "a FIFO (named pipe)"
-    } else if t.is_socket() {
-        "a socket"
-    } else if t.is_char_device() || t.is_block_device() {
-        "a device"
-    } else {
-        "not a regular file"
-    };
+    let kind = super::platform::kind_of(meta);
     Error::usage(
         format!("{} is {kind}, not a regular file", path.display()),
         "give the path of a regular file (copy a stream to a file first)",
@@ -258,7 +245,7 @@ impl FileSource {
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
         match &self.backend {
-            Backend::File(f) => f.read_exact_at(buf, offset),
+            Backend::File(f) => super::platform::read_exact_at(f, buf, offset),
             Backend::Zip(z) => z.read_at(buf, offset),
         }
     }

@@ -20,7 +20,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -299,7 +298,7 @@ impl VirtualZip {
         if meta.len() != e.size || mtime_ns(meta.modified().ok()) != e.mtime_ns {
             return Err(fail("its size or modification time differ"));
         }
-        file.read_exact_at(out, at).map_err(|_| fail("it is shorter"))?;
+        super::platform::read_exact_at(&file, out, at).map_err(|_| fail("it is shorter"))?;
         if let Some(crc) = e.crc {
             self.check_piece(i, at, out, crc).map_err(|_| fail("its bytes no longer match the CRC-32"))?;
         }
@@ -508,7 +507,7 @@ fn crc_of(e: &ZipEntry, on_bytes: &(dyn Fn(u64) + Send + Sync)) -> Result<u32> {
     let mut at = 0;
     while at < e.size {
         let n = (e.size - at).min(buf.len() as u64) as usize;
-        file.read_exact_at(&mut buf[..n], at).map_err(err)?;
+        super::platform::read_exact_at(&file, &mut buf[..n], at).map_err(err)?;
         h.update(&buf[..n]);
         on_bytes(n as u64);
         at += n as u64;

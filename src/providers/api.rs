@@ -249,7 +249,7 @@ impl TokenSource {
     }
 }
 
-/// Runs `sh -c CMD` and takes its trimmed stdout as the token.
+/// Runs `sh -c CMD` (Windows: `cmd /C`, [`crate::engine::platform::shell`]) and takes its trimmed stdout as the token.
 async fn run_token_command(provider: &'static str, cmd: &str) -> Result<Secret> {
     let fail = |message: String| Error::Auth {
         provider,
@@ -258,9 +258,7 @@ async fn run_token_command(provider: &'static str, cmd: &str) -> Result<Secret> 
             "check --token-command (env UPLOAD_TOKEN_COMMAND): it must print a token on stdout and exit 0".into(),
         ),
     };
-    let child = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
+    let child = crate::engine::platform::shell(cmd)
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::inherit())
         .kill_on_drop(true)

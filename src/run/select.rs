@@ -279,7 +279,8 @@ pub fn image_list(dir: &Path, selection: &Selection) -> Result<Vec<PathBuf>> {
 /// paths), each with its size and modification time; no image is read (the CRCs are
 /// unknown yet).
 pub fn scan_images(dir: &Path, selection: &Selection) -> Result<VirtualZip> {
-    let canonical = std::fs::canonicalize(dir).map_err(|e| Error::File { path: dir.into(), source: e })?;
+    let canonical =
+        crate::engine::platform::canonicalize(dir).map_err(|e| Error::File { path: dir.into(), source: e })?;
     let entries = image_list(dir, selection)?
         .into_iter()
         .map(|rel| {

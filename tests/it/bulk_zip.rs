@@ -143,15 +143,18 @@ async fn dry_run_prints_the_archive_without_reading_an_image() {
     let dir = tempfile::tempdir().unwrap();
     let (photos, images) = photo_dir(dir.path());
     // Unreadable images: a dry run must not open them.
-    use std::os::unix::fs::PermissionsExt;
+    #[cfg(unix)]
     for (name, _) in &images {
+        use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(photos.join(name), std::fs::Permissions::from_mode(0o000)).unwrap();
     }
     let unreadable = std::fs::File::open(photos.join("a.jpg")).is_err(); // false as root
     let a =
         args(&[photos.to_str().unwrap(), "--provider", "teleport", "--format", "bulk-images", "--dry-run", "--json"]);
     let out = run_upload(a, vec![]).await;
+    #[cfg(unix)]
     for (name, _) in &images {
+        use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(photos.join(name), std::fs::Permissions::from_mode(0o644)).unwrap();
     }
     assert!(out.status.success(), "{}", stderr(&out));
@@ -168,6 +171,7 @@ async fn dry_run_prints_the_archive_without_reading_an_image() {
 }
 
 /// Bytes on disk (allocated blocks) of every file below `dir`.
+#[cfg(unix)]
 fn disk_usage(dir: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     let mut total = 0;
@@ -186,6 +190,7 @@ fn disk_usage(dir: &Path) -> u64 {
     total
 }
 
+#[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streaming_a_gib_writes_nothing_to_disk_but_the_journal() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,13 +1,16 @@
 //! One install gives everything (issue 32): `upload emulator` serves as `upload-emulator`
 //! does, `upload --version` names the commit, `upload man` prints the man page.
 
+#[cfg(unix)]
 use std::io::BufRead;
+#[cfg(unix)]
 use std::process::{Child, Stdio};
 
 use crate::common::*;
 
 /// Starts `upload emulator ARGS` with `TMPDIR` = `tmpdir` and reads its announcement up to
-/// the last line (the sign-in `try`).
+/// the last line (the sign-in `try`). Unix only, as the test that uses it.
+#[cfg(unix)]
 async fn start_emulator(extra: &[&str], tmpdir: &std::path::Path) -> (Child, Vec<String>) {
     let mut cmd = upload_command(&args(&[&["emulator"], extra].concat()), &[]);
     cmd.env("TMPDIR", tmpdir).stdout(Stdio::piped()).stderr(Stdio::piped());

@@ -1,8 +1,11 @@
 //! What shells, CI and cron trip over (issue 17): odd paths, huge values, cron semantics,
 //! messages, terminal output, colour.
 
+#[cfg(unix)]
 use std::ffi::OsString;
+#[cfg(unix)]
 use std::os::unix::ffi::OsStringExt;
+#[cfg(unix)]
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
@@ -22,6 +25,7 @@ fn provider_flags(provider: &str, emu: &Emulator) -> (Vec<String>, Vec<(String, 
 }
 
 /// Runs the binary with `args` then the raw (possibly non-UTF-8) `paths`.
+#[cfg(unix)]
 async fn run_with_paths(args: Vec<String>, paths: Vec<OsString>, envs: Vec<(String, String)>) -> Output {
     tokio::task::spawn_blocking(move || {
         let mut cmd = upload_command(&args, &envs);
@@ -32,7 +36,9 @@ async fn run_with_paths(args: Vec<String>, paths: Vec<OsString>, envs: Vec<(Stri
     .unwrap()
 }
 
-/// A file whose name holds the byte 0xFF (not UTF-8), with `content`.
+/// A file whose name holds the byte 0xFF (not UTF-8), with `content`. Unix only: Windows
+/// names are UTF-16, and hold no such byte.
+#[cfg(unix)]
 fn non_utf8_file(dir: &Path, stem: &[u8], ext: &str, content: &[u8]) -> PathBuf {
     let mut name = stem.to_vec();
     name.extend_from_slice(b"\xff.");
@@ -42,11 +48,13 @@ fn non_utf8_file(dir: &Path, stem: &[u8], ext: &str, content: &[u8]) -> PathBuf 
     path
 }
 
+#[cfg(unix)]
 fn sha(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
 }
 
+#[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_that_are_not_utf8_upload_on_every_provider_and_are_not_sent_twice() {
     for (provider, ext) in [("teleport", "mp4"), ("truvideo", "mp4"), ("uplift", "mov"), ("apertur", "jpg")] {

@@ -174,6 +174,31 @@ async fn an_unusable_state_dir_is_found_before_anything_is_sent() {
     assert!(s.emu.request_log().is_empty(), "{:?}", s.emu.request_log());
 }
 
+/// No state directory at all (no HOME, no XDG_STATE_HOME; on Windows no LOCALAPPDATA): no
+/// upload goes on without its journal, lock and done record, it stops before any request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_state_directory_is_exit_2_before_anything_is_sent_and_a_dry_run_needs_none() {
+    let s = TeleportRun::start(Config::default(), 1000).await;
+    let env: Vec<(String, String)> =
+        [("TELEPORT_TOKEN", s.emu.token().as_str()), ("XDG_STATE_HOME", ""), ("HOME", ""), ("LOCALAPPDATA", "")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    let out = run_upload(s.args(&[]), env.clone()).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("upload: error: no state directory"), "{err}");
+    assert!(err.contains("--state-dir"), "{err}");
+    assert!(s.emu.request_log().is_empty(), "{:?}", s.emu.request_log());
+    let out = run_upload(s.args(&["--dry-run"]), env.clone()).await;
+    assert_eq!(out.status.code(), Some(0), "a dry run keeps no state: {}", stderr(&out));
+    let state = s.dir.path().join("given-state");
+    let out = run_upload(s.args(&["--state-dir", state.to_str().unwrap()]), env).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    s.assert_stored_once();
+    assert!(state.join("done").is_dir(), "the done record is in the state directory given");
+}
+
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_same_size_rewrite_with_the_mtime_put_back_is_caught_before_completing() {

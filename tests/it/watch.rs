@@ -346,8 +346,9 @@ async fn a_bulk_images_directory_is_one_capture_and_a_new_one_only_when_it_chang
 
     // A change of permissions is no new content: no new capture.
     {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(c1.join("img0.jpg"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        let mut p = std::fs::metadata(c1.join("img0.jpg")).unwrap().permissions();
+        p.set_readonly(true);
+        std::fs::set_permissions(c1.join("img0.jpg"), p).unwrap();
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(emu.objects().len(), 1);
@@ -564,4 +565,83 @@ async fn a_file_found_open_at_start_waits_for_its_writer() {
     let objects = emu.objects();
     assert_eq!(objects.len(), 1);
     assert_eq!(objects[0].sha256, sha(&[first, rest].concat()));
+}
+
+/// macOS (FSEvents) and Windows (ReadDirectoryChangesW) say nothing of closing: there the
+/// watcher decides by `--settle` and by asking the system whether a writer still has the file
+/// open. `UPLOAD_WATCH_NO_CLOSE_EVENTS=1` makes Linux decide that way: a file created after
+/// the start, written with a pause longer than `--settle`, is taken once, after its writer
+/// closed it (before, such a file stayed "open" for ever: never uploaded on macOS).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_close_events_a_file_written_after_start_is_taken_once_its_writer_closed_it() {
+    let emu = emulator(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let mut env = env(&emu, &dir.path().join("s"));
+    env.push(("UPLOAD_WATCH_NO_CLOSE_EVENTS".into(), "1".into()));
+    let mut w = Watch::start(&watch_args(&inbox, &emu, &["--settle", "300ms"]), &env);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let path = inbox.join("late.mp4");
+    let mut all = vec![];
+    {
+        let mut f = std::fs::File::create(&path).unwrap();
+        for i in 0..12u32 {
+            let chunk: Vec<u8> = (0..10_000u32).map(|j| (i * 17 + j) as u8).collect();
+            f.write_all(&chunk).unwrap();
+            f.flush().unwrap();
+            all.extend_from_slice(&chunk);
+            // A pause of five times --settle, the file still open.
+            tokio::time::sleep(Duration::from_millis(if i == 6 { 1500 } else { 100 })).await;
+        }
+        assert_eq!(emu.objects().len(), 0, "uploaded while its writer still had it open: {}", w.stderr());
+    }
+    w.wait_for("the upload", |l| !l.is_empty()).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let lines = w.lines();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["status"], "UPLOADED", "{lines:?}");
+    let objects = emu.objects();
+    assert_eq!(objects.len(), 1, "{objects:?}");
+    assert_eq!(objects[0].sha256, sha(&all), "the stored object is not the whole file");
+}
+
+/// `--after-upload move:` to another file system (another drive on Windows) copies the file,
+/// syncs the copy, then removes the original; nothing is left half-way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_upload_move_to_another_file_system_copies_then_removes() {
+    let dir = tempfile::tempdir().unwrap();
+    let Ok(other) = tempfile::tempdir_in("/dev/shm") else {
+        eprintln!("no /dev/shm here: the cross-device move is not exercised");
+        return;
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if std::fs::metadata(dir.path()).unwrap().dev() == std::fs::metadata(other.path()).unwrap().dev() {
+            eprintln!("/dev/shm is on the same file system as the temp dir: the cross-device move is not exercised");
+            return;
+        }
+    }
+    let emu = emulator(Config::default()).await;
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir_all(inbox.join("sub")).unwrap();
+    let (a, a_sha) = make_file(&inbox, "a.mp4", 70_000);
+    let (b, b_sha) = make_file(&inbox.join("sub"), "b.mp4", 30_000);
+    let done = other.path().join("done");
+    let once = watch_args(
+        &inbox,
+        &emu,
+        &["--settle", "200ms", "--once", "--recursive", "--after-upload", &format!("move:{}", done.display())],
+    );
+    let out = run_upload(once, env(&emu, &dir.path().join("s"))).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("--after-upload failed"), "{}", stderr(&out));
+    assert!(!a.exists() && !b.exists(), "the originals are removed");
+    assert_eq!(sha(&std::fs::read(done.join("a.mp4")).unwrap()), a_sha);
+    assert_eq!(sha(&std::fs::read(done.join("sub/b.mp4")).unwrap()), b_sha);
+    let left: Vec<_> = std::fs::read_dir(&done).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(left.len(), 2, "no temporary file is left: {left:?}");
+    let stored: std::collections::BTreeSet<String> = emu.objects().iter().map(|o| o.sha256.clone()).collect();
+    assert_eq!(stored, [a_sha, b_sha].into_iter().collect());
 }

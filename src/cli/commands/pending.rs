@@ -98,9 +98,7 @@ fn state_dir(args: &PendingArgs) -> Result<PathBuf> {
         .clone()
         .or_else(|| config.defaults.state_dir.clone())
         .or_else(crate::cli::settings::default_state_dir)
-        .ok_or_else(|| {
-            Error::usage("no state directory: HOME is not set", "pass --state-dir DIR (or set UPLOAD_STATE_DIR)")
-        })
+        .ok_or_else(crate::cli::dirs::no_state_dir)
 }
 
 fn provider_of(name: &str) -> Result<ProviderName> {
