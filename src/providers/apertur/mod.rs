@@ -538,7 +538,7 @@ impl Apertur {
             let answer = crate::engine::multipart::send_once_then_look_up(
                 (PROVIDER, what.as_str()),
                 &ctx.api.retry,
-                deadline,
+                (deadline, ctx.api.exec.idle_timeout()),
                 &ctx.cancel,
                 |e| matches!(e, Error::Ambiguous { .. }),
                 || self.post_image(ctx, file, mime, &session.id, &what),
