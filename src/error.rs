@@ -150,6 +150,14 @@ pub enum Error {
         /// How to resume.
         hint: String,
     },
+    /// The run's time limit ([`TimeLimit`](crate::engine::wait::TimeLimit): `--max-duration`,
+    /// `--until`) was reached first: the file's upload stopped cleanly, its journal kept
+    /// (or it was not started at all); running the same upload again carries on.
+    #[error("stopped at the time limit")]
+    Stopped {
+        /// Whether the file's upload had begun.
+        started: bool,
+    },
 }
 
 impl Error {
@@ -164,6 +172,7 @@ impl Error {
         match self {
             Error::Usage { hint, .. } | Error::Auth { hint, .. } => hint.as_deref(),
             Error::Interrupted { hint } | Error::Busy { hint, .. } | Error::JournalMismatch { hint, .. } => Some(hint),
+            Error::Stopped { .. } => Some(STOPPED_HINT),
             _ => None,
         }
     }
@@ -176,6 +185,9 @@ impl Error {
         }
     }
 }
+
+/// How to go on after [`Error::Stopped`].
+pub const STOPPED_HINT: &str = "run the same command, or `upload pending --resume`, to go on";
 
 /// Result alias for the library.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -33,6 +33,7 @@ use crate::engine::request::{Executor, Notifier};
 use crate::engine::retry::RetryPolicy;
 use crate::engine::tune::{Concurrency, Files, Permits};
 use crate::engine::uploader::UploaderOptions;
+use crate::engine::wait::{Halt, TimeLimit};
 use crate::error::Result;
 use crate::providers::api::RequestSigner;
 use crate::providers::signin::{Credentials, SignIn};
@@ -70,6 +71,7 @@ struct Config {
     progress: Arc<dyn Progress>,
     cancel: CancellationToken,
     net: NetOptions,
+    time_limit: Option<TimeLimit>,
 }
 
 /// What the uploads of an `Uploader` share, built at the first one.
@@ -114,6 +116,7 @@ impl Uploader {
                 progress: Arc::new(NoProgress),
                 cancel: CancellationToken::new(),
                 net: NetOptions::default(),
+                time_limit: None,
             },
             shared: Arc::default(),
         }
@@ -236,6 +239,19 @@ impl Uploader {
         self.set(|c| c.cancel = cancel)
     }
 
+    /// Stops every upload cleanly at `limit` (`--max-duration`, `--until`): from then on no
+    /// new file or part starts, the work in flight gets
+    /// [`STOP_GRACE`](crate::engine::wait::STOP_GRACE) to finish, and the uploads that did not
+    /// finish end with [`Error::Stopped`](crate::Error::Stopped), their journals kept.
+    pub fn time_limit(self, limit: Option<TimeLimit>) -> Self {
+        self.set(|c| c.time_limit = limit)
+    }
+
+    /// The run's time limit, when it has one.
+    pub fn time_limit_in_force(&self) -> Option<&TimeLimit> {
+        self.config.time_limit.as_ref()
+    }
+
     /// Cancelled: no new part starts, parts in flight get a few seconds, and the upload ends
     /// with [`Error::Interrupted`](crate::Error::Interrupted) (resumable with a state directory).
     pub fn cancel_token(&self) -> CancellationToken {
@@ -315,9 +331,20 @@ impl Uploader {
     /// The run context of one file (or of the run's `prepare`/`finish`), its waits ending on
     /// `cancel`.
     pub(crate) fn context(&self, progress: Arc<dyn Progress>, cancel: CancellationToken) -> Result<Context> {
+        self.context_halted(progress, cancel, Halt::default())
+    }
+
+    /// [`context`](Self::context) whose `cancel` also fires at the run's time limit, `halt`
+    /// saying how long work in flight then gets.
+    pub(crate) fn context_halted(
+        &self,
+        progress: Arc<dyn Progress>,
+        cancel: CancellationToken,
+        halt: Halt,
+    ) -> Result<Context> {
         let s = self.shared()?;
         let c = &self.config;
-        let exec = s.exec.with_cancel(cancel.clone());
+        let exec = s.exec.with_halt(cancel.clone(), halt);
         let max = c.concurrency.max();
         let uploader = UploaderOptions {
             concurrency: max,

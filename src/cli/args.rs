@@ -697,6 +697,15 @@ pub(crate) struct UploadArgs {
     #[arg(long, env = "UPLOAD_LIMIT_RATE", value_name = "RATE")]
     pub(crate) limit_rate: Option<String>,
 
+    /// Stop cleanly this long after the start: no new file or part starts, parts in flight
+    /// finish (or are cut 30 s later), journals are kept, exit code 9: 8h, 90m.
+    #[arg(long, env = "UPLOAD_MAX_DURATION", value_name = "DURATION", value_parser = parse_max_duration_arg)]
+    pub(crate) max_duration: Option<std::time::Duration>,
+
+    /// Stop cleanly at this local time (its next occurrence), as --max-duration does: 06:30.
+    #[arg(long, env = "UPLOAD_UNTIL", value_name = "HH:MM", value_parser = parse_until_arg)]
+    pub(crate) until: Option<chrono::NaiveTime>,
+
     /// Start over instead of resuming an interrupted upload of the same file.
     #[arg(long)]
     pub(crate) no_resume: bool,
@@ -920,6 +929,32 @@ pub(crate) struct AperturArgs {
 
 fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
     parse_duration(s)
+}
+
+fn parse_max_duration_arg(s: &str) -> Result<std::time::Duration, String> {
+    parse_max_duration(s)
+}
+
+/// Parses a `--max-duration`: a [`parse_duration`] above zero.
+pub(crate) fn parse_max_duration(s: &str) -> Result<std::time::Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err(format!("max duration '{s}' must be more than zero: e.g. 90m or 8h"));
+    }
+    Ok(d)
+}
+
+fn parse_until_arg(s: &str) -> Result<chrono::NaiveTime, String> {
+    parse_until(s)
+}
+
+/// Parses an `--until`: a local time of day, `HH:MM` (24-hour clock).
+pub(crate) fn parse_until(s: &str) -> Result<chrono::NaiveTime, String> {
+    let t = s.trim();
+    let ok = t.len() == 5 && t.as_bytes()[2] == b':';
+    ok.then(|| chrono::NaiveTime::parse_from_str(t, "%H:%M").ok())
+        .flatten()
+        .ok_or_else(|| format!("'{s}' is not a time of day HH:MM (24-hour clock), e.g. 06:30"))
 }
 
 fn parse_connect_timeout_arg(s: &str) -> Result<std::time::Duration, String> {

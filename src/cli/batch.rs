@@ -157,6 +157,15 @@ impl<'a> Reporter<'a> {
     }
 
     fn failed(&mut self, item: &Item, err: &Error, elapsed: Duration) -> Result<()> {
+        if let Error::Stopped { .. } = err {
+            // Told once for the run, after the summary (`stopped_line`).
+            self.summary.stopped();
+            if self.output.json {
+                let line = ui::stopped_json(self.provider, item.path(), err, elapsed);
+                ignore_broken_pipe(ui::print_json_line(&mut std::io::stdout().lock(), &line))?;
+            }
+            return Ok(());
+        }
         let interrupted = matches!(err, Error::Interrupted { .. });
         if interrupted {
             self.summary.interrupted(exit_code(err), hint(err).as_deref());
@@ -201,6 +210,12 @@ impl<'a> Reporter<'a> {
             self.failed(item, err, Duration::ZERO)
         }
     }
+}
+
+/// What a run stopped at its time limit says, once: `upload: stopped at the time limit; run the
+/// same command, or `upload pending --resume`, to go on`.
+pub(crate) fn stopped_line() -> String {
+    format!("upload: {}; {}", Error::Stopped { started: true }, crate::error::STOPPED_HINT)
 }
 
 /// The progress of one file: its bar on the board, named by the file's name.
@@ -271,6 +286,9 @@ pub(crate) async fn run(cli: &Cli, settings: &UploadSettings) -> Result<i32> {
             let how = if hint.is_empty() { String::new() } else { format!(": {hint}") };
             eprintln!("upload: interrupted{how}");
         }
+    }
+    if summary.stopped_files() > 0 {
+        eprintln!("{}", stopped_line());
     }
     Ok(summary.exit_code().max(code))
 }

@@ -11,6 +11,7 @@
 //! connect_timeout = "10s"                # --connect-timeout
 //! idle_timeout = "60s"                   # --idle-timeout
 //! speed_limit = "10KiB"                  # --speed-limit (with speed_time, --speed-time)
+//! until = "06:30"                        # --until (or max_duration = "8h", --max-duration)
 //!
 //! [teleport]
 //! endpoint = "https://teleport.varjo.com"
@@ -67,6 +68,10 @@ pub(crate) struct Defaults {
     pub(crate) speed_limit: Option<String>,
     /// Its window (`--speed-time`): `30s`.
     pub(crate) speed_time: Option<String>,
+    /// Stop cleanly this long after the start (`--max-duration`): `8h`.
+    pub(crate) max_duration: Option<String>,
+    /// Stop cleanly at this local time (`--until`): `06:30`.
+    pub(crate) until: Option<String>,
 }
 
 /// A provider's section. Only the keys that make sense for the provider are used.

@@ -21,6 +21,9 @@ pub(crate) mod exit {
     pub(crate) const TIMEOUT: i32 = 7;
     /// Another run is uploading the same file (its journal is locked); nothing was sent.
     pub(crate) const BUSY: i32 = 8;
+    /// Stopped at the time limit (`--max-duration`, `--until`); journals kept: the same
+    /// command, or `upload pending --resume`, goes on.
+    pub(crate) const STOPPED: i32 = 9;
     /// Interrupted by Ctrl-C; the upload can be resumed by running the same command again.
     pub(crate) const INTERRUPTED: i32 = 130;
 }
@@ -40,6 +43,7 @@ pub(crate) fn exit_code(err: &Error) -> i32 {
         Error::Timeout { .. } => exit::TIMEOUT,
         Error::Busy { .. } => exit::BUSY,
         Error::Interrupted { .. } => exit::INTERRUPTED,
+        Error::Stopped { .. } => exit::STOPPED,
     }
 }
 

@@ -12,6 +12,7 @@ use crate::engine::http::{NetOptions, SpeedLimit};
 use crate::engine::ratelimit::{OffsetClock, RateLimit, Schedule};
 use crate::engine::retry::RetryPolicy;
 use crate::engine::tune::Files;
+use crate::engine::wait::TimeLimit;
 use crate::error::{Error, Result};
 use crate::providers::signin::{Credentials, SignIn};
 use crate::providers::{Api, Descriptor, Provider, SignInKind, TokenSource, apertur, teleport, truvideo, uplift};
@@ -258,6 +259,7 @@ impl UploadSettings {
             .resume_options(journal_options(args))
             .signer(signer)
             .net(net.clone())
+            .time_limit(time_limit(args, &config)?)
             .cancel_on(cancel);
         if let Some(cmd) = r.command {
             uploader = uploader.token_command(cmd);
@@ -552,16 +554,74 @@ pub(crate) fn rate_limit(text: Option<&str>) -> Result<RateLimit> {
             "give a rate in bytes per second (10MiB, 8M, 500k, off) or a timetable such as \"08:00,4MiB 12:00,10MiB 18:00,off\" (Mon-08:00,RATE for one day)",
         )
     })?;
-    let fake = std::env::var("UPLOAD_FAKE_LOCAL_TIME").ok().filter(|v| !v.is_empty());
-    match fake {
-        Some(t) => {
-            let start = chrono::NaiveDateTime::parse_from_str(&t, "%Y-%m-%dT%H:%M:%S").map_err(|e| {
-                Error::usage(format!("UPLOAD_FAKE_LOCAL_TIME '{t}' is invalid: {e}"), "use YYYY-MM-DDTHH:MM:SS")
-            })?;
-            Ok(RateLimit::with_clock(schedule, Arc::new(OffsetClock::starting_at(start))))
-        }
+    match fake_local_time()? {
+        Some(start) => Ok(RateLimit::with_clock(schedule, Arc::new(OffsetClock::starting_at(start)))),
         None => Ok(RateLimit::new(schedule)),
     }
+}
+
+/// The hidden `UPLOAD_FAKE_LOCAL_TIME=YYYY-MM-DDTHH:MM:SS` (tests): the local time at start.
+fn fake_local_time() -> Result<Option<chrono::NaiveDateTime>> {
+    let Some(t) = std::env::var("UPLOAD_FAKE_LOCAL_TIME").ok().filter(|v| !v.is_empty()) else { return Ok(None) };
+    chrono::NaiveDateTime::parse_from_str(&t, "%Y-%m-%dT%H:%M:%S")
+        .map(Some)
+        .map_err(|e| Error::usage(format!("UPLOAD_FAKE_LOCAL_TIME '{t}' is invalid: {e}"), "use YYYY-MM-DDTHH:MM:SS"))
+}
+
+/// The run's time limit, from `--max-duration` and `--until` (their env vars `UPLOAD_MAX_DURATION`,
+/// `UPLOAD_UNTIL` merged by clap) > the config file's `[defaults] max_duration`, `until`
+/// (checked here: exit 2 naming the key). Both given: the earlier. `--until` is the next
+/// occurrence of that local time (tomorrow's when it is past today; the hidden
+/// `UPLOAD_FAKE_LOCAL_TIME` sets the clock).
+pub(crate) fn time_limit(args: &UploadArgs, config: &ConfigFile) -> Result<Option<TimeLimit>> {
+    let d = &config.defaults;
+    let bad = |key: &str, e: String, example: &str| {
+        Error::usage(format!("config file [defaults] {key}: {e}"), format!("give {example}"))
+    };
+    let max = match (args.max_duration, d.max_duration.as_deref()) {
+        (Some(m), _) => Some(m),
+        (None, Some(t)) => Some(
+            crate::cli::args::parse_max_duration(t)
+                .map_err(|e| bad("max_duration", e, "a duration above zero, such as \"8h\""))?,
+        ),
+        (None, None) => None,
+    };
+    let until = match (args.until, d.until.as_deref()) {
+        (Some(u), _) => Some(u),
+        (None, Some(t)) => {
+            Some(crate::cli::args::parse_until(t).map_err(|e| bad("until", e, "a local time such as \"06:30\""))?)
+        }
+        (None, None) => None,
+    };
+    let until = match until {
+        Some(t) => Some(until_next(t)?),
+        None => None,
+    };
+    Ok(match (max, until) {
+        (None, None) => None,
+        (a, b) => Some(TimeLimit::after(a.unwrap_or(Duration::MAX).min(b.unwrap_or(Duration::MAX)))),
+    })
+}
+
+/// How long until the next occurrence of the local time `t`.
+fn until_next(t: chrono::NaiveTime) -> Result<Duration> {
+    use chrono::TimeZone;
+    let next = |now: chrono::NaiveDateTime| {
+        let today = now.date().and_time(t);
+        if today > now { today } else { today + chrono::Duration::days(1) }
+    };
+    if let Some(now) = fake_local_time()? {
+        return Ok((next(now) - now).to_std().unwrap_or_default());
+    }
+    let now = chrono::Local::now();
+    let at = next(now.naive_local());
+    // Across a change of the clocks (DST) the local time is resolved to its instant; a time that
+    // does not exist that day is taken as wall-clock arithmetic.
+    let left = match chrono::Local.from_local_datetime(&at).earliest() {
+        Some(at) => at.signed_duration_since(now),
+        None => at - now.naive_local(),
+    };
+    Ok(left.to_std().unwrap_or_default())
 }
 
 #[cfg(test)]

@@ -909,6 +909,7 @@ pub(crate) struct Summary {
     skipped: u32,
     interrupted: u32,
     not_started: u32,
+    stopped: u32,
     bytes: u64,
     worst: i32,
     interruption: Option<String>,
@@ -946,6 +947,15 @@ impl Summary {
             self.interruption = Some("run the same command again to resume".into());
         }
     }
+    /// A file was stopped (or not started) at the run's time limit.
+    pub(crate) fn stopped(&mut self) {
+        self.stopped += 1;
+        self.worst = self.worst.max(crate::cli::report::exit::STOPPED);
+    }
+    /// How many files the time limit stopped.
+    pub(crate) fn stopped_files(&self) -> u32 {
+        self.stopped
+    }
     /// How to carry on an interrupted run, if it was.
     pub(crate) fn interruption(&self) -> Option<&str> {
         self.interruption.as_deref()
@@ -967,6 +977,9 @@ impl Summary {
         if self.not_started > 0 {
             line.push_str(&format!(", {} not started", self.not_started));
         }
+        if self.stopped > 0 {
+            line.push_str(&format!(", {} stopped at the time limit", self.stopped));
+        }
         let secs = elapsed.as_secs_f64();
         line.push_str(&format!("; {} in {secs:.1} s", crate::size::human(self.bytes)));
         if sent > 0 && secs > 0.0 {
@@ -981,7 +994,7 @@ impl Summary {
     }
     /// The line on stderr (with `--quiet`, only when something failed or was interrupted).
     pub(crate) fn print(&self, elapsed: Duration, sent: u64, quiet: bool) {
-        if quiet && self.failed == 0 && self.interrupted == 0 && self.not_started == 0 {
+        if quiet && self.failed == 0 && self.interrupted == 0 && self.not_started == 0 && self.stopped == 0 {
             return;
         }
         eprintln!("upload: {}", self.line(elapsed, sent, color()));
@@ -1028,6 +1041,26 @@ pub(crate) fn skipped_json(provider: &str, file: &std::path::Path, reason: &str)
 pub(crate) fn not_started_json(provider: &str, file: &std::path::Path) -> serde_json::Value {
     let mut line = not_uploaded_json(provider, file, "not_started", Duration::ZERO);
     line["reason"] = "the run was interrupted before this file was started".into();
+    line
+}
+
+/// The JSON line of a file the run's time limit stopped (or did not let start): `status`
+/// `stopped`, `exit_code` 9, `reason`; its journal is kept, so the same command carries on.
+pub(crate) fn stopped_json(
+    provider: &str,
+    file: &std::path::Path,
+    err: &crate::Error,
+    elapsed: Duration,
+) -> serde_json::Value {
+    let mut line = not_uploaded_json(provider, file, "stopped", elapsed);
+    let started = matches!(err, crate::Error::Stopped { started: true });
+    line["reason"] = if started {
+        "the time limit was reached before this file finished; its journal is kept"
+    } else {
+        "the time limit was reached before this file was started"
+    }
+    .into();
+    line["exit_code"] = crate::cli::report::exit_code(err).into();
     line
 }
 

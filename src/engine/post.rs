@@ -16,7 +16,7 @@
 //!   ask for a new one; any other refusal is an [`Error::Rejected`].
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
@@ -172,7 +172,8 @@ pub async fn post_form(
                 // One request: interrupting it leaves nothing half done (S3 stores a POST whole or not at all).
                 let result = tokio::select! {
                     r = pulse.send(req) => r,
-                    _ = exec.cancel().cancelled() => return Err(Failure::Fatal(interrupted())),
+                    // At once after a Ctrl-C; after the run's time limit it gets `STOP_GRACE`.
+                    _ = exec.cut(Duration::ZERO) => return Err(Failure::Fatal(interrupted())),
                 };
                 let resp = match result {
                     Ok(resp) => resp,

@@ -345,6 +345,8 @@ struct Shared {
 pub struct Executor {
     shared: Arc<Shared>,
     cancel: CancellationToken,
+    /// How long an attempt in flight gets once `cancel` fired (a Ctrl-C, the run's time limit).
+    halt: super::wait::Halt,
 }
 
 impl std::fmt::Debug for Executor {
@@ -386,6 +388,7 @@ impl Executor {
         Executor {
             shared: Arc::new(Shared { budget, hosts: Mutex::new(HashMap::new()), notifier, timing: Timing::from(net) }),
             cancel,
+            halt: super::wait::Halt::default(),
         }
     }
 
@@ -403,7 +406,19 @@ impl Executor {
     /// The same executor (budget, hosts, notifier, time model) whose waits end on `cancel`:
     /// one run of an uploader, or one file of a run.
     pub fn with_cancel(&self, cancel: CancellationToken) -> Self {
-        Executor { shared: self.shared.clone(), cancel }
+        Executor { shared: self.shared.clone(), cancel, halt: super::wait::Halt::default() }
+    }
+
+    /// [`with_cancel`](Self::with_cancel), where `cancel` also fires at the run's time limit
+    /// and `halt` says how long an attempt in flight then gets ([`super::wait::STOP_GRACE`]).
+    pub fn with_halt(&self, cancel: CancellationToken, halt: super::wait::Halt) -> Self {
+        Executor { shared: self.shared.clone(), cancel, halt }
+    }
+
+    /// Resolves when work in flight must be dropped, once the cancellation fired: `grace`
+    /// after a Ctrl-C, up to [`super::wait::STOP_GRACE`] after the run's time limit.
+    pub async fn cut(&self, grace: Duration) {
+        self.halt.cut(&self.cancel, grace).await
     }
 
     /// The run's cancellation token.
@@ -457,10 +472,7 @@ impl Executor {
                 }
             };
             // A first Ctrl-C gives the attempt in flight a few seconds, then drops it.
-            let cancelled = async {
-                self.cancel.cancelled().await;
-                tokio::time::sleep(super::wait::GRACE).await;
-            };
+            let cancelled = self.cut(super::wait::GRACE);
             let mut quiet_at = None;
             let result = tokio::select! {
                 r = fut => r,

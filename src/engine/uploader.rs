@@ -10,7 +10,8 @@
 //! - URLs are asked ahead of need by a small pipeline (`url_prefetch`), so a free connection
 //!   rarely waits for one, and asked again (`stale = true`) when S3 refuses one (403);
 //! - a retry re-sends the part from its first byte; ETags are kept verbatim;
-//! - on cancellation no new part starts, parts in flight get `drain` time to finish, and
+//! - on cancellation no new part starts, parts in flight get `drain` time to finish (after the
+//!   run's time limit, [`STOP_GRACE`](super::wait::STOP_GRACE)), and
 //!   [`Error::Interrupted`] is returned; every finished part was reported to `on_part_done`
 //!   (the resume journal) before that.
 
@@ -309,11 +310,13 @@ pub async fn upload_parts(
     if failure.is_some() {
         tasks.abort_all();
     } else if interrupted {
-        let deadline = tokio::time::sleep(options.drain);
+        // `drain` after a Ctrl-C; after the run's time limit, up to `STOP_GRACE`.
+        let deadline = options.exec.cut(options.drain);
         tokio::pin!(deadline);
+        let mut cut = false;
         loop {
             tokio::select! {
-                _ = &mut deadline => { tasks.abort_all(); }
+                _ = &mut deadline, if !cut => { cut = true; tasks.abort_all(); }
                 res = tasks.join_next() => match res {
                     Some(res) => { let _ = absorb(res, &mut finished); }
                     None => break,

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 pub use done::{DoneRecord, ForceRun};
 pub use select::{
@@ -33,6 +33,7 @@ use crate::engine::journal::FileIdentity;
 use crate::engine::progress::{Event, NoProgress, Progress};
 use crate::engine::source::FileSource;
 use crate::engine::tune::FileGate;
+use crate::engine::wait::{Halt, TimeLimit};
 use crate::engine::zipsource::VirtualZip;
 use crate::error::{Error, Result};
 use crate::providers::{DryRun, UploadOutcome};
@@ -152,8 +153,26 @@ impl Uploader {
     /// The provider's follow-up once every upload of a run ended (Apertur `wait`: follows the
     /// deliveries of the run's session).
     pub async fn finish(&self, cancel: &CancellationToken) -> Result<()> {
-        let ctx = self.context(Arc::new(NoProgress), cancel.clone())?;
-        self.provider().finish(&ctx).await
+        let (cancel, halt, _link) = self.linked(cancel);
+        let ctx = self.context_halted(Arc::new(NoProgress), cancel, halt.clone())?;
+        self.provider().finish(&ctx).await.map_err(|e| halt.judge(e, true))
+    }
+
+    /// `cancel`, made to fire at the run's time limit too (when there is one), and how long work
+    /// in flight gets once it fired; the guard ends the link.
+    fn linked(&self, cancel: &CancellationToken) -> (CancellationToken, Halt, Option<DropGuard>) {
+        match self.time_limit_in_force() {
+            Some(limit) => {
+                let (linked, halt, guard) = limit.link(cancel);
+                (linked, halt, Some(guard))
+            }
+            None => (cancel.clone(), Halt::default(), None),
+        }
+    }
+
+    /// Whether the run's time limit stops it: reached, and not after the user's own stop.
+    fn stopped_by_limit(&self, user: &CancellationToken) -> bool {
+        !user.is_cancelled() && self.time_limit_in_force().is_some_and(TimeLimit::reached)
     }
 
     /// The step of one file: a bulk-images directory as its streamed zip, skipped when a done
@@ -169,6 +188,8 @@ impl Uploader {
         self.step(item, options, None, progress_for, cancel).await
     }
 
+    /// The step of one file under the run's time limit: not begun once it is reached; stopped
+    /// ([`Error::Stopped`]) when it is reached meanwhile.
     async fn step(
         &self,
         item: &Item,
@@ -176,6 +197,23 @@ impl Uploader {
         force_run: Option<&ForceRun>,
         progress_for: &ProgressFor<'_>,
         cancel: CancellationToken,
+    ) -> Result<FileResult> {
+        if self.stopped_by_limit(&cancel) {
+            return Err(Error::Stopped { started: false });
+        }
+        let (linked, halt, _link) = self.linked(&cancel);
+        let res = self.step_in_time(item, options, force_run, progress_for, linked, halt.clone()).await;
+        res.map_err(|e| halt.judge(e, true))
+    }
+
+    async fn step_in_time(
+        &self,
+        item: &Item,
+        options: &RunOptions,
+        force_run: Option<&ForceRun>,
+        progress_for: &ProgressFor<'_>,
+        cancel: CancellationToken,
+        halt: Halt,
     ) -> Result<FileResult> {
         let provider = self.provider();
         let state_dir = self.state_dir_path().map(Path::to_path_buf);
@@ -226,7 +264,7 @@ impl Uploader {
             return Ok(FileResult::Skipped(rec, file.size()));
         }
         let progress = progress_for(item);
-        let mut ctx = self.context(progress.clone(), cancel.clone())?;
+        let mut ctx = self.context_halted(progress.clone(), cancel.clone(), halt)?;
         ctx.resume = options.resume;
         let mut zip_done = None;
         let file = match table {
@@ -340,6 +378,11 @@ impl Uploader {
             let run_cancel = run_cancel.clone();
             let force_run = force_run.as_ref();
             async move {
+                // Once the run's time limit is reached, the files not begun yet are stopped
+                // before they start.
+                if self.stopped_by_limit(&run_cancel) {
+                    return (item, Some(Err(Error::Stopped { started: false })), Duration::ZERO, size);
+                }
                 // Once the run is interrupted, the files not begun yet are not started at all.
                 if run_cancel.is_cancelled() {
                     return (item, None, Duration::ZERO, size);
@@ -406,6 +449,7 @@ impl Uploader {
         // After the uploads: Apertur's wait follows the deliveries of the run's session.
         if !options.dry_run
             && !run_cancel.is_cancelled()
+            && !self.stopped_by_limit(&run_cancel)
             && let Err(err) = self.finish(&run_cancel).await
         {
             stats.finish = Some(err);

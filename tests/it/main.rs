@@ -30,3 +30,4 @@ mod tune;
 mod uplift;
 mod vendor;
 mod watch;
+mod window;

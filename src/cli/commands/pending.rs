@@ -273,7 +273,8 @@ async fn resume(args: &PendingArgs, dir: &Path, output: &OutputArgs, net: &NetOp
             Err(e) => {
                 crate::cli::report_error(&e);
                 code = code.max(crate::cli::report::exit_code(&e));
-                if matches!(e, Error::Interrupted { .. }) {
+                // Ctrl-C, or the time limit (`--until`, `--max-duration`): the others wait too.
+                if matches!(e, Error::Interrupted { .. } | Error::Stopped { .. }) {
                     break;
                 }
             }

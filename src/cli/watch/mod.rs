@@ -18,6 +18,10 @@
 //! for good (bad input, exit code 2) is reported once; both are taken afresh when they change.
 //! SIGTERM or Ctrl-C stops taking files, lets parts in flight finish (journals kept, so a
 //! restart resumes them) and exits 0 with a summary; SIGHUP re-reads the configuration file.
+//! At the time limit (`--max-duration`, `--until`: the engine's [`TimeLimit`]) it stops taking
+//! files, the uploads in flight stop as a run's do, and it exits 9 once idle.
+//!
+//! [`TimeLimit`]: crate::engine::wait::TimeLimit
 //! All the waiting (settle, ticks, backoff) is [`schedule`]'s.
 
 mod open;
@@ -452,6 +456,10 @@ pub(crate) async fn run(args: WatchArgs, output: OutputArgs, net: &crate::engine
     let mut hups = signals(cancel.clone());
 
     let mut settings = Arc::new(UploadSettings::from_args(up, &output, cancel.clone(), &net)?);
+    // `--max-duration` / `--until`: the engine's timer, counted from the start (a re-read of
+    // the configuration keeps it).
+    let limit = settings.uploader.time_limit_in_force().cloned();
+    let limit_reached = || limit.as_ref().is_some_and(crate::engine::wait::TimeLimit::reached);
     let selection = Selection::new(up.recursive, up.hidden, &up.include, &up.exclude)?;
     let bulk = settings.provider == ProviderName::Teleport && up.teleport.format.as_deref() == Some("bulk-images");
     let concurrent_files = settings.uploader.provider().concurrent_files();
@@ -550,7 +558,8 @@ pub(crate) async fn run(args: WatchArgs, output: OutputArgs, net: &crate::engine
                 }
             }
         }
-        let stopping = cancel.is_cancelled();
+        // At the time limit no file is taken; the uploads in flight stop (the engine's), then exit 9.
+        let stopping = cancel.is_cancelled() || limit_reached();
         if stopping && inflight.is_empty() {
             break;
         }
@@ -599,6 +608,8 @@ pub(crate) async fn run(args: WatchArgs, output: OutputArgs, net: &crate::engine
                         u.state = State::Pending;
                         continue;
                     }
+                    // Its journal is kept: the next start of the watcher carries it on.
+                    Err(Error::Stopped { .. }) => u.state = State::Pending,
                     Err(e) if journal_outdated(e) && !u.fresh => {
                         // The file changed while its upload was interrupted: a new upload of it as it is.
                         tracing::info!("{}: changed since its interrupted upload; starting over", path.display());
@@ -643,7 +654,8 @@ pub(crate) async fn run(args: WatchArgs, output: OutputArgs, net: &crate::engine
             },
             Some(()) = hups.recv() => {
                 match UploadSettings::from_args(up, &output, cancel.clone(), &net) {
-                    Ok(s) => {
+                    Ok(mut s) => {
+                        s.uploader = s.uploader.time_limit(limit.clone());
                         settings = Arc::new(s);
                         eprintln!("upload: watch: configuration re-read (files started from now on use it)");
                     }
@@ -653,6 +665,8 @@ pub(crate) async fn run(args: WatchArgs, output: OutputArgs, net: &crate::engine
                     }
                 }
             }
+            // Wakes the loop at the time limit (the engine's timer), to stop taking files.
+            _ = async { match &limit { Some(l) => l.wait().await, None => std::future::pending().await } }, if !stopping => {}
             alive = ticker.tick(&cancel), if !stopping => {
                 if !alive {
                     continue;
@@ -746,8 +760,13 @@ pub(crate) async fn run(args: WatchArgs, output: OutputArgs, net: &crate::engine
     // Apertur --wait follows the deliveries of the session once the uploads ended.
     let summary = &reporter.summary;
     let mut code = if opts.once { summary.exit_code() } else { crate::cli::report::exit::OK };
+    let stopped = !cancel.is_cancelled() && limit_reached();
+    if stopped {
+        code = code.max(crate::cli::report::exit::STOPPED);
+    }
     if opts.once
         && !cancel.is_cancelled()
+        && !stopped
         && let Err(err) = settings.uploader.finish(&cancel.child_token()).await
     {
         crate::cli::report_error(&err);
@@ -756,6 +775,9 @@ pub(crate) async fn run(args: WatchArgs, output: OutputArgs, net: &crate::engine
     summary.print(started.elapsed(), board.sent(), output.quiet);
     if interrupted > 0 {
         eprintln!("upload: watch: {interrupted} upload(s) interrupted; they resume when the watcher starts again");
+    }
+    if stopped {
+        eprintln!("{}", crate::cli::batch::stopped_line());
     }
     Ok(code)
 }
