@@ -169,6 +169,10 @@ pub(crate) struct WatchOptions {
     /// One scan with the same completeness rules, then exit with the worst file's exit code (cron).
     #[arg(long)]
     pub(crate) once: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics (and `ok` at /healthz): HOST:PORT such as
+    /// 127.0.0.1:9184 (0.0.0.0:9184 for every interface), or a port alone for loopback.
+    #[arg(long, env = "UPLOAD_METRICS", value_name = "ADDR", value_parser = crate::cli::watch::parse_metrics_addr)]
+    pub(crate) metrics: Option<std::net::SocketAddr>,
 }
 
 /// `--after-upload`.

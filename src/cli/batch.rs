@@ -71,6 +71,8 @@ pub(crate) struct Reporter<'a> {
     named: HashSet<PathBuf>,
     /// The counts of the run.
     pub(crate) summary: ui::Summary,
+    /// `watch --metrics`: the files' ends counted there too.
+    metrics: Option<std::sync::Arc<crate::cli::watch::Metrics>>,
 }
 
 impl<'a> Reporter<'a> {
@@ -83,7 +85,14 @@ impl<'a> Reporter<'a> {
             output,
             named: HashSet::new(),
             summary: ui::Summary::default(),
+            metrics: None,
         }
+    }
+
+    /// Counts the files' ends into `metrics` too.
+    pub(crate) fn with_metrics(mut self, metrics: Option<std::sync::Arc<crate::cli::watch::Metrics>>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The paths named on the command line.
@@ -111,6 +120,9 @@ impl<'a> Reporter<'a> {
         let (json, board) = (self.output.json, self.board);
         let stdout = std::io::stdout();
         self.summary.uploaded(outcome.bytes);
+        if let Some(m) = &self.metrics {
+            m.uploaded();
+        }
         if !json && board.mode() == ui::Mode::Bars && board.several() {
             // On a terminal, one line per file above the board; the detail with -v, and on
             // stdout when that is not the terminal (a script reads it).
@@ -133,6 +145,9 @@ impl<'a> Reporter<'a> {
 
     fn skipped(&mut self, item: &Item, rec: &crate::run::DoneRecord, bytes: u64, elapsed: Duration) -> Result<()> {
         self.summary.skipped();
+        if let Some(m) = &self.metrics {
+            m.skipped();
+        }
         let by_this_run = rec.force_run.is_some() && self.force;
         let reason = format!(
             "already uploaded ({} {}, {}{}): {}",
@@ -171,6 +186,9 @@ impl<'a> Reporter<'a> {
             self.summary.interrupted(exit_code(err), hint(err).as_deref());
         } else {
             self.summary.failed(exit_code(err));
+            if let Some(m) = &self.metrics {
+                m.failed();
+            }
         }
         if self.output.json {
             let line = ui::failure_json(self.provider, item.path(), err, elapsed);
@@ -198,6 +216,9 @@ impl<'a> Reporter<'a> {
         // The provider's refusal of a found file is a skip; a file that cannot be read fails.
         if !named && matches!(err, Error::Usage { .. }) {
             self.summary.skipped();
+            if let Some(m) = &self.metrics {
+                m.skipped();
+            }
             let reason = err.to_string();
             if self.output.json {
                 let line = ui::skipped_json(self.provider, item.path(), &reason);

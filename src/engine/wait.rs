@@ -192,4 +192,30 @@ mod tests {
         assert!(sleep(Duration::from_secs(3600), &cancel).await.is_err());
         assert!(sleep(Duration::from_millis(1), &CancellationToken::new()).await.is_ok());
     }
+
+    #[tokio::test]
+    async fn a_time_limit_stops_linked_work_and_a_ctrl_c_still_wins() {
+        let limit = TimeLimit::after(Duration::from_millis(100));
+        let user = CancellationToken::new();
+        let (linked, halt, _guard) = limit.link(&user);
+        assert!(!linked.is_cancelled() && !halt.by_time_limit());
+        tokio::time::timeout(Duration::from_secs(30), linked.cancelled()).await.expect("fired at the limit");
+        assert!(limit.reached() && halt.by_time_limit() && !user.is_cancelled());
+        let e = halt.judge(Error::Interrupted { hint: String::new() }, true);
+        assert!(matches!(e, Error::Stopped { started: true }), "{e:?}");
+        // Work in flight gets STOP_GRACE, unless a Ctrl-C comes: then GRACE from it.
+        let t0 = std::time::Instant::now();
+        let c = user.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            c.cancel();
+        });
+        halt.cut(&linked, GRACE).await;
+        assert!(t0.elapsed() >= GRACE && t0.elapsed() < STOP_GRACE, "{:?}", t0.elapsed());
+        // After the user's own stop, an interruption stays one.
+        assert!(matches!(halt.judge(Error::Interrupted { hint: String::new() }, true), Error::Interrupted { .. }));
+        // A limit already reached links a token that is cancelled at once.
+        let (again, _, _g) = limit.link(&CancellationToken::new());
+        assert!(again.is_cancelled());
+    }
 }

@@ -10,6 +10,7 @@ mod demo;
 mod executor;
 mod interrupt;
 mod library;
+mod metrics;
 mod one_binary;
 mod output;
 mod pending;

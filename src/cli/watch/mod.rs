@@ -24,8 +24,16 @@
 //! [`TimeLimit`]: crate::engine::wait::TimeLimit
 //! All the waiting (settle, ticks, backoff) is [`schedule`]'s.
 
+mod metrics;
 mod open;
 mod schedule;
+
+pub(crate) use metrics::Metrics;
+
+/// `--metrics ADDR` (clap's value parser).
+pub(crate) fn parse_metrics_addr(text: &str) -> std::result::Result<std::net::SocketAddr, String> {
+    metrics::parse_addr(text)
+}
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -521,8 +529,20 @@ pub(crate) async fn run(args: WatchArgs, output: OutputArgs, net: &crate::engine
     };
     table.scan_all(started);
 
+    // `--metrics`: served from now on; a port that cannot be had is exit 2 before any upload.
+    let metrics = match opts.metrics {
+        Some(addr) => {
+            let m = Arc::new(Metrics::new(settings.uploader.provider().name()));
+            let bound = metrics::serve(addr, m.clone()).await?;
+            if !output.quiet {
+                eprintln!("upload: watch: metrics at http://{bound}/metrics");
+            }
+            Some(m)
+        }
+        None => None,
+    };
     let board = ui::Board::new(ui::Mode::detect(output.quiet, output.json));
-    let mut reporter = Reporter::new(&settings.uploader, up.force, &board, &output);
+    let mut reporter = Reporter::new(&settings.uploader, up.force, &board, &output).with_metrics(metrics.clone());
     let mut interrupted = 0u32;
     let mut inflight: FuturesUnordered<LocalBoxFuture<'_, Attempt>> = FuturesUnordered::new();
     let mut ticker = Ticker::new(schedule::tick_interval(opts.settle));
@@ -560,6 +580,10 @@ pub(crate) async fn run(args: WatchArgs, output: OutputArgs, net: &crate::engine
         }
         // At the time limit no file is taken; the uploads in flight stop (the engine's), then exit 9.
         let stopping = cancel.is_cancelled() || limit_reached();
+        if let Some(m) = &metrics {
+            let queued = table.units.values().filter(|u| u.state == State::Pending).count();
+            m.set_state(inflight.len(), queued, settings.uploader.rate().current());
+        }
         if stopping && inflight.is_empty() {
             break;
         }
@@ -746,10 +770,11 @@ pub(crate) async fn run(args: WatchArgs, output: OutputArgs, net: &crate::engine
                     };
                     let settings = settings.clone();
                     let (board, selection, run_cancel) = (&board, &selection, cancel.child_token());
+                    let metrics = metrics.clone();
                     inflight.push(Box::pin(async move {
                         let t0 = Instant::now();
                         let options = RunOptions { resume, ..settings.run_options(selection) };
-                        let res = attempt(&settings.uploader, &item, &options, board, run_cancel).await;
+                        let res = attempt(&settings.uploader, &item, &options, board, metrics, run_cancel).await;
                         Attempt { key, item, res, elapsed: t0.elapsed() }
                     }));
                 }
@@ -789,6 +814,7 @@ async fn attempt(
     item: &Item,
     options: &RunOptions,
     board: &ui::Board,
+    metrics: Option<Arc<Metrics>>,
     cancel: CancellationToken,
 ) -> Result<FileResult> {
     if let Item::File(_) = item {
@@ -798,5 +824,9 @@ async fn attempt(
             return Err(err);
         }
     }
-    uploader.upload_item(item, options, &|i: &Item| bar_for(board, i), cancel).await
+    let progress_for = |i: &Item| match &metrics {
+        Some(m) => m.progress(bar_for(board, i)),
+        None => bar_for(board, i),
+    };
+    uploader.upload_item(item, options, &progress_for, cancel).await
 }
