@@ -223,7 +223,11 @@ pub(crate) fn listed_paths(list: &std::path::Path, null: bool) -> Result<Vec<Pat
         }
         paths.push(path_of_bytes(entry).ok_or_else(|| {
             Error::usage(
-                format!("--files-from {}: a path that is not UTF-8: {}", list.display(), String::from_utf8_lossy(entry)),
+                format!(
+                    "--files-from {}: a path that is not UTF-8: {}",
+                    list.display(),
+                    String::from_utf8_lossy(entry)
+                ),
                 "on this system the paths of the list must be UTF-8",
             )
         })?);
