@@ -173,7 +173,8 @@ async fn a_bad_metrics_address_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let taken = taken.local_addr().unwrap().to_string();
-    for (addr, says) in [("example.com:80", "HOST:PORT such as 127.0.0.1:9184"), (taken.as_str(), "cannot listen there")]
+    for (addr, says) in
+        [("example.com:80", "HOST:PORT such as 127.0.0.1:9184"), (taken.as_str(), "cannot listen there")]
     {
         let mut a = args(&["watch", &dir.path().display().to_string(), "--provider", "teleport"]);
         a.extend(args(&["--endpoint", &emu.api_url(), "--metrics", addr]));

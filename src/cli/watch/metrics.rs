@@ -186,7 +186,9 @@ pub(crate) fn parse_addr(text: &str) -> std::result::Result<SocketAddr, String> 
         return Ok(addr);
     }
     match t.rsplit_once(':') {
-        Some(("localhost", port)) => port.parse::<u16>().map(|p| SocketAddr::from(([127, 0, 0, 1], p))).map_err(|_| bad()),
+        Some(("localhost", port)) => {
+            port.parse::<u16>().map(|p| SocketAddr::from(([127, 0, 0, 1], p))).map_err(|_| bad())
+        }
         _ => Err(bad()),
     }
 }
@@ -210,10 +212,7 @@ pub(crate) async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<Soc
                 let metrics = metrics.clone();
                 async move {
                     let body = metrics.encode();
-                    (
-                        [(header::CONTENT_TYPE, prometheus_client::encoding::prometheus_text::CONTENT_TYPE)],
-                        body,
-                    )
+                    ([(header::CONTENT_TYPE, prometheus_client::encoding::prometheus_text::CONTENT_TYPE)], body)
                 }
             }),
         )
