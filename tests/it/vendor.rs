@@ -542,6 +542,55 @@ async fn every_provider_refuses_an_id_that_is_not_one_safe_path_segment() {
     .await;
 }
 
+// ---------------------------------------------------------------- Every provider: auth check
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_check_makes_one_read_only_call_for_every_provider() {
+    // Apertur's requests are signed: the emulator refuses an unsigned one.
+    let secret = "sign-me-please";
+    let mut config = Config::default();
+    config.apertur.signing_secret = Some(secret.into());
+    let t = Tls::start(config).await;
+    // (provider, the call, its status with a good token)
+    let cases = [
+        ("teleport", "/api/v1/captures", "?limit=1", 200),
+        ("truvideo", "/upload/00000000-0000-0000-0000-000000000000", "", 400),
+        ("uplift", "/v1/captures", "?limit=1", 200),
+        ("apertur", "/api/v1/sessions/recent", "?limit=1", 200),
+    ];
+    for (provider, path, query, status) in cases {
+        let check = |token: &str| {
+            let mut a = args(&["auth", "check", "--provider", provider, "--endpoint", &t.emu.api_url()]);
+            a.extend(args(&["--ca-bundle", &t.ca.display().to_string(), "--token", token]));
+            if provider == "apertur" {
+                a.extend(args(&["--signing-secret", secret]));
+            }
+            a
+        };
+        let before = t.emu.request_log().len();
+        let out = run_upload(check(&t.emu.token()), vec![]).await;
+        assert_eq!(out.status.code(), Some(0), "{provider}: {}", stderr(&out));
+        let text = stdout(&out);
+        assert!(text.contains(&format!("{provider}: credentials accepted")), "{provider}: {text}");
+        assert!(text.contains(&format!("check: GET {path}{query} answered {status}")), "{provider}: {text}");
+        let log: Vec<_> =
+            t.emu.request_log()[before..].iter().map(|r| (r.method.clone(), r.path.clone(), r.status)).collect();
+        assert_eq!(log, [("GET".to_string(), path.to_string(), status)], "{provider}: one read-only call");
+
+        // A wrong token: exit 3, one line naming the provider and the refusal, the token not shown.
+        let out = run_upload(check("wrong-token-4711"), vec![]).await;
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(3), "{provider}: {err}");
+        let first = err.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with(&format!("upload: error: {provider}: authentication failed: auth check: HTTP 401")),
+            "{provider}: {err}"
+        );
+        assert!(err.contains("hint: the token is wrong or expired"), "{provider}: {err}");
+        assert!(!err.contains("wrong-token-4711") && !stdout(&out).contains("wrong-token-4711"), "{provider}: {err}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resume_refuses_an_id_in_its_journal_that_is_not_one_safe_path_segment() {
     // The first run stops after part 1 (part 2's PUT fails, no retry) and keeps its journal;
