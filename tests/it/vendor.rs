@@ -586,7 +586,10 @@ async fn auth_check_makes_one_read_only_call_for_every_provider() {
             first.starts_with(&format!("upload: error: {provider}: authentication failed: auth check: HTTP 401")),
             "{provider}: {err}"
         );
-        assert!(err.contains("hint: the token is wrong or expired"), "{provider}: {err}");
+        assert!(
+            err.contains("hint: the token given (--token") && err.contains("is wrong or expired"),
+            "{provider}: {err}"
+        );
         assert!(!err.contains("wrong-token-4711") && !stdout(&out).contains("wrong-token-4711"), "{provider}: {err}");
     }
 }
