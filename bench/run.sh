@@ -43,6 +43,7 @@ MANY_RUNS=${BENCH_MANY_RUNS:-1}
 MANY_TOOLS=${BENCH_MANY_TOOLS:-"many-teleport"}
 PAGECACHE_SIZE=${BENCH_PAGECACHE_SIZE:-4G}   # scenario "pagecache": the page cache an upload leaves
 PAGECACHE_RUNS=${BENCH_PAGECACHE_RUNS:-2}
+PAGECACHE_MODES=${BENCH_PAGECACHE_MODES:-"cold warm"}   # base-cold, base-warm: the BENCH_BASELINE build
 CAPPED_BPS=${BENCH_CAPPED_BPS:-20971520}     # scenario "capped": per connection (20 MiB/s)
 CAPPED_TOTAL_BPS=${BENCH_CAPPED_TOTAL_BPS:-209715200}   # and in all (200 MiB/s)
 CAPPED_LATENCY_MS=${BENCH_CAPPED_LATENCY_MS:-30}
@@ -232,10 +233,10 @@ measure() { # scenario tool size run file
   local tls=0 ca=${TLS_DIR:+$TLS_DIR/ca.pem}
   [ "${S3#https}" != "$S3" ] && tls=1
   case $tool in
-    upload|upload-base|upload-cold|upload-warm)
+    upload|upload-base|upload-cold|upload-warm|upload-base-cold|upload-base-warm)
       # upload-base: another build of upload (BENCH_BASELINE=path), to compare engine changes.
       local bin=$BIN/upload
-      [ "$tool" = upload-base ] && bin=${BENCH_BASELINE:?BENCH_BASELINE must name an upload binary}
+      [ "${tool#upload-base}" != "$tool" ] && bin=${BENCH_BASELINE:?BENCH_BASELINE must name an upload binary}
       env=(TELEPORT_TOKEN=emulator-token)
       cmd=("$bin" "$file" --provider teleport --format video --endpoint "$API"
            --concurrency "$C" --state-dir "$DIR/upload-state" --force --no-resume -q)
@@ -484,11 +485,10 @@ EOF
 # the machine's page cache (/proc/meminfo Cached) over the upload.
 evict() { python3 -c 'import os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)' "$1"; }
 cached_bytes() { fincore --bytes --noheadings -o RES "$1" | tr -d ' '; }
-meminfo_cached() { awk '/^Cached:/ {print $2 * 1024}' /proc/meminfo; }
+meminfo_cached() { awk '/^Cached:/ {printf "%.0f\n", $2 * 1024}' /proc/meminfo; }
 measure_pagecache() { # mode run file
   local mode=$1 run=$2 file=$3 before after m0 m1
-  [ "$mode" = cold ] && evict "$file"
-  [ "$mode" = warm ] && cat "$file" >/dev/null
+  case $mode in *cold) evict "$file" ;; *warm) cat "$file" >/dev/null ;; esac
   before=$(cached_bytes "$file"); m0=$(meminfo_cached)
   measure pagecache "upload-$mode" "$PAGECACHE_SIZE" "$run" "$file"
   after=$(cached_bytes "$file"); m1=$(meminfo_cached)
@@ -667,7 +667,7 @@ for scenario in $SCENARIOS; do
       f=$(make_file "$PAGECACHE_SIZE")
       warm_up "$f"
       for run in $(seq "$PAGECACHE_RUNS"); do
-        for mode in cold warm; do measure_pagecache "$mode" "$run" "$f"; done
+        for mode in $PAGECACHE_MODES; do measure_pagecache "$mode" "$run" "$f"; done
       done ;;
     capped)
       # Each connection capped, the whole link capped, latency per request: auto vs pinned 8.
