@@ -5,7 +5,7 @@
 //! use upload::Uploader;
 //! use upload::providers::teleport::{Teleport, TeleportOptions};
 //!
-//! let outcome = Uploader::new(Teleport::new(TeleportOptions::default()))
+//! let outcome = Uploader::new(Teleport::new(TeleportOptions::default())?)
 //!     .token(std::env::var("TELEPORT_TOKEN").unwrap_or_default())
 //!     .upload("scan.zip")
 //!     .await?;
@@ -314,6 +314,11 @@ impl Uploader {
 
     /// The run context of one file (or of the run's `prepare`/`finish`), its waits ending on
     /// `cancel`.
+    /// The progress handler given to [`Uploader::progress`].
+    pub(crate) fn progress_sink(&self) -> Arc<dyn Progress> {
+        self.config.progress.clone()
+    }
+
     pub(crate) fn context(&self, progress: Arc<dyn Progress>, cancel: CancellationToken) -> Result<Context> {
         let s = self.shared()?;
         let c = &self.config;

@@ -236,7 +236,7 @@ impl UploadSettings {
         if r.state_dir.is_none() && !args.dry_run {
             return Err(crate::cli::dirs::no_state_dir());
         }
-        let built: Arc<dyn Provider> = Arc::from(build_provider(provider, args, output.quiet)?);
+        let built: Arc<dyn Provider> = Arc::from(build_provider(provider, args)?);
         let files = match args.files_at_once {
             AutoCount::Fixed(n) => Files::Fixed((n as usize).max(built.concurrent_files())),
             AutoCount::Auto => Files::Auto,
@@ -268,6 +268,14 @@ impl UploadSettings {
         if let Some(notifier) = retry_notifier(output.quiet) {
             uploader = uploader.on_retry(notifier);
         }
+        if !output.quiet {
+            // What a run says outside any file (Apertur's deliveries once followed).
+            uploader = uploader.progress(|e: crate::Event| {
+                if let crate::Event::Notice { message } = e {
+                    crate::cli::ui::notice(&format!("upload: {message}"));
+                }
+            });
+        }
         Ok(UploadSettings { provider, uploader, args: args.clone() })
     }
 
@@ -289,7 +297,7 @@ impl UploadSettings {
 }
 
 /// The provider with its settings from the command line.
-fn build_provider(provider: ProviderName, args: &UploadArgs, quiet: bool) -> Result<Box<dyn Provider>> {
+fn build_provider(provider: ProviderName, args: &UploadArgs) -> Result<Box<dyn Provider>> {
     match provider {
         ProviderName::Teleport => {
             let format = args.teleport.format.as_deref().map(teleport::Format::parse).transpose()?;
@@ -300,17 +308,10 @@ fn build_provider(provider: ProviderName, args: &UploadArgs, quiet: bool) -> Res
                     poll_interval: args.poll_interval,
                     timeout: wait_timeout(args, provider),
                 }),
-            })))
+            })?))
         }
-        ProviderName::Uplift => Ok(Box::new(uplift::Uplift::new(
-            uplift::UpliftOptions::from_input(
-                &uplift_input(&args.uplift),
-                args.wait,
-                // One new session group per run (the provider is built once), shared by its files.
-                uuid::Uuid::new_v4(),
-            )?
-            .with_wait_limits(wait_timeout(args, provider), args.poll_interval),
-        ))),
+        // One new session group per run (the provider is built once), shared by its files.
+        ProviderName::Uplift => Ok(Box::new(uplift::Uplift::new(uplift_options(args))?)),
         ProviderName::Truvideo => {
             let t = &args.truvideo;
             Ok(Box::new(truvideo::Truvideo::new(truvideo::TruvideoOptions {
@@ -330,9 +331,7 @@ fn build_provider(provider: ProviderName, args: &UploadArgs, quiet: bool) -> Res
                 poll_interval: args.poll_interval,
             })?))
         }
-        ProviderName::Apertur => {
-            Ok(Box::new(apertur::Apertur::new(apertur::AperturOptions::from_input(&apertur_input(args), quiet)?)))
-        }
+        ProviderName::Apertur => Ok(Box::new(apertur::Apertur::new(apertur_options(args))?)),
     }
 }
 
@@ -397,9 +396,10 @@ pub(crate) fn concurrency_setting(args: &UploadArgs) -> crate::engine::tune::Con
     }
 }
 
-/// The Uplift flags as the provider's plain settings.
-pub(crate) fn uplift_input(a: &crate::cli::args::UpliftArgs) -> uplift::UpliftInput {
-    uplift::UpliftInput {
+/// The Uplift flags (and the shared `--wait` ones) as the provider's options.
+pub(crate) fn uplift_options(args: &UploadArgs) -> uplift::UpliftOptions {
+    let a = &args.uplift;
+    uplift::UpliftOptions {
         athlete_id: a.athlete_id.clone(),
         session_group_id: a.session_group_id.clone(),
         activity: a.activity.clone(),
@@ -410,14 +410,17 @@ pub(crate) fn uplift_input(a: &crate::cli::args::UpliftArgs) -> uplift::UpliftIn
         movement_attr: a.movement_attr.clone(),
         file_name: a.file_name.clone(),
         capture_time: a.capture_time.clone(),
+        wait: args.wait,
+        wait_timeout: wait_timeout(args, ProviderName::Uplift),
+        poll_interval: args.poll_interval,
     }
 }
 
 /// The Apertur flags (and the shared `--tag`, `--concurrency`, `--wait` ones) as the
-/// provider's plain settings.
-pub(crate) fn apertur_input(args: &UploadArgs) -> apertur::AperturInput {
+/// provider's options.
+pub(crate) fn apertur_options(args: &UploadArgs) -> apertur::AperturOptions {
     let a = &args.apertur;
-    apertur::AperturInput {
+    apertur::AperturOptions {
         session: a.session.clone(),
         destinations: a.destinations.clone(),
         tags: args.tags.clone(),
@@ -642,8 +645,8 @@ mod tests {
         let u = &cli.upload;
         assert_eq!(u.tokens.token.as_ref().map(Secret::expose), Some(secrets[0]));
         assert_eq!(u.sign_in.secret_key.as_ref().map(Secret::expose), Some(secrets[3]));
-        assert_eq!(apertur_input(u).password.as_ref().map(Secret::expose), Some(secrets[4]));
-        let options = apertur::AperturOptions::from_input(&apertur_input(u), true).unwrap();
+        assert_eq!(apertur_options(u).password.as_ref().map(Secret::expose), Some(secrets[4]));
+        let options = apertur_options(u);
         assert!(!format!("{options:?}").contains(secrets[4]), "{options:?}");
 
         let dir = tempfile::tempdir().unwrap();

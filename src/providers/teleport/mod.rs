@@ -161,9 +161,16 @@ struct CaptureUploadedInput<'a> {
 }
 
 impl Teleport {
-    /// A provider with these settings.
-    pub fn new(options: TeleportOptions) -> Self {
-        Teleport { options, held: Held::default() }
+    /// A provider with these settings, checked (no request): a capture name, when given, is
+    /// not blank.
+    pub fn new(options: TeleportOptions) -> Result<Self> {
+        if options.name.as_deref().is_some_and(|n| n.trim().is_empty()) {
+            return Err(Error::usage(
+                "the capture name is empty",
+                "pass --name with a name, or leave it out to use the file's name",
+            ));
+        }
+        Ok(Teleport { options, held: Held::default() })
     }
 
     fn format_and_name(&self, file: &FileSource) -> Result<(Format, String)> {
