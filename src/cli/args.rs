@@ -651,8 +651,20 @@ pub(crate) struct OutputArgs {
 #[derive(Args, Debug, Clone)]
 pub(crate) struct UploadArgs {
     /// Files to upload (with --emulate and none given: a generated sample, as `upload demo`).
-    #[arg(required_unless_present = "emulate", value_name = "FILE")]
+    #[arg(required_unless_present_any = ["emulate", "files_from"], value_name = "FILE")]
     pub(crate) files: Vec<PathBuf>,
+
+    /// Also upload the files listed in LIST, one path a line (`-`: standard input; blank lines
+    /// ignored), e.g. `find DIR -type f -print0 | upload --files-from - -0 ...`. Each path is a
+    /// file, taken as listed (relative to the current directory, not walked); one that cannot be
+    /// read is reported by path and the others still go.
+    #[arg(long, value_name = "LIST")]
+    pub(crate) files_from: Option<PathBuf>,
+
+    /// The paths of --files-from are separated by NUL bytes (find -print0, fd -0, xargs -0),
+    /// not newlines: any file name works.
+    #[arg(long = "null", short = '0', requires = "files_from")]
+    pub(crate) null: bool,
 
     /// The vendor to upload to.
     #[arg(long, short = 'p', env = "UPLOAD_PROVIDER", value_enum)]

@@ -203,6 +203,49 @@ impl<'a> Reporter<'a> {
     }
 }
 
+/// The paths of `--files-from LIST` (`-`: standard input): one a line (a trailing `\r` is
+/// dropped), or NUL-separated (`null`); empty entries are ignored.
+pub(crate) fn listed_paths(list: &std::path::Path, null: bool) -> Result<Vec<PathBuf>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    let read = if list == std::path::Path::new("-") {
+        std::io::stdin().lock().read_to_end(&mut bytes)
+    } else {
+        std::fs::File::open(list).and_then(|mut f| f.read_to_end(&mut bytes))
+    };
+    read.map_err(|e| Error::File { path: list.to_path_buf(), source: e })?;
+    let sep = if null { b'\0' } else { b'\n' };
+    let mut paths = Vec::new();
+    for entry in bytes.split(|b| *b == sep) {
+        let entry = if null { entry } else { entry.strip_suffix(b"\r").unwrap_or(entry) };
+        if entry.is_empty() {
+            continue;
+        }
+        paths.push(path_of_bytes(entry).ok_or_else(|| {
+            Error::usage(
+                format!(
+                    "--files-from {}: a path that is not UTF-8: {}",
+                    list.display(),
+                    String::from_utf8_lossy(entry)
+                ),
+                "on this system the paths of the list must be UTF-8",
+            )
+        })?);
+    }
+    Ok(paths)
+}
+
+#[cfg(unix)]
+fn path_of_bytes(b: &[u8]) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    Some(PathBuf::from(std::ffi::OsStr::from_bytes(b)))
+}
+
+#[cfg(not(unix))]
+fn path_of_bytes(b: &[u8]) -> Option<PathBuf> {
+    std::str::from_utf8(b).ok().map(PathBuf::from)
+}
+
 /// The progress of one file: its bar on the board, named by the file's name.
 pub(crate) fn bar_for(board: &ui::Board, item: &Item) -> Arc<dyn Progress> {
     let name = item.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -217,7 +260,16 @@ pub(crate) async fn run(cli: &Cli, settings: &UploadSettings) -> Result<i32> {
     let selection = Selection::new(args.recursive, args.hidden, &args.include, &args.exclude)?;
     let zip_dirs =
         settings.provider == ProviderName::Teleport && args.teleport.format.as_deref() == Some("bulk-images");
-    let expanded = selection.expand(&args.files, zip_dirs);
+    let mut expanded = selection.expand(&args.files, zip_dirs);
+    if let Some(list) = &args.files_from {
+        selection.expand_listed(listed_paths(list, args.null)?, &mut expanded);
+        if expanded.items.is_empty() && expanded.problems.is_empty() && args.files.is_empty() {
+            return Err(Error::usage(
+                format!("--files-from {} lists no files", list.display()),
+                "give it one path a line, or NUL-separated with -0 (find -print0)",
+            ));
+        }
+    }
     let (items, problems) = (expanded.items, expanded.problems);
     if let Some(to) = &args.teleport.zip_to {
         let dirs = items.iter().filter(|i| matches!(i, Item::ZipDir(_))).count();

@@ -159,6 +159,24 @@ impl Selection {
         }
         out
     }
+
+    /// Adds the paths of a list (`--files-from`) to `out`: each is a file, taken as listed and
+    /// not walked, kept when `--include`/`--exclude` keep its path as listed. One that cannot
+    /// be read (missing, unreadable), a directory or a special file is a problem by path, and
+    /// the others still go.
+    pub fn expand_listed(&self, paths: impl IntoIterator<Item = PathBuf>, out: &mut Expanded) {
+        for path in paths {
+            if !self.keeps(&path) {
+                continue;
+            }
+            match std::fs::metadata(&path) {
+                Ok(m) if m.is_file() => out.items.push(Item::File(path)),
+                Ok(m) if m.is_dir() => out.problems.push(WalkProblem { path, kind: ProblemKind::Directory }),
+                Ok(m) => out.problems.push(WalkProblem { path, kind: ProblemKind::Special(special(m.file_type())) }),
+                Err(e) => out.problems.push(WalkProblem { path, kind: ProblemKind::Unreadable(e) }),
+            }
+        }
+    }
 }
 
 /// What a walk of a directory found.
@@ -205,6 +223,8 @@ pub enum ProblemKind {
     },
     /// Not a regular file: what it is (`a FIFO`, `a device`, `a socket`).
     Special(&'static str),
+    /// A directory in a list of files (`--files-from`), which is not walked.
+    Directory,
 }
 
 impl WalkProblem {
@@ -224,6 +244,10 @@ impl WalkProblem {
             ProblemKind::Special(what) => Error::usage(
                 format!("{} is {what}, not a regular file", self.path.display()),
                 "only regular files are uploaded",
+            ),
+            ProblemKind::Directory => Error::usage(
+                format!("{} is a directory; --files-from lists files", self.path.display()),
+                "list its files instead (`find DIR -type f -print0 | upload --files-from - -0`), or give the directory as FILE",
             ),
         }
     }
@@ -254,7 +278,9 @@ pub fn image_list(dir: &Path, selection: &Selection) -> Result<Vec<PathBuf>> {
     let walk = selection.walk(dir, true);
     // A capture does not go out with an image silently left out: an entry that cannot be
     // read stops its zip, named. Entries that are not regular files are not images.
-    if let Some(p) = walk.problems.into_iter().find(|p| !matches!(p.kind, ProblemKind::Special(_))) {
+    if let Some(p) =
+        walk.problems.into_iter().find(|p| !matches!(p.kind, ProblemKind::Special(_) | ProblemKind::Directory))
+    {
         return Err(p.into_error());
     }
     let mut images: Vec<PathBuf> = walk

@@ -8,6 +8,7 @@ mod conformance;
 mod connect_timeout;
 mod demo;
 mod executor;
+mod files_from;
 mod interrupt;
 mod library;
 mod one_binary;

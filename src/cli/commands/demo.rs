@@ -27,7 +27,7 @@ pub(crate) async fn run_emulated(mut cli: Cli) -> Result<i32> {
     let state = tempfile_dir()?;
     let quiet = cli.output.quiet;
     // No file named: the sample `upload demo` would send (removed with the state directory).
-    if cli.upload.files.is_empty() {
+    if cli.upload.files.is_empty() && cli.upload.files_from.is_none() {
         let path = write_provider_sample(provider, &state, DEMO_SIZE)?;
         if !quiet {
             eprintln!("emulator: no file given: generated {} ({})", path.display(), crate::size::human(DEMO_SIZE));

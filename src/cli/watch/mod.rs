@@ -438,6 +438,12 @@ pub(crate) async fn run(args: WatchArgs, output: OutputArgs, net: &crate::engine
             "try the upload once with `upload DIR --dry-run` (or --emulate), then watch",
         ));
     }
+    if up.files_from.is_some() {
+        return Err(Error::usage(
+            "upload watch takes the directories to watch as arguments, not --files-from",
+            "give the directories (`upload watch DIR...`); upload a list of files once with `upload --files-from LIST`",
+        ));
+    }
     let mut roots = vec![];
     for dir in &up.files {
         let canon = crate::engine::platform::canonicalize(dir).ok().filter(|p| p.is_dir()).ok_or_else(|| {
