@@ -97,6 +97,17 @@ pub enum Error {
         /// What is wrong with the certificate.
         message: String,
     },
+    /// The host answered the TLS handshake in plain text: an `https://` URL of a server that
+    /// speaks plain http. Never retried; nothing was sent.
+    #[error("{provider}: {what} failed: {host} answered in plain http, not https (TLS)")]
+    PlainHttp {
+        /// The provider.
+        provider: &'static str,
+        /// The request.
+        what: String,
+        /// The host (and port).
+        host: String,
+    },
     /// The server answered something the client cannot use (bad JSON, a plan that does not cover the file).
     #[error("{provider}: unexpected answer to {what}: {message}")]
     Protocol {

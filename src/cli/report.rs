@@ -35,6 +35,7 @@ pub(crate) fn exit_code(err: &Error) -> i32 {
         | Error::Ambiguous { .. }
         | Error::Unreachable { .. }
         | Error::Certificate { .. }
+        | Error::PlainHttp { .. }
         | Error::Protocol { .. } => exit::NETWORK,
         Error::ProcessingFailed { .. } => exit::PROCESSING_FAILED,
         Error::Timeout { .. } => exit::TIMEOUT,
@@ -61,6 +62,11 @@ pub(crate) fn hint(err: &Error) -> Option<String> {
         }
         Error::Certificate { .. } => {
             "if a TLS-inspecting proxy or a private CA signs this host's certificate, give its CA with --ca-bundle FILE (env UPLOAD_CA_BUNDLE or SSL_CERT_FILE)"
+        }
+        Error::PlainHttp { host, .. } => {
+            return Some(format!(
+                "{host} speaks plain http: give its URL with http:// instead of https:// (e.g. --endpoint http://{host}); plain http is accepted for loopback only"
+            ));
         }
         Error::Unreachable { .. } => {
             "check the endpoint (--endpoint), the network and any proxy (HTTPS_PROXY); nothing was uploaded"

@@ -338,7 +338,8 @@ fn build_provider(provider: ProviderName, args: &UploadArgs) -> Result<Box<dyn P
 /// The options a resume journal keeps, as the command-line arguments that give them
 /// (`{"args": [...]}`): what the upload needs to finish without the original command line
 /// (Teleport's name and format, TruVideo's media fields, metadata, tags and part size, the
-/// waiting, concurrency and retries). Never a token, secret or password; the file, provider and
+/// waiting, concurrency and retries, `--force`, `--limit-rate`, and which images a directory's
+/// zip takes: `--recursive`, `--include`, `--exclude`, `--hidden`). Never a token, secret or password; the file, provider and
 /// endpoint are in the journal already.
 pub(crate) fn journal_options(a: &UploadArgs) -> serde_json::Value {
     let mut v: Vec<String> = vec![];
@@ -358,6 +359,13 @@ pub(crate) fn journal_options(a: &UploadArgs) -> serde_json::Value {
     opt("--checksum", a.checksum.map(|_| "md5".to_string()));
     opt("--wait-timeout", a.wait_timeout.and_then(ms));
     opt("--poll-interval", ms(a.poll_interval));
+    opt("--limit-rate", a.limit_rate.clone());
+    for g in &a.include {
+        opt("--include", Some(g.clone()));
+    }
+    for g in &a.exclude {
+        opt("--exclude", Some(g.clone()));
+    }
     opt("--name", a.teleport.name.clone());
     opt("--format", a.teleport.format.clone());
     let t = &a.truvideo;
@@ -374,6 +382,9 @@ pub(crate) fn journal_options(a: &UploadArgs) -> serde_json::Value {
         opt("--tag", Some(tag.clone()));
     }
     for (flag, on) in [
+        ("--force", a.force),
+        ("--hidden", a.hidden),
+        ("--recursive", a.recursive),
         ("--wait", a.wait),
         ("--no-wait", a.no_wait),
         ("--rc", t.rc),

@@ -227,6 +227,38 @@ pub(crate) fn truncate_middle(s: &str, max: usize) -> String {
     out
 }
 
+/// A path cut to `max` characters, its directory first: the file name is what tells files
+/// apart, so `/home/me/captures/…/lobby.mp4` (the directory's start and end kept around the
+/// cut), and only a name too long alone is cut in its middle (`…/very-lo…ame.mp4`).
+pub(crate) fn shorten_path(path: &str, max: usize) -> String {
+    let n = path.chars().count();
+    if n <= max {
+        return path.to_string();
+    }
+    let Some(slash) = path.rfind(['/', std::path::MAIN_SEPARATOR]) else { return truncate_middle(path, max) };
+    let (dir, name) = path.split_at(slash + 1);
+    let name_n = name.chars().count();
+    // `…/name` at the least.
+    if name_n + 2 > max {
+        let sep = &path[slash..slash + 1];
+        return if max >= 4 {
+            format!("…{sep}{}", truncate_middle(name, max - 2))
+        } else {
+            truncate_middle(path, max)
+        };
+    }
+    // The directory with its middle taken out; its end (the separator at least) kept.
+    let room = max - name_n;
+    let dir_chars: Vec<char> = dir.chars().collect();
+    let tail = room / 2;
+    let head = room - 1 - tail;
+    let mut out: String = dir_chars[..head].iter().collect();
+    out.push('…');
+    out.extend(&dir_chars[dir_chars.len() - tail..]);
+    out.push_str(name);
+    out
+}
+
 /// `s` cut to `max` characters at its end (`…` marks the cut).
 fn truncate_end(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
@@ -1059,6 +1091,23 @@ mod tests {
             limit: Some("limit 50.00 MiB/s".into()),
             short_name: None,
         }
+    }
+
+    #[test]
+    fn paths_are_shortened_in_the_directory_before_the_name() {
+        assert_eq!(shorten_path("/a/b.mp4", 20), "/a/b.mp4");
+        let p = "/home/someone/captures/site-2026/lobby.mp4";
+        for max in 4..p.len() {
+            let s = shorten_path(p, max);
+            assert!(s.chars().count() <= max, "{max}: {s}");
+            if max >= "…/lobby.mp4".len() - 2 {
+                assert!(s.ends_with("/lobby.mp4"), "{max}: {s}");
+            }
+        }
+        assert_eq!(shorten_path(p, 24), "/home/s…e-2026/lobby.mp4");
+        assert_eq!(shorten_path(p, 11), "…/lobby.mp4");
+        assert_eq!(shorten_path("/d/a-very-long-file-name.mp4", 12), "…/a-ver….mp4");
+        assert_eq!(shorten_path("no-directory-at-all.mp4", 10), "no-di….mp4");
     }
 
     #[test]

@@ -167,6 +167,27 @@ pub fn certificate_problem(err: &reqwest::Error) -> Option<String> {
     err.source().and_then(find).and_then(describe_tls)
 }
 
+/// True when the TLS handshake of `err` met a server that is not speaking TLS: its first
+/// bytes are not a TLS record (rustls' `InvalidMessage::InvalidContentType`: the answer of an
+/// http server to a ClientHello is `HTTP/1.1 400 ...`).
+pub fn is_plain_http(err: &reqwest::Error) -> bool {
+    use std::error::Error as _;
+    fn find(e: &(dyn std::error::Error + 'static)) -> bool {
+        if let Some(rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType)) =
+            e.downcast_ref::<rustls::Error>()
+        {
+            return true;
+        }
+        if let Some(inner) = e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref())
+            && find(inner as &(dyn std::error::Error + 'static))
+        {
+            return true;
+        }
+        e.source().is_some_and(find)
+    }
+    err.source().is_some_and(find)
+}
+
 /// True when `err` is a refused server certificate (see [`certificate_problem`]).
 pub fn is_certificate_error(err: &reqwest::Error) -> bool {
     certificate_problem(err).is_some()
@@ -389,7 +410,9 @@ pub fn transport_kind(err: &reqwest::Error) -> super::retry::TransportKind {
         chain.push('\n');
         src = s.source();
     }
-    if is_certificate_error(err) || chain.contains("certificate") || chain.contains("invalid peer") {
+    if is_plain_http(err) {
+        TransportKind::PlainHttp
+    } else if is_certificate_error(err) || chain.contains("certificate") || chain.contains("invalid peer") {
         TransportKind::Tls
     } else if err.is_redirect() || err.is_builder() || is_malformed_answer(&chain) {
         TransportKind::Protocol

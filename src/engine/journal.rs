@@ -553,8 +553,18 @@ impl Journal {
     }
 
     /// Sets the free-form options kept in the header (rewritten at once when there is one).
+    /// Objects merge: the keys of `options` are added to those set before (the caller's
+    /// command line and the provider's own facts both stay), a key set again is replaced.
     pub fn set_options(&self, options: serde_json::Value) -> Result<()> {
         let mut inner = self.inner.lock().expect("journal lock");
+        let options = match (&inner.options, options) {
+            (serde_json::Value::Object(before), serde_json::Value::Object(new)) => {
+                let mut merged = before.clone();
+                merged.extend(new);
+                serde_json::Value::Object(merged)
+            }
+            (_, new) => new,
+        };
         inner.options = options.clone();
         if let Some(mut data) = inner.data.clone() {
             data.options = options;
@@ -915,8 +925,11 @@ mod tests {
         use std::os::unix::fs::MetadataExt;
         let (_dir, _file, _src, j) = opened(3 << 20);
         let plan = PLAN3;
+        j.set_options(serde_json::json!({"args": ["--force"], "name": "x"})).unwrap();
         j.set_options(serde_json::json!({"name": "scan"})).unwrap();
         j.intent(PartPlan { num_parts: 0, ..plan }).unwrap();
+        // Options merge: the command line's and the provider's both stay.
+        assert_eq!(load(j.path()).unwrap().options, serde_json::json!({"args": ["--force"], "name": "scan"}));
         assert_eq!(load(j.path()).unwrap().state, JournalState::Intent);
         let inode = std::fs::metadata(j.path()).unwrap().ino();
         j.start("teleport", "http://x", "eid1", serde_json::Value::Null, plan).unwrap();

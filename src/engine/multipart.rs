@@ -476,6 +476,8 @@ async fn create(
     earlier_intent: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Result<Created> {
     let provider = upload.provider();
+    // Whether an earlier run's create is still unaccounted for (its look-up could not tell).
+    let mut earlier_unsettled = false;
     // An earlier run wrote its intent and may have created an upload before it died.
     if let Some(since) = earlier_intent {
         match upload.find_created(since).await {
@@ -488,8 +490,12 @@ async fn create(
                 }
                 return Ok(c);
             }
-            Ok(_) => {}
-            Err(e) => tracing::info!("cannot look up the upload an interrupted run may have created: {e}"),
+            Ok(Lookup::NotFound) => {}
+            Ok(Lookup::Unsupported) => earlier_unsettled = true,
+            Err(e) => {
+                earlier_unsettled = true;
+                tracing::info!("cannot look up the upload an interrupted run may have created: {e}");
+            }
         }
     }
     let since = chrono::Utc::now() - chrono::Duration::seconds(5);
@@ -507,12 +513,41 @@ async fn create(
         || upload.create(),
         || upload.find_created(since),
     )
-    .await?;
+    .await;
+    let created = match created {
+        Ok(c) => c,
+        // The create surely made nothing (and no earlier run's create is unaccounted for): the
+        // intent goes, so `upload pending` does not list an upload that can never finish.
+        Err(e) => {
+            if !earlier_unsettled
+                && !upload.is_ambiguous(&e)
+                && never_happened(&e)
+                && let Some(j) = session.journal
+            {
+                j.finish();
+            }
+            return Err(e);
+        }
+    };
     tracing::info!(upload_id = %created.upload_id, parts = created.plan.num_parts, "upload created");
     if let Some(j) = session.journal {
         started(j, provider, &created).await?;
     }
     Ok(created)
+}
+
+/// A failure of a create that proves it made nothing: the request never reached a server
+/// (refused or unresolvable, a TLS handshake that failed, plain http where TLS was expected),
+/// or the server refused it before acting on it (a 4xx: authentication, a bad request, a
+/// method the endpoint does not have), or it was never sent (a local error). A timeout, a
+/// reset, a 5xx or an answer that could not be read leave it open.
+pub fn never_happened(e: &Error) -> bool {
+    match e {
+        Error::Unreachable { .. } | Error::Certificate { .. } | Error::PlainHttp { .. } => true,
+        Error::Auth { .. } | Error::Usage { .. } | Error::File { .. } => true,
+        Error::Rejected { status, .. } => (400..500).contains(status) && *status != 408,
+        _ => false,
+    }
 }
 
 // The journal's writes wait for fsync: off the async workers (see `durable::off_thread`),

@@ -78,7 +78,10 @@ pub enum Kind {
 
 /// The classifier: one table for every call the tool makes.
 pub fn classify(kind: Kind, outcome: &Outcome) -> Class {
-    if let Outcome::Transport(TransportKind::Tls | TransportKind::Dns | TransportKind::Protocol) = outcome {
+    if let Outcome::Transport(
+        TransportKind::Tls | TransportKind::PlainHttp | TransportKind::Dns | TransportKind::Protocol,
+    ) = outcome
+    {
         return Class::Fatal;
     }
     match kind {
@@ -669,6 +672,11 @@ fn final_error(call: &Call<'_>, outcome: &Outcome, message: String, attempts: u3
             what: call.what.into(),
             host: call.host.unwrap_or("the server").to_string(),
             message,
+        },
+        Outcome::Transport(TransportKind::PlainHttp) => Error::PlainHttp {
+            provider: call.provider,
+            what: call.what.into(),
+            host: call.host.unwrap_or("the server").to_string(),
         },
         // A redirect refused, an answer that is not HTTP: sending again meets the same (and a
         // refused redirect did nothing on the server).

@@ -71,6 +71,9 @@ pub enum TransportKind {
     Dns,
     /// The TLS handshake failed (an untrusted or invalid certificate).
     Tls,
+    /// The TLS handshake met a server speaking plain http (an `https://` URL of an http
+    /// server): nothing was sent.
+    PlainHttp,
     /// No answer in time after the request was sent.
     Timeout,
     /// A permanent protocol error: a redirect refused (plain http off loopback, too many hops),

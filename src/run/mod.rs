@@ -255,7 +255,15 @@ impl Uploader {
                 }
             }
         };
+        // `--zip-to`: the zip file is uploaded under its own journal, which the done record of
+        // the directory does not retire: it goes with the upload's success.
+        let written_zip = (zip_done.is_some() && options.zip_to.is_some()).then(|| file.path().to_path_buf());
         let mut outcome = provider.upload(&ctx, file).await?;
+        if let (Some(dir), Some(zip_file)) = (&state_dir, &written_zip)
+            && let Ok(canonical) = std::fs::canonicalize(zip_file)
+        {
+            crate::engine::journal::remove(dir, provider.name(), &endpoint, &canonical);
+        }
         if ctx.uploader.rate.is_limited() {
             let rate = ctx.uploader.rate.current();
             outcome.fields.insert("limit_rate".into(), crate::engine::ratelimit::human_rate(rate).into());

@@ -111,8 +111,16 @@ async fn a_streamed_zip_is_byte_exact_with_zip_to_and_every_image_matches() {
     let streamed = emu.object_bytes(&objects[0].key).unwrap();
 
     let zip_file = dir.path().join("out/photos.zip");
-    let out = run_upload(teleport_args(&emu, &photos, &["--zip-to", zip_file.to_str().unwrap()]), env).await;
+    let state_home = dir.path().join("state");
+    let mut zip_env = env.clone();
+    zip_env.push(("XDG_STATE_HOME".into(), state_home.display().to_string()));
+    let out =
+        run_upload(teleport_args(&emu, &photos, &["--zip-to", zip_file.to_str().unwrap()]), zip_env.clone()).await;
     assert!(out.status.success(), "{}", stderr(&out));
+    // A finished --zip-to upload leaves no journal: `upload pending` lists nothing.
+    assert!(journals(&state_home).is_empty(), "{:?}", journals(&state_home));
+    let out = run_upload(args(&["pending", "--json"]), zip_env).await;
+    assert!(out.status.success() && stdout(&out).trim().is_empty(), "{}{}", stdout(&out), stderr(&out));
     let written = std::fs::read(&zip_file).unwrap();
     assert_eq!(sha(&streamed), sha(&written), "the streamed archive differs from --zip-to's");
     let second = emu.objects().into_iter().find(|o| o.key != objects[0].key).expect("a second capture");

@@ -151,10 +151,19 @@ async fn pending_resume_keeps_the_connect_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let (file, _) = make_file(dir.path(), "a.zip", 1000);
+    // A run that failed to connect made nothing and leaves no journal: the pending upload is
+    // one whose create may have gone out (its intent written, the answer never read), as a run
+    // killed at that point leaves it.
     let mut a = upload_args(&file, hole.port, &["--connect-timeout", "200ms", "--state-dir"]);
     a.push(state.display().to_string());
     let out = run_upload(a, vec![]).await;
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(upload::engine::journal::list(&state).is_empty(), "a create that never connected left a journal");
+    let source = upload::engine::source::FileSource::open(&file).unwrap();
+    let endpoint = format!("http://127.0.0.1:{}", hole.port);
+    let journal = upload::engine::journal::Journal::open(&state, "teleport", &endpoint, &source, true).unwrap();
+    journal.intent(upload::engine::plan::PartPlan { file_size: 1000, part_size: 1000, num_parts: 0 }).unwrap();
+    drop(journal);
     let mut a = args(&["pending", "--resume", "--token", "t", "--connect-timeout", "450ms", "--state-dir"]);
     a.push(state.display().to_string());
     let out = run_upload(a, vec![]).await;

@@ -197,3 +197,134 @@ async fn a_running_upload_is_not_discarded() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(emu.objects()[0].sha256, sha, "the upload finished byte-exact");
 }
+
+/// A free loopback port nothing listens on (bound, then closed).
+fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// A create that surely made nothing (refused connection, 401, https to a plain-http server,
+/// the S3 port given as the API: 405) removes the intent it journaled first: `upload pending`
+/// lists nothing. Each keeps its exit code and says what is wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creates_that_surely_made_nothing_leave_no_journal() {
+    let emu = emulator(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let (file, _) = make_file(dir.path(), "walk.mp4", 3 * MIB);
+    let refused = format!("http://127.0.0.1:{}", closed_port());
+    let https = emu.api_url().replace("http://", "https://");
+    let host = emu.api_url().trim_start_matches("http://").to_string();
+    for (provider, endpoint, token, code, says) in [
+        ("teleport", refused.as_str(), emu.token(), 5, "cannot reach"),
+        ("truvideo", refused.as_str(), emu.token(), 5, "cannot reach"),
+        ("teleport", emu.api_url().as_str(), "wrong".to_string(), 3, "HTTP 401"),
+        ("truvideo", emu.api_url().as_str(), "wrong".to_string(), 3, "HTTP 401"),
+        ("teleport", https.as_str(), emu.token(), 5, "answered in plain http"),
+        ("teleport", emu.s3_url().as_str(), emu.token(), 4, "HTTP 405"),
+        ("truvideo", emu.s3_url().as_str(), emu.token(), 4, "HTTP 405"),
+    ] {
+        let mut a = vec![file.display().to_string()];
+        a.extend(args(&["--provider", provider, "--endpoint", endpoint, "--token", &token, "--state-dir"]));
+        a.push(state.display().to_string());
+        let out = run_upload(a, vec![]).await;
+        assert_eq!(out.status.code(), Some(code), "{provider} {endpoint}: {}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{provider} {endpoint}: {}", stderr(&out));
+        let left = upload::engine::journal::list(&state);
+        assert!(left.is_empty(), "{provider} {endpoint} left a journal: {left:?}");
+    }
+    // https to a plain-http server is not retried, and the hint names http://.
+    let mut a = vec![file.display().to_string()];
+    a.extend(args(&["--provider", "teleport", "--endpoint", &https, "--token", &emu.token(), "--state-dir"]));
+    a.push(state.display().to_string());
+    let out = run_upload(a, vec![]).await;
+    assert!(stderr(&out).contains(&format!("--endpoint http://{host}")), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("retrying"), "{}", stderr(&out));
+    let out = run_upload(pending(&state, &[]), vec![]).await;
+    assert!(out.status.success() && stdout(&out).is_empty(), "{}{}", stdout(&out), stderr(&out));
+}
+
+/// `upload pending`: a header, every line within 100 columns (a long path shortened in its
+/// directory, the name kept), one way of saying when; a state directory that is a file is an
+/// error, not "no pending uploads"; --all-older-than discards what it can and goes on past an
+/// upload that is still running (reported, exit 8).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pending_table_fits_100_columns_and_discarding_goes_past_a_running_upload() {
+    let emu = emulator(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let deep = dir.path().join("captures/site-2026-12-01/building-b/floor-3/north-wing/corridor");
+    std::fs::create_dir_all(&deep).unwrap();
+    let (walk, _) = make_file(&deep, "walkaround-of-the-lobby.mp4", 25 * MIB);
+    let (scan, _) = make_file(dir.path(), "scan.zip", 40 * MIB);
+    let mut tv = spawn_upload(&truvideo_upload(&emu, &walk, &state), &env(&emu));
+    kill_after(&state, "truvideo", 1, &mut tv).await;
+
+    let out = run_upload(pending(&state, &[]), env(&emu)).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[0].starts_with("ID ") && lines[0].contains("PARTS") && lines[0].ends_with("FILE"), "{text}");
+    for l in &lines {
+        assert!(l.chars().count() <= 100, "{} columns: {l}", l.chars().count());
+    }
+    assert!(lines[1].starts_with("truvideo-") && lines[1].ends_with("/walkaround-of-the-lobby.mp4"), "{text}");
+    assert!(lines[1].contains("…") && lines[1].contains(" ago "), "{text}");
+    assert!(!text.contains("+00:00") && !text.contains("file matches"), "{text}");
+
+    // A state directory that is a file.
+    let out = run_upload(args(&["pending", "--state-dir", scan.to_str().unwrap()]), env(&emu)).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("is not a directory"), "{}", stderr(&out));
+
+    // A running Teleport upload (locked) beside the killed TruVideo one: both are "older than
+    // 0s"; the TruVideo journal goes, the running one is reported and left alone.
+    let mut tp = spawn_upload(&teleport_upload(&emu, &scan, &state), &env(&emu));
+    let start = Instant::now();
+    while !upload::engine::journal::list(&state).iter().any(|(_, j)| j.as_ref().is_ok_and(|j| j.provider == "teleport"))
+    {
+        assert!(tp.try_wait().unwrap().is_none(), "the upload ended before it was seen pending");
+        assert!(start.elapsed() < Duration::from_secs(120), "no pending upload");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let out = run_upload(pending(&state, &["--all-older-than", "0s", "--yes"]), env(&emu)).await;
+    assert_eq!(out.status.code(), Some(8), "{}{}", stdout(&out), stderr(&out));
+    assert!(stderr(&out).contains("another upload of this file is running"), "{}", stderr(&out));
+    assert!(stdout(&out).contains("discarded truvideo-"), "{}", stdout(&out));
+    let left: Vec<String> =
+        upload::engine::journal::list(&state).into_iter().filter_map(|(_, j)| j.ok().map(|j| j.provider)).collect();
+    assert_eq!(left, vec!["teleport".to_string()], "the running upload's journal is the one left");
+    let out = tokio::task::spawn_blocking(move || tp.wait_with_output().unwrap()).await.unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// `pending --resume` keeps the options that shape the run: a `--force` upload (of a file
+/// recorded as uploaded) is carried on, not skipped, and `--limit-rate` still holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resuming_keeps_force_and_the_rate_limit() {
+    let emu = emulator(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let (scan, sha) = make_file(dir.path(), "scan.zip", 40 * MIB);
+    let out = run_upload(teleport_upload(&emu, &scan, &state), env(&emu)).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Again with --force (at 8 MiB/s), killed after one part.
+    let mut a = teleport_upload(&emu, &scan, &state);
+    a.push("--force".into());
+    let mut tp = spawn_upload(&a, &env(&emu));
+    kill_after(&state, "teleport", 1, &mut tp).await;
+    let eid = upload::engine::journal::list(&state)[0].1.as_ref().unwrap().upload_id.clone();
+
+    let out = run_upload(pending(&state, &["--resume", "--json"]), env(&emu)).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let results = lines(&out);
+    assert_eq!(results.len(), 1, "{}", stdout(&out));
+    let r = &results[0];
+    assert_eq!(r["id"], eid.as_str(), "carried on, not skipped as already uploaded: {r}");
+    assert_eq!(r["limit_rate_bps"], 8 * MIB, "the journal kept --limit-rate: {r}");
+    assert!(upload::engine::journal::list(&state).is_empty(), "the journal is gone");
+    let capture = emu.objects().into_iter().find(|o| o.id == eid).expect("the forced capture is stored");
+    assert_eq!(capture.sha256, sha);
+}

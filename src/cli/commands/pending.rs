@@ -115,6 +115,39 @@ fn write_line(line: &str) -> Result<()> {
 /// Runs `upload pending`; returns the exit code.
 pub(crate) async fn run(args: PendingArgs, output: &OutputArgs, net: &NetOptions) -> Result<i32> {
     let dir = state_dir(&args)?;
+    // A state directory that is a file (or unreadable) is no "no pending uploads".
+    match std::fs::metadata(&dir) {
+        Ok(m) if !m.is_dir() => {
+            return Err(Error::usage(
+                format!("the state directory {} is not a directory", dir.display()),
+                "point --state-dir (or UPLOAD_STATE_DIR) at the directory the uploads used",
+            ));
+        }
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(Error::usage(
+                format!("cannot read the state directory {}: {e}", dir.display()),
+                "point --state-dir (or UPLOAD_STATE_DIR) at the directory the uploads used",
+            ));
+        }
+        _ => {}
+    }
+    match std::fs::metadata(dir.join("journals")) {
+        Ok(m) if !m.is_dir() => {
+            return Err(Error::usage(
+                format!("{} is not a directory", dir.join("journals").display()),
+                "point --state-dir (or UPLOAD_STATE_DIR) at the directory the uploads used",
+            ));
+        }
+        Ok(_) => {
+            if let Err(e) = std::fs::read_dir(dir.join("journals")) {
+                return Err(Error::usage(
+                    format!("cannot read the journals in {}: {e}", dir.display()),
+                    "check the permissions of the state directory (--state-dir, UPLOAD_STATE_DIR)",
+                ));
+            }
+        }
+        Err(_) => {}
+    }
     if args.resume {
         return resume(&args, &dir, output, net).await;
     }
@@ -140,29 +173,109 @@ pub(crate) async fn run(args: PendingArgs, output: &OutputArgs, net: &NetOptions
             eprintln!("upload: no pending uploads in {}", dir.display());
         }
     } else {
-        for p in &pending {
-            let d = &p.data;
-            let total = if d.plan.num_parts > 0 { d.plan.num_parts.to_string() } else { "?".into() };
-            let done: u64 = d.parts.iter().map(|p| p.size).sum();
-            write_line(&format!(
-                "{}  {}  {}  {}  parts {}/{total}  {} of {}  started {}  last activity {}  {}",
-                p.id,
-                d.provider,
-                d.file.path.display(),
-                if d.upload_id.is_empty() { "(not created)" } else { &d.upload_id },
-                d.parts.len(),
-                crate::size::human(done),
-                crate::size::human(d.file.size),
-                d.started_at,
-                p.last_activity.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)).unwrap_or_default(),
-                match &p.mismatch {
-                    None => "file matches".to_string(),
-                    Some(why) => format!("FILE CHANGED: {why}"),
-                }
-            ))?;
+        for line in table(&pending, TABLE_WIDTH) {
+            write_line(&line)?;
         }
     }
     Ok(if bad.is_empty() { exit::OK } else { exit::USAGE })
+}
+
+/// The width the table of `upload pending` fits in.
+const TABLE_WIDTH: usize = 100;
+
+/// How long ago, for people: `45s ago`, `12m ago`, `5h ago`, `3d ago` (`--json` has the time).
+fn ago(t: chrono::DateTime<chrono::Utc>, now: chrono::DateTime<chrono::Utc>) -> String {
+    let s = (now - t).num_seconds().max(0);
+    match s {
+        0..60 => format!("{s}s ago"),
+        60..3600 => format!("{}m ago", s / 60),
+        3600..86400 => format!("{}h ago", s / 3600),
+        _ => format!("{}d ago", s / 86400),
+    }
+}
+
+/// `done` of `total` bytes, in the unit of `total`: `1.22/57.22 MiB`.
+fn sent_of(done: u64, total: u64) -> String {
+    let t = crate::size::human(total);
+    let Some((number, unit)) = t.split_once(' ') else { return t };
+    let scale = match unit {
+        "KiB" => 1u64 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        _ => return format!("{done}/{number} B"),
+    };
+    format!("{:.2}/{number} {unit}", done as f64 / scale as f64)
+}
+
+/// The shortest prefix of each id (at least `provider-` and 8 characters) that no other id of
+/// the list shares: what the table shows, and what `--discard` takes.
+fn short_ids(ids: &[&str]) -> Vec<String> {
+    ids.iter()
+        .map(|id| {
+            let min = id.find('-').map_or(0, |i| i + 1) + 8;
+            let mut n = min.min(id.len());
+            while n < id.len() && ids.iter().any(|o| o != id && o.starts_with(&id[..n])) {
+                n += 1;
+            }
+            id[..n].to_string()
+        })
+        .collect()
+}
+
+/// The table of pending uploads, a header first, each line at most `width` characters (the
+/// file's directory is shortened before its name): ID, UPLOAD (the provider's id, long ones
+/// cut: `--json` has them whole), PARTS, SENT, LAST ACTIVE (how long ago), FILE; a file that changed since
+/// gets a second line saying how.
+fn table(pending: &[Pending], width: usize) -> Vec<String> {
+    let ids: Vec<&str> = pending.iter().map(|p| p.id.as_str()).collect();
+    let short = short_ids(&ids);
+    let now = chrono::Utc::now();
+    let rows: Vec<[String; 6]> = pending
+        .iter()
+        .zip(short)
+        .map(|(p, id)| {
+            let d = &p.data;
+            let total = if d.plan.num_parts > 0 { d.plan.num_parts.to_string() } else { "?".into() };
+            let done: u64 = d.parts.iter().map(|p| p.size).sum();
+            let upload = match d.upload_id.as_str() {
+                "" => "-".to_string(),
+                u if u.chars().count() <= 12 => u.to_string(),
+                u => format!("{}…", u.chars().take(8).collect::<String>()),
+            };
+            [
+                id,
+                upload,
+                format!("{}/{total}", d.parts.len()),
+                sent_of(done, d.file.size),
+                p.last_activity.map(|t| ago(t, now)).unwrap_or_else(|| "-".into()),
+                d.file.path.display().to_string(),
+            ]
+        })
+        .collect();
+    let header = ["ID", "UPLOAD", "PARTS", "SENT", "LAST ACTIVE", "FILE"].map(String::from);
+    let mut widths = header.clone().map(|h| h.chars().count());
+    for r in &rows {
+        for (i, cell) in r.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let before_file: usize = widths[..5].iter().map(|w| w + 2).sum();
+    let file_w = width.saturating_sub(before_file).max(24);
+    let mut lines = vec![];
+    for (r, p) in std::iter::once((&header, None)).chain(rows.iter().zip(pending.iter().map(Some))) {
+        let mut line = String::new();
+        for (i, cell) in r[..5].iter().enumerate() {
+            line.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+        }
+        line.push_str(&crate::cli::ui::shorten_path(&r[5], file_w));
+        lines.push(line.trim_end().to_string());
+        if let Some(why) = p.and_then(|p| p.mismatch.as_ref()) {
+            let note = format!("  not resumable: {why} (upload pending --discard {} drops it)", r[0]);
+            lines.push(crate::cli::ui::truncate_middle(&note, width));
+        }
+    }
+    lines
 }
 
 /// The command line that carries an upload on: the file, provider and endpoint of the journal,
@@ -180,7 +293,15 @@ fn resume_command(
         argv.push(a.into());
     }
     if let Some(kept) = d.options.get("args").and_then(|a| a.as_array()) {
-        argv.extend(kept.iter().filter_map(|a| a.as_str()).map(Into::into));
+        let mut kept = kept.iter().filter_map(|a| a.as_str());
+        while let Some(a) = kept.next() {
+            // This command's `--limit-rate` (or UPLOAD_LIMIT_RATE) wins over the journal's.
+            if a == "--limit-rate" && args.limit_rate.is_some() {
+                kept.next();
+                continue;
+            }
+            argv.push(a.into());
+        }
     }
     argv.push("--state-dir".into());
     argv.push(dir.as_os_str().to_owned());
@@ -304,7 +425,26 @@ async fn discard(args: &PendingArgs, dir: &Path, output: &OutputArgs, net: &NetO
     let now = chrono::Utc::now();
     let mut chosen: Vec<&Pending> = vec![];
     for id in &args.discard {
-        let found: Vec<&Pending> = pending.iter().filter(|p| &p.id == id || &p.data.upload_id == id).collect();
+        let exact: Vec<&Pending> = pending.iter().filter(|p| &p.id == id || &p.data.upload_id == id).collect();
+        // Else a prefix (the table shows short ids), when it names one upload only.
+        let found = if exact.is_empty() && id.len() >= 4 {
+            let by_prefix: Vec<&Pending> = pending
+                .iter()
+                .filter(|p| {
+                    p.id.starts_with(id.as_str())
+                        || (!p.data.upload_id.is_empty() && p.data.upload_id.starts_with(id.as_str()))
+                })
+                .collect();
+            if by_prefix.len() > 1 {
+                return Err(Error::usage(
+                    format!("{id} names {} pending uploads", by_prefix.len()),
+                    "give more of the id (`upload pending --json` shows them whole)",
+                ));
+            }
+            by_prefix
+        } else {
+            exact
+        };
         if found.is_empty() {
             return Err(Error::usage(
                 format!("no pending upload {id} in {}", dir.display()),
@@ -337,7 +477,23 @@ async fn discard(args: &PendingArgs, dir: &Path, output: &OutputArgs, net: &NetO
             return Ok(exit::OK);
         }
     }
+    let mut code = exit::OK;
     for p in chosen {
+        match discard_one(args, dir, output, net, p).await {
+            Ok(()) => {}
+            // One that cannot be discarded (its upload is running, the server refused) is
+            // reported; the others are discarded all the same.
+            Err(e) => {
+                crate::cli::report_error(&e);
+                code = code.max(crate::cli::report::exit_code(&e));
+            }
+        }
+    }
+    Ok(code)
+}
+
+async fn discard_one(args: &PendingArgs, dir: &Path, output: &OutputArgs, net: &NetOptions, p: &Pending) -> Result<()> {
+    {
         let provider = provider_of(&p.data.provider)?;
         // An upload still running holds its journal's lock: it is not pulled from under it
         // (exit 8, nothing deleted).
@@ -349,7 +505,14 @@ async fn discard(args: &PendingArgs, dir: &Path, output: &OutputArgs, net: &NetO
             None,
             &tokio_util::sync::CancellationToken::new(),
         )
-        .await?;
+        .await
+        .map_err(|e| match e {
+            Error::Busy { message, .. } => Error::Busy {
+                message: format!("{} not discarded: {message}", p.id),
+                hint: "let it finish or stop it, then discard it".into(),
+            },
+            e => e,
+        })?;
         let mut server = "none: the provider offers no clean-up".to_string();
         if cleans_up(p) {
             let api_args = crate::cli::args::ApiArgs {
@@ -384,7 +547,7 @@ async fn discard(args: &PendingArgs, dir: &Path, output: &OutputArgs, net: &NetO
             write_line(&format!("discarded {} ({} {}): server: {server}", p.id, p.data.provider, p.data.upload_id))?;
         }
     }
-    Ok(exit::OK)
+    Ok(())
 }
 
 /// Whether discarding cleans up on the server: a Teleport capture that exists.
