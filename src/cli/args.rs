@@ -9,6 +9,8 @@ use crate::redact::{Secret, parse_secret};
 
 const EXAMPLES: &str = "\
 Examples:
+  upload demo                                              # try it: a sample through the built-in emulator
+  upload walk.mp4 --provider teleport --emulate            # your file, to the emulator (no account needed)
   upload scan.zip --provider teleport                      # bulk-images, from the .zip
   upload walk.mp4 --provider teleport --name Walkthrough --json
   upload walkaround.mp4 --provider truvideo --title \"BMW Engine diagnostic\" --tag brand=Jeep
@@ -23,7 +25,96 @@ else the built-in sign-in (Teleport --client-id/--client-secret, TruVideo --api-
 UPLOAD_TOKEN_COMMAND), which prints a fresh one and is run again after a 401.
   upload auth check --provider teleport                    # sign in and make one read-only call
 Exit codes: 0 ok, 2 bad input, 3 authentication, 4 rejected by the provider, 5 network/server,
-6 processing failed, 7 timed out waiting, 130 interrupted (run the same command again to resume).";
+6 processing failed, 7 timed out waiting, 8 another run is uploading the same file (nothing sent),
+130 interrupted (run the same command again to resume).";
+
+/// What `-h` shows after the options (`--help` shows [`EXAMPLES`]).
+const SHORT_EXAMPLES: &str = "\
+Examples:
+  upload demo                                   # try it: a sample through the built-in emulator
+  upload walk.mp4 -p teleport --emulate         # your file, to the emulator (no account needed)
+  upload scan.zip -p teleport                   # token in TELEPORT_TOKEN
+  upload videos/ -r -p truvideo --dry-run       # what would go, and how
+Exit codes: 0 ok, 2 bad input, 3 authentication, 4 rejected, 5 network/server, 6 processing
+failed, 7 timed out, 8 busy (another run of the same file), 130 interrupted (rerun to resume).
+`upload --help` shows every option, the token sources and more examples.";
+
+/// What `upload` with no argument prints (on stderr, exit 2): how to start.
+pub(crate) const NO_ARGUMENT: &str = "\
+upload: nothing to upload: give the files and the provider they go to
+
+Usage: upload <FILE>... --provider <teleport|truvideo|uplift|apertur>
+       (the token in TELEPORT_TOKEN, TRUVIDEO_TOKEN, UPLIFT_TOKEN or APERTUR_TOKEN, or --token)
+
+Without an account, on this machine only:
+  upload demo                                   # a sample through the built-in emulator, end to end
+  upload <FILE>... --provider teleport --emulate   # your files, to the emulator
+
+`upload -h` shows the main options, `upload --help` all of them.
+";
+
+/// The options `-h` shows (the ids of their fields); `--help` shows every one.
+const SHORT_HELP: &[&str] = &[
+    "files",
+    "provider",
+    "token",
+    "endpoint",
+    "recursive",
+    "dry_run",
+    "emulate",
+    "limit_rate",
+    "json",
+    "quiet",
+    "verbose",
+    "help",
+    "version",
+];
+
+/// The command line as the binary parses it: `-h` cut to one screen (the options of a first
+/// run, short examples), `--help` with everything.
+pub(crate) fn command() -> clap::Command {
+    use clap::CommandFactory;
+    // Shorter words for `-h` where `--help` says more.
+    const SHORT_WORDS: &[(&str, &str)] = &[
+        ("token", "API token (else the provider's env var, e.g. TELEPORT_TOKEN)"),
+        ("limit_rate", "Total bandwidth of the run: 20MiB, 8M, off, or a timetable (see --help)"),
+        ("emulate", "Upload to an emulator started in-process instead: no account needed"),
+        ("verbose", "More logs on stderr (-v info, -vv debug)"),
+    ];
+    let shorter = |c: clap::Command, about: &'static str| {
+        let long = c.get_long_about().or(c.get_about()).cloned();
+        let c = c.about(about);
+        match long {
+            Some(long) => c.long_about(long),
+            None => c,
+        }
+    };
+    Cli::command()
+        .after_help(SHORT_EXAMPLES)
+        .after_long_help(EXAMPLES)
+        .mut_args(|a| {
+            if !SHORT_HELP.contains(&a.get_id().as_str()) {
+                return a.hide_short_help(true);
+            }
+            match SHORT_WORDS.iter().find(|(id, _)| *id == a.get_id().as_str()) {
+                Some((_, words)) => {
+                    let long = a.get_long_help().or(a.get_help()).cloned();
+                    let a = a.help(*words);
+                    match long {
+                        Some(long) => a.long_help(long),
+                        None => a,
+                    }
+                }
+                None => a,
+            }
+        })
+        .mut_subcommand("emulator", |c| {
+            shorter(c, "Run the emulator as a server: the four APIs and an S3 store on loopback")
+        })
+        .mut_subcommand("pending", |c| {
+            shorter(c, "List the uploads that have a resume journal; resume them, or discard some")
+        })
+}
 
 /// Upload large media files to Varjo Teleport, TruVideo, Uplift and Apertur.
 #[derive(Parser, Debug)]
@@ -899,10 +990,10 @@ pub(crate) struct UpliftArgs {
 #[command(next_help_heading = "Apertur")]
 pub(crate) struct AperturArgs {
     /// Upload into this existing session instead of creating one.
-    #[arg(long, value_name = "UUID")]
+    #[arg(long, value_name = "SESSION_ID")]
     pub(crate) session: Option<String>,
-    /// Destination UUID for the new session. Repeatable.
-    #[arg(long = "destination", value_name = "UUID")]
+    /// Destination id for the new session. Repeatable.
+    #[arg(long = "destination", value_name = "DESTINATION_ID")]
     pub(crate) destinations: Vec<String>,
     /// Session lifetime in hours (1 to 168).
     #[arg(long, value_name = "HOURS", conflicts_with = "expires_at")]

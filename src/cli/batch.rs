@@ -71,6 +71,10 @@ pub(crate) struct Reporter<'a> {
     named: HashSet<PathBuf>,
     /// The counts of the run.
     pub(crate) summary: ui::Summary,
+    /// `watch`: files found already uploaded are counted here instead of told one by one
+    /// (without `-v`); [`Reporter::take_held_skips`] tells the count once.
+    hold_skips: bool,
+    held_skips: usize,
 }
 
 impl<'a> Reporter<'a> {
@@ -83,7 +87,22 @@ impl<'a> Reporter<'a> {
             output,
             named: HashSet::new(),
             summary: ui::Summary::default(),
+            hold_skips: false,
+            held_skips: 0,
         }
+    }
+
+    /// Files already uploaded are counted, not told one by one (`watch` restarting over a
+    /// directory of old files); `-v` and `--json` still tell each.
+    pub(crate) fn holding_skips(mut self) -> Self {
+        self.hold_skips = self.output.verbose == 0 && !self.output.json;
+        self
+    }
+
+    /// How many files were found already uploaded since the last call (see
+    /// [`Reporter::holding_skips`]).
+    pub(crate) fn take_held_skips(&mut self) -> usize {
+        std::mem::take(&mut self.held_skips)
     }
 
     /// The paths named on the command line.
@@ -149,6 +168,8 @@ impl<'a> Reporter<'a> {
                 "uploaded_at": rec.uploaded_at, "reason": reason,
             });
             ignore_broken_pipe(ui::print_json_line(&mut std::io::stdout().lock(), &line))?;
+        } else if self.hold_skips {
+            self.held_skips += 1;
         } else if !self.output.quiet {
             let again = if by_this_run { "" } else { "; --force uploads it again" };
             self.board.println(&format!("upload: {}: skipped: {reason}{again}", item.path().display()));

@@ -23,8 +23,18 @@ use crate::error::{Error, Result};
 
 /// The `upload` binary: parse, set up the terminal and logs, run, map the error to an exit code.
 pub fn main() -> std::process::ExitCode {
-    use clap::Parser;
-    let cli = args::Cli::parse();
+    // No argument at all: how to start, not clap's bare "required arguments" error.
+    if std::env::args_os().len() <= 1 {
+        eprint!("{}", args::NO_ARGUMENT);
+        return std::process::ExitCode::from(report::exit::USAGE as u8);
+    }
+    let mut command = args::command();
+    let cli = command
+        .clone()
+        .try_get_matches()
+        .and_then(|m| <args::Cli as clap::FromArgMatches>::from_arg_matches(&m))
+        .map_err(|e| e.format(&mut command))
+        .unwrap_or_else(|e| e.exit());
     let colour = ui::init_color(cli.output.color);
     #[cfg(feature = "emulate")]
     let serves_emulator = matches!(cli.command, Some(args::Command::Emulator(_)));

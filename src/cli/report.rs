@@ -54,6 +54,9 @@ pub(crate) fn hint(err: &Error) -> Option<String> {
         Error::File { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
             "check the path; relative paths are taken from the current directory"
         }
+        Error::File { source, .. } if matches!(source.raw_os_error(), Some(28 | 122)) => {
+            "the disk is full: free some space, or point --state-dir (or UPLOAD_STATE_DIR) at another disk for the journals and records"
+        }
         Error::Network { .. } => {
             "check the connection and run the same command again: finished parts are not sent twice"
         }
@@ -75,6 +78,11 @@ pub(crate) fn hint(err: &Error) -> Option<String> {
             "upload the rest into another session (leave --session out for a new one), or create the session with a higher --max-images"
         }
         Error::Timeout { .. } => "raise --wait-timeout, or check the status later",
+        // The API's paths on a server that has no such method: most often the S3 store's
+        // address (or a web page) given as the API's.
+        Error::Rejected { status: 405, .. } => {
+            "this server has no such API call: check that --endpoint is the provider's API origin, not its S3 store's or a web page's"
+        }
         _ => return None,
     };
     Some(h.to_string())

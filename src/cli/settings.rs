@@ -550,19 +550,30 @@ pub(crate) fn net_options(a: &NetworkArgs, config: &ConfigFile) -> Result<NetOpt
     .with_ca_bundle(a.ca_bundle.as_deref())
 }
 
+/// Where a `--limit-rate` value came from, for its error: the flag, or `UPLOAD_LIMIT_RATE`
+/// when the command line has no `--limit-rate` and the variable holds that value (clap has
+/// merged the two already).
+fn limit_rate_source(text: &str) -> &'static str {
+    let flag = std::env::args_os().any(|a| a.to_string_lossy().starts_with("--limit-rate"));
+    let env = std::env::var("UPLOAD_LIMIT_RATE").is_ok_and(|v| v == text);
+    if env && !flag { "UPLOAD_LIMIT_RATE" } else { "--limit-rate" }
+}
+
 /// The run's bandwidth limit from `--limit-rate` (env `UPLOAD_LIMIT_RATE`), else the config
 /// file's `[defaults] limit_rate`; refused (exit 2, naming the bad entry) before any request.
 /// The hidden `UPLOAD_FAKE_LOCAL_TIME=YYYY-MM-DDTHH:MM:SS` makes the schedule's clock start at
 /// that local time (tests).
 pub(crate) fn rate_limit(text: Option<&str>) -> Result<RateLimit> {
-    let text = match text {
-        Some(t) => Some(t.to_string()),
-        None => crate::cli::config::ConfigFile::load()?.defaults.limit_rate,
+    let (text, source) = match text {
+        Some(t) => (Some(t.to_string()), limit_rate_source(t)),
+        None => {
+            (crate::cli::config::ConfigFile::load()?.defaults.limit_rate, "the config file's [defaults] limit_rate")
+        }
     };
     let Some(text) = text else { return Ok(RateLimit::off()) };
     let schedule = Schedule::parse(&text).map_err(|e| {
         Error::usage(
-            format!("invalid --limit-rate: {e}"),
+            format!("invalid {source}: {e}"),
             "give a rate in bytes per second (10MiB, 8M, 500k, off) or a timetable such as \"08:00,4MiB 12:00,10MiB 18:00,off\" (Mon-08:00,RATE for one day)",
         )
     })?;

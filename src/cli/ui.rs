@@ -299,11 +299,23 @@ pub(crate) struct Fields {
 }
 
 const NAME_COLUMN: usize = 24;
+
+/// Off a terminal, a transfer that ends sooner prints no progress line.
+const FIRST_LINE: Duration = Duration::from_secs(2);
+
+/// Which moment of a transfer a progress line is asked for at.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Line {
+    Start,
+    Progress,
+    End,
+}
 const BAR: usize = 30;
 
 /// One line of the board, at most `width - 1` characters wide (the last column is left
-/// free: some terminals wrap when it is written). As the width shrinks: the limit goes, the
-/// bar and the name column shrink, then the ETA, the rate and the status go.
+/// free: some terminals wrap when it is written). As the width shrinks: the limit goes, then
+/// the part count (`parts 2/5`: the bytes say as much), the ETA and the rate; then the bar and
+/// the name column shrink (the name's directory first) and a phase is cut.
 pub(crate) fn layout(f: &Fields, width: usize, colour: bool) -> String {
     let w = width.saturating_sub(1).max(10);
     let Some(total) = f.total else {
@@ -343,6 +355,10 @@ pub(crate) fn layout(f: &Fields, width: usize, colour: bool) -> String {
     if excess!() > 0 {
         show_limit = false;
     }
+    // A part count says less than the rate and the ETA; a phase (`completing`) says more.
+    if excess!() > 0 && f.status.starts_with("parts ") {
+        status_w = 0;
+    }
     if excess!() > 0 {
         show_eta = false;
     }
@@ -375,7 +391,7 @@ pub(crate) fn layout(f: &Fields, width: usize, colour: bool) -> String {
         Some(short) if f.name.chars().count() > name_w && short.chars().count() <= name_w => short,
         _ => &f.name,
     };
-    let mut plain = format!("{} [", pad(&truncate_middle(name, name_w), name_w));
+    let mut plain = format!("{} [", pad(&shorten_path(name, name_w), name_w));
     let bar_at = plain.len();
     plain.push_str(&bar);
     let bar_end = plain.len();
@@ -500,7 +516,9 @@ pub(crate) struct FileProgress {
     counted_base: AtomicU64,
     parts: AtomicU32,
     parts_done: AtomicU32,
-    last_line: Mutex<(Instant, u64)>,
+    /// When the last progress line was printed (else when the transfer started) and at how
+    /// many bytes; whether one was printed at all.
+    last_line: Mutex<(Instant, u64, bool)>,
     rate: RateLimit,
     /// The board of a bar alone on the screen (see [`FileProgress::with_rate_limit`]).
     own_board: Option<Box<Board>>,
@@ -528,16 +546,29 @@ impl FileProgress {
         s.base.load(Ordering::Relaxed) + s.sent.load(Ordering::Relaxed).max(0) as u64
     }
 
-    fn line(&self, force: bool) {
+    /// A progress line off a terminal: none for a transfer that ends within its first
+    /// [`FIRST_LINE`] (the result says it all), then one each 10 % or 5 s, and the last one.
+    /// `Line::Start` restarts the clock.
+    fn line(&self, at: Line) {
         if self.mode != Mode::Lines {
             return;
         }
         let sent = self.sent();
         let total = self.state.total.load(Ordering::Relaxed).max(1);
         let mut last = self.last_line.lock().expect("lock");
+        if at == Line::Start {
+            *last = (Instant::now(), sent, false);
+            return;
+        }
         let decile = sent * 10 / total;
         let last_decile = last.1 * 10 / total;
-        if force || decile > last_decile || last.0.elapsed() >= Duration::from_secs(5) {
+        let printed = last.2;
+        let due = if printed {
+            at == Line::End || decile > last_decile || last.0.elapsed() >= Duration::from_secs(5)
+        } else {
+            at != Line::End && last.0.elapsed() >= FIRST_LINE
+        };
+        if due {
             let pct = sent as f64 * 100.0 / total as f64;
             let limit = if self.rate.is_limited() {
                 format!(", limit {}", human_rate(self.rate.current()))
@@ -553,7 +584,7 @@ impl FileProgress {
                 self.parts_done.load(Ordering::Relaxed),
                 self.parts.load(Ordering::Relaxed)
             );
-            *last = (Instant::now(), sent);
+            *last = (Instant::now(), sent, true);
         }
     }
 
@@ -611,12 +642,12 @@ impl Progress for FileProgress {
                 self.parts_status();
                 self.bar.set_length(total_bytes);
                 self.bar.set_position(done_bytes);
-                self.line(true);
+                self.line(Line::Start);
             }
             Event::Bytes { delta, .. } => {
                 self.add_sent(delta);
                 self.bar.set_position(self.sent());
-                self.line(false);
+                self.line(Line::Progress);
             }
             Event::PartDone { .. } => {
                 self.parts_done.fetch_add(1, Ordering::Relaxed);
@@ -636,7 +667,7 @@ impl Progress for FileProgress {
             },
             Event::Notice { message } => self.say(&message),
             Event::Finished => {
-                self.line(true);
+                self.line(Line::End);
                 self.bar.finish_and_clear();
             }
         }
@@ -760,7 +791,7 @@ impl Board {
             counted_base: 0.into(),
             parts: 0.into(),
             parts_done: 0.into(),
-            last_line: Mutex::new((Instant::now(), 0)),
+            last_line: Mutex::new((Instant::now(), 0, false)),
             rate: self.rate.clone(),
             own_board: None,
         }
@@ -863,8 +894,8 @@ fn noun(provider: &str) -> &'static str {
 }
 
 /// The one line of a file finished in a run of several on a terminal:
-/// `✓ a.mp4  100.00 MiB  2.1 s  teleport capture 1234 (UPLOADED)`, the name shortened in the
-/// middle to fit `width`.
+/// `✓ a.mp4  100.00 MiB  2.1 s  teleport capture 1234 (UPLOADED)`, the path shortened to fit
+/// `width`, its directory first: the name tells the files apart.
 pub(crate) fn finished_line(outcome: &UploadOutcome, width: usize) -> String {
     let rest = format!(
         "  {}  {:.1} s  {} {} {} ({})",
@@ -876,7 +907,7 @@ pub(crate) fn finished_line(outcome: &UploadOutcome, width: usize) -> String {
         outcome.status
     );
     let room = width.saturating_sub(1 + 2 + rest.chars().count()).max(12);
-    format!("{} {}{rest}", paint("✓", "32"), truncate_middle(&outcome.file, room))
+    format!("{} {}{rest}", paint("✓", "32"), shorten_path(&outcome.file, room))
 }
 
 /// Prints one result: a JSON line, or a few human lines.
@@ -885,9 +916,17 @@ pub(crate) fn print_outcome(out: &mut dyn Write, outcome: &UploadOutcome, json: 
         serde_json::to_writer(&mut *out, outcome)?;
         writeln!(out)?;
     } else {
+        // `1 part`, `3 images`; the rate when the time says something.
+        let unit = if outcome.provider == "apertur" { "image" } else { "part" };
+        let plural = if outcome.parts == 1 { "" } else { "s" };
+        let rate = if outcome.elapsed_s >= 0.05 {
+            format!(", {}/s", crate::size::human((outcome.bytes as f64 / outcome.elapsed_s) as u64))
+        } else {
+            String::new()
+        };
         writeln!(
             out,
-            "{} → {}: {} ({}, {} parts, {:.1} s)",
+            "{} → {}: {} ({}, {} {unit}{plural}, {:.1} s{rate})",
             outcome.file,
             outcome.provider,
             outcome.status,
@@ -1136,7 +1175,13 @@ mod tests {
             assert!(wide.contains(field), "{field} in {wide:?}");
         }
         let at80 = layout(&busy(), 80, false);
-        assert!(at80.contains("46.70 MiB/s") && !at80.contains("ETA"), "80 columns keep the rate: {at80:?}");
+        assert!(at80.contains("46.70 MiB/s") && at80.contains("ETA"), "80 columns keep the rate and ETA: {at80:?}");
+        assert!(!at80.contains("parts"), "the part count goes first: {at80:?}");
+        let at50 = layout(&busy(), 50, false);
+        assert!(!at50.contains("parts") && at50.contains("1.49 GiB/3.91 GiB"), "50 columns: {at50:?}");
+        // A phase is kept over the rate.
+        let phase = Fields { status: "completing".into(), ..busy() };
+        assert!(layout(&phase, 80, false).contains("completing"), "{}", layout(&phase, 80, false));
         let total = Fields { name: "total (20 files)".into(), short_name: Some("total".into()), ..busy() };
         assert!(layout(&total, 40, false).starts_with("total  "), "{}", layout(&total, 40, false));
         assert!(layout(&total, 100, false).starts_with("total (20 files) "), "{}", layout(&total, 100, false));

@@ -193,10 +193,13 @@ impl AtomicFile {
     /// Flushes, fsyncs, renames over the target and fsyncs the directory.
     pub(crate) fn commit(mut self) -> io::Result<()> {
         let w = self.file.take().expect("not committed");
-        let file = w.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        drop(file);
-        rename_durable(&self.tmp, &self.target)
+        let done = w.into_inner().map_err(|e| e.into_error()).and_then(|file| file.sync_all());
+        // A failed flush or sync (a full disk) leaves no temporary file behind.
+        let done = done.and_then(|()| rename_durable(&self.tmp, &self.target));
+        if done.is_err() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+        done
     }
 }
 

@@ -420,9 +420,14 @@ fn busy(canonical: &Path, pid: Option<u32>, waited: Option<Duration>) -> Error {
 }
 
 fn state_dir_error(state_dir: &Path, e: std::io::Error) -> Error {
+    let full = matches!(e.raw_os_error(), Some(28 | 122)) || e.kind() == std::io::ErrorKind::StorageFull;
     Error::usage(
-        format!("the state directory {} is unusable: {e}", state_dir.display()),
-        "point --state-dir (or UPLOAD_STATE_DIR) at a writable directory",
+        format!("cannot write in the state directory {}: {e}", state_dir.display()),
+        if full {
+            "free some space there, or point --state-dir (or UPLOAD_STATE_DIR) at another directory"
+        } else {
+            "point --state-dir (or UPLOAD_STATE_DIR) at a writable directory"
+        },
     )
 }
 
@@ -443,10 +448,16 @@ pub fn check_state_dir(state_dir: &Path) -> Result<()> {
 fn probe_state_dir(state_dir: &Path) -> Result<()> {
     let dir = state_dir.join("journals");
     durable::create_private_dir_all(&dir).map_err(|e| state_dir_error(state_dir, e))?;
+    // Bytes written and synced, as a journal's are: a full disk (which still makes an empty
+    // file) is found here, before any request.
     let probe = durable::temp_path(&dir.join("probe"));
-    std::fs::File::create(&probe).map_err(|e| state_dir_error(state_dir, e))?;
+    let written = std::fs::File::create(&probe).and_then(|mut f| {
+        use std::io::Write;
+        f.write_all(&[0u8; 8192])?;
+        f.sync_all()
+    });
     let _ = std::fs::remove_file(&probe);
-    Ok(())
+    written.map_err(|e| state_dir_error(state_dir, e))
 }
 
 struct Inner {

@@ -75,6 +75,11 @@ fn parse_rate(text: &str) -> Result<Rate, String> {
     if bytes == 0 {
         return Err(format!("'{text}' is a rate of 0: use off for no limit"));
     }
+    // Below 1 KiB/s a part of a few MiB takes hours: a typo (`500` for `500k`) more likely
+    // than a wish.
+    if bytes < 1024 {
+        return Err(format!("'{}' is below 1KiB/s, the lowest limit taken: give at least 1KiB, or off", text.trim()));
+    }
     Ok(Some(bytes))
 }
 
@@ -464,6 +469,8 @@ mod tests {
             ("Mon-08:00,1M Xyz-09:00,2M", "'Xyz'"),
             ("08:00,4Mx", "'08:00,4Mx'"),
             ("08:00,0", "rate of 0"),
+            ("500", "below 1KiB/s"),
+            ("08:00,1000B 18:00,off", "'08:00,1000B'"),
             ("08:00,1M 08:00,2M", "already set"),
             ("10M:1M", "upload:download"),
             ("fast", "invalid size"),

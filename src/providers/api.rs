@@ -26,6 +26,8 @@ pub struct TokenSource {
     provider: &'static str,
     env_var: &'static str,
     given: bool,
+    /// The environment variable the given token came from, when it did.
+    given_in: Option<&'static str>,
     sign_in: Option<SignIn>,
     command: Option<String>,
     state: tokio::sync::Mutex<TokenState>,
@@ -103,10 +105,18 @@ impl TokenSource {
     ) -> Self {
         let token = token.filter(|t| !t.is_empty());
         let given = token.is_some();
+        // Where the given token came from, for the hint when it is refused: the environment
+        // variable that holds it, else the command line or the configuration file.
+        let given_in = token.as_ref().and_then(|t| {
+            [env_var, "UPLOAD_TOKEN"]
+                .into_iter()
+                .find(|k| std::env::var(k).is_ok_and(|v| v.trim() == t.expose().trim()))
+        });
         TokenSource {
             provider,
             env_var,
             given,
+            given_in,
             sign_in,
             command,
             state: tokio::sync::Mutex::new(TokenState {
@@ -164,8 +174,9 @@ impl TokenSource {
                 provider: self.provider,
                 message: "no token given".into(),
                 hint: Some(format!(
-                    "set {} (or UPLOAD_TOKEN), pass --token, give the provider's sign-in credentials, or --token-command to fetch one",
-                    self.env_var
+                    "set {} (or UPLOAD_TOKEN), pass --token{}, or give --token-command to fetch one",
+                    self.env_var,
+                    self.sign_in_flags().map(|f| format!(", sign in with {f}")).unwrap_or_default()
                 )),
             }),
         }
@@ -226,6 +237,16 @@ impl TokenSource {
         self.state.lock().await.generation
     }
 
+    /// How this provider's built-in sign-in is given on the command line, when it has one
+    /// (Uplift and Apertur have none: a token only).
+    fn sign_in_flags(&self) -> Option<&'static str> {
+        use super::SignInKind;
+        Some(match super::descriptor(self.provider)?.sign_in?.kind {
+            SignInKind::ClientCredentials => "--client-id and --client-secret",
+            SignInKind::SignedLogin => "--api-key, --secret-key and --external-id",
+        })
+    }
+
     /// The hint printed when a token is refused.
     pub fn renew_hint(&self) -> String {
         if let Some(s) = &self.sign_in {
@@ -236,10 +257,19 @@ impl TokenSource {
         } else if self.command.is_some() {
             "the token from --token-command was refused too: check what the command prints".into()
         } else {
-            format!(
-                "the token is wrong or expired: set {} to a fresh one, give the provider's sign-in credentials, or give --token-command (env UPLOAD_TOKEN_COMMAND) to renew it automatically",
-                self.env_var
-            )
+            let fresh = match self.given_in {
+                Some(var) => format!("the token in {var} is wrong or expired: set {var} to a fresh one"),
+                None if self.given => {
+                    "the token given (--token, or the configuration file's token) is wrong or expired: give a fresh one"
+                        .to_string()
+                }
+                None => format!("the token is wrong or expired: set {} to a fresh one", self.env_var),
+            };
+            let sign_in = match self.sign_in_flags() {
+                Some(flags) => format!(", sign in with {flags} instead"),
+                None => String::new(),
+            };
+            format!("{fresh}{sign_in}, or give --token-command (env UPLOAD_TOKEN_COMMAND) to renew it automatically")
         }
     }
 

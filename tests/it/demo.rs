@@ -138,3 +138,36 @@ async fn the_emulators_try_commands_upload_for_every_provider() {
         assert_eq!(emu.objects().iter().filter(|o| o.sha256 == sha).count(), 1, "{command}");
     }
 }
+
+/// Ctrl-C while `upload demo --size 8GiB` writes its sample: the generation shows progress,
+/// stops within seconds (exit 130) and leaves no partial sample behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_while_the_demo_sample_is_written_removes_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = vec![("TMPDIR".to_string(), tmp.path().display().to_string()), ("UPLOAD_FORCE_TTY".into(), "1".into())];
+    let mut child = spawn_upload(&args(&["demo", "--size", "8GiB"]), &env);
+    let sample = || -> Option<u64> {
+        let dir = std::fs::read_dir(tmp.path())
+            .ok()?
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().starts_with("upload-emulate-"))?;
+        std::fs::metadata(dir.path().join("sample.mp4")).ok().map(|m| m.len())
+    };
+    let t0 = std::time::Instant::now();
+    while sample().unwrap_or(0) < 16 * MIB {
+        assert!(child.try_wait().unwrap().is_none(), "the demo ended before it was interrupted");
+        assert!(t0.elapsed() < std::time::Duration::from_secs(120), "no sample written");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Long enough for a frame of the bar.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let t1 = std::time::Instant::now();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+    assert!(t1.elapsed() < std::time::Duration::from_secs(10), "took {:?} to stop", t1.elapsed());
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("sample.mp4") && err.contains("generating the sample"), "no progress shown: {err:?}");
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().flatten().map(|e| e.path()).collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}

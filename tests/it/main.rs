@@ -9,6 +9,7 @@ mod connect_timeout;
 mod demo;
 mod executor;
 mod files_from;
+mod hints;
 mod interrupt;
 mod library;
 mod one_binary;

@@ -88,10 +88,19 @@ async fn progress_is_drawn_on_a_terminal_and_logged_elsewhere() {
     assert!(out.status.success());
     let err = stderr(&out);
     assert!(err.contains("\x1b[") && err.contains("a.zip") && err.contains("parts "), "no bar drawn: {err:?}");
-    // Off a terminal: plain lines.
-    let out = run_upload(base.clone(), env.clone()).await;
+    // Off a terminal: plain lines, for an upload that lasts (11 MiB at 3 MiB/s)...
+    let slow = [&base[..], &args(&["--limit-rate", "3MiB"])].concat();
+    let out = run_upload(slow, env.clone()).await;
     let err = stderr(&out);
     assert!(!err.contains("\x1b[") && err.contains("upload: a.zip: 100%"), "{err:?}");
+    assert!(err.matches("upload: a.zip: ").count() <= 12, "{err:?}");
+    // ...and none for one over within the first 2 s: the result says it all.
+    let (quick, _) = make_file(dir.path(), "b.zip", 100_000);
+    let mut a = base.clone();
+    a[0] = quick.display().to_string();
+    let out = run_upload(a, env.clone()).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains('%'), "{:?}", stderr(&out));
     // --quiet: nothing.
     let mut q = base.clone();
     q.push("--quiet".into());

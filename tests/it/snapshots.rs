@@ -28,6 +28,16 @@ async fn help_text() {
     insta::assert_snapshot!("help", stdout(&out));
 }
 
+/// `-h`: one screen (the options of a first run, short examples); `--help` has the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_help_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_in(dir.path(), &["-h"]).await;
+    assert!(out.status.success());
+    assert!(stdout(&out).lines().count() <= 50, "{}", stdout(&out));
+    insta::assert_snapshot!("short_help", stdout(&out));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_plans_of_each_provider() {
     let dir = tempfile::tempdir().unwrap();

@@ -231,7 +231,7 @@ async fn a_run_of_several_files_on_a_terminal_prints_one_line_per_file() {
         let out = run_upload(teleport(&paths, &emu, extra), env).await;
         assert!(out.status.success(), "{}", stderr(&out));
         let text = stdout(&out);
-        assert_eq!(text.matches(" → teleport: UPLOADED (1.00 MiB, 1 parts").count(), 3, "{extra:?}: {text}");
+        assert_eq!(text.matches(" → teleport: UPLOADED (1.00 MiB, 1 part, ").count(), 3, "{extra:?}: {text}");
         assert_eq!(text.matches("  id: ").count(), 3, "{text}");
         assert!(!stderr(&out).contains("✓"), "{}", stderr(&out));
     }

@@ -410,6 +410,16 @@ async fn once_scans_waits_for_settle_and_exits_with_the_worst_code() {
     let out = run_upload(args(&plain), env(&emu, &state)).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stderr(&out).contains("0 uploaded, 3 skipped, 0 failed"), "{}", stderr(&out));
+    // The files already uploaded are told once, as a count; -v names each.
+    let err = stderr(&out);
+    assert_eq!(
+        err.matches("upload: watch: 2 files already uploaded, not sent again (-v lists them)").count(),
+        1,
+        "{err}"
+    );
+    assert!(!err.contains("skipped: already uploaded"), "{err}");
+    let out = run_upload(args(&[&plain[..], &["-v"]].concat()), env(&emu, &state)).await;
+    assert_eq!(stderr(&out).matches("skipped: already uploaded").count(), 2, "{}", stderr(&out));
     // A failing upload: the worst file's exit code.
     let (_, _) = make_file(&inbox, "c.mp4", 30_000);
     emu.set_faults(Faults { fail_put_nth: (1..=50).collect(), ..Faults::default() });

@@ -66,7 +66,14 @@ pub(crate) async fn run_emulated(mut cli: Cli) -> Result<i32> {
 /// `upload demo`: a generated sample through the whole flow of `provider`.
 pub(crate) async fn demo(provider: ProviderName, size: u64, output: crate::cli::args::OutputArgs) -> Result<i32> {
     let dir = tempfile_dir()?;
-    let path = write_provider_sample(provider, &dir, size)?;
+    let path = match generate(provider, &dir, size, &output).await {
+        Ok(p) => p,
+        Err(e) => {
+            // Ctrl-C (or a full disk) while writing: no partial sample is left behind.
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+    };
     if !output.quiet {
         eprintln!("demo: generated {} ({})", path.display(), crate::size::human(size));
     }
@@ -97,14 +104,57 @@ pub(crate) const DEMO_SIZE: u64 = 20 * 1024 * 1024;
 /// Writes a sample of `size` bytes that `provider` takes into `dir`: a video for Teleport and
 /// TruVideo (`.mp4`), Uplift (`.mov`), an image for Apertur (`.jpg`). Returns its path.
 fn write_provider_sample(provider: ProviderName, dir: &Path, size: u64) -> Result<PathBuf> {
+    let path = sample_path(provider, dir);
+    write_sample(&path, size, &|_| true)?;
+    Ok(path)
+}
+
+/// Writes `upload demo`'s sample off the async workers, with a progress bar (lines off a
+/// terminal) for a large one; Ctrl-C stops it (exit 130: the caller removes the directory).
+async fn generate(
+    provider: ProviderName,
+    dir: &Path,
+    size: u64,
+    output: &crate::cli::args::OutputArgs,
+) -> Result<PathBuf> {
+    use crate::engine::progress::{Event, Progress};
+    let cancel = tokio_util::sync::CancellationToken::new();
+    crate::cli::install_ctrl_c(cancel.clone());
+    let path = sample_path(provider, dir);
+    let mode = crate::cli::ui::Mode::detect(output.quiet, output.json);
+    let progress = std::sync::Arc::new(crate::cli::ui::FileProgress::with_rate_limit(
+        mode,
+        &crate::engine::ratelimit::RateLimit::off(),
+    ));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    progress.event(Event::Started { file: name, total_bytes: size, parts: 1, done_bytes: 0, done_parts: 0 });
+    progress.event(Event::Phase { message: "generating the sample".into() });
+    let (p, target, stop) = (progress.clone(), path.clone(), cancel.clone());
+    let written = tokio::task::spawn_blocking(move || {
+        write_sample(&target, size, &|n| {
+            p.event(Event::Bytes { part: 1, delta: n as i64 });
+            !stop.is_cancelled()
+        })
+    })
+    .await
+    .map_err(|e| Error::usage(format!("generating the sample failed: {e}"), "this is a bug in `upload demo`"))?;
+    progress.event(Event::Finished);
+    drop(progress);
+    written?;
+    if cancel.is_cancelled() {
+        return Err(Error::Interrupted { hint: "nothing was uploaded; the partial sample was removed".into() });
+    }
+    Ok(path)
+}
+
+/// Where the sample `provider` takes goes in `dir`.
+fn sample_path(provider: ProviderName, dir: &Path) -> PathBuf {
     let name = match provider {
         ProviderName::Teleport | ProviderName::Truvideo => "sample.mp4",
         ProviderName::Uplift => "sample.mov",
         ProviderName::Apertur => "sample.jpg",
     };
-    let path = dir.join(name);
-    write_sample(&path, size)?;
-    Ok(path)
+    dir.join(name)
 }
 
 fn tempfile_dir() -> Result<PathBuf> {
@@ -114,7 +164,9 @@ fn tempfile_dir() -> Result<PathBuf> {
     Ok(dir)
 }
 
-fn write_sample(path: &Path, size: u64) -> Result<()> {
+/// Writes `size` pseudo-random bytes to `path`, telling `wrote` each block's size; stops
+/// early when it answers false.
+fn write_sample(path: &Path, size: u64, wrote: &dyn Fn(u64) -> bool) -> Result<()> {
     let mut f =
         std::io::BufWriter::new(std::fs::File::create(path).map_err(|e| Error::File { path: path.into(), source: e })?);
     let mut state: u64 = 0x2545_F491_4F6C_DD1D;
@@ -130,6 +182,9 @@ fn write_sample(path: &Path, size: u64) -> Result<()> {
         let n = left.min(block.len() as u64) as usize;
         f.write_all(&block[..n]).map_err(|e| Error::File { path: path.into(), source: e })?;
         left -= n as u64;
+        if !wrote(n as u64) {
+            break;
+        }
     }
     f.flush().map_err(|e| Error::File { path: path.into(), source: e })
 }

@@ -520,7 +520,7 @@ pub(crate) async fn run(args: WatchArgs, output: OutputArgs, net: &crate::engine
     table.scan_all(started);
 
     let board = ui::Board::new(ui::Mode::detect(output.quiet, output.json));
-    let mut reporter = Reporter::new(&settings.uploader, up.force, &board, &output);
+    let mut reporter = Reporter::new(&settings.uploader, up.force, &board, &output).holding_skips();
     let mut interrupted = 0u32;
     let mut inflight: FuturesUnordered<LocalBoxFuture<'_, Attempt>> = FuturesUnordered::new();
     let mut ticker = Ticker::new(schedule::tick_interval(opts.settle));
@@ -641,6 +641,15 @@ pub(crate) async fn run(args: WatchArgs, output: OutputArgs, net: &crate::engine
                     // stdout is gone: nothing more can be reported.
                     crate::cli::report_error(&e);
                     cancel.cancel();
+                }
+                // Files found already uploaded (a restart over old files): one line for the lot,
+                // once the round in flight is over; -v names each.
+                if inflight.is_empty() && !output.quiet {
+                    let held = reporter.take_held_skips();
+                    if held > 0 {
+                        let files = if held == 1 { "file" } else { "files" };
+                        board.println(&format!("upload: watch: {held} {files} already uploaded, not sent again (-v lists them)"));
+                    }
                 }
             }
             Some(ev) = events.recv() => match ev {
