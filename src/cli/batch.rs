@@ -292,6 +292,18 @@ pub(crate) async fn run(cli: &Cli, settings: &UploadSettings) -> Result<i32> {
         }
     }
     let (items, problems) = (expanded.items, expanded.problems);
+    // `--format video` names what a directory's walk takes: its .mp4 files; the others found
+    // there are skipped with the reason (a file named on the command line goes as asked).
+    let (items, not_videos): (Vec<Item>, Vec<Item>) =
+        if settings.provider == ProviderName::Teleport && args.teleport.format.as_deref() == Some("video") {
+            let named: HashSet<&PathBuf> = args.files.iter().collect();
+            items.into_iter().partition(|i| match i {
+                Item::File(p) => named.contains(p) || p.extension().is_some_and(|e| e.eq_ignore_ascii_case("mp4")),
+                Item::ZipDir(_) => true,
+            })
+        } else {
+            (items, vec![])
+        };
     if let Some(to) = &args.teleport.zip_to {
         let dirs = items.iter().filter(|i| matches!(i, Item::ZipDir(_))).count();
         if dirs != 1 {
@@ -301,7 +313,7 @@ pub(crate) async fn run(cli: &Cli, settings: &UploadSettings) -> Result<i32> {
             ));
         }
     }
-    if items.is_empty() && problems.is_empty() {
+    if items.is_empty() && problems.is_empty() && not_videos.is_empty() {
         return Err(Error::usage(
             "no files to upload: the directories hold no matching files",
             "check the paths, --include/--exclude, and --recursive",
@@ -312,7 +324,7 @@ pub(crate) async fn run(cli: &Cli, settings: &UploadSettings) -> Result<i32> {
     let board = ui::Board::new(ui::Mode::detect(cli.output.quiet, cli.output.json))
         .with_rate_limit(uploader.rate())
         .with_total(items.len(), total_bytes);
-    let several = items.len() + problems.len() > 1;
+    let several = items.len() + problems.len() + not_videos.len() > 1;
     let started = Instant::now();
     let mut reporter = Reporter::new(uploader, args.force, &board, &cli.output).named(&args.files);
     if expanded.dirs_not_walked > 0 && !cli.output.quiet {
@@ -326,6 +338,13 @@ pub(crate) async fn run(cli: &Cli, settings: &UploadSettings) -> Result<i32> {
     for problem in problems {
         let item = Item::File(problem.path.clone());
         reporter.refused(&item, &problem.into_error(), false)?;
+    }
+    for item in &not_videos {
+        let err = Error::usage(
+            format!("{} is not an .mp4: --format video takes the .mp4 files of a directory", item.path().display()),
+            "name it on the command line to upload it as a video all the same",
+        );
+        reporter.refused(item, &err, false)?;
     }
     let options = settings.run_options(&selection);
     let progress_for = |item: &Item| bar_for(&board, item);
@@ -344,6 +363,20 @@ pub(crate) async fn run(cli: &Cli, settings: &UploadSettings) -> Result<i32> {
             let how = if hint.is_empty() { String::new() } else { format!(": {hint}") };
             eprintln!("upload: interrupted{how}");
         }
+    }
+    // A dry run without a token passed, but the real run would stop at its first request.
+    if args.dry_run && !settings.credentials {
+        let d = settings.provider.descriptor();
+        let err = Error::Auth {
+            provider: d.name,
+            message: "no token given: the plan above is fine, but the real run would fail for lack of one".into(),
+            hint: Some(format!(
+                "set {} (or UPLOAD_TOKEN), pass --token, or give --token-command (or the provider's sign-in, where it has one)",
+                d.token_env
+            )),
+        };
+        crate::cli::report_error(&err);
+        code = code.max(exit_code(&err));
     }
     Ok(summary.exit_code().max(code))
 }

@@ -27,6 +27,9 @@ pub(crate) struct UploadSettings {
     /// The run's front door: provider, endpoint, tokens, part budget, rate limit, state.
     pub(crate) uploader: Uploader,
     args: UploadArgs,
+    /// Whether the run has a way to a token: one given, a sign-in, or a token command (a dry
+    /// run without one says the real run would fail).
+    pub(crate) credentials: bool,
 }
 
 impl ProviderName {
@@ -236,6 +239,7 @@ impl UploadSettings {
         if r.state_dir.is_none() && !args.dry_run {
             return Err(crate::cli::dirs::no_state_dir());
         }
+        let credentials = r.token.is_some() || r.command.is_some() || r.sign_in.is_some();
         let built: Arc<dyn Provider> = Arc::from(build_provider(provider, args)?);
         let files = match args.files_at_once {
             AutoCount::Fixed(n) => Files::Fixed((n as usize).max(built.concurrent_files())),
@@ -276,7 +280,7 @@ impl UploadSettings {
                 }
             });
         }
-        Ok(UploadSettings { provider, uploader, args: args.clone() })
+        Ok(UploadSettings { provider, uploader, args: args.clone(), credentials })
     }
 
     /// What the run does with each file: `--force`, `--no-resume`, `--dry-run`, `--zip-to`,

@@ -194,6 +194,15 @@ impl Uploader {
             }
         };
         if options.dry_run {
+            // What the real run would skip (its done record matches) is shown as skipped.
+            if let Some(dir) = &state_dir
+                && !options.force
+                && let Ok(endpoint) = self.endpoint_key()
+                && let Ok(id) = FileIdentity::of(&file)
+                && let Some(rec) = done::find_done(dir, provider.name(), &endpoint, &id, &options.destination)
+            {
+                return Ok(FileResult::Skipped(rec, file.size()));
+            }
             let mut plan = provider.dry_run(&file)?;
             if let Some(z) = file.as_virtual_zip() {
                 plan.fields.insert("entries".into(), z.entries().len().into());

@@ -113,7 +113,7 @@ async fn include_exclude_and_recursive_pick_the_files() {
         make_file(&d, name, 10);
     }
     let pick = |extra: &[&str]| {
-        let mut a = args(&[d.to_str().unwrap(), "--provider", "teleport", "--dry-run", "--json"]);
+        let mut a = args(&[d.to_str().unwrap(), "--provider", "teleport", "--dry-run", "--json", "--token", "t"]);
         a.extend(extra.iter().map(|s| s.to_string()));
         a
     };
@@ -212,7 +212,8 @@ async fn sub_directories_not_walked_are_mentioned_once() {
         make_file(&d.join(sub), "x.mp4", 10);
     }
     make_file(&d, "top.mp4", 10);
-    let out = run_upload(args(&[d.to_str().unwrap(), "--provider", "teleport", "--dry-run"]), vec![]).await;
+    let out =
+        run_upload(args(&[d.to_str().unwrap(), "--provider", "teleport", "--dry-run", "--token", "t"]), vec![]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let err = stderr(&out);
     assert_eq!(err.matches("3 sub-directories not walked; --recursive walks them").count(), 1, "{err}");

@@ -170,3 +170,71 @@ exit $rc"#;
     assert!(temps.is_empty(), "temporary files left: {left}");
     assert!(emu.request_log().is_empty(), "{:?}", emu.request_log());
 }
+
+fn json_lines(out: &std::process::Output) -> Vec<serde_json::Value> {
+    stdout(out).lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
+}
+
+/// `--dry-run` shows what the real run would do: without a token it says the real run would
+/// fail (exit 3, the plan still printed); a file already uploaded is a skip; `--format video`
+/// on a directory plans its .mp4 files and skips the rest with the reason; every `--json` line
+/// validates against `schema/result.schema.json`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_tells_what_the_real_run_would_do_in_lines_the_schema_takes() {
+    let emu = emulator(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("walks");
+    std::fs::create_dir(&d).unwrap();
+    let (lobby, _) = make_file(&d, "lobby.mp4", 1000);
+    make_file(&d, "hall.mp4", 1000);
+    make_file(&d, "readme.txt", 10);
+    let state = dir.path().join("state");
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema/result.schema.json")).unwrap();
+    let schema = jsonschema::validator_for(&serde_json::from_str(&text).unwrap()).unwrap();
+    let run = |extra: &[&str], env: Vec<(String, String)>| {
+        let mut a = vec![d.display().to_string()];
+        a.extend(args(&["--provider", "teleport", "--format", "video", "--endpoint", &emu.api_url(), "--state-dir"]));
+        a.push(state.display().to_string());
+        a.extend(extra.iter().map(|s| s.to_string()));
+        run_upload(a, env)
+    };
+    // No token: the plan, then exit 3 saying why.
+    let out = run(&["--dry-run", "--json"], vec![]).await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("the real run would fail"), "{}", stderr(&out));
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    for l in &lines {
+        let errors: Vec<String> = schema.iter_errors(l).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{l}: {errors:?}");
+    }
+    let by = |name: &str| lines.iter().find(|l| l["file"].as_str().unwrap().ends_with(name)).unwrap().clone();
+    assert_eq!(by("lobby.mp4")["dry_run"], true, "{lines:?}");
+    assert_eq!(by("readme.txt")["status"], "skipped", "{lines:?}");
+    assert!(by("readme.txt")["reason"].as_str().unwrap().contains("--format video"), "{lines:?}");
+    assert!(emu.request_log().is_empty());
+
+    // Upload one of them; the dry run then shows it skipped, as the real run would.
+    let mut a = vec![lobby.display().to_string()];
+    a.extend(args(&["--provider", "teleport", "--format", "video", "--endpoint", &emu.api_url(), "--state-dir"]));
+    a.push(state.display().to_string());
+    let out = run_upload(a, token_env("TELEPORT_TOKEN", &emu)).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let n = emu.request_log().len();
+    let out = run(&["--dry-run", "--json"], token_env("TELEPORT_TOKEN", &emu)).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines = json_lines(&out);
+    for l in &lines {
+        let errors: Vec<String> = schema.iter_errors(l).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{l}: {errors:?}");
+    }
+    let lobby_line = lines.iter().find(|l| l["file"].as_str().unwrap().ends_with("lobby.mp4")).unwrap();
+    assert_eq!(lobby_line["status"], "skipped", "{lines:?}");
+    assert!(lobby_line["reason"].as_str().unwrap().contains("already uploaded"), "{lines:?}");
+    assert_eq!(emu.request_log().len(), n, "a dry run makes no request");
+
+    // The real run: the two videos (one skipped as uploaded), readme.txt skipped, not sent.
+    let out = run(&["--json"], token_env("TELEPORT_TOKEN", &emu)).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(emu.objects().len(), 2, "lobby.mp4 and hall.mp4, not readme.txt");
+}

@@ -201,7 +201,7 @@ async fn dry_run_prints_the_plan_and_sends_nothing() {
     let (path, _) = make_file(dir.path(), "walk.mp4", 1000);
     let out = run_upload(
         args(&[path.to_str().unwrap(), "--provider", "teleport", "--endpoint", &emu.api_url(), "--dry-run"]),
-        vec![],
+        vec![("UPLOAD_TOKEN".into(), "t".into())],
     )
     .await;
     assert!(out.status.success(), "{}", stderr(&out));

@@ -13,7 +13,9 @@ async fn run_in(dir: &std::path::Path, a: &[&str]) -> std::process::Output {
         cmd.env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default()).env("HOME", &dir);
         cmd.env_remove("UPLOAD_CONFIG")
             .env("XDG_CONFIG_HOME", "/nonexistent/upload-test-config-home")
-            .env("COLUMNS", "100");
+            .env("COLUMNS", "100")
+            // A dry run without a token says the real run would fail (exit 3).
+            .env("UPLOAD_TOKEN", "t");
         cmd.current_dir(&dir).args(&a).output().unwrap()
     })
     .await

@@ -253,7 +253,8 @@ async fn delete_asks_or_needs_yes() {
     tty.push(("UPLOAD_FORCE_TTY".into(), "1".into()));
     let out = run_with_stdin(cmd(&emu, "delete", &[&eids[0]]), tty.clone(), "n\n").await;
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("Delete capture") && stderr(&out).contains("kept"), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&format!("Delete capture {} (cap-02.zip)?", eids[0])), "the name: {}", stderr(&out));
+    assert!(stderr(&out).contains("kept"), "{}", stderr(&out));
     assert_eq!(deletes(&emu), 0);
     let out = run_with_stdin(cmd(&emu, "delete", &[&eids[0]]), tty, "y\n").await;
     assert!(out.status.success(), "{}", stderr(&out));
@@ -268,10 +269,19 @@ async fn delete_asks_or_needs_yes() {
     assert_eq!(left.len(), 1);
     assert_eq!(left[0]["eid"], eids[2].as_str());
 
-    // Already gone: the API's 404 (exit 4).
+    // Already gone: deleting is idempotent (exit 0, a note), with --yes (the API's 404) and
+    // without (no question asked).
     let out = run_upload(cmd(&emu, "delete", &[&eids[1], "--yes"]), token_env("TELEPORT_TOKEN", &emu)).await;
-    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
-    assert!(stderr(&out).contains("Capture not found"), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("does not exist (already deleted?)"), "{}", stderr(&out));
+    let v = json_lines(&run_ok(&emu, cmd(&emu, "delete", &[&eids[1], "--yes", "--json"])).await);
+    assert_eq!(v[0], serde_json::json!({"eid": eids[1], "deleted": true, "already_gone": true}));
+    let mut tty = token_env("TELEPORT_TOKEN", &emu);
+    tty.push(("UPLOAD_FORCE_TTY".into(), "1".into()));
+    let out = run_with_stdin(cmd(&emu, "delete", &[&eids[1]]), tty, "").await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("Delete capture"), "no question: {}", stderr(&out));
+    assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -409,7 +409,7 @@ async fn dry_run_prints_the_plan() {
     let (small, _) = make_file(dir.path(), "a.png", 1000);
     let mut a = tv_args(&emu, &small, &["--dry-run"]);
     a.retain(|x| x != "--json");
-    let out = run_upload(a, vec![]).await;
+    let out = run_upload(a, token_env("TRUVIDEO_TOKEN", &emu)).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.contains("parts: 1 × 16.00 MiB") && text.contains("fileType: PNG"), "{text}");

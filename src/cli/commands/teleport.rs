@@ -68,11 +68,29 @@ pub(crate) async fn run(
         TeleportCommand::Delete { eid, yes, api } => {
             admin::check_id("capture eid", &eid)?;
             let api = api_from_args(ProviderName::Teleport, &api, net)?;
-            if !yes && !confirm_delete(&eid).await? {
-                eprintln!("upload: capture {eid} kept");
-                return Ok(crate::cli::report::exit::OK);
+            let gone = |stdout: &mut std::io::Stdout| -> Result<i32> {
+                // Deleting is idempotent: a capture already gone is what was asked for.
+                if json {
+                    print_json_line(stdout, &serde_json::json!({ "eid": eid, "deleted": true, "already_gone": true }))?;
+                } else {
+                    eprintln!("upload: capture {eid} does not exist (already deleted?): nothing to delete");
+                }
+                Ok(crate::cli::report::exit::OK)
+            };
+            if !yes {
+                match confirm_delete(&api, &eid).await? {
+                    Confirm::Yes => {}
+                    Confirm::No => {
+                        eprintln!("upload: capture {eid} kept");
+                        return Ok(crate::cli::report::exit::OK);
+                    }
+                    Confirm::Gone => return gone(&mut stdout),
+                }
             }
-            admin::delete(&api, &eid).await?;
+            match admin::delete(&api, &eid).await {
+                Err(Error::Rejected { status: 404, .. }) => return gone(&mut stdout),
+                r => r?,
+            }
             if json {
                 print_json_line(&mut stdout, &serde_json::json!({ "eid": eid, "deleted": true }))?;
             } else {
@@ -206,7 +224,7 @@ fn file_name(url: &url::Url, index: usize) -> String {
 
 /// Asks on the terminal. Off a terminal (scripts) deleting needs `--yes`: nothing is asked and
 /// nothing is sent. `UPLOAD_FORCE_TTY=1` makes stdin count as a terminal (tests).
-async fn confirm_delete(eid: &str) -> Result<bool> {
+async fn confirm_delete(api: &crate::providers::api::Api, eid: &str) -> Result<Confirm> {
     let tty = std::io::stdin().is_terminal() || std::env::var("UPLOAD_FORCE_TTY").is_ok_and(|v| v == "1");
     if !tty {
         return Err(Error::usage(
@@ -214,7 +232,13 @@ async fn confirm_delete(eid: &str) -> Result<bool> {
             "pass --yes to delete without being asked",
         ));
     }
-    eprint!("Delete capture {eid}? This cannot be undone. [y/N] ");
+    // The question names the capture (an eid alone says little), or there is none to ask.
+    let name = match admin::status(api, eid).await {
+        Ok(c) => c.fields.get("name").and_then(|n| n.as_str()).unwrap_or("no name").to_string(),
+        Err(Error::Rejected { status: 404, .. }) => return Ok(Confirm::Gone),
+        Err(e) => return Err(e),
+    };
+    eprint!("Delete capture {eid} ({name})? This cannot be undone. [y/N] ");
     let _ = std::io::stderr().flush();
     let line = tokio::task::spawn_blocking(|| {
         let mut line = String::new();
@@ -228,7 +252,15 @@ async fn confirm_delete(eid: &str) -> Result<bool> {
     if line.is_empty() {
         eprintln!();
     }
-    Ok(answer == "y" || answer == "yes")
+    Ok(if answer == "y" || answer == "yes" { Confirm::Yes } else { Confirm::No })
+}
+
+/// The answer to "Delete capture X?".
+enum Confirm {
+    Yes,
+    No,
+    /// No question asked: the capture does not exist.
+    Gone,
 }
 
 fn out(r: std::io::Result<()>) -> Result<()> {
