@@ -137,13 +137,22 @@ pub(crate) fn connect(provider: ProviderName, config: &ConfigFile, a: Connection
     Ok(Connection { endpoint: r.endpoint, token, http })
 }
 
+/// What the parts of one invocation share, read once: the configuration file, and the time
+/// model merged from it and the flags (handed to every client and executor). `watch` reads
+/// the file again on SIGHUP.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Invocation {
+    pub(crate) config: ConfigFile,
+    pub(crate) net: NetOptions,
+}
+
 /// The API client of a management subcommand (`upload teleport list`, ...): endpoint and token
 /// resolved exactly as for an upload ([`connect`]), its executor on the run's time model.
-pub(crate) fn api_from_args(provider: ProviderName, args: &ApiArgs, net: &NetOptions) -> Result<Api> {
-    let config = ConfigFile::load()?;
+pub(crate) fn api_from_args(provider: ProviderName, args: &ApiArgs, inv: &Invocation) -> Result<Api> {
+    let (config, net) = (&inv.config, &inv.net);
     let c = connect(
         provider,
-        &config,
+        config,
         ConnectionArgs {
             endpoint: args.endpoint.clone(),
             tokens: args.tokens.clone(),
@@ -210,9 +219,9 @@ impl UploadSettings {
         args: &UploadArgs,
         output: &OutputArgs,
         cancel: CancellationToken,
-        net: &NetOptions,
+        inv: &Invocation,
     ) -> Result<Self> {
-        let config = ConfigFile::load()?;
+        let (config, net) = (&inv.config, &inv.net);
         let mut args = args.clone();
         config.apply(&mut args)?;
         let args = &args;
@@ -224,7 +233,7 @@ impl UploadSettings {
         })?;
         let r = resolve(
             provider,
-            &config,
+            config,
             ConnectionArgs {
                 endpoint: args.endpoint.clone(),
                 tokens: args.tokens.clone(),
@@ -256,7 +265,7 @@ impl UploadSettings {
             .files(files)
             .retries(args.retries)
             .content_md5(args.checksum.is_some())
-            .rate_limit(rate_limit(args.limit_rate.as_deref())?)
+            .rate_limit(rate_limit(args.limit_rate.as_deref(), config)?)
             .state_dir_opt(r.state_dir)
             .resume(!args.no_resume)
             .resume_options(journal_options(args))
@@ -567,12 +576,10 @@ fn limit_rate_source(text: &str) -> &'static str {
 /// file's `[defaults] limit_rate`; refused (exit 2, naming the bad entry) before any request.
 /// The hidden `UPLOAD_FAKE_LOCAL_TIME=YYYY-MM-DDTHH:MM:SS` makes the schedule's clock start at
 /// that local time (tests).
-pub(crate) fn rate_limit(text: Option<&str>) -> Result<RateLimit> {
+pub(crate) fn rate_limit(text: Option<&str>, config: &ConfigFile) -> Result<RateLimit> {
     let (text, source) = match text {
         Some(t) => (Some(t.to_string()), limit_rate_source(t)),
-        None => {
-            (crate::cli::config::ConfigFile::load()?.defaults.limit_rate, "the config file's [defaults] limit_rate")
-        }
+        None => (config.defaults.limit_rate.clone(), "the config file's [defaults] limit_rate"),
     };
     let Some(text) = text else { return Ok(RateLimit::off()) };
     let schedule = Schedule::parse(&text).map_err(|e| {
