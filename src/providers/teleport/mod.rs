@@ -542,7 +542,13 @@ fn outcome(file: &FileSource, capture: &serde_json::Value, eid: &str, parts: u32
     fields.insert("eid".into(), eid.into());
     for key in ["name", "sid", "state", "created", "uploaded", "viewer_url", "share_url"] {
         if let Some(v) = capture.get(key) {
-            fields.insert(key.into(), v.clone());
+            // Times with their zone, as `teleport list` gives them: Teleport's come without one
+            // (UTC) unless asked `time_zone`.
+            let v = match (key, v.as_str()) {
+                ("created" | "uploaded", Some(t)) => serde_json::Value::String(admin::rfc3339(t)),
+                _ => v.clone(),
+            };
+            fields.insert(key.into(), v);
         }
     }
     UploadOutcome {
