@@ -2,24 +2,27 @@
 //! retry policy, progress reporting.
 
 pub mod download;
-pub mod durable;
-pub mod form;
+pub(crate) mod durable;
+pub(crate) mod form;
 pub mod http;
 pub mod journal;
-pub mod lockfile;
+pub(crate) mod lockfile;
 pub mod multipart;
-pub mod os_path;
+pub(crate) mod os_path;
 pub mod plan;
-pub mod platform;
-pub mod poll;
-pub mod post;
+pub(crate) mod platform;
+pub(crate) mod poll;
+pub(crate) mod post;
 pub mod progress;
-pub mod pulse;
+pub(crate) mod pulse;
 pub mod ratelimit;
 pub mod request;
 pub mod retry;
 pub mod source;
-pub mod tune;
+pub(crate) mod tune;
 pub mod uploader;
-pub mod wait;
+pub(crate) mod wait;
 pub mod zipsource;
+
+/// A run's time limit (`--max-duration`, `--until`), for [`crate::Uploader::time_limit`].
+pub use wait::{Halt, STOP_GRACE, TimeLimit};

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 /// How long work in flight gets to finish after a first Ctrl-C (a part's PUT, an API call)
 /// before it is dropped: the run ends within [`GRACE`] and a little, well under the 5 s the
 /// README promises.
-pub const GRACE: Duration = Duration::from_secs(3);
+pub(crate) const GRACE: Duration = Duration::from_secs(3);
 
 /// How long work in flight (a part's PUT, an API call) gets to finish once a run's
 /// [`TimeLimit`] is reached, before it is cut: a stop at a time is a clean end, not an alarm,
@@ -146,7 +146,7 @@ impl Halt {
 }
 
 /// Sleeps for `delay`, or returns [`Error::Interrupted`] as soon as `cancel` fires.
-pub async fn sleep(delay: Duration, cancel: &CancellationToken) -> Result<()> {
+pub(crate) async fn sleep(delay: Duration, cancel: &CancellationToken) -> Result<()> {
     if cancel.is_cancelled() {
         return Err(interrupted());
     }
@@ -154,11 +154,6 @@ pub async fn sleep(delay: Duration, cancel: &CancellationToken) -> Result<()> {
         _ = tokio::time::sleep(delay) => Ok(()),
         _ = cancel.cancelled() => Err(interrupted()),
     }
-}
-
-/// Sleeps until `deadline` (a `tokio` instant), or until `cancel` fires.
-pub async fn sleep_until(deadline: tokio::time::Instant, cancel: &CancellationToken) -> Result<()> {
-    sleep(deadline.saturating_duration_since(tokio::time::Instant::now()), cancel).await
 }
 
 /// A token that a task cancels after `after`: the tests' Ctrl-C during a wait.

@@ -151,10 +151,11 @@ impl Uploader {
     }
 
     /// The provider's follow-up once every upload of a run ended (Apertur `wait`: follows the
-    /// deliveries of the run's session).
+    /// deliveries of the run's session). What it has to say goes to the uploader's progress
+    /// ([`Uploader::progress`]) as [`Event::Notice`](crate::Event::Notice)s.
     pub async fn finish(&self, cancel: &CancellationToken) -> Result<()> {
         let (cancel, halt, _link) = self.linked(cancel);
-        let ctx = self.context_halted(Arc::new(NoProgress), cancel, halt.clone())?;
+        let ctx = self.context_halted(self.progress_sink(), cancel, halt.clone())?;
         self.provider().finish(&ctx).await.map_err(|e| halt.judge(e, true))
     }
 

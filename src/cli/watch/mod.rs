@@ -440,8 +440,8 @@ fn signals(cancel: CancellationToken) -> tokio::sync::mpsc::UnboundedReceiver<()
 }
 
 /// Runs `upload watch`. Returns 0 after SIGTERM / Ctrl-C; with `--once`, the worst file's exit code.
-pub(crate) async fn run(args: WatchArgs, output: OutputArgs, net: &crate::engine::http::NetOptions) -> Result<i32> {
-    let net = net.clone();
+pub(crate) async fn run(args: WatchArgs, output: OutputArgs, inv: &crate::cli::settings::Invocation) -> Result<i32> {
+    let net = inv.net.clone();
     let opts = args.watch.clone();
     let up = &args.upload;
     if up.emulate || up.dry_run {
@@ -469,7 +469,7 @@ pub(crate) async fn run(args: WatchArgs, output: OutputArgs, net: &crate::engine
     let cancel = CancellationToken::new();
     let mut hups = signals(cancel.clone());
 
-    let mut settings = Arc::new(UploadSettings::from_args(up, &output, cancel.clone(), &net)?);
+    let mut settings = Arc::new(UploadSettings::from_args(up, &output, cancel.clone(), inv)?);
     // `--max-duration` / `--until`: the engine's timer, counted from the start (a re-read of
     // the configuration keeps it).
     let limit = settings.uploader.time_limit_in_force().cloned();
@@ -693,7 +693,12 @@ pub(crate) async fn run(args: WatchArgs, output: OutputArgs, net: &crate::engine
                 Err(e) => tracing::warn!("watch: {e}"),
             },
             Some(()) = hups.recv() => {
-                match UploadSettings::from_args(up, &output, cancel.clone(), &net) {
+                // The configuration file is read again: a reload takes its changes.
+                let reloaded = crate::cli::config::ConfigFile::load().and_then(|config| {
+                    let inv = crate::cli::settings::Invocation { config, net: net.clone() };
+                    UploadSettings::from_args(up, &output, cancel.clone(), &inv)
+                });
+                match reloaded {
                     Ok(mut s) => {
                         s.uploader = s.uploader.time_limit(limit.clone());
                         settings = Arc::new(s);
