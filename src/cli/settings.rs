@@ -272,7 +272,7 @@ impl UploadSettings {
             .resume_options(journal_options(args))
             .signer(signer)
             .net(net.clone())
-            .time_limit(time_limit(args, &config)?)
+            .time_limit(time_limit(args, config)?)
             .cancel_on(cancel);
         if let Some(cmd) = r.command {
             uploader = uploader.token_command(cmd);
