@@ -1,6 +1,7 @@
 //! Provider-agnostic transfer machinery: part plan, file source, concurrent part uploader,
 //! retry policy, progress reporting.
 
+pub mod checksum;
 pub mod download;
 pub mod durable;
 pub mod form;
