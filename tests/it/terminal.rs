@@ -513,3 +513,32 @@ async fn logs_a_rate_limit_and_bars_share_a_real_terminal_without_deadlock() {
     assert!(took < Duration::from_secs(5), "Ctrl-C took {took:?}: {screen}");
     assert!(screen.contains("run the same command again"), "{screen:?}");
 }
+
+/// One file on a real terminal of 80 columns: the bar keeps the rate and the ETA and drops the
+/// part count, and the finished run leaves no bar on the screen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_file_on_a_real_terminal_at_80_columns_keeps_rate_and_eta_over_the_part_count() {
+    let emu = emulator(Config { teleport_chunk_size: 5 * MIB, ..Config::default() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (file, _) = make_file(dir.path(), "walkaround-of-the-lobby.zip", 12 * MIB);
+    let env = vec![("TELEPORT_TOKEN".to_string(), emu.token())];
+    let state = dir.path().join("state");
+    let mut a = teleport(&[&file], &emu, &["--limit-rate", "4MiB"]);
+    a.extend(args(&["--state-dir", state.to_str().unwrap()]));
+    let child = on_a_pty(&a, &env).spawn().unwrap();
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()),
+    )
+    .await
+    .expect("the run on a terminal ends")
+    .unwrap();
+    let screen = stdout(&out);
+    assert!(out.status.success(), "{screen:?}");
+    let bars = bar_frames(&screen);
+    assert!(bars.iter().any(|l| l.contains("MiB/s") && l.contains("ETA")), "rate and ETA at 80 columns: {bars:?}");
+    assert!(!bars.iter().any(|l| l.contains("ETA") && l.contains("parts ")), "the part count goes first: {bars:?}");
+    assert!(bars.iter().all(|l| l.chars().count() < 80), "{bars:?}");
+    let last = frames(&screen).last().cloned().unwrap_or_default();
+    assert!(!(last.contains(" [") && last.contains("] ")), "a bar left on screen: {last:?} in {screen:?}");
+}
