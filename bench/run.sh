@@ -10,7 +10,7 @@ RUNS=${BENCH_RUNS:-3}
 C=${BENCH_CONCURRENCY:-8}
 CHUNK=${BENCH_CHUNK:-8M}
 TOOLS=${BENCH_TOOLS:-"upload aws aws-c s5cmd rclone curl"}
-SCENARIOS=${BENCH_SCENARIOS:-"fast tls throttled bulk"}
+SCENARIOS=${BENCH_SCENARIOS:-"tls fast throttled bulk"}   # https first: every vendor is https
 TLS_SIZES=${BENCH_TLS_SIZES:-1G}
 TLS_TOOLS=${BENCH_TLS_TOOLS:-"upload aws s5cmd rclone curl"}
 PEERS=${BENCH_PEERS_DIR:-}              # venv of s5cmd and rclone (default $DIR/peers)
@@ -37,6 +37,13 @@ SMALL_SIZE=${BENCH_SMALL_SIZE:-64K}
 SMALL_LATENCY_MS=${BENCH_SMALL_LATENCY_MS:-30}
 SMALL_RUNS=${BENCH_SMALL_RUNS:-3}
 SMALL_TOOLS=${BENCH_SMALL_TOOLS:-"small-teleport small-apertur"}
+MANY_COUNTS=${BENCH_MANY_COUNTS:-"10000 100000"}   # scenario "manyfiles": directories of that many files
+MANY_SIZE=${BENCH_MANY_SIZE:-4K}             # of MANY_SIZE each
+MANY_RUNS=${BENCH_MANY_RUNS:-1}
+MANY_TOOLS=${BENCH_MANY_TOOLS:-"many-teleport"}
+PAGECACHE_SIZE=${BENCH_PAGECACHE_SIZE:-4G}   # scenario "pagecache": the page cache an upload leaves
+PAGECACHE_RUNS=${BENCH_PAGECACHE_RUNS:-2}
+PAGECACHE_MODES=${BENCH_PAGECACHE_MODES:-"cold warm"}   # base-cold, base-warm: the BENCH_BASELINE build
 CAPPED_BPS=${BENCH_CAPPED_BPS:-20971520}     # scenario "capped": per connection (20 MiB/s)
 CAPPED_TOTAL_BPS=${BENCH_CAPPED_TOTAL_BPS:-209715200}   # and in all (200 MiB/s)
 CAPPED_LATENCY_MS=${BENCH_CAPPED_LATENCY_MS:-30}
@@ -209,9 +216,9 @@ make_images() { # size count -> dir
     else
       head -c $((per * count)) /dev/urandom >"$dir/.all"
     fi
-    (cd "$dir" && split -b "$per" -d -a 5 --additional-suffix=.jpg .all img_ && rm .all && touch .done)
+    (cd "$dir" && split -b "$per" -d -a 6 --additional-suffix=.jpg .all img_ && rm .all && touch .done)
   fi
-  cat "$dir"/*.jpg >/dev/null
+  find "$dir" -name '*.jpg' -print0 | xargs -0 cat >/dev/null
   echo "$dir"
 }
 
@@ -226,10 +233,10 @@ measure() { # scenario tool size run file
   local tls=0 ca=${TLS_DIR:+$TLS_DIR/ca.pem}
   [ "${S3#https}" != "$S3" ] && tls=1
   case $tool in
-    upload|upload-base)
+    upload|upload-base|upload-cold|upload-warm|upload-base-cold|upload-base-warm)
       # upload-base: another build of upload (BENCH_BASELINE=path), to compare engine changes.
       local bin=$BIN/upload
-      [ "$tool" = upload-base ] && bin=${BENCH_BASELINE:?BENCH_BASELINE must name an upload binary}
+      [ "${tool#upload-base}" != "$tool" ] && bin=${BENCH_BASELINE:?BENCH_BASELINE must name an upload binary}
       env=(TELEPORT_TOKEN=emulator-token)
       cmd=("$bin" "$file" --provider teleport --format video --endpoint "$API"
            --concurrency "$C" --state-dir "$DIR/upload-state" --force --no-resume -q)
@@ -240,22 +247,23 @@ measure() { # scenario tool size run file
       cmd=("$BIN/upload" "$file" --provider teleport --format video --endpoint "$API"
            --state-dir "$DIR/upload-state" --force --no-resume -q)
       [ "$tool" = upload-c8 ] && cmd+=(--concurrency 8) ;;
-    small-teleport|small-apertur)
+    small-teleport|small-apertur|many-teleport|many-apertur)
       # A directory of small files, every file its own upload (defaults: --concurrency auto,
       # --files auto). A new state dir each run, so nothing is skipped; the old ones stay until
       # the end: freeing thousands of inodes just before a run would time the file system's
       # inode allocator, which scans past recently freed inodes on this machine's ext4 (no
       # journal), instead of the tool.
-      small_state="$DIR/small-state/$tool-$run"
+      small_state="$DIR/small-state/$scenario-$tool-${size//\//-}-$run"
       rm -rf "$small_state"
-      if [ "$tool" = small-teleport ]; then
+      if [ "${tool#*-}" = teleport ]; then
         env=(TELEPORT_TOKEN=emulator-token)
         cmd=("$BIN/upload" "$file" --provider teleport --format video --endpoint "$API"
              --state-dir "$small_state" -q)
       else
         env=(APERTUR_TOKEN=emulator-token)
         cmd=("$BIN/upload" "$file" --provider apertur --endpoint "$API" --state-dir "$small_state" -q)
-      fi ;;
+      fi
+      [ $tls = 1 ] && cmd+=(--ca-bundle "$ca") ;;
     bulk-stream|bulk-zipto)
       # A directory as one bulk-images capture: the zip streamed from the images, or written
       # to disk first (--zip-to). A fresh state dir each run, so every run pays the CRC pass.
@@ -306,6 +314,10 @@ measure() { # scenario tool size run file
   # Bytes the client wrote to disk: its block output operations (512 bytes each), or, on a
   # filesystem that does not count them, what it left in its state dir, $TMPDIR and --zip-to.
   written=$(( $(sed -n 's/^\s*File system outputs: //p' "$tf") * 512 ))
+  if [ "${tool#many-}" != "$tool" ]; then
+    # What the run left in its state directory (done records, journals): bounded, not per file.
+    written=$(du -sb "$small_state" | cut -f1)
+  fi
   if [ "${tool#bulk-}" != "$tool" ]; then
     local left
     left=$(du -sb "$DIR/bulk-state" "$DIR/bulk-tmp" "$DIR/bulk.zip" 2>/dev/null | awk '{s += $1} END {print s + 0}')
@@ -318,7 +330,7 @@ measure() { # scenario tool size run file
   wall=$(python3 -c "print(f'{$t1 - $t0:.3f}')")
   log "$scenario $tool $size run $run: ${wall}s wall, ${user}+${sys}s CPU, $((rss / 1024)) MiB RSS, $((written / 1048576)) MiB written"
   if [ "$VERIFY" = all ] || { [ "$VERIFY" = first ] && [ "$run" = 1 ]; }; then
-    if [ "${tool#small-}" != "$tool" ]; then
+    if [ "${tool#small-}" != "$tool" ] || [ "${tool#many-}" != "$tool" ]; then
       verify_small "$file" "$tool"
     elif [ "$tool" = bulk-zipto ]; then
       sha256sum "$DIR/bulk.zip" | cut -d' ' -f1 >"$DIR/bulk.zip.sha256"
@@ -345,8 +357,8 @@ print("%s: verified %s (%d bytes, %d parts, sha256 = --zip-to archive)" % (label
 # Checks that every file of a directory arrived exactly once with its SHA-256.
 verify_small() { # dir label
   local dir=$1 label=$2
-  (cd "$dir" && sha256sum -- *.jpg) >"$DIR/small.sha256"
-  curl -sf "$API/_emulator/uploads" | python3 -c '
+  (cd "$dir" && find . -name '*.jpg' -print0 | xargs -0 sha256sum) >"$DIR/small.sha256"
+  curl "${CURL_CA[@]}" -sf "$API/_emulator/uploads" | python3 -c '
 import json, sys
 from collections import Counter
 objs, label = json.load(sys.stdin), sys.argv[2]
@@ -415,21 +427,43 @@ def nbytes(s):
     m = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
     return int(s[:-1]) * m[s[-1].upper()] if s[-1].upper() in m else int(s)
 data = defaultdict(list)
+data_w = defaultdict(list)
 for sc, tool, size, run, wall, user, sys_, rss, *rest in rows:
     data[(sc, size, tool)].append((float(wall), float(user) + float(sys_), int(rss)))
+    data_w[(sc, size, tool)].append((0, 0, 0, int(rest[0]) if rest else 0))
 names = {"small-teleport": "upload DIR, Teleport (one capture per file)", "small-apertur": "upload DIR, Apertur (one image per file)",
          "upload-auto": "upload, --concurrency auto (default)", "upload-c8": "upload, --concurrency 8"}
-small = sorted(k for k in data if k[0] == "smallfiles")
+names.update({"many-teleport": "upload DIR, Teleport (one capture per file)", "many-apertur": "upload DIR, Apertur (one image per file)"})
+def rate(sc, size, tool):
+    rs = data.get((sc, size, tool))
+    return int(size.split("/")[1]) / statistics.median(r[0] for r in rs) if rs else None
+small = sorted(k for k in data if k[0] in ("smallfiles", "smallfiles-tls"))
 if small:
-    print(f"\n### Scenario: smallfiles ({small_ms} ms per request)\n")
-    print("| files | tool | runs | median wall s | files/s | client CPU ms/file | client peak RSS MiB |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"\n### Scenario: smallfiles, over http and https ({small_ms} ms per request)\n")
+    print("| files | scheme | tool | runs | median wall s | files/s | https / http | client CPU ms/file | client peak RSS MiB |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for k in small:
         rs = data[k]
         count = int(k[1].split("/")[1])
         wall = statistics.median(r[0] for r in rs)
         cpu = statistics.median(r[1] for r in rs) * 1000 / count
-        print(f"| {k[1]} | {names.get(k[2], k[2])} | {len(rs)} | {wall:.2f} | {count / wall:.0f} | {cpu:.2f} | {max(r[2] for r in rs) / 1024:.0f} |")
+        plain = rate("smallfiles", k[1], k[2])
+        vs = f"{count / wall / plain:.2f}" if k[0] == "smallfiles-tls" and plain else "-"
+        scheme = "https" if k[0] == "smallfiles-tls" else "http"
+        print(f"| {k[1]} | {scheme} | {names.get(k[2], k[2])} | {len(rs)} | {wall:.2f} | {count / wall:.0f} | {vs} | {cpu:.2f} | {max(r[2] for r in rs) / 1024:.0f} |")
+many = sorted((k for k in data if k[0] == "manyfiles"), key=lambda k: (k[2], int(k[1].split("/")[1])))
+if many:
+    print("\n### Scenario: manyfiles (one directory, every file its own upload, loopback http, no latency)\n")
+    print("| files | tool | runs | median wall s | files/s | vs the fewest | client CPU ms/file | client peak RSS MiB | state dir after, MiB |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    first = {}
+    for k in many:
+        rs = data[k]
+        r = rate(*k)
+        first.setdefault(k[2], r)
+        cpu = statistics.median(x[1] for x in rs) * 1000 / int(k[1].split("/")[1])
+        left = max(x[3] for x in data_w[k]) / (1 << 20)
+        print(f"| {k[1]} | {names.get(k[2], k[2])} | {len(rs)} | {statistics.median(x[0] for x in rs):.1f} | {r:.0f} | {r / first[k[2]]:.2f} | {cpu:.2f} | {max(x[2] for x in rs) / 1024:.0f} | {left:.1f} |")
 capped = sorted(k for k in data if k[0] == "capped")
 if capped:
     print(f"\n### Scenario: capped ({per / M:.0f} MiB/s per connection, {total / M:.0f} MiB/s in all, {capped_ms} ms per request)\n")
@@ -442,6 +476,40 @@ if capped:
         mibs = n / M / wall
         print(f"| {k[1]} | {names.get(k[2], k[2])} | {len(rs)} | {wall:.2f} | {mibs:.0f} | {100 * mibs * M / total:.0f} % | "
               f"{statistics.median(r[1] for r in rs) / (n / (1 << 30)):.2f} | {max(r[2] for r in rs) / 1024:.0f} |")
+EOF
+}
+
+# --- scenario "pagecache": what an upload leaves in the page cache -------------------------
+# The file's cached bytes (fincore) before and after an upload that starts with the file out
+# of the cache (cold: dropped with posix_fadvise(DONTNEED)) or in it (warm), and the change of
+# the machine's page cache (/proc/meminfo Cached) over the upload.
+evict() { python3 -c 'import os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)' "$1"; }
+cached_bytes() { fincore --bytes --noheadings -o RES "$1" | tr -d ' '; }
+meminfo_cached() { awk '/^Cached:/ {printf "%.0f\n", $2 * 1024}' /proc/meminfo; }
+measure_pagecache() { # mode run file
+  local mode=$1 run=$2 file=$3 before after m0 m1
+  case $mode in *cold) evict "$file" ;; *warm) cat "$file" >/dev/null ;; esac
+  before=$(cached_bytes "$file"); m0=$(meminfo_cached)
+  measure pagecache "upload-$mode" "$PAGECACHE_SIZE" "$run" "$file"
+  after=$(cached_bytes "$file"); m1=$(meminfo_cached)
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$run" "$(stat -c %s "$file")" "$before" "$after" "$((m1 - m0))" >>"$OUT.pagecache.tsv"
+  log "pagecache $mode run $run: file cached $((before / 1048576)) -> $((after / 1048576)) MiB, machine's cache $(((m1 - m0) / 1048576)) MiB"
+}
+
+report_pagecache() {
+  [ -s "$OUT.pagecache.tsv" ] || return 0
+  python3 - "$OUT.pagecache.tsv" "$OUT.tsv" <<'EOF'
+import sys
+M = 1 << 20
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
+times = {(r[1], r[3]): r for r in (l.rstrip("\n").split("\t") for l in open(sys.argv[2]) if l.strip()) if r[0] == "pagecache"}
+print("\n### Scenario: pagecache (the page cache an upload leaves)\n")
+print("| start | run | file MiB | file cached before MiB | after MiB | machine's Cached change MiB | wall s | MiB/s | client CPU s |")
+print("|---|---|---|---|---|---|---|---|---|")
+for mode, run, size, before, after, delta in rows:
+    t = times.get((f"upload-{mode}", run))
+    wall, cpu = (float(t[4]), float(t[5]) + float(t[6])) if t else (0, 0)
+    print(f"| {mode} | {run} | {int(size) / M:.0f} | {int(before) / M:.0f} | {int(after) / M:.0f} | {int(delta) / M:+.0f} | {wall:.2f} | {int(size) / M / wall if wall else 0:.0f} | {cpu:.2f} |")
 EOF
 }
 
@@ -464,7 +532,7 @@ names = {"upload": "upload (teleport)", "upload-auto": "upload, --concurrency au
          "s5cmd": "s5cmd cp", "rclone": "rclone copyto", "curl": "curl -T (single PUT)",
          "bulk-zipto": "upload DIR, --zip-to (zip on disk first)", "bulk-stream": "upload DIR, streamed zip"}
 scenarios = ["fast", "tls", "throttled", "bulk"]
-for sc in sorted({k[0] for k in data} - {"smallfiles", "capped"}, key=lambda s: scenarios.index(s) if s in scenarios else len(scenarios)):
+for sc in sorted({k[0] for k in data} - {"smallfiles", "smallfiles-tls", "manyfiles", "capped", "pagecache"}, key=lambda s: scenarios.index(s) if s in scenarios else len(scenarios)):
     print(f"\n### Scenario: {sc}" + (" (https to the same store)" if sc == "tls" else "") + "\n")
     if sc in ("fast", "tls"):
         print("| file | tool | runs | median wall s | MiB/s | client CPU s/GiB | client peak RSS MiB | wall / upload |")
@@ -574,6 +642,37 @@ for scenario in $SCENARIOS; do
       for run in $(seq "$SMALL_RUNS"); do
         for tool in $SMALL_TOOLS; do measure smallfiles "$tool" "$SMALL_SIZE/$SMALL_COUNT" "$run" "$d"; done
       done ;;
+    smallfiles-tls)
+      # The same small files over https (the bench CA): connection reuse and TLS's cost per file.
+      make_certs
+      CURL_CA=(--cacert "$TLS_DIR/ca.pem")
+      start_emulator --latency-ms "$SMALL_LATENCY_MS" --apertur-plan-max-images 1000000 \
+        --tls-cert "$TLS_DIR/server.pem" --tls-key "$TLS_DIR/server.key"
+      d=$(make_images "$(( $(bytes "$SMALL_SIZE") * SMALL_COUNT ))" "$SMALL_COUNT")
+      for run in $(seq "$SMALL_RUNS"); do
+        for tool in $SMALL_TOOLS; do measure smallfiles-tls "$tool" "$SMALL_SIZE/$SMALL_COUNT" "$run" "$d"; done
+      done
+      stop_emulator
+      TLS_DIR=; CURL_CA=() ;;
+    manyfiles)
+      # Ten thousand, then a hundred thousand small files in one directory (loopback http, no
+      # added latency): the files per second must not fall with the count, nor memory grow.
+      start_emulator --apertur-plan-max-images 1000000
+      for n in $MANY_COUNTS; do
+        d=$(make_images "$(( $(bytes "$MANY_SIZE") * n ))" "$n")
+        for run in $(seq "$MANY_RUNS"); do
+          for tool in $MANY_TOOLS; do measure manyfiles "$tool" "$MANY_SIZE/$n" "$run" "$d"; done
+        done
+      done ;;
+    pagecache)
+      # A large file uploaded from a cold page cache, then from a warm one (fincore).
+      command -v fincore >/dev/null || die "pagecache needs fincore (util-linux)"
+      start_emulator
+      f=$(make_file "$PAGECACHE_SIZE")
+      warm_up "$f"
+      for run in $(seq "$PAGECACHE_RUNS"); do
+        for mode in $PAGECACHE_MODES; do measure_pagecache "$mode" "$run" "$f"; done
+      done ;;
     capped)
       # Each connection capped, the whole link capped, latency per request: auto vs pinned 8.
       start_emulator --bandwidth "$CAPPED_BPS" --total-bandwidth "$CAPPED_TOTAL_BPS" --latency-ms "$CAPPED_LATENCY_MS"
@@ -603,5 +702,6 @@ stop_emulator
   report
   report_small_capped
   report_limited
+  report_pagecache
 } | tee "$OUT.md"
 log "raw results: $OUT.tsv, table: $OUT.md"

@@ -100,7 +100,7 @@ const SECRET_CONFIG_KEYS: [&str; 6] =
     ["secretKey", "password", "secret", "connectionString", "privateKey", "accessKey"];
 
 /// Which delivery-status shape to serve without `pollFrom`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryShape {
     /// The seed's `{session_id, images[{deliveries}]}`.
@@ -1341,8 +1341,9 @@ async fn recent_uploads(State(shared): State<Arc<Shared>>, RawQuery(query): RawQ
     })())
 }
 
-/// `POST /api/v1/upload/{uuid}/verify-password` {password} → `{"valid": bool}` (the SDK types
-/// the answer `Dict[str, bool]` without naming the field: `valid` is the emulator's choice).
+/// `POST /api/v1/upload/{uuid}/verify-password` {password} → `{"valid": bool}` (the Python SDK
+/// types the answer `Dict[str, bool]`; the Node SDK names the field: `{ valid: boolean }`,
+/// apertur-node `src/resources/sessions.ts`).
 async fn verify_password(
     State(shared): State<Arc<Shared>>,
     Path(uuid): Path<String>,

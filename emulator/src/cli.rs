@@ -159,6 +159,11 @@ pub struct ServerArgs {
     /// Apertur: the plan's most images per session (a session asking more gets this many).
     #[arg(long = "apertur-plan-max-images", value_name = "N", default_value_t = 100)]
     apertur_plan_max_images: u32,
+    /// Apertur: the shape of a delivery status asked without `pollFrom`: the seed's
+    /// (`{session_id, images[{deliveries}]}`) or the SDK's (`{status, files, lastChanged}`,
+    /// always served to a `pollFrom` long poll).
+    #[arg(long = "apertur-delivery-shape", value_enum, default_value = "seed")]
+    apertur_delivery_shape: crate::apertur::DeliveryShape,
     /// Apertur: require request signatures made with this secret.
     #[arg(long = "apertur-signing-secret", value_name = "SECRET")]
     apertur_signing_secret: Option<String>,
@@ -229,6 +234,7 @@ impl ServerArgs {
                 failing_destinations: self.apertur_failing_destinations,
                 delivery_step_ms: self.apertur_delivery_step_ms,
                 signing_secret: self.apertur_signing_secret,
+                delivery_status_shape: self.apertur_delivery_shape,
                 plan_max_images: self.apertur_plan_max_images,
                 ..defaults.apertur
             },

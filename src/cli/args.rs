@@ -676,6 +676,9 @@ pub(crate) struct AuthCheckArgs {
     /// TruVideo: the release-candidate environment.
     #[arg(long)]
     pub(crate) rc: bool,
+    /// Apertur: secret for request signing (X-Aptr-Timestamp / X-Aptr-Signature headers).
+    #[arg(long, env = "APERTUR_SIGNING_SECRET", hide_env_values = true, value_parser = parse_secret)]
+    pub(crate) signing_secret: Option<Secret>,
     /// Sign-in credentials.
     #[command(flatten)]
     pub(crate) sign_in: SignInArgs,

@@ -296,6 +296,26 @@ pub fn check_path_id(server: &'static str, what: &str, kind: &str, id: &str) -> 
     })
 }
 
+/// An API path with ids spliced in: each `{}` of `template` takes the next of `ids` (`(kind,
+/// id)`, e.g. `("eid", eid)`), each checked by [`check_path_id`] first, so an id a server handed
+/// back (or a journal kept) reaches a request path only as one segment of safe characters.
+/// `what`: the call about to be made. The one way a provider splices an id into a path
+/// (`.ci/layers` refuses a path `format!` under `src/providers/`).
+pub fn id_path(server: &'static str, what: &str, template: &str, ids: &[(&str, &str)]) -> Result<String> {
+    debug_assert_eq!(template.matches("{}").count(), ids.len(), "one id per {{}} of {template}");
+    let mut pieces = template.split("{}");
+    let mut out = String::with_capacity(template.len() + 64);
+    out.push_str(pieces.next().unwrap_or_default());
+    let mut ids = ids.iter();
+    for piece in pieces {
+        let (kind, id) = ids.next().copied().unwrap_or(("id", ""));
+        check_path_id(server, what, kind, id)?;
+        out.push_str(id);
+        out.push_str(piece);
+    }
+    Ok(out)
+}
+
 /// True for loopback hosts (127.0.0.0/8, ::1, localhost).
 pub fn is_loopback(url: &url::Url) -> bool {
     match url.host() {
@@ -532,6 +552,28 @@ mod tests {
                 "{bad:?}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn id_paths_splice_only_safe_segments() {
+        let p = id_path(
+            "apertur",
+            "ack",
+            "/api/v1/upload-sessions/{}/images/{}/ack",
+            &[("session id", "s_1"), ("image id", "i.2")],
+        );
+        assert_eq!(p.unwrap(), "/api/v1/upload-sessions/s_1/images/i.2/ack");
+        assert_eq!(
+            id_path("uplift", "get capture", "/v1/captures/{}", &[("capture id", "c-9")]).unwrap(),
+            "/v1/captures/c-9"
+        );
+        for bad in ["", "..", "a/b", "..;", "a b", "%2e", "a\u{1}"] {
+            let e = id_path("truvideo", "complete upload", "/upload/{}/complete", &[("uploadId", bad)]).unwrap_err();
+            assert!(matches!(e, Error::Protocol { provider: "truvideo", .. }), "{bad:?}: {e}");
+            assert!(e.to_string().contains("uploadId"), "{e}");
+        }
+        // The second id is checked too.
+        assert!(id_path("apertur", "ack", "/s/{}/i/{}", &[("session id", "ok"), ("image id", "../x")]).is_err());
     }
 
     #[test]

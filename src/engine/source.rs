@@ -107,6 +107,8 @@ struct Piece {
     buf: Vec<u8>,
     len: usize,
     pool: Arc<BufPool>,
+    /// Once sent, the page cache this piece's read brought in is dropped (`cache::DropBehind`).
+    drop_behind: Option<(Arc<cache::DropBehind>, u64, u64)>,
 }
 
 impl AsRef<[u8]> for Piece {
@@ -118,6 +120,124 @@ impl AsRef<[u8]> for Piece {
 impl Drop for Piece {
     fn drop(&mut self) {
         self.pool.give(std::mem::take(&mut self.buf));
+        if let Some((d, at, range_end)) = self.drop_behind.take() {
+            d.sent(at, self.len as u64, range_end);
+        }
+    }
+}
+
+/// Not pushing out what the rest of the machine had cached: a large file's upload reads it
+/// once, so the pages its reads brought into the page cache are dropped once their bytes went
+/// out (`posix_fadvise(POSIX_FADV_DONTNEED)` behind each piece sent), and the pages that were
+/// cached before the upload began (a file just written, or in use by another program) are
+/// left alone. Linux only: elsewhere nothing is dropped.
+mod cache {
+    use std::fs::File;
+    use std::sync::Arc;
+
+    /// Files smaller than this are left to the kernel (their cache is small; a look at their
+    /// pages would cost more than it saves).
+    pub(super) const MIN_SIZE: u64 = 64 << 20;
+
+    /// The largest page-cache folio (a PMD, 2 MiB on x86-64 and arm64 with 4 KiB pages): what
+    /// a drop is aligned to.
+    const FOLIO: u64 = 2 << 20;
+
+    /// Which pages of a file were in the page cache when its upload began (one bit a page).
+    pub(super) struct DropBehind {
+        file: Arc<File>,
+        resident: Vec<u64>,
+        page: u64,
+    }
+
+    impl std::fmt::Debug for DropBehind {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("DropBehind").field("pages", &(self.resident.len() * 64)).finish()
+        }
+    }
+
+    impl DropBehind {
+        /// Looks at which pages of `file` (of `size` bytes) are cached now; `None` when they
+        /// cannot be known (then nothing is dropped).
+        #[cfg(target_os = "linux")]
+        pub(super) fn of(file: &Arc<File>, size: u64) -> Option<DropBehind> {
+            use std::os::fd::AsRawFd;
+            let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+            let page = u64::try_from(page).ok().filter(|p| p.is_power_of_two())?;
+            let len = usize::try_from(size).ok()?;
+            let pages = size.div_ceil(page) as usize;
+            // SAFETY: a read-only shared mapping of the file that is never read through (mincore
+            // only asks which of its pages are resident), unmapped before returning.
+            let addr = unsafe {
+                libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_SHARED, file.as_raw_fd(), 0)
+            };
+            if addr == libc::MAP_FAILED {
+                return None;
+            }
+            let mut vec = vec![0u8; pages];
+            // SAFETY: `vec` holds one byte per page of the mapping.
+            let ok = unsafe { libc::mincore(addr, len, vec.as_mut_ptr()) } == 0;
+            // SAFETY: the mapping made above, of `len` bytes.
+            unsafe { libc::munmap(addr, len) };
+            if !ok {
+                return None;
+            }
+            let mut resident = vec![0u64; pages.div_ceil(64)];
+            for (i, v) in vec.iter().enumerate() {
+                if v & 1 == 1 {
+                    resident[i / 64] |= 1 << (i % 64);
+                }
+            }
+            Some(DropBehind { file: file.clone(), resident, page })
+        }
+
+        #[cfg(not(target_os = "linux"))]
+        pub(super) fn of(_file: &Arc<File>, _size: u64) -> Option<DropBehind> {
+            None
+        }
+
+        pub(super) fn was_resident(&self, page: u64) -> bool {
+            let i = page as usize;
+            self.resident.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+        }
+
+        /// The bytes `[at, at + len)` of a range (a part) ending at `range_end` went out:
+        /// drops the pages that were not cached when the upload began, from the [`FOLIO`]
+        /// boundary before `at` (the kernel drops only whole folios, and its readahead makes
+        /// them up to 2 MiB: a piece's own range would leave most of them) to the end of the
+        /// piece, or to the folio boundary after the range's end for its last piece.
+        pub(super) fn sent(&self, at: u64, len: u64, range_end: u64) {
+            let mut end = at + len;
+            if end >= range_end {
+                end = end.next_multiple_of(FOLIO);
+            }
+            let first = (at - at % FOLIO) / self.page;
+            let end = end.div_ceil(self.page);
+            let mut p = first;
+            while p < end {
+                if self.was_resident(p) {
+                    p += 1;
+                    continue;
+                }
+                let start = p;
+                while p < end && !self.was_resident(p) {
+                    p += 1;
+                }
+                self.advise(start * self.page, (p - start) * self.page);
+            }
+        }
+
+        #[cfg(target_os = "linux")]
+        fn advise(&self, offset: u64, len: u64) {
+            if let Some(len) = std::num::NonZeroU64::new(len) {
+                let _ = rustix::fs::fadvise(&*self.file, offset, Some(len), rustix::fs::Advice::DontNeed);
+            }
+        }
+
+        #[cfg(not(target_os = "linux"))]
+        fn advise(&self, _offset: u64, _len: u64) {
+            let _ = &self.file;
+        }
     }
 }
 
@@ -145,6 +265,9 @@ pub struct FileSource {
     mtime: Option<SystemTime>,
     stamp: Stamp,
     pool: Arc<BufPool>,
+    /// The page cache to drop behind the pieces sent (a large file, on Linux), looked at once
+    /// the first piece is read.
+    drop_behind: Arc<std::sync::OnceLock<Option<Arc<cache::DropBehind>>>>,
     /// Who it is for resuming, read once (the run's done-record check and its journal both ask).
     identity: Arc<std::sync::OnceLock<super::journal::FileIdentity>>,
 }
@@ -212,6 +335,7 @@ impl FileSource {
             mtime: meta.modified().ok(),
             stamp: Stamp::of(&meta),
             pool: Arc::new(BufPool::for_size(meta.len())),
+            drop_behind: Arc::default(),
             identity: Arc::default(),
         })
     }
@@ -226,6 +350,7 @@ impl FileSource {
             stamp: Stamp::default(),
             backend: Backend::Zip(zip),
             pool: Arc::default(),
+            drop_behind: Arc::default(),
             identity: Arc::default(),
         }
     }
@@ -337,7 +462,7 @@ impl FileSource {
                 }
                 let want = (len - done).min(PIECE as u64);
                 let n = if limited { limit.take(want).await } else { want } as usize;
-                let bytes = this.read_piece(offset + done, n).await?;
+                let bytes = this.read_piece(offset + done, n, offset + len).await?;
                 digest.update(&bytes);
                 if done + n as u64 >= len {
                     crc.set(digest.value());
@@ -350,7 +475,9 @@ impl FileSource {
 
     /// Reads `n` bytes at `at` into a buffer of the pool, as `Bytes` that give the buffer back
     /// when dropped. The read runs on the blocking pool.
-    async fn read_piece(&self, at: u64, n: usize) -> std::io::Result<Bytes> {
+    async fn read_piece(&self, at: u64, n: usize, range_end: u64) -> std::io::Result<Bytes> {
+        // Which pages were cached is looked at before the first read of the upload.
+        let drop_behind = self.drop_behind(at, range_end);
         let mut buf = self.pool.take(n);
         // What the page cache holds is copied at once, without the hop to the blocking pool.
         let cached = match &self.backend {
@@ -366,7 +493,19 @@ impl FileSource {
             .await
             .map_err(std::io::Error::other)??;
         }
-        Ok(Bytes::from_owner(Piece { buf, len: n, pool: self.pool.clone() }))
+        Ok(Bytes::from_owner(Piece { buf, len: n, pool: self.pool.clone(), drop_behind }))
+    }
+
+    /// What a piece read at `at` drops behind it once sent: for a large file (on Linux), the
+    /// pages the upload brought into the page cache. Which pages were cached is looked at when
+    /// the first piece is read (not at open: a file whose upload is skipped costs nothing).
+    fn drop_behind(&self, at: u64, range_end: u64) -> Option<(Arc<cache::DropBehind>, u64, u64)> {
+        let Backend::File(f) = &self.backend else { return None };
+        if self.size < cache::MIN_SIZE {
+            return None;
+        }
+        let d = self.drop_behind.get_or_init(|| cache::DropBehind::of(f, self.size).map(Arc::new));
+        d.clone().map(|d| (d, at, range_end))
     }
 
     /// A read past the end: the file is shorter than when it was opened.
@@ -480,5 +619,45 @@ mod tests {
         let err = src.stream_range(0, data.len() as u64, |_| {}).try_collect::<Vec<Bytes>>().await.unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
         assert!(err.to_string().contains("shrank from 524288 to 262154 bytes"), "{err}");
+    }
+
+    /// Bytes of `path` in the page cache (mincore of a mapping).
+    #[cfg(target_os = "linux")]
+    fn resident(file: &std::sync::Arc<File>, size: u64) -> u64 {
+        let d = super::cache::DropBehind::of(file, size).unwrap();
+        (0..size.div_ceil(4096)).filter(|p| d.was_resident(*p)).count() as u64 * 4096
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_large_upload_drops_the_cache_it_brought_in_and_keeps_what_was_cached() {
+        let size = super::cache::MIN_SIZE + (1 << 20);
+        let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let (_dir, path) = file_with(&data);
+        let file = std::sync::Arc::new(File::open(&path).unwrap());
+        file.sync_all().unwrap();
+        rustix::fs::fadvise(&*file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+        if resident(&file, size) > 0 {
+            // tmpfs and some file systems keep their pages: nothing to measure there.
+            eprintln!("skipped: the file system of the temporary directory keeps its pages");
+            return;
+        }
+        // The first 4 MiB were cached before the upload (another program reads them).
+        let mut head = vec![0u8; 4 << 20];
+        super::super::platform::read_exact_at(&file, &mut head, 0).unwrap();
+        let src = FileSource::open(&path).unwrap();
+        let got: Vec<Bytes> = src.stream_range(0, size, |_| {}).try_collect().await.unwrap();
+        assert_eq!(got.concat(), data, "the bytes streamed are the file's");
+        drop(got);
+        // What was cached when the upload began (those 4 MiB and what the kernel read ahead of them).
+        let start = src.drop_behind.get().cloned().flatten().expect("a large file is looked at");
+        let before = (0..size.div_ceil(4096)).filter(|p| start.was_resident(*p)).count() as u64 * 4096;
+        assert!(before < size / 2, "{before} bytes resident before the upload");
+        let left = resident(&file, size);
+        assert!(left >= 4 << 20, "what was cached before stays cached: {left} bytes resident");
+        assert!(
+            left <= before,
+            "the pages the upload brought in were dropped: {left} bytes resident after, {before} before"
+        );
     }
 }

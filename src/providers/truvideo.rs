@@ -25,6 +25,7 @@ use serde_json::{Map, Value};
 
 use super::api::{Api, Retry};
 use super::{Context, DryRun, Provider, UploadOutcome};
+use crate::engine::http::id_path;
 use crate::engine::multipart::{self, Created, Lookup, MultipartUpload, Remote};
 use crate::engine::plan::{PartLimits, PartPlan};
 use crate::engine::poll::{Poller, Step};
@@ -473,7 +474,9 @@ async fn request_urls(
             (vec![("partNumbers", numbers.iter().map(u32::to_string).collect::<Vec<_>>().join(","))], numbers.clone())
         }
     };
-    let asked = api.get("request more presigned URLs", &format!("/upload/{upload_id}/parts"), &query).json().await;
+    let what = "request more presigned URLs";
+    let path = id_path("truvideo", what, "/upload/{}/parts", &[("uploadId", upload_id)])?;
+    let asked = api.get(what, &path, &query).json().await;
     let out: PartsOutput = match asked {
         Err(Error::Rejected { status: 404, message, .. }) => {
             return Err(match get_upload(api, upload_id).await {
@@ -616,7 +619,8 @@ impl PartUrls for TruvideoUrls {
 
 /// `GET /upload/{uploadId}`.
 async fn get_upload(api: &Api, upload_id: &str) -> Result<Value> {
-    api.get("get upload status", &format!("/upload/{upload_id}"), &[]).json().await
+    let path = id_path("truvideo", "get upload status", "/upload/{}", &[("uploadId", upload_id)])?;
+    api.get("get upload status", &path, &[]).json().await
 }
 
 fn status_of(v: &Value) -> String {
@@ -823,7 +827,7 @@ impl MultipartUpload for TruvideoUpload {
         let body = CompleteInput {
             parts: parts.iter().map(|p| CompletePart { part_number: p.number, e_tag: &p.etag }).collect(),
         };
-        let path = format!("/upload/{}/complete", created.upload_id);
+        let path = id_path("truvideo", "complete upload", "/upload/{}/complete", &[("uploadId", &created.upload_id)])?;
         let generation = self.api.token.generation().await;
         match self.api.call("complete upload", Method::POST, &path, &[], Some(&body), Retry::Never).send().await {
             Ok(answer) => {

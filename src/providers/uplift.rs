@@ -31,6 +31,7 @@ use serde_json::{Map, Value, json};
 
 use super::api::Retry;
 use super::{Context, DryRun, Provider, UploadOutcome};
+use crate::engine::http::id_path;
 use crate::engine::poll::{Poller, Step};
 use crate::engine::post::{FilePart, FormFields, PostForm, PostResult, S3_POST_MAX, post_form};
 use crate::engine::progress::Event;
@@ -393,7 +394,7 @@ impl Uplift {
         let interrupted = || Error::Interrupted {
             hint: format!("the file is uploaded; its capture is {id} (GET /v1/captures/{id} tells its status)"),
         };
-        let path = format!("/v1/captures/{id}");
+        let path = id_path("uplift", "get capture", "/v1/captures/{}", &[("capture id", id)])?;
         poller
             .until(&ctx.cancel, timeout, interrupted, || async {
                 let v: Value = ctx.api.get("get capture", &path, &[]).json().await?;

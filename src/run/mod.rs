@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use done::{DoneRecord, ForceRun};
 pub use select::{
-    Expanded, IMAGE_EXTENSIONS, Item, ProblemKind, Selection, Walk, WalkProblem, image_list, scan_images,
+    Expanded, IMAGE_EXTENSIONS, Item, LeftOut, ProblemKind, Selection, Walk, WalkProblem, image_list, scan_images,
 };
 
 use crate::engine::journal::FileIdentity;
@@ -180,18 +180,27 @@ impl Uploader {
         let provider = self.provider();
         let state_dir = self.state_dir_path().map(Path::to_path_buf);
         // A directory for bulk-images: the table of its zip (no image read yet).
+        let mut left_out = Vec::new();
         let (file, table) = match item {
             Item::File(p) => (FileSource::open(p)?, None),
             Item::ZipDir(dir) => {
                 let sel = options.selection.as_ref().map_or_else(Selection::everything, Selection::every_depth);
                 let d = dir.clone();
-                let zip = tokio::task::spawn_blocking(move || scan_images(&d, &sel))
+                let (zip, left) = tokio::task::spawn_blocking(move || scan_images(&d, &sel))
                     .await
                     .map_err(|e| Error::File { path: dir.clone(), source: std::io::Error::other(e) })??;
+                left_out = left;
                 let layout = Arc::new(VirtualZip::new(zip.dir(), zip.entries().to_vec()));
                 (FileSource::virtual_zip(dir, layout), Some((dir.clone(), zip)))
             }
         };
+        // Images a zip leaves out: a line each (beside the progress), and in the result.
+        let left_out_json = (!left_out.is_empty()).then(|| {
+            let rows = left_out
+                .iter()
+                .map(|l| serde_json::json!({ "path": l.path.display().to_string(), "reason": l.reason }));
+            serde_json::Value::Array(rows.collect())
+        });
         if options.dry_run {
             // What the real run would skip (its done record matches) is shown as skipped.
             if let Some(dir) = &state_dir
@@ -209,6 +218,9 @@ impl Uploader {
                 plan.fields.insert("zip64".into(), z.is_zip64().into());
                 let zip = options.zip_to.as_ref().map_or("streamed".into(), |p| p.display().to_string());
                 plan.fields.insert("zip".into(), zip.into());
+            }
+            if let Some(v) = left_out_json {
+                plan.fields.insert("skipped_entries".into(), v);
             }
             return Ok(FileResult::Planned(plan));
         }
@@ -235,6 +247,11 @@ impl Uploader {
             return Ok(FileResult::Skipped(rec, file.size()));
         }
         let progress = progress_for(item);
+        for l in &left_out {
+            progress.event(Event::Notice {
+                message: format!("skipped {}: {}, left out of the zip", l.path.display(), l.reason),
+            });
+        }
         let mut ctx = self.context(progress.clone(), cancel.clone())?;
         ctx.resume = options.resume;
         let mut zip_done = None;
@@ -267,6 +284,9 @@ impl Uploader {
         // the directory does not retire: it goes with the upload's success.
         let written_zip = (zip_done.is_some() && options.zip_to.is_some()).then(|| file.path().to_path_buf());
         let mut outcome = provider.upload(&ctx, file).await?;
+        if let Some(v) = left_out_json {
+            outcome.fields.insert("skipped_entries".into(), v);
+        }
         if let (Some(dir), Some(zip_file)) = (&state_dir, &written_zip)
             && let Ok(canonical) = std::fs::canonicalize(zip_file)
         {

@@ -301,18 +301,42 @@ pub fn image_list(dir: &Path, selection: &Selection) -> Result<Vec<PathBuf>> {
     Ok(images)
 }
 
+/// An image a directory's bulk-images zip leaves out, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeftOut {
+    /// The image, as found below the directory given.
+    pub path: PathBuf,
+    /// Why: `empty (0 bytes)`.
+    pub reason: &'static str,
+}
+
 /// The table of the bulk-images zip of a directory: its images (sorted names, relative
 /// paths), each with its size and modification time; no image is read (the CRCs are
-/// unknown yet).
-pub fn scan_images(dir: &Path, selection: &Selection) -> Result<VirtualZip> {
+/// unknown yet). Empty (0-byte) files are left out of the zip, returned with the reason: an
+/// empty file is no image, and a capture's processing would fail on it.
+pub fn scan_images(dir: &Path, selection: &Selection) -> Result<(VirtualZip, Vec<LeftOut>)> {
     let canonical =
         crate::engine::platform::canonicalize(dir).map_err(|e| Error::File { path: dir.into(), source: e })?;
-    let entries = image_list(dir, selection)?
-        .into_iter()
-        .map(|rel| {
-            let name = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
-            ZipEntry::stat(name, canonical.join(&rel))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(VirtualZip::new(&canonical, entries))
+    let mut left_out = Vec::new();
+    let mut entries = Vec::new();
+    for rel in image_list(dir, selection)? {
+        let name = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
+        let entry = ZipEntry::stat(name, canonical.join(&rel))?;
+        if entry.size == 0 {
+            left_out.push(LeftOut { path: dir.join(&rel), reason: "empty (0 bytes)" });
+        } else {
+            entries.push(entry);
+        }
+    }
+    if entries.is_empty() {
+        return Err(Error::usage(
+            format!(
+                "{} holds no images to zip: its {} image files are all empty (0 bytes)",
+                dir.display(),
+                left_out.len()
+            ),
+            "a bulk-images zip needs at least one non-empty image",
+        ));
+    }
+    Ok((VirtualZip::new(&canonical, entries), left_out))
 }

@@ -44,7 +44,7 @@ fn all() -> Selection {
 
 /// The table of `dir` with every CRC computed (what an upload of it sends).
 async fn table(dir: &Path) -> Arc<VirtualZip> {
-    let mut zip = scan_images(dir, &all()).unwrap();
+    let (mut zip, _) = scan_images(dir, &all()).unwrap();
     zip.compute_crcs(2, |_| {}, &tokio_util::sync::CancellationToken::new()).await.unwrap();
     Arc::new(zip)
 }
@@ -60,7 +60,8 @@ fn unzip(args: &[&str], file: &Path) -> Option<String> {
 }
 
 /// A directory of images of assorted sizes (some across part boundaries), a sub-directory,
-/// an empty image, a non-ASCII name, and files a bulk-images zip leaves out.
+/// a non-ASCII name, and files a bulk-images zip leaves out: not images, hidden, and an empty
+/// image (`z.jxl`, 0 bytes: reported as skipped). The images the zip takes, with their SHA-256.
 fn photo_dir(root: &Path) -> (PathBuf, Vec<(String, String)>) {
     let photos = root.join("photos");
     std::fs::create_dir_all(photos.join("day 2")).unwrap();
@@ -69,7 +70,9 @@ fn photo_dir(root: &Path) -> (PathBuf, Vec<(String, String)>) {
     {
         let size = [3 * MIB + 17, 5 * MIB + 1, 900_001, 7 * MIB - 5, 1, 2 * MIB, 0][i];
         let (_, sha) = make_file(&photos, name, size);
-        images.push((name.to_string(), sha));
+        if size > 0 {
+            images.push((name.to_string(), sha));
+        }
     }
     make_file(&photos, "notes.txt", 100);
     make_file(&photos, ".hidden.jpg", 100);
@@ -106,6 +109,14 @@ async fn a_streamed_zip_is_byte_exact_with_zip_to_and_every_image_matches() {
     assert!(out.status.success(), "{}", stderr(&out));
     let line: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
     assert!(line["parts"].as_u64().unwrap() > 10, "several parts: {line}");
+    // The empty image is left out, and said so: a line on stderr, an entry in the result.
+    let empty = photos.join("z.jxl").display().to_string();
+    assert_eq!(line["skipped_entries"], serde_json::json!([{ "path": empty, "reason": "empty (0 bytes)" }]), "{line}");
+    assert!(
+        stderr(&out).contains(&format!("skipped {empty}: empty (0 bytes), left out of the zip")),
+        "{}",
+        stderr(&out)
+    );
     let objects = emu.objects();
     assert_eq!(objects.len(), 1);
     let streamed = emu.object_bytes(&objects[0].key).unwrap();
@@ -170,6 +181,7 @@ async fn dry_run_prints_the_archive_without_reading_an_image() {
     let zip = table(&photos).await;
     assert_eq!(plan["bytes"], zip.size(), "{plan}");
     assert_eq!(plan["entries"], images.len(), "{plan}");
+    assert_eq!(plan["skipped_entries"][0]["reason"], "empty (0 bytes)", "{plan}");
     assert_eq!(plan["zip"], "streamed");
     assert_eq!(plan["zip64"], false);
     assert_eq!(plan["name"], "photos.zip");
@@ -490,4 +502,20 @@ async fn an_added_image_makes_a_new_upload() {
     let objects = emu.objects();
     assert_eq!(objects.len(), 1);
     assert_eq!(objects[0].sha256, sha(&want));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_of_empty_images_is_refused_before_any_request() {
+    let emu = emulator(small_parts()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let photos = dir.path().join("blank");
+    std::fs::create_dir_all(&photos).unwrap();
+    for name in ["a.jpg", "b.png"] {
+        make_file(&photos, name, 0);
+    }
+    let out = run_upload(teleport_args(&emu, &photos, &[]), vec![("TELEPORT_TOKEN".into(), emu.token())]).await;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("holds no images to zip: its 2 image files are all empty (0 bytes)"), "{err}");
+    assert!(emu.request_log().is_empty(), "{:?}", emu.request_log());
 }

@@ -439,3 +439,206 @@ async fn apertur_wait_covers_the_vendors_retry_schedule_by_default() {
         assert!(stdout(&out).contains(&format!("until every delivery ends (at most {seconds} s)")), "{}", stdout(&out));
     }
 }
+
+// ---------------------------------------------------------------- Every provider: ids in paths
+
+/// Ids no server may splice into a request path: empty, several segments, dot segments (bare
+/// or with a `;` parameter), a space, %-escapes, a control character, a backslash.
+const BAD_IDS: &[&str] = &["", "a/b", "..;", "..", ".", "a b", "%2e%2e", "a%2Fb", "a\u{1}b", "a\\b"];
+
+/// One run per bad id: `call` (a create) is answered with `answer(id)` without being carried
+/// out; the run must stop with a protocol error naming `provider` (exit 5) before any other
+/// request: the request log holds that call and nothing after it, no byte reaches the store.
+async fn ids_are_refused_before_any_request(
+    provider: &str,
+    call: &str,
+    answer: impl Fn(&str) -> Value,
+    run: impl Fn(&Emulator, &std::path::Path) -> Vec<String>,
+    file: &str,
+) {
+    let (method, path) = call.split_once(' ').unwrap();
+    for bad in BAD_IDS {
+        let emu = emulator(Config {
+            faults: Faults { fake_answer: vec![format!("{call} 201 {}", answer(bad))], ..Faults::default() },
+            ..Config::default()
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let (f, _) = make_file(dir.path(), file, 200_000);
+        let out = run_upload(run(&emu, &f), vec![("UPLOAD_TOKEN".into(), emu.token())]).await;
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(5), "{provider} {bad:?}: {err}");
+        assert!(
+            err.contains(&format!("{provider}: unexpected answer to")) && err.contains("is not one path segment"),
+            "{provider} {bad:?}: {err}"
+        );
+        let log: Vec<(String, String)> = emu.request_log().into_iter().map(|r| (r.method, r.path)).collect();
+        assert_eq!(log, [(method.to_string(), path.to_string())], "{provider} {bad:?}: a request followed");
+        assert!(emu.objects().is_empty(), "{provider} {bad:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_provider_refuses_an_id_that_is_not_one_safe_path_segment() {
+    let upload = |provider: &'static str, extra: &'static [&'static str]| {
+        move |emu: &Emulator, f: &std::path::Path| {
+            let mut a = vec![f.display().to_string()];
+            a.extend(args(&["--provider", provider, "--endpoint", &emu.api_url(), "--retries", "0"]));
+            a.extend(args(extra));
+            a
+        }
+    };
+    ids_are_refused_before_any_request(
+        "teleport",
+        "POST /api/v1/captures",
+        |id| serde_json::json!({ "eid": id, "num_parts": 1, "chunk_size": 5 * MIB }),
+        upload("teleport", &[]),
+        "scan.zip",
+    )
+    .await;
+    ids_are_refused_before_any_request(
+        "truvideo",
+        "POST /upload/start",
+        |id| serde_json::json!({ "uploadId": id, "mediaId": "m1", "parts": [] }),
+        upload("truvideo", &[]),
+        "clip.mp4",
+    )
+    .await;
+    let mut uplift = UPLIFT_FIELDS.to_vec();
+    uplift.push("--wait");
+    let uplift: &'static [&'static str] = Vec::leak(uplift);
+    ids_are_refused_before_any_request(
+        "uplift",
+        "POST /v1/captures",
+        |id| {
+            serde_json::json!({
+                "session_id": id, "session_group_id": "g1", "status": "NEW",
+                "upload_url": "https://127.0.0.1:9/bucket", "upload_fields": { "key": "k" },
+            })
+        },
+        upload("uplift", uplift),
+        "swing.mov",
+    )
+    .await;
+    ids_are_refused_before_any_request(
+        "apertur",
+        "POST /api/v1/upload-sessions",
+        |id| serde_json::json!({ "id": id, "uuid": id, "destinations": [], "long_polling": false }),
+        upload("apertur", &[]),
+        "photo.jpg",
+    )
+    .await;
+    // An image id the long-polling queue hands out: not downloaded, not acknowledged.
+    ids_are_refused_before_any_request(
+        "apertur",
+        "GET /api/v1/upload-sessions/sess_1/poll",
+        |id| serde_json::json!({ "images": [{ "id": id, "filename": "a.jpg", "size_bytes": 3 }] }),
+        |emu, f| {
+            let out = f.parent().unwrap().join("out").display().to_string();
+            args(&["apertur", "poll", "sess_1", "-o", &out, "--once", "--endpoint", &emu.api_url()])
+        },
+        "unused.jpg",
+    )
+    .await;
+}
+
+// ---------------------------------------------------------------- Every provider: auth check
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_check_makes_one_read_only_call_for_every_provider() {
+    // Apertur's requests are signed: the emulator refuses an unsigned one.
+    let secret = "sign-me-please";
+    let mut config = Config::default();
+    config.apertur.signing_secret = Some(secret.into());
+    let t = Tls::start(config).await;
+    // (provider, the call, its status with a good token)
+    let cases = [
+        ("teleport", "/api/v1/captures", "?limit=1", 200),
+        ("truvideo", "/upload/00000000-0000-0000-0000-000000000000", "", 400),
+        ("uplift", "/v1/captures", "?limit=1", 200),
+        ("apertur", "/api/v1/sessions/recent", "?limit=1", 200),
+    ];
+    for (provider, path, query, status) in cases {
+        let check = |token: &str| {
+            let mut a = args(&["auth", "check", "--provider", provider, "--endpoint", &t.emu.api_url()]);
+            a.extend(args(&["--ca-bundle", &t.ca.display().to_string(), "--token", token]));
+            if provider == "apertur" {
+                a.extend(args(&["--signing-secret", secret]));
+            }
+            a
+        };
+        let before = t.emu.request_log().len();
+        let out = run_upload(check(&t.emu.token()), vec![]).await;
+        assert_eq!(out.status.code(), Some(0), "{provider}: {}", stderr(&out));
+        let text = stdout(&out);
+        assert!(text.contains(&format!("{provider}: credentials accepted")), "{provider}: {text}");
+        assert!(text.contains(&format!("check: GET {path}{query} answered {status}")), "{provider}: {text}");
+        let log: Vec<_> =
+            t.emu.request_log()[before..].iter().map(|r| (r.method.clone(), r.path.clone(), r.status)).collect();
+        assert_eq!(log, [("GET".to_string(), path.to_string(), status)], "{provider}: one read-only call");
+
+        // A wrong token: exit 3, one line naming the provider and the refusal, the token not shown.
+        let out = run_upload(check("wrong-token-4711"), vec![]).await;
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(3), "{provider}: {err}");
+        let first = err.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with(&format!("upload: error: {provider}: authentication failed: auth check: HTTP 401")),
+            "{provider}: {err}"
+        );
+        assert!(
+            err.contains("hint: the token given (--token") && err.contains("is wrong or expired"),
+            "{provider}: {err}"
+        );
+        assert!(!err.contains("wrong-token-4711") && !stdout(&out).contains("wrong-token-4711"), "{provider}: {err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_refuses_an_id_in_its_journal_that_is_not_one_safe_path_segment() {
+    // The first run stops after part 1 (part 2's PUT fails, no retry) and keeps its journal;
+    // the journal's upload id is then damaged. The resume stops with a protocol error naming
+    // the provider before any request: no call goes to a path the id would splice.
+    for (provider, file, extra) in
+        [("teleport", "scan.zip", &[][..]), ("truvideo", "clip.mp4", &["--part-size", "5MiB"][..])]
+    {
+        let emu = emulator(Config {
+            teleport_chunk_size: 5 * MIB,
+            truvideo_initial_urls: 1,
+            faults: Faults { fail_put_nth: vec![2], ..Faults::default() },
+            ..Config::default()
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let (f, _) = make_file(dir.path(), file, 2 * 5 * MIB + 1000);
+        let mut a = vec![f.display().to_string()];
+        a.extend(args(&["--provider", provider, "--endpoint", &emu.api_url(), "--concurrency", "1", "--retries", "0"]));
+        a.extend(args(extra));
+        let env = vec![
+            ("UPLOAD_TOKEN".to_string(), emu.token()),
+            ("XDG_STATE_HOME".to_string(), dir.path().join("state").display().to_string()),
+        ];
+        let out = run_upload(a.clone(), env.clone()).await;
+        assert_eq!(out.status.code(), Some(5), "{provider}: {}", stderr(&out));
+        let journal_dir = dir.path().join("state/upload/journals");
+        let path = std::fs::read_dir(&journal_dir).unwrap().map(|e| e.unwrap().path()).next().unwrap();
+        let id = journals(&dir.path().join("state"))[0]["upload_id"].as_str().unwrap().to_string();
+        assert!(!id.is_empty(), "{provider}");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let damaged = text.replace(&format!("\"upload_id\":\"{id}\""), "\"upload_id\":\"..;\"");
+        assert_ne!(text, damaged, "{provider}");
+        std::fs::write(&path, damaged).unwrap();
+
+        let before = emu.request_log().len();
+        let out = run_upload(a, env).await;
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(5), "{provider}: {err}");
+        assert!(
+            err.contains(&format!("{provider}: unexpected answer to")) && err.contains("is not one path segment"),
+            "{provider}: {err}"
+        );
+        let after: Vec<_> = emu.request_log()[before..].iter().map(|r| (r.method.clone(), r.path.clone())).collect();
+        assert!(after.iter().all(|(_, p)| !p.contains("..;")), "{provider}: {after:?}");
+        assert!(after.is_empty(), "{provider}: no request at all: {after:?}");
+    }
+}

@@ -7,7 +7,9 @@
 //! - TruVideo: the Upload V3 API has no documented GET without an id, so the check asks
 //!   `GET /upload/00000000-0000-0000-0000-000000000000`, the details of an upload that cannot
 //!   exist: 400 (the documented "Invalid uploadId") means the token passed authentication, 401
-//!   that it did not (a 404 means the endpoint is not TruVideo's Upload API).
+//!   that it did not (a 404 means the endpoint is not TruVideo's Upload API);
+//! - Uplift: `GET /v1/captures?limit=1` (docs.uplift.ai, "List captures");
+//! - Apertur: `GET /api/v1/sessions/recent?limit=1` (the SDK's `sessions.recent`).
 //!
 //! The API tells nothing about the caller; when the token is a JWT, its identity claims
 //! (`sub`, `client_id`, `email`, ...) are shown (read locally, never the token itself).
@@ -35,20 +37,16 @@ pub(crate) async fn check(
     config.apply_auth_check(&mut args)?;
     let args = &args;
     let provider = args.provider.ok_or_else(|| {
-        Error::usage("no provider given", "pass --provider teleport|truvideo (or set UPLOAD_PROVIDER)")
+        Error::usage("no provider given", "pass --provider teleport|truvideo|uplift|apertur (or set UPLOAD_PROVIDER)")
     })?;
     let (path, accepted): (&str, &[u16]) = match provider {
         ProviderName::Teleport => ("/api/v1/captures", &[]),
         ProviderName::Truvideo => ("/upload/00000000-0000-0000-0000-000000000000", &[400]),
-        other => {
-            return Err(Error::usage(
-                format!("upload auth check does not know a read-only call of {} yet", other.as_str()),
-                "use --provider teleport or --provider truvideo",
-            ));
-        }
+        ProviderName::Uplift => ("/v1/captures", &[]),
+        ProviderName::Apertur => ("/api/v1/sessions/recent", &[]),
     };
     let query: Vec<(&str, String)> =
-        if provider == ProviderName::Teleport { vec![("limit", "1".into())] } else { vec![] };
+        if provider == ProviderName::Truvideo { vec![] } else { vec![("limit", "1".into())] };
     let crate::cli::settings::Connection { endpoint, token, http, .. } = crate::cli::settings::connect(
         provider,
         &config,
@@ -66,7 +64,7 @@ pub(crate) async fn check(
         },
     )?;
     token.sign_in_now().await?;
-    let api = Api::new(
+    let mut api = Api::new(
         http,
         endpoint,
         provider.as_str(),
@@ -78,6 +76,9 @@ pub(crate) async fn check(
         None,
         net,
     ));
+    if provider == ProviderName::Apertur {
+        api.signer = crate::providers::apertur::signer(args.signing_secret.as_ref());
+    }
     let what = format!("GET {path}{}", if query.is_empty() { "" } else { "?limit=1" });
     let status = match api.get("auth check", path, &query).send().await {
         Ok(a) => a.status,

@@ -9,7 +9,9 @@ use chrono::{DateTime, Utc};
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 
+use super::PROVIDER;
 use super::{DeliveryReport, check_expires_at, check_id, check_mime_types, check_password, parse_delivery_status};
+use crate::engine::http::id_path;
 use crate::error::{Error, Result};
 use crate::providers::api::{Api, Retry};
 use crate::redact::Secret;
@@ -21,8 +23,9 @@ fn protocol(what: &str, message: &str) -> Error {
 /// `GET /api/v1/upload-sessions/{uuid}/delivery-status`: the answer as received, and read.
 pub async fn delivery_status(api: &Api, session: &str) -> Result<(Value, DeliveryReport)> {
     check_id("the session", session)?;
-    let v: Value =
-        api.get("delivery status", &format!("/api/v1/upload-sessions/{session}/delivery-status"), &[]).json().await?;
+    let path =
+        id_path(PROVIDER, "delivery status", "/api/v1/upload-sessions/{}/delivery-status", &[("session id", session)])?;
+    let v: Value = api.get("delivery status", &path, &[]).json().await?;
     let report = parse_delivery_status(&v)?;
     Ok((v, report))
 }
@@ -30,7 +33,8 @@ pub async fn delivery_status(api: &Api, session: &str) -> Result<(Value, Deliver
 /// `GET /api/v1/upload/{uuid}/session`: the session's details (status, expiry, limits).
 pub async fn session(api: &Api, session: &str) -> Result<Value> {
     check_id("the session", session)?;
-    api.get("get session", &format!("/api/v1/upload/{session}/session"), &[]).json().await
+    let path = id_path(PROVIDER, "get session", "/api/v1/upload/{}/session", &[("session id", session)])?;
+    api.get("get session", &path, &[]).json().await
 }
 
 /// What `PATCH /api/v1/upload-sessions/{uuid}` changes; `None` (or empty) leaves a field.
@@ -99,23 +103,16 @@ impl SessionUpdate {
 pub async fn update_session(api: &Api, session: &str, update: &SessionUpdate) -> Result<Value> {
     check_id("the session", session)?;
     let body = update.body()?;
-    api.call(
-        "update session",
-        Method::PATCH,
-        &format!("/api/v1/upload-sessions/{session}"),
-        &[],
-        Some(&body),
-        Retry::Idempotent,
-    )
-    .json()
-    .await
+    let path = id_path(PROVIDER, "update session", "/api/v1/upload-sessions/{}", &[("session id", session)])?;
+    api.call("update session", Method::PATCH, &path, &[], Some(&body), Retry::Idempotent).json().await
 }
 
 /// `GET /api/v1/upload-sessions/{uuid}/poll`: the images not acknowledged yet (`{id, filename,
 /// size_bytes, mime_type, source, created_at}` each).
 pub async fn poll_images(api: &Api, session: &str) -> Result<Vec<Value>> {
     check_id("the session", session)?;
-    let list: Value = api.get("poll", &format!("/api/v1/upload-sessions/{session}/poll"), &[]).json().await?;
+    let path = id_path(PROVIDER, "poll", "/api/v1/upload-sessions/{}/poll", &[("session id", session)])?;
+    let list: Value = api.get("poll", &path, &[]).json().await?;
     list.get("images")
         .and_then(Value::as_array)
         .cloned()
@@ -127,7 +124,13 @@ pub async fn download_image(api: &Api, session: &str, image: &str) -> Result<byt
     check_id("the session", session)?;
     check_image_id(image, "poll")?;
     let what = format!("download image {image}");
-    let answer = api.get(&what, &format!("/api/v1/upload-sessions/{session}/images/{image}"), &[]).send().await?;
+    let path = id_path(
+        PROVIDER,
+        &what,
+        "/api/v1/upload-sessions/{}/images/{}",
+        &[("session id", session), ("image id", image)],
+    )?;
+    let answer = api.get(&what, &path, &[]).send().await?;
     Ok(answer.body)
 }
 
@@ -136,16 +139,14 @@ pub async fn download_image(api: &Api, session: &str, image: &str) -> Result<byt
 pub async fn ack_image(api: &Api, session: &str, image: &str) -> Result<()> {
     check_id("the session", session)?;
     check_image_id(image, "poll")?;
-    api.call::<()>(
-        &format!("acknowledge image {image}"),
-        Method::POST,
-        &format!("/api/v1/upload-sessions/{session}/images/{image}/ack"),
-        &[],
-        None,
-        Retry::Idempotent,
-    )
-    .send()
-    .await?;
+    let what = format!("acknowledge image {image}");
+    let path = id_path(
+        PROVIDER,
+        &what,
+        "/api/v1/upload-sessions/{}/images/{}/ack",
+        &[("session id", session), ("image id", image)],
+    )?;
+    api.call::<()>(&what, Method::POST, &path, &[], None, Retry::Idempotent).send().await?;
     Ok(())
 }
 
@@ -154,14 +155,19 @@ pub fn check_image_id(id: &str, what: &str) -> Result<()> {
     crate::engine::http::check_path_id(super::PROVIDER, what, "image id", id)
 }
 
-fn destinations_path(project: &str) -> String {
-    format!("/api/v1/projects/{project}/destinations")
+/// `/api/v1/projects/{projectId}/destinations`, then `rest` (`{}` in it: `dest`).
+fn destinations_path(what: &str, project: &str, rest: &str, dest: Option<&str>) -> Result<String> {
+    let template = ["/api/v1/projects/{}/destinations", rest].concat();
+    let mut ids = vec![("project id", project)];
+    ids.extend(dest.map(|d| ("destination id", d)));
+    id_path(PROVIDER, what, &template, &ids)
 }
 
 /// `GET /api/v1/projects/{projectId}/destinations`: the list as received.
 pub async fn list_destinations(api: &Api, project: &str) -> Result<Vec<Value>> {
     check_id("--project", project)?;
-    let v: Value = api.get("list destinations", &destinations_path(project), &[]).json().await?;
+    let path = destinations_path("list destinations", project, "", None)?;
+    let v: Value = api.get("list destinations", &path, &[]).json().await?;
     match v {
         Value::Array(list) => Ok(list),
         _ => Err(protocol("list destinations", "the answer is not a list")),
@@ -191,9 +197,8 @@ pub async fn create_destination(api: &Api, project: &str, d: &NewDestination) ->
     if let Some(c) = &d.config {
         body.insert("config".into(), Value::Object(c.clone()));
     }
-    api.call("create destination", Method::POST, &destinations_path(project), &[], Some(&body), Retry::Once)
-        .json()
-        .await
+    let path = destinations_path("create destination", project, "", None)?;
+    api.call("create destination", Method::POST, &path, &[], Some(&body), Retry::Once).json().await
 }
 
 /// What `PATCH .../destinations/{destId}` changes.
@@ -224,7 +229,7 @@ pub async fn update_destination(api: &Api, project: &str, dest: &str, u: &Destin
     if body.is_empty() {
         return Err(Error::usage("nothing to update", "give --name, --config, --config-entry or --active"));
     }
-    let path = format!("{}/{dest}", destinations_path(project));
+    let path = destinations_path("update destination", project, "/{}", Some(dest))?;
     api.call("update destination", Method::PATCH, &path, &[], Some(&body), Retry::Idempotent).json().await
 }
 
@@ -232,7 +237,7 @@ pub async fn update_destination(api: &Api, project: &str, dest: &str, u: &Destin
 pub async fn delete_destination(api: &Api, project: &str, dest: &str) -> Result<()> {
     check_id("--project", project)?;
     check_id("the destination", dest)?;
-    let path = format!("{}/{dest}", destinations_path(project));
+    let path = destinations_path("delete destination", project, "/{}", Some(dest))?;
     api.call::<()>("delete destination", Method::DELETE, &path, &[], None, Retry::Idempotent).send().await?;
     Ok(())
 }
@@ -242,7 +247,7 @@ pub async fn delete_destination(api: &Api, project: &str, dest: &str) -> Result<
 pub async fn test_destination(api: &Api, project: &str, dest: &str) -> Result<(Value, Option<String>)> {
     check_id("--project", project)?;
     check_id("the destination", dest)?;
-    let path = format!("{}/{dest}/test", destinations_path(project));
+    let path = destinations_path("test destination", project, "/{}/test", Some(dest))?;
     let v: Value = api.call("test destination", Method::POST, &path, &[], None::<&()>, Retry::Once).json().await?;
     let failure = (v.get("success").and_then(Value::as_bool) == Some(false)).then(|| {
         v.get("error")

@@ -32,6 +32,7 @@ use super::api::{Api, RequestSigner, Retry};
 use super::{Context, DryRun, Provider, UploadOutcome};
 use crate::engine::checksum::{self, CrcSlot};
 use crate::engine::form::FilePart;
+use crate::engine::http::id_path;
 use crate::engine::poll::{Poller, Step};
 use crate::engine::progress::Event;
 use crate::engine::source::FileSource;
@@ -694,8 +695,7 @@ impl Apertur {
         });
         // No bound on the whole request: the idle watch cuts it when it stops moving.
         let api = Api { on_retry, ..ctx.api.clone() };
-        let path = format!("/api/v1/upload/{session}/images");
-        crate::engine::http::check_api_path(&path)?;
+        let path = id_path(PROVIDER, what, "/api/v1/upload/{}/images", &[("session id", session)])?;
         let url = api.url(&path);
         let permit = match &pool {
             Some(p) => tokio::select! {
@@ -823,7 +823,8 @@ impl Provider for Apertur {
         let (allowed, limit, room) = match &self.options.session {
             None => (self.options.allowed.clone(), None, None),
             Some(id) => {
-                let s: Value = ctx.api.get("get session", &format!("/api/v1/upload/{id}/session"), &[]).json().await?;
+                let path = id_path(PROVIDER, "get session", "/api/v1/upload/{}/session", &[("session id", id)])?;
+                let s: Value = ctx.api.get("get session", &path, &[]).json().await?;
                 let allowed = s
                     .get("effectiveAllowedMimeTypes")
                     .and_then(Value::as_array)
@@ -1100,7 +1101,12 @@ impl Follow {
         // A long poll is held up to 5 minutes by the server: the idle watch waits that long
         // (and a little more) for its answer to begin.
         let long_api = Api { hold: Some(Duration::from_secs(400)), ..self.api.clone() };
-        let path = format!("/api/v1/upload-sessions/{}/delivery-status", self.session);
+        let path = id_path(
+            PROVIDER,
+            "delivery status",
+            "/api/v1/upload-sessions/{}/delivery-status",
+            &[("session id", &self.session)],
+        )?;
         let poll_from: std::sync::Mutex<Option<String>> = Default::default();
         let seen: std::sync::Mutex<std::collections::HashMap<(String, String), String>> = Default::default();
         let timeout_err = || Error::Timeout {

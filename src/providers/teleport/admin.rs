@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
+use crate::engine::http::id_path;
 use crate::engine::poll::{Poller, Step};
 use crate::engine::progress::{Event, Progress};
 use crate::error::{Error, Result};
@@ -198,24 +199,17 @@ pub async fn rename(api: &Api, eid: &str, name: &str) -> Result<Capture> {
             "give a name, e.g. `upload teleport rename EID \"Lobby\"`",
         ));
     }
-    api.call(
-        "rename capture",
-        Method::PUT,
-        &format!("/api/v1/captures/{eid}"),
-        &[],
-        Some(&serde_json::json!({ "name": name })),
-        Retry::Idempotent,
-    )
-    .json()
-    .await
+    let path = id_path("teleport", "rename capture", "/api/v1/captures/{}", &[("eid", eid)])?;
+    api.call("rename capture", Method::PUT, &path, &[], Some(&serde_json::json!({ "name": name })), Retry::Idempotent)
+        .json()
+        .await
 }
 
 /// `DELETE /api/v1/captures/{eid}` → 204.
 pub async fn delete(api: &Api, eid: &str) -> Result<()> {
     check_id("capture eid", eid)?;
-    api.call("delete capture", Method::DELETE, &format!("/api/v1/captures/{eid}"), &[], None::<&()>, Retry::Idempotent)
-        .send()
-        .await?;
+    let path = id_path("teleport", "delete capture", "/api/v1/captures/{}", &[("eid", eid)])?;
+    api.call("delete capture", Method::DELETE, &path, &[], None::<&()>, Retry::Idempotent).send().await?;
     Ok(())
 }
 
@@ -333,7 +327,8 @@ pub async fn metadata(api: &Api, sid: &str, q: &MetadataQuery) -> Result<Value> 
     if !q.use_cdn {
         query.push(("use_cdn", "false".into()));
     }
-    let r = api.get("get metadata", &format!("/share/{sid}/metadata"), &query).json().await;
+    let path = id_path("teleport", "get metadata", "/share/{}/metadata", &[("sid", sid)])?;
+    let r = api.get("get metadata", &path, &query).json().await;
     match r {
         Err(Error::Rejected { provider, what, status: 404, code, message }) => Err(Error::Rejected {
             provider,

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::api::{Api, Retry};
 use super::{Context, DryRun, Provider, UploadOutcome};
+use crate::engine::http::id_path;
 use crate::engine::multipart::{self, Created, Lookup, MultipartUpload};
 use crate::engine::plan::PartPlan;
 use crate::engine::progress::Event;
@@ -195,12 +196,14 @@ struct TeleportUrls {
 #[async_trait]
 impl PartUrls for TeleportUrls {
     async fn url(&self, part: u32, _stale: bool) -> Result<String> {
+        let what = format!("create upload URL for part {part}");
+        let path = id_path("teleport", &what, "/api/v1/captures/{}/create-upload-url/", &[("eid", &self.eid)])?;
         let out: UploadUrlOutput = self
             .api
             .call(
-                &format!("create upload URL for part {part}"),
+                &what,
                 Method::POST,
-                &format!("/api/v1/captures/{}/create-upload-url/{part}", self.eid),
+                &format!("{path}{part}"),
                 &[],
                 Some(&UploadUrlInput { eid: &self.eid, bytesize: self.bytesize }),
                 Retry::Idempotent,
@@ -362,12 +365,14 @@ impl TeleportUpload {
 
     /// A capture's plan, from the `chunk_size` a URL answer carries.
     async fn plan_of(&self, eid: &str) -> Result<PartPlan> {
+        let what = "create upload URL for part 1";
+        let path = id_path("teleport", what, "/api/v1/captures/{}/create-upload-url/1", &[("eid", eid)])?;
         let out: UploadUrlResponse = self
             .api
             .call(
-                "create upload URL for part 1",
+                what,
                 Method::POST,
-                &format!("/api/v1/captures/{eid}/create-upload-url/1"),
+                &path,
                 &[],
                 Some(&UploadUrlInput { eid, bytesize: self.bytesize }),
                 Retry::Idempotent,
@@ -478,7 +483,7 @@ impl MultipartUpload for TeleportUpload {
             eid,
             parts: parts.iter().map(|p| UploadedPart { number: p.number, etag: &p.etag }).collect(),
         };
-        let path = format!("/api/v1/captures/{eid}/uploaded");
+        let path = id_path("teleport", "complete upload", "/api/v1/captures/{}/uploaded", &[("eid", eid)])?;
         let answer: serde_json::Value =
             self.api.call("complete upload", Method::POST, &path, &[], Some(&body), Retry::Once).json().await?;
         // A 200 is a success only with the capture in it (CaptureOutput): anything else
