@@ -5,7 +5,7 @@
 //! ```
 
 use upload::Uploader;
-use upload::providers::apertur::{Apertur, AperturInput, AperturOptions};
+use upload::providers::apertur::{Apertur, AperturOptions};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -15,9 +15,8 @@ async fn main() -> anyhow::Result<()> {
     anyhow::ensure!(!images.is_empty(), "usage: apertur DESTINATION_UUID IMAGE...");
     // The session options, validated exactly as the command line's are.
     let input =
-        AperturInput { destinations: vec![destination], tags: vec!["example".into()], ..AperturInput::default() };
-    let options = AperturOptions::from_input(&input, true)?;
-    let uploader = Uploader::new(Apertur::new(options));
+        AperturOptions { destinations: vec![destination], tags: vec!["example".into()], ..AperturOptions::default() };
+    let uploader = Uploader::new(Apertur::new(input)?);
     for image in &images {
         let outcome = uploader.upload(image).await?;
         println!("{}", serde_json::to_string(&outcome)?);

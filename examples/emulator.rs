@@ -21,7 +21,7 @@ async fn main() -> anyhow::Result<()> {
     std::fs::write(&path, &data)?;
 
     let outcome =
-        Uploader::new(Teleport::new(TeleportOptions { name: Some("Walkthrough".into()), format: None, wait: None }))
+        Uploader::new(Teleport::new(TeleportOptions { name: Some("Walkthrough".into()), format: None, wait: None })?)
             .endpoint(emulator.api_url())
             .token(emulator.token())
             .concurrency(4)

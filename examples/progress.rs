@@ -14,7 +14,7 @@ async fn main() -> anyhow::Result<()> {
     let file = std::env::args().nth(1).ok_or_else(|| anyhow::anyhow!("usage: progress FILE.mp4|FILE.zip"))?;
     let emulator = upload_emulator::Emulator::start(upload_emulator::Config::default()).await?;
     let uploader =
-        Uploader::new(Teleport::new(TeleportOptions::default())).endpoint(emulator.api_url()).token(emulator.token());
+        Uploader::new(Teleport::new(TeleportOptions::default())?).endpoint(emulator.api_url()).token(emulator.token());
 
     let (events, upload) = uploader.upload_with_events(&file);
     let printer = async {

@@ -12,7 +12,7 @@ async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let file = args.next().ok_or_else(|| anyhow::anyhow!("usage: teleport FILE [ENDPOINT]"))?;
     let mut uploader =
-        Uploader::new(Teleport::new(TeleportOptions { name: None, format: None, wait: None })).concurrency(8);
+        Uploader::new(Teleport::new(TeleportOptions { name: None, format: None, wait: None })?).concurrency(8);
     if let Some(endpoint) = args.next() {
         uploader = uploader.endpoint(endpoint);
     }

@@ -5,7 +5,7 @@
 //! ```
 
 use upload::Uploader;
-use upload::providers::uplift::{Uplift, UpliftInput, UpliftOptions};
+use upload::providers::uplift::{Uplift, UpliftOptions};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -13,17 +13,16 @@ async fn main() -> anyhow::Result<()> {
     let (Some(file), Some(athlete)) = (args.next(), args.next()) else {
         anyhow::bail!("usage: uplift FILE.mov ATHLETE_UUID [ENDPOINT]");
     };
-    let flags = UpliftInput {
+    let options = UpliftOptions {
         athlete_id: Some(athlete),
         activity: Some("golf".into()),
         movement: Some("full_swing".into()),
         camera_setup: Some("single.down_the_line".into()),
         orientation: Some("landscape".into()),
-        ..UpliftInput::default()
+        ..UpliftOptions::default()
     };
     // Validated exactly as the command line is; a new session group for this capture.
-    let options = UpliftOptions::from_input(&flags, false, uuid::Uuid::new_v4())?;
-    let mut uploader = Uploader::new(Uplift::new(options));
+    let mut uploader = Uploader::new(Uplift::new(options)?);
     if let Some(endpoint) = args.next() {
         uploader = uploader.endpoint(endpoint);
     }

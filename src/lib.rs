@@ -8,6 +8,7 @@
 //! adds `upload demo` and `--emulate` (the emulator in-process).
 
 #![warn(missing_docs)]
+#![warn(unreachable_pub)]
 
 #[cfg(feature = "cli")]
 #[doc(hidden)]

@@ -5,7 +5,7 @@
 //! use upload::Uploader;
 //! use upload::providers::teleport::{Teleport, TeleportOptions};
 //!
-//! let outcome = Uploader::new(Teleport::new(TeleportOptions::default()))
+//! let outcome = Uploader::new(Teleport::new(TeleportOptions::default())?)
 //!     .token(std::env::var("TELEPORT_TOKEN").unwrap_or_default())
 //!     .upload("scan.zip")
 //!     .await?;
@@ -20,6 +20,10 @@
 //! them; a builder method called afterwards starts a new set. The command line builds one per
 //! run and uploads every file through it ([`Uploader::run`], in [`crate::run`]).
 
+/// How many parts go at once ([`Uploader::concurrency_setting`]), how many files
+/// ([`Uploader::files`]), and the most files [`Files::Auto`] keeps in flight (small files;
+/// fewer when they are large).
+pub use crate::engine::tune::{AUTO_FILES_MAX, Concurrency, Files};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
@@ -31,7 +35,7 @@ use crate::engine::progress::{Event, NoProgress, Progress};
 use crate::engine::ratelimit::RateLimit;
 use crate::engine::request::{Executor, Notifier};
 use crate::engine::retry::RetryPolicy;
-use crate::engine::tune::{Concurrency, Files, Permits};
+use crate::engine::tune::Permits;
 use crate::engine::uploader::UploaderOptions;
 use crate::error::Result;
 use crate::providers::api::RequestSigner;
@@ -322,6 +326,11 @@ impl Uploader {
 
     /// The run context of one file (or of the run's `prepare`/`finish`), its waits ending on
     /// `cancel`.
+    /// The progress handler given to [`Uploader::progress`].
+    pub(crate) fn progress_sink(&self) -> Arc<dyn Progress> {
+        self.config.progress.clone()
+    }
+
     pub(crate) fn context(&self, progress: Arc<dyn Progress>, cancel: CancellationToken) -> Result<Context> {
         let s = self.shared()?;
         let c = &self.config;

@@ -96,13 +96,15 @@ pub(crate) async fn run(cli: args::Cli) -> Result<i32> {
     );
     #[cfg(feature = "emulate")]
     let offline = offline || matches!(cli.command, Some(args::Command::Emulator(_)));
-    let net = if offline {
-        engine::http::NetOptions::default().with_ca_bundle(cli.network.ca_bundle.as_deref())?
+    let inv = if offline {
+        let net = engine::http::NetOptions::default().with_ca_bundle(cli.network.ca_bundle.as_deref())?;
+        settings::Invocation { config: config::ConfigFile::default(), net }
     } else {
-        settings::net_options(&cli.network, &config::ConfigFile::load()?)?
+        let config = config::ConfigFile::load()?;
+        settings::Invocation { net: settings::net_options(&cli.network, &config)?, config }
     };
     if let Some(cmd) = cli.command {
-        return run_command(cmd, cli.output, &net).await;
+        return run_command(cmd, cli.output, &inv).await;
     }
     if cli.upload.emulate {
         #[cfg(feature = "emulate")]
@@ -112,11 +114,11 @@ pub(crate) async fn run(cli: args::Cli) -> Result<i32> {
     }
     let cancel = CancellationToken::new();
     install_ctrl_c(cancel.clone());
-    let settings = settings::UploadSettings::from_args(&cli.upload, &cli.output, cancel, &net)?;
+    let settings = settings::UploadSettings::from_args(&cli.upload, &cli.output, cancel, &inv)?;
     batch::run(&cli, &settings).await
 }
 
-async fn run_command(cmd: args::Command, output: args::OutputArgs, net: &engine::http::NetOptions) -> Result<i32> {
+async fn run_command(cmd: args::Command, output: args::OutputArgs, inv: &settings::Invocation) -> Result<i32> {
     match cmd {
         #[cfg(feature = "emulate")]
         args::Command::Demo { provider, size } => commands::demo::demo(provider, size, output).await,
@@ -126,7 +128,7 @@ async fn run_command(cmd: args::Command, output: args::OutputArgs, net: &engine:
         args::Command::Emulator(args) => Ok(upload_emulator::cli::serve(*args, "upload emulator").await.into()),
         args::Command::Man { out_dir } => commands::man::run(out_dir.as_deref()),
         args::Command::Auth { command: args::AuthCommand::Check(args) } => {
-            commands::auth::check(&args, &output, net).await
+            commands::auth::check(&args, &output, inv).await
         }
         args::Command::Config { command } => {
             let path = config::ConfigFile::path();
@@ -153,14 +155,14 @@ async fn run_command(cmd: args::Command, output: args::OutputArgs, net: &engine:
             ignore_broken_pipe(std::io::stdout().lock().write_all(&script))?;
             Ok(0)
         }
-        args::Command::Teleport { command } => commands::teleport::run(command, &output, net).await,
+        args::Command::Teleport { command } => commands::teleport::run(command, &output, inv).await,
         args::Command::Apertur(args) => {
             let cancel = CancellationToken::new();
             install_ctrl_c(cancel.clone());
-            commands::apertur::run(*args, &output, cancel, net).await
+            commands::apertur::run(*args, &output, cancel, inv).await
         }
-        args::Command::Watch(args) => watch::run(*args, output, net).await,
-        args::Command::Pending(args) => commands::pending::run(*args, &output, net).await,
+        args::Command::Watch(args) => watch::run(*args, output, inv).await,
+        args::Command::Pending(args) => commands::pending::run(*args, &output, inv).await,
     }
 }
 

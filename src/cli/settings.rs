@@ -137,13 +137,22 @@ pub(crate) fn connect(provider: ProviderName, config: &ConfigFile, a: Connection
     Ok(Connection { endpoint: r.endpoint, token, http })
 }
 
+/// What the parts of one invocation share, read once: the configuration file, and the time
+/// model merged from it and the flags (handed to every client and executor). `watch` reads
+/// the file again on SIGHUP.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Invocation {
+    pub(crate) config: ConfigFile,
+    pub(crate) net: NetOptions,
+}
+
 /// The API client of a management subcommand (`upload teleport list`, ...): endpoint and token
 /// resolved exactly as for an upload ([`connect`]), its executor on the run's time model.
-pub(crate) fn api_from_args(provider: ProviderName, args: &ApiArgs, net: &NetOptions) -> Result<Api> {
-    let config = ConfigFile::load()?;
+pub(crate) fn api_from_args(provider: ProviderName, args: &ApiArgs, inv: &Invocation) -> Result<Api> {
+    let (config, net) = (&inv.config, &inv.net);
     let c = connect(
         provider,
-        &config,
+        config,
         ConnectionArgs {
             endpoint: args.endpoint.clone(),
             tokens: args.tokens.clone(),
@@ -210,9 +219,9 @@ impl UploadSettings {
         args: &UploadArgs,
         output: &OutputArgs,
         cancel: CancellationToken,
-        net: &NetOptions,
+        inv: &Invocation,
     ) -> Result<Self> {
-        let config = ConfigFile::load()?;
+        let (config, net) = (&inv.config, &inv.net);
         let mut args = args.clone();
         config.apply(&mut args)?;
         let args = &args;
@@ -224,7 +233,7 @@ impl UploadSettings {
         })?;
         let r = resolve(
             provider,
-            &config,
+            config,
             ConnectionArgs {
                 endpoint: args.endpoint.clone(),
                 tokens: args.tokens.clone(),
@@ -240,7 +249,7 @@ impl UploadSettings {
             return Err(crate::cli::dirs::no_state_dir());
         }
         let credentials = r.token.is_some() || r.command.is_some() || r.sign_in.is_some();
-        let built: Arc<dyn Provider> = Arc::from(build_provider(provider, args, output.quiet)?);
+        let built: Arc<dyn Provider> = Arc::from(build_provider(provider, args)?);
         let files = match args.files_at_once {
             AutoCount::Fixed(n) => Files::Fixed((n as usize).max(built.concurrent_files())),
             AutoCount::Auto => Files::Auto,
@@ -256,7 +265,7 @@ impl UploadSettings {
             .files(files)
             .retries(args.retries)
             .content_md5(args.checksum.is_some())
-            .rate_limit(rate_limit(args.limit_rate.as_deref())?)
+            .rate_limit(rate_limit(args.limit_rate.as_deref(), config)?)
             .state_dir_opt(r.state_dir)
             .resume(!args.no_resume)
             .resume_options(journal_options(args))
@@ -271,6 +280,14 @@ impl UploadSettings {
         }
         if let Some(notifier) = retry_notifier(output.quiet) {
             uploader = uploader.on_retry(notifier);
+        }
+        if !output.quiet {
+            // What a run says outside any file (Apertur's deliveries once followed).
+            uploader = uploader.progress(|e: crate::Event| {
+                if let crate::Event::Notice { message } = e {
+                    crate::cli::ui::notice(&format!("upload: {message}"));
+                }
+            });
         }
         Ok(UploadSettings { provider, uploader, args: args.clone(), credentials })
     }
@@ -293,7 +310,7 @@ impl UploadSettings {
 }
 
 /// The provider with its settings from the command line.
-fn build_provider(provider: ProviderName, args: &UploadArgs, quiet: bool) -> Result<Box<dyn Provider>> {
+fn build_provider(provider: ProviderName, args: &UploadArgs) -> Result<Box<dyn Provider>> {
     match provider {
         ProviderName::Teleport => {
             let format = args.teleport.format.as_deref().map(teleport::Format::parse).transpose()?;
@@ -304,17 +321,10 @@ fn build_provider(provider: ProviderName, args: &UploadArgs, quiet: bool) -> Res
                     poll_interval: args.poll_interval,
                     timeout: wait_timeout(args, provider),
                 }),
-            })))
+            })?))
         }
-        ProviderName::Uplift => Ok(Box::new(uplift::Uplift::new(
-            uplift::UpliftOptions::from_input(
-                &uplift_input(&args.uplift),
-                args.wait,
-                // One new session group per run (the provider is built once), shared by its files.
-                uuid::Uuid::new_v4(),
-            )?
-            .with_wait_limits(wait_timeout(args, provider), args.poll_interval),
-        ))),
+        // One new session group per run (the provider is built once), shared by its files.
+        ProviderName::Uplift => Ok(Box::new(uplift::Uplift::new(uplift_options(args))?)),
         ProviderName::Truvideo => {
             let t = &args.truvideo;
             Ok(Box::new(truvideo::Truvideo::new(truvideo::TruvideoOptions {
@@ -334,9 +344,7 @@ fn build_provider(provider: ProviderName, args: &UploadArgs, quiet: bool) -> Res
                 poll_interval: args.poll_interval,
             })?))
         }
-        ProviderName::Apertur => {
-            Ok(Box::new(apertur::Apertur::new(apertur::AperturOptions::from_input(&apertur_input(args), quiet)?)))
-        }
+        ProviderName::Apertur => Ok(Box::new(apertur::Apertur::new(apertur_options(args))?)),
     }
 }
 
@@ -412,9 +420,10 @@ pub(crate) fn concurrency_setting(args: &UploadArgs) -> crate::engine::tune::Con
     }
 }
 
-/// The Uplift flags as the provider's plain settings.
-pub(crate) fn uplift_input(a: &crate::cli::args::UpliftArgs) -> uplift::UpliftInput {
-    uplift::UpliftInput {
+/// The Uplift flags (and the shared `--wait` ones) as the provider's options.
+pub(crate) fn uplift_options(args: &UploadArgs) -> uplift::UpliftOptions {
+    let a = &args.uplift;
+    uplift::UpliftOptions {
         athlete_id: a.athlete_id.clone(),
         session_group_id: a.session_group_id.clone(),
         activity: a.activity.clone(),
@@ -425,14 +434,17 @@ pub(crate) fn uplift_input(a: &crate::cli::args::UpliftArgs) -> uplift::UpliftIn
         movement_attr: a.movement_attr.clone(),
         file_name: a.file_name.clone(),
         capture_time: a.capture_time.clone(),
+        wait: args.wait,
+        wait_timeout: wait_timeout(args, ProviderName::Uplift),
+        poll_interval: args.poll_interval,
     }
 }
 
 /// The Apertur flags (and the shared `--tag`, `--concurrency`, `--wait` ones) as the
-/// provider's plain settings.
-pub(crate) fn apertur_input(args: &UploadArgs) -> apertur::AperturInput {
+/// provider's options.
+pub(crate) fn apertur_options(args: &UploadArgs) -> apertur::AperturOptions {
     let a = &args.apertur;
-    apertur::AperturInput {
+    apertur::AperturOptions {
         session: a.session.clone(),
         destinations: a.destinations.clone(),
         tags: args.tags.clone(),
@@ -564,12 +576,10 @@ fn limit_rate_source(text: &str) -> &'static str {
 /// file's `[defaults] limit_rate`; refused (exit 2, naming the bad entry) before any request.
 /// The hidden `UPLOAD_FAKE_LOCAL_TIME=YYYY-MM-DDTHH:MM:SS` makes the schedule's clock start at
 /// that local time (tests).
-pub(crate) fn rate_limit(text: Option<&str>) -> Result<RateLimit> {
+pub(crate) fn rate_limit(text: Option<&str>, config: &ConfigFile) -> Result<RateLimit> {
     let (text, source) = match text {
         Some(t) => (Some(t.to_string()), limit_rate_source(t)),
-        None => {
-            (crate::cli::config::ConfigFile::load()?.defaults.limit_rate, "the config file's [defaults] limit_rate")
-        }
+        None => (config.defaults.limit_rate.clone(), "the config file's [defaults] limit_rate"),
     };
     let Some(text) = text else { return Ok(RateLimit::off()) };
     let schedule = Schedule::parse(&text).map_err(|e| {
@@ -668,8 +678,8 @@ mod tests {
         let u = &cli.upload;
         assert_eq!(u.tokens.token.as_ref().map(Secret::expose), Some(secrets[0]));
         assert_eq!(u.sign_in.secret_key.as_ref().map(Secret::expose), Some(secrets[3]));
-        assert_eq!(apertur_input(u).password.as_ref().map(Secret::expose), Some(secrets[4]));
-        let options = apertur::AperturOptions::from_input(&apertur_input(u), true).unwrap();
+        assert_eq!(apertur_options(u).password.as_ref().map(Secret::expose), Some(secrets[4]));
+        let options = apertur_options(u);
         assert!(!format!("{options:?}").contains(secrets[4]), "{options:?}");
 
         let dir = tempfile::tempdir().unwrap();

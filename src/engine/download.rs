@@ -70,7 +70,6 @@ pub async fn download(
     progress: &dyn Progress,
     exec: &Executor,
 ) -> Result<Downloaded> {
-    let cancel = exec.cancel();
     let label = req.dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let what = format!("download {label}");
     let protocol = |message: String| Error::Protocol { provider: req.provider, what: what.clone(), message };
@@ -87,19 +86,7 @@ pub async fn download(
         });
     }
     let part = part_path(req.dest);
-    let file = tokio::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&part)
-        .await
-        .map_err(io_err(&part))?;
-    let mut offset = file.metadata().await.map_err(io_err(&part))?.len();
-    if offset > req.size {
-        file.set_len(0).await.map_err(io_err(&part))?;
-        offset = 0;
-    }
+    let (file, offset) = open_part(&part, req.size).await?;
     let resumed_from = offset;
     progress.event(Event::Started {
         file: label.clone(),
@@ -108,11 +95,55 @@ pub async fn download(
         done_bytes: offset,
         done_parts: 0,
     });
+    let Stretch { file, .. } =
+        fetch_all(http, req, Stretch { file, offset, restarts: 0 }, &part, &what, progress, exec).await?;
+    commit(file, &part, req, &protocol).await?;
+    progress.event(Event::PartDone { part: 1 });
+    progress.event(Event::Finished);
+    Ok(Downloaded {
+        path: req.dest.to_path_buf(),
+        bytes: req.size,
+        resumed_from,
+        skipped: false,
+        sha256: sha256_file(req.dest).await?,
+    })
+}
+
+/// The `.part` file, opened for appending, and how far an earlier run got (nothing when it
+/// holds more than the whole).
+async fn open_part(part: &Path, size: u64) -> Result<(tokio::fs::File, u64)> {
+    let file = tokio::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(part)
+        .await
+        .map_err(io_err(part))?;
+    let mut offset = file.metadata().await.map_err(io_err(part))?.len();
+    if offset > size {
+        file.set_len(0).await.map_err(io_err(part))?;
+        offset = 0;
+    }
+    Ok((file, offset))
+}
+
+/// Fetches the rest of the object into the `.part` file: one executor call per stretch of
+/// progress, so only failures in a row count against the retries.
+async fn fetch_all(
+    http: &reqwest::Client,
+    req: &DownloadRequest<'_>,
+    stretch: Stretch,
+    part: &Path,
+    what: &str,
+    progress: &dyn Progress,
+    exec: &Executor,
+) -> Result<Stretch> {
+    let cancel = exec.cancel();
+    let protocol = |message: String| Error::Protocol { provider: req.provider, what: what.to_string(), message };
     let interrupted = || Error::Interrupted {
         hint: format!("run the same command again: the download continues from {}", part.display()),
     };
-    // One executor call per stretch of progress: only failures in a row count against the
-    // retries, and an attempt that brought bytes starts a fresh call.
     let host = url::Url::parse(req.url)
         .ok()
         .and_then(|u| u.host_str().map(|h| format!("{h}:{}", u.port_or_known_default().unwrap_or(0))));
@@ -122,9 +153,10 @@ pub async fn download(
     let call = Call {
         host: host.as_deref(),
         on_retry: Some(&on_retry),
-        ..Call::new(req.provider, &what, Kind::Fetch, &req.retry)
+        ..Call::new(req.provider, what, Kind::Fetch, &req.retry)
     };
-    let state = tokio::sync::Mutex::new(Stretch { file, offset, restarts: 0 });
+    // An attempt that brought bytes starts a fresh call.
+    let state = tokio::sync::Mutex::new(stretch);
     loop {
         if state.lock().await.offset >= req.size {
             break;
@@ -172,31 +204,29 @@ pub async fn download(
             e => e,
         })?;
     }
-    let Stretch { mut file, .. } = state.into_inner();
-    file.flush().await.map_err(io_err(&part))?;
-    file.sync_all().await.map_err(io_err(&part))?;
-    let len = file.metadata().await.map_err(io_err(&part))?.len();
+    Ok(state.into_inner())
+}
+
+/// The whole object arrived: synced, its size checked, renamed into place durably.
+async fn commit(
+    mut file: tokio::fs::File,
+    part: &Path,
+    req: &DownloadRequest<'_>,
+    protocol: &dyn Fn(String) -> Error,
+) -> Result<()> {
+    file.flush().await.map_err(io_err(part))?;
+    file.sync_all().await.map_err(io_err(part))?;
+    let len = file.metadata().await.map_err(io_err(part))?.len();
     drop(file);
     if len != req.size {
         return Err(protocol(format!("{} has {len} bytes, the metadata says {}", part.display(), req.size)));
     }
-    {
-        let (part, dest) = (part.clone(), req.dest.to_path_buf());
-        tokio::task::spawn_blocking(move || super::durable::rename_durable(&part, &dest))
-            .await
-            .map_err(std::io::Error::other)
-            .and_then(|r| r)
-            .map_err(io_err(req.dest))?;
-    }
-    progress.event(Event::PartDone { part: 1 });
-    progress.event(Event::Finished);
-    Ok(Downloaded {
-        path: req.dest.to_path_buf(),
-        bytes: req.size,
-        resumed_from,
-        skipped: false,
-        sha256: sha256_file(req.dest).await?,
-    })
+    let (part, dest) = (part.to_path_buf(), req.dest.to_path_buf());
+    tokio::task::spawn_blocking(move || super::durable::rename_durable(&part, &dest))
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|r| r)
+        .map_err(io_err(req.dest))
 }
 
 /// The `.part` file and how far it got.

@@ -20,15 +20,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::error::{Error, Result};
 
 /// Mode of state files.
-pub const FILE_MODE: u32 = 0o600;
+pub(crate) const FILE_MODE: u32 = 0o600;
 /// Mode of the directories created for state files.
-pub const DIR_MODE: u32 = 0o700;
+#[cfg(unix)]
+pub(crate) const DIR_MODE: u32 = 0o700;
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Writes `bytes` to `path` so that a crash leaves the old or the new content: unique temp
 /// file, fsync, rename, directory fsync; mode 0600, missing parent directories created 0700.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let err = |e| Error::File { path: path.to_path_buf(), source: e };
     let mut f = AtomicFile::create(path, FILE_MODE).map_err(err)?;
     f.write_all(bytes).map_err(err)?;
@@ -39,7 +40,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// on the blocking pool and waits for it, so the run's few async workers go on serving the
 /// network meanwhile: many files writing their journals at once then share the disk's
 /// flushes instead of taking turns with the sockets.
-pub async fn off_thread<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+pub(crate) async fn off_thread<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(work).await.map_err(|e| Error::File {
         path: PathBuf::from("<state directory>"),
         source: io::Error::other(format!("state file task failed: {e}")),
@@ -48,7 +49,8 @@ pub async fn off_thread<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Se
 
 /// [`write_atomic`] with another mode for the file (user-facing output such as downloaded
 /// images: `0o666`, narrowed by the umask as usual).
-pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+#[cfg(feature = "cli")]
+pub(crate) fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     let mut f = AtomicFile::create(path, mode)?;
     f.write_all(bytes)?;
     f.commit()
@@ -56,7 +58,7 @@ pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()>
 
 /// Creates `dir` and its missing parents with mode 0700 (existing directories are left as
 /// they are).
-pub fn create_private_dir_all(dir: &Path) -> io::Result<()> {
+pub(crate) fn create_private_dir_all(dir: &Path) -> io::Result<()> {
     let mut b = std::fs::DirBuilder::new();
     b.recursive(true);
     #[cfg(unix)]
@@ -71,7 +73,7 @@ pub fn create_private_dir_all(dir: &Path) -> io::Result<()> {
 /// change covers it, so a caller that finds one running waits for it to end and then for the
 /// next, which covers every change made meanwhile. Sixty-four small files finishing together
 /// then cost the directory a few fsyncs, not sixty-four.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     #[cfg(unix)]
     {
         group_sync(dir)
@@ -136,7 +138,7 @@ fn group_sync(dir: &Path) -> io::Result<()> {
 }
 
 /// Renames `from` over `to` and fsyncs `to`'s directory. `from` must already be synced.
-pub fn rename_durable(from: &Path, to: &Path) -> io::Result<()> {
+pub(crate) fn rename_durable(from: &Path, to: &Path) -> io::Result<()> {
     super::platform::rename(from, to)?;
     sync_dir(parent_of(to))
 }
@@ -149,7 +151,7 @@ fn parent_of(path: &Path) -> &Path {
 }
 
 /// A unique temporary name next to `target`: `.{name}.{pid}.{n}.{random}.tmp`.
-pub fn temp_path(target: &Path) -> PathBuf {
+pub(crate) fn temp_path(target: &Path) -> PathBuf {
     let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "state".into());
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let r: u32 = rand::random();
@@ -159,7 +161,7 @@ pub fn temp_path(target: &Path) -> PathBuf {
 /// A file being written in place of `target`: the bytes go to a unique temporary file, and
 /// [`AtomicFile::commit`] makes them the target's (fsync, rename, directory fsync). Dropped
 /// without a commit, the temporary file is removed and the target is untouched.
-pub struct AtomicFile {
+pub(crate) struct AtomicFile {
     tmp: PathBuf,
     target: PathBuf,
     file: Option<io::BufWriter<File>>,
@@ -168,7 +170,7 @@ pub struct AtomicFile {
 impl AtomicFile {
     /// Starts writing a new version of `target` (file mode `mode`; missing parent
     /// directories are created 0700).
-    pub fn create(target: &Path, mode: u32) -> io::Result<Self> {
+    pub(crate) fn create(target: &Path, mode: u32) -> io::Result<Self> {
         create_private_dir_all(parent_of(target))?;
         let tmp = temp_path(target);
         let mut opts = OpenOptions::new();
@@ -181,20 +183,15 @@ impl AtomicFile {
         Ok(AtomicFile { tmp, target: target.to_path_buf(), file: Some(io::BufWriter::with_capacity(1 << 20, file)) })
     }
 
-    /// The temporary file being written.
-    pub fn temp_path(&self) -> &Path {
-        &self.tmp
-    }
-
     /// The open temporary file (to set its times before the commit, say).
-    pub fn file(&mut self) -> io::Result<&File> {
+    pub(crate) fn file(&mut self) -> io::Result<&File> {
         let w = self.file.as_mut().expect("not committed");
         w.flush()?;
         Ok(w.get_ref())
     }
 
     /// Flushes, fsyncs, renames over the target and fsyncs the directory.
-    pub fn commit(mut self) -> io::Result<()> {
+    pub(crate) fn commit(mut self) -> io::Result<()> {
         let w = self.file.take().expect("not committed");
         let done = w.into_inner().map_err(|e| e.into_error()).and_then(|file| file.sync_all());
         // A failed flush or sync (a full disk) leaves no temporary file behind.

@@ -21,7 +21,7 @@ use super::source::FileSource;
 
 /// The file part of a form.
 #[derive(Clone, Debug)]
-pub struct FilePart {
+pub(crate) struct FilePart {
     /// The form field name (S3: `file`).
     pub field: String,
     /// `filename` in its `Content-Disposition`.
@@ -32,7 +32,7 @@ pub struct FilePart {
 
 /// The framing of a form around the file's bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Framing {
+pub(crate) struct Framing {
     /// The boundary (without the leading `--`).
     pub boundary: String,
     /// Every field, then the file part's headers.
@@ -45,7 +45,7 @@ pub struct Framing {
 
 impl Framing {
     /// The `Content-Type` header of the request.
-    pub fn content_type(&self) -> String {
+    pub(crate) fn content_type(&self) -> String {
         format!("multipart/form-data; boundary={}", self.boundary)
     }
 
@@ -53,7 +53,7 @@ impl Framing {
     /// under the run's bandwidth limit `rate`, tail. `on_chunk` is called with the size of each
     /// piece of the file as it is read for sending (progress); `crc` gets the CRC-64/NVME of
     /// the file's bytes once the last of them is handed out.
-    pub fn body(
+    pub(crate) fn body(
         &self,
         source: &FileSource,
         rate: RateLimit,
@@ -69,7 +69,7 @@ impl Framing {
 
 /// A name or file name in a `Content-Disposition` parameter: `"` → `%22`, CR → `%0D`, LF →
 /// `%0A` (as browsers send them), `\` → `%5C`. Everything else, UTF-8 included, is kept.
-pub fn escape_param(s: &str) -> String {
+pub(crate) fn escape_param(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -84,7 +84,7 @@ pub fn escape_param(s: &str) -> String {
 }
 
 /// Frames `fields` and the file part around a file of `file_size` bytes with `boundary`.
-pub fn framing(fields: &[(String, String)], file: &FilePart, file_size: u64, boundary: &str) -> Framing {
+pub(crate) fn framing(fields: &[(String, String)], file: &FilePart, file_size: u64, boundary: &str) -> Framing {
     let mut head = String::new();
     for (name, value) in fields {
         head.push_str(&format!(
@@ -104,7 +104,7 @@ pub fn framing(fields: &[(String, String)], file: &FilePart, file_size: u64, bou
 }
 
 /// A random boundary that occurs in no field name or value.
-pub fn boundary_for(fields: &[(String, String)]) -> String {
+pub(crate) fn boundary_for(fields: &[(String, String)]) -> String {
     use rand::Rng;
     loop {
         let b = format!("----upload-{:032x}", rand::thread_rng().r#gen::<u128>());
@@ -115,7 +115,7 @@ pub fn boundary_for(fields: &[(String, String)]) -> String {
 }
 
 /// [`framing`] with a fresh [`boundary_for`] the fields.
-pub fn form(fields: &[(String, String)], file: &FilePart, file_size: u64) -> Framing {
+pub(crate) fn form(fields: &[(String, String)], file: &FilePart, file_size: u64) -> Framing {
     framing(fields, file, file_size, &boundary_for(fields))
 }
 

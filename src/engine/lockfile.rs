@@ -23,7 +23,7 @@ use super::durable;
 
 /// Why a lock was not taken.
 #[derive(Debug)]
-pub enum Busy {
+pub(crate) enum Busy {
     /// Another process holds it (its pid when the system says).
     Pid(Option<u32>),
     /// The lock file cannot be opened or locked.
@@ -33,7 +33,7 @@ pub enum Busy {
 type Key = (PathBuf, u64);
 
 /// One held lock (shared by everybody in this process who asked for its key).
-pub struct RangeLock {
+pub(crate) struct RangeLock {
     key: Key,
 }
 
@@ -63,7 +63,7 @@ fn offset(name: &str) -> u64 {
 }
 
 /// Takes the lock `name` in `locks_dir` (created 0700), or says who holds it.
-pub fn try_lock(locks_dir: &Path, name: &str) -> Result<Arc<RangeLock>, Busy> {
+pub(crate) fn try_lock(locks_dir: &Path, name: &str) -> Result<Arc<RangeLock>, Busy> {
     let mut reg = registry().lock().expect("lock registry");
     let key = (locks_dir.to_path_buf(), offset(name));
     if let Some(l) = reg.held.get(&key).and_then(Weak::upgrade) {

@@ -16,7 +16,7 @@ enum Stored {
 }
 
 /// `#[serde(serialize_with)]` for a path.
-pub fn serialize<S: Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn serialize<S: Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
     match path.to_str() {
         Some(text) => Stored::Text(text.to_string()),
         None => Stored::Bytes { unix_bytes_hex: hex::encode(path.as_os_str().as_encoded_bytes()) },
@@ -25,7 +25,7 @@ pub fn serialize<S: Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
 }
 
 /// `#[serde(deserialize_with)]` for a path.
-pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
     match Stored::deserialize(d)? {
         Stored::Text(text) => Ok(PathBuf::from(text)),
         Stored::Bytes { unix_bytes_hex } => {

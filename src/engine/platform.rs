@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 /// Reads exactly `buf.len()` bytes at `offset`, as unix `pread` does: concurrent readers of
 /// one open file never share a cursor. On Windows it is `ReadFile` at an offset (which moves
 /// the handle's cursor, that nothing here uses). A read past the end is `UnexpectedEof`.
-pub fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+pub(crate) fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
     #[cfg(unix)]
     {
         std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
@@ -38,14 +38,14 @@ pub fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()>
 /// path means the same without it (`C:\captures\a.mp4`, not `\\?\C:\captures\a.mp4`): these
 /// paths are shown to people, kept in journals and done records, and compared with the paths
 /// `notify` reports. Elsewhere it is `std::fs::canonicalize`.
-pub fn canonicalize(path: impl AsRef<Path>) -> io::Result<PathBuf> {
+pub(crate) fn canonicalize(path: impl AsRef<Path>) -> io::Result<PathBuf> {
     dunce::canonicalize(path)
 }
 
 /// A command that runs `cmd` through the system's shell: `sh -c CMD` on unix, `cmd /D /S /C
 /// "CMD"` on Windows (`%ComSpec%`; the line is passed as written, since cmd does not follow
 /// the quoting rules other programs do; `/D` skips AutoRun, `/S` takes the outer quotes off).
-pub fn shell(cmd: &str) -> tokio::process::Command {
+pub(crate) fn shell(cmd: &str) -> tokio::process::Command {
     #[cfg(windows)]
     {
         let comspec = std::env::var_os("ComSpec").filter(|c| !c.is_empty()).unwrap_or_else(|| "cmd.exe".into());
@@ -62,7 +62,7 @@ pub fn shell(cmd: &str) -> tokio::process::Command {
 }
 
 /// What a path that is not a regular file is, for a message ("a FIFO (named pipe)").
-pub fn kind_of(meta: &std::fs::Metadata) -> &'static str {
+pub(crate) fn kind_of(meta: &std::fs::Metadata) -> &'static str {
     let t = meta.file_type();
     if t.is_dir() {
         return "a directory";
@@ -85,7 +85,7 @@ pub fn kind_of(meta: &std::fs::Metadata) -> &'static str {
 /// (a reader of the state directory, a virus scanner, an indexer: "Access is denied (os error
 /// 5)"): the rename is tried again for up to about two seconds. Every handle of this process
 /// on `to` must be closed first (a journal closes its own before it is rewritten).
-pub fn rename(from: &Path, to: &Path) -> io::Result<()> {
+pub(crate) fn rename(from: &Path, to: &Path) -> io::Result<()> {
     #[cfg(windows)]
     {
         let mut delay = std::time::Duration::from_millis(5);

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 
 /// What a check found.
 #[derive(Debug)]
-pub enum Step<T> {
+pub(crate) enum Step<T> {
     /// A terminal state: the wait is over.
     Done(T),
     /// Not yet: ask again after the interval.
@@ -29,7 +29,7 @@ pub enum Step<T> {
 
 /// How to poll.
 #[derive(Clone, Debug)]
-pub struct Poller {
+pub(crate) struct Poller {
     /// First interval between checks.
     pub interval: Duration,
     /// Largest interval.
@@ -40,7 +40,7 @@ pub struct Poller {
 
 impl Poller {
     /// Polls every `interval` (growing to `max_interval`) for at most `timeout`.
-    pub fn new(interval: Duration, max_interval: Duration, timeout: Option<Duration>) -> Self {
+    pub(crate) fn new(interval: Duration, max_interval: Duration, timeout: Option<Duration>) -> Self {
         Poller { interval, max_interval: max_interval.max(interval), timeout }
     }
 
@@ -48,7 +48,7 @@ impl Poller {
     /// error for a passed deadline ([`Error::Timeout`] as a rule) and for a Ctrl-C
     /// ([`Error::Interrupted`] with a hint on how to carry on); a check's own error ends the
     /// wait as it is (its requests were already retried by the executor).
-    pub async fn until<T, F, Fut>(
+    pub(crate) async fn until<T, F, Fut>(
         &self,
         cancel: &CancellationToken,
         on_timeout: impl Fn() -> Error,

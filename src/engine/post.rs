@@ -21,7 +21,7 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 
 use super::checksum::{self, CrcSlot};
-pub use super::form::{FilePart, Framing};
+pub(crate) use super::form::FilePart;
 use super::progress::{AttemptBytes, Event, Progress};
 use super::ratelimit::RateLimit;
 use super::request::{Call, Executor, Failure, Kind, MAX_ERROR_BODY, RetryNotice};
@@ -31,11 +31,11 @@ use crate::error::{Error, Result};
 use crate::redact::safe_url;
 
 /// S3's largest POST upload: 5 GB (5 GiB, as S3's single PUT).
-pub const S3_POST_MAX: u64 = 5 * 1024 * 1024 * 1024;
+pub(crate) const S3_POST_MAX: u64 = 5 * 1024 * 1024 * 1024;
 
 /// A presigned POST form as a provider hands it out.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PostForm {
+pub(crate) struct PostForm {
     /// Where to POST (the bucket's URL).
     pub url: String,
     /// Fields to send before the file, exactly as received and in order.
@@ -48,7 +48,7 @@ pub struct PostForm {
 /// sort them). Strings are kept as they are; numbers and booleans become their JSON text;
 /// `null` drops the field.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct FormFields(pub Vec<(String, String)>);
+pub(crate) struct FormFields(pub Vec<(String, String)>);
 
 impl<'de> serde::Deserialize<'de> for FormFields {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
@@ -80,22 +80,16 @@ impl<'de> serde::Deserialize<'de> for FormFields {
 
 /// What S3 answered to an accepted upload.
 #[derive(Clone, Debug)]
-pub struct Stored {
-    /// 200, 201 or 204 (`success_action_status`).
-    pub status: u16,
+pub(crate) struct Stored {
     /// `ETag`, verbatim.
     pub etag: Option<String>,
-    /// `Location`, without its query.
-    pub location: Option<String>,
-    /// Attempts made (1 = no retry).
-    pub attempts: u32,
     /// CRC-64/NVME of the file's bytes as sent (the receipt, see [`super::checksum`]).
     pub crc64nvme: u64,
 }
 
 /// How a POST ended, when it did not fail outright.
 #[derive(Clone, Debug)]
-pub enum PostResult {
+pub(crate) enum PostResult {
     /// The object is stored.
     Stored(Stored),
     /// The form expired (before the upload started, or S3 said so): ask for a new one.
@@ -109,7 +103,7 @@ fn says_expired(status: u16, code: Option<&str>, message: &str) -> bool {
 
 /// Uploads `source` with one POST of `form`. See the module documentation for the contract.
 #[allow(clippy::too_many_arguments)]
-pub async fn post_form(
+pub(crate) async fn post_form(
     http: &reqwest::Client,
     provider: &'static str,
     source: &FileSource,
@@ -191,9 +185,9 @@ pub async fn post_form(
                 if resp.status().is_success() {
                     let header = |h| resp.headers().get(h).and_then(|v| v.to_str().ok()).map(str::to_string);
                     let etag = header(reqwest::header::ETAG);
-                    let location = header(reqwest::header::LOCATION).map(|l| safe_url(&l));
+                    let location = header(reqwest::header::LOCATION).map(|l| safe_url(&l)).unwrap_or_default();
                     let _ = pulse.read_capped(resp, MAX_ERROR_BODY).await;
-                    tracing::debug!(provider, status, elapsed_ms = t0.elapsed().as_millis() as u64, url = %safe_url(&form.url), "form upload stored");
+                    tracing::debug!(provider, status, attempt = attempt.number, location, elapsed_ms = t0.elapsed().as_millis() as u64, url = %safe_url(&form.url), "form upload stored");
                     sent.keep();
                     progress.event(Event::PartDone { part: 1 });
                     // The store answered before the body's end was handed out (it cannot
@@ -204,13 +198,7 @@ pub async fn post_form(
                             .await
                             .map_err(|e| Failure::Fatal(Error::File { path: source.path().to_path_buf(), source: e }))?,
                     };
-                    return Ok(PostResult::Stored(Stored {
-                        status,
-                        etag,
-                        location,
-                        attempts: attempt.number,
-                        crc64nvme,
-                    }));
+                    return Ok(PostResult::Stored(Stored { etag, crc64nvme }));
                 }
                 drop(sent);
                 let failure = pulse.refusal(resp, MAX_ERROR_BODY, &[]).await;

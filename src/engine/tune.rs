@@ -41,18 +41,18 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// Connections an automatic run starts with: today's fixed default, so that a link that wants
 /// more is reached in one doubling (a slow start from 4 spent its first 0.8 s at half of a
 /// 200 MiB/s link made of 20 MiB/s connections: 88 % of the link for a 1 GiB file).
-pub const DEFAULT_START: usize = 8;
+pub(crate) const DEFAULT_START: usize = 8;
 /// Default `--max-concurrency`.
-pub const DEFAULT_MAX: usize = 64;
+pub(crate) const DEFAULT_MAX: usize = 64;
 /// Memory the parts in flight of a run may hold together (their read buffers): the automatic
 /// level stays under `MEMORY_BUDGET / memory of one part`.
-pub const MEMORY_BUDGET: u64 = 64 << 20;
+pub(crate) const MEMORY_BUDGET: u64 = 64 << 20;
 /// The most a part in flight holds in memory (two read buffers), whatever its size.
-pub const PART_MEMORY: u64 = 2 * super::source::READ_CHUNK as u64;
+pub(crate) const PART_MEMORY: u64 = 2 * super::source::READ_CHUNK as u64;
 
 /// Files of at most this many bytes sent in one request do not take a tuned permit under
 /// `auto` (see the module documentation).
-pub const SMALL_PART: u64 = 1 << 20;
+pub(crate) const SMALL_PART: u64 = 1 << 20;
 
 /// How many parts go at once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,7 +93,7 @@ impl Concurrency {
 }
 
 /// The most parts of `part_bytes` each that fit [`MEMORY_BUDGET`].
-pub fn memory_cap(part_bytes: u64) -> usize {
+pub(crate) fn memory_cap(part_bytes: u64) -> usize {
     let per_part = part_bytes.clamp(64 << 10, PART_MEMORY);
     (MEMORY_BUDGET / per_part).max(1) as usize
 }
@@ -139,7 +139,7 @@ impl TunerConfig {
 
 /// One finished part, as the tuner sees it. Times are offsets from the run's start.
 #[derive(Clone, Copy, Debug)]
-pub struct Sample {
+pub(crate) struct Sample {
     /// When the part took its permit.
     pub started: Duration,
     /// When it was stored.
@@ -163,7 +163,7 @@ enum Mode {
 
 /// A change of level and why.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Change {
+pub(crate) struct Change {
     /// Level before.
     pub from: usize,
     /// Level after.
@@ -174,7 +174,7 @@ pub struct Change {
 
 /// The pure decision (see the module documentation).
 #[derive(Clone, Debug)]
-pub struct Tuner {
+pub(crate) struct Tuner {
     cfg: TunerConfig,
     level: usize,
     max: usize,
@@ -192,7 +192,7 @@ const MIB: f64 = 1048576.0;
 
 impl Tuner {
     /// A tuner at `cfg.start`.
-    pub fn new(cfg: TunerConfig) -> Self {
+    pub(crate) fn new(cfg: TunerConfig) -> Self {
         let level = cfg.start.clamp(1, cfg.max.max(1));
         Tuner {
             max: cfg.max.max(1),
@@ -209,12 +209,12 @@ impl Tuner {
     }
 
     /// Parts allowed in flight now.
-    pub fn level(&self) -> usize {
+    pub(crate) fn level(&self) -> usize {
         self.level
     }
 
     /// Lowers (or raises, up to the configured maximum) the highest level: the memory cap.
-    pub fn set_max(&mut self, max: usize, now: Duration) -> Option<Change> {
+    pub(crate) fn set_max(&mut self, max: usize, now: Duration) -> Option<Change> {
         self.max = max.clamp(1, self.cfg.max);
         if self.level > self.max {
             let to = self.max;
@@ -224,7 +224,7 @@ impl Tuner {
     }
 
     /// A part finished.
-    pub fn on_sample(&mut self, s: Sample) -> Option<Change> {
+    pub(crate) fn on_sample(&mut self, s: Sample) -> Option<Change> {
         if s.started < self.since {
             return None;
         }
@@ -243,7 +243,7 @@ impl Tuner {
     }
 
     /// The server refused a request as throttled (503 SlowDown, 429).
-    pub fn on_throttle(&mut self, now: Duration) -> Option<Change> {
+    pub(crate) fn on_throttle(&mut self, now: Duration) -> Option<Change> {
         if self.throttled_at.is_some_and(|t| now.saturating_sub(t) < self.cfg.cooldown) {
             return None;
         }
@@ -682,16 +682,16 @@ pub enum Files {
 }
 
 /// Files an automatic run always lets go at once.
-pub const AUTO_FILES_MIN: usize = 4;
+pub(crate) const AUTO_FILES_MIN: usize = 4;
 /// The most files an automatic run lets go at once.
 pub const AUTO_FILES_MAX: usize = 128;
 /// Bytes of the files in flight beyond which an automatic run starts no more than
 /// [`AUTO_FILES_MIN`] files.
-pub const AUTO_FILES_BYTES: u64 = 128 << 20;
+pub(crate) const AUTO_FILES_BYTES: u64 = 128 << 20;
 
 /// Which files may start: files in flight follow their bytes (see [`Files`]).
 #[derive(Clone, Debug)]
-pub struct FileGate {
+pub(crate) struct FileGate {
     setting: Files,
     files: usize,
     bytes: u64,
@@ -700,12 +700,12 @@ pub struct FileGate {
 
 impl FileGate {
     /// No file in flight.
-    pub fn new(setting: Files) -> Self {
+    pub(crate) fn new(setting: Files) -> Self {
         FileGate { setting, files: 0, bytes: 0, peak: 0 }
     }
 
     /// Whether a file of `size` bytes may start now.
-    pub fn admits(&self, size: u64) -> bool {
+    pub(crate) fn admits(&self, size: u64) -> bool {
         match self.setting {
             Files::Fixed(n) => self.files < n.max(1),
             Files::Auto => {
@@ -716,25 +716,25 @@ impl FileGate {
     }
 
     /// A file of `size` bytes started.
-    pub fn start(&mut self, size: u64) {
+    pub(crate) fn start(&mut self, size: u64) {
         self.files += 1;
         self.bytes = self.bytes.saturating_add(size);
         self.peak = self.peak.max(self.files);
     }
 
     /// A file of `size` bytes ended.
-    pub fn end(&mut self, size: u64) {
+    pub(crate) fn end(&mut self, size: u64) {
         self.files = self.files.saturating_sub(1);
         self.bytes = self.bytes.saturating_sub(size);
     }
 
     /// Files in flight now.
-    pub fn files(&self) -> usize {
+    pub(crate) fn files(&self) -> usize {
         self.files
     }
 
     /// The most files in flight at once so far.
-    pub fn peak(&self) -> usize {
+    pub(crate) fn peak(&self) -> usize {
         self.peak
     }
 }

@@ -10,10 +10,10 @@ use crate::error::{Error, Result};
 /// How long work in flight gets to finish after a first Ctrl-C (a part's PUT, an API call)
 /// before it is dropped: the run ends within [`GRACE`] and a little, well under the 5 s the
 /// README promises.
-pub const GRACE: Duration = Duration::from_secs(3);
+pub(crate) const GRACE: Duration = Duration::from_secs(3);
 
 /// Sleeps for `delay`, or returns [`Error::Interrupted`] as soon as `cancel` fires.
-pub async fn sleep(delay: Duration, cancel: &CancellationToken) -> Result<()> {
+pub(crate) async fn sleep(delay: Duration, cancel: &CancellationToken) -> Result<()> {
     if cancel.is_cancelled() {
         return Err(interrupted());
     }
@@ -21,11 +21,6 @@ pub async fn sleep(delay: Duration, cancel: &CancellationToken) -> Result<()> {
         _ = tokio::time::sleep(delay) => Ok(()),
         _ = cancel.cancelled() => Err(interrupted()),
     }
-}
-
-/// Sleeps until `deadline` (a `tokio` instant), or until `cancel` fires.
-pub async fn sleep_until(deadline: tokio::time::Instant, cancel: &CancellationToken) -> Result<()> {
-    sleep(deadline.saturating_duration_since(tokio::time::Instant::now()), cancel).await
 }
 
 /// A token that a task cancels after `after`: the tests' Ctrl-C during a wait.

@@ -73,10 +73,10 @@ pub enum CaptureTime {
 }
 
 /// Uplift settings as a user gives them (the command line's flags, the configuration file,
-/// or a library caller), before [`UpliftOptions::from_input`] validates them. Blank values
+/// or a library caller), before [`Uplift::new`] validates them. Blank values
 /// count as missing.
-#[derive(Clone, Debug, Default)]
-pub struct UpliftInput {
+#[derive(Clone, Debug)]
+pub struct UpliftOptions {
     /// Athlete UUID.
     pub athlete_id: Option<String>,
     /// Session group UUID (default: the run's new one).
@@ -97,11 +97,39 @@ pub struct UpliftInput {
     pub file_name: Option<String>,
     /// `capture_time`: RFC 3339, or `mtime` (default: the server's time).
     pub capture_time: Option<String>,
+    /// `--wait`: follow the capture until it is processed (default false).
+    pub wait: bool,
+    /// Longest wait for processing (`--wait-timeout`, default 1 h).
+    pub wait_timeout: std::time::Duration,
+    /// First interval between status reads (`--poll-interval`, default 2 s; grows by half up
+    /// to 30 s).
+    pub poll_interval: std::time::Duration,
+}
+
+impl Default for UpliftOptions {
+    /// The command line's defaults: nothing given (the required fields must be set), no wait.
+    fn default() -> Self {
+        UpliftOptions {
+            athlete_id: None,
+            session_group_id: None,
+            activity: None,
+            movement: None,
+            camera_setup: None,
+            orientation: None,
+            camera_config: Vec::new(),
+            movement_attr: Vec::new(),
+            file_name: None,
+            capture_time: None,
+            wait: false,
+            wait_timeout: std::time::Duration::from_secs(3600),
+            poll_interval: std::time::Duration::from_secs(2),
+        }
+    }
 }
 
 /// Validated Uplift settings.
 #[derive(Clone, Debug)]
-pub struct UpliftOptions {
+struct Settings {
     /// Athlete UUID (hyphenated, lower case).
     pub athlete_id: String,
     /// Session group UUID (hyphenated, lower case).
@@ -160,10 +188,10 @@ fn parse_pairs(items: &[String], flag: &str, reserved: &[(&str, &str)]) -> Resul
     Ok(out)
 }
 
-impl UpliftOptions {
+impl Settings {
     /// Validates the Uplift settings (no request). `default_group` is the session group used
-    /// when none is given (one per run, so the files of a run share it).
-    pub fn from_input(args: &UpliftInput, wait: bool, default_group: uuid::Uuid) -> Result<Self> {
+    /// when none is given (one per provider, so the files of a run share it).
+    fn from_options(args: &UpliftOptions, default_group: uuid::Uuid) -> Result<Self> {
         let given = |v: &Option<String>| v.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(String::from);
         let missing: Vec<&str> = [
             ("--athlete-id", &args.athlete_id),
@@ -219,7 +247,7 @@ impl UpliftOptions {
                     .with_timezone(&Utc),
             ),
         };
-        Ok(UpliftOptions {
+        Ok(Settings {
             athlete_id,
             session_group_id,
             session_group_generated,
@@ -231,21 +259,16 @@ impl UpliftOptions {
             movement_attr,
             file_name: args.file_name.clone(),
             capture_time,
-            wait,
-            wait_timeout: std::time::Duration::from_secs(3600),
-            poll_interval: std::time::Duration::from_secs(2),
+            wait: args.wait,
+            wait_timeout: args.wait_timeout,
+            poll_interval: args.poll_interval,
         })
-    }
-
-    /// The same options, waiting at most `timeout` and polling from `poll_interval`.
-    pub fn with_wait_limits(self, timeout: std::time::Duration, poll_interval: std::time::Duration) -> Self {
-        UpliftOptions { wait_timeout: timeout, poll_interval, ..self }
     }
 }
 
 /// The Uplift provider.
 pub struct Uplift {
-    options: UpliftOptions,
+    options: Settings,
 }
 
 /// The reservation answer.
@@ -288,9 +311,11 @@ pub fn check_file_name(name: &str) -> Result<()> {
 }
 
 impl Uplift {
-    /// A provider with these settings.
-    pub fn new(options: UpliftOptions) -> Self {
-        Uplift { options }
+    /// A provider with these settings, checked (no request): the required fields given, the
+    /// UUIDs and `K=V` entries well formed. One new session group per provider when none is
+    /// given, shared by the files it uploads.
+    pub fn new(options: UpliftOptions) -> Result<Self> {
+        Ok(Uplift { options: Settings::from_options(&options, uuid::Uuid::new_v4())? })
     }
 
     /// Everything checked locally for `file`: the reservation body.
@@ -594,8 +619,8 @@ impl Provider for Uplift {
 mod tests {
     use super::*;
 
-    fn args() -> UpliftInput {
-        UpliftInput {
+    fn args() -> UpliftOptions {
+        UpliftOptions {
             athlete_id: Some("AAAAAAAA-bbbb-cccc-dddd-eeeeeeeeeeee".into()),
             activity: Some("golf".into()),
             movement: Some("full_swing".into()),
@@ -608,44 +633,36 @@ mod tests {
     #[test]
     fn options_are_validated() {
         let g = uuid::Uuid::new_v4();
-        let o = UpliftOptions::from_input(&args(), false, g).unwrap();
+        let o = Settings::from_options(&args(), g).unwrap();
         assert_eq!(o.athlete_id, "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee");
         assert_eq!((o.session_group_id.as_str(), o.session_group_generated), (g.to_string().as_str(), true));
         assert_eq!(o.capture_time, CaptureTime::Server);
 
-        let e = UpliftOptions::from_input(
-            &UpliftInput { activity: None, orientation: Some(" ".into()), ..args() },
-            false,
-            g,
-        )
-        .unwrap_err();
-        assert_eq!(e.to_string(), "Uplift needs --activity, --orientation");
-        let e =
-            UpliftOptions::from_input(&UpliftInput { athlete_id: Some("42".into()), ..args() }, false, g).unwrap_err();
-        assert!(e.to_string().contains("--athlete-id '42' is not a UUID"));
-        let simple = UpliftInput { session_group_id: Some("11111111222233334444555555555555".into()), ..args() };
-        assert!(UpliftOptions::from_input(&simple, false, g).is_err(), "only the hyphenated form");
-        let e = UpliftOptions::from_input(&UpliftInput { camera_config: vec!["fps".into()], ..args() }, false, g)
+        let e = Settings::from_options(&UpliftOptions { activity: None, orientation: Some(" ".into()), ..args() }, g)
             .unwrap_err();
+        assert_eq!(e.to_string(), "Uplift needs --activity, --orientation");
+        let e = Settings::from_options(&UpliftOptions { athlete_id: Some("42".into()), ..args() }, g).unwrap_err();
+        assert!(e.to_string().contains("--athlete-id '42' is not a UUID"));
+        let simple = UpliftOptions { session_group_id: Some("11111111222233334444555555555555".into()), ..args() };
+        assert!(Settings::from_options(&simple, g).is_err(), "only the hyphenated form");
+        let e = Settings::from_options(&UpliftOptions { camera_config: vec!["fps".into()], ..args() }, g).unwrap_err();
         assert!(e.to_string().contains("is not KEY=VALUE"));
-        let e =
-            UpliftOptions::from_input(&UpliftInput { movement_attr: vec!["movement=putt".into()], ..args() }, false, g)
-                .unwrap_err();
+        let e = Settings::from_options(&UpliftOptions { movement_attr: vec!["movement=putt".into()], ..args() }, g)
+            .unwrap_err();
         assert_eq!(e.hint(), Some("use --movement"));
-        let o = UpliftOptions::from_input(
-            &UpliftInput {
+        let o = Settings::from_options(
+            &UpliftOptions {
                 camera_config: vec!["fps=240".into(), "lens=a=b".into(), "fps=120".into()],
                 capture_time: Some("2026-05-13T14:00:00+02:00".into()),
                 ..args()
             },
-            false,
             g,
         )
         .unwrap();
         assert_eq!(o.camera_config, [("lens".to_string(), "a=b".to_string()), ("fps".into(), "120".into())]);
         assert_eq!(o.capture_time, CaptureTime::At("2026-05-13T12:00:00Z".parse().unwrap()));
-        let e = UpliftOptions::from_input(&UpliftInput { capture_time: Some("yesterday".into()), ..args() }, false, g)
-            .unwrap_err();
+        let e =
+            Settings::from_options(&UpliftOptions { capture_time: Some("yesterday".into()), ..args() }, g).unwrap_err();
         assert!(e.to_string().contains("not an RFC 3339 time"));
     }
 

@@ -150,9 +150,10 @@ impl Uploader {
     }
 
     /// The provider's follow-up once every upload of a run ended (Apertur `wait`: follows the
-    /// deliveries of the run's session).
+    /// deliveries of the run's session). What it has to say goes to the uploader's progress
+    /// ([`Uploader::progress`]) as [`Event::Notice`](crate::Event::Notice)s.
     pub async fn finish(&self, cancel: &CancellationToken) -> Result<()> {
-        let ctx = self.context(Arc::new(NoProgress), cancel.clone())?;
+        let ctx = self.context(self.progress_sink(), cancel.clone())?;
         self.provider().finish(&ctx).await
     }
 

@@ -641,7 +641,7 @@ fn uploader(p: &Provider, emu: &TlsEmulator, retries: u32) -> upload::Uploader {
     use upload::providers::{apertur, teleport, truvideo, uplift};
     let quick = Duration::from_millis(100);
     let provider: Uploader = match p.name {
-        "teleport" => Uploader::new(teleport::Teleport::new(teleport::TeleportOptions::default())),
+        "teleport" => Uploader::new(teleport::Teleport::new(teleport::TeleportOptions::default()).unwrap()),
         "truvideo" => Uploader::new(
             truvideo::Truvideo::new(truvideo::TruvideoOptions {
                 part_size: Some(5 * MIB),
@@ -651,7 +651,7 @@ fn uploader(p: &Provider, emu: &TlsEmulator, retries: u32) -> upload::Uploader {
             .unwrap(),
         ),
         "uplift" => {
-            let input = uplift::UpliftInput {
+            let options = uplift::UpliftOptions {
                 athlete_id: Some(UPLIFT_ATHLETE.into()),
                 activity: Some("golf".into()),
                 movement: Some("full_swing".into()),
@@ -659,13 +659,9 @@ fn uploader(p: &Provider, emu: &TlsEmulator, retries: u32) -> upload::Uploader {
                 orientation: Some("landscape".into()),
                 ..Default::default()
             };
-            let options = uplift::UpliftOptions::from_input(&input, false, uuid::Uuid::new_v4()).unwrap();
-            Uploader::new(uplift::Uplift::new(options))
+            Uploader::new(uplift::Uplift::new(options).unwrap())
         }
-        "apertur" => {
-            let options = apertur::AperturOptions::from_input(&apertur::AperturInput::default(), true).unwrap();
-            Uploader::new(apertur::Apertur::new(options))
-        }
+        "apertur" => Uploader::new(apertur::Apertur::new(apertur::AperturOptions::default()).unwrap()),
         other => unreachable!("{other}"),
     };
     let net = upload::engine::http::NetOptions::default().with_ca_bundle(Some(&emu.ca_file)).unwrap();

@@ -15,7 +15,7 @@ async fn uploader_with_a_closure_progress_handler() {
     let (path, sha) = make_file(dir.path(), "scan.zip", 12 * MIB);
     let seen = Arc::new(Mutex::new(vec![]));
     let sink = seen.clone();
-    let outcome = Uploader::new(Teleport::new(TeleportOptions::default()))
+    let outcome = Uploader::new(Teleport::new(TeleportOptions::default()).unwrap())
         .endpoint(emu.api_url())
         .token(emu.token())
         .concurrency(2)
@@ -38,13 +38,14 @@ async fn events_as_a_stream_and_errors_as_values() {
     let emu = emulator(Config::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let (path, _) = make_file(dir.path(), "walk.mp4", 1000);
-    let uploader = Uploader::new(Teleport::new(TeleportOptions::default())).endpoint(emu.api_url()).token(emu.token());
+    let uploader =
+        Uploader::new(Teleport::new(TeleportOptions::default()).unwrap()).endpoint(emu.api_url()).token(emu.token());
     let (events, fut) = uploader.upload_with_events(&path);
     let (outcome, events) = tokio::join!(fut, events.collect::<Vec<_>>());
     assert_eq!(outcome.unwrap().bytes, 1000);
     assert!(events.iter().any(|e| matches!(e, Event::Finished)));
 
-    let err = Uploader::new(Teleport::new(TeleportOptions::default()))
+    let err = Uploader::new(Teleport::new(TeleportOptions::default()).unwrap())
         .endpoint(emu.api_url())
         .token("bad")
         .upload(&path)
@@ -58,15 +59,15 @@ async fn events_as_a_stream_and_errors_as_values() {
 /// the one form-data rule (`"` → %22, `\` → %5C).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apertur_images_report_bytes_while_they_are_sent() {
-    use upload::providers::apertur::{Apertur, AperturInput, AperturOptions};
+    use upload::providers::apertur::{Apertur, AperturOptions};
     let emu = emulator(Config::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let size = 3 * MIB + 5;
     let (path, sha) = make_file(dir.path(), "say \"hi\" \\ x.jpg", size);
-    let options = AperturOptions::from_input(&AperturInput::default(), true).unwrap();
+    let options = AperturOptions::default();
     let seen = Arc::new(Mutex::new(vec![]));
     let sink = seen.clone();
-    let outcome = Uploader::new(Apertur::new(options))
+    let outcome = Uploader::new(Apertur::new(options).unwrap())
         .endpoint(emu.api_url())
         .token(emu.token())
         .progress(move |e: Event| sink.lock().unwrap().push(e))
@@ -226,7 +227,7 @@ async fn parts_stored_before_a_failure_are_recorded_before_the_error_returns() {
 /// the deliveries were seen delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploader_follows_apertur_deliveries_when_asked() {
-    use upload::providers::apertur::{Apertur, AperturInput, AperturOptions};
+    use upload::providers::apertur::{Apertur, AperturOptions};
     use upload_emulator::apertur::{AperturConfig, DEFAULT_DESTINATIONS};
     for failing in [true, false] {
         let failing_destinations = if failing { vec![DEFAULT_DESTINATIONS[1].0.to_string()] } else { vec![] };
@@ -242,21 +243,33 @@ async fn uploader_follows_apertur_deliveries_when_asked() {
         .await;
         let dir = tempfile::tempdir().unwrap();
         let (path, sha) = make_file(dir.path(), "a.jpg", 4000);
-        let input = AperturInput {
+        let input = AperturOptions {
             destinations: DEFAULT_DESTINATIONS.iter().map(|d| d.0.to_string()).collect(),
             wait: true,
             poll_interval: std::time::Duration::from_millis(50),
             wait_timeout: std::time::Duration::from_secs(60),
-            ..AperturInput::default()
+            ..AperturOptions::default()
         };
-        let uploader = Uploader::new(Apertur::new(AperturOptions::from_input(&input, true).unwrap()))
-            .endpoint(emu.api_url())
-            .token(emu.token());
+        let notices = Arc::new(Mutex::new(Vec::<String>::new()));
+        let sink = notices.clone();
+        let uploader = Uploader::new(Apertur::new(input).unwrap()).endpoint(emu.api_url()).token(emu.token()).progress(
+            move |e: Event| {
+                if let Event::Notice { message } = e {
+                    sink.lock().unwrap().push(message);
+                }
+            },
+        );
         let result = uploader.upload(&path).await;
         assert_eq!(emu.objects()[0].sha256, sha, "the image arrived either way");
         let status_polls =
             emu.request_log().iter().filter(|r| r.method == "GET" && r.path.ends_with("/delivery-status")).count();
         assert!(status_polls >= 1, "the deliveries were followed");
+        // The deliveries' outcome reaches the uploader's progress, a notice per destination
+        // (the library prints nothing itself).
+        let notices = notices.lock().unwrap().clone();
+        let lines: Vec<&String> = notices.iter().filter(|n| n.starts_with("apertur: ")).collect();
+        assert_eq!(lines.len(), DEFAULT_DESTINATIONS.len(), "{notices:?}");
+        assert_eq!(lines.iter().filter(|l| l.contains(" 1 failed")).count(), usize::from(failing), "{notices:?}");
         match result {
             Err(upload::Error::ProcessingFailed { .. }) if failing => {}
             Ok(outcome) if !failing => assert_eq!(outcome.bytes, 4000),
@@ -276,7 +289,7 @@ async fn a_library_run_uploads_many_files_and_skips_them_when_done() {
     let state = tempfile::tempdir().unwrap();
     let files: Vec<(std::path::PathBuf, String)> =
         (0..5).map(|i| make_file(dir.path(), &format!("v{i}.mp4"), 300_000 + i)).collect();
-    let uploader = Uploader::new(Teleport::new(TeleportOptions::default()))
+    let uploader = Uploader::new(Teleport::new(TeleportOptions::default()).unwrap())
         .endpoint(emu.api_url())
         .token(emu.token())
         .concurrency(3)

@@ -416,7 +416,7 @@ async fn captures_the_run_abandons_are_deleted() {
     // The library, no state directory: every part refused (400) ends the upload for good.
     let faults = Faults { fail_put_ratio: 1.0, fail_status: 400, ..Faults::default() };
     let s = TeleportRun::start(Config { faults, ..Config::default() }, 1000).await;
-    let uploader = upload::Uploader::new(upload::providers::teleport::Teleport::new(Default::default()))
+    let uploader = upload::Uploader::new(upload::providers::teleport::Teleport::new(Default::default()).unwrap())
         .endpoint(s.emu.api_url())
         .token(s.emu.token());
     let r = uploader.upload(&s.path).await;

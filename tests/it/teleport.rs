@@ -24,6 +24,11 @@ async fn upload_and_compare(size: u64, chunk: u64, expect_parts: u32) {
     let eid = result["eid"].as_str().unwrap();
     assert_eq!(result["id"], eid);
     assert_eq!(result["status"], "UPLOADED");
+    // Times carry their zone (the emulator, like Teleport, sends them without one: UTC).
+    for key in ["created", "uploaded"] {
+        let t = result[key].as_str().unwrap_or_else(|| panic!("{key} in {result}"));
+        assert!(chrono::DateTime::parse_from_rfc3339(t).is_ok() && t.ends_with('Z'), "{key}: {t}");
+    }
     let objects = emu.objects();
     assert_eq!(objects.len(), 1);
     assert_eq!(objects[0].size, size);

@@ -117,7 +117,7 @@ async fn many_small_files_go_many_at_a_time() {
     assert!(lines.iter().all(|l| l["status"] == "UPLOADED"), "{lines:?}");
     let peak = emu.in_flight_peak("api");
     assert!(peak > 4, "at most {peak} API requests at once: files went no more than 4 at a time");
-    let most = upload::engine::tune::AUTO_FILES_MAX;
+    let most = upload::uploader::AUTO_FILES_MAX;
     assert!(peak <= most, "{peak} API requests at once: more files than --files auto allows ({most})");
     let objects = emu.objects();
     assert_eq!(objects.len(), 200);

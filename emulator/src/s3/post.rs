@@ -305,115 +305,26 @@ async fn drain(mut mp: multer::Multipart<'static>) {
     }
 }
 
-/// `POST /{bucket}` (S3 POST Object).
+/// `POST /{bucket}` (S3 POST Object): the request's envelope, the form fields up to the file,
+/// the policy, the PUT faults, the file into the sink, its size against the policy, the answer.
 pub(super) async fn post_object(shared: &Arc<Shared>, req: Request) -> Response {
     let conn = req.extensions().get::<ConnHandle>().cloned();
     let (parts, body) = req.into_parts();
     let raw_path = parts.uri.path().to_string();
-    let path = raw_path.trim_start_matches('/');
-    let bucket_raw = path.strip_suffix('/').unwrap_or(path);
-    if bucket_raw.is_empty() || bucket_raw.contains('/') || parts.uri.query().is_some_and(|q| !q.is_empty()) {
-        let _ = read_body(body, crate::pace::Pace::none(), None).await;
-        return xml::error(
-            405,
-            "MethodNotAllowed",
-            "The specified method is not allowed against this resource.",
-            &[("Method", "POST".into())],
-        );
-    }
-    let bucket = sigv4::uri_decode(bucket_raw);
-    if bucket != BUCKET {
-        let _ = read_body(body, crate::pace::Pace::none(), None).await;
-        return xml::error(404, "NoSuchBucket", "The specified bucket does not exist", &[("BucketName", bucket)]);
-    }
-    let boundary = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| v.trim_start().to_ascii_lowercase().starts_with("multipart/form-data"))
-        .and_then(|v| multer::parse_boundary(v).ok());
-    let Some(boundary) = boundary else {
-        let _ = read_body(body, crate::pace::Pace::none(), None).await;
-        return xml::error(
-            412,
-            "PreconditionFailed",
-            "At least one of the pre-conditions you specified did not hold",
-            &[("Condition", "Bucket POST must be of the enclosure-type multipart/form-data".into())],
-        );
-    };
-    let chunked = parts
-        .headers
-        .get(header::TRANSFER_ENCODING)
-        .is_some_and(|v| v.to_str().unwrap_or("").to_ascii_lowercase().contains("chunked"));
-    let len = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    let len = match (len, chunked) {
-        (Some(l), false) => l,
-        _ => {
-            let _ = read_body(body, crate::pace::Pace::none(), None).await;
-            return xml::error(411, "MissingContentLength", "You must provide the Content-Length HTTP header.", &[]);
+    let (bucket, boundary, len) = match envelope(&parts) {
+        Ok(e) => e,
+        Err((resp, drain_body)) => {
+            if drain_body {
+                let _ = read_body(body, crate::pace::Pace::none(), None).await;
+            }
+            return resp;
         }
     };
-    if len > MAX_POST_SIZE + MAX_PRE_DATA as u64 + 64 * 1024 {
-        return xml::error(
-            400,
-            "EntityTooLarge",
-            "Your proposed upload exceeds the maximum allowed size",
-            &[("ProposedSize", len.to_string()), ("MaxSizeAllowed", MAX_POST_SIZE.to_string())],
-        );
-    }
-
-    let mut mp = multer::Multipart::new(body.into_data_stream(), boundary);
-    let mut form = Form(Vec::new());
-    let mut pre_data = 0usize;
-    let mut file = loop {
-        let field = match mp.next_field().await {
-            Ok(Some(f)) => f,
-            Ok(None) => {
-                return xml::error(
-                    400,
-                    "InvalidArgument",
-                    "POST requires exactly one file upload per request.",
-                    &[("ArgumentName", "file".into()), ("ArgumentValue", "0".into())],
-                );
-            }
-            Err(e) => {
-                tracing::debug!("POST form: {e}");
-                return malformed();
-            }
-        };
-        let name = field.name().unwrap_or_default().to_string();
-        if name.eq_ignore_ascii_case("file") {
-            break field;
-        }
-        let mut field = field;
-        let mut value = BytesMut::new();
-        loop {
-            match field.chunk().await {
-                Ok(Some(c)) => {
-                    pre_data += c.len();
-                    if pre_data > MAX_PRE_DATA {
-                        drop(field);
-                        drain(mp).await;
-                        return xml::error(
-                            400,
-                            "MaxPostPreDataLengthExceeded",
-                            "Your POST request fields preceding the upload file were too large.",
-                            &[("MaxPostPreDataLength", MAX_PRE_DATA.to_string())],
-                        );
-                    }
-                    value.extend_from_slice(&c);
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::debug!("POST form field {name}: {e}");
-                    return malformed();
-                }
-            }
-        }
-        pre_data += name.len();
-        form.0.push((name, String::from_utf8_lossy(&value).into_owned()));
+    let mp = multer::Multipart::new(body.into_data_stream(), boundary);
+    let (form, mut file, mp) = match fields_before_file(mp).await {
+        Ok(f) => f,
+        Err(resp) => return resp,
     };
-
     let file_name = file.file_name().unwrap_or_default().to_string();
     let key = form.get("key").map(|k| k.replace("${filename}", &file_name));
     let checked = match &key {
@@ -473,12 +384,154 @@ pub(super) async fn post_object(shared: &Arc<Shared>, req: Request) -> Response 
         PutFault::None => {}
     }
 
-    // The file, streamed into the sink.
     let store = &shared.store;
-    let mut rx = match Receiver::new(store, None, 1, 0).await {
+    let received = receive_file(store, file, &mut pace).await;
+    drain(mp).await;
+    let Received { data, size: n, md5, sha256 } = match received {
         Ok(r) => r,
-        Err(msg) => return internal(&msg),
+        Err(resp) => return resp,
     };
+    if let Some(refusal) = size_refusal(n, range) {
+        data.remove();
+        return refusal;
+    }
+    let etag = super::hex_md5_etag(&md5);
+    {
+        let mut inner = store.inner.lock().unwrap();
+        let (provider, id) = inner.owners.get(&key).cloned().unwrap_or_else(|| ("s3".into(), key.clone()));
+        let info =
+            ObjectInfo { key: key.clone(), size: n, sha256: String::new(), parts: 1, etag: etag.clone(), provider, id };
+        Store::insert_object(&mut inner, info, vec![data], sha256);
+    }
+    tracing::debug!(%key, size = n, "POST object stored");
+    stored_answer(store, &key, &etag, success_status)
+}
+
+/// The request before its body: `POST /{bucket}` with no sub-resource, our bucket, a
+/// `multipart/form-data` boundary, a `Content-Length` within S3's limit. A refusal says
+/// whether the body is to be read first (so a client still sending sees the answer).
+fn envelope(parts: &axum::http::request::Parts) -> Result<(String, String, u64), (Response, bool)> {
+    let path = parts.uri.path().trim_start_matches('/');
+    let bucket_raw = path.strip_suffix('/').unwrap_or(path);
+    if bucket_raw.is_empty() || bucket_raw.contains('/') || parts.uri.query().is_some_and(|q| !q.is_empty()) {
+        let resp = xml::error(
+            405,
+            "MethodNotAllowed",
+            "The specified method is not allowed against this resource.",
+            &[("Method", "POST".into())],
+        );
+        return Err((resp, true));
+    }
+    let bucket = sigv4::uri_decode(bucket_raw);
+    if bucket != BUCKET {
+        let resp = xml::error(404, "NoSuchBucket", "The specified bucket does not exist", &[("BucketName", bucket)]);
+        return Err((resp, true));
+    }
+    let boundary = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.trim_start().to_ascii_lowercase().starts_with("multipart/form-data"))
+        .and_then(|v| multer::parse_boundary(v).ok());
+    let Some(boundary) = boundary else {
+        let resp = xml::error(
+            412,
+            "PreconditionFailed",
+            "At least one of the pre-conditions you specified did not hold",
+            &[("Condition", "Bucket POST must be of the enclosure-type multipart/form-data".into())],
+        );
+        return Err((resp, true));
+    };
+    let chunked = parts
+        .headers
+        .get(header::TRANSFER_ENCODING)
+        .is_some_and(|v| v.to_str().unwrap_or("").to_ascii_lowercase().contains("chunked"));
+    let len = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let len = match (len, chunked) {
+        (Some(l), false) => l,
+        _ => {
+            let resp = xml::error(411, "MissingContentLength", "You must provide the Content-Length HTTP header.", &[]);
+            return Err((resp, true));
+        }
+    };
+    if len > MAX_POST_SIZE + MAX_PRE_DATA as u64 + 64 * 1024 {
+        let resp = xml::error(
+            400,
+            "EntityTooLarge",
+            "Your proposed upload exceeds the maximum allowed size",
+            &[("ProposedSize", len.to_string()), ("MaxSizeAllowed", MAX_POST_SIZE.to_string())],
+        );
+        return Err((resp, false));
+    }
+    Ok((bucket, boundary, len))
+}
+
+type FileField = multer::Field<'static>;
+
+/// The form's fields up to the `file` field (at most [`MAX_PRE_DATA`] bytes of them), and the
+/// file field itself, with the rest of the form.
+async fn fields_before_file(
+    mut mp: multer::Multipart<'static>,
+) -> Result<(Form, FileField, multer::Multipart<'static>), Response> {
+    let mut form = Form(Vec::new());
+    let mut pre_data = 0usize;
+    loop {
+        let field = match mp.next_field().await {
+            Ok(Some(f)) => f,
+            Ok(None) => {
+                return Err(xml::error(
+                    400,
+                    "InvalidArgument",
+                    "POST requires exactly one file upload per request.",
+                    &[("ArgumentName", "file".into()), ("ArgumentValue", "0".into())],
+                ));
+            }
+            Err(e) => {
+                tracing::debug!("POST form: {e}");
+                return Err(malformed());
+            }
+        };
+        let name = field.name().unwrap_or_default().to_string();
+        if name.eq_ignore_ascii_case("file") {
+            return Ok((form, field, mp));
+        }
+        let mut field = field;
+        let mut value = BytesMut::new();
+        loop {
+            match field.chunk().await {
+                Ok(Some(c)) => {
+                    pre_data += c.len();
+                    if pre_data > MAX_PRE_DATA {
+                        drop(field);
+                        drain(mp).await;
+                        return Err(xml::error(
+                            400,
+                            "MaxPostPreDataLengthExceeded",
+                            "Your POST request fields preceding the upload file were too large.",
+                            &[("MaxPostPreDataLength", MAX_PRE_DATA.to_string())],
+                        ));
+                    }
+                    value.extend_from_slice(&c);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!("POST form field {name}: {e}");
+                    return Err(malformed());
+                }
+            }
+        }
+        pre_data += name.len();
+        form.0.push((name, String::from_utf8_lossy(&value).into_owned()));
+    }
+}
+
+/// The file's bytes, streamed into the store's sink (paced as the PUT faults say).
+async fn receive_file(
+    store: &Store,
+    mut file: FileField,
+    pace: &mut crate::pace::Pace<'_>,
+) -> Result<Received, Response> {
+    let mut rx = Receiver::new(store, None, 1, 0).await.map_err(|msg| internal(&msg))?;
     let mut failure = None;
     loop {
         let data = match file.chunk().await {
@@ -496,62 +549,49 @@ pub(super) async fn post_object(shared: &Arc<Shared>, req: Request) -> Response 
         pace.advance(data.len() as u64).await;
     }
     drop(file);
-    let Received { data, size: n, md5, sha256 } = match rx.finish(failure).await {
-        Ok(r) => r,
-        Err(msg) => {
-            tracing::debug!("POST failed: {msg}");
-            return malformed();
-        }
+    rx.finish(failure).await.map_err(|msg| {
+        tracing::debug!("POST failed: {msg}");
+        malformed()
+    })
+}
+
+/// The file's size against the policy's `content-length-range` and S3's largest POST.
+fn size_refusal(n: u64, range: LengthRange) -> Option<Response> {
+    let too_large = |max: u64| {
+        xml::error(
+            400,
+            "EntityTooLarge",
+            "Your proposed upload exceeds the maximum allowed size",
+            &[("ProposedSize", n.to_string()), ("MaxSizeAllowed", max.to_string())],
+        )
     };
-    drain(mp).await;
     if let Some((min, max)) = range {
         if n > max {
-            data.remove();
-            return xml::error(
-                400,
-                "EntityTooLarge",
-                "Your proposed upload exceeds the maximum allowed size",
-                &[("ProposedSize", n.to_string()), ("MaxSizeAllowed", max.to_string())],
-            );
+            return Some(too_large(max));
         }
         if n < min {
-            data.remove();
-            return xml::error(
+            return Some(xml::error(
                 400,
                 "EntityTooSmall",
                 "Your proposed upload is smaller than the minimum allowed size",
                 &[("ProposedSize", n.to_string()), ("MinSizeAllowed", min.to_string())],
-            );
+            ));
         }
     }
-    if n > MAX_POST_SIZE {
-        data.remove();
-        return xml::error(
-            400,
-            "EntityTooLarge",
-            "Your proposed upload exceeds the maximum allowed size",
-            &[("ProposedSize", n.to_string()), ("MaxSizeAllowed", MAX_POST_SIZE.to_string())],
-        );
-    }
+    (n > MAX_POST_SIZE).then(|| too_large(MAX_POST_SIZE))
+}
 
-    let etag = super::hex_md5_etag(&md5);
-    {
-        let mut inner = store.inner.lock().unwrap();
-        let (provider, id) = inner.owners.get(&key).cloned().unwrap_or_else(|| ("s3".into(), key.clone()));
-        let info =
-            ObjectInfo { key: key.clone(), size: n, sha256: String::new(), parts: 1, etag: etag.clone(), provider, id };
-        Store::insert_object(&mut inner, info, vec![data], sha256);
-    }
-    tracing::debug!(%key, size = n, "POST object stored");
-
-    let location = format!("{}/{}/{}", store.base_url(), BUCKET, sigv4::uri_encode(&key, true));
+/// The answer to a stored upload: `success_action_status` (201 with a `PostResponse` body),
+/// `ETag`, `Location`.
+fn stored_answer(store: &Store, key: &str, etag: &str, success_status: u16) -> Response {
+    let location = format!("{}/{}/{}", store.base_url(), BUCKET, sigv4::uri_encode(key, true));
     let mut resp = if success_status == 201 {
         let body = format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<PostResponse><Location>{}</Location><Bucket>{}</Bucket><Key>{}</Key><ETag>{}</ETag></PostResponse>",
             xml::escape(&location),
             xml::escape(BUCKET),
-            xml::escape(&key),
-            xml::escape(&etag)
+            xml::escape(key),
+            xml::escape(etag)
         );
         let mut r = (axum::http::StatusCode::CREATED, body).into_response();
         r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/xml"));
@@ -561,7 +601,7 @@ pub(super) async fn post_object(shared: &Arc<Shared>, req: Request) -> Response 
         status.into_response()
     };
     let h = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&etag) {
+    if let Ok(v) = HeaderValue::from_str(etag) {
         h.insert(header::ETAG, v);
     }
     if let Ok(v) = HeaderValue::from_str(&location) {

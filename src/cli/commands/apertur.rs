@@ -29,10 +29,10 @@ pub(crate) async fn run(
     args: AperturCommandArgs,
     output: &OutputArgs,
     cancel: CancellationToken,
-    net: &crate::engine::http::NetOptions,
+    inv: &crate::cli::settings::Invocation,
 ) -> Result<i32> {
     let api =
-        api(&args.conn, net)?.with_executor(crate::cli::settings::run_executor(cancel.clone(), output.quiet, net));
+        api(&args.conn, inv)?.with_executor(crate::cli::settings::run_executor(cancel.clone(), output.quiet, &inv.net));
     let json = output.json;
     match args.command {
         AperturCommand::Status { session } => {
@@ -41,7 +41,7 @@ pub(crate) async fn run(
         }
         AperturCommand::Poll { session, output_dir, once, interval, timeout, rate } => {
             check_id("the session", &session)?;
-            let rate = crate::cli::settings::rate_limit(rate.limit_rate.as_deref())?;
+            let rate = crate::cli::settings::rate_limit(rate.limit_rate.as_deref(), &inv.config)?;
             let poll = Poll { api, session, dir: output_dir, once, interval, timeout, json, quiet: output.quiet, rate };
             poll.run(&cancel).await
         }
@@ -52,14 +52,14 @@ pub(crate) async fn run(
 
 /// The API client for subcommands: flags, environment and the config file's `[apertur]`
 /// section, as for uploads, plus the request signer.
-fn api(conn: &AperturConnArgs, net: &crate::engine::http::NetOptions) -> Result<Api> {
+fn api(conn: &AperturConnArgs, inv: &crate::cli::settings::Invocation) -> Result<Api> {
     let args = crate::cli::args::ApiArgs {
         tokens: crate::cli::args::TokenArgs { token: conn.token.clone(), token_command: conn.token_command.clone() },
         endpoint: conn.endpoint.clone(),
         retries: conn.retries,
         ..Default::default()
     };
-    let mut api = crate::cli::settings::api_from_args(ProviderName::Apertur, &args, net)?;
+    let mut api = crate::cli::settings::api_from_args(ProviderName::Apertur, &args, inv)?;
     api.signer = apertur::signer(conn.signing_secret.as_ref());
     Ok(api)
 }

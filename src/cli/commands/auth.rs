@@ -30,9 +30,9 @@ const IDENTITY_CLAIMS: [&str; 9] =
 pub(crate) async fn check(
     args: &AuthCheckArgs,
     output: &OutputArgs,
-    net: &crate::engine::http::NetOptions,
+    inv: &crate::cli::settings::Invocation,
 ) -> Result<i32> {
-    let config = crate::cli::config::ConfigFile::load()?;
+    let (config, net) = (&inv.config, &inv.net);
     let mut args = args.clone();
     config.apply_auth_check(&mut args)?;
     let args = &args;
@@ -49,7 +49,7 @@ pub(crate) async fn check(
         if provider == ProviderName::Truvideo { vec![] } else { vec![("limit", "1".into())] };
     let crate::cli::settings::Connection { endpoint, token, http, .. } = crate::cli::settings::connect(
         provider,
-        &config,
+        config,
         crate::cli::settings::ConnectionArgs {
             endpoint: args.endpoint.clone(),
             tokens: crate::cli::args::TokenArgs {

@@ -92,8 +92,7 @@ fn load_all(state_dir: &Path) -> (Vec<Pending>, Vec<(PathBuf, Error)>) {
     (ok, bad)
 }
 
-fn state_dir(args: &PendingArgs) -> Result<PathBuf> {
-    let config = crate::cli::config::ConfigFile::load()?;
+fn state_dir(args: &PendingArgs, config: &crate::cli::config::ConfigFile) -> Result<PathBuf> {
     args.state_dir
         .clone()
         .or_else(|| config.defaults.state_dir.clone())
@@ -113,8 +112,9 @@ fn write_line(line: &str) -> Result<()> {
 }
 
 /// Runs `upload pending`; returns the exit code.
-pub(crate) async fn run(args: PendingArgs, output: &OutputArgs, net: &NetOptions) -> Result<i32> {
-    let dir = state_dir(&args)?;
+pub(crate) async fn run(args: PendingArgs, output: &OutputArgs, inv: &crate::cli::settings::Invocation) -> Result<i32> {
+    let net = &inv.net;
+    let dir = state_dir(&args, &inv.config)?;
     // A state directory that is a file (or unreadable) is no "no pending uploads".
     match std::fs::metadata(&dir) {
         Ok(m) if !m.is_dir() => {
@@ -152,7 +152,7 @@ pub(crate) async fn run(args: PendingArgs, output: &OutputArgs, net: &NetOptions
         return resume(&args, &dir, output, net).await;
     }
     if !args.discard.is_empty() || args.all_older_than.is_some() {
-        return discard(&args, &dir, output, net).await;
+        return discard(&args, &dir, output, inv).await;
     }
     let (pending, bad) = load_all(&dir);
     for (path, e) in &bad {
@@ -420,7 +420,12 @@ fn confirm(question: &str) -> Result<bool> {
     Ok(matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
 }
 
-async fn discard(args: &PendingArgs, dir: &Path, output: &OutputArgs, net: &NetOptions) -> Result<i32> {
+async fn discard(
+    args: &PendingArgs,
+    dir: &Path,
+    output: &OutputArgs,
+    inv: &crate::cli::settings::Invocation,
+) -> Result<i32> {
     let (pending, _) = load_all(dir);
     let now = chrono::Utc::now();
     let mut chosen: Vec<&Pending> = vec![];
@@ -479,7 +484,7 @@ async fn discard(args: &PendingArgs, dir: &Path, output: &OutputArgs, net: &NetO
     }
     let mut code = exit::OK;
     for p in chosen {
-        match discard_one(args, dir, output, net, p).await {
+        match discard_one(args, dir, output, inv, p).await {
             Ok(()) => {}
             // One that cannot be discarded (its upload is running, the server refused) is
             // reported; the others are discarded all the same.
@@ -492,7 +497,13 @@ async fn discard(args: &PendingArgs, dir: &Path, output: &OutputArgs, net: &NetO
     Ok(code)
 }
 
-async fn discard_one(args: &PendingArgs, dir: &Path, output: &OutputArgs, net: &NetOptions, p: &Pending) -> Result<()> {
+async fn discard_one(
+    args: &PendingArgs,
+    dir: &Path,
+    output: &OutputArgs,
+    inv: &crate::cli::settings::Invocation,
+    p: &Pending,
+) -> Result<()> {
     {
         let provider = provider_of(&p.data.provider)?;
         // An upload still running holds its journal's lock: it is not pulled from under it
@@ -524,7 +535,7 @@ async fn discard_one(args: &PendingArgs, dir: &Path, output: &OutputArgs, net: &
                     credentials: args.sign_in.clone(),
                 }),
             };
-            let api = crate::cli::settings::api_from_args(provider, &api_args, net)?;
+            let api = crate::cli::settings::api_from_args(provider, &api_args, inv)?;
             match crate::providers::teleport::admin::delete(&api, &p.data.upload_id).await {
                 Ok(()) => server = format!("capture {} deleted", p.data.upload_id),
                 Err(Error::Rejected { status: 404, .. }) => {

@@ -18,13 +18,13 @@ use crate::redact::safe_url;
 pub(crate) async fn run(
     cmd: TeleportCommand,
     output: &OutputArgs,
-    net: &crate::engine::http::NetOptions,
+    inv: &crate::cli::settings::Invocation,
 ) -> Result<i32> {
     let json = output.json;
     let mut stdout = std::io::stdout();
     match cmd {
         TeleportCommand::List { limit, offset, all, api } => {
-            let api = api_from_args(ProviderName::Teleport, &api, net)?;
+            let api = api_from_args(ProviderName::Teleport, &api, inv)?;
             let mut captures = Vec::new();
             if all {
                 admin::list_all(&api, limit, offset as u64, |page| {
@@ -55,19 +55,19 @@ pub(crate) async fn run(
         }
         TeleportCommand::Status { eid, api } => {
             admin::check_id("capture eid", &eid)?;
-            let api = api_from_args(ProviderName::Teleport, &api, net)?;
+            let api = api_from_args(ProviderName::Teleport, &api, inv)?;
             let c = admin::status(&api, &eid).await?;
             print_capture(&mut stdout, &c, json)?;
         }
         TeleportCommand::Rename { eid, name, api } => {
             admin::check_id("capture eid", &eid)?;
-            let api = api_from_args(ProviderName::Teleport, &api, net)?;
+            let api = api_from_args(ProviderName::Teleport, &api, inv)?;
             let c = admin::rename(&api, &eid, &name).await?;
             print_capture(&mut stdout, &c, json)?;
         }
         TeleportCommand::Delete { eid, yes, api } => {
             admin::check_id("capture eid", &eid)?;
-            let api = api_from_args(ProviderName::Teleport, &api, net)?;
+            let api = api_from_args(ProviderName::Teleport, &api, inv)?;
             let gone = |stdout: &mut std::io::Stdout| -> Result<i32> {
                 // Deleting is idempotent: a capture already gone is what was asked for.
                 if json {
@@ -99,7 +99,7 @@ pub(crate) async fn run(
         }
         TeleportCommand::Metadata { sid, model, api } => {
             admin::check_id("share id (sid)", &sid)?;
-            let api = api_from_args(ProviderName::Teleport, &api, net)?;
+            let api = api_from_args(ProviderName::Teleport, &api, inv)?;
             let meta = admin::metadata(&api, &sid, &query(&model)).await?;
             if json {
                 print_json_line(&mut stdout, &meta)?;
@@ -110,11 +110,11 @@ pub(crate) async fn run(
         }
         TeleportCommand::Download { sid, model, output: dir, rate, api } => {
             admin::check_id("share id (sid)", &sid)?;
-            let rate = crate::cli::settings::rate_limit(rate.limit_rate.as_deref())?;
+            let rate = crate::cli::settings::rate_limit(rate.limit_rate.as_deref(), &inv.config)?;
             let cancel = CancellationToken::new();
             crate::cli::install_ctrl_c(cancel.clone());
-            let api = api_from_args(ProviderName::Teleport, &api, net)?
-                .with_executor(crate::cli::settings::run_executor(cancel.clone(), output.quiet, net));
+            let api = api_from_args(ProviderName::Teleport, &api, inv)?
+                .with_executor(crate::cli::settings::run_executor(cancel.clone(), output.quiet, &inv.net));
             download_models(&api, &sid, &model, &dir, &rate, output).await?;
         }
     }

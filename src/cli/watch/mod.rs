@@ -428,8 +428,8 @@ fn signals(cancel: CancellationToken) -> tokio::sync::mpsc::UnboundedReceiver<()
 }
 
 /// Runs `upload watch`. Returns 0 after SIGTERM / Ctrl-C; with `--once`, the worst file's exit code.
-pub(crate) async fn run(args: WatchArgs, output: OutputArgs, net: &crate::engine::http::NetOptions) -> Result<i32> {
-    let net = net.clone();
+pub(crate) async fn run(args: WatchArgs, output: OutputArgs, inv: &crate::cli::settings::Invocation) -> Result<i32> {
+    let net = inv.net.clone();
     let opts = args.watch.clone();
     let up = &args.upload;
     if up.emulate || up.dry_run {
@@ -457,7 +457,7 @@ pub(crate) async fn run(args: WatchArgs, output: OutputArgs, net: &crate::engine
     let cancel = CancellationToken::new();
     let mut hups = signals(cancel.clone());
 
-    let mut settings = Arc::new(UploadSettings::from_args(up, &output, cancel.clone(), &net)?);
+    let mut settings = Arc::new(UploadSettings::from_args(up, &output, cancel.clone(), inv)?);
     let selection = Selection::new(up.recursive, up.hidden, &up.include, &up.exclude)?;
     let bulk = settings.provider == ProviderName::Teleport && up.teleport.format.as_deref() == Some("bulk-images");
     let concurrent_files = settings.uploader.provider().concurrent_files();
@@ -657,7 +657,12 @@ pub(crate) async fn run(args: WatchArgs, output: OutputArgs, net: &crate::engine
                 Err(e) => tracing::warn!("watch: {e}"),
             },
             Some(()) = hups.recv() => {
-                match UploadSettings::from_args(up, &output, cancel.clone(), &net) {
+                // The configuration file is read again: a reload takes its changes.
+                let reloaded = crate::cli::config::ConfigFile::load().and_then(|config| {
+                    let inv = crate::cli::settings::Invocation { config, net: net.clone() };
+                    UploadSettings::from_args(up, &output, cancel.clone(), &inv)
+                });
+                match reloaded {
                     Ok(s) => {
                         settings = Arc::new(s);
                         eprintln!("upload: watch: configuration re-read (files started from now on use it)");

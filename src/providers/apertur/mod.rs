@@ -174,9 +174,9 @@ pub fn check_expires_at(t: &str) -> Result<String> {
 }
 
 /// Apertur settings as a user gives them (the command line's flags, the configuration file, or
-/// a library caller), before [`AperturOptions::from_input`] validates them.
+/// a library caller), before [`Apertur::new`] validates them.
 #[derive(Clone, Debug)]
-pub struct AperturInput {
+pub struct AperturOptions {
     /// Upload into this existing session instead of creating one.
     pub session: Option<String>,
     /// Destination ids of the new session.
@@ -207,9 +207,11 @@ pub struct AperturInput {
     pub poll_interval: Duration,
 }
 
-impl Default for AperturInput {
+impl Default for AperturOptions {
+    /// The command line's defaults: a new session with the account's defaults, 8 images at
+    /// once, no wait (80 minutes when waiting, polls from 2 s).
     fn default() -> Self {
-        AperturInput {
+        AperturOptions {
             session: None,
             destinations: Vec::new(),
             tags: Vec::new(),
@@ -230,7 +232,7 @@ impl Default for AperturInput {
 
 /// Validated Apertur settings of an upload run.
 #[derive(Clone, Debug)]
-pub struct AperturOptions {
+struct Settings {
     /// An existing session to upload into.
     pub session: Option<String>,
     /// The create-session body (when no `--session`), without the password.
@@ -249,13 +251,11 @@ pub struct AperturOptions {
     pub wait_timeout: Duration,
     /// First interval between status polls.
     pub poll_interval: Duration,
-    /// No progress lines.
-    pub quiet: bool,
 }
 
-impl AperturOptions {
-    /// Validates the settings (no request). `quiet`: no progress lines.
-    pub fn from_input(a: &AperturInput, quiet: bool) -> Result<Self> {
+impl Settings {
+    /// Validates the settings (no request).
+    fn from_options(a: &AperturOptions) -> Result<Self> {
         if let Some(s) = &a.session {
             check_id("--session", s)?;
             let mut given = Vec::new();
@@ -347,7 +347,7 @@ impl AperturOptions {
         if let Some(p) = &password {
             check_password(p.expose())?;
         }
-        Ok(AperturOptions {
+        Ok(Settings {
             session: a.session.clone(),
             create,
             allowed: if allowed.is_empty() { MIME_TYPES.iter().map(|s| s.to_string()).collect() } else { allowed },
@@ -357,7 +357,6 @@ impl AperturOptions {
             wait: a.wait,
             wait_timeout: a.wait_timeout,
             poll_interval: a.poll_interval,
-            quiet,
         })
     }
 }
@@ -393,7 +392,7 @@ const LOOKUP_PAGES: u32 = 20;
 /// The Apertur provider: a session per run (created on first need and shared by every file),
 /// replaced by a new one with the same options when it expires or fills up.
 pub struct Apertur {
-    options: AperturOptions,
+    options: Settings,
     sessions: tokio::sync::Mutex<Sessions>,
     /// Image ids this run stored (or found stored after a lost answer): a look-up never takes
     /// one of them for another image.
@@ -401,9 +400,14 @@ pub struct Apertur {
 }
 
 impl Apertur {
-    /// A provider with these settings.
-    pub fn new(options: AperturOptions) -> Self {
-        Apertur { options, sessions: Default::default(), claimed: Default::default() }
+    /// A provider with these settings, checked (no request): ids, MIME types, limits and
+    /// password well formed, no new-session option beside an existing session.
+    pub fn new(options: AperturOptions) -> Result<Self> {
+        Ok(Apertur {
+            options: Settings::from_options(&options)?,
+            sessions: Default::default(),
+            claimed: Default::default(),
+        })
     }
 
     /// The session images go to now: `--session`, else one created on the first upload, once,
@@ -935,7 +939,7 @@ impl Provider for Apertur {
                 expected_images: expected,
                 timeout: deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)),
                 interval: self.options.poll_interval,
-                quiet: self.options.quiet,
+                progress: ctx.progress.clone(),
             };
             match follow.run(&ctx.cancel).await {
                 Ok(()) => {}
@@ -1089,8 +1093,8 @@ pub struct Follow {
     pub timeout: Duration,
     /// First polling interval (`--poll-interval`), grows ×1.5 up to 30 s.
     pub interval: Duration,
-    /// No per-destination lines.
-    pub quiet: bool,
+    /// Receives a [`Event::Notice`] per destination once the deliveries ended.
+    pub progress: Arc<dyn crate::engine::progress::Progress>,
 }
 
 impl Follow {
@@ -1148,10 +1152,8 @@ impl Follow {
                     });
                 }
                 let lines = destination_lines(&report);
-                if !self.quiet {
-                    for (line, _) in &lines {
-                        eprintln!("upload: apertur: {line}");
-                    }
+                for (line, _) in &lines {
+                    self.progress.event(Event::Notice { message: format!("apertur: {line}") });
                 }
                 let failed: Vec<&Delivery> = report.deliveries.iter().filter(|d| d.outcome() == Some(false)).collect();
                 if failed.is_empty() {

@@ -162,9 +162,16 @@ struct CaptureUploadedInput<'a> {
 }
 
 impl Teleport {
-    /// A provider with these settings.
-    pub fn new(options: TeleportOptions) -> Self {
-        Teleport { options, held: Held::default() }
+    /// A provider with these settings, checked (no request): a capture name, when given, is
+    /// not blank.
+    pub fn new(options: TeleportOptions) -> Result<Self> {
+        if options.name.as_deref().is_some_and(|n| n.trim().is_empty()) {
+            return Err(Error::usage(
+                "the capture name is empty",
+                "pass --name with a name, or leave it out to use the file's name",
+            ));
+        }
+        Ok(Teleport { options, held: Held::default() })
     }
 
     fn format_and_name(&self, file: &FileSource) -> Result<(Format, String)> {
@@ -537,7 +544,13 @@ fn outcome(file: &FileSource, capture: &serde_json::Value, eid: &str, parts: u32
     fields.insert("eid".into(), eid.into());
     for key in ["name", "sid", "state", "created", "uploaded", "viewer_url", "share_url"] {
         if let Some(v) = capture.get(key) {
-            fields.insert(key.into(), v.clone());
+            // Times with their zone, as `teleport list` gives them: Teleport's come without one
+            // (UTC) unless asked `time_zone`.
+            let v = match (key, v.as_str()) {
+                ("created" | "uploaded", Some(t)) => serde_json::Value::String(admin::rfc3339(t)),
+                _ => v.clone(),
+            };
+            fields.insert(key.into(), v);
         }
     }
     UploadOutcome {

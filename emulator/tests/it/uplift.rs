@@ -9,11 +9,7 @@ use sha2::{Digest, Sha256};
 use upload_emulator::uplift::UpliftConfig;
 use upload_emulator::{Config, Emulator, Faults};
 
-const MIB: usize = 1024 * 1024;
-
-fn data(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u64).wrapping_mul(2654435761).wrapping_add(seed as u64) as u8 ^ (i >> 13) as u8).collect()
-}
+use crate::common::{MIB, data};
 
 fn body() -> Value {
     json!({

@@ -5,9 +5,7 @@ use reqwest::StatusCode;
 use sha2::{Digest, Sha256};
 use upload_emulator::{ACCESS_KEY_ID, Config, Emulator, REGION, SECRET_ACCESS_KEY, sigv4};
 
-fn data(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u64).wrapping_mul(2654435761).wrapping_add(seed as u64) as u8 ^ (i >> 13) as u8).collect()
-}
+use crate::common::data;
 
 fn hex_sha(b: &[u8]) -> String {
     hex::encode(Sha256::digest(b))

@@ -2,33 +2,17 @@
 
 use std::time::Duration;
 
-use reqwest::{Method, StatusCode};
+use crate::common::Api;
+use reqwest::Method;
 use serde_json::{Value, json};
 use upload_emulator::apertur::{AperturConfig, DEFAULT_DESTINATIONS, DeliveryShape, signature};
 use upload_emulator::{Config, Emulator};
 
-struct Api {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
-
 impl Api {
-    async fn new(config: Config) -> (Emulator, Api) {
+    async fn start(config: Config) -> (Emulator, Api) {
         let emu = Emulator::start(config).await.unwrap();
-        let api = Api { http: reqwest::Client::new(), base: emu.api_url(), token: emu.token() };
+        let api = Api::new(&emu);
         (emu, api)
-    }
-
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut req = self.http.request(method, format!("{}{}", self.base, path)).bearer_auth(&self.token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() })
     }
 
     async fn session(&self, body: Value) -> String {
@@ -72,7 +56,7 @@ impl Api {
 
 #[tokio::test]
 async fn session_validation() {
-    let (emu, api) = Api::new(Config::default()).await;
+    let (emu, api) = Api::start(Config::default()).await;
     for (body, expect) in [
         (json!({"expires_in_hours": 2, "expires_at": "2099-01-01T00:00:00Z"}), "mutually exclusive"),
         (json!({"expires_in_hours": 0}), "1 to 168"),
@@ -103,7 +87,7 @@ async fn session_validation() {
 
 #[tokio::test]
 async fn uploads_checked_and_stored() {
-    let (emu, api) = Api::new(Config {
+    let (emu, api) = Api::start(Config {
         apertur: AperturConfig { throttle_uploads_nth: vec![2], retry_after_s: 3, ..AperturConfig::default() },
         ..Config::default()
     })
@@ -149,7 +133,7 @@ async fn uploads_checked_and_stored() {
 #[tokio::test]
 async fn deliveries_long_poll_and_queue() {
     let failing = DEFAULT_DESTINATIONS[1].0;
-    let (_emu, api) = Api::new(Config {
+    let (_emu, api) = Api::start(Config {
         apertur: AperturConfig {
             failing_destinations: vec![failing.into()],
             delivery_step_ms: 50,
@@ -209,7 +193,7 @@ async fn deliveries_long_poll_and_queue() {
 #[tokio::test]
 async fn destinations_crud_and_signatures() {
     let secret = "s3cr3t-signing";
-    let (emu, api) = Api::new(Config {
+    let (emu, api) = Api::start(Config {
         apertur: AperturConfig { signing_secret: Some(secret.into()), ..AperturConfig::default() },
         ..Config::default()
     })
@@ -270,7 +254,7 @@ async fn lists_password_check_expiry_and_the_sdks_words() {
         expire_after_images: Some(2),
         ..AperturConfig::default()
     };
-    let (_emu, api) = Api::new(Config { apertur: cfg, ..Config::default() }).await;
+    let (_emu, api) = Api::start(Config { apertur: cfg, ..Config::default() }).await;
     let a = api.session(json!({"tags": ["t"], "password": "s3cret"})).await;
     let b = api.session(json!({})).await;
     for (i, name) in ["x.jpg", "y.jpg"].iter().enumerate() {

@@ -8,36 +8,10 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use upload_emulator::{Config, Emulator, Faults, Processing};
 
-const MIB: usize = 1024 * 1024;
-
-fn data(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u64).wrapping_mul(2654435761).wrapping_add(seed as u64) as u8 ^ (i >> 13) as u8).collect()
-}
-
-struct Api {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
+use crate::common::Api;
+use crate::common::{MIB, data};
 
 impl Api {
-    fn new(emu: &Emulator) -> Self {
-        Api { http: reqwest::Client::new(), base: emu.api_url(), token: emu.token() }
-    }
-
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut req = self.http.request(method, format!("{}{}", self.base, path)).bearer_auth(&self.token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        assert_eq!(resp.headers()["content-type"], "application/json", "{path}");
-        let text = resp.text().await.unwrap();
-        let v = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() };
-        (status, v)
-    }
-
     async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
         self.call(reqwest::Method::POST, path, Some(body)).await
     }

@@ -3,32 +3,12 @@
 
 use std::time::Duration;
 
+use crate::common::Api;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use upload_emulator::{Config, Emulator, Faults, Processing, teleport};
 
-struct Client {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
-
-impl Client {
-    fn new(emu: &Emulator) -> Self {
-        Client { http: reqwest::Client::new(), base: emu.api_url(), token: emu.token() }
-    }
-
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() })
-    }
-
+impl Api {
     async fn get(&self, path: &str) -> (StatusCode, Value) {
         self.call(reqwest::Method::GET, path, None).await
     }
@@ -67,7 +47,7 @@ impl Client {
 #[tokio::test]
 async fn uploading_before_completion_and_uploaded_null_until_then() {
     let emu = Emulator::start(Config::default()).await.unwrap();
-    let c = Client::new(&emu);
+    let c = Api::new(&emu);
     let (_, v) =
         c.call(reqwest::Method::POST, "/api/v1/captures", Some(json!({"name": "a.zip", "bytesize": 100}))).await;
     let eid = v["eid"].as_str().unwrap().to_string();
@@ -94,7 +74,7 @@ async fn timeline_and_share_fields() {
         Emulator::start(Config { processing: Processing { delay_ms: 800, fail_reason: None }, ..Config::default() })
             .await
             .unwrap();
-    let c = Client::new(&emu);
+    let c = Api::new(&emu);
     let eid = c.uploaded_capture("a.zip").await;
     let t0 = std::time::Instant::now();
     let v = c.capture(&eid).await;
@@ -131,7 +111,7 @@ async fn timeline_and_share_fields() {
 #[tokio::test]
 async fn paging_is_limit_offset_with_default_25() {
     let emu = Emulator::start(Config::default()).await.unwrap();
-    let c = Client::new(&emu);
+    let c = Api::new(&emu);
     for i in 0..30 {
         c.call(reqwest::Method::POST, "/api/v1/captures", Some(json!({"name": format!("c{i}"), "bytesize": 1}))).await;
     }
@@ -149,7 +129,7 @@ async fn paging_is_limit_offset_with_default_25() {
 #[tokio::test]
 async fn metadata_and_model_files() {
     let emu = Emulator::start(Config { teleport_model_size: 100_000, ..Config::default() }).await.unwrap();
-    let c = Client::new(&emu);
+    let c = Api::new(&emu);
     let eid = c.uploaded_capture("a.zip").await;
     let sid = c.capture(&eid).await["sid"].as_str().unwrap().to_string();
 
@@ -214,7 +194,7 @@ async fn failed_processing_has_no_share() {
     })
     .await
     .unwrap();
-    let c = Client::new(&emu);
+    let c = Api::new(&emu);
     let eid = c.uploaded_capture("a.zip").await;
     let v = c.capture(&eid).await;
     assert_eq!(v["state"], "ERROR");
