@@ -567,6 +567,10 @@ EOF
 }
 
 # --- main ----------------------------------------------------------------------------------
+if [ "$SCENARIOS" = crc ]; then   # the receipt's cost alone: no server, no peers
+  cargo run --release -q --example crc64_cost -- "${BENCH_CRC_GIB:-4}"
+  exit 0
+fi
 mkdir -p "$DIR"
 : >"$OUT.tsv"
 [ "$SCENARIOS" = limited ] || ensure_tools   # the limited scenario needs upload, curl and python3 only
@@ -676,6 +680,11 @@ for scenario in $SCENARIOS; do
       for run in $(seq "$CAPPED_RUNS"); do
         for tool in $CAPPED_TOOLS; do measure capped "$tool" "$CAPPED_SIZE" "$run" "$f"; done
       done ;;
+    crc)
+      # The receipt's CPU cost (issue 33): CRC-64/NVME over 256 KiB pieces as the uploader
+      # computes it, and the combination of 10,000 parts' CRCs (examples/crc64_cost.rs).
+      CRC_LINE=$(cargo run --release -q --example crc64_cost -- "${BENCH_CRC_GIB:-4}")
+      log "$CRC_LINE" ;;
     *) die "unknown scenario $scenario" ;;
   esac
 done
@@ -689,6 +698,7 @@ stop_emulator
   [ "$SCENARIOS" = limited ] && peers="(peers not run)"
   echo "- upload $("$BIN/upload" --version | cut -d' ' -f2), $peers, $(curl --version | head -1 | cut -d' ' -f1,2)"
   echo "- concurrency $C, part size $CHUNK; throttled: $((THROTTLE_BPS / 1048576)) MiB/s per connection, ${THROTTLE_LATENCY_MS} ms per request"
+  [ -n "${CRC_LINE:-}" ] && echo "- $CRC_LINE (target: under 0.05 CPU-s/GiB)"
   report
   report_small_capped
   report_limited

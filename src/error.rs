@@ -49,6 +49,30 @@ pub enum Error {
         /// One-line summary of the server's error body.
         message: String,
     },
+    /// S3 refused a part (or a form upload) because of a checksum the vendor signed into its
+    /// presigned URL or form (`x-amz-checksum-*`, `x-amz-sdk-checksum-algorithm`): S3's
+    /// `BadDigest`, `XAmzContentChecksumMismatch` or `HeadersNotSigned`. The vendor's URL is at
+    /// fault, not the file or the network: never retried (a fresh URL of the same vendor signs
+    /// the same).
+    #[error(
+        "{provider}: {what} was refused by S3 with {code} (HTTP {status}): the presigned URL {provider} handed out is at fault{}, not the file or the network; not retried",
+        if signed.is_empty() { String::new() } else { format!(" (it signs in {signed})") }
+    )]
+    VendorChecksum {
+        /// The provider.
+        provider: &'static str,
+        /// The request, e.g. "PUT part 3".
+        what: String,
+        /// HTTP status.
+        status: u16,
+        /// S3's error code (`BadDigest`, `XAmzContentChecksumMismatch`, `HeadersNotSigned`).
+        code: String,
+        /// The checksum parameters the URL or form carries (names, and the algorithm named),
+        /// e.g. `x-amz-sdk-checksum-algorithm=CRC32`; empty when none could be seen.
+        signed: String,
+        /// One-line summary of S3's error body.
+        message: String,
+    },
     /// Network failure or 5xx that persisted after the retries.
     #[error("{provider}: {what} failed: {message}")]
     Network {
@@ -192,6 +216,7 @@ impl Error {
     pub fn code(&self) -> Option<&str> {
         match self {
             Error::Rejected { code, .. } => code.as_deref(),
+            Error::VendorChecksum { code, .. } => Some(code),
             _ => None,
         }
     }

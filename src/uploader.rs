@@ -66,6 +66,7 @@ struct Config {
     files: Files,
     retry: RetryPolicy,
     content_md5: bool,
+    hedge: bool,
     rate: RateLimit,
     state_dir: Option<PathBuf>,
     resume: bool,
@@ -111,6 +112,7 @@ impl Uploader {
                 files: Files::Auto,
                 retry: RetryPolicy::default(),
                 content_md5: false,
+                hedge: true,
                 rate: RateLimit::off(),
                 state_dir: None,
                 resume: true,
@@ -187,6 +189,12 @@ impl Uploader {
     /// Sends `Content-MD5` with each part, so the store checks every byte it received.
     pub fn content_md5(self, on: bool) -> Self {
         self.set(|c| c.content_md5 = on)
+    }
+
+    /// Sends a part far behind its siblings again on another connection, the first stored copy
+    /// winning (default on; see [`crate::engine::uploader`]: no slow tail).
+    pub fn hedge(self, on: bool) -> Self {
+        self.set(|c| c.hedge = on)
     }
 
     /// The bandwidth limit of every upload of this uploader together.
@@ -366,6 +374,7 @@ impl Uploader {
             shared_permits: Some(s.permits.clone()),
             rate: c.rate.clone(),
             exec: exec.clone(),
+            hedge: c.hedge,
         };
         Ok(Context {
             api: Api {

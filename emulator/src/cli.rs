@@ -133,6 +133,14 @@ pub struct ServerArgs {
     /// Like --fake-answer, but the call is carried out and only its answer replaced.
     #[arg(long = "replace-answer", value_name = "ANSWER")]
     replace_answer: Vec<String>,
+    /// The store receives the body of matching object PUTs (`[COUNT ]METHOD /path`, as
+    /// --hang) with its first byte flipped, ignores Content-MD5, keeps it and answers its ETag.
+    #[arg(long = "corrupt-put", value_name = "CALL")]
+    corrupt_put: Vec<String>,
+    /// Answer `[N:|always ]METHOD /path STATUS CODE` object uploads (PUT, POST) with an S3
+    /// error document of CODE (e.g. `always PUT /** 400 XAmzContentChecksumMismatch`).
+    #[arg(long = "s3-error", value_name = "ANSWER")]
+    s3_error: Vec<String>,
     /// Lifetime of an Uplift upload form (upload_expires_at), in seconds.
     #[arg(long = "uplift-upload-ttl", default_value_t = 1800)]
     uplift_upload_ttl: u64,
@@ -212,6 +220,8 @@ impl ServerArgs {
                 stop_reading: self.stop_reading,
                 fake_answer: self.fake_answer,
                 replace_answer: self.replace_answer,
+                corrupt_put: self.corrupt_put,
+                s3_error: self.s3_error,
                 ..Faults::default()
             },
             processing: Processing { delay_ms: self.processing_ms, fail_reason: self.processing_fail },

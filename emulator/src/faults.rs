@@ -63,6 +63,31 @@ fn stall_rule(kind: Stall, entry: &str) -> StallRule {
     StallRule { kind, call: call.trim().to_string(), left: count }
 }
 
+/// An S3 error an `s3_error` entry answers: status and code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Error {
+    pub status: u16,
+    pub code: String,
+}
+
+/// `[N:|always ]METHOD /path STATUS CODE` → (N, `None` for always; `METHOD /path`; the answer).
+fn parse_s3_error(entry: &str) -> Option<(Option<u64>, String, S3Error)> {
+    let entry = entry.trim();
+    let (nth, rest) = if let Some(rest) = entry.strip_prefix("always ") {
+        (None, rest.trim())
+    } else {
+        match entry.split_once(':') {
+            Some((n, rest)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+                (Some(n.parse::<u64>().ok()?.max(1)), rest.trim())
+            }
+            _ => (Some(1), entry),
+        }
+    };
+    let words: Vec<&str> = rest.split_whitespace().collect();
+    let [method, path, status, code] = words.as_slice() else { return None };
+    Some((nth, format!("{method} {path}"), S3Error { status: status.parse().ok()?, code: code.to_string() }))
+}
+
 /// The faults in force, their RNG and their counters.
 #[derive(Debug)]
 pub struct FaultState {
@@ -79,6 +104,10 @@ pub struct FaultState {
     /// (`None` once spent).
     fake_seen: Vec<Option<u64>>,
     replace_seen: Vec<Option<u64>>,
+    /// `corrupt_put` entries with what is left of their counts.
+    corrupt: Vec<StallRule>,
+    /// Matching calls seen so far by each entry of `s3_error` (`None` once spent).
+    s3_error_seen: Vec<Option<u64>>,
 }
 
 /// An answer a `fake_answer` / `replace_answer` entry makes up: status and JSON body (`None`:
@@ -142,6 +171,8 @@ impl FaultState {
             lost: vec![false; faults.lose_answer.len()],
             fake_seen: vec![Some(0); faults.fake_answer.len()],
             replace_seen: vec![Some(0); faults.replace_answer.len()],
+            corrupt: faults.corrupt_put.iter().map(|e| stall_rule(Stall::Hang, e)).collect(),
+            s3_error_seen: vec![Some(0); faults.s3_error.len()],
             rng: StdRng::seed_from_u64(faults.seed),
             faults,
             puts: 0,
@@ -243,6 +274,40 @@ impl FaultState {
         take_made_up(&self.faults.fake_answer, &mut self.fake_seen, method, path)
     }
 
+    /// Whether the body of the object upload `method path` arrives altered (see
+    /// `Faults::corrupt_put`; an entry with a count spends one).
+    pub fn on_corrupt(&mut self, method: &str, path: &str) -> bool {
+        let Some(rule) = self.corrupt.iter_mut().find(|r| r.left != Some(0) && matches_call(&r.call, method, path))
+        else {
+            return false;
+        };
+        if let Some(n) = &mut rule.left {
+            *n -= 1;
+        }
+        true
+    }
+
+    /// The S3 error answering the object upload `method path`, if an `s3_error` entry picks it.
+    pub fn on_s3_error(&mut self, method: &str, path: &str) -> Option<S3Error> {
+        for (i, entry) in self.faults.s3_error.iter().enumerate() {
+            let Some((nth, call, answer)) = parse_s3_error(entry) else { continue };
+            let Some(count) = self.s3_error_seen[i].as_mut() else { continue };
+            if !matches_call(&call, method, path) {
+                continue;
+            }
+            *count += 1;
+            match nth {
+                None => return Some(answer),
+                Some(n) if *count == n => {
+                    self.s3_error_seen[i] = None;
+                    return Some(answer);
+                }
+                Some(_) => {}
+            }
+        }
+        None
+    }
+
     /// The answer replacing the success of `method path` (see `Faults::replace_answer`).
     pub fn on_replace(&mut self, method: &str, path: &str) -> Option<MadeUp> {
         take_made_up(&self.faults.replace_answer, &mut self.replace_seen, method, path)
@@ -341,6 +406,23 @@ mod tests {
         assert_eq!(f.on_request("POST", "/upload/7/complete"), Some(Stall::StopReading));
         assert_eq!(f.on_request("POST", "/upload/7/complete"), None, "spent");
         assert_eq!(f.on_request("GET", "/bucket/x"), None);
+    }
+
+    #[test]
+    fn s3_errors_and_altered_bodies_match_calls() {
+        let mut f = FaultState::new(Faults {
+            s3_error: vec!["2:PUT /bucket/** 400 BadDigest".into(), "always POST /bucket 403 HeadersNotSigned".into()],
+            corrupt_put: vec!["PUT /bucket/**".into()],
+            ..Default::default()
+        });
+        assert_eq!(f.on_s3_error("PUT", "/bucket/a/b"), None, "the first call passes");
+        assert_eq!(f.on_s3_error("PUT", "/bucket/a/b"), Some(S3Error { status: 400, code: "BadDigest".into() }));
+        assert_eq!(f.on_s3_error("PUT", "/bucket/a/b"), None, "spent");
+        for _ in 0..3 {
+            assert_eq!(f.on_s3_error("POST", "/bucket").map(|e| e.status), Some(403));
+        }
+        assert!(f.on_corrupt("PUT", "/bucket/x"));
+        assert!(!f.on_corrupt("PUT", "/bucket/x"), "spent");
     }
 
     #[test]

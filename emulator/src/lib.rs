@@ -253,6 +253,18 @@ pub struct Faults {
     /// replaced: the server acted, the client hears STATUS and BODY (e.g.
     /// `POST /api/v1/captures/*/uploaded 200 {"detail":"ok"}`).
     pub replace_answer: Vec<String>,
+    /// Bytes altered on the way to a store that does not check `Content-MD5`: each entry,
+    /// `[COUNT ]METHOD /path` as in `hang`, names object PUTs whose body the store receives with
+    /// its first byte flipped; it keeps those bytes, ignores the request's `Content-MD5` and
+    /// answers the ETag (MD5) of what it kept, as a store would.
+    pub corrupt_put: Vec<String>,
+    /// S3 error answers to object uploads (PUT, POST), e.g. of a presigned URL that signs a
+    /// checksum: each entry, `[N:]METHOD /path STATUS CODE` (the N-th matching call, default
+    /// the first; path segments may be `*`, a last `**` any rest), reads the request's body
+    /// and answers STATUS with an S3 error document of CODE (`BadDigest`,
+    /// `XAmzContentChecksumMismatch`, `HeadersNotSigned`, ...), storing nothing. `always` for
+    /// N answers every matching call so. Each other entry is spent once.
+    pub s3_error: Vec<String>,
 }
 
 /// How an upload progresses after completion, spread over `delay_ms`: a Teleport capture goes

@@ -177,11 +177,15 @@ impl<'a> Reporter<'a> {
             rec.matched()
         );
         if self.output.json {
-            let line = serde_json::json!({
+            let mut line = serde_json::json!({
                 "provider": rec.provider, "file": item.path().display().to_string(), "bytes": bytes,
                 "id": rec.id, "status": "skipped", "parts": 0, "elapsed_s": elapsed.as_secs_f64(),
                 "uploaded_at": rec.uploaded_at, "reason": reason,
             });
+            // The receipt of the upload the record remembers (records of older versions have none).
+            if let Some(crc) = &rec.crc64nvme {
+                line["crc64nvme"] = crc.clone().into();
+            }
             ignore_broken_pipe(ui::print_json_line(&mut std::io::stdout().lock(), &line))?;
         } else if self.hold_skips {
             self.held_skips += 1;

@@ -33,7 +33,7 @@ pub(crate) fn exit_code(err: &Error) -> i32 {
     match err {
         Error::Usage { .. } | Error::File { .. } | Error::JournalMismatch { .. } => exit::USAGE,
         Error::Auth { .. } => exit::AUTH,
-        Error::Rejected { .. } => exit::REJECTED,
+        Error::Rejected { .. } | Error::VendorChecksum { .. } => exit::REJECTED,
         Error::Network { .. }
         | Error::Ambiguous { .. }
         | Error::Unreachable { .. }
@@ -82,6 +82,11 @@ pub(crate) fn hint(err: &Error) -> Option<String> {
             "upload the rest into another session (leave --session out for a new one), or create the session with a higher --max-images"
         }
         Error::Timeout { .. } => "raise --wait-timeout, or check the status later",
+        Error::VendorChecksum { provider, .. } => {
+            return Some(format!(
+                "report it to {provider}: its presigned URLs sign a checksum (x-amz-checksum-* or x-amz-sdk-checksum-algorithm) that the bytes sent cannot match; running again meets the same"
+            ));
+        }
         // The API's paths on a server that has no such method: most often the S3 store's
         // address (or a web page) given as the API's.
         Error::Rejected { status: 405, .. } => {

@@ -894,10 +894,12 @@ fn noun(provider: &str) -> &'static str {
 }
 
 /// The one line of a file finished in a run of several on a terminal:
-/// `✓ a.mp4  100.00 MiB  2.1 s  teleport capture 1234 (UPLOADED)`, the path shortened to fit
-/// `width`, its directory first: the name tells the files apart.
+/// `✓ a.mp4  100.00 MiB  2.1 s  teleport capture 1234 (UPLOADED)  crc64nvme rosUhgp5mIg=`, the
+/// path shortened to fit `width`, its directory first: the name tells the files apart; the
+/// receipt only where it fits beside the whole path (it is in the `--json` line and in the
+/// result of a single file in any case).
 pub(crate) fn finished_line(outcome: &UploadOutcome, width: usize) -> String {
-    let rest = format!(
+    let mut rest = format!(
         "  {}  {:.1} s  {} {} {} ({})",
         crate::size::human(outcome.bytes),
         outcome.elapsed_s,
@@ -906,6 +908,12 @@ pub(crate) fn finished_line(outcome: &UploadOutcome, width: usize) -> String {
         outcome.id,
         outcome.status
     );
+    if let Some(crc) = &outcome.crc64nvme {
+        let with = format!("{rest}  crc64nvme {crc}");
+        if 1 + 2 + outcome.file.chars().count() + with.chars().count() <= width {
+            rest = with;
+        }
+    }
     let room = width.saturating_sub(1 + 2 + rest.chars().count()).max(12);
     format!("{} {}{rest}", paint("✓", "32"), shorten_path(&outcome.file, room))
 }
@@ -935,6 +943,9 @@ pub(crate) fn print_outcome(out: &mut dyn Write, outcome: &UploadOutcome, json: 
             outcome.elapsed_s
         )?;
         writeln!(out, "  id: {}", outcome.id)?;
+        if let Some(crc) = &outcome.crc64nvme {
+            writeln!(out, "  crc64nvme: {crc}")?;
+        }
         for (k, v) in &outcome.fields {
             if v.is_null() {
                 continue;

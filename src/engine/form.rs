@@ -15,6 +15,7 @@
 use bytes::Bytes;
 use futures::StreamExt;
 
+use super::checksum::CrcSlot;
 use super::ratelimit::RateLimit;
 use super::source::FileSource;
 
@@ -50,16 +51,18 @@ impl Framing {
 
     /// The request body: head, the whole of `source` (its size must be the one framed) read
     /// under the run's bandwidth limit `rate`, tail. `on_chunk` is called with the size of each
-    /// piece of the file as it is read for sending (progress).
+    /// piece of the file as it is read for sending (progress); `crc` gets the CRC-64/NVME of
+    /// the file's bytes once the last of them is handed out.
     pub(crate) fn body(
         &self,
         source: &FileSource,
         rate: RateLimit,
         on_chunk: impl Fn(u64) + Send + Sync + 'static,
+        crc: CrcSlot,
     ) -> reqwest::Body {
         let head = futures::stream::once(futures::future::ready(Ok::<_, std::io::Error>(self.head.clone())));
         let tail = futures::stream::once(futures::future::ready(Ok::<_, std::io::Error>(self.tail.clone())));
-        let file = source.stream_range_limited(0, source.size(), rate, on_chunk);
+        let file = source.stream_range_limited(0, source.size(), rate, on_chunk, crc);
         reqwest::Body::wrap_stream(head.chain(file).chain(tail))
     }
 }
@@ -179,12 +182,19 @@ mod tests {
         let f = form(&fields, &part, source.size());
         let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counter = seen.clone();
-        let body = f.body(&source, RateLimit::off(), move |n| {
-            counter.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-        });
+        let crc = CrcSlot::new();
+        let body = f.body(
+            &source,
+            RateLimit::off(),
+            move |n| {
+                counter.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            },
+            crc.clone(),
+        );
         let bytes: Vec<u8> = http_body_util::BodyExt::collect(body).await.unwrap().to_bytes().to_vec();
         assert_eq!(bytes.len() as u64, f.content_length);
         assert_eq!(seen.load(std::sync::atomic::Ordering::Relaxed), data.len() as u64);
+        assert_eq!(crc.get(), Some(crate::engine::checksum::crc64nvme(&data)), "the CRC of the file's bytes only");
         let stream = futures::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(bytes)) });
         let mut m = multer::Multipart::new(stream, f.boundary.clone());
         let key = m.next_field().await.unwrap().unwrap();

@@ -170,6 +170,10 @@ pub struct JournalData {
     /// The provider's answer to the completion, in `completed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion: Option<serde_json::Value>,
+    /// The CRC-64/NVME of the file as sent (the receipt), in `completed`; absent from the
+    /// journals of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crc64nvme: Option<u64>,
 }
 
 impl JournalData {
@@ -627,6 +631,7 @@ impl Journal {
             intent_at,
             started_at: now,
             completion: None,
+            crc64nvme: None,
         }
     }
 
@@ -716,12 +721,14 @@ impl Journal {
     /// The provider accepted the completion: the journal is compacted to its header, in state
     /// `completed` with the provider's answer, so a rerun only follows processing or reports
     /// the upload as done.
-    pub fn completed(&self, answer: serde_json::Value) -> Result<()> {
+    /// `crc64nvme` is the file's CRC as sent (the receipt a rerun reports).
+    pub fn completed(&self, answer: serde_json::Value, crc64nvme: Option<u64>) -> Result<()> {
         let mut inner = self.inner.lock().expect("journal lock");
         let Some(mut data) = inner.data.clone() else { return Ok(()) };
         data.state = JournalState::Completed;
         data.parts.clear();
         data.completion = Some(answer);
+        data.crc64nvme = crc64nvme;
         self.append_header(&mut inner, data)
     }
 
@@ -782,9 +789,10 @@ mod tests {
         j.intent(plan).unwrap();
         j.start("teleport", "http://x", "eid1", serde_json::Value::Null, plan).unwrap();
         for n in 1..=parts {
-            j.record(&CompletedPart { number: n, etag: format!("\"{:032x}\"", n), size: 1 << 20 }).unwrap();
+            j.record(&CompletedPart { number: n, etag: format!("\"{:032x}\"", n), size: 1 << 20, crc64nvme: None })
+                .unwrap();
         }
-        j.completed(serde_json::json!({"state": "UPLOADED"})).unwrap();
+        j.completed(serde_json::json!({"state": "UPLOADED"}), None).unwrap();
         j.path().to_path_buf()
     }
 
@@ -844,7 +852,7 @@ mod tests {
         let plan = PLAN3;
         assert!(j.resume_point().is_none());
         j.start("teleport", "http://x", "eid1", serde_json::Value::Null, plan).unwrap();
-        j.record(&CompletedPart { number: 2, etag: "\"e2\"".into(), size: 1 << 20 }).unwrap();
+        j.record(&CompletedPart { number: 2, etag: "\"e2\"".into(), size: 1 << 20, crc64nvme: None }).unwrap();
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -899,7 +907,7 @@ mod tests {
         let (dir, _file, src, j) = opened(3 << 20);
         let plan = PLAN3;
         j.start("teleport", "http://x", "eid1", serde_json::Value::Null, plan).unwrap();
-        j.record(&CompletedPart { number: 1, etag: "\"e1\"".into(), size: 1 << 20 }).unwrap();
+        j.record(&CompletedPart { number: 1, etag: "\"e1\"".into(), size: 1 << 20, crc64nvme: None }).unwrap();
         let path = j.path().to_path_buf();
         drop(j);
         // A crash mid-append: half a line.
@@ -908,7 +916,7 @@ mod tests {
         drop(f);
         let j = open(dir.path(), &src);
         assert_eq!(j.resume_point().unwrap().parts.len(), 1);
-        j.record(&CompletedPart { number: 3, etag: "\"e3\"".into(), size: 1 << 20 }).unwrap();
+        j.record(&CompletedPart { number: 3, etag: "\"e3\"".into(), size: 1 << 20, crc64nvme: None }).unwrap();
         let r = load(&path).unwrap();
         assert_eq!(r.parts.iter().map(|p| p.number).collect::<Vec<_>>(), [1, 3]);
         // Listed for `upload pending`.
@@ -947,10 +955,10 @@ mod tests {
         let r = load(j.path()).unwrap();
         assert_eq!((r.state, r.upload_id.as_str(), r.plan.num_parts), (JournalState::Started, "eid1", 3));
         for n in 1..=3 {
-            j.record(&CompletedPart { number: n, etag: format!("\"e{n}\""), size: 1 << 20 }).unwrap();
+            j.record(&CompletedPart { number: n, etag: format!("\"e{n}\""), size: 1 << 20, crc64nvme: None }).unwrap();
         }
         assert_eq!(load(j.path()).unwrap().parts.len(), 3);
-        j.completed(serde_json::json!({"state": "UPLOADED"})).unwrap();
+        j.completed(serde_json::json!({"state": "UPLOADED"}), None).unwrap();
         // One file all along (no new inode per step): intent, started, 3 parts, completed.
         assert_eq!(std::fs::metadata(j.path()).unwrap().ino(), inode);
         let text = std::fs::read_to_string(j.path()).unwrap();
@@ -973,15 +981,15 @@ mod tests {
         j.set_options(serde_json::json!({"name": "a"})).unwrap();
         j.intent(PLAN3).unwrap();
         j.start("teleport", "http://x", "eid1", serde_json::Value::Null, PLAN3).unwrap();
-        j.record(&CompletedPart { number: 1, etag: "\"e1\"".into(), size: 1 << 20 }).unwrap();
+        j.record(&CompletedPart { number: 1, etag: "\"e1\"".into(), size: 1 << 20, crc64nvme: None }).unwrap();
         drop(j);
         let j = open(dir.path(), &src);
         j.set_options(serde_json::json!({"name": "b"})).unwrap();
-        j.record(&CompletedPart { number: 2, etag: "\"e2\"".into(), size: 1 << 20 }).unwrap();
+        j.record(&CompletedPart { number: 2, etag: "\"e2\"".into(), size: 1 << 20, crc64nvme: None }).unwrap();
         let r = load(j.path()).unwrap();
         assert_eq!(r.parts.iter().map(|p| p.number).collect::<Vec<_>>(), [1, 2]);
         assert_eq!((r.state, r.options["name"].as_str()), (JournalState::Started, Some("b")));
-        j.completed(serde_json::json!({"state": "UPLOADED"})).unwrap();
+        j.completed(serde_json::json!({"state": "UPLOADED"}), None).unwrap();
         j.finish();
         assert!(!j.path().exists());
         // No temporary file is left beside it.
@@ -1016,7 +1024,7 @@ mod tests {
         let etag = format!("\"{}\"", "f".repeat(32));
         let mut marks = vec![];
         for n in 1..=10_000u32 {
-            j.record(&CompletedPart { number: n, etag: etag.clone(), size: 1 }).unwrap();
+            j.record(&CompletedPart { number: n, etag: etag.clone(), size: 1, crc64nvme: None }).unwrap();
             if n % 1000 == 0 {
                 marks.push(j.bytes_written());
             }

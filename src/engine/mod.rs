@@ -1,6 +1,7 @@
 //! Provider-agnostic transfer machinery: part plan, file source, concurrent part uploader,
 //! retry policy, progress reporting.
 
+pub mod checksum;
 pub mod download;
 pub(crate) mod durable;
 pub(crate) mod form;

@@ -146,6 +146,9 @@ pub struct Finished {
     /// True when the journal said the completion had been accepted by an earlier run: no
     /// request was made to upload or complete.
     pub already_completed: bool,
+    /// CRC-64/NVME of the file as sent: the parts' CRCs combined (the receipt, see
+    /// [`super::checksum`]).
+    pub crc64nvme: u64,
 }
 
 /// Sends a non-idempotent request once; after an ambiguous failure looks up what it did, and
@@ -300,7 +303,11 @@ async fn run_steps(
             JournalState::Completed => {
                 notice(format!("{noun} {} was completed by an earlier run", r.upload_id));
                 let completion = r.completion.unwrap_or(serde_json::Value::Null);
-                return Ok(Finished { created, completion, already_completed: true });
+                let crc64nvme = match r.crc64nvme {
+                    Some(c) => c,
+                    None => receipt(file, &created.plan, &[]).await?,
+                };
+                return Ok(Finished { created, completion, already_completed: true, crc64nvme });
             }
             JournalState::Intent => intent_at = Some(parse_time(&r.intent_at)),
             JournalState::Started => match upload.check(&created).await? {
@@ -319,7 +326,8 @@ async fn run_steps(
                 }
                 Remote::Completed(details) => {
                     notice(format!("{noun} {} is already completed", r.upload_id));
-                    return finished(journal, created, details).await;
+                    let crc = receipt(file, &created.plan, &r.parts).await?;
+                    return finished(journal, created, details, crc).await;
                 }
                 Remote::Gone(reason) => {
                     stale_message(session, provider, &r.upload_id, &reason);
@@ -356,7 +364,8 @@ async fn run_steps(
         if all_done {
             // Every part was sent: the completion may have been sent too. Look first.
             if let Lookup::Found(details) = upload.find_completed(&created).await? {
-                return finished(journal, created, details).await;
+                let crc = receipt(file, &created.plan, &done).await?;
+                return finished(journal, created, details, crc).await;
             }
         }
         let recorder: PartDone = match journal {
@@ -384,6 +393,7 @@ async fn run_steps(
             continue;
         };
         file.check_unchanged()?;
+        let crc = receipt(file, &created.plan, &parts).await?;
         phase("completing".into());
         let completion = send_once_then_look_up(
             (provider, "complete upload"),
@@ -427,8 +437,28 @@ async fn run_steps(
             journaled.clear();
             continue;
         };
-        return finished(journal, created, completion).await;
+        return finished(journal, created, completion, crc).await;
     }
+}
+
+/// The file's CRC-64/NVME from its parts' (see [`super::checksum`]): those the parts carry
+/// combined in order, any other (a part an older journal kept without one, or a plan that
+/// does not cover the file) read again from the file.
+async fn receipt(file: &FileSource, plan: &PartPlan, parts: &[CompletedPart]) -> Result<u64> {
+    let pieces = if plan.num_parts == 0 || plan.file_size != file.size() {
+        vec![(None, 0, file.size())]
+    } else {
+        plan.numbers()
+            .map(|n| {
+                let (offset, len) = plan.range(n);
+                let crc = parts.iter().find(|p| p.number == n && p.size == len).and_then(|p| p.crc64nvme);
+                (crc, offset, len)
+            })
+            .collect()
+    };
+    super::checksum::whole_file(file, pieces)
+        .await
+        .map_err(|source| Error::File { path: file.path().to_path_buf(), source })
 }
 
 /// `r`'s value, or `None` when `r` is an error that proves the journal's upload gone on the
@@ -453,11 +483,16 @@ fn unless_stale<T>(
 }
 
 /// The upload completed: the journal says so, then the run returns it.
-async fn finished(journal: Option<&Journal>, created: Created, completion: serde_json::Value) -> Result<Finished> {
+async fn finished(
+    journal: Option<&Journal>,
+    created: Created,
+    completion: serde_json::Value,
+    crc64nvme: u64,
+) -> Result<Finished> {
     if let Some(j) = journal {
-        completed(j, &completion).await?;
+        completed(j, &completion, crc64nvme).await?;
     }
-    Ok(Finished { created, completion, already_completed: false })
+    Ok(Finished { created, completion, already_completed: false, crc64nvme })
 }
 
 fn stale_message(session: &Session<'_>, provider: &str, id: &str, reason: &str) {
@@ -558,9 +593,9 @@ async fn started(j: &Journal, provider: &'static str, c: &Created) -> Result<()>
     super::durable::off_thread(move || j.start(provider, j.endpoint(), &c.upload_id, c.extra.clone(), c.plan)).await
 }
 
-async fn completed(j: &Journal, details: &serde_json::Value) -> Result<()> {
+async fn completed(j: &Journal, details: &serde_json::Value, crc64nvme: u64) -> Result<()> {
     let (j, details) = (j.clone(), details.clone());
-    super::durable::off_thread(move || j.completed(details)).await
+    super::durable::off_thread(move || j.completed(details, Some(crc64nvme))).await
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
+use super::checksum::{self, CrcSlot};
 pub(crate) use super::form::FilePart;
 use super::progress::{AttemptBytes, Event, Progress};
 use super::ratelimit::RateLimit;
@@ -82,6 +83,8 @@ impl<'de> serde::Deserialize<'de> for FormFields {
 pub(crate) struct Stored {
     /// `ETag`, verbatim.
     pub etag: Option<String>,
+    /// CRC-64/NVME of the file's bytes as sent (the receipt, see [`super::checksum`]).
+    pub crc64nvme: u64,
 }
 
 /// How a POST ended, when it did not fail outright.
@@ -153,7 +156,8 @@ pub(crate) async fn post_form(
                 }
                 // Taken back unless stored, also when the attempt is dropped (idle watch, Ctrl-C).
                 let sent = AttemptBytes::new(progress.clone(), 1);
-                let body = framing.body(source, rate.clone(), sent.counter());
+                let crc = CrcSlot::new();
+                let body = framing.body(source, rate.clone(), sent.counter(), crc.clone());
                 // No bound on the whole request: the executor's idle watch cuts it when it stops
                 // moving, never while it moves.
                 let pulse = attempt.pulse;
@@ -187,7 +191,15 @@ pub(crate) async fn post_form(
                     tracing::debug!(provider, status, attempt = attempt.number, location, elapsed_ms = t0.elapsed().as_millis() as u64, url = %safe_url(&form.url), "form upload stored");
                     sent.keep();
                     progress.event(Event::PartDone { part: 1 });
-                    return Ok(PostResult::Stored(Stored { etag }));
+                    // The store answered before the body's end was handed out (it cannot
+                    // have stored the file then, but say what the file's bytes are).
+                    let crc64nvme = match crc.get() {
+                        Some(c) => c,
+                        None => checksum::whole_file(source, vec![(None, 0, size)])
+                            .await
+                            .map_err(|e| Failure::Fatal(Error::File { path: source.path().to_path_buf(), source: e }))?,
+                    };
+                    return Ok(PostResult::Stored(Stored { etag, crc64nvme }));
                 }
                 drop(sent);
                 let failure = pulse.refusal(resp, MAX_ERROR_BODY, &[]).await;
@@ -195,6 +207,17 @@ pub(crate) async fn post_form(
                     tracing::debug!(provider, status, url = %safe_url(&form.url), "form upload refused: {message}");
                     if says_expired(status, code.as_deref(), message) {
                         return Ok(PostResult::Expired(message.clone()));
+                    }
+                    // A checksum the vendor signed into the form: its fault; never sent again.
+                    if let Some(code) = code.as_deref().filter(|c| checksum::SIGNED_CHECKSUM_CODES.contains(c)) {
+                        return Err(Failure::Fatal(Error::VendorChecksum {
+                            provider,
+                            what: what.into(),
+                            status,
+                            code: code.into(),
+                            signed: checksum::signed_checksum(&form.url, &form.fields),
+                            message: message.clone(),
+                        }));
                     }
                 }
                 Err(failure)

@@ -513,7 +513,7 @@ impl Executor {
                 }
                 Err(Failure::Outcome { outcome, message, retry_after }) => (outcome, message, retry_after),
             };
-            if let Outcome::Status { .. } = outcome {
+            if let Outcome::Status { .. } | Outcome::Transport(TransportKind::Altered) = outcome {
                 host.answered.store(true, std::sync::atomic::Ordering::Relaxed);
             }
             let reason = match &outcome {

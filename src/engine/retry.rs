@@ -83,6 +83,10 @@ pub enum TransportKind {
     Protocol,
     /// Reset, broken body, anything else.
     Other,
+    /// The store answered, but kept other bytes than were sent: a part's ETag that is not the
+    /// MD5 of the part (`--checksum md5`), or S3's `BadDigest` to the part's `Content-MD5`.
+    /// Sent again, like a broken transfer.
+    Altered,
 }
 
 /// What to do next.

@@ -11,6 +11,7 @@ use std::time::SystemTime;
 use bytes::{Bytes, BytesMut};
 use futures::Stream;
 
+use super::checksum::{Crc64, CrcSlot};
 use super::ratelimit::RateLimit;
 use super::zipsource::VirtualZip;
 use crate::error::{Error, Result};
@@ -427,26 +428,34 @@ impl FileSource {
         len: u64,
         on_chunk: impl Fn(u64) + Send + Sync + 'static,
     ) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
-        self.stream_range_limited(offset, len, RateLimit::off(), on_chunk)
+        self.stream_range_limited(offset, len, RateLimit::off(), on_chunk, CrcSlot::new())
     }
 
     /// [`FileSource::stream_range`] under the run's bandwidth limit: each piece is granted by
     /// `limit` before it is read (pieces of at most a few hundred KiB then). Without a limit
     /// the stream takes no lock and awaits nothing for it.
+    ///
+    /// The CRC-64/NVME of the pieces is computed as they are handed out and left in `crc`
+    /// with the last of them (the receipt, see [`super::checksum`]).
     pub fn stream_range_limited(
         &self,
         offset: u64,
         len: u64,
         limit: RateLimit,
         on_chunk: impl Fn(u64) + Send + Sync + 'static,
+        crc: CrcSlot,
     ) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
         let this = self.clone();
         let on_chunk = Arc::new(on_chunk);
         let limited = limit.is_limited();
-        futures::stream::try_unfold(0u64, move |done| {
+        if len == 0 {
+            crc.set(0);
+        }
+        futures::stream::try_unfold((0u64, Crc64::default()), move |(done, mut digest)| {
             let this = this.clone();
             let on_chunk = on_chunk.clone();
             let limit = limit.clone();
+            let crc = crc.clone();
             async move {
                 if done >= len {
                     return Ok(None);
@@ -454,8 +463,12 @@ impl FileSource {
                 let want = (len - done).min(PIECE as u64);
                 let n = if limited { limit.take(want).await } else { want } as usize;
                 let bytes = this.read_piece(offset + done, n, offset + len).await?;
+                digest.update(&bytes);
+                if done + n as u64 >= len {
+                    crc.set(digest.value());
+                }
                 on_chunk(n as u64);
-                Ok(Some((bytes, done + n as u64)))
+                Ok(Some((bytes, (done + n as u64, digest))))
             }
         })
     }

@@ -13,7 +13,14 @@
 //! - on cancellation no new part starts, parts in flight get `drain` time to finish (after the
 //!   run's time limit, [`STOP_GRACE`](super::wait::STOP_GRACE)), and
 //!   [`Error::Interrupted`] is returned; every finished part was reported to `on_part_done`
-//!   (the resume journal) before that.
+//!   (the resume journal) before that;
+//! - no slow tail ([`UploaderOptions::hedge`]): once every part is under way, a part far
+//!   behind its siblings (in flight [`HEDGE_FACTOR`] times as long as the median pace of the
+//!   parts this run stored says it needs, and at least [`HEDGE_AFTER`]) is sent again, once,
+//!   with a fresh URL on another connection; the first stored copy wins and the other is
+//!   cancelled, except that a loser whose whole body was already handed out (the store may
+//!   keep it after the winner's) is waited for (the idle timeout at most) and, stored, its
+//!   ETag is the one kept: S3 keeps the copy that finished last.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,11 +33,13 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::checksum::CrcSlot;
+use super::checksum::{SIGNED_CHECKSUM_CODES, signed_checksum};
 use super::plan::PartPlan;
 use super::progress::{AttemptBytes, Event, Progress};
 use super::ratelimit::RateLimit;
 use super::request::{Call, Executor, Failure, Kind, MAX_ERROR_BODY, Pulse, RetryNotice};
-use super::retry::{Outcome, RetryPolicy};
+use super::retry::{Outcome, RetryPolicy, TransportKind};
 use super::source::FileSource;
 use super::tune::{Concurrency, Permits};
 use crate::error::{Error, Result};
@@ -45,6 +54,10 @@ pub struct CompletedPart {
     pub etag: String,
     /// Bytes in the part.
     pub size: u64,
+    /// CRC-64/NVME of the part's bytes as sent (the receipt, see [`super::checksum`]); `None`
+    /// in a journal of an older version (the part is then read again to know it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crc64nvme: Option<u64>,
 }
 
 /// Where parts go: a provider hands out one presigned PUT URL per part.
@@ -80,6 +93,9 @@ pub struct UploaderOptions {
     pub rate: RateLimit,
     /// The run's request executor (shared retry budget, cancellation of waits).
     pub exec: Executor,
+    /// Send a part far behind its siblings again on another connection (see the module
+    /// documentation: no slow tail).
+    pub hedge: bool,
 }
 
 impl Default for UploaderOptions {
@@ -95,9 +111,84 @@ impl Default for UploaderOptions {
             shared_permits: None,
             rate: RateLimit::off(),
             exec: Executor::default(),
+            hedge: true,
         }
     }
 }
+
+/// A part is sent again once it has been in flight this many times as long as the median
+/// pace of its siblings says it needs...
+pub const HEDGE_FACTOR: f64 = 4.0;
+/// ...and at least this long.
+pub const HEDGE_AFTER: Duration = Duration::from_secs(2);
+/// How often the parts of the last wave are looked at.
+const HEDGE_TICK: Duration = Duration::from_millis(200);
+
+/// The parts in flight and the pace of those stored, for the slow tail.
+#[derive(Default)]
+struct Tail {
+    in_flight: std::sync::Mutex<BTreeMap<u32, Arc<Probe>>>,
+    /// Bytes per second of each part this run stored (from its start to its answer).
+    paces: std::sync::Mutex<Vec<f64>>,
+}
+
+/// One part in flight.
+struct Probe {
+    len: u64,
+    started: Instant,
+    hedge: tokio::sync::Notify,
+    hedged: std::sync::atomic::AtomicBool,
+}
+
+impl Tail {
+    fn start(&self, number: u32, len: u64) -> Arc<Probe> {
+        let probe = Arc::new(Probe {
+            len,
+            started: Instant::now(),
+            hedge: tokio::sync::Notify::new(),
+            hedged: Default::default(),
+        });
+        self.in_flight.lock().expect("tail").insert(number, probe.clone());
+        probe
+    }
+
+    fn end(&self, number: u32, stored: bool) {
+        let probe = self.in_flight.lock().expect("tail").remove(&number);
+        if let (true, Some(p)) = (stored, probe) {
+            let secs = p.started.elapsed().as_secs_f64().max(1e-3);
+            self.paces.lock().expect("tail").push(p.len as f64 / secs);
+        }
+    }
+
+    /// Tells the parts far behind the median pace of the stored ones to send a second copy.
+    fn hedge_laggards(&self) {
+        let median = {
+            let mut paces = self.paces.lock().expect("tail").clone();
+            if paces.is_empty() {
+                return;
+            }
+            paces.sort_by(f64::total_cmp);
+            paces[paces.len() / 2]
+        };
+        for (number, p) in self.in_flight.lock().expect("tail").iter() {
+            let needs = Duration::from_secs_f64((p.len as f64 / median.max(1.0)).min(86_400.0));
+            let bound = needs.mul_f64(HEDGE_FACTOR).max(HEDGE_AFTER);
+            if p.started.elapsed() > bound && !p.hedged.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::info!(
+                    part = number,
+                    in_flight_s = p.started.elapsed().as_secs_f64(),
+                    median_pace_bps = median as u64,
+                    "part {number} is far behind its siblings: sending it again on another connection"
+                );
+                p.hedge.notify_one();
+            }
+        }
+    }
+}
+
+/// What one run of a part has handed to its connection in its current attempt.
+#[derive(Default)]
+struct Handed(std::sync::atomic::AtomicU64);
 
 /// Callback told about the parts the server stored (the resume journal): every part finished
 /// since its previous call, in one call. It runs on the blocking pool, one call at a time per
@@ -200,6 +291,7 @@ pub async fn upload_parts(
     let mut tasks: JoinSet<Result<CompletedPart>> = JoinSet::new();
     let mut part_seed = options.seed;
     let mut interrupted = false;
+    let tail = Arc::new(Tail::default());
     let mut failure: Option<Error> = None;
 
     let absorb = |res: std::result::Result<Result<CompletedPart>, tokio::task::JoinError>,
@@ -265,9 +357,14 @@ pub async fn upload_parts(
         part_seed = part_seed.map(|s| s.wrapping_add(1));
         let span = tracing::debug_span!("part", part_number = number);
         let record_tx = record_tx.clone();
+        let tail = tail.clone();
+        let len = plan.range(number).1;
         tasks.spawn(
             async move {
-                let part = job.run(number, url).await?;
+                let probe = tail.start(number, len);
+                let part = job.run_hedged(number, url, &probe).await;
+                tail.end(number, part.is_ok());
+                let part = part?;
                 // Stored: its time counts in the run's throughput, and the permit goes back
                 // before the journal's write.
                 permit.finished();
@@ -290,11 +387,14 @@ pub async fn upload_parts(
 
     if failure.is_none() && !interrupted {
         // The last wave: every part is under way; wait for them, but still hear Ctrl-C, and
-        // stop at the first failure.
+        // stop at the first failure. A part far behind its siblings is sent again (no slow tail).
+        let mut tick = tokio::time::interval(HEDGE_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => { interrupted = true; break; }
+                _ = tick.tick(), if options.hedge => tail.hedge_laggards(),
                 res = tasks.join_next() => match res {
                     Some(res) => {
                         if let Some(e) = absorb(res, &mut finished) {
@@ -400,8 +500,83 @@ struct PartJob {
     seed: Option<u64>,
 }
 
+/// The copy of a part whose ETag is kept once `won` was stored: `won`, unless the loser's
+/// whole body was handed out (the store may then keep it after the winner's) and it is stored
+/// within `bound` too: S3 keeps the copy that finished last.
+async fn settle<F: std::future::Future<Output = Result<CompletedPart>>>(
+    won: CompletedPart,
+    loser: std::pin::Pin<&mut F>,
+    handed: &Handed,
+    (bound, len, number): (Duration, u64, u32),
+) -> CompletedPart {
+    if handed.0.load(std::sync::atomic::Ordering::Relaxed) < len {
+        return won;
+    }
+    match tokio::time::timeout(bound, loser).await {
+        Ok(Ok(last)) => {
+            tracing::debug!(part = number, "both copies stored: the one that finished last is kept");
+            last
+        }
+        _ => won,
+    }
+}
+
+/// Which run of a part answered first, when a second copy was sent.
+enum First {
+    Original(Result<CompletedPart>),
+    Hedge(Result<CompletedPart>),
+}
+
 impl PartJob {
-    async fn run(self, number: u32, url: String) -> Result<CompletedPart> {
+    /// The part, sent once more on another connection if the tail says it is far behind
+    /// (see the module documentation: no slow tail).
+    async fn run_hedged(&self, number: u32, url: String, probe: &Probe) -> Result<CompletedPart> {
+        let len = self.plan.range(number).1;
+        let handed_a = Arc::new(Handed::default());
+        let a = self.run(number, url, handed_a.clone());
+        tokio::pin!(a);
+        tokio::select! {
+            r = &mut a => return r,
+            _ = probe.hedge.notified() => {}
+        }
+        self.progress.event(Event::Notice {
+            message: format!(
+                "part {number} is far behind the others ({:.1} s in flight): sending it again on another connection",
+                probe.started.elapsed().as_secs_f64()
+            ),
+        });
+        let handed_b = Arc::new(Handed::default());
+        let b = async {
+            let url = self.urls.url(number, true).await?;
+            self.run(number, url, handed_b.clone()).await
+        };
+        tokio::pin!(b);
+        let first = tokio::select! {
+            r = &mut a => First::Original(r),
+            r = &mut b => First::Hedge(r),
+        };
+        // The loser is cancelled (dropped) unless its whole body is out: then the store may
+        // keep it after the winner's, and its answer (within the idle timeout) says which.
+        let bound = (self.options.exec.idle_timeout(), len, number);
+        match first {
+            First::Original(Ok(p)) => {
+                tracing::debug!(part = number, "the first copy was stored first");
+                Ok(settle(p, b.as_mut(), &handed_b, bound).await)
+            }
+            First::Hedge(Ok(p)) => {
+                tracing::debug!(part = number, "the second copy was stored first");
+                Ok(settle(p, a.as_mut(), &handed_a, bound).await)
+            }
+            // One failed: the other may still store the part.
+            First::Original(Err(_)) => b.await,
+            First::Hedge(Err(e)) => {
+                tracing::debug!(part = number, "the second copy failed: {e}");
+                a.await
+            }
+        }
+    }
+
+    async fn run(&self, number: u32, url: String, handed: Arc<Handed>) -> Result<CompletedPart> {
         let (offset, len) = self.plan.range(number);
         let what = format!("PUT part {number}");
         let md5 = if self.options.content_md5 {
@@ -410,8 +585,7 @@ impl PartJob {
                 .md5_range(offset, len)
                 .await
                 .map_err(|source| Error::File { path: self.source.path().to_path_buf(), source })?;
-            use base64::Engine;
-            Some(base64::engine::general_purpose::STANDARD.encode(digest))
+            Some(digest)
         } else {
             None
         };
@@ -436,8 +610,9 @@ impl PartJob {
             ..Call::new(self.provider, &what, Kind::Part, &self.options.retry)
         };
         let url = tokio::sync::Mutex::new(url);
-        let this = &self;
+        let this = self;
         let md5 = &md5;
+        let handed = &handed;
         let url = &url;
         let what = what.as_str();
         self.options
@@ -447,7 +622,7 @@ impl PartJob {
                 if attempt.refresh_url {
                     *url = this.urls.url(number, true).await.map_err(Failure::Fatal)?;
                 }
-                this.attempt(number, &url, offset, len, md5.as_deref(), what, &attempt.pulse).await
+                this.attempt(number, &url, offset, len, md5.as_ref(), what, &attempt.pulse, handed).await
             })
             .await
     }
@@ -460,23 +635,33 @@ impl PartJob {
         url: &str,
         offset: u64,
         len: u64,
-        md5: Option<&str>,
+        md5: Option<&[u8; 16]>,
         what: &str,
         pulse: &Pulse,
+        handed: &Arc<Handed>,
     ) -> std::result::Result<CompletedPart, Failure> {
         // The bytes of an attempt that does not store the part are taken back, also when the
         // attempt is dropped (cut by the idle watch, or by Ctrl-C).
         let sent = AttemptBytes::new(self.progress.clone(), number);
-        let on_sent = sent.counter();
+        let counter = sent.counter();
+        handed.0.store(0, std::sync::atomic::Ordering::Relaxed);
+        let this_attempt = handed.clone();
+        let on_sent = move |n: u64| {
+            this_attempt.0.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            counter(n);
+        };
         // No bound on the whole PUT: the executor's idle watch cuts it when it stops moving,
         // never while it moves (a slow link, a low --limit-rate).
         let headers = part_headers(&self.options, md5);
         let t0 = Instant::now();
-        let answer = self.streamed(url, offset, len, headers, on_sent, what, pulse).await;
+        let crc = CrcSlot::new();
+        let answer = self.streamed(url, offset, len, headers, on_sent, crc.clone(), what, pulse).await;
         if let Err(Failure::Outcome { message, .. }) = &answer {
             tracing::debug!(part = number, url = %safe_url(url), "part attempt failed: {message}");
         }
-        let result = answer.and_then(|a| self.judge(number, url, len, a, what));
+        let result = answer
+            .and_then(|a| self.judge(number, url, len, md5, a, what))
+            .map(|part| CompletedPart { crc64nvme: crc.get(), ..part });
         if result.is_ok() {
             sent.keep();
             tracing::debug!(part = number, status = 200, elapsed_ms = t0.elapsed().as_millis() as u64, url = %safe_url(url), "part stored");
@@ -493,6 +678,7 @@ impl PartJob {
         len: u64,
         headers: Vec<(&'static str, String)>,
         on_sent: impl Fn(u64) + Send + Sync + 'static,
+        crc: CrcSlot,
         what: &str,
         pulse: &Pulse,
     ) -> std::result::Result<Answer, Failure> {
@@ -500,7 +686,7 @@ impl PartJob {
         let file_error: Arc<std::sync::Mutex<Option<std::io::Error>>> = Arc::default();
         let body = {
             let file_error = file_error.clone();
-            let stream = self.source.stream_range_limited(offset, len, self.options.rate.clone(), on_sent);
+            let stream = self.source.stream_range_limited(offset, len, self.options.rate.clone(), on_sent, crc);
             reqwest::Body::wrap_stream(stream.map(move |r| {
                 r.map_err(|e| {
                     let copy = std::io::Error::new(e.kind(), e.to_string());
@@ -545,11 +731,35 @@ impl PartJob {
         number: u32,
         url: &str,
         len: u64,
+        md5: Option<&[u8; 16]>,
         answer: Answer,
         what: &str,
     ) -> std::result::Result<CompletedPart, Failure> {
         if !(200..300).contains(&answer.status) {
             let f = Failure::answered(answer.status, &answer.headers, &answer.body, &[]);
+            if let Failure::Outcome { message, outcome: Outcome::Status { status, code: Some(code) }, .. } = &f
+                && SIGNED_CHECKSUM_CODES.contains(&code.as_str())
+            {
+                let signed = signed_checksum(url, &[]);
+                // Our own Content-MD5 refused, where the URL signs no checksum: the bytes were
+                // altered on the way; sent again.
+                if code == "BadDigest" && md5.is_some() && signed.is_empty() {
+                    return Err(Failure::Outcome {
+                        outcome: Outcome::Transport(TransportKind::Altered),
+                        message: format!("S3 found the part's bytes altered on the way (BadDigest: {message})"),
+                        retry_after: None,
+                    });
+                }
+                tracing::debug!(part = number, url = %safe_url(url), "part refused for a signed checksum: {message}");
+                return Err(Failure::Fatal(Error::VendorChecksum {
+                    provider: self.provider,
+                    what: what.into(),
+                    status: *status,
+                    code: code.clone(),
+                    signed,
+                    message: message.clone(),
+                }));
+            }
             if let Failure::Outcome { message, .. } = &f {
                 tracing::debug!(part = number, url = %safe_url(url), "part refused: {message}");
             }
@@ -564,12 +774,37 @@ impl PartJob {
             });
         }
         let etag = answer.headers.get(reqwest::header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_string);
+        // `--checksum md5`: an ETag that is an MD5 must be the part's (a store that ignores
+        // Content-MD5 may keep other bytes than were sent); the part is sent again.
+        if let (Some(md5), Some(tag)) = (md5, etag.as_deref().and_then(md5_etag)) {
+            let sent = hex::encode(md5);
+            if tag != sent {
+                tracing::debug!(part = number, etag = tag, md5 = %sent, "part stored with another MD5");
+                return Err(Failure::Outcome {
+                    outcome: Outcome::Transport(TransportKind::Altered),
+                    message: format!(
+                        "the store's ETag of part {number} ({tag}) is not the MD5 of the bytes sent ({sent}): it kept other bytes"
+                    ),
+                    retry_after: None,
+                });
+            }
+        }
         match etag {
-            Some(e) if !e.trim().trim_matches('"').is_empty() => Ok(CompletedPart { number, etag: e, size: len }),
+            Some(e) if !e.trim().trim_matches('"').is_empty() => {
+                Ok(CompletedPart { number, etag: e, size: len, crc64nvme: None })
+            }
             Some(_) => Err(Failure::Fatal(protocol(self.provider, what, "the response has an empty ETag header"))),
             None => Err(Failure::Fatal(protocol(self.provider, what, "the response has no ETag header"))),
         }
     }
+}
+
+/// The MD5 an ETag is (32 hex digits, quotes stripped), lower-case; `None` for any other
+/// ETag (a multipart object's `-N`, an encrypted object's, another store's).
+fn md5_etag(etag: &str) -> Option<String> {
+    let t = etag.trim();
+    let t = t.strip_prefix("W/").unwrap_or(t).trim_matches('"');
+    (t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit())).then(|| t.to_ascii_lowercase())
 }
 
 /// An answer to a part's PUT: its status, headers and (capped) body.
@@ -580,13 +815,14 @@ struct Answer {
 }
 
 /// The extra headers of a part's PUT.
-fn part_headers(options: &UploaderOptions, md5: Option<&str>) -> Vec<(&'static str, String)> {
+fn part_headers(options: &UploaderOptions, md5: Option<&[u8; 16]>) -> Vec<(&'static str, String)> {
     let mut headers = vec![];
     if let Some(ct) = &options.content_type {
         headers.push(("content-type", ct.clone()));
     }
     if let Some(m) = md5 {
-        headers.push(("content-md5", m.to_string()));
+        use base64::Engine;
+        headers.push(("content-md5", base64::engine::general_purpose::STANDARD.encode(m)));
     }
     headers
 }

@@ -183,6 +183,11 @@ pub struct UploadOutcome {
     pub parts: u32,
     /// Wall time.
     pub elapsed_s: f64,
+    /// CRC-64/NVME of the file's bytes as sent (for a directory zip: of the zip), as S3 shows
+    /// it in `x-amz-checksum-crc64nvme`: base64 of the 8 bytes, big-endian. Anyone with access
+    /// to the object can compare (see [`crate::engine::checksum`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crc64nvme: Option<String>,
     /// Provider fields (`eid`, `uploadId`, `mediaId`, `session_id`, ...).
     #[serde(flatten)]
     pub fields: serde_json::Map<String, serde_json::Value>,

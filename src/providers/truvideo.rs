@@ -704,13 +704,17 @@ impl Provider for Truvideo {
         let upload_id = done.created.upload_id.clone();
         let media_id = done.created.extra.get("mediaId").cloned().filter(|v| !v.is_null());
         let plan = done.created.plan;
+        let crc = Some(crate::engine::checksum::to_base64(done.crc64nvme));
 
         if !self.options.wait {
             ctx.progress.event(Event::Finished);
             let details = done.completion;
             let status =
                 Some(status_of(&details)).filter(|s| !s.is_empty()).unwrap_or_else(|| "PENDING_COMPLETE".into());
-            return Ok(outcome(&file, &upload_id, media_id, &details, status, plan.num_parts, started));
+            return Ok(UploadOutcome {
+                crc64nvme: crc,
+                ..outcome(&file, &upload_id, media_id, &details, status, plan.num_parts, started)
+            });
         }
 
         let details = self.poll(ctx, &upload_id).await;
@@ -722,7 +726,10 @@ impl Provider for Truvideo {
         let details = details?;
         ctx.progress.event(Event::Finished);
         let status = status_of(&details);
-        Ok(outcome(&file, &upload_id, media_id, &details, status, plan.num_parts, started))
+        Ok(UploadOutcome {
+            crc64nvme: crc,
+            ..outcome(&file, &upload_id, media_id, &details, status, plan.num_parts, started)
+        })
     }
 }
 
@@ -929,6 +936,7 @@ fn outcome(
         status,
         parts,
         elapsed_s: started.elapsed().as_secs_f64(),
+        crc64nvme: None,
         fields,
     }
 }

@@ -587,6 +587,7 @@ impl Provider for Uplift {
                         status,
                         parts: 1,
                         elapsed_s: started.elapsed().as_secs_f64(),
+                        crc64nvme: Some(crate::engine::checksum::to_base64(stored.crc64nvme)),
                         fields,
                     });
                 }

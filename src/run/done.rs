@@ -32,6 +32,9 @@ pub struct DoneRecord {
     /// The `--force` run that uploaded the file, when one did (see [`ForceRun`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force_run: Option<String>,
+    /// The receipt of the upload ([`UploadOutcome::crc64nvme`]); absent from older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crc64nvme: Option<String>,
 }
 
 impl DoneRecord {
@@ -195,6 +198,7 @@ pub fn record_done(
         uploaded_at: chrono::Utc::now().to_rfc3339(),
         destination: destination.to_vec(),
         force_run: force_run.map(|r| r.id.clone()),
+        crc64nvme: outcome.crc64nvme.clone(),
     };
     let record = serde_json::to_vec(&rec).expect("serializes");
     // The upload's journal has served its purpose: it becomes the record, or goes.

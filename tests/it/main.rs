@@ -19,6 +19,7 @@ mod pending;
 mod ratelimit;
 mod readme;
 mod real_s3;
+mod receipt;
 mod reliability;
 mod shell;
 mod signin;

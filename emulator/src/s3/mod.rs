@@ -559,6 +559,8 @@ struct Target {
     content_type: Option<String>,
     /// `(upload id, part number)` for UploadPart.
     part: Option<(String, u32)>,
+    /// The body arrives with its first byte flipped (the `corrupt_put` fault).
+    alter: bool,
 }
 
 async fn put(shared: &Arc<Shared>, req: Request) -> Response {
@@ -588,8 +590,20 @@ async fn accept_put(
     len: u64,
     target: Target,
 ) -> Response {
+    let injected = shared.faults.lock().unwrap().on_s3_error("PUT", raw_path);
+    if let Some(e) = injected {
+        let _ = read_body(body, shared.pace(), None).await;
+        tracing::debug!(path = %raw_path, code = %e.code, "fault: an S3 error");
+        return s3_error_response(&e);
+    }
     let fault = shared.faults.lock().unwrap().on_put();
     let pace = shared.pace();
+    let mut target = target;
+    if shared.faults.lock().unwrap().on_corrupt("PUT", raw_path) {
+        tracing::debug!(path = %raw_path, "fault: the body arrives altered");
+        target.alter = true;
+        target.content_md5 = None;
+    }
     match fault {
         PutFault::Reset => {
             let _ = read_body(body, pace, Some(len / 2)).await;
@@ -710,6 +724,17 @@ fn serve_object(shared: &Shared, method: &str, key: String) -> Response {
 }
 
 /// The response of an injected PUT failure.
+/// The answer of an `s3_error` fault: S3's error document of its code.
+pub(crate) fn s3_error_response(e: &crate::faults::S3Error) -> Response {
+    let message = match e.code.as_str() {
+        "BadDigest" => "The Content-MD5 or checksum value that you specified did not match what the server received.",
+        "XAmzContentChecksumMismatch" => "The provided 'x-amz-checksum' header does not match what was computed.",
+        "HeadersNotSigned" => "There were headers present in the request which were not signed",
+        _ => "Fault injected by the emulator.",
+    };
+    xml::error(e.status, &e.code, message, &[])
+}
+
 fn fail_response(status: u16) -> Response {
     match status {
         503 => xml::error(503, "SlowDown", "Please reduce your request rate.", &[]),
@@ -820,7 +845,7 @@ fn parse_target(shared: &Shared, raw_path: &str, raw_query: &str) -> Result<Targ
     let q = sigv4::parse_query(raw_query);
     let get = |n: &str| q.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
     let Some(upload_id) = get("uploadId") else {
-        return Ok(Target { key, content_md5: None, content_type: None, part: None });
+        return Ok(Target { key, content_md5: None, content_type: None, part: None, alter: false });
     };
     let part = get("partNumber").and_then(|p| p.parse::<u32>().ok()).filter(|p| (1..=S3_MAX_PARTS).contains(p));
     let Some(part) = part else {
@@ -835,7 +860,7 @@ fn parse_target(shared: &Shared, raw_path: &str, raw_query: &str) -> Result<Targ
     if !known {
         return Err(no_such_upload(&upload_id));
     }
-    Ok(Target { key, content_md5: None, content_type: None, part: Some((upload_id, part)) })
+    Ok(Target { key, content_md5: None, content_type: None, part: Some((upload_id, part)), alter: false })
 }
 
 fn no_such_upload(upload_id: &str) -> Response {
@@ -971,6 +996,7 @@ async fn receive(shared: &Shared, body: Body, len: u64, mut pace: Pace<'_>, targ
     };
     let mut body = body;
     let mut failure = None;
+    let mut alter = target.alter;
     while let Some(frame) = body.frame().await {
         let data = match frame {
             Ok(f) => match f.into_data() {
@@ -981,6 +1007,14 @@ async fn receive(shared: &Shared, body: Body, len: u64, mut pace: Pace<'_>, targ
                 failure = Some(format!("body: {e}"));
                 break;
             }
+        };
+        let data = if alter && !data.is_empty() {
+            alter = false;
+            let mut v = data.to_vec();
+            v[0] ^= 0x01;
+            Bytes::from(v)
+        } else {
+            data
         };
         if let Err(e) = rx.write(&data).await {
             failure = Some(e);

@@ -349,6 +349,13 @@ pub(super) async fn post_object(shared: &Arc<Shared>, req: Request) -> Response 
         _ => 204,
     };
 
+    let injected = shared.faults.lock().unwrap().on_s3_error("POST", &raw_path);
+    if let Some(e) = injected {
+        drop(file);
+        drain(mp).await;
+        tracing::debug!(path = %raw_path, code = %e.code, "fault: an S3 error");
+        return super::s3_error_response(&e);
+    }
     let fault = shared.faults.lock().unwrap().on_put();
     let mut pace = shared.pace();
     match fault {

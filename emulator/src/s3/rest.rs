@@ -165,8 +165,16 @@ pub async fn handle(shared: &Arc<Shared>, req: Request) -> Response {
                 None
             };
             let content_type = header_str(headers, "content-type");
-            put(shared, conn, &raw_path, headers, body, auth, Target { key, content_md5: None, content_type, part })
-                .await
+            put(
+                shared,
+                conn,
+                &raw_path,
+                headers,
+                body,
+                auth,
+                Target { key, content_md5: None, content_type, part, alter: false },
+            )
+            .await
         }
         _ => {
             drain(body).await;

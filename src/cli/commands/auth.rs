@@ -39,12 +39,7 @@ pub(crate) async fn check(
     let provider = args.provider.ok_or_else(|| {
         Error::usage("no provider given", "pass --provider teleport|truvideo|uplift|apertur (or set UPLOAD_PROVIDER)")
     })?;
-    let (path, accepted): (&str, &[u16]) = match provider {
-        ProviderName::Teleport => ("/api/v1/captures", &[]),
-        ProviderName::Truvideo => ("/upload/00000000-0000-0000-0000-000000000000", &[400]),
-        ProviderName::Uplift => ("/v1/captures", &[]),
-        ProviderName::Apertur => ("/api/v1/sessions/recent", &[]),
-    };
+    let (path, accepted) = read_only_call(provider);
     let query: Vec<(&str, String)> =
         if provider == ProviderName::Truvideo { vec![] } else { vec![("limit", "1".into())] };
     let crate::cli::settings::Connection { endpoint, token, http, .. } = crate::cli::settings::connect(
@@ -94,63 +89,101 @@ pub(crate) async fn check(
     };
     let (origin, expires) = token.origin().await;
     let secret = token.known_secret().await.unwrap_or_default();
-    let claims = signin::jwt_claims(secret.expose()).unwrap_or_default();
-    let who: Vec<(String, String)> = IDENTITY_CLAIMS
+    let by = token.sign_in().filter(|_| matches!(origin, TokenOrigin::SignIn | TokenOrigin::Cache));
+    let report = Report {
+        provider: provider.as_str(),
+        token_source: origin.as_str(),
+        signed_in: by.map(|s| (s.credentials().who(), crate::redact::safe_url(s.endpoint().as_str()))),
+        valid_s: expires.and_then(|e| e.duration_since(SystemTime::now()).ok()).map(|d| d.as_secs()),
+        check: what,
+        status,
+        token_for: identity(secret.expose()),
+    };
+    let text = if output.json { format!("{}\n", report.json()) } else { report.text() };
+    let res = std::io::stdout().lock().write_all(text.as_bytes());
+    match res {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::File { path: "<stdout>".into(), source: e }),
+        _ => Ok(crate::cli::report::exit::OK),
+    }
+}
+
+/// The read-only call of each provider, and the statuses besides 2xx that prove the token passed.
+fn read_only_call(provider: ProviderName) -> (&'static str, &'static [u16]) {
+    match provider {
+        ProviderName::Teleport => ("/api/v1/captures", &[]),
+        ProviderName::Truvideo => ("/upload/00000000-0000-0000-0000-000000000000", &[400]),
+        ProviderName::Uplift => ("/v1/captures", &[]),
+        ProviderName::Apertur => ("/api/v1/sessions/recent", &[]),
+    }
+}
+
+/// Who a JWT says it is for (its identity claims, read locally); nothing for other tokens.
+fn identity(token: &str) -> Vec<(String, String)> {
+    let claims = signin::jwt_claims(token).unwrap_or_default();
+    IDENTITY_CLAIMS
         .iter()
         .filter_map(|k| {
             let v = claims.get(*k)?;
             let s = v.as_str().map(String::from).unwrap_or_else(|| v.to_string());
             Some((k.to_string(), s))
         })
-        .collect();
-    let by = token.sign_in().filter(|_| matches!(origin, TokenOrigin::SignIn | TokenOrigin::Cache));
-    let valid_s = expires.and_then(|e| e.duration_since(SystemTime::now()).ok()).map(|d| d.as_secs());
+        .collect()
+}
 
-    let mut out = std::io::stdout().lock();
-    let res = if output.json {
+/// What the check found, for the terminal or `--json`.
+struct Report {
+    provider: &'static str,
+    token_source: &'static str,
+    /// (who, the sign-in endpoint without secrets) when the token came from a sign-in.
+    signed_in: Option<(String, String)>,
+    valid_s: Option<u64>,
+    check: String,
+    status: u16,
+    token_for: Vec<(String, String)>,
+}
+
+impl Report {
+    fn json(&self) -> serde_json::Value {
         let mut v = serde_json::json!({
-            "provider": provider.as_str(),
+            "provider": self.provider,
             "ok": true,
-            "token_source": origin.as_str(),
-            "check": what,
-            "status": status,
+            "token_source": self.token_source,
+            "check": self.check,
+            "status": self.status,
         });
-        if let Some(s) = by {
-            v["signed_in_as"] = s.credentials().who().into();
-            v["auth_endpoint"] = crate::redact::safe_url(s.endpoint().as_str()).into();
+        if let Some((who, endpoint)) = &self.signed_in {
+            v["signed_in_as"] = who.clone().into();
+            v["auth_endpoint"] = endpoint.clone().into();
         }
-        if let Some(t) = valid_s {
+        if let Some(t) = self.valid_s {
             v["expires_in_s"] = t.into();
         }
-        if !who.is_empty() {
-            v["token_for"] = who.iter().map(|(k, s)| (k.clone(), serde_json::Value::from(s.clone()))).collect();
+        if !self.token_for.is_empty() {
+            v["token_for"] =
+                self.token_for.iter().map(|(k, s)| (k.clone(), serde_json::Value::from(s.clone()))).collect();
         }
-        writeln!(out, "{v}")
-    } else {
-        let mut text = format!("{}: credentials accepted\n", provider.as_str());
-        match by {
-            Some(s) => text.push_str(&format!(
-                "  token: signed in as {} at {}",
-                s.credentials().who(),
-                crate::redact::safe_url(s.endpoint().as_str()).trim_end_matches('/')
-            )),
-            None => text.push_str(&format!("  token: {}", origin.as_str())),
+        v
+    }
+
+    fn text(&self) -> String {
+        let mut text = format!("{}: credentials accepted\n", self.provider);
+        match &self.signed_in {
+            Some((who, endpoint)) => {
+                text.push_str(&format!("  token: signed in as {who} at {}", endpoint.trim_end_matches('/')))
+            }
+            None => text.push_str(&format!("  token: {}", self.token_source)),
         }
-        if let Some(t) = valid_s {
+        if let Some(t) = self.valid_s {
             text.push_str(&format!(", valid for {t} s"));
         }
         text.push('\n');
-        text.push_str(&format!("  check: {what} answered {status}\n"));
-        if !who.is_empty() {
-            let list: Vec<String> = who.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            text.push_str(&format!("  token for: {}\n", list.join(", ")));
-        } else {
+        text.push_str(&format!("  check: {} answered {}\n", self.check, self.status));
+        if self.token_for.is_empty() {
             text.push_str("  token for: the API does not say\n");
+        } else {
+            let list: Vec<String> = self.token_for.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            text.push_str(&format!("  token for: {}\n", list.join(", ")));
         }
-        out.write_all(text.as_bytes())
-    };
-    match res {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::File { path: "<stdout>".into(), source: e }),
-        _ => Ok(crate::cli::report::exit::OK),
+        text
     }
 }

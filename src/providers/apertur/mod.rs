@@ -30,6 +30,7 @@ use sha2::{Digest, Sha256};
 
 use super::api::{Api, RequestSigner, Retry};
 use super::{Context, DryRun, Provider, UploadOutcome};
+use crate::engine::checksum::{self, CrcSlot};
 use crate::engine::form::FilePart;
 use crate::engine::http::id_path;
 use crate::engine::poll::{Poller, Step};
@@ -521,7 +522,13 @@ impl Apertur {
     /// session has expired (410) or is full (`MAX_IMAGES_REACHED`, or as many images as
     /// `--max-images` stored by this run); a lost answer is settled by the uploads list before
     /// the image is sent again. The session it went to, and the answer.
-    async fn upload_image(&self, ctx: &Context, file: &FileSource, mime: &'static str) -> Result<(SessionInfo, Value)> {
+    async fn upload_image(
+        &self,
+        ctx: &Context,
+        file: &FileSource,
+        mime: &'static str,
+        crc: &CrcSlot,
+    ) -> Result<(SessionInfo, Value)> {
         let what = format!("upload {}", file.file_name());
         let renewable = self.options.session.is_none();
         let mut session = self.session(&ctx.api).await?;
@@ -546,7 +553,7 @@ impl Apertur {
                 (deadline, ctx.api.exec.idle_timeout()),
                 &ctx.cancel,
                 |e| matches!(e, Error::Ambiguous { .. }),
-                || self.post_image(ctx, file, mime, &session.id, &what),
+                || self.post_image(ctx, file, mime, &session.id, &what, crc),
                 || self.find_image(&ctx.api, &session.id, file, since),
             )
             .await;
@@ -639,7 +646,9 @@ impl Apertur {
         mime: &'static str,
         session: &str,
         what: &str,
+        crc: &CrcSlot,
     ) -> Result<Value> {
+        let crc = crc.clone();
         let part = FilePart { field: "file".into(), file_name: file.file_name(), content_type: mime.into() };
         let framing = crate::engine::form::form(&[], &part, file.size());
         let length = framing.content_length;
@@ -658,10 +667,16 @@ impl Apertur {
                     progress.event(Event::Bytes { part: 1, delta: -(before as i64) });
                 }
                 let (sent, progress) = (sent.clone(), progress.clone());
-                let body = framing.body(&source, rate.clone(), move |n| {
-                    sent.fetch_add(n, Ordering::Relaxed);
-                    progress.event(Event::Bytes { part: 1, delta: n as i64 });
-                });
+                // Every attempt that hands out the whole file leaves its CRC (the same bytes).
+                let body = framing.body(
+                    &source,
+                    rate.clone(),
+                    move |n| {
+                        sent.fetch_add(n, Ordering::Relaxed);
+                        progress.event(Event::Bytes { part: 1, delta: n as i64 });
+                    },
+                    crc.clone(),
+                );
                 let mut req = req
                     .header(reqwest::header::CONTENT_TYPE, content_type.as_str())
                     .header(reqwest::header::CONTENT_LENGTH, length)
@@ -855,8 +870,17 @@ impl Provider for Apertur {
             done_bytes: 0,
             done_parts: 0,
         });
-        let (session, answer) = self.upload_image(ctx, &file, mime).await?;
+        let crc = CrcSlot::new();
+        let (session, answer) = self.upload_image(ctx, &file, mime, &crc).await?;
         file.check_unchanged()?;
+        // An image a look-up found stored (its answer was lost) was sent whole by an attempt
+        // that may not have said so: its bytes are the file's, read again.
+        let crc64nvme = match crc.get() {
+            Some(c) => c,
+            None => checksum::whole_file(&file, vec![(None, 0, file.size())])
+                .await
+                .map_err(|source| Error::File { path: file.path().to_path_buf(), source })?,
+        };
         ctx.progress.event(Event::PartDone { part: 1 });
         ctx.progress.event(Event::Finished);
         let image_id = answer
@@ -886,6 +910,7 @@ impl Provider for Apertur {
             status: "uploaded".into(),
             parts: 1,
             elapsed_s: started.elapsed().as_secs_f64(),
+            crc64nvme: Some(checksum::to_base64(crc64nvme)),
             fields,
         })
     }

@@ -309,7 +309,9 @@ impl Provider for Teleport {
             }
         };
         ctx.progress.event(Event::Finished);
-        Ok(outcome(&file, &capture, &eid, done.created.plan.num_parts, started))
+        let mut out = outcome(&file, &capture, &eid, done.created.plan.num_parts, started);
+        out.crc64nvme = Some(crate::engine::checksum::to_base64(done.crc64nvme));
+        Ok(out)
     }
 }
 
@@ -559,6 +561,7 @@ fn outcome(file: &FileSource, capture: &serde_json::Value, eid: &str, parts: u32
         status: capture.get("state").and_then(|s| s.as_str()).unwrap_or("UPLOADED").to_string(),
         parts,
         elapsed_s: started.elapsed().as_secs_f64(),
+        crc64nvme: None,
         fields,
     }
 }
