@@ -1307,37 +1307,48 @@ fn upload_rows(shared: &Shared) -> Vec<Value> {
 
 /// `GET /api/v1/sessions?page&pageSize` → `{data: [SessionRow], total, page, pageSize, totalPages}`.
 async fn list_sessions(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery, headers: HeaderMap) -> Response {
-    answer((|| -> Answer {
-        check_auth(&shared, &headers)?;
-        let (page, size) = page_params(query.as_deref())?;
-        Ok(json_response(200, &paged(session_rows(&shared), page, size)))
-    })())
+    rows_answer(&shared, query.as_deref(), &headers, session_rows, Listing::Paged)
 }
 
 /// `GET /api/v1/sessions/recent?limit` → `[SessionRow]`.
 async fn recent_sessions(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery, headers: HeaderMap) -> Response {
-    answer((|| -> Answer {
-        check_auth(&shared, &headers)?;
-        let limit = limit_param(query.as_deref())?;
-        Ok(json_response(200, &Value::Array(session_rows(&shared).into_iter().take(limit).collect())))
-    })())
+    rows_answer(&shared, query.as_deref(), &headers, session_rows, Listing::Recent)
 }
 
 /// `GET /api/v1/uploads?page&pageSize` → `{data: [UploadRow], total, page, pageSize, totalPages}`.
 async fn list_uploads(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery, headers: HeaderMap) -> Response {
-    answer((|| -> Answer {
-        check_auth(&shared, &headers)?;
-        let (page, size) = page_params(query.as_deref())?;
-        Ok(json_response(200, &paged(upload_rows(&shared), page, size)))
-    })())
+    rows_answer(&shared, query.as_deref(), &headers, upload_rows, Listing::Paged)
 }
 
 /// `GET /api/v1/uploads/recent?limit` → `[UploadRow]`.
 async fn recent_uploads(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery, headers: HeaderMap) -> Response {
+    rows_answer(&shared, query.as_deref(), &headers, upload_rows, Listing::Recent)
+}
+
+/// How a list is answered: a page of the SDK's paging, or the newest `limit` rows.
+enum Listing {
+    Paged,
+    Recent,
+}
+
+/// The rows of a list (newest first), after the token check, as `listing` asks.
+fn rows_answer(
+    shared: &Shared,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    rows: fn(&Shared) -> Vec<Value>,
+    listing: Listing,
+) -> Response {
     answer((|| -> Answer {
-        check_auth(&shared, &headers)?;
-        let limit = limit_param(query.as_deref())?;
-        Ok(json_response(200, &Value::Array(upload_rows(&shared).into_iter().take(limit).collect())))
+        check_auth(shared, headers)?;
+        let body = match listing {
+            Listing::Paged => {
+                let (page, size) = page_params(query)?;
+                paged(rows(shared), page, size)
+            }
+            Listing::Recent => Value::Array(rows(shared).into_iter().take(limit_param(query)?).collect()),
+        };
+        Ok(json_response(200, &body))
     })())
 }
 
