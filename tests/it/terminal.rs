@@ -207,7 +207,7 @@ async fn a_run_of_several_files_on_a_terminal_prints_one_line_per_file() {
     assert_eq!(done.len(), 3, "one line per file: {err:?}");
     for line in &done {
         assert!(
-            line.contains("1.00 MiB") && line.contains("teleport capture ") && line.contains("(UPLOADED)"),
+            line.contains("1.00 MiB") && line.contains("teleport capture ") && line.contains("(uploaded)"),
             "{line}"
         );
     }
@@ -231,7 +231,7 @@ async fn a_run_of_several_files_on_a_terminal_prints_one_line_per_file() {
         let out = run_upload(teleport(&paths, &emu, extra), env).await;
         assert!(out.status.success(), "{}", stderr(&out));
         let text = stdout(&out);
-        assert_eq!(text.matches(" → teleport: UPLOADED (1.00 MiB, 1 part, ").count(), 3, "{extra:?}: {text}");
+        assert_eq!(text.matches(" → teleport: uploaded (1.00 MiB, 1 part, ").count(), 3, "{extra:?}: {text}");
         assert_eq!(text.matches("  id: ").count(), 3, "{text}");
         assert!(!stderr(&out).contains("✓"), "{}", stderr(&out));
     }
@@ -586,8 +586,8 @@ async fn ctrl_c_on_a_real_terminal_during_one_file_leaves_no_bar() {
     assert_eq!(out.status.code(), Some(130), "{screen:?}");
     assert!(took < Duration::from_secs(5), "Ctrl-C took {took:?}: {screen:?}");
     assert!(!bar_frames(&screen).is_empty(), "a bar was drawn before Ctrl-C: {screen:?}");
-    // After the last bar drawn: its line erased, then the error and the resume hint, and no
-    // bar drawn again.
+    // After the last bar drawn: its line erased, then the error and the resume hint together
+    // (no bar drawn between them), and no bar drawn again.
     let bar_end = screen.rfind("\x1b[0m] ").expect("a bar");
     let rest = &screen[bar_end..];
     let erased = rest.find("\r\x1b[2K").unwrap_or_else(|| panic!("the last bar is never erased: {rest:?}"));
