@@ -187,7 +187,7 @@ const DUE_RATIO: u64 = 4;
 
 /// At most this many loose records go into one pass of a compaction (what it keeps in memory:
 /// their lines); a compaction makes passes until none are left.
-const TAKE_MAX: usize = 16_384;
+const TAKE_MAX: usize = 8_192;
 
 /// How many records this process writes between two looks at whether its state directory's
 /// records want a [`tidy`], and the longest time between two looks while records are written.
