@@ -8,9 +8,11 @@
 //! both sorted, into a new one ([`merge`]): memory follows the new records, not the file.
 
 use std::cmp::Ordering;
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufRead, Write};
 use std::path::Path;
+use std::sync::Mutex;
 
 use crate::engine::platform::read_exact_at;
 
@@ -35,35 +37,121 @@ pub(super) fn record_of(line: &[u8]) -> &[u8] {
 
 /// The record stored under `key` in the packed file at `path`; `None` when the file or the key
 /// is not there.
+///
+/// The first steps of the search are the same for every key (the line after the middle of the
+/// file, then after the middle of either half...): this process keeps them (the first
+/// [`MEMO_DEPTH`] levels, a few hundred KiB at most, for the last packed file searched, as long
+/// as it is the same file: inode, length, modification time), so the look-ups of a run read the
+/// file only near their own line.
 pub(super) fn lookup(path: &Path, key: &[u8]) -> io::Result<Option<Vec<u8>>> {
+    static MEMO: Mutex<Option<Memo>> = Mutex::new(None);
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    let len = file.metadata()?.len();
-    search(&file, len, key)
+    let meta = file.metadata()?;
+    let id = FileId::of(path, &meta);
+    let mut memo = MEMO.lock().unwrap_or_else(|e| e.into_inner());
+    if memo.as_ref().is_none_or(|m| m.id != id) {
+        *memo = Some(Memo { id, steps: HashMap::new() });
+    }
+    let steps = &mut memo.as_mut().expect("set").steps;
+    search_with(&file, meta.len(), key, Some(steps))
 }
 
-/// The binary search of [`lookup`] over the first `len` bytes of `file`.
-pub(super) fn search(file: &File, len: u64, key: &[u8]) -> io::Result<Option<Vec<u8>>> {
+/// How many levels of a search are kept ([`lookup`]): up to 2^12 - 1 steps of a key each.
+const MEMO_DEPTH: u32 = 12;
+
+/// Which packed file the kept steps are of.
+#[derive(Debug, PartialEq, Eq)]
+struct FileId {
+    path: std::path::PathBuf,
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    #[cfg(unix)]
+    ino: u64,
+}
+
+impl FileId {
+    fn of(path: &Path, meta: &std::fs::Metadata) -> FileId {
+        FileId {
+            path: path.to_path_buf(),
+            len: meta.len(),
+            modified: meta.modified().ok(),
+            #[cfg(unix)]
+            ino: std::os::unix::fs::MetadataExt::ino(meta),
+        }
+    }
+}
+
+/// The kept steps of one packed file, by search range.
+struct Memo {
+    id: FileId,
+    steps: HashMap<(u64, u64), Option<Step>>,
+}
+
+/// One step of a search over the range `[lo, hi)`: the line after its middle (where it starts,
+/// where the next begins, its key); `None` when no line starts there.
+#[derive(Clone, Debug)]
+struct Step {
+    start: u64,
+    next: u64,
+    key: Box<[u8]>,
+}
+
+/// The binary search of [`lookup`] over the first `len` bytes of `file`, keeping its first
+/// steps in `memo` (when given) or taking them from there.
+fn search_with(
+    file: &File,
+    len: u64,
+    key: &[u8],
+    mut memo: Option<&mut HashMap<(u64, u64), Option<Step>>>,
+) -> io::Result<Option<Vec<u8>>> {
     // `lo` is a line's start, `hi` a line's start or the end: the line of `key`, when there is
     // one, starts in [lo, hi).
     let (mut lo, mut hi) = (0u64, len);
+    let mut depth = 0;
     while hi - lo > WINDOW {
-        let mid = lo + (hi - lo) / 2;
-        // The first line that starts after `mid` (a line longer than half the range has none
-        // there: the scan below reads the range, at most about twice that line).
-        let Some((start, line)) = line_after(file, mid, hi)? else { break };
-        match key_of(&line).cmp(key) {
-            Ordering::Equal => return Ok(Some(record_of(&line).to_vec())),
-            Ordering::Less => lo = (start + line.len() as u64 + 1).min(hi),
-            Ordering::Greater => hi = start,
+        let kept = memo.as_deref_mut().filter(|_| depth < MEMO_DEPTH);
+        let step = match kept.as_ref().and_then(|m| m.get(&(lo, hi))) {
+            Some(step) => step.clone(),
+            None => {
+                let step = step_at(file, lo, hi)?;
+                if let Some(m) = kept {
+                    m.insert((lo, hi), step.clone());
+                }
+                step
+            }
+        };
+        depth += 1;
+        // A line longer than half the range has no line start after the middle: the scan
+        // below reads the range, at most about twice that line.
+        let Some(step) = step else { break };
+        match (*step.key).cmp(key) {
+            Ordering::Equal => {
+                let mut line = vec![0; (step.next - step.start) as usize];
+                read_exact_at(file, &mut line, step.start)?;
+                let line = line.strip_suffix(b"\n").unwrap_or(&line);
+                return Ok(Some(record_of(line).to_vec()));
+            }
+            Ordering::Less => lo = step.next,
+            Ordering::Greater => hi = step.start,
         }
     }
     let mut buf = vec![0; (hi - lo) as usize];
     read_exact_at(file, &mut buf, lo)?;
     Ok(buf.split(|&b| b == b'\n').find(|l| key_of(l) == key).map(|l| record_of(l).to_vec()))
+}
+
+/// The step of a search over `[lo, hi)`: the first line that starts after its middle.
+fn step_at(file: &File, lo: u64, hi: u64) -> io::Result<Option<Step>> {
+    let mid = lo + (hi - lo) / 2;
+    Ok(line_after(file, mid, hi)?.map(|(start, line)| Step {
+        start,
+        next: (start + line.len() as u64 + 1).min(hi),
+        key: key_of(&line).into(),
+    }))
 }
 
 /// The line that starts first after `mid` (`mid` > 0) and before `hi`, and where it starts.
@@ -195,8 +283,15 @@ mod tests {
         (dir, path)
     }
 
+    /// What a look-up finds, asserting that the search without kept steps finds the same.
     fn found(path: &Path, key: &str) -> Option<String> {
-        lookup(path, key.as_bytes()).unwrap().map(|r| String::from_utf8(r).unwrap())
+        let kept = lookup(path, key.as_bytes()).unwrap().map(|r| String::from_utf8(r).unwrap());
+        let fresh = File::open(path).ok().map(|f| {
+            let len = f.metadata().unwrap().len();
+            search_with(&f, len, key.as_bytes(), None).unwrap().map(|r| String::from_utf8(r).unwrap())
+        });
+        assert_eq!(kept, fresh.flatten(), "{key}");
+        kept
     }
 
     #[test]
@@ -235,6 +330,27 @@ mod tests {
         std::fs::write(&path, text).unwrap();
         assert_eq!(found(&path, "k99999").as_deref(), Some("{\"last\":1}"));
         assert_eq!(found(&path, "k01000").as_deref(), Some("{}"));
+    }
+
+    /// The steps kept of a packed file are not used for another version of it.
+    #[test]
+    fn kept_steps_follow_the_file() {
+        let keys: Vec<String> = (0..5000).map(|i| format!("teleport-{:06}", i * 2)).collect();
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let (_d, path) = packed(&refs);
+        for k in refs.iter().step_by(97) {
+            assert!(found(&path, k).is_some(), "{k}");
+        }
+        // A compaction replaces the file (another inode, another length): odd keys now.
+        let odd: Vec<String> = (0..5000).map(|i| format!("teleport-{:06}", i * 2 + 1)).collect();
+        let text: String = odd.iter().map(|k| format!("{k}\t{{\"v\":2}}\n")).collect();
+        let tmp = path.with_extension("new");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        for (even, odd) in keys.iter().zip(&odd).step_by(97) {
+            assert_eq!(found(&path, even), None, "{even}");
+            assert_eq!(found(&path, odd).as_deref(), Some("{\"v\":2}"), "{odd}");
+        }
     }
 
     #[test]
