@@ -35,7 +35,7 @@ pub(crate) fn parse_metrics_addr(text: &str) -> std::result::Result<std::net::So
     metrics::parse_addr(text)
 }
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -44,10 +44,10 @@ use futures::StreamExt;
 use futures::future::LocalBoxFuture;
 use futures::stream::FuturesUnordered;
 use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RenameMode};
-use notify::{Event, EventKind, RecursiveMode, Watcher as _};
+use notify::{Event, EventKind, RecursiveMode};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::args::{AfterUpload, OutputArgs, ProviderName, WatchArgs};
+use crate::cli::args::{AfterUpload, OutputArgs, ProviderName, UploadArgs, WatchArgs, WatchOptions};
 use crate::cli::batch::{Reporter, bar_for};
 use crate::cli::settings::UploadSettings;
 use crate::cli::ui;
@@ -338,6 +338,40 @@ impl Unit {
             fresh: false,
         }
     }
+
+    /// Whether the tick looks at it: pending, or idle after a failure whose retry is due (not
+    /// with `--once`: one attempt per run).
+    fn wanted(&self, now: Instant, once: bool) -> bool {
+        let retry_due = matches!(&self.last, Some((_, Last::Failed { retry_at, .. })) if *retry_at <= now);
+        self.state == State::Pending || (self.state == State::Idle && retry_due && !once)
+    }
+
+    /// Whether it is complete now: no writer known to have it open, and it appeared by a rename
+    /// (or must start over), holds the `--ready-file` marker, or has settled. A settled file is
+    /// complete only if `writing` (the system, asked) does not say a process has it open for
+    /// writing: this catches a file found by a scan while being written, and a missed (or
+    /// never sent) close, which `writing` saying "no" makes up for.
+    fn complete(
+        &mut self,
+        marker: bool,
+        now: Instant,
+        settle: Duration,
+        writing: impl FnOnce() -> Option<bool>,
+    ) -> bool {
+        let settled = self.settle.settled(now, settle);
+        let mut complete = !self.open && (self.immediate || marker || settled);
+        if self.kind == Kind::File && !self.immediate && settled {
+            match writing() {
+                Some(true) => complete = false,
+                Some(false) if self.open => {
+                    self.open = false;
+                    complete = true;
+                }
+                _ => {}
+            }
+        }
+        complete
+    }
 }
 
 /// Whether the watcher's events say when a writer closed a file (inotify's `CLOSE_WRITE`, on
@@ -440,87 +474,26 @@ fn signals(cancel: CancellationToken) -> tokio::sync::mpsc::UnboundedReceiver<()
 }
 
 /// Runs `upload watch`. Returns 0 after SIGTERM / Ctrl-C; with `--once`, the worst file's exit code.
+///
+/// The set-up, in this order: the arguments checked, the stop signals caught, the settings
+/// built, the directories watched and only then scanned (nothing that arrives in between is
+/// missed), `--metrics` served; then [`Watcher::watch`] until stopped, then [`Watcher::stop`].
 pub(crate) async fn run(args: WatchArgs, output: OutputArgs, inv: &crate::cli::settings::Invocation) -> Result<i32> {
-    let net = inv.net.clone();
-    let opts = args.watch.clone();
-    let up = &args.upload;
-    if up.emulate || up.dry_run {
-        return Err(Error::usage(
-            "upload watch takes neither --emulate nor --dry-run",
-            "try the upload once with `upload DIR --dry-run` (or --emulate), then watch",
-        ));
-    }
-    if up.files_from.is_some() {
-        return Err(Error::usage(
-            "upload watch takes the directories to watch as arguments, not --files-from",
-            "give the directories (`upload watch DIR...`); upload a list of files once with `upload --files-from LIST`",
-        ));
-    }
-    let mut roots = vec![];
-    for dir in &up.files {
-        let canon = crate::engine::platform::canonicalize(dir).ok().filter(|p| p.is_dir()).ok_or_else(|| {
-            Error::usage(
-                format!("{} is not a directory", dir.display()),
-                "upload watch takes directories; upload single files with `upload FILE`",
-            )
-        })?;
-        roots.push(Root { given: dir.clone(), canon });
-    }
+    let (up, opts) = (&args.upload, &args.watch);
+    let roots = roots_to_watch(up)?;
     let cancel = CancellationToken::new();
     let mut hups = signals(cancel.clone());
 
-    let mut settings = Arc::new(UploadSettings::from_args(up, &output, cancel.clone(), inv)?);
+    let settings = Arc::new(UploadSettings::from_args(up, &output, cancel.clone(), inv)?);
     // `--max-duration` / `--until`: the engine's timer, counted from the start (a re-read of
     // the configuration keeps it).
     let limit = settings.uploader.time_limit_in_force().cloned();
-    let limit_reached = || limit.as_ref().is_some_and(crate::engine::wait::TimeLimit::reached);
     let selection = Selection::new(up.recursive, up.hidden, &up.include, &up.exclude)?;
     let bulk = settings.provider == ProviderName::Teleport && up.teleport.format.as_deref() == Some("bulk-images");
-    let concurrent_files = settings.uploader.provider().concurrent_files();
-    let files_at_once = match up.files_at_once {
-        crate::cli::args::AutoCount::Fixed(n) => (n as usize).max(concurrent_files),
-        crate::cli::args::AutoCount::Auto => crate::engine::tune::AUTO_FILES_MIN.max(concurrent_files),
-    };
-    let mut ignore = vec![];
-    if let AfterUpload::Move(dir) = &opts.after_upload {
-        std::fs::create_dir_all(dir).map_err(|e| Error::File { path: dir.clone(), source: e })?;
-        ignore.push(
-            crate::engine::platform::canonicalize(dir).map_err(|e| Error::File { path: dir.clone(), source: e })?,
-        );
-    }
-    if let Some(d) = settings.uploader.state_dir_path().and_then(|d| crate::engine::platform::canonicalize(d).ok()) {
-        ignore.push(d);
-    }
+    let ignore = ignored_dirs(opts, &settings)?;
 
     // Watch first, then scan: nothing that arrives in between is missed.
-    let (tx, mut events) = tokio::sync::mpsc::unbounded_channel::<notify::Result<Event>>();
-    let handler = move |ev: notify::Result<Event>| {
-        let _ = tx.send(ev);
-    };
-    let mode = if up.recursive || bulk { RecursiveMode::Recursive } else { RecursiveMode::NonRecursive };
-    let watch_err = |e: notify::Error| {
-        Error::usage(
-            format!("cannot watch the directories: {e}"),
-            "raise fs.inotify.max_user_watches, or pass --poll 10s to scan instead",
-        )
-    };
-    let _watcher: Option<Box<dyn notify::Watcher>> = if opts.once {
-        None
-    } else if let Some(every) = opts.poll {
-        let mut w = notify::PollWatcher::new(handler, notify::Config::default().with_poll_interval(every))
-            .map_err(watch_err)?;
-        for r in &roots {
-            w.watch(&r.canon, mode).map_err(watch_err)?;
-        }
-        Some(Box::new(w))
-    } else {
-        let mut w = notify::recommended_watcher(handler).map_err(watch_err)?;
-        for r in &roots {
-            w.watch(&r.canon, mode).map_err(watch_err)?;
-        }
-        Some(Box::new(w))
-    };
-
+    let (_notifier, mut events) = start_notifier(opts, &roots, up.recursive || bulk)?;
     let started = Instant::now();
     let mut table = Table {
         roots,
@@ -535,28 +508,178 @@ pub(crate) async fn run(args: WatchArgs, output: OutputArgs, inv: &crate::cli::s
     };
     table.scan_all(started);
 
-    // `--metrics`: served from now on; a port that cannot be had is exit 2 before any upload.
-    let metrics = match opts.metrics {
-        Some(addr) => {
-            let m = Arc::new(Metrics::new(settings.uploader.provider().name()));
-            let bound = metrics::serve(addr, m.clone()).await?;
-            if !output.quiet {
-                eprintln!("upload: watch: metrics at http://{bound}/metrics");
-            }
-            Some(m)
-        }
-        None => None,
-    };
+    let metrics = serve_metrics(opts.metrics, &settings, output.quiet).await?;
     let board = ui::Board::new(ui::Mode::detect(output.quiet, output.json));
-    let mut reporter =
+    let reporter =
         Reporter::new(&settings.uploader, up.force, &board, &output).holding_skips().with_metrics(metrics.clone());
-    let mut interrupted = 0u32;
-    let mut inflight: FuturesUnordered<LocalBoxFuture<'_, Attempt>> = FuturesUnordered::new();
-    let mut ticker = Ticker::new(schedule::tick_interval(opts.settle));
-    // --once: a file still changing this long after the scan is left for the next run.
-    let patience = (opts.settle * 3).max(opts.settle + Duration::from_secs(30));
-    let mut first_tick = true;
-    if !output.quiet {
+    let mut watcher = Watcher {
+        up,
+        opts,
+        output: &output,
+        net: inv.net.clone(),
+        files_at_once: files_at_once(up, &settings),
+        settings,
+        limit,
+        cancel,
+        table,
+        board: &board,
+        reporter,
+        metrics,
+        inflight: FuturesUnordered::new(),
+        started,
+        first_tick: true,
+        interrupted: 0,
+        problems_reported: HashSet::new(),
+    };
+    watcher.announce();
+    watcher.watch(&mut events, &mut hups).await;
+    Ok(watcher.stop().await)
+}
+
+/// The directories to watch, checked: `watch` takes directories only, not `--emulate`,
+/// `--dry-run` or `--files-from` (each refusal names what to do instead).
+fn roots_to_watch(up: &UploadArgs) -> Result<Vec<Root>> {
+    if up.emulate || up.dry_run {
+        return Err(Error::usage(
+            "upload watch takes neither --emulate nor --dry-run",
+            "try the upload once with `upload DIR --dry-run` (or --emulate), then watch",
+        ));
+    }
+    if up.files_from.is_some() {
+        return Err(Error::usage(
+            "upload watch takes the directories to watch as arguments, not --files-from",
+            "give the directories (`upload watch DIR...`); upload a list of files once with `upload --files-from LIST`",
+        ));
+    }
+    up.files
+        .iter()
+        .map(|dir| {
+            let canon = crate::engine::platform::canonicalize(dir).ok().filter(|p| p.is_dir()).ok_or_else(|| {
+                Error::usage(
+                    format!("{} is not a directory", dir.display()),
+                    "upload watch takes directories; upload single files with `upload FILE`",
+                )
+            })?;
+            Ok(Root { given: dir.clone(), canon })
+        })
+        .collect()
+}
+
+/// What the watcher never takes, though it may lie inside a watched directory: the
+/// `--after-upload move:DIR` directory (made now) and the state directory.
+fn ignored_dirs(opts: &WatchOptions, settings: &UploadSettings) -> Result<Vec<PathBuf>> {
+    let mut ignore = vec![];
+    if let AfterUpload::Move(dir) = &opts.after_upload {
+        std::fs::create_dir_all(dir).map_err(|e| Error::File { path: dir.clone(), source: e })?;
+        ignore.push(
+            crate::engine::platform::canonicalize(dir).map_err(|e| Error::File { path: dir.clone(), source: e })?,
+        );
+    }
+    if let Some(d) = settings.uploader.state_dir_path().and_then(|d| crate::engine::platform::canonicalize(d).ok()) {
+        ignore.push(d);
+    }
+    Ok(ignore)
+}
+
+/// How many units are uploaded at once: `--files-at-once` (auto: the engine's minimum), never
+/// fewer than the provider takes at once.
+fn files_at_once(up: &UploadArgs, settings: &UploadSettings) -> usize {
+    let concurrent_files = settings.uploader.provider().concurrent_files();
+    match up.files_at_once {
+        crate::cli::args::AutoCount::Fixed(n) => (n as usize).max(concurrent_files),
+        crate::cli::args::AutoCount::Auto => crate::engine::tune::AUTO_FILES_MIN.max(concurrent_files),
+    }
+}
+
+/// The file-system events of the watched directories: none with `--once` (one scan), a scan
+/// every `--poll`, else the system's notifier (inotify, FSEvents, `ReadDirectoryChangesW`).
+/// The notifier stops when dropped.
+type Notifier = (Option<Box<dyn notify::Watcher>>, tokio::sync::mpsc::UnboundedReceiver<notify::Result<Event>>);
+
+fn start_notifier(opts: &WatchOptions, roots: &[Root], recursive: bool) -> Result<Notifier> {
+    let (tx, events) = tokio::sync::mpsc::unbounded_channel::<notify::Result<Event>>();
+    let handler = move |ev: notify::Result<Event>| {
+        let _ = tx.send(ev);
+    };
+    let mode = if recursive { RecursiveMode::Recursive } else { RecursiveMode::NonRecursive };
+    let watch_err = |e: notify::Error| {
+        Error::usage(
+            format!("cannot watch the directories: {e}"),
+            "raise fs.inotify.max_user_watches, or pass --poll 10s to scan instead",
+        )
+    };
+    let mut notifier: Box<dyn notify::Watcher> = if opts.once {
+        return Ok((None, events));
+    } else if let Some(every) = opts.poll {
+        Box::new(
+            notify::PollWatcher::new(handler, notify::Config::default().with_poll_interval(every))
+                .map_err(watch_err)?,
+        )
+    } else {
+        Box::new(notify::recommended_watcher(handler).map_err(watch_err)?)
+    };
+    for r in roots {
+        notifier.watch(&r.canon, mode).map_err(watch_err)?;
+    }
+    Ok((Some(notifier), events))
+}
+
+/// `--metrics ADDR`: served from now on; a port that cannot be had is exit 2 before any upload.
+async fn serve_metrics(
+    addr: Option<std::net::SocketAddr>,
+    settings: &UploadSettings,
+    quiet: bool,
+) -> Result<Option<Arc<Metrics>>> {
+    let Some(addr) = addr else { return Ok(None) };
+    let m = Arc::new(Metrics::new(settings.uploader.provider().name()));
+    let bound = metrics::serve(addr, m.clone()).await?;
+    if !quiet {
+        eprintln!("upload: watch: metrics at http://{bound}/metrics");
+    }
+    Ok(Some(m))
+}
+
+/// `--once`: a file still changing this long after the scan is left for the next run.
+fn once_patience(settle: Duration) -> Duration {
+    (settle * 3).max(settle + Duration::from_secs(30))
+}
+
+/// A running watcher: what it knows of the units ([`Table`]), the uploads in flight, and what
+/// it reports. Its loop ([`Watcher::watch`]) owns when a unit is taken; the waiting itself (the
+/// settle clock, the tick, the retry backoff) is [`schedule`]'s and the time limit the engine's.
+struct Watcher<'a> {
+    up: &'a UploadArgs,
+    opts: &'a WatchOptions,
+    output: &'a OutputArgs,
+    /// For a re-read of the configuration (SIGHUP).
+    net: crate::engine::http::NetOptions,
+    /// Replaced on SIGHUP; an upload in flight keeps the settings it started with.
+    settings: Arc<UploadSettings>,
+    limit: Option<crate::engine::wait::TimeLimit>,
+    /// The stop (SIGTERM, Ctrl-C, or stdout gone).
+    cancel: CancellationToken,
+    table: Table<'a>,
+    board: &'a ui::Board,
+    reporter: Reporter<'a>,
+    metrics: Option<Arc<Metrics>>,
+    inflight: FuturesUnordered<LocalBoxFuture<'a, Attempt>>,
+    files_at_once: usize,
+    started: Instant,
+    /// No tick yet: `--once` does not end before the first look at what the scan found.
+    first_tick: bool,
+    /// Uploads cut by the stop (their journals kept).
+    interrupted: u32,
+    /// The scan problems told already (each path once).
+    problems_reported: HashSet<PathBuf>,
+}
+
+impl<'a> Watcher<'a> {
+    /// The line that says what was found and how the directories are watched.
+    fn announce(&self) {
+        if self.output.quiet {
+            return;
+        }
+        let opts = self.opts;
         let how = if opts.once {
             "one scan".to_string()
         } else if let Some(p) = opts.poll {
@@ -564,268 +687,359 @@ pub(crate) async fn run(args: WatchArgs, output: OutputArgs, inv: &crate::cli::s
         } else {
             "inotify".to_string()
         };
+        let dirs = self.table.roots.len();
         eprintln!(
             "upload: watch: {} unit(s) found in {} director{} ({how}, settle {:?})",
-            table.units.len(),
-            table.roots.len(),
-            if table.roots.len() == 1 { "y" } else { "ies" },
+            self.table.units.len(),
+            dirs,
+            if dirs == 1 { "y" } else { "ies" },
             opts.settle
         );
     }
 
-    let mut problems_reported: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
-    loop {
-        // What a scan could not take is reported once, by path, as a batch run reports it.
-        for problem in std::mem::take(&mut table.problems) {
-            if problems_reported.insert(problem.path.clone()) {
+    /// The stop was asked for, or the time limit reached: no unit is taken any more.
+    fn stopping(&self) -> bool {
+        self.cancel.is_cancelled() || self.limit.as_ref().is_some_and(crate::engine::wait::TimeLimit::reached)
+    }
+
+    /// The loop, until stopped and idle (or, with `--once`, until every unit is idle after the
+    /// first look). Each turn tells new scan problems and the metrics' gauges, then takes what
+    /// comes first: an attempt's end, a file-system event, SIGHUP, the time limit, the tick.
+    async fn watch(
+        &mut self,
+        events: &mut tokio::sync::mpsc::UnboundedReceiver<notify::Result<Event>>,
+        hups: &mut tokio::sync::mpsc::UnboundedReceiver<()>,
+    ) {
+        let mut ticker = Ticker::new(schedule::tick_interval(self.opts.settle));
+        loop {
+            self.report_problems();
+            // At the time limit no file is taken; the uploads in flight stop (the engine's), then exit 9.
+            let stopping = self.stopping();
+            self.publish_state();
+            if stopping && self.inflight.is_empty() {
+                break;
+            }
+            if self.opts.once
+                && self.inflight.is_empty()
+                && !self.first_tick
+                && self.table.units.values().all(|u| u.state == State::Idle)
+            {
+                break;
+            }
+            let (limit, cancel) = (&self.limit, &self.cancel);
+            tokio::select! {
+                biased;
+                Some(a) = self.inflight.next(), if !self.inflight.is_empty() => self.on_end(a, stopping),
+                Some(ev) = events.recv() => match ev {
+                    Ok(ev) => self.table.on_event(ev, Instant::now()),
+                    Err(e) => tracing::warn!("watch: {e}"),
+                },
+                Some(()) = hups.recv() => self.reload(),
+                // Wakes the loop at the time limit (the engine's timer), to stop taking files.
+                _ = async { match limit { Some(l) => l.wait().await, None => std::future::pending().await } }, if !stopping => {}
+                alive = ticker.tick(cancel), if !stopping => {
+                    if alive {
+                        self.on_tick();
+                    }
+                }
+            }
+        }
+    }
+
+    /// What a scan could not take is reported once, by path, as a batch run reports it.
+    fn report_problems(&mut self) {
+        for problem in std::mem::take(&mut self.table.problems) {
+            if self.problems_reported.insert(problem.path.clone()) {
                 let item = Item::File(problem.path.clone());
-                if let Err(e) = reporter.refused(&item, &problem.into_error(), false) {
+                if let Err(e) = self.reporter.refused(&item, &problem.into_error(), false) {
                     crate::cli::report_error(&e);
-                    cancel.cancel();
+                    self.cancel.cancel();
                 }
             }
         }
-        // At the time limit no file is taken; the uploads in flight stop (the engine's), then exit 9.
-        let stopping = cancel.is_cancelled() || limit_reached();
-        if let Some(m) = &metrics {
-            let queued = table.units.values().filter(|u| u.state == State::Pending).count();
-            m.set_state(inflight.len(), queued, settings.uploader.rate().current());
+    }
+
+    /// `--metrics`: the uploads in flight, the units waiting, the rate limit in force.
+    fn publish_state(&self) {
+        if let Some(m) = &self.metrics {
+            let queued = self.table.units.values().filter(|u| u.state == State::Pending).count();
+            m.set_state(self.inflight.len(), queued, self.settings.uploader.rate().current());
         }
-        if stopping && inflight.is_empty() {
-            break;
+    }
+
+    /// SIGHUP: the configuration file is read again; the units started from now on use it (the
+    /// time limit stays the one counted from the start). A file that does not load keeps the
+    /// previous settings.
+    fn reload(&mut self) {
+        let reloaded = crate::cli::config::ConfigFile::load().and_then(|config| {
+            let inv = crate::cli::settings::Invocation { config, net: self.net.clone() };
+            UploadSettings::from_args(self.up, self.output, self.cancel.clone(), &inv)
+        });
+        match reloaded {
+            Ok(mut s) => {
+                s.uploader = s.uploader.time_limit(self.limit.clone());
+                self.settings = Arc::new(s);
+                eprintln!("upload: watch: configuration re-read (files started from now on use it)");
+            }
+            Err(e) => {
+                crate::cli::report_error(&e);
+                eprintln!("upload: watch: keeping the previous configuration");
+            }
         }
-        if opts.once && inflight.is_empty() && !first_tick && table.units.values().all(|u| u.state == State::Idle) {
-            break;
+    }
+
+    /// An attempt ended: the unit's outcome recorded ([`Watcher::record`]), then reported.
+    /// Files found already uploaded (a restart over old files) get one line for the lot once
+    /// the round in flight is over; -v names each.
+    fn on_end(&mut self, a: Attempt, stopping: bool) {
+        let Attempt { key, item, mut res, elapsed } = a;
+        if !self.record(&key, &mut res, stopping) {
+            return;
         }
-        tokio::select! {
-            biased;
-            Some(a) = inflight.next(), if !inflight.is_empty() => {
-                let Attempt { key, item, mut res, elapsed } = a;
-                let now = Instant::now();
-                let path = table.path(&key);
-                let current = table.units.get(&key).and_then(|u| table.stat(&key, u.kind)).map(|(s, _)| s);
-                let Some(u) = table.units.get_mut(&key) else { continue };
-                let sent = u.sent.take().unwrap_or(*u.settle.sig());
-                let changed = matches!(u.state, State::InFlight { changed: true }) || current != Some(sent);
-                u.state = if changed { State::Pending } else { State::Idle };
-                match &mut res {
-                    Ok(FileResult::Uploaded(_) | FileResult::Skipped(..)) => {
-                        u.last = Some((sent, Last::Done));
-                        u.fresh = false;
-                        if !changed && opts.after_upload != AfterUpload::Keep {
-                            let what = match &opts.after_upload {
-                                AfterUpload::Move(dir) => {
-                                    let to = dir.join(&key.1);
-                                    move_path(&path, &to).map(|()| format!("moved to {}", to.display()))
-                                }
-                                _ if u.kind == Kind::Capture => std::fs::remove_dir_all(&path).map(|()| "deleted".to_string()),
-                                _ => std::fs::remove_file(&path).map(|()| "deleted".to_string()),
-                            };
-                            match what {
-                                Ok(what) => {
-                                    if let Ok(FileResult::Uploaded(o)) = &mut res {
-                                        o.fields.insert("after_upload".into(), what.clone().into());
-                                    }
-                                    tracing::info!("{}: {what}", path.display());
-                                    table.units.remove(&key);
-                                }
-                                Err(e) => eprintln!("upload: warning: {}: uploaded, but --after-upload failed: {e}", path.display()),
-                            }
-                        }
-                    }
-                    Ok(_) => u.last = Some((sent, Last::Done)),
-                    Err(Error::Interrupted { .. }) => {
-                        interrupted += 1;
-                        u.state = State::Pending;
-                        continue;
-                    }
-                    // Its journal is kept: the next start of the watcher carries it on.
-                    Err(Error::Stopped { .. }) => u.state = State::Pending,
-                    Err(e) if journal_outdated(e) && !u.fresh => {
-                        // The file changed while its upload was interrupted: a new upload of it as it is.
-                        tracing::info!("{}: changed since its interrupted upload; starting over", path.display());
-                        u.fresh = true;
-                        u.immediate = true;
-                        u.state = State::Pending;
-                        continue;
-                    }
-                    Err(e) => {
-                        let last = match classify(e) {
-                            Last::Failed { .. } => {
-                                let failures = match &u.last {
-                                    Some((s, Last::Failed { failures, .. })) if *s == sent => failures + 1,
-                                    _ => 1,
-                                };
-                                let delay = schedule::failed_backoff(opts.retry_failed_after, failures);
-                                if !opts.once && !stopping {
-                                    eprintln!("upload: {}: will be tried again in {}", path.display(), crate::size::human_duration(delay));
-                                }
-                                Last::Failed { failures, retry_at: now + delay }
-                            }
-                            other => other,
-                        };
-                        u.last = Some((sent, last));
-                    }
+        let end = match res {
+            Ok(r) => End::Done(r),
+            Err(e) if matches!(classify(&e), Last::Refused) => End::Refused(e),
+            Err(e) => End::Failed(e),
+        };
+        if let Err(e) = self.reporter.end(FileEnd { item: &item, end, elapsed }) {
+            // stdout is gone: nothing more can be reported.
+            crate::cli::report_error(&e);
+            self.cancel.cancel();
+        }
+        if self.inflight.is_empty() && !self.output.quiet {
+            let held = self.reporter.take_held_skips();
+            if held > 0 {
+                let files = if held == 1 { "file" } else { "files" };
+                self.board.println(&format!(
+                    "upload: watch: {held} {files} already uploaded, not sent again (-v lists them)"
+                ));
+            }
+        }
+    }
+
+    /// Records how an attempt at `key` ended, for the version of the unit it sent: pending
+    /// again when it changed meanwhile, else idle; done (then `--after-upload`), refused for
+    /// good, or failed (tried again after the doubling `--retry-failed-after`). An upload cut by
+    /// the stop, or one whose journal no longer matches the changed file (taken afresh at
+    /// once), is pending and not reported: returns false then.
+    fn record(&mut self, key: &Key, res: &mut Result<FileResult>, stopping: bool) -> bool {
+        let now = Instant::now();
+        let path = self.table.path(key);
+        let current = self.table.units.get(key).and_then(|u| self.table.stat(key, u.kind)).map(|(s, _)| s);
+        let Some(u) = self.table.units.get_mut(key) else { return false };
+        let sent = u.sent.take().unwrap_or(*u.settle.sig());
+        let changed = matches!(u.state, State::InFlight { changed: true }) || current != Some(sent);
+        u.state = if changed { State::Pending } else { State::Idle };
+        match res {
+            Ok(FileResult::Uploaded(_) | FileResult::Skipped(..)) => {
+                u.last = Some((sent, Last::Done));
+                u.fresh = false;
+                let kind = u.kind;
+                if !changed && self.opts.after_upload != AfterUpload::Keep {
+                    self.after_upload(key, &path, kind, res);
                 }
-                let end = match res {
-                    Ok(r) => End::Done(r),
-                    Err(e) if matches!(classify(&e), Last::Refused) => End::Refused(e),
-                    Err(e) => End::Failed(e),
+            }
+            Ok(_) => u.last = Some((sent, Last::Done)),
+            Err(Error::Interrupted { .. }) => {
+                self.interrupted += 1;
+                u.state = State::Pending;
+                return false;
+            }
+            // Its journal is kept: the next start of the watcher carries it on.
+            Err(Error::Stopped { .. }) => u.state = State::Pending,
+            Err(e) if journal_outdated(e) && !u.fresh => {
+                // The file changed while its upload was interrupted: a new upload of it as it is.
+                tracing::info!("{}: changed since its interrupted upload; starting over", path.display());
+                u.fresh = true;
+                u.immediate = true;
+                u.state = State::Pending;
+                return false;
+            }
+            Err(e) => {
+                let last = match classify(e) {
+                    Last::Failed { .. } => {
+                        let failures = failures_after(u.last.as_ref(), sent);
+                        let delay = schedule::failed_backoff(self.opts.retry_failed_after, failures);
+                        if !self.opts.once && !stopping {
+                            eprintln!(
+                                "upload: {}: will be tried again in {}",
+                                path.display(),
+                                crate::size::human_duration(delay)
+                            );
+                        }
+                        Last::Failed { failures, retry_at: now + delay }
+                    }
+                    other => other,
                 };
-                let reported = reporter.end(FileEnd { item: &item, end, elapsed });
-                if let Err(e) = reported {
-                    // stdout is gone: nothing more can be reported.
-                    crate::cli::report_error(&e);
-                    cancel.cancel();
-                }
-                // Files found already uploaded (a restart over old files): one line for the lot,
-                // once the round in flight is over; -v names each.
-                if inflight.is_empty() && !output.quiet {
-                    let held = reporter.take_held_skips();
-                    if held > 0 {
-                        let files = if held == 1 { "file" } else { "files" };
-                        board.println(&format!("upload: watch: {held} {files} already uploaded, not sent again (-v lists them)"));
-                    }
-                }
-            }
-            Some(ev) = events.recv() => match ev {
-                Ok(ev) => table.on_event(ev, Instant::now()),
-                Err(e) => tracing::warn!("watch: {e}"),
-            },
-            Some(()) = hups.recv() => {
-                // The configuration file is read again: a reload takes its changes.
-                let reloaded = crate::cli::config::ConfigFile::load().and_then(|config| {
-                    let inv = crate::cli::settings::Invocation { config, net: net.clone() };
-                    UploadSettings::from_args(up, &output, cancel.clone(), &inv)
-                });
-                match reloaded {
-                    Ok(mut s) => {
-                        s.uploader = s.uploader.time_limit(limit.clone());
-                        settings = Arc::new(s);
-                        eprintln!("upload: watch: configuration re-read (files started from now on use it)");
-                    }
-                    Err(e) => {
-                        crate::cli::report_error(&e);
-                        eprintln!("upload: watch: keeping the previous configuration");
-                    }
-                }
-            }
-            // Wakes the loop at the time limit (the engine's timer), to stop taking files.
-            _ = async { match &limit { Some(l) => l.wait().await, None => std::future::pending().await } }, if !stopping => {}
-            alive = ticker.tick(&cancel), if !stopping => {
-                if !alive {
-                    continue;
-                }
-                first_tick = false;
-                let now = Instant::now();
-                table.rescan_new_dirs(now);
-                let mut look: Vec<(Duration, Key)> = table
-                    .units
-                    .iter()
-                    .filter(|(_, u)| {
-                        let retry_due =
-                            matches!(&u.last, Some((_, Last::Failed { retry_at, .. })) if *retry_at <= now);
-                        u.state == State::Pending || (u.state == State::Idle && retry_due && !opts.once)
-                    })
-                    .map(|(k, u)| (u.settle.age(now), k.clone()))
-                    .collect();
-                look.sort_by_key(|l| std::cmp::Reverse(l.0));
-                for (_, key) in look {
-                    let kind = table.units[&key].kind;
-                    let path = table.path(&key);
-                    let Some((sig, _)) = table.stat(&key, kind) else {
-                        table.units.remove(&key);
-                        continue;
-                    };
-                    let marker = kind == Kind::Capture && opts.ready_file.as_ref().is_some_and(|m| path.join(m).exists());
-                    let u = table.units.get_mut(&key).expect("listed");
-                    if u.settle.observe(sig, now) {
-                        u.immediate = false;
-                        if u.state == State::Idle {
-                            u.state = State::Pending;
-                        }
-                    }
-                    let mut complete = !u.open && (u.immediate || marker || u.settle.settled(now, opts.settle));
-                    if kind == Kind::File && !u.immediate && u.settle.settled(now, opts.settle) {
-                        // Settled: ask the kernel whether a writer still has it open. This catches a
-                        // file found by a scan while being written, and a missed (or never sent) close.
-                        match open::open_for_writing(&path) {
-                            Some(true) => complete = false,
-                            Some(false) if u.open => {
-                                u.open = false;
-                                complete = true;
-                            }
-                            _ => {}
-                        }
-                    }
-                    if !complete {
-                        if opts.once && now.duration_since(started) > patience {
-                            eprintln!("upload: {}: still changing; left for the next run", path.display());
-                            u.state = State::Idle;
-                        }
-                        continue;
-                    }
-                    // Already handled in this very state?
-                    match &u.last {
-                        Some((s, Last::Done | Last::Refused)) if *s == sig => {
-                            u.state = State::Idle;
-                            u.immediate = false;
-                            continue;
-                        }
-                        Some((s, Last::Failed { retry_at, .. })) if *s == sig && (*retry_at > now || opts.once) => {
-                            u.state = State::Idle;
-                            continue;
-                        }
-                        _ => {}
-                    }
-                    if inflight.len() >= files_at_once {
-                        continue;
-                    }
-                    u.state = State::InFlight { changed: false };
-                    u.sent = Some(sig);
-                    u.immediate = false;
-                    let resume = settings.uploader.resumes() && !u.fresh;
-                    let item = match kind {
-                        Kind::File => Item::File(path),
-                        Kind::Capture => Item::ZipDir(path),
-                    };
-                    let settings = settings.clone();
-                    let (board, selection, run_cancel) = (&board, &selection, cancel.child_token());
-                    let metrics = metrics.clone();
-                    inflight.push(Box::pin(async move {
-                        let t0 = Instant::now();
-                        let options = RunOptions { resume, ..settings.run_options(selection) };
-                        let res = attempt(&settings.uploader, &item, &options, board, metrics, run_cancel).await;
-                        Attempt { key, item, res, elapsed: t0.elapsed() }
-                    }));
-                }
+                u.last = Some((sent, last));
             }
         }
+        true
     }
-    drop(inflight);
-    // Apertur --wait follows the deliveries of the session once the uploads ended.
-    let summary = &reporter.summary;
-    let mut code = if opts.once { summary.exit_code() } else { crate::cli::report::exit::OK };
-    let stopped = !cancel.is_cancelled() && limit_reached();
-    if stopped {
-        code = code.max(crate::cli::report::exit::STOPPED);
+
+    /// `--after-upload delete|move:DIR` of a unit uploaded and unchanged since: the unit is
+    /// forgotten and the JSON line says what was done (`after_upload`); a failure is a warning.
+    fn after_upload(&mut self, key: &Key, path: &Path, kind: Kind, res: &mut Result<FileResult>) {
+        let what = match &self.opts.after_upload {
+            AfterUpload::Move(dir) => {
+                let to = dir.join(&key.1);
+                move_path(path, &to).map(|()| format!("moved to {}", to.display()))
+            }
+            _ if kind == Kind::Capture => std::fs::remove_dir_all(path).map(|()| "deleted".to_string()),
+            _ => std::fs::remove_file(path).map(|()| "deleted".to_string()),
+        };
+        match what {
+            Ok(what) => {
+                if let Ok(FileResult::Uploaded(o)) = res {
+                    o.fields.insert("after_upload".into(), what.clone().into());
+                }
+                tracing::info!("{}: {what}", path.display());
+                self.table.units.remove(key);
+            }
+            Err(e) => eprintln!("upload: warning: {}: uploaded, but --after-upload failed: {e}", path.display()),
+        }
     }
-    if opts.once
-        && !cancel.is_cancelled()
-        && !stopped
-        && let Err(err) = settings.uploader.finish(&cancel.child_token()).await
-    {
-        crate::cli::report_error(&err);
-        code = code.max(crate::cli::report::exit_code(&err));
+
+    /// The tick: new directories scanned a second time, then the units to look at (pending,
+    /// or failed and due again), those unchanged longest first, each taken when complete.
+    fn on_tick(&mut self) {
+        self.first_tick = false;
+        let now = Instant::now();
+        self.table.rescan_new_dirs(now);
+        let once = self.opts.once;
+        let mut look: Vec<(Duration, Key)> = self
+            .table
+            .units
+            .iter()
+            .filter(|(_, u)| u.wanted(now, once))
+            .map(|(k, u)| (u.settle.age(now), k.clone()))
+            .collect();
+        look.sort_by_key(|l| std::cmp::Reverse(l.0));
+        for (_, key) in look {
+            self.consider(key, now);
+        }
     }
-    summary.print(started.elapsed(), board.sent(), output.quiet);
-    if interrupted > 0 {
-        eprintln!("upload: watch: {interrupted} upload(s) interrupted; they resume when the watcher starts again");
+
+    /// Looks at one unit: gone (forgotten), still changing, complete but handled already in
+    /// this very state, or complete and taken (when fewer than `--files-at-once` are in flight).
+    fn consider(&mut self, key: Key, now: Instant) {
+        let opts = self.opts;
+        let kind = self.table.units[&key].kind;
+        let path = self.table.path(&key);
+        let Some((sig, _)) = self.table.stat(&key, kind) else {
+            self.table.units.remove(&key);
+            return;
+        };
+        let marker = kind == Kind::Capture && opts.ready_file.as_ref().is_some_and(|m| path.join(m).exists());
+        let u = self.table.units.get_mut(&key).expect("listed");
+        if u.settle.observe(sig, now) {
+            u.immediate = false;
+            if u.state == State::Idle {
+                u.state = State::Pending;
+            }
+        }
+        if !u.complete(marker, now, opts.settle, || open::open_for_writing(&path)) {
+            if opts.once && now.duration_since(self.started) > once_patience(opts.settle) {
+                eprintln!("upload: {}: still changing; left for the next run", path.display());
+                u.state = State::Idle;
+            }
+            return;
+        }
+        if let Some(seen) = handled(u.last.as_ref(), sig, now, opts.once) {
+            u.state = State::Idle;
+            if seen == Handled::Final {
+                u.immediate = false;
+            }
+            return;
+        }
+        if self.inflight.len() >= self.files_at_once {
+            return;
+        }
+        u.state = State::InFlight { changed: false };
+        u.sent = Some(sig);
+        u.immediate = false;
+        let fresh = u.fresh;
+        self.dispatch(key, kind, path, fresh);
     }
-    if stopped {
-        eprintln!("{}", crate::cli::batch::stopped_line());
+
+    /// Starts the attempt at a complete unit, with the settings in force now: a file, or a
+    /// capture directory as one zip; resumed from its journal unless it must start over.
+    fn dispatch(&mut self, key: Key, kind: Kind, path: PathBuf, fresh: bool) {
+        let resume = self.settings.uploader.resumes() && !fresh;
+        let item = match kind {
+            Kind::File => Item::File(path),
+            Kind::Capture => Item::ZipDir(path),
+        };
+        let settings = self.settings.clone();
+        let (board, selection, run_cancel) = (self.board, self.table.selection, self.cancel.child_token());
+        let metrics = self.metrics.clone();
+        self.inflight.push(Box::pin(async move {
+            let t0 = Instant::now();
+            let options = RunOptions { resume, ..settings.run_options(selection) };
+            let res = attempt(&settings.uploader, &item, &options, board, metrics, run_cancel).await;
+            Attempt { key, item, res, elapsed: t0.elapsed() }
+        }));
     }
-    Ok(code)
+
+    /// The end: with `--once` (and not stopped) the provider's `finish` (Apertur `--wait`
+    /// follows the session's deliveries), then the summary. The exit code: `--once` the worst
+    /// file's, else 0; 9 when the time limit stopped it.
+    async fn stop(self) -> i32 {
+        drop(self.inflight);
+        let summary = &self.reporter.summary;
+        let mut code = if self.opts.once { summary.exit_code() } else { crate::cli::report::exit::OK };
+        let stopped =
+            !self.cancel.is_cancelled() && self.limit.as_ref().is_some_and(crate::engine::wait::TimeLimit::reached);
+        if stopped {
+            code = code.max(crate::cli::report::exit::STOPPED);
+        }
+        if self.opts.once
+            && !self.cancel.is_cancelled()
+            && !stopped
+            && let Err(err) = self.settings.uploader.finish(&self.cancel.child_token()).await
+        {
+            crate::cli::report_error(&err);
+            code = code.max(crate::cli::report::exit_code(&err));
+        }
+        summary.print(self.started.elapsed(), self.board.sent(), self.output.quiet);
+        if self.interrupted > 0 {
+            eprintln!(
+                "upload: watch: {} upload(s) interrupted; they resume when the watcher starts again",
+                self.interrupted
+            );
+        }
+        if stopped {
+            eprintln!("{}", crate::cli::batch::stopped_line());
+        }
+        code
+    }
+}
+
+/// How many times in a row the version `sent` has failed, counting the failure just seen.
+fn failures_after(last: Option<&(Sig, Last)>, sent: Sig) -> u32 {
+    match last {
+        Some((s, Last::Failed { failures, .. })) if *s == sent => failures + 1,
+        _ => 1,
+    }
+}
+
+/// Whether a complete unit needs no attempt now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Handled {
+    /// This very version was uploaded or refused for good.
+    Final,
+    /// This very version failed and is not due again yet (or `--once`: not in this run).
+    Waiting,
+}
+
+/// Whether the version `sig` of a complete unit was handled already (see [`Handled`]); `None`:
+/// it is to be sent.
+fn handled(last: Option<&(Sig, Last)>, sig: Sig, now: Instant, once: bool) -> Option<Handled> {
+    match last {
+        Some((s, Last::Done | Last::Refused)) if *s == sig => Some(Handled::Final),
+        Some((s, Last::Failed { retry_at, .. })) if *s == sig && (*retry_at > now || once) => Some(Handled::Waiting),
+        _ => None,
+    }
 }
 
 /// One attempt at a unit: the provider's check of the file first (Apertur refuses types and
@@ -850,4 +1064,95 @@ async fn attempt(
         None => bar_for(board, i),
     };
     uploader.upload_item(item, options, &progress_for, cancel).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SETTLE: Duration = Duration::from_secs(5);
+
+    fn file(since: Instant) -> Unit {
+        Unit::new(Kind::File, (10, 1), since)
+    }
+
+    #[test]
+    fn a_settled_file_is_complete_unless_a_writer_has_it_open() {
+        let t0 = Instant::now();
+        let (early, late) = (t0 + Duration::from_secs(1), t0 + SETTLE);
+        let mut u = file(t0);
+        // Not settled: the system is not asked.
+        assert!(!u.complete(false, early, SETTLE, || panic!("asked before settling")));
+        assert!(u.complete(false, late, SETTLE, || Some(false)));
+        assert!(!u.complete(false, late, SETTLE, || Some(true)), "a writer still has it open");
+        assert!(u.complete(false, late, SETTLE, || None), "unknown: the settle rule decides");
+        // A write seen and no close: the system saying "no writer" makes up for the lost close.
+        u.open = true;
+        assert!(!u.complete(false, late, SETTLE, || None));
+        assert!(u.complete(false, late, SETTLE, || Some(false)));
+        assert!(!u.open);
+        // Renamed in: complete at once, nobody asked.
+        let mut u = file(t0);
+        u.immediate = true;
+        assert!(u.complete(false, early, SETTLE, || panic!("asked about a renamed file")));
+        u.open = true;
+        assert!(!u.complete(false, early, SETTLE, || panic!("asked about a renamed file")));
+    }
+
+    #[test]
+    fn a_capture_is_complete_when_settled_or_marked() {
+        let t0 = Instant::now();
+        let mut u = Unit::new(Kind::Capture, (10, 1), t0);
+        let early = t0 + Duration::from_secs(1);
+        assert!(!u.complete(false, early, SETTLE, || panic!("a directory is not asked")));
+        assert!(u.complete(true, early, SETTLE, || panic!("a directory is not asked")));
+        assert!(u.complete(false, t0 + SETTLE, SETTLE, || panic!("a directory is not asked")));
+    }
+
+    #[test]
+    fn a_version_handled_already_is_not_sent_again() {
+        let now = Instant::now();
+        let (sig, other) = ((10, 1), (11, 2));
+        assert_eq!(handled(None, sig, now, false), None);
+        assert_eq!(handled(Some(&(sig, Last::Done)), sig, now, false), Some(Handled::Final));
+        assert_eq!(handled(Some(&(sig, Last::Refused)), sig, now, false), Some(Handled::Final));
+        assert_eq!(handled(Some(&(other, Last::Done)), sig, now, false), None, "a new version is sent");
+        let later = Last::Failed { failures: 1, retry_at: now + SETTLE };
+        assert_eq!(handled(Some(&(sig, later.clone())), sig, now, false), Some(Handled::Waiting));
+        assert_eq!(handled(Some(&(other, later)), sig, now, false), None, "a new version is not held back");
+        let due = Last::Failed { failures: 1, retry_at: now };
+        assert_eq!(handled(Some(&(sig, due.clone())), sig, now, false), None);
+        assert_eq!(handled(Some(&(sig, due)), sig, now, true), Some(Handled::Waiting), "--once: one attempt");
+    }
+
+    #[test]
+    fn failures_count_per_version() {
+        let (sig, other) = ((10, 1), (11, 2));
+        let failed = |n| Last::Failed { failures: n, retry_at: Instant::now() };
+        assert_eq!(failures_after(None, sig), 1);
+        assert_eq!(failures_after(Some(&(sig, failed(2))), sig), 3);
+        assert_eq!(failures_after(Some(&(other, failed(2))), sig), 1);
+        assert_eq!(failures_after(Some(&(sig, Last::Done)), sig), 1);
+    }
+
+    #[test]
+    fn the_tick_looks_at_pending_units_and_failures_due() {
+        let now = Instant::now();
+        let mut u = file(now);
+        assert!(u.wanted(now, false), "a new unit is pending");
+        u.state = State::InFlight { changed: false };
+        assert!(!u.wanted(now, false));
+        u.state = State::Idle;
+        assert!(!u.wanted(now, false));
+        u.last = Some(((10, 1), Last::Failed { failures: 1, retry_at: now + SETTLE }));
+        assert!(!u.wanted(now, false), "not due yet");
+        assert!(u.wanted(now + SETTLE, false));
+        assert!(!u.wanted(now + SETTLE, true), "--once: one attempt");
+    }
+
+    #[test]
+    fn once_waits_for_a_changing_file_three_settles_or_30_s_more() {
+        assert_eq!(once_patience(Duration::from_secs(5)), Duration::from_secs(35));
+        assert_eq!(once_patience(Duration::from_secs(60)), Duration::from_secs(180));
+    }
 }
