@@ -100,15 +100,15 @@ pub trait MultipartUpload: Send + Sync {
         matches!(e, Error::Ambiguous { .. } | Error::Network { .. })
     }
     /// A completion refused because of its parts: S3's `InvalidPart` (an ETag that does not
-    /// match the part the store has, or a part it does not have), as the refusal's code or
-    /// quoted in its message (vendors pass S3's refusal on: `... (InvalidPart)`). `Some` with
-    /// the part numbers the refusal names (`part N`), empty when it names none; `None` for any
-    /// other failure. The routine then sends those parts again (the journaled ones, when none
-    /// is named) and completes again, once.
+    /// match the part the store has, or a part it does not have), by the refusal's code (a
+    /// vendor that passes S3's refusal on in its own text lifts the code from it in its error
+    /// parsing: `providers::api::lift_s3_code`). `Some` with the part numbers the refusal names
+    /// (`part N`), empty when it names none; `None` for any other failure. The routine then
+    /// sends those parts again (the journaled ones, when none is named) and completes again,
+    /// once.
     fn refused_parts(&self, e: &Error) -> Option<Vec<u32>> {
-        let Error::Rejected { code, message, .. } = e else { return None };
-        let invalid = code.as_deref() == Some("InvalidPart") || message.contains("InvalidPart");
-        invalid.then(|| part_numbers(message))
+        let Error::Rejected { code: Some(code), message, .. } = e else { return None };
+        (code == "InvalidPart").then(|| part_numbers(message))
     }
     /// A failure proving a journaled upload is gone on the server (default: a 404, or an
     /// S3 `NoSuchUpload`).
@@ -707,6 +707,49 @@ mod tests {
             max_delay: std::time::Duration::from_millis(max_ms),
             ..RetryPolicy::default()
         }
+    }
+
+    /// A completion refused for its parts is known by S3's code, never by the text: a message
+    /// that quotes `InvalidPart` with no code (the vendor's parsing did not lift it) is not one.
+    #[test]
+    fn a_refused_part_is_known_by_its_code() {
+        struct Any;
+        #[async_trait]
+        impl MultipartUpload for Any {
+            fn provider(&self) -> &'static str {
+                "t"
+            }
+            fn client_plan(&self) -> Option<PartPlan> {
+                None
+            }
+            async fn create(&self) -> Result<Created> {
+                unreachable!()
+            }
+            async fn find_created(&self, _: chrono::DateTime<chrono::Utc>) -> Result<Lookup<Created>> {
+                unreachable!()
+            }
+            fn part_urls(&self, _: &Created, _: &[CompletedPart]) -> Arc<dyn PartUrls> {
+                unreachable!()
+            }
+            async fn complete(&self, _: &Created, _: &[CompletedPart]) -> Result<serde_json::Value> {
+                unreachable!()
+            }
+            async fn find_completed(&self, _: &Created) -> Result<Lookup<serde_json::Value>> {
+                unreachable!()
+            }
+        }
+        let refusal = |code: Option<&str>, message: &str| Error::Rejected {
+            provider: "t",
+            what: "complete upload".into(),
+            status: 400,
+            code: code.map(String::from),
+            message: message.into(),
+        };
+        let named = refusal(Some("InvalidPart"), "The ETag of part 2 does not match; part 5 neither");
+        assert_eq!(Any.refused_parts(&named), Some(vec![2, 5]));
+        assert_eq!(Any.refused_parts(&refusal(Some("InvalidPart"), "One or more parts")), Some(vec![]));
+        assert_eq!(Any.refused_parts(&refusal(None, "The ETag of part 2 does not match. (InvalidPart)")), None);
+        assert_eq!(Any.refused_parts(&refusal(Some("InvalidPartOrder"), "part 3")), None);
     }
 
     /// A completion's refusal sends again the parts it names, or, naming none, the ones an
