@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::cli::args::{Cli, OutputArgs, ProviderName};
+use crate::cli::args::{Cli, OutputArgs, ProviderName, UploadArgs};
 use crate::cli::report::{exit, exit_code, hint};
 use crate::cli::settings::UploadSettings;
 use crate::cli::{ignore_broken_pipe, ui};
@@ -319,46 +319,7 @@ pub(crate) async fn run(cli: &Cli, settings: &UploadSettings) -> Result<i32> {
     let args = &cli.upload;
     let uploader = &settings.uploader;
     let selection = Selection::new(args.recursive, args.hidden, &args.include, &args.exclude)?;
-    let zip_dirs =
-        settings.provider == ProviderName::Teleport && args.teleport.format.as_deref() == Some("bulk-images");
-    let mut expanded = selection.expand(&args.files, zip_dirs);
-    if let Some(list) = &args.files_from {
-        selection.expand_listed(listed_paths(list, args.null)?, &mut expanded);
-        if expanded.items.is_empty() && expanded.problems.is_empty() && args.files.is_empty() {
-            return Err(Error::usage(
-                format!("--files-from {} lists no files", list.display()),
-                "give it one path a line, or NUL-separated with -0 (find -print0)",
-            ));
-        }
-    }
-    let (items, problems) = (expanded.items, expanded.problems);
-    // `--format video` names what a directory's walk takes: its .mp4 files; the others found
-    // there are skipped with the reason (a file named on the command line goes as asked).
-    let (items, not_videos): (Vec<Item>, Vec<Item>) =
-        if settings.provider == ProviderName::Teleport && args.teleport.format.as_deref() == Some("video") {
-            let named: HashSet<&PathBuf> = args.files.iter().collect();
-            items.into_iter().partition(|i| match i {
-                Item::File(p) => named.contains(p) || p.extension().is_some_and(|e| e.eq_ignore_ascii_case("mp4")),
-                Item::ZipDir(_) => true,
-            })
-        } else {
-            (items, vec![])
-        };
-    if let Some(to) = &args.teleport.zip_to {
-        let dirs = items.iter().filter(|i| matches!(i, Item::ZipDir(_))).count();
-        if dirs != 1 {
-            return Err(Error::usage(
-                format!("--zip-to {} takes exactly one directory of images, not {dirs}", to.display()),
-                "give one directory with --provider teleport --format bulk-images, or leave --zip-to out to stream",
-            ));
-        }
-    }
-    if items.is_empty() && problems.is_empty() && not_videos.is_empty() {
-        return Err(Error::usage(
-            "no files to upload: the directories hold no matching files",
-            "check the paths, --include/--exclude, and --recursive",
-        ));
-    }
+    let Chosen { items, problems, not_videos, dirs_not_walked } = choose(args, settings.provider, &selection)?;
     let total_bytes: u64 =
         items.iter().filter_map(|i| std::fs::metadata(i.path()).ok()).filter(|m| m.is_file()).map(|m| m.len()).sum();
     let board = ui::Board::new(ui::Mode::detect(cli.output.quiet, cli.output.json))
@@ -367,8 +328,8 @@ pub(crate) async fn run(cli: &Cli, settings: &UploadSettings) -> Result<i32> {
     let several = items.len() + problems.len() + not_videos.len() > 1;
     let started = Instant::now();
     let mut reporter = Reporter::new(uploader, args.force, &board, &cli.output).named(&args.files);
-    if expanded.dirs_not_walked > 0 && !cli.output.quiet {
-        let n = expanded.dirs_not_walked;
+    if dirs_not_walked > 0 && !cli.output.quiet {
+        let n = dirs_not_walked;
         board.println(&format!(
             "upload: {n} sub-director{} not walked; --recursive walks them",
             if n == 1 { "y" } else { "ies" }
@@ -409,17 +370,104 @@ pub(crate) async fn run(cli: &Cli, settings: &UploadSettings) -> Result<i32> {
     }
     // A dry run without a token passed, but the real run would stop at its first request.
     if args.dry_run && !settings.credentials {
-        let d = settings.provider.descriptor();
-        let err = Error::Auth {
-            provider: d.name,
-            message: "no token given: the plan above is fine, but the real run would fail for lack of one".into(),
-            hint: Some(format!(
-                "set {} (or UPLOAD_TOKEN), pass --token, or give --token-command (or the provider's sign-in, where it has one)",
-                d.token_env
-            )),
-        };
+        let err = no_token_for_real_run(settings.provider);
         crate::cli::report_error(&err);
         code = code.max(exit_code(&err));
     }
     Ok(summary.exit_code().max(code))
+}
+
+/// What a run takes, chosen from the command line.
+struct Chosen {
+    /// The files and directories to zip.
+    items: Vec<Item>,
+    /// What the walks could not take.
+    problems: Vec<crate::run::WalkProblem>,
+    /// What `--format video` leaves out of a directory's walk.
+    not_videos: Vec<Item>,
+    /// Sub-directories not entered (no `--recursive`).
+    dirs_not_walked: usize,
+}
+
+/// The paths given (and `--files-from`'s, which must list some) through the selection;
+/// `--format video` keeps a walk's .mp4 files; `--zip-to` takes exactly one directory;
+/// nothing at all to upload is a usage error.
+fn choose(args: &UploadArgs, provider: ProviderName, selection: &Selection) -> Result<Chosen> {
+    let zip_dirs = provider == ProviderName::Teleport && args.teleport.format.as_deref() == Some("bulk-images");
+    let mut expanded = selection.expand(&args.files, zip_dirs);
+    if let Some(list) = &args.files_from {
+        selection.expand_listed(listed_paths(list, args.null)?, &mut expanded);
+        if expanded.items.is_empty() && expanded.problems.is_empty() && args.files.is_empty() {
+            return Err(Error::usage(
+                format!("--files-from {} lists no files", list.display()),
+                "give it one path a line, or NUL-separated with -0 (find -print0)",
+            ));
+        }
+    }
+    let (items, not_videos) = if provider == ProviderName::Teleport && args.teleport.format.as_deref() == Some("video")
+    {
+        videos_only(expanded.items, &args.files)
+    } else {
+        (expanded.items, vec![])
+    };
+    if let Some(to) = &args.teleport.zip_to {
+        let dirs = items.iter().filter(|i| matches!(i, Item::ZipDir(_))).count();
+        if dirs != 1 {
+            return Err(Error::usage(
+                format!("--zip-to {} takes exactly one directory of images, not {dirs}", to.display()),
+                "give one directory with --provider teleport --format bulk-images, or leave --zip-to out to stream",
+            ));
+        }
+    }
+    if items.is_empty() && expanded.problems.is_empty() && not_videos.is_empty() {
+        return Err(Error::usage(
+            "no files to upload: the directories hold no matching files",
+            "check the paths, --include/--exclude, and --recursive",
+        ));
+    }
+    Ok(Chosen { items, problems: expanded.problems, not_videos, dirs_not_walked: expanded.dirs_not_walked })
+}
+
+/// `--format video` names what a directory's walk takes: its .mp4 files (any case); the
+/// others found there are left out (second), a file named on the command line goes as asked.
+fn videos_only(items: Vec<Item>, named: &[PathBuf]) -> (Vec<Item>, Vec<Item>) {
+    let named: HashSet<&PathBuf> = named.iter().collect();
+    items.into_iter().partition(|i| match i {
+        Item::File(p) => named.contains(p) || p.extension().is_some_and(|e| e.eq_ignore_ascii_case("mp4")),
+        Item::ZipDir(_) => true,
+    })
+}
+
+/// A dry run without a token passes, but the real run would stop at its first request: this
+/// error says so and names where a token comes from.
+fn no_token_for_real_run(provider: ProviderName) -> Error {
+    let d = provider.descriptor();
+    Error::Auth {
+        provider: d.name,
+        message: "no token given: the plan above is fine, but the real run would fail for lack of one".into(),
+        hint: Some(format!(
+            "set {} (or UPLOAD_TOKEN), pass --token, or give --token-command (or the provider's sign-in, where it has one)",
+            d.token_env
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_video_keeps_a_walks_mp4s_and_what_was_named() {
+        let items = vec![
+            Item::File("d/a.mp4".into()),
+            Item::File("d/b.MP4".into()),
+            Item::File("d/notes.txt".into()),
+            Item::File("named.mov".into()),
+            Item::ZipDir("caps".into()),
+        ];
+        let (kept, left) = videos_only(items, &["named.mov".into()]);
+        let paths = |v: &[Item]| v.iter().map(|i| i.path().to_path_buf()).collect::<Vec<_>>();
+        assert_eq!(paths(&kept), [PathBuf::from("d/a.mp4"), "d/b.MP4".into(), "named.mov".into(), "caps".into()]);
+        assert_eq!(paths(&left), [PathBuf::from("d/notes.txt")]);
+    }
 }

@@ -315,7 +315,7 @@ const BAR: usize = 30;
 /// One line of the board, at most `width - 1` characters wide (the last column is left
 /// free: some terminals wrap when it is written). As the width shrinks: the limit goes, then
 /// the part count (`parts 2/5`: the bytes say as much), the ETA and the rate; then the bar and
-/// the name column shrink (the name's directory first) and a phase is cut.
+/// the name column shrink (the name's directory first) and a phase is cut ([`Columns::fit`]).
 pub(crate) fn layout(f: &Fields, width: usize, colour: bool) -> String {
     let w = width.saturating_sub(1).max(10);
     let Some(total) = f.total else {
@@ -325,89 +325,39 @@ pub(crate) fn layout(f: &Fields, width: usize, colour: bool) -> String {
         return truncate_end(&line, w);
     };
     let pos = f.pos.min(total);
-    let bytes = format!("{}/{}", crate::size::human(pos), crate::size::human(total));
-    let rate = f.rate.map(|r| format!("{}/s", crate::size::human(r as u64)));
-    let eta = f.eta.map(|e| format!("ETA {}", crate::size::human_duration(Duration::from_secs(e.as_secs()))));
-    // The name column and the bar depend on the width only, so that the lines of the board
-    // stay aligned; what else fits depends on each line.
-    let mut name_w = w.saturating_sub(59).clamp(12, NAME_COLUMN);
-    let mut bar_w = w.saturating_sub(name_w + 47).clamp(6, BAR);
-    let (mut show_limit, mut show_eta, mut show_rate) = (f.limit.is_some(), eta.is_some(), rate.is_some());
-    let mut status_w = f.status.chars().count();
-    let opt = |show: bool, s: &Option<String>| if show { s.as_ref().map_or(0, |s| 1 + s.chars().count()) } else { 0 };
-    let len = |name_w: usize, bar_w: usize, show_rate: bool, show_eta: bool, status_w: usize, show_limit: bool| {
-        name_w
-            + 1
-            + bar_w
-            + 2
-            + 1
-            + bytes.chars().count()
-            + opt(show_rate, &rate)
-            + opt(show_eta, &eta)
-            + if status_w > 0 { 1 + status_w } else { 0 }
-            + opt(show_limit, &f.limit)
+    let pieces = Pieces {
+        bytes: format!("{}/{}", crate::size::human(pos), crate::size::human(total)),
+        rate: f.rate.map(|r| format!("{}/s", crate::size::human(r as u64))),
+        eta: f.eta.map(|e| format!("ETA {}", crate::size::human_duration(Duration::from_secs(e.as_secs())))),
     };
-    macro_rules! excess {
-        () => {
-            len(name_w, bar_w, show_rate, show_eta, status_w, show_limit).saturating_sub(w)
-        };
-    }
-    if excess!() > 0 {
-        show_limit = false;
-    }
-    // A part count says less than the rate and the ETA; a phase (`completing`) says more.
-    if excess!() > 0 && f.status.starts_with("parts ") {
-        status_w = 0;
-    }
-    if excess!() > 0 {
-        show_eta = false;
-    }
-    if excess!() > 0 {
-        show_rate = false;
-    }
-    // A long status (a phase: `PROCESSING: Training the 3D model`) takes room from the bar
-    // before it is cut.
-    let e = excess!();
-    bar_w = bar_w.saturating_sub(e).max(bar_w.min(10));
-    let e = excess!();
-    if e > 0 {
-        status_w = status_w.saturating_sub(e);
-        if status_w < 6 {
-            status_w = 0;
-        }
-    }
-    let e = excess!();
-    bar_w = bar_w.saturating_sub(e).max(3);
-    let e = excess!();
-    name_w = name_w.saturating_sub(e).max(8);
-
-    let filled = if total == 0 { bar_w } else { ((pos as u128 * bar_w as u128) / total as u128) as usize };
+    let c = Columns::fit(w, f, &pieces);
+    let filled = if total == 0 { c.bar } else { ((pos as u128 * c.bar as u128) / total as u128) as usize };
     let mut bar = "=".repeat(filled);
-    if filled < bar_w {
+    if filled < c.bar {
         bar.push('>');
-        bar.push_str(&" ".repeat(bar_w - filled - 1));
+        bar.push_str(&" ".repeat(c.bar - filled - 1));
     }
     let name = match &f.short_name {
-        Some(short) if f.name.chars().count() > name_w && short.chars().count() <= name_w => short,
+        Some(short) if f.name.chars().count() > c.name && short.chars().count() <= c.name => short,
         _ => &f.name,
     };
-    let mut plain = format!("{} [", pad(&shorten_path(name, name_w), name_w));
+    let mut plain = format!("{} [", pad(&shorten_path(name, c.name), c.name));
     let bar_at = plain.len();
     plain.push_str(&bar);
     let bar_end = plain.len();
     plain.push_str("] ");
-    plain.push_str(&bytes);
-    for (show, s) in [(show_rate, &rate), (show_eta, &eta)] {
+    plain.push_str(&pieces.bytes);
+    for (show, s) in [(c.rate, &pieces.rate), (c.eta, &pieces.eta)] {
         if let (true, Some(s)) = (show, s) {
             plain.push(' ');
             plain.push_str(s);
         }
     }
-    if status_w > 0 {
+    if c.status > 0 {
         plain.push(' ');
-        plain.push_str(&truncate_end(&f.status, status_w));
+        plain.push_str(&truncate_end(&f.status, c.status));
     }
-    if let (true, Some(l)) = (show_limit, &f.limit) {
+    if let (true, Some(l)) = (c.limit, &f.limit) {
         plain.push(' ');
         plain.push_str(l);
     }
@@ -419,6 +369,88 @@ pub(crate) fn layout(f: &Fields, width: usize, colour: bool) -> String {
         format!("{}\x1b[36m{}\x1b[0m{}", &plain[..bar_at], &plain[bar_at..bar_end], &plain[bar_end..])
     } else {
         plain
+    }
+}
+
+/// The texts of a progress line beside its name, bar and status.
+struct Pieces {
+    /// `1.00 MiB/4.00 MiB`.
+    bytes: String,
+    rate: Option<String>,
+    eta: Option<String>,
+}
+
+/// The columns of a progress line: the widths of the name, the bar and the status (0: none),
+/// and which of the rate, the ETA and the limit show.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Columns {
+    name: usize,
+    bar: usize,
+    status: usize,
+    rate: bool,
+    eta: bool,
+    limit: bool,
+}
+
+impl Columns {
+    /// The columns that fit in `w`. The name column and the bar depend on the width only, so
+    /// that the lines of the board stay aligned; what else fits depends on each line. Dropped
+    /// in this order while the line is too long: the limit, a part count, the ETA, the rate;
+    /// then the bar shrinks to 10, a phase is cut (gone below 6 characters), the bar shrinks
+    /// to 3, the name column to 8.
+    fn fit(w: usize, f: &Fields, p: &Pieces) -> Columns {
+        let name = w.saturating_sub(59).clamp(12, NAME_COLUMN);
+        let mut c = Columns {
+            name,
+            bar: w.saturating_sub(name + 47).clamp(6, BAR),
+            status: f.status.chars().count(),
+            rate: p.rate.is_some(),
+            eta: p.eta.is_some(),
+            limit: f.limit.is_some(),
+        };
+        let excess = |c: &Columns| c.len(f, p).saturating_sub(w);
+        if excess(&c) > 0 {
+            c.limit = false;
+        }
+        // A part count says less than the rate and the ETA; a phase (`completing`) says more.
+        if excess(&c) > 0 && f.status.starts_with("parts ") {
+            c.status = 0;
+        }
+        if excess(&c) > 0 {
+            c.eta = false;
+        }
+        if excess(&c) > 0 {
+            c.rate = false;
+        }
+        // A long status (a phase: `PROCESSING: Training the 3D model`) takes room from the bar
+        // before it is cut.
+        c.bar = c.bar.saturating_sub(excess(&c)).max(c.bar.min(10));
+        let e = excess(&c);
+        if e > 0 {
+            c.status = c.status.saturating_sub(e);
+            if c.status < 6 {
+                c.status = 0;
+            }
+        }
+        c.bar = c.bar.saturating_sub(excess(&c)).max(3);
+        c.name = c.name.saturating_sub(excess(&c)).max(8);
+        c
+    }
+
+    /// The length of the line these columns make, in characters.
+    fn len(&self, f: &Fields, p: &Pieces) -> usize {
+        let opt =
+            |show: bool, s: &Option<String>| if show { s.as_ref().map_or(0, |s| 1 + s.chars().count()) } else { 0 };
+        self.name
+            + 1
+            + self.bar
+            + 2
+            + 1
+            + p.bytes.chars().count()
+            + opt(self.rate, &p.rate)
+            + opt(self.eta, &p.eta)
+            + if self.status > 0 { 1 + self.status } else { 0 }
+            + opt(self.limit, &f.limit)
     }
 }
 
@@ -1237,6 +1269,34 @@ mod tests {
         for width in [60, 80, 100, 140] {
             assert_eq!(bar_at(&busy(), width), bar_at(&other, width), "{width}");
         }
+    }
+
+    #[test]
+    fn columns_go_in_order_and_a_phase_is_cut_only_once_the_bar_is_down_to_ten() {
+        let phase = "PROCESSING: Training the 3D model";
+        let f = Fields { status: phase.into(), ..busy() };
+        let p = Pieces {
+            bytes: "1.49 GiB/3.91 GiB".into(),
+            rate: Some("46.70 MiB/s".into()),
+            eta: Some("ETA 2m05s".into()),
+        };
+        let wide = Columns::fit(200, &f, &p);
+        assert!(wide.limit && wide.eta && wide.rate && wide.status == phase.len() && wide.bar == BAR, "{wide:?}");
+        let mut cut = false;
+        for w in (10..200).rev() {
+            let c = Columns::fit(w, &f, &p);
+            if c.name > 8 {
+                assert!(c.len(&f, &p) <= w, "{w}: {c:?}");
+            }
+            assert!(!c.limit || (c.eta && c.rate), "{w}: the limit goes first: {c:?}");
+            assert!(!c.eta || c.rate, "{w}: the ETA goes before the rate: {c:?}");
+            if c.status < phase.len() {
+                assert!(!c.rate && c.bar <= 10, "{w}: the phase is cut last: {c:?}");
+                cut = true;
+            }
+        }
+        assert!(cut, "narrow lines cut the phase");
+        assert_eq!(Columns::fit(10, &f, &p).status, 0, "a phase cut below 6 characters goes");
     }
 
     #[test]

@@ -207,6 +207,9 @@ impl Uploader {
         res.map_err(|e| halt.judge(e, true))
     }
 
+    /// The step of one file once begun: the item opened (a directory's zip table made), a dry
+    /// run answered, the file locked, skipped when a done record matches, the zip made ready,
+    /// the upload, then what is kept of it ([`Records::uploaded`]).
     async fn step_in_time(
         &self,
         item: &Item,
@@ -217,71 +220,38 @@ impl Uploader {
         halt: Halt,
     ) -> Result<FileResult> {
         let provider = self.provider();
-        let state_dir = self.state_dir_path().map(Path::to_path_buf);
-        // A directory for bulk-images: the table of its zip (no image read yet).
-        let mut left_out = Vec::new();
-        let (file, table) = match item {
-            Item::File(p) => (FileSource::open(p)?, None),
-            Item::ZipDir(dir) => {
-                let sel = options.selection.as_ref().map_or_else(Selection::everything, Selection::every_depth);
-                let d = dir.clone();
-                let (zip, left) = tokio::task::spawn_blocking(move || scan_images(&d, &sel))
-                    .await
-                    .map_err(|e| Error::File { path: dir.clone(), source: std::io::Error::other(e) })??;
-                left_out = left;
-                let layout = Arc::new(VirtualZip::new(zip.dir(), zip.entries().to_vec()));
-                (FileSource::virtual_zip(dir, layout), Some((dir.clone(), zip)))
-            }
-        };
+        let Opened { file, zip, left_out } = open_item(item, options).await?;
         // Images a zip leaves out: a line each (beside the progress), and in the result.
-        let left_out_json = (!left_out.is_empty()).then(|| {
-            let rows = left_out
-                .iter()
-                .map(|l| serde_json::json!({ "path": l.path.display().to_string(), "reason": l.reason }));
-            serde_json::Value::Array(rows.collect())
-        });
+        let left_out_json = left_out_json(&left_out);
         if options.dry_run {
-            // What the real run would skip (its done record matches) is shown as skipped.
-            if let Some(dir) = &state_dir
-                && !options.force
-                && let Ok(endpoint) = self.endpoint_key()
-                && let Ok(id) = FileIdentity::of(&file)
-                && let Some(rec) = done::find_done(dir, provider.name(), &endpoint, &id, &options.destination)
-            {
-                return Ok(FileResult::Skipped(rec, file.size()));
-            }
-            let mut plan = provider.dry_run(&file)?;
-            if let Some(z) = file.as_virtual_zip() {
-                plan.fields.insert("entries".into(), z.entries().len().into());
-                plan.fields.insert("image_bytes".into(), z.image_bytes().into());
-                plan.fields.insert("zip64".into(), z.is_zip64().into());
-                let zip = options.zip_to.as_ref().map_or("streamed".into(), |p| p.display().to_string());
-                plan.fields.insert("zip".into(), zip.into());
-            }
-            if let Some(v) = left_out_json {
-                plan.fields.insert("skipped_entries".into(), v);
-            }
-            return Ok(FileResult::Planned(plan));
+            return self.plan(&file, options, left_out_json);
         }
         let endpoint = self.endpoint_key()?;
         // A directory's zip is known by its entry table (names, sizes, mtimes).
-        let identity = match &state_dir {
-            Some(_) => Some(FileIdentity::of(&file)?),
+        let records = match self.state_dir_path() {
+            Some(dir) => Some(Records { dir: dir.to_path_buf(), endpoint, id: FileIdentity::of(&file)? }),
             None => None,
         };
         // One run per file at a time: the journal's lock is taken before anything else, so a
         // second run stops here without a request (or, `wait_for_lock`, waits and then finds
         // the file done).
-        let _lock = match (&state_dir, &identity) {
-            (Some(dir), Some(id)) => Some(
-                crate::engine::journal::lock(dir, provider.name(), &endpoint, &id.path, options.wait_for_lock, &cancel)
-                    .await?,
+        let _lock = match &records {
+            Some(r) => Some(
+                crate::engine::journal::lock(
+                    &r.dir,
+                    provider.name(),
+                    &r.endpoint,
+                    &r.id.path,
+                    options.wait_for_lock,
+                    &cancel,
+                )
+                .await?,
             ),
-            _ => None,
+            None => None,
         };
-        if let (Some(dir), Some(id)) = (&state_dir, &identity)
-            && let Some(rec) = done::find_done(dir, provider.name(), &endpoint, id, &options.destination)
-            && (!options.force || force_run.is_some_and(|r| rec.force_run.as_deref() == Some(r.id.as_str())))
+        if let Some(r) = &records
+            && let Some(rec) = done::find_done(&r.dir, provider.name(), &r.endpoint, &r.id, &options.destination)
+            && skips(rec.force_run.as_deref(), options.force, force_run.map(|r| r.id.as_str()))
         {
             return Ok(FileResult::Skipped(rec, file.size()));
         }
@@ -293,30 +263,13 @@ impl Uploader {
         }
         let mut ctx = self.context_halted(progress.clone(), cancel.clone(), halt)?;
         ctx.resume = options.resume;
-        let mut zip_done = None;
-        let file = match table {
-            None => file,
-            Some((dir_given, mut zip)) => {
-                if let Some(dir) = &state_dir {
-                    ctx.resume = zip::reuse_table(dir, &mut zip, ctx.resume)?;
-                }
-                zip::crc_pass(&mut zip, &progress, &cancel).await?;
-                if let Some(dir) = &state_dir {
-                    zip::save_table(dir, &zip, true)?;
-                }
-                let zip = Arc::new(zip);
-                zip_done = Some(zip.clone());
-                match &options.zip_to {
-                    Some(to) => {
-                        progress.event(Event::Phase { message: format!("writing {}", to.display()) });
-                        let (z, t, c) = (zip.clone(), to.clone(), cancel.clone());
-                        tokio::task::spawn_blocking(move || zip::write_zip_file(&z, &t, 0o666, &c))
-                            .await
-                            .map_err(|e| Error::File { path: to.clone(), source: std::io::Error::other(e) })??;
-                        FileSource::open(to)?
-                    }
-                    None => FileSource::virtual_zip(&dir_given, zip),
-                }
+        let (file, zip_done) = match zip {
+            None => (file, None),
+            Some((dir_given, zip)) => {
+                let state_dir = records.as_ref().map(|r| r.dir.as_path());
+                let (file, zip) =
+                    zip::ready(&dir_given, zip, state_dir, options, &mut ctx.resume, &progress, &cancel).await?;
+                (file, Some(zip))
             }
         };
         // `--zip-to`: the zip file is uploaded under its own journal, which the done record of
@@ -326,35 +279,41 @@ impl Uploader {
         if let Some(v) = left_out_json {
             outcome.fields.insert("skipped_entries".into(), v);
         }
-        if let (Some(dir), Some(zip_file)) = (&state_dir, &written_zip)
-            && let Ok(canonical) = std::fs::canonicalize(zip_file)
-        {
-            crate::engine::journal::remove(dir, provider.name(), &endpoint, &canonical);
-        }
         if ctx.uploader.rate.is_limited() {
             let rate = ctx.uploader.rate.current();
             outcome.fields.insert("limit_rate".into(), crate::engine::ratelimit::human_rate(rate).into());
             outcome.fields.insert("limit_rate_bps".into(), rate.into());
         }
-        if let (Some(dir), Some(id)) = (&state_dir, &identity) {
-            // Off the async workers: the writes wait for fsync (see `durable::off_thread`).
-            let (dir, id, outcome_c) = (dir.clone(), id.clone(), outcome.clone());
-            let destination = options.destination.clone();
-            let force_run = force_run.cloned();
-            let recorded = crate::engine::durable::off_thread(move || {
-                done::record_done(&dir, &endpoint, &id, &outcome_c, &destination, force_run.as_ref())
-            })
-            .await;
-            if let Err(e) = recorded {
-                tracing::warn!("cannot record the finished upload: {e}");
-            }
-        }
-        if let (Some(dir), Some(zip)) = (&state_dir, &zip_done)
-            && let Err(e) = zip::save_table(dir, zip, false)
-        {
-            tracing::warn!("cannot record the finished upload: {e}");
+        if let Some(r) = records {
+            r.uploaded(provider.name(), &outcome, written_zip, zip_done, options, force_run).await;
         }
         Ok(FileResult::Uploaded(outcome))
+    }
+
+    /// A dry run's answer: skipped when the real run would skip it (a done record matches and
+    /// not `force`), else the provider's plan, a directory's zip described in it.
+    fn plan(&self, file: &FileSource, options: &RunOptions, left_out: Option<serde_json::Value>) -> Result<FileResult> {
+        // What the real run would skip (its done record matches) is shown as skipped.
+        if let Some(dir) = self.state_dir_path()
+            && !options.force
+            && let Ok(endpoint) = self.endpoint_key()
+            && let Ok(id) = FileIdentity::of(file)
+            && let Some(rec) = done::find_done(dir, self.provider().name(), &endpoint, &id, &options.destination)
+        {
+            return Ok(FileResult::Skipped(rec, file.size()));
+        }
+        let mut plan = self.provider().dry_run(file)?;
+        if let Some(z) = file.as_virtual_zip() {
+            plan.fields.insert("entries".into(), z.entries().len().into());
+            plan.fields.insert("image_bytes".into(), z.image_bytes().into());
+            plan.fields.insert("zip64".into(), z.is_zip64().into());
+            let zip = options.zip_to.as_ref().map_or("streamed".into(), |p| p.display().to_string());
+            plan.fields.insert("zip".into(), zip.into());
+        }
+        if let Some(v) = left_out {
+            plan.fields.insert("skipped_entries".into(), v);
+        }
+        Ok(FileResult::Planned(plan))
     }
 
     /// Uploads every item: each is checked locally first (a refusal is its end, no request
@@ -375,9 +334,50 @@ impl Uploader {
         let cancel = self.cancel_token();
         let run_cancel = cancel.child_token();
         let mut stats = RunStats::default();
+        let items = self.refuse_early(items, options, &run_cancel, on_end).await?;
+        let force_run = match (self.state_dir_path(), options.force && !options.dry_run) {
+            (Some(dir), true) => {
+                let key = force_run_key(self.provider().name(), &self.endpoint_key()?, &items, &options.destination);
+                Some(ForceRun::begin(dir, &key)?)
+            }
+            _ => None,
+        };
+        let (failed, peak_files) =
+            self.through_gate(items, options, force_run.as_ref(), progress_for, &run_cancel, on_end).await?;
+        stats.peak_files = peak_files;
+        stats.peak_parts = self.peak_parts();
+        // A force run that failed or was interrupted stays open: running it again carries it on.
+        if let Some(run) = &force_run
+            && !cancel.is_cancelled()
+            && !failed
+        {
+            run.end();
+        }
+        // The records of files that are gone can never match again: pruned (once a day).
+        if let Some(dir) = self.state_dir_path().filter(|_| !options.dry_run).map(Path::to_path_buf) {
+            let _ = tokio::task::spawn_blocking(move || done::prune(&dir)).await;
+        }
+        // After the uploads: Apertur's wait follows the deliveries of the run's session.
+        if !options.dry_run
+            && !run_cancel.is_cancelled()
+            && !self.stopped_by_limit(&run_cancel)
+            && let Err(err) = self.finish(&run_cancel).await
+        {
+            stats.finish = Some(err);
+        }
+        Ok(stats)
+    }
 
-        // What the provider refuses locally (type, size, name) is refused before the first
-        // request of the run.
+    /// The items a run keeps: what the provider refuses locally (type, size, name) is refused
+    /// before the first request of the run, then (not in a dry run) what its `prepare` refuses
+    /// of them as a whole; each refusal is that item's end.
+    async fn refuse_early(
+        &self,
+        items: Vec<Item>,
+        options: &RunOptions,
+        run_cancel: &CancellationToken,
+        on_end: &mut (dyn FnMut(FileEnd<'_>) -> Result<()> + Send),
+    ) -> Result<Vec<Item>> {
         let mut kept = Vec::with_capacity(items.len());
         for item in items {
             match self.check(&item) {
@@ -385,36 +385,35 @@ impl Uploader {
                 Err(err) => on_end(FileEnd { item: &item, end: End::Refused(err), elapsed: Duration::ZERO })?,
             }
         }
-        let mut items = kept;
-        if !options.dry_run && !items.is_empty() {
-            let verdicts = self.prepare(&items, &run_cancel).await?;
-            let mut kept = Vec::with_capacity(items.len());
-            for (item, verdict) in items.into_iter().zip(verdicts) {
-                match verdict {
-                    None => kept.push(item),
-                    Some(err) => on_end(FileEnd { item: &item, end: End::Refused(err), elapsed: Duration::ZERO })?,
-                }
-            }
-            items = kept;
+        if options.dry_run || kept.is_empty() {
+            return Ok(kept);
         }
-
-        let force_run = match (self.state_dir_path(), options.force && !options.dry_run) {
-            (Some(dir), true) => {
-                let mut key = format!("{}\n{}", self.provider().name(), self.endpoint_key()?);
-                for item in &items {
-                    key.push('\n');
-                    key.push_str(&String::from_utf8_lossy(item.path().as_os_str().as_encoded_bytes()));
-                }
-                for (flag, value) in &options.destination {
-                    key.push_str(&format!("\n{flag}={value}"));
-                }
-                Some(ForceRun::begin(dir, &key)?)
+        let verdicts = self.prepare(&kept, run_cancel).await?;
+        let mut items = Vec::with_capacity(kept.len());
+        for (item, verdict) in kept.into_iter().zip(verdicts) {
+            match verdict {
+                None => items.push(item),
+                Some(err) => on_end(FileEnd { item: &item, end: End::Refused(err), elapsed: Duration::ZERO })?,
             }
-            _ => None,
-        };
+        }
+        Ok(items)
+    }
+
+    /// The files' steps: started while the gate admits them (their count follows their bytes
+    /// in flight), in the order given; each ends as it ends and its end goes to `on_end`. A
+    /// failure cancels the files not begun when `fail_fast` (an interruption always does).
+    /// Returns whether any failed, and the most files that were in flight at once.
+    async fn through_gate(
+        &self,
+        items: Vec<Item>,
+        options: &RunOptions,
+        force_run: Option<&ForceRun>,
+        progress_for: &ProgressFor<'_>,
+        run_cancel: &CancellationToken,
+        on_end: &mut (dyn FnMut(FileEnd<'_>) -> Result<()> + Send),
+    ) -> Result<(bool, usize)> {
         let one = |item: Item, size: u64| {
             let run_cancel = run_cancel.clone();
-            let force_run = force_run.as_ref();
             async move {
                 // Once the run's time limit is reached, the files not begun yet are stopped
                 // before they start.
@@ -430,9 +429,6 @@ impl Uploader {
                 (item, Some(res), t0.elapsed(), size)
             }
         };
-
-        // Files start while the gate admits them (their count follows their bytes in flight),
-        // in the order given; each ends as it ends.
         let mut gate =
             FileGate::new(if items.len() > 1 { self.files_setting() } else { crate::engine::tune::Files::Fixed(1) });
         let mut queue = items.into_iter().map(|item| {
@@ -470,28 +466,141 @@ impl Uploader {
             };
             on_end(FileEnd { item: &item, end, elapsed })?;
         }
-        drop(results);
-        stats.peak_files = gate.peak();
-        stats.peak_parts = self.peak_parts();
-        // A force run that failed or was interrupted stays open: running it again carries it on.
-        if let Some(run) = &force_run
-            && !cancel.is_cancelled()
-            && !failed
+        Ok((failed, gate.peak()))
+    }
+}
+
+/// The key of a `force` run: the provider, the endpoint, the files in order and the
+/// destination's flags (the same command run again finds its interrupted run).
+fn force_run_key(provider: &str, endpoint: &str, items: &[Item], destination: &[(String, String)]) -> String {
+    let mut key = format!("{provider}\n{endpoint}");
+    for item in items {
+        key.push('\n');
+        key.push_str(&String::from_utf8_lossy(item.path().as_os_str().as_encoded_bytes()));
+    }
+    for (flag, value) in destination {
+        key.push_str(&format!("\n{flag}={value}"));
+    }
+    key
+}
+
+/// Whether a file whose done record matches is skipped: always, except in a `force` run,
+/// where only what this very run uploaded already (an interrupted force run carried on) is.
+/// `recorded_by`: the force run the record names; `this_run`: the id of the run going on.
+fn skips(recorded_by: Option<&str>, force: bool, this_run: Option<&str>) -> bool {
+    !force || this_run.is_some_and(|id| recorded_by == Some(id))
+}
+
+/// An item opened for its step: a file, or a directory's zip from its table (no image read
+/// yet) with the path given, and the images the zip leaves out.
+struct Opened {
+    file: FileSource,
+    zip: Option<(PathBuf, VirtualZip)>,
+    left_out: Vec<LeftOut>,
+}
+
+async fn open_item(item: &Item, options: &RunOptions) -> Result<Opened> {
+    match item {
+        Item::File(p) => Ok(Opened { file: FileSource::open(p)?, zip: None, left_out: Vec::new() }),
+        Item::ZipDir(dir) => {
+            let sel = options.selection.as_ref().map_or_else(Selection::everything, Selection::every_depth);
+            let d = dir.clone();
+            let (zip, left_out) = tokio::task::spawn_blocking(move || scan_images(&d, &sel))
+                .await
+                .map_err(|e| Error::File { path: dir.clone(), source: std::io::Error::other(e) })??;
+            let layout = Arc::new(VirtualZip::new(zip.dir(), zip.entries().to_vec()));
+            Ok(Opened { file: FileSource::virtual_zip(dir, layout), zip: Some((dir.clone(), zip)), left_out })
+        }
+    }
+}
+
+/// The images a zip leaves out, as the result's `skipped_entries` (`None`: none).
+fn left_out_json(left_out: &[LeftOut]) -> Option<serde_json::Value> {
+    (!left_out.is_empty()).then(|| {
+        let rows =
+            left_out.iter().map(|l| serde_json::json!({ "path": l.path.display().to_string(), "reason": l.reason }));
+        serde_json::Value::Array(rows.collect())
+    })
+}
+
+/// What the state directory keeps of one file's upload: where, under which endpoint, and the
+/// file's identity (a directory's zip: its entry table).
+struct Records {
+    dir: PathBuf,
+    endpoint: String,
+    id: FileIdentity,
+}
+
+impl Records {
+    /// After the upload: the journal of a `--zip-to` file retired, the done record written (off
+    /// the async workers: the writes wait for fsync, see `durable::off_thread`), a directory's
+    /// zip table saved as uploaded. A record that cannot be written is a warning: the upload
+    /// itself succeeded.
+    async fn uploaded(
+        self,
+        provider: &str,
+        outcome: &UploadOutcome,
+        written_zip: Option<PathBuf>,
+        zip: Option<Arc<VirtualZip>>,
+        options: &RunOptions,
+        force_run: Option<&ForceRun>,
+    ) {
+        if let Some(zip_file) = &written_zip
+            && let Ok(canonical) = std::fs::canonicalize(zip_file)
         {
-            run.end();
+            crate::engine::journal::remove(&self.dir, provider, &self.endpoint, &canonical);
         }
-        // The records of files that are gone can never match again: pruned (once a day).
-        if let Some(dir) = self.state_dir_path().filter(|_| !options.dry_run).map(Path::to_path_buf) {
-            let _ = tokio::task::spawn_blocking(move || done::prune(&dir)).await;
+        let dir = self.dir.clone();
+        let (outcome, destination, force_run) = (outcome.clone(), options.destination.clone(), force_run.cloned());
+        let recorded = crate::engine::durable::off_thread(move || {
+            done::record_done(&self.dir, &self.endpoint, &self.id, &outcome, &destination, force_run.as_ref())
+        })
+        .await;
+        if let Err(e) = recorded {
+            tracing::warn!("cannot record the finished upload: {e}");
         }
-        // After the uploads: Apertur's wait follows the deliveries of the run's session.
-        if !options.dry_run
-            && !run_cancel.is_cancelled()
-            && !self.stopped_by_limit(&run_cancel)
-            && let Err(err) = self.finish(&run_cancel).await
+        if let Some(zip) = &zip
+            && let Err(e) = zip::save_table(&dir, zip, false)
         {
-            stats.finish = Some(err);
+            tracing::warn!("cannot record the finished upload: {e}");
         }
-        Ok(stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_done_record_skips_unless_forced_and_a_force_run_skips_only_its_own() {
+        assert!(skips(None, false, None));
+        assert!(skips(Some("run-1"), false, None));
+        assert!(!skips(None, true, None), "--force uploads again");
+        assert!(!skips(Some("run-1"), true, None));
+        assert!(!skips(None, true, Some("run-1")), "uploaded before the force run: sent again");
+        assert!(!skips(Some("run-0"), true, Some("run-1")), "another force run's record");
+        assert!(skips(Some("run-1"), true, Some("run-1")), "this very run uploaded it: not a third time");
+    }
+
+    #[test]
+    fn a_force_run_is_keyed_by_provider_endpoint_files_in_order_and_destination() {
+        let items = [Item::File("a.mp4".into()), Item::ZipDir("caps/one".into())];
+        let dest = [("--name".to_string(), "x".to_string())];
+        let key = force_run_key("teleport", "https://api", &items, &dest);
+        assert_eq!(key, "teleport\nhttps://api\na.mp4\ncaps/one\n--name=x");
+        let swapped = [Item::ZipDir("caps/one".into()), Item::File("a.mp4".into())];
+        assert_ne!(force_run_key("teleport", "https://api", &swapped, &dest), key);
+        assert_ne!(force_run_key("teleport", "https://api", &items, &[]), key);
+        assert_ne!(force_run_key("truvideo", "https://api", &items, &dest), key);
+    }
+
+    #[test]
+    fn images_left_out_of_a_zip_are_listed_with_their_reason() {
+        assert_eq!(left_out_json(&[]), None);
+        let left = [LeftOut { path: "caps/one/empty.jpg".into(), reason: "empty (0 bytes)" }];
+        assert_eq!(
+            left_out_json(&left),
+            Some(serde_json::json!([{ "path": "caps/one/empty.jpg", "reason": "empty (0 bytes)" }]))
+        );
     }
 }

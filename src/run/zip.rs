@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
+use super::RunOptions;
 use crate::engine::progress::{Event, Progress};
+use crate::engine::source::FileSource;
 use crate::engine::zipsource::{VirtualZip, ZipEntry};
 use crate::error::{Error, Result};
 
@@ -114,6 +116,41 @@ pub(crate) fn reuse_table(state_dir: &Path, zip: &mut VirtualZip, resume: bool) 
     let entries = zip.entries().iter().zip(crcs).map(|(e, crc)| ZipEntry { crc, ..e.clone() }).collect();
     *zip = VirtualZip::new(zip.dir(), entries);
     Ok(resume && same_names)
+}
+
+/// A directory's zip made ready to upload: the CRCs the state directory knows taken (and
+/// `resume` cleared when its interrupted upload cannot be carried on), the CRC pass over the
+/// other images, the table saved as uploading; then streamed from the images, or written to
+/// `zip_to` first and that file uploaded.
+pub(crate) async fn ready(
+    dir_given: &Path,
+    mut zip: VirtualZip,
+    state_dir: Option<&Path>,
+    options: &RunOptions,
+    resume: &mut bool,
+    progress: &Arc<dyn Progress>,
+    cancel: &CancellationToken,
+) -> Result<(FileSource, Arc<VirtualZip>)> {
+    if let Some(dir) = state_dir {
+        *resume = reuse_table(dir, &mut zip, *resume)?;
+    }
+    crc_pass(&mut zip, progress, cancel).await?;
+    if let Some(dir) = state_dir {
+        save_table(dir, &zip, true)?;
+    }
+    let zip = Arc::new(zip);
+    let file = match &options.zip_to {
+        Some(to) => {
+            progress.event(Event::Phase { message: format!("writing {}", to.display()) });
+            let (z, t, c) = (zip.clone(), to.clone(), cancel.clone());
+            tokio::task::spawn_blocking(move || write_zip_file(&z, &t, 0o666, &c))
+                .await
+                .map_err(|e| Error::File { path: to.clone(), source: std::io::Error::other(e) })??;
+            FileSource::open(to)?
+        }
+        None => FileSource::virtual_zip(dir_given, zip.clone()),
+    };
+    Ok((file, zip))
 }
 
 /// The CRC-32 pass: every image without a known CRC is read once, several at once, shown as a

@@ -25,33 +25,7 @@ pub(crate) async fn run(
     match cmd {
         TeleportCommand::List { limit, offset, all, api } => {
             let api = api_from_args(ProviderName::Teleport, &api, inv)?;
-            let mut captures = Vec::new();
-            if all {
-                admin::list_all(&api, limit, offset as u64, |page| {
-                    if json {
-                        // Lines go out page by page: a long listing streams.
-                        for c in page {
-                            print_json_line(&mut stdout, &c.to_json())?;
-                        }
-                    } else {
-                        captures.extend_from_slice(page);
-                    }
-                    Ok(())
-                })
-                .await?;
-            } else {
-                let page = admin::list_page(&api, limit, offset as u64).await?;
-                if json {
-                    for c in &page {
-                        print_json_line(&mut stdout, &c.to_json())?;
-                    }
-                } else {
-                    captures = page;
-                }
-            }
-            if !json {
-                out(print_table(&mut stdout, &captures))?;
-            }
+            list(&api, limit, offset as u64, all, json).await?;
         }
         TeleportCommand::Status { eid, api } => {
             admin::check_id("capture eid", &eid)?;
@@ -68,34 +42,7 @@ pub(crate) async fn run(
         TeleportCommand::Delete { eid, yes, api } => {
             admin::check_id("capture eid", &eid)?;
             let api = api_from_args(ProviderName::Teleport, &api, inv)?;
-            let gone = |stdout: &mut std::io::Stdout| -> Result<i32> {
-                // Deleting is idempotent: a capture already gone is what was asked for.
-                if json {
-                    print_json_line(stdout, &serde_json::json!({ "eid": eid, "deleted": true, "already_gone": true }))?;
-                } else {
-                    eprintln!("upload: capture {eid} does not exist (already deleted?): nothing to delete");
-                }
-                Ok(crate::cli::report::exit::OK)
-            };
-            if !yes {
-                match confirm_delete(&api, &eid).await? {
-                    Confirm::Yes => {}
-                    Confirm::No => {
-                        eprintln!("upload: capture {eid} kept");
-                        return Ok(crate::cli::report::exit::OK);
-                    }
-                    Confirm::Gone => return gone(&mut stdout),
-                }
-            }
-            match admin::delete(&api, &eid).await {
-                Err(Error::Rejected { status: 404, .. }) => return gone(&mut stdout),
-                r => r?,
-            }
-            if json {
-                print_json_line(&mut stdout, &serde_json::json!({ "eid": eid, "deleted": true }))?;
-            } else {
-                out(writeln!(stdout, "deleted capture {eid}"))?;
-            }
+            return delete(&api, &eid, yes, json).await;
         }
         TeleportCommand::Metadata { sid, model, api } => {
             admin::check_id("share id (sid)", &sid)?;
@@ -117,6 +64,75 @@ pub(crate) async fn run(
                 .with_executor(crate::cli::settings::run_executor(cancel.clone(), output.quiet, &inv.net));
             download_models(&api, &sid, &model, &dir, &rate, output).await?;
         }
+    }
+    Ok(crate::cli::report::exit::OK)
+}
+
+/// `upload teleport list`: one page (`--limit` from `--offset`), or with `--all` every page
+/// until a short one; a table, or JSON lines that go out page by page (a long listing streams).
+async fn list(api: &crate::providers::api::Api, limit: u32, offset: u64, all: bool, json: bool) -> Result<()> {
+    let mut stdout = std::io::stdout();
+    let mut captures = Vec::new();
+    if all {
+        admin::list_all(api, limit, offset, |page| {
+            if json {
+                // Lines go out page by page: a long listing streams.
+                for c in page {
+                    print_json_line(&mut stdout, &c.to_json())?;
+                }
+            } else {
+                captures.extend_from_slice(page);
+            }
+            Ok(())
+        })
+        .await?;
+    } else {
+        let page = admin::list_page(api, limit, offset).await?;
+        if json {
+            for c in &page {
+                print_json_line(&mut stdout, &c.to_json())?;
+            }
+        } else {
+            captures = page;
+        }
+    }
+    if !json {
+        out(print_table(&mut stdout, &captures))?;
+    }
+    Ok(())
+}
+
+/// `upload teleport delete EID`: asks first on a terminal unless `--yes`; a capture already
+/// gone is what was asked for (exit 0, said so; `already_gone` in JSON).
+async fn delete(api: &crate::providers::api::Api, eid: &str, yes: bool, json: bool) -> Result<i32> {
+    let mut stdout = std::io::stdout();
+    let gone = |stdout: &mut std::io::Stdout| -> Result<i32> {
+        // Deleting is idempotent: a capture already gone is what was asked for.
+        if json {
+            print_json_line(stdout, &serde_json::json!({ "eid": eid, "deleted": true, "already_gone": true }))?;
+        } else {
+            eprintln!("upload: capture {eid} does not exist (already deleted?): nothing to delete");
+        }
+        Ok(crate::cli::report::exit::OK)
+    };
+    if !yes {
+        match confirm_delete(api, eid).await? {
+            Confirm::Yes => {}
+            Confirm::No => {
+                eprintln!("upload: capture {eid} kept");
+                return Ok(crate::cli::report::exit::OK);
+            }
+            Confirm::Gone => return gone(&mut stdout),
+        }
+    }
+    match admin::delete(api, eid).await {
+        Err(Error::Rejected { status: 404, .. }) => return gone(&mut stdout),
+        r => r?,
+    }
+    if json {
+        print_json_line(&mut stdout, &serde_json::json!({ "eid": eid, "deleted": true }))?;
+    } else {
+        out(writeln!(stdout, "deleted capture {eid}"))?;
     }
     Ok(crate::cli::report::exit::OK)
 }
