@@ -844,13 +844,15 @@ impl Board {
     }
 
     /// Prints `upload: error: ...` and the hint, above the bars (or plainly).
+    /// One print, so that no bar is drawn between the error and its hint.
     pub(crate) fn report_error(&self, err: &crate::Error) {
-        self.println(&format!("upload: {} {err}", paint("error:", "31")));
+        let mut text = format!("upload: {} {err}", paint("error:", "31"));
         if let Some(h) = crate::cli::report::hint(err)
             && !h.is_empty()
         {
-            self.println(&format!("  hint: {h}"));
+            text.push_str(&format!("\n  hint: {h}"));
         }
+        self.println(&text);
     }
 
     /// Takes the bars off the screen, once (before the summary).

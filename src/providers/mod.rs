@@ -177,8 +177,13 @@ pub struct UploadOutcome {
     pub bytes: u64,
     /// The provider's id of the upload (Teleport eid, TruVideo uploadId, ...).
     pub id: String,
-    /// Final status as the provider names it.
+    /// The final status, in one casing across providers: the vendor's word in lower case
+    /// (`uploaded`, `ready`, `completed`, ...), as the client's own statuses (`failed`,
+    /// `skipped`, `not_started`, `stopped`). See [`status_word`].
     pub status: String,
+    /// The final status exactly as the vendor sent it (`UPLOADED`, `READY`, `COMPLETED`,
+    /// `completed`, ...).
+    pub vendor_status: String,
     /// Number of parts.
     pub parts: u32,
     /// Wall time.
@@ -191,6 +196,13 @@ pub struct UploadOutcome {
     /// Provider fields (`eid`, `uploadId`, `mediaId`, `session_id`, ...).
     #[serde(flatten)]
     pub fields: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `status` of a result from the vendor's word: one casing across providers (lower case), so
+/// that a script compares one spelling whichever vendor answered; `vendor_status` keeps the
+/// word as sent.
+pub fn status_word(vendor: &str) -> String {
+    vendor.to_ascii_lowercase()
 }
 
 /// One vendor's upload flow.

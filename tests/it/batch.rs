@@ -44,7 +44,7 @@ async fn thirty_files_two_failures_then_a_rerun_sends_only_those() {
     assert_eq!(lines.len(), 30);
     let failed: Vec<String> = lines.iter().filter(|l| l["status"] == "failed").map(file_of).collect();
     assert_eq!(failed.len(), 2, "{lines:?}");
-    assert_eq!(lines.iter().filter(|l| l["status"] == "UPLOADED").count(), 28);
+    assert_eq!(lines.iter().filter(|l| l["status"] == "uploaded").count(), 28);
     assert!(stderr(&out).contains("28 uploaded, 0 skipped, 2 failed"), "{}", stderr(&out));
     assert_eq!(emu.objects().len(), 28);
 
@@ -52,7 +52,7 @@ async fn thirty_files_two_failures_then_a_rerun_sends_only_those() {
     let out = run_upload(a, env).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let lines = json_lines(&out);
-    let uploaded: Vec<String> = lines.iter().filter(|l| l["status"] == "UPLOADED").map(file_of).collect();
+    let uploaded: Vec<String> = lines.iter().filter(|l| l["status"] == "uploaded").map(file_of).collect();
     assert_eq!(uploaded.iter().collect::<std::collections::BTreeSet<_>>(), failed.iter().collect());
     assert_eq!(lines.iter().filter(|l| l["status"] == "skipped").count(), 28);
     assert!(stderr(&out).contains("2 uploaded, 28 skipped, 0 failed"), "{}", stderr(&out));
@@ -177,7 +177,7 @@ async fn a_walk_never_stops_at_one_entry_and_reports_each_by_path() {
     let by_name =
         |n: &str| lines.iter().find(|l| file_of(l) == n).unwrap_or_else(|| panic!("no line for {n}: {lines:?}"));
     for good in ["a.mp4", "b.mp4"] {
-        assert_eq!(by_name(good)["status"], "UPLOADED", "{lines:?}");
+        assert_eq!(by_name(good)["status"], "uploaded", "{lines:?}");
     }
     for (bad, why) in [
         ("again", "loop"),

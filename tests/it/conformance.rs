@@ -58,6 +58,8 @@ struct Provider {
     /// The call that completes it (Apertur: the image POST), and whether a lost completion
     /// can be looked up; `None`: nothing to complete (Uplift's one POST goes to S3).
     complete: Option<(&'static str, bool)>,
+    /// `status` of the happy path's result (lower case for every provider).
+    status: &'static str,
 }
 
 const TELEPORT: Provider = Provider {
@@ -74,6 +76,7 @@ const TELEPORT: Provider = Provider {
     wait: &["--wait"],
     create: ("POST /api/v1/captures", true),
     complete: Some(("POST /api/v1/captures/*/uploaded", true)),
+    status: "uploaded",
 };
 
 const TRUVIDEO: Provider = Provider {
@@ -92,6 +95,7 @@ const TRUVIDEO: Provider = Provider {
     // No look-up of a start (PROVIDERS.md): a lost answer is not sent again.
     create: ("POST /upload/start", false),
     complete: Some(("POST /upload/*/complete", true)),
+    status: "completed",
 };
 
 const UPLIFT: Provider = Provider {
@@ -108,6 +112,7 @@ const UPLIFT: Provider = Provider {
     wait: &["--wait"],
     create: ("POST /v1/captures", false),
     complete: None,
+    status: "uploaded",
 };
 
 const APERTUR: Provider = Provider {
@@ -124,6 +129,7 @@ const APERTUR: Provider = Provider {
     wait: &["--wait"],
     create: ("POST /api/v1/upload-sessions", false),
     complete: Some(("POST /api/v1/upload/*/images", true)),
+    status: "uploaded",
 };
 
 impl Provider {
@@ -201,6 +207,10 @@ async fn happy_path_byte_exact(p: &Provider) {
     let line: serde_json::Value = serde_json::from_str(stdout(&out).lines().last().unwrap()).expect("a JSON line");
     assert_eq!(line["provider"], p.name, "{line}");
     assert_eq!(line["bytes"], p.size, "{line}");
+    // One casing for `status` whichever vendor answered; the vendor's own word beside it.
+    let (status, vendor) = (line["status"].as_str().unwrap(), line["vendor_status"].as_str().unwrap());
+    assert_eq!(status, p.status, "{line}");
+    assert_eq!(status, vendor.to_lowercase(), "{line}");
 }
 
 /// Three parts sent at once; the first PUT to arrive fails (503) and is sent again after the

@@ -9,7 +9,7 @@ async fn demo_uploads_a_sample_and_reports_a_byte_exact_copy() {
     let line: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
     assert_eq!(
         (line["provider"].as_str(), line["status"].as_str(), line["bytes"].as_u64()),
-        (Some("teleport"), Some("UPLOADED"), Some(11 << 20))
+        (Some("teleport"), Some("uploaded"), Some(11 << 20))
     );
     let err = stderr(&out);
     assert!(err.contains("POST   /api/v1/captures  ×1  → 200"), "{err}");

@@ -51,7 +51,7 @@ async fn find_print0_piped_into_files_from_uploads_every_file_byte_exact() {
     assert!(find.wait().unwrap().success());
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let lines = json_lines(&out);
-    assert_eq!(lines.iter().filter(|l| l["status"] == "UPLOADED").count(), 5, "{lines:?}");
+    assert_eq!(lines.iter().filter(|l| l["status"] == "uploaded").count(), 5, "{lines:?}");
     assert!(
         lines.iter().any(|l| l["file"].as_str().is_some_and(|f| f.ends_with("line\nbreak.zip"))),
         "the name with a newline arrives whole: {lines:?}"

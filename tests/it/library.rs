@@ -23,7 +23,7 @@ async fn uploader_with_a_closure_progress_handler() {
         .upload(&path)
         .await
         .unwrap();
-    assert_eq!((outcome.parts, outcome.status.as_str()), (3, "UPLOADED"));
+    assert_eq!((outcome.parts, outcome.status.as_str()), (3, "uploaded"));
     assert_eq!(emu.objects()[0].sha256, sha);
     let events = seen.lock().unwrap();
     let done = events.iter().filter(|e| matches!(e, Event::PartDone { .. })).count();

@@ -73,7 +73,7 @@ impl Watcher {
     }
 
     fn uploaded(&self) -> usize {
-        self.out.lock().unwrap().iter().filter(|l| l["status"] == "UPLOADED").count()
+        self.out.lock().unwrap().iter().filter(|l| l["status"] == "uploaded").count()
     }
 }
 

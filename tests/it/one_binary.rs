@@ -60,7 +60,7 @@ async fn emulator_subcommand_serves_an_upload_made_from_its_try_line_byte_exact(
     let out = run_upload(upload, vec![]).await;
     assert!(out.status.success(), "{words:?}: {}", stderr(&out));
     let result: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
-    assert_eq!((result["status"].as_str(), result["parts"].as_u64()), (Some("UPLOADED"), Some(3)), "{result}");
+    assert_eq!((result["status"].as_str(), result["parts"].as_u64()), (Some("uploaded"), Some(3)), "{result}");
 
     let stored: serde_json::Value =
         reqwest::get(format!("{api}/_emulator/uploads")).await.unwrap().json().await.unwrap();

@@ -41,7 +41,7 @@ async fn json_lines_match_the_schema_for_success_and_failure() {
     let ok_line = lines.iter().find(|l| l.contains("a.zip")).unwrap();
     let failed_line = lines.iter().find(|l| l.contains("b.txt")).unwrap();
     let ok = assert_valid(ok_line);
-    assert_eq!((ok["status"].as_str(), ok["bytes"].as_u64()), (Some("UPLOADED"), Some(1234)));
+    assert_eq!((ok["status"].as_str(), ok["bytes"].as_u64()), (Some("uploaded"), Some(1234)));
     let failed = assert_valid(failed_line);
     assert_eq!(failed["status"], "failed");
     assert_eq!(failed["exit_code"], 2);

@@ -119,7 +119,7 @@ async fn killed_uploads_of_two_providers_are_listed_then_resumed_from_the_journa
     assert_eq!(teleport["name"], "Site scan", "the journal kept --name");
     assert_eq!(teleport["id"], listed[0]["upload_id"]);
     let truvideo = results.iter().find(|r| r["provider"] == "truvideo").unwrap();
-    assert_eq!(truvideo["status"], "COMPLETED", "{truvideo}");
+    assert_eq!(truvideo["status"], "completed", "{truvideo}");
     assert_eq!(truvideo["id"], listed[1]["upload_id"]);
     let mut shas: Vec<String> = emu.objects().into_iter().map(|o| o.sha256).collect();
     shas.sort();

@@ -259,11 +259,11 @@ async fn the_done_record_counts_the_destination() {
         assert_eq!(out.status.code(), Some(0), "{}", stderr(out));
         json_lines(out)[0].clone()
     };
-    assert_eq!(status(&run(&[]).await)["status"], "UPLOADED");
+    assert_eq!(status(&run(&[]).await)["status"], "uploaded");
     assert_eq!(status(&run(&[]).await)["status"], "skipped");
     // Another capture name is another upload, not "already uploaded".
     let l = status(&run(&["--name", "Second"]).await);
-    assert_eq!((l["status"].as_str(), l["name"].as_str()), (Some("UPLOADED"), Some("Second")), "{l}");
+    assert_eq!((l["status"].as_str(), l["name"].as_str()), (Some("uploaded"), Some("Second")), "{l}");
     assert_eq!(emu.objects().len(), 2);
     let l = status(&run(&["--name", "Second"]).await);
     assert_eq!(l["status"], "skipped");

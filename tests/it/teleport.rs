@@ -23,7 +23,8 @@ async fn upload_and_compare(size: u64, chunk: u64, expect_parts: u32) {
     assert_eq!(result["parts"], expect_parts);
     let eid = result["eid"].as_str().unwrap();
     assert_eq!(result["id"], eid);
-    assert_eq!(result["status"], "UPLOADED");
+    assert_eq!(result["status"], "uploaded");
+    assert_eq!(result["vendor_status"], "UPLOADED");
     // Times carry their zone (the emulator, like Teleport, sends them without one: UTC).
     for key in ["created", "uploaded"] {
         let t = result[key].as_str().unwrap_or_else(|| panic!("{key} in {result}"));

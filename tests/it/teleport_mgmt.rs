@@ -93,7 +93,8 @@ async fn wait_follows_processing_past_the_first_page() {
     let out = upload.await.unwrap();
     assert!(out.status.success(), "exit {:?}: {}", out.status.code(), stderr(&out));
     let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
-    assert_eq!(v["status"], "READY", "{v}");
+    assert_eq!(v["status"], "ready", "{v}");
+    assert_eq!(v["vendor_status"], "READY");
     assert_eq!(v["state"], "READY");
     let sid = v["sid"].as_str().expect("a READY capture has a sid");
     assert!(v["viewer_url"].as_str().is_some_and(|u| u.ends_with(sid)), "{v}");

@@ -207,7 +207,7 @@ async fn a_run_of_several_files_on_a_terminal_prints_one_line_per_file() {
     assert_eq!(done.len(), 3, "one line per file: {err:?}");
     for line in &done {
         assert!(
-            line.contains("1.00 MiB") && line.contains("teleport capture ") && line.contains("(UPLOADED)"),
+            line.contains("1.00 MiB") && line.contains("teleport capture ") && line.contains("(uploaded)"),
             "{line}"
         );
     }
@@ -231,7 +231,7 @@ async fn a_run_of_several_files_on_a_terminal_prints_one_line_per_file() {
         let out = run_upload(teleport(&paths, &emu, extra), env).await;
         assert!(out.status.success(), "{}", stderr(&out));
         let text = stdout(&out);
-        assert_eq!(text.matches(" → teleport: UPLOADED (1.00 MiB, 1 part, ").count(), 3, "{extra:?}: {text}");
+        assert_eq!(text.matches(" → teleport: uploaded (1.00 MiB, 1 part, ").count(), 3, "{extra:?}: {text}");
         assert_eq!(text.matches("  id: ").count(), 3, "{text}");
         assert!(!stderr(&out).contains("✓"), "{}", stderr(&out));
     }
@@ -337,7 +337,7 @@ async fn ctrl_c_with_json_gives_files_not_started_a_status_of_their_own() {
         let l = lines.iter().find(|l| l["file"].as_str().unwrap().ends_with(name)).unwrap();
         (l["status"].as_str().unwrap().to_string(), l["exit_code"].as_i64())
     };
-    assert_eq!(status("f0.zip").0, "UPLOADED");
+    assert_eq!(status("f0.zip").0, "uploaded");
     assert_eq!(status("f1.zip"), ("failed".to_string(), Some(130)));
     for name in ["f2.zip", "f3.zip", "f4.zip", "f5.zip"] {
         assert_eq!(status(name), ("not_started".to_string(), None), "{name}");
@@ -541,4 +541,57 @@ async fn one_file_on_a_real_terminal_at_80_columns_keeps_rate_and_eta_over_the_p
     assert!(bars.iter().all(|l| l.chars().count() < 80), "{bars:?}");
     let last = frames(&screen).last().cloned().unwrap_or_default();
     assert!(!(last.contains(" [") && last.contains("] ")), "a bar left on screen: {last:?} in {screen:?}");
+}
+
+/// Ctrl-C typed on a real terminal during a one-file upload: the run ends within 5 s (exit
+/// 130) and leaves no bar on the screen: the bar's line is erased before the resume line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_on_a_real_terminal_during_one_file_leaves_no_bar() {
+    let emu = emulator(Config { teleport_chunk_size: 5 * MIB, ..Config::default() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (file, _) = make_file(dir.path(), "walkaround.zip", 20 * MIB);
+    let env = vec![("TELEPORT_TOKEN".to_string(), emu.token())];
+    let state = dir.path().join("state");
+    let mut a = teleport(&[&file], &emu, &["--limit-rate", "1MiB"]);
+    a.extend(args(&["--state-dir", state.to_str().unwrap()]));
+    let mut child = on_a_pty(&a, &env).spawn().unwrap();
+    let t0 = Instant::now();
+    // The capture is created (a part's PUT is logged only once it ends: 20 s at 1 MiB/s).
+    while !emu.request_log().iter().any(|r| r.method == "POST" && r.path == "/api/v1/captures") {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before Ctrl-C");
+        assert!(t0.elapsed() < Duration::from_secs(120), "no capture was created");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Long enough for the bar to be drawn (it is redrawn several times a second).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    if let Some(status) = child.try_wait().unwrap() {
+        let out = child.wait_with_output().unwrap();
+        panic!("the run ended before Ctrl-C ({status}): {:?}", stdout(&out));
+    }
+    use std::io::Write;
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"\x03").unwrap();
+    stdin.flush().unwrap();
+    let typed = Instant::now();
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()),
+    )
+    .await
+    .expect("Ctrl-C on the terminal ends the run")
+    .unwrap();
+    let took = typed.elapsed();
+    drop(stdin);
+    let screen = stdout(&out);
+    assert_eq!(out.status.code(), Some(130), "{screen:?}");
+    assert!(took < Duration::from_secs(5), "Ctrl-C took {took:?}: {screen:?}");
+    assert!(!bar_frames(&screen).is_empty(), "a bar was drawn before Ctrl-C: {screen:?}");
+    // After the last bar drawn: its line erased, then the error and the resume hint together
+    // (no bar drawn between them), and no bar drawn again.
+    let bar_end = screen.rfind("\x1b[0m] ").expect("a bar");
+    let rest = &screen[bar_end..];
+    let erased = rest.find("\r\x1b[2K").unwrap_or_else(|| panic!("the last bar is never erased: {rest:?}"));
+    let said = rest.find("interrupted").unwrap_or_else(|| panic!("no interruption said: {rest:?}"));
+    assert!(erased < said, "the bar left on the screen above the message: {rest:?}");
+    assert!(rest.contains("run the same command again to resume"), "{rest:?}");
 }

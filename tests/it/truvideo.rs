@@ -84,7 +84,8 @@ async fn one_part_with_every_media_field() {
     assert!(out.status.success(), "exit {:?}: {}", out.status, stderr(&out));
     let r = result(&out);
     assert_eq!(r["provider"], "truvideo");
-    assert_eq!(r["status"], "COMPLETED");
+    assert_eq!(r["status"], "completed");
+    assert_eq!(r["vendor_status"], "COMPLETED");
     assert_eq!(r["id"], r["uploadId"]);
     assert_eq!(r["sanitizedTitle"], "Hello__World_");
     let schema = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema/result.schema.json")).unwrap();
@@ -125,7 +126,7 @@ async fn several_parts_of_the_real_5_mib_minimum() {
     let out = run_upload(tv_args(&emu, &path, &["--part-size", "5MiB"]), token_env("TRUVIDEO_TOKEN", &emu)).await;
     assert!(out.status.success(), "exit {:?}: {}", out.status, stderr(&out));
     let r = result(&out);
-    assert_eq!(r["status"], "COMPLETED");
+    assert_eq!(r["status"], "completed");
     assert_stored(&emu, &r, size, &sha, 4);
     assert_eq!(uploads(&emu)[0]["amountOfParts"], 4);
     // Every part went with the file's MIME type.
@@ -230,7 +231,7 @@ async fn no_wait_stops_after_the_202() {
     let out = run_upload(tv_args(&emu, &path, &["--no-wait"]), token_env("TRUVIDEO_TOKEN", &emu)).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let r = result(&out);
-    assert_eq!(r["status"], "PENDING_COMPLETE");
+    assert_eq!(r["status"], "pending_complete");
     assert_stored(&emu, &r, 100_000, &sha, 1);
     let calls = api_calls(&emu);
     assert_eq!(calls.len(), 2, "{calls:?}");

@@ -114,7 +114,7 @@ async fn many_small_files_go_many_at_a_time() {
     assert!(out.status.success(), "{}", stderr(&out));
     let lines: Vec<serde_json::Value> = stdout(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 200);
-    assert!(lines.iter().all(|l| l["status"] == "UPLOADED"), "{lines:?}");
+    assert!(lines.iter().all(|l| l["status"] == "uploaded"), "{lines:?}");
     let peak = emu.in_flight_peak("api");
     assert!(peak > 4, "at most {peak} API requests at once: files went no more than 4 at a time");
     let most = upload::uploader::AUTO_FILES_MAX;

@@ -43,7 +43,8 @@ async fn uplift_upload_is_byte_exact() {
     let out = run_upload(uplift_args(&emu, &path, &[]), token_env("UPLIFT_TOKEN", &emu)).await;
     let result = json_result(&out);
     assert_eq!(result["provider"], "uplift");
-    assert_eq!(result["status"], "UPLOADED");
+    assert_eq!(result["status"], "uploaded");
+    assert_eq!(result["vendor_status"], "UPLOADED");
     assert_eq!(result["reservation_status"], "NEW");
     assert_eq!(result["bytes"], 3 * MIB + 17);
     assert_eq!(result["parts"], 1);
@@ -136,7 +137,7 @@ async fn uplift_options_reach_the_reservation() {
     let out = run_upload(a, token_env("UPLIFT_TOKEN", &emu)).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(text.contains("UPLOADED") && text.contains(&format!("session_group_id: {group}")), "{text}");
+    assert!(text.contains("uploaded") && text.contains(&format!("session_group_id: {group}")), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -78,7 +78,7 @@ async fn teleport_completion_is_proven_by_uploaded_not_by_the_state() {
     assert_eq!((objects.len(), objects[0].sha256.as_str()), (1, sha.as_str()));
     let caps = captures(&t.emu);
     assert!(caps[0]["uploaded"].is_string(), "{caps:?}");
-    assert_eq!(lines(&out)[0]["status"], "UPLOADED");
+    assert_eq!(lines(&out)[0]["status"], "uploaded");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,7 +122,7 @@ async fn teleport_a_completion_answered_200_without_a_capture_is_looked_up() {
         if code == 0 {
             assert_eq!(t.emu.objects()[0].sha256, sha, "{case}");
             let status = lines(&out)[0]["status"].clone();
-            assert!(status == "UPLOADED" || status == "READY", "{case}: {status}");
+            assert!(status == "uploaded" || status == "ready", "{case}: {status}");
             assert!(captures(&t.emu)[0]["uploaded"].is_string(), "{case}");
         } else {
             assert!(t.emu.objects().is_empty(), "{case}");
@@ -151,7 +151,7 @@ async fn teleport_a_lost_create_never_adopts_a_capture_this_run_holds() {
     let out = run_upload(t.teleport(&[&a, &b], &["--retries", "1", "--files", "1"]), t.env()).await;
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
     let results = lines(&out);
-    let ok: Vec<&Value> = results.iter().filter(|r| r["status"] == "UPLOADED").collect();
+    let ok: Vec<&Value> = results.iter().filter(|r| r["status"] == "uploaded").collect();
     assert_eq!(ok.len(), 1, "{results:?}");
     assert!(ok[0]["file"].as_str().unwrap().ends_with("b/scan.zip"), "{results:?}");
     let caps = captures(&t.emu);
@@ -230,7 +230,7 @@ async fn truvideo_url_entries_with_text_part_numbers_and_epoch_times() {
     let (file, sha) = make_file(t.dir.path(), "clip.mp4", size);
     let out = run_upload(t.upload("truvideo", &[&file], &truvideo_args(&[])), t.env()).await;
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(lines(&out)[0]["status"], "COMPLETED");
+    assert_eq!(lines(&out)[0]["status"], "completed");
     let objects = t.emu.objects();
     assert_eq!((objects[0].size, objects[0].sha256.as_str(), objects[0].parts), (size, sha.as_str(), 3));
 }

@@ -55,7 +55,7 @@ impl Watch {
     }
 
     fn uploaded(&self) -> Vec<serde_json::Value> {
-        self.lines().into_iter().filter(|l| l["status"] == "UPLOADED").collect()
+        self.lines().into_iter().filter(|l| l["status"] == "uploaded").collect()
     }
 
     /// Waits until `pred` holds on the lines (panics after `LONG`, or when the watcher exits).
@@ -159,7 +159,7 @@ async fn a_slowly_written_file_is_uploaded_once_after_its_writer_closed_it() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let lines = w.lines();
     assert_eq!(lines.len(), 1, "{lines:?}");
-    assert_eq!(lines[0]["status"], "UPLOADED", "{lines:?}");
+    assert_eq!(lines[0]["status"], "uploaded", "{lines:?}");
     assert_eq!(lines[0]["bytes"], all.len() as u64);
     let objects = emu.objects();
     assert_eq!(objects.len(), 1, "{objects:?}");
@@ -182,7 +182,7 @@ async fn a_file_renamed_into_the_folder_is_taken_at_once() {
     w.wait_for("the renamed file's upload", |l| !l.is_empty()).await;
     assert!(t0.elapsed() < Duration::from_secs(60), "took {:?}", t0.elapsed());
     let lines = w.lines();
-    assert_eq!(lines[0]["status"], "UPLOADED", "{lines:?}");
+    assert_eq!(lines[0]["status"], "uploaded", "{lines:?}");
     assert_eq!(name_of(&lines[0]), "walk.mp4");
     let objects = emu.objects();
     assert_eq!(objects.len(), 1);
@@ -221,12 +221,12 @@ async fn fifty_files_dropped_while_running_are_each_uploaded_once_and_moved() {
         }
     }
     std::fs::write(inbox.join("day1/notes.txt"), b"not a capture").unwrap();
-    w.wait_for("50 uploads", |l| l.iter().filter(|l| l["status"] == "UPLOADED").count() >= 50).await;
+    w.wait_for("50 uploads", |l| l.iter().filter(|l| l["status"] == "uploaded").count() >= 50).await;
     // Let any second upload (a bug) show up before counting.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let lines = w.uploaded();
     assert_eq!(lines.len(), 50, "{lines:?}");
-    let others: Vec<_> = w.lines().into_iter().filter(|l| l["status"] != "UPLOADED").collect();
+    let others: Vec<_> = w.lines().into_iter().filter(|l| l["status"] != "uploaded").collect();
     assert_eq!(others.len(), 1, "the stray file is reported once: {others:?}");
     assert_eq!((name_of(&others[0]).as_str(), others[0]["status"].as_str()), ("notes.txt", Some("skipped")));
     assert!(inbox.join("day1/notes.txt").exists(), "a file not uploaded is not moved");
@@ -285,13 +285,13 @@ async fn killed_with_sigkill_then_restarted_finishes_and_misses_nothing() {
     emu.set_faults(Faults::default());
     let mut w = Watch::start(&a, &env(&emu, &state));
     w.wait_for("the three other files", |l| {
-        ["big.mp4", "c.mp4", "d.zip"].iter().all(|n| l.iter().any(|x| x["status"] == "UPLOADED" && name_of(x) == *n))
+        ["big.mp4", "c.mp4", "d.zip"].iter().all(|n| l.iter().any(|x| x["status"] == "uploaded" && name_of(x) == *n))
     })
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let lines = w.lines();
     assert!(lines.iter().any(|l| name_of(l) == "small.mp4" && l["status"] == "skipped"), "{lines:?}");
-    assert_eq!(lines.iter().filter(|l| l["status"] == "UPLOADED").count(), 3, "{lines:?}");
+    assert_eq!(lines.iter().filter(|l| l["status"] == "uploaded").count(), 3, "{lines:?}");
     let objects = emu.objects();
     assert_eq!(objects.len(), 4, "{objects:?}");
     let stored: std::collections::BTreeSet<String> = objects.iter().map(|o| o.sha256.clone()).collect();
@@ -354,7 +354,7 @@ async fn a_bulk_images_directory_is_one_capture_and_a_new_one_only_when_it_chang
     assert_eq!(emu.objects().len(), 1);
     // A new image: a new capture with it.
     make_file(&c1, "img9.jpg", 33_333);
-    w.wait_for("the second capture", |l| l.iter().filter(|l| l["status"] == "UPLOADED").count() >= 2).await;
+    w.wait_for("the second capture", |l| l.iter().filter(|l| l["status"] == "uploaded").count() >= 2).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(w.uploaded().len(), 2, "{:?}", w.lines());
     assert_eq!(emu.objects().len(), 2);
@@ -451,7 +451,7 @@ async fn once_reports_a_walk_error_and_uploads_the_rest() {
         assert_eq!(broken.len(), 1, "reported once: {lines:?}");
         assert_eq!((broken[0]["status"].as_str(), broken[0]["exit_code"].as_u64()), (Some("failed"), Some(2)));
         let good = lines.iter().find(|l| name_of(l) == "a.mp4").expect("a line for a.mp4");
-        assert_eq!(good["status"], if round == 0 { "UPLOADED" } else { "skipped" }, "{lines:?}");
+        assert_eq!(good["status"], if round == 0 { "uploaded" } else { "skipped" }, "{lines:?}");
     }
     assert_eq!(emu.objects().iter().map(|o| o.sha256.clone()).collect::<Vec<_>>(), vec![a]);
 }
@@ -510,7 +510,7 @@ async fn sighup_rereads_the_config_file_and_a_failed_file_waits_for_its_retry() 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let (_, want) = make_file(&inbox, "b.mp4", 20_000);
-    w.wait_for("the upload with the new token", |l| l.iter().any(|l| l["status"] == "UPLOADED")).await;
+    w.wait_for("the upload with the new token", |l| l.iter().any(|l| l["status"] == "uploaded")).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let up = w.uploaded();
     assert_eq!(up.len(), 1, "a.mp4 waits for its retry time: {:?}", w.lines());
@@ -615,7 +615,7 @@ async fn without_close_events_a_file_written_after_start_is_taken_once_its_write
     tokio::time::sleep(Duration::from_secs(2)).await;
     let lines = w.lines();
     assert_eq!(lines.len(), 1, "{lines:?}");
-    assert_eq!(lines[0]["status"], "UPLOADED", "{lines:?}");
+    assert_eq!(lines[0]["status"], "uploaded", "{lines:?}");
     let objects = emu.objects();
     assert_eq!(objects.len(), 1, "{objects:?}");
     assert_eq!(objects[0].sha256, sha(&all), "the stored object is not the whole file");

@@ -909,6 +909,7 @@ impl Provider for Apertur {
             bytes: file.size(),
             id: image_id,
             status: "uploaded".into(),
+            vendor_status: "uploaded".into(),
             parts: 1,
             elapsed_s: started.elapsed().as_secs_f64(),
             crc64nvme: Some(checksum::to_base64(crc64nvme)),

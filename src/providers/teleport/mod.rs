@@ -558,12 +558,14 @@ fn outcome(file: &FileSource, capture: &serde_json::Value, eid: &str, parts: u32
             fields.insert(key.into(), v);
         }
     }
+    let state = capture.get("state").and_then(|s| s.as_str()).unwrap_or("UPLOADED").to_string();
     UploadOutcome {
         provider: "teleport",
         file: file.path().display().to_string(),
         bytes: file.size(),
         id: eid.to_string(),
-        status: capture.get("state").and_then(|s| s.as_str()).unwrap_or("UPLOADED").to_string(),
+        status: super::status_word(&state),
+        vendor_status: state,
         parts,
         elapsed_s: started.elapsed().as_secs_f64(),
         crc64nvme: None,
