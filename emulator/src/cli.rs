@@ -308,6 +308,41 @@ pub async fn serve(args: ServerArgs, program: &str) -> u8 {
     0
 }
 
+/// How the last line [`serve`] prints on stdout starts (the sign-in `try`): once a reader has
+/// it, the server is up and every address has been told.
+pub const LAST_ANNOUNCED: &str = "try (sign-in):";
+
+/// Starts `program`, a command that runs [`serve`] (`upload-emulator`, `upload emulator`),
+/// with its stdout piped, and reads its announcement: the lines up to the last one
+/// ([`LAST_ANNOUNCED`]), or those that came before stdout closed (it could not start).
+/// Blocking (from async code, call it on a blocking thread). The child is the caller's to
+/// stop; on a read error it is killed.
+pub fn start_announced(mut program: std::process::Command) -> std::io::Result<(std::process::Child, Vec<String>)> {
+    use std::io::BufRead;
+    let mut child = program.stdout(std::process::Stdio::piped()).spawn()?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let read = || {
+        let mut lines = vec![];
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line?;
+            let last = line.starts_with(LAST_ANNOUNCED);
+            lines.push(line);
+            if last {
+                break;
+            }
+        }
+        Ok(lines)
+    };
+    match read() {
+        Ok(lines) => Ok((child, lines)),
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(e)
+        }
+    }
+}
+
 /// The sign-in credentials the emulator accepts (printed: they are test values).
 struct SignInInfo {
     client_id: String,
@@ -344,7 +379,7 @@ fn announce(emu: &Emulator, tokens: &[String], s: &SignInInfo) {
     }
     let _ = writeln!(
         out,
-        "try (sign-in): upload FILE.zip --provider teleport --endpoint {0} --auth-endpoint {0} --client-id {1} --client-secret {2}",
+        "{LAST_ANNOUNCED} upload FILE.zip --provider teleport --endpoint {0} --auth-endpoint {0} --client-id {1} --client-secret {2}",
         emu.api_url(),
         s.client_id,
         s.client_secret
@@ -423,4 +458,28 @@ fn parse_rate(s: &str) -> Result<u64, String> {
         other => return Err(format!("invalid rate unit '{other}' in '{s}'")),
     };
     Ok((v * mult) as u64)
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_announcement_is_read_up_to_its_last_line_or_to_the_end() {
+        let mut cmd = std::process::Command::new("sh");
+        cmd.args(["-c", "echo 'api: http://x'; echo 'try (sign-in): upload'; echo later; exec sleep 30"]);
+        let t0 = std::time::Instant::now();
+        let (mut child, lines) = start_announced(cmd).unwrap();
+        assert_eq!(lines, ["api: http://x", "try (sign-in): upload"]);
+        assert!(t0.elapsed() < std::time::Duration::from_secs(20), "waited for more than the announcement");
+        child.kill().unwrap();
+        child.wait().unwrap();
+
+        // A server that could not start: what it printed before its stdout closed.
+        let mut cmd = std::process::Command::new("sh");
+        cmd.args(["-c", "echo 'api: http://x'; exit 1"]);
+        let (mut child, lines) = start_announced(cmd).unwrap();
+        assert_eq!(lines, ["api: http://x"]);
+        assert!(!child.wait().unwrap().success());
+    }
 }

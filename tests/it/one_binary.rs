@@ -2,8 +2,6 @@
 //! does, `upload --version` names the commit, `upload man` prints the man page.
 
 #[cfg(unix)]
-use std::io::BufRead;
-#[cfg(unix)]
 use std::process::{Child, Stdio};
 
 use crate::common::*;
@@ -13,24 +11,11 @@ use crate::common::*;
 #[cfg(unix)]
 async fn start_emulator(extra: &[&str], tmpdir: &std::path::Path) -> (Child, Vec<String>) {
     let mut cmd = upload_command(&args(&[&["emulator"], extra].concat()), &[]);
-    cmd.env("TMPDIR", tmpdir).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("the binary starts");
-    let stdout = child.stdout.take().unwrap();
-    let lines = tokio::task::spawn_blocking(move || {
-        let mut lines = vec![];
-        for line in std::io::BufReader::new(stdout).lines() {
-            let line = line.unwrap();
-            let last = line.starts_with("try (sign-in):");
-            lines.push(line);
-            if last {
-                break;
-            }
-        }
-        lines
-    })
-    .await
-    .unwrap();
-    (child, lines)
+    cmd.env("TMPDIR", tmpdir).stderr(Stdio::piped());
+    tokio::task::spawn_blocking(move || upload_emulator::cli::start_announced(cmd))
+        .await
+        .unwrap()
+        .expect("the binary starts")
 }
 
 #[cfg(unix)]

@@ -1,10 +1,10 @@
 //! The `upload-emulator` binary: its help, the lines it prints at start, where it keeps the
 //! objects (a temporary directory removed at stop by default, `--data-dir`, `--memory`).
 
-use std::io::BufRead;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
+use upload_emulator::cli::start_announced;
 use upload_emulator::try_commands;
 
 fn emulator(args: &[&str], tmpdir: &Path) -> Command {
@@ -15,23 +15,8 @@ fn emulator(args: &[&str], tmpdir: &Path) -> Command {
 
 /// Starts the binary and reads its announcement up to the last line (the sign-in `try`).
 async fn start(args: &[&str], tmpdir: &Path) -> (Child, Vec<String>) {
-    let mut child = emulator(args, tmpdir).spawn().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let lines = tokio::task::spawn_blocking(move || {
-        let mut lines = vec![];
-        for line in std::io::BufReader::new(stdout).lines() {
-            let line = line.unwrap();
-            let last = line.starts_with("try (sign-in):");
-            lines.push(line);
-            if last {
-                break;
-            }
-        }
-        lines
-    })
-    .await
-    .unwrap();
-    (child, lines)
+    let cmd = emulator(args, tmpdir);
+    tokio::task::spawn_blocking(move || start_announced(cmd)).await.unwrap().expect("the binary starts")
 }
 
 async fn stop(mut child: Child) {
