@@ -434,6 +434,10 @@ fn write_packed(dir: &Path, entries: &[packed::Entry], prune: bool, c: &mut Comp
     let mut keep =
         |record: &[u8]| !prune || serde_json::from_slice::<DoneRecord>(record).is_ok_and(|r| !record_is_dead(&r));
     let merged = packed::merge(old.as_mut().map(|r| r as &mut dyn std::io::BufRead), entries, &mut out, &mut keep)?;
+    // Closed before the new file is renamed over it: Windows refuses to replace a file this
+    // process still has open (unless the rename has POSIX semantics, which not every file
+    // system, nor wine, gives).
+    drop(old);
     out.commit()?;
     c.lines = merged.lines;
     if prune {
