@@ -171,6 +171,12 @@ impl AtomicFile {
     /// Starts writing a new version of `target` (file mode `mode`; missing parent
     /// directories are created 0700).
     pub(crate) fn create(target: &Path, mode: u32) -> io::Result<Self> {
+        Self::with_buffer(target, mode, 1 << 20)
+    }
+
+    /// [`AtomicFile::create`] with a write buffer of `capacity` bytes (a small one for work
+    /// done on the blocking pool's threads, whose allocator arenas would keep a large one).
+    pub(crate) fn with_buffer(target: &Path, mode: u32, capacity: usize) -> io::Result<Self> {
         create_private_dir_all(parent_of(target))?;
         let tmp = temp_path(target);
         let mut opts = OpenOptions::new();
@@ -180,7 +186,7 @@ impl AtomicFile {
         #[cfg(not(unix))]
         let _ = mode;
         let file = opts.open(&tmp)?;
-        Ok(AtomicFile { tmp, target: target.to_path_buf(), file: Some(io::BufWriter::with_capacity(1 << 20, file)) })
+        Ok(AtomicFile { tmp, target: target.to_path_buf(), file: Some(io::BufWriter::with_capacity(capacity, file)) })
     }
 
     /// The open temporary file (to set its times before the commit, say).

@@ -379,6 +379,19 @@ fn try_lock(state_dir: &Path, name: &str) -> std::result::Result<Arc<JournalLock
     lockfile::try_lock(&state_dir.join("locks"), name).map(|l| Arc::new(JournalLock(l)))
 }
 
+/// The lock of the upload of `canonical` (a canonical path), when no upload of it runs, in
+/// this process or another: whoever replaces that upload's done record holds it (see
+/// [`retire`]), so a done record read under it stays what was read while it is held.
+pub(crate) fn try_lock_idle(
+    state_dir: &Path,
+    provider: &str,
+    endpoint: &str,
+    canonical: &Path,
+) -> Option<Arc<lockfile::RangeLock>> {
+    let (_, name) = slot(state_dir, provider, endpoint, canonical);
+    lockfile::try_lock_alone(&state_dir.join("locks"), &name).ok()
+}
+
 /// Takes the lock of the journal of `canonical` (a canonical path). Busy: with `wait`, tries
 /// again every 200 ms until the bound (then [`Error::Busy`]) or cancellation
 /// ([`Error::Interrupted`]); without, [`Error::Busy`] at once.

@@ -64,10 +64,21 @@ fn offset(name: &str) -> u64 {
 
 /// Takes the lock `name` in `locks_dir` (created 0700), or says who holds it.
 pub(crate) fn try_lock(locks_dir: &Path, name: &str) -> Result<Arc<RangeLock>, Busy> {
+    take(locks_dir, name, false)
+}
+
+/// Takes the lock `name` in `locks_dir` only when nobody holds it, this process included
+/// ([`try_lock`] shares a lock this process holds): for work that must exclude every other
+/// holder, such as the compaction of done records. Held in this process: busy, with its pid.
+pub(crate) fn try_lock_alone(locks_dir: &Path, name: &str) -> Result<Arc<RangeLock>, Busy> {
+    take(locks_dir, name, true)
+}
+
+fn take(locks_dir: &Path, name: &str, alone: bool) -> Result<Arc<RangeLock>, Busy> {
     let mut reg = registry().lock().expect("lock registry");
     let key = (locks_dir.to_path_buf(), offset(name));
     if let Some(l) = reg.held.get(&key).and_then(Weak::upgrade) {
-        return Ok(l);
+        return if alone { Err(Busy::Pid(Some(std::process::id()))) } else { Ok(l) };
     }
     durable::create_private_dir_all(locks_dir).map_err(Busy::Io)?;
     let file = match reg.files.get(locks_dir) {
@@ -287,6 +298,12 @@ mod tests {
         assert!(!registry().lock().unwrap().held.contains_key(&key));
         // Taken again after it went: a new holder.
         let a3 = try_lock(dir.path(), "teleport-a").unwrap();
+        // Alone: refused while this process holds it, taken once it went.
+        assert!(matches!(try_lock_alone(dir.path(), "teleport-a"), Err(Busy::Pid(Some(p))) if p == std::process::id()));
+        let c = try_lock_alone(dir.path(), "teleport-c").unwrap();
+        assert!(matches!(try_lock_alone(dir.path(), "teleport-c"), Err(Busy::Pid(_))));
+        drop(c);
+        drop(try_lock_alone(dir.path(), "teleport-c").unwrap());
         assert_eq!(registry().lock().unwrap().held.get(&key).map(Weak::strong_count), Some(1));
         drop((a3, b));
     }

@@ -1,7 +1,11 @@
 //! What the state directory remembers of finished uploads (done records, so a rerun skips
 //! what was uploaded), and of `--force` runs in progress.
 
+mod packed;
+
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -85,6 +89,21 @@ impl ForceRun {
     }
 }
 
+/// The key of a done record: its loose file's name without `.json`, and its line's key in the
+/// packed file (`{provider}-{24 hex digits of SHA-256 over provider, endpoint, path and
+/// destination}`).
+fn done_key(provider: &str, endpoint: &str, path: &Path, destination: &[(String, String)]) -> String {
+    let mut h = Sha256::new();
+    h.update(format!("{provider}\n{endpoint}\n").as_bytes());
+    h.update(path.as_os_str().as_encoded_bytes());
+    for (flag, value) in destination {
+        h.update(format!("\n{flag}={value}").as_bytes());
+    }
+    let key = hex::encode(h.finalize());
+    format!("{provider}-{}", &key[..24])
+}
+
+/// Where the loose done record of an upload goes (`<state dir>/done/<key>.json`).
 pub(crate) fn done_path(
     state_dir: &Path,
     provider: &str,
@@ -92,18 +111,13 @@ pub(crate) fn done_path(
     identity: &FileIdentity,
     destination: &[(String, String)],
 ) -> PathBuf {
-    let mut h = Sha256::new();
-    h.update(format!("{provider}\n{endpoint}\n").as_bytes());
-    h.update(identity.path.as_os_str().as_encoded_bytes());
-    for (flag, value) in destination {
-        h.update(format!("\n{flag}={value}").as_bytes());
-    }
-    let key = hex::encode(h.finalize());
-    state_dir.join("done").join(format!("{provider}-{}.json", &key[..24]))
+    let key = done_key(provider, endpoint, &identity.path, destination);
+    state_dir.join("done").join(format!("{key}.json"))
 }
 
 /// The record of an earlier upload of this very file (same path, size, mtime, fingerprint)
-/// to the same destination.
+/// to the same destination: its loose file when there is one (the newer), else its line of
+/// the packed file (a binary search: O(log n) small reads).
 pub fn find_done(
     state_dir: &Path,
     provider: &str,
@@ -111,8 +125,15 @@ pub fn find_done(
     identity: &FileIdentity,
     destination: &[(String, String)],
 ) -> Option<DoneRecord> {
-    let text = std::fs::read(done_path(state_dir, provider, endpoint, identity, destination)).ok()?;
-    let rec: DoneRecord = serde_json::from_slice(crate::engine::journal::last_line(&text)).ok()?;
+    let key = done_key(provider, endpoint, &identity.path, destination);
+    let dir = state_dir.join("done");
+    let line = match std::fs::read(dir.join(format!("{key}.json"))) {
+        Ok(text) => crate::engine::journal::last_line(&text).to_vec(),
+        // Read after the loose file: a compaction writes the packed file before it removes
+        // the loose ones it took, so a record is always in one of the two.
+        Err(_) => packed::lookup(&dir.join(PACKED), key.as_bytes()).ok()??,
+    };
+    let rec: DoneRecord = serde_json::from_slice(&line).ok()?;
     (rec.file.same_file(identity) && rec.destination == destination).then_some(rec)
 }
 
@@ -125,44 +146,326 @@ pub const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(24 *
 /// more, or a file of another size or modification time there) is dead, and so is a file in
 /// `done/` that is not a record. Without this the state directory kept one file per file ever
 /// uploaded (a watched inbox whose files move away after upload grows it for ever); with it,
-/// the records are bounded by the files that still exist. Returns how many went. Blocking
-/// (a stat and a read per record): called off the async workers.
+/// the records are bounded by the files that still exist. It is a whole compaction
+/// ([`compact`]): every loose record goes into the packed file, whose dead lines go too.
+/// Returns how many records went. When another process compacts meanwhile, it does nothing
+/// (and runs on the next call). Blocking (a stat per record): called off the async workers.
 pub fn prune(state_dir: &Path) -> usize {
-    let dir = state_dir.join("done");
     let marker = state_dir.join(".done-pruned");
     let recent = std::fs::metadata(&marker)
         .and_then(|m| m.modified())
         .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < PRUNE_EVERY));
-    if recent {
+    if recent || !state_dir.join("done").is_dir() {
         return 0;
     }
-    let Ok(entries) = std::fs::read_dir(&dir) else { return 0 };
-    let mut gone = 0;
-    for entry in entries.filter_map(|e| e.ok()) {
-        let path = entry.path();
+    let Some(c) = compact(state_dir, Compaction::Prune) else { return 0 };
+    let _ = crate::engine::durable::write_atomic(&marker, chrono::Utc::now().to_rfc3339().as_bytes());
+    if c.dead > 0 {
+        tracing::info!(records = c.dead, "done records of files that are gone were pruned");
+    }
+    c.dead
+}
+
+/// Keeps a state directory's done records small, after a run or as `watch` goes: the daily
+/// [`prune`] when it is due, else a [`compact`] when [`compaction_due`]. Blocking.
+pub fn tidy(state_dir: &Path) {
+    if prune(state_dir) == 0 && compaction_due(state_dir) {
+        compact(state_dir, Compaction::Routine);
+    }
+}
+
+/// The name of the packed file in `done/`.
+const PACKED: &str = "packed";
+
+/// What a loose record is taken to cost on disk (a file's block), against its line in the
+/// packed file.
+const LOOSE_COST: u64 = 4096;
+
+/// A compaction is due when the loose records' blocks would make a quarter of the packed
+/// file: loose × [`LOOSE_COST`] × 4 ≥ packed bytes.
+const DUE_RATIO: u64 = 4;
+
+/// At most this many loose records go into one pass of a compaction (what it keeps in memory:
+/// their lines); a compaction makes passes until none are left.
+const TAKE_MAX: usize = 8_192;
+
+/// How many records this process writes between two looks at whether its state directory's
+/// records want a [`tidy`], and the longest time between two looks while records are written.
+const LOOK_EVERY: u32 = 64;
+const LOOK_AFTER: Duration = Duration::from_secs(600);
+
+/// Whether the loose records of `state_dir` are due to be compacted: there is one, and their
+/// blocks (one file each) weigh at least a quarter of the packed file. So after any compaction
+/// the loose files cost at most a quarter of the packed file on disk, and a compaction
+/// rewrites at most 16 KiB of packed lines per loose record it takes in: its cost per record
+/// does not grow with the state directory (a fixed count would rewrite a packed file of a
+/// million records for every few hundred new ones). One directory listing of `done/`.
+pub fn compaction_due(state_dir: &Path) -> bool {
+    let dir = state_dir.join("done");
+    let loose = loose_records(&dir).map_or(0, |l| l.len()) as u64;
+    let packed = std::fs::metadata(dir.join(PACKED)).map_or(0, |m| m.len());
+    loose > 0 && loose * LOOSE_COST * DUE_RATIO >= packed
+}
+
+/// The loose records of a `done/` directory: its files but the packed one and hidden ones
+/// (temporary files).
+fn loose_records(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)?.filter_map(|e| e.ok()) {
         let name = entry.file_name();
-        if name.to_string_lossy().starts_with('.') || !entry.file_type().is_ok_and(|t| t.is_file()) {
+        let name = name.to_string_lossy();
+        if name.starts_with('.') || name == PACKED || !entry.file_type().is_ok_and(|t| t.is_file()) {
             continue;
         }
-        let dead = match std::fs::read(&path) {
-            Ok(text) => match serde_json::from_slice::<DoneRecord>(crate::engine::journal::last_line(&text)) {
-                Ok(rec) => record_is_dead(&rec),
-                Err(_) => true,
-            },
-            Err(_) => false,
+        out.push(entry.path());
+    }
+    Ok(out)
+}
+
+/// Which compaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compaction {
+    /// Loose records into the packed file (a loose record of a file that is gone goes).
+    Routine,
+    /// The same, and the packed lines of files that are gone go too (a stat per record).
+    Prune,
+}
+
+/// What a compaction did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Compacted {
+    /// Loose records that went into the packed file (a busy one's file stays too).
+    pub packed: usize,
+    /// Records dropped: their file is gone (or a file in `done/` that is not a record).
+    pub dead: usize,
+    /// Loose records left as they are: their upload runs now, or they changed meanwhile.
+    pub left: usize,
+    /// Lines of the packed file after it.
+    pub lines: usize,
+}
+
+/// Merges the loose done records of `state_dir` into its packed file (`done/packed`, lines
+/// `KEY<TAB>RECORD` sorted by key, written whole by the engine's durable writer: temporary
+/// file, fsync, rename, directory fsync), then removes the loose files it took. A loose record
+/// replaces the packed line of its key (it is newer); only a record's last line is kept (a
+/// loose record is its upload's journal with the record appended). Lookups read the loose
+/// file first, then the packed one, and the packed file is in place before a loose file goes:
+/// at no moment is a record in neither, and a crash at any step loses none (a leftover
+/// temporary file is removed by the next compaction; loose files left beside a packed file
+/// that has them are taken again).
+///
+/// A loose file goes only when it is still the one read and no upload of its file runs (that
+/// upload's lock, taken alone: whoever replaces a record holds it), so a record written
+/// meanwhile stays. One compaction at a time per state directory: an exclusive lock
+/// (`done-compaction` in `<state dir>/locks/`); `None` when another process (or thread) holds
+/// it: nothing waits for it. Blocking.
+pub fn compact(state_dir: &Path, kind: Compaction) -> Option<Compacted> {
+    let _guard = InProcess::take(state_dir)?;
+    let _lock = crate::engine::lockfile::try_lock_alone(&state_dir.join("locks"), "done-compaction").ok()?;
+    let dir = state_dir.join("done");
+    remove_stale_temporaries(&dir);
+    let mut total = Compacted::default();
+    let mut prune = kind == Compaction::Prune;
+    loop {
+        let loose = match loose_records(&dir) {
+            Ok(l) => l,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+            Err(e) => {
+                tracing::warn!("cannot list the done records in {}: {e}", dir.display());
+                return Some(total);
+            }
         };
-        if dead && std::fs::remove_file(&path).is_ok() {
-            gone += 1;
+        if loose.is_empty() && !prune {
+            break;
+        }
+        let more = loose.len() > TAKE_MAX;
+        match compact_pass(state_dir, &dir, loose.into_iter().take(TAKE_MAX).collect(), prune) {
+            Ok(c) => {
+                total.packed += c.packed;
+                total.dead += c.dead;
+                total.left += c.left;
+                total.lines = c.lines;
+                // A pass that removed nothing (every file busy) would be the next one too.
+                if c.left >= TAKE_MAX {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::warn!("cannot compact the done records in {}: {e}", dir.display());
+                break;
+            }
+        }
+        prune = false;
+        if !more {
+            break;
         }
     }
-    if gone > 0 {
-        let _ = crate::engine::durable::sync_dir(&dir);
+    tracing::debug!(?total, "done records compacted");
+    Some(total)
+}
+
+/// The state directories this process compacts now (the lock file's locks are the process's:
+/// they keep other processes out, this keeps other threads out).
+struct InProcess(PathBuf);
+
+static COMPACTING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+impl InProcess {
+    fn take(state_dir: &Path) -> Option<InProcess> {
+        let mut busy = COMPACTING.lock().unwrap_or_else(|e| e.into_inner());
+        if busy.iter().any(|d| d == state_dir) {
+            return None;
+        }
+        busy.push(state_dir.to_path_buf());
+        Some(InProcess(state_dir.to_path_buf()))
     }
-    let _ = crate::engine::durable::write_atomic(&marker, chrono::Utc::now().to_rfc3339().as_bytes());
-    if gone > 0 {
-        tracing::info!(records = gone, "done records of files that are gone were pruned");
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        COMPACTING.lock().unwrap_or_else(|e| e.into_inner()).retain(|d| d != &self.0);
     }
-    gone
+}
+
+/// What a pass took from a loose file.
+struct Taken {
+    path: PathBuf,
+    /// The file as it was read: removed only when it is still this one.
+    seen: Seen,
+    /// The upload whose lock guards its replacement (provider, endpoint, path); `None`: not a
+    /// record.
+    upload: Option<(String, String, PathBuf)>,
+}
+
+/// What tells a file from a newer one put in its place (a record is replaced by a rename: a
+/// new file).
+#[derive(Debug, PartialEq, Eq)]
+struct Seen {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    #[cfg(unix)]
+    ino: u64,
+}
+
+fn seen(meta: &std::fs::Metadata) -> Seen {
+    Seen {
+        len: meta.len(),
+        modified: meta.modified().ok(),
+        #[cfg(unix)]
+        ino: std::os::unix::fs::MetadataExt::ino(meta),
+    }
+}
+
+fn compact_pass(state_dir: &Path, dir: &Path, loose: Vec<PathBuf>, prune: bool) -> std::io::Result<Compacted> {
+    let mut c = Compacted::default();
+    let (taken, entries) = take_loose(loose, &mut c);
+    write_packed(dir, &entries, prune, &mut c)?;
+    remove_taken(state_dir, dir, taken, &mut c)?;
+    Ok(c)
+}
+
+/// Reads the loose records: what goes into the packed file (sorted by key), and the files
+/// to remove once it is written.
+fn take_loose(loose: Vec<PathBuf>, c: &mut Compacted) -> (Vec<Taken>, Vec<packed::Entry>) {
+    let mut taken = Vec::with_capacity(loose.len());
+    let mut entries = Vec::with_capacity(loose.len());
+    for path in loose {
+        // What is read and what is seen of the file come from one open file.
+        let Ok(mut file) = std::fs::File::open(&path) else { continue };
+        let Ok(meta) = file.metadata() else { continue };
+        let mut text = Vec::new();
+        if std::io::Read::read_to_end(&mut file, &mut text).is_err() {
+            continue;
+        }
+        let line = crate::engine::journal::last_line(&text);
+        let Ok(rec) = serde_json::from_slice::<DoneRecord>(line) else {
+            // Not a record: nothing to keep.
+            c.dead += 1;
+            taken.push(Taken { path, seen: seen(&meta), upload: None });
+            continue;
+        };
+        let key = done_key(&rec.provider, &rec.endpoint, &rec.file.path, &rec.destination);
+        let dead = record_is_dead(&rec);
+        c.dead += usize::from(dead);
+        // A dead record still removes its key's packed line (an older record of the same file).
+        let record = (!dead).then(|| line.to_vec());
+        c.packed += usize::from(!dead);
+        entries.push((key, meta.modified().ok(), record));
+        taken.push(Taken { path, seen: seen(&meta), upload: Some((rec.provider, rec.endpoint, rec.file.path)) });
+    }
+    // Sorted by key; of two files with one key (one made by hand), the newer is kept.
+    entries.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+    entries.dedup_by(|later, first| later.0 == first.0);
+    let entries = entries.into_iter().map(|(key, _, record)| packed::Entry { key, record }).collect();
+    (taken, entries)
+}
+
+/// Writes the new packed file: the old one merged with `entries` (its dead lines dropped
+/// when pruning), durably.
+fn write_packed(dir: &Path, entries: &[packed::Entry], prune: bool, c: &mut Compacted) -> std::io::Result<()> {
+    let target = dir.join(PACKED);
+    // Buffers of 64 KiB: a compaction runs on one of the blocking pool's threads, whose
+    // allocator arena would keep larger ones after (measured: +28 MiB peak over a run).
+    let mut out =
+        crate::engine::durable::AtomicFile::with_buffer(&target, crate::engine::durable::FILE_MODE, 64 << 10)?;
+    let mut old = match std::fs::File::open(&target) {
+        Ok(f) => Some(std::io::BufReader::with_capacity(64 << 10, f)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    let mut keep =
+        |record: &[u8]| !prune || serde_json::from_slice::<DoneRecord>(record).is_ok_and(|r| !record_is_dead(&r));
+    let merged = packed::merge(old.as_mut().map(|r| r as &mut dyn std::io::BufRead), entries, &mut out, &mut keep)?;
+    out.commit()?;
+    c.lines = merged.lines;
+    if prune {
+        c.dead += merged.dropped;
+    }
+    Ok(())
+}
+
+/// The packed file has them: the loose files taken go, unless replaced meanwhile (a new
+/// record is a new file) or their upload runs now (whoever replaces a record holds its lock).
+fn remove_taken(state_dir: &Path, dir: &Path, taken: Vec<Taken>, c: &mut Compacted) -> std::io::Result<()> {
+    let mut removed = false;
+    for t in taken {
+        let upload_lock = match &t.upload {
+            Some((provider, endpoint, path)) => {
+                match crate::engine::journal::try_lock_idle(state_dir, provider, endpoint, path) {
+                    Some(l) => Some(l),
+                    None => {
+                        c.left += 1;
+                        continue;
+                    }
+                }
+            }
+            None => None,
+        };
+        let same = std::fs::metadata(&t.path).is_ok_and(|m| seen(&m) == t.seen);
+        if same && std::fs::remove_file(&t.path).is_ok() {
+            removed = true;
+        } else {
+            c.left += 1;
+        }
+        drop(upload_lock);
+    }
+    if removed {
+        crate::engine::durable::sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// Removes the temporary files a compaction that crashed left (`.packed.*.tmp`); called under
+/// the compaction lock, when no other compaction writes one.
+fn remove_stale_temporaries(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.filter_map(|e| e.ok()) {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(&format!(".{PACKED}.")) && name.ends_with(".tmp") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// A record whose file is gone: nothing at its path, or a regular file of another size or
@@ -202,5 +505,317 @@ pub fn record_done(
     };
     let record = serde_json::to_vec(&rec).expect("serializes");
     // The upload's journal has served its purpose: it becomes the record, or goes.
-    crate::engine::journal::retire(state_dir, outcome.provider, endpoint, &identity.path, &done, &record)
+    crate::engine::journal::retire(state_dir, outcome.provider, endpoint, &identity.path, &done, &record)?;
+    if look_now() {
+        tidy(state_dir);
+    }
+    Ok(())
+}
+
+/// Whether the record this process just wrote is the one after which its state directory is
+/// looked at ([`tidy`]): every [`LOOK_EVERY`] records, and the first after [`LOOK_AFTER`]
+/// without a look (`watch`, whose files come one by one, compacts as it goes, and prunes).
+fn look_now() -> bool {
+    static SINCE: Mutex<(u32, Option<Instant>)> = Mutex::new((0, None));
+    let mut since = SINCE.lock().unwrap_or_else(|e| e.into_inner());
+    since.0 += 1;
+    let now = since.0 >= LOOK_EVERY || since.1.is_none_or(|t| t.elapsed() >= LOOK_AFTER);
+    if now {
+        *since = (0, Some(Instant::now()));
+    }
+    now
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::source::FileSource;
+
+    const ENDPOINT: &str = "https://teleport.example";
+
+    struct State {
+        dir: tempfile::TempDir,
+    }
+
+    impl State {
+        fn new() -> State {
+            State { dir: tempfile::tempdir().unwrap() }
+        }
+        fn state(&self) -> PathBuf {
+            self.dir.path().join("state")
+        }
+        fn done(&self) -> PathBuf {
+            self.state().join("done")
+        }
+        /// A file of `size` bytes and its identity.
+        fn file(&self, name: &str, size: usize) -> FileIdentity {
+            let path = self.dir.path().join(name);
+            std::fs::write(&path, vec![b'x'; size]).unwrap();
+            FileIdentity::of(&FileSource::open(&path).unwrap()).unwrap()
+        }
+        /// A loose record, as a run leaves it (the journal's lines, then the record).
+        fn record(&self, id: &FileIdentity, upload_id: &str) {
+            let rec = DoneRecord {
+                file: id.clone(),
+                provider: "teleport".into(),
+                endpoint: ENDPOINT.into(),
+                id: upload_id.into(),
+                status: "UPLOADED".into(),
+                uploaded_at: "2026-12-07T00:00:00Z".into(),
+                destination: vec![],
+                force_run: None,
+                crc64nvme: None,
+            };
+            let mut text = b"{\"journal\":\"header\"}\n".to_vec();
+            text.extend(serde_json::to_vec(&rec).unwrap());
+            text.push(b'\n');
+            let path = done_path(&self.state(), "teleport", ENDPOINT, id, &[]);
+            crate::engine::durable::write_atomic(&path, &text).unwrap();
+        }
+        fn find(&self, id: &FileIdentity) -> Option<String> {
+            find_done(&self.state(), "teleport", ENDPOINT, id, &[]).map(|r| r.id)
+        }
+        fn listing(&self) -> Vec<String> {
+            let mut names: Vec<String> = std::fs::read_dir(self.done())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        }
+        fn packed_lines(&self) -> Vec<String> {
+            std::fs::read_to_string(self.done().join(PACKED)).unwrap().lines().map(String::from).collect()
+        }
+        fn compact(&self, kind: Compaction) -> Compacted {
+            compact(&self.state(), kind).expect("nobody else compacts this state directory")
+        }
+    }
+
+    #[test]
+    fn loose_records_become_one_sorted_packed_file_that_lookups_search() {
+        let s = State::new();
+        let ids: Vec<FileIdentity> = (0..300).map(|i| s.file(&format!("f{i}"), 10 + i)).collect();
+        for (i, id) in ids.iter().enumerate() {
+            s.record(id, &format!("eid{i}"));
+        }
+        assert!(compaction_due(&s.state()));
+        let c = s.compact(Compaction::Routine);
+        assert_eq!(c, Compacted { packed: 300, dead: 0, left: 0, lines: 300 });
+        assert_eq!(s.listing(), [PACKED]);
+        assert!(!compaction_due(&s.state()));
+        let lines = s.packed_lines();
+        let keys: Vec<&[u8]> = lines.iter().map(|l| packed::key_of(l.as_bytes())).collect();
+        assert!(keys.windows(2).all(|w| w[0] < w[1]), "sorted, each key once");
+        // Only the record's line is kept, not the journal's.
+        assert!(lines.iter().all(|l| !l.contains("journal")), "{}", lines[0]);
+        // Every record is found in the packed file; another file, or a changed one, is not.
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(s.find(id), Some(format!("eid{i}")));
+        }
+        let other = s.file("other", 5);
+        assert_eq!(s.find(&other), None);
+        let mut changed = ids[7].clone();
+        changed.size += 1;
+        assert_eq!(s.find(&changed), None);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(s.done().join(PACKED)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn a_loose_record_is_newer_than_its_packed_line_and_replaces_it() {
+        let s = State::new();
+        let a = s.file("a", 10);
+        let b = s.file("b", 10);
+        s.record(&a, "first");
+        s.record(&b, "b");
+        s.compact(Compaction::Routine);
+        // The file is uploaded again (changed): its new record is loose, and wins.
+        let a2 = s.file("a", 20);
+        s.record(&a2, "second");
+        assert_eq!(s.find(&a2).as_deref(), Some("second"));
+        assert_eq!(s.find(&a), None, "the old identity no longer matches");
+        let c = s.compact(Compaction::Routine);
+        assert_eq!((c.packed, c.lines), (1, 2));
+        assert_eq!(s.listing(), [PACKED]);
+        assert_eq!(s.find(&a2).as_deref(), Some("second"));
+        assert_eq!(s.find(&b).as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn records_of_files_that_are_gone_go_loose_ones_always_packed_ones_when_pruning() {
+        let s = State::new();
+        let ids: Vec<FileIdentity> = (0..4).map(|i| s.file(&format!("f{i}"), 10)).collect();
+        for id in &ids[..2] {
+            s.record(id, "old");
+        }
+        s.compact(Compaction::Routine);
+        for id in &ids[2..] {
+            s.record(id, "new");
+        }
+        // f0 (packed) and f2 (loose) go away; a file in done/ that is not a record is junk.
+        std::fs::remove_file(&ids[0].path).unwrap();
+        std::fs::remove_file(&ids[2].path).unwrap();
+        std::fs::write(s.done().join("junk.json"), b"not a record").unwrap();
+        let c = s.compact(Compaction::Routine);
+        assert_eq!((c.packed, c.dead, c.lines), (1, 2, 3), "f2's record and the junk went; f0's line stays");
+        assert_eq!(s.listing(), [PACKED]);
+        let c = s.compact(Compaction::Prune);
+        assert_eq!((c.dead, c.lines), (1, 2), "pruning drops f0's packed line");
+        assert_eq!(s.find(&ids[1]).as_deref(), Some("old"));
+        assert_eq!(s.find(&ids[3]).as_deref(), Some("new"));
+        assert_eq!(s.find(&ids[0]), None);
+    }
+
+    #[test]
+    fn prune_runs_once_a_day_and_compacts_everything() {
+        let s = State::new();
+        let a = s.file("a", 10);
+        let b = s.file("b", 10);
+        s.record(&a, "a");
+        s.record(&b, "b");
+        std::fs::remove_file(&a.path).unwrap();
+        assert_eq!(prune(&s.state()), 1);
+        assert_eq!(s.listing(), [PACKED]);
+        assert_eq!(s.packed_lines().len(), 1);
+        // Within the day: nothing, even with a dead record.
+        s.record(&s.file("c", 10), "c");
+        std::fs::remove_file(s.dir.path().join("c")).unwrap();
+        assert_eq!(prune(&s.state()), 0);
+        assert_eq!(s.listing().len(), 2);
+    }
+
+    /// The states a crash leaves at each step of a compaction: lookups find every record, and
+    /// the next compaction finishes the work with nothing lost or doubled.
+    #[test]
+    fn a_crash_at_any_step_loses_no_record() {
+        let s = State::new();
+        let ids: Vec<FileIdentity> = (0..40).map(|i| s.file(&format!("f{i}"), 10)).collect();
+        for (i, id) in ids[..20].iter().enumerate() {
+            s.record(id, &format!("eid{i}"));
+        }
+        s.compact(Compaction::Routine);
+        for (i, id) in ids.iter().enumerate().skip(20) {
+            s.record(id, &format!("eid{i}"));
+        }
+        let all_found = |what: &str| {
+            for (i, id) in ids.iter().enumerate() {
+                assert_eq!(s.find(id), Some(format!("eid{i}")), "{what}: f{i}");
+            }
+        };
+        let loose: Vec<(PathBuf, Vec<u8>)> = loose_records(&s.done())
+            .unwrap()
+            .into_iter()
+            .map(|p| {
+                let bytes = std::fs::read(&p).unwrap();
+                (p, bytes)
+            })
+            .collect();
+        assert_eq!(loose.len(), 20);
+        let packed_before = std::fs::read(s.done().join(PACKED)).unwrap();
+
+        // 1. Killed while writing the new packed file: its temporary file is there, half
+        // written; the old packed file and the loose records are as they were.
+        let tmp = crate::engine::durable::temp_path(&s.done().join(PACKED));
+        std::fs::write(&tmp, &packed_before[..packed_before.len() / 2]).unwrap();
+        all_found("temporary file left");
+        // 2. Killed after the rename, before any loose file went: both hold the new records.
+        // 3. Killed while removing the loose files: some went, some are left.
+        let c = s.compact(Compaction::Routine);
+        assert_eq!((c.packed, c.lines), (20, 40));
+        assert!(!tmp.exists(), "the next compaction removes what a crashed one left");
+        let packed_after = std::fs::read(s.done().join(PACKED)).unwrap();
+        for restored in [loose.len(), loose.len() / 2] {
+            for (p, bytes) in &loose[..restored] {
+                std::fs::write(p, bytes).unwrap();
+            }
+            all_found("loose files left beside the packed file");
+            let c = s.compact(Compaction::Routine);
+            assert_eq!((c.packed, c.lines), (restored, 40));
+            assert_eq!(s.listing(), [PACKED]);
+            assert_eq!(std::fs::read(s.done().join(PACKED)).unwrap(), packed_after, "nothing doubled");
+            all_found("after the next compaction");
+        }
+    }
+
+    #[test]
+    fn a_busy_compaction_lock_or_upload_is_not_waited_for() {
+        let s = State::new();
+        let a = s.file("a", 10);
+        let b = s.file("b", 10);
+        s.record(&a, "a");
+        s.record(&b, "b");
+        // Another compaction of this state directory runs (the lock file's byte, held here the
+        // way another process would hold it): nothing happens, at once.
+        let held = crate::engine::lockfile::try_lock_alone(&s.state().join("locks"), "done-compaction").unwrap();
+        let t0 = Instant::now();
+        assert_eq!(compact(&s.state(), Compaction::Routine), None);
+        assert_eq!(prune(&s.state()), 0);
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        assert_eq!(s.listing().len(), 2);
+        drop(held);
+        // An upload of `a` runs (its lock is held): its loose record stays, beside its line.
+        let upload = crate::engine::journal::try_lock_idle(&s.state(), "teleport", ENDPOINT, &a.path).unwrap();
+        let c = s.compact(Compaction::Routine);
+        assert_eq!((c.packed, c.left, c.lines), (2, 1, 2));
+        assert_eq!(s.listing().len(), 2);
+        assert_eq!(s.find(&a).as_deref(), Some("a"));
+        drop(upload);
+        let c = s.compact(Compaction::Routine);
+        assert_eq!((c.packed, c.left, c.lines), (1, 0, 2));
+        assert_eq!(s.listing(), [PACKED]);
+    }
+
+    /// A record replaced while a compaction works (a new upload of the same file renamed over
+    /// it after it was read) stays: only the file that was read is removed, and the newer
+    /// record is the one found.
+    #[test]
+    fn a_record_replaced_meanwhile_stays() {
+        let s = State::new();
+        let a = s.file("a", 10);
+        let b = s.file("b", 10);
+        s.record(&a, "first");
+        s.record(&b, "b");
+        let mut c = Compacted::default();
+        let (taken, entries) = take_loose(loose_records(&s.done()).unwrap(), &mut c);
+        s.record(&a, "second");
+        write_packed(&s.done(), &entries, false, &mut c).unwrap();
+        remove_taken(&s.state(), &s.done(), taken, &mut c).unwrap();
+        assert_eq!((c.packed, c.left, c.lines), (2, 1, 2));
+        assert_eq!(s.listing().len(), 2, "{:?}", s.listing());
+        assert_eq!(s.find(&a).as_deref(), Some("second"));
+        assert_eq!(s.find(&b).as_deref(), Some("b"));
+        let c = s.compact(Compaction::Routine);
+        assert_eq!((c.packed, c.left, c.lines), (1, 0, 2));
+        assert_eq!(s.listing(), [PACKED]);
+        assert_eq!(s.find(&a).as_deref(), Some("second"));
+    }
+
+    #[test]
+    fn the_due_rule_weighs_loose_records_against_the_packed_file() {
+        let s = State::new();
+        assert!(!compaction_due(&s.state()), "no done/ at all");
+        let a = s.file("a", 10);
+        s.record(&a, "a");
+        assert!(compaction_due(&s.state()), "no packed file: any loose record");
+        s.compact(Compaction::Routine);
+        assert!(!compaction_due(&s.state()), "nothing loose");
+        // A packed file of 1 MiB wants 64 loose records (64 × 4 KiB × 4 = 1 MiB).
+        let mut big = std::fs::read(s.done().join(PACKED)).unwrap();
+        while big.len() < 1 << 20 {
+            big.extend_from_slice(format!("zzzz-{:08}\t{{}}\n", big.len()).as_bytes());
+        }
+        big.truncate(1 << 20);
+        std::fs::write(s.done().join(PACKED), &big).unwrap();
+        let ids: Vec<FileIdentity> = (0..64).map(|i| s.file(&format!("f{i}"), 10)).collect();
+        for id in &ids[..63] {
+            s.record(id, "x");
+        }
+        assert!(!compaction_due(&s.state()));
+        s.record(&ids[63], "x");
+        assert!(compaction_due(&s.state()));
+    }
 }

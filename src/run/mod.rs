@@ -353,9 +353,10 @@ impl Uploader {
         {
             run.end();
         }
-        // The records of files that are gone can never match again: pruned (once a day).
+        // The records of files that are gone can never match again: pruned (once a day); the
+        // loose records go into the packed file when due.
         if let Some(dir) = self.state_dir_path().filter(|_| !options.dry_run).map(Path::to_path_buf) {
-            let _ = tokio::task::spawn_blocking(move || done::prune(&dir)).await;
+            let _ = tokio::task::spawn_blocking(move || done::tidy(&dir)).await;
         }
         // After the uploads: Apertur's wait follows the deliveries of the run's session.
         if !options.dry_run

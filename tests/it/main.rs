@@ -7,6 +7,7 @@ mod common;
 mod conformance;
 mod connect_timeout;
 mod demo;
+mod done_records;
 mod executor;
 mod files_from;
 mod hints;
