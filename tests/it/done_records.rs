@@ -185,3 +185,40 @@ async fn watch_compacts_as_it_goes() {
     // Packed at the 65th record, but for the records of files still in their step then.
     assert!(d.lines.len() >= N / 2, "{} packed, {} loose", d.lines.len(), d.loose.len());
 }
+
+/// Two runs sharing a state directory at once (two cron jobs over two directories): each
+/// compacts or skips compacting while the other does, both succeed, no record is lost (a rerun
+/// of both skips every file) and nothing is sent twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_runs_sharing_a_state_directory_lose_no_record() {
+    const N: usize = 300;
+    let emu = emulator(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let run_of = |sub: &str| {
+        let media = dir.path().join(sub);
+        std::fs::create_dir_all(&media).unwrap();
+        for i in 0..N {
+            make_file(&media, &format!("{sub}{i:03}.mp4"), 100 + i as u64);
+        }
+        let mut a = args(&[media.to_str().unwrap(), "--provider", "teleport", "--format", "video"]);
+        a.extend(args(&["--endpoint", &emu.api_url(), "--state-dir", state.to_str().unwrap()]));
+        a
+    };
+    let (a, b) = (run_of("a"), run_of("b"));
+    let env = vec![("TELEPORT_TOKEN".to_string(), emu.token())];
+    let (out_a, out_b) = tokio::join!(run_upload(a.clone(), env.clone()), run_upload(b.clone(), env.clone()));
+    for out in [&out_a, &out_b] {
+        assert!(out.status.success(), "{}", stderr(out));
+        assert!(stderr(out).contains(&format!("{N} uploaded, 0 skipped, 0 failed")), "{}", stderr(out));
+    }
+    assert_eq!(creates(&emu), 2 * N);
+    let d = done_of(&state);
+    assert_eq!(records(&d).len(), 2 * N, "{} packed, {} loose", d.lines.len(), d.loose.len());
+    let (out_a, out_b) = tokio::join!(run_upload(a, env.clone()), run_upload(b, env));
+    for out in [&out_a, &out_b] {
+        assert!(out.status.success(), "{}", stderr(out));
+        assert!(stderr(out).contains(&format!("0 uploaded, {N} skipped, 0 failed")), "{}", stderr(out));
+    }
+    assert_eq!((creates(&emu), puts(&emu)), (2 * N, 2 * N), "nothing was sent twice");
+}
