@@ -100,15 +100,15 @@ pub trait MultipartUpload: Send + Sync {
         matches!(e, Error::Ambiguous { .. } | Error::Network { .. })
     }
     /// A completion refused because of its parts: S3's `InvalidPart` (an ETag that does not
-    /// match the part the store has, or a part it does not have), as the refusal's code or
-    /// quoted in its message (vendors pass S3's refusal on: `... (InvalidPart)`). `Some` with
-    /// the part numbers the refusal names (`part N`), empty when it names none; `None` for any
-    /// other failure. The routine then sends those parts again (the journaled ones, when none
-    /// is named) and completes again, once.
+    /// match the part the store has, or a part it does not have), by the refusal's code (a
+    /// vendor that passes S3's refusal on in its own text lifts the code from it in its error
+    /// parsing: `providers::api::lift_s3_code`). `Some` with the part numbers the refusal names
+    /// (`part N`), empty when it names none; `None` for any other failure. The routine then
+    /// sends those parts again (the journaled ones, when none is named) and completes again,
+    /// once.
     fn refused_parts(&self, e: &Error) -> Option<Vec<u32>> {
-        let Error::Rejected { code, message, .. } = e else { return None };
-        let invalid = code.as_deref() == Some("InvalidPart") || message.contains("InvalidPart");
-        invalid.then(|| part_numbers(message))
+        let Error::Rejected { code: Some(code), message, .. } = e else { return None };
+        (code == "InvalidPart").then(|| part_numbers(message))
     }
     /// A failure proving a journaled upload is gone on the server (default: a 404, or an
     /// S3 `NoSuchUpload`).
@@ -280,123 +280,161 @@ async fn abandon(session: &Session<'_>, upload: &dyn MultipartUpload, created: &
     }
 }
 
+/// The steps of one file: where the journal leaves it ([`resume_point`]), then rounds
+/// ([`Rounds::round`]) until one finishes. A resumed upload the server no longer knows is
+/// started over once; parts a completion refused are sent again once: at most three rounds.
 async fn run_steps(
     session: &Session<'_>,
     file: &FileSource,
     upload: &dyn MultipartUpload,
     made: &mut Option<Created>,
 ) -> Result<Finished> {
-    let provider = upload.provider();
-    let journal = session.journal;
-    let phase = |message: String| session.progress.event(Event::Phase { message });
-    let notice = |message: String| session.progress.event(Event::Notice { message });
-    let noun = upload.noun();
-    let mut resumed = journal.and_then(|j| j.resume_point());
-    // A journaled upload: completed already, stale, or to carry on.
-    let mut carry_on: Option<(Created, Vec<CompletedPart>)> = None;
-    let mut intent_at = None;
-    // The parts an earlier run journaled (their ETags are the journal's word, not this run's).
-    let mut journaled: Vec<u32> = vec![];
-    if let Some(r) = resumed.take() {
-        let created = Created { upload_id: r.upload_id.clone(), plan: r.plan, extra: r.extra.clone() };
-        match r.state {
-            JournalState::Completed => {
-                notice(format!("{noun} {} was completed by an earlier run", r.upload_id));
-                let completion = r.completion.unwrap_or(serde_json::Value::Null);
-                let crc64nvme = match r.crc64nvme {
-                    Some(c) => c,
-                    None => receipt(file, &created.plan, &[]).await?,
-                };
-                return Ok(Finished { created, completion, already_completed: true, crc64nvme });
-            }
-            JournalState::Intent => intent_at = Some(parse_time(&r.intent_at)),
-            JournalState::Started => match upload.check(&created).await? {
-                Remote::Open => {
-                    // An ETag the server never gave cannot complete anything: send those parts again.
-                    let (good, bad): (Vec<_>, Vec<_>) =
-                        r.parts.into_iter().partition(|p| !p.etag.trim().trim_matches('"').is_empty());
-                    if !bad.is_empty() {
-                        tracing::info!(
-                            parts = bad.len(),
-                            "the journal holds parts without an ETag: sending them again"
-                        );
-                    }
-                    journaled = good.iter().map(|p| p.number).collect();
-                    carry_on = Some((created, good));
-                }
-                Remote::Completed(details) => {
-                    notice(format!("{noun} {} is already completed", r.upload_id));
-                    let crc = receipt(file, &created.plan, &r.parts).await?;
-                    return finished(journal, created, details, crc).await;
-                }
-                Remote::Gone(reason) => {
-                    stale_message(session, provider, &r.upload_id, &reason);
-                    if let Some(j) = journal {
-                        j.finish();
-                    }
-                }
-            },
+    let mut rounds = Rounds {
+        session,
+        file,
+        upload,
+        carry_on: None,
+        intent_at: None,
+        journaled: vec![],
+        started_over: false,
+        parts_resent: false,
+    };
+    match resume_point(session, file, upload).await? {
+        Start::Finished(f) => return Ok(f),
+        Start::CarryOn(created, parts) => {
+            rounds.journaled = parts.iter().map(|p| p.number).collect();
+            rounds.carry_on = Some((created, parts));
+        }
+        Start::Create(intent_at) => rounds.intent_at = intent_at,
+    }
+    loop {
+        if let Some(f) = rounds.round(made).await? {
+            return Ok(f);
         }
     }
+}
 
-    // A resumed upload the server no longer knows is started over once; parts a completion
-    // refused are sent again once: at most three rounds.
-    let (mut started_over, mut parts_resent) = (false, false);
-    loop {
-        let resuming = carry_on.is_some();
-        let (created, done) = match carry_on.take() {
+/// Where the journal leaves a file.
+enum Start {
+    /// Completed already (by an earlier run, or the server says so).
+    Finished(Finished),
+    /// Carry on with the journal's upload, open on the server, and the parts it stored.
+    CarryOn(Created, Vec<CompletedPart>),
+    /// A new upload; `Some` when an earlier run journaled its intent to create one (it may
+    /// have: [`create`] looks it up first).
+    Create(Option<chrono::DateTime<chrono::Utc>>),
+}
+
+/// What the journal says of the file: completed (no request; the receipt from the journal),
+/// an intent, or an upload started, which the server is asked about ([`MultipartUpload::check`]):
+/// open (its parts carried on, but those journaled without an ETag, which are sent again),
+/// completed (the completion's answer was lost), or gone (the journal is dropped).
+async fn resume_point(session: &Session<'_>, file: &FileSource, upload: &dyn MultipartUpload) -> Result<Start> {
+    let journal = session.journal;
+    let Some(r) = journal.and_then(|j| j.resume_point()) else { return Ok(Start::Create(None)) };
+    let notice = |message: String| session.progress.event(Event::Notice { message });
+    let noun = upload.noun();
+    let created = Created { upload_id: r.upload_id.clone(), plan: r.plan, extra: r.extra.clone() };
+    match r.state {
+        JournalState::Completed => {
+            notice(format!("{noun} {} was completed by an earlier run", r.upload_id));
+            let completion = r.completion.unwrap_or(serde_json::Value::Null);
+            let crc64nvme = match r.crc64nvme {
+                Some(c) => c,
+                None => receipt(file, &created.plan, &[]).await?,
+            };
+            Ok(Start::Finished(Finished { created, completion, already_completed: true, crc64nvme }))
+        }
+        JournalState::Intent => Ok(Start::Create(Some(parse_time(&r.intent_at)))),
+        JournalState::Started => match upload.check(&created).await? {
+            Remote::Open => {
+                // An ETag the server never gave cannot complete anything: send those parts again.
+                let (good, bad): (Vec<_>, Vec<_>) =
+                    r.parts.into_iter().partition(|p| !p.etag.trim().trim_matches('"').is_empty());
+                if !bad.is_empty() {
+                    tracing::info!(parts = bad.len(), "the journal holds parts without an ETag: sending them again");
+                }
+                Ok(Start::CarryOn(created, good))
+            }
+            Remote::Completed(details) => {
+                notice(format!("{noun} {} is already completed", r.upload_id));
+                let crc = receipt(file, &created.plan, &r.parts).await?;
+                finished(journal, created, details, crc).await.map(Start::Finished)
+            }
+            Remote::Gone(reason) => {
+                stale_message(session, upload.provider(), &r.upload_id, &reason);
+                if let Some(j) = journal {
+                    j.finish();
+                }
+                Ok(Start::Create(None))
+            }
+        },
+    }
+}
+
+/// The rounds of one file's upload, and what each carries to the next.
+struct Rounds<'s, 'a> {
+    session: &'s Session<'a>,
+    file: &'s FileSource,
+    upload: &'s dyn MultipartUpload,
+    /// The upload to go on with and its stored parts; `None`: create one.
+    carry_on: Option<(Created, Vec<CompletedPart>)>,
+    /// An earlier run's intent to create (its create may have made an upload).
+    intent_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The parts an earlier run journaled (their ETags are the journal's word, not this run's).
+    journaled: Vec<u32>,
+    /// The journal's upload was found gone and started over (once).
+    started_over: bool,
+    /// Parts a completion refused were sent again (once).
+    parts_resent: bool,
+}
+
+impl Rounds<'_, '_> {
+    /// One round: the upload (carried on, or created: `made`), its parts, its completion.
+    /// `Ok(None)`: another round follows (the journal's upload was gone, or the completion
+    /// refused parts that are sent again).
+    async fn round(&mut self, made: &mut Option<Created>) -> Result<Option<Finished>> {
+        let (session, file, upload) = (self.session, self.file, self.upload);
+        let resuming = self.carry_on.is_some();
+        let (created, done) = match self.carry_on.take() {
             Some((created, done)) => {
-                notice(format!(
-                    "resuming {noun} {}: {} of {} parts already sent",
-                    created.upload_id,
-                    done.len(),
-                    created.plan.num_parts
-                ));
+                session.progress.event(Event::Notice {
+                    message: format!(
+                        "resuming {} {}: {} of {} parts already sent",
+                        upload.noun(),
+                        created.upload_id,
+                        done.len(),
+                        created.plan.num_parts
+                    ),
+                });
                 (created, done)
             }
             None => {
-                let c = create(session, upload, intent_at.take()).await?;
+                let c = create(session, upload, self.intent_at.take()).await?;
                 *made = Some(c.clone());
                 (c, Vec::new())
             }
         };
-        let all_done = resuming && done.len() as u32 == created.plan.num_parts;
-        if all_done {
+        if resuming && done.len() as u32 == created.plan.num_parts {
             // Every part was sent: the completion may have been sent too. Look first.
             if let Lookup::Found(details) = upload.find_completed(&created).await? {
                 let crc = receipt(file, &created.plan, &done).await?;
-                return finished(journal, created, details, crc).await;
+                return finished(session.journal, created, details, crc).await.map(Some);
             }
         }
-        let recorder: PartDone = match journal {
-            Some(j) => j.recorder(),
-            None => Arc::new(|_: &[CompletedPart]| Ok(())),
-        };
-        let parts = upload_parts(
-            session.http,
-            provider,
-            file,
-            &created.plan,
-            upload.part_urls(&created, &done),
-            done,
-            recorder,
-            &upload.uploader_options(session.uploader),
-            session.progress.clone(),
-            session.cancel,
-        )
-        .await;
+        let parts = send_parts(session, file, upload, &created, done).await;
         // A resumed upload the provider no longer knows is started over, once.
-        let stale = |e: &Error| resuming && !started_over && upload.is_stale(e);
-        let Some(parts) = unless_stale(session, provider, &created, parts, stale)? else {
-            started_over = true;
-            journaled.clear();
-            continue;
+        let may_be_stale = resuming && !self.started_over;
+        let stale = |e: &Error| may_be_stale && upload.is_stale(e);
+        let Some(parts) = unless_stale(session, upload.provider(), &created, parts, stale)? else {
+            self.start_over();
+            return Ok(None);
         };
         file.check_unchanged()?;
         let crc = receipt(file, &created.plan, &parts).await?;
-        phase("completing".into());
+        session.progress.event(Event::Phase { message: "completing".into() });
         let completion = send_once_then_look_up(
-            (provider, "complete upload"),
+            (upload.provider(), "complete upload"),
             session.retry,
             (session.uploader.exec.operation_deadline(), session.uploader.exec.idle_timeout()),
             session.cancel,
@@ -405,40 +443,94 @@ async fn run_steps(
             || upload.find_completed(&created),
         )
         .await;
-        // Parts the completion refused (an ETag the store does not have: a journal line gone
-        // wrong): named, dropped from the journal and sent again, then completed again, once.
-        let refused = match &completion {
-            Err(e) if !parts_resent => upload.refused_parts(e),
-            _ => None,
-        };
-        if let Some(named) = refused {
-            let again: Vec<u32> = if named.is_empty() { journaled.clone() } else { named };
-            let again: Vec<u32> = again.into_iter().filter(|n| parts.iter().any(|p| p.number == *n)).collect();
-            if !again.is_empty() {
-                let list = again.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
-                let why = completion.as_ref().err().map(ToString::to_string).unwrap_or_default();
-                notice(format!(
-                    "{provider}: the completion of {noun} {} refused part {list} ({why}): sending {} again",
-                    created.upload_id,
-                    if again.len() == 1 { "it" } else { "them" },
-                ));
-                if let Some(j) = journal {
-                    let (j, again) = (j.clone(), again.clone());
-                    super::durable::off_thread(move || j.forget_parts(&again)).await?;
-                }
-                parts_resent = true;
-                journaled.retain(|n| !again.contains(n));
-                carry_on = Some((created, parts.into_iter().filter(|p| !again.contains(&p.number)).collect()));
-                continue;
-            }
+        if let Err(e) = &completion
+            && let Some(again) = self.refused(e, &parts)
+        {
+            self.resend(&created, &again, e).await?;
+            self.carry_on = Some((created, parts.into_iter().filter(|p| !again.contains(&p.number)).collect()));
+            return Ok(None);
         }
-        let Some(completion) = unless_stale(session, provider, &created, completion, stale)? else {
-            started_over = true;
-            journaled.clear();
-            continue;
+        let Some(completion) = unless_stale(session, upload.provider(), &created, completion, stale)? else {
+            self.start_over();
+            return Ok(None);
         };
-        return finished(journal, created, completion, crc).await;
+        finished(session.journal, created, completion, crc).await.map(Some)
     }
+
+    /// The journal's upload is gone on the server: the next round creates a new one.
+    fn start_over(&mut self) {
+        self.started_over = true;
+        self.journaled.clear();
+    }
+
+    /// The parts to send again after the completion failed with `e`, once per file: those it
+    /// refused ([`MultipartUpload::refused_parts`]), see [`parts_to_resend`].
+    fn refused(&self, e: &Error, parts: &[CompletedPart]) -> Option<Vec<u32>> {
+        if self.parts_resent {
+            return None;
+        }
+        let named = self.upload.refused_parts(e)?;
+        let again = parts_to_resend(named, &self.journaled, parts);
+        (!again.is_empty()).then_some(again)
+    }
+
+    /// Parts the completion refused (an ETag the store does not have: a journal line gone
+    /// wrong): named in a notice, dropped from the journal; the next round sends them again
+    /// and completes again.
+    async fn resend(&mut self, created: &Created, again: &[u32], why: &Error) -> Result<()> {
+        let list = again.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
+        self.session.progress.event(Event::Notice {
+            message: format!(
+                "{}: the completion of {} {} refused part {list} ({why}): sending {} again",
+                self.upload.provider(),
+                self.upload.noun(),
+                created.upload_id,
+                if again.len() == 1 { "it" } else { "them" },
+            ),
+        });
+        if let Some(j) = self.session.journal {
+            let (j, again) = (j.clone(), again.to_vec());
+            super::durable::off_thread(move || j.forget_parts(&again)).await?;
+        }
+        self.parts_resent = true;
+        self.journaled.retain(|n| !again.contains(n));
+        Ok(())
+    }
+}
+
+/// Which parts a completion's refusal sends again: those it `named`, or, when it named none,
+/// those an earlier run `journaled` (this run's ETags are the store's own); only parts the
+/// completion listed.
+fn parts_to_resend(named: Vec<u32>, journaled: &[u32], parts: &[CompletedPart]) -> Vec<u32> {
+    let again = if named.is_empty() { journaled.to_vec() } else { named };
+    again.into_iter().filter(|n| parts.iter().any(|p| p.number == *n)).collect()
+}
+
+/// The parts of `created` not in `done`, through the part uploader, each journaled as stored.
+async fn send_parts(
+    session: &Session<'_>,
+    file: &FileSource,
+    upload: &dyn MultipartUpload,
+    created: &Created,
+    done: Vec<CompletedPart>,
+) -> Result<Vec<CompletedPart>> {
+    let recorder: PartDone = match session.journal {
+        Some(j) => j.recorder(),
+        None => Arc::new(|_: &[CompletedPart]| Ok(())),
+    };
+    upload_parts(
+        session.http,
+        upload.provider(),
+        file,
+        &created.plan,
+        upload.part_urls(created, &done),
+        done,
+        recorder,
+        &upload.uploader_options(session.uploader),
+        session.progress.clone(),
+        session.cancel,
+    )
+    .await
 }
 
 /// The file's CRC-64/NVME from its parts' (see [`super::checksum`]): those the parts carry
@@ -607,15 +699,76 @@ mod tests {
         Error::Network { provider: "t", what: "x".into(), message: "reset".into() }
     }
 
+    /// A policy of `max_retries` resends with a backoff between `base_ms` and `max_ms`.
+    fn quick_retry(max_retries: u32, base_ms: u64, max_ms: u64) -> RetryPolicy {
+        RetryPolicy {
+            max_retries,
+            base_delay: std::time::Duration::from_millis(base_ms),
+            max_delay: std::time::Duration::from_millis(max_ms),
+            ..RetryPolicy::default()
+        }
+    }
+
+    /// A completion refused for its parts is known by S3's code, never by the text: a message
+    /// that quotes `InvalidPart` with no code (the vendor's parsing did not lift it) is not one.
+    #[test]
+    fn a_refused_part_is_known_by_its_code() {
+        struct Any;
+        #[async_trait]
+        impl MultipartUpload for Any {
+            fn provider(&self) -> &'static str {
+                "t"
+            }
+            fn client_plan(&self) -> Option<PartPlan> {
+                None
+            }
+            async fn create(&self) -> Result<Created> {
+                unreachable!()
+            }
+            async fn find_created(&self, _: chrono::DateTime<chrono::Utc>) -> Result<Lookup<Created>> {
+                unreachable!()
+            }
+            fn part_urls(&self, _: &Created, _: &[CompletedPart]) -> Arc<dyn PartUrls> {
+                unreachable!()
+            }
+            async fn complete(&self, _: &Created, _: &[CompletedPart]) -> Result<serde_json::Value> {
+                unreachable!()
+            }
+            async fn find_completed(&self, _: &Created) -> Result<Lookup<serde_json::Value>> {
+                unreachable!()
+            }
+        }
+        let refusal = |code: Option<&str>, message: &str| Error::Rejected {
+            provider: "t",
+            what: "complete upload".into(),
+            status: 400,
+            code: code.map(String::from),
+            message: message.into(),
+        };
+        let named = refusal(Some("InvalidPart"), "The ETag of part 2 does not match; part 5 neither");
+        assert_eq!(Any.refused_parts(&named), Some(vec![2, 5]));
+        assert_eq!(Any.refused_parts(&refusal(Some("InvalidPart"), "One or more parts")), Some(vec![]));
+        assert_eq!(Any.refused_parts(&refusal(None, "The ETag of part 2 does not match. (InvalidPart)")), None);
+        assert_eq!(Any.refused_parts(&refusal(Some("InvalidPartOrder"), "part 3")), None);
+    }
+
+    /// A completion's refusal sends again the parts it names, or, naming none, the ones an
+    /// earlier run journaled; never a part the completion did not list.
+    #[test]
+    fn the_parts_sent_again_are_those_the_refusal_names_else_the_journaled_ones() {
+        let parts: Vec<CompletedPart> = (1..=4)
+            .map(|number| CompletedPart { number, etag: format!("\"{number}\""), size: 5, crc64nvme: None })
+            .collect();
+        assert_eq!(parts_to_resend(vec![3], &[1, 2], &parts), [3]);
+        assert_eq!(parts_to_resend(vec![], &[1, 2], &parts), [1, 2]);
+        assert_eq!(parts_to_resend(vec![2, 9], &[], &parts), [2], "part 9 was not listed");
+        assert!(parts_to_resend(vec![], &[], &parts).is_empty(), "nothing journaled, nothing named");
+    }
+
     /// The rule, once: never sent again before a look-up proved the first did nothing.
     #[tokio::test]
     async fn a_non_idempotent_call_is_sent_again_only_after_a_look_up_found_nothing() {
-        let retry = RetryPolicy {
-            max_retries: 5,
-            base_delay: std::time::Duration::from_millis(1),
-            max_delay: std::time::Duration::from_millis(2),
-            ..RetryPolicy::default()
-        };
+        let retry = quick_retry(5, 1, 2);
         let cancel = CancellationToken::new();
         let amb = |e: &Error| matches!(e, Error::Network { .. });
         // (send outcomes, look-up answers) → (result, sends, look-ups, order of calls)
@@ -687,12 +840,7 @@ mod tests {
     /// patience, with the request's error.
     #[tokio::test]
     async fn the_operation_ends_within_its_deadline() {
-        let retry = RetryPolicy {
-            max_retries: 1000,
-            base_delay: std::time::Duration::from_millis(20),
-            max_delay: std::time::Duration::from_millis(40),
-            ..RetryPolicy::default()
-        };
+        let retry = quick_retry(1000, 20, 40);
         let cancel = CancellationToken::new();
         let bounds = (std::time::Duration::from_millis(300), std::time::Duration::from_millis(100));
         let sends = AtomicU32::new(0);

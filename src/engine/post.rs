@@ -24,7 +24,7 @@ use super::checksum::{self, CrcSlot};
 pub(crate) use super::form::FilePart;
 use super::progress::{AttemptBytes, Event, Progress};
 use super::ratelimit::RateLimit;
-use super::request::{Call, Executor, Failure, Kind, MAX_ERROR_BODY, RetryNotice};
+use super::request::{Attempt, Call, Executor, Failure, Kind, MAX_ERROR_BODY, Pulse, RetryNotice};
 use super::retry::{Outcome, RetryPolicy};
 use super::source::FileSource;
 use crate::error::{Error, Result};
@@ -115,17 +115,7 @@ pub(crate) async fn post_form(
     exec: &Executor,
 ) -> Result<PostResult> {
     let size = source.size();
-    if size > S3_POST_MAX {
-        return Err(Error::usage(
-            format!(
-                "{} is {size} bytes ({}): an S3 POST upload takes at most {S3_POST_MAX} bytes (5 GiB)",
-                source.path().display(),
-                crate::size::human(size),
-            ),
-            "split or compress the file below 5 GiB",
-        ));
-    }
-    let what = "POST upload";
+    check_size(source)?;
     let framing = super::form::form(&form.fields, file, size);
     progress.event(Event::Started {
         file: source.file_name(),
@@ -141,92 +131,138 @@ pub(crate) async fn post_form(
         progress.event(Event::Retry { part: 1, attempt: n.attempt, reason: n.reason.clone(), delay: n.delay })
     };
     let call =
-        Call { host: host.as_deref(), on_retry: Some(&on_retry), ..Call::new(provider, what, Kind::Form, retry) };
-    let interrupted =
-        || Error::Interrupted { hint: "run the same command again: the upload starts over (it is one request)".into() };
-    let result = exec
-        .run(&call, |attempt| {
-            let framing = &framing;
-            let progress = progress.clone();
-            async move {
-                if let Some(at) = form.expires_at
-                    && Utc::now() >= at
-                {
-                    return Ok(PostResult::Expired(format!("the upload form expired at {}", at.to_rfc3339())));
-                }
-                // Taken back unless stored, also when the attempt is dropped (idle watch, Ctrl-C).
-                let sent = AttemptBytes::new(progress.clone(), 1);
-                let crc = CrcSlot::new();
-                let body = framing.body(source, rate.clone(), sent.counter(), crc.clone());
-                // No bound on the whole request: the executor's idle watch cuts it when it stops
-                // moving, never while it moves.
-                let pulse = attempt.pulse;
-                let req = http
-                    .post(&form.url)
-                    .header(reqwest::header::CONTENT_TYPE, framing.content_type())
-                    .header(reqwest::header::CONTENT_LENGTH, framing.content_length)
-                    .body(body);
-                let t0 = Instant::now();
-                // One request: interrupting it leaves nothing half done (S3 stores a POST whole or not at all).
-                let result = tokio::select! {
-                    r = pulse.send(req) => r,
-                    // At once after a Ctrl-C; after the run's time limit it gets `STOP_GRACE`.
-                    _ = exec.cut(Duration::ZERO) => return Err(Failure::Fatal(interrupted())),
-                };
-                let resp = match result {
-                    Ok(resp) => resp,
-                    Err(f) => {
-                        if let Failure::Outcome { message, .. } = &f {
-                            tracing::debug!(provider, url = %safe_url(&form.url), "form upload failed: {message}");
-                        }
-                        return Err(f);
-                    }
-                };
-                let status = resp.status().as_u16();
-                if resp.status().is_success() {
-                    let header = |h| resp.headers().get(h).and_then(|v| v.to_str().ok()).map(str::to_string);
-                    let etag = header(reqwest::header::ETAG);
-                    let location = header(reqwest::header::LOCATION).map(|l| safe_url(&l)).unwrap_or_default();
-                    let _ = pulse.read_capped(resp, MAX_ERROR_BODY).await;
-                    tracing::debug!(provider, status, attempt = attempt.number, location, elapsed_ms = t0.elapsed().as_millis() as u64, url = %safe_url(&form.url), "form upload stored");
-                    sent.keep();
-                    progress.event(Event::PartDone { part: 1 });
-                    // The store answered before the body's end was handed out (it cannot
-                    // have stored the file then, but say what the file's bytes are).
-                    let crc64nvme = match crc.get() {
-                        Some(c) => c,
-                        None => checksum::whole_file(source, vec![(None, 0, size)])
-                            .await
-                            .map_err(|e| Failure::Fatal(Error::File { path: source.path().to_path_buf(), source: e }))?,
-                    };
-                    return Ok(PostResult::Stored(Stored { etag, crc64nvme }));
-                }
-                drop(sent);
-                let failure = pulse.refusal(resp, MAX_ERROR_BODY, &[]).await;
-                if let Failure::Outcome { outcome: Outcome::Status { code, .. }, message, .. } = &failure {
-                    tracing::debug!(provider, status, url = %safe_url(&form.url), "form upload refused: {message}");
-                    if says_expired(status, code.as_deref(), message) {
-                        return Ok(PostResult::Expired(message.clone()));
-                    }
-                    // A checksum the vendor signed into the form: its fault; never sent again.
-                    if let Some(code) = code.as_deref().filter(|c| checksum::SIGNED_CHECKSUM_CODES.contains(c)) {
-                        return Err(Failure::Fatal(Error::VendorChecksum {
-                            provider,
-                            what: what.into(),
-                            status,
-                            code: code.into(),
-                            signed: checksum::signed_checksum(&form.url, &form.fields),
-                            message: message.clone(),
-                        }));
-                    }
-                }
-                Err(failure)
-            }
-        })
-        .await;
-    match result {
+        Call { host: host.as_deref(), on_retry: Some(&on_retry), ..Call::new(provider, WHAT, Kind::Form, retry) };
+    let post = FormPost { http, provider, source, form, framing: &framing, rate, progress: &progress, exec };
+    match exec.run(&call, |attempt| post.attempt(attempt)).await {
         Err(Error::Interrupted { .. }) => Err(interrupted()),
         r => r,
+    }
+}
+
+/// The call's name in messages.
+const WHAT: &str = "POST upload";
+
+/// How an interrupted POST goes on: from the start (it is one request).
+fn interrupted() -> Error {
+    Error::Interrupted { hint: "run the same command again: the upload starts over (it is one request)".into() }
+}
+
+/// A file S3 cannot take in one POST ([`S3_POST_MAX`]) is refused before any request.
+fn check_size(source: &FileSource) -> Result<()> {
+    let size = source.size();
+    if size > S3_POST_MAX {
+        return Err(Error::usage(
+            format!(
+                "{} is {size} bytes ({}): an S3 POST upload takes at most {S3_POST_MAX} bytes (5 GiB)",
+                source.path().display(),
+                crate::size::human(size),
+            ),
+            "split or compress the file below 5 GiB",
+        ));
+    }
+    Ok(())
+}
+
+/// One [`post_form`]: what each attempt sends.
+struct FormPost<'a> {
+    http: &'a reqwest::Client,
+    provider: &'static str,
+    source: &'a FileSource,
+    form: &'a PostForm,
+    framing: &'a super::form::Framing,
+    rate: &'a RateLimit,
+    progress: &'a Arc<dyn Progress>,
+    exec: &'a Executor,
+}
+
+impl FormPost<'_> {
+    /// One POST of the form and the file: an expired form is not sent; the bytes of an
+    /// attempt that does not store the file are taken back; a Ctrl-C drops it at once (S3
+    /// stores a POST whole or not at all), the run's time limit gives it `STOP_GRACE`.
+    async fn attempt(&self, attempt: Attempt) -> std::result::Result<PostResult, Failure> {
+        if let Some(at) = self.form.expires_at
+            && Utc::now() >= at
+        {
+            return Ok(PostResult::Expired(format!("the upload form expired at {}", at.to_rfc3339())));
+        }
+        // Taken back unless stored, also when the attempt is dropped (idle watch, Ctrl-C).
+        let sent = AttemptBytes::new(self.progress.clone(), 1);
+        let crc = CrcSlot::new();
+        let body = self.framing.body(self.source, self.rate.clone(), sent.counter(), crc.clone());
+        // No bound on the whole request: the executor's idle watch cuts it when it stops
+        // moving, never while it moves.
+        let pulse = attempt.pulse;
+        let req = self
+            .http
+            .post(&self.form.url)
+            .header(reqwest::header::CONTENT_TYPE, self.framing.content_type())
+            .header(reqwest::header::CONTENT_LENGTH, self.framing.content_length)
+            .body(body);
+        let t0 = Instant::now();
+        let result = tokio::select! {
+            r = pulse.send(req) => r,
+            // At once after a Ctrl-C; after the run's time limit it gets `STOP_GRACE`.
+            _ = self.exec.cut(Duration::ZERO) => return Err(Failure::Fatal(interrupted())),
+        };
+        let resp = match result {
+            Ok(resp) => resp,
+            Err(f) => {
+                if let Failure::Outcome { message, .. } = &f {
+                    let (provider, url) = (self.provider, safe_url(&self.form.url));
+                    tracing::debug!(provider, %url, "form upload failed: {message}");
+                }
+                return Err(f);
+            }
+        };
+        if !resp.status().is_success() {
+            drop(sent);
+            return self.refused(resp, &pulse).await;
+        }
+        let header = |h| resp.headers().get(h).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let etag = header(reqwest::header::ETAG);
+        let location = header(reqwest::header::LOCATION).map(|l| safe_url(&l)).unwrap_or_default();
+        let status = resp.status().as_u16();
+        let _ = pulse.read_capped(resp, MAX_ERROR_BODY).await;
+        let (provider, elapsed_ms) = (self.provider, t0.elapsed().as_millis() as u64);
+        tracing::debug!(provider, status, attempt = attempt.number, location, elapsed_ms, url = %safe_url(&self.form.url), "form upload stored");
+        sent.keep();
+        self.progress.event(Event::PartDone { part: 1 });
+        // The store answered before the body's end was handed out (it cannot have stored the
+        // file then, but say what the file's bytes are).
+        let crc64nvme = match crc.get() {
+            Some(c) => c,
+            None => checksum::whole_file(self.source, vec![(None, 0, self.source.size())])
+                .await
+                .map_err(|e| Failure::Fatal(Error::File { path: self.source.path().to_path_buf(), source: e }))?,
+        };
+        Ok(PostResult::Stored(Stored { etag, crc64nvme }))
+    }
+
+    /// A refusal: an expired form ([`says_expired`]) goes back to the provider for a new one;
+    /// a checksum the vendor signed into the form is its fault, never sent again
+    /// ([`Error::VendorChecksum`]); anything else is for the executor to classify.
+    async fn refused(&self, resp: reqwest::Response, pulse: &Pulse) -> std::result::Result<PostResult, Failure> {
+        let status = resp.status().as_u16();
+        let failure = pulse.refusal(resp, MAX_ERROR_BODY, &[]).await;
+        let Failure::Outcome { outcome: Outcome::Status { code, .. }, message, .. } = &failure else {
+            return Err(failure);
+        };
+        let (provider, url) = (self.provider, safe_url(&self.form.url));
+        tracing::debug!(provider, status, %url, "form upload refused: {message}");
+        if says_expired(status, code.as_deref(), message) {
+            return Ok(PostResult::Expired(message.clone()));
+        }
+        if let Some(code) = code.as_deref().filter(|c| checksum::SIGNED_CHECKSUM_CODES.contains(c)) {
+            return Err(Failure::Fatal(Error::VendorChecksum {
+                provider,
+                what: WHAT.into(),
+                status,
+                code: code.into(),
+                signed: checksum::signed_checksum(&self.form.url, &self.form.fields),
+                message: message.clone(),
+            }));
+        }
+        Err(failure)
     }
 }
 

@@ -149,23 +149,9 @@ impl Failure {
 
 /// Reads a body, refusing one longer than `cap` bytes (checked against `Content-Length` first,
 /// then while reading, so an endless body cannot grow memory).
-pub async fn read_capped(mut resp: reqwest::Response, cap: usize) -> std::result::Result<bytes::Bytes, BodyError> {
-    if resp.content_length().is_some_and(|n| n > cap as u64) {
-        return Err(BodyError::TooLarge(cap));
-    }
-    let mut buf = bytes::BytesMut::new();
-    loop {
-        match resp.chunk().await {
-            Ok(Some(chunk)) => {
-                if buf.len() + chunk.len() > cap {
-                    return Err(BodyError::TooLarge(cap));
-                }
-                buf.extend_from_slice(&chunk);
-            }
-            Ok(None) => return Ok(buf.freeze()),
-            Err(e) => return Err(BodyError::Transport(e)),
-        }
-    }
+pub async fn read_capped(resp: reqwest::Response, cap: usize) -> std::result::Result<bytes::Bytes, BodyError> {
+    // The same read as an attempt's, through a pulse no watch looks at.
+    Pulse::new(None, None).read_capped(resp, cap).await
 }
 
 /// Why a body could not be read.
@@ -443,169 +429,151 @@ impl Executor {
     }
 
     /// Runs `attempt` until it succeeds, fails for good, or the retries, the deadline or the
-    /// budget run out. See the module documentation.
+    /// budget run out. See the module documentation. Its steps: [`watched`](Self::watched)
+    /// runs one attempt under its limits, [`Tries::renewed`] counts a renewed token, and
+    /// [`after_failure`](Self::after_failure) decides what a failed attempt leads to.
     pub async fn run<T, F, Fut>(&self, call: &Call<'_>, mut attempt: F) -> Result<T>
     where
         F: FnMut(Attempt) -> Fut,
         Fut: Future<Output = std::result::Result<T, Failure>>,
     {
-        let rng = match call.seed {
-            Some(s) => StdRng::seed_from_u64(s),
-            None => StdRng::from_entropy(),
-        };
-        let mut backoff = Backoff::with_rng(call.policy.clone(), rng);
-        let started = Instant::now();
-        let timing = &self.shared.timing;
+        let mut tries = Tries::new(call);
         let host = self.host(call.host);
-        let mut number = 0u32;
-        let mut refreshes = 0u32;
-        let mut refresh_url = false;
-        let mut renewals = 0u32;
         loop {
-            if self.cancel.is_cancelled() && number > 0 {
+            if self.cancel.is_cancelled() && tries.number > 0 {
                 return Err(interrupted());
             }
-            number += 1;
-            let pulse = Pulse::new(Some(host.clone()), Some(timing.connect));
-            let fut = attempt(Attempt { number, refresh_url, pulse: pulse.clone() });
-            let hard_limit = async {
-                match call.attempt_timeout {
-                    Some(limit) => tokio::time::sleep(limit).await,
-                    None => std::future::pending().await,
-                }
-            };
-            // A first Ctrl-C gives the attempt in flight a few seconds, then drops it.
-            let cancelled = self.cut(super::wait::GRACE);
-            let mut quiet_at = None;
-            let result = tokio::select! {
-                r = fut => r,
-                cut = super::pulse::watch(&pulse, timing, call.patience) => {
-                    quiet_at = cut.quiet_at;
-                    Err(cut.failure)
-                }
-                _ = hard_limit => Err(Failure::Outcome {
-                    outcome: Outcome::Transport(TransportKind::Timeout),
-                    message: format!(
-                        "no answer within {}",
-                        crate::size::human_duration(call.attempt_timeout.unwrap_or_default())
-                    ),
-                    retry_after: None,
-                }),
-                _ = cancelled => return Err(interrupted()),
-            };
-            refresh_url = false;
-            let (outcome, message, retry_after) = match result {
+            tries.number += 1;
+            let pulse = Pulse::new(Some(host.clone()), Some(self.shared.timing.connect));
+            let fut = attempt(Attempt { number: tries.number, refresh_url: tries.refresh_url, pulse: pulse.clone() });
+            let (result, quiet_at) = self.watched(call, &pulse, fut).await?;
+            tries.refresh_url = false;
+            match result {
                 Ok(v) => {
                     host.answered.store(true, std::sync::atomic::Ordering::Relaxed);
                     return Ok(v);
                 }
                 Err(Failure::Fatal(e)) => return Err(e),
-                Err(Failure::Again) => {
-                    renewals += 1;
-                    if renewals > 3 {
-                        return Err(Error::Auth {
-                            provider: call.provider,
-                            message: format!("{}: the token was refused after renewing it {} times", call.what, 3),
-                            hint: None,
-                        });
-                    }
-                    continue;
-                }
-                Err(Failure::Outcome { outcome, message, retry_after }) => (outcome, message, retry_after),
-            };
-            if let Outcome::Status { .. } | Outcome::Transport(TransportKind::Altered) = outcome {
-                host.answered.store(true, std::sync::atomic::Ordering::Relaxed);
-            }
-            let reason = match &outcome {
-                Outcome::Status { status, .. } => format!("HTTP {status}: {message}"),
-                Outcome::Transport(_) => message.clone(),
-            };
-            let class = classify(call.kind, &outcome);
-            let first_contact = matches!(outcome, Outcome::Transport(_))
-                && call.host.is_some()
-                && !host.answered.load(std::sync::atomic::Ordering::Relaxed);
-            // A stalled exchange: how long its host has been silent, said once per streak.
-            let mut silence = None;
-            if let Some(quiet_at) = quiet_at {
-                let (silent_for, announce) = host.stalled(quiet_at, timing.idle);
-                let s = Silence {
-                    host: call.host.unwrap_or("the server").to_string(),
-                    silent_for,
-                    gives_up_after: timing.give_up_after,
-                };
-                tracing::info!(provider = call.provider, what = call.what, "{reason}");
-                if silent_for >= timing.give_up_after && class == Class::Retry {
-                    return Err(Error::Network {
-                        provider: call.provider,
-                        what: call.what.into(),
-                        message: format!(
-                            "{} is not answering: nothing received from it for {} (--idle-timeout {}); gave up after {number} attempts",
-                            s.host,
-                            crate::size::human_duration(silent_for),
-                            crate::size::human_duration(timing.idle),
-                        ),
-                    });
-                }
-                if announce {
-                    silence = Some(s);
-                    if class != Class::Retry {
-                        // No retry of this call follows (its look-up may): say it now.
-                        self.notify(
-                            call,
-                            number,
-                            Duration::ZERO,
-                            &reason,
-                            &outcome,
-                            (first_contact, false),
-                            silence.take(),
-                        );
-                    }
-                }
-            }
-            match class {
-                Class::Fatal => return Err(final_error(call, &outcome, message, number)),
-                Class::RefreshUrl => {
-                    refreshes += 1;
-                    if refreshes > call.policy.max_url_refreshes {
-                        let (status, code) = match outcome {
-                            Outcome::Status { status, code } => (status, code),
-                            Outcome::Transport(_) => (403, None),
-                        };
-                        return Err(Error::Rejected {
-                            provider: call.provider,
-                            what: call.what.into(),
-                            status,
-                            code,
-                            message: format!(
-                                "{message} (still refused after {} fresh URLs)",
-                                call.policy.max_url_refreshes
-                            ),
-                        });
-                    }
-                    self.notify(call, number, Duration::ZERO, &reason, &outcome, (false, true), None);
-                    refresh_url = true;
-                }
-                Class::Retry => {
-                    let limit = if first_contact {
-                        call.policy.first_contact_retries.min(call.policy.max_retries)
-                    } else {
-                        call.policy.max_retries
-                    };
-                    let over = started.elapsed() >= call.policy.deadline || backoff.attempts() >= limit;
-                    let delay = if over { None } else { backoff.next_delay(retry_after) };
-                    let Some(mut delay) = delay else {
-                        return Err(gave_up(call, &outcome, message, number, first_contact));
-                    };
-                    let cost = match outcome {
-                        Outcome::Transport(TransportKind::Timeout) => 2.0 * RetryBudget::RETRY_COST,
-                        _ => RetryBudget::RETRY_COST,
-                    };
-                    delay = delay.max(self.shared.budget.take(cost));
-                    self.notify(call, number, delay, &reason, &outcome, (first_contact, false), silence);
-                    self.sleep(delay).await?;
+                Err(Failure::Again) => tries.renewed(call)?,
+                Err(Failure::Outcome { outcome, message, retry_after }) => {
+                    let failed = Failed::judge(call, &host, outcome, message, retry_after);
+                    self.after_failure(call, &host, &mut tries, failed, quiet_at).await?;
                 }
             }
         }
+    }
+
+    /// One attempt under its limits: the idle watch (a stalled exchange is cut; with it comes
+    /// when it went quiet), the call's hard limit ([`Call::attempt_timeout`]), and Ctrl-C,
+    /// which gives it [`super::wait::GRACE`] and then drops it ([`Error::Interrupted`]).
+    async fn watched<T>(
+        &self,
+        call: &Call<'_>,
+        pulse: &Pulse,
+        fut: impl Future<Output = std::result::Result<T, Failure>>,
+    ) -> Result<(std::result::Result<T, Failure>, Option<u64>)> {
+        let hard_limit = async {
+            match call.attempt_timeout {
+                Some(limit) => tokio::time::sleep(limit).await,
+                None => std::future::pending().await,
+            }
+        };
+        let cancelled = self.cut(super::wait::GRACE);
+        tokio::select! {
+            r = fut => Ok((r, None)),
+            cut = super::pulse::watch(pulse, &self.shared.timing, call.patience) => Ok((Err(cut.failure), cut.quiet_at)),
+            _ = hard_limit => Ok((Err(Failure::Outcome {
+                outcome: Outcome::Transport(TransportKind::Timeout),
+                message: format!(
+                    "no answer within {}",
+                    crate::size::human_duration(call.attempt_timeout.unwrap_or_default())
+                ),
+                retry_after: None,
+            }), None)),
+            _ = cancelled => Err(interrupted()),
+        }
+    }
+
+    /// What a failed attempt leads to: `Ok` to send again (with a fresh URL at once, or after
+    /// the backoff's delay and the budget's share), else the call's final error. A stalled
+    /// attempt (`quiet_at`) first goes through [`silence`](Self::silence).
+    async fn after_failure(
+        &self,
+        call: &Call<'_>,
+        host: &Host,
+        tries: &mut Tries,
+        failed: Failed,
+        quiet_at: Option<u64>,
+    ) -> Result<()> {
+        let silence = match quiet_at {
+            Some(quiet_at) => self.silence(call, host, quiet_at, tries.number, &failed)?,
+            None => None,
+        };
+        let first = failed.first_contact;
+        match failed.class {
+            Class::Fatal => Err(final_error(call, &failed.outcome, failed.message, tries.number)),
+            Class::RefreshUrl => {
+                tries.refreshed(call, &failed)?;
+                self.notify(call, tries.number, Duration::ZERO, &failed.reason, &failed.outcome, (false, true), None);
+                tries.refresh_url = true;
+                Ok(())
+            }
+            Class::Retry => {
+                let Some(delay) = tries.next_delay(call, &failed) else {
+                    return Err(gave_up(call, &failed.outcome, failed.message, tries.number, first));
+                };
+                let cost = match failed.outcome {
+                    Outcome::Transport(TransportKind::Timeout) => 2.0 * RetryBudget::RETRY_COST,
+                    _ => RetryBudget::RETRY_COST,
+                };
+                let delay = delay.max(self.shared.budget.take(cost));
+                self.notify(call, tries.number, delay, &failed.reason, &failed.outcome, (first, false), silence);
+                self.sleep(delay).await
+            }
+        }
+    }
+
+    /// A stalled exchange, quiet since `quiet_at`: how long its host has been silent. A call
+    /// that would be retried gives up ([`Error::Network`]) once the host has been silent for
+    /// the time model's `give_up_after`; the silence is said once per streak: at once when no
+    /// retry follows (a look-up may), else handed back for the retry's notice.
+    fn silence(
+        &self,
+        call: &Call<'_>,
+        host: &Host,
+        quiet_at: u64,
+        attempt: u32,
+        failed: &Failed,
+    ) -> Result<Option<Silence>> {
+        let timing = &self.shared.timing;
+        let (silent_for, announce) = host.stalled(quiet_at, timing.idle);
+        let s = Silence {
+            host: call.host.unwrap_or("the server").to_string(),
+            silent_for,
+            gives_up_after: timing.give_up_after,
+        };
+        tracing::info!(provider = call.provider, what = call.what, "{}", failed.reason);
+        if silent_for >= timing.give_up_after && failed.class == Class::Retry {
+            return Err(Error::Network {
+                provider: call.provider,
+                what: call.what.into(),
+                message: format!(
+                    "{} is not answering: nothing received from it for {} (--idle-timeout {}); gave up after {attempt} attempts",
+                    s.host,
+                    crate::size::human_duration(silent_for),
+                    crate::size::human_duration(timing.idle),
+                ),
+            });
+        }
+        if !announce {
+            return Ok(None);
+        }
+        if failed.class != Class::Retry {
+            let (reason, outcome) = (&failed.reason, &failed.outcome);
+            self.notify(call, attempt, Duration::ZERO, reason, outcome, (failed.first_contact, false), Some(s));
+            return Ok(None);
+        }
+        Ok(Some(s))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -647,6 +615,116 @@ impl Executor {
         if let Some(f) = call.on_retry {
             f(&notice);
         }
+    }
+}
+
+/// The attempts of one call so far, and the limits it owns: the token is renewed at most 3
+/// times, a presigned URL refreshed at most `max_url_refreshes` times, and a retry waits for
+/// the backoff within the policy's attempts (fewer on first contact) and deadline.
+struct Tries {
+    backoff: Backoff,
+    started: Instant,
+    /// The attempt under way (1-based; 0 before the first).
+    number: u32,
+    refreshes: u32,
+    renewals: u32,
+    /// The next attempt asks a fresh URL.
+    refresh_url: bool,
+}
+
+impl Tries {
+    fn new(call: &Call<'_>) -> Self {
+        let rng = match call.seed {
+            Some(s) => StdRng::seed_from_u64(s),
+            None => StdRng::from_entropy(),
+        };
+        Tries {
+            backoff: Backoff::with_rng(call.policy.clone(), rng),
+            started: Instant::now(),
+            number: 0,
+            refreshes: 0,
+            renewals: 0,
+            refresh_url: false,
+        }
+    }
+
+    /// The token was renewed ([`Failure::Again`]): sent again at once, up to 3 times; then
+    /// the token is refused for good ([`Error::Auth`]).
+    fn renewed(&mut self, call: &Call<'_>) -> Result<()> {
+        self.renewals += 1;
+        if self.renewals > 3 {
+            return Err(Error::Auth {
+                provider: call.provider,
+                message: format!("{}: the token was refused after renewing it {} times", call.what, 3),
+                hint: None,
+            });
+        }
+        Ok(())
+    }
+
+    /// The presigned URL was refused: one more fresh URL, unless the policy's
+    /// `max_url_refreshes` are spent (then [`Error::Rejected`], with the refusal's status and
+    /// code; 403 when it had none).
+    fn refreshed(&mut self, call: &Call<'_>, failed: &Failed) -> Result<()> {
+        self.refreshes += 1;
+        if self.refreshes <= call.policy.max_url_refreshes {
+            return Ok(());
+        }
+        let (status, code) = match &failed.outcome {
+            Outcome::Status { status, code } => (*status, code.clone()),
+            Outcome::Transport(_) => (403, None),
+        };
+        Err(Error::Rejected {
+            provider: call.provider,
+            what: call.what.into(),
+            status,
+            code,
+            message: format!("{} (still refused after {} fresh URLs)", failed.message, call.policy.max_url_refreshes),
+        })
+    }
+
+    /// The backoff's delay before the next attempt (`Retry-After` honoured), or `None` when
+    /// the call is out of attempts (`first_contact_retries` while its host never answered) or
+    /// past the policy's deadline.
+    fn next_delay(&mut self, call: &Call<'_>, failed: &Failed) -> Option<Duration> {
+        let limit = if failed.first_contact {
+            call.policy.first_contact_retries.min(call.policy.max_retries)
+        } else {
+            call.policy.max_retries
+        };
+        let over = self.started.elapsed() >= call.policy.deadline || self.backoff.attempts() >= limit;
+        if over { None } else { self.backoff.next_delay(failed.retry_after) }
+    }
+}
+
+/// A failed attempt, judged: what happened, what to do, and how to say it.
+struct Failed {
+    outcome: Outcome,
+    message: String,
+    retry_after: Option<Duration>,
+    /// One line: the status (if any) and the message.
+    reason: String,
+    class: Class,
+    /// A transport failure of a call to a host that has answered nothing in this run.
+    first_contact: bool,
+}
+
+impl Failed {
+    /// Classifies the failure by the call's kind ([`classify`]); an answer (any status, or
+    /// bytes found altered) marks the host as answered first.
+    fn judge(call: &Call<'_>, host: &Host, outcome: Outcome, message: String, retry_after: Option<Duration>) -> Self {
+        if let Outcome::Status { .. } | Outcome::Transport(TransportKind::Altered) = outcome {
+            host.answered.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        let reason = match &outcome {
+            Outcome::Status { status, .. } => format!("HTTP {status}: {message}"),
+            Outcome::Transport(_) => message.clone(),
+        };
+        let class = classify(call.kind, &outcome);
+        let first_contact = matches!(outcome, Outcome::Transport(_))
+            && call.host.is_some()
+            && !host.answered.load(std::sync::atomic::Ordering::Relaxed);
+        Failed { outcome, message, retry_after, reason, class, first_contact }
     }
 }
 
@@ -757,6 +835,55 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     use crate::engine::retry::st;
+
+    /// The limits a call's tries own: 3 token renewals, `max_url_refreshes` fresh URLs (then
+    /// the refusal, its status and code kept), and fewer retries while the host never answered.
+    #[test]
+    fn a_call_s_tries_stop_at_their_limits() {
+        let policy = RetryPolicy {
+            max_retries: 5,
+            first_contact_retries: 2,
+            max_url_refreshes: 1,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(2),
+            ..RetryPolicy::default()
+        };
+        let call = Call { seed: Some(7), ..Call::new("t", "PUT part 1", Kind::Part, &policy) };
+        let mut tries = Tries::new(&call);
+        for _ in 0..3 {
+            tries.renewed(&call).unwrap();
+        }
+        assert!(matches!(tries.renewed(&call), Err(Error::Auth { .. })), "a fourth renewal");
+
+        let host = Host::default();
+        let refused = |tries: &mut Tries| {
+            let outcome = Outcome::Status { status: 403, code: Some("AccessDenied".into()) };
+            let failed = Failed::judge(&call, &host, outcome, "Request has expired".into(), None);
+            tries.refreshed(&call, &failed)
+        };
+        refused(&mut tries).unwrap();
+        match refused(&mut tries) {
+            Err(Error::Rejected { status: 403, code: Some(code), message, .. }) => {
+                assert_eq!(code, "AccessDenied");
+                assert!(message.contains("still refused after 1 fresh URLs"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+
+        let reset = |first_contact| Failed {
+            outcome: Outcome::Transport(TransportKind::Other),
+            message: "reset".into(),
+            retry_after: None,
+            reason: "reset".into(),
+            class: Class::Retry,
+            first_contact,
+        };
+        let count = |first_contact| {
+            let mut tries = Tries::new(&call);
+            std::iter::from_fn(|| tries.next_delay(&call, &reset(first_contact))).count()
+        };
+        assert_eq!((count(true), count(false)), (2, 5), "first contact: 2 retries, else 5");
+    }
 
     /// The classification of every call kind, pinned.
     #[test]

@@ -160,23 +160,16 @@ impl Tail {
         }
     }
 
-    /// Tells the parts far behind the median pace of the stored ones to send a second copy.
+    /// Tells the parts far behind the median pace of the stored ones to send a second copy,
+    /// once each ([`hedge_bound`]).
     fn hedge_laggards(&self) {
-        let median = {
-            let mut paces = self.paces.lock().expect("tail").clone();
-            if paces.is_empty() {
-                return;
-            }
-            paces.sort_by(f64::total_cmp);
-            paces[paces.len() / 2]
-        };
+        let Some(median) = median_pace(&self.paces.lock().expect("tail")) else { return };
         for (number, p) in self.in_flight.lock().expect("tail").iter() {
-            let needs = Duration::from_secs_f64((p.len as f64 / median.max(1.0)).min(86_400.0));
-            let bound = needs.mul_f64(HEDGE_FACTOR).max(HEDGE_AFTER);
-            if p.started.elapsed() > bound && !p.hedged.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            let in_flight = p.started.elapsed();
+            if in_flight > hedge_bound(p.len, median) && !p.hedged.swap(true, std::sync::atomic::Ordering::Relaxed) {
                 tracing::info!(
                     part = number,
-                    in_flight_s = p.started.elapsed().as_secs_f64(),
+                    in_flight_s = in_flight.as_secs_f64(),
                     median_pace_bps = median as u64,
                     "part {number} is far behind its siblings: sending it again on another connection"
                 );
@@ -184,6 +177,25 @@ impl Tail {
             }
         }
     }
+}
+
+/// The median of the stored parts' paces (bytes per second; the upper middle of an even
+/// count); `None` before any part was stored: no part is hedged then.
+fn median_pace(paces: &[f64]) -> Option<f64> {
+    if paces.is_empty() {
+        return None;
+    }
+    let mut paces = paces.to_vec();
+    paces.sort_by(f64::total_cmp);
+    Some(paces[paces.len() / 2])
+}
+
+/// How long a part of `len` bytes may be in flight before a second copy is sent, at the
+/// stored parts' `median` pace: [`HEDGE_FACTOR`] times what that pace says it needs (at most
+/// a day; a pace under 1 B/s counts as 1 B/s), and at least [`HEDGE_AFTER`].
+fn hedge_bound(len: u64, median: f64) -> Duration {
+    let needs = Duration::from_secs_f64((len as f64 / median.max(1.0)).min(86_400.0));
+    needs.mul_f64(HEDGE_FACTOR).max(HEDGE_AFTER)
 }
 
 /// What one run of a part has handed to its connection in its current attempt.
@@ -235,6 +247,12 @@ fn copy_error(e: &Error, provider: &'static str) -> Error {
 }
 
 /// Uploads the parts of `plan` not in `done`, concurrently, and returns all parts sorted.
+///
+/// Its steps, one function each: [`PartRun::new`] plans (what is left, the `Started`
+/// event), [`prefetch_urls`] asks the URLs ahead, [`PartRun::dispatch`] starts a part per
+/// URL and permit, [`PartRun::last_wave`] waits for the parts under way and hedges the slow
+/// tail, [`PartRun::drain`] ends the tasks after a failure or a Ctrl-C, and
+/// [`PartRun::outcome`] checks the result once the journal has every stored part.
 #[allow(clippy::too_many_arguments)]
 pub async fn upload_parts(
     http: &reqwest::Client,
@@ -248,129 +266,233 @@ pub async fn upload_parts(
     progress: Arc<dyn Progress>,
     cancel: &CancellationToken,
 ) -> Result<Vec<CompletedPart>> {
-    let mut finished: BTreeMap<u32, CompletedPart> =
-        done.into_iter().filter(|p| p.number >= 1 && p.number <= plan.num_parts).map(|p| (p.number, p)).collect();
-    let pending: Vec<u32> = plan.numbers().filter(|n| !finished.contains_key(n)).collect();
-    progress.event(Event::Started {
-        file: source.file_name(),
-        total_bytes: plan.file_size,
-        parts: plan.num_parts,
-        done_bytes: finished.values().map(|p| p.size).sum(),
-        done_parts: finished.len() as u32,
-    });
-
+    let (mut run, pending) = PartRun::new(http, provider, source, plan, urls, done, options, progress, cancel);
     // Stage 1: URLs, asked a few at a time ahead of the uploads.
-    let (url_tx, mut url_rx) = mpsc::channel::<(u32, Result<String>)>(options.url_prefetch.max(1));
-    let producer = {
-        let urls = urls.clone();
-        let prefetch = options.url_prefetch.max(1);
-        tokio::spawn(async move {
-            let mut stream = futures::stream::iter(pending)
-                .map(|n| {
-                    let urls = urls.clone();
-                    async move { (n, urls.url(n, false).await) }
-                })
-                .buffered(prefetch);
-            while let Some(item) = stream.next().await {
-                let failed = item.1.is_err();
-                if url_tx.send(item).await.is_err() || failed {
-                    break;
-                }
-            }
-        })
-    };
-    let _stop_producer = AbortOnDrop(producer);
-
+    let (mut url_rx, _stop_producer) = prefetch_urls(run.urls.clone(), pending, options.url_prefetch);
     // Stage 3: the journal's appends, batched.
     let (record_tx, record_rx) = mpsc::unbounded_channel::<Recording>();
     let mut recorder = AbortOnDrop(tokio::spawn(record_parts(record_rx, on_part_done, provider)));
-
     // Stage 2: bounded part uploads.
-    let permits =
-        options.shared_permits.clone().unwrap_or_else(|| Permits::new(Concurrency::Fixed(options.concurrency)));
-    let mut tasks: JoinSet<Result<CompletedPart>> = JoinSet::new();
-    let mut part_seed = options.seed;
-    let mut interrupted = false;
-    let tail = Arc::new(Tail::default());
-    let mut failure: Option<Error> = None;
+    run.dispatch(&mut url_rx, &record_tx).await;
+    run.last_wave().await;
+    run.drain().await;
+    // Every part the recorder was handed is journaled before this returns, a failure or an
+    // interruption included (a part aborted while waiting for its line is still written): the
+    // server stored it, so a resume must not send it again. Bounded, as every wait.
+    drop(record_tx);
+    if tokio::time::timeout(RECORDER_DRAIN, &mut recorder.0).await.is_err() {
+        tracing::warn!("the resume journal's writer did not finish within {RECORDER_DRAIN:?}");
+    }
+    run.outcome()
+}
 
-    let absorb = |res: std::result::Result<Result<CompletedPart>, tokio::task::JoinError>,
-                  finished: &mut BTreeMap<u32, CompletedPart>|
-     -> Option<Error> {
+/// Asks the URLs of `pending`, in order, `prefetch` at a time ahead of the uploads; stops at
+/// the first failure (handed on) or when the receiver is gone. The producer is aborted when
+/// the guard is dropped.
+fn prefetch_urls(
+    urls: Arc<dyn PartUrls>,
+    pending: Vec<u32>,
+    prefetch: usize,
+) -> (mpsc::Receiver<(u32, Result<String>)>, AbortOnDrop) {
+    let prefetch = prefetch.max(1);
+    let (url_tx, url_rx) = mpsc::channel::<(u32, Result<String>)>(prefetch);
+    let producer = tokio::spawn(async move {
+        let mut stream = futures::stream::iter(pending)
+            .map(|n| {
+                let urls = urls.clone();
+                async move { (n, urls.url(n, false).await) }
+            })
+            .buffered(prefetch);
+        while let Some(item) = stream.next().await {
+            let failed = item.1.is_err();
+            if url_tx.send(item).await.is_err() || failed {
+                break;
+            }
+        }
+    });
+    (url_rx, AbortOnDrop(producer))
+}
+
+/// One call of [`upload_parts`]: what it was given, the parts stored so far, the tasks in
+/// flight and why it stopped early, if it did.
+struct PartRun<'a> {
+    http: &'a reqwest::Client,
+    provider: &'static str,
+    source: &'a FileSource,
+    plan: &'a PartPlan,
+    urls: Arc<dyn PartUrls>,
+    options: &'a UploaderOptions,
+    progress: Arc<dyn Progress>,
+    cancel: &'a CancellationToken,
+    permits: Arc<Permits>,
+    tail: Arc<Tail>,
+    tasks: JoinSet<Result<CompletedPart>>,
+    /// Stored parts by number: `done`'s (those of the plan) and this run's.
+    finished: BTreeMap<u32, CompletedPart>,
+    /// The seed of the next part's backoff jitter (tests).
+    part_seed: Option<u64>,
+    /// The first failure: no new part starts, the others are aborted.
+    failure: Option<Error>,
+    /// Ctrl-C (or the run's time limit): no new part starts, those in flight get `drain`.
+    interrupted: bool,
+}
+
+impl<'a> PartRun<'a> {
+    /// The plan of the call: the parts of `done` that belong to `plan` count as stored, the
+    /// others are pending (returned, in order); the progress sink hears `Started` with both.
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        http: &'a reqwest::Client,
+        provider: &'static str,
+        source: &'a FileSource,
+        plan: &'a PartPlan,
+        urls: Arc<dyn PartUrls>,
+        done: Vec<CompletedPart>,
+        options: &'a UploaderOptions,
+        progress: Arc<dyn Progress>,
+        cancel: &'a CancellationToken,
+    ) -> (Self, Vec<u32>) {
+        let finished: BTreeMap<u32, CompletedPart> =
+            done.into_iter().filter(|p| p.number >= 1 && p.number <= plan.num_parts).map(|p| (p.number, p)).collect();
+        let pending: Vec<u32> = plan.numbers().filter(|n| !finished.contains_key(n)).collect();
+        progress.event(Event::Started {
+            file: source.file_name(),
+            total_bytes: plan.file_size,
+            parts: plan.num_parts,
+            done_bytes: finished.values().map(|p| p.size).sum(),
+            done_parts: finished.len() as u32,
+        });
+        let permits =
+            options.shared_permits.clone().unwrap_or_else(|| Permits::new(Concurrency::Fixed(options.concurrency)));
+        let run = PartRun {
+            http,
+            provider,
+            source,
+            plan,
+            urls,
+            options,
+            progress,
+            cancel,
+            permits,
+            tail: Arc::new(Tail::default()),
+            tasks: JoinSet::new(),
+            finished,
+            part_seed: options.seed,
+            failure: None,
+            interrupted: false,
+        };
+        (run, pending)
+    }
+
+    /// Starts a part for each URL the prefetcher hands over, until the URLs run out, one
+    /// fails, a part fails or Ctrl-C. The rule it owns: the URL first, then the permit (a
+    /// permit is never held waiting for a URL); while it waits for a permit, finished parts
+    /// are taken in (a failure stops the run at once).
+    async fn dispatch(
+        &mut self,
+        url_rx: &mut mpsc::Receiver<(u32, Result<String>)>,
+        record_tx: &mpsc::UnboundedSender<Recording>,
+    ) {
+        loop {
+            while let Some(res) = self.tasks.try_join_next() {
+                if self.take_in(res) {
+                    return;
+                }
+            }
+            let next = tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => { self.interrupted = true; return; }
+                n = url_rx.recv() => n,
+            };
+            let Some((number, url)) = next else { return };
+            let url = match url {
+                Ok(u) => u,
+                Err(e) => {
+                    self.failure = Some(e);
+                    return;
+                }
+            };
+            let permit = loop {
+                tokio::select! {
+                    biased;
+                    _ = self.cancel.cancelled() => { self.interrupted = true; return; }
+                    Some(res) = self.tasks.join_next(), if !self.tasks.is_empty() && self.permits.available() == 0 => {
+                        if self.take_in(res) { return; }
+                    }
+                    p = acquire(&self.permits, self.plan, number) => break p,
+                }
+            };
+            self.spawn_part(number, url, permit, record_tx.clone());
+        }
+    }
+
+    /// Takes in a task's end: a stored part is counted (`PartDone`); a failure becomes the
+    /// run's (true: stop now). A task aborted by the run is neither.
+    fn take_in(&mut self, res: std::result::Result<Result<CompletedPart>, tokio::task::JoinError>) -> bool {
+        match self.absorb(res) {
+            Some(e) => {
+                self.failure = Some(e);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// What a task's end means: `None` when it stored its part (recorded in `finished`) or was
+    /// aborted, else the error.
+    fn absorb(&mut self, res: std::result::Result<Result<CompletedPart>, tokio::task::JoinError>) -> Option<Error> {
         match res {
             Ok(Ok(part)) => {
                 let number = part.number;
-                progress.event(Event::PartDone { part: number });
-                finished.insert(number, part);
+                self.progress.event(Event::PartDone { part: number });
+                self.finished.insert(number, part);
                 None
             }
             Ok(Err(e)) => Some(e),
             Err(join) if join.is_cancelled() => None,
-            Err(join) => {
-                Some(Error::Protocol { provider, what: "part upload".into(), message: format!("task failed: {join}") })
-            }
+            Err(join) => Some(Error::Protocol {
+                provider: self.provider,
+                what: "part upload".into(),
+                message: format!("task failed: {join}"),
+            }),
         }
-    };
+    }
 
-    'feed: loop {
-        while let Some(res) = tasks.try_join_next() {
-            if let Some(e) = absorb(res, &mut finished) {
-                failure = Some(e);
-                break 'feed;
-            }
-        }
-        // The URL first, then the permit: a permit is never held waiting for a URL.
-        let next = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => { interrupted = true; break 'feed; }
-            n = url_rx.recv() => n,
-        };
-        let Some((number, url)) = next else { break 'feed };
-        let url = match url {
-            Ok(u) => u,
-            Err(e) => {
-                failure = Some(e);
-                break 'feed;
-            }
-        };
-        let permit = loop {
-            tokio::select! {
-                biased;
-                _ = cancel.cancelled() => { interrupted = true; break 'feed; }
-                Some(res) = tasks.join_next(), if !tasks.is_empty() && permits.available() == 0 => {
-                    if let Some(e) = absorb(res, &mut finished) { failure = Some(e); break 'feed; }
-                }
-                p = acquire(&permits, plan, number) => break p,
-            }
-        };
+    /// Spawns the task of part `number`: sent (hedged if the tail says so), its permit given
+    /// back once stored (its time counts in the run's throughput) and before the journal's
+    /// write; the part counts as finished only once its journal line is durable.
+    fn spawn_part(
+        &mut self,
+        number: u32,
+        url: String,
+        permit: crate::engine::tune::Permit,
+        record_tx: mpsc::UnboundedSender<Recording>,
+    ) {
         let job = PartJob {
-            http: http.clone(),
-            provider,
-            source: source.clone(),
-            plan: *plan,
-            urls: urls.clone(),
-            options: options.clone(),
-            progress: progress.clone(),
-            permits: permits.clone(),
-            seed: part_seed.map(|s| s.wrapping_add(number as u64)),
+            http: self.http.clone(),
+            provider: self.provider,
+            source: self.source.clone(),
+            plan: *self.plan,
+            urls: self.urls.clone(),
+            options: self.options.clone(),
+            progress: self.progress.clone(),
+            permits: self.permits.clone(),
+            seed: self.part_seed.map(|s| s.wrapping_add(number as u64)),
         };
-        part_seed = part_seed.map(|s| s.wrapping_add(1));
+        self.part_seed = self.part_seed.map(|s| s.wrapping_add(1));
         let span = tracing::debug_span!("part", part_number = number);
-        let record_tx = record_tx.clone();
-        let tail = tail.clone();
-        let len = plan.range(number).1;
-        tasks.spawn(
+        let tail = self.tail.clone();
+        let provider = self.provider;
+        let len = self.plan.range(number).1;
+        self.tasks.spawn(
             async move {
                 let probe = tail.start(number, len);
                 let part = job.run_hedged(number, url, &probe).await;
                 tail.end(number, part.is_ok());
                 let part = part?;
-                // Stored: its time counts in the run's throughput, and the permit goes back
-                // before the journal's write.
                 permit.finished();
                 // The journal's append (write + fsync) runs on the blocking pool, batched with
-                // the parts that finish meanwhile, and the part counts as finished only once it
-                // is durable.
+                // the parts that finish meanwhile.
                 let (reply, recorded) = tokio::sync::oneshot::channel();
                 let gone = || Error::Protocol {
                     provider,
@@ -385,68 +507,70 @@ pub async fn upload_parts(
         );
     }
 
-    if failure.is_none() && !interrupted {
-        // The last wave: every part is under way; wait for them, but still hear Ctrl-C, and
-        // stop at the first failure. A part far behind its siblings is sent again (no slow tail).
+    /// The last wave, once every part is under way: waits for them, still hearing Ctrl-C and
+    /// stopping at the first failure, and every [`HEDGE_TICK`] tells the parts far behind
+    /// their siblings to send a second copy ([`Tail::hedge_laggards`]: no slow tail).
+    async fn last_wave(&mut self) {
+        if self.failure.is_some() || self.interrupted {
+            return;
+        }
         let mut tick = tokio::time::interval(HEDGE_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
-                _ = cancel.cancelled() => { interrupted = true; break; }
-                _ = tick.tick(), if options.hedge => tail.hedge_laggards(),
-                res = tasks.join_next() => match res {
-                    Some(res) => {
-                        if let Some(e) = absorb(res, &mut finished) {
-                            failure = Some(e);
-                            break;
-                        }
-                    }
-                    None => break,
+                _ = self.cancel.cancelled() => { self.interrupted = true; return; }
+                _ = tick.tick(), if self.options.hedge => self.tail.hedge_laggards(),
+                res = self.tasks.join_next() => match res {
+                    Some(res) => if self.take_in(res) { return },
+                    None => return,
                 },
             }
         }
     }
-    if failure.is_some() {
-        tasks.abort_all();
-    } else if interrupted {
-        // `drain` after a Ctrl-C; after the run's time limit, up to `STOP_GRACE`.
-        let deadline = options.exec.cut(options.drain);
-        tokio::pin!(deadline);
-        let mut cut = false;
-        loop {
-            tokio::select! {
-                _ = &mut deadline, if !cut => { cut = true; tasks.abort_all(); }
-                res = tasks.join_next() => match res {
-                    Some(res) => { let _ = absorb(res, &mut finished); }
-                    None => break,
+
+    /// Ends the tasks still running: aborted after a failure; after a Ctrl-C given `drain`
+    /// (after the run's time limit, up to `STOP_GRACE`) to store their parts, then aborted.
+    /// The parts they stored meanwhile count; a failure after the first is dropped.
+    async fn drain(&mut self) {
+        if self.failure.is_some() {
+            self.tasks.abort_all();
+        } else if self.interrupted {
+            let deadline = self.options.exec.cut(self.options.drain);
+            tokio::pin!(deadline);
+            let mut cut = false;
+            loop {
+                tokio::select! {
+                    _ = &mut deadline, if !cut => { cut = true; self.tasks.abort_all(); }
+                    res = self.tasks.join_next() => match res {
+                        Some(res) => { let _ = self.absorb(res); }
+                        None => break,
+                    }
                 }
             }
         }
-    }
-    while let Some(res) = tasks.join_next().await {
-        if let Some(e) = absorb(res, &mut finished) {
-            failure.get_or_insert(e);
+        while let Some(res) = self.tasks.join_next().await {
+            if let Some(e) = self.absorb(res) {
+                self.failure.get_or_insert(e);
+            }
         }
     }
-    // Every part the recorder was handed is journaled before this returns, a failure or an
-    // interruption included (a part aborted while waiting for its line is still written): the
-    // server stored it, so a resume must not send it again. Bounded, as every wait.
-    drop(record_tx);
-    if tokio::time::timeout(RECORDER_DRAIN, &mut recorder.0).await.is_err() {
-        tracing::warn!("the resume journal's writer did not finish within {RECORDER_DRAIN:?}");
+
+    /// The call's answer: its failure, else [`Error::Interrupted`] after a Ctrl-C, else every
+    /// part of the plan, sorted and checked ([`check_complete`]).
+    fn outcome(self) -> Result<Vec<CompletedPart>> {
+        if let Some(e) = self.failure {
+            return Err(e);
+        }
+        if self.interrupted || self.cancel.is_cancelled() {
+            return Err(Error::Interrupted {
+                hint: "run the same command again to resume; finished parts are not sent again".into(),
+            });
+        }
+        let parts: Vec<CompletedPart> = self.finished.into_values().collect();
+        check_complete(self.provider, self.plan, &parts)?;
+        Ok(parts)
     }
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    if interrupted || cancel.is_cancelled() {
-        return Err(Error::Interrupted {
-            hint: "run the same command again to resume; finished parts are not sent again".into(),
-        });
-    }
-    let parts: Vec<CompletedPart> = finished.into_values().collect();
-    check_complete(provider, plan, &parts)?;
-    Ok(parts)
 }
 
 /// The permit of part `number`: the whole file's when it is the only part (see
@@ -829,4 +953,65 @@ fn part_headers(options: &UploaderOptions, md5: Option<&[u8; 16]>) -> Vec<(&'sta
 
 fn protocol(provider: &'static str, what: &str, message: &str) -> Error {
     Error::Protocol { provider, what: what.into(), message: message.into() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    const MIB: u64 = 1024 * 1024;
+
+    #[test]
+    fn the_median_pace_is_the_middle_of_the_stored_parts() {
+        assert_eq!(median_pace(&[]), None, "nothing stored: nothing to compare with");
+        assert_eq!(median_pace(&[5.0]), Some(5.0));
+        assert_eq!(median_pace(&[9.0, 1.0, 5.0]), Some(5.0), "sorted first");
+        assert_eq!(median_pace(&[4.0, 1.0, 3.0, 2.0]), Some(3.0), "an even count: the upper middle");
+    }
+
+    #[test]
+    fn a_part_is_hedged_after_four_times_what_the_median_pace_says_it_needs_and_at_least_two_seconds() {
+        // 8 MiB at 1 MiB/s needs 8 s: sent again after 32 s.
+        assert_eq!(hedge_bound(8 * MIB, MIB as f64), Duration::from_secs(32));
+        // A small or fast part: never before HEDGE_AFTER.
+        assert_eq!(hedge_bound(1024, MIB as f64), HEDGE_AFTER);
+        assert_eq!(hedge_bound(0, MIB as f64), HEDGE_AFTER);
+        // A pace of nothing: bounded (a day's need), not infinite, not a panic.
+        assert_eq!(hedge_bound(u64::MAX, 0.0), Duration::from_secs(86_400).mul_f64(HEDGE_FACTOR));
+    }
+
+    #[test]
+    fn only_a_part_far_behind_its_siblings_is_told_to_send_a_second_copy_and_only_once() {
+        let tail = Tail::default();
+        tail.paces.lock().unwrap().extend([MIB as f64; 3]);
+        let probe = |secs_ago: u64| {
+            Arc::new(Probe {
+                len: MIB,
+                started: Instant::now().checked_sub(Duration::from_secs(secs_ago)).unwrap(),
+                hedge: tokio::sync::Notify::new(),
+                hedged: Default::default(),
+            })
+        };
+        // 1 MiB at the median 1 MiB/s: the bound is max(4 × 1 s, 2 s) = 4 s.
+        let (late, on_time) = (probe(10), probe(1));
+        tail.in_flight.lock().unwrap().extend([(1, late.clone()), (2, on_time.clone())]);
+        tail.hedge_laggards();
+        assert!(late.hedged.load(Ordering::Relaxed), "10 s in flight for a 4 s bound");
+        assert!(!on_time.hedged.load(Ordering::Relaxed), "1 s in flight for a 4 s bound");
+        // Told once: the notification is stored for the part's run, not sent again.
+        tail.hedge_laggards();
+        let told = late.hedge.notified();
+        tokio::pin!(told);
+        assert!(futures::FutureExt::now_or_never(told.as_mut()).is_some(), "the late part was told");
+        let again = late.hedge.notified();
+        tokio::pin!(again);
+        assert!(futures::FutureExt::now_or_never(again.as_mut()).is_none(), "told twice");
+        // Before any part is stored nothing is hedged, however long parts have been in flight.
+        let fresh = Tail::default();
+        let old = probe(3600);
+        fresh.in_flight.lock().unwrap().insert(1, old.clone());
+        fresh.hedge_laggards();
+        assert!(!old.hedged.load(Ordering::Relaxed));
+    }
 }

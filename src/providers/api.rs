@@ -15,6 +15,31 @@ use crate::redact::{Secret, safe_url};
 
 use super::signin::SignIn;
 
+/// S3's refusals of a multipart completion, by their codes (the AWS S3 API reference,
+/// CompleteMultipartUpload, "Errors"), which a vendor may pass on inside its own answer.
+const S3_COMPLETE_CODES: [&str; 5] =
+    ["InvalidPart", "InvalidPartOrder", "EntityTooSmall", "NoSuchUpload", "MalformedXML"];
+
+/// A vendor's refusal that passes S3's on inside its own message text (TruVideo's and
+/// Teleport's completion: `The ETag of part 2 does not match: ... (InvalidPart)`, with no code
+/// of their own): the S3 code it quotes, as a whole word, becomes the error's `code`, so the
+/// engine decides by the code ([`MultipartUpload::refused_parts`], `is_stale`), never by the
+/// text. Any other error is handed back as it is.
+///
+/// [`MultipartUpload::refused_parts`]: crate::engine::multipart::MultipartUpload::refused_parts
+pub(crate) fn lift_s3_code(e: Error) -> Error {
+    match e {
+        Error::Rejected { provider, what, status, code, message } => {
+            let quoted = message
+                .split(|c: char| !c.is_ascii_alphanumeric())
+                .find_map(|word| S3_COMPLETE_CODES.iter().find(|c| **c == word));
+            let code = quoted.map(|c| c.to_string()).or(code);
+            Error::Rejected { provider, what, status, code, message }
+        }
+        other => other,
+    }
+}
+
 /// Where a provider's token comes from, and how it is renewed.
 ///
 /// Precedence: a token given explicitly (`--token`, then the provider's env var, then
@@ -547,5 +572,47 @@ impl Api {
                 Err(Failure::Fatal(auth_error()))
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::request::Failure;
+    use crate::engine::retry::Outcome;
+
+    /// What the executor makes of a vendor's refusal of a completion: the body as it came.
+    fn refusal(provider: &'static str, status: u16, body: &str) -> Error {
+        let Failure::Outcome { outcome: Outcome::Status { code, .. }, message, .. } =
+            Failure::answered(status, &Default::default(), body.as_bytes(), &[])
+        else {
+            unreachable!()
+        };
+        Error::Rejected { provider, what: "complete upload".into(), status, code, message }
+    }
+
+    /// TruVideo (a Spring error body) and Teleport (a FastAPI validation error) pass S3's
+    /// refusal of a part's ETag on in their own message text: the code is lifted from it.
+    #[test]
+    fn s3_s_code_is_lifted_from_a_vendor_s_refusal_of_a_completion() {
+        let truvideo = r#"{"timestamp":"2026-12-07T01:00:00.000Z","status":400,"error":"Bad Request","message":"Invalid completion payload: The ETag of part 2 does not match: expected "abc", got "000". (InvalidPart)","path":"/upload/u1/complete"}"#;
+        let teleport = r#"{"detail":[{"type":"value_error","loc":["body","parts",1],"msg":"Value error, The ETag of part 2 does not match: expected "abc", got "000". (InvalidPart)","input":{"number":2,"etag":""000""}}]}"#;
+        for (provider, status, body) in [("truvideo", 400, truvideo), ("teleport", 422, teleport)] {
+            let before = refusal(provider, status, body);
+            assert_eq!(before.code(), None, "{provider}: the vendor's body has no code of its own");
+            let lifted = lift_s3_code(before);
+            assert_eq!(lifted.code(), Some("InvalidPart"), "{provider}: {lifted}");
+            assert!(lifted.to_string().contains("part 2"), "{provider}: the message is kept: {lifted}");
+        }
+        // A neighbour code is not mistaken for it, and a refusal quoting none keeps its own.
+        let order = refusal("truvideo", 400, r#"{"message":"not in ascending order (part 3). (InvalidPartOrder)"}"#);
+        assert_eq!(lift_s3_code(order).code(), Some("InvalidPartOrder"));
+        let own = refusal("truvideo", 400, r#"{"code":"UPLOAD_LOCKED","message":"the upload is locked"}"#);
+        assert_eq!(lift_s3_code(own).code(), Some("UPLOAD_LOCKED"));
+        let none = refusal("teleport", 422, r#"{"detail":"the capture is not in state CREATED"}"#);
+        assert_eq!(lift_s3_code(none).code(), None);
+        let other =
+            Error::Network { provider: "teleport", what: "complete upload".into(), message: "(InvalidPart)".into() };
+        assert!(matches!(lift_s3_code(other), Error::Network { .. }), "only a refusal has a code");
     }
 }

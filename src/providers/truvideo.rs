@@ -840,7 +840,8 @@ impl MultipartUpload for TruvideoUpload {
                     message: format!("refused before the token was renewed ({message})"),
                 })
             }
-            Err(e) => Err(e),
+            // S3's refusal passed on in TruVideo's message (`... (InvalidPart)`): its code.
+            Err(e) => Err(super::api::lift_s3_code(e)),
         }
     }
 

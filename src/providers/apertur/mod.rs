@@ -254,95 +254,15 @@ struct Settings {
 }
 
 impl Settings {
-    /// Validates the settings (no request).
+    /// Validates the settings (no request): an existing session takes none of a new
+    /// session's options ([`refuse_new_session_options`]); a new one's body is
+    /// [`create_body`]'s; the password is checked.
     fn from_options(a: &AperturOptions) -> Result<Self> {
         if let Some(s) = &a.session {
             check_id("--session", s)?;
-            let mut given = Vec::new();
-            if !a.destinations.is_empty() {
-                given.push("--destination");
-            }
-            if !a.tags.is_empty() {
-                given.push("--tag");
-            }
-            if a.expires_in_hours.is_some() {
-                given.push("--expires-in-hours");
-            }
-            if a.expires_at.is_some() {
-                given.push("--expires-at");
-            }
-            if a.max_images.is_some() {
-                given.push("--max-images");
-            }
-            if !a.allowed_mime_types.is_empty() {
-                given.push("--allowed-mime-type");
-            }
-            if a.max_image_dimension.is_some() {
-                given.push("--max-image-dimension");
-            }
-            if a.long_polling {
-                given.push("--long-polling");
-            }
-            if !given.is_empty() {
-                return Err(Error::usage(
-                    format!("{} set up a new session and cannot be used with --session", given.join(", ")),
-                    "drop --session to create a new session with these options, or change the existing one with `upload apertur session update`",
-                ));
-            }
+            refuse_new_session_options(a)?;
         }
-        let mut create = serde_json::Map::new();
-        if !a.destinations.is_empty() {
-            for d in &a.destinations {
-                check_id("--destination", d)?;
-            }
-            create.insert("destination_ids".into(), json!(a.destinations));
-        }
-        if a.long_polling {
-            create.insert("long_polling".into(), json!(true));
-        }
-        if !a.tags.is_empty() {
-            if a.tags.iter().any(|t| t.trim().is_empty()) {
-                return Err(Error::usage("an empty --tag", "give tags such as --tag order:456"));
-            }
-            create.insert("tags".into(), json!(a.tags));
-        }
-        match (a.expires_in_hours, &a.expires_at) {
-            (Some(_), Some(_)) => {
-                return Err(Error::usage(
-                    "--expires-in-hours and --expires-at are mutually exclusive",
-                    "give one of them",
-                ));
-            }
-            (Some(h), None) => {
-                if !(1..=168).contains(&h) {
-                    return Err(Error::usage(
-                        format!("--expires-in-hours {h} is out of range"),
-                        "a session lives 1 to 168 hours",
-                    ));
-                }
-                create.insert("expires_in_hours".into(), json!(h));
-            }
-            (None, Some(t)) => {
-                create.insert("expires_at".into(), json!(check_expires_at(t)?));
-            }
-            (None, None) => {}
-        }
-        if let Some(m) = a.max_images {
-            if m == 0 {
-                return Err(Error::usage("--max-images must be at least 1", "give a positive number"));
-            }
-            create.insert("max_images".into(), json!(m));
-        }
-        let allowed = check_mime_types(&a.allowed_mime_types)?;
-        if !allowed.is_empty() {
-            create.insert("allowed_mime_types".into(), json!(allowed));
-        }
-        if let Some(d) = a.max_image_dimension {
-            if d == 0 {
-                return Err(Error::usage("--max-image-dimension must be at least 1", "give a size in pixels"));
-            }
-            create.insert("max_image_dimension".into(), json!(d));
-        }
+        let (create, allowed) = create_body(a)?;
         let password = a.password.clone();
         if let Some(p) = &password {
             check_password(p.expose())?;
@@ -358,6 +278,87 @@ impl Settings {
             wait_timeout: a.wait_timeout,
             poll_interval: a.poll_interval,
         })
+    }
+}
+
+/// With `--session`, the options that set up a new session are refused, all named at once.
+fn refuse_new_session_options(a: &AperturOptions) -> Result<()> {
+    let given: Vec<&str> = [
+        (!a.destinations.is_empty(), "--destination"),
+        (!a.tags.is_empty(), "--tag"),
+        (a.expires_in_hours.is_some(), "--expires-in-hours"),
+        (a.expires_at.is_some(), "--expires-at"),
+        (a.max_images.is_some(), "--max-images"),
+        (!a.allowed_mime_types.is_empty(), "--allowed-mime-type"),
+        (a.max_image_dimension.is_some(), "--max-image-dimension"),
+        (a.long_polling, "--long-polling"),
+    ]
+    .into_iter()
+    .filter_map(|(set, flag)| set.then_some(flag))
+    .collect();
+    if given.is_empty() {
+        return Ok(());
+    }
+    Err(Error::usage(
+        format!("{} set up a new session and cannot be used with --session", given.join(", ")),
+        "drop --session to create a new session with these options, or change the existing one with `upload apertur session update`",
+    ))
+}
+
+/// The create-session body of the options (without the password), each value checked in
+/// the order of the flags, and the accepted MIME types given (empty: Apertur's default).
+fn create_body(a: &AperturOptions) -> Result<(serde_json::Map<String, Value>, Vec<String>)> {
+    let mut create = serde_json::Map::new();
+    if !a.destinations.is_empty() {
+        for d in &a.destinations {
+            check_id("--destination", d)?;
+        }
+        create.insert("destination_ids".into(), json!(a.destinations));
+    }
+    if a.long_polling {
+        create.insert("long_polling".into(), json!(true));
+    }
+    if !a.tags.is_empty() {
+        if a.tags.iter().any(|t| t.trim().is_empty()) {
+            return Err(Error::usage("an empty --tag", "give tags such as --tag order:456"));
+        }
+        create.insert("tags".into(), json!(a.tags));
+    }
+    if let Some((key, value)) = expiry(a)? {
+        create.insert(key.into(), value);
+    }
+    if let Some(m) = a.max_images {
+        if m == 0 {
+            return Err(Error::usage("--max-images must be at least 1", "give a positive number"));
+        }
+        create.insert("max_images".into(), json!(m));
+    }
+    let allowed = check_mime_types(&a.allowed_mime_types)?;
+    if !allowed.is_empty() {
+        create.insert("allowed_mime_types".into(), json!(allowed));
+    }
+    if let Some(d) = a.max_image_dimension {
+        if d == 0 {
+            return Err(Error::usage("--max-image-dimension must be at least 1", "give a size in pixels"));
+        }
+        create.insert("max_image_dimension".into(), json!(d));
+    }
+    Ok((create, allowed))
+}
+
+/// The new session's lifetime: `expires_in_hours` (1 to 168) or `expires_at` (a future ISO
+/// 8601 time), not both; `None` for the account's default.
+fn expiry(a: &AperturOptions) -> Result<Option<(&'static str, Value)>> {
+    match (a.expires_in_hours, &a.expires_at) {
+        (Some(_), Some(_)) => {
+            Err(Error::usage("--expires-in-hours and --expires-at are mutually exclusive", "give one of them"))
+        }
+        (Some(h), None) if !(1..=168).contains(&h) => {
+            Err(Error::usage(format!("--expires-in-hours {h} is out of range"), "a session lives 1 to 168 hours"))
+        }
+        (Some(h), None) => Ok(Some(("expires_in_hours", json!(h)))),
+        (None, Some(t)) => Ok(Some(("expires_at", json!(check_expires_at(t)?)))),
+        (None, None) => Ok(None),
     }
 }
 

@@ -491,8 +491,13 @@ impl MultipartUpload for TeleportUpload {
             parts: parts.iter().map(|p| UploadedPart { number: p.number, etag: &p.etag }).collect(),
         };
         let path = id_path("teleport", "complete upload", "/api/v1/captures/{}/uploaded", &[("eid", eid)])?;
-        let answer: serde_json::Value =
-            self.api.call("complete upload", Method::POST, &path, &[], Some(&body), Retry::Once).json().await?;
+        // S3's refusal passed on in the validation error's text (`... (InvalidPart)`): its code.
+        let answer: serde_json::Value = self
+            .api
+            .call("complete upload", Method::POST, &path, &[], Some(&body), Retry::Once)
+            .json()
+            .await
+            .map_err(super::api::lift_s3_code)?;
         // A 200 is a success only with the capture in it (CaptureOutput): anything else
         // (`null`, `{"detail": ...}`, `{}`) leaves open whether the completion took; the
         // look-up decides by `uploaded`.
