@@ -40,7 +40,7 @@ SMALL_TOOLS=${BENCH_SMALL_TOOLS:-"small-teleport small-apertur"}
 MANY_COUNTS=${BENCH_MANY_COUNTS:-"10000 100000"}   # scenario "manyfiles": directories of that many files
 MANY_SIZE=${BENCH_MANY_SIZE:-4K}             # of MANY_SIZE each
 MANY_RUNS=${BENCH_MANY_RUNS:-1}
-MANY_TOOLS=${BENCH_MANY_TOOLS:-"many-teleport"}
+MANY_TOOLS=${BENCH_MANY_TOOLS:-"many-teleport many-watch"}
 PAGECACHE_SIZE=${BENCH_PAGECACHE_SIZE:-4G}   # scenario "pagecache": the page cache an upload leaves
 PAGECACHE_RUNS=${BENCH_PAGECACHE_RUNS:-2}
 PAGECACHE_MODES=${BENCH_PAGECACHE_MODES:-"cold warm"}   # base-cold, base-warm: the BENCH_BASELINE build
@@ -222,6 +222,25 @@ make_images() { # size count -> dir
   echo "$dir"
 }
 
+# The same directory's files as .mp4 (hard links, made once): Teleport takes .zip and .mp4
+# files from a directory with --format video and skips the rest with the reason.
+mp4_twin() { # dir -> dir
+  local dir=$1 twin=$1-mp4
+  if [ ! -f "$twin/.done" ]; then
+    log "linking $twin (the images as .mp4, for Teleport)"
+    rm -rf "$twin"; mkdir -p "$twin"
+    python3 -c '
+import os, sys
+src, dst = sys.argv[1], sys.argv[2]
+for e in os.scandir(src):
+    if e.name.endswith(".jpg"):
+        os.link(e.path, os.path.join(dst, e.name[:-4] + ".mp4"))
+' "$dir" "$twin"
+    touch "$twin/.done"
+  fi
+  echo "$twin"
+}
+
 # --- one measured upload -------------------------------------------------------------------
 # Prints "tool size run wall_s user_s sys_s maxrss_kib" to the results file.
 AWS_ENV=(AWS_ACCESS_KEY_ID=EMULATORKEY AWS_SECRET_ACCESS_KEY=emulator/secret/KEY0123456789abcdefghij
@@ -247,7 +266,7 @@ measure() { # scenario tool size run file
       cmd=("$BIN/upload" "$file" --provider teleport --format video --endpoint "$API"
            --state-dir "$DIR/upload-state" --force --no-resume -q)
       [ "$tool" = upload-c8 ] && cmd+=(--concurrency 8) ;;
-    small-teleport|small-apertur|many-teleport|many-apertur)
+    small-teleport|small-apertur|many-teleport|many-apertur|many-watch)
       # A directory of small files, every file its own upload (defaults: --concurrency auto,
       # --files auto). A new state dir each run, so nothing is skipped; the old ones stay until
       # the end: freeing thousands of inodes just before a run would time the file system's
@@ -255,9 +274,15 @@ measure() { # scenario tool size run file
       # journal), instead of the tool.
       small_state="$DIR/small-state/$scenario-$tool-${size//\//-}-$run"
       rm -rf "$small_state"
-      if [ "${tool#*-}" = teleport ]; then
+      if [ "$tool" = many-watch ]; then
+        # `upload watch` over the same directory: it uploads what is there, then waits; the
+        # run is timed to the last file's result line, then stopped (Ctrl-C).
         env=(TELEPORT_TOKEN=emulator-token)
-        cmd=("$BIN/upload" "$file" --provider teleport --format video --endpoint "$API"
+        cmd=("$BIN/upload" watch "$(mp4_twin "$file")" --provider teleport --format video --endpoint "$API"
+             --state-dir "$small_state" --json)
+      elif [ "${tool#*-}" = teleport ]; then
+        env=(TELEPORT_TOKEN=emulator-token)
+        cmd=("$BIN/upload" "$(mp4_twin "$file")" --provider teleport --format video --endpoint "$API"
              --state-dir "$small_state" -q)
       else
         env=(APERTUR_TOKEN=emulator-token)
@@ -305,11 +330,27 @@ measure() { # scenario tool size run file
   esac
   tf=$DIR/time.txt
   t0=$(date +%s.%N)
-  if ! env "${env[@]}" /usr/bin/time -v -o "$tf" "${cmd[@]}" >"$DIR/tool.out" 2>"$DIR/tool.err"; then
+  if [ "$tool" = many-watch ]; then
+    # Timed until the last file's JSON line, then Ctrl-C (exit 130 expected).
+    local want pid got=0
+    want=$(find "$file" -maxdepth 1 -name '*.jpg' | wc -l)
+    env "${env[@]}" /usr/bin/time -v -o "$tf" "${cmd[@]}" >"$DIR/tool.out" 2>"$DIR/tool.err" &
+    pid=$!
+    while [ "$got" -lt "$want" ]; do
+      kill -0 "$pid" 2>/dev/null || { cat "$DIR/tool.err" >&2; die "$tool ended before its $want files ($got)"; }
+      sleep 0.2
+      got=$(wc -l <"$DIR/tool.out")
+    done
+    t1=$(date +%s.%N)
+    pkill -INT -P "$pid" || true
+    wait "$pid" || true
+    grep -c '"status":"uploaded"' "$DIR/tool.out" | grep -qx "$want" || die "$tool: not $want uploaded lines"
+  elif ! env "${env[@]}" /usr/bin/time -v -o "$tf" "${cmd[@]}" >"$DIR/tool.out" 2>"$DIR/tool.err"; then
     cat "$DIR/tool.err" >&2
     die "$tool failed on $file"
+  else
+    t1=$(date +%s.%N)
   fi
-  t1=$(date +%s.%N)
   local user sys rss written
   # Bytes the client wrote to disk: its block output operations (512 bytes each), or, on a
   # filesystem that does not count them, what it left in its state dir, $TMPDIR and --zip-to.
@@ -433,7 +474,7 @@ for sc, tool, size, run, wall, user, sys_, rss, *rest in rows:
     data_w[(sc, size, tool)].append((0, 0, 0, int(rest[0]) if rest else 0))
 names = {"small-teleport": "upload DIR, Teleport (one capture per file)", "small-apertur": "upload DIR, Apertur (one image per file)",
          "upload-auto": "upload, --concurrency auto (default)", "upload-c8": "upload, --concurrency 8"}
-names.update({"many-teleport": "upload DIR, Teleport (one capture per file)", "many-apertur": "upload DIR, Apertur (one image per file)"})
+names.update({"many-teleport": "upload DIR, Teleport (one capture per file)", "many-apertur": "upload DIR, Apertur (one image per file)", "many-watch": "upload watch DIR, Teleport (one capture per file)"})
 def rate(sc, size, tool):
     rs = data.get((sc, size, tool))
     return int(size.split("/")[1]) / statistics.median(r[0] for r in rs) if rs else None

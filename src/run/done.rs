@@ -166,9 +166,19 @@ pub fn prune(state_dir: &Path) -> usize {
     c.dead
 }
 
-/// Keeps a state directory's done records small, after a run or as `watch` goes: the daily
-/// [`prune`] when it is due, else a [`compact`] when [`compaction_due`]. Blocking.
+/// Keeps a state directory's done records small when a run ends: the daily [`prune`] when it
+/// is due, else a [`compact`] when the loose records' blocks weigh a sixteenth of the packed
+/// file (a compaction then rewrites at most 64 KiB of packed lines per record it takes in;
+/// as a run goes, [`compaction_due`] waits for a quarter): so what a run leaves is mostly the
+/// packed file. Blocking.
 pub fn tidy(state_dir: &Path) {
+    if prune(state_dir) == 0 && due(state_dir, END_RATIO) {
+        compact(state_dir, Compaction::Routine);
+    }
+}
+
+/// [`tidy`] as a run or `watch` goes (after a record): compacts when [`compaction_due`].
+fn tidy_going(state_dir: &Path) {
     if prune(state_dir) == 0 && compaction_due(state_dir) {
         compact(state_dir, Compaction::Routine);
     }
@@ -185,12 +195,15 @@ const LOOSE_COST: u64 = 4096;
 /// file: loose × [`LOOSE_COST`] × 4 ≥ packed bytes.
 const DUE_RATIO: u64 = 4;
 
+/// At the end of a run: a sixteenth ([`tidy`]).
+const END_RATIO: u64 = 16;
+
 /// At most this many loose records go into one pass of a compaction (what it keeps in memory:
 /// their lines); a compaction makes passes until none are left.
 const TAKE_MAX: usize = 8_192;
 
 /// How many records this process writes between two looks at whether its state directory's
-/// records want a [`tidy`], and the longest time between two looks while records are written.
+/// records want a compaction, and the longest time between two looks while records are written.
 const LOOK_EVERY: u32 = 64;
 const LOOK_AFTER: Duration = Duration::from_secs(600);
 
@@ -201,10 +214,15 @@ const LOOK_AFTER: Duration = Duration::from_secs(600);
 /// does not grow with the state directory (a fixed count would rewrite a packed file of a
 /// million records for every few hundred new ones). One directory listing of `done/`.
 pub fn compaction_due(state_dir: &Path) -> bool {
+    due(state_dir, DUE_RATIO)
+}
+
+/// Whether the loose records' blocks weigh at least 1/`ratio` of the packed file.
+fn due(state_dir: &Path, ratio: u64) -> bool {
     let dir = state_dir.join("done");
     let loose = loose_records(&dir).map_or(0, |l| l.len()) as u64;
     let packed = std::fs::metadata(dir.join(PACKED)).map_or(0, |m| m.len());
-    loose > 0 && loose * LOOSE_COST * DUE_RATIO >= packed
+    loose > 0 && loose * LOOSE_COST * ratio >= packed
 }
 
 /// The loose records of a `done/` directory: its files but the packed one and hidden ones
@@ -507,7 +525,7 @@ pub fn record_done(
     // The upload's journal has served its purpose: it becomes the record, or goes.
     crate::engine::journal::retire(state_dir, outcome.provider, endpoint, &identity.path, &done, &record)?;
     if look_now() {
-        tidy(state_dir);
+        tidy_going(state_dir);
     }
     Ok(())
 }
@@ -815,7 +833,17 @@ mod tests {
             s.record(id, "x");
         }
         assert!(!compaction_due(&s.state()));
+        assert!(due(&s.state(), END_RATIO), "at the end of a run, 16 records would do");
         s.record(&ids[63], "x");
         assert!(compaction_due(&s.state()));
+        for id in &ids {
+            std::fs::remove_file(done_path(&s.state(), "teleport", ENDPOINT, id, &[])).unwrap();
+        }
+        for id in &ids[..15] {
+            s.record(id, "x");
+        }
+        assert!(!due(&s.state(), END_RATIO));
+        s.record(&ids[15], "x");
+        assert!(due(&s.state(), END_RATIO));
     }
 }

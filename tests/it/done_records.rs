@@ -95,9 +95,9 @@ async fn six_hundred_files_leave_one_packed_file_a_rerun_skips_them_all_and_forc
     // Packed: sorted by key, each key once.
     let keys: Vec<&str> = d.lines.iter().map(|l| l.split('\t').next().unwrap()).collect();
     assert!(keys.windows(2).all(|w| w[0] < w[1]), "the packed file is sorted, each key once");
-    // At most a few loose records: not enough to be due (their blocks under a quarter of
-    // the packed file's bytes) and fewer than the records a process writes between two looks.
-    assert!(d.loose.len() < 64 && (d.loose.len() as u64) * 16384 < d.apparent, "{} loose", d.loose.len());
+    // At most a few loose records: not enough to be due at a run's end (their blocks under a
+    // sixteenth of the packed file's bytes: here under 5).
+    assert!((d.loose.len() as u64) * 65536 < d.apparent, "{} loose", d.loose.len());
     assert!(d.lines.len() >= N - 64, "{} packed", d.lines.len());
     // About the records' size: a packed line is the record's JSON (~0.5 KiB here), where a
     // loose record was the upload's journal with it (~3 KiB, a 4 KiB block each: 2.4 MiB).

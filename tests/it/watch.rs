@@ -660,3 +660,29 @@ async fn after_upload_move_to_another_file_system_copies_then_removes() {
     let stored: std::collections::BTreeSet<String> = emu.objects().iter().map(|o| o.sha256.clone()).collect();
     assert_eq!(stored, [a_sha, b_sha].into_iter().collect());
 }
+
+/// A folder of many complete files keeps `--files` busy: the next file starts as soon as one
+/// ends, not at the next tick (once a second at the default settle: 40 files one at a time
+/// took 40 s, one wave a tick, before). Every file once, byte-exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_complete_files_go_back_to_back_not_one_wave_a_tick() {
+    let emu = emulator(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = dir.path().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    let mut want = std::collections::BTreeSet::new();
+    for i in 0..40 {
+        let (path, sha) = make_file(&inbox, &format!("clip-{i:02}.mp4"), 4096 + i);
+        std::fs::File::options().write(true).open(&path).unwrap().set_modified(an_hour_ago).unwrap();
+        want.insert(sha);
+    }
+    let t0 = Instant::now();
+    let mut w = Watch::start(&watch_args(&inbox, &emu, &["--files", "1"]), &env(&emu, &dir.path().join("s")));
+    w.wait_for("40 uploads", |l| l.iter().filter(|l| l["status"] == "uploaded").count() >= 40).await;
+    let took = t0.elapsed();
+    assert!(took < Duration::from_secs(25), "40 files one at a time took {took:?}: {}", w.stderr());
+    let got: std::collections::BTreeSet<String> = emu.objects().into_iter().map(|o| o.sha256).collect();
+    assert_eq!((emu.objects().len(), got), (40, want), "each file stored once, byte-exact");
+    assert_eq!(creates(&emu), 40);
+}

@@ -37,7 +37,7 @@ pub(crate) fn parse_metrics_addr(text: &str) -> std::result::Result<std::net::So
     metrics::parse_addr(text)
 }
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -52,6 +52,7 @@ use crate::cli::args::{AfterUpload, OutputArgs, ProviderName, UploadArgs, WatchA
 use crate::cli::batch::{Reporter, bar_for};
 use crate::cli::settings::UploadSettings;
 use crate::cli::ui;
+use crate::engine::tune::{AUTO_FILES_BYTES, FileGate, Files};
 use crate::error::{Error, Result};
 use crate::run::{End, FileEnd, FileResult, Item, RunOptions, Selection};
 use schedule::Ticker;
@@ -106,6 +107,8 @@ fn move_path(from: &Path, to: &Path) -> std::io::Result<()> {
 struct Attempt {
     key: Key,
     item: Item,
+    /// The bytes the file gate counted for it (see [`Watcher::gate`]).
+    size: u64,
     res: Result<FileResult>,
     elapsed: Duration,
 }
@@ -200,7 +203,10 @@ pub(crate) async fn run(args: WatchArgs, output: OutputArgs, inv: &crate::cli::s
         opts,
         output: &output,
         net: inv.net.clone(),
-        files_at_once: files_at_once(up, &settings),
+        gate: FileGate::new(files_setting(up, &settings)),
+        backlog: VecDeque::new(),
+        queued: 0,
+        writers: None,
         settings,
         limit,
         cancel,
@@ -266,11 +272,14 @@ fn ignored_dirs(opts: &WatchOptions, settings: &UploadSettings) -> Result<Vec<Pa
 
 /// How many units are uploaded at once: `--files-at-once` (auto: the engine's minimum), never
 /// fewer than the provider takes at once.
-fn files_at_once(up: &UploadArgs, settings: &UploadSettings) -> usize {
+/// How many units go at once: `--files N` (at least what the provider uploads at once), or
+/// `auto` as a run of `upload DIR` counts them (many small files at once, a few large ones:
+/// the engine's [`FileGate`]).
+fn files_setting(up: &UploadArgs, settings: &UploadSettings) -> Files {
     let concurrent_files = settings.uploader.provider().concurrent_files();
     match up.files_at_once {
-        crate::cli::args::AutoCount::Fixed(n) => (n as usize).max(concurrent_files),
-        crate::cli::args::AutoCount::Auto => crate::engine::tune::AUTO_FILES_MIN.max(concurrent_files),
+        crate::cli::args::AutoCount::Fixed(n) => Files::Fixed((n as usize).max(concurrent_files)),
+        crate::cli::args::AutoCount::Auto => Files::Auto,
     }
 }
 
@@ -346,7 +355,18 @@ struct Watcher<'a> {
     reporter: Reporter<'a>,
     metrics: Option<Arc<Metrics>>,
     inflight: FuturesUnordered<LocalBoxFuture<'a, Attempt>>,
-    files_at_once: usize,
+    /// Which units may start: their count and bytes in flight (`--files`).
+    gate: FileGate,
+    /// The units to look at next, unchanged longest first: the tick's list, taken from
+    /// whenever the gate lets one more start (at the tick, and as soon as an upload ends), so
+    /// that a directory of many files keeps the gate full instead of starting a wave a tick.
+    backlog: VecDeque<Key>,
+    /// Units waiting at the last tick (the metrics' gauge, counted once a tick).
+    queued: usize,
+    /// The processes' files open for writing, as seen at most one tick ago: one look at the
+    /// system serves every unit considered meanwhile (a look per unit made watching many
+    /// files cost a scan of every process's descriptors per file).
+    writers: Option<(Instant, open::Writers)>,
     started: Instant,
     /// No tick yet: `--once` does not end before the first look at what the scan found.
     first_tick: bool,
@@ -412,7 +432,12 @@ impl<'a> Watcher<'a> {
             let (limit, cancel) = (&self.limit, &self.cancel);
             tokio::select! {
                 biased;
-                Some(a) = self.inflight.next(), if !self.inflight.is_empty() => self.on_end(a, stopping),
+                Some(a) = self.inflight.next(), if !self.inflight.is_empty() => {
+                    self.on_end(a, stopping);
+                    if !self.stopping() {
+                        self.take_from_backlog(Instant::now());
+                    }
+                }
                 Some(ev) = events.recv() => match ev {
                     Ok(ev) => self.table.on_event(ev, Instant::now()),
                     Err(e) => tracing::warn!("watch: {e}"),
@@ -445,8 +470,7 @@ impl<'a> Watcher<'a> {
     /// `--metrics`: the uploads in flight, the units waiting, the rate limit in force.
     fn publish_state(&self) {
         if let Some(m) = &self.metrics {
-            let queued = self.table.units.values().filter(|u| u.state == State::Pending).count();
-            m.set_state(self.inflight.len(), queued, self.settings.uploader.rate().current());
+            m.set_state(self.inflight.len(), self.queued, self.settings.uploader.rate().current());
         }
     }
 
@@ -475,7 +499,8 @@ impl<'a> Watcher<'a> {
     /// Files found already uploaded (a restart over old files) get one line for the lot once
     /// the round in flight is over; -v names each.
     fn on_end(&mut self, a: Attempt, stopping: bool) {
-        let Attempt { key, item, mut res, elapsed } = a;
+        let Attempt { key, item, size, mut res, elapsed } = a;
+        self.gate.end(size);
         if !self.record(&key, &mut res, stopping) {
             return;
         }
@@ -584,7 +609,8 @@ impl<'a> Watcher<'a> {
     }
 
     /// The tick: new directories scanned a second time, then the units to look at (pending,
-    /// or failed and due again), those unchanged longest first, each taken when complete.
+    /// or failed and due again), those unchanged longest first, each taken when complete and
+    /// the gate lets it start. What the gate holds back waits in the backlog.
     fn on_tick(&mut self) {
         self.first_tick = false;
         let now = Instant::now();
@@ -598,20 +624,50 @@ impl<'a> Watcher<'a> {
             .map(|(k, u)| (u.settle.age(now), k.clone()))
             .collect();
         look.sort_by_key(|l| std::cmp::Reverse(l.0));
-        for (_, key) in look {
-            self.consider(key, now);
+        self.queued = look.len();
+        self.backlog = look.into_iter().map(|(_, k)| k).collect();
+        self.take_from_backlog(now);
+    }
+
+    /// Looks at the backlog's units in order while the gate has room: each is taken when
+    /// complete, or left (still changing, handled already) for a later tick.
+    fn take_from_backlog(&mut self, now: Instant) {
+        let once = self.opts.once;
+        while !self.gate_full()
+            && let Some(key) = self.backlog.pop_front()
+        {
+            if self.table.units.get(&key).is_some_and(|u| u.wanted(now, once)) && self.consider(key, now) {
+                // Held back by the gate (a large one while others go): first once one ends.
+                break;
+            }
         }
+    }
+
+    /// No unit may start now, whatever its size.
+    fn gate_full(&self) -> bool {
+        !self.gate.admits(0)
+    }
+
+    /// Whether a process has `path` open for writing, from a look at the system at most one
+    /// tick old.
+    fn open_for_writing(&mut self, path: &Path, now: Instant) -> Option<bool> {
+        let fresh = schedule::tick_interval(self.opts.settle);
+        if self.writers.as_ref().is_none_or(|(at, _)| now.saturating_duration_since(*at) >= fresh) {
+            self.writers = Some((now, open::Writers::look()));
+        }
+        self.writers.as_mut().and_then(|(_, w)| w.open_for_writing(path))
     }
 
     /// Looks at one unit: gone (forgotten), still changing, complete but handled already in
     /// this very state, or complete and taken (when fewer than `--files-at-once` are in flight).
-    fn consider(&mut self, key: Key, now: Instant) {
+    /// Returns true when the gate held it back (it is first in the backlog again).
+    fn consider(&mut self, key: Key, now: Instant) -> bool {
         let opts = self.opts;
         let kind = self.table.units[&key].kind;
         let path = self.table.path(&key);
         let Some((sig, _)) = self.table.stat(&key, kind) else {
             self.table.units.remove(&key);
-            return;
+            return false;
         };
         let marker = kind == Kind::Capture && opts.ready_file.as_ref().is_some_and(|m| path.join(m).exists());
         let u = self.table.units.get_mut(&key).expect("listed");
@@ -621,33 +677,46 @@ impl<'a> Watcher<'a> {
                 u.state = State::Pending;
             }
         }
-        if !u.complete(marker, now, opts.settle, || open::open_for_writing(&path)) {
+        // The system is asked only when the settle clock says complete (see `Unit::complete`).
+        let writing = if u.kind == Kind::File && !u.immediate && u.settle.settled(now, opts.settle) {
+            self.open_for_writing(&path, now)
+        } else {
+            None
+        };
+        let u = self.table.units.get_mut(&key).expect("listed");
+        if !u.complete(marker, now, opts.settle, || writing) {
             if opts.once && now.duration_since(self.started) > once_patience(opts.settle) {
                 eprintln!("upload: {}: still changing; left for the next run", path.display());
                 u.state = State::Idle;
             }
-            return;
+            return false;
         }
         if let Some(seen) = handled(u.last.as_ref(), sig, now, opts.once) {
             u.state = State::Idle;
             if seen == Handled::Final {
                 u.immediate = false;
             }
-            return;
+            return false;
         }
-        if self.inflight.len() >= self.files_at_once {
-            return;
+        // A capture directory counts as large: a few at a time, as a large file.
+        let size = if kind == Kind::Capture { AUTO_FILES_BYTES } else { sig.0 };
+        if !self.gate.admits(size) {
+            // Looked at again first once an upload ends.
+            self.backlog.push_front(key);
+            return true;
         }
         u.state = State::InFlight { changed: false };
         u.sent = Some(sig);
         u.immediate = false;
         let fresh = u.fresh;
-        self.dispatch(key, kind, path, fresh);
+        self.gate.start(size);
+        self.dispatch(key, kind, path, size, fresh);
+        false
     }
 
     /// Starts the attempt at a complete unit, with the settings in force now: a file, or a
     /// capture directory as one zip; resumed from its journal unless it must start over.
-    fn dispatch(&mut self, key: Key, kind: Kind, path: PathBuf, fresh: bool) {
+    fn dispatch(&mut self, key: Key, kind: Kind, path: PathBuf, size: u64, fresh: bool) {
         let resume = self.settings.uploader.resumes() && !fresh;
         let item = match kind {
             Kind::File => Item::File(path),
@@ -660,7 +729,7 @@ impl<'a> Watcher<'a> {
             let t0 = Instant::now();
             let options = RunOptions { resume, ..settings.run_options(selection) };
             let res = attempt(&settings.uploader, &item, &options, board, metrics, run_cancel).await;
-            Attempt { key, item, res, elapsed: t0.elapsed() }
+            Attempt { key, item, size, res, elapsed: t0.elapsed() }
         }));
     }
 

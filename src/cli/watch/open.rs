@@ -14,17 +14,53 @@
 use std::path::Path;
 
 /// Whether a process has `path` open for writing; `None` when it cannot be told.
+#[cfg(test)]
 pub(super) fn open_for_writing(path: &Path) -> Option<bool> {
-    imp::open_for_writing(path)
+    Writers::look().open_for_writing(path)
+}
+
+/// One look at what the processes have open for writing, asked about many files: on Linux and
+/// macOS the look lists every process's descriptors once (its cost is the system's number of
+/// open files, not the number of files asked about); on Windows each file is asked as it
+/// comes (an open with a sharing mode, which is cheap).
+pub(super) struct Writers {
+    #[cfg(any(target_os = "linux", target_os = "macos"))]
+    open: Option<std::collections::HashSet<std::path::PathBuf>>,
+}
+
+impl Writers {
+    /// Looks at the system now.
+    pub(super) fn look() -> Writers {
+        Writers {
+            #[cfg(any(target_os = "linux", target_os = "macos"))]
+            open: imp::open_for_writing_now(),
+        }
+    }
+
+    /// Whether a process had `path` open for writing at the look; `None` when it cannot be told.
+    pub(super) fn open_for_writing(&self, path: &Path) -> Option<bool> {
+        #[cfg(any(target_os = "linux", target_os = "macos"))]
+        {
+            let open = self.open.as_ref()?;
+            let target = std::fs::canonicalize(path).ok()?;
+            Some(open.contains(&target))
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "macos")))]
+        {
+            imp::open_for_writing(path)
+        }
+    }
 }
 
 #[cfg(target_os = "linux")]
 mod imp {
-    use std::path::Path;
+    use std::collections::HashSet;
+    use std::path::PathBuf;
 
-    pub(super) fn open_for_writing(path: &Path) -> Option<bool> {
-        let target = std::fs::canonicalize(path).ok()?;
+    /// The files the processes (those this user may inspect) have open for writing.
+    pub(super) fn open_for_writing_now() -> Option<HashSet<PathBuf>> {
         let procs = std::fs::read_dir("/proc").ok()?;
+        let mut open = HashSet::new();
         for p in procs.flatten() {
             let pid = p.file_name();
             if !pid.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
@@ -32,7 +68,9 @@ mod imp {
             }
             let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else { continue };
             for fd in fds.flatten() {
-                if std::fs::read_link(fd.path()).ok().as_deref() != Some(target.as_path()) {
+                // Files only: not sockets, pipes, anonymous inodes (`socket:[…]`), nor devices.
+                let Ok(target) = std::fs::read_link(fd.path()) else { continue };
+                if !target.is_absolute() || target.starts_with("/dev") || open.contains(&target) {
                     continue;
                 }
                 let info = std::fs::read_to_string(p.path().join("fdinfo").join(fd.file_name())).unwrap_or_default();
@@ -43,11 +81,11 @@ mod imp {
                     .unwrap_or(0);
                 // O_ACCMODE: 1 = O_WRONLY, 2 = O_RDWR.
                 if flags & 3 != 0 {
-                    return Some(true);
+                    open.insert(target);
                 }
             }
         }
-        Some(false)
+        Some(open)
     }
 }
 
@@ -72,8 +110,9 @@ mod imp {
 
 #[cfg(target_os = "macos")]
 mod imp {
+    use std::collections::HashSet;
     use std::ffi::{CStr, c_int, c_void};
-    use std::path::Path;
+    use std::path::PathBuf;
 
     /// `struct proc_fileinfo` (sys/proc_info.h).
     #[repr(C)]
@@ -96,8 +135,9 @@ mod imp {
     /// The kernel's `FWRITE` open flag.
     const FWRITE: u32 = 0x2;
 
-    pub(super) fn open_for_writing(path: &Path) -> Option<bool> {
-        let target = std::fs::canonicalize(path).ok()?;
+    /// The files the processes (those this user may inspect) have open for writing.
+    pub(super) fn open_for_writing_now() -> Option<HashSet<PathBuf>> {
+        let mut open = HashSet::new();
         // SAFETY (every call below): buffers of the sizes given, written by the kernel only up
         // to those sizes; results checked before use.
         let n = unsafe { libc::proc_listallpids(std::ptr::null_mut(), 0) };
@@ -152,12 +192,10 @@ mod imp {
                 }
                 let name = unsafe { CStr::from_ptr(info.pvip.vip_path.as_ptr() as *const _) };
                 use std::os::unix::ffi::OsStrExt;
-                if Path::new(std::ffi::OsStr::from_bytes(name.to_bytes())) == target {
-                    return Some(true);
-                }
+                open.insert(PathBuf::from(std::ffi::OsStr::from_bytes(name.to_bytes())));
             }
         }
-        Some(false)
+        Some(open)
     }
 }
 
