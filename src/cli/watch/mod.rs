@@ -22,11 +22,13 @@
 //! files, the uploads in flight stop as a run's do, and it exits 9 once idle.
 //!
 //! [`TimeLimit`]: crate::engine::wait::TimeLimit
-//! All the waiting (settle, ticks, backoff) is [`schedule`]'s.
+//! All the waiting (settle, ticks, backoff) is [`schedule`]'s; what the watcher knows of its
+//! units (scans, events, settle clocks, writers) is [`table`]'s.
 
 mod metrics;
 mod open;
 mod schedule;
+mod table;
 
 pub(crate) use metrics::Metrics;
 
@@ -38,13 +40,12 @@ pub(crate) fn parse_metrics_addr(text: &str) -> std::result::Result<std::net::So
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::future::LocalBoxFuture;
 use futures::stream::FuturesUnordered;
-use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RenameMode};
-use notify::{Event, EventKind, RecursiveMode};
+use notify::{Event, RecursiveMode};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::args::{AfterUpload, OutputArgs, ProviderName, UploadArgs, WatchArgs, WatchOptions};
@@ -54,326 +55,8 @@ use crate::cli::ui;
 use crate::engine::tune::{AUTO_FILES_BYTES, FileGate, Files};
 use crate::error::{Error, Result};
 use crate::run::{End, FileEnd, FileResult, Item, RunOptions, Selection};
-use schedule::{Settle, Ticker};
-
-/// What a unit looks like: (bytes, mtime in ns) of a file; (bytes, a hash of the listing of
-/// names, sizes and mtimes) of a capture directory.
-type Sig = (u64, u128);
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    File,
-    Capture,
-}
-
-#[derive(Clone, Debug)]
-enum Last {
-    Done,
-    Refused,
-    Failed { failures: u32, retry_at: Instant },
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum State {
-    /// Seen changing: waiting until it is complete.
-    Pending,
-    /// Being uploaded; `changed` when an event said it changed meanwhile.
-    InFlight { changed: bool },
-    /// Nothing to do until it changes (or, after a failure, until its retry time).
-    Idle,
-}
-
-struct Unit {
-    kind: Kind,
-    settle: Settle<Sig>,
-    /// A writer has it open (inotify saw a write or a creation, and no close since).
-    open: bool,
-    /// Appeared by a rename: complete at once.
-    immediate: bool,
-    state: State,
-    /// The outcome of the last attempt, and the signature it was for.
-    last: Option<(Sig, Last)>,
-    /// The signature of the attempt in flight.
-    sent: Option<Sig>,
-    /// The next attempt starts over instead of resuming (the journal belongs to an older version).
-    fresh: bool,
-}
-
-struct Root {
-    given: PathBuf,
-    canon: PathBuf,
-}
-
-type Key = (usize, PathBuf);
-
-/// The watcher's table of what it knows.
-/// How long after a new directory's event it is scanned a second time.
-const RESCAN_AFTER: Duration = Duration::from_secs(1);
-
-struct Table<'a> {
-    roots: Vec<Root>,
-    selection: &'a Selection,
-    recursive: bool,
-    bulk: bool,
-    inotify: bool,
-    ignore: Vec<PathBuf>,
-    units: HashMap<Key, Unit>,
-    /// New directories to scan once more, at the instant given: a file written into a new
-    /// sub-directory before its watch was in place sends no event, and the first scan (at the
-    /// directory's event) may have come before the file did.
-    rescans: Vec<(Instant, usize, PathBuf)>,
-    /// What the scans could not take (a dangling link, an unreadable directory, a FIFO), to
-    /// report once each.
-    problems: Vec<crate::run::WalkProblem>,
-}
-
-fn mtime_ns(m: &std::fs::Metadata) -> u128 {
-    m.modified().ok().and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos())
-}
-
-fn age_of(m: &std::fs::Metadata) -> Duration {
-    m.modified().ok().and_then(|t| SystemTime::now().duration_since(t).ok()).unwrap_or_default()
-}
-
-impl Table<'_> {
-    fn path(&self, key: &Key) -> PathBuf {
-        self.roots[key.0].given.join(&key.1)
-    }
-
-    fn ignored(&self, canonical: &Path) -> bool {
-        self.ignore.iter().any(|i| canonical.starts_with(i))
-    }
-
-    fn hidden(&self, rel: &Path) -> bool {
-        !self.selection.hidden() && rel.components().any(|c| c.as_os_str().to_string_lossy().starts_with('.'))
-    }
-
-    /// The signature of a unit now and how long it has been unchanged by its mtime; `None`
-    /// when it is gone (or no longer a file / a directory).
-    fn stat(&self, key: &Key, kind: Kind) -> Option<(Sig, Duration)> {
-        let path = self.path(key);
-        match kind {
-            Kind::File => {
-                let m = std::fs::metadata(&path).ok().filter(|m| m.is_file())?;
-                Some(((m.len(), mtime_ns(&m)), age_of(&m)))
-            }
-            Kind::Capture => {
-                use std::hash::{Hash, Hasher};
-                if !std::fs::metadata(&path).ok()?.is_dir() {
-                    return None;
-                }
-                let files = self.selection.walk(&path, true).files;
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                let (mut bytes, mut youngest) = (0u64, Duration::MAX);
-                for rel in &files {
-                    let Ok(m) = std::fs::metadata(path.join(rel)) else { continue };
-                    (rel, m.len(), mtime_ns(&m)).hash(&mut h);
-                    bytes += m.len();
-                    youngest = youngest.min(age_of(&m));
-                }
-                if files.is_empty() {
-                    youngest = std::fs::metadata(&path).map(|m| age_of(&m)).unwrap_or_default();
-                }
-                Some(((bytes, h.finish() as u128), youngest))
-            }
-        }
-    }
-
-    /// The unit a path belongs to: (key, kind), or `None` when the watcher does not take it.
-    fn unit_of(&self, path: &Path) -> Option<(Key, Kind)> {
-        let (i, root) = self.roots.iter().enumerate().find(|(_, r)| path.starts_with(&r.canon))?;
-        if self.ignored(path) {
-            return None;
-        }
-        let rel = path.strip_prefix(&root.canon).ok()?;
-        if rel.as_os_str().is_empty() || self.hidden(rel) {
-            return None;
-        }
-        if self.bulk {
-            let first: PathBuf = rel.components().next()?.as_os_str().into();
-            // Loose files in the root are not captures.
-            if rel.components().count() == 1 && !path.is_dir() {
-                return None;
-            }
-            return Some(((i, first), Kind::Capture));
-        }
-        if !self.recursive && rel.components().count() > 1 {
-            return None;
-        }
-        if path.is_dir() || !self.selection.keeps(rel) {
-            return None;
-        }
-        Some(((i, rel.to_path_buf()), Kind::File))
-    }
-
-    /// Adds (or refreshes) what a scan of `dir` (inside root `i`) finds.
-    fn scan_dir(&mut self, i: usize, dir: &Path, now: Instant) {
-        let root = &self.roots[i];
-        let Ok(prefix) = dir.strip_prefix(&root.given).map(Path::to_path_buf) else { return };
-        let mut found: Vec<(Key, Kind)> = vec![];
-        if self.bulk {
-            let Ok(entries) = std::fs::read_dir(dir) else { return };
-            for e in entries.flatten() {
-                let rel = prefix.join(e.file_name());
-                if e.path().is_dir() && !self.hidden(&rel) {
-                    let canon = crate::engine::platform::canonicalize(e.path()).unwrap_or_else(|_| e.path());
-                    if !self.ignored(&canon) {
-                        found.push(((i, rel), Kind::Capture));
-                    }
-                }
-            }
-        } else {
-            let walk = self.selection.walk(dir, self.recursive);
-            self.problems.extend(walk.problems);
-            for rel in walk.files {
-                let rel = prefix.join(rel);
-                if !self.selection.keeps(&rel) {
-                    continue;
-                }
-                let canon = crate::engine::platform::canonicalize(root.given.join(&rel)).unwrap_or_default();
-                if !self.ignored(&canon) {
-                    found.push(((i, rel), Kind::File));
-                }
-            }
-        }
-        for (key, kind) in found {
-            if self.units.contains_key(&key) {
-                continue;
-            }
-            if let Some((sig, age)) = self.stat(&key, kind) {
-                self.units.insert(key, Unit::new(kind, sig, schedule::instant_ago(now, age)));
-            }
-        }
-    }
-
-    /// The second scans of new directories that are due.
-    fn rescan_new_dirs(&mut self, now: Instant) {
-        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.rescans).into_iter().partition(|r| r.0 <= now);
-        self.rescans = later;
-        for (_, i, dir) in due {
-            self.scan_dir(i, &dir, now);
-        }
-    }
-
-    fn scan_all(&mut self, now: Instant) {
-        for i in 0..self.roots.len() {
-            let dir = self.roots[i].given.clone();
-            self.scan_dir(i, &dir, now);
-        }
-    }
-
-    fn on_event(&mut self, ev: Event, now: Instant) {
-        if ev.need_rescan() {
-            tracing::info!("watch: events were lost; scanning again");
-            for u in self.units.values_mut() {
-                u.open = false;
-            }
-            self.scan_all(now);
-            return;
-        }
-        let (data, closed, created) = match ev.kind {
-            EventKind::Access(AccessKind::Close(AccessMode::Write)) => (false, true, false),
-            EventKind::Access(_) => return,
-            EventKind::Modify(ModifyKind::Data(_)) => (true, false, false),
-            EventKind::Create(CreateKind::File) => (true, false, true),
-            _ => (false, false, false),
-        };
-        for (n, path) in ev.paths.iter().enumerate() {
-            let renamed_in = matches!(ev.kind, EventKind::Modify(ModifyKind::Name(RenameMode::To)))
-                || (matches!(ev.kind, EventKind::Modify(ModifyKind::Name(RenameMode::Both))) && n == 1);
-            // A directory that appears may already hold files (created before its watch).
-            if (renamed_in || matches!(ev.kind, EventKind::Create(_)))
-                && path.is_dir()
-                && !self.bulk
-                && let Some(i) = self.roots.iter().position(|r| path.starts_with(&r.canon))
-                && let Ok(rel) = path.strip_prefix(&self.roots[i].canon)
-            {
-                let dir = self.roots[i].given.join(rel);
-                if self.recursive && !self.hidden(rel) {
-                    self.scan_dir(i, &dir, now);
-                    self.rescans.push((now + RESCAN_AFTER, i, dir));
-                }
-                continue;
-            }
-            let Some((key, kind)) = self.unit_of(path) else { continue };
-            let immediate = renamed_in && kind == Kind::File;
-            let inotify = self.inotify;
-            if !self.units.contains_key(&key) {
-                let Some((sig, _)) = self.stat(&key, kind) else { continue };
-                self.units.insert(key.clone(), Unit::new(kind, sig, now));
-            }
-            let u = self.units.get_mut(&key).expect("just inserted");
-            u.settle.touch(now);
-            if inotify && kind == Kind::File {
-                if data || created {
-                    u.open = true;
-                }
-                if closed {
-                    u.open = false;
-                }
-            }
-            if immediate {
-                u.open = false;
-                u.immediate = true;
-            } else if data {
-                u.immediate = false;
-            }
-            match &mut u.state {
-                State::InFlight { changed } => *changed = true,
-                s => *s = State::Pending,
-            }
-        }
-    }
-}
-
-impl Unit {
-    fn new(kind: Kind, sig: Sig, since: Instant) -> Self {
-        Unit {
-            kind,
-            settle: Settle::new(sig, since),
-            open: false,
-            immediate: false,
-            state: State::Pending,
-            last: None,
-            sent: None,
-            fresh: false,
-        }
-    }
-
-    /// Whether the tick looks at it: pending, or idle after a failure whose retry is due (not
-    /// with `--once`: one attempt per run).
-    fn wanted(&self, now: Instant, once: bool) -> bool {
-        let retry_due = matches!(&self.last, Some((_, Last::Failed { retry_at, .. })) if *retry_at <= now);
-        self.state == State::Pending || (self.state == State::Idle && retry_due && !once)
-    }
-
-    /// Whether it is complete now: no writer known to have it open, and it appeared by a rename
-    /// (or must start over), holds the `--ready-file` marker, or has settled. A settled file is
-    /// complete only if `writing` (the system, asked) does not say a process has it open for
-    /// writing: this catches a file found by a scan while being written, and a missed (or
-    /// never sent) close, which `writing` saying "no" makes up for.
-    fn complete(
-        &mut self,
-        marker: bool,
-        now: Instant,
-        settle: Duration,
-        writing: impl FnOnce() -> Option<bool>,
-    ) -> bool {
-        let settled = self.settle.settled(now, settle);
-        let mut complete = !self.open && (self.immediate || marker || settled);
-        if self.kind == Kind::File && !self.immediate && settled {
-            match writing() {
-                Some(true) => complete = false,
-                Some(false) if self.open => {
-                    self.open = false;
-                    complete = true;
-                }
-                _ => {}
-            }
-        }
-        complete
-    }
-}
+use schedule::Ticker;
+use table::{Key, Kind, Last, Root, Sig, State, Table};
 
 /// Whether the watcher's events say when a writer closed a file (inotify's `CLOSE_WRITE`, on
 /// Linux). Elsewhere nothing says so and the writer check of [`open`] decides after `--settle`.
@@ -1141,43 +824,6 @@ mod tests {
 
     const SETTLE: Duration = Duration::from_secs(5);
 
-    fn file(since: Instant) -> Unit {
-        Unit::new(Kind::File, (10, 1), since)
-    }
-
-    #[test]
-    fn a_settled_file_is_complete_unless_a_writer_has_it_open() {
-        let t0 = Instant::now();
-        let (early, late) = (t0 + Duration::from_secs(1), t0 + SETTLE);
-        let mut u = file(t0);
-        // Not settled: the system is not asked.
-        assert!(!u.complete(false, early, SETTLE, || panic!("asked before settling")));
-        assert!(u.complete(false, late, SETTLE, || Some(false)));
-        assert!(!u.complete(false, late, SETTLE, || Some(true)), "a writer still has it open");
-        assert!(u.complete(false, late, SETTLE, || None), "unknown: the settle rule decides");
-        // A write seen and no close: the system saying "no writer" makes up for the lost close.
-        u.open = true;
-        assert!(!u.complete(false, late, SETTLE, || None));
-        assert!(u.complete(false, late, SETTLE, || Some(false)));
-        assert!(!u.open);
-        // Renamed in: complete at once, nobody asked.
-        let mut u = file(t0);
-        u.immediate = true;
-        assert!(u.complete(false, early, SETTLE, || panic!("asked about a renamed file")));
-        u.open = true;
-        assert!(!u.complete(false, early, SETTLE, || panic!("asked about a renamed file")));
-    }
-
-    #[test]
-    fn a_capture_is_complete_when_settled_or_marked() {
-        let t0 = Instant::now();
-        let mut u = Unit::new(Kind::Capture, (10, 1), t0);
-        let early = t0 + Duration::from_secs(1);
-        assert!(!u.complete(false, early, SETTLE, || panic!("a directory is not asked")));
-        assert!(u.complete(true, early, SETTLE, || panic!("a directory is not asked")));
-        assert!(u.complete(false, t0 + SETTLE, SETTLE, || panic!("a directory is not asked")));
-    }
-
     #[test]
     fn a_version_handled_already_is_not_sent_again() {
         let now = Instant::now();
@@ -1202,21 +848,6 @@ mod tests {
         assert_eq!(failures_after(Some(&(sig, failed(2))), sig), 3);
         assert_eq!(failures_after(Some(&(other, failed(2))), sig), 1);
         assert_eq!(failures_after(Some(&(sig, Last::Done)), sig), 1);
-    }
-
-    #[test]
-    fn the_tick_looks_at_pending_units_and_failures_due() {
-        let now = Instant::now();
-        let mut u = file(now);
-        assert!(u.wanted(now, false), "a new unit is pending");
-        u.state = State::InFlight { changed: false };
-        assert!(!u.wanted(now, false));
-        u.state = State::Idle;
-        assert!(!u.wanted(now, false));
-        u.last = Some(((10, 1), Last::Failed { failures: 1, retry_at: now + SETTLE }));
-        assert!(!u.wanted(now, false), "not due yet");
-        assert!(u.wanted(now + SETTLE, false));
-        assert!(!u.wanted(now + SETTLE, true), "--once: one attempt");
     }
 
     #[test]
