@@ -21,8 +21,24 @@ use tokio_util::sync::CancellationToken;
 use crate::engine;
 use crate::error::{Error, Result};
 
+/// glibc gives each thread that allocates its own arena (up to 8 a core), and each keeps the
+/// pages it touched: the blocking threads of a run of 100,000 small files (file reads, fsyncs,
+/// compactions of done records) took peak RSS from 65 to 94 MiB that way. Two arenas serve
+/// two busy async workers; `MALLOC_ARENA_MAX`, when set, is the user's choice and stays. The
+/// binary's own process only: the library sets nothing process-wide.
+fn few_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets an allocator parameter; called before any thread starts.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
+}
+
 /// The `upload` binary: parse, set up the terminal and logs, run, map the error to an exit code.
 pub fn main() -> std::process::ExitCode {
+    few_malloc_arenas();
     // No argument at all: how to start, not clap's bare "required arguments" error.
     if std::env::args_os().len() <= 1 {
         eprint!("{}", args::NO_ARGUMENT);
