@@ -494,6 +494,13 @@ async fn logs_a_rate_limit_and_bars_share_a_real_terminal_without_deadlock() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let screen = type_ctrl_c(child).await;
+    assert!(screen.contains("run the same command again"), "{screen:?}");
+}
+
+/// Types Ctrl-C on the pty of `child` (see [`on_a_pty`]): the run ends with exit 130 within
+/// 5 s. Returns what the screen was sent.
+async fn type_ctrl_c(mut child: std::process::Child) -> String {
     use std::io::Write;
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"\x03").unwrap();
@@ -509,9 +516,9 @@ async fn logs_a_rate_limit_and_bars_share_a_real_terminal_without_deadlock() {
     let took = typed.elapsed();
     drop(stdin);
     let screen = stdout(&out);
-    assert_eq!(out.status.code(), Some(130), "{screen}");
-    assert!(took < Duration::from_secs(5), "Ctrl-C took {took:?}: {screen}");
-    assert!(screen.contains("run the same command again"), "{screen:?}");
+    assert_eq!(out.status.code(), Some(130), "{screen:?}");
+    assert!(took < Duration::from_secs(5), "Ctrl-C took {took:?}: {screen:?}");
+    screen
 }
 
 /// One file on a real terminal of 80 columns: the bar keeps the rate and the ETA and drops the
@@ -568,23 +575,7 @@ async fn ctrl_c_on_a_real_terminal_during_one_file_leaves_no_bar() {
         let out = child.wait_with_output().unwrap();
         panic!("the run ended before Ctrl-C ({status}): {:?}", stdout(&out));
     }
-    use std::io::Write;
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(b"\x03").unwrap();
-    stdin.flush().unwrap();
-    let typed = Instant::now();
-    let out = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()),
-    )
-    .await
-    .expect("Ctrl-C on the terminal ends the run")
-    .unwrap();
-    let took = typed.elapsed();
-    drop(stdin);
-    let screen = stdout(&out);
-    assert_eq!(out.status.code(), Some(130), "{screen:?}");
-    assert!(took < Duration::from_secs(5), "Ctrl-C took {took:?}: {screen:?}");
+    let screen = type_ctrl_c(child).await;
     assert!(!bar_frames(&screen).is_empty(), "a bar was drawn before Ctrl-C: {screen:?}");
     // After the last bar drawn: its line erased, then the error and the resume hint together
     // (no bar drawn between them), and no bar drawn again.
