@@ -181,16 +181,17 @@ pub fn tidy(state_dir: &Path) {
 /// when [`compaction_due`]. `done/` is listed only once this process's own records could make
 /// a compaction due: listing it at every look read a quarter of the records' names again
 /// every 64 records (19 million entries over a run of 100,000 files).
-fn tidy_going(state_dir: &Path, written: &mut u64) {
+/// Returns whether `done/` was listed.
+fn tidy_going(state_dir: &Path, written: u64) -> bool {
     let packed = std::fs::metadata(state_dir.join("done").join(PACKED)).map_or(0, |m| m.len());
-    if *written * LINE_COST * DUE_RATIO < packed {
+    if written * LINE_COST * DUE_RATIO < packed {
         let _ = prune(state_dir);
-        return;
+        return false;
     }
-    *written = 0;
     if prune(state_dir) == 0 && compaction_due(state_dir) {
         compact(state_dir, Compaction::Routine);
     }
+    true
 }
 
 /// The name of the packed file in `done/`.
@@ -545,18 +546,37 @@ pub fn record_done(
     let record = serde_json::to_vec(&rec).expect("serializes");
     // The upload's journal has served its purpose: it becomes the record, or goes.
     crate::engine::journal::retire(state_dir, outcome.provider, endpoint, &identity.path, &done, &record)?;
-    if let Some(mut written) = look_now(state_dir) {
-        tidy_going(state_dir, &mut written);
-        WRITTEN.lock().unwrap_or_else(|e| e.into_inner()).retain(|(d, _)| d != state_dir);
-        if written > 0 {
-            WRITTEN.lock().unwrap_or_else(|e| e.into_inner()).push((state_dir.to_path_buf(), written));
-        }
+    if let Some(written) = look_now(state_dir)
+        && tidy_going(state_dir, written)
+    {
+        with_looks(state_dir, |l| l.unlisted = 0);
     }
     Ok(())
 }
 
-/// Records this process wrote per state directory since `done/` was last listed.
-static WRITTEN: Mutex<Vec<(PathBuf, u64)>> = Mutex::new(Vec::new());
+/// What this process wrote in one state directory since it last looked at it and since it
+/// last listed its `done/`.
+struct Looks {
+    dir: PathBuf,
+    since_look: u32,
+    looked: Option<Instant>,
+    unlisted: u64,
+}
+
+/// The [`Looks`] of each state directory this process writes records in (a counter per
+/// directory, not a setting: two `Uploader`s writing into one directory share it).
+fn with_looks<T>(state_dir: &Path, f: impl FnOnce(&mut Looks) -> T) -> T {
+    static LOOKS: Mutex<Vec<Looks>> = Mutex::new(Vec::new());
+    let mut all = LOOKS.lock().unwrap_or_else(|e| e.into_inner());
+    let i = match all.iter().position(|l| l.dir == state_dir) {
+        Some(i) => i,
+        None => {
+            all.push(Looks { dir: state_dir.to_path_buf(), since_look: 0, looked: None, unlisted: 0 });
+            all.len() - 1
+        }
+    };
+    f(&mut all[i])
+}
 
 /// Whether the record this process just wrote is the one after which its state directory is
 /// looked at ([`tidy`]): every [`LOOK_EVERY`] records, and the first after [`LOOK_AFTER`]
@@ -564,27 +584,15 @@ static WRITTEN: Mutex<Vec<(PathBuf, u64)>> = Mutex::new(Vec::new());
 /// Returns the records written in `state_dir` since its `done/` was last listed, this one
 /// included, when it is time to look.
 fn look_now(state_dir: &Path) -> Option<u64> {
-    static SINCE: Mutex<(u32, Option<Instant>)> = Mutex::new((0, None));
-    let written = {
-        let mut all = WRITTEN.lock().unwrap_or_else(|e| e.into_inner());
-        match all.iter_mut().find(|(d, _)| d == state_dir) {
-            Some((_, n)) => {
-                *n += 1;
-                *n
-            }
-            None => {
-                all.push((state_dir.to_path_buf(), 1));
-                1
-            }
+    with_looks(state_dir, |l| {
+        l.since_look += 1;
+        l.unlisted += 1;
+        let now = l.since_look >= LOOK_EVERY || l.looked.is_none_or(|t| t.elapsed() >= LOOK_AFTER);
+        if now {
+            (l.since_look, l.looked) = (0, Some(Instant::now()));
         }
-    };
-    let mut since = SINCE.lock().unwrap_or_else(|e| e.into_inner());
-    since.0 += 1;
-    let now = since.0 >= LOOK_EVERY || since.1.is_none_or(|t| t.elapsed() >= LOOK_AFTER);
-    if now {
-        *since = (0, Some(Instant::now()));
-    }
-    now.then_some(written)
+        now.then_some(l.unlisted)
+    })
 }
 
 #[cfg(test)]
