@@ -450,7 +450,7 @@ mod tests {
         let mut asked = vec![];
         let mut read = |i: usize| {
             asked.push(i);
-            (i % 2 == 0).then(|| format!("R{i}").into_bytes())
+            i.is_multiple_of(2).then(|| format!("R{i}").into_bytes())
         };
         let mut out = Vec::new();
         let mut reader = io::Cursor::new(old.as_bytes().to_vec());
