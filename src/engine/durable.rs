@@ -31,7 +31,17 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 /// file, fsync, rename, directory fsync; mode 0600, missing parent directories created 0700.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let err = |e| Error::File { path: path.to_path_buf(), source: e };
-    let mut f = AtomicFile::create(path, FILE_MODE).map_err(err)?;
+    let mut f = AtomicFile::with_buffer(path, FILE_MODE, 0).map_err(err)?;
+    f.write_all(bytes).map_err(err)?;
+    f.commit().map_err(err)
+}
+
+/// [`write_atomic`] of a file of `state_dir` that is written often (a journal): its temporary
+/// file is one of the directory's spare files when there is one ([`super::spare`]), so that no
+/// file is made for it.
+pub(crate) fn write_atomic_reusing(path: &Path, bytes: &[u8], state_dir: &Path) -> Result<()> {
+    let err = |e| Error::File { path: path.to_path_buf(), source: e };
+    let mut f = AtomicFile::reusing(path, state_dir).map_err(err)?;
     f.write_all(bytes).map_err(err)?;
     f.commit().map_err(err)
 }
@@ -187,6 +197,19 @@ impl AtomicFile {
         let _ = mode;
         let file = opts.open(&tmp)?;
         Ok(AtomicFile { tmp, target: target.to_path_buf(), file: Some(io::BufWriter::with_capacity(capacity, file)) })
+    }
+
+    /// [`AtomicFile::create`] (mode 0600, unbuffered: for bytes written at once) whose
+    /// temporary file is a spare file of `state_dir` when there is one.
+    pub(crate) fn reusing(target: &Path, state_dir: &Path) -> io::Result<Self> {
+        create_private_dir_all(parent_of(target))?;
+        let tmp = temp_path(target);
+        match super::spare::take(state_dir, &tmp) {
+            Some(file) => {
+                Ok(AtomicFile { tmp, target: target.to_path_buf(), file: Some(io::BufWriter::with_capacity(0, file)) })
+            }
+            None => Self::with_buffer(target, FILE_MODE, 0),
+        }
     }
 
     /// The open temporary file (to set its times before the commit, say).

@@ -615,7 +615,10 @@ impl Journal {
         // The appending handle is closed before the file is replaced: Windows (and network
         // shares) refuse a rename over a file that is open ("Access is denied").
         inner.append = None;
-        durable::write_atomic(&self.path, &bytes)?;
+        // A journal is written per file uploaded: its temporary file is a spare file when the
+        // state directory has one (no file made, none freed later: see `spare`).
+        let state_dir = self.path.parent().and_then(Path::parent).unwrap_or(Path::new("."));
+        durable::write_atomic_reusing(&self.path, &bytes, state_dir)?;
         self.written.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         inner.append = match data.state {
             JournalState::Completed => None,

@@ -20,6 +20,7 @@ pub mod ratelimit;
 pub mod request;
 pub mod retry;
 pub mod source;
+pub(crate) mod spare;
 pub(crate) mod tune;
 pub mod uploader;
 pub(crate) mod wait;

@@ -503,7 +503,8 @@ fn remove_taken(state_dir: &Path, dir: &Path, taken: Vec<Taken>, c: &mut Compact
             None => None,
         };
         let same = std::fs::metadata(&t.path).is_ok_and(|m| seen(&m) == t.seen);
-        if same && std::fs::remove_file(&t.path).is_ok() {
+        // Put aside for a new journal to take rather than removed (see `engine::spare`).
+        if same && crate::engine::spare::put(state_dir, &t.path).is_ok() {
             removed = true;
         } else {
             c.left += 1;
