@@ -41,6 +41,9 @@ MANY_COUNTS=${BENCH_MANY_COUNTS:-"10000 100000"}   # scenario "manyfiles": direc
 MANY_SIZE=${BENCH_MANY_SIZE:-4K}             # of MANY_SIZE each
 MANY_RUNS=${BENCH_MANY_RUNS:-1}
 MANY_TOOLS=${BENCH_MANY_TOOLS:-"many-teleport many-watch"}
+# Where the smallfiles and manyfiles runs keep their state directories: a directory on the file system to
+# measure (the state directory's fsyncs, creations and removals are the file system's work).
+MANY_STATE=${BENCH_MANY_STATE:-}
 PAGECACHE_SIZE=${BENCH_PAGECACHE_SIZE:-4G}   # scenario "pagecache": the page cache an upload leaves
 PAGECACHE_RUNS=${BENCH_PAGECACHE_RUNS:-2}
 PAGECACHE_MODES=${BENCH_PAGECACHE_MODES:-"cold warm"}   # base-cold, base-warm: the BENCH_BASELINE build
@@ -272,7 +275,7 @@ measure() { # scenario tool size run file
       # the end: freeing thousands of inodes just before a run would time the file system's
       # inode allocator, which scans past recently freed inodes on this machine's ext4 (no
       # journal), instead of the tool.
-      small_state="$DIR/small-state/$scenario-$tool-${size//\//-}-$run"
+      small_state="${MANY_STATE:-$DIR/small-state}/$scenario-$tool-${size//\//-}-$run"
       rm -rf "$small_state"
       if [ "$tool" = many-watch ]; then
         # `upload watch` over the same directory: it uploads what is there, then waits; the

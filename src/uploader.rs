@@ -421,7 +421,7 @@ impl Uploader {
         let cancel = self.config.cancel.clone();
         let item = Item::File(path.to_path_buf());
         self.check(&item)?;
-        if let Some(Some(err)) = self.prepare(std::slice::from_ref(&item), &cancel).await?.pop() {
+        if let Some((_, err)) = self.prepare(std::slice::from_ref(&item), &cancel).await?.pop() {
             return Err(err);
         }
         let options = RunOptions { force: true, resume: self.config.resume, ..RunOptions::default() };

@@ -430,12 +430,16 @@ fn choose(args: &UploadArgs, provider: ProviderName, selection: &Selection) -> R
 
 /// `--format video` names what a directory's walk takes: its .mp4 files (any case); the
 /// others found there are left out (second), a file named on the command line goes as asked.
-fn videos_only(items: Vec<Item>, named: &[PathBuf]) -> (Vec<Item>, Vec<Item>) {
+fn videos_only(mut items: Vec<Item>, named: &[PathBuf]) -> (Vec<Item>, Vec<Item>) {
     let named: HashSet<&PathBuf> = named.iter().collect();
-    items.into_iter().partition(|i| match i {
-        Item::File(p) => named.contains(p) || p.extension().is_some_and(|e| e.eq_ignore_ascii_case("mp4")),
-        Item::ZipDir(_) => true,
-    })
+    // In place: a walk of many files keeps one list.
+    let left = items
+        .extract_if(.., |i| match i {
+            Item::File(p) => !named.contains(p) && !p.extension().is_some_and(|e| e.eq_ignore_ascii_case("mp4")),
+            Item::ZipDir(_) => false,
+        })
+        .collect();
+    (items, left)
 }
 
 /// A dry run without a token passes, but the real run would stop at its first request: this

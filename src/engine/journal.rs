@@ -382,14 +382,19 @@ fn try_lock(state_dir: &Path, name: &str) -> std::result::Result<Arc<JournalLock
 /// The lock of the upload of `canonical` (a canonical path), when no upload of it runs, in
 /// this process or another: whoever replaces that upload's done record holds it (see
 /// [`retire`]), so a done record read under it stays what was read while it is held.
-pub(crate) fn try_lock_idle(
-    state_dir: &Path,
-    provider: &str,
-    endpoint: &str,
-    canonical: &Path,
-) -> Option<Arc<lockfile::RangeLock>> {
-    let (_, name) = slot(state_dir, provider, endpoint, canonical);
-    lockfile::try_lock_alone(&state_dir.join("locks"), &name).ok()
+pub(crate) fn try_lock_idle(state_dir: &Path, lock: &UploadLock) -> Option<Arc<lockfile::RangeLock>> {
+    lockfile::try_lock_alone(&state_dir.join("locks"), &lock.0).ok()
+}
+
+/// Which lock guards the upload of a file (its name in the state directory's lock file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UploadLock(String);
+
+impl UploadLock {
+    /// The lock of the upload of `canonical` (a canonical path) to `provider` at `endpoint`.
+    pub(crate) fn of(provider: &str, endpoint: &str, canonical: &Path) -> Self {
+        UploadLock(slot(Path::new(""), provider, endpoint, canonical).1)
+    }
 }
 
 /// Takes the lock of the journal of `canonical` (a canonical path). Busy: with `wait`, tries

@@ -15,7 +15,7 @@ pub mod teleport;
 pub mod truvideo;
 pub mod uplift;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -228,11 +228,11 @@ pub trait Provider: Send + Sync {
 
     /// Called once per run, before any upload, with every file of the run. A provider that puts
     /// the files of a run together (Apertur: one session) checks them as a whole here and
-    /// answers, per file, why it refuses it (`Some(error)`: reported, skipped, no request made
-    /// for it). A file it cannot read is left to [`Provider::upload`] to report. Default:
-    /// accepts every file.
-    async fn prepare(&self, _ctx: &Context, files: &[PathBuf]) -> Result<Vec<Option<Error>>> {
-        Ok(files.iter().map(|_| None).collect())
+    /// answers with the files it refuses (their index in `files`), each with why (reported,
+    /// skipped, no request made for it). A file it cannot read is left to [`Provider::upload`]
+    /// to report. Default: accepts every file.
+    async fn prepare(&self, _ctx: &Context, _files: &[&Path]) -> Result<Vec<(usize, Error)>> {
+        Ok(vec![])
     }
 
     /// Called once after every upload of the run ended (Apertur `--wait`: follows deliveries).

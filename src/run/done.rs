@@ -368,9 +368,8 @@ struct Taken {
     path: PathBuf,
     /// The file as it was read: removed only when it is still this one.
     seen: Seen,
-    /// The upload whose lock guards its replacement (provider, endpoint, path); `None`: not a
-    /// record.
-    upload: Option<(String, String, PathBuf)>,
+    /// The lock that guards its replacement (its upload's); `None`: not a record.
+    upload: Option<crate::engine::journal::UploadLock>,
 }
 
 /// What tells a file from a newer one put in its place (a record is replaced by a rename: a
@@ -395,13 +394,25 @@ fn seen(meta: &std::fs::Metadata) -> Seen {
 fn compact_pass(state_dir: &Path, dir: &Path, loose: Vec<PathBuf>, prune: bool) -> std::io::Result<Compacted> {
     let mut c = Compacted::default();
     let (taken, entries) = take_loose(loose, &mut c);
-    write_packed(dir, &entries, prune, &mut c)?;
+    let mut read = |i: usize| read_again(&taken[i], &entries);
+    write_packed(dir, &entries, &mut read, prune, &mut c)?;
     remove_taken(state_dir, dir, taken, &mut c)?;
     Ok(c)
 }
 
-/// Reads the loose records: what goes into the packed file (sorted by key), and the files
-/// to remove once it is written.
+/// A loose record: its line and key (`None` when the file holds no record).
+fn read_loose(file: &mut std::fs::File) -> Option<(Vec<u8>, DoneRecord, String)> {
+    let mut text = Vec::new();
+    std::io::Read::read_to_end(file, &mut text).ok()?;
+    let line = crate::engine::journal::last_line(&text).to_vec();
+    let rec = serde_json::from_slice::<DoneRecord>(&line).ok()?;
+    let key = done_key(&rec.provider, &rec.endpoint, &rec.file.path, &rec.destination);
+    Some((line, rec, key))
+}
+
+/// Reads the loose records' keys: what goes into the packed file (sorted by key; each
+/// record read again when the merge comes to it, so a pass holds keys, not records), and the
+/// files to remove once it is written.
 fn take_loose(loose: Vec<PathBuf>, c: &mut Compacted) -> (Vec<Taken>, Vec<packed::Entry>) {
     let mut taken = Vec::with_capacity(loose.len());
     let mut entries = Vec::with_capacity(loose.len());
@@ -409,25 +420,20 @@ fn take_loose(loose: Vec<PathBuf>, c: &mut Compacted) -> (Vec<Taken>, Vec<packed
         // What is read and what is seen of the file come from one open file.
         let Ok(mut file) = std::fs::File::open(&path) else { continue };
         let Ok(meta) = file.metadata() else { continue };
-        let mut text = Vec::new();
-        if std::io::Read::read_to_end(&mut file, &mut text).is_err() {
-            continue;
-        }
-        let line = crate::engine::journal::last_line(&text);
-        let Ok(rec) = serde_json::from_slice::<DoneRecord>(line) else {
-            // Not a record: nothing to keep.
+        let Some((_, rec, key)) = read_loose(&mut file) else {
+            // Not a record (or unreadable): nothing to keep.
             c.dead += 1;
             taken.push(Taken { path, seen: seen(&meta), upload: None });
             continue;
         };
-        let key = done_key(&rec.provider, &rec.endpoint, &rec.file.path, &rec.destination);
         let dead = record_is_dead(&rec);
         c.dead += usize::from(dead);
-        // A dead record still removes its key's packed line (an older record of the same file).
-        let record = (!dead).then(|| line.to_vec());
         c.packed += usize::from(!dead);
+        // A dead record still removes its key's packed line (an older record of the same file).
+        let record = if dead { packed::New::Remove } else { packed::New::Later(taken.len()) };
         entries.push((key, meta.modified().ok(), record));
-        taken.push(Taken { path, seen: seen(&meta), upload: Some((rec.provider, rec.endpoint, rec.file.path)) });
+        let lock = crate::engine::journal::UploadLock::of(&rec.provider, &rec.endpoint, &rec.file.path);
+        taken.push(Taken { path, seen: seen(&meta), upload: Some(lock) });
     }
     // Sorted by key; of two files with one key (one made by hand), the newer is kept.
     entries.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
@@ -436,9 +442,25 @@ fn take_loose(loose: Vec<PathBuf>, c: &mut Compacted) -> (Vec<Taken>, Vec<packed
     (taken, entries)
 }
 
-/// Writes the new packed file: the old one merged with `entries` (its dead lines dropped
-/// when pruning), durably.
-fn write_packed(dir: &Path, entries: &[packed::Entry], prune: bool, c: &mut Compacted) -> std::io::Result<()> {
+/// The record of a loose file taken, read again as the merge comes to it: its line when the
+/// file still holds a record of that key (a newer one put in its place meanwhile is as good:
+/// the file then stays, see [`remove_taken`]); `None` leaves the packed file's line as it was.
+fn read_again(taken: &Taken, entries: &[packed::Entry]) -> Option<Vec<u8>> {
+    let mut file = std::fs::File::open(&taken.path).ok()?;
+    let (line, _, key) = read_loose(&mut file)?;
+    entries.binary_search_by(|e| e.key.as_str().cmp(&key)).ok()?;
+    Some(line)
+}
+
+/// Writes the new packed file: the old one merged with `entries` (their records from `read`;
+/// its dead lines dropped when pruning), durably.
+fn write_packed(
+    dir: &Path,
+    entries: &[packed::Entry],
+    read: &mut dyn FnMut(usize) -> Option<Vec<u8>>,
+    prune: bool,
+    c: &mut Compacted,
+) -> std::io::Result<()> {
     let target = dir.join(PACKED);
     // Buffers of 64 KiB: a compaction runs on one of the blocking pool's threads, whose
     // allocator arena would keep larger ones after (measured: +28 MiB peak over a run).
@@ -451,7 +473,8 @@ fn write_packed(dir: &Path, entries: &[packed::Entry], prune: bool, c: &mut Comp
     };
     let mut keep =
         |record: &[u8]| !prune || serde_json::from_slice::<DoneRecord>(record).is_ok_and(|r| !record_is_dead(&r));
-    let merged = packed::merge(old.as_mut().map(|r| r as &mut dyn std::io::BufRead), entries, &mut out, &mut keep)?;
+    let merged =
+        packed::merge(old.as_mut().map(|r| r as &mut dyn std::io::BufRead), entries, read, &mut out, &mut keep)?;
     // Closed before the new file is renamed over it: Windows refuses to replace a file this
     // process still has open (unless the rename has POSIX semantics, which not every file
     // system, nor wine, gives).
@@ -470,15 +493,13 @@ fn remove_taken(state_dir: &Path, dir: &Path, taken: Vec<Taken>, c: &mut Compact
     let mut removed = false;
     for t in taken {
         let upload_lock = match &t.upload {
-            Some((provider, endpoint, path)) => {
-                match crate::engine::journal::try_lock_idle(state_dir, provider, endpoint, path) {
-                    Some(l) => Some(l),
-                    None => {
-                        c.left += 1;
-                        continue;
-                    }
+            Some(lock) => match crate::engine::journal::try_lock_idle(state_dir, lock) {
+                Some(l) => Some(l),
+                None => {
+                    c.left += 1;
+                    continue;
                 }
-            }
+            },
             None => None,
         };
         let same = std::fs::metadata(&t.path).is_ok_and(|m| seen(&m) == t.seen);
@@ -827,7 +848,11 @@ mod tests {
         assert_eq!(s.listing().len(), 2);
         drop(held);
         // An upload of `a` runs (its lock is held): its loose record stays, beside its line.
-        let upload = crate::engine::journal::try_lock_idle(&s.state(), "teleport", ENDPOINT, &a.path).unwrap();
+        let upload = crate::engine::journal::try_lock_idle(
+            &s.state(),
+            &crate::engine::journal::UploadLock::of("teleport", ENDPOINT, &a.path),
+        )
+        .unwrap();
         let c = s.compact(Compaction::Routine);
         assert_eq!((c.packed, c.left, c.lines), (2, 1, 2));
         assert_eq!(s.listing().len(), 2);
@@ -851,7 +876,8 @@ mod tests {
         let mut c = Compacted::default();
         let (taken, entries) = take_loose(loose_records(&s.done()).unwrap(), &mut c);
         s.record(&a, "second");
-        write_packed(&s.done(), &entries, false, &mut c).unwrap();
+        let mut read = |i: usize| read_again(&taken[i], &entries);
+        write_packed(&s.done(), &entries, &mut read, false, &mut c).unwrap();
         remove_taken(&s.state(), &s.done(), taken, &mut c).unwrap();
         assert_eq!((c.packed, c.left, c.lines), (2, 1, 2));
         assert_eq!(s.listing().len(), 2, "{:?}", s.listing());

@@ -143,10 +143,11 @@ impl Uploader {
     }
 
     /// The provider's look at the run's files as a whole before any upload (Apertur refuses
-    /// here, without a request, what its session will not take): per file, why it is refused.
-    pub async fn prepare(&self, items: &[Item], cancel: &CancellationToken) -> Result<Vec<Option<Error>>> {
+    /// here, without a request, what its session will not take): the files it refuses (their
+    /// index in `items`), each with why.
+    pub async fn prepare(&self, items: &[Item], cancel: &CancellationToken) -> Result<Vec<(usize, Error)>> {
         let ctx = self.context(Arc::new(NoProgress), cancel.clone())?;
-        let paths: Vec<PathBuf> = items.iter().map(|i| i.path().to_path_buf()).collect();
+        let paths: Vec<&Path> = items.iter().map(Item::path).collect();
         self.provider().prepare(&ctx, &paths).await
     }
 
@@ -379,24 +380,16 @@ impl Uploader {
         run_cancel: &CancellationToken,
         on_end: &mut (dyn FnMut(FileEnd<'_>) -> Result<()> + Send),
     ) -> Result<Vec<Item>> {
-        let mut kept = Vec::with_capacity(items.len());
-        for item in items {
-            match self.check(&item) {
-                Ok(()) => kept.push(item),
-                Err(err) => on_end(FileEnd { item: &item, end: End::Refused(err), elapsed: Duration::ZERO })?,
-            }
+        // The list is kept in place (a run of many files holds one list, not three).
+        let mut items = items;
+        let refused: Vec<(usize, Error)> =
+            items.iter().enumerate().filter_map(|(i, item)| self.check(item).err().map(|e| (i, e))).collect();
+        refuse(&mut items, refused, on_end)?;
+        if options.dry_run || items.is_empty() {
+            return Ok(items);
         }
-        if options.dry_run || kept.is_empty() {
-            return Ok(kept);
-        }
-        let verdicts = self.prepare(&kept, run_cancel).await?;
-        let mut items = Vec::with_capacity(kept.len());
-        for (item, verdict) in kept.into_iter().zip(verdicts) {
-            match verdict {
-                None => items.push(item),
-                Some(err) => on_end(FileEnd { item: &item, end: End::Refused(err), elapsed: Duration::ZERO })?,
-            }
-        }
+        let refused = self.prepare(&items, run_cancel).await?;
+        refuse(&mut items, refused, on_end)?;
         Ok(items)
     }
 
@@ -490,6 +483,30 @@ fn force_run_key(provider: &str, endpoint: &str, items: &[Item], destination: &[
 /// `recorded_by`: the force run the record names; `this_run`: the id of the run going on.
 fn skips(recorded_by: Option<&str>, force: bool, this_run: Option<&str>) -> bool {
     !force || this_run.is_some_and(|id| recorded_by == Some(id))
+}
+
+/// Each refused item's end goes to `on_end`, in the list's order; the refused leave the list.
+fn refuse(
+    items: &mut Vec<Item>,
+    mut refused: Vec<(usize, Error)>,
+    on_end: &mut (dyn FnMut(FileEnd<'_>) -> Result<()> + Send),
+) -> Result<()> {
+    if refused.is_empty() {
+        return Ok(());
+    }
+    refused.sort_by_key(|(i, _)| *i);
+    let gone: std::collections::HashSet<usize> = refused.iter().map(|(i, _)| *i).collect();
+    for (i, err) in refused {
+        if let Some(item) = items.get(i) {
+            on_end(FileEnd { item, end: End::Refused(err), elapsed: Duration::ZERO })?;
+        }
+    }
+    let mut i = 0;
+    items.retain(|_| {
+        i += 1;
+        !gone.contains(&(i - 1))
+    });
+    Ok(())
 }
 
 /// An item opened for its step: a file, or a directory's zip from its table (no image read

@@ -810,7 +810,7 @@ async fn attempt(
     if let Item::File(_) = item {
         // What the provider refuses locally (type, size) is refused before any request.
         uploader.check(item)?;
-        if let Some(Some(err)) = uploader.prepare(std::slice::from_ref(item), &cancel).await?.pop() {
+        if let Some((_, err)) = uploader.prepare(std::slice::from_ref(item), &cancel).await?.pop() {
             return Err(err);
         }
     }

@@ -17,7 +17,7 @@
 
 pub mod admin;
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -401,6 +401,28 @@ pub struct Apertur {
 }
 
 impl Apertur {
+    /// The limits a run's images meet: those of the options for a new session (its image
+    /// limit is no limit for the run: a full session is replaced by a new one), the server's
+    /// for an existing one: (allowed types, image limit, room left).
+    async fn session_limits(&self, ctx: &Context) -> Result<(Vec<String>, Option<u64>, Option<u64>)> {
+        Ok(match &self.options.session {
+            None => (self.options.allowed.clone(), None, None),
+            Some(id) => {
+                let path = id_path(PROVIDER, "get session", "/api/v1/upload/{}/session", &[("session id", id)])?;
+                let s: Value = ctx.api.get("get session", &path, &[]).json().await?;
+                let allowed = s
+                    .get("effectiveAllowedMimeTypes")
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().filter_map(|m| m.as_str().map(str::to_ascii_lowercase)).collect::<Vec<_>>())
+                    .filter(|a| !a.is_empty())
+                    .unwrap_or_else(|| MIME_TYPES.iter().map(|s| s.to_string()).collect());
+                let max = s.get("effectiveMaxImages").and_then(Value::as_u64);
+                let count = s.get("imagesCount").and_then(Value::as_u64).unwrap_or(0);
+                (allowed, max, max.map(|m| m.saturating_sub(count)))
+            }
+        })
+    }
+
     /// A provider with these settings, checked (no request): ids, MIME types, limits and
     /// password well formed, no new-session option beside an existing session.
     pub fn new(options: AperturOptions) -> Result<Self> {
@@ -812,53 +834,42 @@ impl Provider for Apertur {
         self.options.concurrency.max(1)
     }
 
-    async fn prepare(&self, ctx: &Context, files: &[PathBuf]) -> Result<Vec<Option<Error>>> {
-        let mut out: Vec<Option<Error>> = files
+    async fn prepare(&self, ctx: &Context, files: &[&Path]) -> Result<Vec<(usize, Error)>> {
+        let mut refused: Vec<(usize, Error)> = files
             .iter()
-            .map(|p| {
+            .enumerate()
+            .filter_map(|(i, p)| {
                 let size = std::fs::metadata(p).ok().filter(|m| m.is_file()).map(|m| m.len());
-                self.path_type(p, size).err()
+                self.path_type(p, size).err().map(|e| (i, e))
             })
             .collect();
-        if out.iter().all(Option::is_some) {
-            return Ok(out);
+        if refused.len() == files.len() {
+            return Ok(refused);
         }
-        // Limits: those of the options for a new session (its image limit is no limit for the
-        // run: a full session is replaced by a new one), the server's for an existing one.
-        let (allowed, limit, room) = match &self.options.session {
-            None => (self.options.allowed.clone(), None, None),
-            Some(id) => {
-                let path = id_path(PROVIDER, "get session", "/api/v1/upload/{}/session", &[("session id", id)])?;
-                let s: Value = ctx.api.get("get session", &path, &[]).json().await?;
-                let allowed = s
-                    .get("effectiveAllowedMimeTypes")
-                    .and_then(Value::as_array)
-                    .map(|a| a.iter().filter_map(|m| m.as_str().map(str::to_ascii_lowercase)).collect::<Vec<_>>())
-                    .filter(|a| !a.is_empty())
-                    .unwrap_or_else(|| MIME_TYPES.iter().map(|s| s.to_string()).collect());
-                let max = s.get("effectiveMaxImages").and_then(Value::as_u64);
-                let count = s.get("imagesCount").and_then(Value::as_u64).unwrap_or(0);
-                (allowed, max, max.map(|m| m.saturating_sub(count)))
-            }
-        };
+        let (allowed, limit, room) = self.session_limits(ctx).await?;
+        let not_an_image: Vec<usize> = refused.iter().map(|(i, _)| *i).collect();
         let mut taken = 0u64;
-        for (path, slot) in files.iter().zip(out.iter_mut()) {
-            if slot.is_some() {
+        for (i, path) in files.iter().enumerate() {
+            if not_an_image.binary_search(&i).is_ok() {
                 continue;
             }
             let mime = mime_for(path).expect("checked above");
             if !allowed.iter().any(|m| m == mime) {
-                *slot = Some(not_allowed(path, mime, &allowed));
+                refused.push((i, not_allowed(path, mime, &allowed)));
             } else if room.is_some_and(|r| taken >= r) {
-                *slot = Some(Error::usage(
-                    format!("{}: over the session's limit of {} images", path.display(), limit.unwrap_or_default()),
-                    "raise --max-images, or upload the other files into another session",
+                refused.push((
+                    i,
+                    Error::usage(
+                        format!("{}: over the session's limit of {} images", path.display(), limit.unwrap_or_default()),
+                        "raise --max-images, or upload the other files into another session",
+                    ),
                 ));
             } else {
                 taken += 1;
             }
         }
-        Ok(out)
+        refused.sort_by_key(|(i, _)| *i);
+        Ok(refused)
     }
 
     async fn upload(&self, ctx: &Context, file: FileSource) -> Result<UploadOutcome> {

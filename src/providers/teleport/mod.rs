@@ -106,7 +106,7 @@ pub struct TeleportOptions {
 /// The Teleport provider.
 pub struct Teleport {
     options: TeleportOptions,
-    /// The eids this provider's uploads created, adopted or resumed: a look-up after a lost
+    /// The eids this provider's uploads created or adopted, until they complete: a look-up after a lost
     /// create never adopts one of them (two files of the same name in one run, two `watch`
     /// sub-directories).
     held: Held,
@@ -277,6 +277,10 @@ impl Provider for Teleport {
         let session = ctx.session(journal.as_ref());
         let done = multipart::run(&session, &file, &upload).await?;
         let eid = done.created.upload_id.clone();
+        // Completed: its `uploaded` is set, so no look-up after a lost create can take it any
+        // more. Letting it go keeps the set to the uploads in flight (a `watch` of a million
+        // files held a million eids).
+        upload.release(&eid);
         let capture = match self.options.wait {
             Some(wait) => {
                 ctx.progress.event(Event::Phase { message: "uploaded; waiting for processing".into() });
@@ -368,6 +372,11 @@ impl TeleportUpload {
     /// Marks `eid` as held by this run; false when it already was.
     fn hold(&self, eid: &str) -> bool {
         self.held.lock().expect("held lock").insert(eid.to_string())
+    }
+
+    /// Lets `eid` go: its upload completed, or it was never taken.
+    fn release(&self, eid: &str) {
+        self.held.lock().expect("held lock").remove(eid);
     }
 
     /// A capture's plan, from the `chunk_size` a URL answer carries.
@@ -470,7 +479,7 @@ impl MultipartUpload for TeleportUpload {
         let plan = match plan {
             Ok(p) => p,
             Err(e) => {
-                self.held.lock().expect("held lock").remove(&eid);
+                self.release(&eid);
                 return Err(e);
             }
         };

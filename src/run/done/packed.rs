@@ -190,11 +190,36 @@ fn line_after(file: &File, mid: u64, hi: u64) -> io::Result<Option<(u64, Vec<u8>
     })
 }
 
-/// A record to merge into the packed file, or a key whose packed line goes (`line: None`).
+/// A key to merge into the packed file, and what becomes of its line.
 #[derive(Debug)]
 pub(super) struct Entry {
     pub(super) key: String,
-    pub(super) record: Option<Vec<u8>>,
+    pub(super) record: New,
+}
+
+/// What a merge does with a key's line.
+#[derive(Debug)]
+pub(super) enum New {
+    /// The record is read when its turn comes (`read(i)`, so a compaction holds keys, not
+    /// records): what it gives takes the place of the old line; `None` leaves the old line
+    /// as it was.
+    Later(usize),
+    /// The key's old line goes.
+    Remove,
+}
+
+/// A new entry's record, resolved.
+enum Put {
+    Line(Vec<u8>),
+    Remove,
+    Keep,
+}
+
+fn resolve(e: &Entry, read: &mut dyn FnMut(usize) -> Option<Vec<u8>>) -> Put {
+    match &e.record {
+        New::Later(i) => read(*i).map_or(Put::Keep, Put::Line),
+        New::Remove => Put::Remove,
+    }
 }
 
 /// What a merge wrote.
@@ -208,11 +233,13 @@ pub(super) struct Merged {
 
 /// Writes to `out` the lines of the old packed file `old` (read as a stream) merged with
 /// `new` (sorted by key, each key once): a new record takes the place of the old line of its
-/// key, a `None` removes it, and an old line stays when `keep(key, record)` says so. The
-/// output is sorted, each key once (an old line out of order is dropped).
+/// key ([`New`]; `read` gives the records to read late), a removal removes it, and an old line
+/// stays when `keep(key, record)` says so. The output is sorted, each key once (an old line out
+/// of order is dropped).
 pub(super) fn merge(
     old: Option<&mut dyn BufRead>,
     new: &[Entry],
+    read: &mut dyn FnMut(usize) -> Option<Vec<u8>>,
     out: &mut dyn Write,
     keep: &mut dyn FnMut(&[u8]) -> bool,
 ) -> io::Result<Merged> {
@@ -247,16 +274,22 @@ pub(super) fn merge(
             }
             // The new records that come first.
             while let Some(e) = next_new.next_if(|e| e.key.as_bytes() < key) {
-                if let Some(r) = &e.record {
-                    put(e.key.as_bytes(), r, &mut merged)?;
+                if let Put::Line(r) = resolve(e, read) {
+                    put(e.key.as_bytes(), &r, &mut merged)?;
                 }
             }
             if let Some(e) = next_new.next_if(|e| e.key.as_bytes() == key) {
-                if let Some(r) = &e.record {
-                    put(e.key.as_bytes(), r, &mut merged)?;
+                match resolve(e, read) {
+                    Put::Line(r) => {
+                        put(e.key.as_bytes(), &r, &mut merged)?;
+                        continue;
+                    }
+                    Put::Remove => {
+                        merged.dropped += 1;
+                        continue;
+                    }
+                    Put::Keep => {}
                 }
-                merged.dropped += usize::from(e.record.is_none());
-                continue;
             }
             if !keep(record_of(text)) || !put(key, record_of(text), &mut merged)? {
                 merged.dropped += 1;
@@ -264,8 +297,8 @@ pub(super) fn merge(
         }
     }
     for e in next_new {
-        if let Some(r) = &e.record {
-            put(e.key.as_bytes(), r, &mut merged)?;
+        if let Put::Line(r) = resolve(e, read) {
+            put(e.key.as_bytes(), &r, &mut merged)?;
         }
     }
     Ok(merged)
@@ -374,11 +407,15 @@ mod tests {
     }
 
     fn run_merge(old: &str, new: &[(&str, Option<&str>)], keep: &mut dyn FnMut(&[u8]) -> bool) -> (String, Merged) {
-        let new: Vec<Entry> =
-            new.iter().map(|(k, r)| Entry { key: k.to_string(), record: r.map(|r| r.as_bytes().to_vec()) }).collect();
+        let entries: Vec<Entry> = new
+            .iter()
+            .enumerate()
+            .map(|(i, (k, r))| Entry { key: k.to_string(), record: r.map_or(New::Remove, |_| New::Later(i)) })
+            .collect();
+        let mut read = |i: usize| new[i].1.map(|r| r.as_bytes().to_vec());
         let mut out = Vec::new();
         let mut reader = io::Cursor::new(old.as_bytes().to_vec());
-        let m = merge(Some(&mut reader), &new, &mut out, keep).unwrap();
+        let m = merge(Some(&mut reader), &entries, &mut read, &mut out, keep).unwrap();
         (String::from_utf8(out).unwrap(), m)
     }
 
@@ -396,8 +433,31 @@ mod tests {
         assert_eq!(run_merge(old, &[], &mut |_| true).0, old);
         assert_eq!(run_merge("", &[("x", Some("X")), ("y", None)], &mut |_| true).0, "x\tX\n");
         let mut none = Vec::new();
-        merge(None, &[Entry { key: "k".into(), record: Some(b"R".to_vec()) }], &mut none, &mut |_| true).unwrap();
+        let mut read = |_| Some(b"R".to_vec());
+        merge(None, &[Entry { key: "k".into(), record: New::Later(0) }], &mut read, &mut none, &mut |_| true).unwrap();
         assert_eq!(none, b"k\tR\n");
+    }
+
+    #[test]
+    fn a_record_read_late_replaces_its_line_and_one_that_cannot_be_read_leaves_it() {
+        let old = "a\tA0\nb\tB0\n";
+        let new = [
+            Entry { key: "a".into(), record: New::Later(0) },
+            Entry { key: "b".into(), record: New::Later(1) },
+            Entry { key: "c".into(), record: New::Later(2) },
+            Entry { key: "d".into(), record: New::Later(3) },
+        ];
+        let mut asked = vec![];
+        let mut read = |i: usize| {
+            asked.push(i);
+            i.is_multiple_of(2).then(|| format!("R{i}").into_bytes())
+        };
+        let mut out = Vec::new();
+        let mut reader = io::Cursor::new(old.as_bytes().to_vec());
+        let m = merge(Some(&mut reader), &new, &mut read, &mut out, &mut |_| true).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "a\tR0\nb\tB0\nc\tR2\n");
+        assert_eq!(m, Merged { lines: 3, dropped: 0 });
+        assert_eq!(asked, [0, 1, 2, 3], "each read once, in key order");
     }
 
     #[test]
