@@ -106,6 +106,8 @@ fn move_path(from: &Path, to: &Path) -> std::io::Result<()> {
 
 struct Attempt {
     key: Key,
+    /// The version of the unit sent.
+    sig: Sig,
     item: Item,
     /// The bytes the file gate counted for it (see [`Watcher::gate`]).
     size: u64,
@@ -499,9 +501,9 @@ impl<'a> Watcher<'a> {
     /// Files found already uploaded (a restart over old files) get one line for the lot once
     /// the round in flight is over; -v names each.
     fn on_end(&mut self, a: Attempt, stopping: bool) {
-        let Attempt { key, item, size, mut res, elapsed } = a;
+        let Attempt { key, sig, item, size, mut res, elapsed } = a;
         self.gate.end(size);
-        if !self.record(&key, &mut res, stopping) {
+        if !self.record(&key, sig, &mut res, stopping) {
             return;
         }
         let end = match res {
@@ -525,17 +527,16 @@ impl<'a> Watcher<'a> {
         }
     }
 
-    /// Records how an attempt at `key` ended, for the version of the unit it sent: pending
+    /// Records how an attempt at `key` ended, for the version of the unit it sent (`sent`): pending
     /// again when it changed meanwhile, else idle; done (then `--after-upload`), refused for
     /// good, or failed (tried again after the doubling `--retry-failed-after`). An upload cut by
     /// the stop, or one whose journal no longer matches the changed file (taken afresh at
     /// once), is pending and not reported: returns false then.
-    fn record(&mut self, key: &Key, res: &mut Result<FileResult>, stopping: bool) -> bool {
+    fn record(&mut self, key: &Key, sent: Sig, res: &mut Result<FileResult>, stopping: bool) -> bool {
         let now = Instant::now();
         let path = self.table.path(key);
         let current = self.table.units.get(key).and_then(|u| self.table.stat(key, u.kind)).map(|(s, _)| s);
         let Some(u) = self.table.units.get_mut(key) else { return false };
-        let sent = u.sent.take().unwrap_or(*u.settle.sig());
         let changed = matches!(u.state, State::InFlight { changed: true }) || current != Some(sent);
         u.state = if changed { State::Pending } else { State::Idle };
         match res {
@@ -616,6 +617,8 @@ impl<'a> Watcher<'a> {
         let now = Instant::now();
         self.table.rescan_new_dirs(now);
         let once = self.opts.once;
+        // The last tick's list goes first: never two lists of every unit at once.
+        self.backlog = VecDeque::new();
         let mut look: Vec<(Duration, Key)> = self
             .table
             .units
@@ -625,7 +628,8 @@ impl<'a> Watcher<'a> {
             .collect();
         look.sort_by_key(|l| std::cmp::Reverse(l.0));
         self.queued = look.len();
-        self.backlog = look.into_iter().map(|(_, k)| k).collect();
+        // Collected in place (the ages' list becomes the keys'), then a deque of it without a copy.
+        self.backlog = VecDeque::from(look.into_iter().map(|(_, k)| k).collect::<Vec<_>>());
         self.take_from_backlog(now);
     }
 
@@ -706,17 +710,16 @@ impl<'a> Watcher<'a> {
             return true;
         }
         u.state = State::InFlight { changed: false };
-        u.sent = Some(sig);
         u.immediate = false;
         let fresh = u.fresh;
         self.gate.start(size);
-        self.dispatch(key, kind, path, size, fresh);
+        self.dispatch(key, sig, kind, path, size, fresh);
         false
     }
 
     /// Starts the attempt at a complete unit, with the settings in force now: a file, or a
     /// capture directory as one zip; resumed from its journal unless it must start over.
-    fn dispatch(&mut self, key: Key, kind: Kind, path: PathBuf, size: u64, fresh: bool) {
+    fn dispatch(&mut self, key: Key, sig: Sig, kind: Kind, path: PathBuf, size: u64, fresh: bool) {
         let resume = self.settings.uploader.resumes() && !fresh;
         let item = match kind {
             Kind::File => Item::File(path),
@@ -729,7 +732,7 @@ impl<'a> Watcher<'a> {
             let t0 = Instant::now();
             let options = RunOptions { resume, ..settings.run_options(selection) };
             let res = attempt(&settings.uploader, &item, &options, board, metrics, run_cancel).await;
-            Attempt { key, item, size, res, elapsed: t0.elapsed() }
+            Attempt { key, sig, item, size, res, elapsed: t0.elapsed() }
         }));
     }
 

@@ -36,11 +36,6 @@ impl<S: PartialEq> Settle<S> {
         self.since = now;
     }
 
-    /// The signature last seen.
-    pub(crate) fn sig(&self) -> &S {
-        &self.sig
-    }
-
     /// Unchanged for at least `settle`.
     pub(crate) fn settled(&self, now: Instant, settle: Duration) -> bool {
         now.saturating_duration_since(self.since) >= settle
@@ -97,7 +92,7 @@ mod tests {
     #[test]
     fn settle_restarts_on_change_only() {
         let t0 = Instant::now();
-        let mut s = Settle::new((10u64, 1u128), t0);
+        let mut s = Settle::new((10u64, 1u64), t0);
         let t1 = t0 + Duration::from_secs(3);
         assert!(!s.observe((10, 1), t1));
         assert!(s.settled(t1, Duration::from_secs(3)));

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RenameMode};
@@ -13,9 +14,10 @@ use notify::{Event, EventKind};
 use super::schedule::{self, Settle};
 use crate::run::Selection;
 
-/// What a unit looks like: (bytes, mtime in ns) of a file; (bytes, a hash of the listing of
-/// names, sizes and mtimes) of a capture directory.
-pub(super) type Sig = (u64, u128);
+/// What a unit looks like: (bytes, mtime in ns since the epoch: a u64 until 2554, its low
+/// bits after) of a file; (bytes, a hash of the listing of names, sizes and mtimes) of a
+/// capture directory. Two words: the watcher keeps one or two per unit it ever saw.
+pub(super) type Sig = (u64, u64);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Kind {
@@ -40,18 +42,18 @@ pub(super) enum State {
     Idle,
 }
 
+/// What the watcher keeps of each unit it saw (kept small: one per file of a directory of
+/// a hundred thousand). The signature an attempt sent travels with the attempt.
 pub(super) struct Unit {
-    pub(super) kind: Kind,
     pub(super) settle: Settle<Sig>,
+    /// The outcome of the last attempt, and the signature it was for.
+    pub(super) last: Option<(Sig, Last)>,
+    pub(super) kind: Kind,
     /// A writer has it open (inotify saw a write or a creation, and no close since).
     pub(super) open: bool,
     /// Appeared by a rename: complete at once.
     pub(super) immediate: bool,
     pub(super) state: State,
-    /// The outcome of the last attempt, and the signature it was for.
-    pub(super) last: Option<(Sig, Last)>,
-    /// The signature of the attempt in flight.
-    pub(super) sent: Option<Sig>,
     /// The next attempt starts over instead of resuming (the journal belongs to an older version).
     pub(super) fresh: bool,
 }
@@ -62,8 +64,9 @@ pub(super) struct Root {
     pub(super) canon: PathBuf,
 }
 
-/// A unit: the index of its root, and its path relative to it.
-pub(super) type Key = (usize, PathBuf);
+/// A unit: the index of its root, and its path relative to it (shared: the backlog and the
+/// attempt in flight hold the key without a copy of the path).
+pub(super) type Key = (usize, Arc<Path>);
 
 /// How long after a new directory's event it is scanned a second time.
 const RESCAN_AFTER: Duration = Duration::from_secs(1);
@@ -86,8 +89,9 @@ pub(super) struct Table<'a> {
     pub(super) problems: Vec<crate::run::WalkProblem>,
 }
 
-fn mtime_ns(m: &std::fs::Metadata) -> u128 {
-    m.modified().ok().and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos())
+fn mtime_ns(m: &std::fs::Metadata) -> u64 {
+    // Truncated after 2554: the low bits still change with the mtime.
+    m.modified().ok().and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos() as u64)
 }
 
 fn age_of(m: &std::fs::Metadata) -> Duration {
@@ -133,7 +137,7 @@ impl Table<'_> {
                 if files.is_empty() {
                     youngest = std::fs::metadata(&path).map(|m| age_of(&m)).unwrap_or_default();
                 }
-                Some(((bytes, h.finish() as u128), youngest))
+                Some(((bytes, h.finish()), youngest))
             }
         }
     }
@@ -149,12 +153,12 @@ impl Table<'_> {
             return None;
         }
         if self.bulk {
-            let first: PathBuf = rel.components().next()?.as_os_str().into();
+            let first = Path::new(rel.components().next()?.as_os_str());
             // Loose files in the root are not captures.
             if rel.components().count() == 1 && !path.is_dir() {
                 return None;
             }
-            return Some(((i, first), Kind::Capture));
+            return Some(((i, first.into()), Kind::Capture));
         }
         if !self.recursive && rel.components().count() > 1 {
             return None;
@@ -162,14 +166,13 @@ impl Table<'_> {
         if path.is_dir() || !self.selection.keeps(rel) {
             return None;
         }
-        Some(((i, rel.to_path_buf()), Kind::File))
+        Some(((i, rel.into()), Kind::File))
     }
 
-    /// Adds (or refreshes) what a scan of `dir` (inside root `i`) finds.
+    /// Adds what a scan of `dir` (inside root `i`) finds and the table does not know yet.
     fn scan_dir(&mut self, i: usize, dir: &Path, now: Instant) {
         let root = &self.roots[i];
         let Ok(prefix) = dir.strip_prefix(&root.given).map(Path::to_path_buf) else { return };
-        let mut found: Vec<(Key, Kind)> = vec![];
         if self.bulk {
             let Ok(entries) = std::fs::read_dir(dir) else { return };
             for e in entries.flatten() {
@@ -177,31 +180,37 @@ impl Table<'_> {
                 if e.path().is_dir() && !self.hidden(&rel) {
                     let canon = crate::engine::platform::canonicalize(e.path()).unwrap_or_else(|_| e.path());
                     if !self.ignored(&canon) {
-                        found.push(((i, rel), Kind::Capture));
+                        self.add((i, rel.into()), Kind::Capture, now);
                     }
                 }
             }
-        } else {
-            let walk = self.selection.walk(dir, self.recursive);
-            self.problems.extend(walk.problems);
-            for rel in walk.files {
-                let rel = prefix.join(rel);
-                if !self.selection.keeps(&rel) {
-                    continue;
-                }
-                let canon = crate::engine::platform::canonicalize(root.given.join(&rel)).unwrap_or_default();
-                if !self.ignored(&canon) {
-                    found.push(((i, rel), Kind::File));
-                }
-            }
+            return;
         }
-        for (key, kind) in found {
-            if self.units.contains_key(&key) {
+        let walk = self.selection.walk(dir, self.recursive);
+        self.problems.extend(walk.problems);
+        // Room for them all at once: no growth by doubling, which holds the old table and the
+        // new one at the same time.
+        // (A rescan finds mostly known units: room for those beyond the count known.)
+        self.units.reserve(walk.files.len().saturating_sub(self.units.len()));
+        for rel in walk.files {
+            let rel = if prefix.as_os_str().is_empty() { rel } else { prefix.join(rel) };
+            if !self.selection.keeps(&rel) {
                 continue;
             }
-            if let Some((sig, age)) = self.stat(&key, kind) {
-                self.units.insert(key, Unit::new(kind, sig, schedule::instant_ago(now, age)));
+            let canon = crate::engine::platform::canonicalize(self.roots[i].given.join(&rel)).unwrap_or_default();
+            if !self.ignored(&canon) {
+                self.add((i, rel.into()), Kind::File, now);
             }
+        }
+    }
+
+    /// A unit found by a scan, unless known already (or gone meanwhile): unchanged since its mtime.
+    fn add(&mut self, key: Key, kind: Kind, now: Instant) {
+        if self.units.contains_key(&key) {
+            return;
+        }
+        if let Some((sig, age)) = self.stat(&key, kind) {
+            self.units.insert(key, Unit::new(kind, sig, schedule::instant_ago(now, age)));
         }
     }
 
@@ -294,7 +303,6 @@ impl Unit {
             immediate: false,
             state: State::Pending,
             last: None,
-            sent: None,
             fresh: false,
         }
     }
