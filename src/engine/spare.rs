@@ -2,7 +2,7 @@
 //! written again, so that a run of many small files neither makes nor frees a file per file.
 //!
 //! Each upload's journal is a new file, and it lives on as the upload's done record until a
-//! compaction folds the record into the packed file ([`crate::run`]'s done records) and
+//! compaction folds the record into the packed file (the run's done records) and
 //! takes the file away. ext4 without a journal (a common setup for VMs and flash storage)
 //! keeps a freed inode out of use for a minute or more after its removal, and scans past
 //! every such inode for each new file: measured on this project's machine, a file creation
