@@ -25,7 +25,7 @@ pub(super) enum Kind {
     Capture,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(super) enum Last {
     Done,
     Refused,
@@ -330,7 +330,7 @@ impl Unit {
 
     /// The outcome of the last attempt, with the signature it was for.
     pub(super) fn last(&self) -> Option<(Sig, Last)> {
-        self.last.map(|l| (*self.settle.sig(), l))
+        self.last.clone().map(|l| (*self.settle.sig(), l))
     }
 
     /// Records how the attempt at version `sent` ended (kept only while it is the version the
