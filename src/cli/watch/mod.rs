@@ -541,14 +541,14 @@ impl<'a> Watcher<'a> {
         u.state = if changed { State::Pending } else { State::Idle };
         match res {
             Ok(FileResult::Uploaded(_) | FileResult::Skipped(..)) => {
-                u.last = Some((sent, Last::Done));
+                u.set_last(sent, Last::Done);
                 u.fresh = false;
                 let kind = u.kind;
                 if !changed && self.opts.after_upload != AfterUpload::Keep {
                     self.after_upload(key, &path, kind, res);
                 }
             }
-            Ok(_) => u.last = Some((sent, Last::Done)),
+            Ok(_) => u.set_last(sent, Last::Done),
             Err(Error::Interrupted { .. }) => {
                 self.interrupted += 1;
                 u.state = State::Pending;
@@ -567,7 +567,7 @@ impl<'a> Watcher<'a> {
             Err(e) => {
                 let last = match classify(e) {
                     Last::Failed { .. } => {
-                        let failures = failures_after(u.last.as_ref(), sent);
+                        let failures = failures_after(u.last().as_ref(), sent);
                         let delay = schedule::failed_backoff(self.opts.retry_failed_after, failures);
                         if !self.opts.once && !stopping {
                             eprintln!(
@@ -580,7 +580,7 @@ impl<'a> Watcher<'a> {
                     }
                     other => other,
                 };
-                u.last = Some((sent, last));
+                u.set_last(sent, last);
             }
         }
         true
@@ -624,7 +624,7 @@ impl<'a> Watcher<'a> {
             .units
             .iter()
             .filter(|(_, u)| u.wanted(now, once))
-            .map(|(k, u)| (u.settle.age(now), k.clone()))
+            .map(|(k, u)| (u.settle().age(now), k.clone()))
             .collect();
         look.sort_by_key(|l| std::cmp::Reverse(l.0));
         self.queued = look.len();
@@ -675,14 +675,14 @@ impl<'a> Watcher<'a> {
         };
         let marker = kind == Kind::Capture && opts.ready_file.as_ref().is_some_and(|m| path.join(m).exists());
         let u = self.table.units.get_mut(&key).expect("listed");
-        if u.settle.observe(sig, now) {
+        if u.observe(sig, now) {
             u.immediate = false;
             if u.state == State::Idle {
                 u.state = State::Pending;
             }
         }
         // The system is asked only when the settle clock says complete (see `Unit::complete`).
-        let writing = if u.kind == Kind::File && !u.immediate && u.settle.settled(now, opts.settle) {
+        let writing = if u.kind == Kind::File && !u.immediate && u.settle().settled(now, opts.settle) {
             self.open_for_writing(&path, now)
         } else {
             None
@@ -695,7 +695,7 @@ impl<'a> Watcher<'a> {
             }
             return false;
         }
-        if let Some(seen) = handled(u.last.as_ref(), sig, now, opts.once) {
+        if let Some(seen) = handled(u.last().as_ref(), sig, now, opts.once) {
             u.state = State::Idle;
             if seen == Handled::Final {
                 u.immediate = false;

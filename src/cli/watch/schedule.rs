@@ -31,6 +31,11 @@ impl<S: PartialEq> Settle<S> {
         true
     }
 
+    /// The signature last seen.
+    pub(crate) fn sig(&self) -> &S {
+        &self.sig
+    }
+
     /// Restarts the clock (an event said the file changed, whatever its signature says).
     pub(crate) fn touch(&mut self, now: Instant) {
         self.since = now;

@@ -43,11 +43,13 @@ pub(super) enum State {
 }
 
 /// What the watcher keeps of each unit it saw (kept small: one per file of a directory of
-/// a hundred thousand). The signature an attempt sent travels with the attempt.
+/// a hundred thousand): one signature, the one its settle clock last saw. The signature an
+/// attempt sent travels with the attempt; the outcome kept is that of this very version.
 pub(super) struct Unit {
-    pub(super) settle: Settle<Sig>,
-    /// The outcome of the last attempt, and the signature it was for.
-    pub(super) last: Option<(Sig, Last)>,
+    settle: Settle<Sig>,
+    /// The outcome of the last attempt at the version `settle` holds (forgotten when the
+    /// version changes: no later attempt is for the old one).
+    last: Option<Last>,
     pub(super) kind: Kind,
     /// A writer has it open (inotify saw a write or a creation, and no close since).
     pub(super) open: bool,
@@ -271,7 +273,7 @@ impl Table<'_> {
                 self.units.insert(key.clone(), Unit::new(kind, sig, now));
             }
             let u = self.units.get_mut(&key).expect("just inserted");
-            u.settle.touch(now);
+            u.touch(now);
             if inotify && kind == Kind::File {
                 if data || created {
                     u.open = true;
@@ -307,10 +309,40 @@ impl Unit {
         }
     }
 
+    /// The settle clock: unchanged since when.
+    pub(super) fn settle(&self) -> &Settle<Sig> {
+        &self.settle
+    }
+
+    /// Restarts the settle clock (an event said it changed).
+    pub(super) fn touch(&mut self, now: Instant) {
+        self.settle.touch(now);
+    }
+
+    /// The signature seen now; true (the clock restarted, the last outcome forgotten) when it changed.
+    pub(super) fn observe(&mut self, sig: Sig, now: Instant) -> bool {
+        let changed = self.settle.observe(sig, now);
+        if changed {
+            self.last = None;
+        }
+        changed
+    }
+
+    /// The outcome of the last attempt, with the signature it was for.
+    pub(super) fn last(&self) -> Option<(Sig, Last)> {
+        self.last.clone().map(|l| (*self.settle.sig(), l))
+    }
+
+    /// Records how the attempt at version `sent` ended (kept only while it is the version the
+    /// settle clock holds, as it is from the start of an attempt to its end).
+    pub(super) fn set_last(&mut self, sent: Sig, last: Last) {
+        self.last = (sent == *self.settle.sig()).then_some(last);
+    }
+
     /// Whether the tick looks at it: pending, or idle after a failure whose retry is due (not
     /// with `--once`: one attempt per run).
     pub(super) fn wanted(&self, now: Instant, once: bool) -> bool {
-        let retry_due = matches!(&self.last, Some((_, Last::Failed { retry_at, .. })) if *retry_at <= now);
+        let retry_due = matches!(&self.last, Some(Last::Failed { retry_at, .. }) if *retry_at <= now);
         self.state == State::Pending || (self.state == State::Idle && retry_due && !once)
     }
 
@@ -386,6 +418,27 @@ mod tests {
     }
 
     #[test]
+    fn an_outcome_is_kept_for_its_version_only() {
+        let now = Instant::now();
+        let mut u = file(now);
+        u.set_last((10, 1), Last::Done);
+        assert!(matches!(u.last(), Some(((10, 1), Last::Done))));
+        assert!(!u.observe((10, 1), now), "the same version");
+        assert!(matches!(u.last(), Some(((10, 1), Last::Done))));
+        assert!(u.observe((11, 2), now), "a new version");
+        assert!(u.last().is_none(), "no attempt at the new version yet");
+        u.set_last((10, 1), Last::Refused);
+        assert!(u.last().is_none(), "an outcome for another version is not kept");
+    }
+
+    #[test]
+    fn a_unit_and_its_key_are_small() {
+        // A hash table bucket per file ever seen: 100,000 files take 131,072 of them.
+        assert!(std::mem::size_of::<(Key, Unit)>() <= 88, "{}", std::mem::size_of::<(Key, Unit)>());
+        assert_eq!(std::mem::size_of::<Sig>(), 16);
+    }
+
+    #[test]
     fn the_tick_looks_at_pending_units_and_failures_due() {
         let now = Instant::now();
         let mut u = file(now);
@@ -394,7 +447,7 @@ mod tests {
         assert!(!u.wanted(now, false));
         u.state = State::Idle;
         assert!(!u.wanted(now, false));
-        u.last = Some(((10, 1), Last::Failed { failures: 1, retry_at: now + SETTLE }));
+        u.set_last((10, 1), Last::Failed { failures: 1, retry_at: now + SETTLE });
         assert!(!u.wanted(now, false), "not due yet");
         assert!(u.wanted(now + SETTLE, false));
         assert!(!u.wanted(now + SETTLE, true), "--once: one attempt");
