@@ -338,6 +338,11 @@ fn once_patience(settle: Duration) -> Duration {
     (settle * 3).max(settle + Duration::from_secs(30))
 }
 
+/// The most units a tick lists to take from, the oldest unchanged: more than the gate lets go
+/// in a tick at any rate (the backlog is also taken from as each upload ends), so the others
+/// wait for a later tick at no cost, and a tick's list stays small however many files wait.
+const TICK_LIST_MAX: usize = 4_096;
+
 /// A running watcher: what it knows of the units ([`Table`]), the uploads in flight, and what
 /// it reports. Its loop ([`Watcher::watch`]) owns when a unit is taken; the waiting itself (the
 /// settle clock, the tick, the retry backoff) is [`schedule`]'s and the time limit the engine's.
@@ -617,18 +622,24 @@ impl<'a> Watcher<'a> {
         let now = Instant::now();
         self.table.rescan_new_dirs(now);
         let once = self.opts.once;
-        // The last tick's list goes first: never two lists of every unit at once.
+        // The last tick's list goes first: never two lists at once.
         self.backlog = VecDeque::new();
-        let mut look: Vec<(Duration, Key)> = self
-            .table
-            .units
-            .iter()
-            .filter(|(_, u)| u.wanted(now, once))
-            .map(|(k, u)| (u.settle().age(now), k.clone()))
-            .collect();
+        // The oldest TICK_LIST_MAX of the units wanted (a heap whose top is the youngest kept):
+        // a directory of 100,000 files cost a list of every key each second (5 MB at its peak).
+        let mut wanted = 0;
+        let mut oldest: std::collections::BinaryHeap<std::cmp::Reverse<(Duration, Key)>> =
+            std::collections::BinaryHeap::with_capacity(TICK_LIST_MAX + 1);
+        for (k, u) in self.table.units.iter().filter(|(_, u)| u.wanted(now, once)) {
+            wanted += 1;
+            oldest.push(std::cmp::Reverse((u.settle().age(now), k.clone())));
+            if oldest.len() > TICK_LIST_MAX {
+                oldest.pop();
+            }
+        }
+        self.queued = wanted;
+        // Oldest first; collected in place, then a deque of it without a copy.
+        let mut look: Vec<(Duration, Key)> = oldest.into_vec().into_iter().map(|r| r.0).collect();
         look.sort_by_key(|l| std::cmp::Reverse(l.0));
-        self.queued = look.len();
-        // Collected in place (the ages' list becomes the keys'), then a deque of it without a copy.
         self.backlog = VecDeque::from(look.into_iter().map(|(_, k)| k).collect::<Vec<_>>());
         self.take_from_backlog(now);
     }
