@@ -30,18 +30,23 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 /// Writes `bytes` to `path` so that a crash leaves the old or the new content: unique temp
 /// file, fsync, rename, directory fsync; mode 0600, missing parent directories created 0700.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let err = |e| Error::File { path: path.to_path_buf(), source: e };
-    let mut f = AtomicFile::with_buffer(path, FILE_MODE, 0).map_err(err)?;
-    f.write_all(bytes).map_err(err)?;
-    f.commit().map_err(err)
+    write_whole(path, bytes, None)
 }
 
 /// [`write_atomic`] of a file of `state_dir` that is written often (a journal): its temporary
 /// file is one of the directory's spare files when there is one ([`super::spare`]), so that no
 /// file is made for it.
 pub(crate) fn write_atomic_reusing(path: &Path, bytes: &[u8], state_dir: &Path) -> Result<()> {
+    write_whole(path, bytes, Some(state_dir))
+}
+
+fn write_whole(path: &Path, bytes: &[u8], spares_of: Option<&Path>) -> Result<()> {
     let err = |e| Error::File { path: path.to_path_buf(), source: e };
-    let mut f = AtomicFile::reusing(path, state_dir).map_err(err)?;
+    let mut f = match spares_of {
+        Some(state_dir) => AtomicFile::reusing(path, state_dir),
+        None => AtomicFile::with_buffer(path, FILE_MODE, 0),
+    }
+    .map_err(err)?;
     f.write_all(bytes).map_err(err)?;
     f.commit().map_err(err)
 }
@@ -168,6 +173,17 @@ pub(crate) fn temp_path(target: &Path) -> PathBuf {
     parent_of(target).join(format!(".{name}.{}.{n}.{r:08x}.tmp", std::process::id()))
 }
 
+/// A new file at `path` (none may be there), mode `mode` on Unix.
+fn create_new(path: &Path, mode: u32) -> io::Result<File> {
+    let mut opts = OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, mode);
+    #[cfg(not(unix))]
+    let _ = mode;
+    opts.open(path)
+}
+
 /// A file being written in place of `target`: the bytes go to a unique temporary file, and
 /// [`AtomicFile::commit`] makes them the target's (fsync, rename, directory fsync). Dropped
 /// without a commit, the temporary file is removed and the target is untouched.
@@ -189,13 +205,7 @@ impl AtomicFile {
     pub(crate) fn with_buffer(target: &Path, mode: u32, capacity: usize) -> io::Result<Self> {
         create_private_dir_all(parent_of(target))?;
         let tmp = temp_path(target);
-        let mut opts = OpenOptions::new();
-        opts.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, mode);
-        #[cfg(not(unix))]
-        let _ = mode;
-        let file = opts.open(&tmp)?;
+        let file = create_new(&tmp, mode)?;
         Ok(AtomicFile { tmp, target: target.to_path_buf(), file: Some(io::BufWriter::with_capacity(capacity, file)) })
     }
 
@@ -204,12 +214,11 @@ impl AtomicFile {
     pub(crate) fn reusing(target: &Path, state_dir: &Path) -> io::Result<Self> {
         create_private_dir_all(parent_of(target))?;
         let tmp = temp_path(target);
-        match super::spare::take(state_dir, &tmp) {
-            Some(file) => {
-                Ok(AtomicFile { tmp, target: target.to_path_buf(), file: Some(io::BufWriter::with_capacity(0, file)) })
-            }
-            None => Self::with_buffer(target, FILE_MODE, 0),
-        }
+        let file = match super::spare::take(state_dir, &tmp) {
+            Some(file) => file,
+            None => create_new(&tmp, FILE_MODE)?,
+        };
+        Ok(AtomicFile { tmp, target: target.to_path_buf(), file: Some(io::BufWriter::with_capacity(0, file)) })
     }
 
     /// The open temporary file (to set its times before the commit, say).

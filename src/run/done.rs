@@ -394,7 +394,7 @@ fn seen(meta: &std::fs::Metadata) -> Seen {
 fn compact_pass(state_dir: &Path, dir: &Path, loose: Vec<PathBuf>, prune: bool) -> std::io::Result<Compacted> {
     let mut c = Compacted::default();
     let (taken, entries) = take_loose(loose, &mut c);
-    let mut read = |i: usize| read_again(&taken[i], &entries);
+    let mut read = |i: usize, key: &str| read_again(&taken[i], key);
     write_packed(dir, &entries, &mut read, prune, &mut c)?;
     remove_taken(state_dir, dir, taken, &mut c)?;
     Ok(c)
@@ -445,11 +445,10 @@ fn take_loose(loose: Vec<PathBuf>, c: &mut Compacted) -> (Vec<Taken>, Vec<packed
 /// The record of a loose file taken, read again as the merge comes to it: its line when the
 /// file still holds a record of that key (a newer one put in its place meanwhile is as good:
 /// the file then stays, see [`remove_taken`]); `None` leaves the packed file's line as it was.
-fn read_again(taken: &Taken, entries: &[packed::Entry]) -> Option<Vec<u8>> {
+fn read_again(taken: &Taken, key: &str) -> Option<Vec<u8>> {
     let mut file = std::fs::File::open(&taken.path).ok()?;
-    let (line, _, key) = read_loose(&mut file)?;
-    entries.binary_search_by(|e| e.key.as_str().cmp(&key)).ok()?;
-    Some(line)
+    let (line, _, found) = read_loose(&mut file)?;
+    (found == key).then_some(line)
 }
 
 /// Writes the new packed file: the old one merged with `entries` (their records from `read`;
@@ -457,7 +456,7 @@ fn read_again(taken: &Taken, entries: &[packed::Entry]) -> Option<Vec<u8>> {
 fn write_packed(
     dir: &Path,
     entries: &[packed::Entry],
-    read: &mut dyn FnMut(usize) -> Option<Vec<u8>>,
+    read: &mut dyn FnMut(usize, &str) -> Option<Vec<u8>>,
     prune: bool,
     c: &mut Compacted,
 ) -> std::io::Result<()> {
@@ -877,7 +876,7 @@ mod tests {
         let mut c = Compacted::default();
         let (taken, entries) = take_loose(loose_records(&s.done()).unwrap(), &mut c);
         s.record(&a, "second");
-        let mut read = |i: usize| read_again(&taken[i], &entries);
+        let mut read = |i: usize, key: &str| read_again(&taken[i], key);
         write_packed(&s.done(), &entries, &mut read, false, &mut c).unwrap();
         remove_taken(&s.state(), &s.done(), taken, &mut c).unwrap();
         assert_eq!((c.packed, c.left, c.lines), (2, 1, 2));

@@ -495,16 +495,17 @@ fn refuse(
         return Ok(());
     }
     refused.sort_by_key(|(i, _)| *i);
-    let gone: std::collections::HashSet<usize> = refused.iter().map(|(i, _)| *i).collect();
+    let mut gone = Vec::with_capacity(refused.len());
     for (i, err) in refused {
         if let Some(item) = items.get(i) {
             on_end(FileEnd { item, end: End::Refused(err), elapsed: Duration::ZERO })?;
         }
+        gone.push(i);
     }
     let mut i = 0;
     items.retain(|_| {
         i += 1;
-        !gone.contains(&(i - 1))
+        gone.binary_search(&(i - 1)).is_err()
     });
     Ok(())
 }

@@ -637,10 +637,10 @@ impl<'a> Watcher<'a> {
             }
         }
         self.queued = wanted;
-        // Oldest first; collected in place, then a deque of it without a copy.
-        let mut look: Vec<(Duration, Key)> = oldest.into_vec().into_iter().map(|r| r.0).collect();
-        look.sort_by_key(|l| std::cmp::Reverse(l.0));
-        self.backlog = VecDeque::from(look.into_iter().map(|(_, k)| k).collect::<Vec<_>>());
+        // Oldest first (the heap sorted by `Reverse`); collected in place, then a deque of it
+        // without a copy.
+        let look: Vec<Key> = oldest.into_sorted_vec().into_iter().map(|r| r.0.1).collect();
+        self.backlog = VecDeque::from(look);
         self.take_from_backlog(now);
     }
 

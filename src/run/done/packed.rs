@@ -200,9 +200,9 @@ pub(super) struct Entry {
 /// What a merge does with a key's line.
 #[derive(Debug)]
 pub(super) enum New {
-    /// The record is read when its turn comes (`read(i)`, so a compaction holds keys, not
-    /// records): what it gives takes the place of the old line; `None` leaves the old line
-    /// as it was.
+    /// The record is read when its turn comes (`read(i, key)`, so a compaction holds keys,
+    /// not records): what it gives takes the place of the old line; `None` leaves the old
+    /// line as it was.
     Later(usize),
     /// The key's old line goes.
     Remove,
@@ -215,9 +215,9 @@ enum Put {
     Keep,
 }
 
-fn resolve(e: &Entry, read: &mut dyn FnMut(usize) -> Option<Vec<u8>>) -> Put {
+fn resolve(e: &Entry, read: &mut dyn FnMut(usize, &str) -> Option<Vec<u8>>) -> Put {
     match &e.record {
-        New::Later(i) => read(*i).map_or(Put::Keep, Put::Line),
+        New::Later(i) => read(*i, &e.key).map_or(Put::Keep, Put::Line),
         New::Remove => Put::Remove,
     }
 }
@@ -239,7 +239,7 @@ pub(super) struct Merged {
 pub(super) fn merge(
     old: Option<&mut dyn BufRead>,
     new: &[Entry],
-    read: &mut dyn FnMut(usize) -> Option<Vec<u8>>,
+    read: &mut dyn FnMut(usize, &str) -> Option<Vec<u8>>,
     out: &mut dyn Write,
     keep: &mut dyn FnMut(&[u8]) -> bool,
 ) -> io::Result<Merged> {
@@ -412,7 +412,7 @@ mod tests {
             .enumerate()
             .map(|(i, (k, r))| Entry { key: k.to_string(), record: r.map_or(New::Remove, |_| New::Later(i)) })
             .collect();
-        let mut read = |i: usize| new[i].1.map(|r| r.as_bytes().to_vec());
+        let mut read = |i: usize, _: &str| new[i].1.map(|r| r.as_bytes().to_vec());
         let mut out = Vec::new();
         let mut reader = io::Cursor::new(old.as_bytes().to_vec());
         let m = merge(Some(&mut reader), &entries, &mut read, &mut out, keep).unwrap();
@@ -433,7 +433,7 @@ mod tests {
         assert_eq!(run_merge(old, &[], &mut |_| true).0, old);
         assert_eq!(run_merge("", &[("x", Some("X")), ("y", None)], &mut |_| true).0, "x\tX\n");
         let mut none = Vec::new();
-        let mut read = |_| Some(b"R".to_vec());
+        let mut read = |_, _: &str| Some(b"R".to_vec());
         merge(None, &[Entry { key: "k".into(), record: New::Later(0) }], &mut read, &mut none, &mut |_| true).unwrap();
         assert_eq!(none, b"k\tR\n");
     }
@@ -448,7 +448,7 @@ mod tests {
             Entry { key: "d".into(), record: New::Later(3) },
         ];
         let mut asked = vec![];
-        let mut read = |i: usize| {
+        let mut read = |i: usize, _: &str| {
             asked.push(i);
             i.is_multiple_of(2).then(|| format!("R{i}").into_bytes())
         };
