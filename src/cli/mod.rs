@@ -36,6 +36,14 @@ fn few_malloc_arenas() {
     }
 }
 
+/// The most threads the run's blocking pool may have (tokio's default is 512). Its work is
+/// short: a state file's write and fsync, a read the page cache could not serve, a hash or a
+/// zip. Files at once each wait on such work (up to `--files auto`'s 128), and every thread
+/// the pool starts for them stays 10 s with its stack and its allocator cache: `watch` over
+/// 100,000 files grew to 125 threads and 66 MiB; with 16, 20 threads, 59 MiB, and 12 % more
+/// files a second (fewer switches). Every task still runs: past 16 they queue.
+const BLOCKING_THREADS: usize = 16;
+
 /// The `upload` binary: parse, set up the terminal and logs, run, map the error to an exit code.
 pub fn main() -> std::process::ExitCode {
     few_malloc_arenas();
@@ -63,13 +71,14 @@ pub fn main() -> std::process::ExitCode {
     } else {
         init_tracing(cli.output.verbose, colour);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("upload: error: cannot start the async runtime: {e}");
-            return std::process::ExitCode::from(1);
-        }
-    };
+    let runtime =
+        match tokio::runtime::Builder::new_multi_thread().enable_all().max_blocking_threads(BLOCKING_THREADS).build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("upload: error: cannot start the async runtime: {e}");
+                return std::process::ExitCode::from(1);
+            }
+        };
     let code = match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(err) => {
