@@ -62,7 +62,7 @@ impl Framing {
     ) -> reqwest::Body {
         let head = futures::stream::once(futures::future::ready(Ok::<_, std::io::Error>(self.head.clone())));
         let tail = futures::stream::once(futures::future::ready(Ok::<_, std::io::Error>(self.tail.clone())));
-        let file = source.stream_range_limited(0, source.size(), rate, on_chunk, crc);
+        let file = source.body_stream(0, source.size(), rate, on_chunk, crc);
         reqwest::Body::wrap_stream(head.chain(file).chain(tail))
     }
 }

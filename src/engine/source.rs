@@ -109,6 +109,9 @@ struct Piece {
     pool: Arc<BufPool>,
     /// Once sent, the page cache this piece's read brought in is dropped (`cache::DropBehind`).
     drop_behind: Option<(Arc<cache::DropBehind>, u64, u64)>,
+    /// A request body's turn ([`FileSource::body_stream`]): its next piece is read once this
+    /// one is dropped.
+    _turn: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl AsRef<[u8]> for Piece {
@@ -445,6 +448,39 @@ impl FileSource {
         on_chunk: impl Fn(u64) + Send + Sync + 'static,
         crc: CrcSlot,
     ) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+        self.pieces(offset, len, limit, on_chunk, crc, None)
+    }
+
+    /// [`FileSource::stream_range_limited`] for a request body, one piece in memory at a time:
+    /// the next piece is read once the HTTP connection has handed the last one to the socket
+    /// (or to TLS) and dropped it. hyper otherwise asks for pieces until it holds about
+    /// 400 KiB (two pieces) before it writes, and the stream reads a third meanwhile: at
+    /// concurrency 8 over https, 20 pieces (5 MiB) of the file were in memory at once. The
+    /// socket's own buffer keeps the connection busy while the next piece is read (a copy
+    /// from the page cache, or a read on the blocking pool). A consumer that keeps the pieces
+    /// it was given (collects them) must not use this stream: it would wait for itself.
+    pub(crate) fn body_stream(
+        &self,
+        offset: u64,
+        len: u64,
+        limit: RateLimit,
+        on_chunk: impl Fn(u64) + Send + Sync + 'static,
+        crc: CrcSlot,
+    ) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+        self.pieces(offset, len, limit, on_chunk, crc, Some(Arc::new(tokio::sync::Semaphore::new(1))))
+    }
+
+    /// The pieces of `[offset, offset + len)`; with `turns`, each waits for a permit that the
+    /// piece before gives back when dropped.
+    fn pieces(
+        &self,
+        offset: u64,
+        len: u64,
+        limit: RateLimit,
+        on_chunk: impl Fn(u64) + Send + Sync + 'static,
+        crc: CrcSlot,
+        turns: Option<Arc<tokio::sync::Semaphore>>,
+    ) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
         let this = self.clone();
         let on_chunk = Arc::new(on_chunk);
         let limited = limit.is_limited();
@@ -456,13 +492,19 @@ impl FileSource {
             let on_chunk = on_chunk.clone();
             let limit = limit.clone();
             let crc = crc.clone();
+            let turns = turns.clone();
             async move {
                 if done >= len {
                     return Ok(None);
                 }
                 let want = (len - done).min(PIECE as u64);
                 let n = if limited { limit.take(want).await } else { want } as usize;
-                let bytes = this.read_piece(offset + done, n, offset + len).await?;
+                // The semaphore is never closed: a permit always comes once the piece before is dropped.
+                let turn = match turns {
+                    Some(t) => t.acquire_owned().await.ok(),
+                    None => None,
+                };
+                let bytes = this.read_piece(offset + done, n, offset + len, turn).await?;
                 digest.update(&bytes);
                 if done + n as u64 >= len {
                     crc.set(digest.value());
@@ -475,7 +517,13 @@ impl FileSource {
 
     /// Reads `n` bytes at `at` into a buffer of the pool, as `Bytes` that give the buffer back
     /// when dropped. The read runs on the blocking pool.
-    async fn read_piece(&self, at: u64, n: usize, range_end: u64) -> std::io::Result<Bytes> {
+    async fn read_piece(
+        &self,
+        at: u64,
+        n: usize,
+        range_end: u64,
+        turn: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> std::io::Result<Bytes> {
         // Which pages were cached is looked at before the first read of the upload.
         let drop_behind = self.drop_behind(at, range_end);
         let mut buf = self.pool.take(n);
@@ -493,7 +541,7 @@ impl FileSource {
             .await
             .map_err(std::io::Error::other)??;
         }
-        Ok(Bytes::from_owner(Piece { buf, len: n, pool: self.pool.clone(), drop_behind }))
+        Ok(Bytes::from_owner(Piece { buf, len: n, pool: self.pool.clone(), drop_behind, _turn: turn }))
     }
 
     /// What a piece read at `at` drops behind it once sent: for a large file (on Linux), the
@@ -608,6 +656,35 @@ mod tests {
         }
         assert_eq!(all, data);
         assert_eq!(src.pool.allocated.load(Ordering::Relaxed), first, "no new buffer");
+    }
+
+    #[tokio::test]
+    async fn a_request_body_holds_one_piece_of_the_file_at_a_time() {
+        use futures::FutureExt;
+        let data: Vec<u8> = (0..3 * PIECE + 99).map(|i| (i * 13 + i / 777) as u8).collect();
+        let (_dir, path) = file_with(&data);
+        let src = FileSource::open(&path).unwrap();
+        let crc = CrcSlot::new();
+        let mut body = Box::pin(src.body_stream(0, data.len() as u64, RateLimit::off(), |_| {}, crc.clone()));
+        let first = body.try_next().await.unwrap().expect("a first piece");
+        // The next piece waits while the first is held (not sent yet) ...
+        for _ in 0..20 {
+            assert!(body.try_next().now_or_never().is_none(), "a second piece read while the first is held");
+            tokio::task::yield_now().await;
+        }
+        // ... and comes once it is dropped; the bytes are the file's, in order.
+        let mut all = first.to_vec();
+        drop(first);
+        while let Some(piece) = tokio::time::timeout(std::time::Duration::from_secs(5), body.try_next())
+            .await
+            .expect("the next piece")
+            .unwrap()
+        {
+            all.extend_from_slice(&piece);
+        }
+        assert_eq!(all, data);
+        assert_eq!(src.pool.allocated.load(Ordering::Relaxed), 1, "one buffer served every piece");
+        assert!(crc.get().is_some(), "the CRC of the pieces is left with the last");
     }
 
     #[tokio::test]

@@ -810,7 +810,7 @@ impl PartJob {
         let file_error: Arc<std::sync::Mutex<Option<std::io::Error>>> = Arc::default();
         let body = {
             let file_error = file_error.clone();
-            let stream = self.source.stream_range_limited(offset, len, self.options.rate.clone(), on_sent, crc);
+            let stream = self.source.body_stream(offset, len, self.options.rate.clone(), on_sent, crc);
             reqwest::Body::wrap_stream(stream.map(move |r| {
                 r.map_err(|e| {
                     let copy = std::io::Error::new(e.kind(), e.to_string());
