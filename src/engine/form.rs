@@ -191,7 +191,13 @@ mod tests {
             },
             crc.clone(),
         );
-        let bytes: Vec<u8> = http_body_util::BodyExt::collect(body).await.unwrap().to_bytes().to_vec();
+        // Read as a connection reads it: each frame copied out and dropped before the next (the
+        // file's pieces come one at a time: collecting them whole would wait for itself).
+        let mut body = std::pin::pin!(body);
+        let mut bytes = Vec::new();
+        while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+            bytes.extend_from_slice(frame.unwrap().data_ref().expect("data"));
+        }
         assert_eq!(bytes.len() as u64, f.content_length);
         assert_eq!(seen.load(std::sync::atomic::Ordering::Relaxed), data.len() as u64);
         assert_eq!(crc.get(), Some(crate::engine::checksum::crc64nvme(&data)), "the CRC of the file's bytes only");
